@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Private declarations of the mpq module: the shmem-backed memory region
+ * every object is built on, the queue object, and the module-wide counters
+ * that show what the module still holds.
+ */
+#ifndef _MPQ_INTERNAL_H
+#define _MPQ_INTERNAL_H
+
+#include <linux/atomic.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/types.h>
+
+/**
+ * struct mpq_region - memory shared between the kernel and every process
+ * @shmem:	the shmem file that backs it; mappings are redirected to it so
+ *		that its pages are file pages and shared futexes work on them
+ * @pages:	every page of @shmem, pinned for the life of the region
+ * @nr_pages:	number of entries in @pages
+ * @kaddr:	kernel mapping of @pages, contiguous
+ */
+struct mpq_region {
+	struct file *shmem;
+	struct page **pages;
+	unsigned long nr_pages;
+	void *kaddr;
+};
+
+int mpq_region_init(struct mpq_region *r, const char *name, size_t size);
+void mpq_region_destroy(struct mpq_region *r);
+int mpq_region_mmap(struct mpq_region *r, struct file *owner,
+		    struct vm_area_struct *vma);
+
+long mpq_queue_create(void __user *uarg);
+
+/* Module-wide accounting, readable under /sys/module/mpq/parameters/. */
+extern atomic_long_t mpq_nr_objects;
+extern atomic_long_t mpq_nr_pages;
+extern unsigned long mpq_max_object_bytes;
+
+u64 mpq_next_id(void);
+
+#endif /* _MPQ_INTERNAL_H */

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * mpq: kernel-assisted multiprocessing objects.
+ *
+ * /dev/mpq is a factory, as /dev/userfaultfd is: each create ioctl returns
+ * a new anon-inode fd for one object (so far: a queue). The object's memory
+ * is shmem that every process holding the fd maps; the fast paths run in
+ * userspace on that memory and the module supplies what only the kernel can:
+ * a lifetime tied to fds and mappings, poll, and a view of what is alive.
+ *
+ * This file holds the device, its ioctl dispatch and the module-wide
+ * counters, exported read-only as module parameters so that tests and
+ * users can see that every object was freed.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/compat.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/mpq.h>
+
+#include "internal.h"
+
+atomic_long_t mpq_nr_objects = ATOMIC_LONG_INIT(0);
+atomic_long_t mpq_nr_pages = ATOMIC_LONG_INIT(0);
+static atomic64_t mpq_last_id = ATOMIC64_INIT(0);
+
+/* Largest single object; a create asking for more fails with -E2BIG. */
+unsigned long mpq_max_object_bytes = 1UL << 30;
+module_param_named(max_object_bytes, mpq_max_object_bytes, ulong, 0644);
+MODULE_PARM_DESC(max_object_bytes, "Largest object, in bytes (default 1 GiB)");
+
+static int mpq_get_counter(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(kp->arg));
+}
+
+static const struct kernel_param_ops mpq_counter_ops = {
+	.get = mpq_get_counter,
+};
+
+module_param_cb(objects, &mpq_counter_ops, &mpq_nr_objects, 0444);
+MODULE_PARM_DESC(objects, "Objects alive (read-only)");
+module_param_cb(pages, &mpq_counter_ops, &mpq_nr_pages, 0444);
+MODULE_PARM_DESC(pages, "Pages held by live objects (read-only)");
+
+u64 mpq_next_id(void)
+{
+	return atomic64_inc_return(&mpq_last_id);
+}
+
+static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
+			  unsigned long arg)
+{
+	switch (cmd) {
+	case MPQ_IOC_QUEUE_CREATE:
+		return mpq_queue_create((void __user *)arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations mpq_dev_fops = {
+	.owner		= THIS_MODULE,
+	.unlocked_ioctl	= mpq_dev_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.llseek		= noop_llseek,
+};
+
+static struct miscdevice mpq_misc = {
+	.minor	= MISC_DYNAMIC_MINOR,
+	.name	= MPQ_DEVICE_NAME,
+	.fops	= &mpq_dev_fops,
+	.mode	= 0666,
+};
+
+static int __init mpq_init(void)
+{
+	return misc_register(&mpq_misc);
+}
+
+static void __exit mpq_exit(void)
+{
+	misc_deregister(&mpq_misc);
+}
+
+module_init(mpq_init);
+module_exit(mpq_exit);
+
+MODULE_DESCRIPTION("Kernel-assisted multiprocessing queues and locks");
+MODULE_AUTHOR("mpq developers");
+MODULE_LICENSE("GPL");

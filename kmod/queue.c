@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The queue object: a bounded MPMC ring of fixed-size slots in a region
+ * (see region.c), whose layout is struct mpq_queue_shm in the uapi header.
+ *
+ * Producers and consumers move messages entirely in userspace. The kernel
+ * only reads the ring, to answer poll(), and never trusts it: any process
+ * that maps the queue can write anything there. The geometry the kernel
+ * uses is its own private copy; every shared field is read once and only
+ * used to compute an index masked into the ring, so garbage yields a wrong
+ * poll answer for the scribbler, never an access out of bounds.
+ *
+ * Waking pollers needs a system call, and the fast path must not make one
+ * when nobody polls. ->poll() sets a bit in poll_wanted before it checks
+ * the ring; a producer checks that bit after it publishes a message and,
+ * only if it is set, calls MPQ_IOC_QUEUE_WAKE. One side always sees the
+ * other (the handshake io_uring uses for IORING_SQ_NEED_WAKEUP).
+ */
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/log2.h>
+#include <linux/mpq.h>
+#include <linux/overflow.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+
+#include "internal.h"
+
+#define MPQ_QUEUE_CREATE_SIZE_VER0	48
+#define MPQ_QUEUE_INFO_SIZE_VER0	64
+#define MPQ_QUEUE_MAX_CAPACITY		(1U << 30)
+
+struct mpq_queue {
+	struct mpq_region region;
+	struct mpq_queue_shm *shm;
+	wait_queue_head_t wq;
+	u64 id;
+	/* Private, authoritative geometry. */
+	u32 capacity;
+	u32 msg_max;
+	u32 slot_size;
+	u32 data_off;
+	u64 map_size;
+};
+
+static struct mpq_slot *mpq_queue_slot(struct mpq_queue *q, u64 pos)
+{
+	u64 idx = pos & (q->capacity - 1);
+
+	return q->region.kaddr + q->data_off + idx * q->slot_size;
+}
+
+/* What a reader or writer would find now; see the ring rules in mpq.h. */
+static __poll_t mpq_queue_ready(struct mpq_queue *q)
+{
+	__poll_t mask = 0;
+	u64 pos;
+
+	pos = READ_ONCE(q->shm->head);
+	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == pos + 1)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	pos = READ_ONCE(q->shm->tail);
+	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == pos)
+		mask |= EPOLLOUT | EPOLLWRNORM;
+	return mask;
+}
+
+static __poll_t mpq_queue_poll(struct file *file, poll_table *pt)
+{
+	struct mpq_queue *q = file->private_data;
+	__poll_t want = poll_requested_events(pt);
+	u32 bits = 0;
+
+	poll_wait(file, &q->wq, pt);
+
+	/*
+	 * Ask for a wake-up in every direction the poller wants, ready or
+	 * not: an edge-triggered epoll does not call ->poll() again before it
+	 * sleeps, so the request must already stand when it does.
+	 */
+	if (want & (EPOLLIN | EPOLLRDNORM))
+		bits |= MPQ_POLL_IN;
+	if (want & (EPOLLOUT | EPOLLWRNORM))
+		bits |= MPQ_POLL_OUT;
+	if (bits) {
+		atomic_or(bits, (atomic_t *)&q->shm->poll_wanted);
+		/*
+		 * Pairs with the full fence in libmpq between publishing a
+		 * slot and reading poll_wanted: either we see the slot below
+		 * or the publisher sees our bit and wakes us.
+		 */
+		smp_mb__after_atomic();
+	}
+	return mpq_queue_ready(q);
+}
+
+static long mpq_queue_wake(struct mpq_queue *q, unsigned long arg)
+{
+	__poll_t key = 0;
+
+	if (arg & ~(unsigned long)MPQ_POLL_ALL)
+		return -EINVAL;
+	/* Clear before waking: a poller re-arming after this is not lost. */
+	atomic_andnot(arg, (atomic_t *)&q->shm->poll_wanted);
+	if (arg & MPQ_POLL_IN)
+		key |= EPOLLIN | EPOLLRDNORM;
+	if (arg & MPQ_POLL_OUT)
+		key |= EPOLLOUT | EPOLLWRNORM;
+	if (key)
+		wake_up_interruptible_poll(&q->wq, key);
+	return 0;
+}
+
+static long mpq_queue_info(struct mpq_queue *q, void __user *uarg)
+{
+	struct mpq_queue_info info = {
+		.size		= sizeof(info),
+		.capacity	= q->capacity,
+		.msg_max	= q->msg_max,
+		.slot_size	= q->slot_size,
+		.data_off	= q->data_off,
+		.map_size	= q->map_size,
+		.id		= q->id,
+	};
+	u32 usize;
+
+	if (get_user(usize, (u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < MPQ_QUEUE_INFO_SIZE_VER0)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	if (usize < sizeof(info))
+		info.size = usize;
+	if (copy_to_user(uarg, &info, min_t(size_t, usize, sizeof(info))))
+		return -EFAULT;
+	if (usize > sizeof(info) &&
+	    clear_user(uarg + sizeof(info), usize - sizeof(info)))
+		return -EFAULT;
+	return 0;
+}
+
+static long mpq_queue_ioctl(struct file *file, unsigned int cmd,
+			    unsigned long arg)
+{
+	struct mpq_queue *q = file->private_data;
+
+	switch (cmd) {
+	case MPQ_IOC_QUEUE_WAKE:
+		return mpq_queue_wake(q, arg);
+	case MPQ_IOC_QUEUE_INFO:
+		return mpq_queue_info(q, (void __user *)arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static int mpq_queue_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct mpq_queue *q = file->private_data;
+
+	return mpq_region_mmap(&q->region, file, vma);
+}
+
+static void mpq_queue_free(struct mpq_queue *q)
+{
+	mpq_region_destroy(&q->region);
+	kfree(q);
+	atomic_long_dec(&mpq_nr_objects);
+}
+
+static int mpq_queue_release(struct inode *inode, struct file *file)
+{
+	mpq_queue_free(file->private_data);
+	return 0;
+}
+
+static const struct file_operations mpq_queue_fops = {
+	.owner		= THIS_MODULE,
+	.release	= mpq_queue_release,
+	.poll		= mpq_queue_poll,
+	.unlocked_ioctl	= mpq_queue_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.mmap		= mpq_queue_mmap,
+	.llseek		= noop_llseek,
+};
+
+/* Validate a create request and work out the queue's geometry. */
+static int mpq_queue_geometry(struct mpq_queue *q,
+			      const struct mpq_queue_create *args)
+{
+	u64 slot_size, ring, total;
+
+	if (args->flags & ~MPQ_CREATE_FLAGS)
+		return -EINVAL;
+	if (memchr_inv(args->reserved, 0, sizeof(args->reserved)))
+		return -EINVAL;
+	if (!args->capacity || !args->msg_max)
+		return -EINVAL;
+	if (args->capacity > MPQ_QUEUE_MAX_CAPACITY)
+		return -E2BIG;
+
+	slot_size = ALIGN((u64)sizeof(struct mpq_slot) + args->msg_max,
+			  MPQ_SLOT_ALIGN);
+	q->capacity = roundup_pow_of_two(args->capacity);
+	if (check_mul_overflow(slot_size, (u64)q->capacity, &ring) ||
+	    check_add_overflow(ring, (u64)PAGE_SIZE, &total))
+		return -E2BIG;
+	total = PAGE_ALIGN(total);
+	if (total > mpq_max_object_bytes || slot_size > U32_MAX)
+		return -E2BIG;
+
+	q->msg_max = args->msg_max;
+	q->slot_size = slot_size;
+	q->data_off = PAGE_SIZE;
+	q->map_size = total;
+	return 0;
+}
+
+/* Write the shared header and number the slots, before anyone maps them. */
+static void mpq_queue_format(struct mpq_queue *q)
+{
+	u64 i;
+
+	q->shm = q->region.kaddr;
+	q->shm->magic = MPQ_QUEUE_MAGIC;
+	q->shm->version = MPQ_QUEUE_VERSION;
+	q->shm->capacity = q->capacity;
+	q->shm->msg_max = q->msg_max;
+	q->shm->slot_size = q->slot_size;
+	q->shm->data_off = q->data_off;
+	q->shm->map_size = q->map_size;
+	for (i = 0; i < q->capacity; i++)
+		mpq_queue_slot(q, i)->seq = i;
+}
+
+/**
+ * mpq_queue_create() - MPQ_IOC_QUEUE_CREATE: make a queue, return its fd
+ * @uarg:	user pointer to struct mpq_queue_create
+ *
+ * Return: the new fd, or -EFAULT, -EINVAL (bad size, flags, reserved
+ * fields, zero capacity or msg_max), -E2BIG (too large, or a longer struct
+ * with non-zero trailing bytes), -ENOMEM, -EMFILE.
+ */
+long mpq_queue_create(void __user *uarg)
+{
+	struct mpq_queue_create args;
+	struct mpq_queue *q;
+	struct file *file;
+	u32 usize;
+	int fd, ret;
+
+	if (get_user(usize, (u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < MPQ_QUEUE_CREATE_SIZE_VER0)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	if (ret)
+		return ret;
+
+	q = kzalloc(sizeof(*q), GFP_KERNEL_ACCOUNT);
+	if (!q)
+		return -ENOMEM;
+	ret = mpq_queue_geometry(q, &args);
+	if (ret)
+		goto err_free;
+	ret = mpq_region_init(&q->region, "mpq-queue", q->map_size);
+	if (ret)
+		goto err_free;
+	mpq_queue_format(q);
+	init_waitqueue_head(&q->wq);
+	q->id = mpq_next_id();
+
+	fd = get_unused_fd_flags(O_RDWR |
+			(args.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0) {
+		ret = fd;
+		goto err_region;
+	}
+	file = anon_inode_getfile("[mpq-queue]", &mpq_queue_fops, q, O_RDWR);
+	if (IS_ERR(file)) {
+		ret = PTR_ERR(file);
+		goto err_fd;
+	}
+	atomic_long_inc(&mpq_nr_objects);
+	fd_install(fd, file);
+	return fd;
+
+err_fd:
+	put_unused_fd(fd);
+err_region:
+	mpq_region_destroy(&q->region);
+err_free:
+	kfree(q);
+	return ret;
+}

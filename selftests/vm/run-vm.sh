@@ -1,0 +1,154 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot Debian's 6.1 kernel in qemu with the host's root read-only over 9p,
+# load mpq.ko, run a command inside, and return its output and exit status.
+# After the command the guest unloads the module; the run fails if that
+# fails or if the kernel logged a splat (BUG, WARNING, Oops, lockdep, RCU
+# stall, hung task).
+#
+#   run-vm.sh [-t SECONDS] -- COMMAND [ARG...]   run COMMAND in the guest
+#   run-vm.sh -s                                 interactive shell
+#
+# Environment: MPQ_KVER (kernel release, default: newest installed
+# linux-headers-*-amd64), MPQ_VM_DIR (default build/vm), MPQ_MODULE
+# (default kmod/mpq.ko), MPQ_VM_ACCEL (kvm or tcg, default: probe),
+# MPQ_VM_SMP (2), MPQ_VM_MEM (2G).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+vmdir=${MPQ_VM_DIR:-$top/build/vm}
+module=$(realpath "${MPQ_MODULE:-$top/kmod/mpq.ko}")
+timeout_s=600
+shell=0
+
+die() { echo "run-vm: $*" >&2; exit 2; }
+
+while getopts "st:" opt; do
+	case $opt in
+	s) shell=1 ;;
+	t) timeout_s=$OPTARG ;;
+	*) die "usage: run-vm.sh [-s] [-t SECONDS] -- COMMAND..." ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $shell = 1 ] || [ $# -gt 0 ] || die "no command given"
+
+kver=${MPQ_KVER:-$("$top/scripts/deps.sh" --kver)}
+kimg=$vmdir/linux-image-$kver
+vmlinuz=$kimg/boot/vmlinuz-$kver
+[ -r "$vmlinuz" ] || die "no kernel image at $vmlinuz: run 'make deps'"
+[ -r "$module" ] || die "no module at $module: run 'make'"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run 'make deps'"
+modinfo -F vermagic "$module" | grep -q "^$kver " ||
+	die "$module was not built for $kver (KDIR must match the VM kernel)"
+
+# The initramfs: busybox, the modules that reach the host root over 9p, and
+# init. Rebuilt when init or the kernel changes.
+initrd=$vmdir/initramfs-$kver.cpio
+if [ ! -s "$initrd" ] || [ "$top/selftests/vm/init" -nt "$initrd" ]; then
+	stage=$(mktemp -d)
+	trap 'rm -rf "$stage"' EXIT
+	mkdir -p "$stage"/{bin,proc,sys,dev,newroot,lib/modules}
+	cp /bin/busybox "$stage/bin/busybox"
+	file "$stage/bin/busybox" 2>/dev/null | grep -q dynamic &&
+		die "/bin/busybox is dynamic: install busybox-static"
+	cp "$top/selftests/vm/init" "$stage/init"
+	chmod +x "$stage/init"
+	moddir=$kimg/lib/modules/$kver
+	order=()
+	add_mod() { # add a module after its dependencies, once
+		local name=$1 path dep
+		for m in "${order[@]}"; do [ "$m" = "$name" ] && return; done
+		path=$(find "$moddir" -name "$name.ko" -print -quit)
+		[ -n "$path" ] || die "module $name not in $moddir"
+		for dep in $(modinfo -F depends "$path" | tr ',' ' '); do
+			add_mod "$dep"
+		done
+		cp "$path" "$stage/lib/modules/"
+		order+=("$name")
+	}
+	for m in virtio_pci 9pnet_virtio 9p; do add_mod "$m"; done
+	printf '%s\n' "${order[@]}" > "$stage/lib/modules/order"
+	(cd "$stage" && find . | cpio -o -H newc --quiet) > "$initrd.tmp"
+	mv "$initrd.tmp" "$initrd"
+	rm -rf "$stage"
+	trap - EXIT
+fi
+
+# KVM only where it really runs a guest: /dev/kvm can exist and hang.
+accel=${MPQ_VM_ACCEL:-}
+if [ -z "$accel" ]; then
+	accel=tcg
+	if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo &&
+	   timeout 10 qemu-system-x86_64 -accel kvm -nodefaults -display none \
+		-no-reboot -m 256 -kernel "$vmlinuz" \
+		-append "panic=-1 rdinit=/none init=/none" >/dev/null 2>&1; then
+		accel=kvm
+	fi
+fi
+case $accel in
+kvm) accel_args=(-accel kvm -cpu host) ;;
+tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
+*) die "MPQ_VM_ACCEL must be kvm or tcg" ;;
+esac
+
+mkdir -p "$vmdir/runs"
+run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
+{
+	printf 'MPQ_VM_MODULE=%q\n' "$module"
+	printf 'MPQ_VM_CWD=%q\n' "$PWD"
+	printf 'MPQ_VM_SHELL=%s\n' "$shell"
+} > "$run/env"
+{
+	echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+	echo 'export HOME=/tmp TMPDIR=/tmp MPQ_IN_VM=1'
+	for v in MPQ_BACKEND ASAN_OPTIONS UBSAN_OPTIONS; do
+		[ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
+	done
+	[ $# -gt 0 ] && printf 'exec' && printf ' %q' "$@" && echo
+} > "$run/cmd.sh"
+
+qemu=(qemu-system-x86_64 "${accel_args[@]}"
+	-smp "${MPQ_VM_SMP:-2}" -m "${MPQ_VM_MEM:-2G}"
+	-nodefaults -no-reboot -display none
+	-kernel "$vmlinuz" -initrd "$initrd"
+	-append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init"
+	-fsdev "local,id=root,path=/,readonly=on,security_model=none,multidevs=remap"
+	-device virtio-9p-pci,fsdev=root,mount_tag=hostroot
+	-fsdev "local,id=out,path=$run,security_model=none"
+	-device virtio-9p-pci,fsdev=out,mount_tag=out
+	-device virtio-rng-pci)
+
+if [ $shell = 1 ]; then
+	"${qemu[@]}" -serial mon:stdio
+	exit 0
+fi
+
+start=$(date +%s%N)
+rc=0
+timeout -k 5 "$timeout_s" "${qemu[@]}" -serial "file:$run/console.log" \
+	</dev/null || rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+secs=$((ms / 1000)).$(printf %03d $((ms % 1000)))
+
+[ -f "$run/output" ] && cat "$run/output"
+fail() {
+	echo "run-vm: FAIL: $*" >&2
+	echo "run-vm: console log: $run/console.log (last lines below)" >&2
+	tail -n 30 "$run/console.log" >&2 || true
+	exit 3
+}
+[ $rc = 124 ] && fail "the VM did not finish within ${timeout_s}s ($accel)"
+[ -f "$run/status" ] || fail "the guest command did not complete (qemu exit $rc)"
+[ -f "$run/insmod" ] && fail "insmod $module failed in the guest"
+status=$(cat "$run/status")
+splat='BUG:|WARNING:|Oops|general protection|INFO: task .* blocked|possible recursive locking|possible circular locking|inconsistent lock state|rcu.*(stall|detected)|UBSAN:|KASAN:|kernel BUG|Call Trace:'
+if grep -Eq "$splat" "$run/dmesg"; then
+	grep -En -B2 -A20 "$splat" "$run/dmesg" | head -60 >&2
+	fail "the kernel logged a splat (see $run/dmesg)"
+fi
+[ "$(cat "$run/rmmod" 2>/dev/null)" = 0 ] ||
+	fail "rmmod mpq failed in the guest: $(cat "$run/rmmod.err" 2>/dev/null)"
+echo "run-vm: guest exit $status, no kernel splat, rmmod ok ($accel, ${secs}s; $run)" >&2
+exit "$status"
