@@ -31,7 +31,7 @@
 
 #define MPQ_QUEUE_CREATE_SIZE_VER0	48
 #define MPQ_QUEUE_INFO_SIZE_VER0	64
-#define MPQ_QUEUE_MAX_CAPACITY		(1U << 30)
+#define MPQ_QUEUE_MAX_CAPACITY		BIT(30)
 
 struct mpq_queue {
 	struct mpq_region region;

@@ -19,7 +19,6 @@
 #include <linux/sched/signal.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 
 #include "internal.h"
@@ -30,7 +29,8 @@ static const struct vm_operations_struct *mpq_shmem_vm_ops;
 static void mpq_vma_flags(struct vm_area_struct *vma, vm_flags_t set,
 			  vm_flags_t clear)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#ifdef MPQ_HAVE_VM_FLAGS_MOD
+	/* vm_flags became read-only in 6.3. */
 	vm_flags_mod(vma, set, clear);
 #else
 	vma->vm_flags = (vma->vm_flags | set) & ~clear;

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libmpq: Python's multiprocessing for C programs on Linux.
+ *
+ * Objects are opaque handles (struct mpq_<type>) made by mpq_<type>_new()
+ * and released by mpq_<type>_free(). Every call that can fail returns 0 (or
+ * a count) on success and a negative errno on failure; errno itself is
+ * never the answer. Timeouts are int64_t nanoseconds: MPQ_FOREVER blocks,
+ * 0 never blocks.
+ *
+ * Objects live in memory shared by the processes that use them, made by
+ * one of two backends behind the same API:
+ *   MPQ_BACKEND_KMOD   objects from the mpq kernel module (/dev/mpq): the
+ *                      kernel owns their lifetime and their fds are
+ *                      pollable;
+ *   MPQ_BACKEND_MEMFD  memfd + futex, for machines without the module.
+ * The default is the environment's MPQ_BACKEND ("kmod" or "memfd") if set,
+ * else kmod where /dev/mpq exists, else memfd.
+ *
+ * Objects are inherited across fork(). A queue's fd can also be passed to
+ * an unrelated process (SCM_RIGHTS) and opened there with
+ * mpq_queue_from_fd().
+ */
+#ifndef MPQ_H
+#define MPQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPQ_VERSION_MAJOR	0
+#define MPQ_VERSION_MINOR	1
+
+/* Block without a time limit. */
+#define MPQ_FOREVER		((int64_t)-1)
+
+enum mpq_backend {
+	MPQ_BACKEND_DEFAULT	= 0,
+	MPQ_BACKEND_KMOD	= 1,
+	MPQ_BACKEND_MEMFD	= 2,
+};
+
+/* "kmod", "memfd", or "?" for a value that names no backend. */
+const char *mpq_backend_name(int backend);
+
+/*
+ * Queue: Python's multiprocessing.Queue for byte messages. A bounded
+ * multi-producer multi-consumer FIFO; each producer's messages come out in
+ * the order it put them. A put or get that neither has to wait nor has to
+ * wake a sleeper makes no system call.
+ */
+struct mpq_queue;
+
+/*
+ * Creation settings. Zero-initialise, then set what you need: zero means
+ * the default. The struct has room to grow; reserved fields must be zero.
+ */
+struct mpq_queue_attr {
+	uint32_t maxsize;	/* messages it holds (default 1024), rounded
+				   up to a power of two */
+	uint32_t msgsize;	/* largest message in bytes (default 1024) */
+	int32_t backend;	/* enum mpq_backend */
+	uint32_t flags;		/* none yet: must be 0 */
+	int64_t spin_ns;	/* how long a blocking call spins before it
+				   sleeps: 0 default, < 0 never */
+	uint64_t __reserved[4];
+};
+
+/*
+ * Make a queue. attr may be NULL for all defaults.
+ * Returns 0, -EINVAL (bad attr or MPQ_BACKEND), -ENODEV (kmod asked for
+ * but /dev/mpq absent), -E2BIG (too large), -ENOMEM, -EMFILE.
+ */
+int mpq_queue_new(struct mpq_queue **out, const struct mpq_queue_attr *attr);
+
+/*
+ * Open a queue from an fd that mpq_queue_fileno() gave in some process and
+ * that reached this one (SCM_RIGHTS, inheritance). The fd is duplicated:
+ * the caller still owns it.
+ * Returns 0, -EBADF (not an open fd), -EINVAL (not a queue), -EUCLEAN (a
+ * queue whose header is corrupt), -ENOMEM.
+ */
+int mpq_queue_from_fd(struct mpq_queue **out, int fd);
+
+/* Unmap and close this process's handle. The queue lives on in others. */
+void mpq_queue_free(struct mpq_queue *q);
+
+/*
+ * Put one message of len bytes (len <= the queue's msgsize; 0 is allowed).
+ * Waits while the queue is full, up to timeout_ns.
+ * Returns 0, -EAGAIN (full and timeout_ns == 0), -ETIMEDOUT, -EMSGSIZE
+ * (len too large), -EINVAL, -EUCLEAN (the shared memory is corrupt).
+ */
+int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
+		  int64_t timeout_ns);
+int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg, size_t len);
+
+/*
+ * Take the oldest message into buf. *len is in: the size of buf; out: the
+ * message's length. Waits while the queue is empty, up to timeout_ns.
+ * Returns 0, -EAGAIN (empty and timeout_ns == 0), -ETIMEDOUT, -EMSGSIZE
+ * (buf too short: *len is set to the size needed and the message stays in
+ * the queue), -EINVAL, -EUCLEAN (the shared memory is corrupt; a corrupt
+ * message is dropped so the queue can go on).
+ */
+int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
+		  int64_t timeout_ns);
+int mpq_queue_get_nowait(struct mpq_queue *q, void *buf, size_t *len);
+
+/*
+ * Messages in the queue now (exact when nothing is in flight), 1/0 for
+ * empty and full, or -EINVAL, -EUCLEAN.
+ */
+int mpq_queue_qsize(struct mpq_queue *q);
+int mpq_queue_empty(struct mpq_queue *q);
+int mpq_queue_full(struct mpq_queue *q);
+
+/* Capacity in messages (after rounding) and largest message, or -EINVAL. */
+int mpq_queue_maxsize(struct mpq_queue *q);
+long mpq_queue_msgsize(struct mpq_queue *q);
+
+/* enum mpq_backend of the queue, or -EINVAL. */
+int mpq_queue_backend(struct mpq_queue *q);
+
+/*
+ * The fd behind the queue, owned by the handle: pass it to other
+ * processes. With MPQ_BACKEND_KMOD it is pollable: EPOLLIN while a message
+ * is ready, EPOLLOUT while there is room (level-triggered; edge-triggered
+ * epoll works too). With MPQ_BACKEND_MEMFD it is a memfd, not pollable.
+ */
+int mpq_queue_fileno(struct mpq_queue *q);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MPQ_H */

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Shared (not FUTEX_PRIVATE) futex waits and wakes: the words live in
+ * memory mapped by several processes, memfd or /dev/mpq shmem, both file
+ * pages, which is what a shared futex needs.
+ */
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/*
+ * Sleep while *word == val, until woken or the absolute CLOCK_MONOTONIC
+ * deadline (-1: none). Returns 0 when woken or when *word had changed
+ * (callers re-check their condition either way), -ETIMEDOUT, or -EINTR.
+ */
+int mpq_futex_wait(uint32_t *word, uint32_t val, int64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+	long r;
+
+	if (deadline >= 0) {
+		ts.tv_sec = deadline / 1000000000;
+		ts.tv_nsec = deadline % 1000000000;
+		tsp = &ts;
+	}
+	/* WAIT_BITSET takes an absolute time, so a loop keeps one deadline. */
+	r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, val, tsp, NULL,
+		    FUTEX_BITSET_MATCH_ANY);
+	if (r == 0 || errno == EAGAIN)
+		return 0;
+	return -errno;
+}
+
+void mpq_futex_wake(uint32_t *word, int n)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to libmpq: the handle layouts, the two backends' entry points,
+ * and the small primitives (atomics, futex, clock) the fast paths use.
+ */
+#ifndef MPQ_INTERNAL_H
+#define MPQ_INTERNAL_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <linux/mpq.h>
+
+#include "mpq.h"
+
+#define MPQ_EXPORT		__attribute__((visibility("default")))
+#define likely(x)		__builtin_expect(!!(x), 1)
+#define unlikely(x)		__builtin_expect(!!(x), 0)
+
+#define load_relaxed(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
+#define load_acquire(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define fetch_add(p, v)		__atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define full_fence()		__atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+static inline int64_t mpq_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Absolute CLOCK_MONOTONIC deadline for a timeout; -1 for MPQ_FOREVER. */
+static inline int64_t mpq_deadline(int64_t timeout_ns)
+{
+	int64_t now;
+
+	if (timeout_ns < 0)
+		return -1;
+	now = mpq_now_ns();
+	return timeout_ns > INT64_MAX - now ? -1 : now + timeout_ns;
+}
+
+/* futex.c */
+int mpq_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
+void mpq_futex_wake(uint32_t *word, int n);
+
+/* Geometry of a queue's shared memory, as struct mpq_queue_info has it. */
+struct mpq_geom {
+	uint32_t capacity;
+	uint32_t msg_max;
+	uint32_t slot_size;
+	uint32_t data_off;
+	uint64_t map_size;
+};
+
+int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize);
+int mpq_geom_check(const struct mpq_geom *g);
+
+/* kmod.c: queues from /dev/mpq. */
+int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd);
+int mpq_kmod_queue_info(int fd, struct mpq_geom *g);
+void mpq_kmod_queue_wake(int fd, uint32_t bits);
+
+/* memfd.c: queues in a memfd, for machines without the module. */
+int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd);
+int mpq_memfd_queue_info(int fd, struct mpq_geom *g);
+
+int mpq_backend_resolve(int requested);
+
+struct mpq_queue {
+	/* Read-only after creation; the fast paths use only these copies. */
+	struct mpq_queue_shm *shm;
+	unsigned char *slots;
+	uint64_t mask;
+	uint32_t capacity;
+	uint32_t msg_max;
+	uint32_t slot_size;
+	int fd;
+	int backend;
+	int64_t spin_ns;
+	uint64_t map_size;
+};
+
+#endif /* MPQ_INTERNAL_H */

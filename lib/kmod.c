@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The kmod backend: objects made by the mpq module through /dev/mpq. The
+ * kernel writes the shared header and keeps the authoritative geometry,
+ * which MPQ_IOC_QUEUE_INFO reports; nothing here trusts the header.
+ */
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
+{
+	struct mpq_queue_create args = {
+		.size = sizeof(args),
+		.flags = MPQ_CREATE_CLOEXEC,
+		.capacity = want->capacity,
+		.msg_max = want->msg_max,
+	};
+	int dev, ret;
+
+	dev = open("/dev/" MPQ_DEVICE_NAME, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
+	ret = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &args);
+	if (ret < 0)
+		ret = -errno;
+	close(dev);
+	if (ret < 0)
+		return ret;
+	*fd = ret;
+	return 0;
+}
+
+/* Returns 0, or -ENOTTY when fd is not a queue of the module. */
+int mpq_kmod_queue_info(int fd, struct mpq_geom *g)
+{
+	struct mpq_queue_info info = { .size = sizeof(info) };
+
+	if (ioctl(fd, MPQ_IOC_QUEUE_INFO, &info) < 0)
+		return -errno;
+	g->capacity = info.capacity;
+	g->msg_max = info.msg_max;
+	g->slot_size = info.slot_size;
+	g->data_off = info.data_off;
+	g->map_size = info.map_size;
+	return 0;
+}
+
+/* Wake the pollers waiting for the MPQ_POLL_* bits. */
+void mpq_kmod_queue_wake(int fd, uint32_t bits)
+{
+	ioctl(fd, MPQ_IOC_QUEUE_WAKE, (unsigned long)bits);
+}

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The memfd backend, for machines without the module: the queue lives in
+ * a memfd (shmem, so shared futexes work on it) laid out exactly as the
+ * module lays it out. The library formats the header itself, and a process
+ * that opens someone else's memfd checks that header against the file size
+ * before it believes it.
+ */
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void mpq_memfd_format(void *map, const struct mpq_geom *g)
+{
+	struct mpq_queue_shm *shm = map;
+	unsigned char *slots = (unsigned char *)map + g->data_off;
+	uint64_t i;
+
+	shm->magic = MPQ_QUEUE_MAGIC;
+	shm->version = MPQ_QUEUE_VERSION;
+	shm->capacity = g->capacity;
+	shm->msg_max = g->msg_max;
+	shm->slot_size = g->slot_size;
+	shm->data_off = g->data_off;
+	shm->map_size = g->map_size;
+	for (i = 0; i < g->capacity; i++)
+		((struct mpq_slot *)(slots + i * g->slot_size))->seq = i;
+}
+
+int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd)
+{
+	void *map;
+	int mfd, ret;
+
+	mfd = memfd_create("mpq-queue", MFD_CLOEXEC);
+	if (mfd < 0)
+		return -errno;
+	if (ftruncate(mfd, (off_t)g->map_size) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	map = mmap(NULL, g->map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   mfd, 0);
+	if (map == MAP_FAILED) {
+		ret = -errno;
+		goto err;
+	}
+	mpq_memfd_format(map, g);
+	munmap(map, g->map_size);
+	*fd = mfd;
+	return 0;
+err:
+	close(mfd);
+	return ret;
+}
+
+/*
+ * Read the geometry from a memfd queue's header, and believe it only if it
+ * is one mpq_geom_make() could have made and matches the file's size.
+ * Returns 0, -EINVAL (not a queue), -EUCLEAN (a queue, corrupt).
+ */
+int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
+{
+	struct mpq_queue_shm hdr;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (size_t)st.st_size < sizeof(hdr))
+		return -EINVAL;
+	if (pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+		return -EINVAL;
+	if (hdr.magic != MPQ_QUEUE_MAGIC)
+		return -EINVAL;
+	if (hdr.version != MPQ_QUEUE_VERSION)
+		return -EUCLEAN;
+	g->capacity = hdr.capacity;
+	g->msg_max = hdr.msg_max;
+	g->slot_size = hdr.slot_size;
+	g->data_off = hdr.data_off;
+	g->map_size = hdr.map_size;
+	if (mpq_geom_check(g) || g->map_size != (uint64_t)st.st_size)
+		return -EUCLEAN;
+	return 0;
+}

@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpq_queue: a bounded MPMC queue of byte messages in shared memory.
+ *
+ * The ring is Dmitry Vyukov's bounded MPMC queue (see struct mpq_queue_shm
+ * in <linux/mpq.h>): a producer claims a position with a CAS on tail,
+ * copies the message into that position's slot and publishes it by storing
+ * the slot's seq; a consumer claims with a CAS on head, copies out and frees
+ * the slot with another seq store. The same code runs on both backends; a
+ * backend only makes the memory and, for the module, wakes pollers.
+ *
+ * Sleeping: a waiter reads the futex word, announces itself in a waiters
+ * count (a full barrier), re-checks the ring, then sleeps on the word. A
+ * publisher issues a full fence after its seq store and reads the count; it
+ * bumps the word and wakes only when the count is non-zero. Each side sees
+ * the other's store, so no wake-up is lost and an uncontended put or get
+ * makes no system call. Before sleeping a blocking call spins for spin_ns,
+ * because a sleep and wake-up costs tens of microseconds in a VM.
+ *
+ * The shared memory is writable by every participant, so nothing read from
+ * it is trusted: indices are masked with our own copy of the capacity, a
+ * message length is checked against our own msg_max, and a ring state that
+ * cannot arise (a seq that no sequence of puts and gets produces) is
+ * reported as -EUCLEAN rather than followed into a loop.
+ */
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MPQ_QUEUE_DEFAULT_MAXSIZE	1024
+#define MPQ_QUEUE_DEFAULT_MSGSIZE	1024
+#define MPQ_QUEUE_MAX_CAPACITY		(1U << 30)
+#define MPQ_QUEUE_MAX_BYTES		(1ULL << 30)
+#define MPQ_DEFAULT_SPIN_NS		20000
+
+static uint64_t mpq_page_size(void)
+{
+	return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t mpq_align(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
+/* The same geometry the module computes for MPQ_IOC_QUEUE_CREATE. */
+int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
+{
+	uint64_t cap = 1, slot, total;
+
+	if (!maxsize || !msgsize)
+		return -EINVAL;
+	if (maxsize > MPQ_QUEUE_MAX_CAPACITY)
+		return -E2BIG;
+	while (cap < maxsize)
+		cap <<= 1;
+	slot = mpq_align(sizeof(struct mpq_slot) + (uint64_t)msgsize,
+			 MPQ_SLOT_ALIGN);
+	if (__builtin_mul_overflow(slot, cap, &total))
+		return -E2BIG;
+	total = mpq_align(total + mpq_page_size(), mpq_page_size());
+	if (total > MPQ_QUEUE_MAX_BYTES)
+		return -E2BIG;
+	g->capacity = (uint32_t)cap;
+	g->msg_max = msgsize;
+	g->slot_size = (uint32_t)slot;
+	g->data_off = (uint32_t)mpq_page_size();
+	g->map_size = total;
+	return 0;
+}
+
+/* Is g a geometry the ring code can use without leaving the mapping? */
+int mpq_geom_check(const struct mpq_geom *g)
+{
+	uint64_t ring, end;
+
+	if (!g->capacity || (g->capacity & (g->capacity - 1)) ||
+	    g->capacity > MPQ_QUEUE_MAX_CAPACITY || !g->msg_max)
+		return -EUCLEAN;
+	if (g->slot_size < sizeof(struct mpq_slot) + (uint64_t)g->msg_max ||
+	    g->slot_size % MPQ_SLOT_ALIGN)
+		return -EUCLEAN;
+	if (g->data_off < sizeof(struct mpq_queue_shm) ||
+	    g->data_off % MPQ_SLOT_ALIGN)
+		return -EUCLEAN;
+	if (__builtin_mul_overflow((uint64_t)g->slot_size, g->capacity, &ring) ||
+	    __builtin_add_overflow(ring, (uint64_t)g->data_off, &end) ||
+	    end > g->map_size || g->map_size > SIZE_MAX / 2)
+		return -EUCLEAN;
+	return 0;
+}
+
+static int64_t mpq_default_spin(void)
+{
+	cpu_set_t set;
+
+	/* Spinning only helps when the peer can run at the same time. */
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
+		return -1;
+	return MPQ_DEFAULT_SPIN_NS;
+}
+
+static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
+			 const struct mpq_geom *g, int64_t spin_ns)
+{
+	struct mpq_queue *q;
+	void *map;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	map = mmap(NULL, g->map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   fd, 0);
+	if (map == MAP_FAILED) {
+		free(q);
+		return -errno;
+	}
+	q->shm = map;
+	q->slots = (unsigned char *)map + g->data_off;
+	q->capacity = g->capacity;
+	q->mask = g->capacity - 1;
+	q->msg_max = g->msg_max;
+	q->slot_size = g->slot_size;
+	q->map_size = g->map_size;
+	q->fd = fd;
+	q->backend = backend;
+	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
+	*out = q;
+	return 0;
+}
+
+MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
+			     const struct mpq_queue_attr *attr)
+{
+	static const struct mpq_queue_attr defaults;
+	struct mpq_geom g;
+	int backend, fd, ret;
+	unsigned int i;
+
+	if (!out)
+		return -EINVAL;
+	if (!attr)
+		attr = &defaults;
+	if (attr->flags)
+		return -EINVAL;
+	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
+		if (attr->__reserved[i])
+			return -EINVAL;
+	backend = mpq_backend_resolve(attr->backend);
+	if (backend < 0)
+		return backend;
+	ret = mpq_geom_make(&g, attr->maxsize ? attr->maxsize :
+			    MPQ_QUEUE_DEFAULT_MAXSIZE,
+			    attr->msgsize ? attr->msgsize :
+			    MPQ_QUEUE_DEFAULT_MSGSIZE);
+	if (ret)
+		return ret;
+
+	if (backend == MPQ_BACKEND_KMOD) {
+		ret = mpq_kmod_queue_create(&g, &fd);
+		/* The kernel's geometry is the one to use. */
+		if (!ret)
+			ret = mpq_kmod_queue_info(fd, &g);
+	} else {
+		ret = mpq_memfd_queue_create(&g, &fd);
+	}
+	if (ret)
+		return ret;
+	if (mpq_geom_check(&g))
+		ret = -EUCLEAN;
+	else
+		ret = mpq_queue_map(out, fd, backend, &g, attr->spin_ns);
+	if (ret)
+		close(fd);
+	return ret;
+}
+
+MPQ_EXPORT int mpq_queue_from_fd(struct mpq_queue **out, int fd)
+{
+	struct mpq_geom g;
+	int backend, ret, dup;
+
+	if (!out)
+		return -EINVAL;
+	if (fd < 0)
+		return -EBADF;
+	ret = mpq_kmod_queue_info(fd, &g);
+	if (ret == 0) {
+		backend = MPQ_BACKEND_KMOD;
+	} else if (ret == -ENOTTY || ret == -EINVAL) {
+		backend = MPQ_BACKEND_MEMFD;
+		ret = mpq_memfd_queue_info(fd, &g);
+	}
+	if (ret)
+		return ret;
+	if (mpq_geom_check(&g))
+		return -EUCLEAN;
+	dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup < 0)
+		return -errno;
+	ret = mpq_queue_map(out, dup, backend, &g, 0);
+	if (ret)
+		close(dup);
+	return ret;
+}
+
+MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
+{
+	if (!q)
+		return;
+	munmap(q->shm, q->map_size);
+	close(q->fd);
+	free(q);
+}
+
+static struct mpq_slot *mpq_slot_at(const struct mpq_queue *q, uint64_t pos)
+{
+	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
+}
+
+/*
+ * Tell sleepers and pollers on the other side that the ring changed. The
+ * fence orders our seq store before the reads of the waiter counts; it
+ * pairs with the fetch_add in mpq_queue_wait() and, for pollers, with the
+ * smp_mb__after_atomic() in the module's ->poll().
+ */
+static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
+			     uint32_t *waiters, uint32_t poll_bit)
+{
+	full_fence();
+	if (unlikely(load_relaxed(waiters))) {
+		fetch_add(word, 1);
+		mpq_futex_wake(word, 1);
+	}
+	if (unlikely(load_relaxed(&q->shm->poll_wanted) & poll_bit) &&
+	    q->backend == MPQ_BACKEND_KMOD)
+		mpq_kmod_queue_wake(q->fd, poll_bit);
+}
+
+/* Put without waiting: 0, -EAGAIN (full) or -EUCLEAN. */
+static int mpq_queue_try_put(struct mpq_queue *q, const void *msg, size_t len)
+{
+	uint64_t pos = load_relaxed(&q->shm->tail);
+	struct mpq_slot *s;
+
+	for (;;) {
+		int64_t dif;
+		uint64_t now;
+
+		s = mpq_slot_at(q, pos);
+		dif = (int64_t)(load_acquire(&s->seq) - pos);
+		if (dif == 0) {
+			if (__atomic_compare_exchange_n(&q->shm->tail, &pos,
+							pos + 1, 1,
+							__ATOMIC_RELAXED,
+							__ATOMIC_RELAXED))
+				break;
+			continue;
+		}
+		/*
+		 * Behind us: the slot still holds the message put one lap
+		 * ago (seq pos - cap + 1), or its producer has not published
+		 * it yet (seq pos - cap). Nothing else is possible.
+		 */
+		if (dif < 0) {
+			if (dif == -(int64_t)q->capacity ||
+			    dif == 1 - (int64_t)q->capacity)
+				return -EAGAIN;
+			return -EUCLEAN;
+		}
+		/* Ahead: another producer took pos; tail must have moved. */
+		now = load_relaxed(&q->shm->tail);
+		if (now == pos)
+			return -EUCLEAN;
+		pos = now;
+	}
+
+	s->len = (uint32_t)len;
+	memcpy(s + 1, msg, len);
+	/* Pairs with load_acquire(&s->seq) in try_get: the data is there. */
+	store_release(&s->seq, pos + 1);
+	mpq_queue_notify(q, &q->shm->nonempty, &q->shm->get_waiters,
+			 MPQ_POLL_IN);
+	return 0;
+}
+
+/* Get without waiting: 0, -EAGAIN (empty), -EMSGSIZE or -EUCLEAN. */
+static int mpq_queue_try_get(struct mpq_queue *q, void *buf, size_t *len)
+{
+	uint64_t pos = load_relaxed(&q->shm->head);
+	struct mpq_slot *s;
+	uint32_t mlen;
+
+	for (;;) {
+		int64_t dif;
+		uint64_t now;
+
+		s = mpq_slot_at(q, pos);
+		dif = (int64_t)(load_acquire(&s->seq) - (pos + 1));
+		if (dif == 0) {
+			/*
+			 * While head == pos the slot cannot change, so the
+			 * length read before the CAS is the one we claim.
+			 */
+			mlen = load_relaxed(&s->len);
+			if (mlen <= q->msg_max && mlen > *len) {
+				*len = mlen;
+				return -EMSGSIZE;
+			}
+			if (__atomic_compare_exchange_n(&q->shm->head, &pos,
+							pos + 1, 1,
+							__ATOMIC_RELAXED,
+							__ATOMIC_RELAXED))
+				break;
+			continue;
+		}
+		/* Empty (seq pos), or a consumer a lap ago still copying. */
+		if (dif < 0) {
+			if (dif == -1 || dif == -(int64_t)q->capacity)
+				return -EAGAIN;
+			return -EUCLEAN;
+		}
+		now = load_relaxed(&q->shm->head);
+		if (now == pos)
+			return -EUCLEAN;
+		pos = now;
+	}
+
+	if (mlen <= q->msg_max) {
+		memcpy(buf, s + 1, mlen);
+		*len = mlen;
+	}
+	/* Pairs with load_acquire(&s->seq) in try_put: we are done reading. */
+	store_release(&s->seq, pos + q->capacity);
+	mpq_queue_notify(q, &q->shm->nonfull, &q->shm->put_waiters,
+			 MPQ_POLL_OUT);
+	/* A corrupt length: the message is dropped, the ring goes on. */
+	return mlen <= q->msg_max ? 0 : -EUCLEAN;
+}
+
+struct mpq_op {
+	struct mpq_queue *q;
+	const void *msg;
+	void *buf;
+	size_t *len;
+	size_t put_len;
+};
+
+static int mpq_op_try(struct mpq_op *op)
+{
+	if (op->buf)
+		return mpq_queue_try_get(op->q, op->buf, op->len);
+	return mpq_queue_try_put(op->q, op->msg, op->put_len);
+}
+
+/*
+ * Block until op succeeds or fails for another reason than -EAGAIN, or the
+ * deadline passes: spin first, then sleep on the futex word.
+ */
+static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
+			  uint32_t *waiters, int64_t timeout_ns)
+{
+	int64_t deadline = mpq_deadline(timeout_ns);
+	int ret;
+
+	if (op->q->spin_ns > 0) {
+		int64_t until = mpq_now_ns() + op->q->spin_ns;
+		unsigned int i;
+
+		if (deadline >= 0 && deadline < until)
+			until = deadline;
+		do {
+			for (i = 0; i < 64; i++) {
+				cpu_relax();
+				ret = mpq_op_try(op);
+				if (ret != -EAGAIN)
+					return ret;
+			}
+		} while (mpq_now_ns() < until);
+	}
+
+	for (;;) {
+		uint32_t seen = load_acquire(word);
+		int r = 0;
+
+		fetch_add(waiters, 1);
+		ret = mpq_op_try(op);
+		if (ret == -EAGAIN)
+			r = mpq_futex_wait(word, seen, deadline);
+		fetch_add(waiters, (uint32_t)-1);
+		if (ret != -EAGAIN)
+			return ret;
+		if (r == -ETIMEDOUT) {
+			ret = mpq_op_try(op);
+			return ret == -EAGAIN ? -ETIMEDOUT : ret;
+		}
+	}
+}
+
+MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
+			     int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .msg = msg, .put_len = len };
+	int ret;
+
+	if (!q || (!msg && len))
+		return -EINVAL;
+	if (len > q->msg_max)
+		return -EMSGSIZE;
+	ret = mpq_queue_try_put(q, msg, len);
+	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+		return ret;
+	return mpq_queue_wait(&op, &q->shm->nonfull, &q->shm->put_waiters,
+			      timeout_ns);
+}
+
+MPQ_EXPORT int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg,
+				    size_t len)
+{
+	return mpq_queue_put(q, msg, len, 0);
+}
+
+MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
+			     int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .buf = buf, .len = len };
+	int ret;
+
+	if (!q || !buf || !len)
+		return -EINVAL;
+	ret = mpq_queue_try_get(q, buf, len);
+	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+		return ret;
+	return mpq_queue_wait(&op, &q->shm->nonempty, &q->shm->get_waiters,
+			      timeout_ns);
+}
+
+MPQ_EXPORT int mpq_queue_get_nowait(struct mpq_queue *q, void *buf,
+				    size_t *len)
+{
+	return mpq_queue_get(q, buf, len, 0);
+}
+
+MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
+{
+	uint64_t head, tail;
+	int tries;
+
+	if (!q)
+		return -EINVAL;
+	/*
+	 * tail - head is only meaningful for a head and a tail seen at one
+	 * moment: read head on both sides of tail until it holds still. A
+	 * stable difference over the capacity is corruption; under churn
+	 * that never holds still, the answer is clamped.
+	 */
+	for (tries = 0; tries < 16; tries++) {
+		head = load_acquire(&q->shm->head);
+		tail = load_acquire(&q->shm->tail);
+		if (load_acquire(&q->shm->head) != head)
+			continue;
+		if (tail - head > q->capacity)
+			return -EUCLEAN;
+		return (int)(tail - head);
+	}
+	return tail - head > q->capacity ? (int)q->capacity : (int)(tail - head);
+}
+
+MPQ_EXPORT int mpq_queue_empty(struct mpq_queue *q)
+{
+	int n = mpq_queue_qsize(q);
+
+	return n < 0 ? n : n == 0;
+}
+
+MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
+{
+	int n = mpq_queue_qsize(q);
+
+	return n < 0 ? n : (uint32_t)n == q->capacity;
+}
+
+MPQ_EXPORT int mpq_queue_maxsize(struct mpq_queue *q)
+{
+	return q ? (int)q->capacity : -EINVAL;
+}
+
+MPQ_EXPORT long mpq_queue_msgsize(struct mpq_queue *q)
+{
+	return q ? (long)q->msg_max : -EINVAL;
+}
+
+MPQ_EXPORT int mpq_queue_backend(struct mpq_queue *q)
+{
+	return q ? q->backend : -EINVAL;
+}
+
+MPQ_EXPORT int mpq_queue_fileno(struct mpq_queue *q)
+{
+	return q ? q->fd : -EINVAL;
+}

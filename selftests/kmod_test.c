@@ -1,0 +1,612 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The mpq module's ABI, tested through raw ioctls and mmap on /dev/mpq:
+ * creation, hostile arguments, mapping rules, the shmem backing that makes
+ * shared futexes work, poll, and object lifetime. Runs in the test VM with
+ * mpq.ko loaded; without /dev/mpq every test fails.
+ */
+#include <linux/futex.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+static int dev_open(void)
+{
+	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
+}
+
+/* MPQ_IOC_QUEUE_CREATE with the given arguments: the fd or -errno. */
+static int create(int dev, uint32_t capacity, uint32_t msg_max)
+{
+	struct mpq_queue_create c = { .size = sizeof(c), .flags = MPQ_CREATE_CLOEXEC,
+				      .capacity = capacity, .msg_max = msg_max };
+	int fd = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &c);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int info(int fd, struct mpq_queue_info *i)
+{
+	memset(i, 0, sizeof(*i));
+	i->size = sizeof(*i);
+	return ioctl(fd, MPQ_IOC_QUEUE_INFO, i) < 0 ? -errno : 0;
+}
+
+static long counter(const char *name)
+{
+	char path[128];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/module/mpq/parameters/%s", name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+FIXTURE(dev) {
+	int dev;
+};
+
+FIXTURE_SETUP(dev)
+{
+	self->dev = dev_open();
+	ASSERT_LE(0, self->dev) TH_LOG("/dev/mpq: %s (is mpq.ko loaded?)",
+				       strerror(errno));
+}
+
+FIXTURE_TEARDOWN(dev)
+{
+	close(self->dev);
+}
+
+TEST_F(dev, create_returns_a_queue_fd_with_its_geometry)
+{
+	struct mpq_queue_info i;
+	int fd = create(self->dev, 100, 1000);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(128, i.capacity);		/* rounded up */
+	ASSERT_EQ(1000, i.msg_max);
+	ASSERT_EQ(0, i.slot_size % MPQ_SLOT_ALIGN);
+	ASSERT_LE(sizeof(struct mpq_slot) + 1000, i.slot_size);
+	ASSERT_LE(i.data_off + (uint64_t)i.capacity * i.slot_size, i.map_size);
+	ASSERT_NE(0, i.id);
+	ASSERT_EQ(FD_CLOEXEC, fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+}
+
+TEST_F(dev, create_refuses_bad_struct_sizes)
+{
+	struct { struct mpq_queue_create c; uint64_t more[4]; } big = { 0 };
+
+	big.c.capacity = 4;
+	big.c.msg_max = 8;
+	big.c.size = 0;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &big));
+	ASSERT_EQ(EINVAL, errno);
+	big.c.size = sizeof(big.c) - 8;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &big));
+	ASSERT_EQ(EINVAL, errno);
+	big.c.size = 1 << 20;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &big));
+	ASSERT_EQ(E2BIG, errno);
+	/* A newer caller's longer struct: fine while the extra is zero. */
+	big.c.size = sizeof(big);
+	big.more[2] = 1;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &big));
+	ASSERT_EQ(E2BIG, errno);
+	big.more[2] = 0;
+	int fd = ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &big);
+
+	ASSERT_LE(0, fd);
+	close(fd);
+}
+
+TEST_F(dev, create_refuses_unknown_flags_and_reserved_fields)
+{
+	struct mpq_queue_create c = { .size = sizeof(c), .capacity = 4,
+				      .msg_max = 8 };
+	int bit;
+
+	for (bit = 1; bit < 32; bit++) {
+		c.flags = 1U << bit;
+		ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &c));
+		ASSERT_EQ(EINVAL, errno);
+	}
+	c.flags = 0;
+	for (bit = 0; bit < 4; bit++) {
+		c.reserved[bit] = 1;
+		ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &c));
+		ASSERT_EQ(EINVAL, errno);
+		c.reserved[bit] = 0;
+	}
+}
+
+TEST_F(dev, create_refuses_zero_and_absurd_lengths)
+{
+	ASSERT_EQ(-EINVAL, create(self->dev, 0, 8));
+	ASSERT_EQ(-EINVAL, create(self->dev, 8, 0));
+	ASSERT_EQ(-E2BIG, create(self->dev, 0x80000001U, 8));
+	ASSERT_EQ(-E2BIG, create(self->dev, 0xffffffffU, 0xffffffffU));
+	ASSERT_EQ(-E2BIG, create(self->dev, 1, 0xffffffffU));
+	ASSERT_EQ(-E2BIG, create(self->dev, 1U << 30, 1U << 30));
+	ASSERT_EQ(-E2BIG, create(self->dev, 1U << 20, 4096));	/* > 1 GiB */
+}
+
+TEST_F(dev, bad_pointers_are_efault)
+{
+	void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	int fd = create(self->dev, 4, 8);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, NULL));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, (void *)1));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, hole));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE,
+			    (void *)0xffff800000000000ULL));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_INFO, NULL));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_INFO, hole));
+	ASSERT_EQ(EFAULT, errno);
+	close(fd);
+	munmap(hole, 4096);
+}
+
+TEST_F(dev, info_honours_the_callers_struct_size)
+{
+	struct { struct mpq_queue_info i; uint64_t more[2]; } big;
+	int fd = create(self->dev, 4, 8);
+
+	ASSERT_LE(0, fd);
+	memset(&big, 0xff, sizeof(big));
+	big.i.size = sizeof(big);
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_INFO, &big));
+	ASSERT_EQ(sizeof(big.i), big.i.size);
+	ASSERT_EQ(0, big.more[0]);	/* cleared past what the kernel knows */
+	ASSERT_EQ(0, big.more[1]);
+	big.i.size = 8;
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_INFO, &big));
+	ASSERT_EQ(EINVAL, errno);
+	close(fd);
+}
+
+TEST_F(dev, unknown_ioctls_and_wake_bits_are_refused)
+{
+	int fd = create(self->dev, 4, 8);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(-1, ioctl(self->dev, _IO(MPQ_IOC_MAGIC, 0x7f)));
+	ASSERT_EQ(ENOTTY, errno);
+	ASSERT_EQ(-1, ioctl(fd, _IO(MPQ_IOC_MAGIC, 0x7f)));
+	ASSERT_EQ(ENOTTY, errno);
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_CREATE, NULL));
+	ASSERT_EQ(ENOTTY, errno);
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_WAKE, 4UL));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_QUEUE_WAKE, ~0UL));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_WAKE, (unsigned long)MPQ_POLL_ALL));
+	close(fd);
+}
+
+TEST_F(dev, mmap_needs_offset_zero_whole_size_shared_no_exec)
+{
+	struct mpq_queue_info i;
+	int fd = create(self->dev, 4, 8);
+	void *p;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info(fd, &i));
+	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 4096);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EINVAL, errno);
+	p = mmap(NULL, i.map_size - 4096, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EINVAL, errno);
+	p = mmap(NULL, i.map_size + 4096, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EINVAL, errno);
+	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EINVAL, errno);
+	p = mmap(NULL, i.map_size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EPERM, errno);
+	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	/* Nor can it be made executable or grown later. */
+	ASSERT_EQ(-1, mprotect(p, i.map_size, PROT_READ | PROT_EXEC));
+	ASSERT_EQ(MAP_FAILED, mremap(p, i.map_size, i.map_size + 4096, 0));
+	ASSERT_EQ(0, munmap(p, i.map_size));
+	close(fd);
+}
+
+TEST_F(dev, new_queue_memory_holds_the_formatted_header)
+{
+	struct mpq_queue_info i;
+	struct mpq_queue_shm *shm;
+	int fd = create(self->dev, 8, 100);
+	uint32_t k;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info(fd, &i));
+	shm = mmap(NULL, i.map_size, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, shm);
+	ASSERT_EQ(MPQ_QUEUE_MAGIC, shm->magic);
+	ASSERT_EQ(MPQ_QUEUE_VERSION, shm->version);
+	ASSERT_EQ(i.capacity, shm->capacity);
+	ASSERT_EQ(i.map_size, shm->map_size);
+	ASSERT_EQ(0, shm->head);
+	ASSERT_EQ(0, shm->tail);
+	for (k = 0; k < i.capacity; k++) {
+		struct mpq_slot *s = (void *)((char *)shm + i.data_off +
+					      (size_t)k * i.slot_size);
+		ASSERT_EQ(k, s->seq);
+	}
+	munmap(shm, i.map_size);
+	close(fd);
+}
+
+struct shared_map {
+	int fd;
+	size_t size;
+	volatile uint64_t *word;
+};
+
+static int child_sees_and_writes(void *arg)
+{
+	struct shared_map *m = arg;
+	volatile uint64_t *w = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+				    MAP_SHARED, m->fd, 0);
+
+	if (w == MAP_FAILED)
+		return 1;
+	if (w[600] != 0x1122334455667788ULL)	/* parent's store */
+		return 2;
+	w[601] = 0x8877665544332211ULL;
+	return 0;
+}
+
+TEST_F(dev, every_process_that_holds_the_fd_maps_the_same_memory)
+{
+	struct mpq_queue_info i;
+	struct shared_map m;
+	volatile uint64_t *w;
+	int sv[2];
+	pid_t pid;
+
+	m.fd = create(self->dev, 8, 100);
+	ASSERT_LE(0, m.fd);
+	ASSERT_EQ(0, info(m.fd, &i));
+	m.size = i.map_size;
+	w = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
+	ASSERT_NE(MAP_FAILED, w);
+	w[600] = 0x1122334455667788ULL;
+
+	/* Inherited by fork, mapped anew in the child. */
+	pid = spawn(child_sees_and_writes, &m);
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0x8877665544332211ULL, w[601]);
+
+	/* Passed over a socket to a child that closed its inherited fd. */
+	w[601] = 0;
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	pid = fork();
+	if (pid == 0) {
+		close(m.fd);
+		m.fd = recv_fd(sv[1]);
+		_exit(m.fd < 0 ? 9 : child_sees_and_writes(&m));
+	}
+	ASSERT_EQ(0, send_fd(sv[0], m.fd));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0x8877665544332211ULL, w[601]);
+	munmap((void *)w, m.size);
+	close(m.fd);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static long futex(uint32_t *uaddr, int op, uint32_t val,
+		  const struct timespec *ts)
+{
+	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+static int child_futex_waits(void *arg)
+{
+	struct shared_map *m = arg;
+	struct timespec ts = { .tv_sec = 20 };
+	uint32_t *w = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   m->fd, 0);
+
+	if (w == MAP_FAILED)
+		return 1;
+	while (__atomic_load_n(&w[1024], __ATOMIC_ACQUIRE) == 0) {
+		/* A shared futex: keyed by the shmem page, not by the mm. */
+		if (futex(&w[1024], FUTEX_WAIT, 0, &ts) < 0 &&
+		    errno != EAGAIN && errno != EINTR)
+			return errno == ETIMEDOUT ? 3 : 2;
+	}
+	return 0;
+}
+
+/*
+ * The queue memory is shmem: a FUTEX_WAIT in one process, on its own
+ * mapping, is woken by a FUTEX_WAKE from another process on another
+ * mapping. On pages that are not file pages (vmalloc, remap_pfn_range)
+ * the wait would fail with EFAULT and the wake would find no one.
+ */
+TEST_F(dev, queue_memory_carries_shared_futexes_across_processes)
+{
+	struct mpq_queue_info i;
+	struct shared_map m;
+	uint32_t *w;
+	long woken = 0;
+	int64_t end;
+	pid_t pid;
+
+	m.fd = create(self->dev, 8, 100);
+	ASSERT_LE(0, m.fd);
+	ASSERT_EQ(0, info(m.fd, &i));
+	m.size = i.map_size;
+	w = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
+	ASSERT_NE(MAP_FAILED, w);
+	pid = spawn(child_futex_waits, &m);
+	/* Wake until the kernel reports it woke the child's waiter. */
+	end = now_ns() + 10 * NSEC_PER_SEC;
+	while (woken == 0 && now_ns() < end) {
+		sleep_ms(10);
+		woken = futex(&w[1024], FUTEX_WAKE, 1, NULL);
+		ASSERT_LE(0, woken);
+	}
+	ASSERT_EQ(1, woken);
+	__atomic_store_n(&w[1024], 1, __ATOMIC_RELEASE);
+	futex(&w[1024], FUTEX_WAKE, 1, NULL);
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	munmap(w, m.size);
+	close(m.fd);
+}
+
+static short poll_now(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT };
+
+	return poll(&p, 1, 0) < 0 ? -1 : p.revents;
+}
+
+TEST(poll_reports_pollin_when_nonempty_pollout_when_not_full)
+{
+	struct mpq_queue_attr attr = { .maxsize = 2, .msgsize = 8,
+				       .backend = MPQ_BACKEND_KMOD };
+	struct mpq_queue *q;
+	char buf[8];
+	size_t len;
+	int fd;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	fd = mpq_queue_fileno(q);
+	ASSERT_EQ(POLLOUT, poll_now(fd));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "a", 1));
+	ASSERT_EQ(POLLIN | POLLOUT, poll_now(fd));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "b", 1));
+	ASSERT_EQ(POLLIN, poll_now(fd));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(POLLOUT, poll_now(fd));
+	mpq_queue_free(q);
+}
+
+struct waiter {
+	struct mpq_queue *q;
+	int how;		/* 0 poll, 1 epoll LT, 2 epoll ET */
+	short events;
+};
+
+/* Sleep in poll/epoll until the queue becomes ready; 0 when it did. */
+static int wait_ready(void *arg)
+{
+	struct waiter *w = arg;
+	int fd = mpq_queue_fileno(w->q), ep, n, round;
+	struct epoll_event ev = { 0 };
+
+	if (w->how == 0) {
+		struct pollfd p = { .fd = fd, .events = w->events };
+
+		n = poll(&p, 1, 20000);
+		return n == 1 && (p.revents & w->events) ? 0 : 1;
+	}
+	ep = epoll_create1(0);
+	ev.events = (w->events == POLLIN ? EPOLLIN : EPOLLOUT) |
+		    (w->how == 2 ? EPOLLET : 0);
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev))
+		return 2;
+	/* Twice: the second wake needs the kernel to have re-armed. */
+	for (round = 0; round < 2; round++) {
+		char buf[8];
+		size_t len = sizeof(buf);
+
+		n = epoll_wait(ep, &ev, 1, 20000);
+		if (n != 1)
+			return 3 + round;
+		if (w->events == POLLIN &&
+		    mpq_queue_get_nowait(w->q, buf, &len))
+			return 5;
+		if (w->events == POLLOUT &&
+		    mpq_queue_put_nowait(w->q, "z", 1))
+			return 6;
+	}
+	return 0;
+}
+
+static void check_wakeup(struct __test_metadata *_metadata, int how,
+			 short events)
+{
+	struct mpq_queue_attr attr = { .maxsize = 1, .msgsize = 8,
+				       .backend = MPQ_BACKEND_KMOD };
+	struct waiter w = { .how = how, .events = events };
+	char buf[8];
+	size_t len;
+	int round, rounds = how ? 2 : 1;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&w.q, &attr));
+	if (events == POLLOUT)
+		ASSERT_EQ(0, mpq_queue_put_nowait(w.q, "f", 1));
+	pid = spawn(wait_ready, &w);
+	for (round = 0; round < rounds; round++) {
+		sleep_ms(100);
+		ASSERT_TRUE(child_running(pid)) TH_LOG("woke too early");
+		if (events == POLLIN) {
+			ASSERT_EQ(0, mpq_queue_put(w.q, "p", 1, 5 * NSEC_PER_SEC));
+		} else {
+			len = sizeof(buf);
+			ASSERT_EQ(0, mpq_queue_get(w.q, buf, &len, 5 * NSEC_PER_SEC));
+		}
+		/* Wait until the child consumed (or refilled) it. */
+		while (child_running(pid) &&
+		       mpq_queue_qsize(w.q) != (events == POLLIN ? 0 : 1))
+			sleep_ms(1);
+	}
+	ASSERT_EQ(0, wait_child(pid, 20000));
+	mpq_queue_free(w.q);
+}
+
+TEST(poll_sleeper_wakes_on_put)
+{
+	check_wakeup(_metadata, 0, POLLIN);
+}
+
+TEST(poll_sleeper_wakes_on_get_when_full)
+{
+	check_wakeup(_metadata, 0, POLLOUT);
+}
+
+TEST(epoll_level_triggered_wakes_on_every_put)
+{
+	check_wakeup(_metadata, 1, POLLIN);
+}
+
+TEST(epoll_edge_triggered_wakes_on_every_put)
+{
+	check_wakeup(_metadata, 2, POLLIN);
+}
+
+TEST(epoll_wakes_writer_on_get)
+{
+	check_wakeup(_metadata, 1, POLLOUT);
+}
+
+/*
+ * The object lives while an fd or a mapping holds it, and not longer: the
+ * module's own counters prove the memory is released.
+ */
+TEST_F(dev, memory_is_freed_after_the_last_fd_and_mapping)
+{
+	long objs = counter("objects"), pages = counter("pages");
+	struct mpq_queue_info i;
+	void *p;
+	int fd;
+
+	ASSERT_LE(0, objs);
+	ASSERT_LE(0, pages);
+	fd = create(self->dev, 64, 4000);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(objs + 1, counter("objects"));
+	ASSERT_EQ(pages + (long)(i.map_size / 4096), counter("pages"));
+	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	close(fd);
+	/* The mapping alone keeps it alive, and usable. */
+	ASSERT_EQ(objs + 1, counter("objects"));
+	((struct mpq_queue_shm *)p)->nonempty = 7;
+	ASSERT_EQ(0, munmap(p, i.map_size));
+	ASSERT_EQ(objs, counter("objects"));
+	ASSERT_EQ(pages, counter("pages"));
+}
+
+static int hold_and_die(void *arg)
+{
+	struct shared_map *m = arg;
+	void *p = mmap(NULL, m->size, PROT_READ, MAP_SHARED, m->fd, 0);
+
+	if (p == MAP_FAILED)
+		return 1;
+	close(m->fd);
+	pause();		/* killed here, mapping held */
+	return 0;
+}
+
+TEST_F(dev, memory_is_freed_when_a_killed_holder_was_the_last)
+{
+	long objs = counter("objects"), pages = counter("pages");
+	struct mpq_queue_info i;
+	struct shared_map m;
+	pid_t pid;
+
+	m.fd = create(self->dev, 16, 100);
+	ASSERT_LE(0, m.fd);
+	ASSERT_EQ(0, info(m.fd, &i));
+	m.size = i.map_size;
+	pid = spawn(hold_and_die, &m);
+	close(m.fd);
+	sleep_ms(50);
+	ASSERT_EQ(objs + 1, counter("objects"));
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	ASSERT_EQ(objs, counter("objects"));
+	ASSERT_EQ(pages, counter("pages"));
+}
+
+/*
+ * Garbage over every byte of the shared memory, then every operation the
+ * kernel offers on the object: the kernel reads the ring only through its
+ * private geometry, so nothing it does can go out of bounds. The run's
+ * kernel-log check would catch a splat.
+ */
+TEST_F(dev, garbage_in_shared_memory_cannot_hurt_the_kernel)
+{
+	uint64_t seed = 42;
+	int round;
+
+	for (round = 0; round < 50; round++) {
+		struct mpq_queue_info i, j;
+		uint64_t *p;
+		size_t k;
+		int fd = create(self->dev, 1U << (round % 8), 1 + round * 37);
+
+		ASSERT_LE(0, fd);
+		ASSERT_EQ(0, info(fd, &i));
+		p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 fd, 0);
+		ASSERT_NE(MAP_FAILED, p);
+		for (k = 0; k < i.map_size / 8; k++)
+			p[k] = round & 1 ? rnd(&seed) : ~0ULL;
+		ASSERT_LE(0, poll_now(fd));
+		ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_WAKE,
+				   (unsigned long)MPQ_POLL_ALL));
+		ASSERT_EQ(0, info(fd, &j));
+		ASSERT_EQ(0, memcmp(&i, &j, sizeof(i)));
+		munmap(p, i.map_size);
+		close(fd);
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The promises of mpq_queue, one test each, on whichever backend the
+ * environment selects (MPQ_BACKEND=memfd natively, kmod in the VM): the
+ * same code must keep them on both.
+ */
+#include <poll.h>
+#include <stdio.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+FIXTURE(queue) {
+	struct mpq_queue *q;
+};
+
+FIXTURE_SETUP(queue)
+{
+	struct mpq_queue_attr attr = { .maxsize = 64, .msgsize = 256 };
+
+	ASSERT_EQ(0, mpq_queue_new(&self->q, &attr));
+}
+
+FIXTURE_TEARDOWN(queue)
+{
+	mpq_queue_free(self->q);
+}
+
+TEST_F(queue, put_then_get_returns_the_message)
+{
+	char buf[256];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_queue_put(self->q, "hello", 5, MPQ_FOREVER));
+	ASSERT_EQ(0, mpq_queue_get(self->q, buf, &len, MPQ_FOREVER));
+	ASSERT_EQ(5, len);
+	ASSERT_EQ(0, memcmp(buf, "hello", 5));
+}
+
+TEST_F(queue, every_length_from_zero_to_msgsize_round_trips)
+{
+	unsigned char in[256], out[256];
+	size_t n, len;
+
+	for (n = 0; n < sizeof(in); n++)
+		in[n] = (unsigned char)(n * 7 + 3);
+	for (n = 0; n <= 256; n++) {
+		ASSERT_EQ(0, mpq_queue_put_nowait(self->q, in, n));
+		len = sizeof(out);
+		memset(out, 0, sizeof(out));
+		ASSERT_EQ(0, mpq_queue_get_nowait(self->q, out, &len));
+		ASSERT_EQ(n, len);
+		ASSERT_EQ(0, memcmp(in, out, n));
+	}
+}
+
+TEST_F(queue, oversized_put_is_emsgsize)
+{
+	char big[257] = { 0 };
+
+	ASSERT_EQ(256, mpq_queue_msgsize(self->q));
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_put(self->q, big, 257, MPQ_FOREVER));
+	ASSERT_EQ(0, mpq_queue_qsize(self->q));
+}
+
+TEST_F(queue, short_buffer_is_emsgsize_and_keeps_the_message)
+{
+	char buf[100];
+	size_t len = 3;
+
+	ASSERT_EQ(0, mpq_queue_put_nowait(self->q, "0123456789", 10));
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_get_nowait(self->q, buf, &len));
+	ASSERT_EQ(10, len);
+	ASSERT_EQ(1, mpq_queue_qsize(self->q));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(self->q, buf, &len));
+	ASSERT_EQ(10, len);
+	ASSERT_EQ(0, memcmp(buf, "0123456789", 10));
+}
+
+TEST_F(queue, get_nowait_on_empty_is_eagain)
+{
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(-EAGAIN, mpq_queue_get_nowait(self->q, buf, &len));
+	ASSERT_EQ(-EAGAIN, mpq_queue_get(self->q, buf, &len, 0));
+}
+
+TEST_F(queue, put_nowait_on_full_is_eagain)
+{
+	int i, cap = mpq_queue_maxsize(self->q);
+
+	ASSERT_EQ(64, cap);
+	for (i = 0; i < cap; i++)
+		ASSERT_EQ(0, mpq_queue_put_nowait(self->q, &i, sizeof(i)));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put_nowait(self->q, &i, sizeof(i)));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put(self->q, &i, sizeof(i), 0));
+}
+
+TEST_F(queue, qsize_empty_full_follow_the_contents)
+{
+	char buf[8];
+	size_t len;
+	int i;
+
+	ASSERT_EQ(0, mpq_queue_qsize(self->q));
+	ASSERT_EQ(1, mpq_queue_empty(self->q));
+	ASSERT_EQ(0, mpq_queue_full(self->q));
+	for (i = 1; i <= 64; i++) {
+		ASSERT_EQ(0, mpq_queue_put_nowait(self->q, "x", 1));
+		ASSERT_EQ(i, mpq_queue_qsize(self->q));
+		ASSERT_EQ(0, mpq_queue_empty(self->q));
+	}
+	ASSERT_EQ(1, mpq_queue_full(self->q));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(self->q, buf, &len));
+	ASSERT_EQ(63, mpq_queue_qsize(self->q));
+	ASSERT_EQ(0, mpq_queue_full(self->q));
+}
+
+TEST_F(queue, get_times_out_with_etimedout_on_time)
+{
+	char buf[8];
+	size_t len = sizeof(buf);
+	int64_t t0 = now_ns(), dt;
+
+	ASSERT_EQ(-ETIMEDOUT, mpq_queue_get(self->q, buf, &len,
+					    100 * NSEC_PER_MSEC));
+	dt = now_ns() - t0;
+	/* Never early; late only by scheduling (bound: no hang). */
+	ASSERT_GE(dt, 100 * NSEC_PER_MSEC);
+	ASSERT_LT(dt, 5 * NSEC_PER_SEC);
+}
+
+TEST_F(queue, put_times_out_with_etimedout_when_full)
+{
+	int64_t t0, dt;
+	int i;
+
+	for (i = 0; i < 64; i++)
+		ASSERT_EQ(0, mpq_queue_put_nowait(self->q, "x", 1));
+	t0 = now_ns();
+	ASSERT_EQ(-ETIMEDOUT, mpq_queue_put(self->q, "x", 1,
+					    50 * NSEC_PER_MSEC));
+	dt = now_ns() - t0;
+	ASSERT_GE(dt, 50 * NSEC_PER_MSEC);
+	ASSERT_LT(dt, 5 * NSEC_PER_SEC);
+	ASSERT_EQ(64, mpq_queue_qsize(self->q));
+}
+
+static int get_one_forever(void *arg)
+{
+	struct mpq_queue *q = arg;
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	if (mpq_queue_get(q, buf, &len, MPQ_FOREVER))
+		return 1;
+	return len == 4 && !memcmp(buf, "wake", 4) ? 0 : 2;
+}
+
+/* Spinning disabled: the getter must really sleep and be woken. */
+TEST(blocking_get_sleeps_and_wakes_on_put)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 16,
+				       .spin_ns = -1 };
+	struct mpq_queue *q;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	pid = spawn(get_one_forever, q);
+	ASSERT_GT(pid, 0);
+	sleep_ms(100);
+	ASSERT_TRUE(child_running(pid));
+	ASSERT_EQ(0, mpq_queue_put(q, "wake", 4, MPQ_FOREVER));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	mpq_queue_free(q);
+}
+
+static int put_one_forever(void *arg)
+{
+	return mpq_queue_put(arg, "late", 4, MPQ_FOREVER) ? 1 : 0;
+}
+
+TEST(full_queue_blocks_put_until_a_get)
+{
+	struct mpq_queue_attr attr = { .maxsize = 2, .msgsize = 16,
+				       .spin_ns = -1 };
+	struct mpq_queue *q;
+	char buf[16];
+	size_t len;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "a", 1));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "b", 1));
+	pid = spawn(put_one_forever, q);
+	ASSERT_GT(pid, 0);
+	sleep_ms(100);
+	ASSERT_TRUE(child_running(pid));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, MPQ_FOREVER));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(2, mpq_queue_qsize(q));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ('b', buf[0]);
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(0, memcmp(buf, "late", 4));
+	mpq_queue_free(q);
+}
+
+/* Tests that may take longer than the harness's default 30 s under TCG. */
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
+
+/* A message: who sent it, its number, and a checksum of both. */
+struct tagged {
+	uint32_t producer;
+	uint32_t seq;
+	uint64_t check;
+};
+
+static uint64_t tag_check(uint32_t producer, uint32_t seq)
+{
+	uint64_t s = ((uint64_t)producer << 32 | seq) + 0x9e3779b97f4a7c15ULL;
+
+	return rnd(&s);
+}
+
+struct mpmc {
+	struct mpq_queue *q;
+	int producers, consumers;
+	uint32_t per_producer;
+	uint8_t *seen;		/* shared: one byte per (producer, seq) */
+	int id;
+};
+
+static int mpmc_producer(void *arg)
+{
+	struct mpmc *m = arg;
+	struct tagged t = { .producer = (uint32_t)m->id };
+
+	for (t.seq = 0; t.seq < m->per_producer; t.seq++) {
+		t.check = tag_check(t.producer, t.seq);
+		if (mpq_queue_put(m->q, &t, sizeof(t), 60 * NSEC_PER_SEC))
+			return 1;
+	}
+	return 0;
+}
+
+static int mpmc_consumer(void *arg)
+{
+	struct mpmc *m = arg;
+	int64_t last[64];
+	struct tagged t;
+	int i;
+
+	for (i = 0; i < m->producers; i++)
+		last[i] = -1;
+	for (;;) {
+		size_t len = sizeof(t);
+
+		if (mpq_queue_get(m->q, &t, &len, 60 * NSEC_PER_SEC))
+			return 1;
+		if (len == 1)			/* stop */
+			return 0;
+		if (len != sizeof(t) || t.producer >= (uint32_t)m->producers ||
+		    t.seq >= m->per_producer ||
+		    t.check != tag_check(t.producer, t.seq))
+			return 2;		/* corrupt */
+		if ((int64_t)t.seq <= last[t.producer])
+			return 3;		/* out of order */
+		last[t.producer] = t.seq;
+		if (__atomic_fetch_add(&m->seen[(size_t)t.producer *
+					m->per_producer + t.seq], 1,
+				       __ATOMIC_RELAXED))
+			return 4;		/* duplicate */
+	}
+}
+
+static void run_mpmc(struct __test_metadata *_metadata, int producers,
+		     int consumers, uint32_t per_producer, uint32_t maxsize)
+{
+	struct mpq_queue_attr attr = { .maxsize = maxsize,
+				       .msgsize = sizeof(struct tagged) };
+	size_t total = (size_t)producers * per_producer, i;
+	struct mpmc m = { .producers = producers, .consumers = consumers,
+			  .per_producer = per_producer };
+	pid_t pids[16];
+	int k;
+
+	ASSERT_EQ(0, mpq_queue_new(&m.q, &attr));
+	m.seen = shared_alloc(total);
+	ASSERT_NE(NULL, m.seen);
+	for (k = 0; k < consumers; k++)
+		pids[k] = spawn(mpmc_consumer, &m);
+	for (k = 0; k < producers; k++) {
+		m.id = k;
+		pids[consumers + k] = spawn(mpmc_producer, &m);
+	}
+	for (k = 0; k < producers; k++)
+		EXPECT_EQ(0, wait_child(pids[consumers + k], 280000));
+	for (k = 0; k < consumers; k++)
+		ASSERT_EQ(0, mpq_queue_put(m.q, "", 1, 10 * NSEC_PER_SEC));
+	for (k = 0; k < consumers; k++)
+		EXPECT_EQ(0, wait_child(pids[k], 30000));
+	for (i = 0; i < total; i++)
+		if (m.seen[i] != 1)
+			break;
+	ASSERT_EQ(total, i) {
+		TH_LOG("message %zu (producer %zu seq %zu) seen %d times",
+		       i, i / per_producer, i % per_producer, m.seen[i]);
+	}
+	ASSERT_EQ(0, mpq_queue_qsize(m.q));
+	mpq_queue_free(m.q);
+}
+
+TEST(fifo_order_per_producer_two_producers_one_consumer)
+{
+	run_mpmc(_metadata, 2, 1, 20000, 16);
+}
+
+TEST_F_TIMEOUT(slow, four_by_four_processes_pass_a_million_messages_exactly_once, 600)
+{
+	run_mpmc(_metadata, 4, 4, 250000, 1024);
+}
+
+static int put_from_inherited(void *arg)
+{
+	return mpq_queue_put(arg, "child", 5, MPQ_FOREVER) ? 1 : 0;
+}
+
+TEST_F(queue, handle_survives_fork)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+	pid_t pid = spawn(put_from_inherited, self->q);
+
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0, mpq_queue_get(self->q, buf, &len, 5 * NSEC_PER_SEC));
+	ASSERT_EQ(0, memcmp(buf, "child", 5));
+}
+
+struct passing {
+	struct mpq_queue *q;
+	int sock;
+};
+
+static int put_from_passed_fd(void *arg)
+{
+	struct passing *p = arg;
+	struct mpq_queue *q;
+	int fd, ret;
+
+	/* Forget the inherited handle: use only what came over the socket. */
+	mpq_queue_free(p->q);
+	fd = recv_fd(p->sock);
+	if (fd < 0)
+		return 1;
+	ret = mpq_queue_from_fd(&q, fd);
+	close(fd);
+	if (ret)
+		return 2;
+	ret = mpq_queue_put(q, "passed", 6, MPQ_FOREVER);
+	mpq_queue_free(q);
+	return ret ? 3 : 0;
+}
+
+TEST_F(queue, fd_passed_over_a_unix_socket_reaches_the_same_queue)
+{
+	struct passing p = { .q = self->q };
+	char buf[16];
+	size_t len = sizeof(buf);
+	int sv[2];
+	pid_t pid;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	p.sock = sv[1];
+	pid = spawn(put_from_passed_fd, &p);
+	ASSERT_EQ(0, send_fd(sv[0], mpq_queue_fileno(self->q)));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0, mpq_queue_get(self->q, buf, &len, 5 * NSEC_PER_SEC));
+	ASSERT_EQ(0, memcmp(buf, "passed", 6));
+	close(sv[0]);
+	close(sv[1]);
+}
+
+TEST_F(queue, from_fd_sees_the_same_geometry)
+{
+	struct mpq_queue *q2;
+
+	ASSERT_EQ(0, mpq_queue_from_fd(&q2, mpq_queue_fileno(self->q)));
+	ASSERT_EQ(mpq_queue_maxsize(self->q), mpq_queue_maxsize(q2));
+	ASSERT_EQ(mpq_queue_msgsize(self->q), mpq_queue_msgsize(q2));
+	ASSERT_EQ(mpq_queue_backend(self->q), mpq_queue_backend(q2));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q2, "x", 1));
+	ASSERT_EQ(1, mpq_queue_qsize(self->q));
+	mpq_queue_free(q2);
+}
+
+TEST(from_fd_refuses_what_is_not_a_queue)
+{
+	struct mpq_queue *q;
+	char junk[8192];
+	int fd;
+
+	ASSERT_EQ(-EBADF, mpq_queue_from_fd(&q, -1));
+	fd = open("/dev/null", O_RDWR);
+	ASSERT_EQ(-EINVAL, mpq_queue_from_fd(&q, fd));
+	close(fd);
+	fd = memfd_create("junk", 0);
+	memset(junk, 0xa5, sizeof(junk));
+	ASSERT_EQ(sizeof(junk), write(fd, junk, sizeof(junk)));
+	ASSERT_EQ(-EINVAL, mpq_queue_from_fd(&q, fd));
+	close(fd);
+}
+
+/* A memfd that claims to be a queue but whose geometry is impossible. */
+TEST(from_fd_reports_a_corrupt_memfd_header_as_euclean)
+{
+	struct mpq_queue_shm hdr = {
+		.magic = MPQ_QUEUE_MAGIC, .version = MPQ_QUEUE_VERSION,
+		.capacity = 3, .msg_max = 8, .slot_size = 64,
+		.data_off = 4096, .map_size = 8192,
+	};
+	struct mpq_queue *q;
+	int fd = memfd_create("bad", 0);
+
+	ASSERT_EQ(0, ftruncate(fd, 8192));
+	ASSERT_EQ(sizeof(hdr), pwrite(fd, &hdr, sizeof(hdr), 0));
+	ASSERT_EQ(-EUCLEAN, mpq_queue_from_fd(&q, fd));
+	hdr.capacity = 4;
+	hdr.map_size = 1ULL << 40;	/* slots past the end of the file */
+	ASSERT_EQ(sizeof(hdr), pwrite(fd, &hdr, sizeof(hdr), 0));
+	ASSERT_EQ(-EUCLEAN, mpq_queue_from_fd(&q, fd));
+	close(fd);
+}
+
+TEST(bad_arguments_are_einval_not_crashes)
+{
+	struct mpq_queue_attr attr = { 0 };
+	struct mpq_queue *q;
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(-EINVAL, mpq_queue_new(NULL, NULL));
+	attr.flags = 1;
+	ASSERT_EQ(-EINVAL, mpq_queue_new(&q, &attr));
+	attr.flags = 0;
+	attr.__reserved[3] = 1;
+	ASSERT_EQ(-EINVAL, mpq_queue_new(&q, &attr));
+	attr.__reserved[3] = 0;
+	attr.backend = 7;
+	ASSERT_EQ(-EINVAL, mpq_queue_new(&q, &attr));
+	attr.backend = 0;
+	attr.maxsize = 1U << 31;
+	ASSERT_EQ(-E2BIG, mpq_queue_new(&q, &attr));
+	attr.maxsize = 1 << 20;
+	attr.msgsize = 1 << 20;		/* 1 TiB */
+	ASSERT_EQ(-E2BIG, mpq_queue_new(&q, &attr));
+
+	ASSERT_EQ(-EINVAL, mpq_queue_put(NULL, "x", 1, 0));
+	ASSERT_EQ(-EINVAL, mpq_queue_get(NULL, buf, &len, 0));
+	ASSERT_EQ(-EINVAL, mpq_queue_qsize(NULL));
+	ASSERT_EQ(-EINVAL, mpq_queue_fileno(NULL));
+	ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+	ASSERT_EQ(-EINVAL, mpq_queue_put(q, NULL, 1, 0));
+	ASSERT_EQ(-EINVAL, mpq_queue_get(q, NULL, &len, 0));
+	ASSERT_EQ(-EINVAL, mpq_queue_get(q, buf, NULL, 0));
+	mpq_queue_free(q);
+	mpq_queue_free(NULL);
+}
+
+TEST(default_backend_is_kmod_exactly_when_dev_mpq_exists)
+{
+	int have = access("/dev/mpq", F_OK) == 0;
+	struct mpq_queue_attr attr = { 0 };
+	struct mpq_queue *q;
+
+	unsetenv("MPQ_BACKEND");
+	ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+	ASSERT_EQ(have ? MPQ_BACKEND_KMOD : MPQ_BACKEND_MEMFD,
+		  mpq_queue_backend(q));
+	mpq_queue_free(q);
+
+	setenv("MPQ_BACKEND", "memfd", 1);
+	ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+	ASSERT_EQ(MPQ_BACKEND_MEMFD, mpq_queue_backend(q));
+	mpq_queue_free(q);
+
+	setenv("MPQ_BACKEND", "kmod", 1);
+	if (have) {
+		ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+		ASSERT_EQ(MPQ_BACKEND_KMOD, mpq_queue_backend(q));
+		mpq_queue_free(q);
+	} else {
+		ASSERT_EQ(-ENODEV, mpq_queue_new(&q, NULL));
+	}
+
+	setenv("MPQ_BACKEND", "bogus", 1);
+	ASSERT_EQ(-EINVAL, mpq_queue_new(&q, NULL));
+	attr.backend = MPQ_BACKEND_MEMFD;	/* the caller's choice wins */
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	mpq_queue_free(q);
+	ASSERT_STREQ("kmod", mpq_backend_name(MPQ_BACKEND_KMOD));
+	ASSERT_STREQ("memfd", mpq_backend_name(MPQ_BACKEND_MEMFD));
+}
+
+/*
+ * A participant that writes garbage over the queue's memory: every call
+ * returns an answer from its contract (or -EUCLEAN), never crashes or
+ * hangs, and the corruption is detected. With the module, poll() on the
+ * scribbled queue must not upset the kernel either.
+ */
+TEST_F_TIMEOUT(slow, scribbled_shared_memory_is_reported_not_a_crash, 300)
+{
+	struct mpq_queue_attr attr = { .maxsize = 8, .msgsize = 64,
+				       .spin_ns = -1 };
+	uint64_t seed = 0x5eed;
+	int iter, detected = 0;
+
+	for (iter = 0; iter < 300; iter++) {
+		struct mpq_queue *q;
+		unsigned char *map, buf[64];
+		size_t size, len, i, n;
+		struct pollfd pfd;
+		int r[6], k;
+
+		ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+		for (k = 0; k < 5; k++)
+			ASSERT_EQ(0, mpq_queue_put_nowait(q, "abcdefgh", 8));
+		map = queue_map(q, &size);
+		ASSERT_NE(NULL, map);
+
+		/* Garbage over a few random bytes of the header and slots. */
+		n = 1 + rnd(&seed) % 24;
+		for (i = 0; i < n; i++) {
+			size_t off = rnd(&seed) % 1024;
+
+			if (rnd(&seed) & 1)
+				off = 4096 + rnd(&seed) % (8 * 128);
+			map[off] = (unsigned char)rnd(&seed);
+		}
+		if (iter % 4 == 0)	/* sometimes a whole random header */
+			for (i = 0; i < 512; i++)
+				map[i] = (unsigned char)rnd(&seed);
+
+		len = sizeof(buf);
+		r[0] = mpq_queue_get_nowait(q, buf, &len);
+		ASSERT_LE(len, sizeof(buf));
+		r[1] = mpq_queue_put_nowait(q, "x", 1);
+		len = sizeof(buf);
+		r[2] = mpq_queue_get(q, buf, &len, NSEC_PER_MSEC);
+		ASSERT_LE(len, sizeof(buf));
+		r[3] = mpq_queue_put(q, "y", 1, NSEC_PER_MSEC);
+		r[4] = mpq_queue_qsize(q);
+		r[5] = mpq_queue_full(q);
+		for (k = 0; k < 6; k++) {
+			ASSERT_TRUE(r[k] >= 0 || r[k] == -EAGAIN ||
+				    r[k] == -ETIMEDOUT || r[k] == -EUCLEAN) {
+				TH_LOG("iteration %d call %d returned %d",
+				       iter, k, r[k]);
+			}
+			if (r[k] == -EUCLEAN)
+				detected++;
+		}
+		ASSERT_LE(r[4], 8);
+		pfd.fd = mpq_queue_fileno(q);
+		pfd.events = POLLIN | POLLOUT;
+		ASSERT_LE(0, poll(&pfd, 1, 0));
+		munmap(map, size);
+		mpq_queue_free(q);
+	}
+	/* The check must have caught something in 300 rounds of garbage. */
+	ASSERT_GT(detected, 0);
+	TH_LOG("corruption reported %d times", detected);
+}
+
+TEST_HARNESS_MAIN

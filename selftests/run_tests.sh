@@ -1,0 +1,92 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Every test of mpq, as `make check` runs them (after building):
+#   1. the library tests natively on the memfd backend,
+#   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. in the test VM: the module's ABI tests and the library tests on the
+#      kmod backend, with the VM's own checks (kernel log, rmmod),
+#   4. the module's style (checkpatch --strict) and its W=1 build.
+# Prints each binary's TAP, then one line: N passed, N failed, N skipped.
+# Exits non-zero if anything failed. The VM part never skips: a VM that
+# cannot run is a failure.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+B=$top/build
+pass=0 fail=0 skip=0
+failed=()
+
+# Add up the "# Totals:" lines of a TAP stream on stdin.
+add_totals() {
+	local name=$1 rc=$2 out=$3 p f s x e lines
+	lines=$(grep '^# Totals:' <<<"$out")
+	if [ -z "$lines" ]; then
+		echo "not ok - $name: no TAP totals (exit $rc)"
+		fail=$((fail + 1)); failed+=("$name")
+		return
+	fi
+	while read -r l; do
+		p=$(sed -n 's/.*pass:\([0-9]*\).*/\1/p' <<<"$l")
+		f=$(sed -n 's/.*fail:\([0-9]*\).*/\1/p' <<<"$l")
+		x=$(sed -n 's/.*xpass:\([0-9]*\).*/\1/p' <<<"$l")
+		s=$(sed -n 's/.*skip:\([0-9]*\).*/\1/p' <<<"$l")
+		e=$(sed -n 's/.*error:\([0-9]*\).*/\1/p' <<<"$l")
+		pass=$((pass + p)); fail=$((fail + f + x + e)); skip=$((skip + s))
+		[ $((f + x + e)) -gt 0 ] && failed+=("$name")
+	done <<<"$lines"
+}
+
+run_tap() {
+	local name=$1 out rc
+	shift
+	echo "# === $name"
+	out=$("$@" 2>&1)
+	rc=$?
+	echo "$out"
+	add_totals "$name" "$rc" "$out"
+}
+
+# One pass/fail check that is not a TAP binary.
+check() {
+	local name=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ $rc = 0 ]; then
+		echo "ok - $name"
+		pass=$((pass + 1))
+	else
+		echo "$out" | tail -n 40
+		echo "not ok - $name"
+		fail=$((fail + 1)); failed+=("$name")
+	fi
+}
+
+run_tap "queue_test (native, memfd)" env MPQ_BACKEND=memfd "$B/selftests/queue_test"
+run_tap "queue_test (native, memfd, ASan+UBSan)" \
+	env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/queue_test"
+
+echo "# === VM: $("$top/scripts/deps.sh" --kver 2>/dev/null || echo '?')"
+vm_out=$("$top/selftests/vm/run-vm.sh" -t 1500 -- "$top/selftests/vm/guest_tests.sh" "$B" 2>&1)
+vm_rc=$?
+echo "$vm_out"
+add_totals "VM tests" "$vm_rc" "$vm_out"
+if [ $vm_rc = 0 ]; then
+	echo "ok - VM: kernel log clean, rmmod mpq succeeded"
+	pass=$((pass + 1))
+else
+	echo "not ok - VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
+	fail=$((fail + 1)); failed+=("VM run")
+fi
+
+check "kmod: checkpatch --strict clean" bash -c \
+	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
+kdir=/usr/src/linux-headers-$("$top/scripts/deps.sh" --kver)
+check "kmod: W=1 build has no warnings" bash -c \
+	"make -s -C '$kdir' M='$top' clean >/dev/null 2>&1
+	 out=\$(make -C '$kdir' M='$top' W=1 modules 2>&1); echo \"\$out\"
+	 ! grep -q 'warning:' <<<\"\$out\""
+
+[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail = 0 ]

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Runs inside the test VM (see run-vm.sh) with mpq.ko loaded: the module's
+# ABI tests, then the library tests on the kmod backend. Each binary prints
+# TAP with a "# Totals:" line that the host adds up; this script's own exit
+# status stays 0 so that a non-zero one means the VM itself went wrong.
+B=${1:?build dir}
+
+echo "# === kmod_test (VM, $(uname -r))"
+"$B/selftests/kmod_test"
+echo "# === queue_test (VM, MPQ_BACKEND=kmod)"
+MPQ_BACKEND=kmod "$B/selftests/queue_test"
+echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
+test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
+	test "$(cat /sys/module/mpq/parameters/pages)" = 0 &&
+	echo "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0 (no objects left in the module)" ||
+	echo "# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0 (objects left in the module)"
+exit 0
