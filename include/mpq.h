@@ -60,7 +60,7 @@ struct mpq_queue;
  */
 struct mpq_queue_attr {
 	uint32_t maxsize;	/* messages it holds (default 1024), rounded
-				   up to a power of two */
+				   up to a power of two, 2 at least */
 	uint32_t msgsize;	/* largest message in bytes (default 1024) */
 	int32_t backend;	/* enum mpq_backend */
 	uint32_t flags;		/* none yet: must be 0 */

@@ -205,7 +205,8 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 
 	slot_size = ALIGN((u64)sizeof(struct mpq_slot) + args->msg_max,
 			  MPQ_SLOT_ALIGN);
-	q->capacity = roundup_pow_of_two(args->capacity);
+	/* Two at least: with one slot, full (seq p + 1) reads as free. */
+	q->capacity = roundup_pow_of_two(max(args->capacity, 2U));
 	if (check_mul_overflow(slot_size, (u64)q->capacity, &ring) ||
 	    check_add_overflow(ring, (u64)PAGE_SIZE, &total))
 		return -E2BIG;

@@ -51,12 +51,13 @@ static uint64_t mpq_align(uint64_t x, uint64_t a)
 /* The same geometry the module computes for MPQ_IOC_QUEUE_CREATE. */
 int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
 {
-	uint64_t cap = 1, slot, total;
+	uint64_t cap = 2, slot, total;
 
 	if (!maxsize || !msgsize)
 		return -EINVAL;
 	if (maxsize > MPQ_QUEUE_MAX_CAPACITY)
 		return -E2BIG;
+	/* A power of two, and two at least: see struct mpq_queue_shm. */
 	while (cap < maxsize)
 		cap <<= 1;
 	slot = mpq_align(sizeof(struct mpq_slot) + (uint64_t)msgsize,
@@ -79,7 +80,7 @@ int mpq_geom_check(const struct mpq_geom *g)
 {
 	uint64_t ring, end;
 
-	if (!g->capacity || (g->capacity & (g->capacity - 1)) ||
+	if (g->capacity < 2 || (g->capacity & (g->capacity - 1)) ||
 	    g->capacity > MPQ_QUEUE_MAX_CAPACITY || !g->msg_max)
 		return -EUCLEAN;
 	if (g->slot_size < sizeof(struct mpq_slot) + (uint64_t)g->msg_max ||

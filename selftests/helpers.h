@@ -83,12 +83,14 @@ static inline int wait_child(pid_t pid, int timeout_ms)
 	return WEXITSTATUS(status);
 }
 
-/* Is pid still running (not exited)? */
+/* Is pid still running? Leaves an exited child to be reaped later. */
 static inline int child_running(pid_t pid)
 {
-	int status;
+	siginfo_t si = { 0 };
 
-	return waitpid(pid, &status, WNOHANG) == 0;
+	if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT))
+		return 0;
+	return si.si_pid == 0;
 }
 
 static inline int send_fd(int sock, int fd)

@@ -463,12 +463,14 @@ static void check_wakeup(struct __test_metadata *_metadata, int how,
 	struct waiter w = { .how = how, .events = events };
 	char buf[8];
 	size_t len;
-	int round, rounds = how ? 2 : 1;
+	int round, rounds = how ? 2 : 1, full;
 	pid_t pid;
 
 	ASSERT_EQ(0, mpq_queue_new(&w.q, &attr));
+	full = mpq_queue_maxsize(w.q);
 	if (events == POLLOUT)
-		ASSERT_EQ(0, mpq_queue_put_nowait(w.q, "f", 1));
+		while (mpq_queue_full(w.q) == 0)
+			ASSERT_EQ(0, mpq_queue_put_nowait(w.q, "f", 1));
 	pid = spawn(wait_ready, &w);
 	for (round = 0; round < rounds; round++) {
 		sleep_ms(100);
@@ -481,7 +483,7 @@ static void check_wakeup(struct __test_metadata *_metadata, int how,
 		}
 		/* Wait until the child consumed (or refilled) it. */
 		while (child_running(pid) &&
-		       mpq_queue_qsize(w.q) != (events == POLLIN ? 0 : 1))
+		       mpq_queue_qsize(w.q) != (events == POLLIN ? 0 : full))
 			sleep_ms(1);
 	}
 	ASSERT_EQ(0, wait_child(pid, 20000));

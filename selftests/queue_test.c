@@ -119,6 +119,25 @@ TEST_F(queue, qsize_empty_full_follow_the_contents)
 	ASSERT_EQ(0, mpq_queue_full(self->q));
 }
 
+TEST(maxsize_rounds_up_to_a_power_of_two_of_at_least_two)
+{
+	struct mpq_queue_attr attr = { .maxsize = 1, .msgsize = 8 };
+	struct mpq_queue *q;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	ASSERT_EQ(2, mpq_queue_maxsize(q));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "a", 1));
+	ASSERT_EQ(0, mpq_queue_full(q));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "b", 1));
+	ASSERT_EQ(1, mpq_queue_full(q));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put_nowait(q, "c", 1));
+	mpq_queue_free(q);
+	attr.maxsize = 33;
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	ASSERT_EQ(64, mpq_queue_maxsize(q));
+	mpq_queue_free(q);
+}
+
 TEST_F(queue, get_times_out_with_etimedout_on_time)
 {
 	char buf[8];

@@ -26,11 +26,11 @@ add_totals() {
 		return
 	fi
 	while read -r l; do
-		p=$(sed -n 's/.*pass:\([0-9]*\).*/\1/p' <<<"$l")
-		f=$(sed -n 's/.*fail:\([0-9]*\).*/\1/p' <<<"$l")
-		x=$(sed -n 's/.*xpass:\([0-9]*\).*/\1/p' <<<"$l")
-		s=$(sed -n 's/.*skip:\([0-9]*\).*/\1/p' <<<"$l")
-		e=$(sed -n 's/.*error:\([0-9]*\).*/\1/p' <<<"$l")
+		p=$(sed -n 's/.* pass:\([0-9]*\).*/\1/p' <<<"$l")
+		f=$(sed -n 's/.* fail:\([0-9]*\).*/\1/p' <<<"$l")
+		x=$(sed -n 's/.* xpass:\([0-9]*\).*/\1/p' <<<"$l")
+		s=$(sed -n 's/.* skip:\([0-9]*\).*/\1/p' <<<"$l")
+		e=$(sed -n 's/.* error:\([0-9]*\).*/\1/p' <<<"$l")
 		pass=$((pass + p)); fail=$((fail + f + x + e)); skip=$((skip + s))
 		[ $((f + x + e)) -gt 0 ] && failed+=("$name")
 	done <<<"$lines"

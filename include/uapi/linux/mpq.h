@@ -32,7 +32,8 @@
  * struct mpq_queue_create - argument of MPQ_IOC_QUEUE_CREATE
  * @size:	sizeof(struct mpq_queue_create) as the caller knows it
  * @flags:	MPQ_CREATE_* flags
- * @capacity:	messages the queue holds; rounded up to a power of two
+ * @capacity:	messages the queue holds; rounded up to a power of two, at
+ *		least 2
  * @msg_max:	largest message, in bytes
  * @reserved:	must be zero
  *
@@ -104,6 +105,8 @@ struct mpq_queue_info {
  * writes the message and then publishes seq = p + 1; a consumer that claims
  * position p (head p to p+1) reads it and then frees the slot with
  * seq = p + capacity, which is the position of the next producer to use it.
+ * The capacity is a power of two and at least 2: with a single slot a full
+ * slot (seq p + 1) would look free to the producer of position p + 1.
  */
 struct mpq_queue_shm {
 	/* Informational copy of the geometry, written once at creation. */
