@@ -21,7 +21,6 @@
 #define load_relaxed(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
 #define load_acquire(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define fetch_add(p, v)		__atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
 #define full_fence()		__atomic_thread_fence(__ATOMIC_SEQ_CST)
 
 static inline void cpu_relax(void)

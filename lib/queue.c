@@ -9,13 +9,15 @@
  * the slot with another seq store. The same code runs on both backends; a
  * backend only makes the memory and, for the module, wakes pollers.
  *
- * Sleeping: a waiter reads the futex word, announces itself in a waiters
- * count (a full barrier), re-checks the ring, then sleeps on the word. A
- * publisher issues a full fence after its seq store and reads the count; it
- * bumps the word and wakes only when the count is non-zero. Each side sees
- * the other's store, so no wake-up is lost and an uncontended put or get
- * makes no system call. Before sleeping a blocking call spins for spin_ns,
- * because a sleep and wake-up costs tens of microseconds in a VM.
+ * Sleeping: a waiter sets the SLEEPING bit of a futex word (a full
+ * barrier), looks at the ring once more, then sleeps on the word. A
+ * publisher issues a full fence after its seq store and reads the word;
+ * only if the bit is set does it clear it, bump the word and wake the
+ * sleepers. Each side sees the other's store, so no wake-up is lost, and
+ * a put or get makes a system call only when someone sleeps, once per
+ * sleep rather than once per message. Before sleeping a blocking call
+ * spins for spin_ns, because a sleep and wake-up costs tens of
+ * microseconds in a VM.
  *
  * The shared memory is writable by every participant, so nothing read from
  * it is trusted: indices are masked with our own copy of the capacity, a
@@ -225,19 +227,39 @@ static struct mpq_slot *mpq_slot_at(const struct mpq_queue *q, uint64_t pos)
 }
 
 /*
+ * Wake everyone asleep on word. Only the publisher whose CAS clears the
+ * SLEEPING bit makes the system call; all sleepers are woken because the
+ * bit no longer says how many there are (each re-sets it if it must sleep
+ * again). A sleeper that set the bit again after a clear is seen by the
+ * loop.
+ */
+static void mpq_wake_sleepers(uint32_t *word)
+{
+	uint32_t v = load_relaxed(word);
+
+	while (v & MPQ_FUTEX_SLEEPING) {
+		/* v + 1 clears bit 0 and carries into the wake-up count. */
+		if (__atomic_compare_exchange_n(word, &v, v + 1, 0,
+						__ATOMIC_SEQ_CST,
+						__ATOMIC_RELAXED)) {
+			mpq_futex_wake(word, INT32_MAX);
+			return;
+		}
+	}
+}
+
+/*
  * Tell sleepers and pollers on the other side that the ring changed. The
- * fence orders our seq store before the reads of the waiter counts; it
- * pairs with the fetch_add in mpq_queue_wait() and, for pollers, with the
+ * fence orders our seq store before the read of the futex word; it pairs
+ * with the fetch_or in mpq_queue_wait() and, for pollers, with the
  * smp_mb__after_atomic() in the module's ->poll().
  */
 static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
-			     uint32_t *waiters, uint32_t poll_bit)
+			     uint32_t poll_bit)
 {
 	full_fence();
-	if (unlikely(load_relaxed(waiters))) {
-		fetch_add(word, 1);
-		mpq_futex_wake(word, 1);
-	}
+	if (unlikely(load_relaxed(word) & MPQ_FUTEX_SLEEPING))
+		mpq_wake_sleepers(word);
 	if (unlikely(load_relaxed(&q->shm->poll_wanted) & poll_bit) &&
 	    q->backend == MPQ_BACKEND_KMOD)
 		mpq_kmod_queue_wake(q->fd, poll_bit);
@@ -285,8 +307,7 @@ static int mpq_queue_try_put(struct mpq_queue *q, const void *msg, size_t len)
 	memcpy(s + 1, msg, len);
 	/* Pairs with load_acquire(&s->seq) in try_get: the data is there. */
 	store_release(&s->seq, pos + 1);
-	mpq_queue_notify(q, &q->shm->nonempty, &q->shm->get_waiters,
-			 MPQ_POLL_IN);
+	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return 0;
 }
 
@@ -338,8 +359,7 @@ static int mpq_queue_try_get(struct mpq_queue *q, void *buf, size_t *len)
 	}
 	/* Pairs with load_acquire(&s->seq) in try_put: we are done reading. */
 	store_release(&s->seq, pos + q->capacity);
-	mpq_queue_notify(q, &q->shm->nonfull, &q->shm->put_waiters,
-			 MPQ_POLL_OUT);
+	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	/* A corrupt length: the message is dropped, the ring goes on. */
 	return mlen <= q->msg_max ? 0 : -EUCLEAN;
 }
@@ -364,7 +384,7 @@ static int mpq_op_try(struct mpq_op *op)
  * deadline passes: spin first, then sleep on the futex word.
  */
 static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
-			  uint32_t *waiters, int64_t timeout_ns)
+			  int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	int ret;
@@ -386,16 +406,20 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 	}
 
 	for (;;) {
-		uint32_t seen = load_acquire(word);
-		int r = 0;
+		uint32_t seen;
+		int r;
 
-		fetch_add(waiters, 1);
+		/*
+		 * Announce, then look again: pairs with the fence in
+		 * mpq_queue_notify(). If we then do not sleep the bit stays
+		 * set, costing one spare wake-up call, never a lost one.
+		 */
+		seen = __atomic_fetch_or(word, MPQ_FUTEX_SLEEPING,
+					 __ATOMIC_SEQ_CST) | MPQ_FUTEX_SLEEPING;
 		ret = mpq_op_try(op);
-		if (ret == -EAGAIN)
-			r = mpq_futex_wait(word, seen, deadline);
-		fetch_add(waiters, (uint32_t)-1);
 		if (ret != -EAGAIN)
 			return ret;
+		r = mpq_futex_wait(word, seen, deadline);
 		if (r == -ETIMEDOUT) {
 			ret = mpq_op_try(op);
 			return ret == -EAGAIN ? -ETIMEDOUT : ret;
@@ -416,8 +440,7 @@ MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 	ret = mpq_queue_try_put(q, msg, len);
 	if (likely(ret != -EAGAIN) || timeout_ns == 0)
 		return ret;
-	return mpq_queue_wait(&op, &q->shm->nonfull, &q->shm->put_waiters,
-			      timeout_ns);
+	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
 }
 
 MPQ_EXPORT int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg,
@@ -437,8 +460,7 @@ MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 	ret = mpq_queue_try_get(q, buf, len);
 	if (likely(ret != -EAGAIN) || timeout_ns == 0)
 		return ret;
-	return mpq_queue_wait(&op, &q->shm->nonempty, &q->shm->get_waiters,
-			      timeout_ns);
+	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
 }
 
 MPQ_EXPORT int mpq_queue_get_nowait(struct mpq_queue *q, void *buf,

@@ -4,8 +4,14 @@
  * environment selects (MPQ_BACKEND=memfd natively, kmod in the VM): the
  * same code must keep them on both.
  */
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "kselftest_harness.h"
 #include "helpers.h"
@@ -597,6 +603,120 @@ TEST_F_TIMEOUT(slow, scribbled_shared_memory_is_reported_not_a_crash, 300)
 	/* The check must have caught something in 300 rounds of garbage. */
 	ASSERT_GT(detected, 0);
 	TH_LOG("corruption reported %d times", detected);
+}
+
+/*
+ * From here on the calling process dies of SIGSYS if it makes a futex or
+ * ioctl system call: the two ways the queue can sleep or wake.
+ */
+static int forbid_wait_and_wake_syscalls(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_futex, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+static int put_and_get_without_syscalls(void *arg)
+{
+	struct mpq_queue *q = arg;
+	char buf[16];
+	size_t len;
+	int i;
+
+	if (forbid_wait_and_wake_syscalls())
+		return 1;
+	for (i = 0; i < 10000; i++) {
+		if (mpq_queue_put_nowait(q, "0123456789", 10) ||
+		    mpq_queue_put(q, "abc", 3, MPQ_FOREVER))
+			return 2;
+		len = sizeof(buf);
+		if (mpq_queue_get_nowait(q, buf, &len) || len != 10)
+			return 3;
+		len = sizeof(buf);
+		if (mpq_queue_get(q, buf, &len, MPQ_FOREVER) || len != 3)
+			return 4;
+	}
+	return 0;
+}
+
+TEST_F(queue, put_and_get_with_no_one_waiting_make_no_system_call)
+{
+	pid_t pid = spawn(put_and_get_without_syscalls, self->q);
+
+	/* 128 + SIGSYS here would mean a futex or ioctl call was made. */
+	ASSERT_EQ(0, wait_child(pid, 30000));
+}
+
+static int get_one(void *arg)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	return mpq_queue_get(arg, buf, &len, MPQ_FOREVER) ? 1 : 0;
+}
+
+static int wake_once_then_put_quietly(void *arg)
+{
+	struct mpq_queue *q = arg;
+	int i;
+
+	if (mpq_queue_put_nowait(q, "wake", 4))	/* this one wakes */
+		return 1;
+	if (forbid_wait_and_wake_syscalls())
+		return 2;
+	for (i = 0; i < 100; i++)
+		if (mpq_queue_put_nowait(q, "more", 4))
+			return 3;
+	return 0;
+}
+
+/*
+ * A consumer asleep in get is woken by the first put; while it has not
+ * run yet (here: it is stopped), further puts must not call FUTEX_WAKE
+ * again: one system call per sleep, not one per message.
+ */
+TEST(a_sleeper_costs_one_wake_up_not_one_per_message)
+{
+	struct mpq_queue_attr attr = { .maxsize = 128, .msgsize = 16,
+				       .spin_ns = -1 };
+	struct mpq_queue_shm *shm;
+	struct mpq_queue *q;
+	pid_t consumer, producer;
+	int64_t end;
+	size_t size;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	consumer = spawn(get_one, q);
+	end = now_ns() + 10 * NSEC_PER_SEC;
+	while (!(__atomic_load_n(&shm->nonempty, __ATOMIC_ACQUIRE) &
+		 MPQ_FUTEX_SLEEPING) && now_ns() < end)
+		sleep_ms(1);
+	ASSERT_TRUE(shm->nonempty & MPQ_FUTEX_SLEEPING);
+	sleep_ms(20);
+	ASSERT_EQ(0, kill(consumer, SIGSTOP));
+	producer = spawn(wake_once_then_put_quietly, q);
+	EXPECT_EQ(0, wait_child(producer, 30000));
+	kill(consumer, SIGCONT);
+	ASSERT_EQ(0, wait_child(consumer, 10000));
+	ASSERT_EQ(100, mpq_queue_qsize(q));
+	munmap(shm, size);
+	mpq_queue_free(q);
 }
 
 TEST_HARNESS_MAIN

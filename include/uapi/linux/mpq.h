@@ -128,18 +128,19 @@ struct mpq_queue_shm {
 	__u8 __pad2[128 - 8];
 
 	/*
-	 * Sleeping. nonempty and nonfull are futex words, bumped before a
-	 * FUTEX_WAKE; get_waiters and put_waiters count the processes that
-	 * sleep (or are about to) on them, so a put or get makes a system
-	 * call only when someone sleeps. poll_wanted holds MPQ_POLL_* bits
-	 * that the kernel sets when a poller is about to sleep.
+	 * Sleeping. nonempty and nonfull are futex words: bit 0
+	 * (MPQ_FUTEX_SLEEPING) says that someone sleeps on the word or is
+	 * about to, the other bits count wake-ups. A sleeper sets the bit
+	 * before its last look at the ring; a publisher that finds it set
+	 * clears it, bumps the count and wakes every sleeper, and later
+	 * publishers find it clear and make no system call until someone
+	 * sleeps again. poll_wanted holds MPQ_POLL_* bits that the kernel
+	 * sets when a poller may sleep.
 	 */
 	__u32 nonempty;
-	__u32 get_waiters;
 	__u32 nonfull;
-	__u32 put_waiters;
 	__u32 poll_wanted;
-	__u32 __pad3[3];
+	__u32 __pad3[5];
 };
 
 /* Header of each slot; msg_max bytes of data follow. */
@@ -150,5 +151,6 @@ struct mpq_slot {
 };
 
 #define MPQ_SLOT_ALIGN		64
+#define MPQ_FUTEX_SLEEPING	1U
 
 #endif /* _UAPI_LINUX_MPQ_H */
