@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers shared by the benchmarks in bench/: clocks, percentiles and
+ * medians, the machine description, and running one child process at a
+ * time safely (a child that fails or a run that hangs ends the benchmark
+ * with a message instead of leaving it blocked forever).
+ *
+ * Header-only: everything is static inline.
+ */
+#ifndef MPQ_BENCH_H
+#define MPQ_BENCH_H
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline int bench_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile p (0 < p <= 100) of n sorted samples. */
+static inline uint64_t bench_percentile(const uint64_t *sorted, size_t n,
+					double p)
+{
+	size_t rank;
+
+	if (!n)
+		return 0;
+	rank = (size_t)((p / 100.0) * (double)n + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return sorted[rank - 1];
+}
+
+/* Median of n values (sorts them in place). */
+static inline double bench_median(double *v, size_t n)
+{
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), bench_cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*
+ * "<cpu model>[ (VM)], <n> CPUs, kernel <release>, load <1-min average>":
+ * the load says whether something else was competing for the CPUs.
+ */
+static inline void bench_machine(char *buf, size_t size)
+{
+	char line[4096], model[256] = "unknown CPU", load[16] = "?";
+	const char *vm = "";
+	struct utsname u;
+	FILE *f;
+
+	f = fopen("/proc/cpuinfo", "r");
+	if (f) {
+		while (fgets(line, sizeof(line), f)) {
+			char *colon = strchr(line, ':');
+
+			if (!strncmp(line, "flags", 5) && strstr(line, " hypervisor"))
+				vm = " (VM)";
+			if (strncmp(line, "model name", 10) || !colon)
+				continue;
+			if (strcmp(model, "unknown CPU"))
+				continue;	/* the first CPU's model is enough */
+			colon++;
+			while (*colon == ' ' || *colon == '\t')
+				colon++;
+			colon[strcspn(colon, "\n")] = 0;
+			snprintf(model, sizeof(model), "%s", colon);
+		}
+		fclose(f);
+	}
+	f = fopen("/proc/loadavg", "r");
+	if (f) {
+		if (fscanf(f, "%15s", load) != 1)
+			strcpy(load, "?");
+		fclose(f);
+	}
+	if (uname(&u))
+		strcpy(u.release, "?");
+	snprintf(buf, size, "%s%s, %ld CPUs, kernel %s, load %s", model, vm,
+		 sysconf(_SC_NPROCESSORS_ONLN), u.release, load);
+}
+
+/*
+ * One child at a time. While a child is watched, a SIGCHLD handler looks at
+ * it without reaping it: if it died or exited non-zero, the benchmark stops
+ * at once (the parent might otherwise wait forever for a message the child
+ * will never send). An alarm does the same for a run that takes longer
+ * than bench_timeout_s (120, or the environment's BENCH_TIMEOUT), i.e. a
+ * hang.
+ */
+static volatile pid_t bench_child;
+static const char *volatile bench_what = "";
+static unsigned int bench_timeout_s = 120;
+
+static inline void bench_say(const char *s)
+{
+	ssize_t r = write(2, s, strlen(s));
+
+	(void)r;
+}
+
+static inline void bench_on_sigchld(int sig)
+{
+	int saved = errno;
+	pid_t pid = bench_child;
+	siginfo_t si;
+
+	(void)sig;
+	memset(&si, 0, sizeof(si));
+	if (pid > 0 &&
+	    waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == pid &&
+	    !(si.si_code == CLD_EXITED && si.si_status == 0)) {
+		bench_child = 0;
+		bench_say("bench: the child process of \"");
+		bench_say(bench_what);
+		bench_say(si.si_code == CLD_EXITED ? "\" failed (see above)\n" :
+			  "\" was killed by a signal\n");
+		waitpid(pid, NULL, 0);
+		_exit(1);
+	}
+	errno = saved;
+}
+
+static inline void bench_on_alarm(int sig)
+{
+	pid_t pid = bench_child;
+
+	(void)sig;
+	bench_child = 0;	/* its death is no news to the SIGCHLD handler */
+	bench_say("bench: \"");
+	bench_say(bench_what);
+	bench_say("\" did not finish in time: a hang (lost message or lost wake-up?)\n");
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	_exit(1);
+}
+
+static inline void bench_install_handlers(void)
+{
+	const char *env = getenv("BENCH_TIMEOUT");
+	struct sigaction sa;
+
+	if (env && atoi(env) > 0)
+		bench_timeout_s = (unsigned int)atoi(env);
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+	sa.sa_handler = bench_on_sigchld;
+	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_flags = SA_RESTART;
+	sa.sa_handler = bench_on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+}
+
+/*
+ * Fork a child for the run named what. In the child it returns 0 (the child
+ * dies with the parent); in the parent the child's pid, or -1.
+ */
+static inline pid_t bench_fork(const char *what)
+{
+	pid_t parent = getpid(), pid;
+
+	bench_what = what;
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "bench: fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		signal(SIGCHLD, SIG_DFL);
+		signal(SIGALRM, SIG_DFL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		return 0;
+	}
+	bench_child = pid;
+	alarm(bench_timeout_s);
+	return pid;
+}
+
+/*
+ * Wait for the watched child: 0 if it exited with status 0. ru (may be
+ * NULL) gets the child's resource usage.
+ */
+static inline int bench_wait(pid_t pid, struct rusage *ru)
+{
+	struct rusage dummy;
+	int status;
+
+	while (wait4(pid, &status, 0, ru ? ru : &dummy) < 0) {
+		if (errno != EINTR) {
+			fprintf(stderr, "bench: wait4: %s\n", strerror(errno));
+			return -1;
+		}
+	}
+	alarm(0);
+	bench_child = 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	fprintf(stderr, "bench: the child process of \"%s\" %s %d\n", bench_what,
+		WIFEXITED(status) ? "exited with status" : "was killed by signal",
+		WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	return -1;
+}
+
+/* Stop the child after the parent side failed, and reap it. */
+static inline void bench_kill(pid_t pid)
+{
+	int status;
+
+	bench_child = 0;
+	alarm(0);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* Voluntary context switches (sleeps) of this process so far. */
+static inline long bench_sleeps(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_SELF, &ru) ? 0 : ru.ru_nvcsw;
+}
+
+#endif /* MPQ_BENCH_H */
