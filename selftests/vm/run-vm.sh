@@ -98,6 +98,7 @@ run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 {
 	printf 'MPQ_VM_MODULE=%q\n' "$module"
 	printf 'MPQ_VM_CWD=%q\n' "$PWD"
+	printf 'MPQ_VM_SRC=%q\n' "$top"
 	printf 'MPQ_VM_SHELL=%s\n' "$shell"
 } > "$run/env"
 {
@@ -116,6 +117,8 @@ qemu=(qemu-system-x86_64 "${accel_args[@]}"
 	-append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init"
 	-fsdev "local,id=root,path=/,readonly=on,security_model=none,multidevs=remap"
 	-device virtio-9p-pci,fsdev=root,mount_tag=hostroot
+	-fsdev "local,id=src,path=$top,readonly=on,security_model=none,multidevs=remap"
+	-device virtio-9p-pci,fsdev=src,mount_tag=src
 	-fsdev "local,id=out,path=$run,security_model=none"
 	-device virtio-9p-pci,fsdev=out,mount_tag=out
 	-device virtio-rng-pci)
