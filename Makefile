@@ -68,9 +68,11 @@ $(SO): $(LIB_OBJS) lib/mpq.map
 $(B)/lib/libmpq.a: $(LIB_OBJS)
 	rm -f $@ && $(AR) rcs $@ $^
 
+PC_SUBST     = sed -e 's|@prefix@|$(PREFIX)|' -e 's|@libdir@|$(LIBDIR)|' \
+               -e 's|@includedir@|$(INCLUDEDIR)|' -e 's|@version@|$(VERSION)|'
+
 $(B)/lib/mpq.pc: lib/mpq.pc.in Makefile
-	sed -e 's|@prefix@|$(PREFIX)|' -e 's|@libdir@|$(LIBDIR)|' \
-		-e 's|@version@|$(VERSION)|' $< > $@
+	$(PC_SUBST) $< > $@
 
 # The module. W=1 keeps it clean of the extra warnings too.
 kmod:
@@ -155,7 +157,7 @@ install: lib
 	ln -sf libmpq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmpq.so.$(SOVERSION)
 	ln -sf libmpq.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq.so
 	install -m 644 $(B)/lib/libmpq.a $(DESTDIR)$(LIBDIR)/
-	install -m 644 $(B)/lib/mpq.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(PC_SUBST) lib/mpq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
 		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
@@ -166,6 +168,10 @@ uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(LIBDIR)/libmpq.* \
 		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
 
+# Not kbuild's "clean" with M=: it deletes every *.o, *.a and *.ko below
+# the tree, the test VM's kernel modules in build/vm among them.
 clean:
-	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench $(B)/vm/runs
-	-$(MAKE) -C $(KDIR) M=$(CURDIR) clean >/dev/null 2>&1
+	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch
+	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
+		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -44,7 +44,10 @@ fi
 
 v=$(kver)
 img=$vmdir/linux-image-$v
-if [ ! -r "$img/boot/vmlinuz-$v" ]; then
+# Both the kernel and its modules: a kbuild "clean" with M= at the top of
+# the tree deletes every *.ko below it, these included.
+if [ ! -r "$img/boot/vmlinuz-$v" ] ||
+   [ -z "$(find "$img/lib/modules" -name 9p.ko -print -quit 2>/dev/null)" ]; then
 	echo "deps: fetching linux-image-$v for the test VM"
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT

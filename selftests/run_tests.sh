@@ -6,7 +6,8 @@
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   3. in the test VM: the module's ABI tests and the library tests on the
 #      kmod backend, with the VM's own checks (kernel log, rmmod),
-#   4. the module's style (checkpatch --strict) and its W=1 build.
+#   4. make install, used through pkg-config by an example,
+#   5. the module's style (checkpatch --strict) and its W=1 build.
 # Prints each binary's TAP, then one line: N passed, N failed, N skipped.
 # Exits non-zero if anything failed. The VM part never skips: a VM that
 # cannot run is a failure.
@@ -81,9 +82,19 @@ fi
 
 check "kmod: checkpatch --strict clean" bash -c \
 	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
+check "make install: an example builds with pkg-config against it and runs" bash -c '
+	d=$(mktemp -d) && trap "rm -rf $d" EXIT &&
+	make -s -C "$0" install DESTDIR="$d" PREFIX=/opt/mpq LIBDIR=/opt/mpq/lib >/dev/null &&
+	test -f "$d/opt/mpq/include/mpq.h" -a -f "$d/opt/mpq/lib/libmpq.a" &&
+	test -L "$d/opt/mpq/lib/libmpq.so.0" &&
+	flags=$(PKG_CONFIG_SYSROOT_DIR="$d" PKG_CONFIG_LIBDIR="$d/opt/mpq/lib/pkgconfig" \
+		pkg-config --cflags --libs mpq) &&
+	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
+	MPQ_BACKEND=memfd "$d/pc" 3' "$top"
+
 kdir=/usr/src/linux-headers-$("$top/scripts/deps.sh" --kver)
 check "kmod: W=1 build has no warnings" bash -c \
-	"make -s -C '$kdir' M='$top' clean >/dev/null 2>&1
+	"rm -f '$top'/kmod/*.o '$top'/kmod/.*.o.cmd
 	 out=\$(make -C '$kdir' M='$top' W=1 modules 2>&1); echo \"\$out\"
 	 ! grep -q 'warning:' <<<\"\$out\""
 

@@ -94,6 +94,8 @@ tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
 esac
 
 mkdir -p "$vmdir/runs"
+# Keep the last 20 runs' logs for a look afterwards.
+ls -1dt "$vmdir"/runs/run.* 2>/dev/null | tail -n +20 | xargs -r rm -rf
 run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 {
 	printf 'MPQ_VM_MODULE=%q\n' "$module"
