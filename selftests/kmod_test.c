@@ -578,6 +578,30 @@ TEST_F(dev, memory_is_freed_when_a_killed_holder_was_the_last)
 }
 
 /*
+ * An fd or a mapping keeps the module loaded: its code still serves them.
+ * (The successful rmmod at the end of every VM run is checked by run-vm.)
+ */
+TEST_F(dev, module_cannot_unload_while_an_object_lives)
+{
+	struct mpq_queue_info i;
+	void *p;
+	int fd = create(self->dev, 4, 8);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info(fd, &i));
+	p = mmap(NULL, i.map_size, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	close(self->dev);
+	self->dev = -1;
+	ASSERT_EQ(-1, syscall(SYS_delete_module, "mpq", O_NONBLOCK));
+	ASSERT_TRUE(errno == EBUSY || errno == EWOULDBLOCK);
+	close(fd);
+	ASSERT_EQ(-1, syscall(SYS_delete_module, "mpq", O_NONBLOCK));
+	ASSERT_TRUE(errno == EBUSY || errno == EWOULDBLOCK);
+	munmap(p, i.map_size);
+}
+
+/*
  * Garbage over every byte of the shared memory, then every operation the
  * kernel offers on the object: the kernel reads the ring only through its
  * private geometry, so nothing it does can go out of bounds. The run's
