@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -109,6 +110,27 @@ int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg, size_t len);
 int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 		  int64_t timeout_ns);
 int mpq_queue_get_nowait(struct mpq_queue *q, void *buf, size_t *len);
+
+/*
+ * Batches: put or take up to n messages in one call (at most 256: a larger
+ * n is cut to that), with one claim of positions and at most one wake-up
+ * for the whole batch.
+ *
+ * put_many puts msgs[0..n) in order, as many as fit, waiting (up to
+ * timeout_ns) only while not even one does. Returns the count put (1..n),
+ * or what mpq_queue_put returns for the first message.
+ *
+ * get_many takes up to n messages, oldest first, into bufs[i].iov_base;
+ * iov_len is in: the room, out: the message's length. Waits only while the
+ * queue is empty. Returns the count taken (1..n), or what mpq_queue_get
+ * returns for the first message (on -EMSGSIZE bufs[0].iov_len is the size
+ * needed). A message that does not fit its buffer ends the batch before it
+ * and stays queued.
+ */
+int mpq_queue_put_many(struct mpq_queue *q, const struct iovec *msgs,
+		       unsigned int n, int64_t timeout_ns);
+int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
+		       unsigned int n, int64_t timeout_ns);
 
 /*
  * Messages in the queue now (exact when nothing is in flight), 1/0 for

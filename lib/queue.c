@@ -39,6 +39,8 @@
 #define MPQ_QUEUE_MAX_CAPACITY		(1U << 30)
 #define MPQ_QUEUE_MAX_BYTES		(1ULL << 30)
 #define MPQ_DEFAULT_SPIN_NS		20000
+/* Largest batch one call moves; more is a loop of calls for the caller. */
+#define MPQ_BATCH_MAX			256
 
 static uint64_t mpq_page_size(void)
 {
@@ -265,21 +267,30 @@ static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
 		mpq_kmod_queue_wake(q->fd, poll_bit);
 }
 
-/* Put without waiting: 0, -EAGAIN (full) or -EUCLEAN. */
-static int mpq_queue_try_put(struct mpq_queue *q, const void *msg, size_t len)
+/*
+ * Put up to n messages without waiting: claim as many free slots as follow
+ * tail (up to n) with one CAS, fill them, publish them, notify once.
+ * Returns the count put (>= 1), -EAGAIN (full) or -EUCLEAN.
+ */
+static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
+			     unsigned int n)
 {
 	uint64_t pos = load_relaxed(&q->shm->tail);
-	struct mpq_slot *s;
+	unsigned int i, k;
 
 	for (;;) {
-		int64_t dif;
+		int64_t dif = 0;
 		uint64_t now;
 
-		s = mpq_slot_at(q, pos);
-		dif = (int64_t)(load_acquire(&s->seq) - pos);
-		if (dif == 0) {
+		for (k = 0; k < n; k++) {
+			dif = (int64_t)(load_acquire(&mpq_slot_at(q, pos + k)->seq) -
+					(pos + k));
+			if (dif)
+				break;
+		}
+		if (k) {
 			if (__atomic_compare_exchange_n(&q->shm->tail, &pos,
-							pos + 1, 1,
+							pos + k, 1,
 							__ATOMIC_RELAXED,
 							__ATOMIC_RELAXED))
 				break;
@@ -303,42 +314,71 @@ static int mpq_queue_try_put(struct mpq_queue *q, const void *msg, size_t len)
 		pos = now;
 	}
 
-	s->len = (uint32_t)len;
-	memcpy(s + 1, msg, len);
-	/* Pairs with load_acquire(&s->seq) in try_get: the data is there. */
-	store_release(&s->seq, pos + 1);
+	for (i = 0; i < k; i++) {
+		struct mpq_slot *s = mpq_slot_at(q, pos + i);
+
+		s->len = (uint32_t)msgs[i].iov_len;
+		memcpy(s + 1, msgs[i].iov_base, msgs[i].iov_len);
+		/* Pairs with the acquire of seq in try_get: the data is there. */
+		store_release(&s->seq, pos + i + 1);
+	}
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
-	return 0;
+	return (int)k;
 }
 
-/* Get without waiting: 0, -EAGAIN (empty), -EMSGSIZE or -EUCLEAN. */
-static int mpq_queue_try_get(struct mpq_queue *q, void *buf, size_t *len)
+/*
+ * Take up to n messages without waiting: claim the full slots that follow
+ * head and fit their buffers with one CAS, copy them out, free them,
+ * notify once. Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE (the
+ * first message does not fit: bufs[0].iov_len is set to its size) or
+ * -EUCLEAN (a corrupt message, dropped so the ring can go on).
+ */
+static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
+			     unsigned int n)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
-	struct mpq_slot *s;
-	uint32_t mlen;
+	uint32_t len[MPQ_BATCH_MAX];
+	unsigned int i, k;
+	int corrupt = 0;
 
 	for (;;) {
-		int64_t dif;
+		int64_t dif = 0;
 		uint64_t now;
 
-		s = mpq_slot_at(q, pos);
-		dif = (int64_t)(load_acquire(&s->seq) - (pos + 1));
-		if (dif == 0) {
-			/*
-			 * While head == pos the slot cannot change, so the
-			 * length read before the CAS is the one we claim.
-			 */
-			mlen = load_relaxed(&s->len);
-			if (mlen <= q->msg_max && mlen > *len) {
-				*len = mlen;
-				return -EMSGSIZE;
+		/*
+		 * While head == pos none of these slots can change, so the
+		 * lengths read before the CAS are those of what we claim.
+		 */
+		for (k = 0; k < n; k++) {
+			struct mpq_slot *s = mpq_slot_at(q, pos + k);
+
+			dif = (int64_t)(load_acquire(&s->seq) - (pos + k + 1));
+			if (dif)
+				break;
+			len[k] = load_relaxed(&s->len);
+			if (len[k] > q->msg_max) {
+				/* Corrupt: drop it alone, at the front. */
+				if (k == 0) {
+					corrupt = 1;
+					k = 1;
+				}
+				break;
 			}
+			if (len[k] > bufs[k].iov_len) {
+				if (k == 0) {
+					bufs[0].iov_len = len[0];
+					return -EMSGSIZE;
+				}
+				break;
+			}
+		}
+		if (k) {
 			if (__atomic_compare_exchange_n(&q->shm->head, &pos,
-							pos + 1, 1,
+							pos + k, 1,
 							__ATOMIC_RELAXED,
 							__ATOMIC_RELAXED))
 				break;
+			corrupt = 0;
 			continue;
 		}
 		/* Empty (seq pos), or a consumer a lap ago still copying. */
@@ -353,30 +393,33 @@ static int mpq_queue_try_get(struct mpq_queue *q, void *buf, size_t *len)
 		pos = now;
 	}
 
-	if (mlen <= q->msg_max) {
-		memcpy(buf, s + 1, mlen);
-		*len = mlen;
+	for (i = 0; i < k; i++) {
+		struct mpq_slot *s = mpq_slot_at(q, pos + i);
+
+		if (!corrupt) {
+			memcpy(bufs[i].iov_base, s + 1, len[i]);
+			bufs[i].iov_len = len[i];
+		}
+		/* Pairs with the acquire of seq in try_put: done reading. */
+		store_release(&s->seq, pos + i + q->capacity);
 	}
-	/* Pairs with load_acquire(&s->seq) in try_put: we are done reading. */
-	store_release(&s->seq, pos + q->capacity);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
-	/* A corrupt length: the message is dropped, the ring goes on. */
-	return mlen <= q->msg_max ? 0 : -EUCLEAN;
+	return corrupt ? -EUCLEAN : (int)k;
 }
 
+/* A put or a get of a batch, retried by mpq_queue_wait(). */
 struct mpq_op {
 	struct mpq_queue *q;
-	const void *msg;
-	void *buf;
-	size_t *len;
-	size_t put_len;
+	struct iovec *iov;
+	unsigned int n;
+	int is_get;
 };
 
 static int mpq_op_try(struct mpq_op *op)
 {
-	if (op->buf)
-		return mpq_queue_try_get(op->q, op->buf, op->len);
-	return mpq_queue_try_put(op->q, op->msg, op->put_len);
+	if (op->is_get)
+		return mpq_queue_try_get(op->q, op->iov, op->n);
+	return mpq_queue_try_put(op->q, op->iov, op->n);
 }
 
 /*
@@ -427,20 +470,40 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 	}
 }
 
+static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
+			    unsigned int n, int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .iov = msgs, .n = n };
+	int ret = mpq_queue_try_put(q, msgs, n);
+
+	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+		return ret;
+	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
+}
+
+static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
+			    unsigned int n, int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .iov = bufs, .n = n, .is_get = 1 };
+	int ret = mpq_queue_try_get(q, bufs, n);
+
+	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+		return ret;
+	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
+}
+
 MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 			     int64_t timeout_ns)
 {
-	struct mpq_op op = { .q = q, .msg = msg, .put_len = len };
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
 	int ret;
 
 	if (!q || (!msg && len))
 		return -EINVAL;
 	if (len > q->msg_max)
 		return -EMSGSIZE;
-	ret = mpq_queue_try_put(q, msg, len);
-	if (likely(ret != -EAGAIN) || timeout_ns == 0)
-		return ret;
-	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
+	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
+	return ret < 0 ? ret : 0;
 }
 
 MPQ_EXPORT int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg,
@@ -449,24 +512,64 @@ MPQ_EXPORT int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg,
 	return mpq_queue_put(q, msg, len, 0);
 }
 
+MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
+				  const struct iovec *msgs, unsigned int n,
+				  int64_t timeout_ns)
+{
+	unsigned int i;
+
+	if (!q || !msgs || !n)
+		return -EINVAL;
+	if (n > MPQ_BATCH_MAX)
+		n = MPQ_BATCH_MAX;
+	for (i = 0; i < n; i++) {
+		if (!msgs[i].iov_base && msgs[i].iov_len)
+			return -EINVAL;
+		if (msgs[i].iov_len > q->msg_max) {
+			if (i == 0)
+				return -EMSGSIZE;
+			n = i;	/* put those before it; it fails next call */
+			break;
+		}
+	}
+	return mpq_queue_put_op(q, (struct iovec *)msgs, n, timeout_ns);
+}
+
 MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 			     int64_t timeout_ns)
 {
-	struct mpq_op op = { .q = q, .buf = buf, .len = len };
+	struct iovec iov;
 	int ret;
 
 	if (!q || !buf || !len)
 		return -EINVAL;
-	ret = mpq_queue_try_get(q, buf, len);
-	if (likely(ret != -EAGAIN) || timeout_ns == 0)
-		return ret;
-	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
+	iov.iov_base = buf;
+	iov.iov_len = *len;
+	ret = mpq_queue_get_op(q, &iov, 1, timeout_ns);
+	if (ret > 0 || ret == -EMSGSIZE)
+		*len = iov.iov_len;
+	return ret < 0 ? ret : 0;
 }
 
 MPQ_EXPORT int mpq_queue_get_nowait(struct mpq_queue *q, void *buf,
 				    size_t *len)
 {
 	return mpq_queue_get(q, buf, len, 0);
+}
+
+MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
+				  unsigned int n, int64_t timeout_ns)
+{
+	unsigned int i;
+
+	if (!q || !bufs || !n)
+		return -EINVAL;
+	if (n > MPQ_BATCH_MAX)
+		n = MPQ_BATCH_MAX;
+	for (i = 0; i < n; i++)
+		if (!bufs[i].iov_base)
+			return -EINVAL;
+	return mpq_queue_get_op(q, bufs, n, timeout_ns);
 }
 
 MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)

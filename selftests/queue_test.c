@@ -174,6 +174,102 @@ TEST_F(queue, put_times_out_with_etimedout_when_full)
 	ASSERT_EQ(64, mpq_queue_qsize(self->q));
 }
 
+TEST_F(queue, put_many_and_get_many_keep_order_and_lengths)
+{
+	struct iovec in[10], out[10];
+	char data[10][32], buf[10][256];
+	int i, j;
+
+	for (i = 0; i < 10; i++) {
+		snprintf(data[i], sizeof(data[i]), "message %d%*s", i, i, "");
+		in[i].iov_base = data[i];
+		in[i].iov_len = strlen(data[i]);
+	}
+	ASSERT_EQ(10, mpq_queue_put_many(self->q, in, 10, MPQ_FOREVER));
+	ASSERT_EQ(10, mpq_queue_qsize(self->q));
+	for (j = 0; j < 2; j++) {	/* two batches of five */
+		for (i = 0; i < 5; i++) {
+			out[i].iov_base = buf[i];
+			out[i].iov_len = sizeof(buf[i]);
+		}
+		ASSERT_EQ(5, mpq_queue_get_many(self->q, out, 5, 0));
+		for (i = 0; i < 5; i++) {
+			ASSERT_EQ(in[j * 5 + i].iov_len, out[i].iov_len);
+			ASSERT_EQ(0, memcmp(data[j * 5 + i], buf[i], out[i].iov_len));
+		}
+	}
+	ASSERT_EQ(-EAGAIN, mpq_queue_get_many(self->q, out, 5, 0));
+}
+
+TEST_F(queue, put_many_puts_what_fits_and_get_many_what_is_there)
+{
+	struct iovec iov[100];
+	char buf[100][8];
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		iov[i].iov_base = "abcdefgh";
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(60, mpq_queue_put_many(self->q, iov, 60, 0));
+	ASSERT_EQ(4, mpq_queue_put_many(self->q, iov, 100, 0));	/* 64 slots */
+	ASSERT_EQ(-EAGAIN, mpq_queue_put_many(self->q, iov, 100, 0));
+	ASSERT_EQ(-ETIMEDOUT, mpq_queue_put_many(self->q, iov, 1, NSEC_PER_MSEC));
+	for (i = 0; i < 100; i++) {
+		iov[i].iov_base = buf[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(64, mpq_queue_get_many(self->q, iov, 100, 0));
+	ASSERT_EQ(0, mpq_queue_qsize(self->q));
+}
+
+TEST_F(queue, batches_stop_at_a_message_that_does_not_fit)
+{
+	char big[300] = { 0 }, b0[16], b1[16], b2[16];
+	struct iovec in[3] = { { "one", 3 }, { "two", 3 }, { big, 300 } };
+	struct iovec out[3] = { { b0, 16 }, { b1, 2 }, { b2, 16 } };
+
+	/* Too long for the queue: the ones before it go, then -EMSGSIZE. */
+	ASSERT_EQ(2, mpq_queue_put_many(self->q, in, 3, 0));
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_put_many(self->q, &in[2], 1, 0));
+	/* "two" does not fit a 2-byte buffer: the batch ends before it. */
+	ASSERT_EQ(1, mpq_queue_get_many(self->q, out, 3, 0));
+	ASSERT_EQ(3, out[0].iov_len);
+	out[0].iov_len = 2;
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_get_many(self->q, out, 3, 0));
+	ASSERT_EQ(3, out[0].iov_len);	/* the size needed */
+	ASSERT_EQ(1, mpq_queue_qsize(self->q));
+	ASSERT_EQ(-EINVAL, mpq_queue_put_many(self->q, in, 0, 0));
+	ASSERT_EQ(-EINVAL, mpq_queue_get_many(self->q, NULL, 1, 0));
+}
+
+static int get_many_forever(void *arg)
+{
+	struct mpq_queue *q = arg;
+	char b[4][16];
+	struct iovec out[4] = { { b[0], 16 }, { b[1], 16 }, { b[2], 16 },
+				{ b[3], 16 } };
+	int n = mpq_queue_get_many(q, out, 4, MPQ_FOREVER);
+
+	return n >= 1 && out[0].iov_len == 4 && !memcmp(b[0], "wake", 4) ? 0 : 1;
+}
+
+TEST(blocking_get_many_sleeps_and_wakes_on_put)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 16,
+				       .spin_ns = -1 };
+	struct mpq_queue *q;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	pid = spawn(get_many_forever, q);
+	sleep_ms(100);
+	ASSERT_TRUE(child_running(pid));
+	ASSERT_EQ(0, mpq_queue_put(q, "wake", 4, MPQ_FOREVER));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	mpq_queue_free(q);
+}
+
 static int get_one_forever(void *arg)
 {
 	struct mpq_queue *q = arg;
@@ -259,6 +355,7 @@ static uint64_t tag_check(uint32_t producer, uint32_t seq)
 struct mpmc {
 	struct mpq_queue *q;
 	int producers, consumers;
+	unsigned int batch;
 	uint32_t per_producer;
 	uint8_t *seen;		/* shared: one byte per (producer, seq) */
 	int id;
@@ -267,54 +364,104 @@ struct mpmc {
 static int mpmc_producer(void *arg)
 {
 	struct mpmc *m = arg;
-	struct tagged t = { .producer = (uint32_t)m->id };
+	struct tagged t[64];
+	struct iovec iov[64];
+	uint32_t seq = 0;
+	unsigned int i, n;
+	int r;
 
-	for (t.seq = 0; t.seq < m->per_producer; t.seq++) {
-		t.check = tag_check(t.producer, t.seq);
-		if (mpq_queue_put(m->q, &t, sizeof(t), 60 * NSEC_PER_SEC))
+	while (seq < m->per_producer) {
+		n = m->batch;
+		if (n > m->per_producer - seq)
+			n = m->per_producer - seq;
+		for (i = 0; i < n; i++) {
+			t[i].producer = (uint32_t)m->id;
+			t[i].seq = seq + i;
+			t[i].check = tag_check(t[i].producer, t[i].seq);
+			iov[i].iov_base = &t[i];
+			iov[i].iov_len = sizeof(t[i]);
+		}
+		if (m->batch == 1)
+			r = mpq_queue_put(m->q, &t[0], sizeof(t[0]),
+					  60 * NSEC_PER_SEC) ? -1 : 1;
+		else
+			r = mpq_queue_put_many(m->q, iov, n, 60 * NSEC_PER_SEC);
+		if (r < 1)
 			return 1;
+		seq += (uint32_t)r;	/* a partial batch: the rest again */
 	}
+	return 0;
+}
+
+/* Check one message; 0 to go on, 1 on the stop message, else an error. */
+static int mpmc_check(struct mpmc *m, const struct tagged *t, size_t len,
+		      int64_t *last)
+{
+	if (len == 1)				/* stop */
+		return 1;
+	if (len != sizeof(*t) || t->producer >= (uint32_t)m->producers ||
+	    t->seq >= m->per_producer ||
+	    t->check != tag_check(t->producer, t->seq))
+		return 2;			/* corrupt */
+	if ((int64_t)t->seq <= last[t->producer])
+		return 3;			/* out of order */
+	last[t->producer] = t->seq;
+	if (__atomic_fetch_add(&m->seen[(size_t)t->producer * m->per_producer +
+					t->seq], 1, __ATOMIC_RELAXED))
+		return 4;			/* duplicate */
 	return 0;
 }
 
 static int mpmc_consumer(void *arg)
 {
 	struct mpmc *m = arg;
+	struct tagged t[16];
+	struct iovec iov[16];
 	int64_t last[64];
-	struct tagged t;
-	int i;
+	int i, n, r;
 
 	for (i = 0; i < m->producers; i++)
 		last[i] = -1;
 	for (;;) {
-		size_t len = sizeof(t);
-
-		if (mpq_queue_get(m->q, &t, &len, 60 * NSEC_PER_SEC))
-			return 1;
-		if (len == 1)			/* stop */
+		for (i = 0; i < 16; i++) {
+			iov[i].iov_base = &t[i];
+			iov[i].iov_len = sizeof(t[i]);
+		}
+		if (m->batch == 1) {
+			if (mpq_queue_get(m->q, &t[0], &iov[0].iov_len,
+					  60 * NSEC_PER_SEC))
+				return 1;
+			n = 1;
+		} else {
+			n = mpq_queue_get_many(m->q, iov, 16, 60 * NSEC_PER_SEC);
+			if (n < 1)
+				return 1;
+		}
+		for (i = 0; i < n; i++) {
+			r = mpmc_check(m, &t[i], iov[i].iov_len, last);
+			if (r != 1 && r)
+				return r;
+			if (r != 1)
+				continue;
+			/* Stops only come after all data: hand the others on. */
+			while (++i < n)
+				if (iov[i].iov_len != 1 ||
+				    mpq_queue_put(m->q, "", 1, 10 * NSEC_PER_SEC))
+					return 5;
 			return 0;
-		if (len != sizeof(t) || t.producer >= (uint32_t)m->producers ||
-		    t.seq >= m->per_producer ||
-		    t.check != tag_check(t.producer, t.seq))
-			return 2;		/* corrupt */
-		if ((int64_t)t.seq <= last[t.producer])
-			return 3;		/* out of order */
-		last[t.producer] = t.seq;
-		if (__atomic_fetch_add(&m->seen[(size_t)t.producer *
-					m->per_producer + t.seq], 1,
-				       __ATOMIC_RELAXED))
-			return 4;		/* duplicate */
+		}
 	}
 }
 
 static void run_mpmc(struct __test_metadata *_metadata, int producers,
-		     int consumers, uint32_t per_producer, uint32_t maxsize)
+		     int consumers, uint32_t per_producer, uint32_t maxsize,
+		     unsigned int batch)
 {
 	struct mpq_queue_attr attr = { .maxsize = maxsize,
 				       .msgsize = sizeof(struct tagged) };
 	size_t total = (size_t)producers * per_producer, i;
 	struct mpmc m = { .producers = producers, .consumers = consumers,
-			  .per_producer = per_producer };
+			  .per_producer = per_producer, .batch = batch };
 	pid_t pids[16];
 	int k;
 
@@ -346,12 +493,17 @@ static void run_mpmc(struct __test_metadata *_metadata, int producers,
 
 TEST(fifo_order_per_producer_two_producers_one_consumer)
 {
-	run_mpmc(_metadata, 2, 1, 20000, 16);
+	run_mpmc(_metadata, 2, 1, 20000, 16, 1);
 }
 
 TEST_F_TIMEOUT(slow, four_by_four_processes_pass_a_million_messages_exactly_once, 600)
 {
-	run_mpmc(_metadata, 4, 4, 250000, 1024);
+	run_mpmc(_metadata, 4, 4, 250000, 1024, 1);
+}
+
+TEST_F_TIMEOUT(slow, batches_of_32_from_two_producers_to_two_consumers_exactly_once, 600)
+{
+	run_mpmc(_metadata, 2, 2, 200000, 256, 32);
 }
 
 static int put_from_inherited(void *arg)
