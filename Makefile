@@ -5,6 +5,8 @@
 #   make              library, module and programs
 #   make check        every test: native, under ASan+UBSan, and in the VM
 #   make demo         the seed's producer/consumer, then queue vs pipe
+#   make bench        the benchmark suite (QUICK=1: under a minute)
+#   make bench-vm     the same inside the test VM, with /dev/mpq
 #   make deps         install what is missing (Debian packages, VM kernel)
 #   make vm CMD=...   run a command in the test VM with mpq.ko loaded
 #   make vm-shell     a shell in the test VM
@@ -26,6 +28,8 @@ INCLUDEDIR  ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 
 CC          ?= cc
+# Debian's CPython: the one the benchmarks compare with, in the VM too.
+PYTHON      ?= /usr/bin/python3
 CFLAGS      ?= -O2 -g
 WARN        := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
                -Wno-unused-parameter
@@ -47,7 +51,7 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all lib kmod kmod-vm examples bench-bin selftests check demo deps \
+.PHONY: all lib kmod kmod-vm examples bench-bin selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch
 .DELETE_ON_ERROR:
 
@@ -131,6 +135,20 @@ demo: deps
 	$(MAKE) lib examples bench-bin
 	$(B)/examples/producer_consumer
 	$(B)/bench/queue_vs_pipe
+
+BENCH_ARGS = $(if $(QUICK),--quick) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ONLY),--only '$(ONLY)')
+
+bench: deps
+	$(MAKE) lib bench-bin
+	$(PYTHON) bench/run.py --out $(B)/bench $(BENCH_ARGS)
+
+# Inside one boot of the test VM: both backends, and the /dev/mpq wake
+# paths. Times under TCG are not comparable with the host's; the ratios
+# within the boot are what it reports.
+bench-vm: kmod-vm
+	$(MAKE) lib bench-bin
+	selftests/vm/run-vm.sh -t 3000 -o $(B)/bench-vm -- \
+		$(PYTHON) bench/run.py --out /tmp/out/export $(BENCH_ARGS)
 
 vm: kmod-vm
 	selftests/vm/run-vm.sh -- sh -c '$(CMD)'

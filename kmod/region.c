@@ -15,6 +15,7 @@
  * our vm_operations. The object is freed when its last fd and its last
  * mapping are gone; the file reference also keeps the module loaded.
  */
+#include <linux/fcntl.h>
 #include <linux/pagemap.h>
 #include <linux/sched/signal.h>
 #include <linux/shmem_fs.h>
@@ -92,6 +93,12 @@ int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 	r->shmem = shmem_file_setup(name, size, VM_NORESERVE);
 	if (IS_ERR(r->shmem))
 		return PTR_ERR(r->shmem);
+
+	/*
+	 * Its size is fixed: even root, reopening it through
+	 * /proc/PID/map_files, may not truncate it under the mappings.
+	 */
+	SHMEM_I(file_inode(r->shmem))->seals |= F_SEAL_SHRINK | F_SEAL_GROW;
 
 	mapping = r->shmem->f_mapping;
 	/* The pages stay pinned: keep reclaim from scanning them in vain. */

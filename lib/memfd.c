@@ -6,12 +6,15 @@
  * that opens someone else's memfd checks that header against the file size
  * before it believes it.
  */
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+#define MPQ_MEMFD_SEALS		(F_SEAL_SHRINK | F_SEAL_GROW)
 
 static void mpq_memfd_format(void *map, const struct mpq_geom *g)
 {
@@ -35,10 +38,15 @@ int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd)
 	void *map;
 	int mfd, ret;
 
-	mfd = memfd_create("mpq-queue", MFD_CLOEXEC);
+	mfd = memfd_create("mpq-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (mfd < 0)
 		return -errno;
-	if (ftruncate(mfd, (off_t)g->map_size) < 0) {
+	/*
+	 * Sealed at its size: a participant that could shrink the file would
+	 * turn every other participant's next access into a SIGBUS.
+	 */
+	if (ftruncate(mfd, (off_t)g->map_size) < 0 ||
+	    fcntl(mfd, F_ADD_SEALS, MPQ_MEMFD_SEALS | F_SEAL_SEAL) < 0) {
 		ret = -errno;
 		goto err;
 	}
@@ -59,13 +67,15 @@ err:
 
 /*
  * Read the geometry from a memfd queue's header, and believe it only if it
- * is one mpq_geom_make() could have made and matches the file's size.
+ * is one mpq_geom_make() could have made and matches the file's size,
+ * and only if the file is sealed at that size (see above).
  * Returns 0, -EINVAL (not a queue), -EUCLEAN (a queue, corrupt).
  */
 int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 {
 	struct mpq_queue_shm hdr;
 	struct stat st;
+	int seals;
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
@@ -83,6 +93,9 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 	g->data_off = hdr.data_off;
 	g->map_size = hdr.map_size;
 	if (mpq_geom_check(g) || g->map_size != (uint64_t)st.st_size)
+		return -EUCLEAN;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & MPQ_MEMFD_SEALS) != MPQ_MEMFD_SEALS)
 		return -EUCLEAN;
 	return 0;
 }

@@ -14,7 +14,7 @@ vmdir=${MPQ_VM_DIR:-$top/build/vm}
 
 pkgs=(build-essential pkg-config liburing-dev libbpf-dev bpftool clang llvm
       linux-headers-amd64 kmod qemu-system-x86 busybox-static cpio
-      linux-source-6.1 python3 file)
+      linux-source-6.1 python3 file gnuplot-nox)
 
 # The newest Debian amd64 headers installed: the VM kernel must match them.
 kver() {

@@ -614,7 +614,24 @@ TEST(from_fd_reports_a_corrupt_memfd_header_as_euclean)
 	hdr.map_size = 1ULL << 40;	/* slots past the end of the file */
 	ASSERT_EQ(sizeof(hdr), pwrite(fd, &hdr, sizeof(hdr), 0));
 	ASSERT_EQ(-EUCLEAN, mpq_queue_from_fd(&q, fd));
+	/* A sound header, but the file could be shrunk under us: refused. */
+	hdr.map_size = 8192;
+	ASSERT_EQ(sizeof(hdr), pwrite(fd, &hdr, sizeof(hdr), 0));
+	ASSERT_EQ(-EUCLEAN, mpq_queue_from_fd(&q, fd));
 	close(fd);
+}
+
+/* Shrinking the memory under the other participants would be a SIGBUS. */
+TEST_F(queue, the_queue_memory_cannot_be_truncated)
+{
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_queue_put_nowait(self->q, "x", 1));
+	ASSERT_EQ(-1, ftruncate(mpq_queue_fileno(self->q), 0));
+	ASSERT_EQ(-1, ftruncate(mpq_queue_fileno(self->q), 1 << 30));
+	ASSERT_EQ(0, mpq_queue_get_nowait(self->q, buf, &len));
+	ASSERT_EQ('x', buf[0]);
 }
 
 TEST(bad_arguments_are_einval_not_crashes)

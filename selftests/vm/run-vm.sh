@@ -7,8 +7,10 @@
 # fails or if the kernel logged a splat (BUG, WARNING, Oops, lockdep, RCU
 # stall, hung task).
 #
-#   run-vm.sh [-t SECONDS] -- COMMAND [ARG...]   run COMMAND in the guest
-#   run-vm.sh -s                                 interactive shell
+#   run-vm.sh [-t SECONDS] [-o DIR] -- COMMAND [ARG...]
+#                     run COMMAND in the guest; what it writes under
+#                     /tmp/out/export there is copied to DIR afterwards
+#   run-vm.sh -s      interactive shell
 #
 # Environment: MPQ_KVER (kernel release, default: newest installed
 # linux-headers-*-amd64), MPQ_VM_DIR (default build/vm), MPQ_MODULE
@@ -21,12 +23,14 @@ vmdir=${MPQ_VM_DIR:-$top/build/vm}
 module=$(realpath "${MPQ_MODULE:-$top/kmod/mpq.ko}")
 timeout_s=600
 shell=0
+export_dir=
 
 die() { echo "run-vm: $*" >&2; exit 2; }
 
-while getopts "st:" opt; do
+while getopts "so:t:" opt; do
 	case $opt in
 	s) shell=1 ;;
+	o) export_dir=$OPTARG ;;
 	t) timeout_s=$OPTARG ;;
 	*) die "usage: run-vm.sh [-s] [-t SECONDS] -- COMMAND..." ;;
 	esac
@@ -138,6 +142,10 @@ ms=$((($(date +%s%N) - start) / 1000000))
 secs=$((ms / 1000)).$(printf %03d $((ms % 1000)))
 
 [ -f "$run/output" ] && cat "$run/output"
+if [ -n "$export_dir" ] && [ -d "$run/export" ]; then
+	mkdir -p "$export_dir"
+	cp -r "$run/export/." "$export_dir/"
+fi
 fail() {
 	echo "run-vm: FAIL: $*" >&2
 	echo "run-vm: console log: $run/console.log (last lines below)" >&2
