@@ -11,6 +11,7 @@
 #define MPQ_BENCH_H
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -131,24 +132,71 @@ static inline void bench_say(const char *s)
 	(void)r;
 }
 
-static inline void bench_on_sigchld(int sig)
+/*
+ * Several children watched at once (e.g. 2 producers and 2 consumers):
+ * bench_fork_member() forks one more, bench_wait_group() reaps them all,
+ * bench_kill_group() stops them after a failure. The SIGCHLD handler and
+ * the alarm treat every member the way they treat bench_child, and stop
+ * the whole group when one member fails.
+ */
+#define BENCH_GROUP_MAX	8
+static volatile pid_t bench_group[BENCH_GROUP_MAX];
+
+/*
+ * How a watched child ended, without reaping it: CLD_EXITED (non-zero
+ * status), CLD_KILLED or CLD_DUMPED; 0 while it runs or if it exited 0.
+ */
+static inline int bench_child_failed(pid_t pid)
 {
-	int saved = errno;
-	pid_t pid = bench_child;
 	siginfo_t si;
 
-	(void)sig;
 	memset(&si, 0, sizeof(si));
 	if (pid > 0 &&
 	    waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
 	    si.si_pid == pid &&
-	    !(si.si_code == CLD_EXITED && si.si_status == 0)) {
+	    !(si.si_code == CLD_EXITED && si.si_status == 0))
+		return si.si_code;
+	return 0;
+}
+
+/* Kill and reap every group member (safe in a signal handler). */
+static inline void bench_kill_group(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < BENCH_GROUP_MAX; i++) {
+		pid_t pid = bench_group[i];
+
+		bench_group[i] = 0;
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
+	}
+}
+
+static inline void bench_on_sigchld(int sig)
+{
+	int saved = errno, how;
+	pid_t pid = bench_child;
+	unsigned int i;
+
+	(void)sig;
+	how = bench_child_failed(pid);
+	for (i = 0; !how && i < BENCH_GROUP_MAX; i++)
+		how = bench_child_failed(bench_group[i]);
+	if (how) {
 		bench_child = 0;
 		bench_say("bench: the child process of \"");
 		bench_say(bench_what);
-		bench_say(si.si_code == CLD_EXITED ? "\" failed (see above)\n" :
+		bench_say(how == CLD_EXITED ? "\" failed (see above)\n" :
 			  "\" was killed by a signal\n");
-		waitpid(pid, NULL, 0);
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		bench_kill_group();
 		_exit(1);
 	}
 	errno = saved;
@@ -167,6 +215,7 @@ static inline void bench_on_alarm(int sig)
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 	}
+	bench_kill_group();
 	_exit(1);
 }
 
@@ -188,10 +237,57 @@ static inline void bench_install_handlers(void)
 }
 
 /*
+ * Placement. With MPQ_BENCH_PIN=split (the default where 2 or more CPUs
+ * are allowed) the parent runs on the first allowed CPU and its children
+ * on the following ones in turn, so the two processes of a round trip are
+ * always on different CPUs; MPQ_BENCH_PIN=none leaves it to the scheduler.
+ * Measured here: a sleeping wake-up costs about 5 us when both processes
+ * share a vCPU and 40-60 us across vCPUs, so unpinned runs were bimodal
+ * and a comparison between two of them meant nothing.
+ */
+static int bench_cpus[64];
+static int bench_ncpus;		/* 0: no pinning */
+static int bench_nforked;
+
+static inline void bench_pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static inline void bench_pin_init(void)
+{
+	const char *how = getenv("MPQ_BENCH_PIN");
+	cpu_set_t set;
+	int cpu;
+
+	bench_ncpus = 0;
+	if ((how && !strcmp(how, "none")) ||
+	    sched_getaffinity(0, sizeof(set), &set))
+		return;
+	for (cpu = 0; cpu < CPU_SETSIZE && bench_ncpus < 64; cpu++)
+		if (CPU_ISSET(cpu, &set))
+			bench_cpus[bench_ncpus++] = cpu;
+	if (bench_ncpus < 2) {
+		bench_ncpus = 0;
+		return;
+	}
+	bench_pin_to(bench_cpus[0]);
+}
+
+static inline const char *bench_placement(void)
+{
+	return bench_ncpus ? "split" : "none";
+}
+
+/*
  * Fork a child for the run named what. In the child it returns 0 (the child
  * dies with the parent); in the parent the child's pid, or -1.
  */
-static inline pid_t bench_fork(const char *what)
+static inline pid_t bench_fork_raw(const char *what)
 {
 	pid_t parent = getpid(), pid;
 
@@ -203,17 +299,91 @@ static inline pid_t bench_fork(const char *what)
 		fprintf(stderr, "bench: fork: %s\n", strerror(errno));
 		return -1;
 	}
+	bench_nforked++;
 	if (pid == 0) {
+		if (bench_ncpus)
+			bench_pin_to(bench_cpus[bench_nforked % bench_ncpus]);
 		signal(SIGCHLD, SIG_DFL);
 		signal(SIGALRM, SIG_DFL);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(1);
-		return 0;
 	}
+	return pid;
+}
+
+static inline pid_t bench_fork(const char *what)
+{
+	pid_t pid = bench_fork_raw(what);
+
+	if (pid <= 0)
+		return pid;
 	bench_child = pid;
 	alarm(bench_timeout_s);
 	return pid;
+}
+
+/*
+ * Fork one more member of the group for the run named what: like
+ * bench_fork(), 0 in the child, the pid or -1 in the parent. The alarm
+ * starts again at each member.
+ */
+static inline pid_t bench_fork_member(const char *what)
+{
+	unsigned int i;
+	pid_t pid;
+
+	for (i = 0; i < BENCH_GROUP_MAX && bench_group[i]; i++)
+		;
+	if (i == BENCH_GROUP_MAX) {
+		fprintf(stderr, "bench: more than %d children at once\n",
+			BENCH_GROUP_MAX);
+		return -1;
+	}
+	pid = bench_fork_raw(what);
+	if (pid <= 0)
+		return pid;
+	bench_group[i] = pid;
+	alarm(bench_timeout_s);
+	return pid;
+}
+
+/*
+ * Wait for every member of the group: 0 if all exited with status 0. On
+ * the first that did not, the others are killed.
+ */
+static inline int bench_wait_group(void)
+{
+	unsigned int i;
+	int status;
+
+	for (i = 0; i < BENCH_GROUP_MAX; i++) {
+		pid_t pid = bench_group[i];
+
+		if (pid <= 0)
+			continue;
+		while (waitpid(pid, &status, 0) < 0) {
+			if (errno != EINTR) {
+				fprintf(stderr, "bench: waitpid: %s\n", strerror(errno));
+				bench_kill_group();
+				alarm(0);
+				return -1;
+			}
+		}
+		bench_group[i] = 0;
+		if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+			fprintf(stderr, "bench: a child process of \"%s\" %s %d\n",
+				bench_what, WIFEXITED(status) ?
+				"exited with status" : "was killed by signal",
+				WIFEXITED(status) ? WEXITSTATUS(status) :
+				WTERMSIG(status));
+			bench_kill_group();
+			alarm(0);
+			return -1;
+		}
+	}
+	alarm(0);
+	return 0;
 }
 
 /*

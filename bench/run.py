@@ -1,0 +1,459 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The mpq benchmark suite: every workload against every alternative, in
+one run, with a report.
+
+Two programs measure one cell each per invocation and print JSON rows:
+build/bench/mpqbench (mpq and the C alternatives: spin floor, pipe, Unix
+socket, eventfd, futex, POSIX mqueue, memcpy) and bench/cpython_bench.py
+(CPython's multiprocessing). This script asks both for the cells they
+support here, runs all cells round after round with the alternatives of one
+workload next to each other (A B A B ...), so that drift on a noisy machine
+hits all of them alike, and then writes:
+
+  OUT/results.json  {"machine": {...}, "results": [rows]}, each row
+                    {"bench", "impl", "backend", "wait", "size", "batch",
+                     "metric", "value", "min", "max", "rounds"}: value is
+                    the median over rounds, min and max the spread
+  OUT/report.md     tables with ratios and the PERF.md goal beside each
+  OUT/*.png         latency vs size, throughput vs batch (gnuplot)
+
+Usage: run.py [--quick] [--rounds N] [--out DIR] [--only REGEX]
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPQBENCH = os.path.join(TOP, "build", "bench", "mpqbench")
+CPYBENCH = [sys.executable, os.path.join(TOP, "bench", "cpython_bench.py")]
+KEY = ("bench", "impl", "backend", "wait", "size", "batch", "metric")
+
+
+def machine():
+    model = "?"
+    vm = False
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and " hypervisor" in line:
+                vm = True
+    return {
+        "cpu": model,
+        "vcpus": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "vm": vm,
+        "in_test_vm": os.environ.get("MPQ_IN_VM") == "1",
+        "dev_mpq": os.path.exists("/dev/mpq"),
+        "python": platform.python_version(),
+        "load": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+
+
+def list_cells(cmd, quick):
+    args = cmd + ["--list"] + (["--quick"] if quick else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    return [(cmd, json.loads(l)) for l in out.stdout.splitlines() if l.strip()]
+
+
+def cell_args(cell):
+    args = [cell["bench"], cell["impl"]]
+    for k in ("size", "batch", "backend", "wait"):
+        if cell.get(k) is not None:
+            args += ["--" + k, str(cell[k])]
+    return args
+
+
+def cell_name(cell):
+    parts = [cell["bench"], cell["impl"]]
+    for k in ("backend", "wait"):
+        if cell.get(k):
+            parts.append(cell[k])
+    parts.append("%sB" % cell.get("size", "-"))
+    if cell.get("batch") not in (None, 1):
+        parts.append("x%s" % cell["batch"])
+    return " ".join(parts)
+
+
+def order_key(cell):
+    # Alternatives of one workload stand next to each other.
+    return (cell["bench"], cell.get("size") or 0, cell.get("batch") or 0,
+            cell["impl"], cell.get("backend") or "", cell.get("wait") or "")
+
+
+def run_cells(cells, rounds, quick, log):
+    samples = {}
+    failures = []
+    for r in range(rounds):
+        for cmd, cell in cells:
+            args = cmd + cell_args(cell) + (["--quick"] if quick else [])
+            t0 = time.time()
+            try:
+                p = subprocess.run(args, capture_output=True, text=True,
+                                   timeout=600)
+                ok = p.returncode == 0
+                err = p.stderr.strip().splitlines()[-3:] if not ok else []
+            except subprocess.TimeoutExpired:
+                ok, p, err = False, None, ["timed out after 600 s"]
+            dt = time.time() - t0
+            log("round %d/%d  %-48s %6.2fs %s" % (r + 1, rounds, cell_name(cell),
+                                                 dt, "ok" if ok else "FAILED"))
+            if not ok:
+                failures.append((cell_name(cell), " | ".join(err)))
+                continue
+            for line in p.stdout.splitlines():
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                k = tuple(row.get(x) for x in KEY)
+                samples.setdefault(k, []).append(row["value"])
+    rows = []
+    for k, vals in sorted(samples.items(), key=lambda kv: str(kv[0])):
+        row = dict(zip(KEY, k))
+        row.update(value=statistics.median(vals), min=min(vals),
+                   max=max(vals), rounds=len(vals))
+        rows.append(row)
+    return rows, failures
+
+
+# ---- looking rows up --------------------------------------------------
+
+class Results:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def get(self, metric, **want):
+        for r in self.rows:
+            if r["metric"] != metric:
+                continue
+            if all(r.get(k) == v for k, v in want.items()):
+                return r["value"]
+        return None
+
+    def best(self, metric, higher=True, **want):
+        vals = [r["value"] for r in self.rows if r["metric"] == metric and
+                all(r.get(k) == v for k, v in want.items())]
+        if not vals:
+            return None
+        return max(vals) if higher else min(vals)
+
+
+def fmt_ns(v):
+    if v is None:
+        return "–"
+    if v >= 1e6:
+        return "%.2f ms" % (v / 1e6)
+    if v >= 1e3:
+        return "%.1f µs" % (v / 1e3)
+    return "%.0f ns" % v
+
+
+def fmt_rate(v):
+    if v is None:
+        return "–"
+    if v >= 1e9:
+        return "%.2f G" % (v / 1e9)
+    if v >= 1e6:
+        return "%.2f M" % (v / 1e6)
+    if v >= 1e3:
+        return "%.1f k" % (v / 1e3)
+    return "%.0f" % v
+
+
+def spread(r):
+    if not r["value"]:
+        return ""
+    s = (r["max"] - r["min"]) / 2 / r["value"] * 100
+    return " ±%.0f%%" % s if r["rounds"] > 1 else ""
+
+
+def label(r):
+    s = r["impl"]
+    if r.get("backend"):
+        s += " (%s" % r["backend"] + (", %s)" % r["wait"] if r.get("wait") else ")")
+    elif r.get("wait"):
+        s += " (%s)" % r["wait"]
+    return s
+
+
+# ---- the PERF.md goals ------------------------------------------------
+
+def goals(res, backend):
+    """Each PERF.md goal: (goal, measured, verdict). verdict is 'met',
+    'not met' or why it is not measured yet."""
+    g = []
+    q = dict(impl="mpq-queue", backend=backend)
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    def add(goal, value, text, ok, missing):
+        if value is None:
+            g.append((goal, "–", missing))
+        else:
+            g.append((goal, text, "met" if ok else "not met"))
+
+    floor = res.get("rtt_p50_ns", bench="rtt", impl="spin-floor", size=8)
+    mq = res.get("rtt_p50_ns", bench="rtt", size=8, wait="adaptive", **q)
+    cpipe = res.get("rtt_p50_ns", bench="rtt", impl="cpython-pipe", size=8)
+    r = ratio(mq, floor)
+    add("Queue ping-pong 8 B, default wait: ≤ 2x the spin floor", r,
+        r and "%.2fx (%s vs %s)" % (r, fmt_ns(mq), fmt_ns(floor)), r and r <= 2,
+        "no spin-floor or mpq row")
+    r = ratio(cpipe, mq)
+    add("Queue ping-pong 8 B: ≥ 50x faster than mp.Pipe", r,
+        r and "%.0fx" % r, r and r >= 50, "no cpython-pipe row")
+    g.append(("Pipe/Connection ping-pong: ≤ 2x floor, ≥ 20x a C pipe", "–",
+              "not measured yet: Connection comes with the Process/Pipe issue"))
+    blk = res.get("rtt_p50_ns", bench="rtt", size=8, wait="block", **q)
+    fut = res.get("rtt_p50_ns", bench="rtt", impl="futex", size=8)
+    efd = res.get("rtt_p50_ns", bench="rtt", impl="eventfd", size=8)
+    r = ratio(blk, fut)
+    add("Blocking path: ≤ 1.1x a raw futex ping-pong", r,
+        r and "%.2fx (%s vs %s)" % (r, fmt_ns(blk), fmt_ns(fut)), r and r <= 1.1,
+        "no futex or blocking mpq row")
+    r = ratio(blk, efd)
+    add("Blocking path: never slower than eventfd", r,
+        r and "%.2fx (%s vs %s)" % (r, fmt_ns(blk), fmt_ns(efd)), r and r <= 1.0,
+        "no eventfd row")
+    st = res.get("msgs_per_s", bench="stream", size=8, batch=1,
+                 wait="adaptive", **q)
+    cq = res.get("msgs_per_s", bench="stream", impl="cpython-queue", size=8)
+    add("Queue stream 8 B, one put per message: ≥ 20 M msgs/s", st,
+        st and fmt_rate(st) + " msgs/s", st and st >= 20e6, "no stream row")
+    r = ratio(st, cq)
+    add("Queue stream 8 B: ≥ 50x mp.Queue", r, r and "%.0fx" % r,
+        r and r >= 50, "no cpython-queue row")
+    bt = res.best("msgs_per_s", bench="stream", size=8, wait="adaptive", **q)
+    add("Queue stream batched (put_many/get_many): ≥ 100 M msgs/s", bt,
+        bt and fmt_rate(bt) + " msgs/s (best batch)", bt and bt >= 100e6,
+        "no batched row")
+    mp = res.get("msgs_per_s", bench="mpmc", **q)
+    add("Queue MPMC 2P2C 8 B: ≥ 10 M msgs/s, nothing lost", mp,
+        mp and fmt_rate(mp) + " msgs/s", mp and mp >= 10e6, "no mpmc row")
+    g.append(("1 MiB zero-copy round trip ≤ 1.5x the 64 B round trip", "–",
+              "not measured yet: the zero-copy API comes with the locks issue"))
+    big = res.get("bytes_per_s", bench="stream", size=1048576, batch=1,
+                  wait="adaptive", **q)
+    mc = res.get("bytes_per_s", bench="memcpy", impl="memcpy")
+    r = ratio(big, mc)
+    add("1 MiB messages, copying API: ≥ 0.7x memcpy bandwidth", r,
+        r and "%.2fx (%s/s vs %s/s)" % (r, fmt_rate(big) + "B", fmt_rate(mc) + "B"),
+        r and r >= 0.7, "no 1 MiB or memcpy row")
+    for what in ("Pool.map, trivial task: ≥ 10x CPython Pool.map",
+                 "Pool.apply_async: ≥ 20x CPython, ≥ 1 M tasks/s"):
+        g.append((what, "–", "not measured yet: Pool comes with the Pool issue"))
+    g.append(("Lock acquire+release: ≤ 1.0x a process-shared pthread mutex",
+              "–", "not measured yet: Lock comes with the locks issue"))
+    km = res.get("msgs_per_s", bench="stream", size=8, batch=1,
+                 impl="mpq-queue", backend="kmod", wait="adaptive")
+    mf = res.get("msgs_per_s", bench="stream", size=8, batch=1,
+                 impl="mpq-queue", backend="memfd", wait="adaptive")
+    r = ratio(mf, km)
+    add("kmod vs memfd backend, fast path (stream 8 B): ≤ 1.05x", r,
+        r and "%.2fx (kmod %s, memfd %s msgs/s)" % (r, fmt_rate(km), fmt_rate(mf)),
+        r and r <= 1.05, "needs /dev/mpq: see make bench-vm")
+    ep = res.get("rtt_p50_ns", bench="rtt", size=8, impl="mpq-queue",
+                 backend="kmod", wait="epoll")
+    r = ratio(ep, efd)
+    add("epoll wake through /dev/mpq: ≤ 1.2x an eventfd wake", r,
+        r and "%.2fx (%s vs %s)" % (r, fmt_ns(ep), fmt_ns(efd)), r and r <= 1.2,
+        "needs /dev/mpq: see make bench-vm")
+    return g
+
+
+# ---- report -----------------------------------------------------------
+
+def report(m, rows, failures, quick, rounds):
+    res = Results(rows)
+    backend = "kmod" if m["dev_mpq"] else "memfd"
+    L = []
+    L.append("# mpq benchmark report\n")
+    L.append("Machine: %s, %d vCPUs%s, kernel %s, load %.2f at start; %s." % (
+        m["cpu"], m["vcpus"], " (a VM)" if m["vm"] else "", m["kernel"],
+        m["load"], m["date"]))
+    L.append("Mode: %s, %d round%s, alternatives interleaved; values are the "
+             "median over rounds, ±% is half the min–max spread. Processes "
+             "throughout, never threads. mpq backend for the goals: %s.\n" % (
+                 "quick (fewer samples)" if quick else "full", rounds,
+                 "s" if rounds > 1 else "", backend))
+    if failures:
+        L.append("**Failed cells:**\n")
+        for name, err in failures:
+            L.append("- %s: %s" % (name, err))
+        L.append("")
+
+    L.append("## Goals (PERF.md)\n")
+    L.append("| goal | measured | verdict |")
+    L.append("| --- | --- | --- |")
+    for goal, val, verdict in goals(res, backend):
+        L.append("| %s | %s | %s |" % (goal, val, verdict))
+    L.append("")
+
+    rtt8 = [r for r in rows if r["bench"] == "rtt" and r["size"] == 8 and
+            r["metric"] == "rtt_p50_ns"]
+    mq = res.get("rtt_p50_ns", bench="rtt", size=8, impl="mpq-queue",
+                 backend=backend, wait="adaptive")
+    L.append("## Round trip, 8 B, two processes\n")
+    L.append("| impl | p50 | p90 | p99 | p99.9 | max | p50 vs mpq-queue |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rtt8, key=lambda r: r["value"]):
+        k = {x: r[x] for x in KEY if x != "metric"}
+        cols = [fmt_ns(r["value"]) + spread(r)]
+        for met in ("rtt_p90_ns", "rtt_p99_ns", "rtt_p999_ns", "rtt_max_ns"):
+            cols.append(fmt_ns(res.get(met, **k)))
+        cols.append("%.2fx" % (r["value"] / mq) if mq else "–")
+        L.append("| %s | %s |" % (label(r), " | ".join(cols)))
+    L.append("")
+
+    sizes = sorted({r["size"] for r in rows if r["bench"] == "rtt"})
+    L.append("## Round trip p50 by message size\n")
+    L.append("| impl | " + " | ".join(size_name(s) for s in sizes) + " |")
+    L.append("| --- |" + " --- |" * len(sizes))
+    for lab, per in by_label(rows, "rtt", "rtt_p50_ns", "size"):
+        L.append("| %s | %s |" % (lab, " | ".join(fmt_ns(per.get(s)) for s in sizes)))
+    L.append("")
+
+    batches = sorted({r["batch"] for r in rows if r["bench"] == "stream" and
+                      r["size"] == 8})
+    L.append("## Stream, 8 B, one producer one consumer: msgs/s by batch\n")
+    L.append("| impl | " + " | ".join("batch %s" % b for b in batches) + " |")
+    L.append("| --- |" + " --- |" * len(batches))
+    for lab, per in by_label([r for r in rows if r["size"] == 8], "stream",
+                             "msgs_per_s", "batch"):
+        L.append("| %s | %s |" % (lab, " | ".join(fmt_rate(per.get(b)) for b in batches)))
+    L.append("")
+
+    ssizes = sorted({r["size"] for r in rows if r["bench"] == "stream" and
+                     r["batch"] == 1})
+    L.append("## Stream, batch 1: bytes/s by message size\n")
+    L.append("| impl | " + " | ".join(size_name(s) for s in ssizes) + " |")
+    L.append("| --- |" + " --- |" * len(ssizes))
+    for lab, per in by_label([r for r in rows if r["batch"] == 1], "stream",
+                             "bytes_per_s", "size"):
+        L.append("| %s | %s |" % (lab, " | ".join(
+            fmt_rate(per.get(s)) + "B/s" if per.get(s) else "–" for s in ssizes)))
+    mc = res.get("bytes_per_s", bench="memcpy", impl="memcpy")
+    if mc:
+        L.append("\nmemcpy, one core, 1 MiB chunks: %sB/s.\n" % fmt_rate(mc))
+
+    other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy")]
+    if other:
+        L.append("## Other workloads\n")
+        L.append("| bench | impl | size | batch | metric | value |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in sorted(other, key=lambda r: (r["bench"], r["metric"], -r["value"])):
+            v = fmt_ns(r["value"]) if r["metric"].endswith("_ns") else fmt_rate(r["value"])
+            L.append("| %s | %s | %s | %s | %s | %s%s |" % (
+                r["bench"], label(r), size_name(r["size"]),
+                "default" if r["batch"] == 0 else r["batch"], r["metric"], v,
+                spread(r)))
+        L.append("")
+    L.append("Plots: latency_vs_size.png, throughput_vs_batch.png. "
+             "Raw rows: results.json.")
+    return "\n".join(L) + "\n"
+
+
+def size_name(s):
+    if s is None:
+        return "–"
+    if s >= 1 << 20:
+        return "%d MiB" % (s >> 20)
+    if s >= 1 << 10:
+        return "%d KiB" % (s >> 10)
+    return "%d B" % s
+
+
+def by_label(rows, bench, metric, col):
+    out = {}
+    for r in rows:
+        if r["bench"] == bench and r["metric"] == metric:
+            out.setdefault(label(r), {})[r[col]] = r["value"]
+    return sorted(out.items())
+
+
+# ---- plots ------------------------------------------------------------
+
+def plot(rows, outdir, log):
+    series = [
+        ("latency_vs_size.png", "rtt", "rtt_p50_ns", "size",
+         "message size (bytes)", "round trip p50 (ns)", True),
+        ("throughput_vs_batch.png", "stream", "msgs_per_s", "batch",
+         "batch (messages per call)", "messages/s, 8 B", False),
+    ]
+    for name, bench, metric, col, xl, yl, logy in series:
+        sel = [r for r in rows if r["bench"] == bench and r["metric"] == metric
+               and (bench != "stream" or r["size"] == 8)]
+        groups = by_label(sel, bench, metric, col)
+        if not groups:
+            continue
+        datafiles = []
+        for i, (lab, per) in enumerate(groups):
+            path = os.path.join(outdir, "%s.%d.dat" % (name, i))
+            with open(path, "w") as f:
+                for x in sorted(per):
+                    f.write("%s %s\n" % (x, per[x]))
+            datafiles.append((path, lab))
+        script = [
+            'set terminal pngcairo size 1000,640 font "sans,10"',
+            'set output "%s"' % os.path.join(outdir, name),
+            'set xlabel "%s"' % xl, 'set ylabel "%s"' % yl,
+            "set logscale x 2", "set logscale y" if logy else "set logscale y 10",
+            "set grid", "set key outside right",
+            'set title "%s"' % ("round trip between two processes, p50" if bench == "rtt"
+                                else "one-way stream, 8-byte messages"),
+            "plot " + ", ".join('"%s" using 1:2 with linespoints title "%s"' %
+                                (p, lab) for p, lab in datafiles),
+        ]
+        p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n",
+                           capture_output=True, text=True)
+        if p.returncode:
+            log("gnuplot failed for %s: %s" % (name, p.stderr.strip()))
+        for p_, _ in datafiles:
+            os.unlink(p_)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--out", default=os.path.join(TOP, "build", "bench"))
+    ap.add_argument("--only", help="regex over cell names")
+    a = ap.parse_args()
+    rounds = a.rounds or (2 if a.quick else 3)
+    os.makedirs(a.out, exist_ok=True)
+
+    def log(s):
+        print(s, file=sys.stderr, flush=True)
+
+    m = machine()
+    cells = list_cells([MPQBENCH], a.quick) + list_cells(CPYBENCH, a.quick)
+    if a.only:
+        cells = [c for c in cells if re.search(a.only, cell_name(c[1]))]
+    cells.sort(key=lambda c: order_key(c[1]))
+    log("%d cells x %d rounds on %s, %d vCPUs, kernel %s" % (
+        len(cells), rounds, m["cpu"], m["vcpus"], m["kernel"]))
+    t0 = time.time()
+    rows, failures = run_cells(cells, rounds, a.quick, log)
+    m["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"machine": m, "results": rows}, f, indent=1)
+    text = report(m, rows, failures, a.quick, rounds)
+    with open(os.path.join(a.out, "report.md"), "w") as f:
+        f.write(text)
+    plot(rows, a.out, log)
+    print(text)
+    log("wrote %s/{results.json,report.md,*.png} in %.0f s" % (a.out, m["seconds"]))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
