@@ -65,8 +65,9 @@ struct mpq_queue_attr {
 	uint32_t msgsize;	/* largest message in bytes (default 1024) */
 	int32_t backend;	/* enum mpq_backend */
 	uint32_t flags;		/* none yet: must be 0 */
-	int64_t spin_ns;	/* how long a blocking call spins before it
-				   sleeps: 0 default, < 0 never */
+	int64_t spin_ns;	/* how long a blocking call spins (yielding
+				   the CPU after 0.5 us) before it sleeps:
+				   0 default (50 us), < 0 never */
 	uint64_t __reserved[4];
 };
 

@@ -90,7 +90,7 @@ struct mpq_queue {
 	uint32_t slot_size;
 	int fd;
 	int backend;
-	int64_t spin_ns;
+	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;
 };
 
