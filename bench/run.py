@@ -281,7 +281,7 @@ def report(m, rows, failures, quick, rounds):
         m["cpu"], m["vcpus"], " (a VM)" if m["vm"] else "", m["kernel"],
         m["load"], m["date"]))
     L.append("Mode: %s, %d round%s, alternatives interleaved; values are the "
-             "median over rounds, ±% is half the min–max spread. Processes "
+             "median over rounds, ±%% is half the min–max spread. Processes "
              "throughout, never threads. mpq backend for the goals: %s.\n" % (
                  "quick (fewer samples)" if quick else "full", rounds,
                  "s" if rounds > 1 else "", backend))
@@ -427,12 +427,25 @@ def main():
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--out", default=os.path.join(TOP, "build", "bench"))
     ap.add_argument("--only", help="regex over cell names")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite report and plots from OUT/results.json")
     a = ap.parse_args()
     rounds = a.rounds or (2 if a.quick else 3)
     os.makedirs(a.out, exist_ok=True)
 
     def log(s):
         print(s, file=sys.stderr, flush=True)
+
+    if a.report_only:
+        with open(os.path.join(a.out, "results.json")) as f:
+            data = json.load(f)
+        text = report(data["machine"], data["results"], [], a.quick,
+                      max([r["rounds"] for r in data["results"]] or [1]))
+        with open(os.path.join(a.out, "report.md"), "w") as f:
+            f.write(text)
+        plot(data["results"], a.out, log)
+        print(text)
+        return 0
 
     m = machine()
     cells = list_cells([MPQBENCH], a.quick) + list_cells(CPYBENCH, a.quick)

@@ -60,10 +60,10 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 	u64 pos;
 
 	pos = READ_ONCE(q->shm->head);
-	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == pos + 1)
+	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	pos = READ_ONCE(q->shm->tail);
-	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == pos)
+	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)pos)
 		mask |= EPOLLOUT | EPOLLWRNORM;
 	return mask;
 }
@@ -224,7 +224,7 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 /* Write the shared header and number the slots, before anyone maps them. */
 static void mpq_queue_format(struct mpq_queue *q)
 {
-	u64 i;
+	u32 i;
 
 	q->shm = q->region.kaddr;
 	q->shm->magic = MPQ_QUEUE_MAGIC;

@@ -20,7 +20,7 @@ static void mpq_memfd_format(void *map, const struct mpq_geom *g)
 {
 	struct mpq_queue_shm *shm = map;
 	unsigned char *slots = (unsigned char *)map + g->data_off;
-	uint64_t i;
+	uint32_t i;
 
 	shm->magic = MPQ_QUEUE_MAGIC;
 	shm->version = MPQ_QUEUE_VERSION;

@@ -284,8 +284,8 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 		uint64_t now;
 
 		for (k = 0; k < n; k++) {
-			dif = (int64_t)(load_acquire(&mpq_slot_at(q, pos + k)->seq) -
-					(pos + k));
+			dif = (int32_t)(load_acquire(&mpq_slot_at(q, pos + k)->seq) -
+					(uint32_t)(pos + k));
 			if (dif)
 				break;
 		}
@@ -321,7 +321,7 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 		s->len = (uint32_t)msgs[i].iov_len;
 		memcpy(s + 1, msgs[i].iov_base, msgs[i].iov_len);
 		/* Pairs with the acquire of seq in try_get: the data is there. */
-		store_release(&s->seq, pos + i + 1);
+		store_release(&s->seq, (uint32_t)(pos + i + 1));
 	}
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return (int)k;
@@ -353,7 +353,8 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 		for (k = 0; k < n; k++) {
 			struct mpq_slot *s = mpq_slot_at(q, pos + k);
 
-			dif = (int64_t)(load_acquire(&s->seq) - (pos + k + 1));
+			dif = (int32_t)(load_acquire(&s->seq) -
+					(uint32_t)(pos + k + 1));
 			if (dif)
 				break;
 			len[k] = load_relaxed(&s->len);
@@ -402,7 +403,7 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			bufs[i].iov_len = len[i];
 		}
 		/* Pairs with the acquire of seq in try_put: done reading. */
-		store_release(&s->seq, pos + i + q->capacity);
+		store_release(&s->seq, (uint32_t)(pos + i + q->capacity));
 	}
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	return corrupt ? -EUCLEAN : (int)k;

@@ -143,14 +143,18 @@ struct mpq_queue_shm {
 	__u32 __pad3[5];
 };
 
-/* Header of each slot; msg_max bytes of data follow. */
+/*
+ * Header of each slot; msg_max bytes of data follow, and slots are packed
+ * (8-byte aligned): a batch of small messages fills whole cache lines. seq
+ * holds the low 32 bits of a position; positions are compared modulo 2^32,
+ * which is unambiguous because the capacity is below 2^31.
+ */
 struct mpq_slot {
-	__u64 seq;
+	__u32 seq;
 	__u32 len;
-	__u32 __reserved;
 };
 
-#define MPQ_SLOT_ALIGN		64
+#define MPQ_SLOT_ALIGN		8
 #define MPQ_FUTEX_SLEEPING	1U
 
 #endif /* _UAPI_LINUX_MPQ_H */
