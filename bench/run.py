@@ -409,11 +409,16 @@ def by_label(rows, bench, metric, col):
 def plot(rows, outdir, log):
     series = [
         ("latency_vs_size.png", "rtt", "rtt_p50_ns", "size",
-         "message size (bytes)", "round trip p50 (ns)", True),
+         "message size (bytes)", "round trip p50 (µs)", "1:($2/1000)",
+         'set xtics ("8" 8, "64" 64, "256" 256, "1K" 1024, "4K" 4096, '
+         '"16K" 16384, "64K" 65536, "256K" 262144, "1M" 1048576)\n'
+         'set xrange [6:1400000]\nset format y "%g"'),
         ("throughput_vs_batch.png", "stream", "msgs_per_s", "batch",
-         "batch (messages per call)", "messages/s, 8 B", False),
+         "batch (messages per call)", "messages/s, 8 B", "1:2",
+         'set xtics (1, 8, 32, 256)\nset xrange [0.8:320]\n'
+         'set format y "%.0s%c"'),
     ]
-    for name, bench, metric, col, xl, yl, logy in series:
+    for name, bench, metric, col, xl, yl, using, extra in series:
         sel = [r for r in rows if r["bench"] == bench and r["metric"] == metric
                and (bench != "stream" or r["size"] == 8)]
         groups = by_label(sel, bench, metric, col)
@@ -430,12 +435,12 @@ def plot(rows, outdir, log):
             'set terminal pngcairo size 1000,640 font "sans,10"',
             'set output "%s"' % os.path.join(outdir, name),
             'set xlabel "%s"' % xl, 'set ylabel "%s"' % yl,
-            "set logscale x 2", "set logscale y" if logy else "set logscale y 10",
+            "set logscale x 2", "set logscale y 10", extra,
             "set grid", "set key outside right",
             'set title "%s"' % ("round trip between two processes, p50" if bench == "rtt"
                                 else "one-way stream, 8-byte messages"),
-            "plot " + ", ".join('"%s" using 1:2 with linespoints title "%s"' %
-                                (p, lab) for p, lab in datafiles),
+            "plot " + ", ".join('"%s" using %s with linespoints title "%s"' %
+                                (p, using, lab) for p, lab in datafiles),
         ]
         p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n",
                            capture_output=True, text=True)

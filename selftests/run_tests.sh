@@ -82,6 +82,18 @@ fi
 
 check "kmod: checkpatch --strict clean" bash -c \
 	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
+# The benchmark programs check every message they move (order, count,
+# content): run a few cells with few samples, for that and not for time.
+for cell in "rtt mpq-queue --backend memfd --wait adaptive --count 2000" \
+	    "stream mpq-queue --backend memfd --wait block --batch 32 --count 200000" \
+	    "mpmc mpq-queue --backend memfd --wait adaptive --count 200000" \
+	    "stream pipe --batch 8 --count 20000"; do
+	check "bench: mpqbench $cell moves every message intact" \
+		"$B/bench/mpqbench" $cell
+done
+check "bench: cpython_bench.py rtt cpython-pipe runs" \
+	/usr/bin/python3 "$top/bench/cpython_bench.py" rtt cpython-pipe --count 2000
+
 check "make install: an example builds with pkg-config against it and runs" bash -c '
 	d=$(mktemp -d) && trap "rm -rf $d" EXIT &&
 	make -s -C "$0" install DESTDIR="$d" PREFIX=/opt/mpq LIBDIR=/opt/mpq/lib >/dev/null &&

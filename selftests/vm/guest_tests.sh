@@ -9,6 +9,18 @@ echo "# === kmod_test (VM, $(uname -r))"
 "$B/selftests/kmod_test"
 echo "# === queue_test (VM, MPQ_BACKEND=kmod)"
 MPQ_BACKEND=kmod "$B/selftests/queue_test"
+echo "# === mpqbench on /dev/mpq: every message intact (not timed)"
+ok=0 bad=0
+for cell in "rtt mpq-queue --backend kmod --wait epoll --count 500" \
+	    "stream mpq-queue --backend kmod --wait epoll --batch 8 --count 20000" \
+	    "stream mpq-queue --backend kmod --wait adaptive --count 50000"; do
+	if "$B/bench/mpqbench" $cell > /dev/null; then
+		echo "ok - mpqbench $cell"; ok=$((ok + 1))
+	else
+		echo "not ok - mpqbench $cell"; bad=$((bad + 1))
+	fi
+done
+echo "# Totals: pass:$ok fail:$bad xfail:0 xpass:0 skip:0 error:0"
 echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
 test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
 	test "$(cat /sys/module/mpq/parameters/pages)" = 0 &&
