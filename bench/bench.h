@@ -237,6 +237,50 @@ static inline void bench_install_handlers(void)
 }
 
 /*
+ * Write or read exactly len bytes, retrying short transfers and EINTR.
+ * Returns 0, or -1 after saying what failed (end of file: the peer died).
+ */
+static inline int bench_write_full(int fd, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "bench: write: %s\n",
+				strerror(n < 0 ? errno : EIO));
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static inline int bench_read_full(int fd, void *buf, size_t len)
+{
+	unsigned char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "bench: read: %s\n", n < 0 ?
+				strerror(errno) : "end of file (the peer is gone)");
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
  * Placement. With MPQ_BENCH_PIN=split (the default where 2 or more CPUs
  * are allowed) the parent runs on the first allowed CPU and its children
  * on the following ones in turn, so the two processes of a round trip are

@@ -201,42 +201,6 @@ static long read_proc_long(const char *path)
 	return v;
 }
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return fail("write", n < 0 ? errno : EIO);
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_full(int fd, void *buf, size_t len)
-{
-	unsigned char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return fail("read", errno);
-		if (n == 0)
-			return fail_msg("read: end of file (the peer is gone)");
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* ---- channels --------------------------------------------------------- */
 
 enum wait_mode { WAIT_NONE, WAIT_SPIN, WAIT_ADAPTIVE, WAIT_BLOCK, WAIT_EPOLL };
@@ -319,12 +283,12 @@ static int fds_keep(struct chan *c, enum side side)
 
 static int fds_send(struct chan *c, const unsigned char *buf, unsigned int n)
 {
-	return write_full(c->fd[1], buf, n * c->size);
+	return bench_write_full(c->fd[1], buf, n * c->size);
 }
 
 static int fds_recv(struct chan *c, unsigned char *buf, unsigned int n)
 {
-	return read_full(c->fd[0], buf, n * c->size) ? -1 : (int)n;
+	return bench_read_full(c->fd[0], buf, n * c->size) ? -1 : (int)n;
 }
 
 static int fds_left(struct chan *c)
@@ -417,7 +381,7 @@ static int ring_bell(struct chan *c, int which)
 
 	switch (c->impl->ring_kind) {
 	case RING_EVENTFD:
-		return write_full(c->fd[which], &one, sizeof(one));
+		return bench_write_full(c->fd[which], &one, sizeof(one));
 	case RING_FUTEX:
 		__atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
 		if (sys_futex(word, FUTEX_WAKE, 1) < 0)

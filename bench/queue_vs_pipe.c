@@ -113,8 +113,6 @@ static void chan_keep(struct chan *c, int end)
 
 static int chan_send(struct chan *c, uint64_t v)
 {
-	const char *p = (const char *)&v;
-	size_t done = 0;
 	int ret;
 
 	if (c->impl == IMPL_MPQ) {
@@ -124,25 +122,12 @@ static int chan_send(struct chan *c, uint64_t v)
 		return ret ? -1 : 0;
 	}
 	/* One write() per message; a pipe write of 8 bytes is atomic. */
-	while (done < sizeof(v)) {
-		ssize_t n = write(c->fd[1], p + done, sizeof(v) - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			fprintf(stderr, "write(pipe): %s\n",
-				n < 0 ? strerror(errno) : "wrote nothing");
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	return 0;
+	return bench_write_full(c->fd[1], &v, sizeof(v));
 }
 
 static int chan_recv(struct chan *c, uint64_t *v)
 {
-	char *p = (char *)v;
-	size_t done = 0, len;
+	size_t len;
 	int ret;
 
 	if (c->impl == IMPL_MPQ) {
@@ -160,19 +145,7 @@ static int chan_recv(struct chan *c, uint64_t *v)
 		return 0;
 	}
 	/* Exactly 8 bytes: loop on short reads. */
-	while (done < sizeof(*v)) {
-		ssize_t n = read(c->fd[0], p + done, sizeof(*v) - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			fprintf(stderr, "read(pipe): %s\n",
-				n < 0 ? strerror(errno) : "end of file");
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	return 0;
+	return bench_read_full(c->fd[0], v, sizeof(*v));
 }
 
 /* ---- round trip ---------------------------------------------------- */

@@ -268,6 +268,20 @@ struct shared_map {
 	volatile uint64_t *word;
 };
 
+/* A new queue and one shared mapping of it, or NULL. */
+static void *map_new(int dev, struct shared_map *m)
+{
+	struct mpq_queue_info i;
+	void *p;
+
+	m->fd = create(dev, 8, 100);
+	if (m->fd < 0 || info(m->fd, &i))
+		return NULL;
+	m->size = i.map_size;
+	p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static int child_sees_and_writes(void *arg)
 {
 	struct shared_map *m = arg;
@@ -284,18 +298,13 @@ static int child_sees_and_writes(void *arg)
 
 TEST_F(dev, every_process_that_holds_the_fd_maps_the_same_memory)
 {
-	struct mpq_queue_info i;
 	struct shared_map m;
 	volatile uint64_t *w;
 	int sv[2];
 	pid_t pid;
 
-	m.fd = create(self->dev, 8, 100);
-	ASSERT_LE(0, m.fd);
-	ASSERT_EQ(0, info(m.fd, &i));
-	m.size = i.map_size;
-	w = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
-	ASSERT_NE(MAP_FAILED, w);
+	w = map_new(self->dev, &m);
+	ASSERT_NE(NULL, w);
 	w[600] = 0x1122334455667788ULL;
 
 	/* Inherited by fork, mapped anew in the child. */
@@ -353,19 +362,14 @@ static int child_futex_waits(void *arg)
  */
 TEST_F(dev, queue_memory_carries_shared_futexes_across_processes)
 {
-	struct mpq_queue_info i;
 	struct shared_map m;
 	uint32_t *w;
 	long woken = 0;
 	int64_t end;
 	pid_t pid;
 
-	m.fd = create(self->dev, 8, 100);
-	ASSERT_LE(0, m.fd);
-	ASSERT_EQ(0, info(m.fd, &i));
-	m.size = i.map_size;
-	w = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
-	ASSERT_NE(MAP_FAILED, w);
+	w = map_new(self->dev, &m);
+	ASSERT_NE(NULL, w);
 	pid = spawn(child_futex_waits, &m);
 	/* Wake until the kernel reports it woke the child's waiter. */
 	end = now_ns() + 10 * NSEC_PER_SEC;
