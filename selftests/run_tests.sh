@@ -63,9 +63,14 @@ check() {
 	fi
 }
 
-run_tap "queue_test (native, memfd)" env MPQ_BACKEND=memfd "$B/selftests/queue_test"
-run_tap "queue_test (native, memfd, ASan+UBSan)" \
-	env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/queue_test"
+# Every library test binary; kmod_test needs the module and runs in the VM.
+for t in "$B"/selftests/*_test; do
+	name=$(basename "$t")
+	[ "$name" = kmod_test ] && continue
+	run_tap "$name (native, memfd)" env MPQ_BACKEND=memfd "$t"
+	run_tap "$name (native, memfd, ASan+UBSan)" \
+		env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/$name"
+done
 
 echo "# === VM: $("$top/scripts/deps.sh" --kver 2>/dev/null || echo '?')"
 vm_out=$("$top/selftests/vm/run-vm.sh" -t 1500 -- "$top/selftests/vm/guest_tests.sh" "$B" 2>&1)

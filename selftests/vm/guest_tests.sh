@@ -7,8 +7,12 @@ B=${1:?build dir}
 
 echo "# === kmod_test (VM, $(uname -r))"
 "$B/selftests/kmod_test"
-echo "# === queue_test (VM, MPQ_BACKEND=kmod)"
-MPQ_BACKEND=kmod "$B/selftests/queue_test"
+for t in "$B"/selftests/*_test; do
+	name=$(basename "$t")
+	[ "$name" = kmod_test ] && continue
+	echo "# === $name (VM, MPQ_BACKEND=kmod)"
+	MPQ_BACKEND=kmod "$t"
+done
 echo "# === mpqbench on /dev/mpq: every message intact (not timed)"
 ok=0 bad=0
 for cell in "rtt mpq-queue --backend kmod --wait epoll --count 500" \
