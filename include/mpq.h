@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -155,6 +156,90 @@ int mpq_queue_backend(struct mpq_queue *q);
  * epoll works too). With MPQ_BACKEND_MEMFD it is a memfd, not pollable.
  */
 int mpq_queue_fileno(struct mpq_queue *q);
+
+/*
+ * Pipe and Connection: Python's multiprocessing.Pipe for byte messages,
+ * over shared-memory rings (not a kernel pipe). Messages of any size that
+ * fits in memory; each is copied once on each side.
+ *
+ * End of file the kernel's way: when every holder of the other end has
+ * closed it or died, a reader gets the messages completed before that,
+ * then -EPIPE (Python's EOFError); a message cut short is never delivered;
+ * a blocked call wakes at once. A connection must not be used by two
+ * processes at the same time (as in Python: the data would interleave).
+ */
+struct mpq_conn;
+
+/* Zero-initialise; zero means the default; reserved fields must be 0. */
+struct mpq_pipe_attr {
+	uint32_t bufsize;	/* ring bytes per direction, a power of two,
+				   >= 4096 (default 256 KiB) */
+	int32_t backend;	/* enum mpq_backend */
+	uint32_t flags;		/* none yet: must be 0 */
+	uint32_t __pad;
+	int64_t spin_ns;	/* as for queues: 0 default, < 0 never */
+	uint64_t __reserved[4];
+};
+
+/*
+ * Make a pipe: *c1 and *c2 are its two ends. duplex: both send and
+ * receive; else (Python's Pipe(False)) *c1 only receives and *c2 only
+ * sends. Returns 0, -EINVAL, -ENODEV (kmod asked for, no /dev/mpq),
+ * -ENOMEM, -EMFILE.
+ */
+int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2, int duplex,
+	     const struct mpq_pipe_attr *attr);
+
+/*
+ * Send len bytes as one message. timeout_ns bounds the wait for room for
+ * its start; once part of a message is out, the call returns when all of
+ * it is, or the other end is gone. With the module a send to an end that
+ * is gone fails at once; without it, when it would have to wait for room.
+ * Returns 0, -EPIPE (the other end is gone), -EAGAIN, -ETIMEDOUT, -EBADF
+ * (closed, or the receiving end of a one-way pipe), -EINVAL.
+ */
+int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf, size_t len,
+			int64_t timeout_ns);
+
+/*
+ * Receive one message into buf. *len is in: the room, out: the message's
+ * length. Returns 0, -EMSGSIZE (buf too short: *len is set to the size
+ * needed, and the message stays), -EPIPE (nothing left and the other end
+ * is gone), -EAGAIN, -ETIMEDOUT, -EBADF, -EINVAL, -EUCLEAN (corrupt).
+ */
+int mpq_conn_recv_bytes_into(struct mpq_conn *c, void *buf, size_t *len,
+			     int64_t timeout_ns);
+
+/*
+ * Receive one message into a buffer from malloc(), *out, that the caller
+ * frees. Returns its length, -EMSGSIZE if longer than maxlength (it stays),
+ * -ENOMEM, or what mpq_conn_recv_bytes_into returns.
+ */
+ssize_t mpq_conn_recv_bytes(struct mpq_conn *c, void **out, size_t maxlength,
+			    int64_t timeout_ns);
+
+/*
+ * Is there something to receive (a message, or the end of file), waiting
+ * up to timeout_ns? Returns 1, 0, or -EBADF, -EINVAL.
+ */
+int mpq_conn_poll(struct mpq_conn *c, int64_t timeout_ns);
+
+/*
+ * An fd to poll (epoll, select, io_uring) for this end: readable when a
+ * message or the end of file is waiting; with the module also writable
+ * when there is room. Owned by the connection. Without the module a
+ * wake-up may be spurious: receive with a zero timeout.
+ */
+int mpq_conn_fileno(struct mpq_conn *c);
+
+/* Close this process's handle of the end; later calls give -EBADF. */
+int mpq_conn_close(struct mpq_conn *c);
+
+/* Close if open, and free the handle. */
+void mpq_conn_free(struct mpq_conn *c);
+
+/* enum mpq_backend of the connection, or -EINVAL. */
+int mpq_conn_backend(struct mpq_conn *c);
 
 #ifdef __cplusplus
 }

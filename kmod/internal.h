@@ -33,6 +33,7 @@ int mpq_region_mmap(struct mpq_region *r, struct file *owner,
 		    struct vm_area_struct *vma);
 
 long mpq_queue_create(void __user *uarg);
+long mpq_pipe_create(void __user *uarg);
 
 /* Module-wide accounting, readable under /sys/module/mpq/parameters/. */
 extern atomic_long_t mpq_nr_objects;

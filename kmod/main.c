@@ -56,6 +56,8 @@ static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
 	switch (cmd) {
 	case MPQ_IOC_QUEUE_CREATE:
 		return mpq_queue_create((void __user *)arg);
+	case MPQ_IOC_PIPE_CREATE:
+		return mpq_pipe_create((void __user *)arg);
 	default:
 		return -ENOTTY;
 	}

@@ -78,6 +78,18 @@ void mpq_kmod_queue_wake(int fd, uint32_t bits);
 int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd);
 int mpq_memfd_queue_info(int fd, struct mpq_geom *g);
 
+/* Geometry of a pipe's shared memory, as struct mpq_pipe_info has it. */
+struct mpq_pipe_geom {
+	uint32_t ring_size;
+	uint64_t data_off[2];
+	uint64_t map_size;
+};
+
+int mpq_kmod_pipe_create(uint32_t ring_size, int duplex, int fds[2]);
+int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g);
+int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
+			  struct mpq_pipe_geom *g);
+
 int mpq_backend_resolve(int requested);
 
 struct mpq_queue {

@@ -53,3 +53,38 @@ void mpq_kmod_queue_wake(int fd, uint32_t bits)
 {
 	ioctl(fd, MPQ_IOC_QUEUE_WAKE, (unsigned long)bits);
 }
+
+int mpq_kmod_pipe_create(uint32_t ring_size, int duplex, int fds[2])
+{
+	struct mpq_pipe_create args = {
+		.size = sizeof(args),
+		.flags = MPQ_CREATE_CLOEXEC | (duplex ? MPQ_PIPE_DUPLEX : 0),
+		.ring_size = ring_size,
+	};
+	int dev, ret;
+
+	dev = open("/dev/" MPQ_DEVICE_NAME, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
+	ret = ioctl(dev, MPQ_IOC_PIPE_CREATE, &args) < 0 ? -errno : 0;
+	close(dev);
+	if (ret)
+		return ret;
+	fds[0] = args.fds[0];
+	fds[1] = args.fds[1];
+	return 0;
+}
+
+/* Returns 0, or -ENOTTY when fd is not a pipe end of the module. */
+int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g)
+{
+	struct mpq_pipe_info info = { .size = sizeof(info) };
+
+	if (ioctl(fd, MPQ_IOC_PIPE_INFO, &info) < 0)
+		return -errno;
+	g->ring_size = info.ring_size;
+	g->data_off[0] = info.data_off[0];
+	g->data_off[1] = info.data_off[1];
+	g->map_size = info.map_size;
+	return 0;
+}

@@ -99,3 +99,44 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 		return -EUCLEAN;
 	return 0;
 }
+
+/* A pipe's region in a sealed memfd, laid out as the module lays it out. */
+int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
+			  struct mpq_pipe_geom *g)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	struct mpq_pipe_shm *shm;
+	int mfd, ret;
+
+	g->ring_size = ring_size;
+	g->data_off[0] = page;
+	g->data_off[1] = page + ring_size;
+	g->map_size = page + 2 * (uint64_t)ring_size;
+
+	mfd = memfd_create("mpq-pipe", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return -errno;
+	if (ftruncate(mfd, (off_t)g->map_size) < 0 ||
+	    fcntl(mfd, F_ADD_SEALS, MPQ_MEMFD_SEALS | F_SEAL_SEAL) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	shm = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (shm == MAP_FAILED) {
+		ret = -errno;
+		goto err;
+	}
+	shm->magic = MPQ_PIPE_MAGIC;
+	shm->version = MPQ_PIPE_VERSION;
+	shm->flags = duplex ? MPQ_PIPE_DUPLEX : 0;
+	shm->ring_size = ring_size;
+	shm->data_off[0] = g->data_off[0];
+	shm->data_off[1] = g->data_off[1];
+	shm->map_size = g->map_size;
+	munmap(shm, page);
+	*fd = mfd;
+	return 0;
+err:
+	close(mfd);
+	return ret;
+}

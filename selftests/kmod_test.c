@@ -668,4 +668,129 @@ TEST_F(dev, garbage_in_shared_memory_cannot_hurt_the_kernel)
 	}
 }
 
+/* MPQ_IOC_PIPE_CREATE: fds[] filled in, or -errno and no fd leaked. */
+static int pipe_create(int dev, uint32_t flags, uint32_t ring, int fds[2])
+{
+	struct mpq_pipe_create c = { .size = sizeof(c), .flags = flags,
+				     .ring_size = ring, .fds = { -1, -1 } };
+
+	if (ioctl(dev, MPQ_IOC_PIPE_CREATE, &c) < 0)
+		return -errno;
+	fds[0] = c.fds[0];
+	fds[1] = c.fds[1];
+	return 0;
+}
+
+TEST_F(dev, pipe_create_returns_two_ends_with_their_geometry)
+{
+	struct mpq_pipe_info i[2];
+	int fds[2], k;
+
+	ASSERT_EQ(0, pipe_create(self->dev, MPQ_CREATE_CLOEXEC | MPQ_PIPE_DUPLEX,
+				 8192, fds));
+	for (k = 0; k < 2; k++) {
+		memset(&i[k], 0, sizeof(i[k]));
+		i[k].size = sizeof(i[k]);
+		ASSERT_EQ(0, ioctl(fds[k], MPQ_IOC_PIPE_INFO, &i[k]));
+		ASSERT_EQ(k, i[k].end);
+		ASSERT_EQ(8192, i[k].ring_size);
+		ASSERT_EQ(MPQ_PIPE_DUPLEX, i[k].flags);
+		ASSERT_LE(i[k].data_off[1] + 8192, i[k].map_size);
+		ASSERT_EQ(FD_CLOEXEC, fcntl(fds[k], F_GETFD) & FD_CLOEXEC);
+	}
+	ASSERT_EQ(i[0].id, i[1].id);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+TEST_F(dev, pipe_create_refuses_bad_arguments)
+{
+	struct mpq_pipe_create c = { .size = sizeof(c), .ring_size = 4096 };
+	int fds[2], k;
+
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, 1U << 7, 4096, fds));
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, 0, 4095, fds));
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, 0, 2048, fds));
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, 0, 0, fds));
+	ASSERT_EQ(-E2BIG, pipe_create(self->dev, 0, 1U << 31, fds));
+	for (k = 0; k < 4; k++) {
+		c.reserved[k] = 1;
+		ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_PIPE_CREATE, &c));
+		ASSERT_EQ(EINVAL, errno);
+		c.reserved[k] = 0;
+	}
+	c.size = 8;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_PIPE_CREATE, &c));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_PIPE_CREATE, NULL));
+	ASSERT_EQ(EFAULT, errno);
+	/* Read-only memory: the fds cannot be written back, none leaks. */
+	c.size = sizeof(c);
+	void *ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memcpy(ro, &c, sizeof(c));
+	mprotect(ro, 4096, PROT_READ);
+	long objs = counter("objects");
+	int before = dup(0);
+
+	close(before);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_PIPE_CREATE, ro));
+	ASSERT_EQ(EFAULT, errno);
+	k = dup(0);
+	ASSERT_EQ(before, k);		/* the lowest fd is free again */
+	close(k);
+	sleep_ms(10);			/* the failed ends' deferred release */
+	ASSERT_EQ(objs, counter("objects"));
+	munmap(ro, 4096);
+}
+
+TEST_F(dev, closing_one_end_hangs_up_the_other)
+{
+	struct pollfd p;
+	int fds[2];
+
+	ASSERT_EQ(0, pipe_create(self->dev, MPQ_PIPE_DUPLEX, 4096, fds));
+	p.fd = fds[1];
+	p.events = POLLIN | POLLOUT;
+	ASSERT_EQ(1, poll(&p, 1, 0));
+	ASSERT_EQ(POLLOUT, p.revents);
+	close(fds[0]);
+	ASSERT_EQ(1, poll(&p, 1, 0));
+	ASSERT_TRUE(p.revents & POLLHUP);
+	ASSERT_FALSE(p.revents & POLLOUT);
+	close(fds[1]);
+}
+
+static int hold_end_and_die(void *arg)
+{
+	int *fds = arg;
+
+	close(fds[1]);
+	pause();
+	return 0;
+}
+
+TEST_F(dev, a_dead_holder_hangs_up_its_end_and_the_pipe_is_freed)
+{
+	long objs = counter("objects"), pages = counter("pages");
+	struct pollfd p;
+	int fds[2];
+	pid_t pid;
+
+	ASSERT_EQ(0, pipe_create(self->dev, MPQ_PIPE_DUPLEX, 4096, fds));
+	pid = spawn(hold_end_and_die, fds);
+	close(fds[0]);			/* only the child holds end 0 now */
+	p.fd = fds[1];
+	p.events = POLLIN;
+	ASSERT_EQ(0, poll(&p, 1, 100));
+	kill(pid, SIGKILL);
+	ASSERT_EQ(1, poll(&p, 1, 5000));	/* woken by the death */
+	ASSERT_TRUE(p.revents & POLLHUP);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	ASSERT_EQ(objs + 1, counter("objects"));
+	close(fds[1]);
+	ASSERT_EQ(objs, counter("objects"));
+	ASSERT_EQ(pages, counter("pages"));
+}
+
 TEST_HARNESS_MAIN

@@ -15,7 +15,7 @@
 # Environment: MPQ_KVER (kernel release, default: newest installed
 # linux-headers-*-amd64), MPQ_VM_DIR (default build/vm), MPQ_MODULE
 # (default kmod/mpq.ko), MPQ_VM_ACCEL (kvm or tcg, default: probe),
-# MPQ_VM_SMP (2), MPQ_VM_MEM (2G).
+# MPQ_VM_SMP (2), MPQ_VM_MEM (4G: the 1 GiB message test).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -117,7 +117,7 @@ run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 } > "$run/cmd.sh"
 
 qemu=(qemu-system-x86_64 "${accel_args[@]}"
-	-smp "${MPQ_VM_SMP:-2}" -m "${MPQ_VM_MEM:-2G}"
+	-smp "${MPQ_VM_SMP:-2}" -m "${MPQ_VM_MEM:-4G}"
 	-nodefaults -no-reboot -display none
 	-kernel "$vmlinuz" -initrd "$initrd"
 	-append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init"

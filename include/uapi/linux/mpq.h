@@ -157,4 +157,104 @@ struct mpq_slot {
 #define MPQ_SLOT_ALIGN		8
 #define MPQ_FUTEX_SLEEPING	1U
 
+/*
+ * Pipes: two ends, each its own fd, over two single-producer
+ * single-consumer byte rings in one shared region; ring i is written
+ * through end i and read through the other end. The kernel tracks the
+ * ends: when every fd and mapping of one end is gone (closed, or its
+ * holders died), the other end's pollers see EPOLLHUP.
+ */
+/* Both ends send; without it end 1 sends and end 0 receives. */
+#define MPQ_PIPE_DUPLEX		(1U << 1)
+#define MPQ_PIPE_FLAGS		(MPQ_CREATE_CLOEXEC | MPQ_PIPE_DUPLEX)
+
+/**
+ * struct mpq_pipe_create - argument of MPQ_IOC_PIPE_CREATE
+ * @size:	sizeof(struct mpq_pipe_create) as the caller knows it
+ * @flags:	MPQ_CREATE_CLOEXEC, MPQ_PIPE_DUPLEX
+ * @ring_size:	bytes of data per direction: a power of two, at least 4096
+ * @fds:	out: the fds of end 0 and end 1
+ * @reserved:	must be zero
+ */
+struct mpq_pipe_create {
+	__u32 size;
+	__u32 flags;
+	__u32 ring_size;
+	__s32 fds[2];
+	__u32 __pad;
+	__u64 reserved[4];
+};
+
+/**
+ * struct mpq_pipe_info - argument of MPQ_IOC_PIPE_INFO, on an end's fd
+ * @size:	in: sizeof(struct mpq_pipe_info) as the caller knows it
+ * @flags:	out: the pipe's MPQ_PIPE_DUPLEX flag
+ * @ring_size:	out: bytes of data per direction
+ * @end:	out: 0 or 1, which end this fd is
+ * @data_off:	out: offset of ring i's data in the mapping
+ * @map_size:	out: the length to mmap
+ * @id:		out: system-wide id of the object
+ * @reserved:	out: zero
+ */
+struct mpq_pipe_info {
+	__u32 size;
+	__u32 flags;
+	__u32 ring_size;
+	__u32 end;
+	__u64 data_off[2];
+	__u64 map_size;
+	__u64 id;
+	__u64 reserved[4];
+};
+
+/* On /dev/mpq: fills in fds[], returns 0 or -errno. */
+#define MPQ_IOC_PIPE_CREATE	_IOWR(MPQ_IOC_MAGIC, 0x10, struct mpq_pipe_create)
+/* On an end: reports the geometry. */
+#define MPQ_IOC_PIPE_INFO	_IOWR(MPQ_IOC_MAGIC, 0x11, struct mpq_pipe_info)
+/*
+ * On an end: wakes the other end's pollers. MPQ_POLL_IN after writing to
+ * this end's ring (clears its MPQ_POLL_IN wanted bit), MPQ_POLL_OUT after
+ * reading from the other end's ring (clears that ring's MPQ_POLL_OUT bit).
+ */
+#define MPQ_IOC_PIPE_WAKE	_IO(MPQ_IOC_MAGIC, 0x12)
+
+#define MPQ_PIPE_MAGIC		0x6d707150U	/* "Ppqm" */
+#define MPQ_PIPE_VERSION	1U
+/* A writer is offered EPOLLOUT while this much of its ring is free. */
+#define MPQ_PIPE_MIN_SPACE	64
+
+/*
+ * One direction's ring. Positions only grow; data of position p is at
+ * data_off[i] + (p & (ring_size - 1)). The writer moves tail, the reader
+ * head; wanted holds MPQ_POLL_IN (the reader may sleep) and MPQ_POLL_OUT
+ * (the writer may sleep), set by the kernel's ->poll() or, without the
+ * module, by the sleeper itself.
+ */
+struct mpq_ring {
+	__u64 tail;
+	__u8 __pad0[128 - 8];
+	__u64 head;
+	__u8 __pad1[128 - 8];
+	__u32 wanted;
+	__u8 __pad2[128 - 4];
+};
+
+/*
+ * closed[i] is set once end i is gone: by the kernel when the end's file is
+ * released, or, without the module, by the library when it closes the end
+ * (a dead process's end is then seen through its socket). It lets a sender
+ * fail fast with EPIPE; sleepers learn it from poll().
+ */
+struct mpq_pipe_shm {
+	__u32 magic;
+	__u32 version;
+	__u32 flags;
+	__u32 ring_size;
+	__u64 data_off[2];
+	__u64 map_size;
+	__u32 closed[2];
+	__u8 __pad0[128 - 48];
+	struct mpq_ring ring[2];
+};
+
 #endif /* _UAPI_LINUX_MPQ_H */

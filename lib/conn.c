@@ -1,0 +1,688 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpq_conn: Python's multiprocessing.Pipe and Connection, over shared
+ * memory instead of a kernel pipe.
+ *
+ * A pipe is one shared region with a byte ring per direction (struct
+ * mpq_pipe_shm in <linux/mpq.h>); ring i is written through end i. Each
+ * ring has one writer and one reader, so positions move with plain
+ * release stores. A message travels as frames: an 8-byte header (length,
+ * FIRST/LAST flags), on the first frame the message's total length, then
+ * the data padded to 8 bytes. A message larger than a frame may be is
+ * streamed through the ring while the reader copies it out, so any size
+ * that fits in memory goes through, copied once on each side.
+ *
+ * Hang-up is what the kernel knows and we cannot: that every holder of the
+ * other end is gone, by close or by death.
+ *  - kmod: each end is its own fd from /dev/mpq; the module marks an end
+ *    closed when its last fd and mapping are gone and wakes the pollers of
+ *    the other end. Sleepers sleep in poll() on their end's fd, which is
+ *    also what fileno() hands out.
+ *  - memfd: each end holds one side of an AF_UNIX socketpair, which the
+ *    kernel closes with the end's last holder; the other side then polls
+ *    readable with EOF. Sleepers sleep in poll() on an eventfd doorbell
+ *    plus that socket.
+ * Either way a reader gets every message completed before the hang-up,
+ * then -EPIPE; a message cut short by it is dropped, never delivered.
+ *
+ * Wake-ups follow the queue's rule: a sleeper announces itself (a bit in
+ * its ring's "wanted" word, set by the kernel's ->poll() or by the sleeper)
+ * before its last look; a writer or reader that moved a position issues a
+ * full fence and only then reads "wanted", and makes a system call only if
+ * someone asked for one.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MPQ_PIPE_DEFAULT_RING	(256 * 1024)
+#define MPQ_CONN_SPIN_NS	50000
+#define MPQ_FRAME_FIRST		1U
+#define MPQ_FRAME_LAST		2U
+/* memfd only: the reading end's fd is polled by the user (see fileno). */
+#define MPQ_POLL_EXTERN		(1U << 8)
+
+struct mpq_frame {
+	uint32_t len;
+	uint32_t flags;
+};
+
+struct mpq_conn {
+	struct mpq_pipe_shm *shm;
+	struct mpq_ring *rx, *tx;	/* NULL where this end cannot go */
+	unsigned char *rx_data, *tx_data;
+	uint64_t size;			/* of each ring; a power of two */
+	uint64_t max_frame;		/* data bytes in one frame */
+	uint64_t map_size;
+	int end;
+	int backend;
+	int closed;
+	int fd;				/* kmod: the end; memfd: the memfd */
+	int sock;			/* memfd: this end of the socketpair */
+	int bell_rx, bell_tx;		/* memfd: data doorbell of rx, space of tx */
+	int bell_rx_space, bell_tx_data;/* memfd: the doorbells we ring */
+	int epfd;			/* memfd: fileno(), made on demand */
+	int64_t spin_ns;
+};
+
+static uint64_t align8(uint64_t x)
+{
+	return (x + 7) & ~(uint64_t)7;
+}
+
+static void ring_write(struct mpq_conn *c, uint64_t pos, const void *src,
+		       size_t n)
+{
+	uint64_t off = pos & (c->size - 1), first = c->size - off;
+
+	if (n <= first) {
+		memcpy(c->tx_data + off, src, n);
+	} else {
+		memcpy(c->tx_data + off, src, first);
+		memcpy(c->tx_data, (const unsigned char *)src + first, n - first);
+	}
+}
+
+static void ring_read(struct mpq_conn *c, uint64_t pos, void *dst, size_t n)
+{
+	uint64_t off = pos & (c->size - 1), first = c->size - off;
+
+	if (n <= first) {
+		memcpy(dst, c->rx_data + off, n);
+	} else {
+		memcpy(dst, c->rx_data + off, first);
+		memcpy((unsigned char *)dst + first, c->rx_data, n - first);
+	}
+}
+
+static void bell_ring(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0) {
+		/* Only EAGAIN at a count of 2^64-2: it is rung already. */
+	}
+}
+
+static int bell_drain(int fd)
+{
+	uint64_t v;
+
+	return read(fd, &v, sizeof(v)) == sizeof(v);
+}
+
+/*
+ * After moving a position in ring r, wake whoever asked: bit MPQ_POLL_IN
+ * is the reader of r, MPQ_POLL_OUT its writer. The fence orders our
+ * position store before the read of wanted; it pairs with the fence after
+ * setting a wanted bit (the kernel's ->poll() or conn_wait() below).
+ * was_empty: for memfd's external pollers, the data just published went
+ * into an empty ring.
+ */
+static void conn_notify(struct mpq_conn *c, struct mpq_ring *r, uint32_t bit,
+			int was_empty)
+{
+	uint32_t w;
+
+	full_fence();
+	w = load_relaxed(&r->wanted);
+	if (likely(!(w & bit)) &&
+	    !(was_empty && (w & MPQ_POLL_EXTERN)))
+		return;
+	if (c->backend == MPQ_BACKEND_KMOD) {
+		ioctl(c->fd, MPQ_IOC_PIPE_WAKE, (unsigned long)bit);
+		return;
+	}
+	if (w & bit)
+		__atomic_fetch_and(&r->wanted, ~bit, __ATOMIC_SEQ_CST);
+	bell_ring(bit == MPQ_POLL_IN ? c->bell_tx_data : c->bell_rx_space);
+}
+
+/* Is the other end gone? Known for sure only from the kernel. */
+static int conn_peer_gone(struct mpq_conn *c)
+{
+	struct pollfd p = { .fd = c->sock, .events = POLLIN };
+
+	if (load_acquire(&c->shm->closed[!c->end]))
+		return 1;
+	if (c->backend == MPQ_BACKEND_KMOD)
+		return 0;
+	/* The peer never writes to the socket: readable means EOF. */
+	return poll(&p, 1, 0) == 1;
+}
+
+static int conn_ready(struct mpq_conn *c, int in, uint64_t need)
+{
+	if (in)
+		return load_acquire(&c->rx->tail) != load_relaxed(&c->rx->head);
+	return c->size - (load_relaxed(&c->tx->tail) -
+			  load_acquire(&c->tx->head)) >= need;
+}
+
+/*
+ * Wait until rx holds a frame (in) or tx has need bytes free (!in).
+ * Returns 0, -EPIPE (the other end is gone; for in, once rx is empty),
+ * -EAGAIN (deadline 0 would be passed at once), -ETIMEDOUT, -EINTR never
+ * (retried). *drained tells a memfd reader that it took the doorbell.
+ */
+static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
+		     int64_t deadline, int *drained)
+{
+	struct mpq_ring *r = in ? c->rx : c->tx;
+	uint32_t bit = in ? MPQ_POLL_IN : MPQ_POLL_OUT;
+	int64_t start = mpq_now_ns();
+	unsigned int i;
+
+	if (conn_ready(c, in, need))
+		return 0;
+	if (deadline == 0 || (deadline > 0 && deadline <= start)) {
+		if (conn_peer_gone(c))
+			return conn_ready(c, in, need) ? 0 : -EPIPE;
+		if (in && c->backend == MPQ_BACKEND_MEMFD &&
+		    bell_drain(c->bell_rx)) {
+			/* A stale doorbell: see mpq_conn_fileno(). */
+			*drained = 1;
+			if (conn_ready(c, in, need))
+				return 0;
+		}
+		return -EAGAIN;
+	}
+
+	/* Spin while the other side is likely to answer soon: see queue.c. */
+	if (c->spin_ns > 0) {
+		while (mpq_now_ns() - start < c->spin_ns) {
+			for (i = 0; i < 64; i++) {
+				cpu_relax();
+				if (conn_ready(c, in, need))
+					return 0;
+			}
+			if (load_relaxed(&c->shm->closed[!c->end]))
+				break;
+			if (mpq_now_ns() - start > 500)
+				sched_yield();
+		}
+	}
+
+	for (;;) {
+		struct pollfd p[2];
+		int64_t left = -1;
+		struct timespec ts, *tsp = NULL;
+		int n;
+
+		if (deadline >= 0) {
+			left = deadline - mpq_now_ns();
+			if (left <= 0)
+				return conn_ready(c, in, need) ? 0 : -ETIMEDOUT;
+			ts.tv_sec = left / 1000000000;
+			ts.tv_nsec = left % 1000000000;
+			tsp = &ts;
+		}
+		if (c->backend == MPQ_BACKEND_KMOD) {
+			/* ->poll() sets our wanted bit, then looks. */
+			p[0].fd = c->fd;
+			p[0].events = in ? POLLIN : POLLOUT;
+			n = ppoll(p, 1, tsp, NULL);
+		} else {
+			__atomic_fetch_or(&r->wanted, bit, __ATOMIC_SEQ_CST);
+			if (conn_ready(c, in, need))
+				return 0;
+			p[0].fd = in ? c->bell_rx : c->bell_tx;
+			p[0].events = POLLIN;
+			p[1].fd = c->sock;
+			p[1].events = POLLIN;
+			n = ppoll(p, 2, tsp, NULL);
+			if (n > 0 && p[0].revents & POLLIN && bell_drain(p[0].fd))
+				*drained |= in;
+		}
+		if (conn_ready(c, in, need))
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (conn_peer_gone(c))
+			return conn_ready(c, in, need) ? 0 : -EPIPE;
+	}
+}
+
+static int conn_check(struct mpq_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closed)
+		return -EBADF;
+	return 0;
+}
+
+MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
+				   size_t len, int64_t timeout_ns)
+{
+	int64_t deadline = mpq_deadline(timeout_ns);
+	const unsigned char *p = buf;
+	uint64_t total = len, off = 0;
+	int first = 1, drained = 0, ret;
+
+	ret = conn_check(c);
+	if (ret)
+		return ret;
+	if (!c->tx)
+		return -EBADF;		/* the receiving end of a one-way pipe */
+	if (!buf && len)
+		return -EINVAL;
+	if (load_relaxed(&c->shm->closed[!c->end]))
+		return -EPIPE;
+
+	do {
+		uint64_t chunk = total - off, hdr, need, pos;
+		struct mpq_frame f;
+		int was_empty;
+
+		if (chunk > c->max_frame)
+			chunk = c->max_frame;
+		hdr = sizeof(f) + (first ? sizeof(total) : 0);
+		need = hdr + align8(chunk);
+		/*
+		 * The timeout bounds the wait for room for the first frame;
+		 * once part of a message is out, the rest follows, or the
+		 * reader is gone.
+		 */
+		ret = conn_wait(c, 0, need, first ? deadline : -1, &drained);
+		if (ret)
+			return ret;
+		pos = c->tx->tail;
+		f.len = (uint32_t)chunk;
+		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
+			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
+		ring_write(c, pos, &f, sizeof(f));
+		if (first)
+			ring_write(c, pos + sizeof(f), &total, sizeof(total));
+		if (chunk)
+			ring_write(c, pos + hdr, p + off, chunk);
+		was_empty = load_acquire(&c->tx->head) == pos;
+		/* Pairs with the acquire of tail in conn_ready(). */
+		store_release(&c->tx->tail, pos + need);
+		conn_notify(c, c->tx, MPQ_POLL_IN, was_empty);
+		off += chunk;
+		first = 0;
+	} while (off < total);
+	return 0;
+}
+
+/* Read the frame header at head; 0, or -EUCLEAN if it cannot be right. */
+static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
+		      uint64_t *total, int first)
+{
+	uint64_t avail = load_acquire(&c->rx->tail) - head, hdr;
+
+	if (avail < sizeof(*f) || avail > c->size)
+		return -EUCLEAN;
+	ring_read(c, head, f, sizeof(*f));
+	if (!!(f->flags & MPQ_FRAME_FIRST) != first ||
+	    f->flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
+	    f->len > c->max_frame)
+		return -EUCLEAN;
+	hdr = sizeof(*f) + (first ? sizeof(*total) : 0);
+	if (avail < hdr + align8(f->len))
+		return -EUCLEAN;
+	if (first)
+		ring_read(c, head + sizeof(*f), total, sizeof(*total));
+	return 0;
+}
+
+/* Leave the doorbell rung if we took it and data remains: see fileno. */
+static void conn_recv_done(struct mpq_conn *c, int drained)
+{
+	if (drained && conn_ready(c, 1, 0))
+		bell_ring(c->bell_rx);
+}
+
+static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
+		     int64_t timeout_ns, int alloc)
+{
+	int64_t deadline = mpq_deadline(timeout_ns);
+	uint64_t head, total = 0, off = 0;
+	unsigned char *dst = buf;
+	struct mpq_frame f;
+	int drained = 0, ret;
+
+	ret = conn_check(c);
+	if (ret)
+		return ret;
+	if (!c->rx)
+		return -EBADF;		/* the sending end of a one-way pipe */
+	if (!len || (!buf && !alloc))
+		return -EINVAL;
+
+	ret = conn_wait(c, 1, 0, deadline, &drained);
+	if (ret)
+		goto out;
+	head = c->rx->head;
+	ret = conn_frame(c, head, &f, &total, 1);
+	if (ret)
+		goto out;
+	if (total > *len) {
+		*len = total;		/* the message stays for a bigger buffer */
+		ret = -EMSGSIZE;
+		goto out;
+	}
+	if (alloc) {
+		dst = malloc(total ? total : 1);
+		if (!dst) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		*(void **)buf = dst;
+	}
+	for (;;) {
+		uint64_t hdr = sizeof(f) + (off ? 0 : sizeof(total));
+
+		if (off + f.len > total) {
+			ret = -EUCLEAN;
+			break;
+		}
+		ring_read(c, head + hdr, dst + off, f.len);
+		off += f.len;
+		head += hdr + align8(f.len);
+		/* Pairs with the acquire of head in conn_ready(). */
+		store_release(&c->rx->head, head);
+		conn_notify(c, c->rx, MPQ_POLL_OUT, 0);
+		if (f.flags & MPQ_FRAME_LAST) {
+			ret = off == total ? 0 : -EUCLEAN;
+			break;
+		}
+		/* The rest is on its way: no timeout, only the hang-up. */
+		ret = conn_wait(c, 1, 0, -1, &drained);
+		if (ret)
+			break;		/* -EPIPE: the message is dropped */
+		ret = conn_frame(c, head, &f, &total, 0);
+		if (ret)
+			break;
+	}
+	if (ret && alloc) {
+		free(dst);
+		*(void **)buf = NULL;
+	}
+	if (!ret)
+		*len = total;
+out:
+	if (c->backend == MPQ_BACKEND_MEMFD)
+		conn_recv_done(c, drained);
+	return ret;
+}
+
+MPQ_EXPORT int mpq_conn_recv_bytes_into(struct mpq_conn *c, void *buf,
+					size_t *len, int64_t timeout_ns)
+{
+	return conn_recv(c, buf, len, timeout_ns, 0);
+}
+
+MPQ_EXPORT ssize_t mpq_conn_recv_bytes(struct mpq_conn *c, void **out,
+				       size_t maxlength, int64_t timeout_ns)
+{
+	size_t len = maxlength;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	ret = conn_recv(c, out, &len, timeout_ns, 1);
+	return ret ? ret : (ssize_t)len;
+}
+
+MPQ_EXPORT int mpq_conn_poll(struct mpq_conn *c, int64_t timeout_ns)
+{
+	int drained = 0, ret;
+
+	ret = conn_check(c);
+	if (ret)
+		return ret;
+	if (!c->rx)
+		return -EBADF;
+	ret = conn_wait(c, 1, 0, mpq_deadline(timeout_ns), &drained);
+	if (c->backend == MPQ_BACKEND_MEMFD)
+		conn_recv_done(c, drained);
+	/* Readable, or at end of file: recv will not block either way. */
+	if (ret == 0 || ret == -EPIPE)
+		return 1;
+	if (ret == -EAGAIN || ret == -ETIMEDOUT)
+		return 0;
+	return ret;
+}
+
+/*
+ * With the module the end's fd is pollable as it is. Without it, the fd
+ * handed out is an epoll set of the data doorbell and the socket; from
+ * then on writers ring the doorbell whenever they put data into an empty
+ * ring (MPQ_POLL_EXTERN), and a reader that takes the doorbell rings it
+ * again if it leaves data behind, so "data waiting" always means
+ * "readable". A wake-up may be spurious: read with a zero timeout.
+ */
+MPQ_EXPORT int mpq_conn_fileno(struct mpq_conn *c)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int ret = conn_check(c), fd;
+
+	if (ret)
+		return ret;
+	if (c->backend == MPQ_BACKEND_KMOD)
+		return c->fd;
+	if (c->epfd >= 0)
+		return c->epfd;
+	fd = epoll_create1(EPOLL_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if ((c->rx && epoll_ctl(fd, EPOLL_CTL_ADD, c->bell_rx, &ev)) ||
+	    epoll_ctl(fd, EPOLL_CTL_ADD, c->sock, &ev)) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	if (c->rx) {
+		__atomic_fetch_or(&c->rx->wanted, MPQ_POLL_EXTERN,
+				  __ATOMIC_SEQ_CST);
+		if (conn_ready(c, 1, 0))
+			bell_ring(c->bell_rx);
+	}
+	c->epfd = fd;
+	return fd;
+}
+
+static void conn_close_fds(struct mpq_conn *c)
+{
+	int *fds[] = { &c->fd, &c->sock, &c->bell_rx, &c->bell_tx,
+		       &c->bell_rx_space, &c->bell_tx_data, &c->epfd };
+	unsigned int i;
+
+	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+MPQ_EXPORT int mpq_conn_close(struct mpq_conn *c)
+{
+	int ret = conn_check(c);
+
+	if (ret)
+		return ret;
+	munmap(c->shm, c->map_size);
+	c->shm = NULL;
+	conn_close_fds(c);
+	c->closed = 1;
+	return 0;
+}
+
+MPQ_EXPORT void mpq_conn_free(struct mpq_conn *c)
+{
+	if (!c)
+		return;
+	if (!c->closed)
+		mpq_conn_close(c);
+	free(c);
+}
+
+/* ---- making a pipe -------------------------------------------------- */
+
+static struct mpq_conn *conn_alloc(int backend, int end, int64_t spin_ns)
+{
+	struct mpq_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->backend = backend;
+	c->end = end;
+	c->fd = c->sock = c->bell_rx = c->bell_tx = -1;
+	c->bell_rx_space = c->bell_tx_data = c->epfd = -1;
+	c->spin_ns = spin_ns ? spin_ns :
+		     sysconf(_SC_NPROCESSORS_ONLN) > 1 ? MPQ_CONN_SPIN_NS : -1;
+	return c;
+}
+
+/* Map the region through fd and point the end at its rings. */
+static int conn_map(struct mpq_conn *c, int fd, const struct mpq_pipe_geom *g,
+		    int duplex)
+{
+	unsigned char *map;
+
+	map = mmap(NULL, g->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	c->shm = (struct mpq_pipe_shm *)map;
+	c->map_size = g->map_size;
+	c->size = g->ring_size;
+	c->max_frame = g->ring_size / 4;
+	/* One-way pipes: end 1 sends, end 0 receives (Python's order). */
+	if (duplex || c->end == 1) {
+		c->tx = &c->shm->ring[c->end];
+		c->tx_data = map + g->data_off[c->end];
+	}
+	if (duplex || c->end == 0) {
+		c->rx = &c->shm->ring[!c->end];
+		c->rx_data = map + g->data_off[!c->end];
+	}
+	return 0;
+}
+
+static int pipe_kmod(struct mpq_conn *c[2], uint32_t ring_size, int duplex)
+{
+	struct mpq_pipe_geom g;
+	int fds[2], ret, i;
+
+	ret = mpq_kmod_pipe_create(ring_size, duplex, fds);
+	if (ret)
+		return ret;
+	ret = mpq_kmod_pipe_info(fds[0], &g);
+	for (i = 0; i < 2; i++) {
+		c[i]->fd = fds[i];
+		if (!ret)
+			ret = conn_map(c[i], fds[i], &g, duplex);
+	}
+	return ret;
+}
+
+static int pipe_memfd(struct mpq_conn *c[2], uint32_t ring_size, int duplex)
+{
+	struct mpq_pipe_geom g;
+	int sv[2], bells[4], mfd, ret, i;
+
+	ret = mpq_memfd_pipe_create(ring_size, duplex, &mfd, &g);
+	if (ret)
+		return ret;
+	c[0]->fd = mfd;
+	c[1]->fd = fcntl(mfd, F_DUPFD_CLOEXEC, 0);
+	if (c[1]->fd < 0)
+		return -errno;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	c[0]->sock = sv[0];
+	c[1]->sock = sv[1];
+	/* bells[2r]: data in ring r; bells[2r + 1]: space in ring r. */
+	for (i = 0; i < 4; i++) {
+		bells[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (bells[i] < 0) {
+			ret = -errno;
+			while (i--)
+				close(bells[i]);
+			return ret;
+		}
+	}
+	for (i = 0; i < 2; i++) {
+		int me = i, peer = !i;
+
+		c[i]->bell_rx = fcntl(bells[2 * peer], F_DUPFD_CLOEXEC, 0);
+		c[i]->bell_rx_space = fcntl(bells[2 * peer + 1], F_DUPFD_CLOEXEC, 0);
+		c[i]->bell_tx_data = fcntl(bells[2 * me], F_DUPFD_CLOEXEC, 0);
+		c[i]->bell_tx = fcntl(bells[2 * me + 1], F_DUPFD_CLOEXEC, 0);
+		if (c[i]->bell_rx < 0 || c[i]->bell_rx_space < 0 ||
+		    c[i]->bell_tx_data < 0 || c[i]->bell_tx < 0)
+			ret = -errno;
+	}
+	for (i = 0; i < 4; i++)
+		close(bells[i]);
+	for (i = 0; i < 2 && !ret; i++)
+		ret = conn_map(c[i], c[i]->fd, &g, duplex);
+	return ret;
+}
+
+MPQ_EXPORT int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2,
+			int duplex, const struct mpq_pipe_attr *attr)
+{
+	static const struct mpq_pipe_attr defaults;
+	struct mpq_conn *c[2];
+	uint32_t ring_size;
+	int backend, ret, i;
+
+	if (!c1 || !c2)
+		return -EINVAL;
+	if (!attr)
+		attr = &defaults;
+	if (attr->flags || attr->__pad)
+		return -EINVAL;
+	for (i = 0; i < 4; i++)
+		if (attr->__reserved[i])
+			return -EINVAL;
+	ring_size = attr->bufsize ? attr->bufsize : MPQ_PIPE_DEFAULT_RING;
+	if (ring_size < 4096 || ring_size & (ring_size - 1))
+		return -EINVAL;
+	backend = mpq_backend_resolve(attr->backend);
+	if (backend < 0)
+		return backend;
+
+	c[0] = conn_alloc(backend, 0, attr->spin_ns);
+	c[1] = conn_alloc(backend, 1, attr->spin_ns);
+	if (!c[0] || !c[1]) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ret = backend == MPQ_BACKEND_KMOD ? pipe_kmod(c, ring_size, duplex) :
+					    pipe_memfd(c, ring_size, duplex);
+	if (ret)
+		goto err;
+	*c1 = c[0];
+	*c2 = c[1];
+	return 0;
+err:
+	for (i = 0; i < 2; i++) {
+		if (!c[i])
+			continue;
+		if (c[i]->shm)
+			munmap(c[i]->shm, c[i]->map_size);
+		conn_close_fds(c[i]);
+		free(c[i]);
+	}
+	return ret;
+}
+
+MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
+{
+	return c ? c->backend : -EINVAL;
+}

@@ -1,0 +1,489 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The promises of mpq_pipe and mpq_conn, one test each, on the backend the
+ * environment selects (memfd natively, kmod in the VM). The pattern of
+ * most: fork; the child keeps one end and the parent the other, each
+ * closing the end it does not use, as with Python's Pipe.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+/* Message i of a test: length and content both follow from i. */
+static void fill(unsigned char *p, size_t n, uint64_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (unsigned char)(rnd(&seed) >> 56);
+}
+
+static uint64_t checksum(const unsigned char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	return h;
+}
+
+FIXTURE(pipe) {
+	struct mpq_conn *a, *b;
+};
+
+FIXTURE_SETUP(pipe)
+{
+	ASSERT_EQ(0, mpq_pipe(&self->a, &self->b, 1, NULL));
+}
+
+FIXTURE_TEARDOWN(pipe)
+{
+	mpq_conn_free(self->a);
+	mpq_conn_free(self->b);
+}
+
+TEST_F(pipe, duplex_ends_send_and_receive_both_ways)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->a, "ping", 4, MPQ_FOREVER));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->b, buf, &len, MPQ_FOREVER));
+	ASSERT_EQ(4, len);
+	ASSERT_EQ(0, memcmp(buf, "ping", 4));
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->b, "pong!", 5, MPQ_FOREVER));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->a, buf, &len, MPQ_FOREVER));
+	ASSERT_EQ(5, len);
+	ASSERT_EQ(0, memcmp(buf, "pong!", 5));
+}
+
+TEST(one_way_pipe_sends_from_the_second_end_only)
+{
+	struct mpq_conn *r, *w;
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_pipe(&r, &w, 0, NULL));
+	ASSERT_EQ(-EBADF, mpq_conn_send_bytes(r, "x", 1, 0));
+	ASSERT_EQ(-EBADF, mpq_conn_recv_bytes_into(w, buf, &len, 0));
+	ASSERT_EQ(0, mpq_conn_send_bytes(w, "x", 1, 0));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(r, buf, &len, 0));
+	ASSERT_EQ(1, len);
+	mpq_conn_free(r);
+	mpq_conn_free(w);
+}
+
+/* A small ring, so that long messages cross it in many frames. */
+TEST(every_length_crosses_a_small_ring_intact)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 4096 };
+	static unsigned char in[20000], out[20000];
+	struct mpq_conn *a, *b;
+	size_t n, len;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
+	pid = fork();
+	if (pid == 0) {
+		mpq_conn_close(b);
+		for (n = 0; n < sizeof(in); n += 1 + n / 3) {
+			fill(in, n, n);
+			if (mpq_conn_send_bytes(a, in, n, MPQ_FOREVER))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	mpq_conn_close(a);
+	for (n = 0; n < sizeof(in); n += 1 + n / 3) {
+		len = sizeof(out);
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, out, &len, 10 * NSEC_PER_SEC));
+		ASSERT_EQ(n, len);
+		fill(in, n, n);
+		ASSERT_EQ(0, memcmp(in, out, n)) TH_LOG("length %zu differs", n);
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
+TEST_F(pipe, short_buffer_is_emsgsize_with_the_size_and_keeps_the_message)
+{
+	char buf[64];
+	size_t len = 5;
+
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->a, "0123456789", 10, 0));
+	ASSERT_EQ(-EMSGSIZE, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+	ASSERT_EQ(10, len);
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+	ASSERT_EQ(10, len);
+	ASSERT_EQ(0, memcmp(buf, "0123456789", 10));
+}
+
+TEST_F(pipe, recv_bytes_allocates_and_honours_maxlength)
+{
+	void *p = (void *)1;
+
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->a, "hello world", 11, 0));
+	ASSERT_EQ(-EMSGSIZE, mpq_conn_recv_bytes(self->b, &p, 4, 0));
+	ASSERT_EQ(NULL, p);
+	ASSERT_EQ(11, mpq_conn_recv_bytes(self->b, &p, 100, 0));
+	ASSERT_EQ(0, memcmp(p, "hello world", 11));
+	free(p);
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->a, NULL, 0, 0));	/* empty */
+	ASSERT_EQ(0, mpq_conn_recv_bytes(self->b, &p, 100, 0));
+	free(p);
+}
+
+TEST_F(pipe, recv_on_empty_is_eagain_then_etimedout_on_time)
+{
+	char buf[8];
+	size_t len = sizeof(buf);
+	int64_t t0;
+
+	ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+	t0 = now_ns();
+	ASSERT_EQ(-ETIMEDOUT, mpq_conn_recv_bytes_into(self->b, buf, &len,
+						       50 * NSEC_PER_MSEC));
+	ASSERT_GE(now_ns() - t0, 50 * NSEC_PER_MSEC);
+	ASSERT_LT(now_ns() - t0, 5 * NSEC_PER_SEC);
+}
+
+static void big_message(struct __test_metadata *_metadata, size_t size)
+{
+	struct mpq_conn *a, *b;
+	unsigned char *in, *out;
+	uint64_t sum;
+	size_t len = size;
+	pid_t pid;
+
+	in = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, in);
+	fill(in, size, size);
+	sum = checksum(in, size);
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+	pid = fork();
+	if (pid == 0) {
+		mpq_conn_close(b);
+		_exit(mpq_conn_send_bytes(a, in, size, MPQ_FOREVER) ? 1 : 0);
+	}
+	mpq_conn_close(a);
+	munmap(in, size);
+	out = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, out);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, out, &len, MPQ_FOREVER));
+	ASSERT_EQ(size, len);
+	ASSERT_EQ(sum, checksum(out, size));
+	ASSERT_EQ(0, wait_child(pid, 60000));
+	munmap(out, size);
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
+
+TEST_F_TIMEOUT(slow, a_64_mib_message_arrives_intact, 300)
+{
+	big_message(_metadata, 64 << 20);
+}
+
+TEST_F_TIMEOUT(slow, a_1_gib_message_arrives_intact, 600)
+{
+	big_message(_metadata, 1UL << 30);
+}
+
+TEST_F(pipe, messages_sent_before_close_arrive_then_epipe)
+{
+	char buf[8];
+	size_t len;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, mpq_conn_send_bytes(self->a, &i, sizeof(i), 0));
+	ASSERT_EQ(0, mpq_conn_close(self->a));
+	for (i = 0; i < 3; i++) {
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+		ASSERT_EQ(i, *(int *)buf);
+	}
+	len = sizeof(buf);
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(self->b, buf, &len,
+						   MPQ_FOREVER));
+	ASSERT_EQ(1, mpq_conn_poll(self->b, 0));
+	/*
+	 * Sending to it: -EPIPE at once with the module (it marks the end
+	 * closed); without it, at the latest when the ring is full.
+	 */
+	if (mpq_conn_backend(self->b) == MPQ_BACKEND_KMOD) {
+		ASSERT_EQ(-EPIPE, mpq_conn_send_bytes(self->b, "x", 1, MPQ_FOREVER));
+	} else {
+		for (i = 0; i < 100000; i++)
+			if (mpq_conn_send_bytes(self->b, buf, 8, MPQ_FOREVER))
+				break;
+		ASSERT_LT(i, 100000);
+		ASSERT_EQ(-EPIPE, mpq_conn_send_bytes(self->b, "x", 1, MPQ_FOREVER));
+	}
+}
+
+static int recv_until_eof(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	mpq_conn_close(ends[0]);
+	return mpq_conn_recv_bytes_into(ends[1], buf, &len, MPQ_FOREVER) ==
+	       -EPIPE ? 0 : 1;
+}
+
+TEST_F(pipe, a_blocked_recv_wakes_at_once_when_the_peer_closes)
+{
+	struct mpq_conn *ends[2] = { self->a, self->b };
+	pid_t pid = spawn(recv_until_eof, ends);
+
+	sleep_ms(100);
+	ASSERT_TRUE(child_running(pid));
+	ASSERT_EQ(0, mpq_conn_close(self->a));	/* the last holder of a */
+	ASSERT_EQ(0, wait_child(pid, 5000));
+}
+
+static int send_then_die_mid_message(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static unsigned char big[1 << 20];
+	int i;
+
+	mpq_conn_close(ends[1]);
+	for (i = 0; i < 3; i++)
+		if (mpq_conn_send_bytes(ends[0], &i, sizeof(i), MPQ_FOREVER))
+			return 1;
+	/* Larger than the ring: blocks part-way until SIGKILL. */
+	mpq_conn_send_bytes(ends[0], big, sizeof(big), MPQ_FOREVER);
+	return 2;
+}
+
+TEST(peer_killed_mid_send_whole_messages_arrive_the_cut_one_never)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 64 * 1024 };
+	struct mpq_conn *ends[2];
+	unsigned char *buf = malloc(1 << 20);
+	size_t len;
+	pid_t pid;
+	int i;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	pid = spawn(send_then_die_mid_message, ends);
+	mpq_conn_close(ends[0]);
+	/* Wait until the child is stuck in the big message, then kill it. */
+	sleep_ms(300);
+	ASSERT_TRUE(child_running(pid));
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	for (i = 0; i < 3; i++) {
+		len = 1 << 20;
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[1], buf, &len, 0));
+		ASSERT_EQ(sizeof(int), len);
+		ASSERT_EQ(i, *(int *)buf);
+	}
+	len = 1 << 20;
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(ends[1], buf, &len,
+						   MPQ_FOREVER));
+	free(buf);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+static int fill_until_blocked(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	char block[1024] = { 0 };
+
+	mpq_conn_close(ends[1]);
+	for (;;) {
+		int r = mpq_conn_send_bytes(ends[0], block, sizeof(block),
+					    MPQ_FOREVER);
+
+		if (r)
+			return r == -EPIPE ? 0 : 1;
+	}
+}
+
+TEST(a_blocked_send_wakes_with_epipe_when_the_reader_dies)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 4096 };
+	struct mpq_conn *ends[2];
+	pid_t reader, writer;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	writer = spawn(fill_until_blocked, ends);
+	reader = fork();
+	if (reader == 0) {
+		mpq_conn_close(ends[0]);
+		pause();		/* holds end 1, reads nothing */
+		_exit(0);
+	}
+	mpq_conn_close(ends[0]);
+	mpq_conn_close(ends[1]);
+	sleep_ms(200);
+	ASSERT_TRUE(child_running(writer));
+	kill(reader, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(reader, 5000));
+	ASSERT_EQ(0, wait_child(writer, 5000));
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+TEST_F(pipe, poll_says_whether_a_message_waits)
+{
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_conn_poll(self->b, 0));
+	ASSERT_EQ(0, mpq_conn_poll(self->b, 10 * NSEC_PER_MSEC));
+	ASSERT_EQ(0, mpq_conn_send_bytes(self->a, "x", 1, 0));
+	ASSERT_EQ(1, mpq_conn_poll(self->b, 0));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
+	ASSERT_EQ(0, mpq_conn_poll(self->b, 0));
+}
+
+static int send_later_then_exit(void *arg)
+{
+	struct mpq_conn **ends = arg;
+
+	mpq_conn_close(ends[1]);
+	sleep_ms(100);
+	if (mpq_conn_send_bytes(ends[0], "hi", 2, MPQ_FOREVER))
+		return 1;
+	sleep_ms(100);
+	return 0;			/* exiting closes the end */
+}
+
+/* The fd from fileno wakes an epoll sleeper for a message, then for EOF. */
+TEST(fileno_wakes_epoll_for_a_message_and_for_the_end)
+{
+	struct mpq_conn *ends[2];
+	struct epoll_event ev = { .events = EPOLLIN };
+	char buf[8];
+	size_t len;
+	int ep, fd, n;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, NULL));
+	fd = mpq_conn_fileno(ends[1]);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(fd, mpq_conn_fileno(ends[1]));
+	ep = epoll_create1(0);
+	ASSERT_EQ(0, epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	pid = spawn(send_later_then_exit, ends);
+	mpq_conn_close(ends[0]);
+	for (;;) {
+		n = epoll_wait(ep, &ev, 1, 5000);
+		ASSERT_EQ(1, n);
+		len = sizeof(buf);
+		n = mpq_conn_recv_bytes_into(ends[1], buf, &len, 0);
+		if (n == -EAGAIN)
+			continue;	/* spurious, as documented */
+		ASSERT_EQ(0, n);
+		ASSERT_EQ(2, len);
+		break;
+	}
+	for (;;) {
+		n = epoll_wait(ep, &ev, 1, 5000);
+		ASSERT_EQ(1, n);
+		len = sizeof(buf);
+		n = mpq_conn_recv_bytes_into(ends[1], buf, &len, 0);
+		if (n == -EAGAIN)
+			continue;
+		ASSERT_EQ(-EPIPE, n);
+		break;
+	}
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	close(ep);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+TEST(closed_connections_are_ebadf_and_bad_arguments_einval)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 1000 };
+	struct mpq_conn *a, *b;
+	char buf[8];
+	size_t len = sizeof(buf);
+	void *p;
+
+	ASSERT_EQ(-EINVAL, mpq_pipe(NULL, &b, 1, NULL));
+	ASSERT_EQ(-EINVAL, mpq_pipe(&a, &b, 1, &attr));	/* not a power of 2 */
+	attr.bufsize = 0;
+	attr.flags = 1;
+	ASSERT_EQ(-EINVAL, mpq_pipe(&a, &b, 1, &attr));
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+	ASSERT_EQ(-EINVAL, mpq_conn_send_bytes(a, NULL, 1, 0));
+	ASSERT_EQ(-EINVAL, mpq_conn_recv_bytes_into(b, buf, NULL, 0));
+	ASSERT_EQ(-EINVAL, mpq_conn_recv_bytes(b, NULL, 8, 0));
+	ASSERT_EQ(-EINVAL, mpq_conn_send_bytes(NULL, "x", 1, 0));
+	ASSERT_EQ(0, mpq_conn_close(a));
+	ASSERT_EQ(-EBADF, mpq_conn_close(a));
+	ASSERT_EQ(-EBADF, mpq_conn_send_bytes(a, "x", 1, 0));
+	ASSERT_EQ(-EBADF, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+	ASSERT_EQ(-EBADF, mpq_conn_recv_bytes(a, &p, 8, 0));
+	ASSERT_EQ(-EBADF, mpq_conn_poll(a, 0));
+	ASSERT_EQ(-EBADF, mpq_conn_fileno(a));
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+	mpq_conn_free(NULL);
+}
+
+static int echo(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	char buf[64];
+	int i;
+
+	mpq_conn_close(ends[0]);
+	for (i = 0; i < 10000; i++) {
+		size_t len = sizeof(buf);
+
+		if (mpq_conn_recv_bytes_into(ends[1], buf, &len, 10 * NSEC_PER_SEC) ||
+		    mpq_conn_send_bytes(ends[1], buf, len, 10 * NSEC_PER_SEC))
+			return 1;
+	}
+	return 0;
+}
+
+/* Both sides sleeping between messages: no wake-up may be lost. */
+TEST(ping_pong_with_sleeping_sides_loses_no_wake_up)
+{
+	struct mpq_pipe_attr attr = { .spin_ns = -1 };
+	struct mpq_conn *ends[2];
+	char buf[64];
+	pid_t pid;
+	int i;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	pid = spawn(echo, ends);
+	mpq_conn_close(ends[1]);
+	for (i = 0; i < 10000; i++) {
+		size_t len = sizeof(buf);
+
+		ASSERT_EQ(0, mpq_conn_send_bytes(ends[0], &i, sizeof(i),
+						 10 * NSEC_PER_SEC));
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[0], buf, &len,
+						      10 * NSEC_PER_SEC));
+		ASSERT_EQ(i, *(int *)buf);
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+TEST_HARNESS_MAIN
