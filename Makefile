@@ -35,6 +35,7 @@ WARN        := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
                -Wno-unused-parameter
 CPPFLAGS    += -Iinclude -Iinclude/uapi -D_GNU_SOURCE
 LIB_CFLAGS  := $(CFLAGS) $(WARN) -Werror -std=gnu11 -fPIC -fvisibility=hidden
+LIBS        := -luring
 SAN         := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRCS    := $(wildcard lib/*.c)
@@ -65,7 +66,7 @@ $(B)/lib/%.o: lib/%.c $(LIB_HDRS)
 
 $(SO): $(LIB_OBJS) lib/mpq.map
 	$(CC) -shared -o $@ $(LIB_OBJS) -Wl,-soname,libmpq.so.$(SOVERSION) \
-		-Wl,--version-script=lib/mpq.map -Wl,-z,defs $(LDFLAGS)
+		-Wl,--version-script=lib/mpq.map -Wl,-z,defs $(LDFLAGS) $(LIBS)
 	ln -sf libmpq.so.$(VERSION) $(B)/lib/libmpq.so.$(SOVERSION)
 	ln -sf libmpq.so.$(SOVERSION) $(B)/lib/libmpq.so
 
@@ -97,7 +98,7 @@ $(HARNESS):
 
 $(B)/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a -lpthread
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 
 $(B)/asan/lib/%.o: lib/%.c $(LIB_HDRS)
 	@mkdir -p $(@D)
@@ -108,7 +109,7 @@ $(B)/asan/libmpq.a: $(ASAN_OBJS)
 
 $(B)/asan/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/asan/libmpq.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a -lpthread
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a $(LIBS) -lpthread
 
 selftests: $(TEST_BINS) $(ASAN_BINS)
 

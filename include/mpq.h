@@ -241,6 +241,44 @@ void mpq_conn_free(struct mpq_conn *c);
 /* enum mpq_backend of the connection, or -EINVAL. */
 int mpq_conn_backend(struct mpq_conn *c);
 
+/*
+ * Waiting on many things: multiprocessing.connection.wait for C. Any mix
+ * of connections (ready: a message or the end of file), queues (ready: a
+ * message) and plain fds (ready: readable; a process sentinel is one).
+ */
+enum mpq_wait_kind {
+	MPQ_WAIT_FD	= 1,
+	MPQ_WAIT_CONN	= 2,
+	MPQ_WAIT_QUEUE	= 3,
+};
+
+struct mpq_wait_item {
+	int32_t kind;		/* enum mpq_wait_kind */
+	int32_t ready;		/* out: 1 if ready */
+	union {
+		int fd;
+		struct mpq_conn *conn;
+		struct mpq_queue *queue;
+	};
+};
+
+/*
+ * Wait until at least one of items[0..n) is ready, up to timeout_ns, and
+ * mark those that are. Returns how many are ready, 0 on timeout, or
+ * -EINVAL, -EBADF (a closed object or a negative fd), -EOPNOTSUPP (a
+ * memfd queue opened by its fd: it has no doorbell), -ENOMEM.
+ */
+int mpq_wait(struct mpq_wait_item *items, unsigned int n, int64_t timeout_ns);
+
+/*
+ * For a program with its own loop: the fd to poll (EPOLLIN, io_uring
+ * POLL_ADD) for an item, or -EOPNOTSUPP for a memfd queue; and a shorthand
+ * that adds it to an epoll set with data as its epoll_data.u64. A wake-up
+ * says "look": receive or get with a zero timeout.
+ */
+int mpq_wait_fd(const struct mpq_wait_item *item);
+int mpq_epoll_add(int epfd, const struct mpq_wait_item *item, uint64_t data);
+
 #ifdef __cplusplus
 }
 #endif

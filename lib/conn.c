@@ -495,6 +495,44 @@ MPQ_EXPORT int mpq_conn_fileno(struct mpq_conn *c)
 	return fd;
 }
 
+/*
+ * For mpq_wait(): 1 if a receive would not block now (a message, or the
+ * end of file); else 0 with the fds to poll in p[] (*np of them), after
+ * asking to be woken. Without the module the doorbell is taken here, after
+ * asking and before the last look, and rung again if data is found, so
+ * that a user's own poller on fileno() misses nothing.
+ */
+int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np)
+{
+	int ret = conn_check(c);
+
+	if (ret)
+		return ret;
+	if (!c->rx)
+		return -EBADF;
+	*np = 0;
+	if (conn_ready(c, 1, 0) || conn_peer_gone(c))
+		return 1;
+	if (c->backend == MPQ_BACKEND_KMOD) {
+		p[0].fd = c->fd;	/* its ->poll() asks for the wake-up */
+		p[0].events = POLLIN;
+		*np = 1;
+		return 0;
+	}
+	__atomic_fetch_or(&c->rx->wanted, MPQ_POLL_IN, __ATOMIC_SEQ_CST);
+	bell_drain(c->bell_rx);
+	if (conn_ready(c, 1, 0)) {
+		bell_ring(c->bell_rx);
+		return 1;
+	}
+	p[0].fd = c->bell_rx;
+	p[0].events = POLLIN;
+	p[1].fd = c->sock;		/* readable at the end of file */
+	p[1].events = POLLIN;
+	*np = 2;
+	return 0;
+}
+
 static void conn_close_fds(struct mpq_conn *c)
 {
 	int *fds[] = { &c->fd, &c->sock, &c->bell_rx, &c->bell_tx,

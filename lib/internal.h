@@ -92,6 +92,11 @@ int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
 
 int mpq_backend_resolve(int requested);
 
+/* For mpq_wait(): see conn.c and queue.c. */
+struct pollfd;
+int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np);
+int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p);
+
 struct mpq_queue {
 	/* Read-only after creation; the fast paths use only these copies. */
 	struct mpq_queue_shm *shm;
@@ -101,6 +106,7 @@ struct mpq_queue {
 	uint32_t msg_max;
 	uint32_t slot_size;
 	int fd;
+	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
 	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;

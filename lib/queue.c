@@ -26,9 +26,11 @@
  * reported as -EUCLEAN rather than followed into a loop.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -134,6 +136,7 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->slot_size = g->slot_size;
 	q->map_size = g->map_size;
 	q->fd = fd;
+	q->bell = -1;
 	q->backend = backend;
 	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
 	*out = q;
@@ -181,8 +184,23 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 		ret = -EUCLEAN;
 	else
 		ret = mpq_queue_map(out, fd, backend, &g, attr->spin_ns);
-	if (ret)
+	if (ret) {
 		close(fd);
+		return ret;
+	}
+	/*
+	 * Without the module, mpq_wait() sleeps on an eventfd that whoever
+	 * puts rings when a waiter asked for it; it reaches the processes
+	 * forked from here (not those that open the queue by its fd).
+	 */
+	if (backend == MPQ_BACKEND_MEMFD) {
+		(*out)->bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if ((*out)->bell < 0) {
+			ret = -errno;
+			mpq_queue_free(*out);
+			*out = NULL;
+		}
+	}
 	return ret;
 }
 
@@ -221,6 +239,8 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 		return;
 	munmap(q->shm, q->map_size);
 	close(q->fd);
+	if (q->bell >= 0)
+		close(q->bell);
 	free(q);
 }
 
@@ -283,6 +303,21 @@ static void mpq_wake_sleepers(uint32_t *word)
 	}
 }
 
+/* Someone polls (the module's ->poll() or mpq_wait()) and asked for this. */
+static void mpq_queue_wake_pollers(struct mpq_queue *q, uint32_t bit)
+{
+	uint64_t one = 1;
+
+	if (q->backend == MPQ_BACKEND_KMOD) {
+		mpq_kmod_queue_wake(q->fd, bit);
+		return;
+	}
+	__atomic_fetch_and(&q->shm->poll_wanted, ~bit, __ATOMIC_SEQ_CST);
+	if (q->bell >= 0 && write(q->bell, &one, sizeof(one)) < 0) {
+		/* EAGAIN only at a count of 2^64 - 2: it is rung already. */
+	}
+}
+
 /*
  * Tell sleepers and pollers on the other side that the ring changed. The
  * fence orders our seq store before the read of the futex word; it pairs
@@ -295,9 +330,8 @@ static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
 	full_fence();
 	if (unlikely(load_relaxed(word) & MPQ_FUTEX_SLEEPING))
 		mpq_wake_sleepers(word);
-	if (unlikely(load_relaxed(&q->shm->poll_wanted) & poll_bit) &&
-	    q->backend == MPQ_BACKEND_KMOD)
-		mpq_kmod_queue_wake(q->fd, poll_bit);
+	if (unlikely(load_relaxed(&q->shm->poll_wanted) & poll_bit))
+		mpq_queue_wake_pollers(q, poll_bit);
 }
 
 /*
@@ -628,6 +662,46 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 		if (!bufs[i].iov_base)
 			return -EINVAL;
 	return mpq_queue_get_op(q, bufs, n, timeout_ns);
+}
+
+/* Is the oldest message published, ready to be taken? (as the module's ->poll) */
+static int mpq_queue_readable(struct mpq_queue *q)
+{
+	uint64_t pos = load_relaxed(&q->shm->head);
+
+	return load_acquire(&mpq_slot_at(q, pos)->seq) == (uint32_t)(pos + 1);
+}
+
+/*
+ * For mpq_wait(): 1 if a get would find a message now; else 0 with the fd
+ * to poll in *p, after asking to be woken; -EOPNOTSUPP for a memfd queue
+ * opened by its fd, which has no doorbell.
+ */
+int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
+{
+	uint64_t v;
+
+	if (!q)
+		return -EINVAL;
+	if (mpq_queue_readable(q))
+		return 1;
+	if (q->backend == MPQ_BACKEND_KMOD) {
+		p->fd = q->fd;		/* its ->poll() asks for the wake-up */
+		p->events = POLLIN;
+		return 0;
+	}
+	if (q->bell < 0)
+		return -EOPNOTSUPP;
+	/* Ask, take a stale ring, look once more: pairs with the notify fence. */
+	__atomic_fetch_or(&q->shm->poll_wanted, MPQ_POLL_IN, __ATOMIC_SEQ_CST);
+	if (read(q->bell, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing was rung. */
+	}
+	if (mpq_queue_readable(q))
+		return 1;
+	p->fd = q->bell;
+	p->events = POLLIN;
+	return 0;
 }
 
 MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)

@@ -104,7 +104,7 @@ check "make install: an example builds with pkg-config against it and runs" bash
 	make -s -C "$0" install DESTDIR="$d" PREFIX=/opt/mpq LIBDIR=/opt/mpq/lib >/dev/null &&
 	test -f "$d/opt/mpq/include/mpq.h" -a -f "$d/opt/mpq/lib/libmpq.a" &&
 	test -L "$d/opt/mpq/lib/libmpq.so.0" &&
-	flags=$(PKG_CONFIG_SYSROOT_DIR="$d" PKG_CONFIG_LIBDIR="$d/opt/mpq/lib/pkgconfig" \
+	flags=$(PKG_CONFIG_SYSROOT_DIR="$d" PKG_CONFIG_PATH="$d/opt/mpq/lib/pkgconfig" \
 		pkg-config --cflags --libs mpq) &&
 	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
 	MPQ_BACKEND=memfd "$d/pc" 3' "$top"

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The promises of mpq_wait(): like multiprocessing.connection.wait, it
+ * returns the objects that are ready, among connections, queues and fds
+ * (a process sentinel is an fd), and sleeps until one is.
+ */
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+#define NPIPES 100
+
+static void conn_item(struct mpq_wait_item *it, struct mpq_conn *c)
+{
+	memset(it, 0, sizeof(*it));
+	it->kind = MPQ_WAIT_CONN;
+	it->conn = c;
+}
+
+TEST(wait_marks_exactly_the_ready_connections)
+{
+	struct mpq_conn *r[3], *w[3];
+	struct mpq_wait_item it[3];
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, mpq_pipe(&r[i], &w[i], 0, NULL));
+		conn_item(&it[i], r[i]);
+	}
+	ASSERT_EQ(0, mpq_wait(it, 3, 0));
+	ASSERT_EQ(0, mpq_conn_send_bytes(w[1], "x", 1, 0));
+	ASSERT_EQ(1, mpq_wait(it, 3, 0));
+	ASSERT_EQ(0, it[0].ready);
+	ASSERT_EQ(1, it[1].ready);
+	ASSERT_EQ(0, it[2].ready);
+	ASSERT_EQ(0, mpq_conn_send_bytes(w[2], "y", 1, 0));
+	ASSERT_EQ(2, mpq_wait(it, 3, MPQ_FOREVER));
+	for (i = 0; i < 3; i++) {
+		mpq_conn_free(r[i]);
+		mpq_conn_free(w[i]);
+	}
+}
+
+TEST(wait_with_nothing_ready_times_out_on_time)
+{
+	struct mpq_conn *r, *w;
+	struct mpq_wait_item it;
+	int64_t t0 = now_ns();
+
+	ASSERT_EQ(0, mpq_pipe(&r, &w, 0, NULL));
+	conn_item(&it, r);
+	ASSERT_EQ(0, mpq_wait(&it, 1, 50 * NSEC_PER_MSEC));
+	ASSERT_GE(now_ns() - t0, 50 * NSEC_PER_MSEC);
+	ASSERT_LT(now_ns() - t0, 5 * NSEC_PER_SEC);
+	mpq_conn_free(r);
+	mpq_conn_free(w);
+}
+
+struct later {
+	struct mpq_conn *w;
+	struct mpq_queue *q;
+	int wfd;
+	int close_only;
+};
+
+static int act_later(void *arg)
+{
+	struct later *l = arg;
+
+	sleep_ms(100);
+	if (l->close_only)
+		return 0;		/* exiting hangs up the end */
+	if (l->w && mpq_conn_send_bytes(l->w, "late", 4, MPQ_FOREVER))
+		return 1;
+	if (l->q && mpq_queue_put(l->q, "late", 4, MPQ_FOREVER))
+		return 2;
+	if (l->wfd >= 0 && write(l->wfd, "x", 1) != 1)
+		return 3;
+	return 0;
+}
+
+TEST(wait_sleeps_until_another_process_sends)
+{
+	struct later l = { .wfd = -1 };
+	struct mpq_conn *r;
+	struct mpq_wait_item it;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&r, &l.w, 0, NULL));
+	conn_item(&it, r);
+	pid = spawn(act_later, &l);
+	mpq_conn_close(l.w);
+	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, it.ready);
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	mpq_conn_free(r);
+	mpq_conn_free(l.w);
+}
+
+TEST(wait_counts_the_end_of_file_as_ready)
+{
+	struct later l = { .wfd = -1, .close_only = 1 };
+	struct mpq_conn *r;
+	struct mpq_wait_item it;
+	char buf[8];
+	size_t len = sizeof(buf);
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&r, &l.w, 0, NULL));
+	conn_item(&it, r);
+	pid = spawn(act_later, &l);
+	mpq_conn_close(l.w);
+	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(r, buf, &len, 0));
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	mpq_conn_free(r);
+	mpq_conn_free(l.w);
+}
+
+TEST(wait_on_a_queue_wakes_on_a_put_from_another_process)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
+	struct later l = { .wfd = -1 };
+	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&l.q, &attr));
+	it.queue = l.q;
+	ASSERT_EQ(0, mpq_wait(&it, 1, 0));
+	pid = spawn(act_later, &l);
+	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, it.ready);
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	mpq_queue_free(l.q);
+}
+
+/* A plain fd and a process sentinel (a pidfd) in the same wait. */
+TEST(wait_takes_plain_fds_and_process_sentinels)
+{
+	struct mpq_wait_item it[2] = { { .kind = MPQ_WAIT_FD },
+				       { .kind = MPQ_WAIT_FD } };
+	struct later l = { .close_only = 1 };
+	int fds[2];
+	pid_t pid;
+
+	ASSERT_EQ(0, pipe(fds));
+	pid = spawn(act_later, &l);
+	it[0].fd = fds[0];
+	it[1].fd = syscall(SYS_pidfd_open, pid, 0);
+	ASSERT_LE(0, it[1].fd);
+	ASSERT_EQ(1, mpq_wait(it, 2, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(0, it[0].ready);
+	ASSERT_EQ(1, it[1].ready);	/* the child ended */
+	ASSERT_EQ(1, write(fds[1], "x", 1));
+	ASSERT_EQ(2, mpq_wait(it, 2, 0));
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	close(it[1].fd);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+struct many {
+	struct mpq_conn *w[NPIPES];
+	int per_pipe[NPIPES];
+	int total;
+};
+
+/* Send the planned number of messages to each pipe, in a random order. */
+static int send_randomly(void *arg)
+{
+	struct many *m = arg;
+	int left[NPIPES], remaining = m->total, i;
+	uint64_t seed = 77;
+
+	memcpy(left, m->per_pipe, sizeof(left));
+	while (remaining) {
+		i = (int)(rnd(&seed) % NPIPES);
+		if (!left[i])
+			continue;
+		if (mpq_conn_send_bytes(m->w[i], &i, sizeof(i), MPQ_FOREVER))
+			return 1;
+		left[i]--;
+		remaining--;
+		if (rnd(&seed) % 16 == 0)
+			sleep_ms(1);	/* let the reader sleep sometimes */
+	}
+	return 0;
+}
+
+TEST(wait_over_100_connections_with_random_readiness_misses_nothing)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 4096 };
+	struct mpq_wait_item it[NPIPES];
+	struct mpq_conn *r[NPIPES];
+	struct many m = { .total = 0 };
+	int got[NPIPES] = { 0 }, received = 0, i;
+	uint64_t seed = 5;
+	pid_t pid;
+
+	for (i = 0; i < NPIPES; i++) {
+		ASSERT_EQ(0, mpq_pipe(&r[i], &m.w[i], 0, &attr));
+		conn_item(&it[i], r[i]);
+		m.per_pipe[i] = (int)(rnd(&seed) % 50);
+		m.total += m.per_pipe[i];
+	}
+	pid = spawn(send_randomly, &m);
+	while (received < m.total) {
+		int n = mpq_wait(it, NPIPES, 10 * NSEC_PER_SEC);
+
+		ASSERT_LT(0, n);
+		for (i = 0; i < NPIPES; i++) {
+			int v;
+			size_t len = sizeof(v);
+
+			if (!it[i].ready)
+				continue;
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(r[i], &v, &len, 0));
+			ASSERT_EQ(i, v);
+			got[i]++;
+			received++;
+		}
+	}
+	for (i = 0; i < NPIPES; i++)
+		ASSERT_EQ(m.per_pipe[i], got[i]);
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	for (i = 0; i < NPIPES; i++) {
+		mpq_conn_free(r[i]);
+		mpq_conn_free(m.w[i]);
+	}
+}
+
+TEST(epoll_add_puts_a_connection_in_the_callers_own_loop)
+{
+	struct later l = { .wfd = -1 };
+	struct mpq_conn *r;
+	struct mpq_wait_item it;
+	struct epoll_event ev;
+	int ep = epoll_create1(0), n;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&r, &l.w, 0, NULL));
+	conn_item(&it, r);
+	ASSERT_EQ(0, mpq_epoll_add(ep, &it, 42));
+	pid = spawn(act_later, &l);
+	mpq_conn_close(l.w);
+	do {
+		n = epoll_wait(ep, &ev, 1, 10000);
+		ASSERT_EQ(1, n);
+		ASSERT_EQ(42, ev.data.u64);
+	} while (mpq_conn_poll(r, 0) == 0);	/* a spurious wake-up may come */
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	close(ep);
+	mpq_conn_free(r);
+	mpq_conn_free(l.w);
+}
+
+TEST(wait_refuses_bad_items)
+{
+	struct mpq_wait_item it = { .kind = 99 };
+	struct mpq_conn *r, *w;
+
+	ASSERT_EQ(-EINVAL, mpq_wait(NULL, 1, 0));
+	ASSERT_EQ(-EINVAL, mpq_wait(&it, 1, 0));
+	it.kind = MPQ_WAIT_FD;
+	it.fd = -1;
+	ASSERT_EQ(-EBADF, mpq_wait(&it, 1, 0));
+	ASSERT_EQ(0, mpq_pipe(&r, &w, 0, NULL));
+	conn_item(&it, r);
+	mpq_conn_close(r);
+	ASSERT_EQ(-EBADF, mpq_wait(&it, 1, 0));
+	conn_item(&it, w);		/* the sending end cannot be read */
+	ASSERT_EQ(-EBADF, mpq_wait(&it, 1, 0));
+	ASSERT_EQ(0, mpq_wait(NULL, 0, 0));
+	mpq_conn_free(r);
+	mpq_conn_free(w);
+}
+
+TEST_HARNESS_MAIN
