@@ -11,8 +11,15 @@
  * waiter could not be woken from here (nothing in kernel/futex is
  * exported), so libmpq sleeps on a pipe in poll() on its end's fd.
  *
- * As for queues, nothing in the shared memory is trusted: the kernel only
- * reads the rings' positions to answer poll(), and uses its own geometry.
+ * read(2) and write(2) on an end (and so io_uring READ and WRITE, which
+ * try them with IOCB_NOWAIT and otherwise wait for poll) move one whole
+ * message, as the library does, in frames (struct mpq_frame). They take
+ * messages up to half a ring: a larger one never lies whole in the ring,
+ * and its frames must be moved while they stream (use the library).
+ *
+ * As for queues, nothing in the shared memory is trusted: positions are
+ * read once and checked against the kernel's own geometry, frames are
+ * parsed with every length checked, and an impossible ring is -EIO.
  */
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
@@ -22,6 +29,7 @@
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/wait.h>
 
 #include "internal.h"
@@ -93,6 +101,287 @@ static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
 	return mask;
+}
+
+static void *mpq_ring_data(struct mpq_pipe *p, unsigned int r)
+{
+	return p->region.kaddr + p->data_off[r];
+}
+
+/* Copy n bytes at position pos of ring r into dst, across the wrap. */
+static void mpq_ring_peek(struct mpq_pipe *p, unsigned int r, u64 pos,
+			  void *dst, size_t n)
+{
+	u64 off = pos & (p->ring_size - 1), first = p->ring_size - off;
+
+	if (n <= first) {
+		memcpy(dst, mpq_ring_data(p, r) + off, n);
+	} else {
+		memcpy(dst, mpq_ring_data(p, r) + off, first);
+		memcpy(dst + first, mpq_ring_data(p, r), n - first);
+	}
+}
+
+static size_t mpq_ring_to_iter(struct mpq_pipe *p, unsigned int r, u64 pos,
+			       size_t n, struct iov_iter *to)
+{
+	u64 off = pos & (p->ring_size - 1), first = p->ring_size - off;
+
+	if (n <= first)
+		return copy_to_iter(mpq_ring_data(p, r) + off, n, to);
+	return copy_to_iter(mpq_ring_data(p, r) + off, first, to) +
+	       copy_to_iter(mpq_ring_data(p, r), n - first, to);
+}
+
+static size_t mpq_ring_from_iter(struct mpq_pipe *p, unsigned int r, u64 pos,
+				 size_t n, struct iov_iter *from)
+{
+	u64 off = pos & (p->ring_size - 1), first = p->ring_size - off;
+
+	if (n <= first)
+		return copy_from_iter(mpq_ring_data(p, r) + off, n, from);
+	return copy_from_iter(mpq_ring_data(p, r) + off, first, from) +
+	       copy_from_iter(mpq_ring_data(p, r), n - first, from);
+}
+
+static void mpq_ring_poke(struct mpq_pipe *p, unsigned int r, u64 pos,
+			  const void *src, size_t n)
+{
+	u64 off = pos & (p->ring_size - 1), first = p->ring_size - off;
+
+	if (n <= first) {
+		memcpy(mpq_ring_data(p, r) + off, src, n);
+	} else {
+		memcpy(mpq_ring_data(p, r) + off, src, first);
+		memcpy(mpq_ring_data(p, r), src + first, n - first);
+	}
+}
+
+/*
+ * Is a whole message waiting in ring r at head? 0 with its total length,
+ * where it starts and the position after it, -EAGAIN if not all of it is there, -EMSGSIZE
+ * if it is too large to ever lie whole in the ring, -EIO if the ring is
+ * not one that a writer following the rules could have left.
+ */
+static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
+			 u64 *start, u64 *end)
+{
+	struct mpq_ring *ring = &p->shm->ring[r];
+	u64 head = READ_ONCE(ring->head);
+	u64 tail = smp_load_acquire(&ring->tail);	/* pairs: writer's release */
+	u64 pos = head, sum = 0, hdr, need;
+	struct mpq_frame f;
+	bool first = true;
+
+	if (tail - head > p->ring_size)
+		return -EIO;
+	while (pos != tail) {
+		if (tail - pos < sizeof(f))
+			return -EIO;
+		mpq_ring_peek(p, r, pos, &f, sizeof(f));
+		if (!!(f.flags & MPQ_FRAME_FIRST) != first ||
+		    f.flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
+		    f.len > MPQ_FRAME_MAX(p->ring_size))
+			return -EIO;
+		hdr = sizeof(f) + (first ? sizeof(*total) : 0);
+		need = hdr + ALIGN((u64)f.len, 8);
+		if (tail - pos < need)
+			return -EIO;
+		if (first) {
+			mpq_ring_peek(p, r, pos + sizeof(f), total,
+				      sizeof(*total));
+			if (*total > p->ring_size / 2)
+				return -EMSGSIZE;
+		}
+		sum += f.len;
+		if (sum > *total)
+			return -EIO;
+		pos += need;
+		if (f.flags & MPQ_FRAME_LAST) {
+			if (sum != *total)
+				return -EIO;
+			*start = head;
+			*end = pos;
+			return 0;
+		}
+		first = false;
+	}
+	return -EAGAIN;
+}
+
+static bool mpq_end_can_read(struct mpq_end *e)
+{
+	return e->pipe->flags & MPQ_PIPE_DUPLEX || e->idx == 0;
+}
+
+static bool mpq_end_can_write(struct mpq_end *e)
+{
+	return e->pipe->flags & MPQ_PIPE_DUPLEX || e->idx == 1;
+}
+
+static bool mpq_nowait(struct kiocb *iocb)
+{
+	return iocb->ki_flags & IOCB_NOWAIT ||
+	       iocb->ki_filp->f_flags & O_NONBLOCK;
+}
+
+/* After moving a position of ring r, wake the other end if it asked. */
+static void mpq_ring_moved(struct mpq_pipe *p, unsigned int r, u32 bit,
+			   unsigned int other)
+{
+	struct mpq_ring *ring = &p->shm->ring[r];
+
+	smp_mb();	/* the position before wanted: pairs with ->poll() */
+	if (!(READ_ONCE(ring->wanted) & bit))
+		return;
+	atomic_andnot(bit, (atomic_t *)&ring->wanted);
+	wake_up_interruptible_poll(&p->wq[other], bit == MPQ_POLL_IN ?
+				   EPOLLIN | EPOLLRDNORM :
+				   EPOLLOUT | EPOLLWRNORM);
+}
+
+static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct mpq_end *e = iocb->ki_filp->private_data;
+	struct mpq_pipe *p = e->pipe;
+	unsigned int r = !e->idx;
+	u64 total = 0, start = 0, end = 0, pos, len;
+	struct mpq_frame f;
+	bool first;
+	int ret;
+
+	if (!mpq_end_can_read(e))
+		return -EBADF;
+	for (;;) {
+		ret = mpq_ring_scan(p, r, &total, &start, &end);
+		if (ret != -EAGAIN)
+			break;
+		if (READ_ONCE(p->closed[!e->idx])) {
+			/* What was sent before the close is still read. */
+			smp_rmb();
+			ret = mpq_ring_scan(p, r, &total, &start, &end);
+			if (ret == -EAGAIN)
+				return 0;	/* end of file */
+			break;
+		}
+		if (mpq_nowait(iocb))
+			return -EAGAIN;
+		atomic_or(MPQ_POLL_IN, (atomic_t *)&p->shm->ring[r].wanted);
+		smp_mb__after_atomic();	/* pairs with the writer's fence */
+		ret = wait_event_interruptible(p->wq[e->idx],
+					       mpq_ring_scan(p, r, &total, &start,
+							     &end) != -EAGAIN ||
+					       READ_ONCE(p->closed[!e->idx]));
+		if (ret)
+			return ret;
+	}
+	if (ret)
+		return ret;
+	if (total > iov_iter_count(to))
+		return -EMSGSIZE;	/* it stays, for a larger buffer */
+
+	/*
+	 * Copy the frames out. The writer could change them under us since
+	 * the scan; every length is checked again, and each step moves on.
+	 */
+	first = true;
+	for (pos = start, len = 0; (s64)(end - pos) > 0; first = false) {
+		u64 hdr = sizeof(f) + (first ? sizeof(total) : 0);
+
+		mpq_ring_peek(p, r, pos, &f, sizeof(f));
+		if (f.len > MPQ_FRAME_MAX(p->ring_size) || len + f.len > total)
+			return -EIO;
+		if (mpq_ring_to_iter(p, r, pos + hdr, f.len, to) != f.len)
+			return -EFAULT;
+		len += f.len;
+		pos += hdr + ALIGN((u64)f.len, 8);
+	}
+	smp_store_release(&p->shm->ring[r].head, end);	/* pairs: writer */
+	mpq_ring_moved(p, r, MPQ_POLL_OUT, !e->idx);
+	return len;
+}
+
+/* Bytes of ring that a message of len bytes takes, in frames. */
+static u64 mpq_frames_size(struct mpq_pipe *p, u64 len)
+{
+	u64 max = MPQ_FRAME_MAX(p->ring_size), n = 0, left = len;
+
+	do {
+		u64 chunk = min(left, max);
+
+		n += sizeof(struct mpq_frame) + ALIGN(chunk, 8);
+		left -= chunk;
+	} while (left);
+	return n + sizeof(u64);		/* the total, on the first frame */
+}
+
+static bool mpq_ring_has_room(struct mpq_pipe *p, unsigned int r, u64 need)
+{
+	struct mpq_ring *ring = &p->shm->ring[r];
+	/* Acquire: the reader is done with what lies before head. */
+	u64 used = READ_ONCE(ring->tail) - smp_load_acquire(&ring->head);
+
+	/* A garbage position counts as room: the write then says -EIO. */
+	return used > p->ring_size || p->ring_size - used >= need;
+}
+
+static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct mpq_end *e = iocb->ki_filp->private_data;
+	struct mpq_pipe *p = e->pipe;
+	unsigned int r = e->idx;
+	struct mpq_ring *ring = &p->shm->ring[r];
+	u64 total = iov_iter_count(from), need, tail, pos, off = 0;
+	u64 max = MPQ_FRAME_MAX(p->ring_size);
+	bool first = true;
+	int ret;
+
+	if (!mpq_end_can_write(e))
+		return -EBADF;
+	if (total > p->ring_size / 2)
+		return -EMSGSIZE;
+	need = mpq_frames_size(p, total);
+	for (;;) {
+		if (READ_ONCE(p->closed[!e->idx]))
+			return -EPIPE;
+		if (mpq_ring_has_room(p, r, need))
+			break;
+		if (mpq_nowait(iocb))
+			return -EAGAIN;
+		atomic_or(MPQ_POLL_OUT, (atomic_t *)&ring->wanted);
+		smp_mb__after_atomic();	/* pairs with the reader's fence */
+		ret = wait_event_interruptible(p->wq[e->idx],
+					       mpq_ring_has_room(p, r, need) ||
+					       READ_ONCE(p->closed[!e->idx]));
+		if (ret)
+			return ret;
+	}
+	tail = READ_ONCE(ring->tail);
+	/* Acquire: pairs with the reader's release of head. */
+	if (tail - smp_load_acquire(&ring->head) > p->ring_size)
+		return -EIO;
+
+	/* Nothing is visible to the reader until tail moves, at the end. */
+	for (pos = tail; first || off < total; first = false) {
+		struct mpq_frame f;
+		u64 chunk = min(total - off, max);
+		u64 hdr = sizeof(f) + (first ? sizeof(total) : 0);
+
+		f.len = chunk;
+		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
+			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
+		mpq_ring_poke(p, r, pos, &f, sizeof(f));
+		if (first)
+			mpq_ring_poke(p, r, pos + sizeof(f), &total,
+				      sizeof(total));
+		if (mpq_ring_from_iter(p, r, pos + hdr, chunk, from) != chunk)
+			return -EFAULT;
+		off += chunk;
+		pos += hdr + ALIGN(chunk, 8);
+	}
+	smp_store_release(&ring->tail, pos);	/* pairs: reader's acquire */
+	mpq_ring_moved(p, r, MPQ_POLL_IN, !e->idx);
+	return total;
 }
 
 static long mpq_pipe_wake(struct mpq_end *e, unsigned long arg)
@@ -188,6 +477,8 @@ static const struct file_operations mpq_pipe_fops = {
 	.owner		= THIS_MODULE,
 	.release	= mpq_pipe_release,
 	.poll		= mpq_pipe_poll,
+	.read_iter	= mpq_pipe_read_iter,
+	.write_iter	= mpq_pipe_write_iter,
 	.unlocked_ioctl	= mpq_pipe_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= mpq_pipe_mmap,
@@ -293,6 +584,8 @@ long mpq_pipe_create(void __user *uarg)
 			files[i] = NULL;
 			goto err_files;
 		}
+		/* io_uring may try read and write without blocking first. */
+		files[i]->f_mode |= FMODE_NOWAIT;
 		kref_get(&p->ref);
 	}
 	if (put_user(fds[0], &u->fds[0]) || put_user(fds[1], &u->fds[1])) {

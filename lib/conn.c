@@ -47,15 +47,8 @@
 
 #define MPQ_PIPE_DEFAULT_RING	(256 * 1024)
 #define MPQ_CONN_SPIN_NS	50000
-#define MPQ_FRAME_FIRST		1U
-#define MPQ_FRAME_LAST		2U
 /* memfd only: the reading end's fd is polled by the user (see fileno). */
 #define MPQ_POLL_EXTERN		(1U << 8)
-
-struct mpq_frame {
-	uint32_t len;
-	uint32_t flags;
-};
 
 struct mpq_conn {
 	struct mpq_pipe_shm *shm;
@@ -597,7 +590,7 @@ static int conn_map(struct mpq_conn *c, int fd, const struct mpq_pipe_geom *g,
 	c->shm = (struct mpq_pipe_shm *)map;
 	c->map_size = g->map_size;
 	c->size = g->ring_size;
-	c->max_frame = g->ring_size / 4;
+	c->max_frame = MPQ_FRAME_MAX(g->ring_size);
 	/* One-way pipes: end 1 sends, end 0 receives (Python's order). */
 	if (duplex || c->end == 1) {
 		c->tx = &c->shm->ring[c->end];

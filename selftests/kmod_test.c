@@ -6,6 +6,7 @@
  * mpq.ko loaded; without /dev/mpq every test fails.
  */
 #include <linux/futex.h>
+#include <liburing.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/epoll.h>
@@ -791,6 +792,139 @@ TEST_F(dev, a_dead_holder_hangs_up_its_end_and_the_pipe_is_freed)
 	close(fds[1]);
 	ASSERT_EQ(objs, counter("objects"));
 	ASSERT_EQ(pages, counter("pages"));
+}
+
+static void kmod_pipe(struct __test_metadata *_metadata, struct mpq_conn **a,
+		      struct mpq_conn **b, uint32_t bufsize)
+{
+	struct mpq_pipe_attr attr = { .backend = MPQ_BACKEND_KMOD,
+				      .bufsize = bufsize };
+
+	ASSERT_EQ(0, mpq_pipe(a, b, 1, &attr));
+}
+
+/* read(2)/write(2) on an end move whole messages, in the library's frames. */
+TEST(read_and_write_on_an_end_move_whole_messages)
+{
+	struct mpq_conn *a, *b;
+	char buf[64], big[4096] = { 0 };
+	size_t len = sizeof(buf);
+	int fa, fb;
+
+	kmod_pipe(_metadata, &a, &b, 4096);
+	fa = mpq_conn_fileno(a);
+	fb = mpq_conn_fileno(b);
+	ASSERT_EQ(5, write(fa, "hello", 5));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(5, len);
+	ASSERT_EQ(0, memcmp(buf, "hello", 5));
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, "world!", 6, 0));
+	ASSERT_EQ(-1, read(fa, buf, 3));	/* too short: it stays */
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(6, read(fa, buf, sizeof(buf)));
+	ASSERT_EQ(0, memcmp(buf, "world!", 6));
+	/* More than a frame (a quarter ring), less than half a ring. */
+	memset(big, 'z', 1500);
+	ASSERT_EQ(1500, write(fb, big, 1500));
+	ASSERT_EQ(1500, read(fa, big + 2000, 2000));
+	ASSERT_EQ(0, memcmp(big, big + 2000, 1500));
+	ASSERT_EQ(-1, write(fa, big, 2049));	/* over half the ring */
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(0, write(fa, "", 0));		/* an empty message */
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(0, len);
+	mpq_conn_close(b);
+	ASSERT_EQ(0, read(fa, buf, sizeof(buf)));	/* end of file */
+	ASSERT_EQ(-1, write(fa, "x", 1));
+	ASSERT_EQ(EPIPE, errno);
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
+static int send_late(void *arg)
+{
+	struct mpq_conn **ends = arg;
+
+	sleep_ms(100);
+	return mpq_conn_send_bytes(ends[0], "async hello", 11, MPQ_FOREVER) ? 1 : 0;
+}
+
+/* io_uring READ on an end completes when a message comes, not before. */
+TEST(io_uring_read_completes_asynchronously_when_a_message_arrives)
+{
+	struct mpq_conn *ends[2];
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	struct io_uring ring;
+	char buf[64] = { 0 };
+	pid_t pid;
+
+	kmod_pipe(_metadata, &ends[0], &ends[1], 0);
+	ASSERT_EQ(0, io_uring_queue_init(4, &ring, 0));
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_read(sqe, mpq_conn_fileno(ends[1]), buf, sizeof(buf), 0);
+	ASSERT_EQ(1, io_uring_submit(&ring));
+	ASSERT_EQ(-EAGAIN, io_uring_peek_cqe(&ring, &cqe));	/* pending */
+	pid = spawn(send_late, ends);
+	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+	ASSERT_EQ(11, cqe->res);
+	ASSERT_EQ(0, memcmp(buf, "async hello", 11));
+	io_uring_cqe_seen(&ring, cqe);
+
+	/* And WRITE, read back by the library. */
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_write(sqe, mpq_conn_fileno(ends[1]), "uring", 5, 0);
+	ASSERT_EQ(1, io_uring_submit(&ring));
+	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+	ASSERT_EQ(5, cqe->res);
+	io_uring_cqe_seen(&ring, cqe);
+	size_t len = sizeof(buf);
+
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[0], buf, &len, 0));
+	ASSERT_EQ(0, memcmp(buf, "uring", 5));
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	io_uring_queue_exit(&ring);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+/* Garbage over a pipe's whole memory: read, write and poll stay sane. */
+TEST_F(dev, garbage_in_a_pipe_cannot_hurt_the_kernel)
+{
+	uint64_t seed = 9;
+	int round;
+
+	for (round = 0; round < 40; round++) {
+		struct mpq_pipe_info i = { .size = sizeof(i) };
+		char buf[256];
+		uint64_t *p;
+		size_t k;
+		int fds[2];
+
+		ASSERT_EQ(0, pipe_create(self->dev, MPQ_PIPE_DUPLEX, 4096, fds));
+		ASSERT_EQ(0, ioctl(fds[0], MPQ_IOC_PIPE_INFO, &i));
+		p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 fds[0], 0);
+		ASSERT_NE(MAP_FAILED, p);
+		ASSERT_EQ(3, write(fds[1], "abc", 3));
+		for (k = 0; k < i.map_size / 8; k++)
+			if (round % 3 == 0 || rnd(&seed) % 8 == 0)
+				p[k] = rnd(&seed) >> (round % 64);
+		fcntl(fds[0], F_SETFL, O_NONBLOCK);
+		fcntl(fds[1], F_SETFL, O_NONBLOCK);
+		k = read(fds[0], buf, sizeof(buf));
+		ASSERT_TRUE((ssize_t)k >= 0 || errno == EIO || errno == EAGAIN ||
+			    errno == EMSGSIZE) TH_LOG("read: %s", strerror(errno));
+		k = write(fds[0], buf, 100);
+		ASSERT_TRUE((ssize_t)k >= 0 || errno == EIO || errno == EAGAIN)
+			TH_LOG("write: %s", strerror(errno));
+		ASSERT_LE(0, poll_now(fds[0]));
+		ASSERT_LE(0, poll_now(fds[1]));
+		munmap(p, i.map_size);
+		close(fds[0]);
+		close(fds[1]);
+	}
 }
 
 TEST_HARNESS_MAIN

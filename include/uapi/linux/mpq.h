@@ -245,6 +245,22 @@ struct mpq_ring {
  * (a dead process's end is then seen through its socket). It lets a sender
  * fail fast with EPIPE; sleepers learn it from poll().
  */
+/*
+ * A message crosses a ring as one or more frames, each 8-byte aligned: a
+ * struct mpq_frame, on the first frame the message's total length as a
+ * __u64, then len bytes of data padded to 8. The module reads and writes
+ * frames itself for read(2)/write(2) and io_uring on an end.
+ */
+struct mpq_frame {
+	__u32 len;
+	__u32 flags;
+};
+
+#define MPQ_FRAME_FIRST		(1U << 0)
+#define MPQ_FRAME_LAST		(1U << 1)
+/* The most data one frame holds: a quarter of the ring. */
+#define MPQ_FRAME_MAX(ring_size)	((ring_size) / 4)
+
 struct mpq_pipe_shm {
 	__u32 magic;
 	__u32 version;
