@@ -75,6 +75,9 @@
  *                sleeps at once), epoll (kmod only, spin_ns -1: the
  *                receiver tries get with timeout 0 and, on -EAGAIN,
  *                epoll_waits for EPOLLIN on mpq_queue_fileno()).
+ *   mpq-conn     a one-way mpq_pipe per channel, each side closing the end
+ *                it does not use; one message per call (no batches); the
+ *                same backends and wait modes, epoll on both backends.
  *   memcpy       The memcpy bench only.
  *
  * Rings (spin-floor stream, eventfd, futex) have as many slots as an mpq
@@ -231,6 +234,7 @@ struct chan {
 				   eventfd: data, space */
 	mqd_t mq;
 	struct mpq_queue *q;
+	struct mpq_conn *cr, *cw;	/* mpq-conn: receiving, sending end */
 	int epfd;
 	struct iovec *iov;
 	struct ring_shm *ring;
@@ -713,6 +717,101 @@ static void mpq_close(struct chan *c)
 	c->iov = NULL;
 }
 
+/* -- mpq-conn: a one-way mpq_pipe per channel */
+
+static int conn_open(struct chan *c)
+{
+	struct mpq_pipe_attr attr;
+	int ret;
+
+	memset(&attr, 0, sizeof(attr));
+	/* Frames hold a quarter ring: a 1 MiB message in one frame. */
+	attr.bufsize = c->size >= 65536 ? RING_BYTES : 256 * 1024;
+	attr.backend = c->backend;
+	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
+		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
+	ret = mpq_pipe(&c->cr, &c->cw, 0, &attr);
+	if (ret)
+		return fail("mpq_pipe", -ret);
+	c->backend = mpq_conn_backend(c->cr);
+	return 0;
+}
+
+static int conn_keep(struct chan *c, enum side side)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int fd;
+
+	/* Each side closes the end it does not use, as with Python's Pipe. */
+	mpq_conn_close(side == RECEIVER ? c->cw : c->cr);
+	if (side != RECEIVER || c->wmode != WAIT_EPOLL)
+		return 0;
+	fd = mpq_conn_fileno(c->cr);
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (fd < 0 || c->epfd < 0 ||
+	    epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev))
+		return fail("epoll on mpq_conn_fileno", fd < 0 ? -fd : errno);
+	return 0;
+}
+
+static int conn_send(struct chan *c, const unsigned char *buf, unsigned int n)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		ret = mpq_conn_send_bytes(c->cw, buf + (size_t)i * c->size,
+					  c->size, MPQ_FOREVER);
+		if (ret)
+			return fail("mpq_conn_send_bytes", -ret);
+	}
+	return 0;
+}
+
+/* One message per call: a connection has no batch receive. */
+static int conn_recv(struct chan *c, unsigned char *buf, unsigned int n)
+{
+	int64_t timeout = c->epfd >= 0 ? 0 : MPQ_FOREVER;
+	struct epoll_event ev;
+	size_t len;
+	int ret;
+
+	for (;;) {
+		len = c->size;
+		ret = mpq_conn_recv_bytes_into(c->cr, buf, &len, timeout);
+		if (ret == 0)
+			break;
+		if (ret != -EAGAIN || c->epfd < 0)
+			return fail("mpq_conn_recv_bytes_into", -ret);
+		if (epoll_wait(c->epfd, &ev, 1, -1) < 0 && errno != EINTR)
+			return fail("epoll_wait", errno);
+	}
+	if (len != c->size)
+		return fail_msg("mpq_conn_recv_bytes_into: a message of the wrong size");
+	return 1;
+}
+
+static int conn_left(struct chan *c)
+{
+	unsigned char b[8];
+	size_t len = sizeof(b);
+	int ret = mpq_conn_recv_bytes_into(c->cr, b, &len, 0);
+
+	if (ret == -EAGAIN || ret == -EPIPE)
+		return 0;
+	return fail_msg("messages left over in the mpq connection");
+}
+
+static void conn_close(struct chan *c)
+{
+	if (c->epfd >= 0)
+		close(c->epfd);
+	c->epfd = -1;
+	mpq_conn_free(c->cr);
+	mpq_conn_free(c->cw);
+	c->cr = c->cw = NULL;
+}
+
 /* ---- the table --------------------------------------------------------- */
 
 enum bench { BENCH_RTT, BENCH_STREAM, BENCH_MPMC, BENCH_MEMCPY, NBENCH };
@@ -732,6 +831,8 @@ static const struct impl impls[] = {
 	  mq_send_chan, mq_recv_chan, mq_left, mq_close_chan },
 	{ "mpq-queue", B(RTT) | B(STREAM) | B(MPMC), 0, mpq_open, mpq_keep,
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
+	{ "mpq-conn", B(RTT) | B(STREAM), 0, conn_open, conn_keep, conn_send,
+	  conn_recv, conn_left, conn_close },
 	{ "memcpy", B(MEMCPY), 0, NULL, NULL, NULL, NULL, NULL, NULL },
 	{ "memcpy-dram", B(MEMCPY), 0, NULL, NULL, NULL, NULL, NULL, NULL },
 };
@@ -741,6 +842,12 @@ static const struct impl impls[] = {
 static bool is_impl(const struct impl *im, const char *name)
 {
 	return !strcmp(im->name, name);
+}
+
+/* mpq's own objects: they have a backend and a wait mode. */
+static bool is_mpq(const struct impl *im)
+{
+	return !strncmp(im->name, "mpq-", 4);
 }
 
 static int chan_open(struct chan *c, const struct impl *im, size_t size,
@@ -791,7 +898,7 @@ static size_t mq_size_max(void)
 
 static void print_cell_head(const struct cell *cl)
 {
-	const bool mpq = is_impl(cl->impl, "mpq-queue");
+	const bool mpq = is_mpq(cl->impl);
 
 	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":", bench_name[cl->bench],
 	       cl->impl->name);
@@ -818,9 +925,9 @@ static const char *cell_unsupported(const struct cell *cl)
 
 	if (!(cl->impl->benches & (1u << cl->bench)))
 		return "this impl has no such bench";
-	if (strcmp(im, "mpq-queue") &&
+	if (!is_mpq(cl->impl) &&
 	    (cl->wmode != WAIT_NONE || cl->backend != MPQ_BACKEND_DEFAULT))
-		return "--wait and --backend are for mpq-queue only";
+		return "--wait and --backend are for mpq objects only";
 	if (cl->bench == BENCH_MEMCPY)
 		return cl->size && cl->batch == 1 ? NULL : "memcpy: batch 1 only";
 	if (cl->size < 8)
@@ -837,13 +944,17 @@ static const char *cell_unsupported(const struct cell *cl)
 		return "spin-floor rtt: 8 bytes only (one counter)";
 	if (!strcmp(im, "posix-mq") && cl->size > mq_size_max())
 		return "posix-mq: larger than fs.mqueue.msgsize_max (or no mqueue)";
-	if (strcmp(im, "mpq-queue"))
+	if (!is_mpq(cl->impl))
 		return NULL;
 	if (cl->size > UINT32_MAX)
-		return "mpq-queue: message too large";
+		return "mpq: message too large";
 	if (cl->backend == MPQ_BACKEND_KMOD && !have_kmod())
 		return "kmod backend: no /dev/mpq here";
-	if (cl->wmode == WAIT_EPOLL && cl->backend != MPQ_BACKEND_KMOD)
+	if (!strcmp(im, "mpq-conn") && cl->bench == BENCH_STREAM && cl->batch != 1)
+		return "mpq-conn: a message per call, no batches";
+	/* A memfd connection's fd polls; a memfd queue's does not. */
+	if (cl->wmode == WAIT_EPOLL && cl->backend != MPQ_BACKEND_KMOD &&
+	    !strcmp(im, "mpq-queue"))
 		return "--wait epoll: kmod backend only (--backend kmod)";
 	return NULL;
 }
@@ -865,7 +976,7 @@ static void list_cells(void)
 	for (b = 0; b < NBENCH; b++) {
 		nshape = b == BENCH_RTT ? 7 : b == BENCH_STREAM ? 8 : 1;
 		for (i = 0; i < NIMPL; i++) {
-			const bool mpq = is_impl(&impls[i], "mpq-queue");
+			const bool mpq = is_mpq(&impls[i]);
 			/* mpq: backend x wait mode; the rest: one variant */
 			unsigned int nvar = mpq ? 8 : 1;
 
@@ -1390,7 +1501,8 @@ static void usage(FILE *f)
 		"       mpqbench BENCH IMPL [--size BYTES] [--batch N] [--backend kmod|memfd]\n"
 		"                [--wait spin|adaptive|block|epoll] [--quick] [--count N] [-v]\n"
 		"  BENCH  rtt, stream, mpmc, memcpy\n"
-		"  IMPL   spin-floor, pipe, unix-socket, eventfd, futex, posix-mq, mpq-queue, memcpy\n"
+		"  IMPL   spin-floor, pipe, unix-socket, eventfd, futex, posix-mq, mpq-queue,\n"
+		"         mpq-conn, memcpy, memcpy-dram\n"
 		"  --count  round trips (rtt), messages (stream, mpmc), passes (memcpy)\n"
 		"  -v       how often each side slept, on stderr\n"
 		"One JSON row per metric on stdout. BENCH_TIMEOUT (s) bounds the run.\n");
@@ -1496,7 +1608,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cl.impl = &impls[i];
-	mpq = is_impl(cl.impl, "mpq-queue");
+	mpq = is_mpq(cl.impl);
 	if (!cl.size)
 		cl.size = cl.bench == BENCH_MEMCPY ? MIB : 8;
 	if (mpq && cl.wmode == WAIT_NONE)

@@ -222,8 +222,16 @@ def goals(res, backend, tcg):
     r = ratio(cpipe, mq)
     add("Queue ping-pong 8 B: ≥ 50x faster than mp.Pipe", r,
         r and "%.0fx" % r, r and r >= 50, "no cpython-pipe row")
-    g.append(("Pipe/Connection ping-pong: ≤ 2x floor, ≥ 20x a C pipe", "–",
-              "not measured yet: Connection comes with the Process/Pipe issue"))
+    mc = res.get("rtt_p50_ns", bench="rtt", size=8, impl="mpq-conn",
+                 backend=backend, wait="adaptive")
+    cpipe_c = res.get("rtt_p50_ns", bench="rtt", impl="pipe", size=8)
+    r = ratio(mc, floor)
+    add("Connection ping-pong 8 B: ≤ 2x the spin floor", r,
+        r and "%.2fx (%s vs %s)" % (r, fmt_ns(mc), fmt_ns(floor)), r and r <= 2,
+        "no mpq-conn row")
+    r = ratio(cpipe_c, mc)
+    add("Connection ping-pong 8 B: ≥ 20x faster than a C pipe", r,
+        r and "%.0fx" % r, r and r >= 20, "no pipe row")
     blk = res.get("rtt_p50_ns", bench="rtt", size=8, wait="block", **q)
     fut = res.get("rtt_p50_ns", bench="rtt", impl="futex", size=8)
     efd = res.get("rtt_p50_ns", bench="rtt", impl="eventfd", size=8)

@@ -55,6 +55,9 @@ struct mpq_conn {
 	struct mpq_ring *rx, *tx;	/* NULL where this end cannot go */
 	unsigned char *rx_data, *tx_data;
 	uint64_t size;			/* of each ring; a power of two */
+	uint64_t tx_head;		/* the reader's head as last seen: the
+					   writer reads the line again only
+					   when this says the ring is full */
 	uint64_t max_frame;		/* data bytes in one frame */
 	uint64_t map_size;
 	int end;
@@ -73,13 +76,22 @@ static uint64_t align8(uint64_t x)
 	return (x + 7) & ~(uint64_t)7;
 }
 
+/*
+ * Positions of headers are 8-byte aligned and the ring a power of two of
+ * at least 4096 bytes, so an 8-byte header never wraps: it is one store.
+ */
+static void *ring_at(unsigned char *data, uint64_t size, uint64_t pos)
+{
+	return data + (pos & (size - 1));
+}
+
 static void ring_write(struct mpq_conn *c, uint64_t pos, const void *src,
 		       size_t n)
 {
 	uint64_t off = pos & (c->size - 1), first = c->size - off;
 
 	if (n <= first) {
-		memcpy(c->tx_data + off, src, n);
+		mpq_copy(c->tx_data + off, src, n);
 	} else {
 		memcpy(c->tx_data + off, src, first);
 		memcpy(c->tx_data, (const unsigned char *)src + first, n - first);
@@ -91,7 +103,7 @@ static void ring_read(struct mpq_conn *c, uint64_t pos, void *dst, size_t n)
 	uint64_t off = pos & (c->size - 1), first = c->size - off;
 
 	if (n <= first) {
-		memcpy(dst, c->rx_data + off, n);
+		mpq_copy(dst, c->rx_data + off, n);
 	} else {
 		memcpy(dst, c->rx_data + off, first);
 		memcpy((unsigned char *)dst + first, c->rx_data, n - first);
@@ -119,18 +131,19 @@ static int bell_drain(int fd)
  * is the reader of r, MPQ_POLL_OUT its writer. The fence orders our
  * position store before the read of wanted; it pairs with the fence after
  * setting a wanted bit (the kernel's ->poll() or conn_wait() below).
- * was_empty: for memfd's external pollers, the data just published went
- * into an empty ring.
+ * old_tail: for a publish, where it started: memfd's external pollers are
+ * told when data goes into an empty ring (the reader's head was there).
  */
 static void conn_notify(struct mpq_conn *c, struct mpq_ring *r, uint32_t bit,
-			int was_empty)
+			uint64_t old_tail)
 {
 	uint32_t w;
 
 	full_fence();
 	w = load_relaxed(&r->wanted);
 	if (likely(!(w & bit)) &&
-	    !(was_empty && (w & MPQ_POLL_EXTERN)))
+	    !(bit == MPQ_POLL_IN && (w & MPQ_POLL_EXTERN) &&
+	      load_acquire(&r->head) == old_tail))
 		return;
 	if (c->backend == MPQ_BACKEND_KMOD) {
 		ioctl(c->fd, MPQ_IOC_PIPE_WAKE, (unsigned long)bit);
@@ -156,10 +169,19 @@ static int conn_peer_gone(struct mpq_conn *c)
 
 static int conn_ready(struct mpq_conn *c, int in, uint64_t need)
 {
+	uint64_t tail;
+
 	if (in)
 		return load_acquire(&c->rx->tail) != load_relaxed(&c->rx->head);
-	return c->size - (load_relaxed(&c->tx->tail) -
-			  load_acquire(&c->tx->head)) >= need;
+	/*
+	 * Room by the head we saw last? Head only grows, so a stale copy
+	 * errs on the side of "full"; only then is the reader's line read.
+	 */
+	tail = load_relaxed(&c->tx->tail);
+	if (tail - c->tx_head <= c->size - need)
+		return 1;
+	c->tx_head = load_acquire(&c->tx->head);
+	return tail - c->tx_head <= c->size - need;
 }
 
 /*
@@ -173,11 +195,12 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 {
 	struct mpq_ring *r = in ? c->rx : c->tx;
 	uint32_t bit = in ? MPQ_POLL_IN : MPQ_POLL_OUT;
-	int64_t start = mpq_now_ns();
+	int64_t start;
 	unsigned int i;
 
-	if (conn_ready(c, in, need))
+	if (likely(conn_ready(c, in, need)))
 		return 0;
+	start = mpq_now_ns();
 	if (deadline == 0 || (deadline > 0 && deadline <= start)) {
 		if (conn_peer_gone(c))
 			return conn_ready(c, in, need) ? 0 : -EPIPE;
@@ -276,7 +299,6 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	do {
 		uint64_t chunk = total - off, hdr, need, pos;
 		struct mpq_frame f;
-		int was_empty;
 
 		if (chunk > c->max_frame)
 			chunk = c->max_frame;
@@ -294,15 +316,15 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 		f.len = (uint32_t)chunk;
 		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
 			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
-		ring_write(c, pos, &f, sizeof(f));
+		*(struct mpq_frame *)ring_at(c->tx_data, c->size, pos) = f;
 		if (first)
-			ring_write(c, pos + sizeof(f), &total, sizeof(total));
+			*(uint64_t *)ring_at(c->tx_data, c->size,
+					     pos + sizeof(f)) = total;
 		if (chunk)
 			ring_write(c, pos + hdr, p + off, chunk);
-		was_empty = load_acquire(&c->tx->head) == pos;
 		/* Pairs with the acquire of tail in conn_ready(). */
 		store_release(&c->tx->tail, pos + need);
-		conn_notify(c, c->tx, MPQ_POLL_IN, was_empty);
+		conn_notify(c, c->tx, MPQ_POLL_IN, pos);
 		off += chunk;
 		first = 0;
 	} while (off < total);
@@ -317,7 +339,7 @@ static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
 
 	if (avail < sizeof(*f) || avail > c->size)
 		return -EUCLEAN;
-	ring_read(c, head, f, sizeof(*f));
+	*f = *(struct mpq_frame *)ring_at(c->rx_data, c->size, head);
 	if (!!(f->flags & MPQ_FRAME_FIRST) != first ||
 	    f->flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
 	    f->len > c->max_frame)
@@ -326,7 +348,8 @@ static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
 	if (avail < hdr + align8(f->len))
 		return -EUCLEAN;
 	if (first)
-		ring_read(c, head + sizeof(*f), total, sizeof(*total));
+		*total = *(uint64_t *)ring_at(c->rx_data, c->size,
+					      head + sizeof(*f));
 	return 0;
 }
 
@@ -386,7 +409,7 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 		head += hdr + align8(f.len);
 		/* Pairs with the acquire of head in conn_ready(). */
 		store_release(&c->rx->head, head);
-		conn_notify(c, c->rx, MPQ_POLL_OUT, 0);
+		conn_notify(c, c->rx, MPQ_POLL_OUT, 0);	/* old_tail unused */
 		if (f.flags & MPQ_FRAME_LAST) {
 			ret = off == total ? 0 : -EUCLEAN;
 			break;

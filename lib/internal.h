@@ -7,6 +7,7 @@
 #define MPQ_INTERNAL_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -21,7 +22,50 @@
 #define load_relaxed(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
 #define load_acquire(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define full_fence()		__atomic_thread_fence(__ATOMIC_SEQ_CST)
+/*
+ * A full barrier. On x86 a locked add to the stack orders as mfence does
+ * and costs less (the kernel's smp_mb() made the same choice).
+ */
+static inline void full_fence(void)
+{
+#if defined(__x86_64__)
+	__asm__ __volatile__("lock; orl $0, -4(%%rsp)" ::: "memory", "cc");
+#else
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/*
+ * memcpy for message bodies. Most messages are a few bytes, for which the
+ * call into memcpy costs more than the copy: those are done with two
+ * overlapping loads and stores of a width that covers them.
+ */
+static inline void mpq_copy(void *dst, const void *src, size_t n)
+{
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+
+	if (n >= 8 && n <= 16) {
+		uint64_t a, b;
+
+		__builtin_memcpy(&a, s, 8);
+		__builtin_memcpy(&b, s + n - 8, 8);
+		__builtin_memcpy(d, &a, 8);
+		__builtin_memcpy(d + n - 8, &b, 8);
+	} else if (n >= 4 && n < 8) {
+		uint32_t a, b;
+
+		__builtin_memcpy(&a, s, 4);
+		__builtin_memcpy(&b, s + n - 4, 4);
+		__builtin_memcpy(d, &a, 4);
+		__builtin_memcpy(d + n - 4, &b, 4);
+	} else if (n < 4) {
+		while (n--)
+			*d++ = *s++;
+	} else {
+		__builtin_memcpy(d, s, n);
+	}
+}
 
 static inline void cpu_relax(void)
 {

@@ -244,38 +244,6 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 	free(q);
 }
 
-/*
- * memcpy for message bodies. Most messages are a few bytes, for which the
- * call into memcpy costs more than the copy: those are done with two
- * overlapping loads and stores of a width that covers them.
- */
-static inline void mpq_copy(void *dst, const void *src, size_t n)
-{
-	unsigned char *d = dst;
-	const unsigned char *s = src;
-
-	if (n >= 8 && n <= 16) {
-		uint64_t a, b;
-
-		__builtin_memcpy(&a, s, 8);
-		__builtin_memcpy(&b, s + n - 8, 8);
-		__builtin_memcpy(d, &a, 8);
-		__builtin_memcpy(d + n - 8, &b, 8);
-	} else if (n >= 4 && n < 8) {
-		uint32_t a, b;
-
-		__builtin_memcpy(&a, s, 4);
-		__builtin_memcpy(&b, s + n - 4, 4);
-		__builtin_memcpy(d, &a, 4);
-		__builtin_memcpy(d + n - 4, &b, 4);
-	} else if (n < 4) {
-		while (n--)
-			*d++ = *s++;
-	} else {
-		memcpy(d, s, n);
-	}
-}
-
 static struct mpq_slot *mpq_slot_at(const struct mpq_queue *q, uint64_t pos)
 {
 	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
