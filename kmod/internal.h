@@ -41,5 +41,6 @@ extern atomic_long_t mpq_nr_pages;
 extern unsigned long mpq_max_object_bytes;
 
 u64 mpq_next_id(void);
+long mpq_info_to_user(void __user *uarg, void *info, size_t ksize, u32 min);
 
 #endif /* _MPQ_INTERNAL_H */

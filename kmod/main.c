@@ -19,6 +19,7 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mpq.h>
+#include <linux/uaccess.h>
 
 #include "internal.h"
 
@@ -48,6 +49,37 @@ MODULE_PARM_DESC(pages, "Pages held by live objects (read-only)");
 u64 mpq_next_id(void)
 {
 	return atomic64_inc_return(&mpq_last_id);
+}
+
+/**
+ * mpq_info_to_user() - copy an extensible info struct out to userspace
+ * @uarg:	the caller's struct, whose first __u32 is its size
+ * @info:	ours, whose first __u32 is the size we fill in
+ * @ksize:	sizeof(*info)
+ * @min:	the size of the first version of the struct
+ *
+ * An older caller gets what fits, a newer one zeroes past what we know;
+ * either way the size field says how much is real.
+ *
+ * Return: 0, -EFAULT, -EINVAL (smaller than @min), -E2BIG (over a page).
+ */
+long mpq_info_to_user(void __user *uarg, void *info, size_t ksize, u32 min)
+{
+	u32 usize;
+
+	if (get_user(usize, (u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < min)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	if (usize < ksize)
+		*(u32 *)info = usize;
+	if (copy_to_user(uarg, info, min_t(size_t, usize, ksize)))
+		return -EFAULT;
+	if (usize > ksize && clear_user(uarg + ksize, usize - ksize))
+		return -EFAULT;
+	return 0;
 }
 
 static long mpq_dev_ioctl(struct file *file, unsigned int cmd,

@@ -419,22 +419,8 @@ static long mpq_pipe_info(struct mpq_end *e, void __user *uarg)
 		.map_size	= p->map_size,
 		.id		= p->id,
 	};
-	u32 usize;
 
-	if (get_user(usize, (u32 __user *)uarg))
-		return -EFAULT;
-	if (usize < MPQ_PIPE_INFO_SIZE_VER0)
-		return -EINVAL;
-	if (usize > PAGE_SIZE)
-		return -E2BIG;
-	if (usize < sizeof(info))
-		info.size = usize;
-	if (copy_to_user(uarg, &info, min_t(size_t, usize, sizeof(info))))
-		return -EFAULT;
-	if (usize > sizeof(info) &&
-	    clear_user(uarg + sizeof(info), usize - sizeof(info)))
-		return -EFAULT;
-	return 0;
+	return mpq_info_to_user(uarg, &info, sizeof(info), MPQ_PIPE_INFO_SIZE_VER0);
 }
 
 static long mpq_pipe_ioctl(struct file *file, unsigned int cmd,
