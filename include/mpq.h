@@ -158,6 +158,279 @@ int mpq_queue_backend(struct mpq_queue *q);
 int mpq_queue_fileno(struct mpq_queue *q);
 
 /*
+ * Process: Python's multiprocessing.Process. A process runs a target
+ * function with a copy of an argument's bytes, and its parent can join it,
+ * signal it and read its exit code.
+ *
+ * A process object belongs to the process that made it: only that process
+ * starts, joins, signals or closes it as a child (elsewhere, e.g. in a
+ * forked child that inherited a copy, those calls give -ECHILD). After
+ * mpq_process_close() every call but mpq_process_name(),
+ * mpq_process_daemon() and mpq_process_free() gives -EBADF.
+ *
+ * Start methods:
+ *   MPQ_START_FORK   fork(2): the child is a copy of the parent and runs
+ *                    the target at once. Only the calling thread is
+ *                    copied: a lock that another thread held at that
+ *                    moment stays held in the child forever. libmpq's own
+ *                    lock is taken around every fork (pthread_atfork), and
+ *                    glibc does the same for malloc and stdio; locks of the
+ *                    program's own are its business, and the spawn method
+ *                    is the way out for a program with threads.
+ *   MPQ_START_SPAWN  fork(2) and execve(2) of /proc/self/exe with the
+ *                    parent's arguments: the child is a fresh copy of the
+ *                    program. Its main() calls mpq_init(), which finds the
+ *                    target by the name mpq_register_target() gave it
+ *                    (Python pickles a function by its qualified name),
+ *                    runs it and exits. Objects reach a spawned child as
+ *                    handles (mpq_queue_export()) in the argument bytes.
+ *
+ * How a child ends: the target's return value is the exit status (only
+ * its low 8 bits reach the parent, as with exit(3)); the library then
+ * ends the child's own children as at exit (below), flushes stdio and
+ * calls _exit(2). Handlers the program registered with atexit(3) run only
+ * where the target calls exit(3) itself. Output buffered in stdio before a
+ * fork start is flushed first, so that it is not written twice.
+ *
+ * At exit, libmpq terminates (SIGTERM) the daemon children of the exiting
+ * process, joins its other children, then waits up to a second for the
+ * daemons and kills (SIGKILL) any left. A daemon child also gets
+ * PR_SET_PDEATHSIG(SIGTERM): it is terminated even when its parent is
+ * killed. The kernel sends that signal when the *thread* that started the
+ * daemon ends, so start daemons from a thread that lives as long as the
+ * process (the main thread).
+ *
+ * Children are reaped with waitid(2) by their process objects: a SIGCHLD
+ * handler that reaps every child (wait(-1)), or SIGCHLD set to SIG_IGN,
+ * takes their exit codes away (join then returns 0 and exitcode -ECHILD).
+ */
+#include <sys/types.h>
+
+struct mpq_process;
+
+/* A target: its return value is the process's exit status (0..255). */
+typedef int (*mpq_target_fn)(const void *arg, size_t arg_len);
+
+enum mpq_start_method {
+	MPQ_START_DEFAULT	= 0,	/* fork */
+	MPQ_START_FORK		= 1,
+	MPQ_START_SPAWN		= 2,
+};
+
+/*
+ * Creation settings. Zero-initialise, then set what you need: zero means
+ * the default. Reserved fields and flags must be zero.
+ */
+struct mpq_process_attr {
+	const char *name;	/* NULL: "Process-N" (N counts the processes
+				   this process made; "Process-1:2" in a child
+				   of Process-1), as Python names them */
+	int32_t daemon;		/* 0 or 1 */
+	int32_t start_method;	/* enum mpq_start_method */
+	uint32_t flags;		/* none yet: must be 0 */
+	uint32_t __pad;
+	uint64_t __reserved[4];
+};
+
+/*
+ * Register fn as a spawn target under name (at most 255 bytes; copied).
+ * The spawned child finds it there by name, so register every target
+ * before mpq_init() runs, in the same way in every run of the program:
+ * MPQ_TARGET() does it from a constructor. Registering the same name and
+ * function again is harmless.
+ * Returns 0, -EINVAL (NULL, empty or too long name, NULL fn), -EEXIST (the
+ * name is taken by another function), -ENOMEM.
+ */
+int mpq_register_target(const char *name, mpq_target_fn fn);
+
+/*
+ * Register the function fn under its own name before main() runs. Use it
+ * at file scope, after fn's definition or declaration:
+ *	static int worker(const void *arg, size_t len) { ... }
+ *	MPQ_TARGET(worker);
+ * The constructor has priority 101 (the first one open to programs), so
+ * that a constructor without priority may call mpq_init() after it.
+ */
+#define MPQ_TARGET(fn)							\
+	static void __attribute__((constructor(101)))			\
+	__mpq_register_target_##fn(void)				\
+	{								\
+		mpq_register_target(#fn, fn);				\
+	}								\
+	struct __mpq_target_##fn##_needs_a_semicolon
+
+/*
+ * Call first in main(), before anything the program should not do twice:
+ *	int main(int argc, char **argv) { mpq_init(&argc, &argv); ... }
+ * In a process started with MPQ_START_SPAWN it runs the target (with the
+ * name, daemon flag and parent the process has) and exits with its return
+ * value: it never returns there. It is recognised by the environment
+ * variable MPQ_SPAWN, which the parent sets and mpq_init() removes, and
+ * which names an inherited memfd holding the target's name, the process's
+ * name and the argument bytes. A child whose bootstrap cannot be read
+ * exits with status 127 after a message on stderr.
+ * Elsewhere it remembers argv (the arguments a spawned child gets again)
+ * and returns 0. argc and argv may both be NULL: argv is then read from
+ * /proc/self/cmdline when a child is spawned (a test harness that owns
+ * main() calls mpq_init(NULL, NULL) from a constructor). Nothing is taken
+ * out of argv yet; the pointers leave room for options of libmpq's own.
+ * A program that spawns without ever calling mpq_init() has children that
+ * run its main() again: they get -EPROTO from mpq_process_start() rather
+ * than starting children of their own.
+ * Returns 0, or -EINVAL (only one of argc and argv is NULL), -ENOMEM.
+ */
+int mpq_init(int *argc, char ***argv);
+
+/*
+ * Make a process that will run target(copy of arg, arg_len). The arg bytes
+ * are copied now (the C form of Python's pickled args): the caller may
+ * reuse its buffer at once. attr may be NULL for all defaults.
+ * Returns 0, -EINVAL (NULL out or target, NULL arg with arg_len, bad
+ * attr), -ENOMEM.
+ */
+int mpq_process_new(struct mpq_process **out, mpq_target_fn target,
+		    const void *arg, size_t arg_len,
+		    const struct mpq_process_attr *attr);
+
+/*
+ * Start the process. With MPQ_START_SPAWN the call returns once the child
+ * has executed the program again (an execve failure is returned here).
+ * Returns 0, -EINVAL (started before, or not a child's object), -ECHILD
+ * (the object was made by another process), -EPERM (the caller is a
+ * daemon process), -ENOENT (spawn: target not registered), -EPROTO (the
+ * caller is a spawned child whose main() did not call mpq_init()), -EBADF
+ * (closed), -EAGAIN, -ENOMEM, -EMFILE (fork, pipe or fds), or execve's
+ * error.
+ */
+int mpq_process_start(struct mpq_process *p);
+
+/*
+ * Wait for the process to end, up to timeout_ns, and reap it. For the
+ * object mpq_parent_process() gives, wait for the parent to end.
+ * Returns 0 (it has ended), -EAGAIN (running, timeout_ns == 0),
+ * -ETIMEDOUT, -EINVAL (not started), -EDEADLK (the current process),
+ * -ECHILD (not a child of the caller), -EBADF (closed).
+ */
+int mpq_process_join(struct mpq_process *p, int64_t timeout_ns);
+
+/*
+ * 1 while the process runs (from start until it has ended; always for the
+ * current process), else 0; reaps it if it has ended. -EINVAL, -ECHILD,
+ * -EBADF as for join.
+ */
+int mpq_process_is_alive(struct mpq_process *p);
+
+/*
+ * The exit code, Python's Process.exitcode: the target's return value, or
+ * -N if signal N ended it. Reaps the process if it has ended.
+ * Returns 0 with *code set, -EAGAIN (not started or still running:
+ * Python's None; always for the current and the parent process), -ECHILD
+ * (not a child of the caller, or reaped by someone else), -EINVAL, -EBADF.
+ */
+int mpq_process_exitcode(struct mpq_process *p, int *code);
+
+/*
+ * The process ID: the child's once started (it stays after the end), the
+ * caller's for mpq_current_process(). Returns -EAGAIN before start,
+ * -EINVAL, -EBADF: check it before passing it to kill(2), where a negative
+ * pid names a process group.
+ */
+pid_t mpq_process_pid(struct mpq_process *p);
+
+/* The name ("MainProcess" for the main process), or NULL if p is NULL. */
+const char *mpq_process_name(struct mpq_process *p);
+
+/* 1 for a daemon process, 0 otherwise, or -EINVAL. */
+int mpq_process_daemon(struct mpq_process *p);
+
+/*
+ * Send SIGTERM (terminate) or SIGKILL (kill) to the child, through its
+ * pidfd where there is one, so that a recycled pid is never signalled.
+ * A child that has already ended is left alone (returns 0).
+ * Returns 0, -EINVAL (not started, or not a child: the current or parent
+ * process), -ECHILD, -EBADF, or the error of pidfd_send_signal(2)/kill(2).
+ */
+int mpq_process_terminate(struct mpq_process *p);
+int mpq_process_kill(struct mpq_process *p);
+
+/*
+ * An fd that becomes readable (POLLIN) when the process ends: a pidfd
+ * (pidfd_open(2), kernel 5.3), else the read end of a pipe whose write
+ * end only the child holds (readable once the child and any children that
+ * inherited that end are gone). For mpq_parent_process(), a pidfd of the
+ * parent. The fd belongs to the object: do not close it; it stays valid
+ * after the process ends, until mpq_process_close().
+ * Returns the fd, -EINVAL (not started, or the current process), -ENOSYS
+ * (the parent's, without pidfds), -ECHILD, -EBADF, or why no fd could be
+ * had at start (e.g. -EMFILE).
+ */
+int mpq_process_sentinel(struct mpq_process *p);
+
+/*
+ * Release the object's resources (its sentinel fd, its arg copy); the
+ * memory stays until mpq_process_free(). Later calls give -EBADF.
+ * Returns 0, -EBUSY (still running: join or terminate it first; Python's
+ * ValueError), -EINVAL (the current or the parent process), -EBADF.
+ */
+int mpq_process_close(struct mpq_process *p);
+
+/*
+ * Close and free the object. A child still running is not stopped: the
+ * library keeps its record and reaps it later (mpq_active_children(),
+ * the next start, or exit), as Python does with a Process it no longer
+ * references. The objects of the current and the parent process belong to
+ * the library: freeing them does nothing.
+ */
+void mpq_process_free(struct mpq_process *p);
+
+/*
+ * The current process: "MainProcess" in the main process (and in children
+ * forked with fork(2) directly), the child's own object in a child. Never
+ * NULL. Owned by the library.
+ */
+struct mpq_process *mpq_current_process(void);
+
+/*
+ * In a child that libmpq started: its parent (name, pid, join, is_alive,
+ * sentinel). NULL in the main process. Owned by the library.
+ */
+struct mpq_process *mpq_parent_process(void);
+
+/*
+ * Reap the children of the caller that have ended, then store up to max
+ * of those still running into out[] (objects freed while running are
+ * reaped but not listed). out may be NULL when max is 0.
+ * Returns the count of running children (which may be more than max), or
+ * -EINVAL.
+ */
+int mpq_active_children(struct mpq_process **out, int max);
+
+/* The CPUs this process may run on (sched_getaffinity(2)), at least 1. */
+int mpq_cpu_count(void);
+
+/* Room for any handle mpq_queue_export() writes, with its NUL. */
+#define MPQ_HANDLE_MAX		64
+
+/*
+ * Write a short handle for q into buf ("mpq-queue:fd=7"): pass it to a
+ * spawned child (in its argument bytes, say), where mpq_queue_import()
+ * opens the same queue. From now on q's fd is inherited by every child
+ * started with MPQ_START_SPAWN, at the same number, for as long as q is
+ * open. (Forked children need no handle: they inherit q itself.)
+ * Returns the handle's length, -ERANGE (len too short; MPQ_HANDLE_MAX is
+ * enough), -EINVAL, -ENOMEM.
+ */
+int mpq_queue_export(struct mpq_queue *q, char *buf, size_t len);
+
+/*
+ * Open the queue a handle from mpq_queue_export() names, in the child that
+ * inherited it. Importing a handle twice gives two handles on one queue.
+ * Returns 0, -EINVAL (not a queue handle, or the fd is not a queue),
+ * -EBADF (the fd was not inherited), and mpq_queue_from_fd()'s errors.
+ */
+int mpq_queue_import(struct mpq_queue **out, const char *handle);
+
+/*
  * Pipe and Connection: Python's multiprocessing.Pipe for byte messages,
  * over shared-memory rings (not a kernel pipe). Messages of any size that
  * fits in memory; each is copied once on each side.

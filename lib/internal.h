@@ -156,4 +156,80 @@ struct mpq_queue {
 	uint64_t map_size;
 };
 
+/*
+ * process.c and spawn.c: processes. One lock, mpq_proc_lock(), guards the
+ * list of running children, the spawn targets and the exported fds; it is
+ * held across every fork (pthread_atfork), so no child starts with it held.
+ */
+enum mpq_proc_state {
+	MPQ_PROC_NEW,		/* made, not started */
+	MPQ_PROC_STARTED,	/* running, or ended and not yet reaped */
+	MPQ_PROC_ENDED,		/* reaped: exitcode holds */
+	MPQ_PROC_CLOSED,	/* mpq_process_close(): only free is left */
+};
+
+struct mpq_process {
+	uint32_t magic;		/* MPQ_PROC_MAGIC while usable */
+	int state;		/* enum mpq_proc_state */
+	int daemon;
+	int start_method;	/* MPQ_START_FORK or MPQ_START_SPAWN */
+	pid_t owner;		/* who made it: the only one that may start,
+				   join or signal it */
+	pid_t pid;
+	int sentinel;		/* pidfd, or a pipe's read end without pidfd
+				   support; -1 with the reason in sentinel_err */
+	int sentinel_err;
+	int has_pidfd;
+	int exitcode;		/* status, or -signal, once ENDED */
+	int reap_err;		/* -ECHILD: someone else reaped it */
+	int detached;		/* freed while running: reaped, then freed */
+	mpq_target_fn target;
+	void *arg;
+	size_t arg_len;
+	char *name;
+	char *identity;		/* "1:2": start counters from the main process */
+	struct mpq_process *next;	/* in the running children's list */
+};
+
+/*
+ * What a parent prepares for a child before it forks. While it is in
+ * flight (prepare to parent/abort) any other fork closes its write ends
+ * in the child it makes: only this launch's child may hold them.
+ */
+struct mpq_launch {
+	pid_t parent_pid;
+	int parent_pidfd;	/* the parent's own pidfd, for the child's
+				   mpq_parent_process(); -1 without pidfds */
+	int pipe[2];		/* without pidfds: the sentinel pipe */
+	int err[2];		/* spawn: the exec-error pipe */
+	struct mpq_launch *next;	/* launches in flight */
+};
+
+/* The environment variable that makes a process a spawned child. */
+#define MPQ_SPAWN_ENV		"MPQ_SPAWN"
+
+void mpq_proc_lock(void);
+void mpq_proc_unlock(void);
+int mpq_proc_create(struct mpq_process **out, mpq_target_fn target,
+		    const void *arg, size_t arg_len, const char *name,
+		    const char *identity, int daemon, int start_method);
+int mpq_launch_prepare(struct mpq_launch *l, int spawn);
+void mpq_launch_forked(struct mpq_launch *l);
+void mpq_launch_child(const struct mpq_launch *l, int daemon);
+void mpq_launch_parent(struct mpq_launch *l, struct mpq_process *p,
+		       pid_t pid);
+void mpq_launch_abort(struct mpq_launch *l);
+const char *mpq_proc_self_name(void);
+void mpq_proc_become(struct mpq_process *p, pid_t ppid, const char *pname,
+		     int ppidfd);
+__attribute__((noreturn)) void mpq_proc_run(struct mpq_process *p);
+
+/* spawn.c */
+int mpq_spawn_start(struct mpq_process *p);
+/* Let fd reach spawned children (at its number) while it stays open. */
+int mpq_spawn_inherit_fd(int fd);
+/* "mpq-<type>:fd=<fd>": handles for objects passed to spawned children. */
+int mpq_handle_format(char *buf, size_t len, const char *type, int fd);
+int mpq_handle_parse(const char *handle, const char *type, int *fd);
+
 #endif /* MPQ_INTERNAL_H */
