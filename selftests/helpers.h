@@ -9,14 +9,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -171,6 +178,72 @@ static inline uint64_t rnd(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 2685821657736338717ULL;
+}
+
+/*
+ * Wait up to timeout_ms for *flag (in memory shared with another process)
+ * to become non-zero. Returns its value, or 0 on timeout.
+ */
+static inline int wait_for_flag(int *flag, int timeout_ms)
+{
+	int64_t end = now_ns() + timeout_ms * NSEC_PER_MSEC;
+	int v;
+
+	while (!(v = __atomic_load_n(flag, __ATOMIC_ACQUIRE))) {
+		if (now_ns() > end)
+			return 0;
+		sleep_ms(1);
+	}
+	return v;
+}
+
+static inline void set_flag(int *flag, int v)
+{
+	__atomic_store_n(flag, v, __ATOMIC_RELEASE);
+}
+
+/* pidfd_open(2), for watching a process that is not our child. */
+static inline int pidfd_of(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Is fd readable (or at end of file: POLLHUP) within timeout_ms? */
+static inline int readable_within(int fd, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	return poll(&pfd, 1, timeout_ms) == 1 &&
+	       (pfd.revents & (POLLIN | POLLHUP));
+}
+
+/*
+ * Make the system call nr fail with err from now on, in this process and
+ * the children it makes (x86-64 only; elsewhere every call is allowed and
+ * the caller should skip). Returns 0 or -errno.
+ */
+static inline int seccomp_fail_syscall(int nr, int err)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)nr, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err & 0xffff)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+		.len = sizeof(filter) / sizeof(filter[0]),
+		.filter = filter,
+	};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		return -errno;
+	return 0;
 }
 
 #endif /* MPQ_SELFTEST_HELPERS_H */
