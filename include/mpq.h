@@ -515,6 +515,17 @@ void mpq_conn_free(struct mpq_conn *c);
 int mpq_conn_backend(struct mpq_conn *c);
 
 /*
+ * Hand an end to a spawned child: mpq_conn_export() writes a short handle
+ * into buf and marks the end's fds to be inherited by children started
+ * with MPQ_START_SPAWN; pass the handle in the target's argument, and the
+ * child opens its own handle of the end with mpq_conn_import(). Returns
+ * the handle's length or -ERANGE, -EBADF, -EINVAL; import returns 0 or
+ * -EINVAL (not a handle of an end), -EUCLEAN, -ENOMEM.
+ */
+int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len);
+int mpq_conn_import(struct mpq_conn **out, const char *handle);
+
+/*
  * Waiting on many things: multiprocessing.connection.wait for C. Any mix
  * of connections (ready: a message or the end of file), queues (ready: a
  * message) and plain fds (ready: readable; a process sentinel is one).

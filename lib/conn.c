@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -739,4 +740,117 @@ err:
 MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
 {
 	return c ? c->backend : -EINVAL;
+}
+
+/* ---- handing an end to a spawned child ------------------------------ */
+
+/*
+ * A handle names the fds an end is made of; mpq_conn_export() marks them
+ * to be inherited by spawned children (see spawn.c), and the child's
+ * mpq_conn_import() maps the end again from them:
+ *   mpq-conn:kmod:FD                         the end's fd (the module
+ *                                            knows which end it is)
+ *   mpq-conn:memfd:END:MEMFD:SOCK:RX:RXS:TXD:TX
+ *                                            the memfd, this end's
+ *                                            socket and the four bells
+ */
+MPQ_EXPORT int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len)
+{
+	int fds[6] = { c ? c->fd : -1, -1, -1, -1, -1, -1 };
+	int ret = conn_check(c), n, i, nfds = 1;
+
+	if (ret)
+		return ret;
+	if (!buf)
+		return -EINVAL;
+	if (c->backend == MPQ_BACKEND_KMOD) {
+		n = snprintf(buf, len, "mpq-conn:kmod:%d", c->fd);
+	} else {
+		fds[1] = c->sock;
+		fds[2] = c->bell_rx;
+		fds[3] = c->bell_rx_space;
+		fds[4] = c->bell_tx_data;
+		fds[5] = c->bell_tx;
+		nfds = 6;
+		n = snprintf(buf, len, "mpq-conn:memfd:%d:%d:%d:%d:%d:%d:%d",
+			     c->end, fds[0], fds[1], fds[2], fds[3], fds[4],
+			     fds[5]);
+	}
+	if (n < 0 || (size_t)n >= len)
+		return -ERANGE;
+	for (i = 0; i < nfds; i++) {
+		ret = mpq_spawn_inherit_fd(fds[i]);
+		if (ret)
+			return ret;
+	}
+	return n;
+}
+
+static int conn_dup(int fd)
+{
+	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	return d < 0 ? -errno : d;
+}
+
+MPQ_EXPORT int mpq_conn_import(struct mpq_conn **out, const char *handle)
+{
+	int fds[6], end = 0, n = -1, ret, i, k;
+	struct mpq_pipe_geom g;
+	struct mpq_conn *c;
+	uint32_t flags;
+
+	if (!out || !handle)
+		return -EINVAL;
+	if (sscanf(handle, "mpq-conn:kmod:%d%n", &fds[0], &n) == 1 &&
+	    n == (int)strlen(handle)) {
+		struct mpq_pipe_info info = { .size = sizeof(info) };
+
+		if (ioctl(fds[0], MPQ_IOC_PIPE_INFO, &info) < 0)
+			return errno == ENOTTY ? -EINVAL : -errno;
+		c = conn_alloc(MPQ_BACKEND_KMOD, (int)info.end, 0);
+		if (!c)
+			return -ENOMEM;
+		g.ring_size = info.ring_size;
+		g.data_off[0] = info.data_off[0];
+		g.data_off[1] = info.data_off[1];
+		g.map_size = info.map_size;
+		flags = info.flags;
+		c->fd = conn_dup(fds[0]);
+		ret = c->fd < 0 ? c->fd : 0;
+	} else if (sscanf(handle, "mpq-conn:memfd:%d:%d:%d:%d:%d:%d:%d%n", &end,
+			  &fds[0], &fds[1], &fds[2], &fds[3], &fds[4], &fds[5],
+			  &n) == 7 && n == (int)strlen(handle) &&
+		   (end == 0 || end == 1)) {
+		ret = mpq_memfd_pipe_info(fds[0], &g, &flags);
+		if (ret)
+			return ret;
+		c = conn_alloc(MPQ_BACKEND_MEMFD, end, 0);
+		if (!c)
+			return -ENOMEM;
+		int *mine[6] = { &c->fd, &c->sock, &c->bell_rx,
+				 &c->bell_rx_space, &c->bell_tx_data,
+				 &c->bell_tx };
+
+		for (i = 0, ret = 0; i < 6 && !ret; i++) {
+			k = conn_dup(fds[i]);
+			if (k < 0)
+				ret = k;
+			else
+				*mine[i] = k;
+		}
+	} else {
+		return -EINVAL;
+	}
+	if (!ret)
+		ret = conn_map(c, c->fd, &g, flags & MPQ_PIPE_DUPLEX);
+	if (ret) {
+		if (c->shm)
+			munmap(c->shm, c->map_size);
+		conn_close_fds(c);
+		free(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
 }

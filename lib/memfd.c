@@ -140,3 +140,37 @@ err:
 	close(mfd);
 	return ret;
 }
+
+/*
+ * A pipe's geometry from its memfd, believed only if it is one
+ * mpq_memfd_pipe_create() could have made, at the file's sealed size.
+ */
+int mpq_memfd_pipe_info(int fd, struct mpq_pipe_geom *g, uint32_t *flags)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	struct mpq_pipe_shm hdr;
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (size_t)st.st_size < sizeof(hdr) ||
+	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+	    hdr.magic != MPQ_PIPE_MAGIC)
+		return -EINVAL;
+	if (hdr.version != MPQ_PIPE_VERSION || hdr.ring_size < 4096 ||
+	    hdr.ring_size & (hdr.ring_size - 1) ||
+	    hdr.data_off[0] != page || hdr.data_off[1] != page + hdr.ring_size ||
+	    hdr.map_size != page + 2 * (uint64_t)hdr.ring_size ||
+	    hdr.map_size != (uint64_t)st.st_size)
+		return -EUCLEAN;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & MPQ_MEMFD_SEALS) != MPQ_MEMFD_SEALS)
+		return -EUCLEAN;
+	g->ring_size = hdr.ring_size;
+	g->data_off[0] = hdr.data_off[0];
+	g->data_off[1] = hdr.data_off[1];
+	g->map_size = hdr.map_size;
+	*flags = hdr.flags & MPQ_PIPE_DUPLEX;
+	return 0;
+}

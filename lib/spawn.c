@@ -46,8 +46,6 @@
 /* The exit status of a spawned child that cannot run its target. */
 #define MPQ_SPAWN_FAILED	127
 
-extern char **environ;
-
 struct mpq_target {
 	char *name;
 	mpq_target_fn fn;

@@ -12,6 +12,46 @@
 #include "kselftest_harness.h"
 #include "helpers.h"
 
+/* Spawned children are this binary again: see process_test.c. */
+static void __attribute__((constructor)) run_spawned_target(void)
+{
+	mpq_init(NULL, NULL);
+}
+
+/*
+ * In a spawned child: open the end and the queue named by the handles in
+ * arg ("CONN QUEUE"), reply on the end and put on the queue.
+ */
+static int spawned_replies(const void *arg, size_t len)
+{
+	char handles[256], *space;
+	struct mpq_conn *c;
+	struct mpq_queue *q;
+	char buf[16];
+	size_t n = sizeof(buf);
+
+	if (len >= sizeof(handles))
+		return 1;
+	memcpy(handles, arg, len);
+	handles[len] = 0;
+	space = strchr(handles, ' ');
+	if (!space)
+		return 2;
+	*space = 0;
+	if (mpq_conn_import(&c, handles) || mpq_queue_import(&q, space + 1))
+		return 3;
+	if (mpq_conn_recv_bytes_into(c, buf, &n, 10 * NSEC_PER_SEC) ||
+	    n != 4 || memcmp(buf, "ping", 4))
+		return 4;
+	if (mpq_conn_send_bytes(c, "pong", 4, MPQ_FOREVER) ||
+	    mpq_queue_put(q, "queued", 6, MPQ_FOREVER))
+		return 5;
+	mpq_conn_free(c);
+	mpq_queue_free(q);
+	return 0;
+}
+MPQ_TARGET(spawned_replies);
+
 /* Message i of a test: length and content both follow from i. */
 static void fill(unsigned char *p, size_t n, uint64_t seed)
 {
@@ -484,6 +524,57 @@ TEST(ping_pong_with_sleeping_sides_loses_no_wake_up)
 	ASSERT_EQ(0, wait_child(pid, 10000));
 	mpq_conn_free(ends[0]);
 	mpq_conn_free(ends[1]);
+}
+
+/* Spawn: a fresh program, reached by an end and a queue through handles. */
+TEST(a_spawned_child_gets_an_end_and_a_queue_through_handles)
+{
+	struct mpq_process_attr pa = { .start_method = MPQ_START_SPAWN };
+	struct mpq_queue *q;
+	struct mpq_conn *a, *b;
+	struct mpq_process *p;
+	char arg[256], buf[16];
+	size_t len = sizeof(buf);
+	int n, m, code = -1;
+
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+	ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+	n = mpq_conn_export(b, arg, sizeof(arg));
+	ASSERT_LT(0, n);
+	arg[n++] = ' ';
+	m = mpq_queue_export(q, arg + n, sizeof(arg) - n);
+	ASSERT_LT(0, m);
+	ASSERT_EQ(0, mpq_process_new(&p, spawned_replies, arg, n + m, &pa));
+	ASSERT_EQ(0, mpq_process_start(p));
+	mpq_conn_close(b);		/* the child holds the end now */
+	ASSERT_EQ(0, mpq_conn_send_bytes(a, "ping", 4, MPQ_FOREVER));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 20 * NSEC_PER_SEC));
+	ASSERT_EQ(0, memcmp(buf, "pong", 4));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 20 * NSEC_PER_SEC));
+	ASSERT_EQ(0, memcmp(buf, "queued", 6));
+	ASSERT_EQ(0, mpq_process_join(p, 20 * NSEC_PER_SEC));
+	ASSERT_EQ(0, mpq_process_exitcode(p, &code));
+	ASSERT_EQ(0, code);
+	/* Its end is gone with it: the end of file. */
+	len = sizeof(buf);
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(a, buf, &len, 5 * NSEC_PER_SEC));
+	mpq_process_free(p);
+	mpq_queue_free(q);
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
+TEST(import_refuses_what_is_not_an_end)
+{
+	struct mpq_conn *c;
+
+	ASSERT_EQ(-EINVAL, mpq_conn_import(&c, "mpq-conn:kmod:"));
+	ASSERT_EQ(-EINVAL, mpq_conn_import(&c, "mpq-conn:kmod:0 "));
+	ASSERT_EQ(-EINVAL, mpq_conn_import(&c, "mpq-queue:fd=3"));
+	ASSERT_EQ(-EINVAL, mpq_conn_import(&c, "mpq-conn:memfd:2:3:4:5:6:7:8"));
+	ASSERT_EQ(-EINVAL, mpq_conn_import(&c, NULL));
+	ASSERT_GT(0, mpq_conn_import(&c, "mpq-conn:kmod:0"));	/* stdin */
 }
 
 TEST_HARNESS_MAIN
