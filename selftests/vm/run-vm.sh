@@ -99,7 +99,8 @@ esac
 
 mkdir -p "$vmdir/runs"
 # Keep the last 20 runs' logs for a look afterwards.
-ls -1dt "$vmdir"/runs/run.* 2>/dev/null | tail -n +20 | xargs -r rm -rf
+# (No runs yet: ls finds nothing, which pipefail must not make fatal.)
+ls -1dt "$vmdir"/runs/run.* 2>/dev/null | tail -n +20 | xargs -r rm -rf || true
 run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 {
 	printf 'MPQ_VM_MODULE=%q\n' "$module"
