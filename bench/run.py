@@ -467,7 +467,8 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite report and plots from OUT/results.json")
     a = ap.parse_args()
-    rounds = a.rounds or (2 if a.quick else 3)
+    # Quick: one round, a first look in under a minute; full: three.
+    rounds = a.rounds or (1 if a.quick else 3)
     os.makedirs(a.out, exist_ok=True)
 
     def log(s):
