@@ -229,6 +229,11 @@ def goals(res, backend, tcg):
     add("Connection ping-pong 8 B: ≤ 2x the spin floor", r,
         r and "%.2fx (%s vs %s)" % (r, fmt_ns(mc), fmt_ns(floor)), r and r <= 2,
         "no mpq-conn row")
+    if r and r > 2:
+        # Why, as measured (README): the byte ring's reader must see the
+        # tail's line and the data's line, where the queue's slot is one.
+        g[-1] = (g[-1][0], g[-1][1], "not met: each message moves two cache "
+                 "lines to the reader (tail, data); the queue moves one")
     r = ratio(cpipe_c, mc)
     add("Connection ping-pong 8 B: ≥ 20x faster than a C pipe", r,
         r and "%.0fx" % r, r and r >= 20, "no pipe row")
