@@ -188,6 +188,7 @@ static int rtt_run(enum impl impl, size_t n, uint64_t *samples,
 		return -1;
 	}
 	sl->parent = bench_sleeps();
+	bench_nforked = 0;	/* each run: its one child on the next CPU */
 	pid = bench_fork(impl == IMPL_PIPE ? "round trip, pipe" :
 			 "round trip, mpq queue");
 	if (pid == 0) {
@@ -265,6 +266,7 @@ static int stream_run(enum impl impl, uint64_t m, double *rate,
 	if (chan_open(&c, impl))
 		return -1;
 	sl->parent = bench_sleeps();
+	bench_nforked = 0;
 	pid = bench_fork(impl == IMPL_PIPE ? "stream, pipe" : "stream, mpq queue");
 	if (pid == 0) {
 		chan_keep(&c, 1);
@@ -447,6 +449,7 @@ int main(int argc, char **argv)
 		}
 	}
 	bench_install_handlers();
+	bench_pin_init();	/* as the suite: the two sides on different CPUs */
 
 	bench_machine(machine, sizeof(machine));
 	printf("machine: %s, backend %s\n", machine, backend);
