@@ -526,6 +526,87 @@ TEST(ping_pong_with_sleeping_sides_loses_no_wake_up)
 	mpq_conn_free(ends[1]);
 }
 
+/* Message k of the storm: its length and bytes follow from k. */
+static size_t storm_len(uint64_t k)
+{
+	uint64_t s = k * 0x9e3779b97f4a7c15ULL + 1;
+
+	return rnd(&s) % 3 == 0 ? 20000 + rnd(&s) % 50000 : rnd(&s) % 300;
+}
+
+static int storm_sender(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static unsigned char buf[70000];
+	uint64_t k;
+
+	mpq_conn_close(ends[1]);
+	for (k = 0;; k++) {
+		size_t n = storm_len(k);
+
+		fill(buf, n, k);
+		if (mpq_conn_send_bytes(ends[0], buf, n, MPQ_FOREVER))
+			return 1;
+	}
+}
+
+/*
+ * SIGKILL at a random instant, many times: whatever the sender was doing
+ * (between messages, in the middle of a long one that streams through the
+ * ring, or asleep waiting for room), the receiver gets whole, intact
+ * messages in order, then -EPIPE, and never hangs.
+ */
+TEST_F_TIMEOUT(slow, sender_killed_at_random_instants_never_corrupts_or_wedges, 600)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16384 };
+	static unsigned char got[70000], want[70000];
+	uint64_t seed = 1234;
+	int round;
+
+	for (round = 0; round < 100; round++) {
+		struct mpq_conn *ends[2];
+		uint64_t k = 0;
+		pid_t pid;
+		int ret;
+
+		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+		pid = spawn(storm_sender, ends);
+		mpq_conn_close(ends[0]);
+		/* Read for a random while (sometimes not at all), then kill. */
+		int64_t until = now_ns() + (int64_t)(rnd(&seed) % 3000000);
+
+		while (now_ns() < until) {
+			size_t len = sizeof(got);
+
+			ret = mpq_conn_recv_bytes_into(ends[1], got, &len, 0);
+			if (ret == -EAGAIN)
+				continue;
+			ASSERT_EQ(0, ret);
+			ASSERT_EQ(storm_len(k), len);
+			fill(want, len, k);
+			ASSERT_EQ(0, memcmp(want, got, len)) TH_LOG("message %lu", k);
+			k++;
+		}
+		kill(pid, SIGKILL);
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+		for (;;) {
+			size_t len = sizeof(got);
+
+			ret = mpq_conn_recv_bytes_into(ends[1], got, &len,
+						       10 * NSEC_PER_SEC);
+			if (ret == -EPIPE)
+				break;
+			ASSERT_EQ(0, ret) TH_LOG("round %d message %lu", round, k);
+			ASSERT_EQ(storm_len(k), len);
+			fill(want, len, k);
+			ASSERT_EQ(0, memcmp(want, got, len));
+			k++;
+		}
+		mpq_conn_free(ends[0]);
+		mpq_conn_free(ends[1]);
+	}
+}
+
 /* Spawn: a fresh program, reached by an end and a queue through handles. */
 TEST(a_spawned_child_gets_an_end_and_a_queue_through_handles)
 {
