@@ -607,6 +607,54 @@ TEST_F_TIMEOUT(slow, sender_killed_at_random_instants_never_corrupts_or_wedges, 
 	}
 }
 
+static int storm_reader(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static unsigned char buf[70000];
+
+	mpq_conn_close(ends[0]);
+	for (;;) {
+		size_t len = sizeof(buf);
+
+		if (mpq_conn_recv_bytes_into(ends[1], buf, &len, MPQ_FOREVER))
+			return 1;
+	}
+}
+
+/* The other way: the reader killed at random; the sender gets -EPIPE. */
+TEST_F_TIMEOUT(slow, reader_killed_at_random_instants_never_wedges_the_sender, 600)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16384 };
+	static unsigned char buf[70000];
+	uint64_t seed = 4321;
+	int round;
+
+	for (round = 0; round < 100; round++) {
+		struct mpq_conn *ends[2];
+		uint64_t k;
+		pid_t pid;
+		int ret = 0;
+
+		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+		pid = spawn(storm_reader, ends);
+		mpq_conn_close(ends[1]);
+		int64_t until = now_ns() + (int64_t)(rnd(&seed) % 3000000);
+
+		for (k = 0; now_ns() < until; k++)
+			ASSERT_EQ(0, mpq_conn_send_bytes(ends[0], buf, storm_len(k),
+							 MPQ_FOREVER));
+		kill(pid, SIGKILL);
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+		/* Sending on: -EPIPE once the ring is full at the latest. */
+		for (; ret == 0 && k < 1000000; k++)
+			ret = mpq_conn_send_bytes(ends[0], buf, storm_len(k),
+						  10 * NSEC_PER_SEC);
+		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d", round);
+		mpq_conn_free(ends[0]);
+		mpq_conn_free(ends[1]);
+	}
+}
+
 /* Spawn: a fresh program, reached by an end and a queue through handles. */
 TEST(a_spawned_child_gets_an_end_and_a_queue_through_handles)
 {
