@@ -10,6 +10,11 @@
  * used to compute an index masked into the ring, so garbage yields a wrong
  * poll answer for the scribbler, never an access out of bounds.
  *
+ * read(2) and write(2) on the fd (and so io_uring READ and WRITE) get and
+ * put one message inside the kernel, by the same ring rules; which is why
+ * libmpq, with the module, sleeps in poll() on the fd rather than on a
+ * futex: the kernel can wake the one, not the other.
+ *
  * Waking pollers needs a system call, and the fast path must not make one
  * when nobody polls. ->poll() sets a bit in poll_wanted before it checks
  * the ring; a producer checks that bit after it publishes a message and,
@@ -25,6 +30,7 @@
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/wait.h>
 
 #include "internal.h"
@@ -95,6 +101,142 @@ static __poll_t mpq_queue_poll(struct file *file, poll_table *pt)
 		smp_mb__after_atomic();
 	}
 	return mpq_queue_ready(q);
+}
+
+/* Wake the pollers that asked for bit, after the ring moved. */
+static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
+{
+	smp_mb();	/* the slot before wanted: pairs with ->poll() */
+	if (!(READ_ONCE(q->shm->poll_wanted) & bit))
+		return;
+	atomic_andnot(bit, (atomic_t *)&q->shm->poll_wanted);
+	wake_up_interruptible_poll(&q->wq, bit == MPQ_POLL_IN ?
+				   EPOLLIN | EPOLLRDNORM :
+				   EPOLLOUT | EPOLLWRNORM);
+}
+
+static bool mpq_nowait(struct kiocb *iocb)
+{
+	return iocb->ki_flags & IOCB_NOWAIT ||
+	       iocb->ki_filp->f_flags & O_NONBLOCK;
+}
+
+/* Other participants may move head and tail under us: this many tries. */
+#define MPQ_QUEUE_TRIES		64
+
+/*
+ * Take the oldest message into to, as libmpq's get does (see the ring
+ * rules in the uapi header): -EAGAIN if there is none, -EMSGSIZE if it
+ * does not fit (it stays), -EIO for a corrupt length (dropped, as libmpq
+ * drops it), -EFAULT if the copy failed (the message is lost).
+ */
+static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
+{
+	struct mpq_slot *s;
+	u64 pos = 0;
+	size_t copied = 0;
+	u32 len = 0;
+	int tries;
+
+	for (tries = 0; tries < MPQ_QUEUE_TRIES; tries++) {
+		pos = READ_ONCE(q->shm->head);
+		s = mpq_queue_slot(q, pos);
+		/* Acquire: pairs with the producer's release of seq. */
+		if (smp_load_acquire(&s->seq) != (u32)(pos + 1)) {
+			if (READ_ONCE(q->shm->head) == pos)
+				return -EAGAIN;
+			continue;
+		}
+		len = READ_ONCE(s->len);
+		if (len <= q->msg_max && len > iov_iter_count(to))
+			return -EMSGSIZE;
+		if (cmpxchg(&q->shm->head, pos, pos + 1) == pos)
+			break;
+	}
+	if (tries == MPQ_QUEUE_TRIES)
+		return -EAGAIN;
+	if (len <= q->msg_max)
+		copied = copy_to_iter(s + 1, len, to);
+	/* Release: we are done with the slot; pairs with the producer. */
+	smp_store_release(&s->seq, (u32)(pos + q->capacity));
+	mpq_queue_moved(q, MPQ_POLL_OUT);
+	if (len > q->msg_max)
+		return -EIO;
+	return copied == len ? len : -EFAULT;
+}
+
+/*
+ * Put one message, as libmpq's put does: -EAGAIN if full. A copy that
+ * fails after the slot is claimed cannot take the slot back: it is
+ * published with a length no reader accepts, and dropped by them.
+ */
+static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
+{
+	size_t len = iov_iter_count(from), copied;
+	struct mpq_slot *s;
+	u64 pos = 0;
+	int tries;
+
+	for (tries = 0; tries < MPQ_QUEUE_TRIES; tries++) {
+		u32 seq;
+
+		pos = READ_ONCE(q->shm->tail);
+		s = mpq_queue_slot(q, pos);
+		seq = smp_load_acquire(&s->seq);	/* pairs: consumer */
+		if (seq == (u32)pos) {
+			if (cmpxchg(&q->shm->tail, pos, pos + 1) == pos)
+				break;
+			continue;
+		}
+		if ((s32)(seq - (u32)pos) < 0 && READ_ONCE(q->shm->tail) == pos)
+			return -EAGAIN;			/* full */
+	}
+	if (tries == MPQ_QUEUE_TRIES)
+		return -EAGAIN;
+	copied = copy_from_iter(s + 1, len, from);
+	WRITE_ONCE(s->len, copied == len ? (u32)len : q->msg_max + 1);
+	/* Release: the message is there; pairs with the consumer. */
+	smp_store_release(&s->seq, (u32)(pos + 1));
+	mpq_queue_moved(q, MPQ_POLL_IN);
+	return copied == len ? len : -EFAULT;
+}
+
+static ssize_t mpq_queue_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct mpq_queue *q = iocb->ki_filp->private_data;
+	ssize_t ret;
+
+	for (;;) {
+		ret = mpq_queue_take(q, to);
+		if (ret != -EAGAIN || mpq_nowait(iocb))
+			return ret;
+		atomic_or(MPQ_POLL_IN, (atomic_t *)&q->shm->poll_wanted);
+		smp_mb__after_atomic();	/* pairs with the producer's fence */
+		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
+					       EPOLLIN);
+		if (ret)
+			return ret;
+	}
+}
+
+static ssize_t mpq_queue_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct mpq_queue *q = iocb->ki_filp->private_data;
+	ssize_t ret;
+
+	if (iov_iter_count(from) > q->msg_max)
+		return -EMSGSIZE;
+	for (;;) {
+		ret = mpq_queue_give(q, from);
+		if (ret != -EAGAIN || mpq_nowait(iocb))
+			return ret;
+		atomic_or(MPQ_POLL_OUT, (atomic_t *)&q->shm->poll_wanted);
+		smp_mb__after_atomic();	/* pairs with the consumer's fence */
+		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
+					       EPOLLOUT);
+		if (ret)
+			return ret;
+	}
 }
 
 static long mpq_queue_wake(struct mpq_queue *q, unsigned long arg)
@@ -168,6 +310,8 @@ static const struct file_operations mpq_queue_fops = {
 	.owner		= THIS_MODULE,
 	.release	= mpq_queue_release,
 	.poll		= mpq_queue_poll,
+	.read_iter	= mpq_queue_read_iter,
+	.write_iter	= mpq_queue_write_iter,
 	.unlocked_ioctl	= mpq_queue_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= mpq_queue_mmap,
@@ -274,6 +418,8 @@ long mpq_queue_create(void __user *uarg)
 		ret = PTR_ERR(file);
 		goto err_fd;
 	}
+	/* io_uring may try read and write without blocking first. */
+	file->f_mode |= FMODE_NOWAIT;
 	atomic_long_inc(&mpq_nr_objects);
 	fd_install(fd, file);
 	return fd;

@@ -496,6 +496,41 @@ static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
  * Block until op succeeds or fails for another reason than -EAGAIN, or the
  * deadline passes: spin first, then sleep on the futex word.
  */
+/*
+ * With the module, sleep in poll() on the queue's fd: its ->poll() sets
+ * our wanted bit before it looks, and puts and gets wake pollers that
+ * asked. The module cannot wake a futex, and read(2), write(2) and
+ * io_uring on the fd put and get inside the kernel: a sleeper there is one
+ * they can wake.
+ */
+static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t deadline)
+{
+	struct pollfd p = { .fd = op->q->fd,
+			    .events = op->is_get ? POLLIN : POLLOUT };
+	struct timespec ts, *tsp = NULL;
+	int ret, n;
+
+	for (;;) {
+		if (deadline >= 0) {
+			int64_t left = deadline - mpq_now_ns();
+
+			if (left <= 0) {
+				ret = mpq_op_try(op);
+				return ret == -EAGAIN ? -ETIMEDOUT : ret;
+			}
+			ts.tv_sec = left / 1000000000;
+			ts.tv_nsec = left % 1000000000;
+			tsp = &ts;
+		}
+		n = ppoll(&p, 1, tsp, NULL);
+		ret = mpq_op_try(op);
+		if (ret != -EAGAIN)
+			return ret;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
 static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 			  int64_t timeout_ns)
 {
@@ -507,6 +542,8 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 		if (ret != -EAGAIN)
 			return ret;
 	}
+	if (op->q->backend == MPQ_BACKEND_KMOD)
+		return mpq_queue_sleep_kmod(op, deadline);
 
 	for (;;) {
 		uint32_t seen;

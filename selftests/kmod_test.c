@@ -660,6 +660,16 @@ TEST_F(dev, garbage_in_shared_memory_cannot_hurt_the_kernel)
 		for (k = 0; k < i.map_size / 8; k++)
 			p[k] = round & 1 ? rnd(&seed) : ~0ULL;
 		ASSERT_LE(0, poll_now(fd));
+		/* The kernel's own get and put on the garbage: errors only. */
+		char buf[4096];
+
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+		k = read(fd, buf, sizeof(buf));
+		ASSERT_TRUE((ssize_t)k >= 0 || errno == EAGAIN || errno == EIO ||
+			    errno == EMSGSIZE) TH_LOG("read: %s", strerror(errno));
+		k = write(fd, buf, i.msg_max < 100 ? i.msg_max : 100);
+		ASSERT_TRUE((ssize_t)k >= 0 || errno == EAGAIN)
+			TH_LOG("write: %s", strerror(errno));
 		ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_WAKE,
 				   (unsigned long)MPQ_POLL_ALL));
 		ASSERT_EQ(0, info(fd, &j));
@@ -925,6 +935,116 @@ TEST_F(dev, garbage_in_a_pipe_cannot_hurt_the_kernel)
 		close(fds[0]);
 		close(fds[1]);
 	}
+}
+
+static void kmod_queue(struct __test_metadata *_metadata, struct mpq_queue **q,
+		       uint32_t maxsize, int64_t spin)
+{
+	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = 64,
+				       .backend = MPQ_BACKEND_KMOD,
+				       .spin_ns = spin };
+
+	ASSERT_EQ(0, mpq_queue_new(q, &attr));
+}
+
+/* read(2)/write(2) on a queue fd get and put one message, as the library. */
+TEST(read_and_write_on_a_queue_fd_get_and_put_messages)
+{
+	struct mpq_queue *q;
+	char buf[128];
+	size_t len = sizeof(buf);
+	int fd;
+
+	kmod_queue(_metadata, &q, 2, 0);
+	fd = mpq_queue_fileno(q);
+	ASSERT_EQ(5, write(fd, "hello", 5));
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(5, len);
+	ASSERT_EQ(0, memcmp(buf, "hello", 5));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "world!", 6));
+	ASSERT_EQ(-1, read(fd, buf, 3));		/* too short: it stays */
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(1, mpq_queue_qsize(q));
+	ASSERT_EQ(6, read(fd, buf, sizeof(buf)));
+	ASSERT_EQ(0, memcmp(buf, "world!", 6));
+	ASSERT_EQ(-1, write(fd, buf, 65));		/* over msgsize */
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(1, write(fd, "a", 1));
+	ASSERT_EQ(1, write(fd, "b", 1));
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ASSERT_EQ(-1, write(fd, "c", 1));		/* full */
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(1, read(fd, buf, sizeof(buf)));
+	ASSERT_EQ('a', buf[0]);
+	ASSERT_EQ(1, read(fd, buf, sizeof(buf)));
+	ASSERT_EQ(-1, read(fd, buf, sizeof(buf)));	/* empty */
+	ASSERT_EQ(EAGAIN, errno);
+	mpq_queue_free(q);
+}
+
+static int queue_put_late(void *arg)
+{
+	sleep_ms(100);
+	return mpq_queue_put(arg, "async", 5, MPQ_FOREVER) ? 1 : 0;
+}
+
+/* io_uring READ on a queue fd completes when another process puts. */
+TEST(io_uring_read_on_a_queue_completes_when_a_message_arrives)
+{
+	struct io_uring_cqe *cqe;
+	struct io_uring ring;
+	struct mpq_queue *q;
+	char buf[64] = { 0 };
+	size_t len = sizeof(buf);
+	pid_t pid;
+
+	kmod_queue(_metadata, &q, 4, 0);
+	ASSERT_EQ(0, io_uring_queue_init(4, &ring, 0));
+	io_uring_prep_read(io_uring_get_sqe(&ring), mpq_queue_fileno(q), buf,
+			   sizeof(buf), 0);
+	ASSERT_EQ(1, io_uring_submit(&ring));
+	ASSERT_EQ(-EAGAIN, io_uring_peek_cqe(&ring, &cqe));
+	pid = spawn(queue_put_late, q);
+	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+	ASSERT_EQ(5, cqe->res);
+	ASSERT_EQ(0, memcmp(buf, "async", 5));
+	io_uring_cqe_seen(&ring, cqe);
+	io_uring_prep_write(io_uring_get_sqe(&ring), mpq_queue_fileno(q),
+			    "uring", 5, 0);
+	ASSERT_EQ(1, io_uring_submit(&ring));
+	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+	ASSERT_EQ(5, cqe->res);
+	io_uring_cqe_seen(&ring, cqe);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(0, memcmp(buf, "uring", 5));
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	io_uring_queue_exit(&ring);
+	mpq_queue_free(q);
+}
+
+static int write_to_queue_fd_late(void *arg)
+{
+	struct mpq_queue *q = arg;
+
+	sleep_ms(100);
+	return write(mpq_queue_fileno(q), "kernel", 6) == 6 ? 0 : 1;
+}
+
+/* A library get asleep (no spinning) is woken by a put made in the kernel. */
+TEST(a_sleeping_get_is_woken_by_a_write_to_the_fd)
+{
+	struct mpq_queue *q;
+	char buf[64];
+	size_t len = sizeof(buf);
+	pid_t pid;
+
+	kmod_queue(_metadata, &q, 4, -1);
+	pid = spawn(write_to_queue_fd_late, q);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(6, len);
+	ASSERT_EQ(0, memcmp(buf, "kernel", 6));
+	ASSERT_EQ(0, wait_child(pid, 5000));
+	mpq_queue_free(q);
 }
 
 TEST_HARNESS_MAIN

@@ -838,6 +838,15 @@ static int get_one(void *arg)
 	return mpq_queue_get(arg, buf, &len, MPQ_FOREVER) ? 1 : 0;
 }
 
+static int asleep(struct mpq_queue *q, struct mpq_queue_shm *shm)
+{
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		return __atomic_load_n(&shm->poll_wanted, __ATOMIC_ACQUIRE) &
+		       MPQ_POLL_IN;
+	return __atomic_load_n(&shm->nonempty, __ATOMIC_ACQUIRE) &
+	       MPQ_FUTEX_SLEEPING;
+}
+
 static int wake_once_then_put_quietly(void *arg)
 {
 	struct mpq_queue *q = arg;
@@ -872,11 +881,11 @@ TEST(a_sleeper_costs_one_wake_up_not_one_per_message)
 	shm = queue_map(q, &size);
 	ASSERT_NE(NULL, shm);
 	consumer = spawn(get_one, q);
+	/* Asleep: on the futex (memfd) or in poll() on the fd (kmod). */
 	end = now_ns() + 10 * NSEC_PER_SEC;
-	while (!(__atomic_load_n(&shm->nonempty, __ATOMIC_ACQUIRE) &
-		 MPQ_FUTEX_SLEEPING) && now_ns() < end)
+	while (!asleep(q, shm) && now_ns() < end)
 		sleep_ms(1);
-	ASSERT_TRUE(shm->nonempty & MPQ_FUTEX_SLEEPING);
+	ASSERT_TRUE(asleep(q, shm));
 	sleep_ms(20);
 	ASSERT_EQ(0, kill(consumer, SIGSTOP));
 	producer = spawn(wake_once_then_put_quietly, q);
