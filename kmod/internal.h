@@ -8,6 +8,7 @@
 #define _MPQ_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/fcntl.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/types.h>
@@ -31,6 +32,13 @@ int mpq_region_init(struct mpq_region *r, const char *name, size_t size);
 void mpq_region_destroy(struct mpq_region *r);
 int mpq_region_mmap(struct mpq_region *r, struct file *owner,
 		    struct vm_area_struct *vma);
+
+/* read_iter/write_iter: must this call not sleep (io_uring, O_NONBLOCK)? */
+static inline bool mpq_nowait(struct kiocb *iocb)
+{
+	return iocb->ki_flags & IOCB_NOWAIT ||
+	       iocb->ki_filp->f_flags & O_NONBLOCK;
+}
 
 long mpq_queue_create(void __user *uarg);
 long mpq_pipe_create(void __user *uarg);

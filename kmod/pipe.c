@@ -219,12 +219,6 @@ static bool mpq_end_can_write(struct mpq_end *e)
 	return e->pipe->flags & MPQ_PIPE_DUPLEX || e->idx == 1;
 }
 
-static bool mpq_nowait(struct kiocb *iocb)
-{
-	return iocb->ki_flags & IOCB_NOWAIT ||
-	       iocb->ki_filp->f_flags & O_NONBLOCK;
-}
-
 /* After moving a position of ring r, wake the other end if it asked. */
 static void mpq_ring_moved(struct mpq_pipe *p, unsigned int r, u32 bit,
 			   unsigned int other)

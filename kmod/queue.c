@@ -115,12 +115,6 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 				   EPOLLOUT | EPOLLWRNORM);
 }
 
-static bool mpq_nowait(struct kiocb *iocb)
-{
-	return iocb->ki_flags & IOCB_NOWAIT ||
-	       iocb->ki_filp->f_flags & O_NONBLOCK;
-}
-
 /* Other participants may move head and tail under us: this many tries. */
 #define MPQ_QUEUE_TRIES		64
 

@@ -635,7 +635,7 @@ static int pipe_kmod(struct mpq_conn *c[2], uint32_t ring_size, int duplex)
 	ret = mpq_kmod_pipe_create(ring_size, duplex, fds);
 	if (ret)
 		return ret;
-	ret = mpq_kmod_pipe_info(fds[0], &g);
+	ret = mpq_kmod_pipe_info(fds[0], &g, NULL, NULL);
 	for (i = 0; i < 2; i++) {
 		c[i]->fd = fds[i];
 		if (!ret)
@@ -804,18 +804,12 @@ MPQ_EXPORT int mpq_conn_import(struct mpq_conn **out, const char *handle)
 		return -EINVAL;
 	if (sscanf(handle, "mpq-conn:kmod:%d%n", &fds[0], &n) == 1 &&
 	    n == (int)strlen(handle)) {
-		struct mpq_pipe_info info = { .size = sizeof(info) };
-
-		if (ioctl(fds[0], MPQ_IOC_PIPE_INFO, &info) < 0)
-			return errno == ENOTTY ? -EINVAL : -errno;
-		c = conn_alloc(MPQ_BACKEND_KMOD, (int)info.end, 0);
+		ret = mpq_kmod_pipe_info(fds[0], &g, &end, &flags);
+		if (ret)
+			return ret == -ENOTTY ? -EINVAL : ret;
+		c = conn_alloc(MPQ_BACKEND_KMOD, end, 0);
 		if (!c)
 			return -ENOMEM;
-		g.ring_size = info.ring_size;
-		g.data_off[0] = info.data_off[0];
-		g.data_off[1] = info.data_off[1];
-		g.map_size = info.map_size;
-		flags = info.flags;
 		c->fd = conn_dup(fds[0]);
 		ret = c->fd < 0 ? c->fd : 0;
 	} else if (sscanf(handle, "mpq-conn:memfd:%d:%d:%d:%d:%d:%d:%d%n", &end,

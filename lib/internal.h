@@ -130,7 +130,8 @@ struct mpq_pipe_geom {
 };
 
 int mpq_kmod_pipe_create(uint32_t ring_size, int duplex, int fds[2]);
-int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g);
+int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g, int *end,
+		       uint32_t *flags);
 int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
 			  struct mpq_pipe_geom *g);
 int mpq_memfd_pipe_info(int fd, struct mpq_pipe_geom *g, uint32_t *flags);

@@ -10,6 +10,21 @@
 
 #include "internal.h"
 
+/* A create ioctl on /dev/mpq: its result, or -ENODEV without the module. */
+static int mpq_dev_ioctl(unsigned long cmd, void *args)
+{
+	int dev, ret;
+
+	dev = open("/dev/" MPQ_DEVICE_NAME, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
+	ret = ioctl(dev, cmd, args);
+	if (ret < 0)
+		ret = -errno;
+	close(dev);
+	return ret;
+}
+
 int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
 {
 	struct mpq_queue_create args = {
@@ -18,15 +33,8 @@ int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
 		.capacity = want->capacity,
 		.msg_max = want->msg_max,
 	};
-	int dev, ret;
+	int ret = mpq_dev_ioctl(MPQ_IOC_QUEUE_CREATE, &args);
 
-	dev = open("/dev/" MPQ_DEVICE_NAME, O_RDWR | O_CLOEXEC);
-	if (dev < 0)
-		return errno == ENOENT ? -ENODEV : -errno;
-	ret = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &args);
-	if (ret < 0)
-		ret = -errno;
-	close(dev);
 	if (ret < 0)
 		return ret;
 	*fd = ret;
@@ -75,13 +83,21 @@ int mpq_kmod_pipe_create(uint32_t ring_size, int duplex, int fds[2])
 	return 0;
 }
 
-/* Returns 0, or -ENOTTY when fd is not a pipe end of the module. */
-int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g)
+/*
+ * Returns 0, or -ENOTTY when fd is not a pipe end of the module. end and
+ * flags (MPQ_PIPE_DUPLEX) may be NULL.
+ */
+int mpq_kmod_pipe_info(int fd, struct mpq_pipe_geom *g, int *end,
+		       uint32_t *flags)
 {
 	struct mpq_pipe_info info = { .size = sizeof(info) };
 
 	if (ioctl(fd, MPQ_IOC_PIPE_INFO, &info) < 0)
 		return -errno;
+	if (end)
+		*end = (int)info.end;
+	if (flags)
+		*flags = info.flags;
 	g->ring_size = info.ring_size;
 	g->data_off[0] = info.data_off[0];
 	g->data_off[1] = info.data_off[1];
