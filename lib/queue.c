@@ -9,13 +9,16 @@
  * the slot with another seq store. The same code runs on both backends; a
  * backend only makes the memory and, for the module, wakes pollers.
  *
- * Sleeping: a waiter sets the SLEEPING bit of a futex word (a full
+ * Sleeping, memfd: a waiter sets the SLEEPING bit of a futex word (a full
  * barrier), looks at the ring once more, then sleeps on the word. A
  * publisher issues a full fence after its seq store and reads the word;
  * only if the bit is set does it clear it, bump the word and wake the
  * sleepers. Each side sees the other's store, so no wake-up is lost, and
  * a put or get makes a system call only when someone sleeps, once per
- * sleep rather than once per message. Before sleeping a blocking call
+ * sleep rather than once per message. With the module a waiter sleeps in
+ * poll() on the fd instead, by the same handshake on poll_wanted: the
+ * module cannot wake a futex, and it puts and gets itself for read(2),
+ * write(2) and io_uring. Before sleeping a blocking call
  * spins for spin_ns, because a sleep and wake-up costs tens of
  * microseconds in a VM.
  *
