@@ -15,7 +15,7 @@
 # The kernel side builds with Kbuild against KDIR: the running kernel's
 # build tree if there is one, else the Debian headers the test VM uses.
 
-VERSION     := 0.1.0
+VERSION     := 0.2.0
 SOVERSION   := 0
 B           := build
 VM_KVER      = $(shell scripts/deps.sh --kver 2>/dev/null)

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define MPQ_VERSION_MAJOR	0
-#define MPQ_VERSION_MINOR	1
+#define MPQ_VERSION_MINOR	2
 
 /* Block without a time limit. */
 #define MPQ_FOREVER		((int64_t)-1)
@@ -47,6 +47,13 @@ enum mpq_backend {
 
 /* "kmod", "memfd", or "?" for a value that names no backend. */
 const char *mpq_backend_name(int backend);
+
+/*
+ * A readable meaning for a value libmpq returned: 0, or a negative errno
+ * (described as the Python exception it stands for where there is one).
+ * Never NULL; the string is static.
+ */
+const char *mpq_strerror(int err);
 
 /*
  * Queue: Python's multiprocessing.Queue for byte messages. A bounded

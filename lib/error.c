@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpq_strerror(): what a negative errno from libmpq means, in the words of
+ * the Python exception it stands for where there is one (see mpq.h).
+ */
+#include <string.h>
+
+#include "internal.h"
+
+MPQ_EXPORT const char *mpq_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case -EAGAIN:
+		return "would block (queue.Empty / queue.Full)";
+	case -ETIMEDOUT:
+		return "timed out";
+	case -EPIPE:
+		return "the other end is gone (EOFError)";
+	case -EMSGSIZE:
+		return "message too large or buffer too short";
+	case -ECANCELED:
+		return "broken barrier (BrokenBarrierError)";
+	case -EOWNERDEAD:
+		return "the holder died: acquired, the state it guards needs repair";
+	case -EUCLEAN:
+		return "shared memory corrupted by a participant";
+	default:
+		return err < 0 ? strerror(-err) : "not an error code";
+	}
+}

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: GPL-2.0
+/* mpq_strerror(): every value libmpq returns has a readable meaning. */
+#include <stdio.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+TEST(strerror_names_the_python_exception_for_mpq_errors)
+{
+	ASSERT_NE(NULL, strstr(mpq_strerror(-EAGAIN), "queue.Empty"));
+	ASSERT_NE(NULL, strstr(mpq_strerror(-EPIPE), "EOFError"));
+	ASSERT_NE(NULL, strstr(mpq_strerror(-ECANCELED), "BrokenBarrierError"));
+	ASSERT_NE(NULL, strstr(mpq_strerror(-EOWNERDEAD), "holder died"));
+}
+
+TEST(strerror_falls_back_to_the_c_library_for_other_errnos)
+{
+	ASSERT_STREQ(strerror(ENOENT), mpq_strerror(-ENOENT));
+	ASSERT_STREQ("success", mpq_strerror(0));
+	ASSERT_STREQ("not an error code", mpq_strerror(5));
+}
+
+TEST_HARNESS_MAIN
