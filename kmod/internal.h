@@ -42,6 +42,9 @@ static inline bool mpq_nowait(struct kiocb *iocb)
 
 long mpq_queue_create(void __user *uarg);
 long mpq_pipe_create(void __user *uarg);
+long mpq_shm_open(void __user *uarg);
+long mpq_shm_unlink(void __user *uarg);
+void mpq_shm_exit(void);
 
 /* Module-wide accounting, readable under /sys/module/mpq/parameters/. */
 extern atomic_long_t mpq_nr_objects;

@@ -3,10 +3,11 @@
  * mpq: kernel-assisted multiprocessing objects.
  *
  * /dev/mpq is a factory, as /dev/userfaultfd is: each create ioctl returns
- * a new anon-inode fd for one object (so far: a queue). The object's memory
- * is shmem that every process holding the fd maps; the fast paths run in
- * userspace on that memory and the module supplies what only the kernel can:
- * a lifetime tied to fds and mappings, poll, and a view of what is alive.
+ * a new anon-inode fd for one object (a queue, a pipe's two ends, a block
+ * of shared memory). The object's memory is shmem that every process
+ * holding the fd maps; the fast paths run in userspace on that memory and
+ * the module supplies what only the kernel can: a lifetime tied to fds and
+ * mappings, names checked like files, poll, and a view of what is alive.
  *
  * This file holds the device, its ioctl dispatch and the module-wide
  * counters, exported read-only as module parameters so that tests and
@@ -90,6 +91,10 @@ static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
 		return mpq_queue_create((void __user *)arg);
 	case MPQ_IOC_PIPE_CREATE:
 		return mpq_pipe_create((void __user *)arg);
+	case MPQ_IOC_SHM_OPEN:
+		return mpq_shm_open((void __user *)arg);
+	case MPQ_IOC_SHM_UNLINK:
+		return mpq_shm_unlink((void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -117,6 +122,7 @@ static int __init mpq_init(void)
 static void __exit mpq_exit(void)
 {
 	misc_deregister(&mpq_misc);
+	mpq_shm_exit();
 }
 
 module_init(mpq_init);

@@ -273,4 +273,119 @@ struct mpq_pipe_shm {
 	struct mpq_ring ring[2];
 };
 
+/*
+ * Shared memory objects: a block of bytes that every process holding the
+ * fd maps (MAP_SHARED, offset 0, map_size bytes), shmem like the rest, so
+ * shared futexes work in it. libmpq lays out its locks, semaphores,
+ * events, barriers and Values in such blocks, and hands them to users as
+ * SharedMemory. The kernel does not read the contents.
+ *
+ * A block may have a name, looked up in the caller's IPC namespace and
+ * checked like a file: the creator's fsuid and fsgid own it, mode holds
+ * permission bits (less the umask), and opening it needs read and write
+ * permission (or CAP_IPC_OWNER in the namespace's user namespace). Without
+ * MPQ_SHM_PERSIST a named block lives while any fd or mapping of it does,
+ * like an anonymous one, and its name goes with it: a creator that crashes
+ * leaks nothing. With it, the name keeps the block alive until it is
+ * unlinked. Unlinking needs ownership (or CAP_IPC_OWNER); it removes the
+ * name only, the block lives on while it is used.
+ */
+#define MPQ_SHM_CREAT		(1U << 1)	/* create it if absent */
+#define MPQ_SHM_EXCL		(1U << 2)	/* with CREAT: fail if present */
+#define MPQ_SHM_PERSIST		(1U << 3)	/* the name keeps it alive */
+#define MPQ_SHM_FLAGS		(MPQ_CREATE_CLOEXEC | MPQ_SHM_CREAT | \
+				 MPQ_SHM_EXCL | MPQ_SHM_PERSIST)
+
+/* Longest name, without its NUL. Names hold no '/'. */
+#define MPQ_NAME_MAX		255
+
+/* What a block is used for, as listings show it; the kernel keeps it. */
+enum mpq_shm_kind {
+	MPQ_SHM_KIND_SHM	= 0,	/* SharedMemory: bytes of the user's */
+	MPQ_SHM_KIND_LOCK	= 1,
+	MPQ_SHM_KIND_RLOCK	= 2,
+	MPQ_SHM_KIND_COND	= 3,
+	MPQ_SHM_KIND_SEM	= 4,
+	MPQ_SHM_KIND_EVENT	= 5,
+	MPQ_SHM_KIND_BARRIER	= 6,
+	MPQ_SHM_KIND_VALUE	= 7,
+	MPQ_SHM_KIND_MAX,
+};
+
+/**
+ * struct mpq_shm_open - argument of MPQ_IOC_SHM_OPEN
+ * @size:	sizeof(struct mpq_shm_open) as the caller knows it
+ * @flags:	MPQ_CREATE_CLOEXEC, MPQ_SHM_CREAT, MPQ_SHM_EXCL,
+ *		MPQ_SHM_PERSIST
+ * @bytes:	size of a block to create (1 at least); ignored when an
+ *		existing block is opened
+ * @name:	user pointer to a NUL-terminated name, or 0 for an anonymous
+ *		block (which is always created: MPQ_SHM_CREAT is implied, and
+ *		EXCL and PERSIST are refused)
+ * @mode:	permission bits of a block to create (0777 at most)
+ * @kind:	enum mpq_shm_kind, of a block to create
+ * @reserved:	must be zero
+ *
+ * Returns a new fd: -ENOENT (no such name, no CREAT), -EEXIST (CREAT|EXCL
+ * and present), -EACCES, -ENAMETOOLONG, -EINVAL, -E2BIG, -ENOMEM, -EMFILE.
+ */
+struct mpq_shm_open {
+	__u32 size;
+	__u32 flags;
+	__u64 bytes;
+	__u64 name;
+	__u32 mode;
+	__u32 kind;
+	__u64 reserved[4];
+};
+
+/**
+ * struct mpq_shm_info - argument of MPQ_IOC_SHM_INFO, on a block's fd
+ * @size:	in: sizeof(struct mpq_shm_info) as the caller knows it
+ * @flags:	out: MPQ_SHM_PERSIST while the name keeps it alive
+ * @bytes:	out: the size it was created with
+ * @map_size:	out: the length to mmap (bytes rounded up to pages)
+ * @id:		out: system-wide id of the object
+ * @kind:	out: enum mpq_shm_kind
+ * @mode:	out: permission bits
+ * @uid:	out: owner, in the caller's user namespace
+ * @gid:	out: group, likewise
+ * @reserved:	out: zero
+ */
+struct mpq_shm_info {
+	__u32 size;
+	__u32 flags;
+	__u64 bytes;
+	__u64 map_size;
+	__u64 id;
+	__u32 kind;
+	__u32 mode;
+	__u32 uid;
+	__u32 gid;
+	__u64 reserved[4];
+};
+
+/**
+ * struct mpq_shm_unlink - argument of MPQ_IOC_SHM_UNLINK, on /dev/mpq
+ * @size:	sizeof(struct mpq_shm_unlink) as the caller knows it
+ * @flags:	must be zero
+ * @name:	user pointer to the NUL-terminated name
+ * @reserved:	must be zero
+ *
+ * Returns 0, -ENOENT, -EPERM (not the owner), -EINVAL, -ENAMETOOLONG.
+ */
+struct mpq_shm_unlink {
+	__u32 size;
+	__u32 flags;
+	__u64 name;
+	__u64 reserved[2];
+};
+
+/* On /dev/mpq: returns a block's fd, or -errno. */
+#define MPQ_IOC_SHM_OPEN	_IOW(MPQ_IOC_MAGIC, 0x20, struct mpq_shm_open)
+/* On a block's fd: reports its size, owner and kind. */
+#define MPQ_IOC_SHM_INFO	_IOWR(MPQ_IOC_MAGIC, 0x21, struct mpq_shm_info)
+/* On /dev/mpq: removes a name. */
+#define MPQ_IOC_SHM_UNLINK	_IOW(MPQ_IOC_MAGIC, 0x22, struct mpq_shm_unlink)
+
 #endif /* _UAPI_LINUX_MPQ_H */

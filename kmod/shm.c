@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The shared-memory object: a block of bytes in a region (see region.c),
+ * anonymous or named. libmpq builds its locks, semaphores, events,
+ * barriers and Values in such blocks (the futex words in them work because
+ * the region is shmem), and hands them to users as SharedMemory. The module
+ * never reads the contents; it gives the block a lifetime, a name and
+ * permissions.
+ *
+ * Names live in the IPC namespace of the process that creates them and
+ * are checked like files: owner and group are the creator's fsuid and
+ * fsgid, the mode is masked by the umask, and opening needs read and write
+ * permission or CAP_IPC_OWNER over the namespace (as System V shared
+ * memory does). Lifetime, the point of doing this in the kernel: a block
+ * is freed with its last fd and mapping, whoever held them and however
+ * they ended, and its name goes with it, so a crashed creator leaks
+ * nothing; only MPQ_SHM_PERSIST makes the name hold a reference, until
+ * unlinked (or the module is unloaded).
+ *
+ * The name table is a list under one mutex: names are looked up at open
+ * and unlink, never on a fast path. A block's reference count only drops
+ * to zero with that mutex held (kref_put_mutex), so every block on the
+ * list is alive while the mutex is held, and the last put removes the
+ * name before anyone can look it up again.
+ *
+ * A namespace is known by its address and inode number, without a
+ * reference (put_ipc_ns is not exported to modules): a persistent block
+ * outlives a namespace that dies before it is unlinked, unreachable by
+ * name, until the module is unloaded.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/capability.h>
+#include <linux/cred.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/ipc_namespace.h>
+#include <linux/kref.h>
+#include <linux/mpq.h>
+#include <linux/mutex.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+#include "internal.h"
+
+#define MPQ_SHM_OPEN_SIZE_VER0		56
+#define MPQ_SHM_INFO_SIZE_VER0		80
+#define MPQ_SHM_UNLINK_SIZE_VER0	32
+
+struct mpq_shm {
+	struct mpq_region region;
+	struct kref ref;
+	u64 id;
+	u64 bytes;
+	u64 map_size;
+	u32 kind;
+	umode_t mode;
+	kuid_t uid;
+	kgid_t gid;
+	/* Under mpq_names_lock. */
+	struct list_head node;		/* in mpq_names while named */
+	char *name;
+	struct ipc_namespace *ns;	/* not referenced: compared only */
+	unsigned int ns_inum;
+	bool persist;			/* the name holds a reference */
+};
+
+static LIST_HEAD(mpq_names);
+static DEFINE_MUTEX(mpq_names_lock);
+
+/* Called with mpq_names_lock held by kref_put_mutex(); drops it. */
+static void mpq_shm_release(struct kref *ref)
+	__releases(&mpq_names_lock)
+{
+	struct mpq_shm *s = container_of(ref, struct mpq_shm, ref);
+
+	list_del_init(&s->node);
+	mutex_unlock(&mpq_names_lock);
+	mpq_region_destroy(&s->region);
+	kfree(s->name);
+	kfree(s);
+	atomic_long_dec(&mpq_nr_objects);
+}
+
+static void mpq_shm_put(struct mpq_shm *s)
+{
+	kref_put_mutex(&s->ref, mpq_shm_release, &mpq_names_lock);
+}
+
+static struct ipc_namespace *mpq_ipc_ns(void)
+{
+	return current->nsproxy->ipc_ns;
+}
+
+static struct mpq_shm *mpq_shm_lookup(const char *name)
+{
+	struct ipc_namespace *ns = mpq_ipc_ns();
+	struct mpq_shm *s;
+
+	lockdep_assert_held(&mpq_names_lock);
+	list_for_each_entry(s, &mpq_names, node)
+		if (s->ns == ns && s->ns_inum == ns->ns.inum &&
+		    !strcmp(s->name, name))
+			return s;
+	return NULL;
+}
+
+/* May the caller open s? Read and write, as a file's mode bits say. */
+static int mpq_shm_permission(struct mpq_shm *s)
+{
+	umode_t granted = s->mode;
+
+	if (uid_eq(current_fsuid(), s->uid))
+		granted >>= 6;
+	else if (in_group_p(s->gid))
+		granted >>= 3;
+	if ((granted & 06) == 06)
+		return 0;
+	if (ns_capable(mpq_ipc_ns()->user_ns, CAP_IPC_OWNER))
+		return 0;
+	return -EACCES;
+}
+
+static long mpq_shm_info(struct mpq_shm *s, void __user *uarg)
+{
+	struct mpq_shm_info info = {
+		.size		= sizeof(info),
+		.bytes		= s->bytes,
+		.map_size	= s->map_size,
+		.id		= s->id,
+		.kind		= s->kind,
+		.mode		= s->mode,
+		.uid		= from_kuid_munged(current_user_ns(), s->uid),
+		.gid		= from_kgid_munged(current_user_ns(), s->gid),
+	};
+
+	mutex_lock(&mpq_names_lock);
+	if (s->persist)
+		info.flags = MPQ_SHM_PERSIST;
+	mutex_unlock(&mpq_names_lock);
+	return mpq_info_to_user(uarg, &info, sizeof(info),
+				MPQ_SHM_INFO_SIZE_VER0);
+}
+
+static long mpq_shm_ioctl(struct file *file, unsigned int cmd,
+			  unsigned long arg)
+{
+	switch (cmd) {
+	case MPQ_IOC_SHM_INFO:
+		return mpq_shm_info(file->private_data, (void __user *)arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static int mpq_shm_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct mpq_shm *s = file->private_data;
+
+	return mpq_region_mmap(&s->region, file, vma);
+}
+
+static int mpq_shm_file_release(struct inode *inode, struct file *file)
+{
+	mpq_shm_put(file->private_data);
+	return 0;
+}
+
+static const struct file_operations mpq_shm_fops = {
+	.owner		= THIS_MODULE,
+	.release	= mpq_shm_file_release,
+	.unlocked_ioctl	= mpq_shm_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.mmap		= mpq_shm_mmap,
+	.llseek		= noop_llseek,
+};
+
+/* A new block of args->bytes, owned by the caller, not yet named. */
+static struct mpq_shm *mpq_shm_new(const struct mpq_shm_open *args)
+{
+	struct mpq_shm *s;
+	int ret;
+
+	if (!args->bytes)
+		return ERR_PTR(-EINVAL);
+	if (args->bytes > mpq_max_object_bytes)
+		return ERR_PTR(-E2BIG);
+	s = kzalloc(sizeof(*s), GFP_KERNEL_ACCOUNT);
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->bytes = args->bytes;
+	s->map_size = PAGE_ALIGN(args->bytes);
+	ret = mpq_region_init(&s->region, "mpq-shm", s->map_size);
+	if (ret) {
+		kfree(s);
+		return ERR_PTR(ret);
+	}
+	kref_init(&s->ref);
+	INIT_LIST_HEAD(&s->node);
+	s->id = mpq_next_id();
+	s->kind = args->kind;
+	s->mode = args->mode & ~current_umask() & 0777;
+	s->uid = current_fsuid();
+	s->gid = current_fsgid();
+	atomic_long_inc(&mpq_nr_objects);
+	return s;
+}
+
+/* Copy a name in from userspace: 1 to MPQ_NAME_MAX bytes, no '/'. */
+static char *mpq_name_from_user(u64 uname)
+{
+	char *name;
+
+	name = strndup_user(u64_to_user_ptr(uname), MPQ_NAME_MAX + 1);
+	if (IS_ERR(name))
+		return PTR_ERR(name) == -EINVAL ? ERR_PTR(-ENAMETOOLONG) : name;
+	if (!*name || strchr(name, '/')) {
+		kfree(name);
+		return ERR_PTR(-EINVAL);
+	}
+	return name;
+}
+
+/*
+ * Find or make the block args asks for, with a reference for the caller.
+ * A new block's pages are allocated without the name table's mutex held
+ * (that can take long); then the table is looked at again, and a block
+ * that someone else named meanwhile wins.
+ */
+static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
+					 char *name)
+{
+	struct mpq_shm *s, *fresh = NULL;
+	int ret;
+
+	for (;;) {
+		mutex_lock(&mpq_names_lock);
+		s = mpq_shm_lookup(name);
+		if (s) {
+			ret = -EEXIST;
+			if (args->flags & MPQ_SHM_EXCL)
+				goto err_unlock;
+			ret = mpq_shm_permission(s);
+			if (ret)
+				goto err_unlock;
+			kref_get(&s->ref);
+			mutex_unlock(&mpq_names_lock);
+			kfree(name);
+			if (fresh)
+				mpq_shm_put(fresh);
+			return s;
+		}
+		ret = -ENOENT;
+		if (!(args->flags & MPQ_SHM_CREAT))
+			goto err_unlock;
+		if (fresh)
+			break;
+		mutex_unlock(&mpq_names_lock);
+		fresh = mpq_shm_new(args);
+		if (IS_ERR(fresh)) {
+			kfree(name);
+			return fresh;
+		}
+	}
+	fresh->name = name;
+	fresh->ns = mpq_ipc_ns();
+	fresh->ns_inum = fresh->ns->ns.inum;
+	if (args->flags & MPQ_SHM_PERSIST) {
+		fresh->persist = true;
+		kref_get(&fresh->ref);	/* the name's */
+	}
+	list_add(&fresh->node, &mpq_names);
+	mutex_unlock(&mpq_names_lock);
+	return fresh;
+
+err_unlock:
+	mutex_unlock(&mpq_names_lock);
+	kfree(name);
+	if (fresh)
+		mpq_shm_put(fresh);
+	return ERR_PTR(ret);
+}
+
+static int mpq_shm_check_open(const struct mpq_shm_open *args)
+{
+	if (args->flags & ~MPQ_SHM_FLAGS || args->mode & ~0777U ||
+	    args->kind >= MPQ_SHM_KIND_MAX)
+		return -EINVAL;
+	if (memchr_inv(args->reserved, 0, sizeof(args->reserved)))
+		return -EINVAL;
+	if (!args->name && args->flags & (MPQ_SHM_EXCL | MPQ_SHM_PERSIST))
+		return -EINVAL;
+	if (args->flags & MPQ_SHM_PERSIST && !(args->flags & MPQ_SHM_CREAT))
+		return -EINVAL;
+	return 0;
+}
+
+/**
+ * mpq_shm_open() - MPQ_IOC_SHM_OPEN: create or open a block, return its fd
+ * @uarg:	user pointer to struct mpq_shm_open
+ *
+ * Return: the new fd, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT,
+ * -EEXIST, -EACCES, -E2BIG, -ENOMEM, -EMFILE.
+ */
+long mpq_shm_open(void __user *uarg)
+{
+	struct mpq_shm_open args;
+	struct mpq_shm *s;
+	struct file *file;
+	char *name;
+	u32 usize;
+	int fd, ret;
+
+	if (get_user(usize, (u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < MPQ_SHM_OPEN_SIZE_VER0)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	if (ret)
+		return ret;
+	ret = mpq_shm_check_open(&args);
+	if (ret)
+		return ret;
+
+	if (args.name) {
+		name = mpq_name_from_user(args.name);
+		if (IS_ERR(name))
+			return PTR_ERR(name);
+		s = mpq_shm_get_named(&args, name);
+	} else {
+		s = mpq_shm_new(&args);
+	}
+	if (IS_ERR(s))
+		return PTR_ERR(s);
+
+	fd = get_unused_fd_flags(O_RDWR |
+			(args.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0) {
+		ret = fd;
+		goto err_put;
+	}
+	file = anon_inode_getfile("[mpq-shm]", &mpq_shm_fops, s, O_RDWR);
+	if (IS_ERR(file)) {
+		ret = PTR_ERR(file);
+		goto err_fd;
+	}
+	fd_install(fd, file);
+	return fd;
+
+err_fd:
+	put_unused_fd(fd);
+err_put:
+	mpq_shm_put(s);
+	return ret;
+}
+
+/**
+ * mpq_shm_unlink() - MPQ_IOC_SHM_UNLINK: remove a name
+ * @uarg:	user pointer to struct mpq_shm_unlink
+ *
+ * The block lives on while it has fds or mappings; a persistent one loses
+ * the reference its name held.
+ *
+ * Return: 0, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT, -EPERM.
+ */
+long mpq_shm_unlink(void __user *uarg)
+{
+	struct mpq_shm_unlink args;
+	struct mpq_shm *s;
+	bool persist;
+	char *name;
+	u32 usize;
+	int ret;
+
+	if (get_user(usize, (u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < MPQ_SHM_UNLINK_SIZE_VER0)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	if (ret)
+		return ret;
+	if (args.flags || memchr_inv(args.reserved, 0, sizeof(args.reserved)))
+		return -EINVAL;
+	name = mpq_name_from_user(args.name);
+	if (IS_ERR(name))
+		return PTR_ERR(name);
+
+	mutex_lock(&mpq_names_lock);
+	s = mpq_shm_lookup(name);
+	kfree(name);
+	if (!s) {
+		mutex_unlock(&mpq_names_lock);
+		return -ENOENT;
+	}
+	if (!uid_eq(current_fsuid(), s->uid) &&
+	    !ns_capable(mpq_ipc_ns()->user_ns, CAP_IPC_OWNER)) {
+		mutex_unlock(&mpq_names_lock);
+		return -EPERM;
+	}
+	list_del_init(&s->node);
+	persist = s->persist;
+	s->persist = false;
+	mutex_unlock(&mpq_names_lock);
+	if (persist)
+		mpq_shm_put(s);		/* the name's reference */
+	return 0;
+}
+
+/**
+ * mpq_shm_exit() - at module unload, free the blocks only names hold
+ *
+ * No fd or mapping exists any more (each would hold the module), so what
+ * is left on the list is held by persistent names alone.
+ */
+void mpq_shm_exit(void)
+{
+	struct mpq_shm *s;
+
+	for (;;) {
+		mutex_lock(&mpq_names_lock);
+		s = list_first_entry_or_null(&mpq_names, struct mpq_shm, node);
+		if (!s) {
+			mutex_unlock(&mpq_names_lock);
+			return;
+		}
+		list_del_init(&s->node);
+		s->persist = false;
+		mutex_unlock(&mpq_names_lock);
+		mpq_shm_put(s);
+	}
+}
