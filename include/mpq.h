@@ -570,6 +570,97 @@ int mpq_wait(struct mpq_wait_item *items, unsigned int n, int64_t timeout_ns);
 int mpq_wait_fd(const struct mpq_wait_item *item);
 int mpq_epoll_add(int epfd, const struct mpq_wait_item *item, uint64_t data);
 
+/*
+ * Synchronisation: Python's multiprocessing Lock, RLock, Condition,
+ * Semaphore, BoundedSemaphore, Event and Barrier, in shared memory that
+ * forked children inherit (and spawned ones import by handle). Taking and
+ * releasing them without contention makes no system call; a blocked call
+ * spins briefly (spin_ns), then sleeps on a futex.
+ *
+ * Holders that die: when a process (or thread) dies holding a Lock or an
+ * RLock, SIGKILL included, the kernel releases the lock for it and wakes
+ * one waiter at once (robust futexes). The next acquirer gets the lock
+ * and -EOWNERDEAD: it holds the lock, and the state the lock guards may be
+ * half-updated. Every acquirer is told -EOWNERDEAD until one of them
+ * calls mpq_lock_consistent() (after repairing the state, or deciding it
+ * is fine). A party that dies waiting at a Barrier breaks it for the
+ * others. Semaphores and Events have no holder, as in Python: a process
+ * that dies after acquiring a semaphore takes its unit with it.
+ *
+ * This relies on the thread's robust list, which libmpq shares with glibc
+ * (whose robust mutexes keep working). mpq_robust_supported() tells
+ * whether this thread has it (always with glibc on Linux).
+ *
+ * Not async-signal-safe: a signal handler must not use mpq locks that the
+ * code it interrupts may be using.
+ */
+struct mpq_lock;
+
+/* Zero-initialise; zero means the default; reserved fields must be 0. */
+struct mpq_lock_attr {
+	int32_t backend;	/* enum mpq_backend */
+	uint32_t flags;		/* none yet: must be 0 */
+	int64_t spin_ns;	/* spin before sleeping: 0 default (20 us on
+				   more than one CPU), < 0 never */
+	uint64_t __reserved[4];
+};
+
+/*
+ * Make a Lock (mpq_lock_new) or an RLock (mpq_rlock_new: the holder may
+ * take it again, and must release it as many times). attr may be NULL.
+ * Returns 0, -EINVAL, -ENODEV (kmod asked for, no /dev/mpq), -ENOMEM,
+ * -EMFILE.
+ */
+int mpq_lock_new(struct mpq_lock **out, const struct mpq_lock_attr *attr);
+int mpq_rlock_new(struct mpq_lock **out, const struct mpq_lock_attr *attr);
+
+/*
+ * Take the lock, waiting up to timeout_ns (MPQ_FOREVER blocks, 0 tries
+ * once). Returns 0; -EOWNERDEAD (taken: a holder died, see above);
+ * -EAGAIN (held, timeout_ns == 0); -ETIMEDOUT; -EDEADLK (a Lock the caller
+ * already holds; an RLock just counts one more); -EINVAL; -ENOMEM.
+ */
+int mpq_lock_acquire(struct mpq_lock *l, int64_t timeout_ns);
+
+/*
+ * Release it (an RLock: one level). Only the holding thread may.
+ * Returns 0, -EINVAL (a Lock that is not held: Python's ValueError),
+ * -EPERM (held by another thread or process, or an RLock not held).
+ */
+int mpq_lock_release(struct mpq_lock *l);
+
+/*
+ * Mark the state the lock guards consistent again after -EOWNERDEAD: later
+ * acquirers get 0. The caller must hold the lock. Returns 0, -EPERM,
+ * -EINVAL.
+ */
+int mpq_lock_consistent(struct mpq_lock *l);
+
+/* 1 if anyone holds it (mpq_lock_locked) or this thread does (_owned). */
+int mpq_lock_locked(struct mpq_lock *l);
+int mpq_lock_owned(struct mpq_lock *l);
+
+/*
+ * Free this process's handle. A lock the calling thread holds is released
+ * as if it had died (the next acquirer gets -EOWNERDEAD). Do not free a
+ * lock that another thread of this process holds. The lock of a Condition
+ * or a Value belongs to it: freeing that handle does nothing.
+ */
+void mpq_lock_free(struct mpq_lock *l);
+
+/*
+ * Handles for spawned children, as for queues: export writes
+ * "mpq-lock:fd=N" (or mpq-rlock) and makes the fd inheritable; import
+ * opens it in the child. Returns the length, or 0; -EINVAL (not a handle
+ * of a lock, or a Condition's or Value's lock), -ERANGE, -EBADF,
+ * -EUCLEAN, -ENOMEM.
+ */
+int mpq_lock_export(struct mpq_lock *l, char *buf, size_t len);
+int mpq_lock_import(struct mpq_lock **out, const char *handle);
+
+/* 1 if this thread can have its locks released at its death, else 0. */
+int mpq_robust_supported(void);
+
 #ifdef __cplusplus
 }
 #endif

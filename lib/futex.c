@@ -37,3 +37,36 @@ void mpq_futex_wake(uint32_t *word, int n)
 {
 	syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
+
+/*
+ * Sleep until any of words[i] != vals[i] is woken, or the absolute
+ * CLOCK_MONOTONIC deadline (-1: none) passes: futex_waitv(2), Linux 5.16.
+ * Shared futexes, 32-bit words; at most 128. Returns 0 when woken (or a
+ * word had changed: the caller re-checks), -ETIMEDOUT, -EINTR, -ENOSYS.
+ */
+int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
+		    unsigned int n, int64_t deadline)
+{
+	struct futex_waitv w[128];
+	struct timespec ts, *tsp = NULL;
+	unsigned int i;
+	long r;
+
+	if (n > 128)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		w[i].val = vals[i];
+		w[i].uaddr = (uint64_t)(uintptr_t)words[i];
+		w[i].flags = FUTEX_32;
+		w[i].__reserved = 0;
+	}
+	if (deadline >= 0) {
+		ts.tv_sec = deadline / 1000000000;
+		ts.tv_nsec = deadline % 1000000000;
+		tsp = &ts;
+	}
+	r = syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
+	if (r >= 0 || errno == EAGAIN)
+		return 0;
+	return -errno;
+}

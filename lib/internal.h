@@ -100,6 +100,8 @@ static inline int64_t mpq_deadline(int64_t timeout_ns)
 /* futex.c */
 int mpq_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
 void mpq_futex_wake(uint32_t *word, int n);
+int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
+		    unsigned int n, int64_t deadline);
 
 /* Geometry of a queue's shared memory, as struct mpq_queue_info has it. */
 struct mpq_geom {
@@ -113,7 +115,8 @@ struct mpq_geom {
 int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize);
 int mpq_geom_check(const struct mpq_geom *g);
 
-/* kmod.c: queues from /dev/mpq. */
+/* kmod.c: objects from /dev/mpq. */
+int mpq_kmod_dev_ioctl(unsigned long cmd, void *args);
 int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd);
 int mpq_kmod_queue_info(int fd, struct mpq_geom *g);
 void mpq_kmod_queue_wake(int fd, uint32_t bits);
@@ -137,6 +140,30 @@ int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
 int mpq_memfd_pipe_info(int fd, struct mpq_pipe_geom *g, uint32_t *flags);
 
 int mpq_backend_resolve(int requested);
+
+/*
+ * block.c: the shared memory under sync objects, Values and SharedMemory:
+ * one fd, mapped whole. bytes is the size asked for; map_size rounds it up
+ * to pages. Everything but map is read-only after creation.
+ */
+struct mpq_block {
+	void *map;
+	uint64_t bytes;
+	uint64_t map_size;
+	uint64_t id;
+	int fd;
+	int backend;
+};
+
+#define MPQ_BLOCK_MAX_BYTES	(1ULL << 30)
+
+int mpq_block_new(struct mpq_block *b, uint64_t bytes, int backend,
+		  uint32_t kind);
+int mpq_block_from_fd(struct mpq_block *b, int fd);
+int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
+		    uint32_t flags, uint32_t mode, int backend);
+int mpq_block_unlink(const char *name, int backend);
+void mpq_block_free(struct mpq_block *b);
 
 /* For mpq_wait(): see conn.c and queue.c. */
 struct pollfd;
@@ -233,5 +260,6 @@ int mpq_spawn_inherit_fd(int fd);
 /* "mpq-<type>:fd=<fd>": handles for objects passed to spawned children. */
 int mpq_handle_format(char *buf, size_t len, const char *type, int fd);
 int mpq_handle_parse(const char *handle, const char *type, int *fd);
+int mpq_handle_export(const char *type, int fd, char *buf, size_t len);
 
 #endif /* MPQ_INTERNAL_H */

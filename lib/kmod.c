@@ -11,7 +11,7 @@
 #include "internal.h"
 
 /* A create ioctl on /dev/mpq: its result, or -ENODEV without the module. */
-static int mpq_dev_ioctl(unsigned long cmd, void *args)
+int mpq_kmod_dev_ioctl(unsigned long cmd, void *args)
 {
 	int dev, ret;
 
@@ -33,7 +33,7 @@ int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
 		.capacity = want->capacity,
 		.msg_max = want->msg_max,
 	};
-	int ret = mpq_dev_ioctl(MPQ_IOC_QUEUE_CREATE, &args);
+	int ret = mpq_kmod_dev_ioctl(MPQ_IOC_QUEUE_CREATE, &args);
 
 	if (ret < 0)
 		return ret;

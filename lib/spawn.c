@@ -625,23 +625,34 @@ int mpq_handle_parse(const char *handle, const char *type, int *fd)
 	return 0;
 }
 
-MPQ_EXPORT int mpq_queue_export(struct mpq_queue *q, char *buf, size_t len)
+/*
+ * Write the handle of the object behind fd into buf and let spawned
+ * children inherit fd: what every mpq_<type>_export() does.
+ */
+int mpq_handle_export(const char *type, int fd, char *buf, size_t len)
 {
 	char tmp[MPQ_HANDLE_MAX];
 	int n, ret;
 
-	if (!q || !buf)
+	if (!buf)
 		return -EINVAL;
-	n = mpq_handle_format(tmp, sizeof(tmp), "queue", mpq_queue_fileno(q));
+	n = mpq_handle_format(tmp, sizeof(tmp), type, fd);
 	if (n < 0)
 		return n;
 	if ((size_t)n >= len)
 		return -ERANGE;
-	ret = mpq_spawn_inherit_fd(mpq_queue_fileno(q));
+	ret = mpq_spawn_inherit_fd(fd);
 	if (ret)
 		return ret;
 	memcpy(buf, tmp, (size_t)n + 1);
 	return n;
+}
+
+MPQ_EXPORT int mpq_queue_export(struct mpq_queue *q, char *buf, size_t len)
+{
+	if (!q)
+		return -EINVAL;
+	return mpq_handle_export("queue", mpq_queue_fileno(q), buf, len);
 }
 
 MPQ_EXPORT int mpq_queue_import(struct mpq_queue **out, const char *handle)
