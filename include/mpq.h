@@ -661,6 +661,214 @@ int mpq_lock_import(struct mpq_lock **out, const char *handle);
 /* 1 if this thread can have its locks released at its death, else 0. */
 int mpq_robust_supported(void);
 
+/*
+ * Condition: Python's multiprocessing.Condition. Its lock is lock, which
+ * the caller keeps alive, or (lock NULL) an RLock of its own in the same
+ * shared memory (mpq_cond_get_lock() returns it). wait, wait_for and
+ * notify need the caller to hold the lock (-EPERM otherwise: Python's
+ * RuntimeError). attr may be NULL.
+ */
+struct mpq_cond;
+
+int mpq_cond_new(struct mpq_cond **out, struct mpq_lock *lock,
+		 const struct mpq_lock_attr *attr);
+struct mpq_lock *mpq_cond_get_lock(struct mpq_cond *c);
+/* The lock's acquire and release (Python's "with cond:"). */
+int mpq_cond_acquire(struct mpq_cond *c, int64_t timeout_ns);
+int mpq_cond_release(struct mpq_cond *c);
+
+/*
+ * Release the lock (every level of an RLock), sleep until notified or
+ * timeout_ns passes, take the lock back. Returns 0 (notified; as with
+ * pthread_cond_wait, a notify may also release a waiter it was not meant
+ * for: loop on the condition, or use wait_for), -ETIMEDOUT (Python's
+ * False), -EOWNERDEAD (the lock's holder died meanwhile: the lock is held
+ * all the same), -EPERM, -EINVAL.
+ */
+int mpq_cond_wait(struct mpq_cond *c, int64_t timeout_ns);
+
+/*
+ * Wait until pred(arg) returns non-zero, checking it first and after each
+ * wake-up, under the lock. Returns 0 (it holds), -ETIMEDOUT (it still
+ * does not), or what mpq_cond_wait returns.
+ */
+int mpq_cond_wait_for(struct mpq_cond *c, int (*pred)(void *arg), void *arg,
+		      int64_t timeout_ns);
+
+/* Wake up to n waiters, or all of them. Returns 0, -EPERM, -EINVAL. */
+int mpq_cond_notify(struct mpq_cond *c, int n);
+int mpq_cond_notify_all(struct mpq_cond *c);
+
+void mpq_cond_free(struct mpq_cond *c);
+/* A condition with a lock of the caller's is imported with that lock. */
+int mpq_cond_export(struct mpq_cond *c, char *buf, size_t len);
+int mpq_cond_import(struct mpq_cond **out, const char *handle,
+		    struct mpq_lock *lock);
+
+/*
+ * Semaphore and BoundedSemaphore (value up to 2^31 - 1). A bounded one's
+ * release beyond its initial value is -EINVAL (Python's ValueError); an
+ * unbounded one's beyond 2^31 - 1 is -EOVERFLOW. acquire waits up to
+ * timeout_ns: 0, -EAGAIN (timeout_ns == 0), -ETIMEDOUT.
+ */
+struct mpq_sem;
+
+int mpq_sem_new(struct mpq_sem **out, unsigned int value,
+		const struct mpq_lock_attr *attr);
+int mpq_bounded_sem_new(struct mpq_sem **out, unsigned int value,
+			const struct mpq_lock_attr *attr);
+int mpq_sem_acquire(struct mpq_sem *s, int64_t timeout_ns);
+int mpq_sem_release(struct mpq_sem *s);
+int mpq_sem_get_value(struct mpq_sem *s);
+void mpq_sem_free(struct mpq_sem *s);
+int mpq_sem_export(struct mpq_sem *s, char *buf, size_t len);
+int mpq_sem_import(struct mpq_sem **out, const char *handle);
+
+/*
+ * Event. wait returns 0 once the flag is set, -ETIMEDOUT (Python's False)
+ * if timeout_ns passes first; is_set returns 1 or 0.
+ */
+struct mpq_event;
+
+int mpq_event_new(struct mpq_event **out, const struct mpq_lock_attr *attr);
+int mpq_event_set(struct mpq_event *e);
+int mpq_event_clear(struct mpq_event *e);
+int mpq_event_is_set(struct mpq_event *e);
+int mpq_event_wait(struct mpq_event *e, int64_t timeout_ns);
+void mpq_event_free(struct mpq_event *e);
+int mpq_event_export(struct mpq_event *e, char *buf, size_t len);
+int mpq_event_import(struct mpq_event **out, const char *handle);
+
+/*
+ * Barrier for parties processes or threads (1 to 32767). action, if not
+ * NULL, is run by the last party to arrive before any party is released;
+ * it belongs to this handle (a function pointer means nothing in another
+ * program image: each process gives its own at new or import), and it
+ * returns 0 or a negative errno.
+ *
+ * wait returns the party's arrival index (0 to parties - 1, different for
+ * each), or -ECANCELED (Python's BrokenBarrierError: the barrier is or
+ * became broken), -ETIMEDOUT (this wait timed out: that breaks the barrier
+ * for the others, as in Python), the action's error for the party that ran
+ * it (the others get -ECANCELED), -EINVAL. A party that dies inside wait
+ * breaks the barrier: the others are woken at once (with more than 64
+ * parties, within a tenth of a second). Broken stays broken until reset.
+ */
+struct mpq_barrier;
+
+int mpq_barrier_new(struct mpq_barrier **out, unsigned int parties,
+		    int (*action)(void *arg), void *arg,
+		    const struct mpq_lock_attr *attr);
+int mpq_barrier_wait(struct mpq_barrier *b, int64_t timeout_ns);
+/* Break it: waiting and future calls get -ECANCELED until reset. */
+int mpq_barrier_abort(struct mpq_barrier *b);
+/* Empty and unbroken again; parties waiting now get -ECANCELED. */
+int mpq_barrier_reset(struct mpq_barrier *b);
+int mpq_barrier_parties(struct mpq_barrier *b);
+int mpq_barrier_n_waiting(struct mpq_barrier *b);
+int mpq_barrier_broken(struct mpq_barrier *b);
+void mpq_barrier_free(struct mpq_barrier *b);
+int mpq_barrier_export(struct mpq_barrier *b, char *buf, size_t len);
+int mpq_barrier_import(struct mpq_barrier **out, const char *handle,
+		       int (*action)(void *arg), void *arg);
+
+/*
+ * Shared state: Python's Value and Array (RawValue and RawArray with
+ * MPQ_VALUE_RAW). A value is size bytes, an array count elements of
+ * elem_size bytes each, zeroed, in shared memory that forked children
+ * inherit. By default it comes with an RLock of its own (get_lock); a
+ * lock of the caller's may be given instead, or none (raw).
+ */
+struct mpq_value;
+
+#define MPQ_VALUE_RAW		(1U << 0)	/* no lock */
+
+struct mpq_value_attr {
+	struct mpq_lock *lock;	/* NULL: an RLock of its own (or none, raw) */
+	int32_t backend;	/* enum mpq_backend */
+	uint32_t flags;		/* MPQ_VALUE_RAW */
+	int64_t spin_ns;	/* for its own lock, as in mpq_lock_attr */
+	uint64_t __reserved[4];
+};
+
+/* Returns 0, -EINVAL, -E2BIG (over 1 GiB), -ENODEV, -ENOMEM, -EMFILE. */
+int mpq_value_new(struct mpq_value **out, size_t size,
+		  const struct mpq_value_attr *attr);
+int mpq_array_new(struct mpq_value **out, size_t elem_size, size_t count,
+		  const struct mpq_value_attr *attr);
+/* The data, to use under the lock; its size in bytes; elements. */
+void *mpq_value_ptr(struct mpq_value *v);
+size_t mpq_value_size(struct mpq_value *v);
+long mpq_array_len(struct mpq_value *v);
+/* The lock (its own or the caller's), or NULL for a raw value. */
+struct mpq_lock *mpq_value_get_lock(struct mpq_value *v);
+/*
+ * Copy the whole value, or element i, out or in, under the lock if there
+ * is one. Returns 0, -EOWNERDEAD (copied; a holder of the lock died and
+ * the data may be half-written), -ERANGE (i too large), -EINVAL.
+ */
+int mpq_value_get(struct mpq_value *v, void *out);
+int mpq_value_set(struct mpq_value *v, const void *in);
+int mpq_array_get(struct mpq_value *v, size_t i, void *out);
+int mpq_array_set(struct mpq_value *v, size_t i, const void *in);
+void mpq_value_free(struct mpq_value *v);
+/* A value with a lock of the caller's is imported with that lock. */
+int mpq_value_export(struct mpq_value *v, char *buf, size_t len);
+int mpq_value_import(struct mpq_value **out, const char *handle,
+		     struct mpq_lock *lock);
+
+/*
+ * SharedMemory: a named block of bytes that unrelated processes attach to
+ * by name (Python's multiprocessing.shared_memory.SharedMemory).
+ *
+ * With the module (MPQ_BACKEND_KMOD) the name lives in the kernel, in the
+ * caller's IPC namespace; the block is owned by the creator's user and
+ * group and opened only with read and write permission by its mode (as a
+ * file: -EACCES otherwise); and it is freed when the last process using it
+ * closes it or dies, creator included, unless MPQ_SHM_ATTR_PERSIST keeps
+ * it until unlinked. Without the module it is /dev/shm/<name>, which lives
+ * until unlinked whatever happens (as in Python).
+ */
+struct mpq_shm;
+
+#define MPQ_SHM_ATTR_PERSIST	(1U << 0)	/* live until unlinked */
+
+struct mpq_shm_attr {
+	int32_t backend;	/* enum mpq_backend */
+	uint32_t flags;		/* MPQ_SHM_ATTR_PERSIST (creation only) */
+	uint32_t mode;		/* permission bits at creation, less the
+				   umask; 0 means 0600 */
+	uint32_t __pad;
+	uint64_t __reserved[4];
+};
+
+/*
+ * Create a block of size bytes (zeroed), named name, or (name NULL) a new
+ * random name ("mpq_<hex>") that mpq_shm_name() returns. Returns 0,
+ * -EEXIST, -EINVAL (name empty or with '/', size 0), -ENAMETOOLONG (over
+ * 255 bytes), -E2BIG (over 1 GiB), -EACCES, -ENODEV, -ENOMEM, -EMFILE.
+ */
+int mpq_shm_new(struct mpq_shm **out, const char *name, size_t size,
+		const struct mpq_shm_attr *attr);
+/* Attach to an existing block: 0, -ENOENT, -EACCES, and the above. */
+int mpq_shm_open(struct mpq_shm **out, const char *name,
+		 const struct mpq_shm_attr *attr);
+/* The bytes (NULL once closed), their size, the name. */
+void *mpq_shm_buf(struct mpq_shm *s);
+size_t mpq_shm_size(struct mpq_shm *s);
+const char *mpq_shm_name(struct mpq_shm *s);
+int mpq_shm_fileno(struct mpq_shm *s);
+/* Unmap it in this process (buf is gone); -EBADF if closed already. */
+int mpq_shm_close(struct mpq_shm *s);
+/*
+ * Remove the name: attaching by it fails from now on, and the block lives
+ * while it is used. Only the owner may (-EPERM). Returns 0, -ENOENT.
+ */
+int mpq_shm_unlink(struct mpq_shm *s);
+int mpq_shm_unlink_name(const char *name, int backend);
+/* Close if open, and free the handle. */
+void mpq_shm_free(struct mpq_shm *s);
+
 #ifdef __cplusplus
 }
 #endif

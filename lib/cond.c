@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpq_cond: Python's multiprocessing.Condition. A sequence word in shared
+ * memory that notify bumps and waiters sleep on (a futex), and a lock:
+ * an RLock of its own in the same block, or a lock the caller passes.
+ *
+ * wait() counts itself a waiter and notes the sequence while holding the
+ * lock, releases the lock (every level of an RLock), sleeps while the
+ * sequence is unchanged, and takes the lock back. notify(n) turns up to n
+ * waiters not yet signalled into pending signals, bumps the sequence and
+ * wakes that many sleepers; a waiter back under the lock takes a pending
+ * signal if there is one (it was notified), else it timed out, or sleeps
+ * again. Counting under the lock makes the count of notified waiters
+ * exact, whoever of them wakes first; an unwatched sequence word alone
+ * would let one notify release every waiter whose sleep it interrupted.
+ *
+ * A waiter that dies asleep takes nothing with it: the kernel only wakes
+ * live sleepers, so no wake-up is lost on a dead process (a condition
+ * variable that hands wake-ups out in tickets would lose the one the dead
+ * waiter held). It stays counted as a waiter, so a later notify_all may
+ * leave a signal nobody takes, and a later waiter takes it and returns
+ * early: the spurious wake-up that pthread_cond_wait also allows.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync.h"
+
+struct mpq_cond_rec {
+	uint32_t seq;		/* futex word: bumped by each notify */
+	uint32_t waiters;	/* under the lock: waiting, not signalled */
+	uint32_t signals;	/* under the lock: notified, not yet taken */
+	uint32_t __pad[13];
+};
+
+struct mpq_cond {
+	struct mpq_sync sync;
+	struct mpq_cond_rec *rec;
+	struct mpq_lock own;	/* the block's own lock, if it has one */
+	struct mpq_lock *lock;	/* the lock in use: &own or the caller's */
+};
+
+static int mpq_cond_alloc(struct mpq_cond **out)
+{
+	if (!out)
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+/* Point the handle at its records; the block's header is checked. */
+static int mpq_cond_bind(struct mpq_cond *c, struct mpq_lock *lock)
+{
+	uint64_t need = MPQ_SYNC_REC * 3;
+
+	if (c->sync.block.bytes < need)
+		return -EUCLEAN;
+	if (!(c->sync.flags & MPQ_SYNC_OWN_LOCK) != !!lock)
+		return -EINVAL;
+	c->rec = mpq_sync_rec(&c->sync, 0);
+	if (lock) {
+		c->lock = lock;
+	} else {
+		mpq_lock_borrow(&c->own, mpq_sync_rec(&c->sync, 1),
+				!!(c->sync.flags & MPQ_SYNC_RLOCK),
+				c->sync.spin_ns);
+		c->lock = &c->own;
+	}
+	return 0;
+}
+
+MPQ_EXPORT int mpq_cond_new(struct mpq_cond **out, struct mpq_lock *lock,
+			    const struct mpq_lock_attr *attr)
+{
+	static const struct mpq_lock_attr defaults;
+	static const uint32_t param[4];
+	struct mpq_cond *c;
+	unsigned int i;
+	int ret;
+
+	if (!attr)
+		attr = &defaults;
+	if (attr->flags)
+		return -EINVAL;
+	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
+		if (attr->__reserved[i])
+			return -EINVAL;
+	ret = mpq_cond_alloc(out);
+	if (ret)
+		return ret;
+	c = *out;
+	ret = mpq_sync_create(&c->sync, MPQ_SHM_KIND_COND,
+			      lock ? 0 : MPQ_SYNC_OWN_LOCK | MPQ_SYNC_RLOCK,
+			      param, MPQ_SYNC_REC * 3, attr->backend,
+			      attr->spin_ns);
+	if (!ret)
+		ret = mpq_cond_bind(c, lock);
+	if (ret) {
+		if (c->sync.block.map)
+			mpq_sync_free(&c->sync);
+		free(c);
+		*out = NULL;
+	}
+	return ret;
+}
+
+MPQ_EXPORT struct mpq_lock *mpq_cond_get_lock(struct mpq_cond *c)
+{
+	return c ? c->lock : NULL;
+}
+
+static int mpq_cond_check(struct mpq_cond *c)
+{
+	if (!c || !c->rec)
+		return -EINVAL;
+	return mpq_lock_is_mine(c->lock) ? 0 : -EPERM;
+}
+
+MPQ_EXPORT int mpq_cond_acquire(struct mpq_cond *c, int64_t timeout_ns)
+{
+	return c ? mpq_lock_acquire(c->lock, timeout_ns) : -EINVAL;
+}
+
+MPQ_EXPORT int mpq_cond_release(struct mpq_cond *c)
+{
+	return c ? mpq_lock_release(c->lock) : -EINVAL;
+}
+
+/* Sleep, without the lock, while the sequence is still seq. */
+static int mpq_cond_sleep(struct mpq_cond *c, uint32_t seq, int64_t deadline)
+{
+	int r = 0;
+
+	if (deadline >= 0 && mpq_now_ns() >= deadline)
+		return -ETIMEDOUT;
+	while (load_acquire(&c->rec->seq) == seq) {
+		r = mpq_futex_wait(&c->rec->seq, seq, deadline);
+		if (r == -ETIMEDOUT)
+			break;
+		r = 0;
+	}
+	return r;
+}
+
+MPQ_EXPORT int mpq_cond_wait(struct mpq_cond *c, int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns == 0 ? 0 : mpq_deadline(timeout_ns);
+	int ret, slept, dead = 0;
+	uint32_t seq, depth;
+
+	ret = mpq_cond_check(c);
+	if (ret)
+		return ret;
+	c->rec->waiters++;
+	for (;;) {
+		/* Under the lock: a notify after this point changes seq. */
+		seq = load_relaxed(&c->rec->seq);
+		ret = mpq_lock_release_save(c->lock, &depth);
+		if (ret) {
+			c->rec->waiters--;
+			return ret;
+		}
+		slept = mpq_cond_sleep(c, seq, deadline);
+		ret = mpq_lock_acquire_restore(c->lock, depth);
+		if (ret == -EOWNERDEAD)
+			dead = 1;
+		else if (ret)
+			return ret;
+		if (c->rec->signals) {
+			c->rec->signals--;
+			break;
+		}
+		if (slept == -ETIMEDOUT) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (c->rec->waiters)
+		c->rec->waiters--;
+	/* A lock whose holder died is news the caller needs first. */
+	return dead ? -EOWNERDEAD : ret;
+}
+
+MPQ_EXPORT int mpq_cond_wait_for(struct mpq_cond *c,
+				 int (*pred)(void *arg), void *arg,
+				 int64_t timeout_ns)
+{
+	int64_t deadline = mpq_deadline(timeout_ns), left = timeout_ns;
+	int ret;
+
+	ret = mpq_cond_check(c);
+	if (ret)
+		return ret;
+	if (!pred)
+		return -EINVAL;
+	while (!pred(arg)) {
+		if (deadline >= 0) {
+			left = deadline - mpq_now_ns();
+			if (left <= 0)
+				return -ETIMEDOUT;
+		}
+		ret = mpq_cond_wait(c, left);
+		if (ret && ret != -ETIMEDOUT)
+			return ret;
+	}
+	return 0;
+}
+
+MPQ_EXPORT int mpq_cond_notify(struct mpq_cond *c, int n)
+{
+	int ret = mpq_cond_check(c);
+	uint32_t waiting, k;
+
+	if (ret)
+		return ret;
+	if (n < 0)
+		return -EINVAL;
+	waiting = c->rec->waiters > c->rec->signals ?
+		  c->rec->waiters - c->rec->signals : 0;
+	k = (uint32_t)n < waiting ? (uint32_t)n : waiting;
+	if (!k)
+		return 0;
+	c->rec->signals += k;
+	__atomic_add_fetch(&c->rec->seq, 1, __ATOMIC_RELEASE);
+	mpq_futex_wake(&c->rec->seq, (int)k);
+	return 0;
+}
+
+MPQ_EXPORT int mpq_cond_notify_all(struct mpq_cond *c)
+{
+	return mpq_cond_notify(c, INT_MAX);
+}
+
+MPQ_EXPORT void mpq_cond_free(struct mpq_cond *c)
+{
+	if (!c)
+		return;
+	if (c->lock == &c->own)
+		mpq_lock_fini(&c->own);
+	mpq_sync_free(&c->sync);
+	free(c);
+}
+
+MPQ_EXPORT int mpq_cond_export(struct mpq_cond *c, char *buf, size_t len)
+{
+	if (!c || !c->rec)
+		return -EINVAL;
+	return mpq_sync_export(&c->sync, "cond", buf, len);
+}
+
+MPQ_EXPORT int mpq_cond_import(struct mpq_cond **out, const char *handle,
+			       struct mpq_lock *lock)
+{
+	struct mpq_cond *c;
+	int ret;
+
+	ret = mpq_cond_alloc(out);
+	if (ret)
+		return ret;
+	c = *out;
+	ret = mpq_sync_import(&c->sync, handle, "cond", MPQ_SHM_KIND_COND);
+	if (!ret)
+		ret = mpq_cond_bind(c, lock);
+	if (ret) {
+		if (c->sync.block.map)
+			mpq_sync_free(&c->sync);
+		free(c);
+		*out = NULL;
+	}
+	return ret;
+}

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpq_event: Python's multiprocessing.Event. A flag that is a futex word
+ * in shared memory: set() stores 1 and wakes every sleeper, clear() stores
+ * 0, wait() sleeps while it is 0. Sleepers count themselves first, so
+ * set() makes a system call only when someone may be asleep (the same
+ * handshake as the semaphore's, in sem.c).
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync.h"
+
+struct mpq_event_rec {
+	uint32_t flag;		/* futex word: 0 or 1 */
+	uint32_t waiters;
+	uint32_t __pad[14];
+};
+
+struct mpq_event {
+	struct mpq_sync sync;
+	struct mpq_event_rec *rec;
+};
+
+static int mpq_event_alloc(struct mpq_event **out)
+{
+	if (!out)
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+static void mpq_event_drop(struct mpq_event **out)
+{
+	if ((*out)->sync.block.map)
+		mpq_sync_free(&(*out)->sync);
+	free(*out);
+	*out = NULL;
+}
+
+static int mpq_event_bind(struct mpq_event *e)
+{
+	if (e->sync.block.bytes < MPQ_SYNC_REC * 2)
+		return -EUCLEAN;
+	e->rec = mpq_sync_rec(&e->sync, 0);
+	return 0;
+}
+
+MPQ_EXPORT int mpq_event_new(struct mpq_event **out,
+			     const struct mpq_lock_attr *attr)
+{
+	static const struct mpq_lock_attr defaults;
+	static const uint32_t param[4];
+	unsigned int i;
+	int ret;
+
+	if (!attr)
+		attr = &defaults;
+	if (attr->flags)
+		return -EINVAL;
+	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
+		if (attr->__reserved[i])
+			return -EINVAL;
+	ret = mpq_event_alloc(out);
+	if (ret)
+		return ret;
+	ret = mpq_sync_create(&(*out)->sync, MPQ_SHM_KIND_EVENT, 0, param,
+			      MPQ_SYNC_REC * 2, attr->backend, attr->spin_ns);
+	if (!ret)
+		ret = mpq_event_bind(*out);
+	if (ret)
+		mpq_event_drop(out);
+	return ret;
+}
+
+MPQ_EXPORT int mpq_event_is_set(struct mpq_event *e)
+{
+	if (!e || !e->rec)
+		return -EINVAL;
+	return load_acquire(&e->rec->flag) != 0;
+}
+
+MPQ_EXPORT int mpq_event_set(struct mpq_event *e)
+{
+	if (!e || !e->rec)
+		return -EINVAL;
+	__atomic_store_n(&e->rec->flag, 1, __ATOMIC_SEQ_CST);
+	if (load_relaxed(&e->rec->waiters))
+		mpq_futex_wake(&e->rec->flag, INT_MAX);
+	return 0;
+}
+
+MPQ_EXPORT int mpq_event_clear(struct mpq_event *e)
+{
+	if (!e || !e->rec)
+		return -EINVAL;
+	__atomic_store_n(&e->rec->flag, 0, __ATOMIC_RELEASE);
+	return 0;
+}
+
+MPQ_EXPORT int mpq_event_wait(struct mpq_event *e, int64_t timeout_ns)
+{
+	int64_t deadline, spin_end;
+	int ret = 0, spins = 0;
+
+	if (!e || !e->rec)
+		return -EINVAL;
+	if (load_acquire(&e->rec->flag))
+		return 0;
+	if (timeout_ns == 0)
+		return -ETIMEDOUT;
+	deadline = mpq_deadline(timeout_ns);
+	spin_end = e->sync.spin_ns > 0 ? mpq_now_ns() + e->sync.spin_ns : 0;
+	while (spin_end) {
+		cpu_relax();
+		if (load_acquire(&e->rec->flag))
+			return 0;
+		if (++spins % 64 == 0 && mpq_now_ns() >= spin_end)
+			break;
+	}
+	__atomic_add_fetch(&e->rec->waiters, 1, __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&e->rec->flag, __ATOMIC_SEQ_CST)) {
+		ret = mpq_futex_wait(&e->rec->flag, 0, deadline);
+		if (ret == -ETIMEDOUT) {
+			ret = load_acquire(&e->rec->flag) ? 0 : -ETIMEDOUT;
+			break;
+		}
+		ret = 0;
+	}
+	__atomic_sub_fetch(&e->rec->waiters, 1, __ATOMIC_RELAXED);
+	return ret;
+}
+
+MPQ_EXPORT void mpq_event_free(struct mpq_event *e)
+{
+	if (!e)
+		return;
+	mpq_sync_free(&e->sync);
+	free(e);
+}
+
+MPQ_EXPORT int mpq_event_export(struct mpq_event *e, char *buf, size_t len)
+{
+	if (!e || !e->rec)
+		return -EINVAL;
+	return mpq_sync_export(&e->sync, "event", buf, len);
+}
+
+MPQ_EXPORT int mpq_event_import(struct mpq_event **out, const char *handle)
+{
+	int ret = mpq_event_alloc(out);
+
+	if (ret)
+		return ret;
+	ret = mpq_sync_import(&(*out)->sync, handle, "event",
+			      MPQ_SHM_KIND_EVENT);
+	if (!ret)
+		ret = mpq_event_bind(*out);
+	if (ret)
+		mpq_event_drop(out);
+	return ret;
+}
