@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The module's shared-memory objects through raw ioctls on /dev/mpq:
+ * hostile arguments, names in the IPC namespace, permissions checked like
+ * a file (another user gets -EACCES), persistence, and the lifetime that
+ * frees a crashed creator's block. Runs in the test VM as root, with
+ * mpq.ko loaded; without /dev/mpq every test fails.
+ */
+#include <grp.h>
+#include <sched.h>
+#include <stdio.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+#define OTHER_UID	1000
+#define OTHER_GID	1000
+
+static int dev_open(void)
+{
+	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
+}
+
+/* MPQ_IOC_SHM_OPEN: the fd or -errno. */
+static int shm_open_raw(int dev, const char *name, uint64_t bytes,
+			uint32_t flags, uint32_t mode)
+{
+	struct mpq_shm_open o = {
+		.size = sizeof(o), .flags = flags | MPQ_CREATE_CLOEXEC,
+		.bytes = bytes, .name = (uint64_t)(uintptr_t)name,
+		.mode = mode, .kind = MPQ_SHM_KIND_SHM,
+	};
+	int fd = ioctl(dev, MPQ_IOC_SHM_OPEN, &o);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int shm_unlink_raw(int dev, const char *name)
+{
+	struct mpq_shm_unlink u = {
+		.size = sizeof(u), .name = (uint64_t)(uintptr_t)name,
+	};
+
+	return ioctl(dev, MPQ_IOC_SHM_UNLINK, &u) < 0 ? -errno : 0;
+}
+
+static int shm_info(int fd, struct mpq_shm_info *i)
+{
+	memset(i, 0, sizeof(*i));
+	i->size = sizeof(*i);
+	return ioctl(fd, MPQ_IOC_SHM_INFO, i) < 0 ? -errno : 0;
+}
+
+static long objects(void)
+{
+	FILE *f = fopen("/sys/module/mpq/parameters/objects", "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* Objects are freed when the last reference goes; fput may be deferred. */
+static long objects_settled(long want)
+{
+	long v = objects();
+	int i;
+
+	for (i = 0; i < 500 && v != want; i++) {
+		sleep_ms(2);
+		v = objects();
+	}
+	return v;
+}
+
+/* Run fn in a child as uid and gid (no other groups); its exit status. */
+static int run_as(uid_t uid, gid_t gid, int (*fn)(void *), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setresgid(gid, gid, gid) ||
+		    setresuid(uid, uid, uid))
+			_exit(200);
+		_exit(fn(arg));
+	}
+	return wait_child(pid, 10000);
+}
+
+static int as_other_user(int (*fn)(void *), void *arg)
+{
+	return run_as(OTHER_UID, OTHER_GID, fn, arg);
+}
+
+FIXTURE(shm) {
+	int dev;
+	long objects;
+	char name[64];
+};
+
+FIXTURE_SETUP(shm)
+{
+	self->dev = dev_open();
+	ASSERT_LE(0, self->dev) TH_LOG("/dev/mpq: %s (is mpq.ko loaded?)",
+				       strerror(errno));
+	self->objects = objects_settled(objects());
+	snprintf(self->name, sizeof(self->name), "kshm_%d", getpid());
+}
+
+FIXTURE_TEARDOWN(shm)
+{
+	shm_unlink_raw(self->dev, self->name);
+	close(self->dev);
+}
+
+TEST_F(shm, anonymous_block_reports_its_geometry_and_maps)
+{
+	struct mpq_shm_info i;
+	int fd = shm_open_raw(self->dev, NULL, 5000, 0, 0);
+	char *p;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, shm_info(fd, &i));
+	ASSERT_EQ(5000, i.bytes);
+	ASSERT_EQ(8192, i.map_size);
+	ASSERT_EQ(MPQ_SHM_KIND_SHM, i.kind);
+	ASSERT_EQ(0, i.flags);
+	ASSERT_LT(0, i.id);
+	p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	ASSERT_EQ(0, p[0]);
+	ASSERT_EQ(0, p[8191]);
+	ASSERT_EQ(MAP_FAILED, mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0));
+	ASSERT_EQ(MAP_FAILED, mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, fd, 0));
+	ASSERT_EQ(MAP_FAILED, mmap(NULL, 8192, PROT_READ | PROT_EXEC,
+				   MAP_SHARED, fd, 0));
+	munmap(p, 8192);
+	close(fd);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+TEST_F(shm, open_refuses_hostile_arguments)
+{
+	struct mpq_shm_open o = { .size = sizeof(o), .bytes = 100 };
+	char longname[300];
+
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, NULL, 0, 0, 0));
+	ASSERT_EQ(-E2BIG, shm_open_raw(self->dev, NULL, 1ULL << 40, 0, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, NULL, 10, 1U << 20, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, NULL, 10, 0, 01000));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, NULL, 10, MPQ_SHM_EXCL, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, NULL, 10, MPQ_SHM_PERSIST, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, "x", 10, MPQ_SHM_PERSIST, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, "", 10, MPQ_SHM_CREAT, 0));
+	ASSERT_EQ(-EINVAL, shm_open_raw(self->dev, "a/b", 10, MPQ_SHM_CREAT, 0));
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	ASSERT_EQ(-ENAMETOOLONG, shm_open_raw(self->dev, longname, 10,
+					      MPQ_SHM_CREAT, 0600));
+	longname[255] = 0;	/* exactly the longest name */
+	{
+		int fd = shm_open_raw(self->dev, longname, 10,
+				      MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+
+		ASSERT_LE(0, fd);
+		close(fd);
+	}
+	ASSERT_EQ(-EFAULT, shm_open_raw(self->dev, (char *)8, 10,
+					MPQ_SHM_CREAT, 0600));
+	ASSERT_EQ(-EFAULT, shm_open_raw(self->dev, (char *)-4096L, 10,
+					MPQ_SHM_CREAT, 0600));
+	o.kind = MPQ_SHM_KIND_MAX;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_OPEN, &o));
+	ASSERT_EQ(EINVAL, errno);
+	o.kind = 0;
+	o.reserved[3] = 1;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_OPEN, &o));
+	ASSERT_EQ(EINVAL, errno);
+	o.reserved[3] = 0;
+	o.size = 8;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_OPEN, &o));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_OPEN, (void *)16));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+TEST_F(shm, unlink_refuses_hostile_arguments)
+{
+	struct mpq_shm_unlink u = { .size = sizeof(u), .flags = 1,
+				    .name = (uint64_t)(uintptr_t)"x" };
+
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_UNLINK, &u));
+	ASSERT_EQ(EINVAL, errno);
+	u.flags = 0;
+	u.reserved[1] = 5;
+	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_SHM_UNLINK, &u));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-EFAULT, shm_unlink_raw(self->dev, (char *)8));
+	ASSERT_EQ(-ENOENT, shm_unlink_raw(self->dev, "kshm_never_made"));
+	ASSERT_EQ(-ENOTTY, ioctl(self->dev, MPQ_IOC_SHM_INFO, &u) ? -errno : 0);
+}
+
+TEST_F(shm, names_create_exclusively_and_open_the_same_memory)
+{
+	int a, b;
+	char *pa, *pb;
+
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+	a = shm_open_raw(self->dev, self->name, 4096,
+			 MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	ASSERT_LE(0, a);
+	ASSERT_EQ(-EEXIST, shm_open_raw(self->dev, self->name, 4096,
+					MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600));
+	/* CREAT without EXCL opens what is there; its size wins. */
+	b = shm_open_raw(self->dev, self->name, 99999, MPQ_SHM_CREAT, 0600);
+	ASSERT_LE(0, b);
+	pa = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+	pb = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, b, 0);
+	ASSERT_NE(MAP_FAILED, pa);
+	ASSERT_NE(MAP_FAILED, pb);
+	strcpy(pa, "same");
+	ASSERT_STREQ("same", pb);
+	munmap(pa, 4096);
+	munmap(pb, 4096);
+	close(a);
+	close(b);
+}
+
+TEST_F(shm, a_name_goes_with_its_last_user_unless_persistent)
+{
+	struct mpq_shm_info i;
+	int fd = shm_open_raw(self->dev, self->name, 100,
+			      MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+
+	ASSERT_LE(0, fd);
+	close(fd);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+
+	fd = shm_open_raw(self->dev, self->name, 100,
+			  MPQ_SHM_CREAT | MPQ_SHM_EXCL | MPQ_SHM_PERSIST, 0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, shm_info(fd, &i));
+	ASSERT_EQ(MPQ_SHM_PERSIST, i.flags);
+	close(fd);
+	sleep_ms(20);
+	ASSERT_EQ(self->objects + 1, objects());
+	fd = shm_open_raw(self->dev, self->name, 0, 0, 0);
+	ASSERT_LE(0, fd);
+	close(fd);
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, shm_unlink_raw(self->dev, self->name));
+}
+
+TEST_F(shm, unlink_removes_the_name_and_the_block_lives_while_used)
+{
+	int fd = shm_open_raw(self->dev, self->name, 100,
+			      MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600), fd2;
+	char *p;
+
+	ASSERT_LE(0, fd);
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	close(fd);
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+	/* A new block may take the name; the old one is still mapped. */
+	fd2 = shm_open_raw(self->dev, self->name, 100,
+			   MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	ASSERT_LE(0, fd2);
+	strcpy(p, "still here");
+	ASSERT_STREQ("still here", p);
+	ASSERT_EQ(self->objects + 2, objects());
+	munmap(p, 4096);
+	close(fd2);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+static int create_and_die(void *arg)
+{
+	const char *name = arg;
+	int dev = dev_open();
+	char *p;
+	int fd;
+
+	fd = shm_open_raw(dev, name, 1 << 20, MPQ_SHM_CREAT | MPQ_SHM_EXCL,
+			  0600);
+	if (fd < 0)
+		return 1;
+	p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	memset(p, 1, 1 << 20);
+	raise(SIGKILL);
+	return 3;
+}
+
+TEST_F(shm, a_crashed_creator_leaks_nothing)
+{
+	pid_t pid = spawn(create_and_die, self->name);
+
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+}
+
+static const char *other_name;
+
+static int other_opens(void *arg)
+{
+	int dev = dev_open();
+
+	return -shm_open_raw(dev, other_name, 0, 0, 0) == EACCES ? 10 :
+	       shm_open_raw(dev, other_name, 0, 0, 0) >= 0 ? 0 : 20;
+}
+
+static int other_unlinks(void *arg)
+{
+	return -shm_unlink_raw(dev_open(), other_name);
+}
+
+static int other_creates(void *arg)
+{
+	int fd = shm_open_raw(dev_open(), other_name, 10,
+			      MPQ_SHM_CREAT | MPQ_SHM_EXCL | MPQ_SHM_PERSIST,
+			      0660);
+	struct mpq_shm_info i;
+
+	if (fd < 0)
+		return 1;
+	if (shm_info(fd, &i) || i.uid != OTHER_UID || i.gid != OTHER_GID ||
+	    i.mode != 0660)
+		return 2;
+	return 0;
+}
+
+TEST_F(shm, another_user_is_refused_by_the_mode)
+{
+	int fd;
+
+	other_name = self->name;
+	umask(0);
+	fd = shm_open_raw(self->dev, self->name, 100,
+			  MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(10, as_other_user(other_opens, NULL));
+	ASSERT_EQ(EPERM, as_other_user(other_unlinks, NULL));
+	close(fd);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+
+	/* Read and write for others: then it opens. */
+	fd = shm_open_raw(self->dev, self->name, 100,
+			  MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0606);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, as_other_user(other_opens, NULL));
+	/* Read only is not enough: blocks are mapped for writing. */
+	close(fd);
+	objects_settled(self->objects);
+	fd = shm_open_raw(self->dev, self->name, 100,
+			  MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0604);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(10, as_other_user(other_opens, NULL));
+	close(fd);
+}
+
+TEST_F(shm, the_group_bits_apply_to_the_group)
+{
+	other_name = self->name;
+	umask(0);
+	/* OTHER_UID creates it 0660, persistent, owned by its group. */
+	ASSERT_EQ(0, as_other_user(other_creates, NULL));
+	/* Another user of that group opens it; one of no group does not. */
+	ASSERT_EQ(0, run_as(OTHER_UID + 1, OTHER_GID, other_opens, NULL));
+	ASSERT_EQ(10, run_as(OTHER_UID + 2, OTHER_GID + 2, other_opens, NULL));
+	/* Nor may a group member unlink it: only the owner or root may. */
+	ASSERT_EQ(EPERM, run_as(OTHER_UID + 1, OTHER_GID, other_unlinks, NULL));
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+TEST_F(shm, the_umask_masks_the_mode)
+{
+	struct mpq_shm_info i;
+	mode_t old = umask(077);
+	int fd;
+
+	fd = shm_open_raw(self->dev, self->name, 100,
+			  MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0666);
+	umask(old);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, shm_info(fd, &i));
+	ASSERT_EQ(0600, i.mode);
+	close(fd);
+}
+
+static int other_namespace_sees_nothing(void *arg)
+{
+	const char *name = arg;
+	int dev, fd;
+
+	if (unshare(CLONE_NEWIPC))
+		return 1;
+	dev = dev_open();
+	if (shm_open_raw(dev, name, 0, 0, 0) != -ENOENT)
+		return 2;
+	/* The same name is free here, and its own block. */
+	fd = shm_open_raw(dev, name, 100, MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	if (fd < 0)
+		return 3;
+	close(fd);
+	return 0;
+}
+
+TEST_F(shm, names_belong_to_the_ipc_namespace)
+{
+	int fd = shm_open_raw(self->dev, self->name, 100,
+			      MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	pid_t pid;
+
+	ASSERT_LE(0, fd);
+	pid = spawn(other_namespace_sees_nothing, self->name);
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	/* Ours is untouched. */
+	close(fd);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+TEST_F(shm, info_honours_the_callers_struct_size)
+{
+	int fd = shm_open_raw(self->dev, NULL, 100, 0, 0);
+	struct {
+		struct mpq_shm_info i;
+		uint64_t extra[4];
+	} big;
+
+	ASSERT_LE(0, fd);
+	memset(&big, 0xff, sizeof(big));
+	big.i.size = sizeof(big);
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_SHM_INFO, &big));
+	ASSERT_EQ(100, big.i.bytes);
+	ASSERT_EQ(0, big.extra[0]);
+	ASSERT_EQ(0, big.extra[3]);
+	big.i.size = 16;
+	ASSERT_EQ(-1, ioctl(fd, MPQ_IOC_SHM_INFO, &big));
+	ASSERT_EQ(EINVAL, errno);
+	close(fd);
+}
+
+TEST_F(shm, a_library_sharedmemory_is_gone_when_its_users_are)
+{
+	struct mpq_shm_attr attr = { .backend = MPQ_BACKEND_KMOD };
+	struct mpq_shm *a, *b;
+
+	ASSERT_EQ(0, mpq_shm_new(&a, self->name, 1000, &attr));
+	ASSERT_EQ(0, mpq_shm_open(&b, self->name, &attr));
+	mpq_shm_free(a);
+	ASSERT_EQ(0, mpq_shm_open(&a, self->name, &attr));
+	mpq_shm_free(a);
+	mpq_shm_free(b);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, mpq_shm_open(&a, self->name, &attr));
+	attr.flags = MPQ_SHM_ATTR_PERSIST;
+	ASSERT_EQ(0, mpq_shm_new(&a, self->name, 1000, &attr));
+	mpq_shm_free(a);
+	attr.flags = 0;
+	ASSERT_EQ(0, mpq_shm_open(&a, self->name, &attr));
+	ASSERT_EQ(0, mpq_shm_unlink(a));
+	mpq_shm_free(a);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+}
+
+TEST_HARNESS_MAIN
