@@ -72,12 +72,15 @@ struct mpq_queue_attr {
 				   up to a power of two, 2 at least */
 	uint32_t msgsize;	/* largest message in bytes (default 1024) */
 	int32_t backend;	/* enum mpq_backend */
-	uint32_t flags;		/* none yet: must be 0 */
+	uint32_t flags;		/* MPQ_QUEUE_F_* */
 	int64_t spin_ns;	/* how long a blocking call spins (yielding
 				   the CPU after 0.5 us) before it sleeps:
 				   0 default (50 us), < 0 never */
 	uint64_t __reserved[4];
 };
+
+/* A JoinableQueue: puts count tasks that task_done() counts off. */
+#define MPQ_QUEUE_F_JOINABLE	(1U << 0)
 
 /*
  * Make a queue. attr may be NULL for all defaults.
@@ -142,12 +145,87 @@ int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 		       unsigned int n, int64_t timeout_ns);
 
 /*
- * Messages in the queue now (exact when nothing is in flight), 1/0 for
- * empty and full, or -EINVAL, -EUCLEAN.
+ * The messages in the queue: put and not yet taken (puts still in
+ * progress and what dead producers left are not counted), exact when
+ * nothing moves. empty: 1 if qsize is 0. full: 1 if a put would have to
+ * wait (no slot left). Or -EINVAL, -EUCLEAN.
  */
 int mpq_queue_qsize(struct mpq_queue *q);
 int mpq_queue_empty(struct mpq_queue *q);
 int mpq_queue_full(struct mpq_queue *q);
+
+/*
+ * Zero-copy. A window on one slot of the queue's shared memory:
+ *
+ *   reserve: claim a slot for a message of up to size bytes (<= msgsize,
+ *            else -EMSGSIZE), waiting up to timeout_ns while the queue is
+ *            full; m->data is where to write it in place, m->len the room
+ *            (msgsize). commit publishes len bytes of it; cancel gives the
+ *            slot up (it is published empty, and consumers pass over it).
+ *   peek:    claim the oldest message, waiting while the queue is empty;
+ *            m->data and m->len are its bytes, in place, until release.
+ *
+ * A message of any size up to msgsize goes through without a copy. Other
+ * messages go past an open window (producers and consumers keep going;
+ * order is kept per producer). A process killed inside a window does not
+ * wedge the queue: a reserved slot is published empty, a peeked message
+ * is delivered again to another consumer; nothing committed is lost.
+ * Close a window from the thread that opened it; do not free the queue
+ * with a window open. Returns 0, -EAGAIN (timeout_ns == 0), -ETIMEDOUT,
+ * -EBADF (closed), -EMSGSIZE, -EINVAL (not an open window of that kind
+ * on this queue), -EUCLEAN.
+ */
+struct mpq_msg {
+	void *data;		/* out: the bytes, in the shared memory */
+	size_t len;		/* out: their length (peek), the room (reserve) */
+	uint64_t __pos;
+	void *__rec;
+	struct mpq_queue *__q;
+	uint32_t __kind;
+	uint32_t __pad;
+};
+
+int mpq_queue_reserve(struct mpq_queue *q, size_t size, struct mpq_msg *m,
+		      int64_t timeout_ns);
+int mpq_queue_commit(struct mpq_queue *q, struct mpq_msg *m, size_t len);
+int mpq_queue_cancel(struct mpq_queue *q, struct mpq_msg *m);
+int mpq_queue_peek(struct mpq_queue *q, struct mpq_msg *m, int64_t timeout_ns);
+int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m);
+
+/*
+ * JoinableQueue (MPQ_QUEUE_F_JOINABLE, or mpq_joinable_queue_new): each
+ * message put counts one unfinished task; task_done counts one off (-EINVAL
+ * when none is left: Python's ValueError); join waits until none is left
+ * (0, -EAGAIN with timeout_ns == 0, -ETIMEDOUT). unfinished returns the
+ * count. All -EINVAL on a queue that is not joinable. A consumer that dies
+ * before its task_done leaves the count up, as in Python: join with a
+ * timeout where consumers may die. What a dead producer left dropped is
+ * counted off again.
+ */
+int mpq_joinable_queue_new(struct mpq_queue **out,
+			   const struct mpq_queue_attr *attr);
+int mpq_queue_task_done(struct mpq_queue *q);
+int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns);
+int mpq_queue_unfinished(struct mpq_queue *q);
+
+/*
+ * SimpleQueue: the same queue (it has no feeder thread either: a put is
+ * done when it returns). mpq_simple_queue_new is mpq_queue_new.
+ */
+int mpq_simple_queue_new(struct mpq_queue **out,
+			 const struct mpq_queue_attr *attr);
+
+/*
+ * Python's close(), join_thread() and cancel_join_thread(). close() stops
+ * this handle: later puts and gets through it are -EBADF (Python's
+ * ValueError); the queue lives on for other handles. A put has handed its
+ * message over when it returns (there is no feeder thread to flush), so
+ * join_thread() returns 0 at once after close() (-EINVAL before, as
+ * Python's assertion) and cancel_join_thread() does nothing.
+ */
+int mpq_queue_close(struct mpq_queue *q);
+int mpq_queue_join_thread(struct mpq_queue *q);
+int mpq_queue_cancel_join_thread(struct mpq_queue *q);
 
 /* Capacity in messages (after rounding) and largest message, or -EINVAL. */
 int mpq_queue_maxsize(struct mpq_queue *q);

@@ -45,6 +45,7 @@ struct mpq_queue {
 	wait_queue_head_t wq;
 	u64 id;
 	/* Private, authoritative geometry. */
+	u32 flags;		/* MPQ_QUEUE_JOINABLE */
 	u32 capacity;
 	u32 msg_max;
 	u32 slot_size;
@@ -122,7 +123,10 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
  * Take the oldest message into to, as libmpq's get does (see the ring
  * rules in the uapi header): -EAGAIN if there is none, -EMSGSIZE if it
  * does not fit (it stays), -EIO for a corrupt length (dropped, as libmpq
- * drops it), -EFAULT if the copy failed (the message is lost).
+ * drops it), -EFAULT if the copy failed (the message is lost). Slots a
+ * dead producer left (MPQ_SLOT_DROPPED) are freed and passed over. The
+ * kernel writes no operation record (struct mpq_queue_rec): it cannot die
+ * between claiming a slot and finishing with it.
  */
 static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 {
@@ -144,8 +148,13 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 		len = READ_ONCE(s->len);
 		if (len <= q->msg_max && len > iov_iter_count(to))
 			return -EMSGSIZE;
-		if (cmpxchg(&q->shm->head, pos, pos + 1) == pos)
+		if (cmpxchg(&q->shm->head, pos, pos + 1) != pos)
+			continue;
+		if (len != MPQ_SLOT_DROPPED)
 			break;
+		/* A dead producer's slot, published empty: skip it. */
+		smp_store_release(&s->seq, (u32)(pos + q->capacity));
+		mpq_queue_moved(q, MPQ_POLL_OUT);
 	}
 	if (tries == MPQ_QUEUE_TRIES)
 		return -EAGAIN;
@@ -189,6 +198,9 @@ static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
 		return -EAGAIN;
 	copied = copy_from_iter(s + 1, len, from);
 	WRITE_ONCE(s->len, copied == len ? (u32)len : q->msg_max + 1);
+	/* A JoinableQueue counts the task before anyone can take it. */
+	if (q->flags & MPQ_QUEUE_JOINABLE)
+		atomic_inc((atomic_t *)&q->shm->unfinished);
 	/* Release: the message is there; pairs with the consumer. */
 	smp_store_release(&s->seq, (u32)(pos + 1));
 	mpq_queue_moved(q, MPQ_POLL_IN);
@@ -254,6 +266,7 @@ static long mpq_queue_info(struct mpq_queue *q, void __user *uarg)
 {
 	struct mpq_queue_info info = {
 		.size		= sizeof(info),
+		.flags		= q->flags,
 		.capacity	= q->capacity,
 		.msg_max	= q->msg_max,
 		.slot_size	= q->slot_size,
@@ -318,7 +331,7 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 {
 	u64 slot_size, ring, total;
 
-	if (args->flags & ~MPQ_CREATE_FLAGS)
+	if (args->flags & ~MPQ_QUEUE_CREATE_FLAGS)
 		return -EINVAL;
 	if (memchr_inv(args->reserved, 0, sizeof(args->reserved)))
 		return -EINVAL;
@@ -337,7 +350,12 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 	total = PAGE_ALIGN(total);
 	if (total > mpq_max_object_bytes || slot_size > U32_MAX)
 		return -E2BIG;
+	/* The header, the operation records, then the ring, page aligned. */
+	BUILD_BUG_ON(sizeof(struct mpq_queue_shm) > MPQ_QUEUE_REC_OFF);
+	BUILD_BUG_ON(MPQ_QUEUE_REC_OFF + MPQ_QUEUE_NREC *
+		     sizeof(struct mpq_queue_rec) > 4096);
 
+	q->flags = args->flags & MPQ_QUEUE_JOINABLE;
 	q->msg_max = args->msg_max;
 	q->slot_size = slot_size;
 	q->data_off = PAGE_SIZE;
@@ -358,6 +376,7 @@ static void mpq_queue_format(struct mpq_queue *q)
 	q->shm->slot_size = q->slot_size;
 	q->shm->data_off = q->data_off;
 	q->shm->map_size = q->map_size;
+	q->shm->flags = q->flags;
 	for (i = 0; i < q->capacity; i++)
 		mpq_queue_slot(q, i)->seq = i;
 }

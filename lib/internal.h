@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <linux/mpq.h>
@@ -105,6 +106,7 @@ int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 
 /* Geometry of a queue's shared memory, as struct mpq_queue_info has it. */
 struct mpq_geom {
+	uint32_t flags;		/* MPQ_QUEUE_JOINABLE */
 	uint32_t capacity;
 	uint32_t msg_max;
 	uint32_t slot_size;
@@ -173,17 +175,43 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p);
 struct mpq_queue {
 	/* Read-only after creation; the fast paths use only these copies. */
 	struct mpq_queue_shm *shm;
+	struct mpq_queue_rec *recs;	/* MPQ_QUEUE_NREC operation records */
 	unsigned char *slots;
 	uint64_t mask;
 	uint32_t capacity;
 	uint32_t msg_max;
 	uint32_t slot_size;
+	uint32_t flags;		/* MPQ_QUEUE_JOINABLE */
 	int fd;
 	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
+	int closed;		/* mpq_queue_close(): no more puts or gets */
+	uint64_t id;		/* unique in this process, never reused */
 	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;
 };
+
+static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
+					   uint64_t pos)
+{
+	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
+}
+
+/* reclaim.c: operation records, and cleaning up after dead participants. */
+struct mpq_queue_rec *mpq_rec_take(struct mpq_queue *q);
+struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q);
+void mpq_rec_end_slow(struct mpq_queue_rec *r);
+int mpq_rec_forget(struct mpq_queue *q);
+void mpq_rec_drop(struct mpq_queue_rec *r);
+int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs,
+		      unsigned int n);
+int mpq_queue_busy(struct mpq_queue *q);
+int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m);
+/* queue.c: a peek window on the slot of pos, under record r. */
+void mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
+		      struct mpq_queue_rec *r, uint64_t pos);
+void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit);
+void mpq_queue_task_undo(struct mpq_queue *q, uint32_t n);
 
 /*
  * process.c and spawn.c: processes. One lock, mpq_proc_lock(), guards the

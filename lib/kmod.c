@@ -29,7 +29,7 @@ int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
 {
 	struct mpq_queue_create args = {
 		.size = sizeof(args),
-		.flags = MPQ_CREATE_CLOEXEC,
+		.flags = MPQ_CREATE_CLOEXEC | (want->flags & MPQ_QUEUE_JOINABLE),
 		.capacity = want->capacity,
 		.msg_max = want->msg_max,
 	};
@@ -48,6 +48,7 @@ int mpq_kmod_queue_info(int fd, struct mpq_geom *g)
 
 	if (ioctl(fd, MPQ_IOC_QUEUE_INFO, &info) < 0)
 		return -errno;
+	g->flags = info.flags;
 	g->capacity = info.capacity;
 	g->msg_max = info.msg_max;
 	g->slot_size = info.slot_size;

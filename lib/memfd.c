@@ -29,6 +29,7 @@ static void mpq_memfd_format(void *map, const struct mpq_geom *g)
 	shm->slot_size = g->slot_size;
 	shm->data_off = g->data_off;
 	shm->map_size = g->map_size;
+	shm->flags = g->flags;
 	for (i = 0; i < g->capacity; i++)
 		((struct mpq_slot *)(slots + i * g->slot_size))->seq = i;
 }
@@ -87,6 +88,7 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 		return -EINVAL;
 	if (hdr.version != MPQ_QUEUE_VERSION)
 		return -EUCLEAN;
+	g->flags = hdr.flags;
 	g->capacity = hdr.capacity;
 	g->msg_max = hdr.msg_max;
 	g->slot_size = hdr.slot_size;

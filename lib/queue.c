@@ -37,7 +37,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "record.h"
 
 #define MPQ_QUEUE_DEFAULT_MAXSIZE	1024
 #define MPQ_QUEUE_DEFAULT_MSGSIZE	1024
@@ -45,6 +45,8 @@
 #define MPQ_QUEUE_MAX_BYTES		(1ULL << 30)
 #define MPQ_DEFAULT_SPIN_NS		50000
 #define MPQ_SPIN_YIELD_NS		500
+/* A sleeper's longest sleep while someone is inside an operation. */
+#define MPQ_RECHECK_NS			(100 * 1000000LL)
 /* Largest batch one call moves; more is a loop of calls for the caller. */
 #define MPQ_BATCH_MAX			256
 
@@ -77,6 +79,7 @@ int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
 	total = mpq_align(total + mpq_page_size(), mpq_page_size());
 	if (total > MPQ_QUEUE_MAX_BYTES)
 		return -E2BIG;
+	g->flags = 0;
 	g->capacity = (uint32_t)cap;
 	g->msg_max = msgsize;
 	g->slot_size = (uint32_t)slot;
@@ -96,8 +99,10 @@ int mpq_geom_check(const struct mpq_geom *g)
 	if (g->slot_size < sizeof(struct mpq_slot) + (uint64_t)g->msg_max ||
 	    g->slot_size % MPQ_SLOT_ALIGN)
 		return -EUCLEAN;
-	if (g->data_off < sizeof(struct mpq_queue_shm) ||
-	    g->data_off % MPQ_SLOT_ALIGN)
+	/* The header and the operation records come before the ring. */
+	if (g->data_off < MPQ_QUEUE_REC_OFF +
+			  MPQ_QUEUE_NREC * sizeof(struct mpq_queue_rec) ||
+	    g->data_off % MPQ_SLOT_ALIGN || g->flags & ~MPQ_QUEUE_JOINABLE)
 		return -EUCLEAN;
 	if (__builtin_mul_overflow((uint64_t)g->slot_size, g->capacity, &ring) ||
 	    __builtin_add_overflow(ring, (uint64_t)g->data_off, &end) ||
@@ -116,6 +121,9 @@ static int64_t mpq_default_spin(void)
 	return sysconf(_SC_NPROCESSORS_ONLN) > 1 ? MPQ_DEFAULT_SPIN_NS : -1;
 }
 
+/* Handle ids: records cached per thread are keyed by them (reclaim.c). */
+static uint64_t mpq_queue_ids;
+
 static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 			 const struct mpq_geom *g, int64_t spin_ns)
 {
@@ -132,7 +140,10 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 		return -errno;
 	}
 	q->shm = map;
+	q->recs = (struct mpq_queue_rec *)((unsigned char *)map +
+					   MPQ_QUEUE_REC_OFF);
 	q->slots = (unsigned char *)map + g->data_off;
+	q->flags = g->flags & MPQ_QUEUE_JOINABLE;
 	q->capacity = g->capacity;
 	q->mask = g->capacity - 1;
 	q->msg_max = g->msg_max;
@@ -140,6 +151,7 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->map_size = g->map_size;
 	q->fd = fd;
 	q->bell = -1;
+	q->id = __atomic_add_fetch(&mpq_queue_ids, 1, __ATOMIC_RELAXED);
 	q->backend = backend;
 	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
 	*out = q;
@@ -158,7 +170,7 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 		return -EINVAL;
 	if (!attr)
 		attr = &defaults;
-	if (attr->flags)
+	if (attr->flags & ~MPQ_QUEUE_F_JOINABLE)
 		return -EINVAL;
 	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
 		if (attr->__reserved[i])
@@ -172,6 +184,8 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 			    MPQ_QUEUE_DEFAULT_MSGSIZE);
 	if (ret)
 		return ret;
+	if (attr->flags & MPQ_QUEUE_F_JOINABLE)
+		g.flags = MPQ_QUEUE_JOINABLE;
 
 	if (backend == MPQ_BACKEND_KMOD) {
 		ret = mpq_kmod_queue_create(&g, &fd);
@@ -207,6 +221,23 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 	return ret;
 }
 
+MPQ_EXPORT int mpq_joinable_queue_new(struct mpq_queue **out,
+				      const struct mpq_queue_attr *attr)
+{
+	struct mpq_queue_attr a = { 0 };
+
+	if (attr)
+		a = *attr;
+	a.flags |= MPQ_QUEUE_F_JOINABLE;
+	return mpq_queue_new(out, &a);
+}
+
+MPQ_EXPORT int mpq_simple_queue_new(struct mpq_queue **out,
+				    const struct mpq_queue_attr *attr)
+{
+	return mpq_queue_new(out, attr);
+}
+
 MPQ_EXPORT int mpq_queue_from_fd(struct mpq_queue **out, int fd)
 {
 	struct mpq_geom g;
@@ -240,16 +271,18 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 {
 	if (!q)
 		return;
-	munmap(q->shm, q->map_size);
+	/*
+	 * Another thread of ours that used the queue has its record linked
+	 * in its robust list, which the kernel walks when that thread exits:
+	 * the memory must stay mapped for it (a small leak, not a wild write
+	 * into whatever is mapped there next).
+	 */
+	if (!mpq_rec_forget(q))
+		munmap(q->shm, q->map_size);
 	close(q->fd);
 	if (q->bell >= 0)
 		close(q->bell);
 	free(q);
-}
-
-static struct mpq_slot *mpq_slot_at(const struct mpq_queue *q, uint64_t pos)
-{
-	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
 }
 
 /*
@@ -292,11 +325,10 @@ static void mpq_queue_wake_pollers(struct mpq_queue *q, uint32_t bit)
 /*
  * Tell sleepers and pollers on the other side that the ring changed. The
  * fence orders our seq store before the read of the futex word; it pairs
- * with the fetch_or in mpq_queue_wait() and, for pollers, with the
+ * with the fetch_or in mpq_queue_sleep() and, for pollers, with the
  * smp_mb__after_atomic() in the module's ->poll().
  */
-static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
-			     uint32_t poll_bit)
+void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
 {
 	full_fence();
 	if (unlikely(load_relaxed(word) & MPQ_FUTEX_SLEEPING))
@@ -306,16 +338,23 @@ static void mpq_queue_notify(struct mpq_queue *q, uint32_t *word,
 }
 
 /*
- * Put up to n messages without waiting: claim as many free slots as follow
- * tail (up to n) with one CAS, fill them, publish them, notify once.
- * Returns the count put (>= 1), -EAGAIN (full) or -EUCLEAN.
+ * Claim up to n free positions after tail, with one CAS, under an
+ * operation record whose intent names them (reclaim.c: what a dead
+ * producer leaves behind is published as dropped). Returns the count k
+ * (>= 1) with the first position in *posp and the record, its intent
+ * marked WON, in *rp; or -EAGAIN (full, or every record in use),
+ * -EUCLEAN.
  */
-static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
-			     unsigned int n)
+static inline __attribute__((always_inline))
+int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
+			 struct mpq_queue_rec **rp)
 {
 	uint64_t pos = load_relaxed(&q->shm->tail);
-	unsigned int i, k;
+	struct mpq_queue_rec *r = NULL;
+	int ret, begun = 0;
+	unsigned int k;
 
+	*rp = NULL;
 	for (;;) {
 		int64_t dif = 0;
 		uint64_t now;
@@ -327,9 +366,16 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 				break;
 		}
 		if (k) {
+			if (!begun) {
+				r = mpq_rec_begin(q);
+				begun = 1;
+			}
+			if (r)
+				mpq_rec_intent(r, MPQ_REC_PUT, pos, k);
+			/* Release: the intent is seen before the claim. */
 			if (__atomic_compare_exchange_n(&q->shm->tail, &pos,
 							pos + k, 1,
-							__ATOMIC_RELAXED,
+							__ATOMIC_RELEASE,
 							__ATOMIC_RELAXED))
 				break;
 			continue;
@@ -340,18 +386,52 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 		 * it yet (seq pos - cap). Nothing else is possible.
 		 */
 		if (dif < 0) {
-			if (dif == -(int64_t)q->capacity ||
-			    dif == 1 - (int64_t)q->capacity)
-				return -EAGAIN;
-			return -EUCLEAN;
+			ret = dif == -(int64_t)q->capacity ||
+			      dif == 1 - (int64_t)q->capacity ? -EAGAIN : -EUCLEAN;
+			goto fail;
 		}
 		/* Ahead: another producer took pos; tail must have moved. */
 		now = load_relaxed(&q->shm->tail);
-		if (now == pos)
-			return -EUCLEAN;
+		if (now == pos) {
+			ret = -EUCLEAN;
+			goto fail;
+		}
 		pos = now;
 	}
+	if (r)
+		__atomic_store_n(&r->op, MPQ_REC_PUT | MPQ_REC_WON,
+				 __ATOMIC_RELAXED);
+	*posp = pos;
+	*rp = r;
+	return (int)k;
+fail:
+	if (begun)
+		mpq_rec_end(q, r);
+	return ret;
+}
 
+/*
+ * A JoinableQueue counts its messages before anyone can take them, and the
+ * record says so (a dead producer's dropped slots are counted back down).
+ */
+static void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
+				 unsigned int k)
+{
+	if (!(q->flags & MPQ_QUEUE_JOINABLE))
+		return;
+	__atomic_add_fetch(&q->shm->unfinished, k, __ATOMIC_RELAXED);
+	if (r)
+		__atomic_or_fetch(&r->op, MPQ_REC_COUNTED, __ATOMIC_RELAXED);
+}
+
+/* Fill the claimed slots, publish them, let the record go, notify once. */
+static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
+			      uint64_t pos, const struct iovec *msgs,
+			      unsigned int k)
+{
+	unsigned int i;
+
+	mpq_queue_task_count(q, r, k);
 	for (i = 0; i < k; i++) {
 		struct mpq_slot *s = mpq_slot_at(q, pos + i);
 
@@ -360,34 +440,56 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 		/* Pairs with the acquire of seq in try_get: the data is there. */
 		store_release(&s->seq, (uint32_t)(pos + i + 1));
 	}
+	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
-	return (int)k;
+}
+
+/* Put up to n messages without waiting. Returns the count put (>= 1),
+ * -EAGAIN (full) or -EUCLEAN. */
+static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
+			     unsigned int n)
+{
+	struct mpq_queue_rec *r;
+	uint64_t pos;
+	int k = mpq_claim_put(q, n, &pos, &r);
+
+	if (k > 0)
+		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k);
+	return k;
 }
 
 /*
- * Take up to n messages without waiting: claim the full slots that follow
- * head and fit their buffers with one CAS, copy them out, free them,
- * notify once. Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE (the
- * first message does not fit: bufs[0].iov_len is set to its size) or
- * -EUCLEAN (a corrupt message, dropped so the ring can go on).
+ * Claim the published slots after head, with one CAS, under a record:
+ * messages for up to n buffers (whose sizes they must fit; bufs NULL: no
+ * check, for a peek), and the dropped slots among and before them, which
+ * are claimed to be freed and not delivered. While head == pos none of
+ * these slots can change, so the lengths read before the CAS (into len[])
+ * are those of what we claim. Returns the count of slots (>= 1; *msgs of
+ * them messages), -EAGAIN (empty, or no free record), -EMSGSIZE (the
+ * first message does not fit: bufs[0].iov_len set to its size), -EUCLEAN
+ * (*msgs is 0 and the first slot is corrupt: claimed, to be dropped).
  */
-static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
-			     unsigned int n)
+/* *msgs when the claim is one corrupt slot, to be freed and not read. */
+#define MPQ_CLAIMED_CORRUPT	(~0U)
+
+static inline __attribute__((always_inline))
+int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
+			 unsigned int n, uint64_t *posp,
+			 struct mpq_queue_rec **rp, uint32_t *len,
+			 unsigned int *msgs)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
-	uint32_t len[MPQ_BATCH_MAX];
-	unsigned int i, k;
-	int corrupt = 0;
+	struct mpq_queue_rec *r = NULL;
+	int ret, corrupt, begun = 0;
+	unsigned int k, m;
 
+	*rp = NULL;
 	for (;;) {
 		int64_t dif = 0;
 		uint64_t now;
 
-		/*
-		 * While head == pos none of these slots can change, so the
-		 * lengths read before the CAS are those of what we claim.
-		 */
-		for (k = 0; k < n; k++) {
+		corrupt = 0;
+		for (k = 0, m = 0; k < MPQ_BATCH_MAX && m < n; k++) {
 			struct mpq_slot *s = mpq_slot_at(q, pos + k);
 
 			dif = (int32_t)(load_acquire(&s->seq) -
@@ -395,70 +497,152 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			if (dif)
 				break;
 			len[k] = load_relaxed(&s->len);
+			if (len[k] == MPQ_SLOT_DROPPED)
+				continue;
 			if (len[k] > q->msg_max) {
-				/* Corrupt: drop it alone, at the front. */
+				/* Corrupt: dropped alone, at the front. */
 				if (k == 0) {
 					corrupt = 1;
 					k = 1;
 				}
 				break;
 			}
-			if (len[k] > bufs[k].iov_len) {
+			if (bufs && len[k] > bufs[m].iov_len) {
 				if (k == 0) {
 					bufs[0].iov_len = len[0];
-					return -EMSGSIZE;
+					ret = -EMSGSIZE;
+					goto fail;
 				}
 				break;
 			}
+			m++;
 		}
 		if (k) {
+			if (!begun) {
+				r = mpq_rec_begin(q);
+				begun = 1;
+			}
+			if (r)
+				mpq_rec_intent(r, MPQ_REC_GET, pos, k);
 			if (__atomic_compare_exchange_n(&q->shm->head, &pos,
 							pos + k, 1,
-							__ATOMIC_RELAXED,
+							__ATOMIC_RELEASE,
 							__ATOMIC_RELAXED))
 				break;
-			corrupt = 0;
 			continue;
 		}
 		/* Empty (seq pos), or a consumer a lap ago still copying. */
 		if (dif < 0) {
-			if (dif == -1 || dif == -(int64_t)q->capacity)
-				return -EAGAIN;
-			return -EUCLEAN;
+			ret = dif == -1 || dif == -(int64_t)q->capacity ?
+			      -EAGAIN : -EUCLEAN;
+			goto fail;
 		}
 		now = load_relaxed(&q->shm->head);
-		if (now == pos)
-			return -EUCLEAN;
+		if (now == pos) {
+			ret = -EUCLEAN;
+			goto fail;
+		}
 		pos = now;
 	}
-
-	for (i = 0; i < k; i++) {
-		struct mpq_slot *s = mpq_slot_at(q, pos + i);
-
-		if (!corrupt) {
-			mpq_copy(bufs[i].iov_base, s + 1, len[i]);
-			bufs[i].iov_len = len[i];
-		}
-		/* Pairs with the acquire of seq in try_put: done reading. */
-		store_release(&s->seq, (uint32_t)(pos + i + q->capacity));
-	}
-	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	if (r)
+		__atomic_store_n(&r->op, MPQ_REC_GET | MPQ_REC_WON,
+				 __ATOMIC_RELAXED);
+	*posp = pos;
+	*rp = r;
+	*msgs = corrupt ? MPQ_CLAIMED_CORRUPT : m;
 	return corrupt ? -EUCLEAN : (int)k;
+fail:
+	if (begun)
+		mpq_rec_end(q, r);
+	return ret;
 }
 
-/* A put or a get of a batch, retried by mpq_queue_wait(). */
+/* Free claimed slots for the next lap; pairs with the acquire in try_put. */
+static void mpq_queue_free_slots(struct mpq_queue *q, uint64_t pos,
+				 unsigned int k)
+{
+	unsigned int i;
+
+	for (i = 0; i < k; i++)
+		store_release(&mpq_slot_at(q, pos + i)->seq,
+			      (uint32_t)(pos + i + q->capacity));
+}
+
+/*
+ * Take up to n messages without waiting, into bufs (iov_len in: room,
+ * out: length). Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE
+ * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
+ * corrupt message, dropped so the ring can go on).
+ */
+static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
+			     unsigned int n)
+{
+	uint32_t len[MPQ_BATCH_MAX];
+	struct mpq_queue_rec *r;
+	unsigned int i, j, m;
+	uint64_t pos;
+	int k;
+
+	do {
+		m = 0;
+		k = mpq_claim_get(q, bufs, n, &pos, &r, len, &m);
+		if (k == -EUCLEAN && m == MPQ_CLAIMED_CORRUPT) {
+			mpq_queue_free_slots(q, pos, 1);
+			mpq_rec_end(q, r);
+			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+			return -EUCLEAN;
+		}
+		if (k < 0)
+			return k;
+		for (i = 0, j = 0; i < (unsigned int)k; i++) {
+			if (len[i] == MPQ_SLOT_DROPPED)
+				continue;
+			mpq_copy(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
+				 len[i]);
+			bufs[j++].iov_len = len[i];
+		}
+		mpq_queue_free_slots(q, pos, (unsigned int)k);
+		mpq_rec_end(q, r);
+		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		/* Only dropped slots: look again. */
+	} while (!m);
+	return (int)m;
+}
+
+/* A put or a get of a batch, or a zero-copy one, retried while waiting. */
 struct mpq_op {
 	struct mpq_queue *q;
 	struct iovec *iov;
 	unsigned int n;
 	int is_get;
+	struct mpq_msg *zc;	/* reserve or peek */
 };
+
+static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m);
+static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m);
 
 static int mpq_op_try(struct mpq_op *op)
 {
+	if (op->zc)
+		return op->is_get ? mpq_zc_peek(op->q, op->zc) :
+				    mpq_zc_reserve(op->q, op->zc);
 	if (op->is_get)
 		return mpq_queue_try_get(op->q, op->iov, op->n);
 	return mpq_queue_try_put(op->q, op->iov, op->n);
+}
+
+/*
+ * Before sleeping, and after each wake-up: clean up after participants
+ * that died mid-operation (reclaim.c). A consumer may be handed the
+ * messages a dead consumer never finished with: that is its result.
+ */
+static int mpq_op_reclaim(struct mpq_op *op)
+{
+	if (!op->is_get)
+		return mpq_queue_reclaim(op->q, NULL, 0);
+	if (op->zc)
+		return mpq_queue_reclaim_peek(op->q, op->zc);
+	return mpq_queue_reclaim(op->q, op->iov, op->n);
 }
 
 /*
@@ -496,44 +680,87 @@ static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 }
 
 /*
- * Block until op succeeds or fails for another reason than -EAGAIN, or the
- * deadline passes: spin first, then sleep on the futex word.
+ * How long one sleep may last: to the deadline, except that while someone
+ * is inside an operation or a zero-copy window, a sleeper looks again
+ * every MPQ_RECHECK_NS. Deaths inside put and get ring the deathbell
+ * (memfd) and the module wakes pollers when a participant exits (kmod);
+ * this bounds the rest (a window's thread that exits alone, a bell that
+ * glibc's own robust mutexes overwrote).
  */
+static int64_t mpq_queue_sleep_until(struct mpq_queue *q, int64_t deadline)
+{
+	int64_t recheck;
+
+	if (!mpq_queue_busy(q))
+		return deadline;
+	recheck = mpq_now_ns() + MPQ_RECHECK_NS;
+	return deadline < 0 || recheck < deadline ? recheck : deadline;
+}
+
 /*
  * With the module, sleep in poll() on the queue's fd: its ->poll() sets
  * our wanted bit before it looks, and puts and gets wake pollers that
  * asked. The module cannot wake a futex, and read(2), write(2) and
  * io_uring on the fd put and get inside the kernel: a sleeper there is one
- * they can wake.
+ * they can wake. Returns 0 to try again, or -errno.
  */
-static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t deadline)
+static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t until)
 {
 	struct pollfd p = { .fd = op->q->fd,
 			    .events = op->is_get ? POLLIN : POLLOUT };
 	struct timespec ts, *tsp = NULL;
-	int ret, n;
 
-	for (;;) {
-		if (deadline >= 0) {
-			int64_t left = deadline - mpq_now_ns();
+	if (until >= 0) {
+		int64_t left = until - mpq_now_ns();
 
-			if (left <= 0) {
-				ret = mpq_op_try(op);
-				return ret == -EAGAIN ? -ETIMEDOUT : ret;
-			}
-			ts.tv_sec = left / 1000000000;
-			ts.tv_nsec = left % 1000000000;
-			tsp = &ts;
-		}
-		n = ppoll(&p, 1, tsp, NULL);
-		ret = mpq_op_try(op);
-		if (ret != -EAGAIN)
-			return ret;
-		if (n < 0 && errno != EINTR)
-			return -errno;
+		if (left < 0)
+			left = 0;
+		ts.tv_sec = left / 1000000000;
+		ts.tv_nsec = left % 1000000000;
+		tsp = &ts;
 	}
+	if (ppoll(&p, 1, tsp, NULL) < 0 && errno != EINTR)
+		return -errno;
+	return 0;
 }
 
+/*
+ * Without it, on the futex word: announce, then look again (pairs with
+ * the fence in mpq_queue_notify(); if we then do not sleep the bit stays
+ * set, costing one spare wake-up call, never a lost one), and sleep on the
+ * deathbell too, which the kernel rings when a participant dies in the
+ * middle of an operation (robust.h).
+ */
+static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
+				 int64_t until)
+{
+	const uint32_t *words[2] = { word, &op->q->shm->deathbell };
+	static int no_waitv;	/* before Linux 5.16 */
+	uint32_t vals[2];
+	int ret;
+
+	vals[0] = __atomic_fetch_or(word, MPQ_FUTEX_SLEEPING,
+				    __ATOMIC_SEQ_CST) | MPQ_FUTEX_SLEEPING;
+	vals[1] = 0;
+	ret = mpq_op_try(op);
+	if (ret != -EAGAIN)
+		return ret;
+	if (!load_relaxed(&no_waitv)) {
+		ret = mpq_futex_waitv(words, vals, 2, until);
+		if (ret != -ENOSYS)
+			return ret == -ETIMEDOUT || ret == -EINTR ? 0 : ret;
+		__atomic_store_n(&no_waitv, 1, __ATOMIC_RELAXED);
+	}
+	/* No deathbell then: look again at least every MPQ_RECHECK_NS. */
+	ret = mpq_futex_wait(word, vals[0], mpq_queue_sleep_until(op->q, until));
+	return ret == -ETIMEDOUT || ret == -EINTR ? 0 : ret;
+}
+
+/*
+ * Block until op succeeds or fails for another reason than -EAGAIN, or the
+ * deadline passes: spin first, then sleep, and clean up after the dead
+ * each time before sleeping.
+ */
 static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 			  int64_t timeout_ns)
 {
@@ -545,37 +772,49 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 		if (ret != -EAGAIN)
 			return ret;
 	}
-	if (op->q->backend == MPQ_BACKEND_KMOD)
-		return mpq_queue_sleep_kmod(op, deadline);
-
 	for (;;) {
-		uint32_t seen;
-		int r;
-
-		/*
-		 * Announce, then look again: pairs with the fence in
-		 * mpq_queue_notify(). If we then do not sleep the bit stays
-		 * set, costing one spare wake-up call, never a lost one.
-		 */
-		seen = __atomic_fetch_or(word, MPQ_FUTEX_SLEEPING,
-					 __ATOMIC_SEQ_CST) | MPQ_FUTEX_SLEEPING;
+		ret = mpq_op_reclaim(op);
+		if (ret > 0)
+			return ret;
 		ret = mpq_op_try(op);
 		if (ret != -EAGAIN)
 			return ret;
-		r = mpq_futex_wait(word, seen, deadline);
-		if (r == -ETIMEDOUT) {
-			ret = mpq_op_try(op);
-			return ret == -EAGAIN ? -ETIMEDOUT : ret;
-		}
+		if (deadline >= 0 && mpq_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		if (op->q->backend == MPQ_BACKEND_KMOD)
+			ret = mpq_queue_sleep_kmod(op, mpq_queue_sleep_until(
+						   op->q, deadline));
+		else
+			ret = mpq_queue_sleep_memfd(op, word, mpq_queue_sleep_until(
+						    op->q, deadline));
+		if (ret != 0 && ret != -EAGAIN)
+			return ret;
 	}
+}
+
+static int mpq_queue_op(struct mpq_op *op, int64_t timeout_ns)
+{
+	struct mpq_queue *q = op->q;
+	uint32_t *word = op->is_get ? &q->shm->nonempty : &q->shm->nonfull;
+	int ret;
+
+	if (q->closed)
+		return -EBADF;
+	ret = mpq_op_try(op);
+	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+		return ret;
+	return mpq_queue_wait(op, word, timeout_ns);
 }
 
 static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
 			    unsigned int n, int64_t timeout_ns)
 {
 	struct mpq_op op = { .q = q, .iov = msgs, .n = n };
-	int ret = mpq_queue_try_put(q, msgs, n);
+	int ret;
 
+	if (unlikely(q->closed))
+		return -EBADF;
+	ret = mpq_queue_try_put(q, msgs, n);
 	if (likely(ret != -EAGAIN) || timeout_ns == 0)
 		return ret;
 	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
@@ -585,8 +824,11 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 			    unsigned int n, int64_t timeout_ns)
 {
 	struct mpq_op op = { .q = q, .iov = bufs, .n = n, .is_get = 1 };
-	int ret = mpq_queue_try_get(q, bufs, n);
+	int ret;
 
+	if (unlikely(q->closed))
+		return -EBADF;
+	ret = mpq_queue_try_get(q, bufs, n);
 	if (likely(ret != -EAGAIN) || timeout_ns == 0)
 		return ret;
 	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
@@ -672,6 +914,278 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 	return mpq_queue_get_op(q, bufs, n, timeout_ns);
 }
 
+/*
+ * Zero-copy: a window on one slot. reserve claims a slot and hands out
+ * its data area to write in place; commit publishes it (cancel publishes
+ * it dropped). peek claims the oldest message and hands out its bytes in
+ * place; release frees the slot. The slot's operation record stays held
+ * for the length of the window, so that a process killed inside it does
+ * not wedge the queue: the reserved slot is published dropped, the peeked
+ * message is delivered again (reclaim.c). The pending slot of the robust
+ * list names the queue's deathbell meanwhile (robust.h), so that sleepers
+ * hear of such a death at once.
+ */
+enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED };
+
+static void mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
+			struct mpq_queue_rec *r, uint64_t pos, uint32_t kind)
+{
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+
+	m->data = s + 1;
+	m->len = kind == MPQ_ZC_RESERVED ? q->msg_max : s->len;
+	m->__pos = pos;
+	m->__rec = r;
+	m->__q = q;
+	m->__kind = kind;
+	mpq_robust_window(&q->shm->deathbell, 1);
+}
+
+void mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
+		      struct mpq_queue_rec *r, uint64_t pos)
+{
+	mpq_zc_open(q, m, r, pos, MPQ_ZC_PEEKED);
+}
+
+static void mpq_zc_close(struct mpq_msg *m)
+{
+	m->__kind = MPQ_ZC_NONE;
+	m->__rec = NULL;
+	m->data = NULL;
+	mpq_robust_window(NULL, -1);
+}
+
+static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m)
+{
+	struct mpq_queue_rec *r;
+	uint64_t pos;
+	int k = mpq_claim_put(q, 1, &pos, &r);
+
+	if (k < 0)
+		return k;
+	mpq_zc_open(q, m, r, pos, MPQ_ZC_RESERVED);
+	return 1;
+}
+
+/*
+ * Claim the oldest message for a peek. Dropped slots claimed with it are
+ * freed at once, and the record's intent narrowed to the message's slot.
+ */
+static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
+{
+	uint32_t len[MPQ_BATCH_MAX];
+	struct mpq_queue_rec *r;
+	unsigned int msgs;
+	uint64_t pos;
+	int k;
+
+	for (;;) {
+		msgs = 0;
+		k = mpq_claim_get(q, NULL, 1, &pos, &r, len, &msgs);
+		if (k == -EUCLEAN && msgs == MPQ_CLAIMED_CORRUPT) {
+			mpq_queue_free_slots(q, pos, 1);
+			mpq_rec_end(q, r);
+			return -EUCLEAN;
+		}
+		if (k < 0)
+			return k;
+		if (msgs)
+			break;
+		mpq_queue_free_slots(q, pos, (unsigned int)k);
+		mpq_rec_end(q, r);
+		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	}
+	/* The message is the last slot claimed; the dropped ones go now. */
+	if (k > 1) {
+		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k - 1, 1);
+		mpq_queue_free_slots(q, pos, (unsigned int)k - 1);
+		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	}
+	mpq_zc_open(q, m, r, pos + k - 1, MPQ_ZC_PEEKED);
+	return 1;
+}
+
+static int mpq_zc_check(struct mpq_queue *q, struct mpq_msg *m, uint32_t kind)
+{
+	if (!q || !m)
+		return -EINVAL;
+	if (m->__kind != kind || m->__q != q || !m->__rec)
+		return -EINVAL;
+	return 0;
+}
+
+MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
+				 struct mpq_msg *m, int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .zc = m };
+	int ret;
+
+	if (!q || !m)
+		return -EINVAL;
+	if (size > q->msg_max)
+		return -EMSGSIZE;
+	ret = mpq_queue_op(&op, timeout_ns);
+	return ret < 0 ? ret : 0;
+}
+
+/* Publish a reserved slot with len bytes, or (len MPQ_SLOT_DROPPED) none. */
+static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len)
+{
+	struct mpq_queue_rec *r = m->__rec;
+	struct mpq_slot *s = mpq_slot_at(q, m->__pos);
+
+	if (len != MPQ_SLOT_DROPPED)
+		mpq_queue_task_count(q, r, 1);
+	s->len = len;
+	store_release(&s->seq, (uint32_t)(m->__pos + 1));
+	mpq_zc_close(m);
+	mpq_rec_end(q, r);
+	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	return 0;
+}
+
+MPQ_EXPORT int mpq_queue_commit(struct mpq_queue *q, struct mpq_msg *m,
+				size_t len)
+{
+	int ret = mpq_zc_check(q, m, MPQ_ZC_RESERVED);
+
+	if (ret)
+		return ret;
+	if (len > q->msg_max)
+		return -EMSGSIZE;
+	return mpq_zc_publish(q, m, (uint32_t)len);
+}
+
+MPQ_EXPORT int mpq_queue_cancel(struct mpq_queue *q, struct mpq_msg *m)
+{
+	int ret = mpq_zc_check(q, m, MPQ_ZC_RESERVED);
+
+	return ret ? ret : mpq_zc_publish(q, m, MPQ_SLOT_DROPPED);
+}
+
+MPQ_EXPORT int mpq_queue_peek(struct mpq_queue *q, struct mpq_msg *m,
+			      int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .zc = m, .is_get = 1 };
+	int ret;
+
+	if (!q || !m)
+		return -EINVAL;
+	ret = mpq_queue_op(&op, timeout_ns);
+	return ret < 0 ? ret : 0;
+}
+
+MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
+{
+	struct mpq_queue_rec *r;
+	int ret = mpq_zc_check(q, m, MPQ_ZC_PEEKED);
+
+	if (ret)
+		return ret;
+	r = m->__rec;
+	mpq_queue_free_slots(q, m->__pos, 1);
+	mpq_zc_close(m);
+	mpq_rec_end(q, r);
+	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	return 0;
+}
+
+/*
+ * JoinableQueue: task_done and join over the count of unfinished tasks, a
+ * futex word in the queue's header.
+ */
+static int mpq_queue_joinable(struct mpq_queue *q)
+{
+	if (!q)
+		return -EINVAL;
+	return q->flags & MPQ_QUEUE_JOINABLE ? 0 : -EINVAL;
+}
+
+/* Take n off the count, not below 0; wake the joiners when it gets there. */
+static int mpq_queue_task_sub(struct mpq_queue *q, uint32_t n, int strict)
+{
+	uint32_t v = load_relaxed(&q->shm->unfinished), d;
+
+	do {
+		if (!v || (strict && v < n))
+			return -EINVAL;
+		d = v < n ? v : n;
+	} while (!__atomic_compare_exchange_n(&q->shm->unfinished, &v, v - d,
+					      0, __ATOMIC_RELEASE,
+					      __ATOMIC_RELAXED));
+	if (v == d)
+		mpq_futex_wake(&q->shm->unfinished, INT32_MAX);
+	return 0;
+}
+
+void mpq_queue_task_undo(struct mpq_queue *q, uint32_t n)
+{
+	mpq_queue_task_sub(q, n, 0);
+}
+
+MPQ_EXPORT int mpq_queue_task_done(struct mpq_queue *q)
+{
+	int ret = mpq_queue_joinable(q);
+
+	return ret ? ret : mpq_queue_task_sub(q, 1, 1);
+}
+
+MPQ_EXPORT int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns)
+{
+	int64_t deadline = mpq_deadline(timeout_ns);
+	int ret = mpq_queue_joinable(q);
+	uint32_t v;
+
+	if (ret)
+		return ret;
+	while ((v = load_acquire(&q->shm->unfinished)) != 0) {
+		if (timeout_ns == 0)
+			return -EAGAIN;
+		ret = mpq_futex_wait(&q->shm->unfinished, v, deadline);
+		if (ret == -ETIMEDOUT)
+			return load_acquire(&q->shm->unfinished) ? -ETIMEDOUT : 0;
+	}
+	return 0;
+}
+
+MPQ_EXPORT int mpq_queue_unfinished(struct mpq_queue *q)
+{
+	int ret = mpq_queue_joinable(q);
+	uint32_t v;
+
+	if (ret)
+		return ret;
+	v = load_relaxed(&q->shm->unfinished);
+	return v > INT32_MAX ? -EUCLEAN : (int)v;
+}
+
+/*
+ * Python's close(), join_thread() and cancel_join_thread(). There is no
+ * feeder thread: a put has finished with the message when it returns. So
+ * close() only stops this handle (later puts and gets are -EBADF: Python's
+ * ValueError), join_thread() has nothing to wait for once closed, and
+ * cancel_join_thread() nothing to cancel.
+ */
+MPQ_EXPORT int mpq_queue_close(struct mpq_queue *q)
+{
+	if (!q)
+		return -EINVAL;
+	q->closed = 1;
+	return 0;
+}
+
+MPQ_EXPORT int mpq_queue_join_thread(struct mpq_queue *q)
+{
+	if (!q)
+		return -EINVAL;
+	return q->closed ? 0 : -EINVAL;
+}
+
+MPQ_EXPORT int mpq_queue_cancel_join_thread(struct mpq_queue *q)
+{
+	return q ? 0 : -EINVAL;
+}
+
 /* Is the oldest message published, ready to be taken? (as the module's ->poll) */
 static int mpq_queue_readable(struct mpq_queue *q)
 {
@@ -712,29 +1226,40 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
 	return 0;
 }
 
+/*
+ * The messages in the queue: published and not yet taken, counted slot by
+ * slot between head and tail, so that slots claimed but not yet published
+ * (a put in progress) and slots a dead producer left dropped are not
+ * counted. Exact when nothing moves; under churn, what the slots held as
+ * they were looked at.
+ */
 MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 {
-	uint64_t head, tail;
-	int tries;
+	uint64_t head, tail, p;
+	int n = 0, tries;
 
 	if (!q)
 		return -EINVAL;
 	/*
 	 * tail - head is only meaningful for a head and a tail seen at one
-	 * moment: read head on both sides of tail until it holds still. A
-	 * stable difference over the capacity is corruption; under churn
-	 * that never holds still, the answer is clamped.
+	 * moment: read head on both sides of tail until it holds still.
 	 */
 	for (tries = 0; tries < 16; tries++) {
 		head = load_acquire(&q->shm->head);
 		tail = load_acquire(&q->shm->tail);
-		if (load_acquire(&q->shm->head) != head)
-			continue;
-		if (tail - head > q->capacity)
-			return -EUCLEAN;
-		return (int)(tail - head);
+		if (load_acquire(&q->shm->head) == head)
+			break;
 	}
-	return tail - head > q->capacity ? (int)q->capacity : (int)(tail - head);
+	if (tail - head > q->capacity)
+		return tries == 16 ? (int)q->capacity : -EUCLEAN;
+	for (p = head; p != tail; p++) {
+		struct mpq_slot *s = mpq_slot_at(q, p);
+
+		if (load_acquire(&s->seq) == (uint32_t)(p + 1) &&
+		    load_relaxed(&s->len) != MPQ_SLOT_DROPPED)
+			n++;
+	}
+	return n;
 }
 
 MPQ_EXPORT int mpq_queue_empty(struct mpq_queue *q)
@@ -744,11 +1269,16 @@ MPQ_EXPORT int mpq_queue_empty(struct mpq_queue *q)
 	return n < 0 ? n : n == 0;
 }
 
+/* Full: no slot left for a put (messages, or puts in progress). */
 MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
 {
-	int n = mpq_queue_qsize(q);
+	uint64_t head, tail;
 
-	return n < 0 ? n : (uint32_t)n == q->capacity;
+	if (!q)
+		return -EINVAL;
+	head = load_acquire(&q->shm->head);
+	tail = load_acquire(&q->shm->tail);
+	return tail - head >= q->capacity;
 }
 
 MPQ_EXPORT int mpq_queue_maxsize(struct mpq_queue *q)

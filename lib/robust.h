@@ -85,6 +85,8 @@ _Static_assert(sizeof(void *) == 8, "robust links are 64-bit pointers");
 
 struct mpq_rthread {
 	struct robust_list_head *head;	/* the list the kernel walks */
+	uint64_t *idle;			/* the pending slot between calls */
+	unsigned int windows;		/* zero-copy windows open */
 	uint64_t **held;		/* our entries (link fields), in order */
 	pid_t tid;
 	int state;			/* MPQ_RT_* */
@@ -133,12 +135,47 @@ static inline void mpq_robust_pending(uint32_t *w)
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
+/*
+ * The operation is over: the pending slot goes back to what it holds
+ * between calls, NULL unless a queue window is open (mpq_robust_bell).
+ */
 static inline void mpq_robust_clear_pending(void)
 {
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	if (mpq_rt.state == MPQ_RT_LINKED)
-		__atomic_store_n(&mpq_rt.head->list_op_pending, NULL,
+		__atomic_store_n(&mpq_rt.head->list_op_pending,
+				 (struct robust_list *)mpq_rt.idle,
 				 __ATOMIC_RELAXED);
+}
+
+/*
+ * Name bell, a futex word that is always 0, in the pending slot: if this
+ * thread dies before the slot changes again, the kernel wakes one process
+ * asleep on bell (a pending word that is free gets a wake-up: it covers a
+ * lock released by a thread that died before waking anyone). A queue
+ * names its deathbell this way for the length of each operation.
+ */
+static inline void mpq_robust_bell(uint32_t *bell)
+{
+	mpq_robust_pending(bell);
+}
+
+/*
+ * A zero-copy window opens (delta 1, bell the queue's deathbell) or closes
+ * (-1): while one is open, the pending slot goes back to naming that bell
+ * between calls, instead of NULL. With windows open on several queues it
+ * names the latest one's.
+ */
+static inline void mpq_robust_window(uint32_t *bell, int delta)
+{
+	struct mpq_rthread *t = &mpq_rt;
+
+	if (delta > 0) {
+		t->windows++;
+		t->idle = mpq_rw_entry(bell);
+	} else if (t->windows && !--t->windows) {
+		t->idle = NULL;
+	}
 }
 
 int mpq_robust_grow(void);

@@ -642,7 +642,7 @@ TEST(bad_arguments_are_einval_not_crashes)
 	size_t len = sizeof(buf);
 
 	ASSERT_EQ(-EINVAL, mpq_queue_new(NULL, NULL));
-	attr.flags = 1;
+	attr.flags = 1U << 7;
 	ASSERT_EQ(-EINVAL, mpq_queue_new(&q, &attr));
 	attr.flags = 0;
 	attr.__reserved[3] = 1;

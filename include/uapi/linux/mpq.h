@@ -27,11 +27,14 @@
 /* Flags for MPQ_IOC_QUEUE_CREATE. */
 #define MPQ_CREATE_CLOEXEC	(1U << 0)	/* the new fd is O_CLOEXEC */
 #define MPQ_CREATE_FLAGS	(MPQ_CREATE_CLOEXEC)
+/* JoinableQueue: puts count unfinished tasks (mpq_queue_shm.unfinished). */
+#define MPQ_QUEUE_JOINABLE	(1U << 1)
+#define MPQ_QUEUE_CREATE_FLAGS	(MPQ_CREATE_CLOEXEC | MPQ_QUEUE_JOINABLE)
 
 /**
  * struct mpq_queue_create - argument of MPQ_IOC_QUEUE_CREATE
  * @size:	sizeof(struct mpq_queue_create) as the caller knows it
- * @flags:	MPQ_CREATE_* flags
+ * @flags:	MPQ_CREATE_CLOEXEC, MPQ_QUEUE_JOINABLE
  * @capacity:	messages the queue holds; rounded up to a power of two, at
  *		least 2
  * @msg_max:	largest message, in bytes
@@ -51,7 +54,7 @@ struct mpq_queue_create {
 /**
  * struct mpq_queue_info - argument of MPQ_IOC_QUEUE_INFO
  * @size:	in: sizeof(struct mpq_queue_info) as the caller knows it
- * @flags:	out: zero for now
+ * @flags:	out: MPQ_QUEUE_JOINABLE if made so
  * @capacity:	out: slots in the ring, a power of two
  * @msg_max:	out: largest message, in bytes
  * @slot_size:	out: bytes per slot (struct mpq_slot and its data)
@@ -92,7 +95,7 @@ struct mpq_queue_info {
 #define MPQ_IOC_QUEUE_WAKE	_IO(MPQ_IOC_MAGIC, 0x03)
 
 #define MPQ_QUEUE_MAGIC		0x6d707151U	/* "Qqpm" */
-#define MPQ_QUEUE_VERSION	1U
+#define MPQ_QUEUE_VERSION	2U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -136,12 +139,61 @@ struct mpq_queue_shm {
 	 * publishers find it clear and make no system call until someone
 	 * sleeps again. poll_wanted holds MPQ_POLL_* bits that the kernel
 	 * sets when a poller may sleep.
+	 *
+	 * unfinished counts, for a JoinableQueue, the messages put and not
+	 * yet marked done (a futex word that join() sleeps on). deathbell
+	 * is always 0: a participant in the middle of a put or get names it
+	 * in its robust list's pending slot, so that the kernel wakes one
+	 * sleeper on it if the participant dies there (see struct
+	 * mpq_queue_rec). flags copies the creation flags.
 	 */
 	__u32 nonempty;
 	__u32 nonfull;
 	__u32 poll_wanted;
-	__u32 __pad3[5];
+	__u32 unfinished;
+	__u32 deathbell;
+	__u32 flags;
+	__u32 __pad3[2];
 };
+
+/*
+ * Operation records, MPQ_QUEUE_NREC of them at MPQ_QUEUE_REC_OFF in the
+ * queue's first page: how a process killed in the middle of a put or a
+ * get (or between reserve and commit, peek and release) is cleaned up
+ * after. A participant takes a free record for each operation: word is a
+ * robust futex word (set_robust_list(2)) holding its TID, linked in its
+ * thread's robust list, so the kernel replaces the TID with
+ * FUTEX_OWNER_DIED if it dies. Before it claims positions it writes its
+ * intent (op, pos, n), marks it MPQ_REC_WON once the claim succeeded, and
+ * clears it (n = 0) when the positions are published (put) or freed
+ * (get). Whoever finds a slot stuck (claimed but never published, or
+ * taken but never freed) looks for the dead record whose intent covers
+ * it: a put's slot is published as MPQ_SLOT_DROPPED, which consumers
+ * skip; a get's message is delivered again, to another consumer. Only
+ * records whose holder died are acted upon, and the lowest-numbered one
+ * covering a slot acts for it, so two repairers never both do.
+ */
+#define MPQ_QUEUE_REC_OFF	1024
+#define MPQ_QUEUE_NREC		48
+
+#define MPQ_REC_PUT		(1U << 0)
+#define MPQ_REC_GET		(1U << 1)
+#define MPQ_REC_WON		(1U << 2)	/* the claim succeeded */
+#define MPQ_REC_COUNTED		(1U << 3)	/* unfinished was raised */
+
+struct mpq_queue_rec {
+	__u32 word;
+	__u32 op;
+	__u64 pos;
+	__u32 n;
+	__u32 last;	/* TID of its last user: spreads threads out */
+	__u64 __pad0;
+	__u64 link;	/* robust list link, 32 bytes after word */
+	__u64 __pad1[3];
+};
+
+/* A slot's len when a dead producer's claim was published empty. */
+#define MPQ_SLOT_DROPPED	0xffffffffU
 
 /*
  * Header of each slot; msg_max bytes of data follow, and slots are packed

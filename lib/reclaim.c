@@ -1,0 +1,430 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A queue's operation records, and what happens to the slots of a
+ * participant that died in the middle of a put or a get (see struct
+ * mpq_queue_rec in <linux/mpq.h>).
+ *
+ * Every put and get takes a record for its length: a robust futex word
+ * (robust.h) that the kernel marks FUTEX_OWNER_DIED if the thread dies,
+ * and an intent, written before the claim of positions, that says which
+ * ones. A slot the dead left claimed but unpublished would stop the
+ * consumers there for good; one they took and never freed would stop the
+ * producers a lap later. Waiters look for that before they sleep, and
+ * when a death wakes them (the deathbell, or the module's wake-up at a
+ * participant's exit):
+ *  - a dead producer's unpublished slot is published as MPQ_SLOT_DROPPED,
+ *    which consumers pass over: what it had not committed is not a
+ *    message, and nothing behind it is lost;
+ *  - a dead consumer's unfinished message is delivered again, to the
+ *    consumer that found it: it never reached the dead one's caller.
+ * Only a record whose holder died is acted upon, and only for slots that
+ * no live record's intent covers: a live claimer is a slow one, not a
+ * dead one. An intent is written before its claim and may be stale (the
+ * claim failed and the thread died before writing the next one), so two
+ * dead records can cover one slot; the lowest-numbered acts for it, and
+ * it acts only after adopting that record with a CAS, so one repairer
+ * acts, once. A repairer that dies in turn leaves the adopted record dead
+ * again, with an intent that is still true.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "record.h"
+
+/* Where this thread looks first for a free record. */
+static __thread unsigned int mpq_rec_hint = UINT_MAX;
+
+/*
+ * This thread's own record in each queue handle it used lately (the fast
+ * path is in internal.h): taken and linked once, kept for the thread's
+ * life (the kernel marks it dead when the thread exits, and it is
+ * recycled), so that an operation costs a few plain stores and no atomic.
+ * Keyed by the handle's id, which is never reused, so a freed handle's
+ * entry can only miss. The fast path trusts this entry rather than read
+ * the record back from shared memory, which cost more than the rest of
+ * the bookkeeping (measured). A forked child forgets the entries: its TID
+ * is not the one in the words.
+ */
+__thread struct mpq_rec_own mpq_rec_own[MPQ_REC_CACHE]
+	__attribute__((tls_model("initial-exec")));
+
+static int mpq_rec_dead(uint32_t v)
+{
+	return (v & MPQ_RW_OWNER_DIED) && !(v & MPQ_RW_TID);
+}
+
+/*
+ * Take a free record (or one whose holder died with nothing to finish):
+ * the CAS of its word to our TID, under the pending slot, then linked in
+ * our robust list. Returns NULL when every record is in use.
+ */
+static struct mpq_queue_rec *mpq_rec_grab(struct mpq_queue *q)
+{
+	uint32_t tid = (uint32_t)mpq_tid(), i, k;
+
+	if (mpq_rec_hint >= MPQ_QUEUE_NREC)
+		mpq_rec_hint = (tid * 2654435761U) % MPQ_QUEUE_NREC;
+	for (k = 0; k < MPQ_QUEUE_NREC; k++) {
+		struct mpq_queue_rec *r;
+		uint32_t v;
+
+		i = (mpq_rec_hint + k) % MPQ_QUEUE_NREC;
+		r = &q->recs[i];
+		v = load_acquire(&r->word);
+		if (v && !(mpq_rec_dead(v) && !load_relaxed(&r->n)))
+			continue;
+		mpq_robust_pending(&r->word);
+		if (!__atomic_compare_exchange_n(&r->word, &v, tid, 0,
+						 __ATOMIC_ACQUIRE,
+						 __ATOMIC_RELAXED))
+			continue;
+		__atomic_store_n(&r->n, 0, __ATOMIC_RELEASE);
+		if (mpq_robust_link(&r->word)) {
+			__atomic_store_n(&r->word, 0, __ATOMIC_RELEASE);
+			break;
+		}
+		r->last = tid;
+		mpq_rec_hint = (i + 1) % MPQ_QUEUE_NREC;
+		return r;
+	}
+	mpq_robust_clear_pending();
+	return NULL;
+}
+
+/* A record for the length of one operation (for a second window). */
+struct mpq_queue_rec *mpq_rec_take(struct mpq_queue *q)
+{
+	struct mpq_queue_rec *r = mpq_rec_grab(q);
+
+	if (r)
+		mpq_robust_bell(&q->shm->deathbell);
+	return r;
+}
+
+/*
+ * The slow path of mpq_rec_begin(): our record for q is busy (a window is
+ * open: this operation gets one of its own), or we have none yet.
+ */
+struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q)
+{
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+	struct mpq_queue_rec *r;
+
+	if (o->id == q->id && o->rec)
+		return mpq_rec_take(q);
+	r = mpq_rec_grab(q);
+	if (!r)
+		return NULL;
+	o->id = q->id;
+	o->rec = r;
+	o->busy = 1;
+	mpq_robust_bell(&q->shm->deathbell);
+	return r;
+}
+
+/* The slow path of mpq_rec_end(): no record, or one of its own. */
+void mpq_rec_end_slow(struct mpq_queue_rec *r)
+{
+	if (r)
+		mpq_rec_drop(r);
+	else
+		mpq_robust_clear_pending();
+}
+
+/*
+ * The handle goes: let this thread's own record go too (unlinked: its
+ * memory is about to be unmapped). Returns 1 if another live thread of
+ * this process still holds a record in it: that thread's robust list
+ * points into the mapping, which must then stay.
+ */
+int mpq_rec_forget(struct mpq_queue *q)
+{
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+	pid_t pid = getpid(), tid = mpq_tid();
+	int others = 0;
+	unsigned int i;
+
+	if (o->id == q->id && o->rec) {
+		if (load_relaxed(&o->rec->word) == (uint32_t)tid)
+			mpq_rec_drop(o->rec);
+		memset(o, 0, sizeof(*o));
+	}
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		uint32_t v = load_relaxed(&q->recs[i].word) & MPQ_RW_TID;
+
+		if (v && v != (uint32_t)tid &&
+		    syscall(SYS_tgkill, pid, (pid_t)v, 0) == 0)
+			others = 1;
+	}
+	return others;
+}
+
+/* Done: no intent, unlinked, free for the next operation. */
+void mpq_rec_drop(struct mpq_queue_rec *r)
+{
+	__atomic_store_n(&r->n, 0, __ATOMIC_RELEASE);
+	mpq_robust_unlink(&r->word);
+	__atomic_store_n(&r->word, 0, __ATOMIC_RELEASE);
+	mpq_robust_clear_pending();
+}
+
+/* Give an adopted record back as dead: its intent still needs acting on. */
+static void mpq_rec_orphan(struct mpq_queue_rec *r)
+{
+	mpq_robust_unlink(&r->word);
+	__atomic_store_n(&r->word, MPQ_RW_OWNER_DIED, __ATOMIC_RELEASE);
+	mpq_robust_clear_pending();
+}
+
+/* A dead record, seen with word v: make it ours, linked, or fail. */
+static int mpq_rec_adopt(struct mpq_queue_rec *r, uint32_t v)
+{
+	uint32_t tid = (uint32_t)mpq_tid();
+
+	mpq_robust_pending(&r->word);
+	if (!__atomic_compare_exchange_n(&r->word, &v, tid, 0,
+					 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+		mpq_robust_clear_pending();
+		return -EAGAIN;
+	}
+	if (mpq_robust_link(&r->word)) {
+		__atomic_store_n(&r->word, v, __ATOMIC_RELEASE);
+		mpq_robust_clear_pending();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The intent of record r as its fields say, n 0 if it makes no sense. */
+static void mpq_rec_read(struct mpq_queue *q, struct mpq_queue_rec *r,
+			 uint32_t *op, uint64_t *pos, uint32_t *n)
+{
+	*n = load_acquire(&r->n);
+	*op = load_relaxed(&r->op);
+	*pos = load_relaxed(&r->pos);
+	if (*n > q->capacity || !(*op & (MPQ_REC_PUT | MPQ_REC_GET)))
+		*n = 0;
+}
+
+/*
+ * Who acts for position p of kind (MPQ_REC_PUT or _GET): the lowest
+ * record whose intent covers it, as long as every record covering it is
+ * dead or is self (adopted by us). Returns the index, or -1 for "nobody
+ * now" (a live record covers it: that claimer is slow, not dead).
+ */
+static int mpq_rec_token(struct mpq_queue *q, uint64_t p, uint32_t kind,
+			 int self)
+{
+	int token = -1, i;
+
+	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t op, n, v = load_acquire(&r->word);
+		uint64_t pos;
+
+		mpq_rec_read(q, r, &op, &pos, &n);
+		if (!(op & kind) || p - pos >= n)
+			continue;
+		if (i != self && !mpq_rec_dead(v))
+			return -1;
+		if (token < 0)
+			token = i;
+	}
+	return token;
+}
+
+/* Is the slot of p still waiting for what the dead did not finish? */
+static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
+{
+	uint32_t seq = load_acquire(&mpq_slot_at(q, p)->seq);
+
+	if (kind == MPQ_REC_PUT)	/* claimed, never published */
+		return seq == (uint32_t)p &&
+		       (int64_t)(load_acquire(&q->shm->tail) - p) > 0;
+	/* taken, never freed */
+	return seq == (uint32_t)(p + 1) &&
+	       (int64_t)(load_acquire(&q->shm->head) - p) > 0;
+}
+
+/*
+ * A dead producer's claim: publish each stuck slot it acts for as
+ * MPQ_SLOT_DROPPED. Its JoinableQueue count goes back down by as many.
+ */
+static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
+			    uint64_t pos, uint32_t n)
+{
+	struct mpq_queue_rec *r = &q->recs[i];
+	uint32_t dropped = 0, k;
+
+	for (k = 0; k < n; k++) {
+		struct mpq_slot *s = mpq_slot_at(q, pos + k);
+
+		if (!mpq_slot_stuck(q, pos + k, MPQ_REC_PUT) ||
+		    mpq_rec_token(q, pos + k, MPQ_REC_PUT, i) != i)
+			continue;
+		__atomic_store_n(&s->len, MPQ_SLOT_DROPPED, __ATOMIC_RELAXED);
+		store_release(&s->seq, (uint32_t)(pos + k + 1));
+		dropped++;
+	}
+	if (dropped && op & MPQ_REC_COUNTED)
+		mpq_queue_task_undo(q, dropped);
+	mpq_rec_drop(r);
+	if (dropped)
+		mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+}
+
+/*
+ * A dead consumer's claim: deliver its stuck messages into bufs, as many
+ * as fit, oldest first, and free their slots. What does not fit stays
+ * with the record, given back as dead for the next consumer.
+ */
+static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
+			   uint32_t n, struct iovec *bufs, unsigned int nbufs)
+{
+	struct mpq_queue_rec *r = &q->recs[i];
+	unsigned int got = 0;
+	uint32_t k;
+
+	for (k = 0; k < n; k++) {
+		struct mpq_slot *s = mpq_slot_at(q, pos + k);
+		uint32_t len;
+
+		if (!mpq_slot_stuck(q, pos + k, MPQ_REC_GET) ||
+		    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) != i)
+			continue;
+		len = load_relaxed(&s->len);
+		if (len <= q->msg_max) {
+			if (got == nbufs || len > bufs[got].iov_len)
+				break;
+			mpq_copy(bufs[got].iov_base, s + 1, len);
+			bufs[got++].iov_len = len;
+		}
+		/* Corrupt or dropped: freed, not delivered. */
+		store_release(&s->seq, (uint32_t)(pos + k + q->capacity));
+		/* From here on the intent covers only what is left. */
+		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k + 1,
+			       n - k - 1);
+	}
+	if (k < n)
+		mpq_rec_orphan(r);
+	else
+		mpq_rec_drop(r);
+	if (got)
+		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	return (int)got;
+}
+
+/*
+ * Clean up after dead participants. A producer calls it with no buffers
+ * (it only publishes dead producers' slots as dropped); a consumer gives
+ * buffers for the dead consumers' messages. Returns how many messages it
+ * delivered into bufs.
+ */
+int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
+{
+	int got = 0, i;
+
+	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t v = load_acquire(&r->word), op, cnt;
+		uint64_t pos;
+
+		if (!mpq_rec_dead(v))
+			continue;
+		mpq_rec_read(q, r, &op, &pos, &cnt);
+		/* A consumer's leftovers wait for a consumer. */
+		if (cnt && op & MPQ_REC_GET && (!bufs || (unsigned int)got == n))
+			continue;
+		if (mpq_rec_adopt(r, v))
+			continue;
+		if (!cnt)
+			mpq_rec_drop(r);
+		else if (op & MPQ_REC_PUT)
+			mpq_reclaim_put(q, i, op, pos, cnt);
+		else
+			got += mpq_reclaim_get(q, i, pos, cnt, bufs + got,
+					       n - (unsigned int)got);
+	}
+	return got;
+}
+
+/*
+ * For a peek: hand one dead consumer's unfinished message to the caller,
+ * in place. The message's position moves to a record of our own (its
+ * intent written before the dead one's is narrowed, so that it is always
+ * covered), which the caller holds for its window; the rest of the dead
+ * record goes back to the dead for the next consumer. Returns 1 with m
+ * filled in, or 0.
+ */
+int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
+{
+	int i;
+
+	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *d = &q->recs[i], *mine;
+		uint32_t v = load_acquire(&d->word), op, n, k;
+		uint64_t pos;
+
+		if (!mpq_rec_dead(v))
+			continue;
+		mpq_rec_read(q, d, &op, &pos, &n);
+		if (n && !(op & MPQ_REC_GET))
+			continue;
+		if (mpq_rec_adopt(d, v))
+			continue;
+		for (k = 0; k < n; k++)
+			if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
+			    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) == i)
+				break;
+		if (k == n) {
+			mpq_rec_drop(d);	/* nothing left to deliver */
+			continue;
+		}
+		mine = mpq_rec_take(q);
+		if (!mine) {
+			mpq_rec_orphan(d);
+			return 0;
+		}
+		mpq_rec_intent(mine, MPQ_REC_GET | MPQ_REC_WON, pos + k, 1);
+		mpq_rec_intent(d, MPQ_REC_GET | MPQ_REC_WON, pos + k + 1,
+			       n - k - 1);
+		if (k + 1 < n)
+			mpq_rec_orphan(d);
+		else
+			mpq_rec_drop(d);
+		/*
+		 * Our pending slot names the deathbell again (taking mine did,
+		 * and dropping d reset it): the window below keeps it so.
+		 */
+		mpq_robust_bell(&q->shm->deathbell);
+		mpq_queue_window(q, m, mine, pos + k);
+		return 1;
+	}
+	return 0;
+}
+
+/* Is anyone in the middle of an operation (or a window) now? */
+int mpq_queue_busy(struct mpq_queue *q)
+{
+	unsigned int i;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++)
+		if (load_relaxed(&q->recs[i].word) & MPQ_RW_TID &&
+		    load_relaxed(&q->recs[i].n))
+			return 1;
+	return 0;
+}
+
+/* A forked child's records are not its parent's. */
+static void mpq_rec_atfork_child(void)
+{
+	memset(mpq_rec_own, 0, sizeof(mpq_rec_own));
+}
+
+static void __attribute__((constructor)) mpq_rec_init(void)
+{
+	pthread_atfork(NULL, NULL, mpq_rec_atfork_child);
+}
