@@ -344,21 +344,20 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 			  MPQ_SLOT_ALIGN);
 	/* Two at least: with one slot, full (seq p + 1) reads as free. */
 	q->capacity = roundup_pow_of_two(max(args->capacity, 2U));
+	q->data_off = PAGE_ALIGN(MPQ_QUEUE_DATA_MIN);
 	if (check_mul_overflow(slot_size, (u64)q->capacity, &ring) ||
-	    check_add_overflow(ring, (u64)PAGE_SIZE, &total))
+	    check_add_overflow(ring, (u64)q->data_off, &total))
 		return -E2BIG;
 	total = PAGE_ALIGN(total);
 	if (total > mpq_max_object_bytes || slot_size > U32_MAX)
 		return -E2BIG;
 	/* The header, the operation records, then the ring, page aligned. */
 	BUILD_BUG_ON(sizeof(struct mpq_queue_shm) > MPQ_QUEUE_REC_OFF);
-	BUILD_BUG_ON(MPQ_QUEUE_REC_OFF + MPQ_QUEUE_NREC *
-		     sizeof(struct mpq_queue_rec) > 4096);
+	BUILD_BUG_ON(sizeof(struct mpq_queue_rec) != 128);
 
 	q->flags = args->flags & MPQ_QUEUE_JOINABLE;
 	q->msg_max = args->msg_max;
 	q->slot_size = slot_size;
-	q->data_off = PAGE_SIZE;
 	q->map_size = total;
 	return 0;
 }

@@ -76,14 +76,15 @@ int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
 			 MPQ_SLOT_ALIGN);
 	if (__builtin_mul_overflow(slot, cap, &total))
 		return -E2BIG;
-	total = mpq_align(total + mpq_page_size(), mpq_page_size());
+	total = mpq_align(total + mpq_align(MPQ_QUEUE_DATA_MIN, mpq_page_size()),
+			  mpq_page_size());
 	if (total > MPQ_QUEUE_MAX_BYTES)
 		return -E2BIG;
 	g->flags = 0;
 	g->capacity = (uint32_t)cap;
 	g->msg_max = msgsize;
 	g->slot_size = (uint32_t)slot;
-	g->data_off = (uint32_t)mpq_page_size();
+	g->data_off = (uint32_t)mpq_align(MPQ_QUEUE_DATA_MIN, mpq_page_size());
 	g->map_size = total;
 	return 0;
 }
@@ -100,8 +101,7 @@ int mpq_geom_check(const struct mpq_geom *g)
 	    g->slot_size % MPQ_SLOT_ALIGN)
 		return -EUCLEAN;
 	/* The header and the operation records come before the ring. */
-	if (g->data_off < MPQ_QUEUE_REC_OFF +
-			  MPQ_QUEUE_NREC * sizeof(struct mpq_queue_rec) ||
+	if (g->data_off < MPQ_QUEUE_DATA_MIN ||
 	    g->data_off % MPQ_SLOT_ALIGN || g->flags & ~MPQ_QUEUE_JOINABLE)
 		return -EUCLEAN;
 	if (__builtin_mul_overflow((uint64_t)g->slot_size, g->capacity, &ring) ||

@@ -121,6 +121,8 @@ TEST_F(dev, create_refuses_unknown_flags_and_reserved_fields)
 
 	for (bit = 1; bit < 32; bit++) {
 		c.flags = 1U << bit;
+		if (c.flags & MPQ_QUEUE_CREATE_FLAGS)
+			continue;
 		ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, &c));
 		ASSERT_EQ(EINVAL, errno);
 	}

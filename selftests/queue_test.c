@@ -872,6 +872,7 @@ TEST(a_sleeper_costs_one_wake_up_not_one_per_message)
 	struct mpq_queue_attr attr = { .maxsize = 128, .msgsize = 16,
 				       .spin_ns = -1 };
 	struct mpq_queue_shm *shm;
+	siginfo_t stopped = { 0 };
 	struct mpq_queue *q;
 	pid_t consumer, producer;
 	int64_t end;
@@ -888,6 +889,12 @@ TEST(a_sleeper_costs_one_wake_up_not_one_per_message)
 	ASSERT_TRUE(asleep(q, shm));
 	sleep_ms(20);
 	ASSERT_EQ(0, kill(consumer, SIGSTOP));
+	/*
+	 * Stopped for good before the producer starts: a sleeper woken by
+	 * the signal goes through poll() once more on its way to stopping,
+	 * and that would ask for another wake-up.
+	 */
+	ASSERT_EQ(0, waitid(P_PID, consumer, &stopped, WSTOPPED | WNOWAIT));
 	producer = spawn(wake_once_then_put_quietly, q);
 	EXPECT_EQ(0, wait_child(producer, 30000));
 	kill(consumer, SIGCONT);

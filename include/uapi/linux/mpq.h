@@ -157,8 +157,12 @@ struct mpq_queue_shm {
 };
 
 /*
- * Operation records, MPQ_QUEUE_NREC of them at MPQ_QUEUE_REC_OFF in the
- * queue's first page: how a process killed in the middle of a put or a
+ * Operation records, MPQ_QUEUE_NREC of them at MPQ_QUEUE_REC_OFF, 128
+ * bytes apart (the threads that use them write them on every operation:
+ * two cache lines each, as the header's positions, so that the adjacent-
+ * line prefetcher does not pair two threads' records); the ring starts
+ * after them, at the next page boundary (data_off). They are how a
+ * process killed in the middle of a put or a
  * get (or between reserve and commit, peek and release) is cleaned up
  * after. A participant takes a free record for each operation: word is a
  * robust futex word (set_robust_list(2)) holding its TID, linked in its
@@ -173,8 +177,8 @@ struct mpq_queue_shm {
  * records whose holder died are acted upon, and the lowest-numbered one
  * covering a slot acts for it, so two repairers never both do.
  */
-#define MPQ_QUEUE_REC_OFF	1024
-#define MPQ_QUEUE_NREC		48
+#define MPQ_QUEUE_REC_OFF	4096
+#define MPQ_QUEUE_NREC		32
 
 #define MPQ_REC_PUT		(1U << 0)
 #define MPQ_REC_GET		(1U << 1)
@@ -189,8 +193,11 @@ struct mpq_queue_rec {
 	__u32 last;	/* TID of its last user: spreads threads out */
 	__u64 __pad0;
 	__u64 link;	/* robust list link, 32 bytes after word */
-	__u64 __pad1[3];
+	__u64 __pad1[11];
 };
+
+/* Where the ring may start: after the records, on a page boundary. */
+#define MPQ_QUEUE_DATA_MIN	(MPQ_QUEUE_REC_OFF + MPQ_QUEUE_NREC * 128)
 
 /* A slot's len when a dead producer's claim was published empty. */
 #define MPQ_SLOT_DROPPED	0xffffffffU
