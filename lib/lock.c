@@ -254,7 +254,8 @@ MPQ_EXPORT int mpq_lock_acquire(struct mpq_lock *l, int64_t timeout_ns)
 		mpq_lock_release(l);
 		return -ENOMEM;
 	}
-	l->rec->count = 1;
+	if (l->recursive)
+		l->rec->count = 1;
 	if (ret == 0 && load_relaxed(&l->rec->state) & MPQ_LOCK_INCONSISTENT)
 		ret = -EOWNERDEAD;
 	return ret;
@@ -271,11 +272,13 @@ MPQ_EXPORT int mpq_lock_release(struct mpq_lock *l)
 	v = mpq_lock_load(l);
 	if ((v & MPQ_RW_TID) != (uint32_t)mpq_tid())
 		return !l->recursive && !(v & MPQ_RW_TID) ? -EINVAL : -EPERM;
-	if (l->recursive && l->rec->count > 1) {
-		l->rec->count--;
-		return 0;
+	if (l->recursive) {
+		if (l->rec->count > 1) {
+			l->rec->count--;
+			return 0;
+		}
+		l->rec->count = 0;
 	}
-	l->rec->count = 0;
 	mpq_robust_unlink(&l->rec->word);
 	/* Release: what we wrote under the lock is seen by the next holder. */
 	old = __atomic_exchange_n(&l->rec->word, 0, __ATOMIC_RELEASE);
@@ -326,8 +329,9 @@ int mpq_lock_release_save(struct mpq_lock *l, uint32_t *count)
 {
 	if (!mpq_lock_is_mine(l))
 		return -EPERM;
-	*count = l->rec->count;
-	l->rec->count = 1;
+	*count = l->recursive ? l->rec->count : 1;
+	if (l->recursive)
+		l->rec->count = 1;
 	return mpq_lock_release(l);
 }
 
@@ -335,7 +339,7 @@ int mpq_lock_acquire_restore(struct mpq_lock *l, uint32_t count)
 {
 	int ret = mpq_lock_acquire(l, MPQ_FOREVER);
 
-	if (ret == 0 || ret == -EOWNERDEAD)
+	if ((ret == 0 || ret == -EOWNERDEAD) && l->recursive)
 		l->rec->count = count ? count : 1;
 	return ret;
 }
