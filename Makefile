@@ -160,7 +160,8 @@ vm-shell: kmod-vm
 
 checkpatch: $(B)/checkpatch/checkpatch.pl
 	$(B)/checkpatch/checkpatch.pl --strict --no-tree --show-types --terse \
-		-f kmod/main.c kmod/region.c kmod/queue.c kmod/pipe.c kmod/internal.h include/uapi/linux/mpq.h
+		-f kmod/main.c kmod/object.c kmod/proc.c kmod/region.c kmod/queue.c kmod/pipe.c \
+		kmod/internal.h kmod/trace.h include/uapi/linux/mpq.h
 
 $(B)/checkpatch/checkpatch.pl:
 	@mkdir -p $(@D)
