@@ -63,10 +63,11 @@ check() {
 	fi
 }
 
-# Every library test binary; kmod_test needs the module and runs in the VM.
+# Every library test binary; kmod_*_test need the module and tools_test
+# needs BPF and the module: they run in the VM.
 for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
-	[ "$name" = kmod_test ] && continue
+	case $name in kmod_*|tools_test) continue ;; esac
 	run_tap "$name (native, memfd)" env MPQ_BACKEND=memfd "$t"
 	run_tap "$name (native, memfd, ASan+UBSan)" \
 		env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/$name"
