@@ -108,6 +108,7 @@ struct mpq_geom {
 	uint32_t slot_size;
 	uint32_t data_off;
 	uint64_t map_size;
+	uint64_t id;		/* the module's object id; 0 for memfd */
 };
 
 int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize);
@@ -121,6 +122,7 @@ void mpq_kmod_queue_wake(int fd, uint32_t bits);
 /* memfd.c: queues in a memfd, for machines without the module. */
 int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd);
 int mpq_memfd_queue_info(int fd, struct mpq_geom *g);
+uint64_t mpq_memfd_queue_id(int fd);
 
 /* Geometry of a pipe's shared memory, as struct mpq_pipe_info has it. */
 struct mpq_pipe_geom {
@@ -156,6 +158,7 @@ struct mpq_queue {
 	int backend;
 	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;
+	uint64_t id;		/* for tracers: /proc/mpq's id (see probes.h) */
 };
 
 /*

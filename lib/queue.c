@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "probes.h"
 
 #define MPQ_QUEUE_DEFAULT_MAXSIZE	1024
 #define MPQ_QUEUE_DEFAULT_MSGSIZE	1024
@@ -82,6 +83,7 @@ int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
 	g->slot_size = (uint32_t)slot;
 	g->data_off = (uint32_t)mpq_page_size();
 	g->map_size = total;
+	g->id = 0;
 	return 0;
 }
 
@@ -142,6 +144,7 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->bell = -1;
 	q->backend = backend;
 	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
+	q->id = g->id ? g->id : mpq_memfd_queue_id(fd);
 	*out = q;
 	return 0;
 }
@@ -359,6 +362,8 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 		mpq_copy(s + 1, msgs[i].iov_base, msgs[i].iov_len);
 		/* Pairs with the acquire of seq in try_get: the data is there. */
 		store_release(&s->seq, (uint32_t)(pos + i + 1));
+		/* Tracing: published at pos (see probes.h). */
+		mpq_probe_queue_put(q->id, pos + i, msgs[i].iov_len);
 	}
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return (int)k;
@@ -441,6 +446,8 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 		}
 		/* Pairs with the acquire of seq in try_put: done reading. */
 		store_release(&s->seq, (uint32_t)(pos + i + q->capacity));
+		/* Tracing: the message put at pos is taken (see probes.h). */
+		mpq_probe_queue_get(q->id, pos + i, corrupt ? 0 : len[i]);
 	}
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	return corrupt ? -EUCLEAN : (int)k;
@@ -534,8 +541,8 @@ static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t deadline)
 	}
 }
 
-static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
-			  int64_t timeout_ns)
+static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
+			      int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	int ret;
@@ -568,6 +575,19 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 			return ret == -EAGAIN ? -ETIMEDOUT : ret;
 		}
 	}
+}
+
+/* A wait, as tracers see it (queue_wait_begin/end in probes.h). */
+static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
+			  int64_t timeout_ns)
+{
+	uint32_t dir = op->is_get ? MPQ_POLL_IN : MPQ_POLL_OUT;
+	int ret;
+
+	mpq_probe_queue_wait_begin(op->q->id, dir);
+	ret = mpq_queue_wait_for(op, word, timeout_ns);
+	mpq_probe_queue_wait_end(op->q->id, dir, ret);
+	return ret;
 }
 
 static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
