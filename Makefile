@@ -5,6 +5,7 @@
 #   make              library, module and programs
 #   make check        every test: native, under ASan+UBSan, and in the VM
 #   make demo         the seed's producer/consumer, then queue vs pipe
+#   make tools        the eBPF tools and mpqstat, in build/tools
 #   make bench        the benchmark suite (QUICK=1: under a minute)
 #   make bench-vm     the same inside the test VM, with /dev/mpq
 #   make deps         install what is missing (Debian packages, VM kernel)
@@ -53,11 +54,11 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all lib kmod kmod-vm examples bench-bin selftests check demo deps bench bench-vm \
+.PHONY: all lib kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch
 .DELETE_ON_ERROR:
 
-all: lib kmod examples bench-bin
+all: lib kmod examples bench-bin tools
 
 lib: $(SO) $(B)/lib/libmpq.a $(B)/lib/mpq.pc
 
@@ -125,11 +126,59 @@ $(B)/bench/%: bench/%.c bench/*.h $(SO)
 examples: $(EXAMPLES)
 bench-bin: $(BENCHES)
 
+# The tools (tools/): libbpf CO-RE programs, their skeletons from bpftool,
+# and mpqstat, which needs no BPF. vmlinux.h comes from this machine's
+# kernel BTF; CO-RE relocates it to the kernel that runs the tool.
+TB          := $(B)/tools
+BPF_TOOLS   := mpqlat mpqwait mpqtop mpqsnoop
+TOOLS       := $(BPF_TOOLS:%=$(TB)/%) $(TB)/mpqstat
+CLANG       ?= clang
+BPFTOOL     ?= bpftool
+BPF_ARCH    := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+# usdt.bpf.h includes <errno.h>, whose asm/ lives in the multiarch dir.
+BPF_CFLAGS  := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -I$(TB) -Itools \
+               -idirafter /usr/include/$(shell $(CC) -print-multiarch) \
+               -Wall -Wno-unused-function
+TOOL_CFLAGS := $(CFLAGS) $(WARN) -Werror -std=gnu11 -I$(TB) -Itools
+TOOL_HDRS   := tools/tool.h tools/mpq_tp.h include/uapi/linux/mpq.h
+
+tools: $(TOOLS)
+
+# Keep the skeletons and objects: they are inputs, not leftovers.
+.SECONDARY: $(BPF_TOOLS:%=$(TB)/%.skel.h) $(BPF_TOOLS:%=$(TB)/%.bpf.o) $(BPF_TOOLS:%=$(TB)/%.o)
+
+$(TB)/vmlinux.h:
+	@mkdir -p $(@D)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
+	mv $@.tmp $@
+
+$(TB)/%.bpf.o: tools/%.bpf.c tools/%.h tools/bits.bpf.h tools/mpq_tp.h $(TB)/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(TB)/%.skel.h: $(TB)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp
+	mv $@.tmp $@
+
+$(TB)/tool.o: tools/tool.c $(TOOL_HDRS)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -c -o $@ $<
+
+$(TB)/%.o: tools/%.c tools/%.h $(TB)/%.skel.h $(TOOL_HDRS)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -c -o $@ $<
+
+# rpath $ORIGIN/../lib: in the tree, build/lib's libmpq.so.0 is the
+# library a tool traces unless told otherwise (see mpq_tool_find_lib()).
+$(TB)/mpq%: $(TB)/mpq%.o $(TB)/tool.o
+	$(CC) -o $@ $^ $(LDFLAGS) -lbpf -lelf -lz -ldl -Wl,-rpath,'$$ORIGIN/../lib'
+
+$(TB)/mpqstat: tools/mpqstat.c include/uapi/linux/mpq.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -o $@ $<
+
 deps:
 	@scripts/deps.sh
 
 check: deps
-	$(MAKE) lib examples bench-bin selftests
+	$(MAKE) lib examples bench-bin tools selftests
 	$(MAKE) kmod-vm
 	selftests/run_tests.sh
 
@@ -195,6 +244,6 @@ uninstall:
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd
