@@ -49,7 +49,8 @@ SO          := $(B)/lib/libmpq.so.$(VERSION)
 TESTS       := $(patsubst selftests/%.c,%,$(wildcard selftests/*_test.c))
 HARNESS     := $(B)/kselftest/kselftest_harness.h
 TEST_BINS   := $(TESTS:%=$(B)/selftests/%)
-ASAN_BINS   := $(TESTS:%=$(B)/asan/selftests/%)
+# Not tools_test: it runs only in the VM, against the tools.
+ASAN_BINS   := $(filter-out %/tools_test,$(TESTS:%=$(B)/asan/selftests/%))
 TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-compare -std=gnu11 -I$(B)/kselftest -Iselftests
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
@@ -101,6 +102,11 @@ $(HARNESS):
 $(B)/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
+
+# tools_test links libmpq.so, the library the tools trace by default.
+$(B)/selftests/tools_test: selftests/tools_test.c selftests/helpers.h tools/mpq_tp.h $(HARNESS) $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib $(LIBS) -lpthread
 
 $(B)/asan/lib/%.o: lib/%.c $(LIB_HDRS)
 	@mkdir -p $(@D)
