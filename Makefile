@@ -130,7 +130,19 @@ $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
 
 examples: $(EXAMPLES)
-bench-bin: $(BENCHES)
+bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION)
+
+# libmpq with its USDT probes compiled out, for the benchmark row that
+# prices them: the same mpqbench runs with LD_LIBRARY_PATH pointing here.
+NOPROBE_OBJS := $(LIB_SRCS:lib/%.c=$(B)/noprobes/lib/%.o)
+
+$(B)/noprobes/lib/%.o: lib/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -DMPQ_NO_PROBES -c -o $@ $<
+
+$(B)/noprobes/libmpq.so.$(SOVERSION): $(NOPROBE_OBJS) lib/mpq.map
+	$(CC) -shared -o $@ $(NOPROBE_OBJS) -Wl,-soname,libmpq.so.$(SOVERSION) \
+		-Wl,--version-script=lib/mpq.map -Wl,-z,defs $(LDFLAGS) $(LIBS)
 
 # The tools (tools/): libbpf CO-RE programs, their skeletons from bpftool,
 # and mpqstat, which needs no BPF. vmlinux.h comes from this machine's
@@ -250,6 +262,6 @@ uninstall:
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -67,10 +67,12 @@ MPQ_PROBE_SEMAPHORE(pool_task_end);
 #define MPQ_PROBE3(name, a, b, c)	STAP_PROBE3(mpq, name, a, b, c)
 #define MPQ_PROBE4(name, a, b, c, d)	STAP_PROBE4(mpq, name, a, b, c, d)
 #else
+/* Never taken (MPQ_PROBE_ON is 0); the arguments only count as used. */
 #define MPQ_PROBE_ON(name)		0
-#define MPQ_PROBE2(name, a, b)		do { } while (0)
-#define MPQ_PROBE3(name, a, b, c)	do { } while (0)
-#define MPQ_PROBE4(name, a, b, c, d)	do { } while (0)
+#define MPQ_PROBE2(name, a, b)		((void)(a), (void)(b))
+#define MPQ_PROBE3(name, a, b, c)	((void)(a), (void)(b), (void)(c))
+#define MPQ_PROBE4(name, a, b, c, d) \
+	((void)(a), (void)(b), (void)(c), (void)(d))
 #endif
 
 /* The call sites: each is nothing but the semaphore test when untraced. */
