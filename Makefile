@@ -246,8 +246,13 @@ install: lib
 	ln -sf libmpq.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq.so
 	install -m 644 $(B)/lib/libmpq.a $(DESTDIR)$(LIBDIR)/
 	$(PC_SUBST) lib/mpq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
-	install -d $(DESTDIR)$(MANDIR)/man3
+	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	@if [ -x $(TB)/mpqstat ]; then \
+		install -d $(DESTDIR)$(PREFIX)/sbin; \
+		install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/sbin/; \
+	fi
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
 		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \

@@ -188,14 +188,14 @@ static int print_top(int fd)
 		printf("\033[H\033[2J");
 	printf("%s  mpqtop, per second over %d s\n", mpq_tool_clock(),
 	       env.interval);
-	printf("%-20s %-5s %9s %9s %8s %6s %6s %11s %4s %s\n", "ID", "TYPE",
+	printf("%-8s %-5s %8s %8s %7s %6s %6s %9s %4s %s\n", "ID", "TYPE",
 	       "PUT/s", "GET/s", "KB/s", "WAIT/s", "WAKE/s", "DEPTH/CAP",
 	       "WTRS", "PIDS");
 	for (i = 0; i < n && i < env.rows; i++) {
 		const struct mpqtop_ops *o = &rows[i].ops;
 		double s = env.interval;
 
-		printf("%-20llu %-5s %9.0f %9.0f %8.1f %6.0f %6.0f %11s %4s %.14s\n",
+		printf("%-8llu %-5s %8.0f %8.0f %7.1f %6.0f %6.0f %9s %4s %.10s\n",
 		       (unsigned long long)rows[i].id, rows[i].type,
 		       o->puts / s, o->gets / s, o->bytes / s / 1024,
 		       o->waits / s, o->wakes / s, rows[i].depth,

@@ -171,12 +171,12 @@ static int print_waits(int fd)
 	}
 	if (env.timestamp)
 		printf("%-8s\n", mpq_tool_clock());
-	printf("%-20s %-6s %7s %-15s %7s %10s %9s %9s\n", "ID", "KIND", "PID",
+	printf("%-8s %-6s %7s %-15s %7s %10s %9s %9s\n", "ID", "KIND", "PID",
 	       "COMM", "WAITS", "TOTAL(ms)", "AVG(us)", "MAX(us)");
 	for (i = 0; i < n; i++) {
 		const struct mpqwait_val *v = &rows[i].val;
 
-		printf("%-20llu %-6s %7u %-15.15s %7llu %10.3f %9.1f %9.1f\n",
+		printf("%-8llu %-6s %7u %-15.15s %7llu %10.3f %9.1f %9.1f\n",
 		       (unsigned long long)rows[i].key.id,
 		       kind_name(rows[i].key.kind), rows[i].key.tgid, v->comm,
 		       (unsigned long long)v->count, v->total_ns / 1e6,
