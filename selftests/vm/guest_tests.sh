@@ -6,7 +6,7 @@
 # status stays 0 so that a non-zero one means the VM itself went wrong.
 B=${1:?build dir}
 
-for t in "$B"/selftests/kmod_*_test; do
+for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
 	"$t"
 done
