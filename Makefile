@@ -5,6 +5,7 @@
 #   make              library, module and programs
 #   make check        every test: native, under ASan+UBSan, and in the VM
 #   make demo         the seed's producer/consumer, then queue vs pipe
+#   make tools        the eBPF tools and mpqstat, in build/tools
 #   make bench        the benchmark suite (QUICK=1: under a minute)
 #   make bench-vm     the same inside the test VM, with /dev/mpq
 #   make deps         install what is missing (Debian packages, VM kernel)
@@ -48,16 +49,17 @@ SO          := $(B)/lib/libmpq.so.$(VERSION)
 TESTS       := $(patsubst selftests/%.c,%,$(wildcard selftests/*_test.c))
 HARNESS     := $(B)/kselftest/kselftest_harness.h
 TEST_BINS   := $(TESTS:%=$(B)/selftests/%)
-ASAN_BINS   := $(TESTS:%=$(B)/asan/selftests/%)
+# Not tools_test: it runs only in the VM, against the tools.
+ASAN_BINS   := $(filter-out %/tools_test,$(TESTS:%=$(B)/asan/selftests/%))
 TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-compare -std=gnu11 -I$(B)/kselftest -Iselftests
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all lib kmod kmod-vm examples bench-bin selftests check demo deps bench bench-vm \
+.PHONY: all lib kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch
 .DELETE_ON_ERROR:
 
-all: lib kmod examples bench-bin
+all: lib kmod examples bench-bin tools
 
 lib: $(SO) $(B)/lib/libmpq.a $(B)/lib/mpq.pc
 
@@ -101,6 +103,11 @@ $(B)/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 
+# tools_test links libmpq.so, the library the tools trace by default.
+$(B)/selftests/tools_test: selftests/tools_test.c selftests/helpers.h tools/mpq_tp.h $(HARNESS) $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib $(LIBS) -lpthread
+
 $(B)/asan/lib/%.o: lib/%.c $(LIB_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) $(SAN) -c -o $@ $<
@@ -123,13 +130,73 @@ $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
 
 examples: $(EXAMPLES)
-bench-bin: $(BENCHES)
+bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION)
+
+# libmpq with its USDT probes compiled out, for the benchmark row that
+# prices them: the same mpqbench runs with LD_LIBRARY_PATH pointing here.
+NOPROBE_OBJS := $(LIB_SRCS:lib/%.c=$(B)/noprobes/lib/%.o)
+
+$(B)/noprobes/lib/%.o: lib/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -DMPQ_NO_PROBES -c -o $@ $<
+
+$(B)/noprobes/libmpq.so.$(SOVERSION): $(NOPROBE_OBJS) lib/mpq.map
+	$(CC) -shared -o $@ $(NOPROBE_OBJS) -Wl,-soname,libmpq.so.$(SOVERSION) \
+		-Wl,--version-script=lib/mpq.map -Wl,-z,defs $(LDFLAGS) $(LIBS)
+
+# The tools (tools/): libbpf CO-RE programs, their skeletons from bpftool,
+# and mpqstat, which needs no BPF. vmlinux.h comes from this machine's
+# kernel BTF; CO-RE relocates it to the kernel that runs the tool.
+TB          := $(B)/tools
+BPF_TOOLS   := mpqlat mpqwait mpqtop mpqsnoop
+TOOLS       := $(BPF_TOOLS:%=$(TB)/%) $(TB)/mpqstat
+CLANG       ?= clang
+BPFTOOL     ?= bpftool
+BPF_ARCH    := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+# usdt.bpf.h includes <errno.h>, whose asm/ lives in the multiarch dir.
+BPF_CFLAGS  := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -I$(TB) -Itools \
+               -idirafter /usr/include/$(shell $(CC) -print-multiarch) \
+               -Wall -Wno-unused-function
+TOOL_CFLAGS := $(CFLAGS) $(WARN) -Werror -std=gnu11 -I$(TB) -Itools
+TOOL_HDRS   := tools/tool.h tools/mpq_tp.h include/uapi/linux/mpq.h
+
+tools: $(TOOLS)
+
+# Keep the skeletons and objects: they are inputs, not leftovers.
+.SECONDARY: $(BPF_TOOLS:%=$(TB)/%.skel.h) $(BPF_TOOLS:%=$(TB)/%.bpf.o) $(BPF_TOOLS:%=$(TB)/%.o)
+
+$(TB)/vmlinux.h:
+	@mkdir -p $(@D)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
+	mv $@.tmp $@
+
+$(TB)/%.bpf.o: tools/%.bpf.c tools/%.h tools/bits.bpf.h tools/mpq_tp.h $(TB)/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(TB)/%.skel.h: $(TB)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp
+	mv $@.tmp $@
+
+$(TB)/tool.o: tools/tool.c $(TOOL_HDRS)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -c -o $@ $<
+
+$(TB)/%.o: tools/%.c tools/%.h $(TB)/%.skel.h $(TOOL_HDRS)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -c -o $@ $<
+
+# rpath $ORIGIN/../lib: in the tree, build/lib's libmpq.so.0 is the
+# library a tool traces unless told otherwise (see mpq_tool_find_lib()).
+$(TB)/mpq%: $(TB)/mpq%.o $(TB)/tool.o
+	$(CC) -o $@ $^ $(LDFLAGS) -lbpf -lelf -lz -ldl -Wl,-rpath,'$$ORIGIN/../lib'
+
+$(TB)/mpqstat: tools/mpqstat.c include/uapi/linux/mpq.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -o $@ $<
 
 deps:
 	@scripts/deps.sh
 
 check: deps
-	$(MAKE) lib examples bench-bin selftests
+	$(MAKE) lib examples bench-bin tools selftests
 	$(MAKE) kmod-vm
 	selftests/run_tests.sh
 
@@ -160,7 +227,8 @@ vm-shell: kmod-vm
 
 checkpatch: $(B)/checkpatch/checkpatch.pl
 	$(B)/checkpatch/checkpatch.pl --strict --no-tree --show-types --terse \
-		-f kmod/main.c kmod/region.c kmod/queue.c kmod/pipe.c kmod/shm.c kmod/internal.h include/uapi/linux/mpq.h
+		-f kmod/main.c kmod/object.c kmod/proc.c kmod/region.c kmod/queue.c kmod/pipe.c \
+		kmod/shm.c kmod/internal.h kmod/trace.h include/uapi/linux/mpq.h
 
 $(B)/checkpatch/checkpatch.pl:
 	@mkdir -p $(@D)
@@ -178,8 +246,13 @@ install: lib
 	ln -sf libmpq.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq.so
 	install -m 644 $(B)/lib/libmpq.a $(DESTDIR)$(LIBDIR)/
 	$(PC_SUBST) lib/mpq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
-	install -d $(DESTDIR)$(MANDIR)/man3
+	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	@if [ -x $(TB)/mpqstat ]; then \
+		install -d $(DESTDIR)$(PREFIX)/sbin; \
+		install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/sbin/; \
+	fi
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
 		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
@@ -194,6 +267,6 @@ uninstall:
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -33,6 +33,13 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPQBENCH = os.path.join(TOP, "build", "bench", "mpqbench")
 CPYBENCH = [sys.executable, os.path.join(TOP, "bench", "cpython_bench.py")]
+# The same mpqbench on a libmpq built with -DMPQ_NO_PROBES: the price of
+# the USDT probes when no tracer is attached (one load and branch each).
+NOPROBES_LIB = os.path.join(TOP, "build", "noprobes")
+NOPROBES = ["env", "LD_LIBRARY_PATH=" + NOPROBES_LIB, MPQBENCH]
+NOPROBES_IMPL = "mpq-queue-noprobes"
+# The cells measured both ways.
+PROBE_CELLS = r"^(rtt|stream) mpq-queue memfd adaptive 8B$"
 KEY = ("bench", "impl", "backend", "wait", "size", "batch", "metric")
 
 
@@ -113,6 +120,8 @@ def run_cells(cells, rounds, quick, log):
                 if not line.strip():
                     continue
                 row = json.loads(line)
+                if cmd is NOPROBES:
+                    row["impl"] = NOPROBES_IMPL
                 k = tuple(row.get(x) for x in KEY)
                 samples.setdefault(k, []).append(row["value"])
     rows = []
@@ -304,6 +313,33 @@ def goals(res, backend, tcg):
 
 # ---- report -----------------------------------------------------------
 
+def probe_cost(res):
+    """The USDT probes with no tracer: libmpq with them against without."""
+    L = ["## USDT probes, no tracer attached\n",
+         "The same mpqbench, memfd backend, adaptive wait, 8 B, on libmpq "
+         "with its probes (a semaphore test at each) and on libmpq built "
+         "with -DMPQ_NO_PROBES, interleaved in this run.\n",
+         "| row | probes compiled in | compiled out | in / out |",
+         "| --- | --- | --- | --- |"]
+    q = dict(backend="memfd", wait="adaptive", size=8)
+    found = False
+    for name, bench, metric, fmt in (
+            ("queue round trip p50", "rtt", "rtt_p50_ns", fmt_ns),
+            ("queue round trip p99", "rtt", "rtt_p99_ns", fmt_ns),
+            ("queue stream, 1 per call", "stream", "msgs_per_s", fmt_rate)):
+        extra = {"batch": 1} if bench == "stream" else {}
+        on = res.get(metric, bench=bench, impl="mpq-queue", **q, **extra)
+        off = res.get(metric, bench=bench, impl=NOPROBES_IMPL, **q, **extra)
+        if on is None or off is None:
+            continue
+        found = True
+        L.append("| %s | %s | %s | %.3fx |" % (name, fmt(on), fmt(off),
+                                                on / off))
+    if not found:
+        return []
+    L.append("")
+    return L
+
 def report(m, rows, failures, quick, rounds):
     res = Results(rows)
     backend = "kmod" if m["dev_mpq"] else "memfd"
@@ -330,6 +366,8 @@ def report(m, rows, failures, quick, rounds):
     for goal, val, verdict in goals(res, backend, tcg):
         L.append("| %s | %s | %s |" % (goal, val, verdict))
     L.append("")
+
+    L += probe_cost(res)
 
     rtt8 = [r for r in rows if r["bench"] == "rtt" and r["size"] == 8 and
             r["metric"] == "rtt_p50_ns"]
@@ -492,6 +530,9 @@ def main():
 
     m = machine()
     cells = list_cells([MPQBENCH], a.quick) + list_cells(CPYBENCH, a.quick)
+    if os.path.exists(NOPROBES_LIB):
+        cells += [(NOPROBES, c) for _, c in list_cells([MPQBENCH], a.quick)
+                  if re.search(PROBE_CELLS, cell_name(c))]
     if a.only:
         cells = [c for c in cells if re.search(a.only, cell_name(c[1]))]
     cells.sort(key=lambda c: order_key(c[1]))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Private declarations of the mpq module: the shmem-backed memory region
- * every object is built on, the queue object, and the module-wide counters
- * that show what the module still holds.
+ * Private declarations of the mpq module: the object core every object
+ * type embeds (object.c), the shmem-backed memory region every object is
+ * built on (region.c), the create entry points of each type, and the
+ * module-wide counters that show what the module still holds.
  */
 #ifndef _MPQ_INTERNAL_H
 #define _MPQ_INTERNAL_H
@@ -11,7 +12,146 @@
 #include <linux/fcntl.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/uidgid.h>
+#include <linux/wait.h>
+
+struct mpq_object;
+
+/**
+ * struct mpq_object_ops - what an object type tells the object core
+ * @name:	type name, as /proc/mpq and mpqstat show it
+ * @type:	MPQ_OBJ_* from the uapi header, as the tracepoints carry it
+ * @depth:	messages (queue) or bytes (pipe) waiting now; reads shared
+ *		memory, so it must clamp whatever it finds there
+ * @capacity:	the most @depth can be
+ * @waiters:	tasks on the object's wait queues (pollers and sleepers)
+ * @participant_exit: a process that held the object died (or exec'd and
+ *		dropped its mapping). Robust-futex processing has already run
+ *		for it; the type wakes whoever sleeps in the module so that
+ *		they look again. May sleep; called without locks held, and
+ *		possibly more than once for one death (mapping and fds).
+ *
+ * A new type embeds struct mpq_object, fills one of these, calls
+ * mpq_object_init() and mpq_object_add() when it is created,
+ * mpq_object_del() when it is freed, routes ->flush to
+ * mpq_object_flush() and maps its region through a struct mpq_mapref.
+ */
+struct mpq_object_ops {
+	const char *name;
+	u32 type;
+	u64 (*depth)(struct mpq_object *obj);
+	u64 (*capacity)(struct mpq_object *obj);
+	unsigned int (*waiters)(struct mpq_object *obj);
+	void (*participant_exit)(struct mpq_object *obj, pid_t pid);
+};
+
+/* Per-object event counters, as /proc/mpq lists them. */
+enum mpq_counter {
+	MPQ_CNT_POLLS,		/* ->poll() calls */
+	MPQ_CNT_WAKEUPS,	/* wake-ups of pollers and sleepers */
+	MPQ_CNT_SLEEPS,		/* sleeps in read(2)/write(2) */
+	MPQ_CNT_READS,		/* messages taken by read(2) */
+	MPQ_CNT_WRITES,		/* messages put by write(2) */
+	MPQ_CNT_HANGUPS,	/* ends released (pipes) */
+	MPQ_CNT_EXITS,		/* participant deaths seen */
+	MPQ_NR_COUNTERS
+};
+
+/* Processes tracked per object; more are counted, not named. */
+#define MPQ_MAX_PARTICIPANTS	32
+
+/**
+ * struct mpq_participant - one address space that maps an object
+ * @mm:		the address space; an identity only, never dereferenced
+ *		except to name its owner while a mapping keeps it alive
+ * @pid:	its process (tgid, initial pid namespace); 0 until known,
+ *		as for a child whose mapping was copied by fork
+ * @maps:	the object's vmas in @mm
+ */
+struct mpq_participant {
+	struct mm_struct *mm;
+	pid_t pid;
+	u32 maps;
+};
+
+/**
+ * struct mpq_object - the header every mpq object embeds
+ * @ops:	its type
+ * @node:	in the registry of live objects (object.c)
+ * @id:		system-wide id, never reused while the module is loaded
+ * @name:	NUL-terminated name, or NULL; fixed once the object is added
+ * @uid:	owner: the creator's fsuid
+ * @gid:	the creator's fsgid
+ * @mode:	permission bits
+ * @size:	bytes of memory the object holds
+ * @creator:	tgid of the creating process (initial pid namespace)
+ * @lock:	protects @part, @nr_part and @untracked
+ * @part:	the processes that map the object, up to MPQ_MAX_PARTICIPANTS
+ * @nr_part:	entries used in @part
+ * @untracked:	mappings of processes beyond @part
+ * @count:	enum mpq_counter events
+ */
+struct mpq_object {
+	const struct mpq_object_ops *ops;
+	struct list_head node;
+	u64 id;
+	const char *name;
+	kuid_t uid;
+	kgid_t gid;
+	umode_t mode;
+	u64 size;
+	pid_t creator;
+	spinlock_t lock;	/* the participant table */
+	struct mpq_participant part[MPQ_MAX_PARTICIPANTS];
+	unsigned int nr_part;
+	unsigned int untracked;
+	atomic_long_t count[MPQ_NR_COUNTERS];
+};
+
+/**
+ * struct mpq_mapref - what a mapping of an object holds on to
+ * @file:	the object file that was mapped; a reference per mapping
+ * @obj:	its object, for participant tracking
+ *
+ * Embedded in the type, one per file (a queue has one, a pipe one per
+ * end), and alive as long as @file.
+ */
+struct mpq_mapref {
+	struct file *file;
+	struct mpq_object *obj;
+};
+
+void mpq_object_init(struct mpq_object *obj, const struct mpq_object_ops *ops,
+		     u64 size);
+void mpq_object_add(struct mpq_object *obj);
+void mpq_object_del(struct mpq_object *obj);
+void mpq_object_flush(struct mpq_object *obj);
+void mpq_object_map(struct mpq_object *obj, struct mm_struct *mm);
+void mpq_object_unmap(struct mpq_object *obj, struct mm_struct *mm);
+pid_t mpq_object_pid(struct mpq_object *obj, unsigned int i);
+void mpq_object_owner_died(struct mpq_object *obj, pid_t dead, u32 what,
+			   u64 pos);
+unsigned int mpq_wq_waiters(wait_queue_head_t *wq);
+void mpq_object_wait(struct mpq_object *obj, u32 dir, bool begin, int ret);
+void mpq_object_woke(struct mpq_object *obj, wait_queue_head_t *wq,
+		     __poll_t mask);
+void mpq_object_hangup(struct mpq_object *obj, u32 end);
+
+static inline void mpq_count(struct mpq_object *obj, enum mpq_counter c)
+{
+	atomic_long_inc(&obj->count[c]);
+}
+
+/* The registry of live objects, for the listing (proc.c). */
+extern struct list_head mpq_objects;
+extern struct mutex mpq_objects_lock;
+
+int mpq_proc_init(void);
+void mpq_proc_exit(void);
 
 /**
  * struct mpq_region - memory shared between the kernel and every process
@@ -30,7 +170,7 @@ struct mpq_region {
 
 int mpq_region_init(struct mpq_region *r, const char *name, size_t size);
 void mpq_region_destroy(struct mpq_region *r);
-int mpq_region_mmap(struct mpq_region *r, struct file *owner,
+int mpq_region_mmap(struct mpq_region *r, struct mpq_mapref *ref,
 		    struct vm_area_struct *vma);
 
 /* read_iter/write_iter: must this call not sleep (io_uring, O_NONBLOCK)? */

@@ -11,7 +11,8 @@
  *
  * This file holds the device, its ioctl dispatch and the module-wide
  * counters, exported read-only as module parameters so that tests and
- * users can see that every object was freed.
+ * users can see that every object was freed. object.c holds what every
+ * object has (registry, participants, tracepoints); proc.c lists them.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -116,13 +117,22 @@ static struct miscdevice mpq_misc = {
 
 static int __init mpq_init(void)
 {
-	return misc_register(&mpq_misc);
+	int ret;
+
+	ret = mpq_proc_init();
+	if (ret)
+		return ret;
+	ret = misc_register(&mpq_misc);
+	if (ret)
+		mpq_proc_exit();
+	return ret;
 }
 
 static void __exit mpq_exit(void)
 {
 	misc_deregister(&mpq_misc);
 	mpq_shm_exit();
+	mpq_proc_exit();
 }
 
 module_init(mpq_init);

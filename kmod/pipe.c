@@ -33,6 +33,7 @@
 #include <linux/wait.h>
 
 #include "internal.h"
+#include "trace.h"
 
 #define MPQ_PIPE_CREATE_SIZE_VER0	56
 #define MPQ_PIPE_INFO_SIZE_VER0		80
@@ -44,16 +45,17 @@ struct mpq_pipe;
 struct mpq_end {
 	struct mpq_pipe *pipe;
 	unsigned int idx;
+	struct mpq_mapref ref;
 };
 
 struct mpq_pipe {
+	struct mpq_object obj;
 	struct mpq_region region;
 	struct mpq_pipe_shm *shm;
 	struct kref ref;
 	struct mpq_end end[2];
 	wait_queue_head_t wq[2];	/* pollers of end i */
 	bool closed[2];			/* end i is gone */
-	u64 id;
 	u32 flags;
 	u32 ring_size;
 	u64 data_off[2];
@@ -64,9 +66,16 @@ static void mpq_pipe_free(struct kref *ref)
 {
 	struct mpq_pipe *p = container_of(ref, struct mpq_pipe, ref);
 
+	mpq_object_del(&p->obj);
 	mpq_region_destroy(&p->region);
 	kfree(p);
-	atomic_long_dec(&mpq_nr_objects);
+}
+
+/* Wake the pollers and sleepers of end i. */
+static void mpq_pipe_wake_up(struct mpq_pipe *p, unsigned int i, __poll_t key)
+{
+	mpq_object_woke(&p->obj, &p->wq[i], key);
+	wake_up_interruptible_poll(&p->wq[i], key);
 }
 
 static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
@@ -78,6 +87,7 @@ static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 	__poll_t want = poll_requested_events(pt), mask = 0;
 	u64 used;
 
+	mpq_count(&p->obj, MPQ_CNT_POLLS);
 	poll_wait(file, &p->wq[e->idx], pt);
 	/* Ask the other side to wake us; see mpq_queue_poll() for why always. */
 	if (want & (EPOLLIN | EPOLLRDNORM))
@@ -229,9 +239,8 @@ static void mpq_ring_moved(struct mpq_pipe *p, unsigned int r, u32 bit,
 	if (!(READ_ONCE(ring->wanted) & bit))
 		return;
 	atomic_andnot(bit, (atomic_t *)&ring->wanted);
-	wake_up_interruptible_poll(&p->wq[other], bit == MPQ_POLL_IN ?
-				   EPOLLIN | EPOLLRDNORM :
-				   EPOLLOUT | EPOLLWRNORM);
+	mpq_pipe_wake_up(p, other, bit == MPQ_POLL_IN ? EPOLLIN | EPOLLRDNORM :
+			 EPOLLOUT | EPOLLWRNORM);
 }
 
 static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
@@ -262,10 +271,12 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 			return -EAGAIN;
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&p->shm->ring[r].wanted);
 		smp_mb__after_atomic();	/* pairs with the writer's fence */
+		mpq_object_wait(&p->obj, MPQ_POLL_IN, true, 0);
 		ret = wait_event_interruptible(p->wq[e->idx],
 					       mpq_ring_scan(p, r, &total, &start,
 							     &end) != -EAGAIN ||
 					       READ_ONCE(p->closed[!e->idx]));
+		mpq_object_wait(&p->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
 			return ret;
 	}
@@ -291,6 +302,7 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		pos += hdr + ALIGN((u64)f.len, 8);
 	}
 	smp_store_release(&p->shm->ring[r].head, end);	/* pairs: writer */
+	mpq_count(&p->obj, MPQ_CNT_READS);
 	mpq_ring_moved(p, r, MPQ_POLL_OUT, !e->idx);
 	return len;
 }
@@ -344,9 +356,11 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			return -EAGAIN;
 		atomic_or(MPQ_POLL_OUT, (atomic_t *)&ring->wanted);
 		smp_mb__after_atomic();	/* pairs with the reader's fence */
+		mpq_object_wait(&p->obj, MPQ_POLL_OUT, true, 0);
 		ret = wait_event_interruptible(p->wq[e->idx],
 					       mpq_ring_has_room(p, r, need) ||
 					       READ_ONCE(p->closed[!e->idx]));
+		mpq_object_wait(&p->obj, MPQ_POLL_OUT, false, ret);
 		if (ret)
 			return ret;
 	}
@@ -374,6 +388,7 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		pos += hdr + ALIGN(chunk, 8);
 	}
 	smp_store_release(&ring->tail, pos);	/* pairs: reader's acquire */
+	mpq_count(&p->obj, MPQ_CNT_WRITES);
 	mpq_ring_moved(p, r, MPQ_POLL_IN, !e->idx);
 	return total;
 }
@@ -397,7 +412,7 @@ static long mpq_pipe_wake(struct mpq_end *e, unsigned long arg)
 		key |= EPOLLOUT | EPOLLWRNORM;
 	}
 	if (key)
-		wake_up_interruptible_poll(&p->wq[!e->idx], key);
+		mpq_pipe_wake_up(p, !e->idx, key);
 	return 0;
 }
 
@@ -411,7 +426,7 @@ static long mpq_pipe_info(struct mpq_end *e, void __user *uarg)
 		.end		= e->idx,
 		.data_off	= { p->data_off[0], p->data_off[1] },
 		.map_size	= p->map_size,
-		.id		= p->id,
+		.id		= p->obj.id,
 	};
 
 	return mpq_info_to_user(uarg, &info, sizeof(info), MPQ_PIPE_INFO_SIZE_VER0);
@@ -436,7 +451,15 @@ static int mpq_pipe_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct mpq_end *e = file->private_data;
 
-	return mpq_region_mmap(&e->pipe->region, file, vma);
+	return mpq_region_mmap(&e->pipe->region, &e->ref, vma);
+}
+
+static int mpq_pipe_flush(struct file *file, fl_owner_t id)
+{
+	struct mpq_end *e = file->private_data;
+
+	mpq_object_flush(&e->pipe->obj);
+	return 0;
 }
 
 static int mpq_pipe_release(struct inode *inode, struct file *file)
@@ -447,14 +470,15 @@ static int mpq_pipe_release(struct inode *inode, struct file *file)
 	WRITE_ONCE(p->closed[e->idx], true);
 	WRITE_ONCE(p->shm->closed[e->idx], 1);
 	smp_mb();	/* the flag before the wake-up: pairs with libmpq's check */
-	wake_up_interruptible_poll(&p->wq[!e->idx],
-				   EPOLLHUP | EPOLLERR | EPOLLIN | EPOLLOUT);
+	mpq_object_hangup(&p->obj, e->idx);
+	mpq_pipe_wake_up(p, !e->idx, EPOLLHUP | EPOLLERR | EPOLLIN | EPOLLOUT);
 	kref_put(&p->ref, mpq_pipe_free);
 	return 0;
 }
 
 static const struct file_operations mpq_pipe_fops = {
 	.owner		= THIS_MODULE,
+	.flush		= mpq_pipe_flush,
 	.release	= mpq_pipe_release,
 	.poll		= mpq_pipe_poll,
 	.read_iter	= mpq_pipe_read_iter,
@@ -463,6 +487,65 @@ static const struct file_operations mpq_pipe_fops = {
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= mpq_pipe_mmap,
 	.llseek		= noop_llseek,
+};
+
+static struct mpq_pipe *mpq_pipe_of(struct mpq_object *obj)
+{
+	return container_of(obj, struct mpq_pipe, obj);
+}
+
+/* Bytes waiting in one ring, clamped: both positions are anyone's. */
+static u64 mpq_ring_used(struct mpq_pipe *p, unsigned int r)
+{
+	u64 used = READ_ONCE(p->shm->ring[r].tail) -
+		   READ_ONCE(p->shm->ring[r].head);
+
+	return min_t(u64, used, p->ring_size);
+}
+
+/* Bytes waiting in both directions (a one-way pipe uses ring 1 only). */
+static u64 mpq_pipe_depth(struct mpq_object *obj)
+{
+	struct mpq_pipe *p = mpq_pipe_of(obj);
+
+	return mpq_ring_used(p, 0) + mpq_ring_used(p, 1);
+}
+
+static u64 mpq_pipe_capacity(struct mpq_object *obj)
+{
+	return 2 * (u64)mpq_pipe_of(obj)->ring_size;
+}
+
+static unsigned int mpq_pipe_waiters(struct mpq_object *obj)
+{
+	struct mpq_pipe *p = mpq_pipe_of(obj);
+
+	return mpq_wq_waiters(&p->wq[0]) + mpq_wq_waiters(&p->wq[1]);
+}
+
+/*
+ * A participant died. Its ends hang up only once every holder is gone;
+ * until then, let whoever sleeps on either end look again.
+ */
+static void mpq_pipe_participant_exit(struct mpq_object *obj, pid_t pid)
+{
+	struct mpq_pipe *p = mpq_pipe_of(obj);
+	__poll_t all = EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		mpq_object_woke(obj, &p->wq[i], all);
+		__wake_up(&p->wq[i], TASK_NORMAL, 0, poll_to_key(all));
+	}
+}
+
+static const struct mpq_object_ops mpq_pipe_ops = {
+	.name			= "pipe",
+	.type			= MPQ_OBJ_PIPE,
+	.depth			= mpq_pipe_depth,
+	.capacity		= mpq_pipe_capacity,
+	.waiters		= mpq_pipe_waiters,
+	.participant_exit	= mpq_pipe_participant_exit,
 };
 
 static int mpq_pipe_geometry(struct mpq_pipe *p,
@@ -542,14 +625,15 @@ long mpq_pipe_create(void __user *uarg)
 		goto err_free;
 	mpq_pipe_format(p);
 	kref_init(&p->ref);	/* ours, until both ends exist */
-	p->id = mpq_next_id();
-	atomic_long_inc(&mpq_nr_objects);
-
+	mpq_object_init(&p->obj, &mpq_pipe_ops, p->map_size);
 	for (i = 0; i < 2; i++) {
 		p->end[i].pipe = p;
 		p->end[i].idx = i;
+		p->end[i].ref.obj = &p->obj;
 		init_waitqueue_head(&p->wq[i]);
 	}
+	/* Listed from here; the last kref_put takes it out again. */
+	mpq_object_add(&p->obj);
 	for (i = 0; i < 2; i++) {
 		fds[i] = get_unused_fd_flags(O_RDWR |
 			(args.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
@@ -566,6 +650,7 @@ long mpq_pipe_create(void __user *uarg)
 		}
 		/* io_uring may try read and write without blocking first. */
 		files[i]->f_mode |= FMODE_NOWAIT;
+		p->end[i].ref.file = files[i];
 		kref_get(&p->ref);
 	}
 	if (put_user(fds[0], &u->fds[0]) || put_user(fds[1], &u->fds[1])) {

@@ -34,16 +34,18 @@
 #include <linux/wait.h>
 
 #include "internal.h"
+#include "trace.h"
 
 #define MPQ_QUEUE_CREATE_SIZE_VER0	48
 #define MPQ_QUEUE_INFO_SIZE_VER0	64
 #define MPQ_QUEUE_MAX_CAPACITY		BIT(30)
 
 struct mpq_queue {
+	struct mpq_object obj;
+	struct mpq_mapref ref;
 	struct mpq_region region;
 	struct mpq_queue_shm *shm;
 	wait_queue_head_t wq;
-	u64 id;
 	/* Private, authoritative geometry. */
 	u32 flags;		/* MPQ_QUEUE_JOINABLE */
 	u32 capacity;
@@ -81,6 +83,7 @@ static __poll_t mpq_queue_poll(struct file *file, poll_table *pt)
 	__poll_t want = poll_requested_events(pt);
 	u32 bits = 0;
 
+	mpq_count(&q->obj, MPQ_CNT_POLLS);
 	poll_wait(file, &q->wq, pt);
 
 	/*
@@ -104,6 +107,12 @@ static __poll_t mpq_queue_poll(struct file *file, poll_table *pt)
 	return mpq_queue_ready(q);
 }
 
+static void mpq_queue_wake_up(struct mpq_queue *q, __poll_t key)
+{
+	mpq_object_woke(&q->obj, &q->wq, key);
+	wake_up_interruptible_poll(&q->wq, key);
+}
+
 /* Wake the pollers that asked for bit, after the ring moved. */
 static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 {
@@ -111,9 +120,8 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 	if (!(READ_ONCE(q->shm->poll_wanted) & bit))
 		return;
 	atomic_andnot(bit, (atomic_t *)&q->shm->poll_wanted);
-	wake_up_interruptible_poll(&q->wq, bit == MPQ_POLL_IN ?
-				   EPOLLIN | EPOLLRDNORM :
-				   EPOLLOUT | EPOLLWRNORM);
+	mpq_queue_wake_up(q, bit == MPQ_POLL_IN ? EPOLLIN | EPOLLRDNORM :
+			  EPOLLOUT | EPOLLWRNORM);
 }
 
 /* Other participants may move head and tail under us: this many tries. */
@@ -214,12 +222,16 @@ static ssize_t mpq_queue_read_iter(struct kiocb *iocb, struct iov_iter *to)
 
 	for (;;) {
 		ret = mpq_queue_take(q, to);
+		if (ret >= 0)
+			mpq_count(&q->obj, MPQ_CNT_READS);
 		if (ret != -EAGAIN || mpq_nowait(iocb))
 			return ret;
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the producer's fence */
+		mpq_object_wait(&q->obj, MPQ_POLL_IN, true, 0);
 		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
 					       EPOLLIN);
+		mpq_object_wait(&q->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
 			return ret;
 	}
@@ -234,12 +246,16 @@ static ssize_t mpq_queue_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		return -EMSGSIZE;
 	for (;;) {
 		ret = mpq_queue_give(q, from);
+		if (ret >= 0)
+			mpq_count(&q->obj, MPQ_CNT_WRITES);
 		if (ret != -EAGAIN || mpq_nowait(iocb))
 			return ret;
 		atomic_or(MPQ_POLL_OUT, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the consumer's fence */
+		mpq_object_wait(&q->obj, MPQ_POLL_OUT, true, 0);
 		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
 					       EPOLLOUT);
+		mpq_object_wait(&q->obj, MPQ_POLL_OUT, false, ret);
 		if (ret)
 			return ret;
 	}
@@ -258,7 +274,7 @@ static long mpq_queue_wake(struct mpq_queue *q, unsigned long arg)
 	if (arg & MPQ_POLL_OUT)
 		key |= EPOLLOUT | EPOLLWRNORM;
 	if (key)
-		wake_up_interruptible_poll(&q->wq, key);
+		mpq_queue_wake_up(q, key);
 	return 0;
 }
 
@@ -272,7 +288,7 @@ static long mpq_queue_info(struct mpq_queue *q, void __user *uarg)
 		.slot_size	= q->slot_size,
 		.data_off	= q->data_off,
 		.map_size	= q->map_size,
-		.id		= q->id,
+		.id		= q->obj.id,
 	};
 
 	return mpq_info_to_user(uarg, &info, sizeof(info), MPQ_QUEUE_INFO_SIZE_VER0);
@@ -297,24 +313,30 @@ static int mpq_queue_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct mpq_queue *q = file->private_data;
 
-	return mpq_region_mmap(&q->region, file, vma);
+	return mpq_region_mmap(&q->region, &q->ref, vma);
 }
 
-static void mpq_queue_free(struct mpq_queue *q)
+static int mpq_queue_flush(struct file *file, fl_owner_t id)
 {
-	mpq_region_destroy(&q->region);
-	kfree(q);
-	atomic_long_dec(&mpq_nr_objects);
+	struct mpq_queue *q = file->private_data;
+
+	mpq_object_flush(&q->obj);
+	return 0;
 }
 
 static int mpq_queue_release(struct inode *inode, struct file *file)
 {
-	mpq_queue_free(file->private_data);
+	struct mpq_queue *q = file->private_data;
+
+	mpq_object_del(&q->obj);
+	mpq_region_destroy(&q->region);
+	kfree(q);
 	return 0;
 }
 
 static const struct file_operations mpq_queue_fops = {
 	.owner		= THIS_MODULE,
+	.flush		= mpq_queue_flush,
 	.release	= mpq_queue_release,
 	.poll		= mpq_queue_poll,
 	.read_iter	= mpq_queue_read_iter,
@@ -323,6 +345,59 @@ static const struct file_operations mpq_queue_fops = {
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= mpq_queue_mmap,
 	.llseek		= noop_llseek,
+};
+
+static struct mpq_queue *mpq_queue_of(struct mpq_object *obj)
+{
+	return container_of(obj, struct mpq_queue, obj);
+}
+
+/*
+ * Messages in the ring, for the listing: head and tail are anyone's to
+ * write, so a tail behind head reads as empty and the caller clamps.
+ */
+static u64 mpq_queue_depth(struct mpq_object *obj)
+{
+	struct mpq_queue *q = mpq_queue_of(obj);
+	u64 head = READ_ONCE(q->shm->head);
+	u64 tail = READ_ONCE(q->shm->tail);
+
+	return (s64)(tail - head) > 0 ? tail - head : 0;
+}
+
+static u64 mpq_queue_capacity(struct mpq_object *obj)
+{
+	return mpq_queue_of(obj)->capacity;
+}
+
+static unsigned int mpq_queue_waiters(struct mpq_object *obj)
+{
+	return mpq_wq_waiters(&mpq_queue_of(obj)->wq);
+}
+
+/*
+ * A participant died. Whatever it left in the ring (a message published
+ * without the wake-up that should have followed; later, slots the
+ * recovery code reclaims) must be seen by those asleep in poll() and
+ * read(2): wake them all, and each looks at the ring again.
+ */
+static void mpq_queue_participant_exit(struct mpq_object *obj, pid_t pid)
+{
+	struct mpq_queue *q = mpq_queue_of(obj);
+	__poll_t all = EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
+
+	mpq_object_woke(obj, &q->wq, all);
+	/* nr_exclusive 0: exclusive waiters (EPOLLEXCLUSIVE) too, every one. */
+	__wake_up(&q->wq, TASK_NORMAL, 0, poll_to_key(all));
+}
+
+static const struct mpq_object_ops mpq_queue_ops = {
+	.name			= "queue",
+	.type			= MPQ_OBJ_QUEUE,
+	.depth			= mpq_queue_depth,
+	.capacity		= mpq_queue_capacity,
+	.waiters		= mpq_queue_waiters,
+	.participant_exit	= mpq_queue_participant_exit,
 };
 
 /* Validate a create request and work out the queue's geometry. */
@@ -417,7 +492,7 @@ long mpq_queue_create(void __user *uarg)
 		goto err_free;
 	mpq_queue_format(q);
 	init_waitqueue_head(&q->wq);
-	q->id = mpq_next_id();
+	mpq_object_init(&q->obj, &mpq_queue_ops, q->map_size);
 
 	fd = get_unused_fd_flags(O_RDWR |
 			(args.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
@@ -432,7 +507,9 @@ long mpq_queue_create(void __user *uarg)
 	}
 	/* io_uring may try read and write without blocking first. */
 	file->f_mode |= FMODE_NOWAIT;
-	atomic_long_inc(&mpq_nr_objects);
+	q->ref.file = file;
+	q->ref.obj = &q->obj;
+	mpq_object_add(&q->obj);
 	fd_install(fd, file);
 	return fd;
 

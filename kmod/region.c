@@ -11,9 +11,11 @@
  * ashmem and bus1 did, and userspace can sleep on futexes in it.
  *
  * Lifetime: the redirected mapping no longer references the object's own
- * file, so each mapping takes a reference on it through vm_private_data and
- * our vm_operations. The object is freed when its last fd and its last
- * mapping are gone; the file reference also keeps the module loaded.
+ * file, so each mapping takes a reference on it through vm_private_data (a
+ * struct mpq_mapref) and our vm_operations. The object is freed when its
+ * last fd and its last mapping are gone; the file reference also keeps the
+ * module loaded. The same hooks tell the object core which processes map
+ * the object, and when one of them dies (object.c).
  */
 #include <linux/fcntl.h>
 #include <linux/pagemap.h>
@@ -38,14 +40,22 @@ static void mpq_vma_flags(struct vm_area_struct *vma, vm_flags_t set,
 #endif
 }
 
+/* A copy of a mapping: by fork (in the child's mm), split or mremap. */
 static void mpq_vm_open(struct vm_area_struct *vma)
 {
-	get_file(vma->vm_private_data);
+	struct mpq_mapref *ref = vma->vm_private_data;
+
+	get_file(ref->file);
+	mpq_object_map(ref->obj, vma->vm_mm);
 }
 
 static void mpq_vm_close(struct vm_area_struct *vma)
 {
-	fput(vma->vm_private_data);
+	struct mpq_mapref *ref = vma->vm_private_data;
+
+	/* Before the fput, which may be the last reference to the object. */
+	mpq_object_unmap(ref->obj, vma->vm_mm);
+	fput(ref->file);
 }
 
 static vm_fault_t mpq_vm_fault(struct vm_fault *vmf)
@@ -161,7 +171,8 @@ void mpq_region_destroy(struct mpq_region *r)
 /**
  * mpq_region_mmap() - map a whole region, shared, into a process
  * @r:		the region
- * @owner:	the object's file; each mapping holds a reference to it
+ * @ref:	the object's file, of which each mapping holds a reference,
+ *		and the object, which counts the mapping's process in
  * @vma:	the new mapping
  *
  * Only the whole object at offset 0, MAP_SHARED and not executable: a
@@ -170,7 +181,7 @@ void mpq_region_destroy(struct mpq_region *r)
  * Return: 0, -EINVAL for a wrong offset, length or mapping type, -EPERM
  * for PROT_EXEC, or what shmem's mmap returns.
  */
-int mpq_region_mmap(struct mpq_region *r, struct file *owner,
+int mpq_region_mmap(struct mpq_region *r, struct mpq_mapref *ref,
 		    struct vm_area_struct *vma)
 {
 	int ret;
@@ -190,6 +201,8 @@ int mpq_region_mmap(struct mpq_region *r, struct file *owner,
 
 	WRITE_ONCE(mpq_shmem_vm_ops, vma->vm_ops);
 	vma->vm_ops = &mpq_vm_ops;
-	vma->vm_private_data = get_file(owner);
+	get_file(ref->file);
+	vma->vm_private_data = ref;
+	mpq_object_map(ref->obj, vma->vm_mm);
 	return 0;
 }

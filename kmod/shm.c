@@ -50,21 +50,24 @@
 #define MPQ_SHM_UNLINK_SIZE_VER0	32
 
 struct mpq_shm {
+	struct mpq_object obj;		/* owner, mode, name for the listing */
 	struct mpq_region region;
-	struct kref ref;
-	u64 id;
+	struct kref ref;		/* a file each, and a persistent name */
 	u64 bytes;
 	u64 map_size;
 	u32 kind;
-	umode_t mode;
-	kuid_t uid;
-	kgid_t gid;
 	/* Under mpq_names_lock. */
 	struct list_head node;		/* in mpq_names while named */
-	char *name;
+	char *name;			/* obj.name too, freed with s */
 	struct ipc_namespace *ns;	/* not referenced: compared only */
 	unsigned int ns_inum;
 	bool persist;			/* the name holds a reference */
+};
+
+/* Each open file of a block: what its mappings hold on to. */
+struct mpq_shm_file {
+	struct mpq_mapref ref;
+	struct mpq_shm *s;
 };
 
 static LIST_HEAD(mpq_names);
@@ -78,10 +81,11 @@ static void mpq_shm_release(struct kref *ref)
 
 	list_del_init(&s->node);
 	mutex_unlock(&mpq_names_lock);
+	mpq_object_del(&s->obj);
 	mpq_region_destroy(&s->region);
+	kfree(s->obj.name);
 	kfree(s->name);
 	kfree(s);
-	atomic_long_dec(&mpq_nr_objects);
 }
 
 static void mpq_shm_put(struct mpq_shm *s)
@@ -110,11 +114,11 @@ static struct mpq_shm *mpq_shm_lookup(const char *name)
 /* May the caller open s? Read and write, as a file's mode bits say. */
 static int mpq_shm_permission(struct mpq_shm *s)
 {
-	umode_t granted = s->mode;
+	umode_t granted = s->obj.mode;
 
-	if (uid_eq(current_fsuid(), s->uid))
+	if (uid_eq(current_fsuid(), s->obj.uid))
 		granted >>= 6;
-	else if (in_group_p(s->gid))
+	else if (in_group_p(s->obj.gid))
 		granted >>= 3;
 	if ((granted & 06) == 06)
 		return 0;
@@ -129,11 +133,11 @@ static long mpq_shm_info(struct mpq_shm *s, void __user *uarg)
 		.size		= sizeof(info),
 		.bytes		= s->bytes,
 		.map_size	= s->map_size,
-		.id		= s->id,
+		.id		= s->obj.id,
 		.kind		= s->kind,
-		.mode		= s->mode,
-		.uid		= from_kuid_munged(current_user_ns(), s->uid),
-		.gid		= from_kgid_munged(current_user_ns(), s->gid),
+		.mode		= s->obj.mode,
+		.uid		= from_kuid_munged(current_user_ns(), s->obj.uid),
+		.gid		= from_kgid_munged(current_user_ns(), s->obj.gid),
 	};
 
 	mutex_lock(&mpq_names_lock);
@@ -147,9 +151,11 @@ static long mpq_shm_info(struct mpq_shm *s, void __user *uarg)
 static long mpq_shm_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {
+	struct mpq_shm_file *f = file->private_data;
+
 	switch (cmd) {
 	case MPQ_IOC_SHM_INFO:
-		return mpq_shm_info(file->private_data, (void __user *)arg);
+		return mpq_shm_info(f->s, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -157,19 +163,31 @@ static long mpq_shm_ioctl(struct file *file, unsigned int cmd,
 
 static int mpq_shm_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct mpq_shm *s = file->private_data;
+	struct mpq_shm_file *f = file->private_data;
 
-	return mpq_region_mmap(&s->region, file, vma);
+	return mpq_region_mmap(&f->s->region, &f->ref, vma);
+}
+
+static int mpq_shm_flush(struct file *file, fl_owner_t id)
+{
+	struct mpq_shm_file *f = file->private_data;
+
+	mpq_object_flush(&f->s->obj);
+	return 0;
 }
 
 static int mpq_shm_file_release(struct inode *inode, struct file *file)
 {
-	mpq_shm_put(file->private_data);
+	struct mpq_shm_file *f = file->private_data;
+
+	mpq_shm_put(f->s);
+	kfree(f);
 	return 0;
 }
 
 static const struct file_operations mpq_shm_fops = {
 	.owner		= THIS_MODULE,
+	.flush		= mpq_shm_flush,
 	.release	= mpq_shm_file_release,
 	.unlocked_ioctl	= mpq_shm_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
@@ -177,8 +195,45 @@ static const struct file_operations mpq_shm_fops = {
 	.llseek		= noop_llseek,
 };
 
-/* A new block of args->bytes, owned by the caller, not yet named. */
-static struct mpq_shm *mpq_shm_new(const struct mpq_shm_open *args)
+/*
+ * For the listing: blocks have no ring and no wait queue of the module's
+ * (their sleepers sleep on futexes in the block, woken by userspace and,
+ * at a holder's death, by the kernel's robust-futex processing).
+ */
+static u64 mpq_shm_zero(struct mpq_object *obj)
+{
+	return 0;
+}
+
+static unsigned int mpq_shm_nowaiters(struct mpq_object *obj)
+{
+	return 0;
+}
+
+#define MPQ_SHM_OPS(kname) {				\
+	.name = kname, .type = MPQ_OBJ_SHM,		\
+	.depth = mpq_shm_zero, .capacity = mpq_shm_zero,	\
+	.waiters = mpq_shm_nowaiters }
+
+/* One type name per kind, as the listing shows it. */
+static const struct mpq_object_ops mpq_shm_ops[MPQ_SHM_KIND_MAX] = {
+	[MPQ_SHM_KIND_SHM]	= MPQ_SHM_OPS("shm"),
+	[MPQ_SHM_KIND_LOCK]	= MPQ_SHM_OPS("lock"),
+	[MPQ_SHM_KIND_RLOCK]	= MPQ_SHM_OPS("rlock"),
+	[MPQ_SHM_KIND_COND]	= MPQ_SHM_OPS("cond"),
+	[MPQ_SHM_KIND_SEM]	= MPQ_SHM_OPS("sem"),
+	[MPQ_SHM_KIND_EVENT]	= MPQ_SHM_OPS("event"),
+	[MPQ_SHM_KIND_BARRIER]	= MPQ_SHM_OPS("barrier"),
+	[MPQ_SHM_KIND_VALUE]	= MPQ_SHM_OPS("value"),
+};
+
+/*
+ * A new block of args->bytes, owned by the caller, listed (under name,
+ * which the listing keeps even after an unlink), not yet in the name
+ * table.
+ */
+static struct mpq_shm *mpq_shm_new(const struct mpq_shm_open *args,
+				   const char *name)
 {
 	struct mpq_shm *s;
 	int ret;
@@ -199,12 +254,18 @@ static struct mpq_shm *mpq_shm_new(const struct mpq_shm_open *args)
 	}
 	kref_init(&s->ref);
 	INIT_LIST_HEAD(&s->node);
-	s->id = mpq_next_id();
 	s->kind = args->kind;
-	s->mode = args->mode & ~current_umask() & 0777;
-	s->uid = current_fsuid();
-	s->gid = current_fsgid();
-	atomic_long_inc(&mpq_nr_objects);
+	mpq_object_init(&s->obj, &mpq_shm_ops[s->kind], s->map_size);
+	s->obj.mode = args->mode & ~current_umask() & 0777;
+	if (name) {
+		s->obj.name = kstrdup(name, GFP_KERNEL_ACCOUNT);
+		if (!s->obj.name) {
+			mpq_region_destroy(&s->region);
+			kfree(s);
+			return ERR_PTR(-ENOMEM);
+		}
+	}
+	mpq_object_add(&s->obj);
 	return s;
 }
 
@@ -258,7 +319,7 @@ static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
 		if (fresh)
 			break;
 		mutex_unlock(&mpq_names_lock);
-		fresh = mpq_shm_new(args);
+		fresh = mpq_shm_new(args, name);
 		if (IS_ERR(fresh)) {
 			kfree(name);
 			return fresh;
@@ -307,6 +368,7 @@ static int mpq_shm_check_open(const struct mpq_shm_open *args)
 long mpq_shm_open(void __user *uarg)
 {
 	struct mpq_shm_open args;
+	struct mpq_shm_file *f;
 	struct mpq_shm *s;
 	struct file *file;
 	char *name;
@@ -332,27 +394,36 @@ long mpq_shm_open(void __user *uarg)
 			return PTR_ERR(name);
 		s = mpq_shm_get_named(&args, name);
 	} else {
-		s = mpq_shm_new(&args);
+		s = mpq_shm_new(&args, NULL);
 	}
 	if (IS_ERR(s))
 		return PTR_ERR(s);
 
+	ret = -ENOMEM;
+	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+	if (!f)
+		goto err_put;
+	f->s = s;
 	fd = get_unused_fd_flags(O_RDWR |
 			(args.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
 	if (fd < 0) {
 		ret = fd;
-		goto err_put;
+		goto err_free;
 	}
-	file = anon_inode_getfile("[mpq-shm]", &mpq_shm_fops, s, O_RDWR);
+	file = anon_inode_getfile("[mpq-shm]", &mpq_shm_fops, f, O_RDWR);
 	if (IS_ERR(file)) {
 		ret = PTR_ERR(file);
 		goto err_fd;
 	}
+	f->ref.file = file;
+	f->ref.obj = &s->obj;
 	fd_install(fd, file);
 	return fd;
 
 err_fd:
 	put_unused_fd(fd);
+err_free:
+	kfree(f);
 err_put:
 	mpq_shm_put(s);
 	return ret;
@@ -398,7 +469,7 @@ long mpq_shm_unlink(void __user *uarg)
 		mutex_unlock(&mpq_names_lock);
 		return -ENOENT;
 	}
-	if (!uid_eq(current_fsuid(), s->uid) &&
+	if (!uid_eq(current_fsuid(), s->obj.uid) &&
 	    !ns_capable(mpq_ipc_ns()->user_ns, CAP_IPC_OWNER)) {
 		mutex_unlock(&mpq_names_lock);
 		return -EPERM;

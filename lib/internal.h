@@ -112,6 +112,7 @@ struct mpq_geom {
 	uint32_t slot_size;
 	uint32_t data_off;
 	uint64_t map_size;
+	uint64_t id;		/* the module's object id; 0 for memfd */
 };
 
 int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize);
@@ -126,6 +127,7 @@ void mpq_kmod_queue_wake(int fd, uint32_t bits);
 /* memfd.c: queues in a memfd, for machines without the module. */
 int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd);
 int mpq_memfd_queue_info(int fd, struct mpq_geom *g);
+uint64_t mpq_memfd_queue_id(int fd);
 
 /* Geometry of a pipe's shared memory, as struct mpq_pipe_info has it. */
 struct mpq_pipe_geom {
@@ -186,9 +188,10 @@ struct mpq_queue {
 	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
 	int closed;		/* mpq_queue_close(): no more puts or gets */
-	uint64_t id;		/* unique in this process, never reused */
+	uint64_t hid;		/* this handle's: unique in this process */
 	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;
+	uint64_t id;		/* for tracers: /proc/mpq's id (see probes.h) */
 };
 
 static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,

@@ -54,6 +54,7 @@ int mpq_kmod_queue_info(int fd, struct mpq_geom *g)
 	g->slot_size = info.slot_size;
 	g->data_off = info.data_off;
 	g->map_size = info.map_size;
+	g->id = info.id;
 	return 0;
 }
 

@@ -94,6 +94,7 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 	g->slot_size = hdr.slot_size;
 	g->data_off = hdr.data_off;
 	g->map_size = hdr.map_size;
+	g->id = 0;
 	if (mpq_geom_check(g) || g->map_size != (uint64_t)st.st_size)
 		return -EUCLEAN;
 	seals = fcntl(fd, F_GET_SEALS);
@@ -175,4 +176,18 @@ int mpq_memfd_pipe_info(int fd, struct mpq_pipe_geom *g, uint32_t *flags)
 	g->map_size = hdr.map_size;
 	*flags = hdr.flags & MPQ_PIPE_DUPLEX;
 	return 0;
+}
+
+/*
+ * A memfd queue's id for tracers (see probes.h): its inode number, unique
+ * among live memfds, with the top bit set so that it never equals the id
+ * of a module object.
+ */
+uint64_t mpq_memfd_queue_id(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return 1ULL << 63;
+	return 1ULL << 63 | (uint64_t)st.st_ino;
 }

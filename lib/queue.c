@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "probes.h"
 #include "record.h"
 
 #define MPQ_QUEUE_DEFAULT_MAXSIZE	1024
@@ -86,6 +87,7 @@ int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
 	g->slot_size = (uint32_t)slot;
 	g->data_off = (uint32_t)mpq_align(MPQ_QUEUE_DATA_MIN, mpq_page_size());
 	g->map_size = total;
+	g->id = 0;
 	return 0;
 }
 
@@ -151,7 +153,8 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->map_size = g->map_size;
 	q->fd = fd;
 	q->bell = -1;
-	q->id = __atomic_add_fetch(&mpq_queue_ids, 1, __ATOMIC_RELAXED);
+	q->hid = __atomic_add_fetch(&mpq_queue_ids, 1, __ATOMIC_RELAXED);
+	q->id = g->id ? g->id : mpq_memfd_queue_id(fd);
 	q->backend = backend;
 	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
 	*out = q;
@@ -439,6 +442,8 @@ static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 		mpq_copy(s + 1, msgs[i].iov_base, msgs[i].iov_len);
 		/* Pairs with the acquire of seq in try_get: the data is there. */
 		store_release(&s->seq, (uint32_t)(pos + i + 1));
+		/* Tracing: published at pos (see probes.h). */
+		mpq_probe_queue_put(q->id, pos + i, msgs[i].iov_len);
 	}
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
@@ -602,6 +607,10 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			bufs[j++].iov_len = len[i];
 		}
 		mpq_queue_free_slots(q, pos, (unsigned int)k);
+		/* Tracing: the messages put at pos... are taken (probes.h). */
+		for (i = 0; i < (unsigned int)k; i++)
+			if (len[i] != MPQ_SLOT_DROPPED)
+				mpq_probe_queue_get(q->id, pos + i, len[i]);
 		mpq_rec_end(q, r);
 		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 		/* Only dropped slots: look again. */
@@ -761,8 +770,8 @@ static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
  * deadline passes: spin first, then sleep, and clean up after the dead
  * each time before sleeping.
  */
-static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
-			  int64_t timeout_ns)
+static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
+			      int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	int ret;
@@ -790,6 +799,19 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 		if (ret != 0 && ret != -EAGAIN)
 			return ret;
 	}
+}
+
+/* A wait, as tracers see it (queue_wait_begin/end in probes.h). */
+static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
+			  int64_t timeout_ns)
+{
+	uint32_t dir = op->is_get ? MPQ_POLL_IN : MPQ_POLL_OUT;
+	int ret;
+
+	mpq_probe_queue_wait_begin(op->q->id, dir);
+	ret = mpq_queue_wait_for(op, word, timeout_ns);
+	mpq_probe_queue_wait_end(op->q->id, dir, ret);
+	return ret;
 }
 
 static int mpq_queue_op(struct mpq_op *op, int64_t timeout_ns)
@@ -1038,6 +1060,8 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len)
 		mpq_queue_task_count(q, r, 1);
 	s->len = len;
 	store_release(&s->seq, (uint32_t)(m->__pos + 1));
+	if (len != MPQ_SLOT_DROPPED)
+		mpq_probe_queue_put(q->id, m->__pos, len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
@@ -1084,6 +1108,7 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 		return ret;
 	r = m->__rec;
 	mpq_queue_free_slots(q, m->__pos, 1);
+	mpq_probe_queue_get(q->id, m->__pos, m->len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);

@@ -113,12 +113,12 @@ struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q)
 	struct mpq_rec_own *o = mpq_rec_slot(q);
 	struct mpq_queue_rec *r;
 
-	if (o->id == q->id && o->rec)
+	if (o->id == q->hid && o->rec)
 		return mpq_rec_take(q);
 	r = mpq_rec_grab(q);
 	if (!r)
 		return NULL;
-	o->id = q->id;
+	o->id = q->hid;
 	o->rec = r;
 	o->busy = 1;
 	mpq_robust_bell(&q->shm->deathbell);
@@ -147,7 +147,7 @@ int mpq_rec_forget(struct mpq_queue *q)
 	int others = 0;
 	unsigned int i;
 
-	if (o->id == q->id && o->rec) {
+	if (o->id == q->hid && o->rec) {
 		if (load_relaxed(&o->rec->word) == (uint32_t)tid)
 			mpq_rec_drop(o->rec);
 		memset(o, 0, sizeof(*o));

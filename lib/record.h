@@ -24,7 +24,7 @@ extern __thread struct mpq_rec_own mpq_rec_own[MPQ_REC_CACHE]
 
 static inline struct mpq_rec_own *mpq_rec_slot(struct mpq_queue *q)
 {
-	return &mpq_rec_own[q->id % MPQ_REC_CACHE];
+	return &mpq_rec_own[q->hid % MPQ_REC_CACHE];
 }
 
 /*
@@ -36,7 +36,7 @@ static inline struct mpq_queue_rec *mpq_rec_begin(struct mpq_queue *q)
 {
 	struct mpq_rec_own *o = mpq_rec_slot(q);
 
-	if (likely(o->id == q->id && o->rec && !o->busy)) {
+	if (likely(o->id == q->hid && o->rec && !o->busy)) {
 		o->busy = 1;
 		mpq_robust_bell(&q->shm->deathbell);
 		return o->rec;
@@ -61,7 +61,7 @@ static inline void mpq_rec_end(struct mpq_queue *q, struct mpq_queue_rec *r)
 {
 	struct mpq_rec_own *o = mpq_rec_slot(q);
 
-	if (likely(r && o->rec == r && o->id == q->id)) {
+	if (likely(r && o->rec == r && o->id == q->hid)) {
 		__atomic_store_n(&r->n, 0, __ATOMIC_RELEASE);
 		o->busy = 0;
 		mpq_robust_clear_pending();

@@ -12,9 +12,12 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 vmdir=${MPQ_VM_DIR:-$top/build/vm}
 
+# systemtap-sdt-dev: <sys/sdt.h>, the USDT probes of libmpq; libelf-dev and
+# zlib1g-dev: what the tools link with libbpf.
 pkgs=(build-essential pkg-config liburing-dev libbpf-dev bpftool clang llvm
       linux-headers-amd64 kmod qemu-system-x86 busybox-static cpio
-      linux-source-6.1 python3 file gnuplot-nox)
+      linux-source-6.1 python3 file gnuplot-nox
+      systemtap-sdt-dev libelf-dev zlib1g-dev)
 
 # The newest Debian amd64 headers installed: the VM kernel must match them.
 kver() {

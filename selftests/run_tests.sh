@@ -63,10 +63,11 @@ check() {
 	fi
 }
 
-# Every library test binary; kmod_*_test need the module and run in the VM.
+# Every library test binary; kmod_*_test need the module and tools_test
+# needs BPF and the module: they run in the VM.
 for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
-	case $name in kmod_*) continue ;; esac
+	case $name in kmod_*|tools_test) continue ;; esac
 	run_tap "$name (native, memfd)" env MPQ_BACKEND=memfd "$t"
 	run_tap "$name (native, memfd, ASan+UBSan)" \
 		env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/$name"
@@ -87,6 +88,27 @@ fi
 
 check "kmod: checkpatch --strict clean" bash -c \
 	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
+# The tools on the host, where the module is never loaded: each missing
+# requirement is one line on stderr and exit status 1.
+one_line_exit1() {
+	local want=$1 out rc
+	shift
+	out=$("$@" 2>&1 >/dev/null)
+	rc=$?
+	echo "$out"
+	[ $rc = 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] &&
+		grep -q "$want" <<<"$out"
+}
+check "tools: mpqstat without the module says so in one line, exit 1" \
+	one_line_exit1 "module is not loaded" "$B/tools/mpqstat"
+check "tools: mpqsnoop without the module (or BTF) says so in one line, exit 1" \
+	one_line_exit1 "not loaded\|no BTF" "$B/tools/mpqsnoop"
+check "tools: mpqlat as a user says it needs root in one line, exit 1" \
+	one_line_exit1 "must run as root" setpriv --reuid=65534 --regid=65534 \
+	--clear-groups "$B/tools/mpqlat"
+check "tools: mpqwait without its library says so in one line, exit 1" \
+	one_line_exit1 "/nonexistent" "$B/tools/mpqwait" -l /nonexistent
+
 # The benchmark programs check every message they move (order, count,
 # content): run a few cells with few samples, for that and not for time.
 for cell in "rtt mpq-queue --backend memfd --wait adaptive --count 2000" \

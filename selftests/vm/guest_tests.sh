@@ -1,20 +1,23 @@
 #!/bin/sh
 # Runs inside the test VM (see run-vm.sh) with mpq.ko loaded: the module's
-# ABI tests, then the library tests on the kmod backend. Each binary prints
+# ABI and object tests, the library tests on the kmod backend, then the
+# tools against known workloads. Each binary prints
 # TAP with a "# Totals:" line that the host adds up; this script's own exit
 # status stays 0 so that a non-zero one means the VM itself went wrong.
 B=${1:?build dir}
 
-for t in "$B"/selftests/kmod_*test; do
+for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
 	"$t"
 done
 for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
-	case $name in kmod_*) continue ;; esac
+	case $name in kmod_*|tools_test) continue ;; esac
 	echo "# === $name (VM, MPQ_BACKEND=kmod)"
 	MPQ_BACKEND=kmod "$t"
 done
+echo "# === tools_test (VM): the eBPF tools and mpqstat against known workloads"
+"$B/selftests/tools_test"
 echo "# === mpqbench on /dev/mpq: every message intact (not timed)"
 ok=0 bad=0
 for cell in "rtt mpq-queue --backend kmod --wait epoll --count 500" \

@@ -447,4 +447,26 @@ struct mpq_shm_unlink {
 /* On /dev/mpq: removes a name. */
 #define MPQ_IOC_SHM_UNLINK	_IOW(MPQ_IOC_MAGIC, 0x22, struct mpq_shm_unlink)
 
+/*
+ * Seeing inside: the numbers that /proc/mpq and the mpq tracepoints
+ * (/sys/kernel/tracing/events/mpq/) use, so that tools can name them.
+ */
+/* Object types. */
+#define MPQ_OBJ_QUEUE		1U
+#define MPQ_OBJ_PIPE		2U
+#define MPQ_OBJ_SHM		3U	/* a block: lock, value, SharedMemory... */
+
+/* How a process became a participant (mpq_attach, "how"). */
+#define MPQ_ATTACH_MMAP		1U	/* it mapped the object */
+#define MPQ_ATTACH_FORK		2U	/* it inherited a mapping by fork */
+
+/* How a participant left (mpq_detach and mpq_exit, "how"). */
+#define MPQ_LEAVE_UNMAP		1U	/* it unmapped the object, alive */
+#define MPQ_LEAVE_EXIT		2U	/* its address space went: exit, exec */
+#define MPQ_LEAVE_CLOSE		3U	/* it closed its fds while exiting */
+
+/* What a dead holder left behind (mpq_owner_died, "what"). */
+#define MPQ_DIED_LOCK		1U	/* a lock, now marked owner-died */
+#define MPQ_DIED_SLOT		2U	/* a claimed slot of a queue, reclaimed */
+
 #endif /* _UAPI_LINUX_MPQ_H */

@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The tools in tools/, each run against a workload whose counts and
+ * timings the test knows: mpqlat's histogram holds every message with the
+ * latency the consumer injected, mpqwait sees a blocked get with its time
+ * and process, mpqsnoop prints create, attach, fork and death in order,
+ * mpqtop counts a busy queue, mpqstat lists exactly the objects alive, and
+ * the tracepoint contexts the tools read match the module's format files.
+ *
+ * Runs in the test VM (root, BTF, BPF, the module). This binary links
+ * libmpq.so dynamically, from build/lib, which is the library the tools
+ * trace by default: they find it as the loader does.
+ */
+#include <linux/types.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+#include "../tools/mpq_tp.h"
+
+#define OUT_MAX		(1 << 20)
+
+/* build/tools/<name>, from where this binary is (build/selftests). */
+static const char *tool_path(const char *name)
+{
+	static char path[4096 + 64];
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n < 0)
+		return name;
+	self[n] = 0;
+	slash = strrchr(self, '/');
+	if (slash)
+		*slash = 0;
+	snprintf(path, sizeof(path), "%s/../tools/%s", self, name);
+	return path;
+}
+
+struct tool {
+	pid_t pid;
+	int out;	/* its stdout */
+	int err;	/* its stderr */
+};
+
+/*
+ * Start a tool and wait (up to 60 s: BPF loads slowly under TCG) until
+ * it says "Tracing" on stderr, or exits. Returns 0 once it traces.
+ */
+static int tool_start(struct tool *t, char *const argv[])
+{
+	int out[2], err[2], n, len = 0;
+	char buf[4096];
+	int64_t end = now_ns() + 60 * NSEC_PER_SEC;
+
+	if (pipe(out) || pipe(err))
+		return -errno;
+	t->pid = fork();
+	if (t->pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	t->out = out[0];
+	t->err = err[0];
+	while (now_ns() < end) {
+		if (!readable_within(t->err, 100))
+			continue;
+		n = read(t->err, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			return -EIO;		/* it exited */
+		len += n;
+		buf[len] = 0;
+		if (strstr(buf, "Tracing"))
+			return 0;
+	}
+	return -ETIMEDOUT;
+}
+
+/* Read fd to its end into a malloc'd, NUL-terminated buffer. */
+static char *slurp(int fd)
+{
+	char *buf = calloc(1, OUT_MAX);
+	size_t len = 0;
+	ssize_t n;
+
+	while (buf && len < OUT_MAX - 1 &&
+	       (n = read(fd, buf + len, OUT_MAX - 1 - len)) > 0)
+		len += n;
+	close(fd);
+	return buf;
+}
+
+/* Ctrl-C the tool, collect its stdout; its exit status in *status. */
+static char *tool_stop(struct tool *t, int *status)
+{
+	char *out;
+
+	kill(t->pid, SIGINT);
+	out = slurp(t->out);
+	*status = wait_child(t->pid, 30000);
+	close(t->err);
+	return out;
+}
+
+/* Run a tool to its end; its stdout, exit status in *status. */
+static char *tool_run(char *const argv[], int *status, int merge_stderr)
+{
+	int out[2];
+	pid_t pid;
+	char *buf;
+
+	if (pipe(out))
+		return NULL;
+	pid = fork();
+	if (pid == 0) {
+		dup2(out[1], 1);
+		if (merge_stderr)
+			dup2(out[1], 2);
+		close(out[0]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(out[1]);
+	buf = slurp(out[0]);
+	*status = wait_child(pid, 60000);
+	return buf;
+}
+
+static uint64_t queue_id(struct mpq_queue *q)
+{
+	struct mpq_queue_info i = { .size = sizeof(i) };
+
+	if (ioctl(mpq_queue_fileno(q), MPQ_IOC_QUEUE_INFO, &i))
+		return 0;
+	return i.id;
+}
+
+static int new_kmod_queue(struct mpq_queue **q, uint32_t maxsize)
+{
+	struct mpq_queue_attr a = { .maxsize = maxsize, .msgsize = 64,
+				    .backend = MPQ_BACKEND_KMOD };
+
+	return mpq_queue_new(q, &a);
+}
+
+/* The number after "key": in s, or -1. */
+static long long json_num(const char *s, const char *key)
+{
+	char want[64];
+	const char *p;
+
+	snprintf(want, sizeof(want), "\"%s\": ", key);
+	p = strstr(s, want);
+	return p ? strtoll(p + strlen(want), NULL, 10) : -1;
+}
+
+#define LAT_MSGS	20
+#define LAT_SLEEP_MS	20
+
+/* Take each message LAT_SLEEP_MS after it arrives. */
+static int slow_consumer(void *arg)
+{
+	struct mpq_queue *q = arg;
+	char buf[64];
+	size_t len;
+	int i;
+
+	for (i = 0; i < LAT_MSGS; i++) {
+		while (mpq_queue_qsize(q) == 0)
+			sleep_ms(1);
+		sleep_ms(LAT_SLEEP_MS);
+		len = sizeof(buf);
+		if (mpq_queue_get(q, buf, &len, 0))
+			return 1;
+	}
+	return 0;
+}
+
+TEST(mpqlat_counts_every_message_with_the_latency_injected)
+{
+	struct mpq_queue *q, *other;
+	char id[32], *out, buf[64];
+	struct tool t;
+	const char *h, *p;
+	long long in_range = 0, count, sum;
+	pid_t pid;
+	size_t len;
+	int i, status;
+
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	ASSERT_EQ(0, new_kmod_queue(&other, 64));
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)queue_id(q));
+	char *argv[] = { (char *)tool_path("mpqlat"), "-j", "-q", id, NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	pid = spawn(slow_consumer, q);
+	for (i = 0; i < LAT_MSGS; i++) {
+		ASSERT_EQ(0, mpq_queue_put(q, "m", 1, MPQ_FOREVER));
+		/* Another queue's traffic, which -q must leave out. */
+		ASSERT_EQ(0, mpq_queue_put(other, "o", 1, 0));
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_queue_get(other, buf, &len, 0));
+		while (mpq_queue_qsize(q) > 0)
+			sleep_ms(1);
+	}
+	ASSERT_EQ(0, wait_child(pid, 30000));
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqlat: %s", out);
+
+	count = json_num(out, "count");
+	sum = json_num(out, "sum");
+	ASSERT_EQ(LAT_MSGS, count) TH_LOG("mpqlat: %s", out);
+	/* Microseconds: each waited LAT_SLEEP_MS and a little more. */
+	ASSERT_LE(LAT_MSGS * LAT_SLEEP_MS * 1000LL, sum);
+	ASSERT_GT(LAT_MSGS * 4 * LAT_SLEEP_MS * 1000LL, sum);
+	h = strstr(out, "\"hist\": [");
+	ASSERT_NE(NULL, h);
+	/* Every bucket holding a message lies within 16.4 ms .. 65.5 ms. */
+	for (p = strstr(h, "{\"low\": "); p; p = strstr(p + 1, "{\"low\": ")) {
+		long long low = json_num(p, "low"), c = json_num(p, "count");
+
+		ASSERT_LE(16384, low) TH_LOG("mpqlat: %s", out);
+		ASSERT_GE(32768, low) TH_LOG("mpqlat: %s", out);
+		in_range += c;
+	}
+	ASSERT_EQ(LAT_MSGS, in_range);
+	free(out);
+	mpq_queue_free(q);
+	mpq_queue_free(other);
+}
+
+#define WAIT_MS		300
+
+static int blocked_getter(void *arg)
+{
+	struct mpq_queue *q = arg;
+	char buf[64];
+	size_t len = sizeof(buf);
+
+	return mpq_queue_get(q, buf, &len, MPQ_FOREVER) ? 1 : 0;
+}
+
+TEST(mpqwait_sees_a_blocked_get_with_its_time_and_process)
+{
+	struct mpq_queue *q;
+	char id[32], *out, want[64];
+	const char *row;
+	struct tool t;
+	long long total;
+	pid_t pid;
+	int status;
+
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)queue_id(q));
+	char *argv[] = { (char *)tool_path("mpqwait"), "-j", "-q", id, NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	pid = spawn(blocked_getter, q);
+	sleep_ms(WAIT_MS);
+	ASSERT_EQ(0, mpq_queue_put(q, "x", 1, 0));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqwait: %s", out);
+
+	snprintf(want, sizeof(want), "\"kind\": \"queue\", \"pid\": %d,", pid);
+	row = strstr(out, want);
+	ASSERT_NE(NULL, row) TH_LOG("mpqwait: %s", out);
+	ASSERT_EQ(1, json_num(row, "count"));
+	total = json_num(row, "total_ns");
+	/* The getter started waiting a little after the clock started. */
+	ASSERT_LE((WAIT_MS - 100) * NSEC_PER_MSEC, total) TH_LOG("%s", out);
+	ASSERT_GE((WAIT_MS + 1000) * NSEC_PER_MSEC, total) TH_LOG("%s", out);
+	free(out);
+	mpq_queue_free(q);
+}
+
+static int hold_and_wait(void *arg)
+{
+	pause();
+	return 0;
+}
+
+/* The next line of out (after *from) with these words in it, in order. */
+static const char *line_with(const char **from, const char *const words[])
+{
+	const char *p = *from;
+
+	while (p && *p) {
+		const char *eol = strchr(p, '\n'), *q = p;
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		int k, ok = 1;
+
+		for (k = 0; words[k]; k++) {
+			const char *w = memmem(q, len - (q - p), words[k],
+					       strlen(words[k]));
+
+			if (!w) {
+				ok = 0;
+				break;
+			}
+			q = w + strlen(words[k]);
+		}
+		if (ok) {
+			*from = p + len;
+			return p;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return NULL;
+}
+
+TEST(mpqsnoop_prints_create_attach_fork_and_death_in_order)
+{
+	struct mpq_queue *q;
+	char id[32], me[16], child[16], *out;
+	const char *cur;
+	struct tool t;
+	pid_t pid;
+	int status;
+	char *argv[] = { (char *)tool_path("mpqsnoop"), NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	snprintf(id, sizeof(id), " %llu ", (unsigned long long)queue_id(q));
+	snprintf(me, sizeof(me), " %d ", getpid());
+	pid = spawn(hold_and_wait, NULL);
+	snprintf(child, sizeof(child), " %d ", pid);
+	sleep_ms(100);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	mpq_queue_free(q);
+	sleep_ms(200);
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqsnoop: %s", out);
+
+	cur = out;
+	const char *create[] = { "create", id, "queue", me, NULL };
+	const char *attach[] = { "attach", id, "queue", me, "mmap", NULL };
+	const char *fork_[] = { "attach", id, "queue", " ? ", "fork by", NULL };
+	const char *detach[] = { "detach", id, "queue", child, "mm gone", NULL };
+	const char *died[] = { "died", id, "queue", child, NULL };
+	const char *destroy[] = { "destroy", id, "queue", NULL };
+
+	ASSERT_NE(NULL, line_with(&cur, create)) TH_LOG("mpqsnoop:\n%s", out);
+	ASSERT_NE(NULL, line_with(&cur, attach)) TH_LOG("mpqsnoop:\n%s", out);
+	ASSERT_NE(NULL, line_with(&cur, fork_)) TH_LOG("mpqsnoop:\n%s", out);
+	ASSERT_NE(NULL, line_with(&cur, detach)) TH_LOG("mpqsnoop:\n%s", out);
+	ASSERT_NE(NULL, line_with(&cur, died)) TH_LOG("mpqsnoop:\n%s", out);
+	ASSERT_NE(NULL, line_with(&cur, destroy)) TH_LOG("mpqsnoop:\n%s", out);
+	free(out);
+}
+
+static int busy_queue(void *arg)
+{
+	struct mpq_queue *q = arg;
+	int64_t end = now_ns() + 2500 * NSEC_PER_MSEC;
+	char buf[64];
+	size_t len;
+
+	while (now_ns() < end) {
+		if (mpq_queue_put(q, "busy", 4, 0))
+			return 1;
+		len = sizeof(buf);
+		if (mpq_queue_get(q, buf, &len, 0))
+			return 2;
+	}
+	return 0;
+}
+
+TEST(mpqtop_shows_a_busy_queue_with_its_rates_and_depth)
+{
+	struct mpq_queue *q;
+	char id[32], *out;
+	const char *row;
+	pid_t pid;
+	int status;
+	double puts = 0, gets = 0;
+	char *argv[] = { (char *)tool_path("mpqtop"), "-C", "2", "1", NULL };
+
+	ASSERT_EQ(0, new_kmod_queue(&q, 16));
+	ASSERT_EQ(0, mpq_queue_put(q, "stays", 5, 0));	/* depth 1 */
+	snprintf(id, sizeof(id), "\n%llu ", (unsigned long long)queue_id(q));
+	pid = spawn(busy_queue, q);
+	out = tool_run(argv, &status, 0);
+	ASSERT_EQ(0, wait_child(pid, 30000));
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqtop: %s", out);
+	row = strstr(out, id);
+	ASSERT_NE(NULL, row) TH_LOG("mpqtop: %s", out);
+	ASSERT_EQ(2, sscanf(row + strlen(id), " queue %lf %lf", &puts, &gets))
+		TH_LOG("mpqtop: %s", out);
+	ASSERT_LT(10, puts);
+	ASSERT_LT(10, gets);
+	/* The message that stays, and one of the loop's in flight or not. */
+	ASSERT_TRUE(strstr(row, " 1/16 ") || strstr(row, " 2/16 "))
+		TH_LOG("mpqtop: %s", out);
+	free(out);
+	mpq_queue_free(q);
+}
+
+/* Ids in mpqstat -j output, in order; returns how many. */
+static int mpqstat_ids(uint64_t *ids, int max, char **text)
+{
+	char *argv[] = { (char *)tool_path("mpqstat"), "-j", NULL };
+	int status, n = 0;
+	char *out = tool_run(argv, &status, 1), *p;
+
+	*text = out;
+	if (!out || status)
+		return -1;
+	for (p = strstr(out, "{\"id\": "); p && n < max;
+	     p = strstr(p + 1, "{\"id\": "))
+		ids[n++] = strtoull(p + 7, NULL, 10);
+	return n;
+}
+
+TEST(mpqstat_lists_exactly_the_objects_alive)
+{
+	struct mpq_queue *a, *b;
+	struct mpq_conn *c0, *c1;
+	struct mpq_pipe_attr ca = { .backend = MPQ_BACKEND_KMOD };
+	uint64_t ids[16], want[3];
+	char *text;
+	int n;
+
+	ASSERT_EQ(0, new_kmod_queue(&a, 4));
+	ASSERT_EQ(0, new_kmod_queue(&b, 8));
+	ASSERT_EQ(0, mpq_pipe(&c0, &c1, 1, &ca));
+	want[0] = queue_id(a);
+	want[1] = queue_id(b);
+	n = mpqstat_ids(ids, 16, &text);
+	ASSERT_EQ(3, n) TH_LOG("mpqstat: %s", text);
+	ASSERT_EQ(want[0], ids[0]);
+	ASSERT_EQ(want[1], ids[1]);
+	ASSERT_LT(want[1], ids[2]);		/* the pipe, made last */
+	ASSERT_NE(NULL, strstr(text, "\"type\": \"pipe\""));
+	free(text);
+
+	mpq_queue_free(a);
+	mpq_queue_free(b);
+	mpq_conn_free(c0);
+	mpq_conn_free(c1);
+	sleep_ms(50);				/* deferred fputs */
+	n = mpqstat_ids(ids, 16, &text);
+	ASSERT_EQ(0, n) TH_LOG("mpqstat: %s", text);
+	free(text);
+}
+
+TEST(mpqlat_pins_its_maps_for_bpftool_and_removes_them)
+{
+	char *argv[] = { (char *)tool_path("mpqlat"), "-P", NULL };
+	char *dump[] = { "/usr/sbin/bpftool", "map", "dump", "pinned",
+			 "/sys/fs/bpf/mpq/mpqlat/hists", NULL };
+	struct stat st;
+	struct tool t;
+	char *out;
+	int status;
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	ASSERT_EQ(0, stat("/sys/fs/bpf/mpq/mpqlat/hists", &st));
+	out = tool_run(dump, &status, 1);
+	ASSERT_EQ(0, status) TH_LOG("bpftool: %s", out);
+	free(out);
+	out = tool_stop(&t, &status);
+	ASSERT_EQ(0, status);
+	free(out);
+	ASSERT_EQ(-1, stat("/sys/fs/bpf/mpq/mpqlat", &st));
+}
+
+TEST(tools_say_in_one_line_when_the_library_is_missing)
+{
+	static const char *const tools[] = { "mpqlat", "mpqwait", "mpqtop" };
+	unsigned int k;
+
+	for (k = 0; k < 3; k++) {
+		char *argv[] = { (char *)tool_path(tools[k]), "-l",
+				 "/nonexistent/libmpq.so", NULL };
+		int status;
+		char *out = tool_run(argv, &status, 1);
+
+		ASSERT_NE(NULL, out);
+		ASSERT_EQ(1, status) TH_LOG("%s: %s", tools[k], out);
+		ASSERT_NE(NULL, strstr(out, "/nonexistent/libmpq.so"));
+		ASSERT_EQ(1, strchr(out, '\n') - out + 1 == (long)strlen(out))
+			TH_LOG("%s: not one line: %s", tools[k], out);
+		free(out);
+	}
+}
+
+/*
+ * The hand-written contexts of tools/mpq_tp.h against the module's own
+ * description of each event: a field that moved would make every tool
+ * read garbage.
+ */
+struct field {
+	const char *event, *name;
+	size_t off, size;
+};
+
+#define F(ev, st, f) { ev, #f, offsetof(struct st, f), sizeof(((struct st *)0)->f) }
+
+TEST(tracepoint_contexts_match_the_format_files)
+{
+	static const struct field fields[] = {
+		F("mpq_obj_create", mpq_tp_create, id),
+		F("mpq_obj_create", mpq_tp_create, type),
+		F("mpq_obj_create", mpq_tp_create, pid),
+		F("mpq_obj_create", mpq_tp_create, size),
+		F("mpq_obj_create", mpq_tp_create, uid),
+		F("mpq_obj_create", mpq_tp_create, mode),
+		F("mpq_obj_destroy", mpq_tp_destroy, id),
+		F("mpq_obj_destroy", mpq_tp_destroy, pid),
+		F("mpq_attach", mpq_tp_member, id),
+		F("mpq_attach", mpq_tp_member, pid),
+		F("mpq_attach", mpq_tp_member, by),
+		F("mpq_attach", mpq_tp_member, how),
+		F("mpq_detach", mpq_tp_member, how),
+		F("mpq_exit", mpq_tp_member, how),
+		F("mpq_wait_begin", mpq_tp_wait, dir),
+		F("mpq_wait_end", mpq_tp_wait, ret),
+		F("mpq_poll_wake", mpq_tp_poll_wake, mask),
+		F("mpq_poll_wake", mpq_tp_poll_wake, waiters),
+		F("mpq_hangup", mpq_tp_hangup, end),
+		F("mpq_owner_died", mpq_tp_owner_died, dead),
+		F("mpq_owner_died", mpq_tp_owner_died, what),
+		F("mpq_owner_died", mpq_tp_owner_died, pos),
+	};
+	unsigned int k;
+
+	for (k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+		const struct field *f = &fields[k];
+		char path[256], line[512], want[64];
+		unsigned int off = 0, size = 0;
+		int found = 0;
+		FILE *fp;
+
+		snprintf(path, sizeof(path),
+			 "/sys/kernel/tracing/events/mpq/%s/format", f->event);
+		fp = fopen(path, "r");
+		ASSERT_NE(NULL, fp) TH_LOG("%s: %s", path, strerror(errno));
+		snprintf(want, sizeof(want), " %s;", f->name);
+		while (fgets(line, sizeof(line), fp)) {
+			char *p = strstr(line, want);
+
+			if (!p || !strstr(line, "field:"))
+				continue;
+			ASSERT_EQ(2, sscanf(strstr(line, "offset:"),
+					    "offset:%u;\tsize:%u;", &off, &size));
+			found = 1;
+		}
+		fclose(fp);
+		ASSERT_EQ(1, found) TH_LOG("%s has no field %s", f->event, f->name);
+		ASSERT_EQ(f->off, off) TH_LOG("%s.%s", f->event, f->name);
+		ASSERT_EQ(f->size, size) TH_LOG("%s.%s", f->event, f->name);
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mpqtop: the busiest mpq objects, refreshed every interval: puts, gets
+ * and bytes per second and waits (libmpq's USDT probes), the module's
+ * wake-ups, and from /proc/mpq each object's depth, waiters and processes.
+ */
+#include <argp.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "mpqtop.h"
+#include "mpqtop.skel.h"
+#include "tool.h"
+
+const char *mpq_tool_name = "mpqtop";
+
+static struct {
+	bool noclear;
+	bool pin;
+	bool verbose;
+	const char *lib;
+	int rows;
+	int interval;
+	int count;
+} env = { .rows = 20, .interval = 1, .count = INT_MAX };
+
+const char *argp_program_version = "mpqtop 0.2";
+static const char doc[] =
+"Show the busiest mpq objects: operations per second, depth, waiters.\n"
+"\n"
+"USAGE: mpqtop [-h] [-C] [-r ROWS] [-l LIB] [-P] [-v] [interval] [count]\n"
+"\n"
+"EXAMPLES:\n"
+"    mpqtop              # refresh every second until Ctrl-C\n"
+"    mpqtop -C 5 3       # every 5 seconds, 3 times, without clearing\n"
+"    mpqtop -r 5         # the 5 busiest objects only\n";
+
+static const struct argp_option opts[] = {
+	{ "noclear", 'C', NULL, 0, "Do not clear the screen", 0 },
+	{ "rows", 'r', "ROWS", 0, "Objects to show (default 20)", 0 },
+	{ "lib", 'l', "PATH", 0, "libmpq, or a program with it linked in (default: libmpq.so.0 as the loader finds it)", 0 },
+	{ "pin", 'P', NULL, 0, "Pin the maps under /sys/fs/bpf/mpq/mpqtop", 0 },
+	{ "verbose", 'v', NULL, 0, "Print libbpf's log", 0 },
+	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show this help", 0 },
+	{},
+};
+
+static error_t parse_arg(int key, char *arg, struct argp_state *state)
+{
+	static int pos;
+	char *end;
+	long v;
+
+	switch (key) {
+	case 'h':
+		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
+		break;
+	case 'C':
+		env.noclear = true;
+		break;
+	case 'r':
+		env.rows = strtol(arg, &end, 10);
+		if (*end || env.rows <= 0)
+			argp_error(state, "invalid rows: %s", arg);
+		break;
+	case 'l':
+		env.lib = arg;
+		break;
+	case 'P':
+		env.pin = true;
+		break;
+	case 'v':
+		env.verbose = true;
+		break;
+	case ARGP_KEY_ARG:
+		v = strtol(arg, &end, 10);
+		if (*end || v <= 0 || pos > 1)
+			argp_usage(state);
+		if (pos++ == 0)
+			env.interval = v;
+		else
+			env.count = v;
+		break;
+	default:
+		return ARGP_ERR_UNKNOWN;
+	}
+	return 0;
+}
+
+struct row {
+	__u64 id;
+	struct mpqtop_ops ops;
+	char type[8];
+	char depth[32];
+	char waiters[8];
+	char pids[24];
+};
+
+static int by_ops(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+	__u64 ox = x->ops.puts + x->ops.gets, oy = y->ops.puts + y->ops.gets;
+
+	if (ox != oy)
+		return ox < oy ? 1 : -1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Fill type, depth, waiters and pids of r from its /proc/mpq line. */
+static void proc_fill(struct row *r, int n)
+{
+	char line[4096], hdr[1024], *save, *tok;
+	int col[5] = { -1, -1, -1, -1, -1 }, i, k;
+	static const char *const want[5] = {
+		"type", "depth", "capacity", "waiters", "pids",
+	};
+	FILE *f = fopen("/proc/mpq", "r");
+
+	if (!f || !fgets(hdr, sizeof(hdr), f)) {
+		if (f)
+			fclose(f);
+		return;
+	}
+	for (k = 0, tok = strtok_r(hdr, " \n", &save); tok;
+	     tok = strtok_r(NULL, " \n", &save), k++)
+		for (i = 0; i < 5; i++)
+			if (!strcmp(tok, want[i]))
+				col[i] = k;
+	while (fgets(line, sizeof(line), f)) {
+		char *v[64] = { 0 };
+		__u64 id = strtoull(line, NULL, 10);
+		struct row *r2 = NULL;
+
+		for (i = 0; i < n; i++)
+			if (r[i].id == id)
+				r2 = &r[i];
+		if (!r2)
+			continue;
+		for (k = 0, tok = strtok_r(line, " \n", &save); tok && k < 64;
+		     tok = strtok_r(NULL, " \n", &save))
+			v[k++] = tok;
+		if (col[0] >= 0 && v[col[0]])
+			snprintf(r2->type, sizeof(r2->type), "%s", v[col[0]]);
+		if (col[1] >= 0 && col[2] >= 0 && v[col[1]] && v[col[2]])
+			snprintf(r2->depth, sizeof(r2->depth), "%s/%s",
+				 v[col[1]], v[col[2]]);
+		if (col[3] >= 0 && v[col[3]])
+			snprintf(r2->waiters, sizeof(r2->waiters), "%s",
+				 v[col[3]]);
+		if (col[4] >= 0 && v[col[4]])
+			snprintf(r2->pids, sizeof(r2->pids), "%s", v[col[4]]);
+	}
+	fclose(f);
+}
+
+static int print_top(int fd)
+{
+	static struct row rows[MPQTOP_MAX_OBJECTS];
+	__u64 *prev = NULL, next;
+	int n = 0, i;
+
+	while (n < MPQTOP_MAX_OBJECTS && !bpf_map_get_next_key(fd, prev, &next)) {
+		memset(&rows[n], 0, sizeof(rows[n]));
+		rows[n].id = next;
+		if (bpf_map_lookup_elem(fd, &next, &rows[n].ops))
+			return -errno;
+		/* memfd queues are not in /proc/mpq. */
+		snprintf(rows[n].type, sizeof(rows[n].type), "%s",
+			 next >> 63 ? "memfd" : "gone");
+		strcpy(rows[n].depth, "-");
+		strcpy(rows[n].waiters, "-");
+		strcpy(rows[n].pids, "-");
+		prev = &rows[n].id;
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		bpf_map_delete_elem(fd, &rows[i].id);
+	proc_fill(rows, n);
+	qsort(rows, n, sizeof(rows[0]), by_ops);
+
+	if (!env.noclear)
+		printf("\033[H\033[2J");
+	printf("%s  mpqtop, per second over %d s\n", mpq_tool_clock(),
+	       env.interval);
+	printf("%-8s %-5s %8s %8s %7s %6s %6s %9s %4s %s\n", "ID", "TYPE",
+	       "PUT/s", "GET/s", "KB/s", "WAIT/s", "WAKE/s", "DEPTH/CAP",
+	       "WTRS", "PIDS");
+	for (i = 0; i < n && i < env.rows; i++) {
+		const struct mpqtop_ops *o = &rows[i].ops;
+		double s = env.interval;
+
+		printf("%-8llu %-5s %8.0f %8.0f %7.1f %6.0f %6.0f %9s %4s %.10s\n",
+		       (unsigned long long)rows[i].id, rows[i].type,
+		       o->puts / s, o->gets / s, o->bytes / s / 1024,
+		       o->waits / s, o->wakes / s, rows[i].depth,
+		       rows[i].waiters, rows[i].pids);
+	}
+	if (!n)
+		printf("no operations\n");
+	fflush(stdout);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct argp argp = {
+		.options = opts,
+		.parser = parse_arg,
+		.doc = doc,
+	};
+	char lib[PATH_MAX];
+	struct mpqtop_bpf *obj;
+	int err, i;
+
+	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
+	if (err)
+		return err;
+	if (mpq_tool_check(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE))
+		return 1;
+	if (mpq_tool_find_lib(env.lib, lib, sizeof(lib)))
+		return 1;
+	mpq_tool_setup(env.verbose);
+
+	obj = mpqtop_bpf__open();
+	if (!obj) {
+		fprintf(stderr, "mpqtop: cannot open the BPF object: %s\n",
+			strerror(errno));
+		return 1;
+	}
+	err = mpqtop_bpf__load(obj);
+	if (err) {
+		fprintf(stderr, "mpqtop: cannot load the BPF programs: %s (-v shows why)\n",
+			strerror(-err));
+		goto out;
+	}
+	err = 1;
+	obj->links.queue_put = bpf_program__attach_usdt(obj->progs.queue_put,
+			-1, lib, "mpq", "queue_put", NULL);
+	obj->links.queue_get = bpf_program__attach_usdt(obj->progs.queue_get,
+			-1, lib, "mpq", "queue_get", NULL);
+	obj->links.queue_wait_begin = bpf_program__attach_usdt(
+			obj->progs.queue_wait_begin, -1, lib, "mpq",
+			"queue_wait_begin", NULL);
+	if (!obj->links.queue_put || !obj->links.queue_get ||
+	    !obj->links.queue_wait_begin) {
+		fprintf(stderr, "mpqtop: %s: no mpq USDT probes (%s; a libmpq built without <sys/sdt.h>?)\n",
+			lib, strerror(errno));
+		goto out;
+	}
+	obj->links.poll_wake = bpf_program__attach(obj->progs.poll_wake);
+	if (!obj->links.poll_wake) {
+		fprintf(stderr, "mpqtop: cannot attach to tp/mpq/mpq_poll_wake: %s\n",
+			strerror(errno));
+		goto out;
+	}
+	if (env.pin && mpq_tool_pin(obj->obj))
+		goto out;
+
+	err = 0;
+	for (i = 0; i < env.count && !mpq_tool_exiting; i++) {
+		mpq_tool_sleep(env.interval);
+		if (mpq_tool_exiting)
+			break;
+		err = print_top(bpf_map__fd(obj->maps.ops));
+		if (err) {
+			fprintf(stderr, "mpqtop: reading the counters: %s\n",
+				strerror(-err));
+			break;
+		}
+	}
+out:
+	if (env.pin)
+		mpq_tool_unpin(obj->obj);
+	mpqtop_bpf__destroy(obj);
+	return err != 0;
+}

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The user side every mpq tool shares (see tool.h).
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <link.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+#include <linux/mpq.h>
+
+#include "tool.h"
+
+#define MPQ_PIN_ROOT	"/sys/fs/bpf/mpq"
+
+volatile sig_atomic_t mpq_tool_exiting;
+static bool mpq_tool_verbose;
+
+int mpq_tool_check(unsigned int need)
+{
+	if ((need & MPQ_NEED_ROOT) && geteuid() != 0) {
+		fprintf(stderr, "%s: must run as root (it loads BPF programs)\n",
+			mpq_tool_name);
+		return 1;
+	}
+	if ((need & MPQ_NEED_BTF) && access("/sys/kernel/btf/vmlinux", R_OK)) {
+		fprintf(stderr, "%s: this kernel has no BTF (/sys/kernel/btf/vmlinux): CO-RE needs CONFIG_DEBUG_INFO_BTF=y\n",
+			mpq_tool_name);
+		return 1;
+	}
+	if ((need & MPQ_NEED_MODULE) && access("/sys/module/mpq", F_OK)) {
+		fprintf(stderr, "%s: the mpq module is not loaded (no /sys/module/mpq): insmod mpq.ko\n",
+			mpq_tool_name);
+		return 1;
+	}
+	return 0;
+}
+
+static int mpq_libbpf_print(enum libbpf_print_level level, const char *fmt,
+			    va_list ap)
+{
+	/* Without -v the tool says in one line what failed, not libbpf. */
+	if (!mpq_tool_verbose)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static void mpq_tool_sig(int sig)
+{
+	mpq_tool_exiting = 1;
+}
+
+void mpq_tool_setup(bool verbose)
+{
+	struct sigaction sa = { .sa_handler = mpq_tool_sig };
+
+	mpq_tool_verbose = verbose;
+	libbpf_set_print(mpq_libbpf_print);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	/* A closed pipe (| head) ends the tool as Ctrl-C would. */
+	signal(SIGPIPE, SIG_IGN);
+}
+
+int mpq_tool_find_lib(const char *path, char *out, size_t len)
+{
+	struct link_map *lm = NULL;
+	void *h;
+
+	if (!path)
+		path = getenv("MPQ_LIB");
+	if (path) {
+		if (access(path, R_OK)) {
+			fprintf(stderr, "%s: %s: %s\n", mpq_tool_name, path,
+				strerror(errno));
+			return 1;
+		}
+		snprintf(out, len, "%s", path);
+		return 0;
+	}
+	/* Where a program linked with -lmpq would find it. */
+	h = dlopen("libmpq.so.0", RTLD_LAZY | RTLD_LOCAL);
+	if (!h || dlinfo(h, RTLD_DI_LINKMAP, &lm) || !lm || !lm->l_name[0]) {
+		fprintf(stderr, "%s: libmpq.so.0 not found: give -l PATH (the library, or a program linked statically with libmpq)\n",
+			mpq_tool_name);
+		if (h)
+			dlclose(h);
+		return 1;
+	}
+	if (!realpath(lm->l_name, out))
+		snprintf(out, len, "%s", lm->l_name);
+	dlclose(h);
+	return 0;
+}
+
+int mpq_tool_pin(struct bpf_object *obj)
+{
+	char dir[PATH_MAX / 2], path[PATH_MAX];
+	struct bpf_map *map;
+	int ret;
+
+	snprintf(dir, sizeof(dir), "%s/%s", MPQ_PIN_ROOT, mpq_tool_name);
+	mkdir(MPQ_PIN_ROOT, 0700);
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		ret = -errno;
+		fprintf(stderr, "%s: %s: %s (is bpffs mounted on /sys/fs/bpf?)\n",
+			mpq_tool_name, dir, strerror(errno));
+		return ret;
+	}
+	bpf_object__for_each_map(map, obj) {
+		/* Internal maps (.rodata, .bss) hold no results. */
+		if (bpf_map__is_internal(map))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, bpf_map__name(map));
+		unlink(path);
+		ret = bpf_map__pin(map, path);
+		if (ret) {
+			fprintf(stderr, "%s: pinning %s: %s\n", mpq_tool_name,
+				path, strerror(-ret));
+			return ret;
+		}
+	}
+	fprintf(stderr, "%s: maps pinned under %s (bpftool map dump pinned %s/<map>)\n",
+		mpq_tool_name, dir, dir);
+	return 0;
+}
+
+void mpq_tool_unpin(struct bpf_object *obj)
+{
+	char dir[PATH_MAX];
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, obj)
+		if (bpf_map__is_pinned(map))
+			bpf_map__unpin(map, NULL);
+	snprintf(dir, sizeof(dir), "%s/%s", MPQ_PIN_ROOT, mpq_tool_name);
+	rmdir(dir);
+}
+
+void mpq_tool_sleep(int secs)
+{
+	struct timespec ts = { .tv_sec = secs };
+
+	/* A signal interrupts it: the tool then sees mpq_tool_exiting. */
+	nanosleep(&ts, NULL);
+}
+
+const char *mpq_tool_clock(void)
+{
+	static char buf[16];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	strftime(buf, sizeof(buf), "%H:%M:%S", localtime_r(&t, &tm));
+	return buf;
+}
+
+const char *mpq_tool_type_name(__u32 type)
+{
+	switch (type) {
+	case MPQ_OBJ_QUEUE:
+		return "queue";
+	case MPQ_OBJ_PIPE:
+		return "pipe";
+	default:
+		return "?";
+	}
+}
+
+#define MPQ_HIST_STARS	40
+
+static void mpq_stars(FILE *f, __u32 val, __u32 max)
+{
+	int n = max ? (int)((__u64)val * MPQ_HIST_STARS / max) : 0, i;
+
+	if (val && !n)
+		n = 1;		/* something is there: show it */
+	for (i = 0; i < MPQ_HIST_STARS; i++)
+		fputc(i < n ? '*' : ' ', f);
+}
+
+void mpq_hist_print(FILE *f, const __u32 *slots, int nslots,
+		    const char *unit)
+{
+	int i, first = -1, last = -1;
+	__u32 max = 0;
+
+	for (i = 0; i < nslots; i++) {
+		if (!slots[i])
+			continue;
+		if (first < 0)
+			first = i;
+		last = i;
+		if (slots[i] > max)
+			max = slots[i];
+	}
+	fprintf(f, "%*s%-*s : count    distribution\n", 11, "", 15, unit);
+	if (first < 0)
+		return;
+	for (i = first; i <= last; i++) {
+		unsigned long long lo = i ? 1ULL << (i - 1) : 0;
+		unsigned long long hi = (1ULL << i) - 1;
+
+		/* 24 columns for the range, 10 for the count, 42 bars. */
+		fprintf(f, "%11llu -> %-10llu : %-8u |", lo, hi, slots[i]);
+		mpq_stars(f, slots[i], max);
+		fputs("|\n", f);
+	}
+}
+
+void mpq_hist_json(FILE *f, const __u32 *slots, int nslots)
+{
+	bool any = false;
+	int i;
+
+	fputc('[', f);
+	for (i = 0; i < nslots; i++) {
+		if (!slots[i])
+			continue;
+		fprintf(f, "%s{\"low\": %llu, \"high\": %llu, \"count\": %u}",
+			any ? ", " : "", i ? 1ULL << (i - 1) : 0,
+			(1ULL << i) - 1, slots[i]);
+		any = true;
+	}
+	fputc(']', f);
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What every mpq tool shares on the user side: the checks that turn a
+ * machine that cannot run it into one clear line (not root, no BTF, no
+ * module, no library), libbpf's log behind -v, Ctrl-C, map pinning, and
+ * log2 histograms as star bars (80 columns) or JSON.
+ */
+#ifndef MPQ_TOOL_H
+#define MPQ_TOOL_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <linux/types.h>
+
+struct bpf_object;
+
+/* What a tool needs; mpq_tool_check() says what is missing. */
+#define MPQ_NEED_ROOT	(1U << 0)
+#define MPQ_NEED_BTF	(1U << 1)
+#define MPQ_NEED_MODULE	(1U << 2)
+
+extern const char *mpq_tool_name;
+extern volatile sig_atomic_t mpq_tool_exiting;
+
+/* Every requirement in need that is met: 0; else one line on stderr, 1. */
+int mpq_tool_check(unsigned int need);
+/* Ctrl-C and SIGTERM set mpq_tool_exiting; libbpf logs only when verbose. */
+void mpq_tool_setup(bool verbose);
+/*
+ * The library (or program) whose USDT probes to attach to: path if given,
+ * else $MPQ_LIB, else where the dynamic loader finds libmpq.so.0. Writes
+ * it to out; 0, or one line on stderr and 1.
+ */
+int mpq_tool_find_lib(const char *path, char *out, size_t len);
+/*
+ * Pin every map of obj under /sys/fs/bpf/mpq/<tool>/ (for bpftool map
+ * dump) or take them away again; 0 or -errno (reported on stderr).
+ */
+int mpq_tool_pin(struct bpf_object *obj);
+void mpq_tool_unpin(struct bpf_object *obj);
+/* Sleep up to secs seconds, waking early on Ctrl-C. */
+void mpq_tool_sleep(int secs);
+/* "HH:MM:SS" of now, for -T. */
+const char *mpq_tool_clock(void);
+/* The name of an MPQ_OBJ_* type. */
+const char *mpq_tool_type_name(__u32 type);
+
+/* Histograms: slot i counts values v with 2^(i-1) <= v < 2^i (0 in 0). */
+void mpq_hist_print(FILE *f, const __u32 *slots, int nslots,
+		    const char *unit);
+void mpq_hist_json(FILE *f, const __u32 *slots, int nslots);
+
+#endif /* MPQ_TOOL_H */
