@@ -24,6 +24,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/futex.h>
 #include <linux/log2.h>
 #include <linux/mpq.h>
 #include <linux/overflow.h>
@@ -385,6 +386,24 @@ static void mpq_queue_participant_exit(struct mpq_object *obj, pid_t pid)
 {
 	struct mpq_queue *q = mpq_queue_of(obj);
 	__poll_t all = EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
+	struct mpq_queue_rec *recs = q->region.kaddr + MPQ_QUEUE_REC_OFF;
+	u32 i;
+
+	/*
+	 * Report what the dead left in the middle of an operation: records
+	 * that the kernel's robust-futex processing has just marked
+	 * FUTEX_OWNER_DIED and whose intent still names positions. libmpq
+	 * reclaims them; this only tells the tracers. Shared memory: each
+	 * field read once, nothing followed.
+	 */
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		u32 word = READ_ONCE(recs[i].word);
+
+		if ((word & FUTEX_OWNER_DIED) && !(word & FUTEX_TID_MASK) &&
+		    READ_ONCE(recs[i].n))
+			mpq_object_owner_died(obj, pid, MPQ_DIED_SLOT,
+					      READ_ONCE(recs[i].pos));
+	}
 
 	mpq_object_woke(obj, &q->wq, all);
 	/* nr_exclusive 0: exclusive waiters (EPOLLEXCLUSIVE) too, every one. */

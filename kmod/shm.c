@@ -33,6 +33,7 @@
 #include <linux/cred.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/futex.h>
 #include <linux/ipc_namespace.h>
 #include <linux/kref.h>
 #include <linux/mpq.h>
@@ -210,21 +211,38 @@ static unsigned int mpq_shm_nowaiters(struct mpq_object *obj)
 	return 0;
 }
 
-#define MPQ_SHM_OPS(kname) {				\
+/*
+ * A participant of a lock block died: if the kernel's robust-futex
+ * processing marked the lock owner-died, tell the tracers (libmpq's next
+ * acquirer recovers it, with -EOWNERDEAD). The word is read once.
+ */
+static void mpq_shm_lock_exit(struct mpq_object *obj, pid_t pid)
+{
+	struct mpq_shm *s = container_of(obj, struct mpq_shm, obj);
+	u32 word;
+
+	if (s->bytes < MPQ_SHM_LOCK_WORD_OFF + sizeof(u32))
+		return;
+	word = READ_ONCE(*(u32 *)(s->region.kaddr + MPQ_SHM_LOCK_WORD_OFF));
+	if ((word & FUTEX_OWNER_DIED) && !(word & FUTEX_TID_MASK))
+		mpq_object_owner_died(obj, pid, MPQ_DIED_LOCK, 0);
+}
+
+#define MPQ_SHM_OPS(kname, exit) {			\
 	.name = kname, .type = MPQ_OBJ_SHM,		\
 	.depth = mpq_shm_zero, .capacity = mpq_shm_zero,	\
-	.waiters = mpq_shm_nowaiters }
+	.waiters = mpq_shm_nowaiters, .participant_exit = exit }
 
 /* One type name per kind, as the listing shows it. */
 static const struct mpq_object_ops mpq_shm_ops[MPQ_SHM_KIND_MAX] = {
-	[MPQ_SHM_KIND_SHM]	= MPQ_SHM_OPS("shm"),
-	[MPQ_SHM_KIND_LOCK]	= MPQ_SHM_OPS("lock"),
-	[MPQ_SHM_KIND_RLOCK]	= MPQ_SHM_OPS("rlock"),
-	[MPQ_SHM_KIND_COND]	= MPQ_SHM_OPS("cond"),
-	[MPQ_SHM_KIND_SEM]	= MPQ_SHM_OPS("sem"),
-	[MPQ_SHM_KIND_EVENT]	= MPQ_SHM_OPS("event"),
-	[MPQ_SHM_KIND_BARRIER]	= MPQ_SHM_OPS("barrier"),
-	[MPQ_SHM_KIND_VALUE]	= MPQ_SHM_OPS("value"),
+	[MPQ_SHM_KIND_SHM]	= MPQ_SHM_OPS("shm", NULL),
+	[MPQ_SHM_KIND_LOCK]	= MPQ_SHM_OPS("lock", mpq_shm_lock_exit),
+	[MPQ_SHM_KIND_RLOCK]	= MPQ_SHM_OPS("rlock", mpq_shm_lock_exit),
+	[MPQ_SHM_KIND_COND]	= MPQ_SHM_OPS("cond", NULL),
+	[MPQ_SHM_KIND_SEM]	= MPQ_SHM_OPS("sem", NULL),
+	[MPQ_SHM_KIND_EVENT]	= MPQ_SHM_OPS("event", NULL),
+	[MPQ_SHM_KIND_BARRIER]	= MPQ_SHM_OPS("barrier", NULL),
+	[MPQ_SHM_KIND_VALUE]	= MPQ_SHM_OPS("value", NULL),
 };
 
 /*

@@ -55,7 +55,8 @@ static int mpq_block_kmod_info(struct mpq_block *b)
 
 /*
  * A memfd or /dev/shm file: its size is the block's. Without the module,
- * the id is the file's inode number (unique among live shmem files).
+ * the id (for tracers) is the file's inode number, unique among live
+ * shmem files, with the top bit set as for memfd queues (probes.h).
  */
 static int mpq_block_file_info(struct mpq_block *b, int need_seals)
 {
@@ -73,7 +74,7 @@ static int mpq_block_file_info(struct mpq_block *b, int need_seals)
 	}
 	b->bytes = (uint64_t)st.st_size;
 	b->map_size = (b->bytes + mpq_block_page() - 1) & ~(mpq_block_page() - 1);
-	b->id = (uint64_t)st.st_ino;
+	b->id = 1ULL << 63 | (uint64_t)st.st_ino;
 	b->backend = MPQ_BACKEND_MEMFD;
 	return 0;
 }

@@ -62,9 +62,8 @@ static int mpq_cond_bind(struct mpq_cond *c, struct mpq_lock *lock)
 	if (lock) {
 		c->lock = lock;
 	} else {
-		mpq_lock_borrow(&c->own, mpq_sync_rec(&c->sync, 1),
-				!!(c->sync.flags & MPQ_SYNC_RLOCK),
-				c->sync.spin_ns);
+		mpq_lock_borrow(&c->own, &c->sync, 1,
+				!!(c->sync.flags & MPQ_SYNC_RLOCK));
 		c->lock = &c->own;
 	}
 	return 0;

@@ -19,6 +19,8 @@ MPQ_SEMAPHORE(queue_wait_begin);
 MPQ_SEMAPHORE(queue_wait_end);
 MPQ_SEMAPHORE(lock_wait_begin);
 MPQ_SEMAPHORE(lock_wait_end);
+MPQ_SEMAPHORE(lock_owner_died);
+MPQ_SEMAPHORE(queue_reclaim);
 MPQ_SEMAPHORE(pool_task_start);
 MPQ_SEMAPHORE(pool_task_end);
 #else

@@ -27,12 +27,17 @@
  *   lock_wait_end(u64 id, u32 index, s32 ret)
  *	a lock acquire waits for the lock at index of object id; ret is 0,
  *	-EOWNERDEAD (acquired, the holder died) or -ETIMEDOUT
+ *   lock_owner_died(u64 id, u32 index)
+ *	an acquire got the lock of a holder that died (-EOWNERDEAD)
+ *   queue_reclaim(u64 id, u64 pos, u32 what)
+ *	a waiter cleaned up after a participant that died mid-operation:
+ *	what 1, the dead producer's slot at pos published empty; what 2,
+ *	the dead consumer's message at pos delivered again
  *   pool_task_start(u64 pool, u64 task)
  *   pool_task_end(u64 pool, u64 task, s32 ret)
  *	a pool worker runs a task; ret is the task's result
  *
- * The lock and pool probes are declared here for the code that will call
- * them; their names and arguments are the ABI tools rely on.
+ * Their names and arguments are the ABI tools rely on.
  */
 #ifndef MPQ_PROBES_H
 #define MPQ_PROBES_H
@@ -56,6 +61,8 @@ MPQ_PROBE_SEMAPHORE(queue_wait_begin);
 MPQ_PROBE_SEMAPHORE(queue_wait_end);
 MPQ_PROBE_SEMAPHORE(lock_wait_begin);
 MPQ_PROBE_SEMAPHORE(lock_wait_end);
+MPQ_PROBE_SEMAPHORE(lock_owner_died);
+MPQ_PROBE_SEMAPHORE(queue_reclaim);
 MPQ_PROBE_SEMAPHORE(pool_task_start);
 MPQ_PROBE_SEMAPHORE(pool_task_end);
 
@@ -119,6 +126,18 @@ MPQ_PROBE_SEMAPHORE(pool_task_end);
 		if (MPQ_PROBE_ON(pool_task_start))			\
 			MPQ_PROBE2(pool_task_start, (uint64_t)(pool),	\
 				   (uint64_t)(task));			\
+	} while (0)
+#define mpq_probe_lock_owner_died(id, index)				\
+	do {								\
+		if (MPQ_PROBE_ON(lock_owner_died))			\
+			MPQ_PROBE2(lock_owner_died, (uint64_t)(id),	\
+				   (uint32_t)(index));			\
+	} while (0)
+#define mpq_probe_queue_reclaim(id, pos, what)				\
+	do {								\
+		if (MPQ_PROBE_ON(queue_reclaim))			\
+			MPQ_PROBE3(queue_reclaim, (uint64_t)(id),	\
+				   (uint64_t)(pos), (uint32_t)(what));	\
 	} while (0)
 #define mpq_probe_pool_task_end(pool, task, ret)			\
 	do {								\

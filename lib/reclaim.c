@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "probes.h"
 #include "record.h"
 
 /* Where this thread looks first for a free record. */
@@ -267,6 +268,7 @@ static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
 			continue;
 		__atomic_store_n(&s->len, MPQ_SLOT_DROPPED, __ATOMIC_RELAXED);
 		store_release(&s->seq, (uint32_t)(pos + k + 1));
+		mpq_probe_queue_reclaim(q->id, pos + k, 1);
 		dropped++;
 	}
 	if (dropped && op & MPQ_REC_COUNTED)
@@ -304,6 +306,7 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		}
 		/* Corrupt or dropped: freed, not delivered. */
 		store_release(&s->seq, (uint32_t)(pos + k + q->capacity));
+		mpq_probe_queue_reclaim(q->id, pos + k, 2);
 		/* From here on the intent covers only what is left. */
 		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k + 1,
 			       n - k - 1);
@@ -400,6 +403,7 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 		 * and dropping d reset it): the window below keeps it so.
 		 */
 		mpq_robust_bell(&q->shm->deathbell);
+		mpq_probe_queue_reclaim(q->id, pos + k, 2);
 		mpq_queue_window(q, m, mine, pos + k);
 		return 1;
 	}

@@ -74,6 +74,8 @@ struct mpq_sync {
 struct mpq_lock {
 	struct mpq_sync sync;
 	struct mpq_lock_rec *rec;
+	uint64_t oid;		/* its block's id, for tracers (probes.h) */
+	uint32_t index;		/* its record in that block */
 	int recursive;
 	int borrowed;
 	int64_t spin_ns;
@@ -96,8 +98,8 @@ void mpq_sync_free(struct mpq_sync *s);
 int64_t mpq_sync_spin(int64_t spin_ns);
 
 /* lock.c: a lock handle over a record in someone else's block. */
-void mpq_lock_borrow(struct mpq_lock *l, struct mpq_lock_rec *rec,
-		     int recursive, int64_t spin_ns);
+void mpq_lock_borrow(struct mpq_lock *l, struct mpq_sync *owner,
+		     unsigned int index, int recursive);
 void mpq_lock_init_rec(struct mpq_lock_rec *rec);
 /* Drop this thread's hold before the memory goes (see mpq_lock_free). */
 void mpq_lock_fini(struct mpq_lock *l);

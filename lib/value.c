@@ -57,9 +57,8 @@ static int mpq_value_bind(struct mpq_value *v, struct mpq_lock *lock)
 	v->size = size;
 	v->data = mpq_sync_rec(&v->sync, 1);
 	if (v->sync.flags & MPQ_SYNC_OWN_LOCK) {
-		mpq_lock_borrow(&v->own, mpq_sync_rec(&v->sync, 0),
-				!!(v->sync.flags & MPQ_SYNC_RLOCK),
-				v->sync.spin_ns);
+		mpq_lock_borrow(&v->own, &v->sync, 0,
+				!!(v->sync.flags & MPQ_SYNC_RLOCK));
 		v->lock = &v->own;
 	} else {
 		v->lock = lock;

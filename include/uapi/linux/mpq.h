@@ -358,6 +358,13 @@ struct mpq_pipe_shm {
 /* Longest name, without its NUL. Names hold no '/'. */
 #define MPQ_NAME_MAX		255
 
+/*
+ * A Lock or RLock block keeps its robust futex word at this offset (libmpq
+ * lays the rest out). The kernel only reads it, to report a holder that
+ * died (the mpq_owner_died tracepoint).
+ */
+#define MPQ_SHM_LOCK_WORD_OFF	64
+
 /* What a block is used for, as listings show it; the kernel keeps it. */
 enum mpq_shm_kind {
 	MPQ_SHM_KIND_SHM	= 0,	/* SharedMemory: bytes of the user's */
