@@ -51,7 +51,8 @@ const char *mpq_backend_name(int backend);
 /*
  * A readable meaning for a value libmpq returned: 0, or a negative errno
  * (described as the Python exception it stands for where there is one).
- * Never NULL; the string is static.
+ * Never NULL; the string is static ("unknown error" for a number that
+ * names none).
  */
 const char *mpq_strerror(int err);
 
@@ -148,7 +149,8 @@ int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
  * The messages in the queue: put and not yet taken (puts still in
  * progress and what dead producers left are not counted), exact when
  * nothing moves. empty: 1 if qsize is 0. full: 1 if a put would have to
- * wait (no slot left). Or -EINVAL, -EUCLEAN.
+ * wait now (the next slot still holds a message, or is held by a peek).
+ * Or -EINVAL, -EUCLEAN.
  */
 int mpq_queue_qsize(struct mpq_queue *q);
 int mpq_queue_empty(struct mpq_queue *q);
@@ -165,11 +167,14 @@ int mpq_queue_full(struct mpq_queue *q);
  *   peek:    claim the oldest message, waiting while the queue is empty;
  *            m->data and m->len are its bytes, in place, until release.
  *
- * A message of any size up to msgsize goes through without a copy. Other
- * messages go past an open window (producers and consumers keep going;
- * order is kept per producer). A process killed inside a window does not
- * wedge the queue: a reserved slot is published empty, a peeked message
- * is delivered again to another consumer; nothing committed is lost.
+ * A message of any size up to msgsize goes through without a copy. A
+ * window keeps its place in the ring: messages put after an open
+ * reservation wait behind it (the queue is FIFO) until it is committed or
+ * cancelled, and a peeked message's slot is free for producers again
+ * only once released. Producers and consumers do go on claiming other
+ * slots meanwhile. A process killed inside a window does not wedge the
+ * queue: a reserved slot is published empty, a peeked message is
+ * delivered again to another consumer; nothing committed is lost.
  * Close a window from the thread that opened it; do not free the queue
  * with a window open. Returns 0, -EAGAIN (timeout_ns == 0), -ETIMEDOUT,
  * -EBADF (closed), -EMSGSIZE, -EINVAL (not an open window of that kind
@@ -695,8 +700,10 @@ int mpq_rlock_new(struct mpq_lock **out, const struct mpq_lock_attr *attr);
 /*
  * Take the lock, waiting up to timeout_ns (MPQ_FOREVER blocks, 0 tries
  * once). Returns 0; -EOWNERDEAD (taken: a holder died, see above);
- * -EAGAIN (held, timeout_ns == 0); -ETIMEDOUT; -EDEADLK (a Lock the caller
- * already holds; an RLock just counts one more); -EINVAL; -ENOMEM.
+ * -EAGAIN (held, timeout_ns == 0: also when the caller holds the Lock
+ * itself, or an RLock already 2^32 - 1 levels deep); -ETIMEDOUT; -EDEADLK
+ * (a Lock the caller already holds, timeout_ns != 0; an RLock just counts
+ * one more); -EINVAL; -ENOMEM.
  */
 int mpq_lock_acquire(struct mpq_lock *l, int64_t timeout_ns);
 
@@ -803,8 +810,11 @@ int mpq_sem_export(struct mpq_sem *s, char *buf, size_t len);
 int mpq_sem_import(struct mpq_sem **out, const char *handle);
 
 /*
- * Event. wait returns 0 once the flag is set, -ETIMEDOUT (Python's False)
- * if timeout_ns passes first; is_set returns 1 or 0.
+ * Event. wait returns 0 once the flag is set, or was set at any moment
+ * since the wait began (a clear right after a set does not take it back,
+ * as in Python); -ETIMEDOUT (Python's False) if timeout_ns passes first,
+ * -EAGAIN at once with timeout_ns 0 and the flag clear. is_set returns 1
+ * or 0.
  */
 struct mpq_event;
 
@@ -827,8 +837,10 @@ int mpq_event_import(struct mpq_event **out, const char *handle);
  * wait returns the party's arrival index (0 to parties - 1, different for
  * each), or -ECANCELED (Python's BrokenBarrierError: the barrier is or
  * became broken), -ETIMEDOUT (this wait timed out: that breaks the barrier
- * for the others, as in Python), the action's error for the party that ran
- * it (the others get -ECANCELED), -EINVAL. A party that dies inside wait
+ * for the others, as in Python; unless it timed out before it could even
+ * arrive, the round being full of parties still on their way out), the
+ * action's error for the party that ran it (the others get -ECANCELED),
+ * -EINVAL. A party that dies inside wait
  * breaks the barrier: the others are woken at once (with more than 64
  * parties, within a tenth of a second). Broken stays broken until reset.
  */
@@ -869,7 +881,10 @@ struct mpq_value_attr {
 	uint64_t __reserved[4];
 };
 
-/* Returns 0, -EINVAL, -E2BIG (over 1 GiB), -ENODEV, -ENOMEM, -EMFILE. */
+/*
+ * Returns 0, -EINVAL (size or count 0 or over 2^32 - 1, bad attr), -E2BIG
+ * (over 1 GiB in all), -ENODEV, -ENOMEM, -EMFILE.
+ */
 int mpq_value_new(struct mpq_value **out, size_t size,
 		  const struct mpq_value_attr *attr);
 int mpq_array_new(struct mpq_value **out, size_t elem_size, size_t count,
@@ -883,14 +898,19 @@ struct mpq_lock *mpq_value_get_lock(struct mpq_value *v);
 /*
  * Copy the whole value, or element i, out or in, under the lock if there
  * is one. Returns 0, -EOWNERDEAD (copied; a holder of the lock died and
- * the data may be half-written), -ERANGE (i too large), -EINVAL.
+ * the data may be half-written), -ERANGE (i too large), -EDEADLK (the
+ * caller holds the value's lock, and it is a Lock of its own, not an
+ * RLock), -EINVAL.
  */
 int mpq_value_get(struct mpq_value *v, void *out);
 int mpq_value_set(struct mpq_value *v, const void *in);
 int mpq_array_get(struct mpq_value *v, size_t i, void *out);
 int mpq_array_set(struct mpq_value *v, size_t i, const void *in);
 void mpq_value_free(struct mpq_value *v);
-/* A value with a lock of the caller's is imported with that lock. */
+/*
+ * A value made with a lock of the caller's is imported with that lock
+ * (-EINVAL without one); any other with lock NULL (-EINVAL with one).
+ */
 int mpq_value_export(struct mpq_value *v, char *buf, size_t len);
 int mpq_value_import(struct mpq_value **out, const char *handle,
 		     struct mpq_lock *lock);
@@ -928,7 +948,10 @@ struct mpq_shm_attr {
  */
 int mpq_shm_new(struct mpq_shm **out, const char *name, size_t size,
 		const struct mpq_shm_attr *attr);
-/* Attach to an existing block: 0, -ENOENT, -EACCES, and the above. */
+/*
+ * Attach to an existing block: 0, -ENOENT, -EACCES, and the above; without
+ * the module also -EAGAIN while its creator is still giving it its size.
+ */
 int mpq_shm_open(struct mpq_shm **out, const char *name,
 		 const struct mpq_shm_attr *attr);
 /* The bytes (NULL once closed), their size, the name. */

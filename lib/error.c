@@ -27,6 +27,10 @@ MPQ_EXPORT const char *mpq_strerror(int err)
 	case -EUCLEAN:
 		return "shared memory corrupted by a participant";
 	default:
-		return err < 0 ? strerror(-err) : "not an error code";
+		break;
 	}
+	if (err >= 0 || err < -4095)
+		return "not an error code";
+	/* Static strings, unlike strerror()'s "Unknown error N" buffer. */
+	return strerrordesc_np(-err) ? strerrordesc_np(-err) : "unknown error";
 }

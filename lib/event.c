@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * mpq_event: Python's multiprocessing.Event. A flag that is a futex word
- * in shared memory: set() stores 1 and wakes every sleeper, clear() stores
- * 0, wait() sleeps while it is 0. Sleepers count themselves first, so
- * set() makes a system call only when someone may be asleep (the same
- * handshake as the semaphore's, in sem.c).
+ * mpq_event: Python's multiprocessing.Event. A flag in shared memory, and
+ * beside it a futex word that every set() bumps: wait() sleeps while the
+ * flag is clear and the word has not moved, so a set() that a clear()
+ * follows at once still ends the waits it found (Python's wait returns
+ * True for a set "after the wait starts"). Sleepers count themselves
+ * first, so set() makes a system call only when someone may be asleep
+ * (the same handshake as the semaphore's, in sem.c).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -13,9 +15,10 @@
 #include "sync.h"
 
 struct mpq_event_rec {
-	uint32_t flag;		/* futex word: 0 or 1 */
+	uint32_t flag;		/* 0 or 1 */
 	uint32_t waiters;
-	uint32_t __pad[14];
+	uint32_t sets;		/* futex word: bumped by each set() */
+	uint32_t __pad[13];
 };
 
 struct mpq_event {
@@ -86,8 +89,9 @@ MPQ_EXPORT int mpq_event_set(struct mpq_event *e)
 	if (!e || !e->rec)
 		return -EINVAL;
 	__atomic_store_n(&e->rec->flag, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&e->rec->sets, 1, __ATOMIC_SEQ_CST);
 	if (load_relaxed(&e->rec->waiters))
-		mpq_futex_wake(&e->rec->flag, INT_MAX);
+		mpq_futex_wake(&e->rec->sets, INT_MAX);
 	return 0;
 }
 
@@ -103,27 +107,32 @@ MPQ_EXPORT int mpq_event_wait(struct mpq_event *e, int64_t timeout_ns)
 {
 	int64_t deadline, spin_end;
 	int ret = 0, spins = 0;
+	uint32_t sets;
 
 	if (!e || !e->rec)
 		return -EINVAL;
+	sets = load_acquire(&e->rec->sets);
 	if (load_acquire(&e->rec->flag))
 		return 0;
 	if (timeout_ns == 0)
-		return -ETIMEDOUT;
+		return -EAGAIN;
 	deadline = mpq_deadline(timeout_ns);
 	spin_end = e->sync.spin_ns > 0 ? mpq_now_ns() + e->sync.spin_ns : 0;
 	while (spin_end) {
 		cpu_relax();
-		if (load_acquire(&e->rec->flag))
+		if (load_acquire(&e->rec->sets) != sets ||
+		    load_acquire(&e->rec->flag))
 			return 0;
 		if (++spins % 64 == 0 && mpq_now_ns() >= spin_end)
 			break;
 	}
 	__atomic_add_fetch(&e->rec->waiters, 1, __ATOMIC_SEQ_CST);
-	while (!__atomic_load_n(&e->rec->flag, __ATOMIC_SEQ_CST)) {
-		ret = mpq_futex_wait(&e->rec->flag, 0, deadline);
+	while (__atomic_load_n(&e->rec->sets, __ATOMIC_SEQ_CST) == sets &&
+	       !__atomic_load_n(&e->rec->flag, __ATOMIC_SEQ_CST)) {
+		ret = mpq_futex_wait(&e->rec->sets, sets, deadline);
 		if (ret == -ETIMEDOUT) {
-			ret = load_acquire(&e->rec->flag) ? 0 : -ETIMEDOUT;
+			ret = load_acquire(&e->rec->sets) != sets ||
+			      load_acquire(&e->rec->flag) ? 0 : -ETIMEDOUT;
 			break;
 		}
 		ret = 0;

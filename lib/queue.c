@@ -801,6 +801,34 @@ static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
 	}
 }
 
+/*
+ * Does the ring look held up by a slot in progress (a claim not yet
+ * published at head, for a get; a slot not yet freed at tail, for a put)?
+ * A call that does not wait cleans up after the dead only then: so that
+ * a caller that never waits is not stopped for good by a dead process,
+ * and an empty or full queue costs a non-blocking call no more than it
+ * did.
+ */
+static int mpq_queue_held_up(struct mpq_queue *q, int is_get)
+{
+	uint64_t head = load_acquire(&q->shm->head);
+	uint64_t tail = load_acquire(&q->shm->tail);
+
+	if (is_get)
+		return head != tail;
+	return tail - head < q->capacity;
+}
+
+static int mpq_queue_nowait(struct mpq_op *op, int ret)
+{
+	int got;
+
+	if (ret != -EAGAIN || !mpq_queue_held_up(op->q, op->is_get))
+		return ret;
+	got = mpq_op_reclaim(op);
+	return got > 0 ? got : mpq_op_try(op);
+}
+
 /* A wait, as tracers see it (queue_wait_begin/end in probes.h). */
 static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 			  int64_t timeout_ns)
@@ -823,8 +851,10 @@ static int mpq_queue_op(struct mpq_op *op, int64_t timeout_ns)
 	if (q->closed)
 		return -EBADF;
 	ret = mpq_op_try(op);
-	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+	if (likely(ret != -EAGAIN))
 		return ret;
+	if (timeout_ns == 0)
+		return mpq_queue_nowait(op, ret);
 	return mpq_queue_wait(op, word, timeout_ns);
 }
 
@@ -837,8 +867,10 @@ static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
 	if (unlikely(q->closed))
 		return -EBADF;
 	ret = mpq_queue_try_put(q, msgs, n);
-	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+	if (likely(ret != -EAGAIN))
 		return ret;
+	if (timeout_ns == 0)
+		return mpq_queue_nowait(&op, ret);
 	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
 }
 
@@ -851,8 +883,10 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 	if (unlikely(q->closed))
 		return -EBADF;
 	ret = mpq_queue_try_get(q, bufs, n);
-	if (likely(ret != -EAGAIN) || timeout_ns == 0)
+	if (likely(ret != -EAGAIN))
 		return ret;
+	if (timeout_ns == 0)
+		return mpq_queue_nowait(&op, ret);
 	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
 }
 
@@ -1294,16 +1328,19 @@ MPQ_EXPORT int mpq_queue_empty(struct mpq_queue *q)
 	return n < 0 ? n : n == 0;
 }
 
-/* Full: no slot left for a put (messages, or puts in progress). */
+/*
+ * Full: a put would have to wait now. Not tail - head: a slot taken by a
+ * peek (or by a consumer that died) stays unavailable after head moved
+ * past it; what counts is whether the slot at tail is free for it.
+ */
 MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
 {
-	uint64_t head, tail;
+	uint64_t tail;
 
 	if (!q)
 		return -EINVAL;
-	head = load_acquire(&q->shm->head);
 	tail = load_acquire(&q->shm->tail);
-	return tail - head >= q->capacity;
+	return load_acquire(&mpq_slot_at(q, tail)->seq) != (uint32_t)tail;
 }
 
 MPQ_EXPORT int mpq_queue_maxsize(struct mpq_queue *q)

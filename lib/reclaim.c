@@ -116,6 +116,15 @@ struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q)
 
 	if (o->id == q->hid && o->rec)
 		return mpq_rec_take(q);
+	/*
+	 * The entry holds another handle's record: let that one go (or the
+	 * thread would gather records, one per switch between handles). Its
+	 * memory is still mapped: a handle freed by this thread cleared its
+	 * entry, and one freed by another thread stayed mapped because this
+	 * thread held a record in it (mpq_rec_forget). One in a window stays.
+	 */
+	if (o->rec && !o->busy)
+		mpq_rec_drop(o->rec);
 	r = mpq_rec_grab(q);
 	if (!r)
 		return NULL;

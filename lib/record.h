@@ -11,7 +11,7 @@
 #include "internal.h"
 #include "robust.h"
 
-#define MPQ_REC_CACHE	4
+#define MPQ_REC_CACHE	8
 
 struct mpq_rec_own {
 	uint64_t id;			/* the handle's; 0: empty */

@@ -26,8 +26,9 @@
 #define MPQ_SYNC_OWN_LOCK	(1U << 0)	/* record 0 is a lock of its own */
 #define MPQ_SYNC_RLOCK		(1U << 1)	/* ...and it is recursive */
 #define MPQ_SYNC_BOUNDED	(1U << 2)	/* semaphore: BoundedSemaphore */
+#define MPQ_SYNC_EXT_LOCK	(1U << 3)	/* value: a lock of the caller's */
 #define MPQ_SYNC_FLAGS		(MPQ_SYNC_OWN_LOCK | MPQ_SYNC_RLOCK | \
-				 MPQ_SYNC_BOUNDED)
+				 MPQ_SYNC_BOUNDED | MPQ_SYNC_EXT_LOCK)
 
 struct mpq_sync_hdr {
 	uint32_t magic;

@@ -50,7 +50,8 @@ static int mpq_value_bind(struct mpq_value *v, struct mpq_lock *lock)
 	if (!v->sync.param[0] || !v->sync.param[1] ||
 	    v->sync.block.bytes < MPQ_SYNC_REC * 2 + size)
 		return -EUCLEAN;
-	if (lock && v->sync.flags & MPQ_SYNC_OWN_LOCK)
+	/* The lock it was made with must come back with it, and only then. */
+	if (!(v->sync.flags & MPQ_SYNC_EXT_LOCK) != !lock)
 		return -EINVAL;
 	v->elem_size = v->sync.param[0];
 	v->count = v->sync.param[1];
@@ -89,7 +90,9 @@ MPQ_EXPORT int mpq_array_new(struct mpq_value **out, size_t elem_size,
 	if (__builtin_mul_overflow((uint64_t)elem_size, (uint64_t)count, &size) ||
 	    size > MPQ_BLOCK_MAX_BYTES - MPQ_SYNC_REC * 2)
 		return -E2BIG;
-	if (!(attr->flags & MPQ_VALUE_RAW) && !attr->lock)
+	if (attr->lock)
+		flags = MPQ_SYNC_EXT_LOCK;
+	else if (!(attr->flags & MPQ_VALUE_RAW))
 		flags = MPQ_SYNC_OWN_LOCK | MPQ_SYNC_RLOCK;
 	ret = mpq_value_alloc(out);
 	if (ret)

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* mpq_strerror(): every value libmpq returns has a readable meaning. */
+#include <limits.h>
 #include <stdio.h>
 
 #include "kselftest_harness.h"
@@ -18,6 +19,8 @@ TEST(strerror_falls_back_to_the_c_library_for_other_errnos)
 	ASSERT_STREQ(strerror(ENOENT), mpq_strerror(-ENOENT));
 	ASSERT_STREQ("success", mpq_strerror(0));
 	ASSERT_STREQ("not an error code", mpq_strerror(5));
+	ASSERT_STREQ("not an error code", mpq_strerror(-2147483647 - 1));
+	ASSERT_STREQ("unknown error", mpq_strerror(-4000));
 }
 
 TEST_HARNESS_MAIN

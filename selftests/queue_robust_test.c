@@ -488,6 +488,98 @@ TEST(sigkill_storm_of_consumers_delivers_every_message)
 	}
 }
 
+TEST(a_consumer_that_never_waits_gets_past_a_dead_producer)
+{
+	struct mpq_queue *q = queue(8, 64, 0);
+	struct shared *sh = shared_new();
+	char buf[64];
+	size_t len;
+	pid_t pid;
+	int i, r = -EAGAIN;
+
+	pid = fork();
+	if (pid == 0) {
+		struct mpq_msg m = { 0 };
+
+		mpq_queue_reserve(q, 8, &m, 0);
+		set_flag(&sh->ready, 1);
+		pause();
+		_exit(0);
+	}
+	ASSERT_EQ(1, wait_for_flag(&sh->ready, 10000));
+	ASSERT_EQ(0, mpq_queue_put(q, "after", 5, 0));
+	kill(pid, SIGKILL);
+	wait_child(pid, 10000);
+	for (i = 0; i < 1000 && r == -EAGAIN; i++) {
+		len = sizeof(buf);
+		r = mpq_queue_get_nowait(q, buf, &len);
+		if (r == -EAGAIN)
+			sleep_ms(1);
+	}
+	ASSERT_EQ(0, r);
+	ASSERT_EQ(5, len);
+	mpq_queue_free(q);
+}
+
+TEST(full_means_a_put_would_wait_even_behind_a_peek)
+{
+	struct mpq_queue *q = queue(2, 8, 0);
+	struct mpq_msg m = { 0 };
+
+	ASSERT_EQ(0, mpq_queue_put(q, "a", 1, 0));
+	ASSERT_EQ(0, mpq_queue_full(q));
+	ASSERT_EQ(0, mpq_queue_put(q, "b", 1, 0));
+	ASSERT_EQ(1, mpq_queue_full(q));
+	ASSERT_EQ(0, mpq_queue_peek(q, &m, 0));
+	/* a's slot is still held by the window: no room yet. */
+	ASSERT_EQ(1, mpq_queue_full(q));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put(q, "c", 1, 0));
+	ASSERT_EQ(0, mpq_queue_release(q, &m));
+	ASSERT_EQ(0, mpq_queue_full(q));
+	ASSERT_EQ(0, mpq_queue_put(q, "c", 1, 0));
+	mpq_queue_free(q);
+}
+
+/* Records held in q's shared memory: words with a TID. */
+static int records_held(struct mpq_queue *q)
+{
+	size_t size;
+	unsigned char *map = queue_map(q, &size);
+	int i, n = 0;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = (void *)(map + MPQ_QUEUE_REC_OFF) + i * 128;
+
+		if (__atomic_load_n(&r->word, __ATOMIC_ACQUIRE) & 0x3fffffff)
+			n++;
+	}
+	munmap(map, size);
+	return n;
+}
+
+TEST(a_thread_going_back_and_forth_between_queues_keeps_one_record_each)
+{
+	struct mpq_queue *qs[10];
+	char buf[8];
+	size_t len;
+	int i, k;
+
+	/* Handles 1 and 9 share a place in the thread's cache of records. */
+	for (i = 0; i < 10; i++)
+		ASSERT_NE(NULL, qs[i] = queue(8, 8, 0));
+	for (k = 0; k < 200; k++) {
+		for (i = 0; i < 10; i++) {
+			ASSERT_EQ(0, mpq_queue_put(qs[i], "x", 1, 0));
+			len = sizeof(buf);
+			ASSERT_EQ(0, mpq_queue_get(qs[i], buf, &len, 0));
+		}
+	}
+	for (i = 0; i < 10; i++) {
+		ASSERT_LE(records_held(qs[i]), 1);
+		mpq_queue_free(qs[i]);
+	}
+}
+
 /* --- JoinableQueue, close, qsize --------------------------------------- */
 
 TEST(joinable_counts_tasks_until_done)

@@ -367,7 +367,7 @@ TEST(event_set_clear_is_set)
 
 	ASSERT_EQ(0, mpq_event_new(&e, NULL));
 	ASSERT_EQ(0, mpq_event_is_set(e));
-	ASSERT_EQ(-ETIMEDOUT, mpq_event_wait(e, 0));
+	ASSERT_EQ(-EAGAIN, mpq_event_wait(e, 0));
 	ASSERT_EQ(-ETIMEDOUT, mpq_event_wait(e, 20 * NSEC_PER_MSEC));
 	ASSERT_EQ(0, mpq_event_set(e));
 	ASSERT_EQ(1, mpq_event_is_set(e));
@@ -395,6 +395,27 @@ TEST(event_set_wakes_every_waiting_process)
 	ASSERT_EQ(0, mpq_event_set(e));
 	for (i = 0; i < 4; i++)
 		ASSERT_EQ(0, exit_code(pids[i]));
+	mpq_event_free(e);
+}
+
+TEST(a_set_cleared_at_once_still_ends_the_waits_it_found)
+{
+	struct mpq_event *e;
+	pid_t pids[3];
+	int i;
+
+	ASSERT_EQ(0, mpq_event_new(&e, NULL));
+	for (i = 0; i < 3; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0)
+			_exit(-mpq_event_wait(e, 20 * NSEC_PER_SEC));
+	}
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_event_set(e));
+	ASSERT_EQ(0, mpq_event_clear(e));
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, exit_code(pids[i]));
+	ASSERT_EQ(0, mpq_event_is_set(e));
 	mpq_event_free(e);
 }
 

@@ -177,6 +177,32 @@ TEST(value_imported_by_handle_sees_the_same_data)
 	mpq_value_free(a);
 }
 
+TEST(a_value_comes_back_with_the_lock_it_was_made_with)
+{
+	struct mpq_value_attr attr = { 0 };
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_value *v, *w;
+	struct mpq_lock *l;
+
+	ASSERT_EQ(0, mpq_lock_new(&l, NULL));
+	attr.lock = l;
+	ASSERT_EQ(0, mpq_value_new(&v, 8, &attr));
+	ASSERT_LT(0, mpq_value_export(v, handle, sizeof(handle)));
+	ASSERT_EQ(-EINVAL, mpq_value_import(&w, handle, NULL));
+	ASSERT_EQ(0, mpq_value_import(&w, handle, l));
+	ASSERT_EQ(l, mpq_value_get_lock(w));
+	mpq_value_free(w);
+	mpq_value_free(v);
+	/* And one with a lock of its own refuses a lock of the caller's. */
+	ASSERT_EQ(0, mpq_value_new(&v, 8, NULL));
+	ASSERT_LT(0, mpq_value_export(v, handle, sizeof(handle)));
+	ASSERT_EQ(-EINVAL, mpq_value_import(&w, handle, l));
+	ASSERT_EQ(0, mpq_value_import(&w, handle, NULL));
+	mpq_value_free(w);
+	mpq_value_free(v);
+	mpq_lock_free(l);
+}
+
 TEST(value_bad_arguments_are_errors_not_a_crash)
 {
 	struct mpq_value_attr attr = { .flags = 8 };

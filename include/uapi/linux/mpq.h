@@ -178,7 +178,7 @@ struct mpq_queue_shm {
  * covering a slot acts for it, so two repairers never both do.
  */
 #define MPQ_QUEUE_REC_OFF	4096
-#define MPQ_QUEUE_NREC		32
+#define MPQ_QUEUE_NREC		64
 
 #define MPQ_REC_PUT		(1U << 0)
 #define MPQ_REC_GET		(1U << 1)
