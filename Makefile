@@ -248,6 +248,15 @@ install: lib
 	$(PC_SUBST) lib/mpq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
 	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
+	@# A link per function named in a page's NAME section: man mpq_lock_acquire.
+	@for page in man/*.3; do \
+		base=$$(basename $$page); \
+		for fn in $$(sed -n '/^\.SH NAME/,/\\-/p' $$page | sed 's/\\-.*//' | \
+			     grep -o 'mpq_[a-z_0-9]*'); do \
+			[ "$$fn.3" = "$$base" ] || \
+				ln -sf $$base $(DESTDIR)$(MANDIR)/man3/$$fn.3; \
+		done; \
+	done
 	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
 	@if [ -x $(TB)/mpqstat ]; then \
 		install -d $(DESTDIR)$(PREFIX)/sbin; \
