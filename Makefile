@@ -42,7 +42,7 @@ SAN         := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 LIB_SRCS    := $(wildcard lib/*.c)
 LIB_OBJS    := $(LIB_SRCS:lib/%.c=$(B)/lib/%.o)
 ASAN_OBJS   := $(LIB_SRCS:lib/%.c=$(B)/asan/lib/%.o)
-LIB_HDRS    := include/mpq.h include/uapi/linux/mpq.h lib/internal.h
+LIB_HDRS    := include/mpq.h include/uapi/linux/mpq.h lib/internal.h lib/pool.h
 SO          := $(B)/lib/libmpq.so.$(VERSION)
 
 TESTS       := $(patsubst selftests/%.c,%,$(wildcard selftests/*_test.c))
