@@ -25,6 +25,7 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -132,6 +133,16 @@ struct pool_staging {
 static inline size_t pool_align8(size_t x)
 {
 	return (x + 7) & ~(size_t)7;
+}
+
+/*
+ * Zero the padding after len bytes at data (before they are written): the
+ * last, partial word, so no bytes of an older message go out with them.
+ */
+static inline void pool_pad(void *data, size_t len)
+{
+	if (len & 7)
+		memset((unsigned char *)data + (len & ~(size_t)7), 0, 8);
 }
 
 /* ---- the parent side ------------------------------------------------- */

@@ -409,7 +409,7 @@ static int begin_seg(struct pool_worker *w, struct pool_builder *b,
 	if (name) {
 		h->flags = POOL_SEG_NAME;
 		h->name_len = (uint32_t)nlen;
-		memset(b->buf + b->off + sizeof(*h) + (nlen & ~(size_t)7), 0, 8);
+		pool_pad(b->buf + b->off + sizeof(*h), nlen);
 		memcpy(b->buf + b->off + sizeof(*h), j->fn_name, nlen);
 		w->known[j->fn_wire] = 1;
 	}
@@ -468,7 +468,7 @@ static int add_one(struct pool_builder *b, struct mpq_async_result *j,
 	} else {
 		a->len = (uint32_t)len;
 		a->flags = 0;
-		memset((unsigned char *)(a + 1) + (len & ~(size_t)7), 0, 8);
+		pool_pad(a + 1, len);
 		arg_write(j, i, a + 1, len);
 	}
 	b->off += need;

@@ -323,9 +323,7 @@ MPQ_EXPORT int mpq_task_result_buf(struct mpq_task *t, size_t len, void **buf)
 		rec->status = 0;
 		rec->len = (uint32_t)len;
 		/* The padding is ours: no bytes of an older record leak. */
-		if (len & 7)
-			memset((unsigned char *)(rec + 1) + (len & ~(size_t)7),
-			       0, 8);
+		pool_pad(rec + 1, len);
 		*buf = rec + 1;
 		t->value_len = len;
 	}
@@ -426,7 +424,7 @@ static int task_record_error(struct pool_wctx *w, int code, const char *msg)
 		return -EPIPE;
 	rec->status = code;
 	rec->len = (uint32_t)len;
-	memset((unsigned char *)(rec + 1) + (len & ~(size_t)7), 0, 8);
+	pool_pad(rec + 1, len);
 	memcpy(rec + 1, msg, len);
 	worker_commit(w, sizeof(*rec) + pool_align8(len));
 	return 0;
