@@ -720,6 +720,8 @@ struct mpq_pool_attr {
 					   after n tasks (a map chunk is one
 					   task), as in Python */
 	uint32_t flags;		/* MPQ_POOL_RETRY_ONCE */
+	int32_t backend;	/* enum mpq_backend of the workers' pipes */
+	uint32_t __pad;
 	uint64_t __reserved[4];
 };
 

@@ -139,9 +139,9 @@ void pool_worker_release(struct mpq_pool *p, struct pool_worker *w)
 	w->gen = gen;
 }
 
-static int slot_channels(struct pool_worker *w)
+static int slot_channels(struct pool_worker *w, int backend)
 {
-	struct mpq_pipe_attr pa = { .bufsize = POOL_RING };
+	struct mpq_pipe_attr pa = { .bufsize = POOL_RING, .backend = backend };
 	int sv[2], ret;
 	void *map;
 
@@ -208,7 +208,7 @@ int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
 
 	slot_reset(w);
 	w->gen = gen + 1;
-	ret = slot_channels(w);
+	ret = slot_channels(w, p->backend);
 	if (!ret)
 		ret = slot_process(p, slot);
 	if (!ret)
@@ -258,7 +258,7 @@ static int attr_check(const struct mpq_pool_attr *a)
 		if (a->__reserved[i])
 			return -EINVAL;
 	if (a->processes < 0 || a->processes > POOL_MAX_PROCESSES ||
-	    a->flags & ~(uint32_t)MPQ_POOL_RETRY_ONCE ||
+	    a->flags & ~(uint32_t)MPQ_POOL_RETRY_ONCE || a->__pad ||
 	    (!a->initarg && a->initarg_len))
 		return -EINVAL;
 	switch (a->start_method) {
@@ -283,6 +283,9 @@ static int pool_settings(struct mpq_pool *p, const struct mpq_pool_attr *a)
 		    MPQ_START_FORK;
 	p->maxtasks = a->maxtasksperchild;
 	p->flags = a->flags;
+	p->backend = mpq_backend_resolve(a->backend);
+	if (p->backend < 0)
+		return p->backend;
 	p->init = a->initializer;
 	if (p->init && p->method == MPQ_START_SPAWN) {
 		ret = mpq_target_name_of(p->init, name, sizeof(name));

@@ -348,6 +348,7 @@ struct mpq_pool {
 	/* Settings, read-only once made. */
 	int nproc;
 	int method;
+	int backend;			/* of the workers' pipes */
 	uint32_t maxtasks;
 	uint32_t flags;
 	mpq_target_fn init;
