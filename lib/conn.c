@@ -737,6 +737,17 @@ err:
 	return ret;
 }
 
+/*
+ * Fault in this process's view of the pipe's memory now rather than page
+ * by page as messages first reach it (each first touch is a fault in each
+ * process). Best effort: MADV_POPULATE_WRITE came in Linux 5.14.
+ */
+void mpq_conn_prefault(struct mpq_conn *c)
+{
+	if (c && !c->closed)
+		madvise(c->shm, c->map_size, MADV_POPULATE_WRITE);
+}
+
 MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
 {
 	return c ? c->backend : -EINVAL;

@@ -250,5 +250,7 @@ int mpq_handle_parse(const char *handle, const char *type, int *fd);
  */
 int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
 		    int *nfds);
+/* conn.c: fault in the pipe's memory now (for pools, which use it hard). */
+void mpq_conn_prefault(struct mpq_conn *c);
 
 #endif /* MPQ_INTERNAL_H */

@@ -164,6 +164,11 @@ static int slot_channels(struct pool_worker *w, int backend)
 		return -errno;
 	w->st = map;
 	w->st->running = POOL_RUNNING_NONE;
+	/*
+	 * The rings are used hard from the first map on: fault them in now,
+	 * not a page per fault in the middle of it (the worker does its side).
+	 */
+	mpq_conn_prefault(w->conn);
 	return 0;
 }
 

@@ -85,10 +85,10 @@ struct pool_arg_hdr {
 
 #define POOL_ARG_FD		(1U << 0)
 
-/* Worker -> pool: READY, or RESULTS with count records. */
+/* Worker -> pool: READY, or RESULTS whose records cover count items. */
 struct pool_results_hdr {
 	uint32_t type;
-	uint32_t count;
+	uint32_t count;		/* items */
 	uint64_t seq;		/* the task message the records belong to */
 	uint32_t first;		/* position of the first record in it */
 	int32_t status;		/* READY: what the initializer returned */
@@ -97,8 +97,9 @@ struct pool_results_hdr {
 
 /*
  * A record: status 0 is a value of len bytes; POOL_REC_FD a value in the
- * next memfd on the socket (len 8: its size follows); < 0 an error code
- * with len bytes of message. The bytes are padded to 8.
+ * next memfd on the socket (len 8: its size follows); POOL_REC_RUN the
+ * values of several items, all of one size (struct pool_run_hdr); < 0 an
+ * error code with len bytes of message. The bytes are padded to 8.
  */
 struct pool_rec_hdr {
 	int32_t status;
@@ -106,6 +107,18 @@ struct pool_rec_hdr {
 };
 
 #define POOL_REC_FD		1
+#define POOL_REC_RUN		2
+
+/* A run: count values of size bytes each, back to back. */
+struct pool_run_hdr {
+	int32_t status;		/* POOL_REC_RUN */
+	uint32_t count;
+	uint32_t size;
+	uint32_t __pad;
+};
+
+/* Values up to this size go into runs. */
+#define POOL_RUN_MAX		256
 
 /*
  * The staging page, shared by a worker and the pool. The worker builds its
@@ -391,6 +404,8 @@ int pool_check(struct mpq_pool *p);
 /* pool_job.c: called by the handler. */
 int pool_job_value(struct mpq_async_result *j, size_t i, const void *data,
 		   size_t len);
+void pool_job_values(struct mpq_async_result *j, size_t i,
+		     const unsigned char *data, size_t n, size_t size);
 int pool_job_own(struct mpq_async_result *j, int kind, void *ptr, size_t len);
 void pool_job_fail(struct mpq_async_result *j, size_t i, int code,
 		   const char *msg, size_t msglen);

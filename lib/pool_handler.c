@@ -55,6 +55,7 @@ _Static_assert(sizeof(struct pool_seg_hdr) == 24, "wire layout");
 _Static_assert(sizeof(struct pool_arg_hdr) == 8, "wire layout");
 _Static_assert(sizeof(struct pool_results_hdr) == 32, "wire layout");
 _Static_assert(sizeof(struct pool_rec_hdr) == 8, "wire layout");
+_Static_assert(sizeof(struct pool_run_hdr) == 16, "wire layout");
 _Static_assert(offsetof(struct pool_staging, msg) == 64, "staging layout");
 
 /* io_uring user_data: what completed, for which slot and incarnation. */
@@ -773,6 +774,55 @@ static void value_from_fd(struct pool_worker *w, struct mpq_async_result *j,
 	}
 }
 
+/* Tell imap waiters about a job touched before another one. */
+static void rctx_touch(struct pool_rctx *c, struct mpq_async_result *j)
+{
+	if (c->last && c->last != j && !c->last->complete &&
+	    c->last->kind >= POOL_JOB_IMAP)
+		pool_job_notify(c->last);
+	c->last = j;
+}
+
+/* The cursor of m moves on by n items (never past its segment). */
+static void msg_advance(struct pool_msg *m, uint32_t n)
+{
+	m->cur_off += n;
+	m->received += n;
+	if (m->cur_off == m->seg[m->cur_seg].count) {
+		m->cur_seg++;
+		m->cur_off = 0;
+	}
+}
+
+static void rctx_done(struct mpq_pool *p, struct pool_rctx *c,
+		      struct mpq_async_result *j)
+{
+	if (j->ndone != j->n)
+		return;
+	if (c->kept_by == j)
+		c->kept_by = NULL;
+	c->last = NULL;
+	job_finish(p, j);
+}
+
+static void apply_value(struct mpq_async_result *j, size_t i,
+			const unsigned char *data, size_t len,
+			struct pool_rctx *c)
+{
+	const void *v;
+
+	if (j->kind == POOL_JOB_VALUES) {
+		pool_job_value(j, i, data, len);
+		return;
+	}
+	v = rctx_pin(c, j, data);
+	if (v)
+		pool_job_value(j, i, v, len);
+	else
+		pool_job_fail(j, i, -ENOMEM, NULL, 0);
+}
+
+/* A record for one item, at m's cursor. */
 static void apply_one(struct mpq_pool *p, struct pool_worker *w,
 		      struct pool_msg *m, const struct pool_rec_hdr *r,
 		      struct pool_rctx *c)
@@ -781,49 +831,88 @@ static void apply_one(struct mpq_pool *p, struct pool_worker *w,
 	struct mpq_async_result *j = s->job;
 	const unsigned char *data = (const unsigned char *)(r + 1);
 	size_t i = s->first + m->cur_off;
-	const void *v;
 	uint64_t size;
 
-	if (++m->cur_off == s->count) {
-		m->cur_seg++;
-		m->cur_off = 0;
-	}
-	m->received++;
+	msg_advance(m, 1);
 	if (!j)
 		return;
-	if (c->last && c->last != j && !c->last->complete &&
-	    c->last->kind >= POOL_JOB_IMAP)
-		pool_job_notify(c->last);
-	c->last = j;
+	rctx_touch(c, j);
 	if (r->status == POOL_REC_FD) {
 		memcpy(&size, data, sizeof(size));
 		value_from_fd(w, j, i, size);
 	} else if (r->status < 0) {
 		pool_job_fail(j, i, r->status, (const char *)data, r->len);
-	} else if (j->kind == POOL_JOB_VALUES) {
-		pool_job_value(j, i, data, r->len);
 	} else {
-		v = rctx_pin(c, j, data);
-		if (v)
-			pool_job_value(j, i, v, r->len);
-		else
-			pool_job_fail(j, i, -ENOMEM, NULL, 0);
+		apply_value(j, i, data, r->len, c);
 	}
-	if (j->ndone == j->n) {
-		if (c->kept_by == j)
-			c->kept_by = NULL;
-		c->last = NULL;
-		job_finish(p, j);
+	rctx_done(p, c, j);
+}
+
+/*
+ * n values of a run from its k-th on, at m's cursor: a segment at a time,
+ * and for map_values one copy of the whole stretch.
+ */
+static void apply_run(struct mpq_pool *p, struct pool_msg *m,
+		      const struct pool_run_hdr *h, uint32_t k, uint32_t n,
+		      struct pool_rctx *c)
+{
+	const unsigned char *data = (const unsigned char *)(h + 1);
+	uint32_t x, cnt;
+
+	while (k < n) {
+		struct pool_seg *s = &m->seg[m->cur_seg];
+		struct mpq_async_result *j = s->job;
+		size_t i = s->first + m->cur_off;
+
+		cnt = s->count - m->cur_off;
+		if (cnt > n - k)
+			cnt = n - k;
+		msg_advance(m, cnt);
+		if (j) {
+			rctx_touch(c, j);
+			if (j->kind == POOL_JOB_VALUES)
+				pool_job_values(j, i, data + (size_t)k * h->size,
+						cnt, h->size);
+			else
+				for (x = 0; x < cnt; x++)
+					apply_value(j, i + x, data +
+						    (size_t)(k + x) * h->size,
+						    h->size, c);
+			rctx_done(p, c, j);
+		}
+		k += cnt;
 	}
 }
 
-/* Check a record at off: its size, or 0 if it cannot be right. */
-static size_t rec_size(const struct pool_rec_hdr *r, size_t left)
+/*
+ * Check the record at r, left bytes long: its size and *n, the items it
+ * holds; 0 if it cannot be right. partial: staging's last record, a run
+ * that may hold fewer whole values than its count says.
+ */
+static size_t rec_size(const struct pool_rec_hdr *r, size_t left, int partial,
+		       uint32_t *n)
 {
+	const struct pool_run_hdr *h = (const void *)r;
+	uint64_t bytes;
 	size_t size;
 
+	*n = 1;
 	if (left < sizeof(*r))
 		return 0;
+	if (r->status == POOL_REC_RUN) {
+		if (left < sizeof(*h) || h->size > POOL_RUN_MAX ||
+		    (!h->count && !partial))
+			return 0;
+		bytes = (uint64_t)h->count * h->size;
+		*n = h->count;
+		if (bytes <= left - sizeof(*h))
+			return sizeof(*h) + pool_align8(bytes) <= left ?
+			       sizeof(*h) + pool_align8(bytes) : left;
+		if (!partial || !h->size)
+			return 0;
+		*n = (uint32_t)((left - sizeof(*h)) / h->size);
+		return left;
+	}
 	if (r->status == POOL_REC_FD) {
 		if (r->len != 8)
 			return 0;
@@ -836,32 +925,41 @@ static size_t rec_size(const struct pool_rec_hdr *r, size_t left)
 
 /*
  * Apply the records recs[0..size) of positions first, first + 1, ... of
- * message m (at most count of them; SIZE_MAX: all). Records of positions
- * taken before are skipped (staging may hold them again). -EPROTO if the
- * records cannot be right.
+ * message m; they must cover count items (SIZE_MAX: staging, as many as
+ * there are). Items taken before are skipped (staging may hold them
+ * again). -EPROTO if the records cannot be right.
  */
 static int apply_records(struct mpq_pool *p, struct pool_worker *w,
 			 struct pool_msg *m, uint32_t first,
 			 const unsigned char *recs, size_t size, size_t count,
 			 struct pool_rctx *c)
 {
-	size_t off = 0, k, rs;
-	uint64_t pos = first;
+	int partial = count == SIZE_MAX;
+	uint64_t pos = first, covered = 0;
+	size_t off = 0, rs;
+	uint32_t n, skip;
 
-	for (k = 0; off < size && k < count; k++, pos++) {
+	while (off < size) {
 		const struct pool_rec_hdr *r = (const void *)(recs + off);
 
-		rs = rec_size(r, size - off);
-		if (!rs || pos >= m->nitems || pos > m->received)
+		rs = rec_size(r, size - off, partial, &n);
+		if (!rs || pos + n > m->nitems || pos > m->received)
 			return -EPROTO;
-		if (pos == m->received)
+		skip = pos < m->received ? (uint32_t)(m->received - pos) : 0;
+		if (skip > n)
+			skip = n;
+		if (r->status == POOL_REC_RUN)
+			apply_run(p, m, (const void *)r, skip, n, c);
+		else if (!skip)
 			apply_one(p, w, m, r, c);
+		pos += n;
+		covered += n;
 		off += rs;
 	}
 	if (c->last && !c->last->complete && c->last->kind >= POOL_JOB_IMAP)
 		pool_job_notify(c->last);
 	c->last = NULL;
-	return count == SIZE_MAX || k == count ? 0 : -EPROTO;
+	return partial || covered == count ? 0 : -EPROTO;
 }
 
 /* m is answered in full: it leaves the worker's list. */

@@ -491,6 +491,47 @@ int pool_job_value(struct mpq_async_result *j, size_t i, const void *data,
 	return 1;
 }
 
+/* Mark items [i, i + n) done, if none was: 1, else 0 and nothing marked. */
+static int job_mark_range(struct mpq_async_result *j, size_t i, size_t n)
+{
+	size_t x, end = i + n, span;
+	uint64_t mask;
+	int pass;
+
+	if (i > j->n || n > j->n - i)
+		return 0;
+	for (pass = 0; pass < 2; pass++) {
+		for (x = i; x < end; x += span) {
+			span = 64 - x % 64;
+			if (span > end - x)
+				span = end - x;
+			mask = (span == 64 ? UINT64_MAX : (1ULL << span) - 1)
+			       << (x % 64);
+			if (!pass && (j->done[x / 64] & mask))
+				return 0;
+			if (pass)
+				j->done[x / 64] |= mask;
+		}
+	}
+	return 1;
+}
+
+/* map_values: n values of size bytes for items [i, i + n), in one copy. */
+void pool_job_values(struct mpq_async_result *j, size_t i,
+		     const unsigned char *data, size_t n, size_t size)
+{
+	size_t k;
+
+	if (size != j->out_size || !job_mark_range(j, i, n)) {
+		for (k = 0; k < n; k++)
+			pool_job_value(j, i + k, data + k * size, size);
+		return;
+	}
+	if (size)
+		memcpy(j->out + i * size, data, n * size);
+	store_release(&j->ndone, j->ndone + n);
+}
+
 static int job_fail_list(struct mpq_async_result *j, size_t i, int code,
 			 char *msg)
 {

@@ -203,13 +203,16 @@ struct pool_wctx;
 struct mpq_task {
 	struct pool_wctx *w;
 	int has_value;
-	size_t value_len;	/* inline: bytes reserved after the record */
+	int in_run;		/* the value is the next one of the open run */
+	size_t value_len;	/* a plain record's value: bytes after it */
 	int fd;			/* large value: its memfd, or -1 */
 	void *map;
 	size_t map_len;
 	int err_set;
 	char msg[POOL_MSG_TEXT_MAX];
 };
+
+#define RUN_NONE	SIZE_MAX
 
 struct pool_wctx {
 	struct mpq_conn *conn;
@@ -218,7 +221,10 @@ struct pool_wctx {
 	unsigned char *recs;	/* the records, after st->msg */
 	uint64_t seq;		/* the task message being run */
 	uint32_t first;		/* position of the first record in staging */
-	uint32_t nrecs;
+	uint32_t nitems;	/* items the records in staging cover */
+	size_t run_off;		/* the open run's header in recs, or RUN_NONE */
+	uint32_t run_size;
+	uint32_t run_count;
 	int64_t since;		/* when the items in staging started */
 	uint32_t maxtasks;
 	uint32_t done;		/* chunks finished */
@@ -237,28 +243,46 @@ static int task_check(struct mpq_task *t)
 	return t->has_value ? -EALREADY : 0;
 }
 
+/*
+ * End the open run: pad its values to 8 bytes, so that the next record
+ * starts aligned. (A run whose header no item has committed yet is
+ * simply forgotten: used never covered it.)
+ */
+static void run_close(struct pool_wctx *w)
+{
+	uint64_t used = w->st->used;
+
+	if (w->run_off == RUN_NONE)
+		return;
+	w->run_off = RUN_NONE;
+	if (used & 7) {
+		memset(w->recs + used, 0, pool_align8(used) - used);
+		store_release(&w->st->used, pool_align8(used));
+	}
+}
+
 /* Send what staging holds, and start it again after those records. */
 static int worker_flush(struct pool_wctx *w)
 {
 	struct pool_staging *st = w->st;
 	int64_t now = mpq_now_ns();
-	uint64_t used = st->used;
 	int ret;
 
+	run_close(w);
 	st->msg.type = POOL_MSG_RESULTS;
-	st->msg.count = w->nrecs;
+	st->msg.count = w->nitems;
 	st->msg.seq = w->seq;
 	st->msg.status = 0;
 	st->msg.busy_ns = (uint64_t)(now - w->since);
 	ret = mpq_conn_send_bytes(w->conn, &st->msg,
-				  sizeof(st->msg) + used, MPQ_FOREVER);
+				  sizeof(st->msg) + st->used, MPQ_FOREVER);
 	if (ret)
 		return ret;
 	/* used first: a death in between leaves no records, never stale ones. */
 	store_release(&st->used, 0);
-	w->first += w->nrecs;
+	w->first += w->nitems;
 	store_release(&st->msg.first, w->first);
-	w->nrecs = 0;
+	w->nitems = 0;
 	w->since = now;
 	return 0;
 }
@@ -266,18 +290,56 @@ static int worker_flush(struct pool_wctx *w)
 /* Room for a record of size bytes at the end of staging: flush if full. */
 static unsigned char *worker_reserve(struct pool_wctx *w, size_t size)
 {
-	if (w->st->used + size > POOL_RECS_MAX && w->nrecs) {
+	run_close(w);
+	if (w->st->used + size > POOL_RECS_MAX && w->nitems) {
 		if (worker_flush(w))
 			return NULL;
 	}
 	return w->recs + w->st->used;
 }
 
-/* The item's record is complete: count it in (the pool may read it now). */
+/* An item's plain record is complete: count it in (the pool may read it). */
 static void worker_commit(struct pool_wctx *w, size_t size)
 {
-	w->nrecs++;
+	w->nitems++;
 	store_release(&w->st->used, w->st->used + size);
+}
+
+/*
+ * Room for the next small value of len bytes: after the open run if it
+ * holds values of that size, else in a new run. Consecutive values of one
+ * size cost len bytes each, and the pool copies a run of them at once.
+ */
+static void *run_reserve(struct pool_wctx *w, uint32_t len)
+{
+	struct pool_run_hdr *h;
+	uint64_t used = w->st->used;
+
+	if (w->run_off != RUN_NONE && w->run_size == len &&
+	    used + len <= POOL_RECS_MAX)
+		return w->recs + used;
+	h = (struct pool_run_hdr *)worker_reserve(w, sizeof(*h) + len);
+	if (!h)
+		return NULL;
+	h->status = POOL_REC_RUN;
+	h->count = 0;
+	h->size = len;
+	h->__pad = 0;
+	w->run_off = (size_t)((unsigned char *)h - w->recs);
+	w->run_size = len;
+	w->run_count = 0;
+	return h + 1;
+}
+
+/* The run's next value is complete: the count first, then used (release). */
+static void run_commit(struct pool_wctx *w)
+{
+	struct pool_run_hdr *h = (struct pool_run_hdr *)(w->recs + w->run_off);
+
+	h->count = ++w->run_count;
+	w->nitems++;
+	store_release(&w->st->used, w->run_off + sizeof(*h) +
+		      (uint64_t)w->run_count * w->run_size);
 }
 
 static int task_map_large(struct mpq_task *t, size_t len)
@@ -301,9 +363,44 @@ fail:
 		-ENOMEM : -errno;
 }
 
-MPQ_EXPORT int mpq_task_result_buf(struct mpq_task *t, size_t len, void **buf)
+/* A plain inline record for a value too large for a run. */
+static void *task_plain(struct mpq_task *t, size_t len)
 {
 	struct pool_rec_hdr *rec;
+
+	rec = (struct pool_rec_hdr *)worker_reserve(t->w, sizeof(*rec) +
+						    pool_align8(len));
+	if (!rec)
+		return NULL;
+	rec->status = 0;
+	rec->len = (uint32_t)len;
+	/* The padding is ours: no bytes of an older record leak. */
+	pool_pad(rec + 1, len);
+	t->value_len = len;
+	return rec + 1;
+}
+
+/*
+ * The common case, kept short: a small value continuing the open run.
+ * Returns where it goes, or NULL for the general path.
+ */
+static inline void *run_next(struct mpq_task *t, size_t len)
+{
+	struct pool_wctx *w = t->w;
+	uint64_t used;
+
+	if (t->has_value || len != w->run_size || w->run_off == RUN_NONE)
+		return NULL;
+	used = w->st->used;
+	if (used + len > POOL_RECS_MAX)
+		return NULL;
+	t->has_value = 1;
+	t->in_run = 1;
+	return w->recs + used;
+}
+
+static int task_result_buf(struct mpq_task *t, size_t len, void **buf)
+{
 	int ret = task_check(t);
 
 	if (ret)
@@ -315,20 +412,30 @@ MPQ_EXPORT int mpq_task_result_buf(struct mpq_task *t, size_t len, void **buf)
 		if (ret)
 			return ret;
 		*buf = t->map;
+	} else if (len <= POOL_RUN_MAX) {
+		*buf = run_reserve(t->w, (uint32_t)len);
+		t->in_run = 1;
 	} else {
-		rec = (struct pool_rec_hdr *)worker_reserve(t->w, sizeof(*rec) +
-							    pool_align8(len));
-		if (!rec)
-			return -EPIPE;
-		rec->status = 0;
-		rec->len = (uint32_t)len;
-		/* The padding is ours: no bytes of an older record leak. */
-		pool_pad(rec + 1, len);
-		*buf = rec + 1;
-		t->value_len = len;
+		*buf = task_plain(t, len);
 	}
+	if (!*buf)
+		return -EPIPE;		/* the pool is gone */
 	t->has_value = 1;
 	return 0;
+}
+
+MPQ_EXPORT int mpq_task_result_buf(struct mpq_task *t, size_t len, void **buf)
+{
+	void *at;
+
+	if (likely(t && t->w && buf)) {
+		at = run_next(t, len);
+		if (at) {
+			*buf = at;
+			return 0;
+		}
+	}
+	return task_result_buf(t, len, buf);
 }
 
 MPQ_EXPORT int mpq_task_return(struct mpq_task *t, const void *value,
@@ -339,7 +446,14 @@ MPQ_EXPORT int mpq_task_return(struct mpq_task *t, const void *value,
 
 	if (!value && len)
 		return -EINVAL;
-	ret = mpq_task_result_buf(t, len, &buf);
+	if (likely(t && t->w)) {
+		buf = run_next(t, len);
+		if (buf) {
+			mpq_copy(buf, value, len);
+			return 0;
+		}
+	}
+	ret = task_result_buf(t, len, &buf);
 	if (!ret && len)
 		mpq_copy(buf, value, len);
 	return ret;
@@ -433,8 +547,10 @@ static int task_record_error(struct pool_wctx *w, int code, const char *msg)
 /* After the task returned ret: its record, value or error. */
 static int task_finish(struct pool_wctx *w, struct mpq_task *t, int ret)
 {
-	struct pool_rec_hdr *rec;
-
+	if (likely(!ret && t->in_run)) {
+		run_commit(w);
+		return 0;
+	}
 	if (ret) {
 		task_drop_large(t);
 		return task_record_error(w, task_code(ret),
@@ -443,14 +559,16 @@ static int task_finish(struct pool_wctx *w, struct mpq_task *t, int ret)
 	if (t->fd >= 0)
 		return task_send_large(t);
 	if (!t->has_value) {
-		rec = (struct pool_rec_hdr *)worker_reserve(w, sizeof(*rec));
-		if (!rec)
+		/* No value: an empty one, in a run of empty ones. */
+		if (!run_reserve(w, 0))
 			return -EPIPE;
-		rec->status = 0;
-		rec->len = 0;
+		t->in_run = 1;
 	}
-	worker_commit(w, sizeof(struct pool_rec_hdr) +
-		      pool_align8(t->value_len));
+	if (t->in_run)
+		run_commit(w);
+	else
+		worker_commit(w, sizeof(struct pool_rec_hdr) +
+			      pool_align8(t->value_len));
 	return 0;
 }
 
@@ -461,10 +579,9 @@ static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
 	struct mpq_task *t = &w->task;
 	int ret;
 
+	/* The rest (fd, map, value_len) is set by whatever uses it. */
 	t->has_value = 0;
-	t->value_len = 0;
-	t->fd = -1;
-	t->map = NULL;
+	t->in_run = 0;
 	t->err_set = 0;
 	/* Before the call: if we die in it, the pool knows whom to blame. */
 	store_release(&w->st->running, pos);
@@ -478,6 +595,39 @@ static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
 		ret = fn(arg, len, t);
 	}
 	return task_finish(w, t, ret);
+}
+
+/*
+ * A segment of fixed-size arguments: the loop of worker_run_item() with
+ * nothing in it that a trivial task would notice, since map's cost per
+ * item is this loop's.
+ */
+static int worker_run_fixed(struct pool_wctx *w, mpq_task_fn fn,
+			    const unsigned char *args,
+			    const struct pool_seg_hdr *s, uint32_t *pos)
+{
+	struct mpq_task *t = &w->task;
+	uint32_t *running = &w->st->running;
+	size_t size = s->arg_size;
+	uint32_t i, p = *pos;
+	int ret;
+
+	for (i = 0; i < s->count; i++, args += size, p++) {
+		t->has_value = 0;
+		t->in_run = 0;
+		t->err_set = 0;
+		store_release(running, p);
+		ret = fn(args, size, t);
+		if (likely(!ret && t->in_run)) {
+			run_commit(w);
+			continue;
+		}
+		ret = task_finish(w, t, ret);
+		if (ret)
+			return ret;
+	}
+	*pos = p;
+	return 0;
 }
 
 /* ---- reading a task message ------------------------------------------ */
@@ -572,6 +722,8 @@ static int worker_segment(struct pool_wctx *w, struct pool_reader *r,
 		args = rd_take(r, (size_t)s->count * s->arg_size);
 		if (!args)
 			return -EPROTO;
+		if (fn)
+			return worker_run_fixed(w, fn, args, s, pos);
 		for (i = 0; i < s->count; i++) {
 			ret = worker_run_item(w, fn, args + (size_t)i * s->arg_size,
 					      s->arg_size, (*pos)++, missing);
@@ -630,7 +782,8 @@ static int worker_tasks(struct pool_wctx *w, const unsigned char *msg,
 	store_release(&st->msg.first, 0);
 	w->seq = h->seq;
 	w->first = 0;
-	w->nrecs = 0;
+	w->nitems = 0;
+	w->run_off = RUN_NONE;
 	w->since = mpq_now_ns();
 	store_release(&st->msg_seq, h->seq);
 	for (i = 0; i < h->nseg; i++) {
@@ -640,7 +793,7 @@ static int worker_tasks(struct pool_wctx *w, const unsigned char *msg,
 		if (flags & POOL_SEG_CHUNK_END)
 			w->done++;
 	}
-	return w->nrecs ? worker_flush(w) : 0;
+	return w->nitems ? worker_flush(w) : 0;
 }
 
 /* The next message into rbuf (grown as needed); its length or -errno. */
@@ -687,11 +840,16 @@ static int worker_loop(struct pool_wctx *w, mpq_target_fn init,
 
 	if (init)
 		status = task_code(init(initarg, initarg_len));
-	if (worker_ready(w, status) || status)
-		return 1;
-	w->rbuf_size = 64 * 1024;
+	/* Our view of the pipe and staging, faulted in before work comes. */
+	mpq_conn_prefault(w->conn);
+	madvise(w->st, POOL_STAGING_SIZE, MADV_POPULATE_WRITE);
+	w->rbuf_size = POOL_MSG_MAX;
 	w->rbuf = malloc(w->rbuf_size);
 	if (!w->rbuf)
+		status = -ENOMEM;
+	else
+		memset(w->rbuf, 0, w->rbuf_size);
+	if (worker_ready(w, status) || status)
 		return 1;
 	for (;;) {
 		n = worker_recv(w);
@@ -719,6 +877,7 @@ static void worker_ctx_init(struct pool_wctx *w, struct mpq_conn *conn,
 	w->recs = (unsigned char *)(&st->msg + 1);
 	w->task.w = w;
 	w->task.fd = -1;
+	w->run_off = RUN_NONE;
 }
 
 /*
