@@ -43,7 +43,8 @@ int pool_check(struct mpq_pool *p)
 
 /* ---- passing memfds --------------------------------------------------- */
 
-int pool_send_fd(int sock, int fd)
+/* flags: MSG_DONTWAIT for the pool, which must never wait on a worker. */
+int pool_send_fd(int sock, int fd, int flags)
 {
 	char byte = 'v', cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -61,17 +62,18 @@ int pool_send_fd(int sock, int fd)
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	do {
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
 	} while (n < 0 && errno == EINTR);
 	return n == 1 ? 0 : n < 0 ? -errno : -EIO;
 }
 
 /*
  * The next fd on sock. The sender always sends it before the message that
- * names it, so it is there: the pool never waits for one (MSG_DONTWAIT),
- * a worker may (the pool is alive or the socket reads EOF).
+ * names it, so it is there: the pool never waits for one (flags
+ * MSG_DONTWAIT: a worker that names an fd it did not send is not waited
+ * for), a worker may (the pool is alive or the socket reads EOF).
  */
-int pool_recv_fd(int sock)
+int pool_recv_fd(int sock, int flags)
 {
 	char byte, cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -84,7 +86,7 @@ int pool_recv_fd(int sock)
 	int fd;
 
 	do {
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;

@@ -396,8 +396,8 @@ struct mpq_pool {
 /* pool.c */
 int pool_worker_launch(struct mpq_pool *p, unsigned int slot);
 void pool_worker_release(struct mpq_pool *p, struct pool_worker *w);
-int pool_send_fd(int sock, int fd);
-int pool_recv_fd(int sock);
+int pool_send_fd(int sock, int fd, int flags);
+int pool_recv_fd(int sock, int flags);
 
 int pool_check(struct mpq_pool *p);
 

@@ -620,7 +620,7 @@ static int send_built(struct mpq_pool *p, struct pool_worker *w,
 	/* The memfds first: the worker takes one per FD argument it reads. */
 	for (i = 0; i < b->nfds; i++) {
 		if (!ret)
-			ret = pool_send_fd(w->sock, b->fds[i]);
+			ret = pool_send_fd(w->sock, b->fds[i], MSG_DONTWAIT);
 		close(b->fds[i]);
 	}
 	if (!ret)
@@ -750,7 +750,7 @@ static void value_from_fd(struct pool_worker *w, struct mpq_async_result *j,
 {
 	struct stat st;
 	void *map = MAP_FAILED;
-	int fd = pool_recv_fd(w->sock);
+	int fd = pool_recv_fd(w->sock, MSG_DONTWAIT);
 
 	if (fd >= 0 && size && fstat(fd, &st) == 0 &&
 	    (uint64_t)st.st_size >= size && size <= SIZE_MAX)

@@ -111,6 +111,14 @@ static size_t default_chunksize(size_t n, int nproc)
 	return c + (n % per ? 1 : 0);
 }
 
+/* A chunk is counted in 32 bits on the way to a worker. */
+static size_t chunk_clamp(size_t c)
+{
+	if (!c)
+		return 1;
+	return c > UINT32_MAX / 2 ? UINT32_MAX / 2 : c;
+}
+
 /*
  * A job for n items of fn. extra: bytes after the struct (apply's
  * argument and its one item). Results storage is set up by the caller.
@@ -250,7 +258,7 @@ static int map_job(struct mpq_pool *p, struct mpq_async_result **jp, int kind,
 	if (!chunksize)
 		chunksize = kind == POOL_JOB_IMAP || kind == POOL_JOB_UNORDERED ?
 			    1 : default_chunksize(n, p->nproc);
-	j->chunksize = chunksize ? chunksize : 1;
+	j->chunksize = chunk_clamp(chunksize);
 	ret = job_items(j);
 	if (!ret && kind == POOL_JOB_UNORDERED) {
 		j->order = calloc(n ? n : 1, sizeof(*j->order));
@@ -353,9 +361,8 @@ MPQ_EXPORT int mpq_pool_map_values(struct mpq_pool *p, mpq_task_fn fn,
 	j->arg_size = in_size;
 	j->out = out;
 	j->out_size = out_size;
-	j->chunksize = chunksize ? chunksize : default_chunksize(n, p->nproc);
-	if (!j->chunksize)
-		j->chunksize = 1;
+	j->chunksize = chunk_clamp(chunksize ? chunksize :
+				   default_chunksize(n, p->nproc));
 	ret = job_submit(p, j, NULL, &j);
 	if (ret)
 		return ret;

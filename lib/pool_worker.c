@@ -512,7 +512,7 @@ static int task_send_large(struct mpq_task *t)
 	t->map = NULL;
 	fcntl(t->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 	      F_SEAL_SEAL);
-	ret = pool_send_fd(t->w->sock, t->fd);
+	ret = pool_send_fd(t->w->sock, t->fd, 0);
 	close(t->fd);
 	t->fd = -1;
 	if (ret)
@@ -680,7 +680,7 @@ static const void *worker_map_arg(struct pool_wctx *w, uint64_t size, int *fd)
 	struct stat st;
 	void *map;
 
-	*fd = pool_recv_fd(w->sock);
+	*fd = pool_recv_fd(w->sock, 0);
 	if (*fd < 0)
 		return NULL;
 	if (fstat(*fd, &st) < 0 || (uint64_t)st.st_size < size || !size)
