@@ -29,7 +29,10 @@
  *               FNV-1a 64; N blocks (4,096; --quick 1,024), chunksize 1.
  *               tasks_per_s and bytes_per_s (bytes hashed once), for 1, 2
  *               and 4 workers: the scaling with workers, on this machine's
- *               CPUs.
+ *               CPUs. worker_cpus: the workers' CPU time over the map's
+ *               wall time (from their rusage once reaped; the warm-up map
+ *               is in it too, and is tiny), which says how many CPUs they
+ *               got when other work shares the machine.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -120,6 +124,24 @@ static void row(const struct cell *c, const char *metric, double value,
 	       "\"metric\":\"%s\",\"value\":%.0f,\"count\":%" PRIu64 "}\n",
 	       c->bench, c->impl, mpq_backend_name(c->backend), c->size,
 	       c->batch, c->workers, metric, value, count);
+}
+
+/* The reaped workers' CPU time over the wall time dt: CPUs kept busy. */
+static void row_cpus(const struct cell *c, int64_t dt)
+{
+	struct rusage ru;
+	double cpu;
+
+	if (getrusage(RUSAGE_CHILDREN, &ru))
+		return;
+	cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":\"%s\","
+	       "\"wait\":null,\"size\":%zu,\"batch\":%ld,\"workers\":%d,"
+	       "\"metric\":\"worker_cpus\",\"value\":%.3f,"
+	       "\"count\":%" PRIu64 "}\n", c->bench, c->impl,
+	       mpq_backend_name(c->backend), c->size, c->batch, c->workers,
+	       cpu * 1e9 / dt, c->count);
 }
 
 static struct mpq_pool *pool_make(const struct cell *c)
@@ -305,6 +327,9 @@ static int bench_cpu(const struct cell *c)
 	}
 	row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
 	row(c, "bytes_per_s", (double)c->count * c->size * 1e9 / dt, c->count);
+	mpq_pool_free(p);
+	p = NULL;
+	row_cpus(c, dt);
 out:
 	mpq_pool_free(p);
 	free(blocks);

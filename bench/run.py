@@ -452,17 +452,23 @@ def pool_section(L, res, rows, backend):
     if cpu:
         L.append("## Pool: CPU-bound map (FNV-1a over 16 KiB blocks, 16 "
                  "rounds), by workers\n")
-        L.append("| backend | workers | blocks/s | MB/s hashed | vs 1 worker |")
-        L.append("| --- | --- | --- | --- | --- |")
+        L.append("| backend | workers | blocks/s | MB/s hashed | vs 1 worker "
+                 "| CPUs the workers got |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
         for r in cpu:
             one = res.get("tasks_per_s", bench="pool-cpu", impl=r["impl"],
                           backend=r["backend"], workers=1)
             bps = res.get("bytes_per_s", bench="pool-cpu", impl=r["impl"],
                           backend=r["backend"], workers=r["workers"])
-            L.append("| %s | %s | %s%s | %.0f | %s |" % (
+            cpus = res.get("worker_cpus", bench="pool-cpu", impl=r["impl"],
+                           backend=r["backend"], workers=r["workers"])
+            L.append("| %s | %s | %s%s | %.0f | %s | %s |" % (
                 r["backend"], r["workers"], fmt_rate(r["value"]), spread(r),
-                (bps or 0) / 1e6, "%.2fx" % (r["value"] / one) if one else "–"))
-        L.append("")
+                (bps or 0) / 1e6, "%.2fx" % (r["value"] / one) if one else "–",
+                "%.2f" % cpus if cpus is not None else "–"))
+        L.append("\nCPUs the workers got: their CPU time over the wall time; "
+                 "below the worker count when other work shares the "
+                 "machine's CPUs (see the load above).\n")
 
 
 def size_name(s):
