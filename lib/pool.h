@@ -6,8 +6,10 @@
  *
  * The files: pool.c (the pool object and its worker slots), pool_job.c
  * (submitting work, async results and iterators), pool_handler.c (the
- * parent's io_uring loop: hand out work, take results, notice deaths),
- * pool_worker.c (the worker process and the task API it offers).
+ * parent's io_uring loop and the pool's state changes), pool_dispatch.c
+ * (handing out work), pool_results.c (results, and deaths), pool_task.c
+ * (the task API and the records it writes), pool_worker.c (the worker
+ * process).
  *
  * Why each worker has channels of its own. A worker can die at any
  * instruction. On a channel shared by all workers (Python's inqueue and
@@ -40,6 +42,8 @@
 /* Values and arguments larger than this travel as memfds. */
 #define POOL_INLINE_MAX		(64U << 10)
 #define POOL_MAX_PROCESSES	1024
+/* A worker that cannot start (fork, initializer) is tried again after this. */
+#define POOL_RESTART_NS		100000000LL
 /* The name spawned workers run under (a target in spawn.c's table). */
 #define POOL_WORKER_TARGET	"mpq-pool-worker"
 
@@ -415,9 +419,89 @@ void pool_job_complete(struct mpq_async_result *j);
 void pool_job_put(struct mpq_async_result *j);
 void pool_buf_put(struct pool_buf *b);
 
-/* pool_handler.c */
+/* pool_handler.c: the loop, its lists, and the pool's state changes. */
 void *pool_handler_main(void *arg);
 void pool_handler_wake(struct mpq_pool *p);
+void pool_job_finish(struct mpq_pool *p, struct mpq_async_result *j);
+void pool_requeue_front(struct mpq_pool *p, struct pool_requeue *head,
+			struct pool_requeue *tail);
+
+/* pool_dispatch.c: handing out work. */
+void pool_dispatch(struct mpq_pool *p, unsigned char *buf);
+void pool_est_put(struct mpq_pool *p, uintptr_t fn, uint64_t sample);
+void pool_requeue_msg(struct mpq_pool *p, struct pool_worker *w,
+		      struct pool_msg *m, uint32_t from_seg, uint32_t from_off,
+		      struct pool_requeue **head, struct pool_requeue **tail);
+void pool_requeue_cont(struct pool_worker *w, struct pool_requeue **head,
+		       struct pool_requeue **tail);
+void pool_worker_kill(struct pool_worker *w);
+
+/* pool_results.c: results, and a dead worker's last word. */
+int pool_worker_drain(struct mpq_pool *p, struct pool_worker *w);
+void pool_worker_died(struct mpq_pool *p, unsigned int slot);
+void pool_msg_retire(struct pool_worker *w, struct pool_msg *m);
+void pool_finish_active(struct mpq_pool *p);
+
+/* ---- the worker side ------------------------------------------------- */
+
+#define POOL_TASK_NAME_MAX	255
+#define POOL_MSG_TEXT_MAX	1024
+/* More task names than any program registers: a bad index is refused. */
+#define POOL_TASKS_MAX		(1U << 20)
+
+/* A worker's task being run: where its value or error goes. */
+struct mpq_task {
+	struct pool_wctx *w;
+	int has_value;
+	int in_run;		/* the value is the next one of the open run */
+	size_t value_len;	/* a plain record's value: bytes after it */
+	int fd;			/* large value: its memfd, or -1 */
+	void *map;
+	size_t map_len;
+	int err_set;
+	char msg[POOL_MSG_TEXT_MAX];
+};
+
+#define POOL_RUN_NONE	SIZE_MAX
+
+struct pool_wctx {
+	struct mpq_conn *conn;
+	int sock;
+	struct pool_staging *st;
+	unsigned char *recs;	/* the records, after st->msg */
+	uint64_t seq;		/* the task message being run */
+	uint32_t first;		/* position of the first record in staging */
+	uint32_t nitems;	/* items the records in staging cover */
+	size_t run_off;		/* the open run's header in recs, or NONE */
+	uint32_t run_size;
+	uint32_t run_count;
+	int64_t since;		/* when the items in staging started */
+	uint32_t maxtasks;
+	uint32_t done;		/* chunks finished */
+	int spawn;
+	mpq_task_fn *fns;	/* spawn: the pool's index -> our function */
+	size_t nfns;
+	unsigned char *rbuf;
+	size_t rbuf_size;
+	struct mpq_task task;
+};
+
+/* The run's next value is complete: the count first, then used (release). */
+static inline void pool_run_commit(struct pool_wctx *w)
+{
+	struct pool_run_hdr *h = (struct pool_run_hdr *)(w->recs + w->run_off);
+
+	h->count = ++w->run_count;
+	w->nitems++;
+	store_release(&w->st->used, w->run_off + sizeof(*h) +
+		      (uint64_t)w->run_count * w->run_size);
+}
+
+/* pool_task.c */
+mpq_task_fn pool_task_by_name(const char *name, size_t len);
+int pool_task_code(int code);
+int pool_worker_flush(struct pool_wctx *w);
+int pool_task_finish(struct pool_wctx *w, struct mpq_task *t, int ret);
 
 /* pool_worker.c */
 struct pool_worker_args {

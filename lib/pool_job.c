@@ -39,12 +39,21 @@ struct mpq_pool_iter {
 
 /* ---- owned resources and freeing -------------------------------------- */
 
+/*
+ * A received message is shared by every job with a value in it; those jobs
+ * may be freed by user threads while the handler still hands the message
+ * out, hence the atomic count (acq_rel: the last one frees what all wrote).
+ */
 void pool_buf_put(struct pool_buf *b)
 {
 	if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		free(b);
 }
 
+/*
+ * Make j responsible for a resource its values live in: the handler calls
+ * this once per job and buffer, before the first value pointing into it.
+ */
 int pool_job_own(struct mpq_async_result *j, int kind, void *ptr, size_t len)
 {
 	struct pool_owned *grown;
@@ -68,6 +77,7 @@ int pool_job_own(struct mpq_async_result *j, int kind, void *ptr, size_t len)
 	return 0;
 }
 
+/* The last reference is gone: no thread reads the job any more. */
 static void job_free(struct mpq_async_result *j)
 {
 	size_t i;
@@ -222,6 +232,10 @@ MPQ_EXPORT int mpq_pool_apply_async(struct mpq_pool *p, mpq_task_fn fn,
 	return job_submit(p, j, cb, out);
 }
 
+/*
+ * The iovecs are read later, on the handler thread: a NULL base with a
+ * length is refused now, where the caller can still be told.
+ */
 static int check_iov(const struct iovec *args, size_t n)
 {
 	size_t i;
@@ -339,6 +353,11 @@ MPQ_EXPORT int mpq_pool_starmap(struct mpq_pool *p, mpq_task_fn fn,
 	return ret ? ret : map_wait(j, out);
 }
 
+/*
+ * The values go straight from the results into out, item i at i *
+ * out_size, so the job keeps no per-item storage at all: a failure is
+ * noted in a short list, and the caller's buffer is the result.
+ */
 MPQ_EXPORT int mpq_pool_map_values(struct mpq_pool *p, mpq_task_fn fn,
 				   const void *in, size_t in_size, void *out,
 				   size_t out_size, size_t n, size_t chunksize)
@@ -371,6 +390,7 @@ MPQ_EXPORT int mpq_pool_map_values(struct mpq_pool *p, mpq_task_fn fn,
 	return ret;
 }
 
+/* An iterator holds the user's reference to its job. */
 static int imap_common(struct mpq_pool *p, int kind, mpq_task_fn fn,
 		       const struct iovec *args, size_t n, size_t chunksize,
 		       struct mpq_pool_iter **out)
@@ -455,6 +475,10 @@ static int job_mark(struct mpq_async_result *j, size_t i)
 	return 1;
 }
 
+/*
+ * One more item is done. ndone is what imap_unordered's iterator reads, so
+ * order[ndone] is written before ndone moves on.
+ */
 static void job_count(struct mpq_async_result *j, size_t i)
 {
 	if (j->order)
@@ -463,6 +487,7 @@ static void job_count(struct mpq_async_result *j, size_t i)
 	store_release(&j->ndone, j->ndone + 1);
 }
 
+/* get() reports the failed item with the lowest index, not the first. */
 static void job_note_fail(struct mpq_async_result *j, size_t i, int code)
 {
 	if (i < j->first_fail) {
@@ -671,6 +696,7 @@ void pool_job_complete(struct mpq_async_result *j)
 
 /* ---- waiting and reading ---------------------------------------------- */
 
+/* A pointer that is not a result we made is refused, not followed. */
 static int job_check(struct mpq_async_result *j)
 {
 	return j && j->magic == MPQ_RESULT_MAGIC ? 0 : -EINVAL;
@@ -691,6 +717,7 @@ static int pred_count(struct mpq_async_result *j, size_t k)
 	return load_acquire(&j->ndone) > k;
 }
 
+/* Callbacks run on the handler: waiting there would wait for ourselves. */
 static int in_handler(struct mpq_async_result *j)
 {
 	return pthread_equal(pthread_self(), j->handler);
@@ -788,6 +815,10 @@ static int job_readable(struct mpq_async_result *j, size_t i)
 	return -EAGAIN;
 }
 
+/*
+ * An item's code, 0 for a value. map_values keeps no statuses: an item not
+ * in its list of failures succeeded, unless terminate left it undone.
+ */
 static int item_status(struct mpq_async_result *j, size_t i)
 {
 	size_t k;
@@ -835,6 +866,7 @@ MPQ_EXPORT int mpq_async_result_error(struct mpq_async_result *r, size_t i,
 	return ret;
 }
 
+/* Only the user's reference: the pool keeps the job until it completes. */
 MPQ_EXPORT void mpq_async_result_free(struct mpq_async_result *r)
 {
 	if (job_check(r))
@@ -842,6 +874,12 @@ MPQ_EXPORT void mpq_async_result_free(struct mpq_async_result *r)
 	pool_job_put(r);
 }
 
+/*
+ * imap waits for the item at the iterator's position, imap_unordered for
+ * one more item done than it returned; a failed item is returned as its
+ * code and the iterator moves past it, as Python's next() raises and goes
+ * on.
+ */
 MPQ_EXPORT int mpq_pool_iter_next(struct mpq_pool_iter *it,
 				  int64_t timeout_ns, const void **value,
 				  size_t *len, size_t *index)
