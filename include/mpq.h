@@ -731,9 +731,9 @@ struct mpq_pool_attr {
  * processes named ForkPoolWorker-N or SpawnPoolWorker-N.
  * Returns 0, -EINVAL (bad attr; processes < 0 or > 1024), -ENOENT (spawn:
  * initializer not registered), the initializer's error, -ECHILD (a worker
- * died before it was ready), -EPERM (the caller is a daemon process), and
- * what making pipes, processes and threads returns (-ENOMEM, -EMFILE,
- * -EAGAIN).
+ * died before it was ready), -EPERM (the caller is a daemon process),
+ * -ENODEV (kmod backend asked for, no /dev/mpq), and what making pipes,
+ * processes and threads returns (-ENOMEM, -EMFILE, -EAGAIN).
  */
 int mpq_pool_new(struct mpq_pool **out, const struct mpq_pool_attr *attr);
 

@@ -548,19 +548,33 @@ static int job_mark_range(struct mpq_async_result *j, size_t i, size_t n)
 	return 1;
 }
 
-/* map_values: n values of size bytes for items [i, i + n), in one copy. */
+/*
+ * n values of size bytes for items [i, i + n), back to back at data: for
+ * map_values one copy into the caller's array; for the others (data then
+ * lives as long as the job) one pass that points the items at them.
+ */
 void pool_job_values(struct mpq_async_result *j, size_t i,
 		     const unsigned char *data, size_t n, size_t size)
 {
 	size_t k;
 
-	if (size != j->out_size || !job_mark_range(j, i, n)) {
+	if ((j->kind == POOL_JOB_VALUES && size != j->out_size) ||
+	    j->kind == POOL_JOB_UNORDERED || !job_mark_range(j, i, n)) {
 		for (k = 0; k < n; k++)
 			pool_job_value(j, i + k, data + k * size, size);
 		return;
 	}
-	if (size)
-		memcpy(j->out + i * size, data, n * size);
+	if (j->kind == POOL_JOB_VALUES) {
+		if (size)
+			memcpy(j->out + i * size, data, n * size);
+	} else {
+		for (k = 0; k < n; k++) {
+			j->items[i + k].data = data + k * size;
+			j->items[i + k].len = size;
+			/* Pairs with the acquire in iter_next (imap). */
+			store_release(&j->items[i + k].status, POOL_ITEM_OK);
+		}
+	}
 	store_release(&j->ndone, j->ndone + n);
 }
 

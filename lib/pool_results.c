@@ -190,15 +190,17 @@ static void apply_run(struct mpq_pool *p, struct pool_msg *m,
 			cnt = n - k;
 		msg_advance(m, cnt);
 		if (j) {
+			const unsigned char *at = data + (size_t)k * h->size;
+
 			rctx_touch(c, j);
-			if (j->kind == POOL_JOB_VALUES)
-				pool_job_values(j, i, data + (size_t)k * h->size,
-						cnt, h->size);
+			/* Jobs that keep values point into the message's copy. */
+			if (j->kind != POOL_JOB_VALUES)
+				at = rctx_pin(c, j, at);
+			if (at)
+				pool_job_values(j, i, at, cnt, h->size);
 			else
 				for (x = 0; x < cnt; x++)
-					apply_value(j, i + x, data +
-						    (size_t)(k + x) * h->size,
-						    h->size, c);
+					pool_job_fail(j, i + x, -ENOMEM, NULL, 0);
 			rctx_done(p, c, j);
 		}
 		k += cnt;
