@@ -31,15 +31,17 @@ Cells (bench, impl):
   pool-map, cpython-pool
       Pool(2).map(f, range(N)) with f(x) = x + 1, checked against
       [1..N]. batch is the chunksize: 0 means map's default chunksize (N/8
-      with two workers), k >= 1 means chunksize=k. N: 200,000, but 20,000
-      for chunksize 1 (one task per item is slow). The pool is created and
+      with two workers), k >= 1 means chunksize=k. N: 1,000,000 as in
+      pool_bench's mpq cells, but 20,000 for chunksize 1 (one task per
+      item is slow; the rate is what is compared). The pool is created and
       warmed with one small map first; only the measured map is timed.
       Metric tasks_per_s (items per second).
 
   pool-apply, cpython-pool
       Pool(2): apply_async(f, (i,)) for i in range(N), then get() on every
       result, checked; the submissions and the gets are timed together
-      (pool created and warmed first). Metric tasks_per_s. N: 20,000.
+      (pool created and warmed first). Metric tasks_per_s. N: 100,000, as
+      in pool_bench's mpq cell.
 
   lock, cpython-lock
       multiprocessing.Lock() acquire() + release() in one process, nobody
@@ -136,9 +138,9 @@ def default_count(bench, size, batch, quick):
     elif bench == "stream":
         n = 300000
     elif bench == "pool-map":
-        n = 20000 if batch == 1 else 200000
+        n = 20000 if batch == 1 else 1000000
     elif bench == "pool-apply":
-        n = 20000
+        n = 100000
     elif bench == "lock":
         n = 2000000
     else:                                       # lock-contended, in total

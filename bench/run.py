@@ -3,17 +3,18 @@
 """The mpq benchmark suite: every workload against every alternative, in
 one run, with a report.
 
-Two programs measure one cell each per invocation and print JSON rows:
+Three programs measure one cell each per invocation and print JSON rows:
 build/bench/mpqbench (mpq and the C alternatives: spin floor, pipe, Unix
-socket, eventfd, futex, POSIX mqueue, memcpy) and bench/cpython_bench.py
-(CPython's multiprocessing). This script asks both for the cells they
+socket, eventfd, futex, POSIX mqueue, memcpy), build/bench/pool_bench
+(mpq_pool) and bench/cpython_bench.py (CPython's multiprocessing). This script asks both for the cells they
 support here, runs all cells round after round with the alternatives of one
 workload next to each other (A B A B ...), so that drift on a noisy machine
 hits all of them alike, and then writes:
 
   OUT/results.json  {"machine": {...}, "results": [rows]}, each row
                     {"bench", "impl", "backend", "wait", "size", "batch",
-                     "metric", "value", "min", "max", "rounds"}: value is
+                     "workers", "metric", "value", "min", "max", "rounds"}:
+                    workers is a pool's (null elsewhere); value is
                     the median over rounds, min and max the spread
   OUT/report.md     tables with ratios and the PERF.md goal beside each
   OUT/*.png         latency vs size, throughput vs batch (gnuplot)
@@ -32,6 +33,8 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPQBENCH = os.path.join(TOP, "build", "bench", "mpqbench")
+POOLBENCH = os.path.join(TOP, "build", "bench", "pool_bench")
+LOCKBENCH = os.path.join(TOP, "build", "bench", "lockbench")
 CPYBENCH = [sys.executable, os.path.join(TOP, "bench", "cpython_bench.py")]
 # The same mpqbench on a libmpq built with -DMPQ_NO_PROBES: the price of
 # the USDT probes when no tracer is attached (one load and branch each).
@@ -40,7 +43,7 @@ NOPROBES = ["env", "LD_LIBRARY_PATH=" + NOPROBES_LIB, MPQBENCH]
 NOPROBES_IMPL = "mpq-queue-noprobes"
 # The cells measured both ways.
 PROBE_CELLS = r"^(rtt|stream) mpq-queue memfd adaptive 8B$"
-KEY = ("bench", "impl", "backend", "wait", "size", "batch", "metric")
+KEY = ("bench", "impl", "backend", "wait", "size", "batch", "workers", "metric")
 
 
 def machine():
@@ -73,7 +76,7 @@ def list_cells(cmd, quick):
 
 def cell_args(cell):
     args = [cell["bench"], cell["impl"]]
-    for k in ("size", "batch", "backend", "wait"):
+    for k in ("size", "batch", "backend", "wait", "workers"):
         if cell.get(k) is not None:
             args += ["--" + k, str(cell[k])]
     return args
@@ -87,13 +90,16 @@ def cell_name(cell):
     parts.append("%sB" % cell.get("size", "-"))
     if cell.get("batch") not in (None, 1):
         parts.append("x%s" % cell["batch"])
+    if cell.get("workers"):
+        parts.append("w%s" % cell["workers"])
     return " ".join(parts)
 
 
 def order_key(cell):
     # Alternatives of one workload stand next to each other.
     return (cell["bench"], cell.get("size") or 0, cell.get("batch") or 0,
-            cell["impl"], cell.get("backend") or "", cell.get("wait") or "")
+            cell.get("workers") or 0, cell["impl"], cell.get("backend") or "",
+            cell.get("wait") or "")
 
 
 def run_cells(cells, rounds, quick, log):
@@ -289,9 +295,29 @@ def goals(res, backend, tcg):
     add("1 MiB messages, copying API: ≥ 0.7x memcpy bandwidth (in cache)", r,
         r and "%.2fx (%s/s vs %s/s)" % (r, fmt_rate(big) + "B", fmt_rate(mc) + "B"),
         r and r >= 0.7, "no 1 MiB or memcpy row")
-    for what in ("Pool.map, trivial task: ≥ 10x CPython Pool.map",
-                 "Pool.apply_async: ≥ 20x CPython, ≥ 1 M tasks/s"):
-        g.append((what, "–", "not measured yet: Pool comes with the Pool issue"))
+    pm = res.get("tasks_per_s", bench="pool-map", impl="mpq-pool",
+                 backend=backend, batch=0)
+    cm = res.get("tasks_per_s", bench="pool-map", impl="cpython-pool", batch=0)
+    pm1 = res.get("tasks_per_s", bench="pool-map", impl="mpq-pool",
+                  backend=backend, batch=1)
+    cm1 = res.get("tasks_per_s", bench="pool-map", impl="cpython-pool", batch=1)
+    r = ratio(pm, cm)
+    r1 = ratio(pm1, cm1)
+    add("Pool.map, trivial task, default chunking: ≥ 10x CPython Pool.map", r,
+        r and "%.1fx (%s vs %s tasks/s%s)" % (
+            r, fmt_rate(pm), fmt_rate(cm),
+            "; chunksize 1: %.0fx" % r1 if r1 else ""),
+        r and r >= 10, "no mpq-pool or cpython-pool pool-map row")
+    pa = res.get("tasks_per_s", bench="pool-apply", impl="mpq-pool",
+                 backend=backend)
+    ca = res.get("tasks_per_s", bench="pool-apply", impl="cpython-pool")
+    r = ratio(pa, ca)
+    add("Pool.apply_async, one small task each: ≥ 20x CPython", r,
+        r and "%.1fx (%s vs %s tasks/s)" % (r, fmt_rate(pa), fmt_rate(ca)),
+        r and r >= 20, "no pool-apply rows")
+    add("Pool.apply_async: ≥ 1 M tasks/s", pa,
+        pa and fmt_rate(pa) + " tasks/s", pa and pa >= 1e6,
+        "no mpq-pool pool-apply row")
     g.append(("Lock acquire+release: ≤ 1.0x a process-shared pthread mutex",
               "–", "not measured yet: Lock comes with the locks issue"))
     km = res.get("msgs_per_s", bench="stream", size=8, batch=1,
@@ -420,7 +446,10 @@ def report(m, rows, failures, quick, rounds):
                  "4 MiB; the goal's reference), %sB/s through 256 MiB.\n" % (
                      fmt_rate(mc), fmt_rate(md)))
 
-    other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy")]
+    pool_section(L, res, rows, backend)
+
+    other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy")
+             and not r["bench"].startswith("pool-")]
     if other:
         L.append("## Other workloads\n")
         L.append("| bench | impl | size | batch | metric | value |")
@@ -435,6 +464,50 @@ def report(m, rows, failures, quick, rounds):
     L.append("Plots: latency_vs_size.png, throughput_vs_batch.png. "
              "Raw rows: results.json.")
     return "\n".join(L) + "\n"
+
+
+def pool_section(L, res, rows, backend):
+    """Pool rows beside CPython's Pool, and the CPU-bound map by workers."""
+    prow = [r for r in rows if r["bench"] in ("pool-map", "pool-apply") and
+            r["metric"] == "tasks_per_s"]
+    if prow:
+        L.append("## Pool: tasks/s, 2 workers, trivial task (x + 1)\n")
+        L.append("| bench | chunksize | impl | tasks/s | vs CPython |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for r in sorted(prow, key=lambda r: (r["bench"], r["batch"],
+                                             -r["value"])):
+            cp = res.get("tasks_per_s", bench=r["bench"], impl="cpython-pool",
+                         batch=r["batch"])
+            chunk = "–" if r["bench"] == "pool-apply" else (
+                "default" if r["batch"] == 0 else r["batch"])
+            L.append("| %s | %s | %s | %s%s | %s |" % (
+                r["bench"], chunk, label(r), fmt_rate(r["value"]), spread(r),
+                "%.1fx" % (r["value"] / cp) if cp and r["impl"] !=
+                "cpython-pool" else "–"))
+        L.append("")
+    cpu = sorted([r for r in rows if r["bench"] == "pool-cpu" and
+                  r["metric"] == "tasks_per_s"],
+                 key=lambda r: (r.get("backend") or "", r.get("workers") or 0))
+    if cpu:
+        L.append("## Pool: CPU-bound map (FNV-1a over 16 KiB blocks, 16 "
+                 "rounds), by workers\n")
+        L.append("| backend | workers | blocks/s | MB/s hashed | vs 1 worker "
+                 "| CPUs the workers got |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in cpu:
+            one = res.get("tasks_per_s", bench="pool-cpu", impl=r["impl"],
+                          backend=r["backend"], workers=1)
+            bps = res.get("bytes_per_s", bench="pool-cpu", impl=r["impl"],
+                          backend=r["backend"], workers=r["workers"])
+            cpus = res.get("worker_cpus", bench="pool-cpu", impl=r["impl"],
+                           backend=r["backend"], workers=r["workers"])
+            L.append("| %s | %s | %s%s | %.0f | %s | %s |" % (
+                r["backend"], r["workers"], fmt_rate(r["value"]), spread(r),
+                (bps or 0) / 1e6, "%.2fx" % (r["value"] / one) if one else "–",
+                "%.2f" % cpus if cpus is not None else "–"))
+        L.append("\nCPUs the workers got: their CPU time over the wall time; "
+                 "below the worker count when other work shares the "
+                 "machine's CPUs (see the load above).\n")
 
 
 def size_name(s):
@@ -529,7 +602,8 @@ def main():
         return 0
 
     m = machine()
-    cells = list_cells([MPQBENCH], a.quick) + list_cells(CPYBENCH, a.quick)
+    cells = (list_cells([MPQBENCH], a.quick) + list_cells([POOLBENCH], a.quick)
+             + list_cells([LOCKBENCH], a.quick) + list_cells(CPYBENCH, a.quick))
     if os.path.exists(NOPROBES_LIB):
         cells += [(NOPROBES, c) for _, c in list_cells([MPQBENCH], a.quick)
                   if re.search(PROBE_CELLS, cell_name(c))]

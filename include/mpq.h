@@ -24,6 +24,7 @@
 #ifndef MPQ_H
 #define MPQ_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -969,6 +970,346 @@ int mpq_shm_unlink(struct mpq_shm *s);
 int mpq_shm_unlink_name(const char *name, int backend);
 /* Close if open, and free the handle. */
 void mpq_shm_free(struct mpq_shm *s);
+
+/*
+ * Pool: Python's multiprocessing.Pool. A set of worker processes runs
+ * task functions on byte arguments and sends their byte results back;
+ * apply, map, imap and starmap hand out the work, AsyncResult objects and
+ * imap iterators give the results. What Python's Pool cannot do, this
+ * one does: a worker killed (SIGKILL) or crashing (SIGSEGV) in the middle
+ * of a task is noticed at once, replaced, and only the task it was running
+ * fails (-EOWNERDEAD, or it is run once more if the pool was made with
+ * MPQ_POOL_RETRY_ONCE); every other task completes and no wait hangs.
+ *
+ * Each worker has channels of its own to the pool (a pipe for tasks and
+ * results, a small shared record of what it is running, a socket that
+ * moves large values as memfds): no other process can wedge them, and the
+ * pool knows exactly which tasks a dead worker held. The pool's handler
+ * thread runs an io_uring loop over those channels and the workers'
+ * pidfds; callbacks run on that thread.
+ *
+ * A pool belongs to the process that made it: in another process (a
+ * forked child holding a copy) its calls give -ECHILD. After close, new
+ * work gives -EBADF.
+ */
+struct mpq_pool;
+struct mpq_async_result;
+struct mpq_pool_iter;
+/* A task that runs in a worker: where its value or error goes. */
+struct mpq_task;
+
+/*
+ * A task function: runs in a worker on arg (len bytes, 8-byte aligned, in
+ * memory that lives until it returns). It gives its value with
+ * mpq_task_return() (or writes it into mpq_task_result_buf()) and returns
+ * 0; a task that returns 0 without a value gives an empty one (0 bytes).
+ * Any other return is a failure: a negative errno or a code of the
+ * program's own (a positive code c is reported as -c), with a message
+ * from mpq_task_error() if it gave one. The code and message reach get(),
+ * the error callback and the imap iterator.
+ */
+typedef int (*mpq_task_fn)(const void *arg, size_t len, struct mpq_task *t);
+
+/*
+ * Register fn as a task under name (at most 255 bytes; copied), for
+ * pools whose workers are spawned: a spawned worker is a fresh copy of
+ * the program and finds the function by its name, as spawn finds a
+ * target. Forked workers need no registration. MPQ_TASK() registers from
+ * a constructor. Registering the same name and function again is
+ * harmless. Returns 0, -EINVAL (NULL, empty or too long name, NULL fn),
+ * -EEXIST (the name is taken by another function), -ENOMEM.
+ */
+int mpq_register_task(const char *name, mpq_task_fn fn);
+
+#define MPQ_TASK(fn)							\
+	static void __attribute__((constructor(101)))			\
+	__mpq_register_task_##fn(void)					\
+	{								\
+		mpq_register_task(#fn, fn);				\
+	}								\
+	struct __mpq_task_##fn##_needs_a_semicolon
+
+/*
+ * In a task: give value (len bytes, copied) as the task's result. Values
+ * up to 64 KiB travel through the worker's pipe; larger ones are written
+ * into a memfd that the pool maps as it is (no copy on the way back).
+ * Returns 0, -EALREADY (a value was given already), -EINVAL, -ENOMEM.
+ */
+int mpq_task_return(struct mpq_task *t, const void *value, size_t len);
+
+/*
+ * In a task: *buf gets room for a len-byte value that the task writes in
+ * place, and that becomes its result (zero-copy for large values: the
+ * room is the memfd the pool maps). Valid until the task returns.
+ * Returns 0, -EALREADY, -EINVAL, -ENOMEM.
+ */
+int mpq_task_result_buf(struct mpq_task *t, size_t len, void **buf);
+
+/*
+ * In a task: fail with code (a negative errno, or -c for a positive c)
+ * and a message (printf format; cut at 1 KiB). Returns that code, so
+ *	return mpq_task_error(t, -EINVAL, "want 8 bytes, got %zu", len);
+ * ends the task with it. A value given before is dropped.
+ */
+int mpq_task_error(struct mpq_task *t, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * starmap's arguments: a tuple of byte strings packed into one argument.
+ * mpq_args_pack() writes argv[0..argc) into buf (len bytes of room) and
+ * returns the packed length, or -ERANGE with nothing written if it needs
+ * more (call with buf NULL, len 0 to learn the size), -EINVAL.
+ * mpq_task_args() unpacks an argument into argv[0..max) (pointers into
+ * arg, 8-byte aligned) and returns the count of strings, which may be
+ * more than max, or -EINVAL if arg is not a packed tuple.
+ */
+ssize_t mpq_args_pack(void *buf, size_t len, const struct iovec *argv,
+		      unsigned int argc);
+int mpq_task_args(const void *arg, size_t len, struct iovec *argv,
+		  unsigned int max);
+
+/*
+ * Fixed-size C values: MPQ_TASK_VALUE(square, int64_t, int64_t) wraps
+ *	static int64_t square(int64_t x);
+ * into a task named square_task (registered under that name) that takes
+ * one in_type and returns one out_type, for mpq_pool_map_values(). An
+ * argument of another size fails with -EINVAL.
+ */
+#define MPQ_TASK_VALUE(fn, in_type, out_type)				\
+	static int fn##_task(const void *arg, size_t len,		\
+			     struct mpq_task *t)			\
+	{								\
+		in_type in_;						\
+		out_type out_;						\
+									\
+		if (len != sizeof(in_))					\
+			return mpq_task_error(t, -EINVAL, "%s: %zu "	\
+					      "bytes, not %zu", #fn,	\
+					      len, sizeof(in_));	\
+		__builtin_memcpy(&in_, arg, sizeof(in_));		\
+		out_ = fn(in_);						\
+		return mpq_task_return(t, &out_, sizeof(out_));	\
+	}								\
+	MPQ_TASK(fn##_task)
+
+/* Pool flags. */
+enum {
+	/*
+	 * A task whose worker died while running it is run once more, on
+	 * another worker; it fails (-EOWNERDEAD) only if that one dies too.
+	 * Only for tasks that can safely run twice.
+	 */
+	MPQ_POOL_RETRY_ONCE	= 1U << 0,
+};
+
+/* Zero-initialise; zero means the default; reserved fields must be 0. */
+struct mpq_pool_attr {
+	int32_t processes;	/* workers: 0 means mpq_cpu_count() */
+	int32_t start_method;	/* enum mpq_start_method: fork or spawn */
+	/*
+	 * Run in each worker before its first task, as initializer(initarg)
+	 * (copied; spawn: registered with MPQ_TARGET). It returns 0, or a
+	 * negative errno that fails mpq_pool_new() (or, for a worker that
+	 * replaces another, the work waiting while no worker can start).
+	 */
+	mpq_target_fn initializer;
+	const void *initarg;
+	size_t initarg_len;
+	uint32_t maxtasksperchild;	/* 0: workers live as long as the
+					   pool; n: a worker is replaced
+					   after n tasks (a map chunk is one
+					   task), as in Python */
+	uint32_t flags;		/* MPQ_POOL_RETRY_ONCE */
+	int32_t backend;	/* enum mpq_backend of the workers' pipes */
+	uint32_t __pad;
+	uint64_t __reserved[4];
+};
+
+/*
+ * Make a pool and start its workers; returns once every worker has run
+ * its initializer. attr may be NULL for all defaults. Workers are daemon
+ * processes named ForkPoolWorker-N or SpawnPoolWorker-N.
+ * Returns 0, -EINVAL (bad attr; processes < 0 or > 1024), -ENOENT (spawn:
+ * initializer not registered), the initializer's error, -ECHILD (a worker
+ * died before it was ready), -EPERM (the caller is a daemon process),
+ * -ENODEV (kmod backend asked for, no /dev/mpq), and what making pipes,
+ * processes and threads returns (-ENOMEM, -EMFILE, -EAGAIN).
+ */
+int mpq_pool_new(struct mpq_pool **out, const struct mpq_pool_attr *attr);
+
+/*
+ * Called once per async call, on the pool's handler thread: callback when
+ * every item succeeded, else error_callback with the first failed item's
+ * code and message (the lowest index; Python reports the first to
+ * arrive). Never both; exactly one, also when the pool is terminated
+ * (-ECANCELED). The result is complete then (its values may be read) but
+ * not yet ready for waiters: ready, get and wait say so once the callback
+ * has returned. A callback must not block: it holds up every other
+ * result. It may submit work, but not wait for this pool's results
+ * (-EDEADLK).
+ */
+struct mpq_pool_callbacks {
+	void (*callback)(struct mpq_async_result *r, void *data);
+	void (*error_callback)(struct mpq_async_result *r, int err,
+			       const char *msg, void *data);
+	void *data;
+};
+
+/*
+ * apply_async: run fn(arg) on some worker. arg is copied. *out gets the
+ * result object (free it with mpq_async_result_free); out may be NULL for
+ * fire-and-forget (the callbacks still run). cb may be NULL.
+ * Returns 0, -EBADF (closed or terminated), -EINVAL, -ENOENT (spawn: fn
+ * not registered), -ECHILD (not the pool's process), -ENOMEM.
+ */
+int mpq_pool_apply_async(struct mpq_pool *p, mpq_task_fn fn,
+			 const void *arg, size_t len,
+			 const struct mpq_pool_callbacks *cb,
+			 struct mpq_async_result **out);
+
+/*
+ * apply: run fn(arg) and wait for it. *value gets the result in a buffer
+ * from malloc() that the caller frees. Returns the value's length, the
+ * task's error code, or what apply_async returns.
+ */
+ssize_t mpq_pool_apply(struct mpq_pool *p, mpq_task_fn fn, const void *arg,
+		       size_t len, void **value);
+
+/*
+ * map_async: fn over args[0..n), in chunks of chunksize items (0: Python's
+ * default, n / (4 * processes) rounded up). The iovec array and the bytes
+ * it points to are not copied: they must stay valid until the result is
+ * ready. Results keep the order of args. *out as for apply_async.
+ * Returns 0 or what apply_async returns.
+ *
+ * map: the same, waiting for it. Returns 0, the first failed item's code
+ * (its index the lowest), or what map_async returns. *out (not NULL) gets
+ * the result whenever the map ran, also when an item failed, so that
+ * every item's value or error can be read; it is NULL otherwise.
+ */
+int mpq_pool_map_async(struct mpq_pool *p, mpq_task_fn fn,
+		       const struct iovec *args, size_t n, size_t chunksize,
+		       const struct mpq_pool_callbacks *cb,
+		       struct mpq_async_result **out);
+int mpq_pool_map(struct mpq_pool *p, mpq_task_fn fn,
+		 const struct iovec *args, size_t n, size_t chunksize,
+		 struct mpq_async_result **out);
+
+/*
+ * starmap: item i's arguments are args[i * argc .. i * argc + argc),
+ * packed as a tuple (mpq_args_pack) that the task unpacks with
+ * mpq_task_args(). Otherwise as map and map_async.
+ */
+int mpq_pool_starmap_async(struct mpq_pool *p, mpq_task_fn fn,
+			   const struct iovec *args, unsigned int argc,
+			   size_t n, size_t chunksize,
+			   const struct mpq_pool_callbacks *cb,
+			   struct mpq_async_result **out);
+int mpq_pool_starmap(struct mpq_pool *p, mpq_task_fn fn,
+		     const struct iovec *args, unsigned int argc, size_t n,
+		     size_t chunksize, struct mpq_async_result **out);
+
+/*
+ * map for fixed-size C values: in holds n values of in_size bytes, out
+ * gets n values of out_size bytes (fn must return exactly that many, else
+ * that item fails with -EMSGSIZE). Waits. Returns 0, or the first failed
+ * item's code (its out value is left as it was), or what map_async
+ * returns. See MPQ_TASK_VALUE().
+ */
+int mpq_pool_map_values(struct mpq_pool *p, mpq_task_fn fn, const void *in,
+			size_t in_size, void *out, size_t out_size, size_t n,
+			size_t chunksize);
+
+/*
+ * imap and imap_unordered: fn over args[0..n) (chunksize 0 means 1, as in
+ * Python), with an iterator that yields each result as soon as it (imap:
+ * and every one before it) is there. args as for map_async.
+ * Returns 0, or what map_async returns.
+ */
+int mpq_pool_imap(struct mpq_pool *p, mpq_task_fn fn,
+		  const struct iovec *args, size_t n, size_t chunksize,
+		  struct mpq_pool_iter **out);
+int mpq_pool_imap_unordered(struct mpq_pool *p, mpq_task_fn fn,
+			    const struct iovec *args, size_t n,
+			    size_t chunksize, struct mpq_pool_iter **out);
+
+/*
+ * The next result, waiting up to timeout_ns. Returns 1 with *value, *len
+ * (valid until the iterator is freed) and *index (the item's position in
+ * args; may be NULL) set; 0 when every result has been returned
+ * (StopIteration); the item's error code if it failed (*index set; the
+ * next call goes on with the next item); -EAGAIN or -ETIMEDOUT (nothing
+ * yet: *index is set to SIZE_MAX), -EINVAL, -EDEADLK. value and len may
+ * be NULL.
+ */
+int mpq_pool_iter_next(struct mpq_pool_iter *it, int64_t timeout_ns,
+		       const void **value, size_t *len, size_t *index);
+
+/* Free an iterator; the work it stands for goes on. */
+void mpq_pool_iter_free(struct mpq_pool_iter *it);
+
+/*
+ * AsyncResult. get waits up to timeout_ns and returns 0, or the task's
+ * error (map: the first failed item's), or -EAGAIN (not ready and
+ * timeout_ns == 0), -ETIMEDOUT, -EDEADLK (from a callback of its pool),
+ * -EINVAL. A task's own code may be -ETIMEDOUT too: ready() tells.
+ * wait returns 0 once ready, -EAGAIN, -ETIMEDOUT, -EDEADLK, -EINVAL.
+ * ready: 1 or 0. successful: 1 or 0 once ready, -EAGAIN before.
+ */
+int mpq_async_result_get(struct mpq_async_result *r, int64_t timeout_ns);
+int mpq_async_result_wait(struct mpq_async_result *r, int64_t timeout_ns);
+int mpq_async_result_ready(struct mpq_async_result *r);
+int mpq_async_result_successful(struct mpq_async_result *r);
+
+/* Items in the result: 1 for apply, n for map. -EINVAL for NULL. */
+ssize_t mpq_async_result_count(struct mpq_async_result *r);
+
+/*
+ * Item i of a complete result (ready, or in its callback): 0 with its
+ * value in *value, *len (owned by r, 8-byte aligned, valid until r is
+ * freed), or its error code (*value NULL, *len 0). -EAGAIN before the
+ * result is complete, -ERANGE for i out of range, -EINVAL. value and len
+ * may be NULL.
+ */
+int mpq_async_result_value(struct mpq_async_result *r, size_t i,
+			   const void **value, size_t *len);
+
+/*
+ * Item i's error code (0 if it succeeded) and message (a string owned by
+ * r; "" if it succeeded): the task's message, or one the pool wrote, such
+ * as "ForkPoolWorker-3 (pid 1234) was killed by signal 9 (SIGKILL)
+ * running this task". -EAGAIN, -ERANGE, -EINVAL as for value.
+ */
+int mpq_async_result_error(struct mpq_async_result *r, size_t i,
+			   const char **msg);
+
+/*
+ * Free the result. Work still running goes on (and its callbacks run);
+ * what it gives is dropped.
+ */
+void mpq_async_result_free(struct mpq_async_result *r);
+
+/*
+ * close: no new work (it gives -EBADF); the work submitted is finished,
+ * then the workers exit. terminate: stop now: the workers are sent
+ * SIGTERM (SIGKILL a second later if still alive), everything not
+ * finished fails with -ECANCELED, and the call returns once the workers
+ * are gone. Both return 0, -EINVAL, -ECHILD.
+ * join: after close or terminate, wait up to timeout_ns for all the work
+ * and the workers to end. Returns 0, -EINVAL (the pool is still
+ * running), -ETIMEDOUT, -EAGAIN, -EDEADLK (from a callback), -ECHILD.
+ */
+int mpq_pool_close(struct mpq_pool *p);
+int mpq_pool_terminate(struct mpq_pool *p);
+int mpq_pool_join(struct mpq_pool *p, int64_t timeout_ns);
+
+/*
+ * Free the pool: a pool still running is terminated first (work in
+ * flight fails with -ECANCELED) and joined. Results and iterators stay
+ * valid until they are freed. In a process other than the pool's, only
+ * this process's copies of its fds and memory are released.
+ */
+void mpq_pool_free(struct mpq_pool *p);
 
 #ifdef __cplusplus
 }

@@ -737,6 +737,17 @@ err:
 	return ret;
 }
 
+/*
+ * Fault in this process's view of the pipe's memory now rather than page
+ * by page as messages first reach it (each first touch is a fault in each
+ * process). Best effort: MADV_POPULATE_WRITE came in Linux 5.14.
+ */
+void mpq_conn_prefault(struct mpq_conn *c)
+{
+	if (c && !c->closed)
+		madvise(c->shm, c->map_size, MADV_POPULATE_WRITE);
+}
+
 MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
 {
 	return c ? c->backend : -EINVAL;
@@ -754,15 +765,17 @@ MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
  *                                            the memfd, this end's
  *                                            socket and the four bells
  */
-MPQ_EXPORT int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len)
+int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
+		    int *nfds)
 {
-	int fds[6] = { c ? c->fd : -1, -1, -1, -1, -1, -1 };
-	int ret = conn_check(c), n, i, nfds = 1;
+	int ret = conn_check(c), n;
 
 	if (ret)
 		return ret;
 	if (!buf)
 		return -EINVAL;
+	fds[0] = c->fd;
+	*nfds = 1;
 	if (c->backend == MPQ_BACKEND_KMOD) {
 		n = snprintf(buf, len, "mpq-conn:kmod:%d", c->fd);
 	} else {
@@ -771,13 +784,23 @@ MPQ_EXPORT int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len)
 		fds[3] = c->bell_rx_space;
 		fds[4] = c->bell_tx_data;
 		fds[5] = c->bell_tx;
-		nfds = 6;
+		*nfds = 6;
 		n = snprintf(buf, len, "mpq-conn:memfd:%d:%d:%d:%d:%d:%d:%d",
 			     c->end, fds[0], fds[1], fds[2], fds[3], fds[4],
 			     fds[5]);
 	}
 	if (n < 0 || (size_t)n >= len)
 		return -ERANGE;
+	return n;
+}
+
+MPQ_EXPORT int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len)
+{
+	int fds[6], n, i, nfds, ret;
+
+	n = mpq_conn_handle(c, buf, len, fds, &nfds);
+	if (n < 0)
+		return n;
 	for (i = 0; i < nfds; i++) {
 		ret = mpq_spawn_inherit_fd(fds[i]);
 		if (ret)

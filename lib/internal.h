@@ -248,6 +248,8 @@ struct mpq_process {
 	size_t arg_len;
 	char *name;
 	char *identity;		/* "1:2": start counters from the main process */
+	int *keep_fds;		/* spawn: fds this child alone inherits */
+	unsigned int nkeep_fds;
 	struct mpq_process *next;	/* in the running children's list */
 };
 
@@ -286,11 +288,28 @@ __attribute__((noreturn)) void mpq_proc_run(struct mpq_process *p);
 
 /* spawn.c */
 int mpq_spawn_start(struct mpq_process *p);
+/*
+ * Pass fds[0..n) to this one child if it is spawned (at their numbers),
+ * unlike mpq_spawn_inherit_fd() which passes an fd to every spawned child.
+ */
+int mpq_process_keep_fds(struct mpq_process *p, const int *fds, unsigned int n);
+/* A target's registered name (into buf), or the target of a name. */
+int mpq_target_name_of(mpq_target_fn fn, char *buf, size_t len);
+mpq_target_fn mpq_target_by(const char *name);
 /* Let fd reach spawned children (at its number) while it stays open. */
 int mpq_spawn_inherit_fd(int fd);
 /* "mpq-<type>:fd=<fd>": handles for objects passed to spawned children. */
 int mpq_handle_format(char *buf, size_t len, const char *type, int fd);
 int mpq_handle_parse(const char *handle, const char *type, int *fd);
 int mpq_handle_export(const char *type, int fd, char *buf, size_t len);
+
+/*
+ * conn.c: mpq_conn_export()'s handle without marking the fds for every
+ * spawned child: the fds it names go to fds[] (room for 6), *nfds of them.
+ */
+int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
+		    int *nfds);
+/* conn.c: fault in the pipe's memory now (for pools, which use it hard). */
+void mpq_conn_prefault(struct mpq_conn *c);
 
 #endif /* MPQ_INTERNAL_H */

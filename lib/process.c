@@ -183,6 +183,9 @@ static void mpq_proc_release(struct mpq_process *p)
 	free(p->arg);
 	p->arg = NULL;
 	p->arg_len = 0;
+	free(p->keep_fds);
+	p->keep_fds = NULL;
+	p->nkeep_fds = 0;
 }
 
 static void mpq_proc_destroy(struct mpq_process *p)

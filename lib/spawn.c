@@ -488,6 +488,42 @@ static const char *mpq_target_name(mpq_target_fn fn)
 	return NULL;
 }
 
+int mpq_target_name_of(mpq_target_fn fn, char *buf, size_t len)
+{
+	const char *name;
+	int ret = -ENOENT;
+
+	mpq_proc_lock();
+	name = mpq_target_name(fn);
+	if (name)
+		ret = snprintf(buf, len, "%s", name) < (int)len ? 0 : -ERANGE;
+	mpq_proc_unlock();
+	return ret;
+}
+
+mpq_target_fn mpq_target_by(const char *name)
+{
+	struct mpq_target *t;
+
+	mpq_proc_lock();
+	t = mpq_target_by_name(name);
+	mpq_proc_unlock();
+	return t ? t->fn : NULL;
+}
+
+int mpq_process_keep_fds(struct mpq_process *p, const int *fds, unsigned int n)
+{
+	int *copy = malloc(n * sizeof(*copy));
+
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, fds, n * sizeof(*copy));
+	free(p->keep_fds);
+	p->keep_fds = copy;
+	p->nkeep_fds = n;
+	return 0;
+}
+
 /* The child: pass the fds on, execute the program, or report why not. */
 static __attribute__((noreturn)) void mpq_spawn_exec(char **argv,
 						     char **envp,
@@ -521,10 +557,14 @@ int mpq_spawn_start(struct mpq_process *p)
 	if (!mpq_argv)
 		mpq_argv = mpq_argv_from_proc();
 	argv = mpq_argv;
-	/* Room for what the child must keep: exports, bootstrap, parent. */
-	fds = malloc((mpq_ninherits + 3) * sizeof(*fds));
+	/* Room for what the child must keep: exports, its own, bootstrap, parent. */
+	fds = malloc((mpq_ninherits + p->nkeep_fds + 3) * sizeof(*fds));
 	nfds = fds ? mpq_inherit_collect(fds) : 0;
 	mpq_proc_unlock();
+	if (fds && p->nkeep_fds) {
+		memcpy(fds + nfds, p->keep_fds, p->nkeep_fds * sizeof(*fds));
+		nfds += p->nkeep_fds;
+	}
 	if (!target)
 		ret = -ENOENT;
 	else if (!argv || !fds)

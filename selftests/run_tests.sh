@@ -118,6 +118,14 @@ for cell in "rtt mpq-queue --backend memfd --wait adaptive --count 2000" \
 	check "bench: mpqbench $cell moves every message intact" \
 		"$B/bench/mpqbench" $cell
 done
+# pool_bench checks every result of every map and apply it times.
+for cell in "pool-map mpq-pool --batch 0 --count 200000" \
+	    "pool-map mpq-pool-iov --batch 1 --count 20000" \
+	    "pool-apply mpq-pool --batch 1 --count 20000" \
+	    "pool-cpu mpq-pool --size 16384 --workers 2 --count 256"; do
+	check "bench: pool_bench $cell gets every result right" \
+		env MPQ_BACKEND=memfd "$B/bench/pool_bench" $cell
+done
 check "bench: cpython_bench.py rtt cpython-pipe runs" \
 	/usr/bin/python3 "$top/bench/cpython_bench.py" rtt cpython-pipe --count 2000
 

@@ -18,7 +18,7 @@ for t in "$B"/selftests/*_test; do
 done
 echo "# === tools_test (VM): the eBPF tools and mpqstat against known workloads"
 "$B/selftests/tools_test"
-echo "# === mpqbench on /dev/mpq: every message intact (not timed)"
+echo "# === mpqbench and pool_bench on /dev/mpq: every message and result intact (not timed)"
 ok=0 bad=0
 for cell in "rtt mpq-queue --backend kmod --wait epoll --count 500" \
 	    "stream mpq-queue --backend kmod --wait epoll --batch 8 --count 20000" \
@@ -27,6 +27,14 @@ for cell in "rtt mpq-queue --backend kmod --wait epoll --count 500" \
 		echo "ok - mpqbench $cell"; ok=$((ok + 1))
 	else
 		echo "not ok - mpqbench $cell"; bad=$((bad + 1))
+	fi
+done
+for cell in "pool-map mpq-pool --backend kmod --batch 0 --count 100000" \
+	    "pool-apply mpq-pool --backend kmod --batch 1 --count 5000"; do
+	if "$B/bench/pool_bench" $cell > /dev/null; then
+		echo "ok - pool_bench $cell"; ok=$((ok + 1))
+	else
+		echo "not ok - pool_bench $cell"; bad=$((bad + 1))
 	fi
 done
 echo "# Totals: pass:$ok fail:$bad xfail:0 xpass:0 skip:0 error:0"

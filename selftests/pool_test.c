@@ -1,0 +1,1278 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The promises of mpq_pool, one test each: Python's Pool semantics (map
+ * and imap order, imap_unordered completeness, callbacks exactly once,
+ * initializer once per worker, maxtasksperchild, chunksize, close, join,
+ * terminate, timeouts) on both start methods, and what Python's Pool does
+ * not keep: a worker killed or crashing mid-task fails only that task, and
+ * nothing waits forever.
+ *
+ * Spawned workers are this test binary executed again: mpq_init() runs
+ * from a constructor, after MPQ_TASK's registrations, and in a worker runs
+ * it and exits before the harness starts. Workers report to the test
+ * through mpq queues whose handles travel in the environment (a spawned
+ * worker inherits environ and the exported fds; a forked one everything).
+ * Waits are bounded so that a bug fails a test rather than hanging it;
+ * nothing here measures time.
+ */
+#include <pthread.h>
+#include <stdio.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+static void __attribute__((constructor)) run_spawned_worker(void)
+{
+	mpq_init(NULL, NULL);
+}
+
+#define BOUND		(60 * NSEC_PER_SEC)	/* a wait that must not hang */
+#define PIDQ_ENV	"MPQ_POOL_TEST_PIDQ"
+#define TOKENQ_ENV	"MPQ_POOL_TEST_TOKENS"
+
+/* What an item of the "work" task does besides returning value + 1. */
+enum role {
+	ROLE_PLAIN,
+	ROLE_FAIL,		/* fail with -EDOM and a message */
+	ROLE_VICTIM,		/* report the pid on the pid queue, then pause */
+	ROLE_TOKEN_VICTIM,	/* a victim only if it takes a token */
+	ROLE_SEGV,		/* crash with SIGSEGV */
+	ROLE_EXIT,		/* _exit(3) in the middle of the task */
+	ROLE_SLEEP,		/* sleep value ms first */
+	ROLE_PID,		/* return the worker's pid, not value + 1 */
+};
+
+struct work {
+	int64_t value;
+	int32_t role;
+	int32_t __pad;
+};
+
+static struct mpq_queue *queue_from_env(const char *name)
+{
+	struct mpq_queue *q;
+	const char *h = getenv(name);
+
+	if (!h || mpq_queue_import(&q, h))
+		return NULL;
+	return q;
+}
+
+static void report_pid_and_pause(void)
+{
+	struct mpq_queue *q = queue_from_env(PIDQ_ENV);
+	pid_t pid = getpid();
+
+	if (q)
+		mpq_queue_put(q, &pid, sizeof(pid), MPQ_FOREVER);
+	for (;;)
+		pause();
+}
+
+static int take_token(void)
+{
+	struct mpq_queue *q = queue_from_env(TOKENQ_ENV);
+	char c;
+	size_t len = 1;
+	int got;
+
+	if (!q)
+		return 0;
+	got = mpq_queue_get_nowait(q, &c, &len) == 0;
+	mpq_queue_free(q);
+	return got;
+}
+
+static void crash(void)
+{
+	/* An address no sanitizer checks, so that the signal is what ends us. */
+	static volatile uintptr_t where = 16;
+
+	signal(SIGSEGV, SIG_DFL);
+	*(volatile int *)where = 1;
+}
+
+static int work(const void *arg, size_t len, struct mpq_task *t)
+{
+	struct work w;
+	int64_t v;
+	int32_t pid;
+
+	if (len != sizeof(w))
+		return mpq_task_error(t, -EINVAL, "work: %zu bytes", len);
+	memcpy(&w, arg, sizeof(w));
+	switch (w.role) {
+	case ROLE_FAIL:
+		return mpq_task_error(t, -EDOM, "no good: %lld",
+				      (long long)w.value);
+	case ROLE_VICTIM:
+		report_pid_and_pause();
+		break;
+	case ROLE_TOKEN_VICTIM:
+		if (take_token())
+			report_pid_and_pause();
+		break;
+	case ROLE_SEGV:
+		crash();
+		break;
+	case ROLE_EXIT:
+		_exit(3);
+	case ROLE_SLEEP:
+		sleep_ms((int)w.value);
+		break;
+	case ROLE_PID:
+		pid = getpid();
+		return mpq_task_return(t, &pid, sizeof(pid));
+	}
+	v = w.value + 1;
+	return mpq_task_return(t, &v, sizeof(v));
+}
+MPQ_TASK(work);
+
+static int64_t plus_one(int64_t x)
+{
+	return x + 1;
+}
+MPQ_TASK_VALUE(plus_one, int64_t, int64_t);
+
+/* Never registered: a spawned worker cannot find them. */
+static int unregistered(const void *arg, size_t len, struct mpq_task *t)
+{
+	return 0;
+}
+
+static int unregistered_init(const void *arg, size_t len)
+{
+	return 0;
+}
+
+/* starmap: the sum of a tuple of int64 values. */
+static int tuple_sum(const void *arg, size_t len, struct mpq_task *t)
+{
+	struct iovec v[8];
+	int64_t sum = 0, x;
+	int n, i;
+
+	n = mpq_task_args(arg, len, v, 8);
+	if (n < 0 || n > 8)
+		return mpq_task_error(t, -EINVAL, "not a tuple");
+	for (i = 0; i < n; i++) {
+		if (v[i].iov_len != sizeof(x))
+			return mpq_task_error(t, -EINVAL, "element %d", i);
+		memcpy(&x, v[i].iov_base, sizeof(x));
+		sum += x;
+	}
+	return mpq_task_return(t, &sum, sizeof(sum));
+}
+MPQ_TASK(tuple_sum);
+
+/* A large value built from a large argument: each byte + 1, written in place. */
+static int bytes_plus_one(const void *arg, size_t len, struct mpq_task *t)
+{
+	const unsigned char *in = arg;
+	unsigned char *out;
+	size_t i;
+	int ret;
+
+	ret = mpq_task_result_buf(t, len, (void **)&out);
+	if (ret)
+		return ret;
+	for (i = 0; i < len; i++)
+		out[i] = (unsigned char)(in[i] + 1);
+	return 0;
+}
+MPQ_TASK(bytes_plus_one);
+
+/* The task API's misuse: a second value is -EALREADY. */
+static int return_twice(const void *arg, size_t len, struct mpq_task *t)
+{
+	int x = 1, ret;
+
+	ret = mpq_task_return(t, &x, sizeof(x));
+	if (ret)
+		return ret;
+	ret = mpq_task_return(t, &x, sizeof(x));
+	return ret == -EALREADY ? 0 : mpq_task_error(t, -EPROTO, "%d", ret);
+}
+MPQ_TASK(return_twice);
+
+/* Initializer: note the worker's pid on the queue named in its argument. */
+static int initialized;
+
+static int note_init(const void *arg, size_t len)
+{
+	struct mpq_queue *q;
+	char handle[MPQ_HANDLE_MAX] = "";
+	pid_t pid = getpid();
+
+	if (len >= sizeof(handle))
+		return -EINVAL;
+	memcpy(handle, arg, len);
+	if (mpq_queue_import(&q, handle))
+		return -EBADF;
+	mpq_queue_put(q, &pid, sizeof(pid), MPQ_FOREVER);
+	mpq_queue_free(q);
+	initialized++;
+	return 0;
+}
+MPQ_TARGET(note_init);
+
+static int failing_init(const void *arg, size_t len)
+{
+	return -ENOTSUP;
+}
+MPQ_TARGET(failing_init);
+
+/* The worker's pid, if the initializer ran in it exactly once. */
+static int pid_if_initialized(const void *arg, size_t len, struct mpq_task *t)
+{
+	int32_t pid = getpid();
+
+	if (initialized != 1)
+		return mpq_task_error(t, -EPROTO, "initialized %d times",
+				      initialized);
+	return mpq_task_return(t, &pid, sizeof(pid));
+}
+MPQ_TASK(pid_if_initialized);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static struct mpq_pool *pool_make(int method, int processes, uint32_t maxtasks,
+				  uint32_t flags)
+{
+	struct mpq_pool_attr attr = {
+		.processes = processes,
+		.start_method = method,
+		.maxtasksperchild = maxtasks,
+		.flags = flags,
+	};
+	struct mpq_pool *p;
+
+	return mpq_pool_new(&p, &attr) ? NULL : p;
+}
+
+/* n work items (value i, role PLAIN) with their iovecs. */
+struct items {
+	struct work *w;
+	struct iovec *iov;
+	size_t n;
+};
+
+static int items_make(struct items *it, size_t n)
+{
+	size_t i;
+
+	it->n = n;
+	it->w = calloc(n ? n : 1, sizeof(*it->w));
+	it->iov = calloc(n ? n : 1, sizeof(*it->iov));
+	if (!it->w || !it->iov)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		it->w[i].value = (int64_t)i;
+		it->iov[i].iov_base = &it->w[i];
+		it->iov[i].iov_len = sizeof(it->w[i]);
+	}
+	return 0;
+}
+
+static void items_free(struct items *it)
+{
+	free(it->w);
+	free(it->iov);
+}
+
+/* Item i of a complete result as an int64 (or the error code). */
+static int64_t value_of(struct mpq_async_result *r, size_t i, int *err)
+{
+	const void *v;
+	size_t len;
+	int64_t x = -1;
+
+	*err = mpq_async_result_value(r, i, &v, &len);
+	if (!*err && len == sizeof(x))
+		memcpy(&x, v, sizeof(x));
+	else if (!*err)
+		*err = -EMSGSIZE;
+	return x;
+}
+
+/* How many items of r are not value i + 1 (skip: an index to leave out). */
+static size_t wrong_values(struct mpq_async_result *r, size_t n, size_t skip)
+{
+	size_t i, wrong = 0;
+	int err;
+
+	for (i = 0; i < n; i++)
+		if (i != skip && (value_of(r, i, &err) != (int64_t)i + 1 || err))
+			wrong++;
+	return wrong;
+}
+
+/* A queue exported to every spawned child and named in the environment. */
+static struct mpq_queue *env_queue(const char *name, uint32_t maxsize)
+{
+	struct mpq_queue_attr qa = { .maxsize = maxsize, .msgsize = 64 };
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_queue *q;
+
+	if (mpq_queue_new(&q, &qa))
+		return NULL;
+	if (mpq_queue_export(q, handle, sizeof(handle)) < 0 ||
+	    setenv(name, handle, 1)) {
+		mpq_queue_free(q);
+		return NULL;
+	}
+	return q;
+}
+
+static pid_t get_pid(struct mpq_queue *q)
+{
+	pid_t pid = -1;
+	size_t len = sizeof(pid);
+
+	if (mpq_queue_get(q, &pid, &len, BOUND))
+		return -1;
+	return pid;
+}
+
+/* ---- the tests that both start methods must pass ------------------------- */
+
+FIXTURE(method) {};
+FIXTURE_SETUP(method) {}
+FIXTURE_TEARDOWN(method) {}
+FIXTURE_VARIANT(method) {
+	int start_method;
+};
+FIXTURE_VARIANT_ADD(method, fork) {
+	.start_method = MPQ_START_FORK,
+};
+FIXTURE_VARIANT_ADD(method, spawn) {
+	.start_method = MPQ_START_SPAWN,
+};
+
+TEST_F(method, map_returns_results_in_the_order_of_the_arguments)
+{
+	static const size_t chunks[] = { 0, 1, 7, 100000 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	unsigned int k;
+
+	ASSERT_EQ(0, items_make(&it, 10000));
+	p = pool_make(variant->start_method, 3, 0, 0);
+	ASSERT_NE(NULL, p);
+	for (k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
+		ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, it.n, chunks[k], &r));
+		EXPECT_EQ((ssize_t)it.n, mpq_async_result_count(r));
+		EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+		mpq_async_result_free(r);
+	}
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, map_values_fills_fixed_size_results_in_order)
+{
+	int64_t *in = malloc(100000 * sizeof(*in));
+	int64_t *out = calloc(100000, sizeof(*out));
+	struct mpq_pool *p;
+	size_t i, wrong = 0;
+
+	ASSERT_NE(NULL, in);
+	ASSERT_NE(NULL, out);
+	for (i = 0; i < 100000; i++)
+		in[i] = (int64_t)i * 3;
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map_values(p, plus_one_task, in, sizeof(*in),
+					 out, sizeof(*out), 100000, 0));
+	for (i = 0; i < 100000; i++)
+		wrong += out[i] != (int64_t)i * 3 + 1;
+	EXPECT_EQ(0, wrong);
+	/* A value of another size fails that item, not the others. */
+	EXPECT_EQ(-EMSGSIZE, mpq_pool_map_values(p, plus_one_task, in,
+						 sizeof(*in), out, 4, 10, 0));
+	/* An argument of another size is the task's -EINVAL. */
+	EXPECT_EQ(-EINVAL, mpq_pool_map_values(p, plus_one_task, in, 4, out,
+					       sizeof(*out), 10, 0));
+	mpq_pool_free(p);
+	free(in);
+	free(out);
+}
+
+TEST_F(method, imap_yields_results_in_the_order_of_the_arguments)
+{
+	struct mpq_pool_iter *iter;
+	struct mpq_pool *p;
+	struct items it;
+	const void *v;
+	size_t i, len, index, wrong = 0;
+	int64_t x;
+	int ret;
+
+	ASSERT_EQ(0, items_make(&it, 300));
+	/* Items finish out of order: the early ones sleep longest. */
+	for (i = 0; i < 30; i++) {
+		it.w[i].role = ROLE_SLEEP;
+		it.w[i].value = (int64_t)(30 - i);
+	}
+	p = pool_make(variant->start_method, 3, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_imap(p, work, it.iov, it.n, 0, &iter));
+	for (i = 0; i < it.n; i++) {
+		ret = mpq_pool_iter_next(iter, BOUND, &v, &len, &index);
+		ASSERT_EQ(1, ret);
+		ASSERT_EQ(i, index);
+		memcpy(&x, v, sizeof(x));
+		wrong += x != it.w[i].value + 1;
+	}
+	EXPECT_EQ(0, wrong);
+	EXPECT_EQ(0, mpq_pool_iter_next(iter, BOUND, &v, &len, &index));
+	mpq_pool_iter_free(iter);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, imap_unordered_yields_every_result_exactly_once)
+{
+	struct mpq_pool_iter *iter;
+	unsigned char *seen;
+	struct mpq_pool *p;
+	struct items it;
+	const void *v;
+	size_t i, len, index, wrong = 0, dup = 0;
+	int64_t x;
+
+	ASSERT_EQ(0, items_make(&it, 5000));
+	for (i = 0; i < 10; i++) {
+		it.w[i].role = ROLE_SLEEP;
+		it.w[i].value = 20;
+	}
+	seen = calloc(it.n, 1);
+	ASSERT_NE(NULL, seen);
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_imap_unordered(p, work, it.iov, it.n, 3, &iter));
+	for (i = 0; i < it.n; i++) {
+		ASSERT_EQ(1, mpq_pool_iter_next(iter, BOUND, &v, &len, &index));
+		ASSERT_LT(index, it.n);
+		dup += seen[index]++;
+		memcpy(&x, v, sizeof(x));
+		wrong += x != it.w[index].value + 1;
+	}
+	EXPECT_EQ(0, dup);
+	EXPECT_EQ(0, wrong);
+	EXPECT_EQ(0, mpq_pool_iter_next(iter, 0, &v, &len, &index));
+	mpq_pool_iter_free(iter);
+	mpq_pool_free(p);
+	free(seen);
+	items_free(&it);
+}
+
+TEST_F(method, apply_returns_the_value_and_apply_async_gets_each_its_own)
+{
+	struct mpq_async_result *r[100];
+	struct work w = { .value = 41 };
+	struct mpq_pool *p;
+	void *v = NULL;
+	int i, err;
+
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(8, mpq_pool_apply(p, work, &w, sizeof(w), &v));
+	EXPECT_EQ(42, *(int64_t *)v);
+	free(v);
+	for (i = 0; i < 100; i++) {
+		w.value = i * 10;
+		/* The argument is copied: w may change at once. */
+		ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+						  &r[i]));
+	}
+	for (i = 99; i >= 0; i--) {
+		ASSERT_EQ(0, mpq_async_result_get(r[i], BOUND));
+		EXPECT_EQ(1, mpq_async_result_ready(r[i]));
+		EXPECT_EQ(1, mpq_async_result_successful(r[i]));
+		EXPECT_EQ(i * 10 + 1, value_of(r[i], 0, &err));
+		EXPECT_EQ(0, err);
+		mpq_async_result_free(r[i]);
+	}
+	mpq_pool_free(p);
+}
+
+/* Per call: how often each callback ran, and whether the result was ready. */
+struct calls {
+	int ok, err, code, ready_in_callback;
+	char msg[128];
+};
+
+static void on_ok(struct mpq_async_result *r, void *data)
+{
+	struct calls *c = data;
+
+	__atomic_add_fetch(&c->ok, 1, __ATOMIC_SEQ_CST);
+	c->ready_in_callback = mpq_async_result_ready(r);
+}
+
+static void on_err(struct mpq_async_result *r, int err, const char *msg,
+		   void *data)
+{
+	struct calls *c = data;
+
+	c->code = err;
+	snprintf(c->msg, sizeof(c->msg), "%s", msg);
+	__atomic_add_fetch(&c->err, 1, __ATOMIC_SEQ_CST);
+}
+
+TEST_F(method, callback_or_error_callback_runs_exactly_once_before_get_returns)
+{
+	struct mpq_pool_callbacks cb = { .callback = on_ok,
+					 .error_callback = on_err };
+	struct mpq_async_result *r[200], *m[10];
+	struct calls *c = calloc(210, sizeof(*c));
+	struct mpq_pool *p;
+	struct work w = { 0 };
+	struct items it;
+	int i, bad = 0;
+
+	ASSERT_NE(NULL, c);
+	ASSERT_EQ(0, items_make(&it, 50));
+	it.w[17].role = ROLE_FAIL;
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	for (i = 0; i < 200; i++) {
+		w.value = i;
+		w.role = i % 3 == 0 ? ROLE_FAIL : ROLE_PLAIN;
+		cb.data = &c[i];
+		ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), &cb,
+						  &r[i]));
+	}
+	for (i = 0; i < 10; i++) {
+		cb.data = &c[200 + i];
+		/* Every other map holds the failing item. */
+		ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov,
+						i % 2 ? it.n : 17, 4, &cb,
+						&m[i]));
+	}
+	for (i = 0; i < 200; i++) {
+		int want = i % 3 == 0 ? -EDOM : 0;
+
+		EXPECT_EQ(want, mpq_async_result_get(r[i], BOUND));
+		/* Python sets the result ready after the callback: it ran. */
+		bad += c[i].ok + c[i].err != 1;
+		bad += want ? c[i].err != 1 || c[i].code != -EDOM : c[i].ok != 1;
+		bad += !want && c[i].ready_in_callback != 0;
+		mpq_async_result_free(r[i]);
+	}
+	for (i = 0; i < 10; i++) {
+		struct calls *k = &c[200 + i];
+
+		EXPECT_EQ(i % 2 ? -EDOM : 0, mpq_async_result_get(m[i], BOUND));
+		bad += k->ok + k->err != 1 || (i % 2 ? k->err : k->ok) != 1;
+		if (i % 2)
+			EXPECT_STREQ("no good: 17", k->msg);
+		mpq_async_result_free(m[i]);
+	}
+	EXPECT_EQ(0, bad);
+	/* Nothing runs twice after the results are gone either. */
+	ASSERT_EQ(0, mpq_pool_close(p));
+	ASSERT_EQ(0, mpq_pool_join(p, BOUND));
+	for (i = 0, bad = 0; i < 210; i++)
+		bad += c[i].ok + c[i].err != 1;
+	EXPECT_EQ(0, bad);
+	mpq_pool_free(p);
+	items_free(&it);
+	free(c);
+}
+
+TEST_F(method, a_failed_task_gives_its_code_and_message_to_get_and_the_item)
+{
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	const char *msg;
+	const void *v;
+	size_t len;
+	int err;
+
+	ASSERT_EQ(0, items_make(&it, 20));
+	it.w[5].role = ROLE_FAIL;
+	it.w[12].role = ROLE_FAIL;
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	/* The first failed item by index is what map returns. */
+	EXPECT_EQ(-EDOM, mpq_pool_map(p, work, it.iov, it.n, 1, &r));
+	ASSERT_NE(NULL, r);
+	EXPECT_EQ(0, mpq_async_result_successful(r));
+	EXPECT_EQ(-EDOM, mpq_async_result_error(r, 5, &msg));
+	EXPECT_STREQ("no good: 5", msg);
+	EXPECT_EQ(-EDOM, mpq_async_result_value(r, 12, &v, &len));
+	EXPECT_EQ(NULL, v);
+	EXPECT_EQ(0, mpq_async_result_error(r, 6, &msg));
+	EXPECT_STREQ("", msg);
+	EXPECT_EQ(7, value_of(r, 6, &err));
+	EXPECT_EQ(-ERANGE, mpq_async_result_value(r, 20, &v, &len));
+	mpq_async_result_free(r);
+	/* apply: the code is the return value. */
+	EXPECT_EQ(-EDOM, mpq_pool_apply(p, work, &it.w[5], sizeof(it.w[5]),
+					(void **)&v));
+	EXPECT_EQ(NULL, v);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, the_initializer_runs_once_in_every_worker)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 3,
+		.start_method = variant->start_method,
+		.initializer = note_init,
+		.maxtasksperchild = 5,
+	};
+	struct mpq_queue_attr qa = { .maxsize = 4096, .msgsize = 8 };
+	char handle[MPQ_HANDLE_MAX];
+	pid_t inits[4096], pid;
+	struct mpq_async_result *r;
+	struct mpq_queue *q;
+	struct mpq_pool *p;
+	struct items it;
+	size_t n = 0, i, k, len, unknown = 0, twice = 0;
+	const void *v;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &qa));
+	ASSERT_LT(0, mpq_queue_export(q, handle, sizeof(handle)));
+	attr.initarg = handle;
+	attr.initarg_len = strlen(handle);
+	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
+	ASSERT_EQ(0, items_make(&it, 60));
+	ASSERT_EQ(0, mpq_pool_map(p, pid_if_initialized, it.iov, it.n, 1, &r));
+	ASSERT_EQ(0, mpq_pool_close(p));
+	ASSERT_EQ(0, mpq_pool_join(p, BOUND));
+	for (;;) {
+		len = sizeof(pid);
+		if (mpq_queue_get_nowait(q, &pid, &len))
+			break;
+		for (k = 0; k < n; k++)
+			twice += inits[k] == pid;
+		inits[n++] = pid;
+	}
+	/* 60 tasks, at most 5 per worker: 12 workers at least. */
+	EXPECT_LE(12, n);
+	EXPECT_EQ(0, twice);
+	for (i = 0; i < it.n; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		memcpy(&pid, v, sizeof(pid));
+		for (k = 0; k < n && inits[k] != pid; k++)
+			;
+		unknown += k == n;
+	}
+	EXPECT_EQ(0, unknown);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(q);
+	items_free(&it);
+}
+
+TEST_F(method, maxtasksperchild_replaces_a_worker_after_that_many_tasks)
+{
+	pid_t pids[64];
+	int uses[64] = { 0 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, n = 0, k, len, over = 0;
+	const void *v;
+	pid_t pid;
+
+	ASSERT_EQ(0, items_make(&it, 40));
+	for (i = 0; i < it.n; i++)
+		it.w[i].role = ROLE_PID;
+	p = pool_make(variant->start_method, 2, 2, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, it.n, 1, &r));
+	for (i = 0; i < it.n; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		ASSERT_EQ(sizeof(pid), len);
+		memcpy(&pid, v, sizeof(pid));
+		for (k = 0; k < n && pids[k] != pid; k++)
+			;
+		if (k == n)
+			pids[n++] = pid;
+		uses[k]++;
+	}
+	for (k = 0; k < n; k++)
+		over += uses[k] > 2;
+	EXPECT_EQ(0, over);
+	EXPECT_LE(20, n);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, the_default_chunksize_is_pythons)
+{
+	struct mpq_async_result *r;
+	struct mpq_pool_iter *iter;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, runs = 0, len, index;
+	pid_t pid, last = 0;
+	const void *v;
+
+	ASSERT_EQ(0, items_make(&it, 100));
+	for (i = 0; i < it.n; i++)
+		it.w[i].role = ROLE_PID;
+	/* One task (chunk) per worker: a new pid starts each chunk. */
+	p = pool_make(variant->start_method, 2, 1, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, it.n, 0, &r));
+	for (i = 0; i < it.n; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		memcpy(&pid, v, sizeof(pid));
+		/* divmod(100, 2 * 4) = (12, 4): chunks of 13. */
+		if (i % 13 == 0) {
+			EXPECT_NE(last, pid);
+			runs++;
+		} else {
+			EXPECT_EQ(last, pid);
+		}
+		last = pid;
+	}
+	EXPECT_EQ(8, runs);
+	mpq_async_result_free(r);
+	/* imap's default is 1, as in Python. */
+	ASSERT_EQ(0, mpq_pool_imap(p, work, it.iov, 6, 0, &iter));
+	for (i = 0, runs = 0; i < 6; i++) {
+		ASSERT_EQ(1, mpq_pool_iter_next(iter, BOUND, &v, &len, &index));
+		memcpy(&pid, v, sizeof(pid));
+		runs += pid != last;
+		last = pid;
+	}
+	EXPECT_EQ(6, runs);
+	mpq_pool_iter_free(iter);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+/* Run a 100,000-item map whose victim item is killed by the test. */
+static void map_with_a_kill(struct __test_metadata *_metadata, int method,
+			    uint32_t flags, int tokens, int want)
+{
+	struct mpq_queue *pidq, *tokq = NULL;
+	struct mpq_async_result *r;
+	uint64_t seed = (uint64_t)now_ns() | 1;
+	struct mpq_pool *p;
+	struct items it;
+	size_t victim;
+	const char *msg;
+	pid_t pid;
+	int i;
+
+	ASSERT_EQ(0, items_make(&it, 100000));
+	victim = rnd(&seed) % it.n;
+	it.w[victim].role = tokens ? ROLE_TOKEN_VICTIM : ROLE_VICTIM;
+	pidq = env_queue(PIDQ_ENV, 8);
+	ASSERT_NE(NULL, pidq);
+	if (tokens) {
+		tokq = env_queue(TOKENQ_ENV, 8);
+		ASSERT_NE(NULL, tokq);
+		for (i = 0; i < tokens; i++)
+			ASSERT_EQ(0, mpq_queue_put(tokq, "t", 1, 0));
+	}
+	p = pool_make(method, 3, 0, flags);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 0, NULL, &r));
+	for (i = 0; i < (tokens ? tokens : 1); i++) {
+		pid = get_pid(pidq);
+		ASSERT_LT(0, pid);
+		ASSERT_EQ(0, kill(pid, SIGKILL));
+	}
+	EXPECT_EQ(want, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(0, wrong_values(r, it.n, want ? victim : SIZE_MAX));
+	if (want) {
+		EXPECT_EQ(-EOWNERDEAD, mpq_async_result_error(r, victim, &msg));
+		EXPECT_NE(NULL, strstr(msg, "SIGKILL"));
+		EXPECT_NE(NULL, strstr(msg, "PoolWorker-"));
+	}
+	mpq_async_result_free(r);
+	/* The pool goes on with a new worker in the dead one's place. */
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, 1000, 0, &r));
+	EXPECT_EQ(0, wrong_values(r, 1000, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(pidq);
+	if (tokq)
+		mpq_queue_free(tokq);
+	items_free(&it);
+}
+
+TEST_F_TIMEOUT(method, a_worker_killed_mid_map_fails_only_the_task_it_ran, 240)
+{
+	map_with_a_kill(_metadata, variant->start_method, 0, 0, -EOWNERDEAD);
+}
+
+TEST_F_TIMEOUT(method, with_retry_once_a_killed_task_runs_again_and_succeeds, 240)
+{
+	map_with_a_kill(_metadata, variant->start_method,
+			MPQ_POOL_RETRY_ONCE, 1, 0);
+}
+
+TEST_F_TIMEOUT(method, with_retry_once_a_task_killed_twice_fails, 240)
+{
+	map_with_a_kill(_metadata, variant->start_method,
+			MPQ_POOL_RETRY_ONCE, 2, -EOWNERDEAD);
+}
+
+TEST_F(method, a_task_that_segfaults_fails_and_every_other_task_completes)
+{
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	const char *msg;
+
+	ASSERT_EQ(0, items_make(&it, 2000));
+	it.w[1234].role = ROLE_SEGV;
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EOWNERDEAD, mpq_pool_map(p, work, it.iov, it.n, 0, &r));
+	ASSERT_NE(NULL, r);
+	EXPECT_EQ(0, wrong_values(r, it.n, 1234));
+	EXPECT_EQ(-EOWNERDEAD, mpq_async_result_error(r, 1234, &msg));
+	EXPECT_NE(NULL, strstr(msg, "SIGSEGV"));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, a_task_that_exits_its_worker_fails_with_the_exit_status)
+{
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	const char *msg;
+
+	ASSERT_EQ(0, items_make(&it, 500));
+	it.w[99].role = ROLE_EXIT;
+	it.w[400].role = ROLE_EXIT;
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EOWNERDEAD, mpq_pool_map(p, work, it.iov, it.n, 10, &r));
+	ASSERT_NE(NULL, r);
+	EXPECT_EQ(-EOWNERDEAD, mpq_async_result_error(r, 99, &msg));
+	EXPECT_NE(NULL, strstr(msg, "exited with status 3"));
+	EXPECT_EQ(-EOWNERDEAD, mpq_async_result_error(r, 400, &msg));
+	it.w[99].role = it.w[400].role = ROLE_PLAIN;
+	EXPECT_EQ(2, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, terminate_with_tasks_in_flight_ends_them_with_ecanceled)
+{
+	struct mpq_pool_callbacks cb = { .callback = on_ok,
+					 .error_callback = on_err };
+	struct calls c[9] = { 0 };
+	struct mpq_async_result *r[8], *m;
+	struct work w = { .value = 60000, .role = ROLE_SLEEP };
+	struct mpq_pool *p;
+	struct items it;
+	int i;
+
+	ASSERT_EQ(0, items_make(&it, 100));
+	for (i = 0; i < 100; i++) {
+		it.w[i].role = ROLE_SLEEP;
+		it.w[i].value = 60000;
+	}
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	for (i = 0; i < 8; i++) {
+		cb.data = &c[i];
+		ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), &cb,
+						  &r[i]));
+	}
+	cb.data = &c[8];
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, &cb, &m));
+	/* Returns once the workers are gone, though they sleep a minute. */
+	ASSERT_EQ(0, mpq_pool_terminate(p));
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+	for (i = 0; i < 8; i++) {
+		EXPECT_EQ(-ECANCELED, mpq_async_result_get(r[i], 0));
+		EXPECT_EQ(1, c[i].err);
+		EXPECT_EQ(0, c[i].ok);
+		EXPECT_EQ(-ECANCELED, c[i].code);
+		mpq_async_result_free(r[i]);
+	}
+	EXPECT_EQ(-ECANCELED, mpq_async_result_get(m, 0));
+	EXPECT_EQ(1, c[8].err);
+	mpq_async_result_free(m);
+	/* After terminate: no new work; join returns at once. */
+	EXPECT_EQ(-EBADF, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &m));
+	EXPECT_EQ(0, mpq_pool_join(p, 0));
+	mpq_pool_free(p);
+	items_free(&it);
+}
+
+TEST_F(method, get_and_wait_time_out_while_the_task_runs)
+{
+	struct work w = { .value = 60000, .role = ROLE_SLEEP };
+	struct mpq_pool_iter *iter;
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct iovec iov = { &w, sizeof(w) };
+	const void *v;
+	size_t len, index = 0;
+
+	p = pool_make(variant->start_method, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &r));
+	EXPECT_EQ(-EAGAIN, mpq_async_result_get(r, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_async_result_get(r, 20 * NSEC_PER_MSEC));
+	EXPECT_EQ(-ETIMEDOUT, mpq_async_result_wait(r, 20 * NSEC_PER_MSEC));
+	EXPECT_EQ(0, mpq_async_result_ready(r));
+	EXPECT_EQ(-EAGAIN, mpq_async_result_successful(r));
+	EXPECT_EQ(-EAGAIN, mpq_async_result_value(r, 0, &v, &len));
+	ASSERT_EQ(0, mpq_pool_imap(p, work, &iov, 1, 0, &iter));
+	EXPECT_EQ(-ETIMEDOUT, mpq_pool_iter_next(iter, 20 * NSEC_PER_MSEC,
+						 &v, &len, &index));
+	EXPECT_EQ(SIZE_MAX, index);
+	EXPECT_EQ(-EAGAIN, mpq_pool_iter_next(iter, 0, &v, &len, &index));
+	ASSERT_EQ(0, mpq_pool_terminate(p));
+	EXPECT_EQ(-ECANCELED, mpq_pool_iter_next(iter, 0, &v, &len, &index));
+	EXPECT_EQ(0, index);
+	EXPECT_EQ(0, mpq_pool_iter_next(iter, 0, &v, &len, &index));
+	mpq_pool_iter_free(iter);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+}
+
+TEST_F(method, close_then_join_waits_for_every_result)
+{
+	struct mpq_async_result *r[40];
+	struct work w = { .role = ROLE_SLEEP };
+	struct mpq_pool *p;
+	int i, err;
+
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EINVAL, mpq_pool_join(p, 0));	/* still running */
+	for (i = 0; i < 40; i++) {
+		w.value = 5 + i % 3;
+		ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+						  &r[i]));
+	}
+	ASSERT_EQ(0, mpq_pool_close(p));
+	EXPECT_EQ(-EBADF, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+					       &r[0]));
+	ASSERT_EQ(0, mpq_pool_join(p, BOUND));
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+	for (i = 0; i < 40; i++) {
+		EXPECT_EQ(1, mpq_async_result_ready(r[i]));
+		EXPECT_EQ(6 + i % 3, value_of(r[i], 0, &err));
+		mpq_async_result_free(r[i]);
+	}
+	mpq_pool_free(p);
+}
+
+TEST_F(method, freeing_a_pool_with_work_in_flight_is_safe)
+{
+	struct work w = { .value = 60000, .role = ROLE_SLEEP };
+	struct mpq_async_result *r[6];
+	struct mpq_pool_iter *iter;
+	struct mpq_pool *p;
+	struct iovec iov = { &w, sizeof(w) };
+	int i;
+
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	for (i = 0; i < 6; i++)
+		ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+						  i == 5 ? NULL : &r[i]));
+	ASSERT_EQ(0, mpq_pool_imap_unordered(p, work, &iov, 1, 0, &iter));
+	mpq_pool_free(p);
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+	/* Results outlive the pool. */
+	for (i = 0; i < 5; i++) {
+		EXPECT_EQ(-ECANCELED, mpq_async_result_get(r[i], 0));
+		mpq_async_result_free(r[i]);
+	}
+	EXPECT_EQ(-ECANCELED, mpq_pool_iter_next(iter, 0, NULL, NULL, NULL));
+	mpq_pool_iter_free(iter);
+}
+
+TEST_F(method, large_arguments_and_values_arrive_intact)
+{
+	size_t sizes[] = { 0, 1, 65535, 65536, 65537, 4 << 20 };
+	unsigned char *buf[6];
+	struct iovec iov[6];
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	const unsigned char *v;
+	size_t i, k, len, wrong = 0;
+
+	for (i = 0; i < 6; i++) {
+		buf[i] = malloc(sizes[i] + 1);
+		ASSERT_NE(NULL, buf[i]);
+		for (k = 0; k < sizes[i]; k++)
+			buf[i][k] = (unsigned char)(k * 7 + i);
+		iov[i].iov_base = buf[i];
+		iov[i].iov_len = sizes[i];
+	}
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map(p, bytes_plus_one, iov, 6, 1, &r));
+	for (i = 0; i < 6; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, (const void **)&v,
+						    &len));
+		ASSERT_EQ(sizes[i], len);
+		EXPECT_EQ(0, (uintptr_t)v % 8);
+		for (k = 0; k < len; k++)
+			wrong += v[k] != (unsigned char)(buf[i][k] + 1);
+	}
+	EXPECT_EQ(0, wrong);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	for (i = 0; i < 6; i++)
+		free(buf[i]);
+}
+
+TEST_F(method, starmap_calls_the_task_with_each_tuple)
+{
+	int64_t x[30];
+	struct iovec args[30];
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	int i, err;
+
+	for (i = 0; i < 30; i++) {
+		x[i] = i;
+		args[i].iov_base = &x[i];
+		args[i].iov_len = sizeof(x[i]);
+	}
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	/* Ten tuples of three: (0, 1, 2), (3, 4, 5), ... */
+	ASSERT_EQ(0, mpq_pool_starmap(p, tuple_sum, args, 3, 10, 0, &r));
+	for (i = 0; i < 10; i++)
+		EXPECT_EQ(9 * i + 3, value_of(r, (size_t)i, &err));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+}
+
+TEST_F(method, a_task_cannot_give_two_values)
+{
+	struct mpq_pool *p;
+	void *v = NULL;
+
+	p = pool_make(variant->start_method, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(sizeof(int), mpq_pool_apply(p, return_twice, NULL, 0, &v));
+	free(v);
+	mpq_pool_free(p);
+}
+
+TEST_F(method, an_initializer_that_fails_fails_pool_new_with_its_code)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 2,
+		.start_method = variant->start_method,
+		.initializer = failing_init,
+	};
+	struct mpq_pool *p = NULL;
+
+	EXPECT_EQ(-ENOTSUP, mpq_pool_new(&p, &attr));
+	EXPECT_EQ(NULL, p);
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+}
+
+/* ---- one start method, or none ------------------------------------------ */
+
+TEST(a_spawn_pool_refuses_tasks_and_initializers_it_cannot_name)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 1,
+		.start_method = MPQ_START_SPAWN,
+		.initializer = unregistered_init,
+	};
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+
+	EXPECT_EQ(-ENOENT, mpq_pool_new(&p, &attr));
+	p = pool_make(MPQ_START_SPAWN, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-ENOENT, mpq_pool_apply_async(p, unregistered, NULL, 0, NULL,
+						&r));
+	mpq_pool_free(p);
+	/* A forked worker runs any function of the program. */
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, unregistered, NULL, 0, NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+}
+
+TEST(an_empty_map_is_ready_at_once_and_its_callback_runs)
+{
+	struct calls c = { 0 };
+	struct mpq_pool_callbacks cb = { .callback = on_ok,
+					 .error_callback = on_err,
+					 .data = &c };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, NULL, 0, 0, &cb, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(0, mpq_async_result_count(r));
+	EXPECT_EQ(1, c.ok);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+}
+
+static struct mpq_async_result *other;
+static int deadlock_seen;
+
+static void wait_in_callback(struct mpq_async_result *r, void *data)
+{
+	deadlock_seen = mpq_async_result_get(other, MPQ_FOREVER);
+}
+
+TEST(waiting_for_a_result_from_a_callback_is_edeadlk)
+{
+	struct mpq_pool_callbacks cb = { .callback = wait_in_callback };
+	struct work w = { .value = 60000, .role = ROLE_SLEEP };
+	struct work q = { .value = 1 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+
+	p = pool_make(MPQ_START_FORK, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &other));
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &q, sizeof(q), &cb, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(-EDEADLK, deadlock_seen);
+	mpq_async_result_free(r);
+	mpq_async_result_free(other);
+	mpq_pool_free(p);
+}
+
+TEST(a_pool_belongs_to_the_process_that_made_it)
+{
+	struct work w = { .value = 1 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	pid_t pid;
+	int status;
+
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	pid = fork();
+	if (pid == 0) {
+		int bad = mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+					       &r) != -ECHILD;
+
+		bad |= mpq_pool_close(p) != -ECHILD;
+		bad |= mpq_pool_join(p, 0) != -ECHILD;
+		mpq_pool_free(p);	/* only this process's copy */
+		_exit(bad);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, status);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+}
+
+TEST(bad_arguments_are_errors_not_crashes)
+{
+	struct mpq_pool_attr attr = { 0 };
+	struct work w = { 0 };
+	struct iovec bad = { NULL, 8 };
+	struct mpq_async_result *r;
+	struct mpq_pool_iter *iter;
+	struct mpq_pool *p;
+	const void *v;
+	void *out;
+
+	EXPECT_EQ(-EINVAL, mpq_pool_new(NULL, NULL));
+	attr.processes = -1;
+	EXPECT_EQ(-EINVAL, mpq_pool_new(&p, &attr));
+	attr.processes = 1;
+	attr.flags = 1U << 7;
+	EXPECT_EQ(-EINVAL, mpq_pool_new(&p, &attr));
+	attr.flags = 0;
+	attr.__reserved[2] = 1;
+	EXPECT_EQ(-EINVAL, mpq_pool_new(&p, &attr));
+	attr.__reserved[2] = 0;
+	attr.start_method = 9;
+	EXPECT_EQ(-EINVAL, mpq_pool_new(&p, &attr));
+	attr.start_method = 0;
+	attr.initarg_len = 3;
+	EXPECT_EQ(-EINVAL, mpq_pool_new(&p, &attr));
+
+	EXPECT_EQ(-EINVAL, mpq_pool_apply_async(NULL, work, &w, sizeof(w),
+						NULL, &r));
+	EXPECT_EQ(-EINVAL, mpq_pool_close(NULL));
+	EXPECT_EQ(-EINVAL, mpq_pool_terminate(NULL));
+	EXPECT_EQ(-EINVAL, mpq_pool_join(NULL, 0));
+	mpq_pool_free(NULL);
+	EXPECT_EQ(-EINVAL, mpq_async_result_get(NULL, 0));
+	EXPECT_EQ(-EINVAL, mpq_async_result_wait(NULL, 0));
+	EXPECT_EQ(-EINVAL, mpq_async_result_ready(NULL));
+	EXPECT_EQ(-EINVAL, mpq_async_result_successful(NULL));
+	EXPECT_EQ(-EINVAL, mpq_async_result_count(NULL));
+	EXPECT_EQ(-EINVAL, mpq_async_result_value(NULL, 0, &v, NULL));
+	EXPECT_EQ(-EINVAL, mpq_async_result_error(NULL, 0, NULL));
+	mpq_async_result_free(NULL);
+	EXPECT_EQ(-EINVAL, mpq_pool_iter_next(NULL, 0, NULL, NULL, NULL));
+	mpq_pool_iter_free(NULL);
+	EXPECT_EQ(-EINVAL, mpq_task_return(NULL, &w, 1));
+	EXPECT_EQ(-EINVAL, mpq_task_result_buf(NULL, 1, &out));
+	EXPECT_EQ(-EDOM, mpq_task_error(NULL, EDOM, "x"));
+
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EINVAL, mpq_pool_apply_async(p, NULL, &w, sizeof(w), NULL,
+						&r));
+	EXPECT_EQ(-EINVAL, mpq_pool_apply_async(p, work, NULL, 8, NULL, &r));
+	EXPECT_EQ(-EINVAL, mpq_pool_apply(p, work, &w, sizeof(w), NULL));
+	EXPECT_EQ(-EINVAL, mpq_pool_map_async(p, work, NULL, 3, 0, NULL, &r));
+	EXPECT_EQ(-EINVAL, mpq_pool_map_async(p, work, &bad, 1, 0, NULL, &r));
+	EXPECT_EQ(-EINVAL, mpq_pool_starmap_async(p, work, &bad, 0, 1, 0,
+						  NULL, &r));
+	EXPECT_EQ(-EINVAL, mpq_pool_imap(p, work, &bad, 1, 0, &iter));
+	EXPECT_EQ(-EINVAL, mpq_pool_imap(p, work, NULL, 0, 0, NULL));
+	EXPECT_EQ(-EINVAL, mpq_pool_map_values(p, plus_one_task, NULL, 8,
+					       &w, 8, 1, 0));
+	ASSERT_EQ(0, mpq_pool_close(p));
+	EXPECT_EQ(-EBADF, mpq_pool_map_async(p, work, NULL, 0, 0, NULL, &r));
+	EXPECT_EQ(0, mpq_pool_join(p, BOUND));
+	mpq_pool_free(p);
+}
+
+TEST(argument_tuples_pack_and_unpack)
+{
+	int64_t a = 5, b = -7;
+	char c[3] = "xy";
+	struct iovec in[3] = { { &a, 8 }, { c, 3 }, { &b, 8 } }, out[3];
+	unsigned char buf[64];
+	ssize_t n;
+
+	n = mpq_args_pack(NULL, 0, in, 3);
+	ASSERT_EQ(8 + 8 + 8 + 8 + 8 + 8, n);
+	EXPECT_EQ(-ERANGE, mpq_args_pack(buf, 10, in, 3));
+	ASSERT_EQ(n, mpq_args_pack(buf, sizeof(buf), in, 3));
+	ASSERT_EQ(3, mpq_task_args(buf, (size_t)n, out, 3));
+	EXPECT_EQ(8, out[0].iov_len);
+	EXPECT_EQ(0, memcmp(out[0].iov_base, &a, 8));
+	EXPECT_EQ(3, out[1].iov_len);
+	EXPECT_STREQ("xy", out[1].iov_base);
+	EXPECT_EQ(0, memcmp(out[2].iov_base, &b, 8));
+	EXPECT_EQ(3, mpq_task_args(buf, (size_t)n, out, 1));	/* count only */
+	EXPECT_EQ(-EINVAL, mpq_task_args(buf, (size_t)n - 1, out, 3));
+	EXPECT_EQ(0, mpq_task_args(buf, 0, out, 3));
+}
+
+TEST_HARNESS_MAIN
