@@ -23,7 +23,8 @@ MPQ_EXPORT const char *mpq_strerror(int err)
 	case -ECANCELED:
 		return "broken barrier (BrokenBarrierError)";
 	case -EOWNERDEAD:
-		return "the holder died: acquired, the state it guards needs repair";
+		return "the holder died (a lock: acquired, the state it guards "
+		       "needs repair; a pool task: its worker died running it)";
 	case -EUCLEAN:
 		return "shared memory corrupted by a participant";
 	default:

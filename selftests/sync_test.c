@@ -419,6 +419,49 @@ TEST(a_set_cleared_at_once_still_ends_the_waits_it_found)
 	mpq_event_free(e);
 }
 
+/*
+ * Uncontended, the other objects make no system call either: the child
+ * may call nothing but exit (as lock_test checks for locks).
+ */
+TEST(sem_event_and_cond_uncontended_make_no_system_call)
+{
+	struct mpq_event *e;
+	struct mpq_cond *c;
+	struct mpq_sem *s;
+	int *res = shared_alloc(sizeof(int)), i, r = 0;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_sem_new(&s, 1, NULL));
+	ASSERT_EQ(0, mpq_event_new(&e, NULL));
+	ASSERT_EQ(0, mpq_cond_new(&c, NULL, NULL));
+	*res = -1;
+	pid = fork();
+	if (pid == 0) {
+		/* First use sets the thread up (gettid, robust list). */
+		mpq_cond_acquire(c, 0);
+		mpq_cond_release(c);
+		if (seccomp_allow_only_exit())
+			_exit(4);
+		for (i = 0; i < 1000 && !r; i++) {
+			r = mpq_sem_acquire(s, MPQ_FOREVER);
+			r = r ? r : mpq_sem_release(s);
+			r = r ? r : mpq_event_set(e);
+			r = r ? r : mpq_event_wait(e, MPQ_FOREVER);
+			r = r ? r : mpq_event_clear(e);
+			r = r ? r : mpq_cond_acquire(c, MPQ_FOREVER);
+			r = r ? r : mpq_cond_notify_all(c);
+			r = r ? r : mpq_cond_release(c);
+		}
+		*res = r;
+		syscall(SYS_exit_group, 0);
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0, *res);
+	mpq_sem_free(s);
+	mpq_event_free(e);
+	mpq_cond_free(c);
+}
+
 TEST(bad_arguments_are_einval_not_a_crash)
 {
 	struct mpq_lock_attr attr = { .flags = 2 };

@@ -283,6 +283,70 @@ TEST(mpqwait_sees_a_blocked_get_with_its_time_and_process)
 	mpq_queue_free(q);
 }
 
+/* Hold the lock for WAIT_MS, then let go. */
+static int hold_lock_a_while(void *arg)
+{
+	struct mpq_lock *l = arg;
+
+	if (mpq_lock_acquire(l, 0))
+		return 1;
+	sleep_ms(WAIT_MS);
+	return mpq_lock_release(l) ? 2 : 0;
+}
+
+static int acquire_when_free(void *arg)
+{
+	struct mpq_lock *l = arg;
+
+	/* Once the holder has it. */
+	while (!mpq_lock_locked(l))
+		sleep_ms(1);
+	if (mpq_lock_acquire(l, 10 * NSEC_PER_SEC))
+		return 1;
+	return mpq_lock_release(l) ? 2 : 0;
+}
+
+TEST(mpqwait_sees_a_contended_lock_with_its_time_and_process)
+{
+	struct mpq_lock_attr attr = { .backend = MPQ_BACKEND_KMOD };
+	char handle[MPQ_HANDLE_MAX], id[32], *out, want[64];
+	struct mpq_lock *l;
+	pid_t holder, waiter;
+	long long total;
+	const char *row;
+	struct tool t;
+	int status, fd;
+	struct mpq_shm_info info = { .size = sizeof(info) };
+
+	ASSERT_EQ(0, mpq_lock_new(&l, &attr));
+	/* The lock's block is a module object: /proc/mpq's id is the key. */
+	ASSERT_LT(0, mpq_lock_export(l, handle, sizeof(handle)));
+	ASSERT_EQ(1, sscanf(handle, "mpq-lock:fd=%d", &fd));
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_SHM_INFO, &info));
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)info.id);
+	char *argv[] = { (char *)tool_path("mpqwait"), "-j", "-q", id, NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	holder = spawn(hold_lock_a_while, l);
+	waiter = spawn(acquire_when_free, l);
+	ASSERT_EQ(0, wait_child(holder, 10000));
+	ASSERT_EQ(0, wait_child(waiter, 10000));
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqwait: %s", out);
+
+	snprintf(want, sizeof(want), "\"kind\": \"lock\", \"pid\": %d,", waiter);
+	row = strstr(out, want);
+	ASSERT_NE(NULL, row) TH_LOG("mpqwait: %s", out);
+	ASSERT_EQ(1, json_num(row, "count"));
+	total = json_num(row, "total_ns");
+	/* It waited from just after the holder took it to WAIT_MS. */
+	ASSERT_LE((WAIT_MS - 150) * NSEC_PER_MSEC, total) TH_LOG("%s", out);
+	ASSERT_GE((WAIT_MS + 1000) * NSEC_PER_MSEC, total) TH_LOG("%s", out);
+	free(out);
+	mpq_lock_free(l);
+}
+
 static int hold_and_wait(void *arg)
 {
 	pause();
@@ -357,6 +421,52 @@ TEST(mpqsnoop_prints_create_attach_fork_and_death_in_order)
 	ASSERT_NE(NULL, line_with(&cur, detach)) TH_LOG("mpqsnoop:\n%s", out);
 	ASSERT_NE(NULL, line_with(&cur, died)) TH_LOG("mpqsnoop:\n%s", out);
 	ASSERT_NE(NULL, line_with(&cur, destroy)) TH_LOG("mpqsnoop:\n%s", out);
+	free(out);
+}
+
+static int hold_lock_until_killed(void *arg)
+{
+	if (mpq_lock_acquire(arg, 0))
+		return 1;
+	pause();
+	return 0;
+}
+
+TEST(mpqsnoop_prints_the_death_of_a_lock_holder)
+{
+	struct mpq_lock_attr attr = { .backend = MPQ_BACKEND_KMOD };
+	struct mpq_shm_info info = { .size = sizeof(info) };
+	char handle[MPQ_HANDLE_MAX], id[32], dead[32], *out;
+	char *argv[] = { (char *)tool_path("mpqsnoop"), NULL };
+	struct mpq_lock *l;
+	const char *cur;
+	struct tool t;
+	int status, fd;
+	pid_t pid;
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	ASSERT_EQ(0, mpq_lock_new(&l, &attr));
+	ASSERT_LT(0, mpq_lock_export(l, handle, sizeof(handle)));
+	ASSERT_EQ(1, sscanf(handle, "mpq-lock:fd=%d", &fd));
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_SHM_INFO, &info));
+	snprintf(id, sizeof(id), " %llu ", (unsigned long long)info.id);
+	pid = spawn(hold_lock_until_killed, l);
+	while (!mpq_lock_locked(l))
+		sleep_ms(1);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	snprintf(dead, sizeof(dead), "dead=%d lock", pid);
+	/* The next holder recovers it. */
+	ASSERT_EQ(-EOWNERDEAD, mpq_lock_acquire(l, 0));
+	mpq_lock_free(l);
+	sleep_ms(200);
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqsnoop: %s", out);
+	cur = out;
+	const char *died[] = { "ownerdead", id, "shm", dead, NULL };
+
+	ASSERT_NE(NULL, line_with(&cur, died)) TH_LOG("mpqsnoop:\n%s", out);
 	free(out);
 }
 

@@ -170,6 +170,9 @@ const char *mpq_tool_type_name(__u32 type)
 		return "queue";
 	case MPQ_OBJ_PIPE:
 		return "pipe";
+	case MPQ_OBJ_SHM:
+		/* A block: a lock, a value, a SharedMemory... (/proc/mpq says). */
+		return "shm";
 	default:
 		return "?";
 	}
