@@ -87,9 +87,7 @@ static int mpq_barrier_alloc(struct mpq_barrier **out,
 
 static void mpq_barrier_drop(struct mpq_barrier **out)
 {
-	if ((*out)->sync.block.map)
-		mpq_sync_free(&(*out)->sync);
-	free(*out);
+	mpq_sync_drop(&(*out)->sync);
 	*out = NULL;
 }
 
@@ -114,16 +112,14 @@ MPQ_EXPORT int mpq_barrier_new(struct mpq_barrier **out, unsigned int parties,
 {
 	static const struct mpq_lock_attr defaults;
 	uint32_t param[4] = { parties, 2 * parties };
-	unsigned int i;
 	int ret;
 
 	if (!attr)
 		attr = &defaults;
 	if (!parties || parties > MPQ_BARRIER_MAX_PARTIES || attr->flags)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	ret = mpq_barrier_alloc(out, action, arg);
 	if (ret)
 		return ret;

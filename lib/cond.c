@@ -75,16 +75,14 @@ MPQ_EXPORT int mpq_cond_new(struct mpq_cond **out, struct mpq_lock *lock,
 	static const struct mpq_lock_attr defaults;
 	static const uint32_t param[4];
 	struct mpq_cond *c;
-	unsigned int i;
 	int ret;
 
 	if (!attr)
 		attr = &defaults;
 	if (attr->flags)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	ret = mpq_cond_alloc(out);
 	if (ret)
 		return ret;
@@ -96,9 +94,7 @@ MPQ_EXPORT int mpq_cond_new(struct mpq_cond **out, struct mpq_lock *lock,
 	if (!ret)
 		ret = mpq_cond_bind(c, lock);
 	if (ret) {
-		if (c->sync.block.map)
-			mpq_sync_free(&c->sync);
-		free(c);
+		mpq_sync_drop(&c->sync);
 		*out = NULL;
 	}
 	return ret;
@@ -262,9 +258,7 @@ MPQ_EXPORT int mpq_cond_import(struct mpq_cond **out, const char *handle,
 	if (!ret)
 		ret = mpq_cond_bind(c, lock);
 	if (ret) {
-		if (c->sync.block.map)
-			mpq_sync_free(&c->sync);
-		free(c);
+		mpq_sync_drop(&c->sync);
 		*out = NULL;
 	}
 	return ret;

@@ -36,9 +36,7 @@ static int mpq_event_alloc(struct mpq_event **out)
 
 static void mpq_event_drop(struct mpq_event **out)
 {
-	if ((*out)->sync.block.map)
-		mpq_sync_free(&(*out)->sync);
-	free(*out);
+	mpq_sync_drop(&(*out)->sync);
 	*out = NULL;
 }
 
@@ -55,16 +53,14 @@ MPQ_EXPORT int mpq_event_new(struct mpq_event **out,
 {
 	static const struct mpq_lock_attr defaults;
 	static const uint32_t param[4];
-	unsigned int i;
 	int ret;
 
 	if (!attr)
 		attr = &defaults;
 	if (attr->flags)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	ret = mpq_event_alloc(out);
 	if (ret)
 		return ret;

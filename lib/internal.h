@@ -68,6 +68,21 @@ static inline void mpq_copy(void *dst, const void *src, size_t n)
 	}
 }
 
+/*
+ * Whether the n bytes at p are all zero. An attr's reserved fields must
+ * be, so that a later version can give them a meaning without an old
+ * caller's garbage taking it.
+ */
+static inline int mpq_all_zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	while (n--)
+		if (*b++)
+			return 0;
+	return 1;
+}
+
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

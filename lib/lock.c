@@ -69,6 +69,14 @@ static int mpq_lock_alloc(struct mpq_lock **out, int recursive)
 	return 0;
 }
 
+/* A Lock of its own block: the first record is its. */
+static void mpq_lock_own_bind(struct mpq_lock *l)
+{
+	l->rec = mpq_sync_rec(&l->sync, 0);
+	l->oid = l->sync.block.id;
+	l->spin_ns = l->sync.spin_ns;
+}
+
 static int mpq_lock_make(struct mpq_lock **out, int recursive,
 			 const struct mpq_lock_attr *attr)
 {
@@ -76,16 +84,14 @@ static int mpq_lock_make(struct mpq_lock **out, int recursive,
 	static const uint32_t param[4];
 	uint32_t kind = recursive ? MPQ_SHM_KIND_RLOCK : MPQ_SHM_KIND_LOCK;
 	struct mpq_lock *l;
-	unsigned int i;
 	int ret;
 
 	if (!attr)
 		attr = &defaults;
 	if (attr->flags)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	ret = mpq_lock_alloc(out, recursive);
 	if (ret)
 		return ret;
@@ -97,9 +103,7 @@ static int mpq_lock_make(struct mpq_lock **out, int recursive,
 		*out = NULL;
 		return ret;
 	}
-	l->rec = mpq_sync_rec(&l->sync, 0);
-	l->oid = l->sync.block.id;
-	l->spin_ns = l->sync.spin_ns;
+	mpq_lock_own_bind(l);
 	return 0;
 }
 
@@ -498,14 +502,10 @@ MPQ_EXPORT int mpq_lock_import(struct mpq_lock **out, const char *handle)
 	if (!ret && l->sync.block.bytes < MPQ_SYNC_REC * 2)
 		ret = -EUCLEAN;
 	if (ret) {
-		if (l->sync.block.map)
-			mpq_sync_free(&l->sync);
-		free(l);
+		mpq_sync_drop(&l->sync);
 		*out = NULL;
 		return ret;
 	}
-	l->rec = mpq_sync_rec(&l->sync, 0);
-	l->oid = l->sync.block.id;
-	l->spin_ns = l->sync.spin_ns;
+	mpq_lock_own_bind(l);
 	return 0;
 }

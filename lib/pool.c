@@ -259,11 +259,9 @@ static int pool_wait_ready(struct pool_worker *w)
 
 static int attr_check(const struct mpq_pool_attr *a)
 {
-	unsigned int i;
 
-	for (i = 0; i < sizeof(a->__reserved) / sizeof(a->__reserved[0]); i++)
-		if (a->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(a->__reserved, sizeof(a->__reserved)))
+		return -EINVAL;
 	if (a->processes < 0 || a->processes > POOL_MAX_PROCESSES ||
 	    a->flags & ~(uint32_t)MPQ_POOL_RETRY_ONCE || a->__pad ||
 	    (!a->initarg && a->initarg_len))

@@ -485,7 +485,6 @@ MPQ_EXPORT int mpq_process_new(struct mpq_process **out, mpq_target_fn target,
 {
 	static const struct mpq_process_attr defaults;
 	int method;
-	unsigned int i;
 
 	if (!out || !target || (!arg && arg_len))
 		return -EINVAL;
@@ -493,9 +492,8 @@ MPQ_EXPORT int mpq_process_new(struct mpq_process **out, mpq_target_fn target,
 		attr = &defaults;
 	if (attr->flags || attr->__pad)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	if (attr->daemon != 0 && attr->daemon != 1)
 		return -EINVAL;
 	switch (attr->start_method) {

@@ -167,7 +167,6 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 	static const struct mpq_queue_attr defaults;
 	struct mpq_geom g;
 	int backend, fd, ret;
-	unsigned int i;
 
 	if (!out)
 		return -EINVAL;
@@ -175,9 +174,8 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 		attr = &defaults;
 	if (attr->flags & ~MPQ_QUEUE_F_JOINABLE)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	backend = mpq_backend_resolve(attr->backend);
 	if (backend < 0)
 		return backend;

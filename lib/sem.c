@@ -56,11 +56,7 @@ static int mpq_sem_bind(struct mpq_sem *s)
 
 static void mpq_sem_drop(struct mpq_sem **out)
 {
-	struct mpq_sem *s = *out;
-
-	if (s->sync.block.map)
-		mpq_sync_free(&s->sync);
-	free(s);
+	mpq_sync_drop(&(*out)->sync);
 	*out = NULL;
 }
 
@@ -69,16 +65,14 @@ static int mpq_sem_make(struct mpq_sem **out, unsigned int value,
 {
 	static const struct mpq_lock_attr defaults;
 	uint32_t param[4] = { value };
-	unsigned int i;
 	int ret;
 
 	if (!attr)
 		attr = &defaults;
 	if (attr->flags || value > MPQ_SEM_VALUE_MAX)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	ret = mpq_sem_alloc(out);
 	if (ret)
 		return ret;

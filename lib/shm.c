@@ -43,13 +43,11 @@ static int mpq_shm_name_ok(const char *name)
 
 static int mpq_shm_attr_check(const struct mpq_shm_attr *attr)
 {
-	unsigned int i;
 
 	if (attr->flags & ~MPQ_SHM_ATTR_PERSIST || attr->mode & ~0777U)
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	return 0;
 }
 

@@ -6,6 +6,7 @@
  * handle ("mpq-lock:fd=7").
  */
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -118,4 +119,11 @@ int mpq_sync_export(struct mpq_sync *s, const char *type, char *buf,
 void mpq_sync_free(struct mpq_sync *s)
 {
 	mpq_block_free(&s->block);
+}
+
+void mpq_sync_drop(struct mpq_sync *s)
+{
+	if (s->block.map)
+		mpq_block_free(&s->block);
+	free(s);
 }

@@ -96,6 +96,11 @@ int mpq_sync_import(struct mpq_sync *s, const char *handle, const char *type,
 int mpq_sync_export(struct mpq_sync *s, const char *type, char *buf,
 		    size_t len);
 void mpq_sync_free(struct mpq_sync *s);
+/*
+ * A handle that failed half-way: its block if it got one, then the handle
+ * itself, which must start with s.
+ */
+void mpq_sync_drop(struct mpq_sync *s);
 int64_t mpq_sync_spin(int64_t spin_ns);
 
 /* lock.c: a lock handle over a record in someone else's block. */

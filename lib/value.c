@@ -36,9 +36,7 @@ static int mpq_value_alloc(struct mpq_value **out)
 
 static void mpq_value_drop(struct mpq_value **out)
 {
-	if ((*out)->sync.block.map)
-		mpq_sync_free(&(*out)->sync);
-	free(*out);
+	mpq_sync_drop(&(*out)->sync);
 	*out = NULL;
 }
 
@@ -73,7 +71,6 @@ MPQ_EXPORT int mpq_array_new(struct mpq_value **out, size_t elem_size,
 	static const struct mpq_value_attr defaults;
 	uint32_t param[4] = { (uint32_t)elem_size, (uint32_t)count };
 	uint32_t flags = 0;
-	unsigned int i;
 	uint64_t size;
 	int ret;
 
@@ -82,9 +79,8 @@ MPQ_EXPORT int mpq_array_new(struct mpq_value **out, size_t elem_size,
 	if (attr->flags & ~MPQ_VALUE_RAW ||
 	    (attr->flags & MPQ_VALUE_RAW && attr->lock))
 		return -EINVAL;
-	for (i = 0; i < sizeof(attr->__reserved) / sizeof(attr->__reserved[0]); i++)
-		if (attr->__reserved[i])
-			return -EINVAL;
+	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
+		return -EINVAL;
 	if (!elem_size || !count || elem_size > UINT32_MAX || count > UINT32_MAX)
 		return -EINVAL;
 	if (__builtin_mul_overflow((uint64_t)elem_size, (uint64_t)count, &size) ||
