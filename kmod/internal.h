@@ -193,5 +193,7 @@ extern unsigned long mpq_max_object_bytes;
 
 u64 mpq_next_id(void);
 long mpq_info_to_user(void __user *uarg, void *info, size_t ksize, u32 min);
+long mpq_args_from_user(void *args, size_t ksize, const void __user *uarg,
+			u32 min);
 
 #endif /* _MPQ_INTERNAL_H */

@@ -84,6 +84,33 @@ long mpq_info_to_user(void __user *uarg, void *info, size_t ksize, u32 min)
 	return 0;
 }
 
+/**
+ * mpq_args_from_user() - copy an extensible ioctl argument in
+ * @args:	ours, filled in
+ * @ksize:	sizeof(*args)
+ * @uarg:	the caller's struct, whose first __u32 is its size
+ * @min:	the size of the first version of the struct
+ *
+ * An older caller's struct is zero-extended; a newer one's is accepted if
+ * every byte we do not know is zero (copy_struct_from_user()).
+ *
+ * Return: 0, -EFAULT, -EINVAL (smaller than @min), -E2BIG (over a page,
+ * or non-zero bytes past ours).
+ */
+long mpq_args_from_user(void *args, size_t ksize, const void __user *uarg,
+			u32 min)
+{
+	u32 usize;
+
+	if (get_user(usize, (const u32 __user *)uarg))
+		return -EFAULT;
+	if (usize < min)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	return copy_struct_from_user(args, ksize, uarg, usize);
+}
+
 static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {

@@ -601,16 +601,10 @@ long mpq_pipe_create(void __user *uarg)
 	struct file *files[2] = { NULL, NULL };
 	int fds[2] = { -1, -1 };
 	struct mpq_pipe *p;
-	u32 usize;
 	int ret, i;
 
-	if (get_user(usize, &u->size))
-		return -EFAULT;
-	if (usize < MPQ_PIPE_CREATE_SIZE_VER0)
-		return -EINVAL;
-	if (usize > PAGE_SIZE)
-		return -E2BIG;
-	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	ret = mpq_args_from_user(&args, sizeof(args), uarg,
+				 MPQ_PIPE_CREATE_SIZE_VER0);
 	if (ret)
 		return ret;
 

@@ -487,16 +487,10 @@ long mpq_queue_create(void __user *uarg)
 	struct mpq_queue_create args;
 	struct mpq_queue *q;
 	struct file *file;
-	u32 usize;
 	int fd, ret;
 
-	if (get_user(usize, (u32 __user *)uarg))
-		return -EFAULT;
-	if (usize < MPQ_QUEUE_CREATE_SIZE_VER0)
-		return -EINVAL;
-	if (usize > PAGE_SIZE)
-		return -E2BIG;
-	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	ret = mpq_args_from_user(&args, sizeof(args), uarg,
+				 MPQ_QUEUE_CREATE_SIZE_VER0);
 	if (ret)
 		return ret;
 

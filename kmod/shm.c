@@ -390,16 +390,10 @@ long mpq_shm_open(void __user *uarg)
 	struct mpq_shm *s;
 	struct file *file;
 	char *name;
-	u32 usize;
 	int fd, ret;
 
-	if (get_user(usize, (u32 __user *)uarg))
-		return -EFAULT;
-	if (usize < MPQ_SHM_OPEN_SIZE_VER0)
-		return -EINVAL;
-	if (usize > PAGE_SIZE)
-		return -E2BIG;
-	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	ret = mpq_args_from_user(&args, sizeof(args), uarg,
+				 MPQ_SHM_OPEN_SIZE_VER0);
 	if (ret)
 		return ret;
 	ret = mpq_shm_check_open(&args);
@@ -462,16 +456,10 @@ long mpq_shm_unlink(void __user *uarg)
 	struct mpq_shm *s;
 	bool persist;
 	char *name;
-	u32 usize;
 	int ret;
 
-	if (get_user(usize, (u32 __user *)uarg))
-		return -EFAULT;
-	if (usize < MPQ_SHM_UNLINK_SIZE_VER0)
-		return -EINVAL;
-	if (usize > PAGE_SIZE)
-		return -E2BIG;
-	ret = copy_struct_from_user(&args, sizeof(args), uarg, usize);
+	ret = mpq_args_from_user(&args, sizeof(args), uarg,
+				 MPQ_SHM_UNLINK_SIZE_VER0);
 	if (ret)
 		return ret;
 	if (args.flags || memchr_inv(args.reserved, 0, sizeof(args.reserved)))
