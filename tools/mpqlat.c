@@ -191,18 +191,6 @@ static int print_hists(int fd)
 	return 0;
 }
 
-static struct bpf_link *attach(struct bpf_program *prog, const char *lib,
-			       const char *probe)
-{
-	struct bpf_link *link;
-
-	link = bpf_program__attach_usdt(prog, -1, lib, "mpq", probe, NULL);
-	if (!link)
-		fprintf(stderr, "mpqlat: %s: no USDT probe mpq:%s (%s; a libmpq built without <sys/sdt.h>?)\n",
-			lib, probe, strerror(errno));
-	return link;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct argp argp = {
@@ -212,16 +200,14 @@ int main(int argc, char **argv)
 	};
 	char lib[PATH_MAX];
 	struct mpqlat_bpf *obj;
-	int err, i;
+	int err;
 
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_check(MPQ_NEED_ROOT | MPQ_NEED_BTF))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.lib, lib,
+			   sizeof(lib), env.verbose))
 		return 1;
-	if (mpq_tool_find_lib(env.lib, lib, sizeof(lib)))
-		return 1;
-	mpq_tool_setup(env.verbose);
 
 	obj = mpqlat_bpf__open();
 	if (!obj) {
@@ -240,27 +226,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	err = 1;
-	obj->links.queue_put = attach(obj->progs.queue_put, lib, "queue_put");
-	if (!obj->links.queue_put)
-		goto out;
-	obj->links.queue_get = attach(obj->progs.queue_get, lib, "queue_get");
-	if (!obj->links.queue_get)
+	if (mpq_tool_attach_usdt(obj->progs.queue_put, &obj->links.queue_put,
+				 lib, "queue_put", true) ||
+	    mpq_tool_attach_usdt(obj->progs.queue_get, &obj->links.queue_get,
+				 lib, "queue_get", true))
 		goto out;
 	if (env.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
 	fprintf(stderr, "Tracing mpq queue latency in %s... Hit Ctrl-C to end.\n",
 		lib);
-	err = 0;
-	for (i = 0; i < env.count && !mpq_tool_exiting; i++) {
-		mpq_tool_sleep(env.interval);
-		err = print_hists(bpf_map__fd(obj->maps.hists));
-		if (err) {
-			fprintf(stderr, "mpqlat: reading the histograms: %s\n",
-				strerror(-err));
-			break;
-		}
-	}
+	err = mpq_tool_report(env.interval, env.count, print_hists,
+			      bpf_map__fd(obj->maps.hists), "histograms");
 out:
 	if (env.pin)
 		mpq_tool_unpin(obj->obj);

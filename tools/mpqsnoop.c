@@ -229,9 +229,9 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_check(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
+			   NULL, NULL, 0, env.verbose))
 		return 1;
-	mpq_tool_setup(env.verbose);
 
 	obj = mpqsnoop_bpf__open();
 	if (!obj) {

@@ -216,16 +216,14 @@ int main(int argc, char **argv)
 	};
 	char lib[PATH_MAX];
 	struct mpqtop_bpf *obj;
-	int err, i;
+	int err;
 
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_check(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
+			   env.lib, lib, sizeof(lib), env.verbose))
 		return 1;
-	if (mpq_tool_find_lib(env.lib, lib, sizeof(lib)))
-		return 1;
-	mpq_tool_setup(env.verbose);
 
 	obj = mpqtop_bpf__open();
 	if (!obj) {
@@ -240,19 +238,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	err = 1;
-	obj->links.queue_put = bpf_program__attach_usdt(obj->progs.queue_put,
-			-1, lib, "mpq", "queue_put", NULL);
-	obj->links.queue_get = bpf_program__attach_usdt(obj->progs.queue_get,
-			-1, lib, "mpq", "queue_get", NULL);
-	obj->links.queue_wait_begin = bpf_program__attach_usdt(
-			obj->progs.queue_wait_begin, -1, lib, "mpq",
-			"queue_wait_begin", NULL);
-	if (!obj->links.queue_put || !obj->links.queue_get ||
-	    !obj->links.queue_wait_begin) {
-		fprintf(stderr, "mpqtop: %s: no mpq USDT probes (%s; a libmpq built without <sys/sdt.h>?)\n",
-			lib, strerror(errno));
+	if (mpq_tool_attach_usdt(obj->progs.queue_put, &obj->links.queue_put,
+				 lib, "queue_put", true) ||
+	    mpq_tool_attach_usdt(obj->progs.queue_get, &obj->links.queue_get,
+				 lib, "queue_get", true) ||
+	    mpq_tool_attach_usdt(obj->progs.queue_wait_begin,
+				 &obj->links.queue_wait_begin, lib,
+				 "queue_wait_begin", true))
 		goto out;
-	}
 	obj->links.poll_wake = bpf_program__attach(obj->progs.poll_wake);
 	if (!obj->links.poll_wake) {
 		fprintf(stderr, "mpqtop: cannot attach to tp/mpq/mpq_poll_wake: %s\n",
@@ -262,18 +255,8 @@ int main(int argc, char **argv)
 	if (env.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
-	err = 0;
-	for (i = 0; i < env.count && !mpq_tool_exiting; i++) {
-		mpq_tool_sleep(env.interval);
-		if (mpq_tool_exiting)
-			break;
-		err = print_top(bpf_map__fd(obj->maps.ops));
-		if (err) {
-			fprintf(stderr, "mpqtop: reading the counters: %s\n",
-				strerror(-err));
-			break;
-		}
-	}
+	err = mpq_tool_report(env.interval, env.count, print_top,
+			      bpf_map__fd(obj->maps.ops), "counters");
 out:
 	if (env.pin)
 		mpq_tool_unpin(obj->obj);

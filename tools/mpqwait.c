@@ -190,24 +190,6 @@ static int print_waits(int fd)
 	return 0;
 }
 
-/* Attach a USDT probe; required ones fail the tool, others may be absent. */
-static int attach_usdt(struct bpf_program *prog, struct bpf_link **link,
-		       const char *lib, const char *probe, bool required)
-{
-	*link = bpf_program__attach_usdt(prog, -1, lib, "mpq", probe, NULL);
-	if (*link)
-		return 0;
-	if (required) {
-		fprintf(stderr, "mpqwait: %s: no USDT probe mpq:%s (%s; a libmpq built without <sys/sdt.h>?)\n",
-			lib, probe, strerror(errno));
-		return 1;
-	}
-	if (env.verbose)
-		fprintf(stderr, "mpqwait: %s has no mpq:%s yet: not traced\n",
-			lib, probe);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct argp argp = {
@@ -218,16 +200,14 @@ int main(int argc, char **argv)
 	bool module = !access("/sys/module/mpq", F_OK);
 	char lib[PATH_MAX];
 	struct mpqwait_bpf *obj;
-	int err, i;
+	int err;
 
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_check(MPQ_NEED_ROOT | MPQ_NEED_BTF))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.lib, lib,
+			   sizeof(lib), env.verbose))
 		return 1;
-	if (mpq_tool_find_lib(env.lib, lib, sizeof(lib)))
-		return 1;
-	mpq_tool_setup(env.verbose);
 
 	obj = mpqwait_bpf__open();
 	if (!obj) {
@@ -249,15 +229,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	err = 1;
-	if (attach_usdt(obj->progs.queue_wait_begin,
+	if (mpq_tool_attach_usdt(obj->progs.queue_wait_begin,
 			&obj->links.queue_wait_begin, lib, "queue_wait_begin",
 			true) ||
-	    attach_usdt(obj->progs.queue_wait_end, &obj->links.queue_wait_end,
+	    mpq_tool_attach_usdt(obj->progs.queue_wait_end, &obj->links.queue_wait_end,
 			lib, "queue_wait_end", true) ||
-	    attach_usdt(obj->progs.lock_wait_begin,
+	    mpq_tool_attach_usdt(obj->progs.lock_wait_begin,
 			&obj->links.lock_wait_begin, lib, "lock_wait_begin",
 			false) ||
-	    attach_usdt(obj->progs.lock_wait_end, &obj->links.lock_wait_end,
+	    mpq_tool_attach_usdt(obj->progs.lock_wait_end, &obj->links.lock_wait_end,
 			lib, "lock_wait_end", false))
 		goto out;
 	if (module) {
@@ -277,16 +257,8 @@ int main(int argc, char **argv)
 
 	fprintf(stderr, "Tracing waits on mpq objects in %s%s... Hit Ctrl-C to end.\n",
 		lib, module ? " and the module" : "");
-	err = 0;
-	for (i = 0; i < env.count && !mpq_tool_exiting; i++) {
-		mpq_tool_sleep(env.interval);
-		err = print_waits(bpf_map__fd(obj->maps.waits));
-		if (err) {
-			fprintf(stderr, "mpqwait: reading the waits: %s\n",
-				strerror(-err));
-			break;
-		}
-	}
+	err = mpq_tool_report(env.interval, env.count, print_waits,
+			      bpf_map__fd(obj->maps.waits), "waits");
 out:
 	if (env.pin)
 		mpq_tool_unpin(obj->obj);

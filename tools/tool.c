@@ -101,6 +101,52 @@ int mpq_tool_find_lib(const char *path, char *out, size_t len)
 	return 0;
 }
 
+int mpq_tool_start(unsigned int need, const char *path, char *lib,
+		   size_t len, bool verbose)
+{
+	if (mpq_tool_check(need))
+		return 1;
+	if (lib && mpq_tool_find_lib(path, lib, len))
+		return 1;
+	mpq_tool_setup(verbose);
+	return 0;
+}
+
+int mpq_tool_attach_usdt(struct bpf_program *prog, struct bpf_link **link,
+			 const char *lib, const char *probe, bool required)
+{
+	*link = bpf_program__attach_usdt(prog, -1, lib, "mpq", probe, NULL);
+	if (*link)
+		return 0;
+	if (required) {
+		fprintf(stderr, "%s: %s: no USDT probe mpq:%s (%s; a libmpq built without <sys/sdt.h>?)\n",
+			mpq_tool_name, lib, probe, strerror(errno));
+		return 1;
+	}
+	if (mpq_tool_verbose)
+		fprintf(stderr, "%s: %s has no mpq:%s yet: not traced\n",
+			mpq_tool_name, lib, probe);
+	return 0;
+}
+
+int mpq_tool_report(int interval, int count, int (*print)(int fd), int fd,
+		    const char *what)
+{
+	int err = 0, i;
+
+	/* After Ctrl-C, one last table of what the interval had so far. */
+	for (i = 0; i < count && !mpq_tool_exiting; i++) {
+		mpq_tool_sleep(interval);
+		err = print(fd);
+		if (err) {
+			fprintf(stderr, "%s: reading the %s: %s\n",
+				mpq_tool_name, what, strerror(-err));
+			break;
+		}
+	}
+	return err;
+}
+
 int mpq_tool_pin(struct bpf_object *obj)
 {
 	char dir[PATH_MAX / 2], path[PATH_MAX];

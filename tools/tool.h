@@ -15,6 +15,8 @@
 #include <linux/types.h>
 
 struct bpf_object;
+struct bpf_program;
+struct bpf_link;
 
 /* What a tool needs; mpq_tool_check() says what is missing. */
 #define MPQ_NEED_ROOT	(1U << 0)
@@ -28,6 +30,26 @@ extern volatile sig_atomic_t mpq_tool_exiting;
 int mpq_tool_check(unsigned int need);
 /* Ctrl-C and SIGTERM set mpq_tool_exiting; libbpf logs only when verbose. */
 void mpq_tool_setup(bool verbose);
+/*
+ * The three steps before a tool opens its BPF object: mpq_tool_check(need),
+ * then, if lib is not NULL, mpq_tool_find_lib(path, lib, len), then
+ * mpq_tool_setup(verbose). 0, or 1 once one of them said what is wrong.
+ */
+int mpq_tool_start(unsigned int need, const char *path, char *lib,
+		   size_t len, bool verbose);
+/*
+ * Attach prog to the USDT probe mpq:probe of lib. A required probe that is
+ * missing fails the tool (one line, 1); an optional one (a probe newer
+ * than the library being traced) is left out, said under -v, and 0.
+ */
+int mpq_tool_attach_usdt(struct bpf_program *prog, struct bpf_link **link,
+			 const char *lib, const char *probe, bool required);
+/*
+ * count times (or until Ctrl-C), sleep interval seconds and print(fd);
+ * what names the map in the message if print fails. 0 or print's -errno.
+ */
+int mpq_tool_report(int interval, int count, int (*print)(int fd), int fd,
+		    const char *what);
 /*
  * The library (or program) whose USDT probes to attach to: path if given,
  * else $MPQ_LIB, else where the dynamic loader finds libmpq.so.0. Writes
