@@ -327,6 +327,19 @@ static int pool_ring(struct mpq_pool *p)
 	return 0;
 }
 
+/*
+ * A pool's id in the probes: bits 63 and 62 set (object ids have 63 clear,
+ * memfd ids 62 clear: inode numbers are 32 bits), then the maker's pid and
+ * its count of pools.
+ */
+static uint64_t pool_new_id(pid_t pid)
+{
+	static uint32_t made;
+	uint32_t n = __atomic_add_fetch(&made, 1, __ATOMIC_RELAXED);
+
+	return 3ULL << 62 | (uint64_t)(uint32_t)pid << 24 | (n & 0xffffff);
+}
+
 static int pool_alloc(struct mpq_pool **out, const struct mpq_pool_attr *a)
 {
 	struct mpq_pool *p;
@@ -338,6 +351,7 @@ static int pool_alloc(struct mpq_pool **out, const struct mpq_pool_attr *a)
 	*out = p;
 	p->magic = MPQ_POOL_MAGIC;
 	p->owner = getpid();
+	p->id = pool_new_id(p->owner);
 	p->bell = -1;
 	p->restart_at = p->kill_at = -1;
 	pthread_mutex_init(&p->lock, NULL);

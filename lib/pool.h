@@ -363,6 +363,7 @@ struct mpq_pool {
 	int thread_joined;
 
 	/* Settings, read-only once made. */
+	uint64_t id;			/* for tracers: probes.h */
 	int nproc;
 	int method;
 	int backend;			/* of the workers' pipes */
@@ -478,6 +479,7 @@ struct pool_wctx {
 	int64_t since;		/* when the items in staging started */
 	uint32_t maxtasks;
 	uint32_t done;		/* chunks finished */
+	uint64_t pool_id;	/* the pool's id, for the task probes */
 	int spawn;
 	mpq_task_fn *fns;	/* spawn: the pool's index -> our function */
 	size_t nfns;

@@ -21,10 +21,17 @@
 #include <unistd.h>
 
 #include "pool.h"
+#include "probes.h"
 
 #define POOL_BOOT_MAGIC		"MPQPOOL1"
 
 /* ---- running items ---------------------------------------------------- */
+
+/* A task in the probes: its task message's number, then its place in it. */
+static inline uint64_t pool_task_id(const struct pool_wctx *w, uint32_t pos)
+{
+	return w->seq << 32 | pos;
+}
 
 static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
 			   const void *arg, size_t len, uint32_t pos,
@@ -46,7 +53,9 @@ static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
 		t->err_set = 1;
 		ret = -ENOENT;
 	} else {
+		mpq_probe_pool_task_start(w->pool_id, pool_task_id(w, pos));
 		ret = fn(arg, len, t);
+		mpq_probe_pool_task_end(w->pool_id, pool_task_id(w, pos), ret);
 	}
 	return pool_task_finish(w, t, ret);
 }
@@ -71,7 +80,9 @@ static int worker_run_fixed(struct pool_wctx *w, mpq_task_fn fn,
 		t->in_run = 0;
 		t->err_set = 0;
 		store_release(running, p);
+		mpq_probe_pool_task_start(w->pool_id, pool_task_id(w, p));
 		ret = fn(args, size, t);
+		mpq_probe_pool_task_end(w->pool_id, pool_task_id(w, p), ret);
 		if (likely(!ret && t->in_run)) {
 			pool_run_commit(w);
 			continue;
@@ -392,6 +403,7 @@ int pool_worker_fork(const void *arg, size_t len)
 	pool_worker_fork_cleanup(p, a->slot);
 	worker_ctx_init(&w, me->wconn, me->wsock, me->st);
 	w.maxtasks = p->maxtasks;
+	w.pool_id = p->id;
 	return worker_loop(&w, p->init, p->initarg, p->initarg_len);
 }
 
@@ -406,6 +418,7 @@ struct pool_boot {
 	uint32_t __pad;
 	uint64_t initarg_len;
 	uint64_t sigmask;	/* signals 1..64 blocked in the pool's maker */
+	uint64_t pool_id;
 };
 
 /*
@@ -423,6 +436,7 @@ int pool_worker_boot(struct mpq_pool *p, struct pool_worker *w, void **out,
 		.staging = w->staging_fd,
 		.init_len = p->init_name ? (uint32_t)strlen(p->init_name) : 0,
 		.initarg_len = p->initarg_len,
+		.pool_id = p->id,
 	};
 	unsigned char *buf;
 	int n, sig;
@@ -511,6 +525,7 @@ int pool_worker_spawn(const void *arg, size_t len)
 		return 1;
 	worker_ctx_init(&w, conn, b.sock, st);
 	w.maxtasks = b.maxtasks;
+	w.pool_id = b.pool_id;
 	w.spawn = 1;
 	return worker_loop(&w, init, a + sizeof(b) + b.handle_len + b.init_len,
 			   b.initarg_len);

@@ -35,7 +35,10 @@
  *	the dead consumer's message at pos delivered again
  *   pool_task_start(u64 pool, u64 task)
  *   pool_task_end(u64 pool, u64 task, s32 ret)
- *	a pool worker runs a task; ret is the task's result
+ *	a pool worker runs a task; ret is what the task function returned.
+ *	pool is 3 << 62 | the maker's pid << 24 | its count of pools; task
+ *	is the pool's number of the task message << 32 | the item's place
+ *	in it (start and end of one task carry the same pair)
  *
  * Their names and arguments are the ABI tools rely on.
  */

@@ -4,8 +4,9 @@
  * timings the test knows: mpqlat's histogram holds every message with the
  * latency the consumer injected, mpqwait sees a blocked get with its time
  * and process, mpqsnoop prints create, attach, fork and death in order,
- * mpqtop counts a busy queue, mpqstat lists exactly the objects alive, and
- * the tracepoint contexts the tools read match the module's format files.
+ * mpqtop counts a busy queue and a pool's tasks, mpqstat lists exactly the
+ * objects alive, and the tracepoint contexts the tools read match the
+ * module's format files.
  *
  * Runs in the test VM (root, BTF, BPF, the module). This binary links
  * libmpq.so dynamically, from build/lib, which is the library the tools
@@ -516,6 +517,59 @@ TEST(mpqtop_shows_a_busy_queue_with_its_rates_and_depth)
 		TH_LOG("mpqtop: %s", out);
 	free(out);
 	mpq_queue_free(q);
+}
+
+static int64_t add_one(int64_t x)
+{
+	return x + 1;
+}
+MPQ_TASK_VALUE(add_one, int64_t, int64_t);
+
+#define TOP_TASKS	1500
+#define TOP_INTERVAL	"3"
+
+TEST(mpqtop_counts_a_pools_tasks_started_and_finished)
+{
+	struct mpq_pool_attr attr = { .processes = 2 };
+	static int64_t in[TOP_TASKS], res[TOP_TASKS];
+	char *argv[] = { (char *)tool_path("mpqtop"), "-C", TOP_INTERVAL, "1",
+			 NULL };
+	double started = -1, finished = -1;
+	struct mpq_pool *p;
+	const char *row;
+	struct tool t;
+	int status, i, rows = 0;
+	char *out;
+
+	for (i = 0; i < TOP_TASKS; i++)
+		in[i] = i;
+	ASSERT_EQ(0, tool_start(&t, argv));
+	/* Well inside the one interval, even under TCG: made, run, gone. */
+	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
+	ASSERT_EQ(0, mpq_pool_map_values(p, add_one_task, in, sizeof(in[0]),
+					 res, sizeof(res[0]), TOP_TASKS, 0));
+	ASSERT_EQ(0, mpq_pool_close(p));
+	ASSERT_EQ(0, mpq_pool_join(p, MPQ_FOREVER));
+	mpq_pool_free(p);
+	for (i = 0; i < TOP_TASKS; i++)
+		ASSERT_EQ(i + 1, res[i]);
+	out = slurp(t.out);
+	status = wait_child(t.pid, 30000);
+	close(t.err);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqtop: %s", out);
+	/* One pool row: every task started and finished, per second. */
+	for (row = strstr(out, " pool "); row; row = strstr(row + 1, " pool ")) {
+		ASSERT_EQ(2, sscanf(row, " pool %lf %lf", &started, &finished))
+			TH_LOG("mpqtop: %s", out);
+		rows++;
+	}
+	ASSERT_EQ(1, rows) TH_LOG("mpqtop: %s", out);
+	ASSERT_EQ(TOP_TASKS / atoi(TOP_INTERVAL), (int)started)
+		TH_LOG("mpqtop: %s", out);
+	ASSERT_EQ(TOP_TASKS / atoi(TOP_INTERVAL), (int)finished)
+		TH_LOG("mpqtop: %s", out);
+	free(out);
 }
 
 /* Ids in mpqstat -j output, in order; returns how many. */

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * mpqtop, the BPF side: operations per object, counted from libmpq's
- * USDT probes (puts, gets, waits: the fast path never enters the kernel)
- * and the module's wake-ups (tp/mpq/mpq_poll_wake).
+ * USDT probes (puts, gets, waits: the fast path never enters the kernel;
+ * a pool's tasks started and finished count as its puts and gets) and the
+ * module's wake-ups (tp/mpq/mpq_poll_wake).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -60,6 +61,26 @@ int BPF_USDT(queue_wait_begin, __u64 id, __u32 dir)
 
 	if (o)
 		__sync_fetch_and_add(&o->waits, 1);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(pool_task_start, __u64 pool, __u64 task)
+{
+	struct mpqtop_ops *o = ops_of(pool);
+
+	if (o)
+		__sync_fetch_and_add(&o->puts, 1);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(pool_task_end, __u64 pool, __u64 task, __s32 ret)
+{
+	struct mpqtop_ops *o = ops_of(pool);
+
+	if (o)
+		__sync_fetch_and_add(&o->gets, 1);
 	return 0;
 }
 

@@ -3,6 +3,7 @@
  * mpqtop: the busiest mpq objects, refreshed every interval: puts, gets
  * and bytes per second and waits (libmpq's USDT probes), the module's
  * wake-ups, and from /proc/mpq each object's depth, waiters and processes.
+ * Pools are rows too: PUT/s is their tasks started, GET/s finished.
  */
 #include <argp.h>
 #include <errno.h>
@@ -170,8 +171,9 @@ static int print_top(int fd)
 		rows[n].id = next;
 		if (bpf_map_lookup_elem(fd, &next, &rows[n].ops))
 			return -errno;
-		/* memfd queues are not in /proc/mpq. */
+		/* Pools and memfd queues are not in /proc/mpq. */
 		snprintf(rows[n].type, sizeof(rows[n].type), "%s",
+			 MPQTOP_POOL_ID(next) ? "pool" :
 			 next >> 63 ? "memfd" : "gone");
 		strcpy(rows[n].depth, "-");
 		strcpy(rows[n].waiters, "-");
@@ -244,7 +246,13 @@ int main(int argc, char **argv)
 				 lib, "queue_get", true) ||
 	    mpq_tool_attach_usdt(obj->progs.queue_wait_begin,
 				 &obj->links.queue_wait_begin, lib,
-				 "queue_wait_begin", true))
+				 "queue_wait_begin", true) ||
+	    mpq_tool_attach_usdt(obj->progs.pool_task_start,
+				 &obj->links.pool_task_start, lib,
+				 "pool_task_start", false) ||
+	    mpq_tool_attach_usdt(obj->progs.pool_task_end,
+				 &obj->links.pool_task_end, lib,
+				 "pool_task_end", false))
 		goto out;
 	obj->links.poll_wake = bpf_program__attach(obj->progs.poll_wake);
 	if (!obj->links.poll_wake) {
@@ -255,6 +263,7 @@ int main(int argc, char **argv)
 	if (env.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
+	fprintf(stderr, "Tracing mpq objects in %s... Hit Ctrl-C to end.\n", lib);
 	err = mpq_tool_report(env.interval, env.count, print_top,
 			      bpf_map__fd(obj->maps.ops), "counters");
 out:
