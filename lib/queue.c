@@ -780,6 +780,16 @@ static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
 			return ret;
 	}
 	for (;;) {
+		/*
+		 * How long to sleep is decided before looking for the dead:
+		 * one in the middle of an operation now that dies after the
+		 * look makes the sleep a short one (MPQ_RECHECK_NS). The other
+		 * order lost a death between the look and the decision (the
+		 * deathbell rings only for those already asleep, and a dead
+		 * record no longer counts as busy): the waiter slept for good.
+		 */
+		int64_t until = mpq_queue_sleep_until(op->q, deadline);
+
 		ret = mpq_op_reclaim(op);
 		if (ret > 0)
 			return ret;
@@ -789,11 +799,9 @@ static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
 		if (deadline >= 0 && mpq_now_ns() >= deadline)
 			return -ETIMEDOUT;
 		if (op->q->backend == MPQ_BACKEND_KMOD)
-			ret = mpq_queue_sleep_kmod(op, mpq_queue_sleep_until(
-						   op->q, deadline));
+			ret = mpq_queue_sleep_kmod(op, until);
 		else
-			ret = mpq_queue_sleep_memfd(op, word, mpq_queue_sleep_until(
-						    op->q, deadline));
+			ret = mpq_queue_sleep_memfd(op, word, until);
 		if (ret != 0 && ret != -EAGAIN)
 			return ret;
 	}
