@@ -456,6 +456,11 @@ def report(m, rows, failures, quick, rounds):
                              "bytes_per_s", "size"):
         L.append("| %s | %s |" % (lab, " | ".join(
             fmt_rate(per.get(s)) + "B/s" if per.get(s) else "–" for s in ssizes)))
+    if any(r["impl"] == "mpq-queue-zc" and r["bench"] == "stream"
+           for r in rows):
+        L.append("\nmpq-queue-zc moves no bytes: its row is messages/s times "
+                 "the message size, what a copying API would have had to "
+                 "move to keep up.")
     mc = res.get("bytes_per_s", bench="memcpy", impl="memcpy")
     md = res.get("bytes_per_s", bench="memcpy", impl="memcpy-dram")
     if mc:
