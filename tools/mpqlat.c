@@ -24,18 +24,11 @@
 const char *mpq_tool_name = "mpqlat";
 
 static struct {
-	pid_t pid;
-	__u64 queue;
+	struct mpq_tool_opts o;
 	bool per_queue;
 	bool ns;
-	bool json;
-	bool timestamp;
-	bool pin;
-	bool verbose;
-	const char *lib;
-	int interval;
-	int count;
-} env = { .interval = INT_MAX / 2, .count = INT_MAX };
+} env = { .o = { .intervals = true, .interval = INT_MAX / 2,
+		 .count = INT_MAX } };
 
 const char *argp_program_version = "mpqlat 0.2";
 static const char doc[] =
@@ -68,67 +61,17 @@ static const struct argp_option opts[] = {
 	{},
 };
 
-static long parse_num(const char *arg, struct argp_state *state,
-		      const char *what, long min)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(arg, &end, 0);
-	if (errno || *end || v < min)
-		argp_error(state, "invalid %s: %s", what, arg);
-	return v;
-}
-
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
-	static int pos;
-
 	switch (key) {
-	case 'h':
-		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
-		break;
-	case 'p':
-		env.pid = parse_num(arg, state, "PID", 1);
-		break;
-	case 'q':
-		env.queue = strtoull(arg, NULL, 0);
-		if (!env.queue)
-			argp_error(state, "invalid queue id: %s", arg);
-		break;
 	case 'Q':
 		env.per_queue = true;
 		break;
 	case 'n':
 		env.ns = true;
 		break;
-	case 'j':
-		env.json = true;
-		break;
-	case 'T':
-		env.timestamp = true;
-		break;
-	case 'l':
-		env.lib = arg;
-		break;
-	case 'P':
-		env.pin = true;
-		break;
-	case 'v':
-		env.verbose = true;
-		break;
-	case ARGP_KEY_ARG:
-		if (pos == 0)
-			env.interval = parse_num(arg, state, "interval", 1);
-		else if (pos == 1)
-			env.count = parse_num(arg, state, "count", 1);
-		else
-			argp_usage(state);
-		pos++;
-		break;
 	default:
-		return ARGP_ERR_UNKNOWN;
+		return mpq_tool_parse(key, arg, state, &env.o);
 	}
 	return 0;
 }
@@ -142,16 +85,16 @@ static int print_hists(int fd)
 	bool first = true;
 	int ret;
 
-	if (env.json)
+	if (env.o.json)
 		printf("{\"time\": \"%s\", \"unit\": \"%s\", \"queues\": [",
 		       mpq_tool_clock(), unit);
-	else if (env.timestamp)
+	else if (env.o.timestamp)
 		printf("%-8s\n", mpq_tool_clock());
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		ret = bpf_map_lookup_elem(fd, &next, &h);
 		if (ret)
 			return -errno;
-		if (env.json) {
+		if (env.o.json) {
 			printf("%s{\"queue\": ", first ? "" : ", ");
 			if (next)
 				printf("%llu", (unsigned long long)next);
@@ -177,7 +120,7 @@ static int print_hists(int fd)
 		key = next;
 		prev = &key;
 	}
-	if (env.json)
+	if (env.o.json)
 		printf("]}\n");
 	else if (first)
 		printf("no messages got\n");
@@ -205,8 +148,8 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.lib, lib,
-			   sizeof(lib), env.verbose))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.o.lib, lib,
+			   sizeof(lib), env.o.verbose))
 		return 1;
 
 	obj = mpqlat_bpf__open();
@@ -215,8 +158,8 @@ int main(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	obj->rodata->targ_queue = env.queue;
-	obj->rodata->targ_tgid = env.pid;
+	obj->rodata->targ_queue = env.o.id;
+	obj->rodata->targ_tgid = env.o.pid;
 	obj->rodata->targ_ns = env.ns;
 	obj->rodata->targ_per_queue = env.per_queue;
 	err = mpqlat_bpf__load(obj);
@@ -231,15 +174,15 @@ int main(int argc, char **argv)
 	    mpq_tool_attach_usdt(obj->progs.queue_get, &obj->links.queue_get,
 				 lib, "queue_get", true))
 		goto out;
-	if (env.pin && mpq_tool_pin(obj->obj))
+	if (env.o.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
 	fprintf(stderr, "Tracing mpq queue latency in %s... Hit Ctrl-C to end.\n",
 		lib);
-	err = mpq_tool_report(env.interval, env.count, print_hists,
+	err = mpq_tool_report(env.o.interval, env.o.count, print_hists,
 			      bpf_map__fd(obj->maps.hists), "histograms");
 out:
-	if (env.pin)
+	if (env.o.pin)
 		mpq_tool_unpin(obj->obj);
 	mpqlat_bpf__destroy(obj);
 	return err != 0;

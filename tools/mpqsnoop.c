@@ -22,12 +22,8 @@
 const char *mpq_tool_name = "mpqsnoop";
 
 static struct {
-	pid_t pid;
-	__u64 id;
+	struct mpq_tool_opts o;
 	bool waits;
-	bool timestamp;
-	bool pin;
-	bool verbose;
 } env;
 
 static __u64 start_ns;
@@ -58,41 +54,11 @@ static const struct argp_option opts[] = {
 
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
-	char *end;
-
-	switch (key) {
-	case 'h':
-		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
-		break;
-	case 'p':
-		env.pid = strtol(arg, &end, 10);
-		if (*end || env.pid <= 0)
-			argp_error(state, "invalid PID: %s", arg);
-		break;
-	case 'q':
-		env.id = strtoull(arg, &end, 0);
-		if (*end || !env.id)
-			argp_error(state, "invalid object id: %s", arg);
-		break;
-	case 'w':
+	if (key == 'w') {
 		env.waits = true;
-		break;
-	case 'T':
-		env.timestamp = true;
-		break;
-	case 'P':
-		env.pin = true;
-		break;
-	case 'v':
-		env.verbose = true;
-		break;
-	case ARGP_KEY_ARG:
-		argp_usage(state);
-		break;
-	default:
-		return ARGP_ERR_UNKNOWN;
+		return 0;
 	}
-	return 0;
+	return mpq_tool_parse(key, arg, state, &env.o);
 }
 
 static const char *kind_name(__u32 kind)
@@ -188,7 +154,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 
 	if (size < sizeof(*e))
 		return 0;
-	if (env.timestamp)
+	if (env.o.timestamp)
 		snprintf(when, sizeof(when), "%s", mpq_tool_clock());
 	else
 		snprintf(when, sizeof(when), "%.6f",
@@ -230,7 +196,7 @@ int main(int argc, char **argv)
 	if (err)
 		return err;
 	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
-			   NULL, NULL, 0, env.verbose))
+			   NULL, NULL, 0, env.o.verbose))
 		return 1;
 
 	obj = mpqsnoop_bpf__open();
@@ -239,8 +205,8 @@ int main(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	obj->rodata->targ_id = env.id;
-	obj->rodata->targ_tgid = env.pid;
+	obj->rodata->targ_id = env.o.id;
+	obj->rodata->targ_tgid = env.o.pid;
 	if (!env.waits) {
 		bpf_program__set_autoload(obj->progs.on_wait_begin, false);
 		bpf_program__set_autoload(obj->progs.on_wait_end, false);
@@ -257,7 +223,7 @@ int main(int argc, char **argv)
 			strerror(-err));
 		goto out;
 	}
-	if (env.pin && mpq_tool_pin(obj->obj)) {
+	if (env.o.pin && mpq_tool_pin(obj->obj)) {
 		err = 1;
 		goto out;
 	}
@@ -272,7 +238,7 @@ int main(int argc, char **argv)
 
 	start_ns = now_boot_ns();
 	fprintf(stderr, "Tracing mpq events... Hit Ctrl-C to end.\n");
-	printf("%-10s %-9s %5s %-5s %7s %7s %-15s %s\n", env.timestamp ?
+	printf("%-10s %-9s %5s %-5s %7s %7s %-15s %s\n", env.o.timestamp ?
 	       "TIME" : "TIME(s)", "EVENT", "ID", "TYPE", "PID", "BY-PID",
 	       "BY-COMM", "DETAIL");
 	fflush(stdout);
@@ -291,7 +257,7 @@ int main(int argc, char **argv)
 	}
 out:
 	ring_buffer__free(rb);
-	if (env.pin)
+	if (env.o.pin)
 		mpq_tool_unpin(obj->obj);
 	mpqsnoop_bpf__destroy(obj);
 	return err != 0;

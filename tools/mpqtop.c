@@ -22,14 +22,11 @@
 const char *mpq_tool_name = "mpqtop";
 
 static struct {
+	struct mpq_tool_opts o;
 	bool noclear;
-	bool pin;
-	bool verbose;
-	const char *lib;
 	int rows;
-	int interval;
-	int count;
-} env = { .rows = 20, .interval = 1, .count = INT_MAX };
+} env = { .o = { .intervals = true, .interval = 1, .count = INT_MAX },
+	  .rows = 20 };
 
 const char *argp_program_version = "mpqtop 0.2";
 static const char doc[] =
@@ -54,14 +51,9 @@ static const struct argp_option opts[] = {
 
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
-	static int pos;
 	char *end;
-	long v;
 
 	switch (key) {
-	case 'h':
-		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
-		break;
 	case 'C':
 		env.noclear = true;
 		break;
@@ -70,26 +62,8 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		if (*end || env.rows <= 0)
 			argp_error(state, "invalid rows: %s", arg);
 		break;
-	case 'l':
-		env.lib = arg;
-		break;
-	case 'P':
-		env.pin = true;
-		break;
-	case 'v':
-		env.verbose = true;
-		break;
-	case ARGP_KEY_ARG:
-		v = strtol(arg, &end, 10);
-		if (*end || v <= 0 || pos > 1)
-			argp_usage(state);
-		if (pos++ == 0)
-			env.interval = v;
-		else
-			env.count = v;
-		break;
 	default:
-		return ARGP_ERR_UNKNOWN;
+		return mpq_tool_parse(key, arg, state, &env.o);
 	}
 	return 0;
 }
@@ -189,13 +163,13 @@ static int print_top(int fd)
 	if (!env.noclear)
 		printf("\033[H\033[2J");
 	printf("%s  mpqtop, per second over %d s\n", mpq_tool_clock(),
-	       env.interval);
+	       env.o.interval);
 	printf("%-8s %-5s %8s %8s %7s %6s %6s %9s %4s %s\n", "ID", "TYPE",
 	       "PUT/s", "GET/s", "KB/s", "WAIT/s", "WAKE/s", "DEPTH/CAP",
 	       "WTRS", "PIDS");
 	for (i = 0; i < n && i < env.rows; i++) {
 		const struct mpqtop_ops *o = &rows[i].ops;
-		double s = env.interval;
+		double s = env.o.interval;
 
 		printf("%-8llu %-5s %8.0f %8.0f %7.1f %6.0f %6.0f %9s %4s %.10s\n",
 		       (unsigned long long)rows[i].id, rows[i].type,
@@ -224,7 +198,7 @@ int main(int argc, char **argv)
 	if (err)
 		return err;
 	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
-			   env.lib, lib, sizeof(lib), env.verbose))
+			   env.o.lib, lib, sizeof(lib), env.o.verbose))
 		return 1;
 
 	obj = mpqtop_bpf__open();
@@ -260,14 +234,14 @@ int main(int argc, char **argv)
 			strerror(errno));
 		goto out;
 	}
-	if (env.pin && mpq_tool_pin(obj->obj))
+	if (env.o.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
 	fprintf(stderr, "Tracing mpq objects in %s... Hit Ctrl-C to end.\n", lib);
-	err = mpq_tool_report(env.interval, env.count, print_top,
+	err = mpq_tool_report(env.o.interval, env.o.count, print_top,
 			      bpf_map__fd(obj->maps.ops), "counters");
 out:
-	if (env.pin)
+	if (env.o.pin)
 		mpq_tool_unpin(obj->obj);
 	mpqtop_bpf__destroy(obj);
 	return err != 0;

@@ -22,16 +22,9 @@
 const char *mpq_tool_name = "mpqwait";
 
 static struct {
-	pid_t pid;
-	__u64 id;
-	bool json;
-	bool timestamp;
-	bool pin;
-	bool verbose;
-	const char *lib;
-	int interval;
-	int count;
-} env = { .interval = INT_MAX / 2, .count = INT_MAX };
+	struct mpq_tool_opts o;
+} env = { .o = { .intervals = true, .interval = INT_MAX / 2,
+		 .count = INT_MAX } };
 
 const char *argp_program_version = "mpqwait 0.2";
 static const char doc[] =
@@ -60,52 +53,7 @@ static const struct argp_option opts[] = {
 
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
-	static int pos;
-	char *end;
-	long v;
-
-	switch (key) {
-	case 'h':
-		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
-		break;
-	case 'p':
-		env.pid = strtol(arg, &end, 10);
-		if (*end || env.pid <= 0)
-			argp_error(state, "invalid PID: %s", arg);
-		break;
-	case 'q':
-		env.id = strtoull(arg, &end, 0);
-		if (*end || !env.id)
-			argp_error(state, "invalid object id: %s", arg);
-		break;
-	case 'j':
-		env.json = true;
-		break;
-	case 'T':
-		env.timestamp = true;
-		break;
-	case 'l':
-		env.lib = arg;
-		break;
-	case 'P':
-		env.pin = true;
-		break;
-	case 'v':
-		env.verbose = true;
-		break;
-	case ARGP_KEY_ARG:
-		v = strtol(arg, &end, 10);
-		if (*end || v <= 0 || pos > 1)
-			argp_usage(state);
-		if (pos++ == 0)
-			env.interval = v;
-		else
-			env.count = v;
-		break;
-	default:
-		return ARGP_ERR_UNKNOWN;
-	}
-	return 0;
+	return mpq_tool_parse(key, arg, state, &env.o);
 }
 
 static const char *kind_name(__u32 kind)
@@ -154,7 +102,7 @@ static int print_waits(int fd)
 		bpf_map_delete_elem(fd, &rows[i].key);
 	qsort(rows, n, sizeof(rows[0]), by_total);
 
-	if (env.json) {
+	if (env.o.json) {
 		printf("{\"time\": \"%s\", \"waits\": [", mpq_tool_clock());
 		for (i = 0; i < n; i++)
 			printf("%s{\"id\": %llu, \"kind\": \"%s\", \"pid\": %u, \"comm\": \"%s\", \"count\": %llu, \"total_ns\": %llu, \"max_ns\": %llu}",
@@ -169,7 +117,7 @@ static int print_waits(int fd)
 		fflush(stdout);
 		return 0;
 	}
-	if (env.timestamp)
+	if (env.o.timestamp)
 		printf("%-8s\n", mpq_tool_clock());
 	printf("%-8s %-6s %7s %-15s %7s %10s %9s %9s\n", "ID", "KIND", "PID",
 	       "COMM", "WAITS", "TOTAL(ms)", "AVG(us)", "MAX(us)");
@@ -205,8 +153,8 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.lib, lib,
-			   sizeof(lib), env.verbose))
+	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.o.lib, lib,
+			   sizeof(lib), env.o.verbose))
 		return 1;
 
 	obj = mpqwait_bpf__open();
@@ -215,8 +163,8 @@ int main(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	obj->rodata->targ_id = env.id;
-	obj->rodata->targ_tgid = env.pid;
+	obj->rodata->targ_id = env.o.id;
+	obj->rodata->targ_tgid = env.o.pid;
 	/* Without the module only the library's waits exist. */
 	if (!module) {
 		bpf_program__set_autoload(obj->progs.kernel_wait_begin, false);
@@ -252,15 +200,15 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (env.pin && mpq_tool_pin(obj->obj))
+	if (env.o.pin && mpq_tool_pin(obj->obj))
 		goto out;
 
 	fprintf(stderr, "Tracing waits on mpq objects in %s%s... Hit Ctrl-C to end.\n",
 		lib, module ? " and the module" : "");
-	err = mpq_tool_report(env.interval, env.count, print_waits,
+	err = mpq_tool_report(env.o.interval, env.o.count, print_waits,
 			      bpf_map__fd(obj->maps.waits), "waits");
 out:
-	if (env.pin)
+	if (env.o.pin)
 		mpq_tool_unpin(obj->obj);
 	mpqwait_bpf__destroy(obj);
 	return err != 0;

@@ -23,6 +23,67 @@
 volatile sig_atomic_t mpq_tool_exiting;
 static bool mpq_tool_verbose;
 
+/* A number of at least min, or argp's error (which exits). */
+static long mpq_tool_num(const char *arg, struct argp_state *state,
+			 const char *what, long min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < min || v > INT_MAX)
+		argp_error(state, "invalid %s: %s", what, arg);
+	return v;
+}
+
+error_t mpq_tool_parse(int key, char *arg, struct argp_state *state,
+		       struct mpq_tool_opts *o)
+{
+	char *end;
+
+	switch (key) {
+	case 'h':
+		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
+		break;
+	case 'p':
+		o->pid = (pid_t)mpq_tool_num(arg, state, "PID", 1);
+		break;
+	case 'q':
+		errno = 0;
+		o->id = strtoull(arg, &end, 0);
+		if (errno || end == arg || *end || !o->id)
+			argp_error(state, "invalid object id: %s", arg);
+		break;
+	case 'j':
+		o->json = true;
+		break;
+	case 'T':
+		o->timestamp = true;
+		break;
+	case 'l':
+		o->lib = arg;
+		break;
+	case 'P':
+		o->pin = true;
+		break;
+	case 'v':
+		o->verbose = true;
+		break;
+	case ARGP_KEY_ARG:
+		if (!o->intervals || state->arg_num > 1)
+			argp_usage(state);
+		if (state->arg_num == 0)
+			o->interval = (int)mpq_tool_num(arg, state, "interval", 1);
+		else
+			o->count = (int)mpq_tool_num(arg, state, "count", 1);
+		break;
+	default:
+		return ARGP_ERR_UNKNOWN;
+	}
+	return 0;
+}
+
 int mpq_tool_check(unsigned int need)
 {
 	if ((need & MPQ_NEED_ROOT) && geteuid() != 0) {

@@ -8,15 +8,39 @@
 #ifndef MPQ_TOOL_H
 #define MPQ_TOOL_H
 
+#include <argp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+
+#include <sys/types.h>
 
 #include <linux/types.h>
 
 struct bpf_object;
 struct bpf_program;
 struct bpf_link;
+
+/*
+ * The options several tools share, parsed by mpq_tool_parse(). A tool
+ * lists in its own argp options those it takes (its help says what they
+ * mean for it) and hands every key it does not know to mpq_tool_parse().
+ */
+struct mpq_tool_opts {
+	pid_t pid;		/* -p PID: only this process */
+	__u64 id;		/* -q ID: only this object */
+	bool json;		/* -j */
+	bool timestamp;		/* -T */
+	const char *lib;	/* -l PATH: the library to trace */
+	bool pin;		/* -P: pin the maps */
+	bool verbose;		/* -v: libbpf's log */
+	bool intervals;		/* set by the tool: it takes [interval [count]] */
+	int interval;		/* seconds */
+	int count;
+};
+
+error_t mpq_tool_parse(int key, char *arg, struct argp_state *state,
+		       struct mpq_tool_opts *o);
 
 /* What a tool needs; mpq_tool_check() says what is missing. */
 #define MPQ_NEED_ROOT	(1U << 0)
