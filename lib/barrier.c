@@ -110,16 +110,14 @@ MPQ_EXPORT int mpq_barrier_new(struct mpq_barrier **out, unsigned int parties,
 			       int (*action)(void *arg), void *arg,
 			       const struct mpq_lock_attr *attr)
 {
-	static const struct mpq_lock_attr defaults;
 	uint32_t param[4] = { parties, 2 * parties };
 	int ret;
 
-	if (!attr)
-		attr = &defaults;
-	if (!parties || parties > MPQ_BARRIER_MAX_PARTIES || attr->flags)
+	if (!parties || parties > MPQ_BARRIER_MAX_PARTIES)
 		return -EINVAL;
-	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
-		return -EINVAL;
+	ret = mpq_lock_attr_get(&attr);
+	if (ret)
+		return ret;
 	ret = mpq_barrier_alloc(out, action, arg);
 	if (ret)
 		return ret;

@@ -72,17 +72,13 @@ static int mpq_cond_bind(struct mpq_cond *c, struct mpq_lock *lock)
 MPQ_EXPORT int mpq_cond_new(struct mpq_cond **out, struct mpq_lock *lock,
 			    const struct mpq_lock_attr *attr)
 {
-	static const struct mpq_lock_attr defaults;
 	static const uint32_t param[4];
 	struct mpq_cond *c;
 	int ret;
 
-	if (!attr)
-		attr = &defaults;
-	if (attr->flags)
-		return -EINVAL;
-	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
-		return -EINVAL;
+	ret = mpq_lock_attr_get(&attr);
+	if (ret)
+		return ret;
 	ret = mpq_cond_alloc(out);
 	if (ret)
 		return ret;

@@ -51,16 +51,12 @@ static int mpq_event_bind(struct mpq_event *e)
 MPQ_EXPORT int mpq_event_new(struct mpq_event **out,
 			     const struct mpq_lock_attr *attr)
 {
-	static const struct mpq_lock_attr defaults;
 	static const uint32_t param[4];
 	int ret;
 
-	if (!attr)
-		attr = &defaults;
-	if (attr->flags)
-		return -EINVAL;
-	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
-		return -EINVAL;
+	ret = mpq_lock_attr_get(&attr);
+	if (ret)
+		return ret;
 	ret = mpq_event_alloc(out);
 	if (ret)
 		return ret;

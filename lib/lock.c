@@ -80,18 +80,14 @@ static void mpq_lock_own_bind(struct mpq_lock *l)
 static int mpq_lock_make(struct mpq_lock **out, int recursive,
 			 const struct mpq_lock_attr *attr)
 {
-	static const struct mpq_lock_attr defaults;
 	static const uint32_t param[4];
 	uint32_t kind = recursive ? MPQ_SHM_KIND_RLOCK : MPQ_SHM_KIND_LOCK;
 	struct mpq_lock *l;
 	int ret;
 
-	if (!attr)
-		attr = &defaults;
-	if (attr->flags)
-		return -EINVAL;
-	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
-		return -EINVAL;
+	ret = mpq_lock_attr_get(&attr);
+	if (ret)
+		return ret;
 	ret = mpq_lock_alloc(out, recursive);
 	if (ret)
 		return ret;

@@ -63,16 +63,14 @@ static void mpq_sem_drop(struct mpq_sem **out)
 static int mpq_sem_make(struct mpq_sem **out, unsigned int value,
 			int bounded, const struct mpq_lock_attr *attr)
 {
-	static const struct mpq_lock_attr defaults;
 	uint32_t param[4] = { value };
 	int ret;
 
-	if (!attr)
-		attr = &defaults;
-	if (attr->flags || value > MPQ_SEM_VALUE_MAX)
+	if (value > MPQ_SEM_VALUE_MAX)
 		return -EINVAL;
-	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
-		return -EINVAL;
+	ret = mpq_lock_attr_get(&attr);
+	if (ret)
+		return ret;
 	ret = mpq_sem_alloc(out);
 	if (ret)
 		return ret;

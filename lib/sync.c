@@ -24,6 +24,18 @@ int64_t mpq_sync_spin(int64_t spin_ns)
 	return sysconf(_SC_NPROCESSORS_ONLN) > 1 ? MPQ_SYNC_DEFAULT_SPIN_NS : -1;
 }
 
+int mpq_lock_attr_get(const struct mpq_lock_attr **attr)
+{
+	static const struct mpq_lock_attr defaults;
+
+	if (!*attr)
+		*attr = &defaults;
+	if ((*attr)->flags ||
+	    !mpq_all_zero((*attr)->__reserved, sizeof((*attr)->__reserved)))
+		return -EINVAL;
+	return 0;
+}
+
 /*
  * Make a block for an object of kind: the header, then records, bytes in
  * all (at least the header). The block is zeroed, so every record starts

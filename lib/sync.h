@@ -87,6 +87,11 @@ static inline void *mpq_sync_rec(struct mpq_sync *s, unsigned int i)
 	return (char *)s->block.map + MPQ_SYNC_REC * (1 + i);
 }
 
+/*
+ * The attr a sync object is made with: defaults for NULL; -EINVAL for
+ * flags or reserved bytes set (none are defined yet).
+ */
+int mpq_lock_attr_get(const struct mpq_lock_attr **attr);
 int mpq_sync_create(struct mpq_sync *s, uint32_t kind, uint32_t flags,
 		    const uint32_t param[4], uint64_t bytes, int backend,
 		    int64_t spin_ns);
