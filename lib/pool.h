@@ -27,6 +27,8 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -146,6 +148,30 @@ struct pool_staging {
 #define POOL_RUNNING_NONE	UINT32_MAX
 #define POOL_STAGING_SIZE	(offsetof(struct pool_staging, msg) + POOL_MSG_MAX)
 #define POOL_RECS_MAX		(POOL_MSG_MAX - sizeof(struct pool_results_hdr))
+
+/*
+ * Room for one more element in the array at *arrp (pointer to the array
+ * pointer) of n elements of size bytes, capacity *cap: doubled when full,
+ * first when empty. 0, or -ENOMEM with the array as it was.
+ */
+static inline int pool_grow(void *arrp, size_t *cap, size_t n, size_t size,
+			    size_t first)
+{
+	size_t c = *cap ? 2 * *cap : first;
+	void *arr, *grown;
+
+	if (n < *cap)
+		return 0;
+	if (c > SIZE_MAX / size)
+		return -ENOMEM;
+	memcpy(&arr, arrp, sizeof(arr));
+	grown = realloc(arr, c * size);
+	if (!grown)
+		return -ENOMEM;
+	memcpy(arrp, &grown, sizeof(grown));
+	*cap = c;
+	return 0;
+}
 
 static inline size_t pool_align8(size_t x)
 {

@@ -56,17 +56,9 @@ void pool_buf_put(struct pool_buf *b)
  */
 int pool_job_own(struct mpq_async_result *j, int kind, void *ptr, size_t len)
 {
-	struct pool_owned *grown;
-
-	if (j->nowned == j->owned_cap) {
-		size_t cap = j->owned_cap ? 2 * j->owned_cap : 4;
-
-		grown = realloc(j->owned, cap * sizeof(*grown));
-		if (!grown)
-			return -ENOMEM;
-		j->owned = grown;
-		j->owned_cap = cap;
-	}
+	if (pool_grow(&j->owned, &j->owned_cap, j->nowned, sizeof(*j->owned),
+		      4))
+		return -ENOMEM;
 	j->owned[j->nowned].kind = kind;
 	j->owned[j->nowned].ptr = ptr;
 	j->owned[j->nowned].len = len;
@@ -581,17 +573,9 @@ void pool_job_values(struct mpq_async_result *j, size_t i,
 static int job_fail_list(struct mpq_async_result *j, size_t i, int code,
 			 char *msg)
 {
-	struct pool_fail *grown;
-
-	if (j->nfails == j->fails_cap) {
-		size_t cap = j->fails_cap ? 2 * j->fails_cap : 4;
-
-		grown = realloc(j->fails, cap * sizeof(*grown));
-		if (!grown)
-			return -ENOMEM;
-		j->fails = grown;
-		j->fails_cap = cap;
-	}
+	if (pool_grow(&j->fails, &j->fails_cap, j->nfails, sizeof(*j->fails),
+		      4))
+		return -ENOMEM;
 	j->fails[j->nfails].index = i;
 	j->fails[j->nfails].code = code;
 	j->fails[j->nfails].msg = msg;

@@ -55,7 +55,6 @@ static ssize_t pool_task_find_name(const char *name)
 
 MPQ_EXPORT int mpq_register_task(const char *name, mpq_task_fn fn)
 {
-	struct pool_task_entry *grown;
 	ssize_t i;
 	int ret = 0;
 
@@ -72,16 +71,10 @@ MPQ_EXPORT int mpq_register_task(const char *name, mpq_task_fn fn)
 		ret = -ENOSPC;		/* more than a worker would accept */
 		goto out;
 	}
-	if (pool_ntasks == pool_tasks_cap) {
-		size_t cap = pool_tasks_cap ? 2 * pool_tasks_cap : 16;
-
-		grown = realloc(pool_tasks, cap * sizeof(*grown));
-		if (!grown) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		pool_tasks = grown;
-		pool_tasks_cap = cap;
+	if (pool_grow(&pool_tasks, &pool_tasks_cap, pool_ntasks,
+		      sizeof(*pool_tasks), 16)) {
+		ret = -ENOMEM;
+		goto out;
 	}
 	pool_tasks[pool_ntasks].name = strdup(name);
 	if (!pool_tasks[pool_ntasks].name) {
