@@ -217,6 +217,17 @@ static inline int readable_within(int fd, int timeout_ms)
 	       (pfd.revents & (POLLIN | POLLHUP));
 }
 
+/* Install a seccomp filter of n instructions on this process: 0 or -errno. */
+static inline int seccomp_install(struct sock_filter *filter, unsigned short n)
+{
+	struct sock_fprog prog = { .len = n, .filter = filter };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		return -errno;
+	return 0;
+}
+
 /*
  * Make the system call nr fail with err from now on, in this process and
  * the children it makes (x86-64 only; elsewhere every call is allowed and
@@ -235,15 +246,8 @@ static inline int seccomp_fail_syscall(int nr, int err)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err & 0xffff)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {
-		.len = sizeof(filter) / sizeof(filter[0]),
-		.filter = filter,
-	};
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
-		return -errno;
-	return 0;
+	return seccomp_install(filter, sizeof(filter) / sizeof(filter[0]));
 }
 
 /*
@@ -266,15 +270,8 @@ static inline int seccomp_allow_only_exit(void)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {
-		.len = sizeof(filter) / sizeof(filter[0]),
-		.filter = filter,
-	};
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
-		return -errno;
-	return 0;
+	return seccomp_install(filter, sizeof(filter) / sizeof(filter[0]));
 }
 
 #endif /* MPQ_SELFTEST_HELPERS_H */
