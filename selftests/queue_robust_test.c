@@ -198,6 +198,29 @@ static struct shared *shared_new(void)
 	return sh;
 }
 
+/*
+ * A child that opens a zero-copy window (a reservation, or a peek with
+ * peek set) and stays in it until killed; its pid once the window is
+ * open, or -1.
+ */
+static pid_t window_holder(struct mpq_queue *q, struct shared *sh, int peek)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct mpq_msg m = { 0 };
+
+		if (peek)
+			mpq_queue_peek(q, &m, 0);
+		else
+			mpq_queue_reserve(q, 8, &m, 0);
+		set_flag(&sh->ready, 1);
+		pause();
+		_exit(0);
+	}
+	return wait_for_flag(&sh->ready, 10000) == 1 ? pid : -1;
+}
+
 TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
 {
 	struct mpq_queue *q = queue(8, 64, 0);
@@ -207,16 +230,8 @@ TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
 	pid_t pid;
 	int i;
 
-	pid = fork();
-	if (pid == 0) {
-		struct mpq_msg m = { 0 };
-
-		mpq_queue_reserve(q, 8, &m, 0);
-		set_flag(&sh->ready, 1);
-		pause();
-		_exit(0);
-	}
-	ASSERT_EQ(1, wait_for_flag(&sh->ready, 10000));
+	pid = window_holder(q, sh, 0);
+	ASSERT_LT(0, pid);
 	for (i = 0; i < 3; i++)
 		ASSERT_EQ(0, mpq_queue_put(q, &i, sizeof(i), 0));
 	kill(pid, SIGKILL);
@@ -249,14 +264,8 @@ TEST(a_consumer_killed_between_peek_and_release_loses_nothing)
 
 	ASSERT_EQ(0, mpq_queue_put(q, "one", 3, 0));
 	ASSERT_EQ(0, mpq_queue_put(q, "two", 3, 0));
-	pid = fork();
-	if (pid == 0) {
-		mpq_queue_peek(q, &m, 0);
-		set_flag(&sh->ready, 1);
-		pause();
-		_exit(0);
-	}
-	ASSERT_EQ(1, wait_for_flag(&sh->ready, 10000));
+	pid = window_holder(q, sh, 1);
+	ASSERT_LT(0, pid);
 	kill(pid, SIGKILL);
 	wait_child(pid, 10000);
 	/* "two" first (it was next), then "one" again. */
@@ -281,16 +290,8 @@ TEST(a_blocked_consumer_is_woken_for_a_dead_consumers_message)
 	pid_t victim, waiter;
 
 	ASSERT_EQ(0, mpq_queue_put(q, "only", 4, 0));
-	victim = fork();
-	if (victim == 0) {
-		struct mpq_msg m = { 0 };
-
-		mpq_queue_peek(q, &m, 0);
-		set_flag(&sh->ready, 1);
-		pause();
-		_exit(0);
-	}
-	ASSERT_EQ(1, wait_for_flag(&sh->ready, 10000));
+	victim = window_holder(q, sh, 1);
+	ASSERT_LT(0, victim);
 	/* Asleep on an empty queue, without a timeout. */
 	waiter = fork();
 	if (waiter == 0) {
@@ -497,16 +498,8 @@ TEST(a_consumer_that_never_waits_gets_past_a_dead_producer)
 	pid_t pid;
 	int i, r = -EAGAIN;
 
-	pid = fork();
-	if (pid == 0) {
-		struct mpq_msg m = { 0 };
-
-		mpq_queue_reserve(q, 8, &m, 0);
-		set_flag(&sh->ready, 1);
-		pause();
-		_exit(0);
-	}
-	ASSERT_EQ(1, wait_for_flag(&sh->ready, 10000));
+	pid = window_holder(q, sh, 0);
+	ASSERT_LT(0, pid);
 	ASSERT_EQ(0, mpq_queue_put(q, "after", 5, 0));
 	kill(pid, SIGKILL);
 	wait_child(pid, 10000);
