@@ -322,6 +322,50 @@ TEST(persistent_name_of_a_dead_namespace_is_freed)
 	ASSERT_EQ(pages, counter_settled("pages", pages, 1000));
 }
 
+/* Until killed: persistent names, unnamed blocks and listings. */
+static int busy_in_a_new_namespace(void *arg)
+{
+	char name[32], *listing;
+	int dev, i, lines;
+
+	if (unshare(CLONE_NEWIPC))
+		return 100;
+	dev = dev_open();
+	for (i = 0;; i++) {
+		snprintf(name, sizeof(name), "nsbusy_%d", i);
+		shm_open_raw(dev, name, 4096, MPQ_SHM_CREAT | MPQ_SHM_PERSIST,
+			     0600);
+		shm_open_raw(dev, NULL, 4096, 0, 0);
+		if (!(i % 8)) {
+			listing = read_listing(512, &lines);
+			free(listing);
+		}
+	}
+	return 0;
+}
+
+TEST(namespaces_killed_at_random_points_leak_nothing)
+{
+	long objects = counter_settled("objects", counter("objects"), 1000);
+	long pages = counter("pages");
+	const char *env = getenv("MPQ_TEST_SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)now_ns();
+	int round;
+
+	TH_LOG("seed %" PRIu64 " (replay: MPQ_TEST_SEED=%" PRIu64 ")", seed,
+	       seed);
+	for (round = 0; round < 30; round++) {
+		pid_t pid = spawn(busy_in_a_new_namespace, NULL);
+
+		ASSERT_LT(0, pid);
+		sleep_ms(rnd(&seed) % 40);
+		kill(pid, SIGKILL);
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	}
+	ASSERT_EQ(objects, counter_settled("objects", objects, 10000));
+	ASSERT_EQ(pages, counter_settled("pages", pages, 1000));
+}
+
 static int listing_in_a_new_namespace(void *arg)
 {
 	char *listing, name[64];
