@@ -227,7 +227,7 @@ vm-shell: kmod-vm
 
 checkpatch: $(B)/checkpatch/checkpatch.pl
 	$(B)/checkpatch/checkpatch.pl --strict --no-tree --show-types --terse \
-		-f kmod/main.c kmod/object.c kmod/proc.c kmod/region.c kmod/queue.c kmod/pipe.c \
+		-f kmod/main.c kmod/ns.c kmod/object.c kmod/proc.c kmod/region.c kmod/queue.c kmod/pipe.c \
 		kmod/shm.c kmod/internal.h kmod/trace.h include/uapi/linux/mpq.h
 
 $(B)/checkpatch/checkpatch.pl:

@@ -14,6 +14,7 @@
 #include <linux/mm.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
+#include <linux/pid.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/uidgid.h>
@@ -68,13 +69,13 @@ enum mpq_counter {
  * struct mpq_participant - one address space that maps an object
  * @mm:		the address space; an identity only, never dereferenced
  *		except to name its owner while a mapping keeps it alive
- * @pid:	its process (tgid, initial pid namespace); 0 until known,
- *		as for a child whose mapping was copied by fork
+ * @pid:	its process (PIDTYPE_TGID), referenced; NULL until known, as
+ *		for a child whose mapping was copied by fork
  * @maps:	the object's vmas in @mm
  */
 struct mpq_participant {
 	struct mm_struct *mm;
-	pid_t pid;
+	struct pid *pid;
 	u32 maps;
 };
 
@@ -89,6 +90,8 @@ struct mpq_participant {
  * @mode:	permission bits
  * @size:	bytes of memory the object holds
  * @creator:	tgid of the creating process (initial pid namespace)
+ * @creator_pid: the same, referenced, for readers in other pid namespaces
+ * @ns:		the IPC namespace it was made in (ns.c), referenced
  * @lock:	protects @part, @nr_part and @untracked
  * @part:	the processes that map the object, up to MPQ_MAX_PARTICIPANTS
  * @nr_part:	entries used in @part
@@ -105,6 +108,8 @@ struct mpq_object {
 	umode_t mode;
 	u64 size;
 	pid_t creator;
+	struct pid *creator_pid;
+	struct mpq_ns *ns;
 	spinlock_t lock;	/* the participant table */
 	struct mpq_participant part[MPQ_MAX_PARTICIPANTS];
 	unsigned int nr_part;
@@ -132,7 +137,8 @@ void mpq_object_del(struct mpq_object *obj);
 void mpq_object_flush(struct mpq_object *obj);
 void mpq_object_map(struct mpq_object *obj, struct mm_struct *mm);
 void mpq_object_unmap(struct mpq_object *obj, struct mm_struct *mm);
-pid_t mpq_object_pid(struct mpq_object *obj, unsigned int i);
+pid_t mpq_object_pid(struct mpq_object *obj, unsigned int i,
+		     struct pid_namespace *ns);
 void mpq_object_owner_died(struct mpq_object *obj, pid_t dead, u32 what,
 			   u64 pos);
 unsigned int mpq_wq_waiters(wait_queue_head_t *wq);
@@ -146,9 +152,20 @@ static inline void mpq_count(struct mpq_object *obj, enum mpq_counter c)
 	atomic_long_inc(&obj->count[c]);
 }
 
-/* The registry of live objects, for the listing (proc.c). */
+/*
+ * The registry of live objects, for the listing (proc.c). Readers of the
+ * listing keep a cursor in it: an entry whose ops is NULL, to be skipped.
+ */
 extern struct list_head mpq_objects;
 extern struct mutex mpq_objects_lock;
+
+/* An IPC namespace, held (ns.c); opaque. */
+struct mpq_ns;
+struct mpq_ns *mpq_ns_get(void);
+void mpq_ns_put(struct mpq_ns *ns);
+bool mpq_ns_is_current(const struct mpq_ns *ns);
+bool mpq_ns_is_dead(const struct mpq_ns *ns);
+bool mpq_ns_is_initial(void);
 
 int mpq_proc_init(void);
 void mpq_proc_exit(void);
@@ -185,6 +202,7 @@ long mpq_pipe_create(void __user *uarg);
 long mpq_shm_open(void __user *uarg);
 long mpq_shm_unlink(void __user *uarg);
 void mpq_shm_exit(void);
+void mpq_shm_sweep(void);
 
 /* Module-wide accounting, readable under /sys/module/mpq/parameters/. */
 extern atomic_long_t mpq_nr_objects;

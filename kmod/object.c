@@ -23,9 +23,16 @@
  * covers holders without a mapping. Both run after the kernel has
  * processed the dead task's robust futex list (exit_mm() does that before
  * it drops the address space), so whatever that marked is visible.
+ *
+ * Namespaces. An object belongs to the IPC namespace it was made in, held
+ * by a token of ns.c from mpq_object_add() to mpq_object_del(); the
+ * listing shows it only there. Its creator and participants are held as
+ * struct pid, so that the listing can name them as the reader's pid
+ * namespace sees them; tracepoints carry initial-namespace pids.
  */
 #include <linux/mm.h>
 #include <linux/mpq.h>
+#include <linux/pid_namespace.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -70,10 +77,13 @@ void mpq_object_init(struct mpq_object *obj, const struct mpq_object_ops *ops,
  * mpq_object_add() - make a new object visible: listed and traced
  * @obj:	an object past mpq_object_init(), whose memory is set up
  *
- * From here until mpq_object_del() the listing may call its ops.
+ * From here until mpq_object_del() the listing may call its ops. The
+ * caller is the creating process: the object joins its IPC namespace.
  */
 void mpq_object_add(struct mpq_object *obj)
 {
+	obj->ns = mpq_ns_get();
+	obj->creator_pid = get_task_pid(current, PIDTYPE_TGID);
 	mutex_lock(&mpq_objects_lock);
 	list_add_tail(&obj->node, &mpq_objects);
 	mutex_unlock(&mpq_objects_lock);
@@ -87,11 +97,19 @@ void mpq_object_add(struct mpq_object *obj)
  */
 void mpq_object_del(struct mpq_object *obj)
 {
+	unsigned int i;
+
 	trace_mpq_obj_destroy(obj, current->tgid);
 	mutex_lock(&mpq_objects_lock);
 	list_del_init(&obj->node);
 	mutex_unlock(&mpq_objects_lock);
 	atomic_long_dec(&mpq_nr_objects);
+	/* Every mapping is gone by now; whatever is left is put. */
+	for (i = 0; i < obj->nr_part; i++)
+		put_pid(obj->part[i].pid);
+	obj->nr_part = 0;
+	put_pid(obj->creator_pid);
+	mpq_ns_put(obj->ns);
 }
 
 /* A participant died: tell the tracers, then let the type wake sleepers. */
@@ -133,13 +151,15 @@ static struct mpq_participant *mpq_part_find(struct mpq_object *obj,
  * @mm:		the address space: current's for mmap(), a child's for fork
  *
  * Called from mmap and from vm_open; cannot fail. Under fork the child
- * has no pid yet: its entry says 0 until someone asks (see
+ * has no pid yet: its entry has none until someone asks (see
  * mpq_object_pid()).
  */
 void mpq_object_map(struct mpq_object *obj, struct mm_struct *mm)
 {
 	struct mpq_participant *p;
-	pid_t pid = mm == current->mm ? current->tgid : 0;
+	bool mine = mm == current->mm;
+	struct pid *spid = mine ? get_task_pid(current, PIDTYPE_TGID) : NULL;
+	pid_t pid = mine ? current->tgid : 0;
 	bool added = false;
 
 	spin_lock(&obj->lock);
@@ -149,13 +169,15 @@ void mpq_object_map(struct mpq_object *obj, struct mm_struct *mm)
 	} else if (obj->nr_part < MPQ_MAX_PARTICIPANTS) {
 		p = &obj->part[obj->nr_part++];
 		p->mm = mm;
-		p->pid = pid;
+		p->pid = spid;
+		spid = NULL;
 		p->maps = 1;
 		added = true;
 	} else {
 		obj->untracked++;
 	}
 	spin_unlock(&obj->lock);
+	put_pid(spid);
 	if (added)
 		trace_mpq_attach(obj, pid, current->tgid,
 				 pid ? MPQ_ATTACH_MMAP : MPQ_ATTACH_FORK);
@@ -163,20 +185,20 @@ void mpq_object_map(struct mpq_object *obj, struct mm_struct *mm)
 
 /*
  * The process of a participant whose pid is not known yet: the task that
- * owns the address space (CONFIG_MEMCG keeps mm->owner). Called with
- * obj->lock held, so the entry's mapping, and with it the mm, still
- * exists.
+ * owns the address space (CONFIG_MEMCG keeps mm->owner), referenced.
+ * Called with obj->lock held, so the entry's mapping, and with it the mm,
+ * still exists.
  */
-static pid_t mpq_part_owner(struct mpq_participant *p)
+static struct pid *mpq_part_owner(struct mpq_participant *p)
 {
-	pid_t pid = 0;
+	struct pid *pid = NULL;
 #ifdef CONFIG_MEMCG
 	struct task_struct *t;
 
 	rcu_read_lock();
 	t = rcu_dereference(p->mm->owner);
 	if (t)
-		pid = t->tgid;
+		pid = get_task_pid(t, PIDTYPE_TGID);
 	rcu_read_unlock();
 #endif
 	return pid;
@@ -186,16 +208,19 @@ static pid_t mpq_part_owner(struct mpq_participant *p)
  * mpq_object_pid() - the pid of participant @i, learning it if need be
  * @obj:	the object, with obj->lock held
  * @i:		an index below obj->nr_part
+ * @ns:		the pid namespace to name it in (&init_pid_ns for tracers)
  *
- * Return: a tgid, or 0 if it cannot be known (yet).
+ * Return: its tgid in @ns, or 0 if it cannot be known (yet) or is not
+ * visible there.
  */
-pid_t mpq_object_pid(struct mpq_object *obj, unsigned int i)
+pid_t mpq_object_pid(struct mpq_object *obj, unsigned int i,
+		     struct pid_namespace *ns)
 {
 	struct mpq_participant *p = &obj->part[i];
 
 	if (!p->pid)
 		p->pid = mpq_part_owner(p);
-	return p->pid;
+	return pid_nr_ns(p->pid, ns);
 }
 
 /**
@@ -211,19 +236,22 @@ void mpq_object_unmap(struct mpq_object *obj, struct mm_struct *mm)
 {
 	bool gone = !atomic_read(&mm->mm_users);
 	struct mpq_participant *p;
+	struct pid *spid = NULL;
 	bool left = false;
 	pid_t pid = 0;
 
 	spin_lock(&obj->lock);
 	p = mpq_part_find(obj, mm);
 	if (p && !--p->maps) {
-		pid = mpq_object_pid(obj, p - obj->part);
+		pid = mpq_object_pid(obj, p - obj->part, &init_pid_ns);
+		spid = p->pid;
 		*p = obj->part[--obj->nr_part];
 		left = true;
 	} else if (!p && obj->untracked) {
 		obj->untracked--;
 	}
 	spin_unlock(&obj->lock);
+	put_pid(spid);
 
 	/* Not named yet: the exiting task itself is the likely owner. */
 	if (!pid && (mm == current->mm ||

@@ -23,10 +23,23 @@
  * list is alive while the mutex is held, and the last put removes the
  * name before anyone can look it up again.
  *
- * A namespace is known by its address and inode number, without a
- * reference (put_ipc_ns is not exported to modules): a persistent block
- * outlives a namespace that dies before it is unlinked, unreachable by
- * name, until the module is unloaded.
+ * A name is found only from the IPC namespace that made it: the block
+ * holds that namespace as a token of ns.c (a reference on its mqueue
+ * mount, which no other namespace can have while we hold it), and a
+ * lookup compares tokens, never addresses or inode numbers that a later
+ * namespace could reuse. That holds for every name, persistent or not: a
+ * process may keep an fd of a named block after its namespace died.
+ *
+ * A namespace that dies takes its names with it: a persistent name of a
+ * dead namespace could never be reached again, so it drops the reference
+ * it held, and the block is freed once no fd or mapping holds it. Nothing
+ * tells a module that a namespace died; the names of dead namespaces are
+ * swept at every named open, unlink and open of /proc/mpq, and once a
+ * second (deferrable work) while a persistent name of a namespace other
+ * than the initial one exists, so none stays pinned.
+ *
+ * Without CONFIG_POSIX_MQUEUE namespaces other than the initial one cannot
+ * be told apart (ns.c): naming a block there fails with -EOPNOTSUPP.
  */
 #include <linux/anon_inodes.h>
 #include <linux/capability.h>
@@ -43,6 +56,7 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
+#include <linux/workqueue.h>
 
 #include "internal.h"
 
@@ -60,9 +74,8 @@ struct mpq_shm {
 	/* Under mpq_names_lock. */
 	struct list_head node;		/* in mpq_names while named */
 	char *name;			/* obj.name too, freed with s */
-	struct ipc_namespace *ns;	/* not referenced: compared only */
-	unsigned int ns_inum;
 	bool persist;			/* the name holds a reference */
+	bool foreign;			/* not of the initial namespace */
 };
 
 /* Each open file of a block: what its mappings hold on to. */
@@ -73,6 +86,11 @@ struct mpq_shm_file {
 
 static LIST_HEAD(mpq_names);
 static DEFINE_MUTEX(mpq_names_lock);
+/* Persistent names of namespaces that may die; under mpq_names_lock. */
+static unsigned int mpq_nr_foreign;
+
+static void mpq_shm_sweep_work(struct work_struct *work);
+static DECLARE_DEFERRABLE_WORK(mpq_sweep_dwork, mpq_shm_sweep_work);
 
 /* Called with mpq_names_lock held by kref_put_mutex(); drops it. */
 static void mpq_shm_release(struct kref *ref)
@@ -99,17 +117,78 @@ static struct ipc_namespace *mpq_ipc_ns(void)
 	return current->nsproxy->ipc_ns;
 }
 
+/* A name of the caller's IPC namespace, or NULL. */
 static struct mpq_shm *mpq_shm_lookup(const char *name)
 {
-	struct ipc_namespace *ns = mpq_ipc_ns();
 	struct mpq_shm *s;
 
 	lockdep_assert_held(&mpq_names_lock);
 	list_for_each_entry(s, &mpq_names, node)
-		if (s->ns == ns && s->ns_inum == ns->ns.inum &&
-		    !strcmp(s->name, name))
+		if (mpq_ns_is_current(s->obj.ns) && !strcmp(s->name, name))
 			return s;
 	return NULL;
+}
+
+/* Take s's name out of the table; its reference, if any, is returned. */
+static bool mpq_shm_unname(struct mpq_shm *s)
+{
+	bool persist = s->persist;
+
+	lockdep_assert_held(&mpq_names_lock);
+	list_del_init(&s->node);
+	if (persist && s->foreign)
+		mpq_nr_foreign--;
+	s->persist = false;
+	return persist;
+}
+
+/**
+ * mpq_shm_sweep() - drop the names of IPC namespaces that died
+ *
+ * No process can ever look them up again. A persistent name's reference
+ * goes; the block is freed now if nothing else holds it.
+ */
+void mpq_shm_sweep(void)
+{
+	struct mpq_shm *s, *tmp;
+	LIST_HEAD(dead);
+
+	mutex_lock(&mpq_names_lock);
+	list_for_each_entry_safe(s, tmp, &mpq_names, node) {
+		if (!mpq_ns_is_dead(s->obj.ns))
+			continue;
+		/* Our reference keeps s off everyone else's hands. */
+		if (mpq_shm_unname(s))
+			list_add(&s->node, &dead);
+	}
+	mutex_unlock(&mpq_names_lock);
+
+	list_for_each_entry_safe(s, tmp, &dead, node) {
+		list_del_init(&s->node);
+		mpq_shm_put(s);
+	}
+}
+
+/* Once a second while names of namespaces that can die exist. */
+static void mpq_shm_sweep_work(struct work_struct *work)
+{
+	bool again;
+
+	mpq_shm_sweep();
+	mutex_lock(&mpq_names_lock);
+	again = mpq_nr_foreign;
+	mutex_unlock(&mpq_names_lock);
+	if (again)
+		schedule_delayed_work(&mpq_sweep_dwork, HZ);
+}
+
+/* Can the caller's names be told apart from other namespaces'? (ns.c) */
+static bool mpq_shm_can_name(void)
+{
+	struct mpq_ns *ns = mpq_ns_get();
+
+	mpq_ns_put(ns);
+	return ns;
 }
 
 /* May the caller open s? Read and write, as a file's mode bits say. */
@@ -314,6 +393,11 @@ static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
 	struct mpq_shm *s, *fresh = NULL;
 	int ret;
 
+	if (!mpq_shm_can_name()) {
+		kfree(name);
+		return ERR_PTR(-EOPNOTSUPP);
+	}
+	mpq_shm_sweep();
 	for (;;) {
 		mutex_lock(&mpq_names_lock);
 		s = mpq_shm_lookup(name);
@@ -344,11 +428,12 @@ static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
 		}
 	}
 	fresh->name = name;
-	fresh->ns = mpq_ipc_ns();
-	fresh->ns_inum = fresh->ns->ns.inum;
 	if (args->flags & MPQ_SHM_PERSIST) {
 		fresh->persist = true;
 		kref_get(&fresh->ref);	/* the name's */
+		fresh->foreign = !mpq_ns_is_initial();
+		if (fresh->foreign && !mpq_nr_foreign++)
+			schedule_delayed_work(&mpq_sweep_dwork, HZ);
 	}
 	list_add(&fresh->node, &mpq_names);
 	mutex_unlock(&mpq_names_lock);
@@ -381,7 +466,8 @@ static int mpq_shm_check_open(const struct mpq_shm_open *args)
  * @uarg:	user pointer to struct mpq_shm_open
  *
  * Return: the new fd, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT,
- * -EEXIST, -EACCES, -E2BIG, -ENOMEM, -EMFILE.
+ * -EEXIST, -EACCES, -E2BIG, -ENOMEM, -EMFILE, -EOPNOTSUPP (a name where
+ * namespaces cannot be told apart).
  */
 long mpq_shm_open(void __user *uarg)
 {
@@ -468,6 +554,7 @@ long mpq_shm_unlink(void __user *uarg)
 	if (IS_ERR(name))
 		return PTR_ERR(name);
 
+	mpq_shm_sweep();
 	mutex_lock(&mpq_names_lock);
 	s = mpq_shm_lookup(name);
 	kfree(name);
@@ -480,9 +567,7 @@ long mpq_shm_unlink(void __user *uarg)
 		mutex_unlock(&mpq_names_lock);
 		return -EPERM;
 	}
-	list_del_init(&s->node);
-	persist = s->persist;
-	s->persist = false;
+	persist = mpq_shm_unname(s);
 	mutex_unlock(&mpq_names_lock);
 	if (persist)
 		mpq_shm_put(s);		/* the name's reference */
@@ -498,7 +583,9 @@ long mpq_shm_unlink(void __user *uarg)
 void mpq_shm_exit(void)
 {
 	struct mpq_shm *s;
+	bool persist;
 
+	cancel_delayed_work_sync(&mpq_sweep_dwork);
 	for (;;) {
 		mutex_lock(&mpq_names_lock);
 		s = list_first_entry_or_null(&mpq_names, struct mpq_shm, node);
@@ -506,9 +593,9 @@ void mpq_shm_exit(void)
 			mutex_unlock(&mpq_names_lock);
 			return;
 		}
-		list_del_init(&s->node);
-		s->persist = false;
+		persist = mpq_shm_unname(s);
 		mutex_unlock(&mpq_names_lock);
-		mpq_shm_put(s);
+		if (persist)
+			mpq_shm_put(s);
 	}
 }

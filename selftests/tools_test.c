@@ -620,6 +620,50 @@ TEST(mpqstat_lists_exactly_the_objects_alive)
 	free(text);
 }
 
+/*
+ * A listing as a hostile name (or an older module that left control
+ * bytes raw) would have it: mpqstat decodes \ooo and lets nothing a
+ * terminal acts on through, in the table or in JSON.
+ */
+TEST(mpqstat_prints_hostile_names_safely)
+{
+	static const char listing[] =
+		"id type name uid gid mode size depth capacity creator waiters nproc pids\n"
+		"1 shm a\\033[2J\\040b\\134c\\303\\251\\377 0 0 0600 4096 0 0 1 0 0 -\n"
+		"2 shm raw\033]0;x\007 0 0 0600 4096 0 0 1 0 0 -\n";
+	char path[64], *argv[] = { (char *)tool_path("mpqstat"), "-f", path,
+				   NULL, NULL };
+	int fd = memfd_create("listing", 0), status;
+	char *out, *c;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ((ssize_t)sizeof(listing) - 1,
+		  write(fd, listing, sizeof(listing) - 1));
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", getpid(), fd);
+
+	out = tool_run(argv, &status, 0);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status);
+	for (c = out; *c == '\n' || (*c >= ' ' && *c < 0x7f); c++)
+		;
+	ASSERT_EQ(0, *c) TH_LOG("raw byte 0x%02x in: %s", (unsigned char)*c,
+				out);
+	ASSERT_NE(NULL, strstr(out, "a\\033[2J b")) TH_LOG("%s", out);
+	ASSERT_NE(NULL, strstr(out, "raw\\033]0;x")) TH_LOG("%s", out);
+	free(out);
+
+	argv[3] = "-j";
+	out = tool_run(argv, &status, 0);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status);
+	ASSERT_NE(NULL, strstr(out, "\"name\": \"a\\u001b[2J b\\\\c\xc3\xa9\\u00ff\""))
+		TH_LOG("%s", out);
+	ASSERT_NE(NULL, strstr(out, "\"name\": \"raw\\u001b]0;x\\u0007\""))
+		TH_LOG("%s", out);
+	free(out);
+	close(fd);
+}
+
 TEST(mpqlat_pins_its_maps_for_bpftool_and_removes_them)
 {
 	char *argv[] = { (char *)tool_path("mpqlat"), "-P", NULL };

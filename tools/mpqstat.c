@@ -5,6 +5,13 @@
  *
  * Columns are found by the names in /proc/mpq's header line, so a module
  * that adds columns does not break it; JSON carries every column there is.
+ *
+ * Names are whatever bytes their creator chose. The module writes every
+ * byte of one that is not printable ASCII as \ooo; mpqstat decodes them,
+ * then prints nothing a terminal would act on: the table shows such bytes
+ * as \ooo again (whatever the file held), JSON as \u00XX escapes, except
+ * valid UTF-8 sequences that are not controls, which it copies (a byte
+ * that is not valid UTF-8 becomes the code point of the same value).
  */
 #include <argp.h>
 #include <ctype.h>
@@ -101,18 +108,87 @@ static bool numeric(const char *s)
 	return true;
 }
 
-static void json_string(const char *s)
+/* Undo /proc/mpq's \ooo escapes, in place. */
+static void unescape(char *s)
 {
+	char *w = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7' &&
+		    (s[1] != '0' || s[2] != '0' || s[3] != '0')) {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+				      (s[3] - '0'));
+			s += 4;
+		} else {
+			*w++ = *s++;
+		}
+	}
+	*w = 0;
+}
+
+/* Length of the valid UTF-8 sequence at s that is no control, or 0. */
+static int utf8_len(const unsigned char *s)
+{
+	unsigned int cp;
+	int n, i;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+	    (cp >= 0x80 && cp <= 0x9f))
+		return 0;
+	return n;
+}
+
+static void json_string(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	int n;
+
 	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
+	while (*s) {
+		if (*s == '"' || *s == '\\') {
+			printf("\\%c", *s++);
+		} else if (*s >= 0x20 && *s < 0x7f) {
+			putchar(*s++);
+		} else if ((n = utf8_len(s)) > 0) {
+			fwrite(s, 1, n, stdout);
+			s += n;
+		} else {
+			printf("\\u%04x", *s++);
+		}
 	}
 	putchar('"');
+}
+
+/* s with every byte but printable ASCII as \ooo, for the table. */
+static const char *safe(const char *s, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	for (; *s && n + 5 < len; s++) {
+		unsigned char c = *s;
+
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			buf[n++] = c;
+		else
+			n += snprintf(buf + n, len - n, "\\%03o", c);
+	}
+	buf[n] = 0;
+	return buf;
 }
 
 static void print_json(const struct cols *c, bool first)
@@ -155,14 +231,19 @@ static const char *human(const char *s, char *buf, size_t len)
 
 static void print_row(const struct cols *c)
 {
-	char depth[48], size[24];
+	static const char *const keys[] = { "id", "type", "name", "uid",
+		"mode", "size", "depth", "capacity", "waiters", "nproc",
+		"pids" };
+	char f[sizeof(keys) / sizeof(keys[0])][64], depth[140], size[24];
+	unsigned int i;
 
-	snprintf(depth, sizeof(depth), "%s/%s", get(c, "depth"),
-		 get(c, "capacity"));
+	/* Whatever the file says, nothing raw reaches the terminal. */
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		safe(get(c, keys[i]), f[i], sizeof(f[i]));
+	snprintf(depth, sizeof(depth), "%s/%s", f[6], f[7]);
 	printf("%6s %-6s %-12.12s %6s %5s %6s %13s %4s %4s %.19s\n",
-	       get(c, "id"), get(c, "type"), get(c, "name"), get(c, "uid"),
-	       get(c, "mode"), human(get(c, "size"), size, sizeof(size)),
-	       depth, get(c, "waiters"), get(c, "nproc"), get(c, "pids"));
+	       f[0], f[1], f[2], f[3], f[4], human(f[5], size, sizeof(size)),
+	       depth, f[8], f[9], f[10]);
 }
 
 int main(int argc, char **argv)
@@ -174,7 +255,7 @@ int main(int argc, char **argv)
 	};
 	static char header[MPQSTAT_LINE], line[MPQSTAT_LINE];
 	struct cols c = { 0 };
-	int n = 0, err;
+	int n = 0, name_col, err;
 	FILE *f;
 
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
@@ -195,6 +276,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	c.n = split(header, c.name, MPQSTAT_MAX_COLS);
+	for (name_col = 0; name_col < c.n; name_col++)
+		if (!strcmp(c.name[name_col], "name"))
+			break;
 
 	if (env.json)
 		printf("[");
@@ -210,6 +294,9 @@ int main(int argc, char **argv)
 			continue;
 		for (i = 0; i < c.n; i++)
 			c.val[i] = v[i];
+		if (name_col < c.n && c.val[name_col] &&
+		    strcmp(c.val[name_col], "-"))
+			unescape(c.val[name_col]);
 		if (env.json)
 			print_json(&c, n == 0);
 		else
