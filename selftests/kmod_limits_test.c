@@ -604,4 +604,29 @@ TEST_F(limits, users_show_only_where_the_reader_can_name_them)
 	ASSERT_EQ(0, unlink_raw(self->name[0]));
 }
 
+/* The library's creates report the module's refusal as it is. */
+static int create_through_libmpq(void *arg)
+{
+	struct mpq_queue_attr qa = { .backend = MPQ_BACKEND_KMOD };
+	struct mpq_pipe_attr pa = { .backend = MPQ_BACKEND_KMOD };
+	struct mpq_shm_attr sa = { .backend = MPQ_BACKEND_KMOD };
+	struct mpq_conn *c0, *c1;
+	struct mpq_queue *q;
+	struct mpq_shm *s;
+
+	if (mpq_queue_new(&q, &qa) != -EDQUOT)
+		return 1;
+	if (mpq_pipe(&c0, &c1, 1, &pa) != -EDQUOT)
+		return 2;
+	if (mpq_shm_new(&s, NULL, PAGE, &sa) != -EDQUOT)
+		return 3;
+	return 0;
+}
+
+TEST_F(limits, libmpq_returns_edquot_unchanged)
+{
+	ASSERT_EQ(0, param_set("max_user_objects", 0));
+	ASSERT_EQ(0, run_as(4209, create_through_libmpq, NULL));
+}
+
 TEST_HARNESS_MAIN
