@@ -257,8 +257,10 @@ static int mpq_users_show(struct seq_file *m, void *v)
  */
 int mpq_user_init(void)
 {
+	u64 quarter = (u64)(totalram_pages() / 4) << PAGE_SHIFT;
+
 	if (!READ_ONCE(mpq_max_user_bytes_set))
-		mpq_max_user_bytes = (totalram_pages() / 4) << PAGE_SHIFT;
+		mpq_max_user_bytes = min_t(u64, quarter, ULONG_MAX);
 	if (!proc_create_single("mpq_users", 0444, NULL, mpq_users_show))
 		return -ENOMEM;
 	return 0;
