@@ -250,8 +250,8 @@ static int mpq_users_show(struct seq_file *m, void *v)
  * mpq_user_init() - set the default byte budget and create /proc/mpq_users
  *
  * A quarter of RAM unless max_user_bytes was given at load: enough for
- * any single object up to the default max_object_bytes on a machine of
- * 4 GiB or more, while one user alone can no longer pin most of memory.
+ * every ordinary use (the test suite runs as an ordinary user in 4 GiB),
+ * while one user alone can no longer pin most of memory.
  *
  * Return: 0 or -ENOMEM.
  */
