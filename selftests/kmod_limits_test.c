@@ -560,30 +560,38 @@ TEST_F(limits, two_users_budgets_are_independent)
 }
 
 /*
- * In a user namespace that maps uid 0 only: 4208 must not show. The VM
- * runs the tests chrooted, and a chrooted process may not make a user
- * namespace: leave the chroot first (root may), keeping /proc open.
+ * Become root of a new user namespace that maps uid 0 (to 0) only, with
+ * every capability in it and none outside. The VM runs the tests
+ * chrooted, and a chrooted process may not make a user namespace: leave
+ * the chroot first (root may), keeping /proc open for usage_of().
  */
-static int read_in_userns(void *arg)
+static int enter_userns(void)
 {
-	struct usage u;
 	int fd, i;
 
 	users_dir = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	users_file = "mpq_users";
 	if (users_dir < 0 || chdir("/") || chroot("/proc"))
-		return 10;
+		return -1;
 	for (i = 0; i < 64; i++)
 		if (chdir(".."))
-			return 11;
-	if (chroot("."))
-		return 12;
-	if (unshare(CLONE_NEWUSER))
-		return 1;
-	fd = open("/proc/self/uid_map", O_WRONLY);
+			return -1;
+	if (chroot(".") || unshare(CLONE_NEWUSER))
+		return -1;
+	fd = openat(users_dir, "self/uid_map", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, "0 0 1", 5) != 5)
-		return 2;
+		return -1;
 	close(fd);
+	return 0;
+}
+
+/* In a user namespace that maps uid 0 only: 4208 must not show. */
+static int read_in_userns(void *arg)
+{
+	struct usage u;
+
+	if (enter_userns())
+		return 1;
 	if (usage_of(4208, &u) != -ENOENT)
 		return 3;
 	if (usage_of(65534, &u) != -ENOENT)	/* nor as overflowuid */
@@ -602,6 +610,22 @@ TEST_F(limits, users_show_only_where_the_reader_can_name_them)
 	ASSERT_EQ(1, u.names);
 	ASSERT_EQ(0, wait_child(spawn(read_in_userns, NULL), 10000));
 	ASSERT_EQ(0, unlink_raw(self->name[0]));
+}
+
+/* Root of a user namespace has CAP_SYS_RESOURCE there only: not exempt. */
+static int create_in_userns(void *arg)
+{
+	if (enter_userns())
+		return 1;
+	if (shm_new(PAGE) != -EDQUOT)
+		return 2;
+	return 0;
+}
+
+TEST_F(limits, root_of_a_user_namespace_is_not_exempt)
+{
+	ASSERT_EQ(0, param_set("max_user_objects", 0));
+	ASSERT_EQ(0, wait_child(spawn(create_in_userns, NULL), 10000));
 }
 
 /* The library's creates report the module's refusal as it is. */
