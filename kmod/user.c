@@ -18,8 +18,8 @@
  * limit frees nothing: it stops new charges only.
  *
  * A user's counters live in a small refcounted struct, found by kuid in a
- * hash table: each charged object holds a reference, so the struct lives
- * exactly as long as something is charged to it. Charges are lock-free
+ * hash table: each charged object and name holds a reference, so the
+ * struct lives exactly as long as something is charged to it. Charges are lock-free
  * (a cmpxchg loop against the limit, as io_uring's __io_account_mem);
  * the table lock is taken only to find or free a user.
  *
@@ -77,7 +77,7 @@ MODULE_PARM_DESC(max_user_names,
 struct mpq_user {
 	struct hlist_node node;		/* in mpq_users, under its lock */
 	kuid_t uid;
-	refcount_t ref;			/* one per charged object */
+	refcount_t ref;			/* one per charged object and name */
 	atomic64_t bytes;
 	atomic64_t objects;
 	atomic64_t names;
@@ -210,17 +210,23 @@ void mpq_user_uncharge(struct mpq_user *u, u64 bytes)
  * mpq_user_charge_name() - charge a persistent name to @u
  * @u:	the user of the block the name keeps alive (its creator: the caller)
  *
- * Does not sleep. Return: 0, or -EDQUOT past max_user_names.
+ * The name holds its own reference on @u, so that a name never given back
+ * keeps its user listed. Return: 0, or -EDQUOT past max_user_names.
  */
 int mpq_user_charge_name(struct mpq_user *u)
 {
-	return mpq_charge(&u->names, 1, READ_ONCE(mpq_max_user_names));
+	int ret = mpq_charge(&u->names, 1, READ_ONCE(mpq_max_user_names));
+
+	if (!ret)
+		refcount_inc(&u->ref);
+	return ret;
 }
 
 /* The name charged by mpq_user_charge_name() is gone. */
 void mpq_user_uncharge_name(struct mpq_user *u)
 {
 	atomic64_dec(&u->names);
+	mpq_user_put(u);
 }
 
 static int mpq_users_show(struct seq_file *m, void *v)

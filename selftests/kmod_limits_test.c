@@ -150,12 +150,13 @@ struct usage {
 
 /*
  * The /proc/mpq_users row of uid, by the header's column names. Returns
- * 0, -ENOENT when the user has no row (nothing charged), or -errno.
+ * 0, -ESRCH when the user has no row (nothing charged), or -errno (no
+ * such file: a module without budgets).
  */
 static int usage_of(uid_t uid, struct usage *u)
 {
 	char line[512], *col[16], *save, *tok;
-	int ncol = 0, i, ret = -ENOENT;
+	int ncol = 0, i, ret = -ESRCH;
 	int fd = openat(users_dir, users_file, O_RDONLY | O_CLOEXEC);
 	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 
@@ -169,7 +170,7 @@ static int usage_of(uid_t uid, struct usage *u)
 	for (tok = strtok_r(line, " \n", &save); tok && ncol < 16;
 	     tok = strtok_r(NULL, " \n", &save))
 		col[ncol++] = strdup(tok);
-	while (ret == -ENOENT && fgets(line, sizeof(line), f)) {
+	while (ret == -ESRCH && fgets(line, sizeof(line), f)) {
 		struct usage v = { -1, -1, -1 };
 		long long x;
 		bool mine = false;
@@ -197,20 +198,29 @@ static int usage_of(uid_t uid, struct usage *u)
 	return ret;
 }
 
-/* The row of uid once it says objects (or none, for 0); fput may lag. */
-static int usage_settled(uid_t uid, long long objects, struct usage *u)
+/*
+ * The row of uid once it says objects (or none, for 0), polling for at
+ * most ms: fput may lag, and names of dead namespaces go once a second.
+ */
+static int usage_settled_ms(uid_t uid, long long objects, struct usage *u,
+			    int ms)
 {
 	int i, ret = 0;
 
-	for (i = 0; i < 500; i++) {
+	for (i = 0; i < ms / 2; i++) {
 		ret = usage_of(uid, u);
-		if (ret && ret != -ENOENT)
+		if (ret && ret != -ESRCH)
 			return ret;
 		if (u->objects == objects)
 			return ret;
 		sleep_ms(2);
 	}
 	return ret;
+}
+
+static int usage_settled(uid_t uid, long long objects, struct usage *u)
+{
+	return usage_settled_ms(uid, objects, u, 1000);
 }
 
 /* Run fn in a child as uid (and gid uid, no groups): its exit status. */
@@ -321,7 +331,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_byte_budget)
 
 	ASSERT_EQ(0, param_set("max_user_bytes", 1 << 20));
 	ASSERT_EQ(0, run_as(4201, fill_byte_budget, NULL));
-	ASSERT_EQ(-ENOENT, usage_settled(4201, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4201, 0, &u));
 }
 
 static int fill_object_cap(void *arg)
@@ -353,7 +363,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_object_cap)
 
 	ASSERT_EQ(0, param_set("max_user_objects", 3));
 	ASSERT_EQ(0, run_as(4202, fill_object_cap, NULL));
-	ASSERT_EQ(-ENOENT, usage_settled(4202, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4202, 0, &u));
 }
 
 static int fill_name_cap(void *arg)
@@ -394,7 +404,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_persistent_name_cap)
 	ASSERT_EQ(2, u.names);
 	ASSERT_EQ(0, unlink_raw(self->name[1]));
 	ASSERT_EQ(0, unlink_raw(self->name[3]));
-	ASSERT_EQ(-ENOENT, usage_settled(4203, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4203, 0, &u));
 }
 
 /* Makes a queue, a pipe and a block, and hands their fds over. */
@@ -439,7 +449,7 @@ TEST_F(limits, freeing_returns_the_charge_after_the_creator_exited)
 	ASSERT_EQ(1, u.objects);
 	ASSERT_EQ(3 * PAGE, u.bytes);
 	ASSERT_EQ(0, munmap(p, 3 * PAGE));
-	ASSERT_EQ(-ENOENT, usage_settled(4204, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4204, 0, &u));
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -465,7 +475,28 @@ TEST_F(limits, a_persistent_name_stays_charged_to_its_creator_until_unlinked)
 	ASSERT_EQ(1, u.names);
 	/* Root unlinks it: the creator's charge goes with the block. */
 	ASSERT_EQ(0, unlink_raw(self->name[0]));
-	ASSERT_EQ(-ENOENT, usage_settled(4205, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4205, 0, &u));
+}
+
+/* A persistent name in an IPC namespace of its own, which then dies. */
+static int persist_in_own_ipc_ns(void *arg)
+{
+	if (unshare(CLONE_NEWIPC) || setgroups(0, NULL) ||
+	    setresgid(4211, 4211, 4211) || setresuid(4211, 4211, 4211))
+		return 10;
+	return make_persistent(arg);
+}
+
+TEST_F(limits, a_name_dropped_with_its_dead_namespace_gives_its_charge_back)
+{
+	struct usage u;
+
+	ASSERT_EQ(0, wait_child(spawn(persist_in_own_ipc_ns, self->name[0]),
+				10000));
+	/* Nothing can reach the name now: it goes, and its charges too. */
+	ASSERT_EQ(-ESRCH, usage_settled_ms(4211, 0, &u, 10000))
+		TH_LOG("objects %lld bytes %lld names %lld", u.objects, u.bytes,
+		       u.names);
 }
 
 /* uid 0 without CAP_SYS_RESOURCE: an ordinary user to the budget. */
@@ -548,7 +579,7 @@ TEST_F(limits, two_users_budgets_are_independent)
 	ASSERT_EQ(0, run_as(4206, make_names, &first));
 	/* User B still has all of its own, and no more. */
 	ASSERT_EQ(0, run_as(4207, fill_objects, NULL));
-	ASSERT_EQ(-ENOENT, usage_settled(4207, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4207, 0, &u));
 	/* A has none left. */
 	ASSERT_EQ(0, run_as(4206, make_names, &more));
 	ASSERT_EQ(0, usage_of(4206, &u));
@@ -556,7 +587,7 @@ TEST_F(limits, two_users_budgets_are_independent)
 	ASSERT_EQ(2, u.names);
 	ASSERT_EQ(0, unlink_raw(self->name[0]));
 	ASSERT_EQ(0, unlink_raw(self->name[1]));
-	ASSERT_EQ(-ENOENT, usage_settled(4206, 0, &u));
+	ASSERT_EQ(-ESRCH, usage_settled(4206, 0, &u));
 }
 
 /*
@@ -592,11 +623,11 @@ static int read_in_userns(void *arg)
 
 	if (enter_userns())
 		return 1;
-	if (usage_of(4208, &u) != -ENOENT)
+	if (usage_of(4208, &u) != -ESRCH)
 		return 3;
-	if (usage_of(65534, &u) != -ENOENT)	/* nor as overflowuid */
+	if (usage_of(65534, &u) != -ESRCH)	/* nor as overflowuid */
 		return 4;
-	if (usage_of((uid_t)-1, &u) != -ENOENT)	/* nor as no uid */
+	if (usage_of((uid_t)-1, &u) != -ESRCH)	/* nor as no uid */
 		return 5;
 	return 0;
 }
