@@ -294,7 +294,10 @@ TEST_F(limits, defaults_are_a_quarter_of_ram_16384_objects_256_names)
 			break;
 	fclose(f);
 	pages = kb / (PAGE / 1024);
-	ASSERT_EQ(pages / 4 * PAGE, strtoull(self->bytes, NULL, 10));
+	/* Within 1 MiB: RAM the kernel frees after the module's load counts. */
+	ASSERT_GE(1 << 20, llabs((long long)(pages / 4 * PAGE) -
+				 (long long)strtoull(self->bytes, NULL, 10)))
+		TH_LOG("max_user_bytes %s, MemTotal %llu kB", self->bytes, kb);
 	ASSERT_EQ(16384, atoi(self->objects));
 	ASSERT_EQ(256, atoi(self->names));
 }
