@@ -227,8 +227,7 @@ vm-shell: kmod-vm
 
 checkpatch: $(B)/checkpatch/checkpatch.pl
 	$(B)/checkpatch/checkpatch.pl --strict --no-tree --show-types --terse \
-		-f kmod/main.c kmod/ns.c kmod/object.c kmod/proc.c kmod/region.c kmod/queue.c kmod/pipe.c \
-		kmod/shm.c kmod/internal.h kmod/trace.h include/uapi/linux/mpq.h
+		-f $(filter-out %.mod.c,$(wildcard kmod/*.c kmod/*.h)) include/uapi/linux/mpq.h
 
 $(B)/checkpatch/checkpatch.pl:
 	@mkdir -p $(@D)

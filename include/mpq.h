@@ -87,7 +87,8 @@ struct mpq_queue_attr {
 /*
  * Make a queue. attr may be NULL for all defaults.
  * Returns 0, -EINVAL (bad attr or MPQ_BACKEND), -ENODEV (kmod asked for
- * but /dev/mpq absent), -E2BIG (too large), -ENOMEM, -EMFILE.
+ * but /dev/mpq absent), -E2BIG (too large), -EDQUOT (the module's per-user
+ * budget is spent: see /proc/mpq_users), -ENOMEM, -EMFILE.
  */
 int mpq_queue_new(struct mpq_queue **out, const struct mpq_queue_attr *attr);
 
@@ -549,7 +550,7 @@ struct mpq_pipe_attr {
  * Make a pipe: *c1 and *c2 are its two ends. duplex: both send and
  * receive; else (Python's Pipe(False)) *c1 only receives and *c2 only
  * sends. Returns 0, -EINVAL, -ENODEV (kmod asked for, no /dev/mpq),
- * -ENOMEM, -EMFILE.
+ * -EDQUOT (the module's per-user budget is spent), -ENOMEM, -EMFILE.
  */
 int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2, int duplex,
 	     const struct mpq_pipe_attr *attr);
@@ -945,7 +946,9 @@ struct mpq_shm_attr {
  * Create a block of size bytes (zeroed), named name, or (name NULL) a new
  * random name ("mpq_<hex>") that mpq_shm_name() returns. Returns 0,
  * -EEXIST, -EINVAL (name empty or with '/', size 0), -ENAMETOOLONG (over
- * 255 bytes), -E2BIG (over 1 GiB), -EACCES, -ENODEV, -ENOMEM, -EMFILE.
+ * 255 bytes), -E2BIG (over 1 GiB), -EACCES, -ENODEV, -EDQUOT (the
+ * module's per-user budget of bytes, objects or persistent names is
+ * spent), -ENOMEM, -EMFILE.
  */
 int mpq_shm_new(struct mpq_shm **out, const char *name, size_t size,
 		const struct mpq_shm_attr *attr);

@@ -21,6 +21,7 @@
 #include <linux/wait.h>
 
 struct mpq_object;
+struct mpq_user;
 
 /**
  * struct mpq_object_ops - what an object type tells the object core
@@ -177,12 +178,14 @@ void mpq_proc_exit(void);
  * @pages:	every page of @shmem, pinned for the life of the region
  * @nr_pages:	number of entries in @pages
  * @kaddr:	kernel mapping of @pages, contiguous
+ * @user:	the user it is charged to (user.c)
  */
 struct mpq_region {
 	struct file *shmem;
 	struct page **pages;
 	unsigned long nr_pages;
 	void *kaddr;
+	struct mpq_user *user;
 };
 
 int mpq_region_init(struct mpq_region *r, const char *name, size_t size);
@@ -196,6 +199,14 @@ static inline bool mpq_nowait(struct kiocb *iocb)
 	return iocb->ki_flags & IOCB_NOWAIT ||
 	       iocb->ki_filp->f_flags & O_NONBLOCK;
 }
+
+/* Per-user budgets (user.c): charged by the region, names by shm.c. */
+struct mpq_user *mpq_user_charge(u64 bytes);
+void mpq_user_uncharge(struct mpq_user *u, u64 bytes);
+int mpq_user_charge_name(struct mpq_user *u);
+void mpq_user_uncharge_name(struct mpq_user *u);
+int mpq_user_init(void);
+void mpq_user_exit(void);
 
 long mpq_queue_create(void __user *uarg);
 long mpq_pipe_create(void __user *uarg);

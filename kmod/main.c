@@ -146,12 +146,21 @@ static int __init mpq_init(void)
 {
 	int ret;
 
-	ret = mpq_proc_init();
+	ret = mpq_user_init();
 	if (ret)
 		return ret;
+	ret = mpq_proc_init();
+	if (ret)
+		goto err_user;
 	ret = misc_register(&mpq_misc);
 	if (ret)
-		mpq_proc_exit();
+		goto err_proc;
+	return 0;
+
+err_proc:
+	mpq_proc_exit();
+err_user:
+	mpq_user_exit();
 	return ret;
 }
 
@@ -160,6 +169,7 @@ static void __exit mpq_exit(void)
 	misc_deregister(&mpq_misc);
 	mpq_shm_exit();
 	mpq_proc_exit();
+	mpq_user_exit();
 }
 
 module_init(mpq_init);

@@ -592,7 +592,8 @@ static void mpq_pipe_format(struct mpq_pipe *p)
  * @uarg:	user pointer to struct mpq_pipe_create
  *
  * Return: 0 with fds[] filled in, or -EFAULT, -EINVAL (bad size, flags,
- * reserved fields, ring size), -E2BIG, -ENOMEM, -EMFILE.
+ * reserved fields, ring size), -E2BIG, -EDQUOT (over the caller's budget:
+ * user.c), -ENOMEM, -EMFILE.
  */
 long mpq_pipe_create(void __user *uarg)
 {

@@ -480,7 +480,8 @@ static void mpq_queue_format(struct mpq_queue *q)
  *
  * Return: the new fd, or -EFAULT, -EINVAL (bad size, flags, reserved
  * fields, zero capacity or msg_max), -E2BIG (too large, or a longer struct
- * with non-zero trailing bytes), -ENOMEM, -EMFILE.
+ * with non-zero trailing bytes), -EDQUOT (over the caller's budget:
+ * user.c), -ENOMEM, -EMFILE.
  */
 long mpq_queue_create(void __user *uarg)
 {

@@ -90,8 +90,10 @@ static void mpq_region_put_pages(struct mpq_region *r, unsigned long n)
  *
  * Every page is allocated now, so that a later fault cannot fail and the
  * kernel can read the whole object through @r->kaddr. The pages are zero.
+ * The object and its bytes are charged to the caller's user first.
  *
- * Return: 0, or -ENOMEM, -EINTR (fatal signal while allocating).
+ * Return: 0, or -EDQUOT (over the user's budget), -ENOMEM, -EINTR (fatal
+ * signal while allocating).
  */
 int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 {
@@ -100,9 +102,14 @@ int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 	int ret;
 
 	r->nr_pages = size >> PAGE_SHIFT;
+	r->user = mpq_user_charge((u64)r->nr_pages << PAGE_SHIFT);
+	if (IS_ERR(r->user))
+		return PTR_ERR(r->user);
 	r->shmem = shmem_file_setup(name, size, VM_NORESERVE);
-	if (IS_ERR(r->shmem))
-		return PTR_ERR(r->shmem);
+	if (IS_ERR(r->shmem)) {
+		ret = PTR_ERR(r->shmem);
+		goto err_uncharge;
+	}
 
 	/*
 	 * Its size is fixed: even root, reopening it through
@@ -150,6 +157,8 @@ err_put:
 	kvfree(r->pages);
 err_fput:
 	fput(r->shmem);
+err_uncharge:
+	mpq_user_uncharge(r->user, (u64)r->nr_pages << PAGE_SHIFT);
 	return ret;
 }
 
@@ -166,6 +175,7 @@ void mpq_region_destroy(struct mpq_region *r)
 	kvfree(r->pages);
 	fput(r->shmem);
 	atomic_long_sub(r->nr_pages, &mpq_nr_pages);
+	mpq_user_uncharge(r->user, (u64)r->nr_pages << PAGE_SHIFT);
 }
 
 /**

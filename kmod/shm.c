@@ -138,6 +138,8 @@ static bool mpq_shm_unname(struct mpq_shm *s)
 	list_del_init(&s->node);
 	if (persist && s->foreign)
 		mpq_nr_foreign--;
+	if (persist)
+		mpq_user_uncharge_name(s->region.user);
 	s->persist = false;
 	return persist;
 }
@@ -427,6 +429,11 @@ static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
 			return fresh;
 		}
 	}
+	/* A persistent name is charged to the block's creator, the caller. */
+	ret = -EDQUOT;
+	if (args->flags & MPQ_SHM_PERSIST &&
+	    mpq_user_charge_name(fresh->region.user))
+		goto err_unlock;
 	fresh->name = name;
 	if (args->flags & MPQ_SHM_PERSIST) {
 		fresh->persist = true;
@@ -466,8 +473,9 @@ static int mpq_shm_check_open(const struct mpq_shm_open *args)
  * @uarg:	user pointer to struct mpq_shm_open
  *
  * Return: the new fd, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT,
- * -EEXIST, -EACCES, -E2BIG, -ENOMEM, -EMFILE, -EOPNOTSUPP (a name where
- * namespaces cannot be told apart).
+ * -EEXIST, -EACCES, -E2BIG, -EDQUOT (over the caller's budget of bytes,
+ * objects or persistent names: user.c), -ENOMEM, -EMFILE, -EOPNOTSUPP (a
+ * name where namespaces cannot be told apart).
  */
 long mpq_shm_open(void __user *uarg)
 {

@@ -27,6 +27,10 @@ MPQ_EXPORT const char *mpq_strerror(int err)
 		       "needs repair; a pool task: its worker died running it)";
 	case -EUCLEAN:
 		return "shared memory corrupted by a participant";
+	case -EDQUOT:
+		/* From the module: over a per-user limit, not out of memory. */
+		return "over this user's mpq budget (bytes, objects or "
+		       "persistent names: see /proc/mpq_users)";
 	default:
 		break;
 	}

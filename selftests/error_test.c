@@ -14,6 +14,12 @@ TEST(strerror_names_the_python_exception_for_mpq_errors)
 	ASSERT_NE(NULL, strstr(mpq_strerror(-EOWNERDEAD), "holder died"));
 }
 
+TEST(strerror_says_edquot_is_the_users_mpq_budget)
+{
+	ASSERT_NE(NULL, strstr(mpq_strerror(-EDQUOT), "mpq budget"));
+	ASSERT_NE(NULL, strstr(mpq_strerror(-EDQUOT), "/proc/mpq_users"));
+}
+
 TEST(strerror_falls_back_to_the_c_library_for_other_errnos)
 {
 	ASSERT_STREQ(strerror(ENOENT), mpq_strerror(-ENOENT));

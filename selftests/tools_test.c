@@ -664,6 +664,45 @@ TEST(mpqstat_prints_hostile_names_safely)
 	close(fd);
 }
 
+/* uid 0's row of mpqstat -u -j: its objects and bytes (0 without a row). */
+static int mpqstat_root_usage(long long *objects, long long *bytes,
+			      char **text)
+{
+	char *argv[] = { (char *)tool_path("mpqstat"), "-u", "-j", NULL };
+	int status;
+	char *out = tool_run(argv, &status, 1), *row;
+
+	*text = out;
+	if (!out || status || out[0] != '[')
+		return -1;
+	row = strstr(out, "{\"uid\": 0, ");
+	*objects = row ? json_num(row, "objects") : 0;
+	*bytes = row ? json_num(row, "bytes") : 0;
+	return 0;
+}
+
+TEST(mpqstat_users_shows_what_each_user_holds)
+{
+	struct mpq_queue_info i = { .size = sizeof(i) };
+	long long objects, bytes, objects2, bytes2;
+	struct mpq_queue *q;
+	char *text;
+
+	ASSERT_EQ(0, mpqstat_root_usage(&objects, &bytes, &text))
+		TH_LOG("mpqstat -u: %s", text);
+	free(text);
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	ASSERT_EQ(0, ioctl(mpq_queue_fileno(q), MPQ_IOC_QUEUE_INFO, &i));
+	ASSERT_EQ(0, mpqstat_root_usage(&objects2, &bytes2, &text));
+	ASSERT_EQ(objects + 1, objects2) TH_LOG("mpqstat -u: %s", text);
+	ASSERT_EQ(bytes + (long long)i.map_size, bytes2)
+		TH_LOG("mpqstat -u: %s", text);
+	ASSERT_NE(NULL, strstr(text, "\"max_objects\": "));
+	ASSERT_NE(NULL, strstr(text, "\"names\": "));
+	free(text);
+	mpq_queue_free(q);
+}
+
 TEST(mpqlat_pins_its_maps_for_bpftool_and_removes_them)
 {
 	char *argv[] = { (char *)tool_path("mpqlat"), "-P", NULL };

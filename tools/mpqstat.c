@@ -12,6 +12,9 @@
  * as \ooo again (whatever the file held), JSON as \u00XX escapes, except
  * valid UTF-8 sequences that are not controls, which it copies (a byte
  * that is not valid UTF-8 becomes the code point of the same value).
+ *
+ * With -u, the same for /proc/mpq_users: what each user holds against the
+ * module's per-user limits.
  */
 #include <argp.h>
 #include <ctype.h>
@@ -26,22 +29,25 @@
 
 static struct {
 	bool json;
+	bool users;
 	const char *path;
-} env = { .path = "/proc/mpq" };
+} env;
 
 const char *argp_program_version = "mpqstat 0.2";
 static const char doc[] =
 "List the live mpq objects (queues, pipes, ...) with their owner, size,\n"
 "depth, participants and counters, from /proc/mpq.\n"
 "\n"
-"USAGE: mpqstat [-h] [-j] [-f FILE]\n"
+"USAGE: mpqstat [-h] [-j] [-u] [-f FILE]\n"
 "\n"
 "EXAMPLES:\n"
 "    mpqstat             # a table, one object per line\n"
-"    mpqstat -j          # JSON: every column of /proc/mpq\n";
+"    mpqstat -j          # JSON: every column of /proc/mpq\n"
+"    mpqstat -u          # per user: objects, bytes, persistent names\n";
 
 static const struct argp_option opts[] = {
 	{ "json", 'j', NULL, 0, "JSON: an array with one object per mpq object", 0 },
+	{ "users", 'u', NULL, 0, "Per user: what each holds against the module's limits (/proc/mpq_users)", 0 },
 	{ "file", 'f', "FILE", OPTION_HIDDEN, "Read FILE instead of /proc/mpq", 0 },
 	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show this help", 0 },
 	{},
@@ -55,6 +61,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case 'j':
 		env.json = true;
+		break;
+	case 'u':
+		env.users = true;
 		break;
 	case 'f':
 		env.path = arg;
@@ -246,6 +255,25 @@ static void print_row(const struct cols *c)
 	       depth, f[8], f[9], f[10]);
 }
 
+/* A user's usage, each against its limit: 3/16384 objects. */
+static void print_user_row(const struct cols *c)
+{
+	static const char *const keys[] = { "uid", "objects", "max_objects",
+		"bytes", "max_bytes", "names", "max_names" };
+	char f[sizeof(keys) / sizeof(keys[0])][64], bytes[24], max[24];
+	char b[140], o[140], n[140];
+	unsigned int i;
+
+	/* Whatever the file says, nothing raw reaches the terminal. */
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		safe(get(c, keys[i]), f[i], sizeof(f[i]));
+	snprintf(o, sizeof(o), "%s/%s", f[1], f[2]);
+	snprintf(b, sizeof(b), "%s/%s", human(f[3], bytes, sizeof(bytes)),
+		 human(f[4], max, sizeof(max)));
+	snprintf(n, sizeof(n), "%s/%s", f[5], f[6]);
+	printf("%10s %15s %15s %9s\n", f[0], o, b, n);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct argp argp = {
@@ -261,10 +289,13 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
+	if (!env.path)
+		env.path = env.users ? "/proc/mpq_users" : "/proc/mpq";
 	f = fopen(env.path, "r");
 	if (!f) {
-		if (errno == ENOENT && !strcmp(env.path, "/proc/mpq"))
-			fprintf(stderr, "mpqstat: no /proc/mpq: the mpq module is not loaded (insmod mpq.ko)\n");
+		if (errno == ENOENT && !strncmp(env.path, "/proc/mpq", 9))
+			fprintf(stderr, "mpqstat: no %s: the mpq module is not loaded (insmod mpq.ko), or is older\n",
+				env.path);
 		else
 			fprintf(stderr, "mpqstat: %s: %s\n", env.path,
 				strerror(errno));
@@ -282,6 +313,9 @@ int main(int argc, char **argv)
 
 	if (env.json)
 		printf("[");
+	else if (env.users)
+		printf("%10s %15s %15s %9s\n", "UID", "OBJECTS", "BYTES",
+		       "NAMES");
 	else
 		printf("%6s %-6s %-12s %6s %5s %6s %13s %4s %4s %s\n", "ID",
 		       "TYPE", "NAME", "UID", "MODE", "SIZE", "DEPTH/CAP",
@@ -299,6 +333,8 @@ int main(int argc, char **argv)
 			unescape(c.val[name_col]);
 		if (env.json)
 			print_json(&c, n == 0);
+		else if (env.users)
+			print_user_row(&c);
 		else
 			print_row(&c);
 		n++;

@@ -14,6 +14,14 @@
  * slots in memory shared by every process that maps the queue fd. The
  * layout of that memory is part of this ABI (struct mpq_queue_shm and
  * struct mpq_slot) because the kernel reads it to answer poll().
+ *
+ * Every object is charged to the user who creates it (the creator's
+ * fsuid) until it is freed, whoever frees it: its bytes and one object,
+ * and one name while it has a persistent name (MPQ_SHM_PERSIST). A create
+ * that would take a user past the module parameters max_user_bytes,
+ * max_user_objects or max_user_names fails with -EDQUOT, unless the caller
+ * has CAP_SYS_RESOURCE in the initial user namespace; -ENOMEM means the
+ * memory itself could not be had. /proc/mpq_users shows each user's usage.
  */
 #ifndef _UAPI_LINUX_MPQ_H
 #define _UAPI_LINUX_MPQ_H
@@ -83,7 +91,7 @@ struct mpq_queue_info {
 #define MPQ_POLL_OUT		(1U << 1)	/* a poller waits to write */
 #define MPQ_POLL_ALL		(MPQ_POLL_IN | MPQ_POLL_OUT)
 
-/* On /dev/mpq: returns a new queue fd, or -errno. */
+/* On /dev/mpq: returns a new queue fd, or -errno (-EDQUOT: over budget). */
 #define MPQ_IOC_QUEUE_CREATE	_IOW(MPQ_IOC_MAGIC, 0x01, struct mpq_queue_create)
 /* On a queue fd: reports its geometry. */
 #define MPQ_IOC_QUEUE_INFO	_IOWR(MPQ_IOC_MAGIC, 0x02, struct mpq_queue_info)
@@ -266,7 +274,7 @@ struct mpq_pipe_info {
 	__u64 reserved[4];
 };
 
-/* On /dev/mpq: fills in fds[], returns 0 or -errno. */
+/* On /dev/mpq: fills in fds[], returns 0 or -errno (-EDQUOT: over budget). */
 #define MPQ_IOC_PIPE_CREATE	_IOWR(MPQ_IOC_MAGIC, 0x10, struct mpq_pipe_create)
 /* On an end: reports the geometry. */
 #define MPQ_IOC_PIPE_INFO	_IOWR(MPQ_IOC_MAGIC, 0x11, struct mpq_pipe_info)
@@ -393,7 +401,9 @@ enum mpq_shm_kind {
  * @reserved:	must be zero
  *
  * Returns a new fd: -ENOENT (no such name, no CREAT), -EEXIST (CREAT|EXCL
- * and present), -EACCES, -ENAMETOOLONG, -EINVAL, -E2BIG, -ENOMEM, -EMFILE.
+ * and present), -EACCES, -ENAMETOOLONG, -EINVAL, -E2BIG, -EDQUOT (a new
+ * block or persistent name would take its creator past a per-user limit),
+ * -ENOMEM, -EMFILE.
  */
 struct mpq_shm_open {
 	__u32 size;
