@@ -15,6 +15,7 @@
  * Waits are bounded so that a bug fails a test rather than hanging it;
  * nothing here measures time.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 
@@ -29,6 +30,7 @@ static void __attribute__((constructor)) run_spawned_worker(void)
 #define BOUND		(60 * NSEC_PER_SEC)	/* a wait that must not hang */
 #define PIDQ_ENV	"MPQ_POOL_TEST_PIDQ"
 #define TOKENQ_ENV	"MPQ_POOL_TEST_TOKENS"
+#define STORM_ENV	"MPQ_POOL_TEST_STORM"
 
 /* What an item of the "work" task does besides returning value + 1. */
 enum role {
@@ -40,6 +42,7 @@ enum role {
 	ROLE_EXIT,		/* _exit(3) in the middle of the task */
 	ROLE_SLEEP,		/* sleep value ms first */
 	ROLE_PID,		/* return the worker's pid, not value + 1 */
+	ROLE_STORM,		/* wait up to 1 ms for the killer to stop */
 };
 
 struct work {
@@ -83,6 +86,21 @@ static int take_token(void)
 	return got;
 }
 
+/*
+ * While the killer runs, items take up to a millisecond each (the killer
+ * sets the event when it stops), so that a map outlasts the storm.
+ */
+static void storm_pace(void)
+{
+	static struct mpq_event *over;
+	const char *h = getenv(STORM_ENV);
+
+	if (!over && h && mpq_event_import(&over, h))
+		over = NULL;
+	if (over)
+		mpq_event_wait(over, NSEC_PER_MSEC);
+}
+
 static void crash(void)
 {
 	/* An address no sanitizer checks, so that the signal is what ends us. */
@@ -123,6 +141,9 @@ static int work(const void *arg, size_t len, struct mpq_task *t)
 	case ROLE_PID:
 		pid = getpid();
 		return mpq_task_return(t, &pid, sizeof(pid));
+	case ROLE_STORM:
+		storm_pace();
+		break;
 	}
 	v = w.value + 1;
 	return mpq_task_return(t, &v, sizeof(v));
@@ -820,6 +841,230 @@ TEST_F_TIMEOUT(method, with_retry_once_a_task_killed_twice_fails, 240)
 {
 	map_with_a_kill(_metadata, variant->start_method,
 			MPQ_POOL_RETRY_ONCE, 2, -EOWNERDEAD);
+}
+
+/*
+ * The killer: a process that watches for new children of the test (the
+ * pool's workers, forked or spawned) in /proc and SIGKILLs each one it
+ * finds after a random delay, from at once to 20 ms, so that workers die
+ * at every instant of their start (forked, before and after the exec of
+ * a spawned one, in the initializer, right after READY) or in a task. It
+ * stops after max kills, or when the test writes to stop; then it sets
+ * over and writes how many signals it sent.
+ */
+struct killer {
+	pid_t pid;
+	int stop[2];
+	int res[2];
+};
+
+struct victim {
+	int pidfd;
+	int64_t at;
+};
+
+#define KILLER_SEEN	8192
+#define KILLER_VICTIMS	64
+
+static pid_t stat_ppid(pid_t pid)
+{
+	char path[64], buf[512], *rp;
+	int fd, ppid = -1;
+	ssize_t n;
+	char state;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	rp = strrchr(buf, ')');
+	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
+		return -1;
+	return ppid;
+}
+
+/* A random delay: none a quarter of the time, else 20 us to 20 ms. */
+static int64_t killer_delay(uint64_t *seed)
+{
+	uint64_t r = rnd(seed), d;
+
+	if (r % 4 == 0)
+		return 0;
+	d = 10000ULL << (r >> 8) % 11;
+	return (int64_t)(d + (r >> 32) % d);
+}
+
+static void killer_scan(pid_t target, pid_t *seen, size_t *nseen,
+			struct victim *v, size_t *nv, uint64_t *seed)
+{
+	struct dirent *d;
+	DIR *dir = opendir("/proc");
+	size_t k;
+	pid_t pid;
+	int fd;
+
+	if (!dir)
+		return;
+	while ((d = readdir(dir)) && *nv < KILLER_VICTIMS) {
+		pid = (pid_t)atoi(d->d_name);
+		if (pid <= 0 || pid == getpid() || stat_ppid(pid) != target)
+			continue;
+		for (k = 0; k < *nseen && seen[k] != pid; k++)
+			;
+		if (k < *nseen)
+			continue;
+		seen[*nseen % KILLER_SEEN] = pid;
+		if (*nseen < KILLER_SEEN)
+			(*nseen)++;
+		/* The pidfd keeps the kill on this process, whatever the pid. */
+		fd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (fd < 0)
+			continue;
+		if (stat_ppid(pid) != target) {
+			close(fd);
+			continue;
+		}
+		v[*nv].pidfd = fd;
+		v[*nv].at = now_ns() + killer_delay(seed);
+		(*nv)++;
+	}
+	closedir(dir);
+}
+
+static int killer_main(pid_t target, int stopfd, int resfd, uint64_t seed,
+		       int max, struct mpq_event *over)
+{
+	static pid_t seen[KILLER_SEEN];
+	struct victim v[KILLER_VICTIMS];
+	struct pollfd pfd = { .fd = stopfd, .events = POLLIN };
+	size_t nseen = 0, nv = 0, k;
+	int kills = 0;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	while (kills < max && poll(&pfd, 1, 0) == 0) {
+		killer_scan(target, seen, &nseen, v, &nv, &seed);
+		for (k = 0; k < nv;) {
+			if (now_ns() < v[k].at) {
+				k++;
+				continue;
+			}
+			if (!syscall(SYS_pidfd_send_signal, v[k].pidfd, SIGKILL,
+				     NULL, 0))
+				kills++;
+			close(v[k].pidfd);
+			v[k] = v[--nv];
+		}
+		usleep((useconds_t)(rnd(&seed) % 300));
+	}
+	mpq_event_set(over);
+	return write(resfd, &kills, sizeof(kills)) == sizeof(kills) ? 0 : 1;
+}
+
+/* Start the killer (before the pool: no thread of ours is forked). */
+static int killer_start(struct killer *k, struct mpq_event *over,
+			uint64_t seed, int max)
+{
+	pid_t target = getpid();
+
+	if (pipe2(k->stop, O_CLOEXEC) || pipe2(k->res, O_CLOEXEC))
+		return -errno;
+	k->pid = fork();
+	if (k->pid < 0)
+		return -errno;
+	if (k->pid == 0)
+		_exit(killer_main(target, k->stop[0], k->res[1], seed, max,
+				  over));
+	close(k->stop[0]);
+	close(k->res[1]);
+	return 0;
+}
+
+/* Stop it; the number of signals it sent, or -1. */
+static int killer_stop(struct killer *k)
+{
+	int kills = -1;
+
+	if (write(k->stop[1], "s", 1) != 1 ||
+	    read(k->res[0], &kills, sizeof(kills)) != sizeof(kills))
+		kills = -1;
+	close(k->stop[1]);
+	close(k->res[0]);
+	if (wait_child(k->pid, 10000) != 0)
+		return -1;
+	return kills;
+}
+
+/*
+ * A map of n items while the killer sends max SIGKILLs to whatever
+ * workers it finds: every item has its value, or -EOWNERDEAD for an
+ * item whose worker was killed running it (at most one per kill), and
+ * the pool goes on once the killer stops.
+ */
+static void map_in_a_storm(struct __test_metadata *_metadata, int method,
+			   size_t n, int max)
+{
+	uint64_t seed = (uint64_t)now_ns() | 1;
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_async_result *r;
+	struct mpq_event *over;
+	struct killer k;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, dead = 0, wrong = 0;
+	const char *msg;
+	int err, kills;
+	int64_t v;
+
+	TH_LOG("killer seed %llu", (unsigned long long)seed);
+	ASSERT_EQ(0, items_make(&it, n));
+	for (i = 0; i < n; i++)
+		it.w[i].role = ROLE_STORM;
+	ASSERT_EQ(0, mpq_event_new(&over, NULL));
+	ASSERT_LT(0, mpq_event_export(over, handle, sizeof(handle)));
+	ASSERT_EQ(0, setenv(STORM_ENV, handle, 1));
+	ASSERT_EQ(0, killer_start(&k, over, seed, max));
+	p = pool_make(method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, n, 4, NULL, &r));
+	ASSERT_EQ(0, mpq_async_result_wait(r, 4 * BOUND));
+	kills = killer_stop(&k);
+	ASSERT_LE(0, kills);
+	for (i = 0; i < n; i++) {
+		v = value_of(r, i, &err);
+		if (err == -EOWNERDEAD &&
+		    mpq_async_result_error(r, i, &msg) == -EOWNERDEAD &&
+		    strstr(msg, "SIGKILL")) {
+			dead++;
+		} else if (err || v != (int64_t)i + 1) {
+			if (wrong++ < 3)
+				TH_LOG("item %zu: %d %s", i, err,
+				       mpq_async_result_error(r, i, &msg) ? msg : "");
+		}
+	}
+	TH_LOG("%d kills, %zu items died with their worker", kills, dead);
+	EXPECT_EQ(0, wrong);
+	EXPECT_LE(dead, (size_t)kills);
+	mpq_async_result_free(r);
+	/* The storm is over: the pool is whole. */
+	for (i = 0; i < n; i++)
+		it.w[i].role = ROLE_PLAIN;
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, n, 0, &r));
+	EXPECT_EQ(0, wrong_values(r, n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(STORM_ENV);
+	mpq_event_free(over);
+	items_free(&it);
+}
+
+TEST_F_TIMEOUT(method, workers_killed_at_random_instants_of_their_start_are_replaced, 600)
+{
+	map_in_a_storm(_metadata, variant->start_method, 4000, 40);
 }
 
 TEST_F(method, a_task_that_segfaults_fails_and_every_other_task_completes)
