@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -126,7 +127,7 @@ static void slot_drop_worker_side(struct pool_worker *w)
  */
 void pool_worker_release(struct mpq_pool *p, struct pool_worker *w)
 {
-	uint32_t gen = w->gen;
+	uint32_t gen = w->gen, fails = w->fails;
 
 	slot_drop_worker_side(w);
 	mpq_conn_free(w->conn);
@@ -139,6 +140,7 @@ void pool_worker_release(struct mpq_pool *p, struct pool_worker *w)
 	free(w->known);
 	slot_reset(w);
 	w->gen = gen;
+	w->fails = fails;
 }
 
 static int slot_channels(struct pool_worker *w, int backend)
@@ -210,11 +212,12 @@ static int slot_process(struct mpq_pool *p, unsigned int slot)
 int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
 {
 	struct pool_worker *w = &p->w[slot];
-	uint32_t gen = w->gen;
+	uint32_t gen = w->gen, fails = w->fails;
 	int ret;
 
 	slot_reset(w);
 	w->gen = gen + 1;
+	w->fails = fails;
 	ret = slot_channels(w, p->backend);
 	if (!ret)
 		ret = slot_process(p, slot);
@@ -233,26 +236,67 @@ int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
 }
 
 /*
- * Before the handler runs: wait for a new worker's READY. Returns what the
- * initializer returned, or -ECHILD if the worker ended first.
+ * Before the handler runs: wait for a new worker's READY. 0 once it came;
+ * -EAGAIN if the worker failed to start or was killed, and the slot is
+ * empty again for another try (after the back-off, restart_at); the
+ * pool's error once that broke it (pool_start_failed); or another error.
+ * The same rules as the handler's: see pool_results.c.
  */
-static int pool_wait_ready(struct pool_worker *w)
+static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 {
 	struct pool_results_hdr h;
 	size_t len = sizeof(h);
-	int ret;
+	int ret, code = 0;
 
 	ret = mpq_conn_recv_bytes_into(w->conn, &h, &len, MPQ_FOREVER);
-	if (ret == -EPIPE)
-		return -ECHILD;
-	if (ret)
+	if (ret && ret != -EPIPE)
 		return ret;
-	if (len != sizeof(h) || h.type != POOL_MSG_READY)
+	if (!ret && (len != sizeof(h) || h.type != POOL_MSG_READY))
 		return -EPROTO;
-	if (h.status)
-		return h.status > 0 ? -h.status : h.status;
-	w->state = POOL_W_READY;
-	return 0;
+	if (!ret && !h.status) {
+		pool_start_ok(p, w);
+		return 0;
+	}
+	/* It exits after a failed initializer, or it is gone: reap it. */
+	if (mpq_process_join(w->proc, POOL_REAP_NS)) {
+		mpq_process_kill(w->proc);
+		mpq_process_join(w->proc, MPQ_FOREVER);
+	}
+	if (ret) {
+		if (mpq_process_exitcode(w->proc, &code))
+			code = 0;
+		pool_start_ended(p, w, code);
+	} else {
+		code = h.status > 0 ? -h.status : h.status;
+		pool_start_failed(p, w, code, "the initializer returned %d (%s)",
+				  code, mpq_strerror(code));
+	}
+	pool_worker_release(p, w);
+	return p->broken ? p->broken : -EAGAIN;
+}
+
+/* Before the handler runs: slot's worker, started again until READY. */
+static int pool_start_slot(struct mpq_pool *p, unsigned int slot)
+{
+	int64_t left;
+	int ret;
+
+	while ((ret = pool_wait_ready(p, &p->w[slot])) == -EAGAIN) {
+		left = p->restart_at - mpq_now_ns();
+		if (p->restart_at >= 0 && left > 0) {
+			struct timespec ts = {
+				.tv_sec = left / 1000000000,
+				.tv_nsec = left % 1000000000,
+			};
+
+			while (nanosleep(&ts, &ts) && errno == EINTR)
+				;
+		}
+		ret = pool_worker_launch(p, slot);
+		if (ret)
+			return ret;
+	}
+	return ret;
 }
 
 /* ---- making a pool ---------------------------------------------------- */
@@ -477,7 +521,7 @@ MPQ_EXPORT int mpq_pool_new(struct mpq_pool **out,
 	for (i = 0; !ret && i < p->nproc; i++)
 		ret = pool_worker_launch(p, (unsigned int)i);
 	for (i = 0; !ret && i < p->nproc; i++)
-		ret = pool_wait_ready(&p->w[i]);
+		ret = pool_start_slot(p, (unsigned int)i);
 	if (!ret)
 		ret = pool_start_handler(p);
 	if (ret) {

@@ -31,6 +31,7 @@ static void __attribute__((constructor)) run_spawned_worker(void)
 #define PIDQ_ENV	"MPQ_POOL_TEST_PIDQ"
 #define TOKENQ_ENV	"MPQ_POOL_TEST_TOKENS"
 #define STORM_ENV	"MPQ_POOL_TEST_STORM"
+#define INITBAD_ENV	"MPQ_POOL_TEST_INITBAD"
 
 /* What an item of the "work" task does besides returning value + 1. */
 enum role {
@@ -72,18 +73,19 @@ static void report_pid_and_pause(void)
 		pause();
 }
 
-static int take_token(void)
+/* A token from the token queue (its byte), or 0 if none is left. */
+static char take_token(void)
 {
 	struct mpq_queue *q = queue_from_env(TOKENQ_ENV);
-	char c;
+	char c = 0;
 	size_t len = 1;
-	int got;
 
 	if (!q)
 		return 0;
-	got = mpq_queue_get_nowait(q, &c, &len) == 0;
+	if (mpq_queue_get_nowait(q, &c, &len) || len != 1 || !c)
+		c = 0;
 	mpq_queue_free(q);
-	return got;
+	return c;
 }
 
 /*
@@ -100,6 +102,14 @@ static void storm_pace(void)
 	if (over)
 		mpq_event_wait(over, NSEC_PER_MSEC);
 }
+
+/* The storm's initializer: slow while it lasts, so that kills land in it. */
+static int storm_init(const void *arg, size_t len)
+{
+	storm_pace();
+	return 0;
+}
+MPQ_TARGET(storm_init);
 
 static void crash(void)
 {
@@ -243,6 +253,36 @@ static int failing_init(const void *arg, size_t len)
 	return -ENOTSUP;
 }
 MPQ_TARGET(failing_init);
+
+/*
+ * An initializer that goes wrong on demand. A token 'f' from the token
+ * queue: it fails once (-ENOTSUP); 'p': it reports its pid and pauses,
+ * to be killed. While the event named by INITBAD_ENV is set, it fails
+ * every time as its argument says: "f" returns -ENOTSUP, "c" crashes.
+ */
+static int flaky_init(const void *arg, size_t len)
+{
+	const char *h = getenv(INITBAD_ENV);
+	struct mpq_event *bad;
+	int set = 0;
+
+	if (h && !mpq_event_import(&bad, h)) {
+		set = mpq_event_is_set(bad) == 1;
+		mpq_event_free(bad);
+	}
+	if (set && len == 1 && *(const char *)arg == 'c')
+		crash();
+	if (set)
+		return -ENOTSUP;
+	switch (take_token()) {
+	case 'f':
+		return -ENOTSUP;
+	case 'p':
+		report_pid_and_pause();
+	}
+	return 0;
+}
+MPQ_TARGET(flaky_init);
 
 /* The worker's pid, if the initializer ran in it exactly once. */
 static int pid_if_initialized(const void *arg, size_t len, struct mpq_task *t)
@@ -849,7 +889,7 @@ TEST_F_TIMEOUT(method, with_retry_once_a_task_killed_twice_fails, 240)
  * finds after a random delay, from at once to 20 ms, so that workers die
  * at every instant of their start (forked, before and after the exec of
  * a spawned one, in the initializer, right after READY) or in a task. It
- * stops after max kills, or when the test writes to stop; then it sets
+ * stops after max kills, or when the test closes stop; then it sets
  * over and writes how many signals it sent.
  */
 struct killer {
@@ -948,7 +988,7 @@ static int killer_main(pid_t target, int stopfd, int resfd, uint64_t seed,
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	while (kills < max && poll(&pfd, 1, 0) == 0) {
 		killer_scan(target, seen, &nseen, v, &nv, &seed);
-		for (k = 0; k < nv;) {
+		for (k = 0; k < nv && kills < max;) {
 			if (now_ns() < v[k].at) {
 				k++;
 				continue;
@@ -989,10 +1029,10 @@ static int killer_stop(struct killer *k)
 {
 	int kills = -1;
 
-	if (write(k->stop[1], "s", 1) != 1 ||
-	    read(k->res[0], &kills, sizeof(kills)) != sizeof(kills))
-		kills = -1;
+	/* Its poll sees the hang-up (a write could meet a killer gone). */
 	close(k->stop[1]);
+	if (read(k->res[0], &kills, sizeof(kills)) != sizeof(kills))
+		kills = -1;
 	close(k->res[0]);
 	if (wait_child(k->pid, 10000) != 0)
 		return -1;
@@ -1008,6 +1048,11 @@ static int killer_stop(struct killer *k)
 static void map_in_a_storm(struct __test_metadata *_metadata, int method,
 			   size_t n, int max)
 {
+	struct mpq_pool_attr attr = {
+		.processes = 2,
+		.start_method = method,
+		.initializer = storm_init,
+	};
 	uint64_t seed = (uint64_t)now_ns() | 1;
 	char handle[MPQ_HANDLE_MAX];
 	struct mpq_async_result *r;
@@ -1028,8 +1073,7 @@ static void map_in_a_storm(struct __test_metadata *_metadata, int method,
 	ASSERT_LT(0, mpq_event_export(over, handle, sizeof(handle)));
 	ASSERT_EQ(0, setenv(STORM_ENV, handle, 1));
 	ASSERT_EQ(0, killer_start(&k, over, seed, max));
-	p = pool_make(method, 2, 0, 0);
-	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
 	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, n, 4, NULL, &r));
 	ASSERT_EQ(0, mpq_async_result_wait(r, 4 * BOUND));
 	kills = killer_stop(&k);
@@ -1327,6 +1371,206 @@ TEST_F(method, an_initializer_that_fails_fails_pool_new_with_its_code)
 	EXPECT_EQ(-ENOTSUP, mpq_pool_new(&p, &attr));
 	EXPECT_EQ(NULL, p);
 	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+}
+
+static struct mpq_pool *flaky_pool(int method, int processes,
+				   uint32_t maxtasks, const char *mode)
+{
+	struct mpq_pool_attr attr = {
+		.processes = processes,
+		.start_method = method,
+		.initializer = flaky_init,
+		.initarg = mode,
+		.initarg_len = 1,
+		.maxtasksperchild = maxtasks,
+	};
+	struct mpq_pool *p;
+
+	return mpq_pool_new(&p, &attr) ? NULL : p;
+}
+
+/* The event that makes flaky_init fail every time, named in INITBAD_ENV. */
+static struct mpq_event *initbad_event(void)
+{
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_event *e;
+
+	if (mpq_event_new(&e, NULL))
+		return NULL;
+	if (mpq_event_export(e, handle, sizeof(handle)) < 0 ||
+	    setenv(INITBAD_ENV, handle, 1)) {
+		mpq_event_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+TEST_F(method, an_initializer_that_fails_once_is_run_again_and_nothing_fails)
+{
+	struct mpq_async_result *r;
+	struct mpq_queue *tokq;
+	struct mpq_pool *p;
+	struct items it;
+	size_t len = 1;
+	char c;
+
+	tokq = env_queue(TOKENQ_ENV, 8);
+	ASSERT_NE(NULL, tokq);
+	/* One failure in mpq_pool_new, two among the replacements. */
+	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	p = flaky_pool(variant->start_method, 2, 2, "f");
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	ASSERT_EQ(0, items_make(&it, 200));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(tokq);
+	unsetenv(TOKENQ_ENV);
+	items_free(&it);
+}
+
+/*
+ * Replacements whose initializer fails every time (mode "f": returns
+ * -ENOTSUP; "c": crashes): the work waiting fails with code, its message
+ * naming the initializer, rather than waiting for ever; once the
+ * initializer works again, so does the pool.
+ */
+static void init_breaks_pool(struct __test_metadata *_metadata, int method,
+			     const char *mode, int code, const char *words)
+{
+	struct mpq_async_result *r;
+	struct mpq_event *bad;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, failed = 0, wrong = 0;
+	int64_t end, v;
+	const char *msg;
+	int err, ret;
+
+	bad = initbad_event();
+	ASSERT_NE(NULL, bad);
+	/* Each worker runs one task, then a replacement takes its place. */
+	p = flaky_pool(method, 2, 1, mode);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_event_set(bad));
+	ASSERT_EQ(0, items_make(&it, 50));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(code, mpq_async_result_get(r, BOUND));
+	for (i = 0; i < it.n; i++) {
+		v = value_of(r, i, &err);
+		if (!err && v == (int64_t)i + 1)
+			continue;
+		if (err == code && mpq_async_result_error(r, i, &msg) == code &&
+		    strstr(msg, words) && strstr(msg, "3 times in a row"))
+			failed++;
+		else if (wrong++ == 0)
+			TH_LOG("item %zu: %d %s", i, err,
+			       mpq_async_result_error(r, i, &msg) ? msg : "");
+	}
+	/* Only the two workers that were ready ran a task. */
+	EXPECT_EQ(0, wrong);
+	EXPECT_LE(it.n - 2, failed);
+	mpq_async_result_free(r);
+	/* Fixed: a worker starts again, and the pool is whole. */
+	ASSERT_EQ(0, mpq_event_clear(bad));
+	end = now_ns() + BOUND;
+	for (;;) {
+		ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL,
+						&r));
+		ret = mpq_async_result_get(r, BOUND);
+		if (ret != code || now_ns() > end)
+			break;
+		/* Work given while none is ready yet fails as before. */
+		mpq_async_result_free(r);
+		sleep_ms(10);
+	}
+	EXPECT_EQ(0, ret);
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(INITBAD_ENV);
+	mpq_event_free(bad);
+	items_free(&it);
+}
+
+TEST_F(method, an_initializer_that_always_fails_fails_the_work_waiting_and_says_why)
+{
+	init_breaks_pool(_metadata, variant->start_method, "f", -ENOTSUP,
+			 "the initializer returned -95");
+}
+
+TEST_F(method, an_initializer_that_always_crashes_fails_the_work_waiting_and_says_why)
+{
+	init_breaks_pool(_metadata, variant->start_method, "c", -ECHILD,
+			 "the initializer crashed with signal 11 (SIGSEGV)");
+}
+
+TEST_F(method, an_initializer_that_always_crashes_fails_pool_new_rather_than_hang)
+{
+	struct mpq_event *bad = initbad_event();
+
+	ASSERT_NE(NULL, bad);
+	ASSERT_EQ(0, mpq_event_set(bad));
+	EXPECT_EQ(NULL, flaky_pool(variant->start_method, 2, 0, "c"));
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+	unsetenv(INITBAD_ENV);
+	mpq_event_free(bad);
+}
+
+/* The killer of workers paused in their initializer: n of them. */
+static int kill_reported(void *arg)
+{
+	struct mpq_queue *pidq = arg;
+	int i, n = 3;
+	pid_t pid;
+
+	for (i = 0; i < n; i++) {
+		pid = get_pid(pidq);
+		if (pid <= 0 || kill(pid, SIGKILL))
+			return 1;
+	}
+	return 0;
+}
+
+TEST_F(method, workers_killed_in_their_initializer_are_replaced_in_pool_new)
+{
+	struct mpq_queue *pidq, *tokq;
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	size_t len = 1;
+	pid_t killer;
+	char c;
+	int i;
+
+	pidq = env_queue(PIDQ_ENV, 8);
+	tokq = env_queue(TOKENQ_ENV, 8);
+	ASSERT_NE(NULL, pidq);
+	ASSERT_NE(NULL, tokq);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, mpq_queue_put(tokq, "p", 1, 0));
+	killer = spawn(kill_reported, pidq);
+	ASSERT_LT(0, killer);
+	p = flaky_pool(variant->start_method, 2, 0, "f");
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(0, wait_child(killer, 60000));
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	ASSERT_EQ(0, items_make(&it, 1000));
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, it.n, 0, &r));
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(pidq);
+	mpq_queue_free(tokq);
+	unsetenv(PIDQ_ENV);
+	unsetenv(TOKENQ_ENV);
+	items_free(&it);
 }
 
 /* ---- one start method, or none ------------------------------------------ */
