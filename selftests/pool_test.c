@@ -1530,6 +1530,8 @@ static int kill_reported(void *arg)
 	int i, n = 3;
 	pid_t pid;
 
+	/* A test that fails must not leave us holding the queue. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	for (i = 0; i < n; i++) {
 		pid = get_pid(pidq);
 		if (pid <= 0 || kill(pid, SIGKILL))
