@@ -18,6 +18,7 @@
  * only it inherits, named in its argument.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,11 +245,33 @@ int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
  */
 static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 {
+	struct pollfd pf[2] = {
+		{ .fd = w->connfd, .events = POLLIN },
+		{ .fd = w->pidfd, .events = POLLIN },
+	};
 	struct pool_results_hdr h;
-	size_t len = sizeof(h);
-	int ret, code = 0;
+	size_t len;
+	int ret, code = 0, dead = 0;
 
-	ret = mpq_conn_recv_bytes_into(w->conn, &h, &len, MPQ_FOREVER);
+	/*
+	 * READY, or the worker's death as its pidfd tells it, as the handler
+	 * sees deaths (a copy of its pipe end in a child forked meanwhile
+	 * must not hide one). Once the pidfd is readable nothing more can
+	 * come: one more read takes a READY sent just before the death.
+	 */
+	for (;;) {
+		len = sizeof(h);
+		ret = mpq_conn_recv_bytes_into(w->conn, &h, &len, 0);
+		if (ret != -EAGAIN)
+			break;
+		if (dead) {
+			ret = -EPIPE;
+			break;
+		}
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			return -errno;
+		dead = w->pidfd >= 0 && (pf[1].revents & POLLIN);
+	}
 	if (ret && ret != -EPIPE)
 		return ret;
 	if (!ret && (len != sizeof(h) || h.type != POOL_MSG_READY))
