@@ -886,7 +886,7 @@ TEST_F_TIMEOUT(method, with_retry_once_a_task_killed_twice_fails, 240)
 /*
  * The killer: a process that watches for new children of the test (the
  * pool's workers, forked or spawned) in /proc and SIGKILLs each one it
- * finds after a random delay, from at once to 20 ms, so that workers die
+ * finds after a random delay, none to 20 ms, so that workers die
  * at every instant of their start (forked, before and after the exec of
  * a spawned one, in the initializer, right after READY) or in a task. It
  * stops after max kills, or when the test closes stop; then it sets
@@ -928,7 +928,7 @@ static pid_t stat_ppid(pid_t pid)
 	return ppid;
 }
 
-/* A random delay: none a quarter of the time, else 20 us to 20 ms. */
+/* A random delay: none a quarter of the time, else 10 us to 20 ms. */
 static int64_t killer_delay(uint64_t *seed)
 {
 	uint64_t r = rnd(seed), d;
@@ -958,9 +958,8 @@ static void killer_scan(pid_t target, pid_t *seen, size_t *nseen,
 			;
 		if (k < *nseen)
 			continue;
-		seen[*nseen % KILLER_SEEN] = pid;
 		if (*nseen < KILLER_SEEN)
-			(*nseen)++;
+			seen[(*nseen)++] = pid;
 		/* The pidfd keeps the kill on this process, whatever the pid. */
 		fd = (int)syscall(SYS_pidfd_open, pid, 0);
 		if (fd < 0)
@@ -1405,7 +1404,7 @@ static struct mpq_event *initbad_event(void)
 	return e;
 }
 
-TEST_F(method, an_initializer_that_fails_once_is_run_again_and_nothing_fails)
+TEST_F_TIMEOUT(method, an_initializer_that_fails_once_is_run_again_and_nothing_fails, 120)
 {
 	struct mpq_async_result *r;
 	struct mpq_queue *tokq;
@@ -1499,19 +1498,19 @@ static void init_breaks_pool(struct __test_metadata *_metadata, int method,
 	items_free(&it);
 }
 
-TEST_F(method, an_initializer_that_always_fails_fails_the_work_waiting_and_says_why)
+TEST_F_TIMEOUT(method, an_initializer_that_always_fails_fails_the_work_waiting_and_says_why, 240)
 {
 	init_breaks_pool(_metadata, variant->start_method, "f", -ENOTSUP,
 			 "the initializer returned -95");
 }
 
-TEST_F(method, an_initializer_that_always_crashes_fails_the_work_waiting_and_says_why)
+TEST_F_TIMEOUT(method, an_initializer_that_always_crashes_fails_the_work_waiting_and_says_why, 240)
 {
 	init_breaks_pool(_metadata, variant->start_method, "c", -ECHILD,
 			 "the initializer crashed with signal 11 (SIGSEGV)");
 }
 
-TEST_F(method, an_initializer_that_always_crashes_fails_pool_new_rather_than_hang)
+TEST_F_TIMEOUT(method, an_initializer_that_always_crashes_fails_pool_new_rather_than_hang, 120)
 {
 	struct mpq_event *bad = initbad_event();
 
@@ -1540,7 +1539,7 @@ static int kill_reported(void *arg)
 	return 0;
 }
 
-TEST_F(method, workers_killed_in_their_initializer_are_replaced_in_pool_new)
+TEST_F_TIMEOUT(method, workers_killed_in_their_initializer_are_replaced_in_pool_new, 120)
 {
 	struct mpq_queue *pidq, *tokq;
 	struct mpq_async_result *r;
