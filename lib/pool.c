@@ -295,7 +295,7 @@ static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 				  code, mpq_strerror(code));
 	}
 	pool_worker_release(p, w);
-	return p->broken ? p->broken : -EAGAIN;
+	return w->fails >= POOL_START_TRIES ? p->broken : -EAGAIN;
 }
 
 /* Before the handler runs: slot's worker, started again until READY. */

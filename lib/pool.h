@@ -52,12 +52,13 @@
  */
 #define POOL_RESTART_NS		100000000LL
 /*
- * A slot whose worker failed to start this many times in a row (its
+ * Once every slot's worker failed to start this many times in a row (its
  * initializer returned an error, crashed or exited, or the worker could
- * not be made or crashed or exited before READY) breaks the pool: the
- * work waiting while no worker is ready fails with the cause. A worker
- * killed by a signal someone sent is replaced, whenever it dies, and
- * counts for nothing.
+ * not be made or crashed or exited before READY) the pool is broken:
+ * the work waiting while no worker is ready fails with the cause. A
+ * worker killed by a signal someone sent is replaced, whenever it dies,
+ * and counts for nothing. mpq_pool_new gives up on the first slot that
+ * gets there.
  */
 #define POOL_START_TRIES	3
 /* Reaping a worker whose sentinel said it ended. */
@@ -434,7 +435,8 @@ struct mpq_pool {
 	uint64_t seq;
 	unsigned int rr;		/* where the next hand-out starts */
 	unsigned int counter;		/* worker names */
-	int broken;			/* why no worker could start, or 0 */
+	int broken;			/* why the last slot to reach
+					   POOL_START_TRIES failed, or 0 */
 	char broken_why[192];		/* and in words */
 	uint32_t start_deaths;		/* killed before READY, in a row */
 	int64_t restart_at;		/* when to try starting again, or -1 */

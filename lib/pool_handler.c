@@ -188,14 +188,22 @@ void pool_requeue_front(struct mpq_pool *p, struct pool_requeue *head,
 
 /* ---- the pool's own state changes -------------------------------------- */
 
-static int any_ready(struct mpq_pool *p)
+/*
+ * Broken: no worker is ready and every slot has failed to start one
+ * POOL_START_TRIES times in a row (pool_start_failed). While a slot is
+ * below that (one whose worker was only killed, say), work waits for it.
+ */
+static int pool_broken(struct mpq_pool *p)
 {
 	int i;
 
+	if (!p->broken)
+		return 0;
 	for (i = 0; i < p->nproc; i++)
-		if (p->w[i].state == POOL_W_READY)
-			return 1;
-	return 0;
+		if (p->w[i].state == POOL_W_READY ||
+		    p->w[i].fails < POOL_START_TRIES)
+			return 0;
+	return 1;
 }
 
 /* Fail every item not yet handed out (a broken pool, or terminate). */
@@ -224,15 +232,15 @@ static void fail_queued(struct mpq_pool *p, int code, const char *why)
 }
 
 /*
- * No worker can start (an initializer, or making workers, failed in a
- * row: pool_start_failed) and none is ready: fail what waits, with the
- * cause. Workers killed while starting never get the pool here.
+ * No worker can start (in every slot an initializer, or making workers,
+ * failed in a row) and none is ready: fail what waits, with the cause.
+ * Workers killed while starting never get the pool here.
  */
 static void handle_broken(struct mpq_pool *p)
 {
 	char why[sizeof(p->broken_why) + 32];
 
-	if (!p->broken || any_ready(p) || (!p->q_head && !p->rq_head))
+	if ((!p->q_head && !p->rq_head) || !pool_broken(p))
 		return;
 	snprintf(why, sizeof(why), "no pool worker could start: %s",
 		 p->broken_why);
@@ -249,7 +257,7 @@ static int restart_wanted(struct mpq_pool *p, int state)
 {
 	if (state == POOL_TERMINATE)
 		return 0;
-	return (state == POOL_RUN && !p->broken) || p->q_head || p->rq_head;
+	return (state == POOL_RUN && !pool_broken(p)) || p->q_head || p->rq_head;
 }
 
 /* Start workers in empty slots, not before the back-off after a failure. */

@@ -9,7 +9,7 @@
  * replaced like any dead worker and nothing else happens. Failed on its
  * own (its initializer returned an error, or it crashed or exited before
  * READY; the staging page says whether the initializer was running): a
- * failed start, which a few times in a row in one slot breaks the pool
+ * failed start; a few in a row in every slot break the pool
  * (pool_start_failed) rather than letting it start workers for ever.
  *
  * Results. A RESULTS message names the task message and the position of
@@ -345,11 +345,12 @@ void pool_start_ok(struct mpq_pool *p, struct pool_worker *w)
 /*
  * w's worker failed to start, by its own doing or the pool's (code and
  * the words after "no pool worker could start: "): tried again after the
- * back-off, and after POOL_START_TRIES in a row in this slot the pool is
- * broken, which fails the work waiting while no worker is ready. A
- * failure that passes (a busy resource, a fork that hit a limit) does not
- * fail anything; one that stays does not hang anyone, as it does in
- * Python, whose pool starts workers that fail for ever.
+ * back-off. After POOL_START_TRIES in a row the slot gives the pool its
+ * cause, and once every slot is there the pool is broken, which fails the
+ * work waiting while no worker is ready. A failure that passes (a busy
+ * resource, a fork that hit a limit) does not fail anything; one that
+ * stays does not hang anyone, as it does in Python, whose pool starts
+ * workers that fail for ever.
  */
 void pool_start_failed(struct mpq_pool *p, struct pool_worker *w, int code,
 		       const char *fmt, ...)

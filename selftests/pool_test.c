@@ -44,6 +44,7 @@ enum role {
 	ROLE_SLEEP,		/* sleep value ms first */
 	ROLE_PID,		/* return the worker's pid, not value + 1 */
 	ROLE_STORM,		/* wait up to 1 ms for the killer to stop */
+	ROLE_GATE,		/* wait for the same event, up to BOUND */
 };
 
 struct work {
@@ -89,10 +90,12 @@ static char take_token(void)
 }
 
 /*
- * While the killer runs, items take up to a millisecond each (the killer
- * sets the event when it stops), so that a map outlasts the storm.
+ * Wait up to timeout_ns for the event named by STORM_ENV. While the
+ * killer runs, items take up to a millisecond each (the killer sets the
+ * event when it stops), so that a map outlasts the storm; gated items
+ * wait until the test opens the gate.
  */
-static void storm_pace(void)
+static void storm_pace(int64_t timeout_ns)
 {
 	static struct mpq_event *over;
 	const char *h = getenv(STORM_ENV);
@@ -100,13 +103,13 @@ static void storm_pace(void)
 	if (!over && h && mpq_event_import(&over, h))
 		over = NULL;
 	if (over)
-		mpq_event_wait(over, NSEC_PER_MSEC);
+		mpq_event_wait(over, timeout_ns);
 }
 
 /* The storm's initializer: slow while it lasts, so that kills land in it. */
 static int storm_init(const void *arg, size_t len)
 {
-	storm_pace();
+	storm_pace(NSEC_PER_MSEC);
 	return 0;
 }
 MPQ_TARGET(storm_init);
@@ -152,7 +155,10 @@ static int work(const void *arg, size_t len, struct mpq_task *t)
 		pid = getpid();
 		return mpq_task_return(t, &pid, sizeof(pid));
 	case ROLE_STORM:
-		storm_pace();
+		storm_pace(NSEC_PER_MSEC);
+		break;
+	case ROLE_GATE:
+		storm_pace(BOUND);
 		break;
 	}
 	v = w.value + 1;
@@ -258,7 +264,8 @@ MPQ_TARGET(failing_init);
  * An initializer that goes wrong on demand. A token 'f' from the token
  * queue: it fails once (-ENOTSUP); 'p': it reports its pid and pauses,
  * to be killed. While the event named by INITBAD_ENV is set, it fails
- * every time as its argument says: "f" returns -ENOTSUP, "c" crashes.
+ * every time as its argument says: "f" returns -ENOTSUP (and puts its pid
+ * on the pid queue, if there is one), "c" crashes.
  */
 static int flaky_init(const void *arg, size_t len)
 {
@@ -272,8 +279,17 @@ static int flaky_init(const void *arg, size_t len)
 	}
 	if (set && len == 1 && *(const char *)arg == 'c')
 		crash();
-	if (set)
+	if (set) {
+		struct mpq_queue *q = queue_from_env(PIDQ_ENV);
+		pid_t pid = getpid();
+
+		/* Say so, if the test listens (never waiting for room). */
+		if (q) {
+			mpq_queue_put(q, &pid, sizeof(pid), 0);
+			mpq_queue_free(q);
+		}
 		return -ENOTSUP;
+	}
 	switch (take_token()) {
 	case 'f':
 		return -ENOTSUP;
@@ -1404,7 +1420,12 @@ static struct mpq_event *initbad_event(void)
 	return e;
 }
 
-TEST_F_TIMEOUT(method, an_initializer_that_fails_once_is_run_again_and_nothing_fails, 120)
+/*
+ * Failures that pass are tried again: one in mpq_pool_new, then four
+ * among the replacements (maxtasksperchild 2), which may put one slot at
+ * three in a row but never both: nothing fails.
+ */
+TEST_F_TIMEOUT(method, an_initializer_that_fails_now_and_then_is_run_again_and_nothing_fails, 120)
 {
 	struct mpq_async_result *r;
 	struct mpq_queue *tokq;
@@ -1412,16 +1433,16 @@ TEST_F_TIMEOUT(method, an_initializer_that_fails_once_is_run_again_and_nothing_f
 	struct items it;
 	size_t len = 1;
 	char c;
+	int i;
 
 	tokq = env_queue(TOKENQ_ENV, 8);
 	ASSERT_NE(NULL, tokq);
-	/* One failure in mpq_pool_new, two among the replacements. */
 	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
 	p = flaky_pool(variant->start_method, 2, 2, "f");
 	ASSERT_NE(NULL, p);
 	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
-	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
-	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
 	ASSERT_EQ(0, items_make(&it, 200));
 	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
 	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
@@ -1520,6 +1541,85 @@ TEST_F_TIMEOUT(method, an_initializer_that_always_crashes_fails_pool_new_rather_
 	EXPECT_EQ(0, mpq_active_children(NULL, 0));
 	unsetenv(INITBAD_ENV);
 	mpq_event_free(bad);
+}
+
+/*
+ * One slot's initializer failing again and again does not break a pool
+ * in which another slot can still start a worker: when the one ready
+ * worker dies, the work waits for its replacement instead of failing.
+ */
+TEST_F_TIMEOUT(method, while_one_slot_can_start_a_worker_the_work_waits_for_it, 120)
+{
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_async_result *r;
+	struct mpq_queue *pidq;
+	struct mpq_event *bad, *gate;
+	struct mpq_pool *p;
+	struct items it;
+	pid_t pids[2] = { 0, 0 }, pid;
+	size_t i, dead = 0, wrong = 0, len;
+	const void *v;
+	int err, k;
+
+	pidq = env_queue(PIDQ_ENV, 16);
+	ASSERT_NE(NULL, pidq);
+	bad = initbad_event();
+	ASSERT_NE(NULL, bad);
+	ASSERT_EQ(0, mpq_event_new(&gate, NULL));
+	ASSERT_LT(0, mpq_event_export(gate, handle, sizeof(handle)));
+	ASSERT_EQ(0, setenv(STORM_ENV, handle, 1));
+	p = flaky_pool(variant->start_method, 2, 0, "f");
+	ASSERT_NE(NULL, p);
+	/* The two workers' pids. */
+	ASSERT_EQ(0, items_make(&it, 400));
+	for (i = 0; i < 100; i++)
+		it.w[i].role = ROLE_PID;
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, 100, 1, &r));
+	for (i = 0; i < 100; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		memcpy(&pid, v, sizeof(pid));
+		if (pid != pids[0])
+			pids[pids[0] ? 1 : 0] = pid;
+	}
+	mpq_async_result_free(r);
+	ASSERT_LT(0, pids[1]);
+	/* Work that waits at the gate; both workers hold some of it. */
+	for (i = 0; i < it.n; i++)
+		it.w[i].role = ROLE_GATE;
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	/*
+	 * The second worker's place fails three times in a row: its fourth
+	 * try comes after the third failure was taken.
+	 */
+	ASSERT_EQ(0, mpq_event_set(bad));
+	ASSERT_EQ(0, kill(pids[1], SIGKILL));
+	for (k = 0; k < 4; k++)
+		ASSERT_LT(0, get_pid(pidq));
+	/* The one ready worker dies: the work waits for another. */
+	ASSERT_EQ(0, kill(pids[0], SIGKILL));
+	ASSERT_EQ(0, mpq_event_clear(bad));
+	ASSERT_EQ(0, mpq_event_set(gate));
+	ASSERT_EQ(0, mpq_async_result_wait(r, BOUND));
+	for (i = 0; i < it.n; i++) {
+		if (value_of(r, i, &err) == (int64_t)i + 1 && !err)
+			continue;
+		if (err == -EOWNERDEAD)
+			dead++;
+		else if (wrong++ == 0)
+			TH_LOG("item %zu: %d", i, err);
+	}
+	/* Only the items the two killed workers were running. */
+	EXPECT_EQ(0, wrong);
+	EXPECT_GE(2, dead);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(STORM_ENV);
+	unsetenv(INITBAD_ENV);
+	unsetenv(PIDQ_ENV);
+	mpq_event_free(gate);
+	mpq_event_free(bad);
+	mpq_queue_free(pidq);
+	items_free(&it);
 }
 
 /* The killer of workers paused in their initializer: n of them. */
