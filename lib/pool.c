@@ -291,8 +291,9 @@ static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 		pool_start_ended(p, w, code);
 	} else {
 		code = h.status > 0 ? -h.status : h.status;
-		pool_start_failed(p, w, code, "the initializer returned %d (%s)",
-				  code, mpq_strerror(code));
+		pool_start_failed(p, w, code,
+				  "the initializer returned %d (%s)", code,
+				  mpq_strerror(code));
 	}
 	pool_worker_release(p, w);
 	return w->fails >= POOL_START_TRIES ? p->broken : -EAGAIN;

@@ -257,7 +257,9 @@ static int restart_wanted(struct mpq_pool *p, int state)
 {
 	if (state == POOL_TERMINATE)
 		return 0;
-	return (state == POOL_RUN && !pool_broken(p)) || p->q_head || p->rq_head;
+	if (p->q_head || p->rq_head)
+		return 1;
+	return state == POOL_RUN && !pool_broken(p);
 }
 
 /* Start workers in empty slots, not before the back-off after a failure. */

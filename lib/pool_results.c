@@ -427,8 +427,8 @@ void pool_start_ended(struct mpq_pool *p, struct pool_worker *w, int code)
 		pool_start_failed(p, w, -ECHILD, "the initializer %s", how);
 	else
 		pool_start_failed(p, w, -ECHILD, "a worker %s %s", how,
-				  init == POOL_INIT_DONE ? "before it said ready" :
-				  "while starting");
+				  init == POOL_INIT_DONE ?
+				  "before it said ready" : "while starting");
 }
 
 static int handle_ready(struct mpq_pool *p, struct pool_worker *w,
@@ -440,8 +440,9 @@ static int handle_ready(struct mpq_pool *p, struct pool_worker *w,
 		return -EPROTO;
 	if (code) {
 		/* The initializer failed: the worker exits; try later. */
-		pool_start_failed(p, w, code, "the initializer returned %d (%s)",
-				  code, mpq_strerror(code));
+		pool_start_failed(p, w, code,
+				  "the initializer returned %d (%s)", code,
+				  mpq_strerror(code));
 		w->state = POOL_W_EXITING;
 		return 0;
 	}
