@@ -1112,8 +1112,9 @@ struct mpq_pool_attr {
 	/*
 	 * Run in each worker before its first task, as initializer(initarg)
 	 * (copied; spawn: registered with MPQ_TARGET). It returns 0, or a
-	 * negative errno that fails mpq_pool_new() (or, for a worker that
-	 * replaces another, the work waiting while no worker can start).
+	 * negative errno: the worker is tried again, and three failures in
+	 * a row fail mpq_pool_new() (or, in every worker's place, the work
+	 * waiting while no worker is ready) with that code.
 	 */
 	mpq_target_fn initializer;
 	const void *initarg;

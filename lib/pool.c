@@ -18,6 +18,7 @@
  * only it inherits, named in its argument.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -126,7 +128,7 @@ static void slot_drop_worker_side(struct pool_worker *w)
  */
 void pool_worker_release(struct mpq_pool *p, struct pool_worker *w)
 {
-	uint32_t gen = w->gen;
+	uint32_t gen = w->gen, fails = w->fails;
 
 	slot_drop_worker_side(w);
 	mpq_conn_free(w->conn);
@@ -139,6 +141,7 @@ void pool_worker_release(struct mpq_pool *p, struct pool_worker *w)
 	free(w->known);
 	slot_reset(w);
 	w->gen = gen;
+	w->fails = fails;
 }
 
 static int slot_channels(struct pool_worker *w, int backend)
@@ -210,11 +213,12 @@ static int slot_process(struct mpq_pool *p, unsigned int slot)
 int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
 {
 	struct pool_worker *w = &p->w[slot];
-	uint32_t gen = w->gen;
+	uint32_t gen = w->gen, fails = w->fails;
 	int ret;
 
 	slot_reset(w);
 	w->gen = gen + 1;
+	w->fails = fails;
 	ret = slot_channels(w, p->backend);
 	if (!ret)
 		ret = slot_process(p, slot);
@@ -233,26 +237,90 @@ int pool_worker_launch(struct mpq_pool *p, unsigned int slot)
 }
 
 /*
- * Before the handler runs: wait for a new worker's READY. Returns what the
- * initializer returned, or -ECHILD if the worker ended first.
+ * Before the handler runs: wait for a new worker's READY. 0 once it came;
+ * -EAGAIN if the worker failed to start or was killed, and the slot is
+ * empty again for another try (after the back-off, restart_at); the
+ * pool's error once that broke it (pool_start_failed); or another error.
+ * The same rules as the handler's: see pool_results.c.
  */
-static int pool_wait_ready(struct pool_worker *w)
+static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 {
+	struct pollfd pf[2] = {
+		{ .fd = w->connfd, .events = POLLIN },
+		{ .fd = w->pidfd, .events = POLLIN },
+	};
 	struct pool_results_hdr h;
-	size_t len = sizeof(h);
+	size_t len;
+	int ret, code = 0, dead = 0;
+
+	/*
+	 * READY, or the worker's death as its pidfd tells it, as the handler
+	 * sees deaths (a copy of its pipe end in a child forked meanwhile
+	 * must not hide one). Once the pidfd is readable nothing more can
+	 * come: one more read takes a READY sent just before the death.
+	 */
+	for (;;) {
+		len = sizeof(h);
+		ret = mpq_conn_recv_bytes_into(w->conn, &h, &len, 0);
+		if (ret != -EAGAIN)
+			break;
+		if (dead) {
+			ret = -EPIPE;
+			break;
+		}
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			return -errno;
+		dead = w->pidfd >= 0 && (pf[1].revents & POLLIN);
+	}
+	if (ret && ret != -EPIPE)
+		return ret;
+	if (!ret && (len != sizeof(h) || h.type != POOL_MSG_READY))
+		return -EPROTO;
+	if (!ret && !h.status) {
+		pool_start_ok(p, w);
+		return 0;
+	}
+	/* It exits after a failed initializer, or it is gone: reap it. */
+	if (mpq_process_join(w->proc, POOL_REAP_NS)) {
+		mpq_process_kill(w->proc);
+		mpq_process_join(w->proc, MPQ_FOREVER);
+	}
+	if (ret) {
+		if (mpq_process_exitcode(w->proc, &code))
+			code = 0;
+		pool_start_ended(p, w, code);
+	} else {
+		code = h.status > 0 ? -h.status : h.status;
+		pool_start_failed(p, w, code,
+				  "the initializer returned %d (%s)", code,
+				  mpq_strerror(code));
+	}
+	pool_worker_release(p, w);
+	return w->fails >= POOL_START_TRIES ? p->broken : -EAGAIN;
+}
+
+/* Before the handler runs: slot's worker, started again until READY. */
+static int pool_start_slot(struct mpq_pool *p, unsigned int slot)
+{
+	int64_t left;
 	int ret;
 
-	ret = mpq_conn_recv_bytes_into(w->conn, &h, &len, MPQ_FOREVER);
-	if (ret == -EPIPE)
-		return -ECHILD;
-	if (ret)
-		return ret;
-	if (len != sizeof(h) || h.type != POOL_MSG_READY)
-		return -EPROTO;
-	if (h.status)
-		return h.status > 0 ? -h.status : h.status;
-	w->state = POOL_W_READY;
-	return 0;
+	while ((ret = pool_wait_ready(p, &p->w[slot])) == -EAGAIN) {
+		left = p->restart_at - mpq_now_ns();
+		if (p->restart_at >= 0 && left > 0) {
+			struct timespec ts = {
+				.tv_sec = left / 1000000000,
+				.tv_nsec = left % 1000000000,
+			};
+
+			while (nanosleep(&ts, &ts) && errno == EINTR)
+				;
+		}
+		ret = pool_worker_launch(p, slot);
+		if (ret)
+			return ret;
+	}
+	return ret;
 }
 
 /* ---- making a pool ---------------------------------------------------- */
@@ -477,7 +545,7 @@ MPQ_EXPORT int mpq_pool_new(struct mpq_pool **out,
 	for (i = 0; !ret && i < p->nproc; i++)
 		ret = pool_worker_launch(p, (unsigned int)i);
 	for (i = 0; !ret && i < p->nproc; i++)
-		ret = pool_wait_ready(&p->w[i]);
+		ret = pool_start_slot(p, (unsigned int)i);
 	if (!ret)
 		ret = pool_start_handler(p);
 	if (ret) {

@@ -44,8 +44,25 @@
 /* Values and arguments larger than this travel as memfds. */
 #define POOL_INLINE_MAX		(64U << 10)
 #define POOL_MAX_PROCESSES	1024
-/* A worker that cannot start (fork, initializer) is tried again after this. */
+/*
+ * A worker that could not start is tried again after this: one whose
+ * start failed (fork, its initializer), and, once every slot has lost a
+ * worker in a row before READY, one killed while starting (so that a
+ * killer, or a program that cannot start, makes no fork storm).
+ */
 #define POOL_RESTART_NS		100000000LL
+/*
+ * Once every slot's worker failed to start this many times in a row (its
+ * initializer returned an error, crashed or exited, or the worker could
+ * not be made or crashed or exited before READY) the pool is broken:
+ * the work waiting while no worker is ready fails with the cause. A
+ * worker killed by a signal someone sent is replaced, whenever it dies,
+ * and counts for nothing. mpq_pool_new gives up on the first slot that
+ * gets there.
+ */
+#define POOL_START_TRIES	3
+/* Reaping a worker whose sentinel said it ended. */
+#define POOL_REAP_NS		1000000000LL
 /* The name spawned workers run under (a target in spawn.c's table). */
 #define POOL_WORKER_TARGET	"mpq-pool-worker"
 
@@ -139,13 +156,17 @@ struct pool_run_hdr {
 struct pool_staging {
 	uint64_t msg_seq;	/* the task message worked on */
 	uint32_t running;	/* position of the item started last */
-	uint32_t __pad;
+	uint32_t init;		/* POOL_INIT_*: how far the initializer got */
 	uint64_t used;		/* bytes of complete records after msg */
 	uint64_t __pad2[5];
 	struct pool_results_hdr msg;	/* then the records */
 };
 
 #define POOL_RUNNING_NONE	UINT32_MAX
+/* staging->init: not begun (the page is zeroed), running, returned. */
+#define POOL_INIT_NOT_YET	0
+#define POOL_INIT_RUNNING	1
+#define POOL_INIT_DONE		2
 #define POOL_STAGING_SIZE	(offsetof(struct pool_staging, msg) + POOL_MSG_MAX)
 #define POOL_RECS_MAX		(POOL_MSG_MAX - sizeof(struct pool_results_hdr))
 
@@ -337,6 +358,8 @@ enum pool_worker_state {
 struct pool_worker {
 	int state;
 	uint32_t gen;			/* incarnation: tags io_uring polls */
+	uint32_t fails;			/* failed starts in a row (gen and
+					   fails outlive the incarnation) */
 	struct mpq_process *proc;
 	struct mpq_conn *conn;		/* the pool's end */
 	struct mpq_conn *wconn;		/* the worker's end, until started */
@@ -412,7 +435,10 @@ struct mpq_pool {
 	uint64_t seq;
 	unsigned int rr;		/* where the next hand-out starts */
 	unsigned int counter;		/* worker names */
-	int broken;			/* why no worker could start, or 0 */
+	int broken;			/* why the last slot to reach
+					   POOL_START_TRIES failed, or 0 */
+	char broken_why[192];		/* and in words */
+	uint32_t start_deaths;		/* killed before READY, in a row */
 	int64_t restart_at;		/* when to try starting again, or -1 */
 	int64_t kill_at;		/* terminate: SIGKILL then, or -1 */
 	int killed;
@@ -464,6 +490,11 @@ void pool_requeue_cont(struct pool_worker *w, struct pool_requeue **head,
 void pool_worker_kill(struct pool_worker *w);
 
 /* pool_results.c: results, and a dead worker's last word. */
+void pool_start_ok(struct mpq_pool *p, struct pool_worker *w);
+void pool_start_failed(struct mpq_pool *p, struct pool_worker *w, int code,
+		       const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void pool_start_ended(struct mpq_pool *p, struct pool_worker *w, int code);
 int pool_worker_drain(struct mpq_pool *p, struct pool_worker *w);
 void pool_worker_died(struct mpq_pool *p, unsigned int slot);
 void pool_msg_retire(struct pool_worker *w, struct pool_msg *m);

@@ -188,14 +188,22 @@ void pool_requeue_front(struct mpq_pool *p, struct pool_requeue *head,
 
 /* ---- the pool's own state changes -------------------------------------- */
 
-static int any_ready(struct mpq_pool *p)
+/*
+ * Broken: no worker is ready and every slot has failed to start one
+ * POOL_START_TRIES times in a row (pool_start_failed). While a slot is
+ * below that (one whose worker was only killed, say), work waits for it.
+ */
+static int pool_broken(struct mpq_pool *p)
 {
 	int i;
 
+	if (!p->broken)
+		return 0;
 	for (i = 0; i < p->nproc; i++)
-		if (p->w[i].state == POOL_W_READY)
-			return 1;
-	return 0;
+		if (p->w[i].state == POOL_W_READY ||
+		    p->w[i].fails < POOL_START_TRIES)
+			return 0;
+	return 1;
 }
 
 /* Fail every item not yet handed out (a broken pool, or terminate). */
@@ -223,31 +231,44 @@ static void fail_queued(struct mpq_pool *p, int code, const char *why)
 	pool_finish_active(p);
 }
 
-/* No worker can start (initializer or fork failing): fail what waits. */
+/*
+ * No worker can start (in every slot an initializer, or making workers,
+ * failed in a row) and none is ready: fail what waits, with the cause.
+ * Workers killed while starting never get the pool here.
+ */
 static void handle_broken(struct mpq_pool *p)
 {
-	char why[160];
+	char why[sizeof(p->broken_why) + 32];
 
-	if (!p->broken || any_ready(p) || (!p->q_head && !p->rq_head))
+	if ((!p->q_head && !p->rq_head) || !pool_broken(p))
 		return;
 	snprintf(why, sizeof(why), "no pool worker could start: %s",
-		 mpq_strerror(p->broken));
+		 p->broken_why);
 	fail_queued(p, p->broken, why);
 }
 
 /*
- * Start workers in empty slots: always while running (Python's
- * _maintain_pool), after close only while work is left for them, never
- * after terminate; not before the back-off after a failed start.
+ * Whether empty slots get workers: always while running (Python's
+ * _maintain_pool), but after close, or while the pool is broken (no idle
+ * pool starts failing workers for ever), only while work is left for
+ * them; never after terminate.
  */
+static int restart_wanted(struct mpq_pool *p, int state)
+{
+	if (state == POOL_TERMINATE)
+		return 0;
+	if (p->q_head || p->rq_head)
+		return 1;
+	return state == POOL_RUN && !pool_broken(p);
+}
+
+/* Start workers in empty slots, not before the back-off after a failure. */
 static void restart_workers(struct mpq_pool *p, int state)
 {
 	int64_t now = mpq_now_ns();
 	int i, ret;
 
-	if (state == POOL_TERMINATE)
-		return;
-	if (state != POOL_RUN && !p->q_head && !p->rq_head)
+	if (!restart_wanted(p, state))
 		return;
 	if (p->restart_at >= 0 && now < p->restart_at)
 		return;
@@ -257,8 +278,9 @@ static void restart_workers(struct mpq_pool *p, int state)
 			continue;
 		ret = pool_worker_launch(p, (unsigned int)i);
 		if (ret) {
-			p->broken = ret;
-			p->restart_at = now + POOL_RESTART_NS;
+			pool_start_failed(p, &p->w[i], ret,
+					  "making a worker failed with %d (%s)",
+					  ret, mpq_strerror(ret));
 			return;
 		}
 		arm_worker(p, (unsigned int)i);
@@ -356,12 +378,12 @@ void pool_handler_wake(struct mpq_pool *p)
 		eventfd_write(p->bell, 1);
 }
 
-/* The earliest timer: a restart or the SIGKILL after terminate. */
-static int64_t handler_timeout(struct mpq_pool *p)
+/* The earliest timer: a restart (if one is wanted) or terminate's SIGKILL. */
+static int64_t handler_timeout(struct mpq_pool *p, int state)
 {
 	int64_t at = -1, now;
 
-	if (p->restart_at >= 0)
+	if (p->restart_at >= 0 && restart_wanted(p, state))
 		at = p->restart_at;
 	if (p->kill_at >= 0 && (at < 0 || p->kill_at < at))
 		at = p->kill_at;
@@ -380,7 +402,7 @@ static void handler_sleep(struct mpq_pool *p, int state)
 {
 	struct __kernel_timespec ts, *tsp = NULL;
 	struct io_uring_cqe *cqe;
-	int64_t left = handler_timeout(p);
+	int64_t left = handler_timeout(p, state);
 
 	pthread_mutex_lock(&p->lock);
 	if (p->in_head || p->state != state) {

@@ -1,7 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * What comes back from the workers, alive or dead: result messages
- * applied to their jobs, and a dead worker's last word, its staging page.
+ * What comes back from the workers, alive or dead: READY (or a death
+ * before it), result messages applied to their jobs, and a dead worker's
+ * last word, its staging page.
+ *
+ * Starting. A worker that dies before READY is one of two things. Killed
+ * by someone (a SIGKILL at any instant of its start, an OOM kill): it is
+ * replaced like any dead worker and nothing else happens. Failed on its
+ * own (its initializer returned an error, or it crashed or exited before
+ * READY; the staging page says whether the initializer was running): a
+ * failed start; a few in a row in every slot break the pool
+ * (pool_start_failed) rather than letting it start workers for ever.
  *
  * Results. A RESULTS message names the task message and the position of
  * its first item; its records follow in order, so the pool maps each to
@@ -21,6 +30,7 @@
  * that cannot be right ends that worker, and its death sorts it out.
  */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +40,6 @@
 #include <unistd.h>
 
 #include "pool.h"
-
-/* Reaping a worker whose sentinel said it ended. */
-#define POOL_REAP_NS		1000000000LL
 
 
 /* ---- results ----------------------------------------------------------- */
@@ -324,20 +331,122 @@ static int handle_results(struct mpq_pool *p, struct pool_worker *w,
 	return 0;
 }
 
+/* ---- starting ---------------------------------------------------------- */
+
+/* A worker said READY: its slot, and the pool, start well again. */
+void pool_start_ok(struct mpq_pool *p, struct pool_worker *w)
+{
+	w->state = POOL_W_READY;
+	w->fails = 0;
+	p->start_deaths = 0;
+	p->broken = 0;
+}
+
+/*
+ * w's worker failed to start, by its own doing or the pool's (code and
+ * the words after "no pool worker could start: "): tried again after the
+ * back-off. After POOL_START_TRIES in a row the slot gives the pool its
+ * cause, and once every slot is there the pool is broken, which fails the
+ * work waiting while no worker is ready. A failure that passes (a busy
+ * resource, a fork that hit a limit) does not fail anything; one that
+ * stays does not hang anyone, as it does in Python, whose pool starts
+ * workers that fail for ever.
+ */
+void pool_start_failed(struct mpq_pool *p, struct pool_worker *w, int code,
+		       const char *fmt, ...)
+{
+	char what[160];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	p->restart_at = mpq_now_ns() + POOL_RESTART_NS;
+	if (++w->fails < POOL_START_TRIES)
+		return;
+	p->broken = code;
+	snprintf(p->broken_why, sizeof(p->broken_why), "%s, %u times in a row",
+		 what, w->fails);
+}
+
+/* Signals a process gets from its own code, not from someone else. */
+static int self_inflicted(int sig)
+{
+	switch (sig) {
+	case SIGSEGV:
+	case SIGBUS:
+	case SIGILL:
+	case SIGFPE:
+	case SIGABRT:
+	case SIGSYS:
+	case SIGTRAP:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void end_words(int code, char *buf, size_t len)
+{
+	const char *abbrev;
+
+	if (code < 0) {
+		abbrev = sigabbrev_np(-code);
+		snprintf(buf, len, "crashed with signal %d (SIG%s)", -code,
+			 abbrev ? abbrev : "?");
+	} else {
+		snprintf(buf, len, "exited with status %d", code);
+	}
+}
+
+/*
+ * w's worker ended (exit code, or -signal) before READY. Killed by a
+ * signal someone sent (SIGKILL, SIGTERM...), at whatever instant of its
+ * start (before or after a spawned worker's exec, in its initializer,
+ * with READY on its way): it is replaced like any dead worker, at once
+ * unless every slot has lost one so in a row. Crashed or exited: that is
+ * the initializer's doing if the staging page says it was running it,
+ * else the worker's, and either is a failed start. -ECHILD says so.
+ */
+void pool_start_ended(struct mpq_pool *p, struct pool_worker *w, int code)
+{
+	uint32_t init = load_acquire(&w->st->init);
+	int64_t later;
+	char how[64];
+
+	if (code < 0 && !self_inflicted(-code)) {
+		if (++p->start_deaths > (uint32_t)p->nproc) {
+			later = mpq_now_ns() + POOL_RESTART_NS;
+			if (p->restart_at < later)
+				p->restart_at = later;
+		}
+		return;
+	}
+	end_words(code, how, sizeof(how));
+	if (init == POOL_INIT_RUNNING)
+		pool_start_failed(p, w, -ECHILD, "the initializer %s", how);
+	else
+		pool_start_failed(p, w, -ECHILD, "a worker %s %s", how,
+				  init == POOL_INIT_DONE ?
+				  "before it said ready" : "while starting");
+}
+
 static int handle_ready(struct mpq_pool *p, struct pool_worker *w,
 			const struct pool_results_hdr *h)
 {
+	int code = h->status > 0 ? -h->status : h->status;
+
 	if (w->state != POOL_W_STARTING)
 		return -EPROTO;
-	if (h->status) {
+	if (code) {
 		/* The initializer failed: the worker exits; try later. */
-		p->broken = h->status > 0 ? -h->status : h->status;
-		p->restart_at = mpq_now_ns() + POOL_RESTART_NS;
+		pool_start_failed(p, w, code,
+				  "the initializer returned %d (%s)", code,
+				  mpq_strerror(code));
 		w->state = POOL_W_EXITING;
 		return 0;
 	}
-	w->state = POOL_W_READY;
-	p->broken = 0;
+	pool_start_ok(p, w);
 	return 0;
 }
 
@@ -500,11 +609,9 @@ void pool_worker_died(struct mpq_pool *p, unsigned int slot)
 		code = 0;
 	if (!p->killed) {
 		pool_worker_drain(p, w);
-		/* Died before it was ready: its initializer could not run. */
-		if (w->state == POOL_W_STARTING) {
-			p->broken = p->broken ? p->broken : -ECHILD;
-			p->restart_at = mpq_now_ns() + POOL_RESTART_NS;
-		}
+		/* Died before it was ready (READY, if sent, is read now). */
+		if (w->state == POOL_W_STARTING)
+			pool_start_ended(p, w, code);
 		crashed = staging_recover(p, w, w->head);
 		worker_requeue_all(p, w, code, crashed);
 		pool_finish_active(p);

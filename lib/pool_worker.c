@@ -314,8 +314,12 @@ static int worker_loop(struct pool_wctx *w, mpq_target_fn init,
 	int status = 0;
 	ssize_t n;
 
-	if (init)
+	/* The pool tells an initializer that crashed from a worker killed. */
+	if (init) {
+		store_release(&w->st->init, POOL_INIT_RUNNING);
 		status = pool_task_code(init(initarg, initarg_len));
+	}
+	store_release(&w->st->init, POOL_INIT_DONE);
 	/* Our view of the pipe and staging, faulted in before work comes. */
 	mpq_conn_prefault(w->conn);
 	madvise(w->st, POOL_STAGING_SIZE, MADV_POPULATE_WRITE);
@@ -510,11 +514,6 @@ int pool_worker_spawn(const void *arg, size_t len)
 	handle[b.handle_len] = '\0';
 	memcpy(init_name, a + sizeof(b) + b.handle_len, b.init_len);
 	init_name[b.init_len] = '\0';
-	if (b.init_len) {
-		init = mpq_target_by(init_name);
-		if (!init)
-			return 1;
-	}
 	if (mpq_conn_import(&conn, handle) || worker_keep_fd(b.sock) ||
 	    worker_keep_fd(b.staging))
 		return 1;
@@ -527,6 +526,17 @@ int pool_worker_spawn(const void *arg, size_t len)
 	w.maxtasks = b.maxtasks;
 	w.pool_id = b.pool_id;
 	w.spawn = 1;
+	/*
+	 * Registered in the pool's process but not here (after mpq_init()):
+	 * the initializer's failure, said so, not a worker that just exits.
+	 */
+	if (b.init_len) {
+		init = mpq_target_by(init_name);
+		if (!init) {
+			worker_ready(&w, -ENOENT);
+			return 1;
+		}
+	}
 	return worker_loop(&w, init, a + sizeof(b) + b.handle_len + b.init_len,
 			   b.initarg_len);
 }

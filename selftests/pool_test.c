@@ -15,6 +15,7 @@
  * Waits are bounded so that a bug fails a test rather than hanging it;
  * nothing here measures time.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 
@@ -29,6 +30,8 @@ static void __attribute__((constructor)) run_spawned_worker(void)
 #define BOUND		(60 * NSEC_PER_SEC)	/* a wait that must not hang */
 #define PIDQ_ENV	"MPQ_POOL_TEST_PIDQ"
 #define TOKENQ_ENV	"MPQ_POOL_TEST_TOKENS"
+#define STORM_ENV	"MPQ_POOL_TEST_STORM"
+#define INITBAD_ENV	"MPQ_POOL_TEST_INITBAD"
 
 /* What an item of the "work" task does besides returning value + 1. */
 enum role {
@@ -40,6 +43,8 @@ enum role {
 	ROLE_EXIT,		/* _exit(3) in the middle of the task */
 	ROLE_SLEEP,		/* sleep value ms first */
 	ROLE_PID,		/* return the worker's pid, not value + 1 */
+	ROLE_STORM,		/* wait up to 1 ms for the killer to stop */
+	ROLE_GATE,		/* wait for the same event, up to BOUND */
 };
 
 struct work {
@@ -69,19 +74,45 @@ static void report_pid_and_pause(void)
 		pause();
 }
 
-static int take_token(void)
+/* A token from the token queue (its byte), or 0 if none is left. */
+static char take_token(void)
 {
 	struct mpq_queue *q = queue_from_env(TOKENQ_ENV);
-	char c;
+	char c = 0;
 	size_t len = 1;
-	int got;
 
 	if (!q)
 		return 0;
-	got = mpq_queue_get_nowait(q, &c, &len) == 0;
+	if (mpq_queue_get_nowait(q, &c, &len) || len != 1 || !c)
+		c = 0;
 	mpq_queue_free(q);
-	return got;
+	return c;
 }
+
+/*
+ * Wait up to timeout_ns for the event named by STORM_ENV. While the
+ * killer runs, items take up to a millisecond each (the killer sets the
+ * event when it stops), so that a map outlasts the storm; gated items
+ * wait until the test opens the gate.
+ */
+static void storm_pace(int64_t timeout_ns)
+{
+	static struct mpq_event *over;
+	const char *h = getenv(STORM_ENV);
+
+	if (!over && h && mpq_event_import(&over, h))
+		over = NULL;
+	if (over)
+		mpq_event_wait(over, timeout_ns);
+}
+
+/* The storm's initializer: slow while it lasts, so that kills land in it. */
+static int storm_init(const void *arg, size_t len)
+{
+	storm_pace(NSEC_PER_MSEC);
+	return 0;
+}
+MPQ_TARGET(storm_init);
 
 static void crash(void)
 {
@@ -123,6 +154,12 @@ static int work(const void *arg, size_t len, struct mpq_task *t)
 	case ROLE_PID:
 		pid = getpid();
 		return mpq_task_return(t, &pid, sizeof(pid));
+	case ROLE_STORM:
+		storm_pace(NSEC_PER_MSEC);
+		break;
+	case ROLE_GATE:
+		storm_pace(BOUND);
+		break;
 	}
 	v = w.value + 1;
 	return mpq_task_return(t, &v, sizeof(v));
@@ -222,6 +259,46 @@ static int failing_init(const void *arg, size_t len)
 	return -ENOTSUP;
 }
 MPQ_TARGET(failing_init);
+
+/*
+ * An initializer that goes wrong on demand. A token 'f' from the token
+ * queue: it fails once (-ENOTSUP); 'p': it reports its pid and pauses,
+ * to be killed. While the event named by INITBAD_ENV is set, it fails
+ * every time as its argument says: "f" returns -ENOTSUP (and puts its pid
+ * on the pid queue, if there is one), "c" crashes.
+ */
+static int flaky_init(const void *arg, size_t len)
+{
+	const char *h = getenv(INITBAD_ENV);
+	struct mpq_event *bad;
+	int set = 0;
+
+	if (h && !mpq_event_import(&bad, h)) {
+		set = mpq_event_is_set(bad) == 1;
+		mpq_event_free(bad);
+	}
+	if (set && len == 1 && *(const char *)arg == 'c')
+		crash();
+	if (set) {
+		struct mpq_queue *q = queue_from_env(PIDQ_ENV);
+		pid_t pid = getpid();
+
+		/* Say so, if the test listens (never waiting for room). */
+		if (q) {
+			mpq_queue_put(q, &pid, sizeof(pid), 0);
+			mpq_queue_free(q);
+		}
+		return -ENOTSUP;
+	}
+	switch (take_token()) {
+	case 'f':
+		return -ENOTSUP;
+	case 'p':
+		report_pid_and_pause();
+	}
+	return 0;
+}
+MPQ_TARGET(flaky_init);
 
 /* The worker's pid, if the initializer ran in it exactly once. */
 static int pid_if_initialized(const void *arg, size_t len, struct mpq_task *t)
@@ -822,6 +899,233 @@ TEST_F_TIMEOUT(method, with_retry_once_a_task_killed_twice_fails, 240)
 			MPQ_POOL_RETRY_ONCE, 2, -EOWNERDEAD);
 }
 
+/*
+ * The killer: a process that watches for new children of the test (the
+ * pool's workers, forked or spawned) in /proc and SIGKILLs each one it
+ * finds after a random delay, none to 20 ms, so that workers die
+ * at every instant of their start (forked, before and after the exec of
+ * a spawned one, in the initializer, right after READY) or in a task. It
+ * stops after max kills, or when the test closes stop; then it sets
+ * over and writes how many signals it sent.
+ */
+struct killer {
+	pid_t pid;
+	int stop[2];
+	int res[2];
+};
+
+struct victim {
+	int pidfd;
+	int64_t at;
+};
+
+#define KILLER_SEEN	8192
+#define KILLER_VICTIMS	64
+
+static pid_t stat_ppid(pid_t pid)
+{
+	char path[64], buf[512], *rp;
+	int fd, ppid = -1;
+	ssize_t n;
+	char state;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	rp = strrchr(buf, ')');
+	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
+		return -1;
+	return ppid;
+}
+
+/* A random delay: none a quarter of the time, else 10 us to 20 ms. */
+static int64_t killer_delay(uint64_t *seed)
+{
+	uint64_t r = rnd(seed), d;
+
+	if (r % 4 == 0)
+		return 0;
+	d = 10000ULL << (r >> 8) % 11;
+	return (int64_t)(d + (r >> 32) % d);
+}
+
+static void killer_scan(pid_t target, pid_t *seen, size_t *nseen,
+			struct victim *v, size_t *nv, uint64_t *seed)
+{
+	struct dirent *d;
+	DIR *dir = opendir("/proc");
+	size_t k;
+	pid_t pid;
+	int fd;
+
+	if (!dir)
+		return;
+	while ((d = readdir(dir)) && *nv < KILLER_VICTIMS) {
+		pid = (pid_t)atoi(d->d_name);
+		if (pid <= 0 || pid == getpid() || stat_ppid(pid) != target)
+			continue;
+		for (k = 0; k < *nseen && seen[k] != pid; k++)
+			;
+		if (k < *nseen)
+			continue;
+		if (*nseen < KILLER_SEEN)
+			seen[(*nseen)++] = pid;
+		/* The pidfd keeps the kill on this process, whatever the pid. */
+		fd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (fd < 0)
+			continue;
+		if (stat_ppid(pid) != target) {
+			close(fd);
+			continue;
+		}
+		v[*nv].pidfd = fd;
+		v[*nv].at = now_ns() + killer_delay(seed);
+		(*nv)++;
+	}
+	closedir(dir);
+}
+
+static int killer_main(pid_t target, int stopfd, int resfd, uint64_t seed,
+		       int max, struct mpq_event *over)
+{
+	static pid_t seen[KILLER_SEEN];
+	struct victim v[KILLER_VICTIMS];
+	struct pollfd pfd = { .fd = stopfd, .events = POLLIN };
+	size_t nseen = 0, nv = 0, k;
+	int kills = 0;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	while (kills < max && poll(&pfd, 1, 0) == 0) {
+		killer_scan(target, seen, &nseen, v, &nv, &seed);
+		for (k = 0; k < nv && kills < max;) {
+			if (now_ns() < v[k].at) {
+				k++;
+				continue;
+			}
+			if (!syscall(SYS_pidfd_send_signal, v[k].pidfd, SIGKILL,
+				     NULL, 0))
+				kills++;
+			close(v[k].pidfd);
+			v[k] = v[--nv];
+		}
+		usleep((useconds_t)(rnd(&seed) % 300));
+	}
+	mpq_event_set(over);
+	return write(resfd, &kills, sizeof(kills)) == sizeof(kills) ? 0 : 1;
+}
+
+/* Start the killer (before the pool: no thread of ours is forked). */
+static int killer_start(struct killer *k, struct mpq_event *over,
+			uint64_t seed, int max)
+{
+	pid_t target = getpid();
+
+	if (pipe2(k->stop, O_CLOEXEC) || pipe2(k->res, O_CLOEXEC))
+		return -errno;
+	k->pid = fork();
+	if (k->pid < 0)
+		return -errno;
+	if (k->pid == 0)
+		_exit(killer_main(target, k->stop[0], k->res[1], seed, max,
+				  over));
+	close(k->stop[0]);
+	close(k->res[1]);
+	return 0;
+}
+
+/* Stop it; the number of signals it sent, or -1. */
+static int killer_stop(struct killer *k)
+{
+	int kills = -1;
+
+	/* Its poll sees the hang-up (a write could meet a killer gone). */
+	close(k->stop[1]);
+	if (read(k->res[0], &kills, sizeof(kills)) != sizeof(kills))
+		kills = -1;
+	close(k->res[0]);
+	if (wait_child(k->pid, 10000) != 0)
+		return -1;
+	return kills;
+}
+
+/*
+ * A map of n items while the killer sends max SIGKILLs to whatever
+ * workers it finds: every item has its value, or -EOWNERDEAD for an
+ * item whose worker was killed running it (at most one per kill), and
+ * the pool goes on once the killer stops.
+ */
+static void map_in_a_storm(struct __test_metadata *_metadata, int method,
+			   size_t n, int max)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 2,
+		.start_method = method,
+		.initializer = storm_init,
+	};
+	uint64_t seed = (uint64_t)now_ns() | 1;
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_async_result *r;
+	struct mpq_event *over;
+	struct killer k;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, dead = 0, wrong = 0;
+	const char *msg;
+	int err, kills;
+	int64_t v;
+
+	TH_LOG("killer seed %llu", (unsigned long long)seed);
+	ASSERT_EQ(0, items_make(&it, n));
+	for (i = 0; i < n; i++)
+		it.w[i].role = ROLE_STORM;
+	ASSERT_EQ(0, mpq_event_new(&over, NULL));
+	ASSERT_LT(0, mpq_event_export(over, handle, sizeof(handle)));
+	ASSERT_EQ(0, setenv(STORM_ENV, handle, 1));
+	ASSERT_EQ(0, killer_start(&k, over, seed, max));
+	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, n, 4, NULL, &r));
+	ASSERT_EQ(0, mpq_async_result_wait(r, 4 * BOUND));
+	kills = killer_stop(&k);
+	ASSERT_LE(0, kills);
+	for (i = 0; i < n; i++) {
+		v = value_of(r, i, &err);
+		if (err == -EOWNERDEAD &&
+		    mpq_async_result_error(r, i, &msg) == -EOWNERDEAD &&
+		    strstr(msg, "SIGKILL")) {
+			dead++;
+		} else if (err || v != (int64_t)i + 1) {
+			if (wrong++ < 3)
+				TH_LOG("item %zu: %d %s", i, err,
+				       mpq_async_result_error(r, i, &msg) ? msg : "");
+		}
+	}
+	TH_LOG("%d kills, %zu items died with their worker", kills, dead);
+	EXPECT_EQ(0, wrong);
+	EXPECT_LE(dead, (size_t)kills);
+	mpq_async_result_free(r);
+	/* The storm is over: the pool is whole. */
+	for (i = 0; i < n; i++)
+		it.w[i].role = ROLE_PLAIN;
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, n, 0, &r));
+	EXPECT_EQ(0, wrong_values(r, n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(STORM_ENV);
+	mpq_event_free(over);
+	items_free(&it);
+}
+
+TEST_F_TIMEOUT(method, workers_killed_at_random_instants_of_their_start_are_replaced, 600)
+{
+	map_in_a_storm(_metadata, variant->start_method, 4000, 40);
+}
+
 TEST_F(method, a_task_that_segfaults_fails_and_every_other_task_completes)
 {
 	struct mpq_async_result *r;
@@ -1082,6 +1386,294 @@ TEST_F(method, an_initializer_that_fails_fails_pool_new_with_its_code)
 	EXPECT_EQ(-ENOTSUP, mpq_pool_new(&p, &attr));
 	EXPECT_EQ(NULL, p);
 	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+}
+
+static struct mpq_pool *flaky_pool(int method, int processes,
+				   uint32_t maxtasks, const char *mode)
+{
+	struct mpq_pool_attr attr = {
+		.processes = processes,
+		.start_method = method,
+		.initializer = flaky_init,
+		.initarg = mode,
+		.initarg_len = 1,
+		.maxtasksperchild = maxtasks,
+	};
+	struct mpq_pool *p;
+
+	return mpq_pool_new(&p, &attr) ? NULL : p;
+}
+
+/* The event that makes flaky_init fail every time, named in INITBAD_ENV. */
+static struct mpq_event *initbad_event(void)
+{
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_event *e;
+
+	if (mpq_event_new(&e, NULL))
+		return NULL;
+	if (mpq_event_export(e, handle, sizeof(handle)) < 0 ||
+	    setenv(INITBAD_ENV, handle, 1)) {
+		mpq_event_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+/*
+ * Failures that pass are tried again: one in mpq_pool_new, then four
+ * among the replacements (maxtasksperchild 2), which may put one slot at
+ * three in a row but never both: nothing fails.
+ */
+TEST_F_TIMEOUT(method, an_initializer_that_fails_now_and_then_is_run_again_and_nothing_fails, 120)
+{
+	struct mpq_async_result *r;
+	struct mpq_queue *tokq;
+	struct mpq_pool *p;
+	struct items it;
+	size_t len = 1;
+	char c;
+	int i;
+
+	tokq = env_queue(TOKENQ_ENV, 8);
+	ASSERT_NE(NULL, tokq);
+	ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	p = flaky_pool(variant->start_method, 2, 2, "f");
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, mpq_queue_put(tokq, "f", 1, 0));
+	ASSERT_EQ(0, items_make(&it, 200));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(tokq);
+	unsetenv(TOKENQ_ENV);
+	items_free(&it);
+}
+
+/*
+ * Replacements whose initializer fails every time (mode "f": returns
+ * -ENOTSUP; "c": crashes): the work waiting fails with code, its message
+ * naming the initializer and how many times in a row it failed (three
+ * or more: one place may fail again while the other gets there), rather
+ * than waiting for ever; once the initializer works again, so does the
+ * pool.
+ */
+static void init_breaks_pool(struct __test_metadata *_metadata, int method,
+			     const char *mode, int code, const char *words)
+{
+	struct mpq_async_result *r;
+	struct mpq_event *bad;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, failed = 0, wrong = 0;
+	int64_t end, v;
+	const char *msg;
+	int err, ret;
+
+	bad = initbad_event();
+	ASSERT_NE(NULL, bad);
+	/* Each worker runs one task, then a replacement takes its place. */
+	p = flaky_pool(method, 2, 1, mode);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_event_set(bad));
+	ASSERT_EQ(0, items_make(&it, 50));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(code, mpq_async_result_get(r, BOUND));
+	for (i = 0; i < it.n; i++) {
+		v = value_of(r, i, &err);
+		if (!err && v == (int64_t)i + 1)
+			continue;
+		if (err == code && mpq_async_result_error(r, i, &msg) == code &&
+		    strstr(msg, words) && strstr(msg, "times in a row"))
+			failed++;
+		else if (wrong++ == 0)
+			TH_LOG("item %zu: %d %s", i, err,
+			       mpq_async_result_error(r, i, &msg) ? msg : "");
+	}
+	/* Only the two workers that were ready ran a task. */
+	EXPECT_EQ(0, wrong);
+	EXPECT_LE(it.n - 2, failed);
+	mpq_async_result_free(r);
+	/* Fixed: a worker starts again, and the pool is whole. */
+	ASSERT_EQ(0, mpq_event_clear(bad));
+	end = now_ns() + BOUND;
+	for (;;) {
+		ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL,
+						&r));
+		ret = mpq_async_result_get(r, BOUND);
+		if (ret != code || now_ns() > end)
+			break;
+		/* Work given while none is ready yet fails as before. */
+		mpq_async_result_free(r);
+		sleep_ms(10);
+	}
+	EXPECT_EQ(0, ret);
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(INITBAD_ENV);
+	mpq_event_free(bad);
+	items_free(&it);
+}
+
+TEST_F_TIMEOUT(method, an_initializer_that_always_fails_fails_the_work_waiting_and_says_why, 240)
+{
+	init_breaks_pool(_metadata, variant->start_method, "f", -ENOTSUP,
+			 "the initializer returned -95");
+}
+
+TEST_F_TIMEOUT(method, an_initializer_that_always_crashes_fails_the_work_waiting_and_says_why, 240)
+{
+	init_breaks_pool(_metadata, variant->start_method, "c", -ECHILD,
+			 "the initializer crashed with signal 11 (SIGSEGV)");
+}
+
+TEST_F_TIMEOUT(method, an_initializer_that_always_crashes_fails_pool_new_rather_than_hang, 120)
+{
+	struct mpq_event *bad = initbad_event();
+
+	ASSERT_NE(NULL, bad);
+	ASSERT_EQ(0, mpq_event_set(bad));
+	EXPECT_EQ(NULL, flaky_pool(variant->start_method, 2, 0, "c"));
+	EXPECT_EQ(0, mpq_active_children(NULL, 0));
+	unsetenv(INITBAD_ENV);
+	mpq_event_free(bad);
+}
+
+/*
+ * One slot's initializer failing again and again does not break a pool
+ * in which another slot can still start a worker: when the one ready
+ * worker dies, the work waits for its replacement instead of failing.
+ */
+TEST_F_TIMEOUT(method, while_one_slot_can_start_a_worker_the_work_waits_for_it, 120)
+{
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_async_result *r;
+	struct mpq_queue *pidq;
+	struct mpq_event *bad, *gate;
+	struct mpq_pool *p;
+	struct items it;
+	pid_t pids[2] = { 0, 0 }, pid;
+	size_t i, dead = 0, wrong = 0, len;
+	const void *v;
+	int err, k;
+
+	pidq = env_queue(PIDQ_ENV, 16);
+	ASSERT_NE(NULL, pidq);
+	bad = initbad_event();
+	ASSERT_NE(NULL, bad);
+	ASSERT_EQ(0, mpq_event_new(&gate, NULL));
+	ASSERT_LT(0, mpq_event_export(gate, handle, sizeof(handle)));
+	ASSERT_EQ(0, setenv(STORM_ENV, handle, 1));
+	p = flaky_pool(variant->start_method, 2, 0, "f");
+	ASSERT_NE(NULL, p);
+	/* The two workers' pids. */
+	ASSERT_EQ(0, items_make(&it, 400));
+	for (i = 0; i < 100; i++)
+		it.w[i].role = ROLE_PID;
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, 100, 1, &r));
+	for (i = 0; i < 100; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		memcpy(&pid, v, sizeof(pid));
+		if (pid != pids[0])
+			pids[pids[0] ? 1 : 0] = pid;
+	}
+	mpq_async_result_free(r);
+	ASSERT_LT(0, pids[1]);
+	/* Work that waits at the gate; both workers hold some of it. */
+	for (i = 0; i < it.n; i++)
+		it.w[i].role = ROLE_GATE;
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	/*
+	 * The second worker's place fails three times in a row: its fourth
+	 * try comes after the third failure was taken.
+	 */
+	ASSERT_EQ(0, mpq_event_set(bad));
+	ASSERT_EQ(0, kill(pids[1], SIGKILL));
+	for (k = 0; k < 4; k++)
+		ASSERT_LT(0, get_pid(pidq));
+	/* The one ready worker dies: the work waits for another. */
+	ASSERT_EQ(0, kill(pids[0], SIGKILL));
+	ASSERT_EQ(0, mpq_event_clear(bad));
+	ASSERT_EQ(0, mpq_event_set(gate));
+	ASSERT_EQ(0, mpq_async_result_wait(r, BOUND));
+	for (i = 0; i < it.n; i++) {
+		if (value_of(r, i, &err) == (int64_t)i + 1 && !err)
+			continue;
+		if (err == -EOWNERDEAD)
+			dead++;
+		else if (wrong++ == 0)
+			TH_LOG("item %zu: %d", i, err);
+	}
+	/* Only the items the two killed workers were running. */
+	EXPECT_EQ(0, wrong);
+	EXPECT_GE(2, dead);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	unsetenv(STORM_ENV);
+	unsetenv(INITBAD_ENV);
+	unsetenv(PIDQ_ENV);
+	mpq_event_free(gate);
+	mpq_event_free(bad);
+	mpq_queue_free(pidq);
+	items_free(&it);
+}
+
+/* The killer of workers paused in their initializer: n of them. */
+static int kill_reported(void *arg)
+{
+	struct mpq_queue *pidq = arg;
+	int i, n = 3;
+	pid_t pid;
+
+	/* A test that fails must not leave us holding the queue. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (i = 0; i < n; i++) {
+		pid = get_pid(pidq);
+		if (pid <= 0 || kill(pid, SIGKILL))
+			return 1;
+	}
+	return 0;
+}
+
+TEST_F_TIMEOUT(method, workers_killed_in_their_initializer_are_replaced_in_pool_new, 120)
+{
+	struct mpq_queue *pidq, *tokq;
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	size_t len = 1;
+	pid_t killer;
+	char c;
+	int i;
+
+	pidq = env_queue(PIDQ_ENV, 8);
+	tokq = env_queue(TOKENQ_ENV, 8);
+	ASSERT_NE(NULL, pidq);
+	ASSERT_NE(NULL, tokq);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, mpq_queue_put(tokq, "p", 1, 0));
+	killer = spawn(kill_reported, pidq);
+	ASSERT_LT(0, killer);
+	p = flaky_pool(variant->start_method, 2, 0, "f");
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(0, wait_child(killer, 60000));
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	ASSERT_EQ(0, items_make(&it, 1000));
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, it.n, 0, &r));
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(pidq);
+	mpq_queue_free(tokq);
+	unsetenv(PIDQ_ENV);
+	unsetenv(TOKENQ_ENV);
+	items_free(&it);
 }
 
 /* ---- one start method, or none ------------------------------------------ */
