@@ -747,6 +747,74 @@ TEST(closed_connections_are_ebadf_and_bad_arguments_einval)
 	mpq_conn_free(NULL);
 }
 
+/* The largest object the backend makes: the module's parameter, or 1 GiB. */
+static uint64_t max_object_bytes(int backend)
+{
+	unsigned long long v = 1ULL << 30;
+	FILE *f;
+
+	if (backend != MPQ_BACKEND_KMOD)
+		return v;
+	f = fopen("/sys/module/mpq/parameters/max_object_bytes", "r");
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 1ULL << 30;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * Both backends take the same ring sizes, with the module's errors: a
+ * power of two from MPQ_PIPE_RING_MIN (else -EINVAL) to MPQ_PIPE_RING_MAX
+ * (else -E2BIG), in a pipe (two rings and a page) no larger than the
+ * largest object (else -E2BIG): by default 1 GiB, so 256 MiB rings.
+ */
+TEST(ring_sizes_are_limited_alike_on_both_backends)
+{
+	static const uint32_t sizes[] = {
+		1U << 31, 1U << 30, 1U << 29, 1U << 28, 4096, 2048, 3 * 4096,
+		(1U << 31) + 4096,
+	};
+	int backends[2] = { 0, MPQ_BACKEND_MEMFD }, i, k, want, got;
+	uint64_t page = sysconf(_SC_PAGESIZE);
+
+	for (k = 0; k < 2; k++) {
+		struct mpq_pipe_attr attr = { .backend = backends[k] };
+		struct mpq_conn *a, *b;
+		int backend;
+
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
+		backend = mpq_conn_backend(a);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+		for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			uint32_t n = sizes[i];
+
+			if (n < MPQ_PIPE_RING_MIN || n & (n - 1))
+				want = -EINVAL;
+			else if (n > MPQ_PIPE_RING_MAX ||
+				 page + 2 * (uint64_t)n > max_object_bytes(backend))
+				want = -E2BIG;
+			else
+				want = 0;
+			attr.bufsize = n;
+			got = mpq_pipe(&a, &b, 0, &attr);
+			EXPECT_EQ(want, got) TH_LOG("backend %d, ring %u", backend, n);
+			if (!got) {
+				/* Taken, it works at both ends of the ring. */
+				char buf[8];
+				size_t len = sizeof(buf);
+
+				EXPECT_EQ(0, mpq_conn_send_bytes(b, "ok", 2, 0));
+				EXPECT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+				mpq_conn_free(a);
+				mpq_conn_free(b);
+			}
+		}
+	}
+}
+
 static int echo(void *arg)
 {
 	struct mpq_conn **ends = arg;
