@@ -491,12 +491,13 @@ static void conn_recv_done(struct mpq_conn *c, int drained)
 /*
  * A receive timed out with off bytes of a message of total taken into
  * dst: keep them in the connection for the next receive. A buffer of
- * ours (alloc) is kept as it is; the caller's is copied. Without the
- * memory the bytes are lost: -ENOMEM, and the next receive skips the
- * rest of the message.
+ * ours is kept as it is (and taken into from then on, so that receives
+ * that keep timing out copy nothing twice); the caller's is copied.
+ * Without the memory the bytes are lost: -ENOMEM, and the next receive
+ * skips the rest of the message.
  */
 static int conn_rx_keep(struct mpq_conn *c, unsigned char *dst,
-			uint64_t total, uint64_t off, int alloc)
+			uint64_t total, uint64_t off, int ours)
 {
 	c->rx_mid = 1;
 	c->rx_total = total;
@@ -504,11 +505,11 @@ static int conn_rx_keep(struct mpq_conn *c, unsigned char *dst,
 	c->rx_part = NULL;
 	if (!dst)
 		return 0;		/* skipping already */
-	if (alloc) {
+	if (ours) {
 		c->rx_part = dst;
 		return 0;
 	}
-	c->rx_part = malloc(total);
+	c->rx_part = malloc(total ? total : 1);
 	if (!c->rx_part)
 		return -ENOMEM;
 	memcpy(c->rx_part, dst, off);
@@ -522,7 +523,7 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 	uint64_t head, hdr, total, off;
 	unsigned char *dst;
 	struct mpq_frame f;
-	int drained = 0, ret, first, have, skip;
+	int drained = 0, ret, first, have, skip, ours;
 
 	ret = conn_check(c);
 	if (ret)
@@ -535,6 +536,7 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 again:
 	total = off = 0;
 	skip = 0;
+	ours = alloc;			/* dst is a buffer of ours */
 	dst = alloc ? NULL : buf;
 	if (c->rx_mid) {
 		/* Go on with the message a timed-out receive left. */
@@ -546,12 +548,10 @@ again:
 			*len = total;	/* it stays, as a whole one would */
 			ret = -EMSGSIZE;
 			goto out;
-		} else if (alloc) {
-			dst = c->rx_part;
-		} else {
-			memcpy(dst, c->rx_part, off);
-			free(c->rx_part);
 		}
+		/* Into the kept buffer; the caller's gets it when whole. */
+		dst = c->rx_part;
+		ours = 1;
 		c->rx_part = NULL;
 		c->rx_mid = 0;
 		head = load_relaxed(&c->rx->head);
@@ -609,7 +609,7 @@ again:
 	}
 	if (ret == -ETIMEDOUT || ret == -EAGAIN) {
 		/* Part-way: what was taken stays for the next receive. */
-		if (conn_rx_keep(c, dst, total, off, alloc))
+		if (conn_rx_keep(c, dst, total, off, ours))
 			ret = -ENOMEM;
 		goto out;
 	}
@@ -620,14 +620,18 @@ again:
 	if (ret == -ESHUTDOWN && !skip)
 		ret = -ECONNABORTED;
 	if (ret) {
-		if (alloc)
+		if (ours)
 			free(dst);
 		goto out;
 	}
 	if (skip)
 		goto again;		/* the lost message is gone: the next */
-	if (alloc)
+	if (alloc) {
 		*(void **)buf = dst;
+	} else if (ours) {
+		memcpy(buf, dst, total);
+		free(dst);
+	}
 	*len = total;
 out:
 	if (ret == -ESHUTDOWN)

@@ -629,6 +629,52 @@ TEST(recv_timeout_bounds_a_message_the_sender_stops_in)
 	mpq_conn_free(ends[1]);
 }
 
+/*
+ * Receives that give up over and over in the middle of a message (zero
+ * timeouts, alternating the two forms) still put it together whole.
+ */
+TEST(a_message_taken_by_many_zero_timeout_receives_arrives_intact)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16 * 1024 };
+	struct mpq_conn *ends[2];
+	size_t size = 4 << 20, len;
+	unsigned char *got = malloc(size), *want = malloc(size);
+	int n = 0, ret;
+	void *p = NULL;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	pid = spawn(send_big_forever, ends);
+	mpq_conn_close(ends[0]);
+	for (;; n++) {
+		len = size;
+		if (n & 1) {
+			ret = mpq_conn_recv_bytes(ends[1], &p, size, 0);
+			if (ret == (ssize_t)size)
+				break;
+		} else {
+			ret = mpq_conn_recv_bytes_into(ends[1], got, &len, 0);
+			if (ret == 0)
+				break;
+		}
+		ASSERT_EQ(-EAGAIN, ret);
+	}
+	fill(want, size, size);
+	if (n & 1) {
+		ASSERT_EQ(0, memcmp(p, want, size));
+	} else {
+		ASSERT_EQ(size, len);
+		ASSERT_EQ(0, memcmp(got, want, size));
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	TH_LOG("%d receives", n);
+	free(p);
+	free(got);
+	free(want);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
 static int fill_until_blocked(void *arg)
 {
 	struct mpq_conn **ends = arg;
