@@ -5,9 +5,11 @@
  * most: fork; the child keeps one end and the parent the other, each
  * closing the end it does not use, as with Python's Pipe.
  */
+#include <dirent.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 
 #include "kselftest_harness.h"
 #include "helpers.h"
@@ -881,6 +883,59 @@ TEST(ring_sizes_are_limited_alike_on_both_backends)
 			}
 		}
 	}
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/*
+ * In a child with too little address space for a 64 MiB ring, on each
+ * backend: the pipe fails with -ENOMEM and leaves no fd behind. Returns
+ * 0, or the step that went wrong.
+ */
+static int pipe_without_address_space(void *arg)
+{
+	int backends[2] = { 0, MPQ_BACKEND_MEMFD }, k, before, ret;
+	unsigned long vm_pages = 0;
+	struct rlimit rl;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%lu", &vm_pages) != 1)
+		return 1;
+	fclose(f);
+	rl.rlim_cur = rl.rlim_max = vm_pages * sysconf(_SC_PAGESIZE) + (16 << 20);
+	if (setrlimit(RLIMIT_AS, &rl))
+		return 2;
+	for (k = 0; k < 2; k++) {
+		struct mpq_pipe_attr attr = {
+			.bufsize = 64 << 20, .backend = backends[k],
+		};
+		struct mpq_conn *a, *b;
+
+		before = count_fds();
+		ret = mpq_pipe(&a, &b, 1, &attr);
+		if (ret != -ENOMEM)
+			return 10 + k;
+		if (count_fds() != before)
+			return 20 + k;
+	}
+	return 0;
+}
+
+/* Every error path of making a pipe undoes what it made. */
+TEST(a_pipe_that_cannot_be_mapped_fails_cleanly)
+{
+	ASSERT_EQ(0, wait_child(spawn(pipe_without_address_space, NULL), 10000));
 }
 
 static int echo(void *arg)
