@@ -901,7 +901,8 @@ static int pipe_memfd(struct mpq_conn *c[2], uint32_t ring_size, int duplex)
  * The ring sizes both backends take, checked before either is chosen and
  * with the module's errors: a power of two from MPQ_PIPE_RING_MIN, else
  * -EINVAL; above MPQ_PIPE_RING_MAX, -E2BIG. Each backend also bounds the
- * whole pipe (two rings and a page) as an object: see pipe_memfd().
+ * whole pipe (two rings and a page) as an object: see
+ * mpq_memfd_pipe_create().
  */
 static int mpq_pipe_ring_check(uint32_t ring_size)
 {
