@@ -532,13 +532,24 @@ int mpq_queue_import(struct mpq_queue **out, const char *handle);
  * then -EPIPE (Python's EOFError); a message cut short is never delivered;
  * a blocked call wakes at once. A connection must not be used by two
  * processes at the same time (as in Python: the data would interleave).
+ *
+ * A timeout bounds the whole call, however large the message. A send
+ * that times out before any of its message is visible withdraws it whole
+ * (always so for a message that fits in the ring: it waits for room for
+ * all of it). One larger than the ring streams; if it times out part-way
+ * the rest can never follow: that end's sending side is shut for good
+ * (its later sends: -EPIPE), and the receiver gets the messages before,
+ * -ECONNABORTED for the cut one (never a part of it), then -EPIPE. A
+ * receive that times out in the middle of a message keeps what it took
+ * in the connection; the next receive goes on with the same message.
  */
 struct mpq_conn;
 
 /* Zero-initialise; zero means the default; reserved fields must be 0. */
 struct mpq_pipe_attr {
 	uint32_t bufsize;	/* ring bytes per direction, a power of two,
-				   >= 4096 (default 256 KiB) */
+				   4096 to 256 MiB (default 256 KiB): see
+				   mpq_pipe() */
 	int32_t backend;	/* enum mpq_backend */
 	uint32_t flags;		/* none yet: must be 0 */
 	uint32_t __pad;
@@ -549,28 +560,41 @@ struct mpq_pipe_attr {
 /*
  * Make a pipe: *c1 and *c2 are its two ends. duplex: both send and
  * receive; else (Python's Pipe(False)) *c1 only receives and *c2 only
- * sends. Returns 0, -EINVAL, -ENODEV (kmod asked for, no /dev/mpq),
- * -EDQUOT (the module's per-user budget is spent), -ENOMEM, -EMFILE.
+ * sends. Both backends take the same ring sizes: a power of two from
+ * MPQ_PIPE_RING_MIN (4096), else -EINVAL; at most MPQ_PIPE_RING_MAX
+ * (1 GiB) and a pipe (two rings and a page) no larger than the largest
+ * object (1 GiB, the module's max_object_bytes), else -E2BIG: by default
+ * 256 MiB rings. Returns 0, -EINVAL, -E2BIG, -ENODEV (kmod asked for, no
+ * /dev/mpq), -EDQUOT (the module's per-user budget is spent), -ENOMEM,
+ * -EMFILE.
  */
 int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2, int duplex,
 	     const struct mpq_pipe_attr *attr);
 
 /*
- * Send len bytes as one message. timeout_ns bounds the wait for room for
- * its start; once part of a message is out, the call returns when all of
- * it is, or the other end is gone. With the module a send to an end that
- * is gone fails at once; without it, when it would have to wait for room.
- * Returns 0, -EPIPE (the other end is gone), -EAGAIN, -ETIMEDOUT, -EBADF
- * (closed, or the receiving end of a one-way pipe), -EINVAL.
+ * Send len bytes as one message, within timeout_ns for all of it (see
+ * above for a message larger than the ring that times out part-way). A
+ * zero timeout never waits: a message larger than the free room is
+ * -EAGAIN, withdrawn. With the module a send to an end that is gone
+ * fails at once; without it, when it would have to wait for room.
+ * Returns 0, -EPIPE (the other end is gone, or this end's sending side
+ * was shut by a cut message), -EAGAIN, -ETIMEDOUT (withdrawn, or cut and
+ * shut), -EBADF (closed, or the receiving end of a one-way pipe),
+ * -EINVAL.
  */
 int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf, size_t len,
 			int64_t timeout_ns);
 
 /*
- * Receive one message into buf. *len is in: the room, out: the message's
- * length. Returns 0, -EMSGSIZE (buf too short: *len is set to the size
- * needed, and the message stays), -EPIPE (nothing left and the other end
- * is gone), -EAGAIN, -ETIMEDOUT, -EBADF, -EINVAL, -EUCLEAN (corrupt).
+ * Receive one message into buf, within timeout_ns for all of it. *len is
+ * in: the room, out: the message's length. After an error the contents
+ * of buf are unspecified. Returns 0, -EMSGSIZE (buf too short: *len is
+ * set to the size needed, and the message stays), -EPIPE (nothing left
+ * and the other end is gone, or its sending side is shut), -EAGAIN and
+ * -ETIMEDOUT (in the middle of a message: what was taken is kept for the
+ * next receive), -ECONNABORTED (the sender cut this message short: it is
+ * dropped), -ENOMEM (timed out mid-message with no memory to keep it:
+ * the message is lost), -EBADF, -EINVAL, -EUCLEAN (corrupt).
  */
 int mpq_conn_recv_bytes_into(struct mpq_conn *c, void *buf, size_t *len,
 			     int64_t timeout_ns);

@@ -79,6 +79,34 @@ static int mpq_block_file_info(struct mpq_block *b, int need_seals)
 	return 0;
 }
 
+/* Undo a half-made block: nothing of it stays open or mapped. */
+static int mpq_block_undo(struct mpq_block *b, int ret)
+{
+	if (b->map)
+		munmap(b->map, b->map_size);
+	if (b->fd >= 0)
+		close(b->fd);
+	b->map = NULL;
+	b->fd = -1;
+	return ret;
+}
+
+/*
+ * Undo a block that this call made under a name, and the name: closing
+ * frees a module block and its name unless persistent (or someone opened
+ * it meanwhile), a /dev/shm file lives on until unlinked. Either way
+ * another create of the name must not find it.
+ */
+static int mpq_block_undo_named(struct mpq_block *b, const char *name,
+				uint32_t flags, int ret)
+{
+	mpq_block_undo(b, ret);
+	if ((flags & (MPQ_SHM_CREAT | MPQ_SHM_EXCL)) ==
+	    (MPQ_SHM_CREAT | MPQ_SHM_EXCL))
+		mpq_block_unlink(name, b->backend);
+	return ret;
+}
+
 static int mpq_block_kmod_open(struct mpq_block *b, uint64_t bytes,
 			       const char *name, uint32_t flags, uint32_t mode,
 			       uint32_t kind)
@@ -96,12 +124,13 @@ static int mpq_block_kmod_open(struct mpq_block *b, uint64_t bytes,
 	if (ret < 0)
 		return ret;
 	b->fd = ret;
+	b->backend = MPQ_BACKEND_KMOD;
 	ret = mpq_block_kmod_info(b);
 	if (!ret)
 		ret = mpq_block_map(b);
-	if (ret)
-		close(b->fd);
-	return ret;
+	if (ret && name)
+		return mpq_block_undo_named(b, name, flags, ret);
+	return ret ? mpq_block_undo(b, ret) : 0;
 }
 
 static int mpq_block_memfd_new(struct mpq_block *b, uint64_t bytes,
@@ -125,8 +154,7 @@ static int mpq_block_memfd_new(struct mpq_block *b, uint64_t bytes,
 	if (!ret)
 		return 0;
 err:
-	close(b->fd);
-	return ret;
+	return mpq_block_undo(b, ret);
 }
 
 /*
@@ -173,11 +201,7 @@ int mpq_block_from_fd(struct mpq_block *b, int fd)
 		ret = mpq_block_file_info(b, 1);
 	if (!ret)
 		ret = mpq_block_map(b);
-	if (ret) {
-		close(b->fd);
-		b->fd = -1;
-	}
-	return ret;
+	return ret ? mpq_block_undo(b, ret) : 0;
 }
 
 /*
@@ -210,6 +234,7 @@ int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
 	b->fd = shm_open(path, oflags, mode);
 	if (b->fd < 0)
 		return -errno;
+	b->backend = MPQ_BACKEND_MEMFD;
 	/*
 	 * A block just created has size 0: give it its size. One that
 	 * someone else is creating may still be 0: that is -EAGAIN.
@@ -231,9 +256,7 @@ int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
 	if (!ret)
 		return 0;
 err:
-	close(b->fd);
-	b->fd = -1;
-	return ret;
+	return mpq_block_undo_named(b, name, flags, ret);
 }
 
 /* Remove a name: the module's, or the /dev/shm file. */

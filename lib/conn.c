@@ -25,6 +25,16 @@
  * Either way a reader gets every message completed before the hang-up,
  * then -EPIPE; a message cut short by it is dropped, never delivered.
  *
+ * Timeouts bound the whole call. A send waits for room for all of a
+ * message that fits in the ring before any of it is visible, so a timeout
+ * withdraws it whole. A larger one streams; if its send times out with
+ * part of it out, the rest can never follow: the end shuts its ring for
+ * good (shut[] in <linux/mpq.h>, and an MPQ_FRAME_ABORT frame once there is
+ * room), the receiver gets -ECONNABORTED for the cut message and -EPIPE
+ * after it, and further sends are -EPIPE. A receive that times out in the
+ * middle of a message keeps what it took (in the connection), and the
+ * next receive goes on with the same message.
+ *
  * Wake-ups follow the queue's rule: a sleeper announces itself (a bit in
  * its ring's "wanted" word, set by the kernel's ->poll() or by the sleeper)
  * before its last look; a writer or reader that moved a position issues a
@@ -70,7 +80,19 @@ struct mpq_conn {
 	int bell_rx_space, bell_tx_data;/* memfd: the doorbells we ring */
 	int epfd;			/* memfd: fileno(), made on demand */
 	int64_t spin_ns;
+	/*
+	 * A message that a timed-out receive took part of: its length, the
+	 * bytes taken, and those bytes (a buffer of rx_total); rx_part NULL
+	 * when they could not be kept: the rest of it is skipped.
+	 */
+	int rx_mid;
+	uint64_t rx_total, rx_off;
+	unsigned char *rx_part;
 };
+
+/* shut[] of an end's ring: its ABORT frame is still to be written, or is. */
+#define CONN_SHUT_PENDING	1U
+#define CONN_SHUT_DONE		2U
 
 static uint64_t align8(uint64_t x)
 {
@@ -185,11 +207,33 @@ static int conn_ready(struct mpq_conn *c, int in, uint64_t need)
 	return tail - c->tx_head <= c->size - need;
 }
 
+/* Has the writer of rx shut it (see shut[] in <linux/mpq.h>)? */
+static int conn_rx_shut(struct mpq_conn *c)
+{
+	return load_acquire(&c->shm->shut[!c->end]) != 0;
+}
+
+/*
+ * Not ready: is it for good? -ESHUTDOWN (in: the writer shut rx and all
+ * it wrote is taken), -EPIPE (the other end is gone), 0 (ready after all)
+ * or 1 (worth waiting). The acquire of shut comes before the last look
+ * at the ring: all that was written before the shut is seen.
+ */
+static int conn_final(struct mpq_conn *c, int in, uint64_t need)
+{
+	if (in && conn_rx_shut(c))
+		return conn_ready(c, in, need) ? 0 : -ESHUTDOWN;
+	if (conn_peer_gone(c))
+		return conn_ready(c, in, need) ? 0 : -EPIPE;
+	return 1;
+}
+
 /*
  * Wait until rx holds a frame (in) or tx has need bytes free (!in).
  * Returns 0, -EPIPE (the other end is gone; for in, once rx is empty),
- * -EAGAIN (deadline 0 would be passed at once), -ETIMEDOUT, -EINTR never
- * (retried). *drained tells a memfd reader that it took the doorbell.
+ * -ESHUTDOWN (in: rx is empty and its writer shut it), -EAGAIN (the
+ * deadline is passed already), -ETIMEDOUT, -EINTR never (retried).
+ * *drained tells a memfd reader that it took the doorbell.
  */
 static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 		     int64_t deadline, int *drained)
@@ -198,13 +242,15 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 	uint32_t bit = in ? MPQ_POLL_IN : MPQ_POLL_OUT;
 	int64_t start;
 	unsigned int i;
+	int ret;
 
 	if (likely(conn_ready(c, in, need)))
 		return 0;
 	start = mpq_now_ns();
 	if (deadline == 0 || (deadline > 0 && deadline <= start)) {
-		if (conn_peer_gone(c))
-			return conn_ready(c, in, need) ? 0 : -EPIPE;
+		ret = conn_final(c, in, need);
+		if (ret <= 0)
+			return ret;
 		if (in && c->backend == MPQ_BACKEND_MEMFD &&
 		    bell_drain(c->bell_rx)) {
 			/* A stale doorbell: see mpq_conn_fileno(). */
@@ -223,7 +269,8 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 				if (conn_ready(c, in, need))
 					return 0;
 			}
-			if (load_relaxed(&c->shm->closed[!c->end]))
+			if (load_relaxed(&c->shm->closed[!c->end]) ||
+			    (in && load_relaxed(&c->shm->shut[!c->end])))
 				break;
 			if (mpq_now_ns() - start > 500)
 				sched_yield();
@@ -236,6 +283,9 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 		struct timespec ts, *tsp = NULL;
 		int n;
 
+		/* After the fence that followed our last move of head. */
+		if (in && conn_rx_shut(c))
+			return conn_ready(c, in, need) ? 0 : -ESHUTDOWN;
 		if (deadline >= 0) {
 			left = deadline - mpq_now_ns();
 			if (left <= 0)
@@ -279,12 +329,63 @@ static int conn_check(struct mpq_conn *c)
 	return 0;
 }
 
+/*
+ * Bytes of ring a message of len bytes takes, in frames (see the send
+ * loop), or UINT64_MAX if that is more than the ring.
+ */
+static uint64_t conn_frames_size(struct mpq_conn *c, uint64_t len)
+{
+	uint64_t full = len / c->max_frame, rest = len % c->max_frame;
+
+	if (len >= c->size)
+		return UINT64_MAX;
+	return sizeof(uint64_t) + full * (sizeof(struct mpq_frame) + c->max_frame) +
+	       (rest || !len ? sizeof(struct mpq_frame) + align8(rest) : 0);
+}
+
+/*
+ * End this end's cut message with an MPQ_FRAME_ABORT frame, if that is
+ * still to do and there is room; it stays in the ring for good, the end
+ * of file of a shut ring that poll() and the module see as data.
+ */
+static void conn_tx_abort_frame(struct mpq_conn *c)
+{
+	struct mpq_frame f = { .len = 0, .flags = MPQ_FRAME_ABORT };
+	uint64_t pos;
+
+	if (load_relaxed(&c->shm->shut[c->end]) != CONN_SHUT_PENDING ||
+	    !conn_ready(c, 0, sizeof(f)))
+		return;
+	pos = c->tx->tail;
+	*(struct mpq_frame *)ring_at(c->tx_data, c->size, pos) = f;
+	store_release(&c->tx->tail, pos + sizeof(f));
+	store_release(&c->shm->shut[c->end], CONN_SHUT_DONE);
+	conn_notify(c, c->tx, MPQ_POLL_IN, pos);
+}
+
+/*
+ * A send gave up with part of its message out: the rest can never follow,
+ * and nothing may follow it, so this end's ring is shut for good. A
+ * reader that took everything and sleeps would never learn it from the
+ * flag alone (with the module it sleeps in poll(), which sees only the
+ * ring), so the ABORT frame wakes it; if the ring is full, the reader is
+ * not asleep and sees the flag when it has emptied the ring: the flag is
+ * stored, then the fence, then the look at head, as the reader moves
+ * head, fences (conn_notify), then looks at the flag (conn_wait).
+ */
+static void conn_tx_shut(struct mpq_conn *c)
+{
+	store_release(&c->shm->shut[c->end], CONN_SHUT_PENDING);
+	full_fence();
+	conn_tx_abort_frame(c);
+}
+
 MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 				   size_t len, int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	const unsigned char *p = buf;
-	uint64_t total = len, off = 0;
+	uint64_t total = len, off = 0, all;
 	int first = 1, drained = 0, ret;
 
 	ret = conn_check(c);
@@ -296,6 +397,27 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 		return -EINVAL;
 	if (load_relaxed(&c->shm->closed[!c->end]))
 		return -EPIPE;
+	if (load_relaxed(&c->shm->shut[c->end])) {
+		conn_tx_abort_frame(c);	/* if there was no room for it then */
+		return -EPIPE;
+	}
+
+	/*
+	 * With a timeout, a message that fits in the ring goes whole or not
+	 * at all: room for all of it first, so that no timeout can cut it.
+	 * A larger one streams, and cannot go without waiting for the
+	 * reader: a deadline already passed refuses it before it begins.
+	 */
+	if (deadline >= 0) {
+		all = conn_frames_size(c, total);
+		if (all <= c->size) {
+			ret = conn_wait(c, 0, all, deadline, &drained);
+			if (ret)
+				return ret;
+		} else if (mpq_now_ns() >= deadline) {
+			return conn_peer_gone(c) ? -EPIPE : -EAGAIN;
+		}
+	}
 
 	do {
 		uint64_t chunk = total - off, hdr, need, pos;
@@ -305,14 +427,14 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 			chunk = c->max_frame;
 		hdr = sizeof(f) + (first ? sizeof(total) : 0);
 		need = hdr + align8(chunk);
-		/*
-		 * The timeout bounds the wait for room for the first frame;
-		 * once part of a message is out, the rest follows, or the
-		 * reader is gone.
-		 */
-		ret = conn_wait(c, 0, need, first ? deadline : -1, &drained);
-		if (ret)
-			return ret;
+		/* The deadline bounds the whole message, not its first frame. */
+		ret = conn_wait(c, 0, need, deadline, &drained);
+		if (ret && first)
+			return ret;	/* nothing of it is visible: withdrawn */
+		if (ret) {
+			conn_tx_shut(c);
+			return ret == -EAGAIN ? -ETIMEDOUT : ret;
+		}
 		pos = c->tx->tail;
 		f.len = (uint32_t)chunk;
 		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
@@ -332,7 +454,10 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	return 0;
 }
 
-/* Read the frame header at head; 0, or -EUCLEAN if it cannot be right. */
+/*
+ * Read the frame header at head; 0, -ESHUTDOWN (an ABORT frame: the
+ * message is cut, the ring shut), or -EUCLEAN if it cannot be right.
+ */
 static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
 		      uint64_t *total, int first)
 {
@@ -341,6 +466,8 @@ static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
 	if (avail < sizeof(*f) || avail > c->size)
 		return -EUCLEAN;
 	*f = *(struct mpq_frame *)ring_at(c->rx_data, c->size, head);
+	if (f->flags == MPQ_FRAME_ABORT && !f->len)
+		return -ESHUTDOWN;
 	if (!!(f->flags & MPQ_FRAME_FIRST) != first ||
 	    f->flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
 	    f->len > c->max_frame)
@@ -361,14 +488,42 @@ static void conn_recv_done(struct mpq_conn *c, int drained)
 		bell_ring(c->bell_rx);
 }
 
+/*
+ * A receive timed out with off bytes of a message of total taken into
+ * dst: keep them in the connection for the next receive. A buffer of
+ * ours is kept as it is (and taken into from then on, so that receives
+ * that keep timing out copy nothing twice); the caller's is copied.
+ * Without the memory the bytes are lost: -ENOMEM, and the next receive
+ * skips the rest of the message.
+ */
+static int conn_rx_keep(struct mpq_conn *c, unsigned char *dst,
+			uint64_t total, uint64_t off, int ours)
+{
+	c->rx_mid = 1;
+	c->rx_total = total;
+	c->rx_off = off;
+	c->rx_part = NULL;
+	if (!dst)
+		return 0;		/* skipping already */
+	if (ours) {
+		c->rx_part = dst;
+		return 0;
+	}
+	c->rx_part = malloc(total ? total : 1);
+	if (!c->rx_part)
+		return -ENOMEM;
+	memcpy(c->rx_part, dst, off);
+	return 0;
+}
+
 static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 		     int64_t timeout_ns, int alloc)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
-	uint64_t head, total = 0, off = 0;
-	unsigned char *dst = buf;
+	uint64_t head, hdr, total, off;
+	unsigned char *dst;
 	struct mpq_frame f;
-	int drained = 0, ret;
+	int drained = 0, ret, first, have, skip, ours;
 
 	ret = conn_check(c);
 	if (ret)
@@ -378,34 +533,70 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 	if (!len || (!buf && !alloc))
 		return -EINVAL;
 
-	ret = conn_wait(c, 1, 0, deadline, &drained);
-	if (ret)
-		goto out;
-	head = c->rx->head;
-	ret = conn_frame(c, head, &f, &total, 1);
-	if (ret)
-		goto out;
-	if (total > *len) {
-		*len = total;		/* the message stays for a bigger buffer */
-		ret = -EMSGSIZE;
-		goto out;
-	}
-	if (alloc) {
-		dst = malloc(total ? total : 1);
-		if (!dst) {
-			ret = -ENOMEM;
+again:
+	total = off = 0;
+	skip = 0;
+	ours = alloc;			/* dst is a buffer of ours */
+	dst = alloc ? NULL : buf;
+	if (c->rx_mid) {
+		/* Go on with the message a timed-out receive left. */
+		total = c->rx_total;
+		off = c->rx_off;
+		if (!c->rx_part) {
+			skip = 1;	/* lost (-ENOMEM then): skip the rest */
+		} else if (total > *len) {
+			*len = total;	/* it stays, as a whole one would */
+			ret = -EMSGSIZE;
 			goto out;
 		}
-		*(void **)buf = dst;
+		/* Into the kept buffer; the caller's gets it when whole. */
+		dst = c->rx_part;
+		ours = 1;
+		c->rx_part = NULL;
+		c->rx_mid = 0;
+		head = load_relaxed(&c->rx->head);
+		first = have = 0;
+	} else {
+		ret = conn_wait(c, 1, 0, deadline, &drained);
+		if (ret)
+			goto out;
+		head = c->rx->head;
+		ret = conn_frame(c, head, &f, &total, 1);
+		if (ret)
+			goto out;
+		if (total > *len) {
+			*len = total;	/* the message stays for a bigger buffer */
+			ret = -EMSGSIZE;
+			goto out;
+		}
+		if (alloc) {
+			dst = malloc(total ? total : 1);
+			if (!dst) {
+				ret = -ENOMEM;
+				goto out;
+			}
+		}
+		first = have = 1;
 	}
-	for (;;) {
-		uint64_t hdr = sizeof(f) + (off ? 0 : sizeof(total));
+	if (skip)
+		dst = NULL;
 
+	for (;; first = have = 0) {
+		if (!have) {
+			/* The rest is on its way; the deadline still holds. */
+			ret = conn_wait(c, 1, 0, deadline, &drained);
+			if (!ret)
+				ret = conn_frame(c, head, &f, &total, 0);
+			if (ret)
+				break;
+		}
+		hdr = sizeof(f) + (first ? sizeof(total) : 0);
 		if (off + f.len > total) {
 			ret = -EUCLEAN;
 			break;
 		}
-		ring_read(c, head + hdr, dst + off, f.len);
+		if (dst)
+			ring_read(c, head + hdr, dst + off, f.len);
 		off += f.len;
 		head += hdr + align8(f.len);
 		/* Pairs with the acquire of head in conn_ready(). */
@@ -415,21 +606,36 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 			ret = off == total ? 0 : -EUCLEAN;
 			break;
 		}
-		/* The rest is on its way: no timeout, only the hang-up. */
-		ret = conn_wait(c, 1, 0, -1, &drained);
-		if (ret)
-			break;		/* -EPIPE: the message is dropped */
-		ret = conn_frame(c, head, &f, &total, 0);
-		if (ret)
-			break;
 	}
-	if (ret && alloc) {
+	if (ret == -ETIMEDOUT || ret == -EAGAIN) {
+		/* Part-way: what was taken stays for the next receive. */
+		if (conn_rx_keep(c, dst, total, off, ours))
+			ret = -ENOMEM;
+		goto out;
+	}
+	/*
+	 * The cut message of a shut ring is -ECONNABORTED, once, and never a
+	 * part of it; one already reported lost ends as the end of file.
+	 */
+	if (ret == -ESHUTDOWN && !skip)
+		ret = -ECONNABORTED;
+	if (ret) {
+		if (ours)
+			free(dst);
+		goto out;
+	}
+	if (skip)
+		goto again;		/* the lost message is gone: the next */
+	if (alloc) {
+		*(void **)buf = dst;
+	} else if (ours) {
+		memcpy(buf, dst, total);
 		free(dst);
-		*(void **)buf = NULL;
 	}
-	if (!ret)
-		*len = total;
+	*len = total;
 out:
+	if (ret == -ESHUTDOWN)
+		ret = -EPIPE;		/* between messages: nothing more comes */
 	if (c->backend == MPQ_BACKEND_MEMFD)
 		conn_recv_done(c, drained);
 	return ret;
@@ -467,7 +673,7 @@ MPQ_EXPORT int mpq_conn_poll(struct mpq_conn *c, int64_t timeout_ns)
 	if (c->backend == MPQ_BACKEND_MEMFD)
 		conn_recv_done(c, drained);
 	/* Readable, or at end of file: recv will not block either way. */
-	if (ret == 0 || ret == -EPIPE)
+	if (ret == 0 || ret == -EPIPE || ret == -ESHUTDOWN)
 		return 1;
 	if (ret == -EAGAIN || ret == -ETIMEDOUT)
 		return 0;
@@ -528,7 +734,7 @@ int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np)
 	if (!c->rx)
 		return -EBADF;
 	*np = 0;
-	if (conn_ready(c, 1, 0) || conn_peer_gone(c))
+	if (conn_ready(c, 1, 0) || conn_rx_shut(c) || conn_peer_gone(c))
 		return 1;
 	if (c->backend == MPQ_BACKEND_KMOD) {
 		p[0].fd = c->fd;	/* its ->poll() asks for the wake-up */
@@ -572,6 +778,9 @@ MPQ_EXPORT int mpq_conn_close(struct mpq_conn *c)
 	munmap(c->shm, c->map_size);
 	c->shm = NULL;
 	conn_close_fds(c);
+	free(c->rx_part);		/* a message part-taken is dropped */
+	c->rx_part = NULL;
+	c->rx_mid = 0;
 	c->closed = 1;
 	return 0;
 }
@@ -688,6 +897,22 @@ static int pipe_memfd(struct mpq_conn *c[2], uint32_t ring_size, int duplex)
 	return ret;
 }
 
+/*
+ * The ring sizes both backends take, checked before either is chosen and
+ * with the module's errors: a power of two from MPQ_PIPE_RING_MIN, else
+ * -EINVAL; above MPQ_PIPE_RING_MAX, -E2BIG. Each backend also bounds the
+ * whole pipe (two rings and a page) as an object: see
+ * mpq_memfd_pipe_create().
+ */
+static int mpq_pipe_ring_check(uint32_t ring_size)
+{
+	if (ring_size < MPQ_PIPE_RING_MIN || ring_size & (ring_size - 1))
+		return -EINVAL;
+	if (ring_size > MPQ_PIPE_RING_MAX)
+		return -E2BIG;
+	return 0;
+}
+
 MPQ_EXPORT int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2,
 			int duplex, const struct mpq_pipe_attr *attr)
 {
@@ -706,8 +931,9 @@ MPQ_EXPORT int mpq_pipe(struct mpq_conn **c1, struct mpq_conn **c2,
 		if (attr->__reserved[i])
 			return -EINVAL;
 	ring_size = attr->bufsize ? attr->bufsize : MPQ_PIPE_DEFAULT_RING;
-	if (ring_size < 4096 || ring_size & (ring_size - 1))
-		return -EINVAL;
+	ret = mpq_pipe_ring_check(ring_size);
+	if (ret)
+		return ret;
 	backend = mpq_backend_resolve(attr->backend);
 	if (backend < 0)
 		return backend;

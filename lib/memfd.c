@@ -103,7 +103,12 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 	return 0;
 }
 
-/* A pipe's region in a sealed memfd, laid out as the module lays it out. */
+/*
+ * A pipe's region in a sealed memfd, laid out as the module lays it out,
+ * and bounded as the module bounds an object by default (its parameter
+ * max_object_bytes): -E2BIG past MPQ_BLOCK_MAX_BYTES, so that a ring size
+ * one backend takes the other takes too.
+ */
 int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
 			  struct mpq_pipe_geom *g)
 {
@@ -115,6 +120,8 @@ int mpq_memfd_pipe_create(uint32_t ring_size, int duplex, int *fd,
 	g->data_off[0] = page;
 	g->data_off[1] = page + ring_size;
 	g->map_size = page + 2 * (uint64_t)ring_size;
+	if (g->map_size > MPQ_BLOCK_MAX_BYTES)
+		return -E2BIG;
 
 	mfd = memfd_create("mpq-pipe", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (mfd < 0)
@@ -161,7 +168,9 @@ int mpq_memfd_pipe_info(int fd, struct mpq_pipe_geom *g, uint32_t *flags)
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
 	    hdr.magic != MPQ_PIPE_MAGIC)
 		return -EINVAL;
-	if (hdr.version != MPQ_PIPE_VERSION || hdr.ring_size < 4096 ||
+	if (hdr.version != MPQ_PIPE_VERSION ||
+	    hdr.ring_size < MPQ_PIPE_RING_MIN ||
+	    hdr.ring_size > MPQ_PIPE_RING_MAX ||
 	    hdr.ring_size & (hdr.ring_size - 1) ||
 	    hdr.data_off[0] != page || hdr.data_off[1] != page + hdr.ring_size ||
 	    hdr.map_size != page + 2 * (uint64_t)hdr.ring_size ||

@@ -5,9 +5,11 @@
  * most: fork; the child keeps one end and the parent the other, each
  * closing the end it does not use, as with Python's Pipe.
  */
+#include <dirent.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 
 #include "kselftest_harness.h"
 #include "helpers.h"
@@ -343,6 +345,338 @@ TEST(peer_killed_mid_send_whole_messages_arrive_the_cut_one_never)
 	mpq_conn_free(ends[1]);
 }
 
+/* ---- timeouts bound the whole call ------------------------------------ */
+
+/*
+ * Wait up to ms for one byte on fd (a child's report). 1 if it came, 0 if
+ * not: the hang guard of the timeout tests, so that a call that never
+ * returns fails its test instead of wedging the run.
+ */
+static int report_within(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char x;
+
+	return poll(&p, 1, ms) == 1 && read(fd, &x, 1) == 1;
+}
+
+struct sender_report {
+	int first, next, recv, last;	/* what the sender's calls returned */
+	int64_t took_ns;		/* how long the timed-out send took */
+};
+
+/*
+ * The sender: a message far larger than the ring, with a 200 ms timeout,
+ * to a receiver that reads nothing; then a small one; report; then
+ * receive one message the other way (the direction back still works).
+ */
+static int send_big_with_a_timeout(struct mpq_conn *c, struct sender_report *r,
+				   int report_fd)
+{
+	size_t size = 4 << 20;
+	void *big = calloc(1, size);
+	char buf[8];
+	size_t len = sizeof(buf);
+	int64_t t0 = now_ns();
+
+	r->first = mpq_conn_send_bytes(c, big, size, 200 * NSEC_PER_MSEC);
+	r->took_ns = now_ns() - t0;
+	r->next = mpq_conn_send_bytes(c, "x", 1, 0);
+	if (write(report_fd, "r", 1) != 1)
+		return 1;
+	r->recv = mpq_conn_recv_bytes_into(c, buf, &len, 10 * NSEC_PER_SEC);
+	if (!r->recv && (len != 1 || buf[0] != 'y'))
+		r->recv = -EBADMSG;
+	/* Now that the ring has room, this also ends the cut message. */
+	r->last = mpq_conn_send_bytes(c, "x", 1, 0);
+	if (write(report_fd, "r", 1) != 1)
+		return 1;
+	len = sizeof(buf);
+	mpq_conn_recv_bytes_into(c, buf, &len, 10 * NSEC_PER_SEC);
+	free(big);
+	return 0;
+}
+
+/*
+ * A receiver that stops reading in the middle of a message, after a
+ * first message of before bytes: see the two tests below.
+ */
+static void cut_by_a_send_timeout(struct __test_metadata *_metadata,
+				  size_t before)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 64 * 1024 };
+	struct pollfd pfd = { .events = POLLIN };
+	static char buf[20000];
+	struct sender_report *r;
+	struct mpq_conn *a, *b;
+	void *p = NULL;
+	int rep[2];
+	size_t len;
+	pid_t pid;
+
+	r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, r);
+	ASSERT_EQ(0, pipe(rep));
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
+	ASSERT_EQ(0, mpq_conn_send_bytes(a, buf, before, 0));
+	pfd.fd = mpq_conn_fileno(b);
+	ASSERT_LE(0, pfd.fd);
+	pid = fork();
+	if (pid == 0) {
+		mpq_conn_close(b);
+		_exit(send_big_with_a_timeout(a, r, rep[1]));
+	}
+	mpq_conn_close(a);
+	ASSERT_TRUE(report_within(rep[0], 10000)) {
+		TH_LOG("the send with a 200 ms timeout did not return in 10 s");
+		kill(pid, SIGKILL);
+		wait_child(pid, 1000);
+	}
+	ASSERT_EQ(-ETIMEDOUT, r->first);
+	ASSERT_GE(r->took_ns, 200 * NSEC_PER_MSEC);
+	ASSERT_EQ(-EPIPE, r->next);
+	/* The receiver: what came before, then the cut message as an error. */
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(before, len);
+	ASSERT_EQ(-ECONNABORTED, mpq_conn_recv_bytes(b, &p, 8 << 20,
+						     5 * NSEC_PER_SEC));
+	ASSERT_EQ(NULL, p);
+	ASSERT_EQ(1, mpq_conn_poll(b, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(b, buf, &len, MPQ_FOREVER));
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	/*
+	 * The module's poll() sees only the ring: the end of file shows
+	 * there once the ABORT frame is in it, at once if there was room,
+	 * else at the sender's next call (without the module a wake-up may
+	 * be spurious: nothing to check before).
+	 */
+	if (mpq_conn_backend(b) == MPQ_BACKEND_KMOD)
+		ASSERT_EQ(before > 1000 ? 0 : 1, poll(&pfd, 1, 0));
+	/* The way back is not shut. */
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, "y", 1, 0));
+	ASSERT_TRUE(report_within(rep[0], 10000));
+	ASSERT_EQ(0, r->recv);
+	ASSERT_EQ(-EPIPE, r->last);
+	/* The sender is still there: the end of file is the ABORT frame. */
+	ASSERT_EQ(1, poll(&pfd, 1, 0));
+	ASSERT_EQ(1, mpq_conn_poll(b, 0));
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, "z", 1, 0));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+	close(rep[0]);
+	close(rep[1]);
+	munmap(r, sizeof(*r));
+}
+
+/*
+ * A receiver that stops reading in the middle of a message: the sender's
+ * timeout still bounds its send (-ETIMEDOUT), and since part of the
+ * message was out, its sending side is shut: its later sends are -EPIPE;
+ * the receiver gets the messages before, then -ECONNABORTED for the cut
+ * one (never a part of it), then -EPIPE; the other direction still works.
+ */
+TEST(send_timeout_bounds_a_message_the_receiver_stops_reading)
+{
+	cut_by_a_send_timeout(_metadata, 6);
+}
+
+/*
+ * The same with the ring full to the last byte when the send gives up
+ * (16 + 16336 bytes, then frames of 16400 and 2 x 16392 fill 64 KiB):
+ * no room for the ABORT frame, so the receiver learns of the cut from
+ * the flag, and the sender's next call writes the frame.
+ */
+TEST(a_cut_message_in_a_full_ring_is_reported_all_the_same)
+{
+	cut_by_a_send_timeout(_metadata, 16336);
+}
+
+static int send_fitting_with_a_timeout(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static char big[3000];
+	int ret;
+
+	mpq_conn_close(ends[1]);
+	ret = mpq_conn_send_bytes(ends[0], big, sizeof(big),
+				  200 * NSEC_PER_MSEC);
+	if (ret != -ETIMEDOUT)
+		return 10;
+	ret = mpq_conn_send_bytes(ends[0], big, sizeof(big), 0);
+	if (ret != -EAGAIN)
+		return 11;
+	return 0;
+}
+
+/*
+ * A message that fits in the ring goes whole or not at all: a timeout
+ * waiting for room (even with a part of the message that would fit) makes
+ * nothing of it visible, and the stream goes on as if it was never sent.
+ */
+TEST(a_timed_out_message_that_fits_the_ring_is_withdrawn_whole)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 4096 };
+	static char filler[2000], buf[4096];
+	struct mpq_conn *ends[2];
+	size_t len;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	filler[0] = 'f';
+	ASSERT_EQ(0, mpq_conn_send_bytes(ends[0], filler, sizeof(filler), 0));
+	pid = spawn(send_fitting_with_a_timeout, ends);
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[1], buf, &len, 0));
+	ASSERT_EQ(sizeof(filler), len);
+	ASSERT_EQ('f', buf[0]);
+	ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(ends[1], buf, &len, 0));
+	ASSERT_EQ(0, mpq_conn_send_bytes(ends[0], "z", 1, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[1], buf, &len, 0));
+	ASSERT_EQ(1, len);
+	ASSERT_EQ('z', buf[0]);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+static int send_big_forever(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	size_t size = 4 << 20;
+	unsigned char *big = malloc(size);
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	mpq_conn_close(ends[1]);
+	fill(big, size, size);
+	return mpq_conn_send_bytes(ends[0], big, size, MPQ_FOREVER) ? 1 : 0;
+}
+
+/*
+ * The receiver's side: runs in a child so that a receive that never
+ * returns is a failed test (the parent's bound), not a wedged run.
+ * Returns 0, or the number of the step that went wrong.
+ */
+static int receive_across_a_stopped_sender(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	size_t size = 4 << 20, len;
+	unsigned char *got = malloc(size), *want = malloc(size);
+	void *p = NULL;
+	int64_t t0;
+	pid_t pid;
+	int ret;
+
+	pid = spawn(send_big_forever, ends);
+	mpq_conn_close(ends[0]);
+	/* Once the message has begun, stop the sender in the middle of it. */
+	if (mpq_conn_poll(ends[1], 10 * NSEC_PER_SEC) != 1)
+		return 1;
+	kill(pid, SIGSTOP);
+	t0 = now_ns();
+	len = size;
+	ret = mpq_conn_recv_bytes_into(ends[1], got, &len, 200 * NSEC_PER_MSEC);
+	if (ret != -ETIMEDOUT)
+		return 2;
+	if (now_ns() - t0 < 200 * NSEC_PER_MSEC)
+		return 3;
+	/* Still stopped: a zero timeout says so at once, and keeps it. */
+	if (mpq_conn_recv_bytes_into(ends[1], got, &len, 0) != -EAGAIN)
+		return 4;
+	kill(pid, SIGCONT);
+	/* The message stays for a big enough buffer, as ever... */
+	if (mpq_conn_recv_bytes(ends[1], &p, size - 1, 10 * NSEC_PER_SEC) !=
+	    -EMSGSIZE || p)
+		return 5;
+	/* ...and continues where the timed-out receive left it, intact. */
+	if (mpq_conn_recv_bytes(ends[1], &p, size, 10 * NSEC_PER_SEC) !=
+	    (ssize_t)size)
+		return 6;
+	fill(want, size, size);
+	if (memcmp(p, want, size))
+		return 7;
+	if (wait_child(pid, 10000) != 0)
+		return 8;
+	len = size;
+	if (mpq_conn_recv_bytes_into(ends[1], got, &len, MPQ_FOREVER) != -EPIPE)
+		return 9;
+	free(p);
+	free(got);
+	free(want);
+	return 0;
+}
+
+/*
+ * A sender that stops in the middle of a message: the receiver's timeout
+ * still bounds its receive (-ETIMEDOUT), it keeps what it has, and the
+ * next receive continues the same message: nothing lost or reordered.
+ */
+TEST(recv_timeout_bounds_a_message_the_sender_stops_in)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 64 * 1024 };
+	struct mpq_conn *ends[2];
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	pid = spawn(receive_across_a_stopped_sender, ends);
+	mpq_conn_close(ends[0]);	/* the children hold the ends */
+	mpq_conn_close(ends[1]);
+	ASSERT_EQ(0, wait_child(pid, 30000));
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
+/*
+ * Receives that give up over and over in the middle of a message (zero
+ * timeouts, alternating the two forms) still put it together whole.
+ */
+TEST(a_message_taken_by_many_zero_timeout_receives_arrives_intact)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16 * 1024 };
+	struct mpq_conn *ends[2];
+	size_t size = 4 << 20, len;
+	unsigned char *got = malloc(size), *want = malloc(size);
+	int n = 0, ret;
+	void *p = NULL;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	pid = spawn(send_big_forever, ends);
+	mpq_conn_close(ends[0]);
+	for (;; n++) {
+		len = size;
+		if (n & 1) {
+			ret = mpq_conn_recv_bytes(ends[1], &p, size, 0);
+			if (ret == (ssize_t)size)
+				break;
+		} else {
+			ret = mpq_conn_recv_bytes_into(ends[1], got, &len, 0);
+			if (ret == 0)
+				break;
+		}
+		ASSERT_EQ(-EAGAIN, ret);
+	}
+	fill(want, size, size);
+	if (n & 1) {
+		ASSERT_EQ(0, memcmp(p, want, size));
+	} else {
+		ASSERT_EQ(size, len);
+		ASSERT_EQ(0, memcmp(got, want, size));
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	TH_LOG("%d receives", n);
+	free(p);
+	free(got);
+	free(want);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
 static int fill_until_blocked(void *arg)
 {
 	struct mpq_conn **ends = arg;
@@ -481,6 +815,127 @@ TEST(closed_connections_are_ebadf_and_bad_arguments_einval)
 	mpq_conn_free(a);
 	mpq_conn_free(b);
 	mpq_conn_free(NULL);
+}
+
+/* The largest object the backend makes: the module's parameter, or 1 GiB. */
+static uint64_t max_object_bytes(int backend)
+{
+	unsigned long long v = 1ULL << 30;
+	FILE *f;
+
+	if (backend != MPQ_BACKEND_KMOD)
+		return v;
+	f = fopen("/sys/module/mpq/parameters/max_object_bytes", "r");
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 1ULL << 30;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * Both backends take the same ring sizes, with the module's errors: a
+ * power of two from MPQ_PIPE_RING_MIN (else -EINVAL) to MPQ_PIPE_RING_MAX
+ * (else -E2BIG), in a pipe (two rings and a page) no larger than the
+ * largest object (else -E2BIG): by default 1 GiB, so 256 MiB rings.
+ */
+TEST(ring_sizes_are_limited_alike_on_both_backends)
+{
+	static const uint32_t sizes[] = {
+		1U << 31, 1U << 30, 1U << 29, 1U << 28, 4096, 2048, 3 * 4096,
+		(1U << 31) + 4096,
+	};
+	int backends[2] = { 0, MPQ_BACKEND_MEMFD }, i, k, want, got;
+	uint64_t page = sysconf(_SC_PAGESIZE);
+
+	for (k = 0; k < 2; k++) {
+		struct mpq_pipe_attr attr = { .backend = backends[k] };
+		struct mpq_conn *a, *b;
+		int backend;
+
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
+		backend = mpq_conn_backend(a);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+		for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			uint32_t n = sizes[i];
+
+			if (n < MPQ_PIPE_RING_MIN || n & (n - 1))
+				want = -EINVAL;
+			else if (n > MPQ_PIPE_RING_MAX ||
+				 page + 2 * (uint64_t)n > max_object_bytes(backend))
+				want = -E2BIG;
+			else
+				want = 0;
+			attr.bufsize = n;
+			got = mpq_pipe(&a, &b, 0, &attr);
+			EXPECT_EQ(want, got) TH_LOG("backend %d, ring %u", backend, n);
+			if (!got) {
+				/* Taken, it works at both ends of the ring. */
+				char buf[8];
+				size_t len = sizeof(buf);
+
+				EXPECT_EQ(0, mpq_conn_send_bytes(b, "ok", 2, 0));
+				EXPECT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+				mpq_conn_free(a);
+				mpq_conn_free(b);
+			}
+		}
+	}
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/*
+ * In a child with too little address space for a 64 MiB ring, on each
+ * backend: the pipe fails with -ENOMEM and leaves no fd behind. Returns
+ * 0, or the step that went wrong.
+ */
+static int pipe_without_address_space(void *arg)
+{
+	int backends[2] = { 0, MPQ_BACKEND_MEMFD }, k, before, ret;
+	unsigned long vm_pages = 0;
+	struct rlimit rl;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%lu", &vm_pages) != 1)
+		return 1;
+	fclose(f);
+	rl.rlim_cur = rl.rlim_max = vm_pages * sysconf(_SC_PAGESIZE) + (16 << 20);
+	if (setrlimit(RLIMIT_AS, &rl))
+		return 2;
+	for (k = 0; k < 2; k++) {
+		struct mpq_pipe_attr attr = {
+			.bufsize = 64 << 20, .backend = backends[k],
+		};
+		struct mpq_conn *a, *b;
+
+		before = count_fds();
+		ret = mpq_pipe(&a, &b, 1, &attr);
+		if (ret != -ENOMEM)
+			return 10 + k;
+		if (count_fds() != before)
+			return 20 + k;
+	}
+	return 0;
+}
+
+/* Every error path of making a pipe undoes what it made. */
+TEST(a_pipe_that_cannot_be_mapped_fails_cleanly)
+{
+	ASSERT_EQ(0, wait_child(spawn(pipe_without_address_space, NULL), 10000));
 }
 
 static int echo(void *arg)

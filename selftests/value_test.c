@@ -6,6 +6,7 @@
  * permissions, IPC namespaces) is in kmod_shm_test.c.
  */
 #include <stdio.h>
+#include <sys/resource.h>
 
 #include "kselftest_harness.h"
 #include "helpers.h"
@@ -314,6 +315,68 @@ TEST(shm_create_of_an_existing_name_is_eexist)
 	ASSERT_EQ(-EEXIST, mpq_shm_new(&b, name, 100, NULL));
 	ASSERT_EQ(0, mpq_shm_unlink(a));
 	mpq_shm_free(a);
+}
+
+/*
+ * Create name in a child whose address space has no room for the block,
+ * so that the create fails after the name is made (at the mmap). Returns
+ * what mpq_shm_new returned, or 1 if the child did not report.
+ */
+static int create_without_address_space(const char *name, uint32_t flags)
+{
+	struct mpq_shm_attr attr = { .flags = flags };
+	int *res = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int ret = 1;
+	pid_t pid;
+
+	if (res == MAP_FAILED)
+		return 1;
+	*res = 1;
+	pid = fork();
+	if (pid == 0) {
+		unsigned long vm_pages = 0;
+		struct rlimit rl;
+		struct mpq_shm *s;
+		FILE *f = fopen("/proc/self/statm", "r");
+
+		if (!f || fscanf(f, "%lu", &vm_pages) != 1)
+			_exit(1);
+		fclose(f);
+		/* What is mapped now and 16 MiB: not the 256 MiB block. */
+		rl.rlim_cur = rl.rlim_max = vm_pages * sysconf(_SC_PAGESIZE) +
+					    (16 << 20);
+		if (setrlimit(RLIMIT_AS, &rl))
+			_exit(1);
+		*res = mpq_shm_new(&s, name, 256 << 20, &attr);
+		_exit(0);
+	}
+	if (wait_child(pid, 10000) == 0)
+		ret = *res;
+	munmap(res, sizeof(int));
+	return ret;
+}
+
+/*
+ * A create that fails part-way leaves nothing behind: not the block, not
+ * its name, so that the next create of the name succeeds (the memfd
+ * backend left /dev/shm/<name>, and the next create got -EEXIST).
+ */
+TEST(shm_a_create_that_fails_leaves_no_name_behind)
+{
+	uint32_t flags[2] = { 0, MPQ_SHM_ATTR_PERSIST };
+	struct mpq_shm *s;
+	char name[64];
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		unique_name(name, sizeof(name), i ? "failp" : "fail");
+		ASSERT_EQ(-ENOMEM, create_without_address_space(name, flags[i]));
+		ASSERT_EQ(-ENOENT, mpq_shm_open(&s, name, NULL));
+		ASSERT_EQ(0, mpq_shm_new(&s, name, 4096, NULL));
+		ASSERT_EQ(0, mpq_shm_unlink(s));
+		mpq_shm_free(s);
+	}
 }
 
 TEST_HARNESS_MAIN

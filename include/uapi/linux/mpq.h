@@ -289,6 +289,9 @@ struct mpq_pipe_info {
 #define MPQ_PIPE_VERSION	1U
 /* A writer is offered EPOLLOUT while this much of its ring is free. */
 #define MPQ_PIPE_MIN_SPACE	64
+/* Bytes of data per direction: a power of two between these. */
+#define MPQ_PIPE_RING_MIN	4096U
+#define MPQ_PIPE_RING_MAX	(1U << 30)
 
 /*
  * One direction's ring. Positions only grow; data of position p is at
@@ -311,6 +314,11 @@ struct mpq_ring {
  * released, or, without the module, by the library when it closes the end
  * (a dead process's end is then seen through its socket). It lets a sender
  * fail fast with EPIPE; sleepers learn it from poll().
+ *
+ * shut[i] is set by libmpq (the module neither reads nor writes it) when
+ * end i gave up on a message part-way, its send timed out with frames of
+ * it already visible: ring i then carries nothing more but, once there is
+ * room, one MPQ_FRAME_ABORT frame that ends the cut message and stays.
  */
 /*
  * A message crosses a ring as one or more frames, each 8-byte aligned: a
@@ -325,6 +333,8 @@ struct mpq_frame {
 
 #define MPQ_FRAME_FIRST		(1U << 0)
 #define MPQ_FRAME_LAST		(1U << 1)
+/* Alone, len 0: the message it follows was cut short (see shut[]). */
+#define MPQ_FRAME_ABORT		(1U << 2)
 /* The most data one frame holds: a quarter of the ring. */
 #define MPQ_FRAME_MAX(ring_size)	((ring_size) / 4)
 
@@ -336,7 +346,8 @@ struct mpq_pipe_shm {
 	__u64 data_off[2];
 	__u64 map_size;
 	__u32 closed[2];
-	__u8 __pad0[128 - 48];
+	__u32 shut[2];
+	__u8 __pad0[128 - 56];
 	struct mpq_ring ring[2];
 };
 
