@@ -39,6 +39,27 @@ void mpq_futex_wake(uint32_t *word, int n)
 }
 
 /*
+ * Does this kernel have futex_waitv(2) (Linux 5.16)? Asked once: with no
+ * futex at all it is EINVAL there, ENOSYS before. Every process on the
+ * machine gets the same answer, which is what lets a waker rely on how
+ * the sleepers sleep.
+ */
+int mpq_futex_has_waitv(void)
+{
+	static int known;	/* 0 not asked, 1 yes, 2 no */
+	int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+
+	if (!k) {
+		long r = syscall(SYS_futex_waitv, NULL, 0, 0, NULL,
+				 CLOCK_MONOTONIC);
+
+		k = r < 0 && errno == ENOSYS ? 2 : 1;
+		__atomic_store_n(&known, k, __ATOMIC_RELAXED);
+	}
+	return k == 1;
+}
+
+/*
  * Sleep until any of words[i] != vals[i] is woken, or the absolute
  * CLOCK_MONOTONIC deadline (-1: none) passes: futex_waitv(2), Linux 5.16.
  * Shared futexes, 32-bit words; at most 128. Returns 0 when woken (or a
