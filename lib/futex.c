@@ -62,8 +62,10 @@ int mpq_futex_has_waitv(void)
 /*
  * Sleep until any of words[i] != vals[i] is woken, or the absolute
  * CLOCK_MONOTONIC deadline (-1: none) passes: futex_waitv(2), Linux 5.16.
- * Shared futexes, 32-bit words; at most 128. Returns 0 when woken (or a
- * word had changed: the caller re-checks), -ETIMEDOUT, -EINTR, -ENOSYS.
+ * Shared futexes, 32-bit words; at most 128. Returns the index of the
+ * word whose wake-up woke us (the highest, if several did), 0 when a word
+ * had changed (the caller re-checks either way), -ETIMEDOUT, -EINTR,
+ * -ENOSYS.
  */
 int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 		    unsigned int n, int64_t deadline)
@@ -87,7 +89,9 @@ int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 		tsp = &ts;
 	}
 	r = syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
-	if (r >= 0 || errno == EAGAIN)
+	if (r >= 0)
+		return (int)r;
+	if (errno == EAGAIN)
 		return 0;
 	return -errno;
 }
