@@ -3,12 +3,14 @@
  * mpq_lock: Python's multiprocessing.Lock and RLock, in shared memory,
  * that survive the death of their holder.
  *
- * The lock word follows the kernel's robust futex ABI (robust.h): 0 when
- * free, else the holder's TID, with FUTEX_WAITERS while someone sleeps on
- * it. Taking a free lock is one CAS and releasing an uncontended one is
- * one exchange, with no system call; the robust list bookkeeping around
- * them is a few plain stores to this thread's own memory and to the lock's
- * line.
+ * The lock word is a robust PI futex word (robust.h): 0 when free, else
+ * the holder's TID, with FUTEX_WAITERS while the kernel has waiters queued
+ * on it. Taking a free lock is one CAS and releasing an uncontended one is
+ * one CAS, with no system call; the robust list bookkeeping around them is
+ * a few plain stores to this thread's own memory and to the lock's line.
+ * Anything else is the kernel's: FUTEX_LOCK_PI2 to wait (with a
+ * CLOCK_MONOTONIC deadline; FUTEX_LOCK_PI before Linux 5.14) and
+ * FUTEX_UNLOCK_PI to let go when FUTEX_WAITERS is set.
  *
  * Why robust futexes, of the mechanisms at hand (DESIGN.md): the holder's
  * death has to wake a waiter that sleeps on a futex, and only the kernel's
@@ -18,9 +20,39 @@
  * release on the kmod backend only, and leave the memfd backend without
  * recovery; checking the holder's liveness from the waiter is a polling
  * loop that races with PID reuse. With robust futexes the kernel marks the
- * word FUTEX_OWNER_DIED and wakes one waiter the moment the holder's
- * thread exits, on both backends, and the TID in the word is exactly what
- * it checks.
+ * word FUTEX_OWNER_DIED the moment the holder's thread exits, on both
+ * backends, and the TID in the word is exactly what it checks.
+ *
+ * Why PI futexes (issue 11, item 7). With plain ones a release set the
+ * word to 0 and woke one waiter; from then until that waiter's CAS, the
+ * fact "others still sleep" lived only in that waiter. Killed in between,
+ * while a third process had taken the lock by the fast path (0 -> TID, no
+ * FUTEX_WAITERS), it left the others asleep on a lock that its next
+ * release would not wake them for: for ever with MPQ_FOREVER. The kernel's
+ * pending-slot wake-up covers this only on kernels that have the 2025 fix
+ * for a pending word owned by another (6.1.192 has it; the 6.18 test host
+ * does not), and no layout of plain words we found closes it everywhere:
+ * a waiter cannot name a "bell" in the pending slot while the slot must
+ * name the lock word for its own CAS. With PI futexes the instant does not
+ * exist: FUTEX_UNLOCK_PI makes the first queued waiter the holder in the
+ * same step (the word holds its TID before it even runs), a waiter killed
+ * while queued just leaves the queue, and a holder's death is handed on by
+ * the kernel (exit_pi_state_list) to the next queued waiter, with
+ * FUTEX_OWNER_DIED, which it turns into -EOWNERDEAD. Userspace takes the
+ * word only from 0; a dead holder's word is the kernel's to take over, as
+ * for glibc's robust PI mutexes. We also inherit priority inheritance.
+ *
+ * The cost (bench/lockbench.c, memfd, a 2-CPU machine shared with other
+ * jobs, so ranges over runs): uncontended, the same one CAS each way
+ * (25-42 ns per pair before, 34-40 after); contended, no lock stealing
+ * once a waiter is queued, and one more system call per hand-off: 58-84
+ * ns per contended pair before, 74-124 after. Spinning before queueing
+ * (which goes on past FUTEX_WAITERS, see mpq_lock_wait_for) keeps most
+ * contended acquires out of the kernel.
+ *
+ * All processes that share a lock must be in one PID namespace: the kernel
+ * reads the word's TID in the waiter's namespace (a TID it cannot find
+ * makes acquire fail with -EUCLEAN rather than wait for ever).
  *
  * Differences from Python, because a lock that can outlive its holder's
  * death must have a holder: a Lock is released only by the thread that
