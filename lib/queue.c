@@ -741,8 +741,11 @@ static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t until)
  * The kernel rings it once: it wakes one sleeper. So that this sleeper's
  * own death cannot swallow the news, our pending slot names the deathbell
  * from before we sleep until, woken by it, we have woken every other
- * sleeper on it: dead at any instant of that, we ring it again (the
- * deathbell is always 0, the word the kernel wakes for). Once all are
+ * sleeper: dead at any instant of that, we ring it again (the deathbell
+ * is always 0, the word the kernel wakes for). We wake them on the words
+ * they sleep on beside it, not on the deathbell itself: one woken that way
+ * would pass it on in turn, and two sleepers would wake each other for
+ * ever (seen as a SIGKILL storm test slowed to a timeout). Once all are
  * awake, each cleans up after the dead (mpq_op_reclaim) before it sleeps
  * again, and any one of them that lives is enough. (Without this, a lost
  * ring cost a sleeper up to MPQ_RECHECK_NS, not a wedge: see
@@ -765,8 +768,10 @@ static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
 	if (!load_relaxed(&no_waitv)) {
 		mpq_robust_bell(&op->q->shm->deathbell);
 		ret = mpq_futex_waitv(words, vals, 2, until);
-		if (ret == 1)	/* the deathbell: pass it on to all */
-			mpq_futex_wake(&op->q->shm->deathbell, INT32_MAX);
+		if (ret == 1) {	/* the deathbell: pass it on to all */
+			mpq_futex_wake(&op->q->shm->nonempty, INT32_MAX);
+			mpq_futex_wake(&op->q->shm->nonfull, INT32_MAX);
+		}
 		mpq_robust_clear_pending();
 		if (ret != -ENOSYS)
 			return ret < 0 && ret != -ETIMEDOUT && ret != -EINTR ?
