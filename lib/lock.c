@@ -42,13 +42,14 @@
  * word only from 0; a dead holder's word is the kernel's to take over, as
  * for glibc's robust PI mutexes. We also inherit priority inheritance.
  *
- * The cost (bench/lockbench.c, memfd, a 2-CPU machine shared with other
- * jobs, so ranges over runs): uncontended, the same one CAS each way
- * (25-42 ns per pair before, 34-40 after); contended, no lock stealing
- * once a waiter is queued, and one more system call per hand-off: 58-84
- * ns per contended pair before, 74-124 after. Spinning before queueing
- * (which goes on past FUTEX_WAITERS, see mpq_lock_wait_for) keeps most
- * contended acquires out of the kernel.
+ * The cost (bench/lockbench.c, memfd, medians of 4 interleaved runs on a
+ * 2-CPU machine shared with other jobs): uncontended, the same one CAS
+ * each way, 44 ns per acquire+release before and after; contended, no
+ * lock stealing once a waiter is queued, and a system call for every
+ * release of a word the kernel handed over (it leaves FUTEX_WAITERS set):
+ * 72 ns per contended pair before, 107 after (a robust pthread mutex: 68
+ * and 73). Spinning before queueing (which goes on past FUTEX_WAITERS, see
+ * mpq_lock_wait_for) keeps most contended acquires out of the kernel.
  *
  * All processes that share a lock must be in one PID namespace: the kernel
  * reads the word's TID in the waiter's namespace (a TID it cannot find
