@@ -185,8 +185,8 @@ static inline void mpq_robust_clear_pending(void)
 /*
  * Name bell, a futex word that is always 0, in the pending slot: if this
  * thread dies before the slot changes again, the kernel wakes one process
- * asleep on bell (a pending word that is 0 gets a wake-up, on every kernel
- * since 5.4). A queue names its deathbell this way for the length of each
+ * asleep on bell (handle_futex_death() wakes one waiter of a pending word
+ * that is 0: the case of a thread that died before waking anyone). A queue names its deathbell this way for the length of each
  * operation, and a queue sleeper while it sleeps and until it has passed
  * a ring on; a semaphore's sleeper names its record's bell until it holds
  * a unit. That is the discipline for a wake-one hand-off: whoever may be
