@@ -20,6 +20,18 @@
  * waiter held). It stays counted as a waiter, so a later notify_all may
  * leave a signal nobody takes, and a later waiter takes it and returns
  * early: the spurious wake-up that pthread_cond_wait also allows.
+ *
+ * A waiter that dies after a notify woke it, before it is back under the
+ * lock with the signal, must not take the notification with it either.
+ * So notify wakes every sleeper, not n: each takes the lock in turn, the
+ * first n find a signal, the others sleep again. Whoever of them dies, the
+ * signal stays for the live ones, all awake. Waking only n cannot be made
+ * safe: the woken waiter's death would have to wake another (the kernel
+ * does that only for the word named in the robust list's pending slot),
+ * and between its wake-up and its return that slot must name the lock
+ * while it takes it (lock.c); a waiter killed while queued for the lock
+ * would leave no trace. The price is a herd: notify(1) with w waiters
+ * costs w wake-ups and w turns of the lock instead of one.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -214,7 +226,8 @@ MPQ_EXPORT int mpq_cond_notify(struct mpq_cond *c, int n)
 		return 0;
 	c->rec->signals += k;
 	__atomic_add_fetch(&c->rec->seq, 1, __ATOMIC_RELEASE);
-	mpq_futex_wake(&c->rec->seq, (int)k);
+	/* All, not k: a woken waiter that dies must not take one along. */
+	mpq_futex_wake(&c->rec->seq, INT_MAX);
 	return 0;
 }
 

@@ -39,10 +39,33 @@ void mpq_futex_wake(uint32_t *word, int n)
 }
 
 /*
+ * Does this kernel have futex_waitv(2) (Linux 5.16)? Asked once: with no
+ * futex at all it is EINVAL there, ENOSYS before. Every process on the
+ * machine gets the same answer, which is what lets a waker rely on how
+ * the sleepers sleep.
+ */
+int mpq_futex_has_waitv(void)
+{
+	static int known;	/* 0 not asked, 1 yes, 2 no */
+	int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+
+	if (!k) {
+		long r = syscall(SYS_futex_waitv, NULL, 0, 0, NULL,
+				 CLOCK_MONOTONIC);
+
+		k = r < 0 && errno == ENOSYS ? 2 : 1;
+		__atomic_store_n(&known, k, __ATOMIC_RELAXED);
+	}
+	return k == 1;
+}
+
+/*
  * Sleep until any of words[i] != vals[i] is woken, or the absolute
  * CLOCK_MONOTONIC deadline (-1: none) passes: futex_waitv(2), Linux 5.16.
- * Shared futexes, 32-bit words; at most 128. Returns 0 when woken (or a
- * word had changed: the caller re-checks), -ETIMEDOUT, -EINTR, -ENOSYS.
+ * Shared futexes, 32-bit words; at most 128. Returns the index of the
+ * word whose wake-up woke us (the highest, if several did), 0 when a word
+ * had changed (the caller re-checks either way), -ETIMEDOUT, -EINTR,
+ * -ENOSYS.
  */
 int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 		    unsigned int n, int64_t deadline)
@@ -66,7 +89,9 @@ int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 		tsp = &ts;
 	}
 	r = syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
-	if (r >= 0 || errno == EAGAIN)
+	if (r >= 0)
+		return (int)r;
+	if (errno == EAGAIN)
 		return 0;
 	return -errno;
 }

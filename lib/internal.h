@@ -116,6 +116,7 @@ static inline int64_t mpq_deadline(int64_t timeout_ns)
 /* futex.c */
 int mpq_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
 void mpq_futex_wake(uint32_t *word, int n);
+int mpq_futex_has_waitv(void);
 int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 		    unsigned int n, int64_t deadline);
 

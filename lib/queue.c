@@ -737,6 +737,19 @@ static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t until)
  * set, costing one spare wake-up call, never a lost one), and sleep on the
  * deathbell too, which the kernel rings when a participant dies in the
  * middle of an operation (robust.h).
+ *
+ * The kernel rings it once: it wakes one sleeper. So that this sleeper's
+ * own death cannot swallow the news, our pending slot names the deathbell
+ * from before we sleep until, woken by it, we have woken every other
+ * sleeper: dead at any instant of that, we ring it again (the deathbell
+ * is always 0, the word the kernel wakes for). We wake them on the words
+ * they sleep on beside it, not on the deathbell itself: one woken that way
+ * would pass it on in turn, and two sleepers would wake each other for
+ * ever (seen as a SIGKILL storm test slowed to a timeout). Once all are
+ * awake, each cleans up after the dead (mpq_op_reclaim) before it sleeps
+ * again, and any one of them that lives is enough. (Without this, a lost
+ * ring cost a sleeper up to MPQ_RECHECK_NS, not a wedge: see
+ * mpq_queue_sleep_until.)
  */
 static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
 				 int64_t until)
@@ -753,9 +766,16 @@ static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
 	if (ret != -EAGAIN)
 		return ret;
 	if (!load_relaxed(&no_waitv)) {
+		mpq_robust_bell(&op->q->shm->deathbell);
 		ret = mpq_futex_waitv(words, vals, 2, until);
+		if (ret == 1) {	/* the deathbell: pass it on to all */
+			mpq_futex_wake(&op->q->shm->nonempty, INT32_MAX);
+			mpq_futex_wake(&op->q->shm->nonfull, INT32_MAX);
+		}
+		mpq_robust_clear_pending();
 		if (ret != -ENOSYS)
-			return ret == -ETIMEDOUT || ret == -EINTR ? 0 : ret;
+			return ret < 0 && ret != -ETIMEDOUT && ret != -EINTR ?
+			       ret : 0;
 		__atomic_store_n(&no_waitv, 1, __ATOMIC_RELAXED);
 	}
 	/* No deathbell then: look again at least every MPQ_RECHECK_NS. */

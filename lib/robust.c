@@ -109,7 +109,7 @@ int mpq_robust_grow(void)
 {
 	struct mpq_rthread *t = &mpq_rt;
 	unsigned int cap = t->cap * 2;
-	uint64_t **held = malloc(cap * sizeof(*held));
+	uint64_t *held = malloc(cap * sizeof(*held));
 
 	if (!held)
 		return -ENOMEM;
@@ -122,20 +122,21 @@ int mpq_robust_grow(void)
 }
 
 /* Unlink an entry that is not the last one taken (released out of order). */
-void mpq_robust_unlink_slow(uint64_t *entry)
+void mpq_robust_unlink_slow(uint64_t tag)
 {
 	struct mpq_rthread *t = &mpq_rt;
-	uint64_t *prev, *next;
+	uint64_t *prev, next;
 	unsigned int i;
 
 	for (i = t->nheld; i-- > 0;)
-		if (t->held[i] == entry)
+		if (t->held[i] == tag)
 			break;
 	if (i == (unsigned int)-1)
 		return;		/* never linked (ENOMEM at link time) */
-	prev = i ? t->held[i - 1] : &t->first.link;
-	next = i + 1 < t->nheld ? t->held[i + 1] : &t->last.link;
-	__atomic_store_n(prev, mpq_u64(next), __ATOMIC_RELAXED);
+	prev = i ? mpq_rw_link(t->held[i - 1]) : &t->first.link;
+	/* The next entry's pointer, with its PI bit. */
+	next = i + 1 < t->nheld ? t->held[i + 1] : mpq_u64(&t->last.link);
+	__atomic_store_n(prev, next, __ATOMIC_RELAXED);
 	memmove(&t->held[i], &t->held[i + 1],
 		(t->nheld - i - 1) * sizeof(t->held[0]));
 	t->nheld--;
@@ -147,7 +148,7 @@ int mpq_robust_holds(uint32_t *w)
 	unsigned int i;
 
 	for (i = 0; i < t->nheld; i++)
-		if (t->held[i] == mpq_rw_entry(w))
+		if (mpq_rw_link(t->held[i]) == mpq_rw_entry(w))
 			return 1;
 	return 0;
 }

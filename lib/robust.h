@@ -40,6 +40,14 @@
  * without being linked: they work as plain futex words, and owner-died
  * recovery is not available (mpq_robust_supported() says so).
  *
+ * Locks are PI futexes (lock.c says why); the other words are plain ones.
+ * The kernel learns which an entry is from bit 0 of the pointer to it (the
+ * link before it, or the pending slot): set, the word is PI, and at the
+ * holder's death the kernel hands it to the next waiter itself
+ * (exit_pi_state_list) instead of waking one. So what we keep per entry,
+ * and write into the link before it, is a tagged pointer: the address of
+ * its link field, with bit 0 set for a PI word (MPQ_ROBUST_PI).
+ *
  * Not async-signal-safe: do not take mpq locks from a signal handler that
  * may interrupt an mpq call in the same thread.
  */
@@ -57,6 +65,9 @@
 
 /* The distance from a word to its link, as glibc's futex_offset says. */
 #define MPQ_ROBUST_OFFSET	32
+
+/* Bit 0 of a robust list pointer: the entry it points at is PI. */
+#define MPQ_ROBUST_PI		1ULL
 
 /*
  * A robust record in shared memory starts with the futex word; 32 bytes
@@ -87,13 +98,13 @@ struct mpq_rthread {
 	struct robust_list_head *head;	/* the list the kernel walks */
 	uint64_t *idle;			/* the pending slot between calls */
 	unsigned int windows;		/* zero-copy windows open */
-	uint64_t **held;		/* our entries (link fields), in order */
+	uint64_t *held;			/* our entries (tagged), in order */
 	pid_t tid;
 	int state;			/* MPQ_RT_* */
 	unsigned int nheld, cap;
 	struct mpq_anchor first, last;
 	struct robust_list_head own;	/* when glibc registered none */
-	uint64_t *inline_held[8];
+	uint64_t inline_held[8];
 };
 
 enum {
@@ -122,17 +133,40 @@ static inline uint64_t *mpq_rw_entry(uint32_t *w)
 	return (uint64_t *)(void *)((char *)w + MPQ_ROBUST_OFFSET);
 }
 
+/* The entry of w as the kernel's list holds it: tagged if pi. */
+static inline uint64_t mpq_rw_tag(uint32_t *w, int pi)
+{
+	return (uint64_t)(uintptr_t)mpq_rw_entry(w) | (pi ? MPQ_ROBUST_PI : 0);
+}
+
+/* The link field a tagged entry names. */
+static inline uint64_t *mpq_rw_link(uint64_t tag)
+{
+	return (uint64_t *)(uintptr_t)(tag & ~MPQ_ROBUST_PI);
+}
+
+static inline void mpq_robust_pending_tag(uint64_t tag)
+{
+	if (mpq_rt.state == MPQ_RT_LINKED)
+		__atomic_store_n(&mpq_rt.head->list_op_pending,
+				 (struct robust_list *)(uintptr_t)tag,
+				 __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
 /*
  * Before trying to take w: name it in the pending slot, so that a death
  * between taking it and linking it still releases it.
  */
 static inline void mpq_robust_pending(uint32_t *w)
 {
-	if (mpq_rt.state == MPQ_RT_LINKED)
-		__atomic_store_n(&mpq_rt.head->list_op_pending,
-				 (struct robust_list *)mpq_rw_entry(w),
-				 __ATOMIC_RELAXED);
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	mpq_robust_pending_tag(mpq_rw_tag(w, 0));
+}
+
+/* The same for a PI word (a lock's). */
+static inline void mpq_robust_pending_pi(uint32_t *w)
+{
+	mpq_robust_pending_tag(mpq_rw_tag(w, 1));
 }
 
 /*
@@ -151,9 +185,13 @@ static inline void mpq_robust_clear_pending(void)
 /*
  * Name bell, a futex word that is always 0, in the pending slot: if this
  * thread dies before the slot changes again, the kernel wakes one process
- * asleep on bell (a pending word that is free gets a wake-up: it covers a
- * lock released by a thread that died before waking anyone). A queue
- * names its deathbell this way for the length of each operation.
+ * asleep on bell (handle_futex_death() wakes one waiter of a pending word
+ * that is 0: the case of a thread that died before waking anyone). A queue names its deathbell this way for the length of each
+ * operation, and a queue sleeper while it sleeps and until it has passed
+ * a ring on; a semaphore's sleeper names its record's bell until it holds
+ * a unit. That is the discipline for a wake-one hand-off: whoever may be
+ * woken names a bell, which the others watch, until it has done what the
+ * wake-up asked, so that its death at any instant wakes another.
  */
 static inline void mpq_robust_bell(uint32_t *bell)
 {
@@ -187,7 +225,7 @@ int mpq_robust_grow(void);
  * Returns 0, or -ENOMEM (the word is held but not linked: released by the
  * kernel only through the pending slot, which stays set).
  */
-static inline int mpq_robust_link(uint32_t *w)
+static inline int mpq_robust_link_tag(uint64_t tag)
 {
 	struct mpq_rthread *t = &mpq_rt;
 	uint64_t *prev;
@@ -196,18 +234,49 @@ static inline int mpq_robust_link(uint32_t *w)
 		return 0;
 	if (__builtin_expect(t->nheld == t->cap, 0) && mpq_robust_grow())
 		return -ENOMEM;
-	prev = t->nheld ? t->held[t->nheld - 1] : &t->first.link;
-	__atomic_store_n(mpq_rw_entry(w), (uint64_t)(uintptr_t)&t->last.link,
+	prev = t->nheld ? mpq_rw_link(t->held[t->nheld - 1]) : &t->first.link;
+	__atomic_store_n(mpq_rw_link(tag), (uint64_t)(uintptr_t)&t->last.link,
 			 __ATOMIC_RELAXED);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	__atomic_store_n(prev, (uint64_t)(uintptr_t)mpq_rw_entry(w),
-			 __ATOMIC_RELAXED);
-	t->held[t->nheld++] = mpq_rw_entry(w);
+	__atomic_store_n(prev, tag, __ATOMIC_RELAXED);
+	t->held[t->nheld++] = tag;
 	mpq_robust_clear_pending();
 	return 0;
 }
 
-void mpq_robust_unlink_slow(uint64_t *entry);
+static inline int mpq_robust_link(uint32_t *w)
+{
+	return mpq_robust_link_tag(mpq_rw_tag(w, 0));
+}
+
+/* The same for a PI word (a lock's). */
+static inline int mpq_robust_link_pi(uint32_t *w)
+{
+	return mpq_robust_link_tag(mpq_rw_tag(w, 1));
+}
+
+void mpq_robust_unlink_slow(uint64_t tag);
+
+static inline void mpq_robust_unlink_tag(uint64_t tag)
+{
+	struct mpq_rthread *t = &mpq_rt;
+
+	mpq_robust_pending_tag(tag);
+	if (t->state != MPQ_RT_LINKED)
+		return;
+	/* Usually the last taken is the first released. */
+	if (__builtin_expect(t->nheld && t->held[t->nheld - 1] == tag, 1)) {
+		uint64_t *prev = t->nheld > 1 ?
+				 mpq_rw_link(t->held[t->nheld - 2]) :
+				 &t->first.link;
+
+		__atomic_store_n(prev, (uint64_t)(uintptr_t)&t->last.link,
+				 __ATOMIC_RELAXED);
+		t->nheld--;
+		return;
+	}
+	mpq_robust_unlink_slow(tag);
+}
 
 /*
  * Before releasing w: name it in the pending slot and unlink it. After the
@@ -215,23 +284,13 @@ void mpq_robust_unlink_slow(uint64_t *entry);
  */
 static inline void mpq_robust_unlink(uint32_t *w)
 {
-	struct mpq_rthread *t = &mpq_rt;
-	uint64_t *entry = mpq_rw_entry(w);
+	mpq_robust_unlink_tag(mpq_rw_tag(w, 0));
+}
 
-	mpq_robust_pending(w);
-	if (t->state != MPQ_RT_LINKED)
-		return;
-	/* Usually the last taken is the first released. */
-	if (__builtin_expect(t->nheld && t->held[t->nheld - 1] == entry, 1)) {
-		uint64_t *prev = t->nheld > 1 ? t->held[t->nheld - 2] :
-					       &t->first.link;
-
-		__atomic_store_n(prev, (uint64_t)(uintptr_t)&t->last.link,
-				 __ATOMIC_RELAXED);
-		t->nheld--;
-		return;
-	}
-	mpq_robust_unlink_slow(entry);
+/* The same for a PI word (a lock's). */
+static inline void mpq_robust_unlink_pi(uint32_t *w)
+{
+	mpq_robust_unlink_tag(mpq_rw_tag(w, 1));
 }
 
 /* Does this thread hold w, linked? (for assertions and the tests) */

@@ -12,7 +12,21 @@
  * acquiring takes its unit with it. (Use a Lock where a dead holder must
  * be noticed.) A sleeper that dies leaves its count in waiters, which only
  * costs later releases a spare wake-up call.
+ *
+ * A sleeper that dies after a release woke it, before it took the unit,
+ * must not take the wake-up with it: the unit stays in value and the
+ * other sleepers would sleep beside it for ever. So a sleeper names the
+ * record's bell (a futex word that is always 0) in its robust list's
+ * pending slot from before its first look at value until it has taken a
+ * unit or given up, and sleeps on value and bell at once (futex_waitv).
+ * If it dies at any instant of that, the kernel, finding a pending word
+ * that is 0, wakes one sleeper on the bell (robust.h), which looks at
+ * value again; that one is covered the same way. The pending slot is free
+ * for this: a semaphore holds no robust word. Without futex_waitv (Linux
+ * before 5.16) sleepers sleep on value alone and a release wakes them
+ * all, so that a dead one cannot swallow the only wake-up.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +38,8 @@
 struct mpq_sem_rec {
 	uint32_t value;		/* futex word */
 	uint32_t waiters;
-	uint32_t __pad[14];
+	uint32_t bell;		/* futex word, always 0: rung at a death */
+	uint32_t __pad[13];
 };
 
 struct mpq_sem {
@@ -113,6 +128,17 @@ static int mpq_sem_try(struct mpq_sem *s)
 	return -EAGAIN;
 }
 
+/* Sleep while value is 0 and the bell is not rung. */
+static int mpq_sem_sleep(struct mpq_sem *s, int64_t deadline)
+{
+	const uint32_t *words[2] = { &s->rec->value, &s->rec->bell };
+	static const uint32_t vals[2];
+
+	if (mpq_futex_has_waitv())
+		return mpq_futex_waitv(words, vals, 2, deadline);
+	return mpq_futex_wait(&s->rec->value, 0, deadline);
+}
+
 MPQ_EXPORT int mpq_sem_acquire(struct mpq_sem *s, int64_t timeout_ns)
 {
 	int64_t deadline, spin_end;
@@ -134,16 +160,20 @@ MPQ_EXPORT int mpq_sem_acquire(struct mpq_sem *s, int64_t timeout_ns)
 			break;
 	}
 	__atomic_add_fetch(&s->rec->waiters, 1, __ATOMIC_SEQ_CST);
+	/* From here until we hold a unit, our death rings the bell. */
+	mpq_robust_setup();
+	mpq_robust_bell(&s->rec->bell);
 	for (;;) {
 		ret = mpq_sem_try(s);
 		if (ret == 0)
 			break;
-		ret = mpq_futex_wait(&s->rec->value, 0, deadline);
+		ret = mpq_sem_sleep(s, deadline);
 		if (ret == -ETIMEDOUT) {
 			ret = mpq_sem_try(s) == 0 ? 0 : -ETIMEDOUT;
 			break;
 		}
 	}
+	mpq_robust_clear_pending();
 	__atomic_sub_fetch(&s->rec->waiters, 1, __ATOMIC_RELAXED);
 	return ret;
 }
@@ -164,7 +194,8 @@ MPQ_EXPORT int mpq_sem_release(struct mpq_sem *s)
 					      __ATOMIC_SEQ_CST,
 					      __ATOMIC_RELAXED));
 	if (load_relaxed(&s->rec->waiters))
-		mpq_futex_wake(&s->rec->value, 1);
+		mpq_futex_wake(&s->rec->value,
+			       mpq_futex_has_waitv() ? 1 : INT_MAX);
 	return 0;
 }
 
