@@ -624,6 +624,7 @@ long mpq_pipe_create(void __user *uarg)
 	for (i = 0; i < 2; i++) {
 		p->end[i].pipe = p;
 		p->end[i].idx = i;
+		p->end[i].ref.region = &p->region;
 		p->end[i].ref.obj = &p->obj;
 		init_waitqueue_head(&p->wq[i]);
 	}
@@ -645,7 +646,6 @@ long mpq_pipe_create(void __user *uarg)
 		}
 		/* io_uring may try read and write without blocking first. */
 		files[i]->f_mode |= FMODE_NOWAIT;
-		p->end[i].ref.file = files[i];
 		kref_get(&p->ref);
 	}
 	if (put_user(fds[0], &u->fds[0]) || put_user(fds[1], &u->fds[1])) {

@@ -506,6 +506,8 @@ long mpq_queue_create(void __user *uarg)
 		goto err_free;
 	mpq_queue_format(q);
 	init_waitqueue_head(&q->wq);
+	q->ref.region = &q->region;
+	q->ref.obj = &q->obj;
 	mpq_object_init(&q->obj, &mpq_queue_ops, q->map_size);
 
 	fd = get_unused_fd_flags(O_RDWR |
@@ -521,8 +523,6 @@ long mpq_queue_create(void __user *uarg)
 	}
 	/* io_uring may try read and write without blocking first. */
 	file->f_mode |= FMODE_NOWAIT;
-	q->ref.file = file;
-	q->ref.obj = &q->obj;
 	mpq_object_add(&q->obj);
 	fd_install(fd, file);
 	return fd;
