@@ -27,6 +27,8 @@
 #include <linux/kref.h>
 #include <linux/mpq.h>
 #include <linux/poll.h>
+#include <linux/sched/signal.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
@@ -37,8 +39,6 @@
 
 #define MPQ_PIPE_CREATE_SIZE_VER0	56
 #define MPQ_PIPE_INFO_SIZE_VER0		80
-#define MPQ_PIPE_MIN_RING		4096U
-#define MPQ_PIPE_MAX_RING		BIT(30)
 
 struct mpq_pipe;
 
@@ -557,16 +557,24 @@ static int mpq_pipe_geometry(struct mpq_pipe *p,
 		return -EINVAL;
 	if (memchr_inv(args->reserved, 0, sizeof(args->reserved)))
 		return -EINVAL;
-	if (args->ring_size < MPQ_PIPE_MIN_RING ||
+	if (args->ring_size < MPQ_PIPE_RING_MIN ||
 	    !is_power_of_2(args->ring_size))
 		return -EINVAL;
-	if (args->ring_size > MPQ_PIPE_MAX_RING)
+	if (args->ring_size > MPQ_PIPE_RING_MAX)
 		return -E2BIG;
+	/*
+	 * The header page, then the two rings. With pages larger than the
+	 * smallest ring (16K, 64K), the rings end inside a page: the object
+	 * is rounded up to whole pages, so that the kernel's mapping and
+	 * every process's cover the whole layout.
+	 */
+	BUILD_BUG_ON(sizeof(struct mpq_pipe_shm) > PAGE_SIZE);
+	BUILD_BUG_ON(PAGE_ALIGN(PAGE_SIZE + 2 * (u64)MPQ_PIPE_RING_MAX) > SZ_1G);
 	p->flags = args->flags;
 	p->ring_size = args->ring_size;
 	p->data_off[0] = PAGE_SIZE;
 	p->data_off[1] = PAGE_SIZE + (u64)args->ring_size;
-	total = PAGE_SIZE + 2 * (u64)args->ring_size;
+	total = PAGE_ALIGN(p->data_off[1] + args->ring_size);
 	if (total > mpq_max_object_bytes)
 		return -E2BIG;
 	p->map_size = total;
