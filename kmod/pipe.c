@@ -186,6 +186,11 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 	if (tail - head > p->ring_size)
 		return -EIO;
 	while (pos != tail) {
+		/*
+		 * A scribbler can fill the ring with empty frames: a walk
+		 * of up to ring_size / 8 of them. Let others run.
+		 */
+		cond_resched();
 		if (tail - pos < sizeof(f))
 			return -EIO;
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
@@ -217,6 +222,14 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 		first = false;
 	}
 	return -EAGAIN;
+}
+
+/* Has ring r moved since its positions read head and tail? */
+static bool mpq_ring_moved_from(struct mpq_pipe *p, unsigned int r, u64 head,
+				u64 tail)
+{
+	return READ_ONCE(p->shm->ring[r].head) != head ||
+	       READ_ONCE(p->shm->ring[r].tail) != tail;
 }
 
 static bool mpq_end_can_read(struct mpq_end *e)
@@ -256,6 +269,9 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	if (!mpq_end_can_read(e))
 		return -EBADF;
 	for (;;) {
+		u64 head = READ_ONCE(p->shm->ring[r].head);
+		u64 tail = READ_ONCE(p->shm->ring[r].tail);
+
 		ret = mpq_ring_scan(p, r, &total, &start, &end);
 		if (ret != -EAGAIN)
 			break;
@@ -269,12 +285,27 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		}
 		if (mpq_nowait(iocb))
 			return -EAGAIN;
+		/*
+		 * Anyone who maps the pipe can move the positions as fast as
+		 * we look at them, so that we never sleep: the loop must
+		 * still end when we are killed, or interrupted, as a sleep
+		 * would. And it yields the CPU.
+		 */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&p->shm->ring[r].wanted);
 		smp_mb__after_atomic();	/* pairs with the writer's fence */
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, true, 0);
+		/*
+		 * Sleep until the ring moves from what the scan saw: the
+		 * (long) scan itself is not run as the wait's condition. A
+		 * writer moves tail before it looks at wanted, so a move
+		 * since the positions were read is seen here or wakes us.
+		 */
 		ret = wait_event_interruptible(p->wq[e->idx],
-					       mpq_ring_scan(p, r, &total, &start,
-							     &end) != -EAGAIN ||
+					       mpq_ring_moved_from(p, r, head,
+								   tail) ||
 					       READ_ONCE(p->closed[!e->idx]));
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
@@ -293,6 +324,7 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	for (pos = start, len = 0; (s64)(end - pos) > 0; first = false) {
 		u64 hdr = sizeof(f) + (first ? sizeof(total) : 0);
 
+		cond_resched();		/* up to ring_size / 8 frames, as above */
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
 		if (f.len > MPQ_FRAME_MAX(p->ring_size) || len + f.len > total)
 			return -EIO;
@@ -354,6 +386,10 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			break;
 		if (mpq_nowait(iocb))
 			return -EAGAIN;
+		/* The reader's head is anyone's too: see the read side. */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_OUT, (atomic_t *)&ring->wanted);
 		smp_mb__after_atomic();	/* pairs with the reader's fence */
 		mpq_object_wait(&p->obj, MPQ_POLL_OUT, true, 0);
