@@ -20,6 +20,14 @@
  * and GUP (fast or not) finds ordinary pages in ordinary PTEs. /proc's
  * map_files names the object's anon-inode file, which cannot be opened.
  *
+ * What this costs: an rmap walk of such a page goes through the shmem
+ * file's mappings, which hold none of ours, so it does not find our PTEs.
+ * Nothing needs it to: the pages are pinned and unevictable, so reclaim
+ * leaves them alone, and migration (compaction, NUMA) gives up on them
+ * since they stay mapped and referenced; MADV_DONTNEED only zaps PTEs,
+ * which fault back in. No writeback runs (shmem has none), so the PTEs
+ * need no write-protecting for dirty tracking.
+ *
  * Lifetime: each mapping holds a reference on the object's file through
  * vma->vm_file, as for any file mapping. The object is freed when its
  * last fd and its last mapping are gone; the file reference also keeps
