@@ -34,7 +34,6 @@
  * the module loaded. Our vm_operations tell the object core which
  * processes map the object, and when one of them dies (object.c).
  */
-#include <linux/build_bug.h>
 #include <linux/fcntl.h>
 #include <linux/pagemap.h>
 #include <linux/sched/signal.h>
