@@ -118,16 +118,19 @@ struct mpq_object {
 	atomic_long_t count[MPQ_NR_COUNTERS];
 };
 
+struct mpq_region;
+
 /**
- * struct mpq_mapref - what a mapping of an object holds on to
- * @file:	the object file that was mapped; a reference per mapping
+ * struct mpq_mapref - what a mapping of an object refers to
+ * @region:	the memory it maps, whose pages its faults are served from
  * @obj:	its object, for participant tracking
  *
  * Embedded in the type, one per file (a queue has one, a pipe one per
- * end), and alive as long as @file.
+ * end), and alive as long as that file, which each mapping holds as its
+ * vm_file. Both fields are set before the file is made.
  */
 struct mpq_mapref {
-	struct file *file;
+	struct mpq_region *region;
 	struct mpq_object *obj;
 };
 
@@ -173,11 +176,12 @@ void mpq_proc_exit(void);
 
 /**
  * struct mpq_region - memory shared between the kernel and every process
- * @shmem:	the shmem file that backs it; mappings are redirected to it so
- *		that its pages are file pages and shared futexes work on them
- * @pages:	every page of @shmem, pinned for the life of the region
+ * @shmem:	the shmem file that backs it, so that its pages are file pages
+ *		and shared futexes work on them; never seen by userspace
+ * @pages:	every page of @shmem, pinned for the life of the region, and
+ *		what the object's mappings fault in
  * @nr_pages:	number of entries in @pages
- * @kaddr:	kernel mapping of @pages, contiguous
+ * @kaddr:	kernel mapping of @pages, contiguous, nr_pages * PAGE_SIZE
  * @user:	the user it is charged to (user.c)
  */
 struct mpq_region {

@@ -27,6 +27,8 @@
 #include <linux/kref.h>
 #include <linux/mpq.h>
 #include <linux/poll.h>
+#include <linux/sched/signal.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
@@ -37,8 +39,6 @@
 
 #define MPQ_PIPE_CREATE_SIZE_VER0	56
 #define MPQ_PIPE_INFO_SIZE_VER0		80
-#define MPQ_PIPE_MIN_RING		4096U
-#define MPQ_PIPE_MAX_RING		BIT(30)
 
 struct mpq_pipe;
 
@@ -186,6 +186,11 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 	if (tail - head > p->ring_size)
 		return -EIO;
 	while (pos != tail) {
+		/*
+		 * A scribbler can fill the ring with empty frames: a walk
+		 * of up to ring_size / 8 of them. Let others run.
+		 */
+		cond_resched();
 		if (tail - pos < sizeof(f))
 			return -EIO;
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
@@ -217,6 +222,14 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 		first = false;
 	}
 	return -EAGAIN;
+}
+
+/* Has ring r moved since its positions read head and tail? */
+static bool mpq_ring_moved_from(struct mpq_pipe *p, unsigned int r, u64 head,
+				u64 tail)
+{
+	return READ_ONCE(p->shm->ring[r].head) != head ||
+	       READ_ONCE(p->shm->ring[r].tail) != tail;
 }
 
 static bool mpq_end_can_read(struct mpq_end *e)
@@ -256,6 +269,9 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	if (!mpq_end_can_read(e))
 		return -EBADF;
 	for (;;) {
+		u64 head = READ_ONCE(p->shm->ring[r].head);
+		u64 tail = READ_ONCE(p->shm->ring[r].tail);
+
 		ret = mpq_ring_scan(p, r, &total, &start, &end);
 		if (ret != -EAGAIN)
 			break;
@@ -269,12 +285,27 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		}
 		if (mpq_nowait(iocb))
 			return -EAGAIN;
+		/*
+		 * Anyone who maps the pipe can move the positions as fast as
+		 * we look at them, so that we never sleep: the loop must
+		 * still end when we are killed, or interrupted, as a sleep
+		 * would. And it yields the CPU.
+		 */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&p->shm->ring[r].wanted);
 		smp_mb__after_atomic();	/* pairs with the writer's fence */
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, true, 0);
+		/*
+		 * Sleep until the ring moves from what the scan saw: the
+		 * (long) scan itself is not run as the wait's condition. A
+		 * writer moves tail before it looks at wanted, so a move
+		 * since the positions were read is seen here or wakes us.
+		 */
 		ret = wait_event_interruptible(p->wq[e->idx],
-					       mpq_ring_scan(p, r, &total, &start,
-							     &end) != -EAGAIN ||
+					       mpq_ring_moved_from(p, r, head,
+								   tail) ||
 					       READ_ONCE(p->closed[!e->idx]));
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
@@ -293,6 +324,7 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	for (pos = start, len = 0; (s64)(end - pos) > 0; first = false) {
 		u64 hdr = sizeof(f) + (first ? sizeof(total) : 0);
 
+		cond_resched();		/* up to ring_size / 8 frames, as above */
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
 		if (f.len > MPQ_FRAME_MAX(p->ring_size) || len + f.len > total)
 			return -EIO;
@@ -354,6 +386,10 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			break;
 		if (mpq_nowait(iocb))
 			return -EAGAIN;
+		/* The reader's head is anyone's too: see the read side. */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_OUT, (atomic_t *)&ring->wanted);
 		smp_mb__after_atomic();	/* pairs with the reader's fence */
 		mpq_object_wait(&p->obj, MPQ_POLL_OUT, true, 0);
@@ -557,16 +593,24 @@ static int mpq_pipe_geometry(struct mpq_pipe *p,
 		return -EINVAL;
 	if (memchr_inv(args->reserved, 0, sizeof(args->reserved)))
 		return -EINVAL;
-	if (args->ring_size < MPQ_PIPE_MIN_RING ||
+	if (args->ring_size < MPQ_PIPE_RING_MIN ||
 	    !is_power_of_2(args->ring_size))
 		return -EINVAL;
-	if (args->ring_size > MPQ_PIPE_MAX_RING)
+	if (args->ring_size > MPQ_PIPE_RING_MAX)
 		return -E2BIG;
+	/*
+	 * The header page, then the two rings. With pages larger than the
+	 * smallest ring (16K, 64K), the rings end inside a page: the object
+	 * is rounded up to whole pages, so that the kernel's mapping and
+	 * every process's cover the whole layout.
+	 */
+	BUILD_BUG_ON(sizeof(struct mpq_pipe_shm) > PAGE_SIZE);
+	BUILD_BUG_ON(PAGE_ALIGN(PAGE_SIZE + 2 * (u64)MPQ_PIPE_RING_MAX) > SZ_1G);
 	p->flags = args->flags;
 	p->ring_size = args->ring_size;
 	p->data_off[0] = PAGE_SIZE;
 	p->data_off[1] = PAGE_SIZE + (u64)args->ring_size;
-	total = PAGE_SIZE + 2 * (u64)args->ring_size;
+	total = PAGE_ALIGN(p->data_off[1] + args->ring_size);
 	if (total > mpq_max_object_bytes)
 		return -E2BIG;
 	p->map_size = total;
@@ -624,6 +668,7 @@ long mpq_pipe_create(void __user *uarg)
 	for (i = 0; i < 2; i++) {
 		p->end[i].pipe = p;
 		p->end[i].idx = i;
+		p->end[i].ref.region = &p->region;
 		p->end[i].ref.obj = &p->obj;
 		init_waitqueue_head(&p->wq[i]);
 	}
@@ -645,7 +690,6 @@ long mpq_pipe_create(void __user *uarg)
 		}
 		/* io_uring may try read and write without blocking first. */
 		files[i]->f_mode |= FMODE_NOWAIT;
-		p->end[i].ref.file = files[i];
 		kref_get(&p->ref);
 	}
 	if (put_user(fds[0], &u->fds[0]) || put_user(fds[1], &u->fds[1])) {

@@ -29,6 +29,7 @@
 #include <linux/mpq.h>
 #include <linux/overflow.h>
 #include <linux/poll.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
@@ -227,6 +228,15 @@ static ssize_t mpq_queue_read_iter(struct kiocb *iocb, struct iov_iter *to)
 			mpq_count(&q->obj, MPQ_CNT_READS);
 		if (ret != -EAGAIN || mpq_nowait(iocb))
 			return ret;
+		/*
+		 * A participant that keeps rewriting the ring can make
+		 * every slot look ready to the wait below and taken to
+		 * the try above, for ever: end the loop on a signal, as a
+		 * sleep would, and yield the CPU.
+		 */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the producer's fence */
 		mpq_object_wait(&q->obj, MPQ_POLL_IN, true, 0);
@@ -251,6 +261,10 @@ static ssize_t mpq_queue_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			mpq_count(&q->obj, MPQ_CNT_WRITES);
 		if (ret != -EAGAIN || mpq_nowait(iocb))
 			return ret;
+		/* Forged slots can keep us here: see the read side. */
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		cond_resched();
 		atomic_or(MPQ_POLL_OUT, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the consumer's fence */
 		mpq_object_wait(&q->obj, MPQ_POLL_OUT, true, 0);
@@ -470,8 +484,12 @@ static void mpq_queue_format(struct mpq_queue *q)
 	q->shm->data_off = q->data_off;
 	q->shm->map_size = q->map_size;
 	q->shm->flags = q->flags;
-	for (i = 0; i < q->capacity; i++)
+	for (i = 0; i < q->capacity; i++) {
 		mpq_queue_slot(q, i)->seq = i;
+		/* Up to 2^26 slots in a GiB: let others run between pages. */
+		if (!(i & 4095))
+			cond_resched();
+	}
 }
 
 /**
@@ -506,6 +524,8 @@ long mpq_queue_create(void __user *uarg)
 		goto err_free;
 	mpq_queue_format(q);
 	init_waitqueue_head(&q->wq);
+	q->ref.region = &q->region;
+	q->ref.obj = &q->obj;
 	mpq_object_init(&q->obj, &mpq_queue_ops, q->map_size);
 
 	fd = get_unused_fd_flags(O_RDWR |
@@ -521,8 +541,6 @@ long mpq_queue_create(void __user *uarg)
 	}
 	/* io_uring may try read and write without blocking first. */
 	file->f_mode |= FMODE_NOWAIT;
-	q->ref.file = file;
-	q->ref.obj = &q->obj;
 	mpq_object_add(&q->obj);
 	fd_install(fd, file);
 	return fd;

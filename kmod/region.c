@@ -5,17 +5,34 @@
  * process that mmaps the object's fd.
  *
  * Why shmem: a shared futex is keyed by the page's mapping and index
- * (get_futex_key), so it only works on file pages. Pages from vmalloc_user
- * or alloc_pages, or a remap_pfn_range mapping, make FUTEX_WAIT fail. So an
- * mmap of the object fd is redirected to the shmem file (vma_set_file), as
- * ashmem and bus1 did, and userspace can sleep on futexes in it.
+ * (get_futex_key() reads folio->mapping, not the vma's file), so it only
+ * works on file pages. Pages from vmalloc_user or alloc_pages, or a
+ * remap_pfn_range mapping, make FUTEX_WAIT fail.
  *
- * Lifetime: the redirected mapping no longer references the object's own
- * file, so each mapping takes a reference on it through vm_private_data (a
- * struct mpq_mapref) and our vm_operations. The object is freed when its
- * last fd and its last mapping are gone; the file reference also keeps the
- * module loaded. The same hooks tell the object core which processes map
- * the object, and when one of them dies (object.c).
+ * Why the shmem file is never the mapping's file: the vma keeps the
+ * object's own file, and our fault handler hands out the region's pinned
+ * pages. Whatever the mm core does with vma->vm_file then reaches us, not
+ * shmem: remap_file_pages(2) calls our ->mmap, which takes only the whole
+ * object at offset 0, and MADV_REMOVE finds a file it cannot fallocate,
+ * so no one can punch the pinned pages out from under the kernel or map
+ * the memory past the object's rules. The pages are shmem page-cache
+ * pages all the same, so shared futexes in them work across processes,
+ * and GUP (fast or not) finds ordinary pages in ordinary PTEs. /proc's
+ * map_files names the object's anon-inode file, which cannot be opened.
+ *
+ * What this costs: an rmap walk of such a page goes through the shmem
+ * file's mappings, which hold none of ours, so it does not find our PTEs.
+ * Nothing needs it to: the pages are pinned and unevictable, so reclaim
+ * leaves them alone, and migration (compaction, NUMA) gives up on them
+ * since they stay mapped and referenced; MADV_DONTNEED only zaps PTEs,
+ * which fault back in. No writeback runs (shmem has none), so the PTEs
+ * need no write-protecting for dirty tracking.
+ *
+ * Lifetime: each mapping holds a reference on the object's file through
+ * vma->vm_file, as for any file mapping. The object is freed when its
+ * last fd and its last mapping are gone; the file reference also keeps
+ * the module loaded. Our vm_operations tell the object core which
+ * processes map the object, and when one of them dies (object.c).
  */
 #include <linux/fcntl.h>
 #include <linux/pagemap.h>
@@ -25,9 +42,6 @@
 #include <linux/vmalloc.h>
 
 #include "internal.h"
-
-/* Set once by the first mmap: the operations shmem installs on its vmas. */
-static const struct vm_operations_struct *mpq_shmem_vm_ops;
 
 static void mpq_vma_flags(struct vm_area_struct *vma, vm_flags_t set,
 			  vm_flags_t clear)
@@ -45,55 +59,68 @@ static void mpq_vm_open(struct vm_area_struct *vma)
 {
 	struct mpq_mapref *ref = vma->vm_private_data;
 
-	get_file(ref->file);
 	mpq_object_map(ref->obj, vma->vm_mm);
 }
 
+/* The mm core drops vma->vm_file, maybe the object's last reference, after. */
 static void mpq_vm_close(struct vm_area_struct *vma)
 {
 	struct mpq_mapref *ref = vma->vm_private_data;
 
-	/* Before the fput, which may be the last reference to the object. */
 	mpq_object_unmap(ref->obj, vma->vm_mm);
-	fput(ref->file);
 }
 
+/*
+ * Every page exists and is pinned for the region's life: hand out the one
+ * asked for, with a reference for the PTE. The core locks it, maps it and,
+ * for a write, marks it dirty in shmem's page cache (which does nothing
+ * but set the flag: shmem does no writeback).
+ */
 static vm_fault_t mpq_vm_fault(struct vm_fault *vmf)
 {
-	return READ_ONCE(mpq_shmem_vm_ops)->fault(vmf);
-}
+	struct mpq_mapref *ref = vmf->vma->vm_private_data;
+	struct mpq_region *r = ref->region;
 
-static vm_fault_t mpq_vm_map_pages(struct vm_fault *vmf, pgoff_t start,
-				   pgoff_t end)
-{
-	return READ_ONCE(mpq_shmem_vm_ops)->map_pages(vmf, start, end);
+	/* mmap took the whole region at 0 and the vma cannot grow. */
+	if (WARN_ON_ONCE(vmf->pgoff >= r->nr_pages))
+		return VM_FAULT_SIGBUS;
+	vmf->page = r->pages[vmf->pgoff];
+	get_page(vmf->page);
+	return 0;
 }
 
 static const struct vm_operations_struct mpq_vm_ops = {
 	.open		= mpq_vm_open,
 	.close		= mpq_vm_close,
 	.fault		= mpq_vm_fault,
-	.map_pages	= mpq_vm_map_pages,
 };
 
+/* Up to a GiB of pages: let others run between them. */
 static void mpq_region_put_pages(struct mpq_region *r, unsigned long n)
 {
-	while (n--)
+	while (n--) {
 		put_page(r->pages[n]);
+		cond_resched();
+	}
 }
 
 /**
  * mpq_region_init() - allocate, pin and map the memory of an object
  * @r:		the region to fill in
- * @name:	name of the shmem file, as /proc/PID/maps shows it
- * @size:	bytes, a multiple of PAGE_SIZE
+ * @name:	name of the shmem file (internal: no mapping shows it)
+ * @size:	bytes, a non-zero multiple of PAGE_SIZE
  *
  * Every page is allocated now, so that a later fault cannot fail and the
  * kernel can read the whole object through @r->kaddr. The pages are zero.
- * The object and its bytes are charged to the caller's user first.
+ * The size must be whole pages: the kernel and every process see exactly
+ * @size bytes, so a layout that ends inside a page past the last whole one
+ * would be read and written out of bounds. Each type rounds its layout up
+ * with PAGE_ALIGN() (PAGE_SIZE is 4K to 64K depending on the kernel); a
+ * size that is not whole pages is a bug in the module, caught here. The
+ * object and its bytes are charged to the caller's user first.
  *
- * Return: 0, or -EDQUOT (over the user's budget), -ENOMEM, -EINTR (fatal
- * signal while allocating).
+ * Return: 0, or -EINVAL (a size that is not whole pages), -EDQUOT (over
+ * the user's budget), -ENOMEM, -EINTR (fatal signal while allocating).
  */
 int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 {
@@ -101,6 +128,8 @@ int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 	unsigned long i;
 	int ret;
 
+	if (WARN_ON_ONCE(!size || !PAGE_ALIGNED(size)))
+		return -EINVAL;
 	r->nr_pages = size >> PAGE_SHIFT;
 	r->user = mpq_user_charge((u64)r->nr_pages << PAGE_SHIFT);
 	if (IS_ERR(r->user))
@@ -112,8 +141,8 @@ int mpq_region_init(struct mpq_region *r, const char *name, size_t size)
 	}
 
 	/*
-	 * Its size is fixed: even root, reopening it through
-	 * /proc/PID/map_files, may not truncate it under the mappings.
+	 * Its size is fixed. No mapping exposes the file (see the top of
+	 * this file); the seals say so to shmem as well.
 	 */
 	SHMEM_I(file_inode(r->shmem))->seals |= F_SEAL_SHRINK | F_SEAL_GROW;
 
@@ -181,37 +210,34 @@ void mpq_region_destroy(struct mpq_region *r)
 /**
  * mpq_region_mmap() - map a whole region, shared, into a process
  * @r:		the region
- * @ref:	the object's file, of which each mapping holds a reference,
- *		and the object, which counts the mapping's process in
- * @vma:	the new mapping
+ * @ref:	the region and its object, which counts the mapping's
+ *		process in; alive as long as the file being mapped
+ * @vma:	the new mapping, of the object's own file
  *
  * Only the whole object at offset 0, MAP_SHARED and not executable: a
  * private copy would silently stop sharing, and nothing in it is code.
+ * remap_file_pages(2) comes here too, so the same rules hold for it.
+ * The pages are faulted in from @r->pages; vma->vm_file stays the
+ * object's file and holds it (and so the region) for the mapping's life.
  *
  * Return: 0, -EINVAL for a wrong offset, length or mapping type, -EPERM
- * for PROT_EXEC, or what shmem's mmap returns.
+ * for PROT_EXEC.
  */
 int mpq_region_mmap(struct mpq_region *r, struct mpq_mapref *ref,
 		    struct vm_area_struct *vma)
 {
-	int ret;
-
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
 	if (vma->vm_pgoff || vma_pages(vma) != r->nr_pages)
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
+	if (WARN_ON_ONCE(ref->region != r))
+		return -EINVAL;
 
+	/* No growing by mremap, no mprotect(PROT_EXEC). */
 	mpq_vma_flags(vma, VM_DONTEXPAND, VM_MAYEXEC);
-	vma_set_file(vma, r->shmem);
-	ret = call_mmap(r->shmem, vma);
-	if (ret)
-		return ret;
-
-	WRITE_ONCE(mpq_shmem_vm_ops, vma->vm_ops);
 	vma->vm_ops = &mpq_vm_ops;
-	get_file(ref->file);
 	vma->vm_private_data = ref;
 	mpq_object_map(ref->obj, vma->vm_mm);
 	return 0;

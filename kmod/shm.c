@@ -521,7 +521,7 @@ long mpq_shm_open(void __user *uarg)
 		ret = PTR_ERR(file);
 		goto err_fd;
 	}
-	f->ref.file = file;
+	f->ref.region = &s->region;
 	f->ref.obj = &s->obj;
 	fd_install(fd, file);
 	return fd;

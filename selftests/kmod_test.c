@@ -585,35 +585,6 @@ TEST_F(dev, memory_is_freed_when_a_killed_holder_was_the_last)
 }
 
 /*
- * Even root, reaching the backing shmem file through map_files, cannot
- * truncate it under the other participants' mappings.
- */
-TEST_F(dev, backing_file_is_sealed_against_truncation)
-{
-	struct mpq_queue_info i;
-	char path[64];
-	void *p;
-	int fd = create(self->dev, 4, 8), shm;
-
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
-	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	ASSERT_NE(MAP_FAILED, p);
-	snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx",
-		 (unsigned long)p, (unsigned long)p + (unsigned long)i.map_size);
-	shm = open(path, O_RDWR);
-	ASSERT_LE(0, shm) TH_LOG("%s: %s", path, strerror(errno));
-	ASSERT_EQ(-1, ftruncate(shm, 0));
-	ASSERT_EQ(EPERM, errno);
-	ASSERT_EQ(-1, ftruncate(shm, i.map_size * 2));
-	ASSERT_EQ(EPERM, errno);
-	((volatile char *)p)[i.map_size - 1] = 1;	/* still mapped, no SIGBUS */
-	close(shm);
-	munmap(p, i.map_size);
-	close(fd);
-}
-
-/*
  * An fd or a mapping keeps the module loaded: its code still serves them.
  * (The successful rmmod at the end of every VM run is checked by run-vm.)
  */

@@ -235,11 +235,22 @@ struct mpq_slot {
 #define MPQ_PIPE_DUPLEX		(1U << 1)
 #define MPQ_PIPE_FLAGS		(MPQ_CREATE_CLOEXEC | MPQ_PIPE_DUPLEX)
 
+/*
+ * The ring sizes a pipe may have, both backends alike: the module refuses
+ * others with EINVAL (too small, not a power of two) or E2BIG (too large).
+ * The largest fits the module's default max_object_bytes (1 GiB) whole,
+ * with its header page and both rings, whatever the page size; an admin
+ * who lowers that parameter lowers what fits (E2BIG).
+ */
+#define MPQ_PIPE_RING_MIN	4096U
+#define MPQ_PIPE_RING_MAX	(1U << 28)
+
 /**
  * struct mpq_pipe_create - argument of MPQ_IOC_PIPE_CREATE
  * @size:	sizeof(struct mpq_pipe_create) as the caller knows it
  * @flags:	MPQ_CREATE_CLOEXEC, MPQ_PIPE_DUPLEX
- * @ring_size:	bytes of data per direction: a power of two, at least 4096
+ * @ring_size:	bytes of data per direction: a power of two from
+ *		MPQ_PIPE_RING_MIN to MPQ_PIPE_RING_MAX
  * @fds:	out: the fds of end 0 and end 1
  * @reserved:	must be zero
  */
