@@ -562,9 +562,9 @@ struct mpq_pipe_attr {
  * receive; else (Python's Pipe(False)) *c1 only receives and *c2 only
  * sends. Both backends take the same ring sizes: a power of two from
  * MPQ_PIPE_RING_MIN (4096), else -EINVAL; at most MPQ_PIPE_RING_MAX
- * (1 GiB) and a pipe (two rings and a page) no larger than the largest
- * object (1 GiB, the module's max_object_bytes), else -E2BIG: by default
- * 256 MiB rings. Returns 0, -EINVAL, -E2BIG, -ENODEV (kmod asked for, no
+ * (256 MiB) and a pipe (two rings and a page) no larger than the largest
+ * object (the module's max_object_bytes, 1 GiB by default), else -E2BIG.
+ * Returns 0, -EINVAL, -E2BIG, -ENODEV (kmod asked for, no
  * /dev/mpq), -EDQUOT (the module's per-user budget is spent), -ENOMEM,
  * -EMFILE.
  */

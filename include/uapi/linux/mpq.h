@@ -300,9 +300,6 @@ struct mpq_pipe_info {
 #define MPQ_PIPE_VERSION	1U
 /* A writer is offered EPOLLOUT while this much of its ring is free. */
 #define MPQ_PIPE_MIN_SPACE	64
-/* Bytes of data per direction: a power of two between these. */
-#define MPQ_PIPE_RING_MIN	4096U
-#define MPQ_PIPE_RING_MAX	(1U << 30)
 
 /*
  * One direction's ring. Positions only grow; data of position p is at
