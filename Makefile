@@ -99,7 +99,7 @@ $(HARNESS):
 		linux-source-6.1/tools/testing/selftests/kselftest.h
 	touch $@
 
-$(B)/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a
+$(B)/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(HARNESS) $(B)/lib/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 

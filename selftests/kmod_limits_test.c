@@ -15,33 +15,23 @@
 #include <stdio.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
+#include "kmod_helpers.h"
 
-#define PARAMS		"/sys/module/mpq/parameters/"
 #define PAGE		4096
+#define RUN_AS_MS	20000	/* how long a run_as() child may take */
 
 /* Where usage_of() reads /proc/mpq_users: relative to users_dir. */
 static int users_dir = AT_FDCWD;
 static const char *users_file = "/proc/mpq_users";
 
-static int dev_open(void)
-{
-	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
-}
-
+/* MPQ_IOC_SHM_OPEN on a /dev/mpq of its own: the fd or -errno. */
 static int shm_raw(const char *name, uint64_t bytes, uint32_t flags)
 {
-	struct mpq_shm_open o = {
-		.size = sizeof(o), .flags = flags | MPQ_CREATE_CLOEXEC,
-		.bytes = bytes, .name = (uint64_t)(uintptr_t)name,
-		.mode = 0600, .kind = MPQ_SHM_KIND_SHM,
-	};
 	int dev = dev_open(), fd;
 
 	if (dev < 0)
 		return -errno;
-	fd = ioctl(dev, MPQ_IOC_SHM_OPEN, &o);
-	fd = fd < 0 ? -errno : fd;
+	fd = shm_open_raw(dev, name, bytes, flags, 0600);
 	close(dev);
 	return fd;
 }
@@ -59,14 +49,11 @@ static int shm_persist(const char *name, uint64_t bytes)
 
 static int unlink_raw(const char *name)
 {
-	struct mpq_shm_unlink u = {
-		.size = sizeof(u), .name = (uint64_t)(uintptr_t)name,
-	};
 	int dev = dev_open(), ret;
 
 	if (dev < 0)
 		return -errno;
-	ret = ioctl(dev, MPQ_IOC_SHM_UNLINK, &u) < 0 ? -errno : 0;
+	ret = shm_unlink_raw(dev, name);
 	close(dev);
 	return ret;
 }
@@ -74,15 +61,11 @@ static int unlink_raw(const char *name)
 /* The smallest queue: the fd or -errno. */
 static int queue_new(void)
 {
-	struct mpq_queue_create c = { .size = sizeof(c),
-				      .flags = MPQ_CREATE_CLOEXEC,
-				      .capacity = 2, .msg_max = 8 };
 	int dev = dev_open(), fd;
 
 	if (dev < 0)
 		return -errno;
-	fd = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &c);
-	fd = fd < 0 ? -errno : fd;
+	fd = queue_create(dev, 2, 8);
 	close(dev);
 	return fd;
 }
@@ -90,17 +73,12 @@ static int queue_new(void)
 /* The smallest pipe: 0 with fds[] filled in, or -errno. */
 static int pipe_new(int fds[2])
 {
-	struct mpq_pipe_create c = { .size = sizeof(c),
-				     .flags = MPQ_CREATE_CLOEXEC,
-				     .ring_size = PAGE, .fds = { -1, -1 } };
 	int dev = dev_open(), ret;
 
 	if (dev < 0)
 		return -errno;
-	ret = ioctl(dev, MPQ_IOC_PIPE_CREATE, &c) < 0 ? -errno : 0;
+	ret = pipe_create(dev, MPQ_CREATE_CLOEXEC, PAGE, fds);
 	close(dev);
-	fds[0] = c.fds[0];
-	fds[1] = c.fds[1];
 	return ret;
 }
 
@@ -109,7 +87,7 @@ static int param_read(const char *name, char *buf, size_t len)
 	char path[128];
 	int fd, n;
 
-	snprintf(path, sizeof(path), PARAMS "%s", name);
+	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		return -errno;
@@ -127,7 +105,7 @@ static int param_write(const char *name, const char *val)
 	char path[128];
 	int fd, n;
 
-	snprintf(path, sizeof(path), PARAMS "%s", name);
+	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
 	fd = open(path, O_WRONLY);
 	if (fd < 0)
 		return -errno;
@@ -221,20 +199,6 @@ static int usage_settled_ms(uid_t uid, long long objects, struct usage *u,
 static int usage_settled(uid_t uid, long long objects, struct usage *u)
 {
 	return usage_settled_ms(uid, objects, u, 1000);
-}
-
-/* Run fn in a child as uid (and gid uid, no groups): its exit status. */
-static int run_as(uid_t uid, int (*fn)(void *), void *arg)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(uid, uid, uid) ||
-		    setresuid(uid, uid, uid))
-			_exit(200);
-		_exit(fn(arg));
-	}
-	return wait_child(pid, 20000);
 }
 
 /* Give up CAP_SYS_RESOURCE, staying uid 0. */
@@ -333,7 +297,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_byte_budget)
 	struct usage u;
 
 	ASSERT_EQ(0, param_set("max_user_bytes", 1 << 20));
-	ASSERT_EQ(0, run_as(4201, fill_byte_budget, NULL));
+	ASSERT_EQ(0, run_as(4201, 4201, fill_byte_budget, NULL, RUN_AS_MS));
 	ASSERT_EQ(-ESRCH, usage_settled(4201, 0, &u));
 }
 
@@ -365,7 +329,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_object_cap)
 	struct usage u;
 
 	ASSERT_EQ(0, param_set("max_user_objects", 3));
-	ASSERT_EQ(0, run_as(4202, fill_object_cap, NULL));
+	ASSERT_EQ(0, run_as(4202, 4202, fill_object_cap, NULL, RUN_AS_MS));
 	ASSERT_EQ(-ESRCH, usage_settled(4202, 0, &u));
 }
 
@@ -402,7 +366,7 @@ TEST_F(limits, an_ordinary_user_gets_edquot_past_its_persistent_name_cap)
 	struct usage u;
 
 	ASSERT_EQ(0, param_set("max_user_names", 2));
-	ASSERT_EQ(0, run_as(4203, fill_name_cap, self->name));
+	ASSERT_EQ(0, run_as(4203, 4203, fill_name_cap, self->name, RUN_AS_MS));
 	ASSERT_EQ(0, usage_of(4203, &u));
 	ASSERT_EQ(2, u.names);
 	ASSERT_EQ(0, unlink_raw(self->name[1]));
@@ -432,7 +396,7 @@ TEST_F(limits, freeing_returns_the_charge_after_the_creator_exited)
 	void *p;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-	ASSERT_EQ(0, run_as(4204, make_and_hand_over, &sv[1]));
+	ASSERT_EQ(0, run_as(4204, 4204, make_and_hand_over, &sv[1], RUN_AS_MS));
 	for (i = 0; i < 4; i++) {
 		fd[i] = recv_fd(sv[0]);
 		ASSERT_LE(0, fd[i]);
@@ -471,7 +435,7 @@ TEST_F(limits, a_persistent_name_stays_charged_to_its_creator_until_unlinked)
 {
 	struct usage u;
 
-	ASSERT_EQ(0, run_as(4205, make_persistent, self->name[0]));
+	ASSERT_EQ(0, run_as(4205, 4205, make_persistent, self->name[0], RUN_AS_MS));
 	ASSERT_EQ(0, usage_settled(4205, 1, &u));
 	ASSERT_EQ(1, u.objects);
 	ASSERT_EQ(3 * PAGE, u.bytes);
@@ -535,7 +499,7 @@ TEST_F(limits, cap_sys_resource_is_exempt_and_still_counted)
 	ASSERT_EQ(before.names + 1, after.names);
 	ASSERT_LT(before.bytes + 4 * PAGE, after.bytes);
 
-	ASSERT_EQ(0, run_as(0, root_without_sys_resource, NULL));
+	ASSERT_EQ(0, run_as(0, 0, root_without_sys_resource, NULL, RUN_AS_MS));
 	for (i = 0; i < 3; i++)
 		close(fd[i]);
 	close(fds[0]);
@@ -579,12 +543,12 @@ TEST_F(limits, two_users_budgets_are_independent)
 
 	ASSERT_EQ(0, param_set("max_user_objects", 2));
 	/* User A fills its budget with blocks that outlive it. */
-	ASSERT_EQ(0, run_as(4206, make_names, &first));
+	ASSERT_EQ(0, run_as(4206, 4206, make_names, &first, RUN_AS_MS));
 	/* User B still has all of its own, and no more. */
-	ASSERT_EQ(0, run_as(4207, fill_objects, NULL));
+	ASSERT_EQ(0, run_as(4207, 4207, fill_objects, NULL, RUN_AS_MS));
 	ASSERT_EQ(-ESRCH, usage_settled(4207, 0, &u));
 	/* A has none left. */
-	ASSERT_EQ(0, run_as(4206, make_names, &more));
+	ASSERT_EQ(0, run_as(4206, 4206, make_names, &more, RUN_AS_MS));
 	ASSERT_EQ(0, usage_of(4206, &u));
 	ASSERT_EQ(2, u.objects);
 	ASSERT_EQ(2, u.names);
@@ -639,7 +603,7 @@ TEST_F(limits, users_show_only_where_the_reader_can_name_them)
 {
 	struct usage u;
 
-	ASSERT_EQ(0, run_as(4208, make_persistent, self->name[0]));
+	ASSERT_EQ(0, run_as(4208, 4208, make_persistent, self->name[0], RUN_AS_MS));
 	ASSERT_EQ(0, usage_of(4208, &u));
 	ASSERT_EQ(1, u.names);
 	ASSERT_EQ(0, wait_child(spawn(read_in_userns, NULL), 10000));
@@ -684,7 +648,7 @@ static int create_through_libmpq(void *arg)
 TEST_F(limits, libmpq_returns_edquot_unchanged)
 {
 	ASSERT_EQ(0, param_set("max_user_objects", 0));
-	ASSERT_EQ(0, run_as(4209, create_through_libmpq, NULL));
+	ASSERT_EQ(0, run_as(4209, 4209, create_through_libmpq, NULL, RUN_AS_MS));
 }
 
 TEST_HARNESS_MAIN

@@ -12,56 +12,7 @@
 #include <sys/syscall.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
-
-static int create(int dev, uint32_t capacity, uint32_t msg_max)
-{
-	struct mpq_queue_create c = { .size = sizeof(c), .flags = MPQ_CREATE_CLOEXEC,
-				      .capacity = capacity, .msg_max = msg_max };
-	int fd = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &c);
-
-	return fd < 0 ? -errno : fd;
-}
-
-static int info(int fd, struct mpq_queue_info *i)
-{
-	memset(i, 0, sizeof(*i));
-	i->size = sizeof(*i);
-	return ioctl(fd, MPQ_IOC_QUEUE_INFO, i) < 0 ? -errno : 0;
-}
-
-/* A pipe of ring bytes: 0 with fds[], or -errno. */
-static int pipe_create(int dev, uint32_t ring, int fds[2])
-{
-	struct mpq_pipe_create c = { .size = sizeof(c), .flags = MPQ_CREATE_CLOEXEC,
-				     .ring_size = ring };
-
-	if (ioctl(dev, MPQ_IOC_PIPE_CREATE, &c) < 0)
-		return -errno;
-	fds[0] = c.fds[0];
-	fds[1] = c.fds[1];
-	return 0;
-}
-
-static int pipe_info(int fd, struct mpq_pipe_info *i)
-{
-	memset(i, 0, sizeof(*i));
-	i->size = sizeof(*i);
-	return ioctl(fd, MPQ_IOC_PIPE_INFO, i) < 0 ? -errno : 0;
-}
-
-static long objects(void)
-{
-	long v = -1;
-	FILE *f = fopen("/sys/module/mpq/parameters/objects", "r");
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
+#include "kmod_helpers.h"
 
 static long futex(void *addr, int op, uint32_t val, struct timespec *ts)
 {
@@ -90,11 +41,11 @@ FIXTURE_TEARDOWN(dev)
 static int map_queue(int dev, void **p, size_t *size)
 {
 	struct mpq_queue_info i;
-	int fd = create(dev, 64, 1000);
+	int fd = queue_create(dev, 64, 1000);
 
 	if (fd < 0)
 		return fd;
-	if (info(fd, &i))
+	if (queue_info(fd, &i))
 		return -EIO;
 	*size = i.map_size;
 	*p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -145,7 +96,7 @@ TEST_F(dev, remap_file_pages_of_a_whole_object_keeps_its_rules)
 
 	ASSERT_LE(0, objs);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(0, queue_info(fd, &i));
 	if (syscall(SYS_remap_file_pages, p, size, 0, 0, 0))
 		TH_LOG("remap_file_pages of the whole object: %s",
 		       strerror(errno));
@@ -206,7 +157,7 @@ TEST_F(dev, madv_remove_is_refused_on_pipes_and_blocks_too)
 	int fds[2], shm;
 	uint32_t *p;
 
-	ASSERT_EQ(0, pipe_create(self->dev, 8192, fds));
+	ASSERT_EQ(0, pipe_create(self->dev, MPQ_CREATE_CLOEXEC, 8192, fds));
 	ASSERT_EQ(0, pipe_info(fds[0], &pi));
 	p = mmap(NULL, pi.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 		 fds[0], 0);
@@ -375,7 +326,7 @@ TEST_F(dev, every_object_is_whole_pages_and_holds_its_layout)
 	char *p;
 
 	for (ring = MPQ_PIPE_RING_MIN; ring <= (1U << 20); ring <<= 1) {
-		ASSERT_EQ(0, pipe_create(self->dev, ring, fds));
+		ASSERT_EQ(0, pipe_create(self->dev, MPQ_CREATE_CLOEXEC, ring, fds));
 		ASSERT_EQ(0, pipe_info(fds[1], &pi));
 		ASSERT_EQ(0, pi.map_size % self->page);
 		ASSERT_LE(self->page, pi.data_off[0]);
@@ -393,9 +344,9 @@ TEST_F(dev, every_object_is_whole_pages_and_holds_its_layout)
 	}
 	for (i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
 		for (j = 0; j < sizeof(msgs) / sizeof(msgs[0]); j++) {
-			fd = create(self->dev, caps[i], msgs[j]);
+			fd = queue_create(self->dev, caps[i], msgs[j]);
 			ASSERT_LE(0, fd);
-			ASSERT_EQ(0, info(fd, &qi));
+			ASSERT_EQ(0, queue_info(fd, &qi));
 			ASSERT_EQ(0, qi.map_size % self->page);
 			ASSERT_EQ(0, qi.data_off % self->page);
 			ASSERT_LE(qi.data_off + (uint64_t)qi.capacity *
@@ -410,12 +361,16 @@ TEST_F(dev, pipe_ring_sizes_are_those_the_header_names)
 {
 	int fds[2], ret;
 
-	ASSERT_EQ(-EINVAL, pipe_create(self->dev, MPQ_PIPE_RING_MIN / 2, fds));
-	ASSERT_EQ(-EINVAL, pipe_create(self->dev, MPQ_PIPE_RING_MIN + 8, fds));
-	ASSERT_EQ(-E2BIG, pipe_create(self->dev, MPQ_PIPE_RING_MAX * 2, fds));
-	ASSERT_EQ(-E2BIG, pipe_create(self->dev, 1U << 31, fds));
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, MPQ_CREATE_CLOEXEC,
+				       MPQ_PIPE_RING_MIN / 2, fds));
+	ASSERT_EQ(-EINVAL, pipe_create(self->dev, MPQ_CREATE_CLOEXEC,
+				       MPQ_PIPE_RING_MIN + 8, fds));
+	ASSERT_EQ(-E2BIG, pipe_create(self->dev, MPQ_CREATE_CLOEXEC,
+				      MPQ_PIPE_RING_MAX * 2, fds));
+	ASSERT_EQ(-E2BIG, pipe_create(self->dev, MPQ_CREATE_CLOEXEC,
+				      1U << 31, fds));
 	/* The largest fits max_object_bytes; a per-user budget may refuse. */
-	ret = pipe_create(self->dev, MPQ_PIPE_RING_MAX, fds);
+	ret = pipe_create(self->dev, MPQ_CREATE_CLOEXEC, MPQ_PIPE_RING_MAX, fds);
 	ASSERT_TRUE(ret == 0 || ret == -ENOMEM || ret == -EDQUOT)
 		TH_LOG("ring of %u: %s", MPQ_PIPE_RING_MAX, strerror(-ret));
 	if (ret == 0) {
@@ -549,9 +504,9 @@ TEST_F_TIMEOUT(dev, a_reader_dies_of_sigkill_while_a_forger_keeps_the_queue_busy
 	f.in_read = shared_alloc(2 * sizeof(int));
 	ASSERT_NE(NULL, f.in_read);
 	f.armed = f.in_read + 1;
-	f.fd = create(self->dev, 256, 8);
+	f.fd = queue_create(self->dev, 256, 8);
 	ASSERT_LE(0, f.fd);
-	ASSERT_EQ(0, info(f.fd, &f.qi));
+	ASSERT_EQ(0, queue_info(f.fd, &f.qi));
 	f.wake_fd = f.fd;
 	TH_LOG("seed %llu", (unsigned long long)seed);
 	for (round = 0; round < 8; round++)
@@ -604,7 +559,7 @@ TEST_F_TIMEOUT(dev, a_reader_dies_of_sigkill_while_a_forger_keeps_the_pipe_movin
 	f.in_read = shared_alloc(2 * sizeof(int));
 	ASSERT_NE(NULL, f.in_read);
 	f.armed = f.in_read + 1;
-	ASSERT_EQ(0, pipe_create(self->dev, 4096, fds));
+	ASSERT_EQ(0, pipe_create(self->dev, MPQ_CREATE_CLOEXEC, 4096, fds));
 	f.fd = fds[0];		/* end 0 reads ring 1 */
 	f.wake_fd = fds[1];
 	ASSERT_EQ(0, pipe_info(f.fd, &f.pi));

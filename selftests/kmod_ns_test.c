@@ -17,71 +17,20 @@
 #include <sys/resource.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
+#include "kmod_helpers.h"
 
 #define VICTIM_UID	1000
 #define STRANGER_UID	1001
 
-static int dev_open(void)
-{
-	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
-}
-
-/* MPQ_IOC_SHM_OPEN: the fd or -errno. */
-static int shm_open_raw(int dev, const char *name, uint64_t bytes,
-			uint32_t flags, uint32_t mode)
-{
-	struct mpq_shm_open o = {
-		.size = sizeof(o), .flags = flags | MPQ_CREATE_CLOEXEC,
-		.bytes = bytes, .name = (uint64_t)(uintptr_t)name,
-		.mode = mode, .kind = MPQ_SHM_KIND_SHM,
-	};
-	int fd = ioctl(dev, MPQ_IOC_SHM_OPEN, &o);
-
-	return fd < 0 ? -errno : fd;
-}
-
-static int shm_unlink_raw(int dev, const char *name)
-{
-	struct mpq_shm_unlink u = {
-		.size = sizeof(u), .name = (uint64_t)(uintptr_t)name,
-	};
-
-	return ioctl(dev, MPQ_IOC_SHM_UNLINK, &u) < 0 ? -errno : 0;
-}
-
-static uint64_t shm_id(int fd)
-{
-	struct mpq_shm_info i = { .size = sizeof(i) };
-
-	return ioctl(fd, MPQ_IOC_SHM_INFO, &i) ? 0 : i.id;
-}
-
-static long counter(const char *which)
-{
-	char path[128];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/module/mpq/parameters/%s", which);
-	f = fopen(path, "r");
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 /* Wait up to timeout_ms for a module counter to come to want. */
 static long counter_settled(const char *which, long want, int timeout_ms)
 {
-	long v = counter(which);
+	long v = param_long(which);
 	int i;
 
 	for (i = 0; i < timeout_ms / 5 && v != want; i++) {
 		sleep_ms(5);
-		v = counter(which);
+		v = param_long(which);
 	}
 	return v;
 }
@@ -233,7 +182,7 @@ static int stranger_looks_for_it(void *arg)
  */
 TEST(name_of_a_dead_namespace_is_never_found)
 {
-	long objects = counter_settled("objects", counter("objects"), 1000);
+	long objects = counter_settled("objects", param_long("objects"), 1000);
 	char name[64];
 	int round;
 
@@ -311,8 +260,8 @@ static int persist_in_a_new_namespace(void *arg)
 
 TEST(persistent_name_of_a_dead_namespace_is_freed)
 {
-	long objects = counter_settled("objects", counter("objects"), 1000);
-	long pages = counter("pages");
+	long objects = counter_settled("objects", param_long("objects"), 1000);
+	long pages = param_long("pages");
 
 	ASSERT_EQ(0, wait_child(spawn(persist_in_a_new_namespace, NULL),
 				10000));
@@ -346,8 +295,8 @@ static int busy_in_a_new_namespace(void *arg)
 
 TEST(namespaces_killed_at_random_points_leak_nothing)
 {
-	long objects = counter_settled("objects", counter("objects"), 1000);
-	long pages = counter("pages");
+	long objects = counter_settled("objects", param_long("objects"), 1000);
+	long pages = param_long("pages");
 	const char *env = getenv("MPQ_TEST_SEED");
 	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)now_ns();
 	int round;

@@ -12,34 +12,27 @@
 #include <sys/stat.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
+#include "kmod_helpers.h"
 
 #define TRACEFS		"/sys/kernel/tracing"
 #define INSTANCE	TRACEFS "/instances/mpq_object_test"
 
-static int dev_open(void)
+/* A queue of the given geometry with its info: the fd or -errno. */
+static int queue_with_info(uint32_t capacity, uint32_t msg_max,
+			   struct mpq_queue_info *info)
 {
-	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
-}
-
-static int queue_create(uint32_t capacity, uint32_t msg_max,
-			struct mpq_queue_info *info)
-{
-	struct mpq_queue_create c = { .size = sizeof(c), .flags = MPQ_CREATE_CLOEXEC,
-				      .capacity = capacity, .msg_max = msg_max };
-	int dev = dev_open(), fd;
+	int dev = dev_open(), fd, ret;
 
 	if (dev < 0)
 		return -errno;
-	fd = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &c);
+	fd = queue_create(dev, capacity, msg_max);
 	close(dev);
 	if (fd < 0)
-		return -errno;
-	memset(info, 0, sizeof(*info));
-	info->size = sizeof(*info);
-	if (ioctl(fd, MPQ_IOC_QUEUE_INFO, info)) {
+		return fd;
+	ret = queue_info(fd, info);
+	if (ret) {
 		close(fd);
-		return -errno;
+		return ret;
 	}
 	return fd;
 }
@@ -131,7 +124,7 @@ TEST(listing_has_a_header_naming_every_column)
 	struct mpq_queue_info i;
 	struct row r;
 	unsigned int k;
-	int fd = queue_create(4, 8, &i);
+	int fd = queue_with_info(4, 8, &i);
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, listing_row(i.id, &r));
@@ -148,7 +141,7 @@ TEST(listing_shows_a_queue_with_its_owner_size_and_creator)
 	struct mpq_queue_info i;
 	struct row r;
 	void *p;
-	int fd = queue_create(100, 64, &i);
+	int fd = queue_with_info(100, 64, &i);
 
 	ASSERT_LE(0, fd);
 	p = map_queue(fd, &i);
@@ -177,7 +170,7 @@ TEST(listing_forgets_an_object_once_its_last_fd_and_mapping_are_gone)
 	struct mpq_queue_info i;
 	struct row r;
 	void *p;
-	int fd = queue_create(4, 8, &i);
+	int fd = queue_with_info(4, 8, &i);
 
 	ASSERT_LE(0, fd);
 	p = map_queue(fd, &i);
@@ -195,7 +188,7 @@ TEST(listing_depth_counts_messages_and_is_clamped_when_memory_lies)
 	struct mpq_queue_shm *shm;
 	struct row r;
 	char msg[8] = "message";
-	int fd = queue_create(8, 8, &i), k;
+	int fd = queue_with_info(8, 8, &i), k;
 
 	ASSERT_LE(0, fd);
 	shm = map_queue(fd, &i);
@@ -233,7 +226,7 @@ TEST(listing_names_a_forked_participant_and_drops_it_when_it_dies)
 	struct row r;
 	void *p;
 	pid_t pid;
-	int fd = queue_create(4, 8, &i);
+	int fd = queue_with_info(4, 8, &i);
 
 	ASSERT_LE(0, fd);
 	p = map_queue(fd, &i);
@@ -353,7 +346,7 @@ static void death_wakes_poller(struct __test_metadata *_metadata, int unmap_firs
 	int64_t killed;
 
 	ASSERT_NE(NULL, d);
-	d->fd = queue_create(4, 8, &d->info);
+	d->fd = queue_with_info(4, 8, &d->info);
 	ASSERT_LE(0, d->fd);
 	d->unmap_first = unmap_first;
 	pp = spawn(poller, d);
@@ -467,7 +460,7 @@ TEST_F(trace, create_attach_fork_death_and_destroy_are_traced_in_order)
 	char *buf;
 	void *p;
 	pid_t pid;
-	int fd = queue_create(4, 8, &i);
+	int fd = queue_with_info(4, 8, &i);
 
 	ASSERT_LE(0, fd);
 	p = map_queue(fd, &i);
@@ -521,7 +514,7 @@ TEST_F(trace, a_sleep_in_read_and_its_wake_up_are_traced)
 	pthread_t th;
 	const char *cur;
 	char *buf, dir[32];
-	int fd = queue_create(4, 8, &i);
+	int fd = queue_with_info(4, 8, &i);
 
 	ASSERT_LE(0, fd);
 	r.fd = fd;

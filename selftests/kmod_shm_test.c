@@ -11,58 +11,11 @@
 #include <stdio.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
+#include "kmod_helpers.h"
 
 #define OTHER_UID	1000
 #define OTHER_GID	1000
-
-static int dev_open(void)
-{
-	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
-}
-
-/* MPQ_IOC_SHM_OPEN: the fd or -errno. */
-static int shm_open_raw(int dev, const char *name, uint64_t bytes,
-			uint32_t flags, uint32_t mode)
-{
-	struct mpq_shm_open o = {
-		.size = sizeof(o), .flags = flags | MPQ_CREATE_CLOEXEC,
-		.bytes = bytes, .name = (uint64_t)(uintptr_t)name,
-		.mode = mode, .kind = MPQ_SHM_KIND_SHM,
-	};
-	int fd = ioctl(dev, MPQ_IOC_SHM_OPEN, &o);
-
-	return fd < 0 ? -errno : fd;
-}
-
-static int shm_unlink_raw(int dev, const char *name)
-{
-	struct mpq_shm_unlink u = {
-		.size = sizeof(u), .name = (uint64_t)(uintptr_t)name,
-	};
-
-	return ioctl(dev, MPQ_IOC_SHM_UNLINK, &u) < 0 ? -errno : 0;
-}
-
-static int shm_info(int fd, struct mpq_shm_info *i)
-{
-	memset(i, 0, sizeof(*i));
-	i->size = sizeof(*i);
-	return ioctl(fd, MPQ_IOC_SHM_INFO, i) < 0 ? -errno : 0;
-}
-
-static long objects(void)
-{
-	FILE *f = fopen("/sys/module/mpq/parameters/objects", "r");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
+#define RUN_AS_MS	10000	/* how long a run_as() child may take */
 
 /* Objects are freed when the last reference goes; fput may be deferred. */
 static long objects_settled(long want)
@@ -77,23 +30,9 @@ static long objects_settled(long want)
 	return v;
 }
 
-/* Run fn in a child as uid and gid (no other groups); its exit status. */
-static int run_as(uid_t uid, gid_t gid, int (*fn)(void *), void *arg)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(gid, gid, gid) ||
-		    setresuid(uid, uid, uid))
-			_exit(200);
-		_exit(fn(arg));
-	}
-	return wait_child(pid, 10000);
-}
-
 static int as_other_user(int (*fn)(void *), void *arg)
 {
-	return run_as(OTHER_UID, OTHER_GID, fn, arg);
+	return run_as(OTHER_UID, OTHER_GID, fn, arg, RUN_AS_MS);
 }
 
 FIXTURE(shm) {
@@ -376,10 +315,13 @@ TEST_F(shm, the_group_bits_apply_to_the_group)
 	/* OTHER_UID creates it 0660, persistent, owned by its group. */
 	ASSERT_EQ(0, as_other_user(other_creates, NULL));
 	/* Another user of that group opens it; one of no group does not. */
-	ASSERT_EQ(0, run_as(OTHER_UID + 1, OTHER_GID, other_opens, NULL));
-	ASSERT_EQ(10, run_as(OTHER_UID + 2, OTHER_GID + 2, other_opens, NULL));
+	ASSERT_EQ(0, run_as(OTHER_UID + 1, OTHER_GID, other_opens, NULL,
+			    RUN_AS_MS));
+	ASSERT_EQ(10, run_as(OTHER_UID + 2, OTHER_GID + 2, other_opens, NULL,
+			     RUN_AS_MS));
 	/* Nor may a group member unlink it: only the owner or root may. */
-	ASSERT_EQ(EPERM, run_as(OTHER_UID + 1, OTHER_GID, other_unlinks, NULL));
+	ASSERT_EQ(EPERM, run_as(OTHER_UID + 1, OTHER_GID, other_unlinks, NULL,
+				RUN_AS_MS));
 	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 }

@@ -13,45 +13,7 @@
 #include <sys/syscall.h>
 
 #include "kselftest_harness.h"
-#include "helpers.h"
-
-static int dev_open(void)
-{
-	return open("/dev/mpq", O_RDWR | O_CLOEXEC);
-}
-
-/* MPQ_IOC_QUEUE_CREATE with the given arguments: the fd or -errno. */
-static int create(int dev, uint32_t capacity, uint32_t msg_max)
-{
-	struct mpq_queue_create c = { .size = sizeof(c), .flags = MPQ_CREATE_CLOEXEC,
-				      .capacity = capacity, .msg_max = msg_max };
-	int fd = ioctl(dev, MPQ_IOC_QUEUE_CREATE, &c);
-
-	return fd < 0 ? -errno : fd;
-}
-
-static int info(int fd, struct mpq_queue_info *i)
-{
-	memset(i, 0, sizeof(*i));
-	i->size = sizeof(*i);
-	return ioctl(fd, MPQ_IOC_QUEUE_INFO, i) < 0 ? -errno : 0;
-}
-
-static long counter(const char *name)
-{
-	char path[128];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/module/mpq/parameters/%s", name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
+#include "kmod_helpers.h"
 
 FIXTURE(dev) {
 	int dev;
@@ -72,10 +34,10 @@ FIXTURE_TEARDOWN(dev)
 TEST_F(dev, create_returns_a_queue_fd_with_its_geometry)
 {
 	struct mpq_queue_info i;
-	int fd = create(self->dev, 100, 1000);
+	int fd = queue_create(self->dev, 100, 1000);
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(0, queue_info(fd, &i));
 	ASSERT_EQ(128, i.capacity);		/* rounded up */
 	ASSERT_EQ(1000, i.msg_max);
 	ASSERT_EQ(0, i.slot_size % MPQ_SLOT_ALIGN);
@@ -137,20 +99,20 @@ TEST_F(dev, create_refuses_unknown_flags_and_reserved_fields)
 
 TEST_F(dev, create_refuses_zero_and_absurd_lengths)
 {
-	ASSERT_EQ(-EINVAL, create(self->dev, 0, 8));
-	ASSERT_EQ(-EINVAL, create(self->dev, 8, 0));
-	ASSERT_EQ(-E2BIG, create(self->dev, 0x80000001U, 8));
-	ASSERT_EQ(-E2BIG, create(self->dev, 0xffffffffU, 0xffffffffU));
-	ASSERT_EQ(-E2BIG, create(self->dev, 1, 0xffffffffU));
-	ASSERT_EQ(-E2BIG, create(self->dev, 1U << 30, 1U << 30));
-	ASSERT_EQ(-E2BIG, create(self->dev, 1U << 20, 4096));	/* > 1 GiB */
+	ASSERT_EQ(-EINVAL, queue_create(self->dev, 0, 8));
+	ASSERT_EQ(-EINVAL, queue_create(self->dev, 8, 0));
+	ASSERT_EQ(-E2BIG, queue_create(self->dev, 0x80000001U, 8));
+	ASSERT_EQ(-E2BIG, queue_create(self->dev, 0xffffffffU, 0xffffffffU));
+	ASSERT_EQ(-E2BIG, queue_create(self->dev, 1, 0xffffffffU));
+	ASSERT_EQ(-E2BIG, queue_create(self->dev, 1U << 30, 1U << 30));
+	ASSERT_EQ(-E2BIG, queue_create(self->dev, 1U << 20, 4096));	/* > 1 GiB */
 }
 
 TEST_F(dev, bad_pointers_are_efault)
 {
 	void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
 			  -1, 0);
-	int fd = create(self->dev, 4, 8);
+	int fd = queue_create(self->dev, 4, 8);
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(-1, ioctl(self->dev, MPQ_IOC_QUEUE_CREATE, NULL));
@@ -173,7 +135,7 @@ TEST_F(dev, bad_pointers_are_efault)
 TEST_F(dev, info_honours_the_callers_struct_size)
 {
 	struct { struct mpq_queue_info i; uint64_t more[2]; } big;
-	int fd = create(self->dev, 4, 8);
+	int fd = queue_create(self->dev, 4, 8);
 
 	ASSERT_LE(0, fd);
 	memset(&big, 0xff, sizeof(big));
@@ -190,7 +152,7 @@ TEST_F(dev, info_honours_the_callers_struct_size)
 
 TEST_F(dev, unknown_ioctls_and_wake_bits_are_refused)
 {
-	int fd = create(self->dev, 4, 8);
+	int fd = queue_create(self->dev, 4, 8);
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(-1, ioctl(self->dev, _IO(MPQ_IOC_MAGIC, 0x7f)));
@@ -210,11 +172,11 @@ TEST_F(dev, unknown_ioctls_and_wake_bits_are_refused)
 TEST_F(dev, mmap_needs_offset_zero_whole_size_shared_no_exec)
 {
 	struct mpq_queue_info i;
-	int fd = create(self->dev, 4, 8);
+	int fd = queue_create(self->dev, 4, 8);
 	void *p;
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(0, queue_info(fd, &i));
 	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 4096);
 	ASSERT_EQ(MAP_FAILED, p);
 	ASSERT_EQ(EINVAL, errno);
@@ -243,11 +205,11 @@ TEST_F(dev, new_queue_memory_holds_the_formatted_header)
 {
 	struct mpq_queue_info i;
 	struct mpq_queue_shm *shm;
-	int fd = create(self->dev, 8, 100);
+	int fd = queue_create(self->dev, 8, 100);
 	uint32_t k;
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(0, queue_info(fd, &i));
 	shm = mmap(NULL, i.map_size, PROT_READ, MAP_SHARED, fd, 0);
 	ASSERT_NE(MAP_FAILED, shm);
 	ASSERT_EQ(MPQ_QUEUE_MAGIC, shm->magic);
@@ -277,8 +239,8 @@ static void *map_new(int dev, struct shared_map *m)
 	struct mpq_queue_info i;
 	void *p;
 
-	m->fd = create(dev, 8, 100);
-	if (m->fd < 0 || info(m->fd, &i))
+	m->fd = queue_create(dev, 8, 100);
+	if (m->fd < 0 || queue_info(m->fd, &i))
 		return NULL;
 	m->size = i.map_size;
 	p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
@@ -528,27 +490,27 @@ TEST(epoll_wakes_writer_on_get)
  */
 TEST_F(dev, memory_is_freed_after_the_last_fd_and_mapping)
 {
-	long objs = counter("objects"), pages = counter("pages");
+	long objs = param_long("objects"), pages = param_long("pages");
 	struct mpq_queue_info i;
 	void *p;
 	int fd;
 
 	ASSERT_LE(0, objs);
 	ASSERT_LE(0, pages);
-	fd = create(self->dev, 64, 4000);
+	fd = queue_create(self->dev, 64, 4000);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
-	ASSERT_EQ(objs + 1, counter("objects"));
-	ASSERT_EQ(pages + (long)(i.map_size / 4096), counter("pages"));
+	ASSERT_EQ(0, queue_info(fd, &i));
+	ASSERT_EQ(objs + 1, param_long("objects"));
+	ASSERT_EQ(pages + (long)(i.map_size / 4096), param_long("pages"));
 	p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	ASSERT_NE(MAP_FAILED, p);
 	close(fd);
 	/* The mapping alone keeps it alive, and usable. */
-	ASSERT_EQ(objs + 1, counter("objects"));
+	ASSERT_EQ(objs + 1, param_long("objects"));
 	((struct mpq_queue_shm *)p)->nonempty = 7;
 	ASSERT_EQ(0, munmap(p, i.map_size));
-	ASSERT_EQ(objs, counter("objects"));
-	ASSERT_EQ(pages, counter("pages"));
+	ASSERT_EQ(objs, param_long("objects"));
+	ASSERT_EQ(pages, param_long("pages"));
 }
 
 static int hold_and_die(void *arg)
@@ -565,23 +527,23 @@ static int hold_and_die(void *arg)
 
 TEST_F(dev, memory_is_freed_when_a_killed_holder_was_the_last)
 {
-	long objs = counter("objects"), pages = counter("pages");
+	long objs = param_long("objects"), pages = param_long("pages");
 	struct mpq_queue_info i;
 	struct shared_map m;
 	pid_t pid;
 
-	m.fd = create(self->dev, 16, 100);
+	m.fd = queue_create(self->dev, 16, 100);
 	ASSERT_LE(0, m.fd);
-	ASSERT_EQ(0, info(m.fd, &i));
+	ASSERT_EQ(0, queue_info(m.fd, &i));
 	m.size = i.map_size;
 	pid = spawn(hold_and_die, &m);
 	close(m.fd);
 	sleep_ms(50);
-	ASSERT_EQ(objs + 1, counter("objects"));
+	ASSERT_EQ(objs + 1, param_long("objects"));
 	kill(pid, SIGKILL);
 	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
-	ASSERT_EQ(objs, counter("objects"));
-	ASSERT_EQ(pages, counter("pages"));
+	ASSERT_EQ(objs, param_long("objects"));
+	ASSERT_EQ(pages, param_long("pages"));
 }
 
 /*
@@ -592,10 +554,10 @@ TEST_F(dev, module_cannot_unload_while_an_object_lives)
 {
 	struct mpq_queue_info i;
 	void *p;
-	int fd = create(self->dev, 4, 8);
+	int fd = queue_create(self->dev, 4, 8);
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, info(fd, &i));
+	ASSERT_EQ(0, queue_info(fd, &i));
 	p = mmap(NULL, i.map_size, PROT_READ, MAP_SHARED, fd, 0);
 	ASSERT_NE(MAP_FAILED, p);
 	close(self->dev);
@@ -623,10 +585,10 @@ TEST_F(dev, garbage_in_shared_memory_cannot_hurt_the_kernel)
 		struct mpq_queue_info i, j;
 		uint64_t *p;
 		size_t k;
-		int fd = create(self->dev, 1U << (round % 8), 1 + round * 37);
+		int fd = queue_create(self->dev, 1U << (round % 8), 1 + round * 37);
 
 		ASSERT_LE(0, fd);
-		ASSERT_EQ(0, info(fd, &i));
+		ASSERT_EQ(0, queue_info(fd, &i));
 		p = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 			 fd, 0);
 		ASSERT_NE(MAP_FAILED, p);
@@ -645,24 +607,11 @@ TEST_F(dev, garbage_in_shared_memory_cannot_hurt_the_kernel)
 			TH_LOG("write: %s", strerror(errno));
 		ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_WAKE,
 				   (unsigned long)MPQ_POLL_ALL));
-		ASSERT_EQ(0, info(fd, &j));
+		ASSERT_EQ(0, queue_info(fd, &j));
 		ASSERT_EQ(0, memcmp(&i, &j, sizeof(i)));
 		munmap(p, i.map_size);
 		close(fd);
 	}
-}
-
-/* MPQ_IOC_PIPE_CREATE: fds[] filled in, or -errno and no fd leaked. */
-static int pipe_create(int dev, uint32_t flags, uint32_t ring, int fds[2])
-{
-	struct mpq_pipe_create c = { .size = sizeof(c), .flags = flags,
-				     .ring_size = ring, .fds = { -1, -1 } };
-
-	if (ioctl(dev, MPQ_IOC_PIPE_CREATE, &c) < 0)
-		return -errno;
-	fds[0] = c.fds[0];
-	fds[1] = c.fds[1];
-	return 0;
 }
 
 TEST_F(dev, pipe_create_returns_two_ends_with_their_geometry)
@@ -714,7 +663,7 @@ TEST_F(dev, pipe_create_refuses_bad_arguments)
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memcpy(ro, &c, sizeof(c));
 	mprotect(ro, 4096, PROT_READ);
-	long objs = counter("objects");
+	long objs = param_long("objects");
 	int before = dup(0);
 
 	close(before);
@@ -724,7 +673,7 @@ TEST_F(dev, pipe_create_refuses_bad_arguments)
 	ASSERT_EQ(before, k);		/* the lowest fd is free again */
 	close(k);
 	sleep_ms(10);			/* the failed ends' deferred release */
-	ASSERT_EQ(objs, counter("objects"));
+	ASSERT_EQ(objs, param_long("objects"));
 	munmap(ro, 4096);
 }
 
@@ -756,7 +705,7 @@ static int hold_end_and_die(void *arg)
 
 TEST_F(dev, a_dead_holder_hangs_up_its_end_and_the_pipe_is_freed)
 {
-	long objs = counter("objects"), pages = counter("pages");
+	long objs = param_long("objects"), pages = param_long("pages");
 	struct pollfd p;
 	int fds[2];
 	pid_t pid;
@@ -771,10 +720,10 @@ TEST_F(dev, a_dead_holder_hangs_up_its_end_and_the_pipe_is_freed)
 	ASSERT_EQ(1, poll(&p, 1, 5000));	/* woken by the death */
 	ASSERT_TRUE(p.revents & POLLHUP);
 	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
-	ASSERT_EQ(objs + 1, counter("objects"));
+	ASSERT_EQ(objs + 1, param_long("objects"));
 	close(fds[1]);
-	ASSERT_EQ(objs, counter("objects"));
-	ASSERT_EQ(pages, counter("pages"));
+	ASSERT_EQ(objs, param_long("objects"));
+	ASSERT_EQ(pages, param_long("pages"));
 }
 
 static void kmod_pipe(struct __test_metadata *_metadata, struct mpq_conn **a,
