@@ -115,7 +115,7 @@ $(B)/asan/lib/%.o: lib/%.c $(LIB_HDRS)
 $(B)/asan/libmpq.a: $(ASAN_OBJS)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(B)/asan/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/asan/libmpq.a
+$(B)/asan/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(HARNESS) $(B)/asan/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a $(LIBS) -lpthread
 
