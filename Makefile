@@ -119,7 +119,12 @@ $(B)/asan/selftests/%: selftests/%.c selftests/helpers.h $(HARNESS) $(B)/asan/li
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a $(LIBS) -lpthread
 
-selftests: $(TEST_BINS) $(ASAN_BINS)
+# The module's ABI fuzzer (selftests/kmod_fuzz.c): no harness, its own TAP.
+$(B)/selftests/kmod_fuzz: selftests/kmod_fuzz.c include/uapi/linux/mpq.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Werror -std=gnu11 -o $@ $< $(LIBS) -lpthread
+
+selftests: $(TEST_BINS) $(ASAN_BINS) $(B)/selftests/kmod_fuzz
 
 $(B)/examples/%: examples/%.c $(SO)
 	@mkdir -p $(@D)
