@@ -985,7 +985,7 @@ int main(int argc, char **argv)
 	long seconds = 0, ops = 0, procs = 4, threads = 2, hang = 60;
 	pid_t pids[MAX_PROCS] = { 0 };
 	static pid_t groups[MAX_GROUPS];
-	int ngroups = 0, gen = 0, fails = 0, tests = 0, stuck = 0, broken = 0;
+	int ngroups = 0, gen = 0, fails = 0, tests = 0, stuck = 0, broken = 0, crashed = 0;
 	double end, t0 = now_s();
 	long objs, pgs;
 
@@ -1080,6 +1080,13 @@ int main(int argc, char **argv)
 					pids[i] = 0;
 					if (WIFEXITED(st) && WEXITSTATUS(st) == 2)
 						broken++;
+					/* Not our SIGKILL: the fuzzer crashed, or
+					 * the kernel broke its memory. */
+					if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL) {
+						printf("# worker %d died of signal %d\n",
+						       pid, WTERMSIG(st));
+						crashed++;
+					}
 				}
 		}
 		if (ops && now_s() > t0 + 3600)	/* --ops alone: an hour at most */
@@ -1093,10 +1100,10 @@ int main(int argc, char **argv)
 			stuck++;
 		}
 	tests++;
-	if (stuck || broken) {
+	if (stuck || broken || crashed) {
 		printf("not ok 1 every worker finished within %lds of the end "
-		       "(%d stuck, %d could not start; seed %llu)\n", hang, stuck,
-		       broken, (unsigned long long)seed);
+		       "(%d stuck, %d could not start, %d crashed; seed %llu)\n", hang,
+		       stuck, broken, crashed, (unsigned long long)seed);
 		fails++;
 	} else {
 		printf("ok 1 every worker finished within %lds of the end (%d workers)\n",
