@@ -87,7 +87,8 @@ if [ ! -s "$initrd" ] || [ "$top/selftests/vm/init" -nt "$initrd" ]; then
 		order+=("$name")
 	}
 	for m in "${vm_mods[@]}"; do add_mod "$m"; done
-	printf '%s\n' "${order[@]}" > "$stage/lib/modules/order"
+	: > "$stage/lib/modules/order"
+	[ ${#order[@]} = 0 ] || printf '%s\n' "${order[@]}" > "$stage/lib/modules/order"
 	(cd "$stage" && find . | cpio -o -H newc --quiet) > "$initrd.tmp"
 	mv "$initrd.tmp" "$initrd"
 	rm -rf "$stage"
