@@ -101,6 +101,9 @@ done
 echo "debug-kernel: building bzImage (this takes minutes)" >&2
 start=$(date +%s)
 make -s -j"$(nproc)" bzImage modules_prepare >&2
+# The exported symbols, for modpost when a module builds with M= (no
+# in-tree module is built, so no Module.symvers is made otherwise).
+cp vmlinux.symvers Module.symvers
 echo "debug-kernel: built $(cat include/config/kernel.release) in $(($(date +%s) - start))s" >&2
 echo "$key" > "$stamp"
 echo "$tree"
