@@ -44,6 +44,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <linux/mpq.h>
@@ -249,10 +250,17 @@ static __thread volatile int in_scribble;
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
-	(void)si;
-	(void)uc;
+	char msg[128];
+	int n;
+
 	if (in_scribble)
 		siglongjmp(scribble_jmp, 1);
+	/* Not expected: say where, for the report, then die of it. */
+	n = snprintf(msg, sizeof(msg), "# kmod_fuzz: pid %d: signal %d at %p, ip %#llx\n",
+		     getpid(), sig, si->si_addr,
+		     (unsigned long long)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP]);
+	if (write(1, msg, n) < 0)
+		n = 0;
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -263,7 +271,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
  * into (a guard page or one of our ranges): a read() must not reach the
  * fuzzer's own memory next to it.
  */
-static void *some_ptr_len(void *valid, size_t *len)
+static void *some_ptr_len_(void *valid, size_t *len, bool len_exact)
 {
 	struct map m;
 	size_t off;
@@ -282,8 +290,11 @@ static void *some_ptr_len(void *valid, size_t *len)
 	case 4:
 		if (pick_map(&m) && m.len) {
 			off = below(m.len);
-			if (len && *len > m.len - off)
+			if (len && *len > m.len - off) {
+				if (len_exact)
+					return valid;	/* no room for all of it */
 				*len = m.len - off;
+			}
 			return m.addr + off;
 		}
 		return valid;
@@ -292,12 +303,21 @@ static void *some_ptr_len(void *valid, size_t *len)
 	}
 }
 
+static void *some_ptr_len(void *valid, size_t *len)
+{
+	return some_ptr_len_(valid, len, false);
+}
+
+/*
+ * An ioctl argument: the kernel may write as many bytes as its size field
+ * says, up to a page (it zeroes what it does not know), so the pointer
+ * must have a page and more of ours behind it (or run into the guard).
+ */
 static void *some_ptr(void *valid)
 {
-	size_t len = 1024;	/* ioctl arguments are smaller than this */
-	void *p = some_ptr_len(valid, &len);
+	size_t len = page + 64;
 
-	return len < 1024 && chance(70) ? valid : p;
+	return some_ptr_len_(valid, &len, true);
 }
 
 /* ---- the calls ---- */
@@ -353,10 +373,12 @@ static const char *some_name(char *buf)
 
 static void op_create(void)
 {
-	char buf[512], nb[MPQ_NAME_MAX + 48];
+	static __thread char buf[8192];	/* more than a page: see some_ptr() */
+	char nb[MPQ_NAME_MAX + 48];
+	void *arg;
 	int fd;
 
-	for (size_t i = 0; i < sizeof(buf); i++)
+	for (size_t i = 0; i < 512; i++)
 		buf[i] = rnd();
 	switch (below(3)) {
 	case 0: {
@@ -382,7 +404,9 @@ static void op_create(void)
 			c->flags = chance(80) ? below(4) : rnd();
 		}
 		c->size = chance(85) ? sizeof(*c) : edgy(8192);
-		if (ioctl(dev_fd, MPQ_IOC_PIPE_CREATE, some_ptr(c)) == 0 &&
+		arg = some_ptr(c);
+		/* fds[] are only ours to keep if they were written there. */
+		if (ioctl(dev_fd, MPQ_IOC_PIPE_CREATE, arg) == 0 && arg == c &&
 		    c->fds[0] > 2 && c->fds[1] > 2) {
 			add_fd(c->fds[0], K_PIPE);
 			add_fd(c->fds[1], K_PIPE);
@@ -431,13 +455,14 @@ static const unsigned long cmds[] = {
 static void op_ioctl(void)
 {
 	unsigned long cmd = cmds[below(sizeof(cmds) / sizeof(cmds[0]))];
-	char buf[512];
+	static __thread char buf[8192];	/* more than a page: see some_ptr() */
 	struct ofd o = { .fd = dev_fd };
+	void *arg = NULL;
 	long r;
 
 	if (chance(80))
 		pick_fd(&o);
-	for (size_t i = 0; i < sizeof(buf); i++)
+	for (size_t i = 0; i < 512; i++)
 		buf[i] = chance(50) ? 0 : rnd();
 	*(uint32_t *)buf = chance(70) ? 64 + 8 * below(8) : edgy(8192);
 	if (chance(10))
@@ -445,11 +470,11 @@ static void op_ioctl(void)
 	if (cmd == MPQ_IOC_QUEUE_WAKE || cmd == MPQ_IOC_PIPE_WAKE)
 		r = ioctl(o.fd, cmd, chance(80) ? below(4) : rnd());
 	else
-		r = ioctl(o.fd, cmd, some_ptr(buf));
+		r = ioctl(o.fd, cmd, arg = some_ptr(buf));
 	/* A create through another fd: keep what it made, or it leaks an fd. */
 	if (r > 2 && (cmd == MPQ_IOC_QUEUE_CREATE || cmd == MPQ_IOC_SHM_OPEN))
 		add_fd(r, cmd == MPQ_IOC_QUEUE_CREATE ? K_QUEUE : K_SHM);
-	if (r == 0 && cmd == MPQ_IOC_PIPE_CREATE) {
+	if (r == 0 && cmd == MPQ_IOC_PIPE_CREATE && arg == buf) {
 		struct mpq_pipe_create *c = (void *)buf;
 
 		if (c->fds[0] > 2 && c->fds[1] > 2) {
