@@ -561,6 +561,7 @@ static void op_mremap(void)
 	struct map *m;
 	size_t nlen;
 	int flags = chance(70) ? MREMAP_MAYMOVE : 0;
+	enum kind kind;
 	char *p;
 
 	pthread_mutex_lock(&tab_lock);
@@ -583,11 +584,23 @@ static void op_mremap(void)
 			m->len = nlen;
 		goto out;
 	}
-	/* Moved: the old range stays ours (buried), the new one is added. */
-	if (!(flags & MREMAP_DONTUNMAP))
-		mmap(m->addr, m->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
-		     MAP_FIXED_NOREPLACE, -1, 0);
-	add_map_locked(p, nlen, m->kind);
+	/*
+	 * Moved: the old range was freed; take it back (buried) unless
+	 * another thread's mmap (liburing's rings, a thread stack) got it
+	 * first, in which case it is no longer ours to touch: drop it.
+	 */
+	kind = m->kind;
+	if (!(flags & MREMAP_DONTUNMAP)) {
+		void *back = mmap(m->addr, m->len, PROT_NONE, MAP_PRIVATE |
+				  MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+		if (back != m->addr) {
+			if (back != MAP_FAILED)	/* a kernel without NOREPLACE */
+				munmap(back, m->len);
+			*m = maps[--nmaps];
+		}
+	}
+	add_map_locked(p, nlen, kind);
 out:
 	pthread_mutex_unlock(&tab_lock);
 }
