@@ -203,6 +203,24 @@ static void add_map_locked(void *addr, size_t len, enum kind kind)
 		munmap(addr, len);
 }
 
+/*
+ * With tab_lock held: map PROT_NONE at [addr, addr + len) if nothing is
+ * there. False if something is, even ours (a failed MAP_FIXED mmap may or
+ * may not have unmapped it): the range is then dropped from the table,
+ * which is always safe; keeping one that is not ours is not.
+ */
+static bool take_back(char *addr, size_t len)
+{
+	void *back = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
+			  MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (back == addr)
+		return true;
+	if (back != MAP_FAILED)	/* a kernel without NOREPLACE put it elsewhere */
+		munmap(back, len);
+	return false;
+}
+
 /* With tab_lock held: unmap what is at [addr, addr + len), keep the range. */
 static void bury(char *addr, size_t len)
 {
@@ -509,7 +527,7 @@ static void op_mmap(void)
 	off_t off = 0;
 	int flags = MAP_SHARED;
 	void *want = NULL, *p;
-	struct map m;
+	struct map m = { 0 };
 
 	if (!pick_fd(&o))
 		return;
@@ -520,10 +538,11 @@ static void op_mmap(void)
 		flags = MAP_PRIVATE;
 	if (chance(5))
 		flags |= MAP_POPULATE;
+	int i = -1;
+
 	pthread_mutex_lock(&tab_lock);
 	if ((nmaps == MAX_MAPS || chance(15)) && nmaps) {
-		int i = below(nmaps);
-
+		i = below(nmaps);
 		m = maps[i];
 		want = m.addr;
 		flags |= MAP_FIXED;	/* over one of ours: never anything else */
@@ -533,6 +552,13 @@ static void op_mmap(void)
 	p = mmap(want, len, prots[chance(70) ? 0 : below(5)], flags, o.fd, off);
 	if (p != MAP_FAILED && !want)
 		add_map_locked(p, len, o.kind);
+	/*
+	 * A MAP_FIXED mmap that fails (the module refuses the mapping) may
+	 * have unmapped the range already: take it back, or drop it if
+	 * another thread's mmap got it first (see op_mremap()).
+	 */
+	if (p == MAP_FAILED && want && !take_back(m.addr, m.len))
+		maps[i] = maps[--nmaps];
 	pthread_mutex_unlock(&tab_lock);
 }
 
@@ -591,14 +617,8 @@ static void op_mremap(void)
 	 */
 	kind = m->kind;
 	if (!(flags & MREMAP_DONTUNMAP)) {
-		void *back = mmap(m->addr, m->len, PROT_NONE, MAP_PRIVATE |
-				  MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-
-		if (back != m->addr) {
-			if (back != MAP_FAILED)	/* a kernel without NOREPLACE */
-				munmap(back, m->len);
+		if (!take_back(m->addr, m->len))
 			*m = maps[--nmaps];
-		}
 	}
 	add_map_locked(p, nlen, kind);
 out:
