@@ -4,6 +4,8 @@
 #
 #   make              library, module and programs
 #   make check        every test: native, under ASan+UBSan, and in the VM
+#   make check-debug  the VM tests in a KASAN/lockdep/kmemleak kernel
+#   make fuzz         the ABI fuzzer in the VM (SECONDS=600, SEED=N)
 #   make demo         the seed's producer/consumer, then queue vs pipe
 #   make tools        the eBPF tools and mpqstat, in build/tools
 #   make bench        the benchmark suite (QUICK=1: under a minute)
@@ -56,7 +58,7 @@ EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all lib kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
-        vm vm-shell install uninstall clean checkpatch
+        vm vm-shell install uninstall clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
 
 all: lib kmod examples bench-bin tools
@@ -119,7 +121,12 @@ $(B)/asan/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a $(LIBS) -lpthread
 
-selftests: $(TEST_BINS) $(ASAN_BINS)
+# The module's ABI fuzzer (selftests/kmod_fuzz.c): no harness, its own TAP.
+$(B)/selftests/kmod_fuzz: selftests/kmod_fuzz.c include/uapi/linux/mpq.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Werror -std=gnu11 -o $@ $< $(LIBS) -lpthread
+
+selftests: $(TEST_BINS) $(ASAN_BINS) $(B)/selftests/kmod_fuzz
 
 $(B)/examples/%: examples/%.c $(SO)
 	@mkdir -p $(@D)
@@ -200,6 +207,35 @@ check: deps
 	$(MAKE) kmod-vm
 	selftests/run_tests.sh
 
+# The debug kernel (scripts/debug-kernel.sh: KASAN, lockdep, kmemleak,
+# UBSAN), cached under build/debug-kernel, and the module built against it
+# in a copy of the sources (kmod/mpq.ko stays the VM kernel's), itself
+# instrumented by UBSAN. Far too slow for every check: its own target.
+DEBUG_KDIR  := $(B)/debug-kernel/linux-source-6.1
+DEBUG_MOD   := $(B)/debug-kmod
+
+debug-kernel: deps
+	@scripts/deps.sh --debug-kernel
+	nice scripts/debug-kernel.sh $(B)/debug-kernel
+
+kmod-debug: debug-kernel
+	rm -rf $(DEBUG_MOD) && mkdir -p $(DEBUG_MOD)/include/uapi
+	cp -r Kbuild kmod $(DEBUG_MOD)/ && cp -r include/uapi/linux $(DEBUG_MOD)/include/uapi/
+	rm -f $(DEBUG_MOD)/kmod/*.o $(DEBUG_MOD)/kmod/*.ko $(DEBUG_MOD)/kmod/.*.cmd
+	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/$(DEBUG_MOD) W=1 UBSAN_SANITIZE=y modules
+
+check-debug: kmod-debug
+	$(MAKE) lib examples bench-bin tools selftests
+	MPQ_VM_KERNEL=$(DEBUG_KDIR)/arch/x86/boot/bzImage MPQ_MODULE=$(DEBUG_MOD)/kmod/mpq.ko \
+		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only
+
+# The ABI fuzzer alone, in the VM, for longer than make check runs it.
+SECONDS ?= 600
+fuzz: kmod-vm
+	$(MAKE) $(B)/selftests/kmod_fuzz
+	selftests/vm/run-vm.sh -t $$(($(SECONDS) + 600)) -- \
+		$(CURDIR)/$(B)/selftests/kmod_fuzz --seconds $(SECONDS) $(if $(SEED),--seed $(SEED))
+
 demo: deps
 	$(MAKE) lib examples bench-bin
 	$(B)/examples/producer_consumer
@@ -275,6 +311,6 @@ uninstall:
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -7,6 +7,9 @@
 #
 #   deps.sh          install what is missing
 #   deps.sh --kver   print the kernel release the module and the VM use
+#   deps.sh --debug-kernel
+#                    also what building the debug kernel needs
+#                    (scripts/debug-kernel.sh, make check-debug)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +33,11 @@ kver() {
 if [ "${1:-}" = --kver ]; then
 	kver || { echo "deps: no linux-headers-*-amd64 installed" >&2; exit 1; }
 	exit 0
+fi
+
+# Only for the debug kernel: kconfig's parsers and what its build runs.
+if [ "${1:-}" = --debug-kernel ]; then
+	pkgs+=(flex bison bc libssl-dev libelf-dev)
 fi
 
 missing=()

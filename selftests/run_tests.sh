@@ -11,7 +11,12 @@
 # Prints each binary's TAP, then one line: N passed, N failed, N skipped.
 # Exits non-zero if anything failed. The VM part never skips: a VM that
 # cannot run is a failure.
+#
+#   run_tests.sh --vm-only   only part 3 (make check-debug: with
+#                            MPQ_VM_KERNEL and MPQ_MODULE set)
 set -u
+vm_only=0
+[ "${1:-}" = --vm-only ] && vm_only=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 B=$top/build
 pass=0 fail=0 skip=0
@@ -63,9 +68,50 @@ check() {
 	fi
 }
 
+# The VM's kernel-log check itself (selftests/vm/splat.sh): kernel
+# reports count, a user-space program's crash does not.
+splat_case() { # WANT(0: a splat, 1: none) LINE...
+	local want=$1 rc
+	shift
+	printf '%s\n' "$@" | "$top/selftests/vm/splat.sh" >/dev/null
+	rc=$?
+	[ $rc = "$want" ] || { printf 'splat.sh exit %s, wanted %s, for:\n' $rc "$want"; printf '  %s\n' "$@"; }
+	[ $rc = "$want" ]
+}
+splat_tests() {
+	local ok=0
+	# User space: a crash, a trap, an abort. Not the kernel's.
+	splat_case 1 \
+		'[   12.345678] traps: kmod_test[123] general protection fault ip:401136 sp:7ffd1e0 error:0 in kmod_test[401000+2000]' \
+		'[   12.345679] kmod_test[124]: segfault at 0 ip 0000000000401136 sp 00007ffe2b8 error 6 in kmod_test[401000+2000]' \
+		'[   12.345680] traps: pool_test[125] trap invalid opcode ip:401136 sp:7ffd1e0 error:0 in pool_test[401000+2000]' \
+		'[    0.000000] Linux version 6.1.0-57-amd64' \
+		'[    0.100000] kasan: KernelAddressSanitizer initialized (generic)' || ok=1
+	# The kernel: each report kind alone must count.
+	local l
+	for l in \
+		'[   12.3] general protection fault, probably for non-canonical address 0xdffffc0000000001: 0000 [#1] PREEMPT SMP KASAN NOPTI' \
+		'[   12.3] general protection fault: 0000 [#1] SMP PTI' \
+		'[   12.3] BUG: KASAN: slab-out-of-bounds in mpq_pipe_read+0x1c/0x40 [mpq]' \
+		'[   12.3] BUG: unable to handle page fault for address: ffffc90000a00000' \
+		'[   12.3] BUG: sleeping function called from invalid context at mm/slab.h:723' \
+		'[   12.3] kernel BUG at mm/filemap.c:1560!' \
+		'[   12.3] WARNING: CPU: 1 PID: 88 at kmod/object.c:120 mpq_obj_put+0x2a/0x30 [mpq]' \
+		'[   12.3] Oops: 0002 [#1] PREEMPT SMP NOPTI' \
+		'[   12.3] UBSAN: shift-out-of-bounds in kmod/queue.c:42:7' \
+		'[   12.3] WARNING: possible circular locking dependency detected' \
+		'[   12.3] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:' \
+		'[  240.1] INFO: task kmod_test:77 blocked for more than 120 seconds.' \
+		'[  600.0] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)'; do
+		splat_case 0 "[    1.0] traps: x[1] general protection fault ip:1 sp:2 error:0 in x[1+1]" "$l" || ok=1
+	done
+	return $ok
+}
+check "vm: the splat check counts kernel reports, not user-space traps" splat_tests
+
 # Every library test binary; kmod_*_test need the module and tools_test
 # needs BPF and the module: they run in the VM.
-for t in "$B"/selftests/*_test; do
+[ $vm_only = 1 ] || for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
 	case $name in kmod_*|tools_test) continue ;; esac
 	run_tap "$name (native, memfd)" env MPQ_BACKEND=memfd "$t"
@@ -73,8 +119,9 @@ for t in "$B"/selftests/*_test; do
 		env MPQ_BACKEND=memfd ASAN_OPTIONS=detect_leaks=1 "$B/asan/selftests/$name"
 done
 
-echo "# === VM: $("$top/scripts/deps.sh" --kver 2>/dev/null || echo '?')"
-vm_out=$("$top/selftests/vm/run-vm.sh" -t 1500 -- "$top/selftests/vm/guest_tests.sh" "$B" 2>&1)
+echo "# === VM: ${MPQ_VM_KERNEL:-$("$top/scripts/deps.sh" --kver 2>/dev/null || echo '?')}"
+vm_out=$("$top/selftests/vm/run-vm.sh" -t "${MPQ_VM_TIMEOUT:-1500}" -- \
+	"$top/selftests/vm/guest_tests.sh" "$B" 2>&1)
 vm_rc=$?
 echo "$vm_out"
 add_totals "VM tests" "$vm_rc" "$vm_out"
@@ -84,6 +131,12 @@ if [ $vm_rc = 0 ]; then
 else
 	echo "not ok - VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
 	fail=$((fail + 1)); failed+=("VM run")
+fi
+if [ $vm_only = 1 ]; then
+	[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+	echo "$pass passed, $fail failed, $skip skipped"
+	[ $fail = 0 ]
+	exit
 fi
 
 check "kmod: checkpatch --strict clean" bash -c \

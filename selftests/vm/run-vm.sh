@@ -4,8 +4,9 @@
 # Boot Debian's 6.1 kernel in qemu with the host's root read-only over 9p,
 # load mpq.ko, run a command inside, and return its output and exit status.
 # After the command the guest unloads the module; the run fails if that
-# fails or if the kernel logged a splat (BUG, WARNING, Oops, lockdep, RCU
-# stall, hung task).
+# fails or if the kernel logged a splat (selftests/vm/splat.sh: BUG,
+# WARNING, Oops, KASAN, UBSAN, lockdep, RCU stall, hung task, kmemleak)
+# or, on a kernel with kmemleak, if a scan after rmmod finds a leak.
 #
 #   run-vm.sh [-t SECONDS] [-o DIR] -- COMMAND [ARG...]
 #                     run COMMAND in the guest; what it writes under
@@ -15,7 +16,9 @@
 # Environment: MPQ_KVER (kernel release, default: newest installed
 # linux-headers-*-amd64), MPQ_VM_DIR (default build/vm), MPQ_MODULE
 # (default kmod/mpq.ko), MPQ_VM_ACCEL (kvm or tcg, default: probe),
-# MPQ_VM_SMP (2), MPQ_VM_MEM (4G: the 1 GiB message test).
+# MPQ_VM_SMP (2), MPQ_VM_MEM (4G: the 1 GiB message test), MPQ_VM_KERNEL
+# (a bzImage to boot instead of Debian's, with virtio-pci and 9p built in:
+# the initramfs then loads no modules; e.g. scripts/debug-kernel.sh's).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,10 +41,21 @@ done
 shift $((OPTIND - 1))
 [ $shell = 1 ] || [ $# -gt 0 ] || die "no command given"
 
-kver=${MPQ_KVER:-$("$top/scripts/deps.sh" --kver)}
-kimg=$vmdir/linux-image-$kver
-vmlinuz=$kimg/boot/vmlinuz-$kver
-[ -r "$vmlinuz" ] || die "no kernel image at $vmlinuz: run 'make deps'"
+if [ -n "${MPQ_VM_KERNEL:-}" ]; then
+	vmlinuz=$(realpath "$MPQ_VM_KERNEL")
+	[ -r "$vmlinuz" ] || die "no kernel image at $vmlinuz"
+	# The release, from the image's header ("version 6.1.192-mpqdebug ...").
+	kver=${MPQ_KVER:-$(file -bL "$vmlinuz" | sed -n 's/.*version \([^ ]*\) .*/\1/p')}
+	[ -n "$kver" ] || die "cannot read the kernel release of $vmlinuz"
+	kimg=
+	vm_mods=()
+else
+	kver=${MPQ_KVER:-$("$top/scripts/deps.sh" --kver)}
+	kimg=$vmdir/linux-image-$kver
+	vmlinuz=$kimg/boot/vmlinuz-$kver
+	[ -r "$vmlinuz" ] || die "no kernel image at $vmlinuz: run 'make deps'"
+	vm_mods=(virtio_pci 9pnet_virtio 9p)
+fi
 [ -r "$module" ] || die "no module at $module: run 'make'"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run 'make deps'"
 modinfo -F vermagic "$module" | grep -q "^$kver " ||
@@ -72,8 +86,9 @@ if [ ! -s "$initrd" ] || [ "$top/selftests/vm/init" -nt "$initrd" ]; then
 		cp "$path" "$stage/lib/modules/"
 		order+=("$name")
 	}
-	for m in virtio_pci 9pnet_virtio 9p; do add_mod "$m"; done
-	printf '%s\n' "${order[@]}" > "$stage/lib/modules/order"
+	for m in "${vm_mods[@]}"; do add_mod "$m"; done
+	: > "$stage/lib/modules/order"
+	[ ${#order[@]} = 0 ] || printf '%s\n' "${order[@]}" > "$stage/lib/modules/order"
 	(cd "$stage" && find . | cpio -o -H newc --quiet) > "$initrd.tmp"
 	mv "$initrd.tmp" "$initrd"
 	rm -rf "$stage"
@@ -96,6 +111,15 @@ kvm) accel_args=(-accel kvm -cpu host) ;;
 tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
 *) die "MPQ_VM_ACCEL must be kvm or tcg" ;;
 esac
+append="console=ttyS0 loglevel=3 panic=-1 rdinit=/init"
+# A kernel of our own under TCG: without acpi=noirq each ACPI PCI link
+# times out and the boot takes minutes.
+# And 4-level paging: a KASAN kernel on TCG's 5-level (la57) CPU was seen
+# to report a wild access in an interrupt during early boot.
+if [ -n "${MPQ_VM_KERNEL:-}" ] && [ "$accel" = tcg ]; then
+	append+=" acpi=noirq"
+	accel_args=(-accel tcg,thread=multi -cpu max,la57=off)
+fi
 
 mkdir -p "$vmdir/runs"
 # Keep the last 20 runs' logs for a look afterwards.
@@ -121,7 +145,7 @@ qemu=(qemu-system-x86_64 "${accel_args[@]}"
 	-smp "${MPQ_VM_SMP:-2}" -m "${MPQ_VM_MEM:-4G}"
 	-nodefaults -no-reboot -display none
 	-kernel "$vmlinuz" -initrd "$initrd"
-	-append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init"
+	-append "$append"
 	-fsdev "local,id=root,path=/,readonly=on,security_model=none,multidevs=remap"
 	-device virtio-9p-pci,fsdev=root,mount_tag=hostroot
 	-fsdev "local,id=src,path=$top,readonly=on,security_model=none,multidevs=remap"
@@ -157,10 +181,12 @@ fail() {
 [ -f "$run/status" ] || fail "the guest command did not complete (qemu exit $rc)"
 [ -f "$run/insmod" ] && fail "insmod $module failed in the guest"
 status=$(cat "$run/status")
-splat='BUG:|WARNING:|Oops|general protection|INFO: task .* blocked|possible recursive locking|possible circular locking|inconsistent lock state|rcu.*(stall|detected)|UBSAN:|KASAN:|kernel BUG|Call Trace:'
-if grep -Eq "$splat" "$run/dmesg"; then
-	grep -En -B2 -A20 "$splat" "$run/dmesg" | head -60 >&2
+if "$top/selftests/vm/splat.sh" "$run/dmesg" >&2; then
 	fail "the kernel logged a splat (see $run/dmesg)"
+fi
+if [ -s "$run/kmemleak" ]; then
+	head -60 "$run/kmemleak" >&2
+	fail "kmemleak found leaks after rmmod (see $run/kmemleak)"
 fi
 [ "$(cat "$run/rmmod" 2>/dev/null)" = 0 ] ||
 	fail "rmmod mpq failed in the guest: $(cat "$run/rmmod.err" 2>/dev/null)"
