@@ -997,6 +997,45 @@ static long counter(const char *name)
 	return v;
 }
 
+/*
+ * A name made from a pointer into random memory is not in names[]: a
+ * persistent block under it lives, as it should, until unlinked. Unlink
+ * every name /proc/mpq still lists (the supervisor is root in the
+ * initial namespace, where the workers that made them ran), decoding the
+ * listing's \ooo escapes.
+ */
+static void unlink_listed(int dev)
+{
+	char line[4096], name[MPQ_NAME_MAX + 1], *f;
+	FILE *p = fopen("/proc/mpq", "r");
+
+	if (!p)
+		return;
+	while (fgets(line, sizeof(line), p)) {
+		struct mpq_shm_unlink u = { .size = sizeof(u), .name = (uintptr_t)name };
+		size_t n = 0;
+
+		/* id type name ...: the third field, escaped, or - for none. */
+		if (!strtok(line, " ") || !strtok(NULL, " ") || !(f = strtok(NULL, " ")))
+			continue;
+		if (!strcmp(f, "-") || !strcmp(f, "name"))
+			continue;
+		while (*f && n < MPQ_NAME_MAX) {
+			if (f[0] == '\\' && f[1] >= '0' && f[1] <= '3' &&
+			    f[2] >= '0' && f[2] <= '7' && f[3] >= '0' && f[3] <= '7') {
+				name[n++] = (char)((f[1] - '0') << 6 | (f[2] - '0') << 3 |
+						   (f[3] - '0'));
+				f += 4;
+			} else {
+				name[n++] = *f++;
+			}
+		}
+		name[n] = 0;
+		ioctl(dev, MPQ_IOC_SHM_UNLINK, &u);
+	}
+	fclose(p);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -1253,6 +1292,8 @@ int main(int argc, char **argv)
 
 		ioctl(dev_fd, MPQ_IOC_SHM_UNLINK, &u);
 	}
+	if (dev_fd >= 0)
+		unlink_listed(dev_fd);
 	if (dev_fd >= 0)
 		close(dev_fd);
 	/* Released files and io_uring rings go away asynchronously: wait. */
