@@ -82,12 +82,7 @@ static int mpq_block_file_info(struct mpq_block *b, int need_seals)
 /* Undo a half-made block: nothing of it stays open or mapped. */
 static int mpq_block_undo(struct mpq_block *b, int ret)
 {
-	if (b->map)
-		munmap(b->map, b->map_size);
-	if (b->fd >= 0)
-		close(b->fd);
-	b->map = NULL;
-	b->fd = -1;
+	mpq_block_free(b);
 	return ret;
 }
 
