@@ -48,6 +48,16 @@ ASAN_OBJS   := $(LIB_SRCS:lib/%.c=$(B)/asan/lib/%.o)
 LIB_HDRS    := include/mpq.h include/uapi/linux/mpq.h $(wildcard lib/*.h)
 SO          := $(B)/lib/libmpq.so.$(VERSION)
 
+# libmpq-net (net/): Listener/Client and Managers, a library of its own so
+# that libmpq links no socket, crypto or Redis code (include/mpq_net.h).
+NET_SRCS    := $(wildcard net/*.c net/*/*.c)
+NET_OBJS    := $(NET_SRCS:%.c=$(B)/%.o)
+ASAN_NET_OBJS := $(NET_SRCS:%.c=$(B)/asan/%.o)
+NET_HDRS    := include/mpq.h include/mpq_net.h $(wildcard net/*.h net/*/*.h)
+NET_SO      := $(B)/lib/libmpq-net.so.$(VERSION)
+NET_LIBS    := -lcrypto -lhiredis
+NET_CFLAGS  := $(LIB_CFLAGS) -Inet -DMPQ_NET_VERSION='"$(VERSION)"'
+
 TESTS       := $(patsubst selftests/%.c,%,$(wildcard selftests/*_test.c))
 HARNESS     := $(B)/kselftest/kselftest_harness.h
 TEST_BINS   := $(TESTS:%=$(B)/selftests/%)
@@ -57,13 +67,32 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all lib kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
+.PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
 
 all: lib kmod examples bench-bin tools
 
-lib: $(SO) $(B)/lib/libmpq.a $(B)/lib/mpq.pc
+lib: $(SO) $(B)/lib/libmpq.a $(B)/lib/mpq.pc net
+
+net: $(NET_SO) $(B)/lib/libmpq-net.a $(B)/lib/mpq-net.pc
+
+$(B)/net/%.o: net/%.c $(NET_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(NET_CFLAGS) -c -o $@ $<
+
+$(NET_SO): $(NET_OBJS) net/mpq-net.map $(SO)
+	$(CC) -shared -o $@ $(NET_OBJS) -Wl,-soname,libmpq-net.so.$(SOVERSION) \
+		-Wl,--version-script=net/mpq-net.map -Wl,-z,defs $(LDFLAGS) \
+		-L$(B)/lib -lmpq $(NET_LIBS)
+	ln -sf libmpq-net.so.$(VERSION) $(B)/lib/libmpq-net.so.$(SOVERSION)
+	ln -sf libmpq-net.so.$(SOVERSION) $(B)/lib/libmpq-net.so
+
+$(B)/lib/libmpq-net.a: $(NET_OBJS)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/lib/mpq-net.pc: net/mpq-net.pc.in Makefile
+	$(PC_SUBST) $< > $@
 
 $(B)/lib/%.o: lib/%.c $(LIB_HDRS)
 	@mkdir -p $(@D)
@@ -105,6 +134,11 @@ $(B)/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(H
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 
+# The network library's tests (selftests/net_*_test.c) link it too.
+$(B)/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
+
 # tools_test links libmpq.so, the library the tools trace by default.
 $(B)/selftests/tools_test: selftests/tools_test.c selftests/helpers.h tools/mpq_tp.h $(HARNESS) $(SO)
 	@mkdir -p $(@D)
@@ -116,6 +150,17 @@ $(B)/asan/lib/%.o: lib/%.c $(LIB_HDRS)
 
 $(B)/asan/libmpq.a: $(ASAN_OBJS)
 	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/asan/net/%.o: net/%.c $(NET_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(NET_CFLAGS) $(SAN) -c -o $@ $<
+
+$(B)/asan/libmpq-net.a: $(ASAN_NET_OBJS)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/asan/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h $(HARNESS) $(B)/asan/libmpq.a $(B)/asan/libmpq-net.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq-net.a $(B)/asan/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
 $(B)/asan/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(HARNESS) $(B)/asan/libmpq.a
 	@mkdir -p $(@D)
@@ -281,6 +326,12 @@ install: lib
 	ln -sf libmpq.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq.so
 	install -m 644 $(B)/lib/libmpq.a $(DESTDIR)$(LIBDIR)/
 	$(PC_SUBST) lib/mpq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
+	install -m 644 include/mpq_net.h $(DESTDIR)$(INCLUDEDIR)/mpq_net.h
+	install -m 755 $(NET_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmpq-net.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmpq-net.so.$(SOVERSION)
+	ln -sf libmpq-net.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq-net.so
+	install -m 644 $(B)/lib/libmpq-net.a $(DESTDIR)$(LIBDIR)/
+	$(PC_SUBST) net/mpq-net.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc
 	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
 	@# A link per function named in a page's NAME section: man mpq_lock_acquire.
@@ -305,12 +356,13 @@ install: lib
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(LIBDIR)/libmpq.* \
-		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc
+		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc $(DESTDIR)$(INCLUDEDIR)/mpq_net.h \
+		$(DESTDIR)$(LIBDIR)/libmpq-net.* $(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc
 
 # Not kbuild's "clean" with M=: it deletes every *.o, *.a and *.ko below
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
-	rm -rf $(B)/lib $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
+	rm -rf $(B)/lib $(B)/net $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
 		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

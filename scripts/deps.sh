@@ -16,11 +16,13 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 vmdir=${MPQ_VM_DIR:-$top/build/vm}
 
 # systemtap-sdt-dev: <sys/sdt.h>, the USDT probes of libmpq; libelf-dev and
-# zlib1g-dev: what the tools link with libbpf.
+# zlib1g-dev: what the tools link with libbpf. libssl-dev (libcrypto's
+# HMAC), libhiredis-dev and redis-server: libmpq-net and its tests.
 pkgs=(build-essential pkg-config liburing-dev libbpf-dev bpftool clang llvm
       linux-headers-amd64 kmod qemu-system-x86 busybox-static cpio
       linux-source-6.1 python3 file gnuplot-nox
-      systemtap-sdt-dev libelf-dev zlib1g-dev)
+      systemtap-sdt-dev libelf-dev zlib1g-dev
+      libssl-dev libhiredis-dev redis-server)
 
 # The newest Debian amd64 headers installed: the VM kernel must match them.
 kver() {
