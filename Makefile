@@ -88,8 +88,8 @@ $(NET_SO): $(NET_OBJS) net/mpq-net.map $(SO)
 	ln -sf libmpq-net.so.$(VERSION) $(B)/lib/libmpq-net.so.$(SOVERSION)
 	ln -sf libmpq-net.so.$(SOVERSION) $(B)/lib/libmpq-net.so
 
-$(B)/lib/libmpq-net.a: $(NET_OBJS)
-	rm -f $@ && $(AR) rcs $@ $^
+$(B)/lib/libmpq-net.a: $(NET_OBJS) net/mpq-net.map
+	$(call static_lib,$(NET_OBJS),net/mpq-net.map)
 
 $(B)/lib/mpq-net.pc: net/mpq-net.pc.in Makefile
 	$(PC_SUBST) $< > $@
@@ -104,8 +104,26 @@ $(SO): $(LIB_OBJS) lib/mpq.map
 	ln -sf libmpq.so.$(VERSION) $(B)/lib/libmpq.so.$(SOVERSION)
 	ln -sf libmpq.so.$(SOVERSION) $(B)/lib/libmpq.so
 
-$(B)/lib/libmpq.a: $(LIB_OBJS)
-	rm -f $@ && $(AR) rcs $@ $^
+$(B)/lib/libmpq.a: $(LIB_OBJS) lib/mpq.map
+	$(call static_lib,$(LIB_OBJS),lib/mpq.map)
+
+# A static archive hides what the version script hides from the shared
+# object: its objects are prelinked into one (ld -r), in which every
+# global that is not one of the script's names becomes local. Internal
+# names (pool_check, mpq_block_new...) can then neither clash with a
+# program's own nor be replaced by them. The one exception is sdt.h's
+# _.stapsdt.base, weak and hidden, which every object with USDT probes
+# shares by design. The cost: a program that uses any of the library
+# links all of it (--gc-sections still trims it).
+MAP_SYMS     = sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\);.*/\1/p'
+OBJCOPY     ?= objcopy
+define static_lib
+	$(CC) -r -nostdlib -o $@.o $(1)
+	$(MAP_SYMS) $(2) > $@.syms
+	$(OBJCOPY) --keep-global-symbols=$@.syms --keep-global-symbol=_.stapsdt.base $@.o
+	rm -f $@ && $(AR) rcs $@ $@.o
+	rm -f $@.o $@.syms
+endef
 
 PC_SUBST     = sed -e 's|@prefix@|$(PREFIX)|' -e 's|@libdir@|$(LIBDIR)|' \
                -e 's|@includedir@|$(INCLUDEDIR)|' -e 's|@version@|$(VERSION)|'

@@ -182,6 +182,8 @@ done
 check "bench: cpython_bench.py rtt cpython-pipe runs" \
 	/usr/bin/python3 "$top/bench/cpython_bench.py" rtt cpython-pipe --count 2000
 
+check "lib: the static archives show only the version scripts' names" \
+	"$top/selftests/static_names.sh" "$B"
 check "make install: an example builds with pkg-config against it and runs" bash -c '
 	d=$(mktemp -d) && trap "rm -rf $d" EXIT &&
 	make -s -C "$0" install DESTDIR="$d" PREFIX=/opt/mpq LIBDIR=/opt/mpq/lib >/dev/null &&
