@@ -336,9 +336,20 @@ $(B)/checkpatch/checkpatch.pl:
 		linux-source-6.1/scripts/const_structs.checkpatch
 	touch $@
 
+# Every man page, by its section; and the links a page's NAME section asks
+# for (man mpq_lock_acquire opens mpq_lock.3). Install and uninstall both
+# use these lists, so that uninstall leaves nothing behind.
+MAN_PAGES   := $(wildcard man/*.[1-9])
+MAN_LINKS    = $(shell for page in man/*.3; do base=$$(basename $$page); \
+		for fn in $$(sed -n '/^\.SH NAME/,/\\-/p' $$page | sed 's/\\-.*//' | \
+			     grep -o 'mpq_[a-z_0-9]*'); do \
+			[ "$$fn.3" = "$$base" ] || echo "$$fn.3:$$base"; done; done)
+SBINDIR     ?= $(PREFIX)/sbin
+
 install: lib
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/linux $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/mpq.h $(DESTDIR)$(INCLUDEDIR)/mpq.h
+	install -m 644 include/uapi/linux/mpq.h $(DESTDIR)$(INCLUDEDIR)/linux/mpq.h
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libmpq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmpq.so.$(SOVERSION)
 	ln -sf libmpq.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq.so
@@ -350,21 +361,19 @@ install: lib
 	ln -sf libmpq-net.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libmpq-net.so
 	install -m 644 $(B)/lib/libmpq-net.a $(DESTDIR)$(LIBDIR)/
 	$(PC_SUBST) net/mpq-net.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc
-	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
-	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
-	@# A link per function named in a page's NAME section: man mpq_lock_acquire.
-	@for page in man/*.3; do \
-		base=$$(basename $$page); \
-		for fn in $$(sed -n '/^\.SH NAME/,/\\-/p' $$page | sed 's/\\-.*//' | \
-			     grep -o 'mpq_[a-z_0-9]*'); do \
-			[ "$$fn.3" = "$$base" ] || \
-				ln -sf $$base $(DESTDIR)$(MANDIR)/man3/$$fn.3; \
-		done; \
+	@for page in $(MAN_PAGES); do \
+		sec=$${page##*.}; \
+		echo install -D -m 644 $$page $(DESTDIR)$(MANDIR)/man$$sec/$${page#man/}; \
+		install -D -m 644 $$page $(DESTDIR)$(MANDIR)/man$$sec/$${page#man/} || exit; \
 	done
-	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	@# A link per function named in a page's NAME section: man mpq_lock_acquire.
+	@for l in $(MAN_LINKS); do \
+		ln -sf $${l#*:} $(DESTDIR)$(MANDIR)/man3/$${l%%:*} || exit; \
+	done
 	@if [ -x $(TB)/mpqstat ]; then \
-		install -d $(DESTDIR)$(PREFIX)/sbin; \
-		install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/sbin/; \
+		install -d $(DESTDIR)$(SBINDIR); \
+		echo install -m 755 $(TOOLS) $(DESTDIR)$(SBINDIR)/; \
+		install -m 755 $(TOOLS) $(DESTDIR)$(SBINDIR)/; \
 	fi
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
@@ -372,10 +381,23 @@ install: lib
 		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
 	fi
 
+# Everything install puts down, whatever was built since: the module of
+# every kernel release it went to.
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(LIBDIR)/libmpq.* \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(INCLUDEDIR)/linux/mpq.h \
+		$(DESTDIR)$(LIBDIR)/libmpq.so* $(DESTDIR)$(LIBDIR)/libmpq.a \
 		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc $(DESTDIR)$(INCLUDEDIR)/mpq_net.h \
-		$(DESTDIR)$(LIBDIR)/libmpq-net.* $(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc
+		$(DESTDIR)$(LIBDIR)/libmpq-net.so* $(DESTDIR)$(LIBDIR)/libmpq-net.a \
+		$(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc \
+		$(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))) \
+		$(foreach l,$(MAN_LINKS),$(DESTDIR)$(MANDIR)/man3/$(firstword $(subst :, ,$(l)))) \
+		$(foreach t,$(TOOLS),$(DESTDIR)$(SBINDIR)/$(notdir $(t)))
+	@for ko in $(DESTDIR)/lib/modules/*/updates/mpq.ko; do \
+		[ -e "$$ko" ] || continue; \
+		echo rm -f $$ko; rm -f $$ko; \
+		kv=$${ko%/updates/mpq.ko}; kv=$${kv##*/}; \
+		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
+	done
 
 # Not kbuild's "clean" with M=: it deletes every *.o, *.a and *.ko below
 # the tree, the test VM's kernel modules in build/vm among them.
