@@ -194,6 +194,11 @@ check "make install: an example builds with pkg-config against it and runs" bash
 	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
 	MPQ_BACKEND=memfd "$d/pc" 3' "$top"
 
+check "make uninstall removes everything make install put down" \
+	"$top/selftests/install_uninstall.sh"
+check "licences: every tracked source file has an SPDX tag, LICENSES/ each text" \
+	"$top/selftests/spdx.sh"
+
 kdir=/usr/src/linux-headers-$("$top/scripts/deps.sh" --kver)
 check "kmod: W=1 build has no warnings" bash -c \
 	"rm -f '$top'/kmod/*.o '$top'/kmod/.*.o.cmd

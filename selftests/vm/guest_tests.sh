@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Runs inside the test VM (see run-vm.sh) with mpq.ko loaded: the module's
 # ABI and object tests, the library tests on the kmod backend, the tools
 # against known workloads, then the ABI fuzzer for FUZZ_SECONDS (second
