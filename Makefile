@@ -68,7 +68,7 @@ EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
-        vm vm-shell install uninstall clean checkpatch debug-kernel kmod-debug check-debug fuzz
+        vm vm-shell install uninstall deb clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
 
 all: lib kmod examples bench-bin tools
@@ -255,12 +255,14 @@ $(TB)/%.o: tools/%.c tools/%.h $(TB)/%.skel.h $(TOOL_HDRS)
 
 # rpath $ORIGIN/../lib: in the tree, build/lib's libmpq.so.0 is the
 # library a tool traces unless told otherwise (see mpq_tool_find_lib()).
+# (TOOL_RPATH= for a package, whose libmpq is on the system's path.)
+TOOL_RPATH  ?= -Wl,-rpath,'$$ORIGIN/../lib'
 $(TB)/mpq%: $(TB)/mpq%.o $(TB)/tool.o
-	$(CC) -o $@ $^ $(LDFLAGS) -lbpf -lelf -lz -ldl -Wl,-rpath,'$$ORIGIN/../lib'
+	$(CC) -o $@ $^ $(LDFLAGS) -lbpf -lelf -lz -ldl $(TOOL_RPATH)
 
 $(TB)/mpqstat: tools/mpqstat.c include/uapi/linux/mpq.h
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -o $@ $<
+	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -o $@ $< $(LDFLAGS)
 
 deps:
 	@scripts/deps.sh
@@ -398,6 +400,22 @@ uninstall:
 		kv=$${ko%/updates/mpq.ko}; kv=$${kv##*/}; \
 		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
 	done
+
+# The Debian packages (debian/) with the standard tools, built in a copy
+# of the tree's files (tracked, and new ones not ignored) under build/deb,
+# where the .deb files land; then lintian, which fails on any E: or W:.
+DEB_DIR     := $(B)/deb
+DEB_SRC     := $(DEB_DIR)/mpq-$(VERSION)
+
+deb:
+	@scripts/deps.sh --deb
+	@v=$$(dpkg-parsechangelog -S Version); [ "$$v" = "$(VERSION)" ] || \
+		{ echo "debian/changelog is at $$v, the Makefile at $(VERSION)" >&2; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_SRC)
+	git ls-files -z -c -o --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info $(DEB_DIR)/mpq_$(VERSION)_*.changes
 
 # Not kbuild's "clean" with M=: it deletes every *.o, *.a and *.ko below
 # the tree, the test VM's kernel modules in build/vm among them.

@@ -10,19 +10,29 @@
 #   deps.sh --debug-kernel
 #                    also what building the debug kernel needs
 #                    (scripts/debug-kernel.sh, make check-debug)
+#   deps.sh --deb    also what building the Debian packages needs (make deb)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 vmdir=${MPQ_VM_DIR:-$top/build/vm}
 
-# systemtap-sdt-dev: <sys/sdt.h>, the USDT probes of libmpq; libelf-dev and
-# zlib1g-dev: what the tools link with libbpf. libssl-dev (libcrypto's
-# HMAC), libhiredis-dev and redis-server: libmpq-net and its tests.
-pkgs=(build-essential pkg-config liburing-dev libbpf-dev bpftool clang llvm
+# What building the library and the tools needs is debian/control's
+# Build-Depends (read below); this list is what else the tests, the VM
+# and the benchmarks need. redis-server: libmpq-net's tests.
+pkgs=(build-essential llvm
       linux-headers-amd64 kmod qemu-system-x86 busybox-static cpio
       linux-source-6.1 python3 file gnuplot-nox
-      systemtap-sdt-dev libelf-dev zlib1g-dev
-      libssl-dev libhiredis-dev redis-server)
+      redis-server)
+
+# debian/control's Build-Depends, one name a line, without versions or
+# alternatives. Read rather than apt-get build-dep ./, which would also
+# install debhelper and dh-dkms for every make check, and rather than
+# mk-build-deps, which needs devscripts and equivs and leaves a package.
+build_deps() {
+	sed -n '/^Build-Depends:/,/^[A-Z]/{/^Build-Depends:/s/^[^:]*://;/^[A-Z]/d;p}' \
+		"$top/debian/control" | tr ',' '\n' | sed 's/[[(<|].*//; s/[[:space:]]//g' |
+		grep -v '^$'
+}
 
 # The newest Debian amd64 headers installed: the VM kernel must match them.
 kver() {
@@ -40,6 +50,19 @@ fi
 # Only for the debug kernel: kconfig's parsers and what its build runs.
 if [ "${1:-}" = --debug-kernel ]; then
 	pkgs+=(flex bison bc libssl-dev libelf-dev)
+fi
+deb_pkgs=()
+# The Build-Depends; debhelper's and dh-dkms's virtual names only for
+# make deb, which also needs dpkg-buildpackage and lintian.
+for p in $(build_deps); do
+	case $p in
+	debhelper-compat) deb_pkgs+=(debhelper) ;;
+	dh-sequence-dkms) deb_pkgs+=(dh-dkms) ;;
+	*) pkgs+=("$p") ;;
+	esac
+done
+if [ "${1:-}" = --deb ]; then
+	pkgs+=("${deb_pkgs[@]}" dpkg-dev lintian)
 fi
 
 missing=()
