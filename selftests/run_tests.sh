@@ -156,8 +156,8 @@ check "tools: mpqstat without the module says so in one line, exit 1" \
 	one_line_exit1 "module is not loaded" "$B/tools/mpqstat"
 check "tools: mpqsnoop without the module (or BTF) says so in one line, exit 1" \
 	one_line_exit1 "not loaded\|no BTF" "$B/tools/mpqsnoop"
-check "tools: mpqlat as a user says it needs root in one line, exit 1" \
-	one_line_exit1 "must run as root" setpriv --reuid=65534 --regid=65534 \
+check "tools: mpqlat as a user without capabilities says what it needs in one line, exit 1" \
+	one_line_exit1 "needs CAP_BPF and CAP_PERFMON" setpriv --reuid=65534 --regid=65534 \
 	--clear-groups "$B/tools/mpqlat"
 check "tools: mpqwait without its library says so in one line, exit 1" \
 	one_line_exit1 "/nonexistent" "$B/tools/mpqwait" -l /nonexistent

@@ -5,8 +5,9 @@
  * latency the consumer injected, mpqwait sees a blocked get with its time
  * and process, mpqsnoop prints create, attach, fork and death in order,
  * mpqtop counts a busy queue and a pool's tasks, mpqstat lists exactly the
- * objects alive, and the tracepoint contexts the tools read match the
- * module's format files.
+ * objects alive, mpqsnoop -j and mpqtop -j print JSON lines, the BPF
+ * tools check capabilities rather than the euid, and the tracepoint
+ * contexts the tools read match the module's format files.
  *
  * Runs in the test VM (root, BTF, BPF, the module). This binary links
  * libmpq.so dynamically, from build/lib, which is the library the tools
@@ -471,21 +472,23 @@ TEST(mpqsnoop_prints_the_death_of_a_lock_holder)
 	free(out);
 }
 
-static int busy_queue(void *arg)
+/*
+ * A busy queue until killed, so that a tool that loads slowly (TCG, a
+ * loaded host) still sees traffic for its whole interval.
+ */
+static int busy_queue_until_killed(void *arg)
 {
 	struct mpq_queue *q = arg;
-	int64_t end = now_ns() + 2500 * NSEC_PER_MSEC;
 	char buf[64];
 	size_t len;
 
-	while (now_ns() < end) {
+	for (;;) {
 		if (mpq_queue_put(q, "busy", 4, 0))
 			return 1;
 		len = sizeof(buf);
 		if (mpq_queue_get(q, buf, &len, 0))
 			return 2;
 	}
-	return 0;
 }
 
 TEST(mpqtop_shows_a_busy_queue_with_its_rates_and_depth)
@@ -501,9 +504,10 @@ TEST(mpqtop_shows_a_busy_queue_with_its_rates_and_depth)
 	ASSERT_EQ(0, new_kmod_queue(&q, 16));
 	ASSERT_EQ(0, mpq_queue_put(q, "stays", 5, 0));	/* depth 1 */
 	snprintf(id, sizeof(id), "\n%llu ", (unsigned long long)queue_id(q));
-	pid = spawn(busy_queue, q);
+	pid = spawn(busy_queue_until_killed, q);
 	out = tool_run(argv, &status, 0);
-	ASSERT_EQ(0, wait_child(pid, 30000));
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 30000));
 	ASSERT_NE(NULL, out);
 	ASSERT_EQ(0, status) TH_LOG("mpqtop: %s", out);
 	row = strstr(out, id);
@@ -742,6 +746,177 @@ TEST(tools_say_in_one_line_when_the_library_is_missing)
 			TH_LOG("%s: not one line: %s", tools[k], out);
 		free(out);
 	}
+}
+
+/*
+ * Every line of out is one JSON value, as Python's json module parses
+ * it (the strict check; the tests below look at the values by text).
+ * Returns the number of lines, or -1 if one does not parse.
+ */
+static int json_lines(const char *out)
+{
+	FILE *py = popen("/usr/bin/python3 -c 'import json, sys\n"
+			 "n = 0\n"
+			 "for l in sys.stdin:\n"
+			 "    json.loads(l); n += 1\n"
+			 "sys.exit(min(n, 100))'", "w");
+	int status;
+
+	if (!py)
+		return -1;
+	fputs(out, py);
+	status = pclose(py);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The line of out that holds every one of words, or NULL. */
+static const char *json_line_with(const char *out, const char *const words[])
+{
+	const char *cur = out;
+
+	return line_with(&cur, words);
+}
+
+TEST(mpqsnoop_json_prints_one_object_per_event)
+{
+	struct mpq_queue *q;
+	char id[48], me[48], *out;
+	struct tool t;
+	int status, n;
+	char *argv[] = { (char *)tool_path("mpqsnoop"), "-j", NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	snprintf(id, sizeof(id), "\"id\": %llu,",
+		 (unsigned long long)queue_id(q));
+	snprintf(me, sizeof(me), "\"by_pid\": %d,", getpid());
+	mpq_queue_free(q);
+	sleep_ms(200);
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqsnoop -j: %s", out);
+
+	/* No header: every line an event, and at least create and destroy. */
+	n = json_lines(out);
+	ASSERT_LE(2, n) TH_LOG("mpqsnoop -j: %s", out);
+	const char *create[] = { "{\"time\": ", "\"event\": \"create\"", id,
+				 "\"type\": \"queue\"", me, "\"size\": ", NULL };
+	const char *destroy[] = { "\"event\": \"destroy\"", id, NULL };
+
+	ASSERT_NE(NULL, json_line_with(out, create)) TH_LOG("mpqsnoop -j:\n%s", out);
+	ASSERT_NE(NULL, json_line_with(out, destroy)) TH_LOG("mpqsnoop -j:\n%s", out);
+	free(out);
+}
+
+TEST(mpqtop_json_prints_one_object_per_interval)
+{
+	struct mpq_queue *q;
+	char id[48], *out;
+	const char *row, *line;
+	pid_t pid;
+	int status;
+	char *argv[] = { (char *)tool_path("mpqtop"), "-j", "1", "2", NULL };
+
+	ASSERT_EQ(0, new_kmod_queue(&q, 16));
+	ASSERT_EQ(0, mpq_queue_put(q, "stays", 5, 0));	/* depth 1 */
+	snprintf(id, sizeof(id), "{\"id\": %llu, \"type\": \"queue\", ",
+		 (unsigned long long)queue_id(q));
+	pid = spawn(busy_queue_until_killed, q);
+	out = tool_run(argv, &status, 0);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 30000));
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqtop -j: %s", out);
+	/* Two intervals, two lines, and no screen-clearing escape. */
+	ASSERT_EQ(2, json_lines(out)) TH_LOG("mpqtop -j: %s", out);
+	ASSERT_EQ(NULL, strchr(out, '\033'));
+	line = out;
+	ASSERT_EQ(0, strncmp(line, "{\"time\": ", 9)) TH_LOG("mpqtop -j: %s", out);
+	row = strstr(out, id);
+	ASSERT_NE(NULL, row) TH_LOG("mpqtop -j: %s", out);
+	ASSERT_LT(10, json_num(row, "puts_per_s")) TH_LOG("mpqtop -j: %s", out);
+	ASSERT_LT(10, json_num(row, "gets_per_s"));
+	ASSERT_EQ(16, json_num(row, "capacity")) TH_LOG("mpqtop -j: %s", out);
+	/* The message that stays, and one of the loop's in flight or not. */
+	ASSERT_LE(1, json_num(row, "depth"));
+	ASSERT_GE(2, json_num(row, "depth"));
+	free(out);
+	mpq_queue_free(q);
+}
+
+/* argv to run a tool as nobody with caps (setpriv's names, "" for none). */
+#define AS_NOBODY(caps, ...)						\
+	{ "/usr/bin/setpriv", "--reuid=65534", "--regid=65534",		\
+	  "--clear-groups", "--inh-caps=" caps, "--ambient-caps=" caps,	\
+	  "--", __VA_ARGS__, NULL }
+
+/*
+ * Capabilities, not the euid: as nobody without capabilities a tool says
+ * what it needs in one line and exits 1; with CAP_BPF, CAP_PERFMON and
+ * CAP_SYS_ADMIN (which Linux 6.1 asks for uprobes) mpqlat traces.
+ */
+TEST(bpf_tools_check_capabilities_not_the_euid)
+{
+	char *none[] = AS_NOBODY("-all", (char *)tool_path("mpqlat"), "-j", "1", "1");
+	char *all[] = AS_NOBODY("+bpf,+perfmon,+sys_admin",
+				(char *)tool_path("mpqlat"), "-j", "1", "1");
+	char *two[] = AS_NOBODY("+bpf,+perfmon", (char *)tool_path("mpqlat"),
+				"-j", "1", "1");
+	int status;
+	char *out;
+
+	out = tool_run(none, &status, 1);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(1, status) TH_LOG("mpqlat without capabilities: %s", out);
+	ASSERT_NE(NULL, strstr(out, "needs CAP_BPF and CAP_PERFMON")) TH_LOG("mpqlat: %s", out);
+	ASSERT_EQ(1, strchr(out, '\n') - out + 1 == (long)strlen(out))
+		TH_LOG("not one line: %s", out);
+	free(out);
+
+	out = tool_run(all, &status, 1);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqlat as nobody with capabilities: %s", out);
+	ASSERT_NE(NULL, strstr(out, "\"queues\": [")) TH_LOG("mpqlat: %s", out);
+	free(out);
+
+	/* The two alone: it traces, or names in one line what the kernel wants. */
+	out = tool_run(two, &status, 1);
+	ASSERT_NE(NULL, out);
+	if (status) {
+		ASSERT_EQ(1, status) TH_LOG("mpqlat: %s", out);
+		ASSERT_NE(NULL, strstr(out, "CAP_SYS_ADMIN")) TH_LOG("mpqlat: %s", out);
+		ASSERT_EQ(1, strchr(out, '\n') - out + 1 == (long)strlen(out))
+			TH_LOG("not one line: %s", out);
+	}
+	free(out);
+}
+
+/*
+ * A tracepoint tool as a user: CAP_BPF and CAP_PERFMON, CAP_SYS_ADMIN
+ * for Debian's kernel.perf_event_paranoid=3, and CAP_DAC_READ_SEARCH for
+ * tracefs, which is root's alone.
+ */
+TEST(mpqsnoop_traces_as_a_user_with_capabilities)
+{
+	char *argv[] = AS_NOBODY("+bpf,+perfmon,+sys_admin,+dac_read_search",
+				 (char *)tool_path("mpqsnoop"), "-j");
+	char id[48], *out;
+	struct mpq_queue *q;
+	struct tool t;
+	int status;
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	snprintf(id, sizeof(id), "\"id\": %llu,", (unsigned long long)queue_id(q));
+	mpq_queue_free(q);
+	sleep_ms(200);
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqsnoop as nobody: %s", out);
+	const char *create[] = { "\"event\": \"create\"", id, NULL };
+
+	ASSERT_NE(NULL, json_line_with(out, create)) TH_LOG("mpqsnoop -j:\n%s", out);
+	free(out);
 }
 
 /*

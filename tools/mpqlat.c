@@ -148,7 +148,7 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.o.lib, lib,
+	if (mpq_tool_start(MPQ_NEED_CAPS | MPQ_NEED_BTF, env.o.lib, lib,
 			   sizeof(lib), env.o.verbose))
 		return 1;
 

@@ -32,19 +32,21 @@ const char *argp_program_version = "mpqsnoop 0.2";
 static const char doc[] =
 "Print the mpq module's events, one line each, as they happen.\n"
 "\n"
-"USAGE: mpqsnoop [-h] [-w] [-T] [-p PID] [-q ID] [-P] [-v]\n"
+"USAGE: mpqsnoop [-h] [-w] [-j] [-T] [-p PID] [-q ID] [-P] [-v]\n"
 "\n"
 "EXAMPLES:\n"
 "    mpqsnoop            # creates, attaches, deaths, wake-ups, hang-ups\n"
 "    mpqsnoop -w         # also every sleep and wake in read(2)/write(2)\n"
 "    mpqsnoop -q 7       # only object 7 (see mpqstat)\n"
 "    mpqsnoop -p 185     # only events about or caused by process 185\n"
-"    mpqsnoop -T         # wall-clock time instead of seconds since start\n";
+"    mpqsnoop -T         # wall-clock time instead of seconds since start\n"
+"    mpqsnoop -j         # one JSON object per event (JSON lines)\n";
 
 static const struct argp_option opts[] = {
 	{ "pid", 'p', "PID", 0, "Only events about or caused by this process", 0 },
 	{ "queue", 'q', "ID", 0, "Only this object (id as mpqstat shows it)", 0 },
 	{ "waits", 'w', NULL, 0, "Also sleeps and wake-ups in read(2)/write(2)", 0 },
+	{ "json", 'j', NULL, 0, "One JSON object per event, a line each", 0 },
 	{ "timestamp", 'T', NULL, 0, "Wall-clock time (HH:MM:SS)", 0 },
 	{ "pin", 'P', NULL, 0, "Pin the maps under /sys/fs/bpf/mpq/mpqsnoop", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf's log", 0 },
@@ -147,6 +149,63 @@ static void detail(const struct mpqsnoop_event *e, char *buf, size_t len)
 	}
 }
 
+/*
+ * -j: the columns of the table as keys, and the DETAIL column's fields
+ * each under its own name. "pid" is null for a fork's child, which has
+ * none yet; "time" is seconds since start, or with -T "HH:MM:SS".
+ */
+static void print_json(const struct mpqsnoop_event *e)
+{
+	if (env.o.timestamp)
+		printf("{\"time\": \"%s\"", mpq_tool_clock());
+	else
+		printf("{\"time\": %.6f", (e->ts - start_ns) / 1e9);
+	printf(", \"event\": \"%s\", \"id\": %llu, \"type\": \"%s\", \"pid\": ",
+	       kind_name(e->kind), (unsigned long long)e->id,
+	       mpq_tool_type_name(e->type));
+	if (e->pid)
+		printf("%d", e->pid);
+	else
+		printf("null");
+	printf(", \"by_pid\": %u, \"by_comm\": ", e->tgid);
+	mpq_tool_json_string(stdout, e->comm);
+	switch (e->kind) {
+	case MPQSNOOP_CREATE:
+		printf(", \"size\": %llu, \"uid\": %u, \"mode\": %u",
+		       (unsigned long long)e->arg, e->a, e->b);
+		break;
+	case MPQSNOOP_ATTACH:
+	case MPQSNOOP_DETACH:
+	case MPQSNOOP_EXIT:
+		printf(", \"how\": \"%s\", \"how_pid\": %d",
+		       how_name(e->kind, e->b), (int)e->a);
+		break;
+	case MPQSNOOP_WAKE:
+		printf(", \"in\": %s, \"out\": %s, \"waiters\": %u",
+		       e->a & 0x1 ? "true" : "false",
+		       e->a & 0x4 ? "true" : "false", e->b);
+		break;
+	case MPQSNOOP_HANGUP:
+		printf(", \"end\": %u", e->a);
+		break;
+	case MPQSNOOP_OWNER_DIED:
+		printf(", \"dead_pid\": %d, \"held\": \"%s\", \"pos\": %llu",
+		       (int)e->a, e->b == MPQ_DIED_LOCK ? "lock" :
+		       e->b == MPQ_DIED_SLOT ? "slot" : "?",
+		       (unsigned long long)e->arg);
+		break;
+	case MPQSNOOP_SLEEP:
+		printf(", \"dir\": \"%s\"", dir_name(e->a));
+		break;
+	case MPQSNOOP_AWAKE:
+		printf(", \"dir\": \"%s\", \"ret\": %d", dir_name(e->a),
+		       (int)e->b);
+		break;
+	}
+	printf("}\n");
+	fflush(stdout);
+}
+
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	const struct mpqsnoop_event *e = data;
@@ -154,6 +213,10 @@ static int handle_event(void *ctx, void *data, size_t size)
 
 	if (size < sizeof(*e))
 		return 0;
+	if (env.o.json) {
+		print_json(e);
+		return 0;
+	}
 	if (env.o.timestamp)
 		snprintf(when, sizeof(when), "%s", mpq_tool_clock());
 	else
@@ -195,7 +258,7 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
+	if (mpq_tool_start(MPQ_NEED_CAPS | MPQ_NEED_BTF | MPQ_NEED_MODULE,
 			   NULL, NULL, 0, env.o.verbose))
 		return 1;
 
@@ -219,8 +282,12 @@ int main(int argc, char **argv)
 	}
 	err = mpqsnoop_bpf__attach(obj);
 	if (err) {
-		fprintf(stderr, "mpqsnoop: cannot attach to the mpq tracepoints: %s (is tracefs mounted?)\n",
-			strerror(-err));
+		if (err == -EACCES || err == -EPERM)
+			fprintf(stderr, "mpqsnoop: cannot attach to the mpq tracepoints: %s%s\n",
+				strerror(-err), mpq_tool_perm_hint(err));
+		else
+			fprintf(stderr, "mpqsnoop: cannot attach to the mpq tracepoints: %s (is tracefs mounted?)\n",
+				strerror(-err));
 		goto out;
 	}
 	if (env.o.pin && mpq_tool_pin(obj->obj)) {
@@ -238,9 +305,10 @@ int main(int argc, char **argv)
 
 	start_ns = now_boot_ns();
 	fprintf(stderr, "Tracing mpq events... Hit Ctrl-C to end.\n");
-	printf("%-10s %-9s %5s %-5s %7s %7s %-15s %s\n", env.o.timestamp ?
-	       "TIME" : "TIME(s)", "EVENT", "ID", "TYPE", "PID", "BY-PID",
-	       "BY-COMM", "DETAIL");
+	if (!env.o.json)
+		printf("%-10s %-9s %5s %-5s %7s %7s %-15s %s\n",
+		       env.o.timestamp ? "TIME" : "TIME(s)", "EVENT", "ID",
+		       "TYPE", "PID", "BY-PID", "BY-COMM", "DETAIL");
 	fflush(stdout);
 	while (!mpq_tool_exiting) {
 		err = ring_buffer__poll(rb, 100);

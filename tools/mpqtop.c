@@ -32,16 +32,18 @@ const char *argp_program_version = "mpqtop 0.2";
 static const char doc[] =
 "Show the busiest mpq objects: operations per second, depth, waiters.\n"
 "\n"
-"USAGE: mpqtop [-h] [-C] [-r ROWS] [-l LIB] [-P] [-v] [interval] [count]\n"
+"USAGE: mpqtop [-h] [-C] [-j] [-r ROWS] [-l LIB] [-P] [-v] [interval] [count]\n"
 "\n"
 "EXAMPLES:\n"
 "    mpqtop              # refresh every second until Ctrl-C\n"
 "    mpqtop -C 5 3       # every 5 seconds, 3 times, without clearing\n"
-"    mpqtop -r 5         # the 5 busiest objects only\n";
+"    mpqtop -r 5         # the 5 busiest objects only\n"
+"    mpqtop -j 1 10      # one JSON object per second (JSON lines), 10 times\n";
 
 static const struct argp_option opts[] = {
 	{ "noclear", 'C', NULL, 0, "Do not clear the screen", 0 },
 	{ "rows", 'r', "ROWS", 0, "Objects to show (default 20)", 0 },
+	{ "json", 'j', NULL, 0, "One JSON object per interval, a line each", 0 },
 	{ "lib", 'l', "PATH", 0, "libmpq, or a program with it linked in (default: libmpq.so.0 as the loader finds it)", 0 },
 	{ "pin", 'P', NULL, 0, "Pin the maps under /sys/fs/bpf/mpq/mpqtop", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf's log", 0 },
@@ -134,6 +136,57 @@ static void proc_fill(struct row *r, int n)
 	fclose(f);
 }
 
+/* A /proc/mpq column ("-" when the object has none) as a number or null. */
+static void json_count(const char *key, const char *v)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *end)
+		printf(", \"%s\": null", key);
+	else
+		printf(", \"%s\": %llu", key, n);
+}
+
+/*
+ * -j: one line per interval, the rows as objects: the table's rates per
+ * second, and depth, capacity and waiters from /proc/mpq (null where it
+ * has none: memfd queues, pools, objects gone).
+ */
+static void print_json(const struct row *rows, int n)
+{
+	double s = env.o.interval;
+	char depth[32], *cap;
+	int i;
+
+	printf("{\"time\": \"%s\", \"interval_s\": %d, \"objects\": [",
+	       mpq_tool_clock(), env.o.interval);
+	for (i = 0; i < n && i < env.rows; i++) {
+		const struct mpqtop_ops *o = &rows[i].ops;
+
+		printf("%s{\"id\": %llu, \"type\": ", i ? ", " : "",
+		       (unsigned long long)rows[i].id);
+		mpq_tool_json_string(stdout, rows[i].type);
+		printf(", \"puts_per_s\": %.1f, \"gets_per_s\": %.1f, \"bytes_per_s\": %.1f, \"waits_per_s\": %.1f, \"wakes_per_s\": %.1f",
+		       o->puts / s, o->gets / s, o->bytes / s, o->waits / s,
+		       o->wakes / s);
+		snprintf(depth, sizeof(depth), "%s", rows[i].depth);
+		cap = strchr(depth, '/');
+		if (cap)
+			*cap++ = 0;
+		json_count("depth", depth);
+		json_count("capacity", cap ? cap : "-");
+		json_count("waiters", rows[i].waiters);
+		printf(", \"pids\": ");
+		mpq_tool_json_string(stdout, rows[i].pids);
+		printf("}");
+	}
+	printf("]}\n");
+	fflush(stdout);
+}
+
 static int print_top(int fd)
 {
 	static struct row rows[MPQTOP_MAX_OBJECTS];
@@ -160,6 +213,10 @@ static int print_top(int fd)
 	proc_fill(rows, n);
 	qsort(rows, n, sizeof(rows[0]), by_ops);
 
+	if (env.o.json) {
+		print_json(rows, n);
+		return 0;
+	}
 	if (!env.noclear)
 		printf("\033[H\033[2J");
 	printf("%s  mpqtop, per second over %d s\n", mpq_tool_clock(),
@@ -197,7 +254,7 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF | MPQ_NEED_MODULE,
+	if (mpq_tool_start(MPQ_NEED_CAPS | MPQ_NEED_BTF | MPQ_NEED_MODULE,
 			   env.o.lib, lib, sizeof(lib), env.o.verbose))
 		return 1;
 
@@ -230,8 +287,8 @@ int main(int argc, char **argv)
 		goto out;
 	obj->links.poll_wake = bpf_program__attach(obj->progs.poll_wake);
 	if (!obj->links.poll_wake) {
-		fprintf(stderr, "mpqtop: cannot attach to tp/mpq/mpq_poll_wake: %s\n",
-			strerror(errno));
+		fprintf(stderr, "mpqtop: cannot attach to tp/mpq/mpq_poll_wake: %s%s\n",
+			strerror(errno), mpq_tool_perm_hint(-errno));
 		goto out;
 	}
 	if (env.o.pin && mpq_tool_pin(obj->obj))

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return err;
-	if (mpq_tool_start(MPQ_NEED_ROOT | MPQ_NEED_BTF, env.o.lib, lib,
+	if (mpq_tool_start(MPQ_NEED_CAPS | MPQ_NEED_BTF, env.o.lib, lib,
 			   sizeof(lib), env.o.verbose))
 		return 1;
 
@@ -195,8 +195,8 @@ int main(int argc, char **argv)
 			bpf_program__attach(obj->progs.kernel_wait_end);
 		if (!obj->links.kernel_wait_begin ||
 		    !obj->links.kernel_wait_end) {
-			fprintf(stderr, "mpqwait: cannot attach to the mpq tracepoints: %s\n",
-				strerror(errno));
+			fprintf(stderr, "mpqwait: cannot attach to the mpq tracepoints: %s%s\n",
+				strerror(errno), mpq_tool_perm_hint(-errno));
 			goto out;
 		}
 	}

@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <bpf/libbpf.h>
+#include <linux/capability.h>
 #include <linux/mpq.h>
 
 #include "tool.h"
@@ -84,10 +86,54 @@ error_t mpq_tool_parse(int key, char *arg, struct argp_state *state,
 	return 0;
 }
 
+#ifndef CAP_PERFMON
+#define CAP_PERFMON	38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF		39
+#endif
+
+/*
+ * Loading BPF programs and attaching them to tracepoints and uprobes
+ * takes CAP_BPF and CAP_PERFMON (Linux 5.8), or CAP_SYS_ADMIN, which
+ * root has and which older kernels ask for instead. The effective set is
+ * what the kernel checks, not the euid: a user given the two (setcap on
+ * the tool, or ambient capabilities) runs the tools too.
+ */
+static bool mpq_tool_capable(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = { 0 };
+
+	if (syscall(SYS_capget, &h, d))
+		return false;
+#define MPQ_HAS_CAP(c)	(d[(c) / 32].effective & (1U << ((c) % 32)))
+	return MPQ_HAS_CAP(CAP_SYS_ADMIN) ||
+	       (MPQ_HAS_CAP(CAP_BPF) && MPQ_HAS_CAP(CAP_PERFMON));
+#undef MPQ_HAS_CAP
+}
+
+/*
+ * CAP_BPF and CAP_PERFMON let the tools load their programs; attaching
+ * them is the kernel's own check, stricter on some: Linux 6.1 asks
+ * CAP_SYS_ADMIN for a uprobe (the USDT probes), Debian's kernels ask it
+ * for every perf event while kernel.perf_event_paranoid is 3, their
+ * default (tracepoints included), and libbpf finds a tracepoint's id in
+ * tracefs, which only root may read unless mounted otherwise.
+ */
+const char *mpq_tool_perm_hint(int err)
+{
+	if (err != -EACCES && err != -EPERM)
+		return "";
+	return " (beyond CAP_BPF and CAP_PERFMON the kernel may want CAP_SYS_ADMIN: for uprobes on Linux 6.1, for any perf event while kernel.perf_event_paranoid > 2; and tracepoints read /sys/kernel/tracing, root's alone by default)";
+}
+
 int mpq_tool_check(unsigned int need)
 {
-	if ((need & MPQ_NEED_ROOT) && geteuid() != 0) {
-		fprintf(stderr, "%s: must run as root (it loads BPF programs)\n",
+	if ((need & MPQ_NEED_CAPS) && !mpq_tool_capable()) {
+		fprintf(stderr, "%s: needs CAP_BPF and CAP_PERFMON, or root (it loads BPF programs)\n",
 			mpq_tool_name);
 		return 1;
 	}
@@ -179,6 +225,12 @@ int mpq_tool_attach_usdt(struct bpf_program *prog, struct bpf_link **link,
 	*link = bpf_program__attach_usdt(prog, -1, lib, "mpq", probe, NULL);
 	if (*link)
 		return 0;
+	if (errno == EACCES || errno == EPERM) {
+		fprintf(stderr, "%s: %s: cannot attach to mpq:%s: %s%s\n",
+			mpq_tool_name, lib, probe, strerror(errno),
+			mpq_tool_perm_hint(-errno));
+		return 1;
+	}
 	if (required) {
 		fprintf(stderr, "%s: %s: no USDT probe mpq:%s (%s; a libmpq built without <sys/sdt.h>?)\n",
 			mpq_tool_name, lib, probe, strerror(errno));
@@ -341,4 +393,20 @@ void mpq_hist_json(FILE *f, const __u32 *slots, int nslots)
 		any = true;
 	}
 	fputc(']', f);
+}
+
+void mpq_tool_json_string(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if (*s >= 0x20 && *s < 0x7f)
+			fputc(*s, f);
+		else
+			fprintf(f, "\\u%04x", *s);
+	}
+	fputc('"', f);
 }

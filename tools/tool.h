@@ -43,7 +43,7 @@ error_t mpq_tool_parse(int key, char *arg, struct argp_state *state,
 		       struct mpq_tool_opts *o);
 
 /* What a tool needs; mpq_tool_check() says what is missing. */
-#define MPQ_NEED_ROOT	(1U << 0)
+#define MPQ_NEED_CAPS	(1U << 0)	/* CAP_BPF + CAP_PERFMON, or root */
 #define MPQ_NEED_BTF	(1U << 1)
 #define MPQ_NEED_MODULE	(1U << 2)
 
@@ -88,6 +88,13 @@ int mpq_tool_pin(struct bpf_object *obj);
 void mpq_tool_unpin(struct bpf_object *obj);
 /* Sleep up to secs seconds, waking early on Ctrl-C. */
 void mpq_tool_sleep(int secs);
+/*
+ * str as a JSON string: quotes and backslashes escaped, every byte that
+ * is not printable ASCII as \u00XX (a comm is bytes, not UTF-8).
+ */
+void mpq_tool_json_string(FILE *f, const char *str);
+/* What to add to an attach's error err (-errno) when it is a permission. */
+const char *mpq_tool_perm_hint(int err);
 /* "HH:MM:SS" of now, for -T. */
 const char *mpq_tool_clock(void);
 /* The name of an MPQ_OBJ_* type. */
