@@ -196,6 +196,8 @@ check "make install: an example builds with pkg-config against it and runs" bash
 
 check "make uninstall removes everything make install put down" \
 	"$top/selftests/install_uninstall.sh"
+check "man: every page lints clean, every API function has one, ERRORS, mpq(7)" \
+	"$top/selftests/man_lint.sh"
 check "licences: every tracked source file has an SPDX tag, LICENSES/ each text" \
 	"$top/selftests/spdx.sh"
 
