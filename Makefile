@@ -3,6 +3,8 @@
 # mpq: kernel module, library, tests, examples and benchmarks.
 #
 #   make              library, module and programs
+#   make lib selftests  the library and its tests, native (build/)
+#   make kmod-vm      the module for the test VM's kernel
 #   make check        every test: native, under ASan+UBSan, and in the VM
 #   make check-debug  the VM tests in a KASAN/lockdep/kmemleak kernel
 #   make fuzz         the ABI fuzzer in the VM (SECONDS=600, SEED=N)
@@ -13,7 +15,12 @@
 #   make deps         install what is missing (Debian packages, VM kernel)
 #   make vm CMD=...   run a command in the test VM with mpq.ko loaded
 #   make vm-shell     a shell in the test VM
-#   make install      DESTDIR, PREFIX honoured
+#   make install      DESTDIR, PREFIX honoured (LIBDIR, SBINDIR...)
+#   make uninstall    remove what make install put there (same variables)
+#   make deb          the Debian packages and lintian, in build/deb
+#   make checkpatch   the module's style (checkpatch --strict)
+#   make clean        build/'s outputs, not the cached VM kernel
+#   make help         this list
 #
 # The kernel side builds with Kbuild against KDIR: the running kernel's
 # build tree if there is one, else the Debian headers the test VM uses.
@@ -68,7 +75,7 @@ EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
-        vm vm-shell install uninstall deb clean checkpatch debug-kernel kmod-debug check-debug fuzz
+        vm vm-shell install uninstall deb help clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
 
 all: lib kmod examples bench-bin tools
@@ -263,6 +270,10 @@ $(TB)/mpq%: $(TB)/mpq%.o $(TB)/tool.o
 $(TB)/mpqstat: tools/mpqstat.c include/uapi/linux/mpq.h
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TOOL_CFLAGS) -o $@ $< $(LDFLAGS)
+
+# The list at the top of this file, which is the one place it is kept.
+help:
+	@sed -n '/^#   make /s/^#   //p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@scripts/deps.sh

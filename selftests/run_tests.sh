@@ -198,6 +198,12 @@ check "make uninstall removes everything make install put down" \
 	"$top/selftests/install_uninstall.sh"
 check "man: every page lints clean, every API function has one, ERRORS, mpq(7)" \
 	"$top/selftests/man_lint.sh"
+check "tools: the example outputs show no build machine's paths" bash -c \
+	"! grep -nE '/work/|/home/|/tmp/|/build/' '$top'/tools/examples/*.txt"
+check "CHANGELOG: a section for every version node of lib/mpq.map" bash -c "
+	for n in \$(sed -n 's/^\(MPQ_[0-9.]*\) {.*/\1/p' '$top/lib/mpq.map'); do
+		grep -q \"^\$n \" '$top/CHANGELOG' || { echo \"CHANGELOG: no section \$n\"; exit 1; }
+	done"
 check "licences: every tracked source file has an SPDX tag, LICENSES/ each text" \
 	"$top/selftests/spdx.sh"
 
