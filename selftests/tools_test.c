@@ -844,6 +844,40 @@ TEST(mpqtop_json_prints_one_object_per_interval)
 	mpq_queue_free(q);
 }
 
+/* A getter whose name has what JSON must escape: a quote, a backslash. */
+static int hostile_blocked_getter(void *arg)
+{
+	prctl(PR_SET_NAME, "q\"\\\x01get", 0, 0, 0);
+	return blocked_getter(arg);
+}
+
+TEST(mpqwait_json_escapes_a_process_name)
+{
+	struct mpq_queue *q;
+	char id[32], *out;
+	struct tool t;
+	pid_t pid;
+	int status;
+
+	ASSERT_EQ(0, new_kmod_queue(&q, 4));
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)queue_id(q));
+	char *argv[] = { (char *)tool_path("mpqwait"), "-j", "-q", id, NULL };
+
+	ASSERT_EQ(0, tool_start(&t, argv));
+	pid = spawn(hostile_blocked_getter, q);
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_queue_put(q, "x", 1, 0));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	out = tool_stop(&t, &status);
+	ASSERT_NE(NULL, out);
+	ASSERT_EQ(0, status) TH_LOG("mpqwait: %s", out);
+	ASSERT_NE(NULL, strstr(out, "\"comm\": \"q\\\"\\\\\\u0001get\""))
+		TH_LOG("mpqwait: %s", out);
+	ASSERT_EQ(1, json_lines(out)) TH_LOG("mpqwait: %s", out);
+	free(out);
+	mpq_queue_free(q);
+}
+
 /* argv to run a tool as nobody with caps (setpriv's names, "" for none). */
 #define AS_NOBODY(caps, ...)						\
 	{ "/usr/bin/setpriv", "--reuid=65534", "--regid=65534",		\

@@ -104,15 +104,18 @@ static int print_waits(int fd)
 
 	if (env.o.json) {
 		printf("{\"time\": \"%s\", \"waits\": [", mpq_tool_clock());
-		for (i = 0; i < n; i++)
-			printf("%s{\"id\": %llu, \"kind\": \"%s\", \"pid\": %u, \"comm\": \"%s\", \"count\": %llu, \"total_ns\": %llu, \"max_ns\": %llu}",
+		for (i = 0; i < n; i++) {
+			printf("%s{\"id\": %llu, \"kind\": \"%s\", \"pid\": %u, \"comm\": ",
 			       i ? ", " : "",
 			       (unsigned long long)rows[i].key.id,
-			       kind_name(rows[i].key.kind), rows[i].key.tgid,
-			       rows[i].val.comm,
+			       kind_name(rows[i].key.kind), rows[i].key.tgid);
+			/* A comm is any bytes its process chose. */
+			mpq_tool_json_string(stdout, rows[i].val.comm);
+			printf(", \"count\": %llu, \"total_ns\": %llu, \"max_ns\": %llu}",
 			       (unsigned long long)rows[i].val.count,
 			       (unsigned long long)rows[i].val.total_ns,
 			       (unsigned long long)rows[i].val.max_ns);
+		}
 		printf("]}\n");
 		fflush(stdout);
 		return 0;
