@@ -34,7 +34,8 @@ for p in man/*.3; do
 	grep -q '^\.SH ERRORS' "$p" || { echo "$p: no ERRORS section"; fail=1; }
 done
 
-for p in "${pages[@]}"; do
+[ -f man/mpq.7 ] || { echo "man/mpq.7: no overview page"; fail=1; }
+[ -f man/mpq.7 ] && for p in "${pages[@]}"; do
 	b=${p#man/}
 	[ "$b" = mpq.7 ] && continue
 	grep -q "^\.BR ${b%.*} (${b##*.})" man/mpq.7 ||
