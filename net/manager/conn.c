@@ -1,0 +1,544 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Reaching a manager: parse its address, connect and authenticate with
+ * bounded time, run one command and turn every way it can fail into one
+ * errno, and run the objects' Lua scripts by SHA.
+ *
+ * A connection belongs to one process. Each call compares getpid() with
+ * the pid that made it; a forked child drops (closes its copy of) the
+ * parent's socket without a byte on it and connects anew, so two processes
+ * never interleave replies on one socket.
+ *
+ * Any transport failure (timeout, EOF, garbage) leaves hiredis's context
+ * unusable, so it is dropped, and the next call connects again: that is
+ * how a restarted server is reached with no extra code.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "manager/manager.h"
+
+int64_t mpq__mgr_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timeval tv_of(int64_t ns)
+{
+	struct timeval tv = { ns / 1000000000LL, (ns % 1000000000LL) / 1000 };
+
+	if (!tv.tv_sec && !tv.tv_usec)
+		tv.tv_usec = 1;
+	return tv;
+}
+
+/*
+ * hiredis reports a failed connect or read as a string (strerror of the
+ * errno it saw, which later calls may have overwritten): find the errno
+ * whose text it is.
+ */
+static int errno_of(const char *errstr, int dflt)
+{
+	static const int known[] = {
+		ECONNREFUSED, ENOENT, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH,
+		ECONNRESET, EPIPE, EACCES, EAGAIN, EADDRNOTAVAIL, ENOTSOCK,
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strstr(errstr, strerror(known[i])))
+			return known[i];
+	if (strstr(errstr, "timed out"))
+		return ETIMEDOUT;
+	return dflt;
+}
+
+static int ctx_err(const redisContext *c)
+{
+	int e;
+
+	switch (c->err) {
+	case REDIS_ERR_EOF:
+		return -ECONNRESET;
+	case REDIS_ERR_PROTOCOL:
+		return -EPROTO;
+	case REDIS_ERR_OOM:
+		return -ENOMEM;
+	case REDIS_ERR_IO:
+		e = errno_of(c->errstr, ECONNRESET);
+		/* SO_RCVTIMEO ran out: the reply did not come in time. */
+		if (e == EAGAIN)
+			return -ETIMEDOUT;
+		if (e == ENOENT)
+			return -ECONNREFUSED;
+		return -e;
+	default:
+		return -EIO;
+	}
+}
+
+/* An error reply from the server, by its code word. */
+static int reply_err(const redisReply *r)
+{
+	static const struct { const char *code; int err; } map[] = {
+		{ "WRONGPASS", -EACCES }, { "NOAUTH", -EACCES },
+		{ "NOPERM", -EACCES }, { "WRONGTYPE", -EPROTOTYPE },
+		{ "NOSCRIPT", -ENOEXEC }, { "OOM", -ENOMEM },
+		{ "LOADING", -EAGAIN }, { "BUSY", -EBUSY },
+	};
+	size_t i, n;
+
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		n = strlen(map[i].code);
+		if (r->len >= n && !strncmp(r->str, map[i].code, n))
+			return map[i].err;
+	}
+	if (r->str && strstr(r->str, "out of range"))
+		return -ERANGE;
+	/* A script's own failures are "MPQ <errno>". */
+	if (r->len > 4 && !strncmp(r->str, "MPQ ", 4)) {
+		long e = strtol(r->str + 4, NULL, 10);
+
+		if (e > 0 && e < 4096)
+			return -(int)e;
+	}
+	return -EREMOTEIO;
+}
+
+void mpq__mgr_conn_drop(struct mpq_manager *m)
+{
+	if (m->c)
+		redisFree(m->c);	/* closes only this process's fd */
+	m->c = NULL;
+}
+
+/*
+ * SIGPIPE: hiredis writes with write(2), so a peer that is gone would
+ * kill the caller. Block it around each exchange and swallow one that
+ * this exchange raised; the caller's disposition and mask stay as they
+ * were (a library must not change them for the process).
+ */
+struct pipe_guard {
+	sigset_t old;
+	int was_pending;
+};
+
+static void pipe_block(struct pipe_guard *g)
+{
+	sigset_t set, pend;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, &g->old);
+	sigpending(&pend);
+	g->was_pending = sigismember(&pend, SIGPIPE);
+}
+
+static void pipe_restore(struct pipe_guard *g, int failed)
+{
+	if (failed && !g->was_pending) {
+		sigset_t set, pend;
+		struct timespec zero = { 0, 0 };
+
+		sigemptyset(&set);
+		sigaddset(&set, SIGPIPE);
+		sigpending(&pend);
+		if (sigismember(&pend, SIGPIPE))
+			sigtimedwait(&set, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int set_timeout(struct mpq_manager *m, int64_t ns)
+{
+	if (m->c_timeout_ns == ns)
+		return 0;
+	if (redisSetTimeout(m->c, tv_of(ns)) != REDIS_OK)
+		return -EIO;
+	m->c_timeout_ns = ns;
+	return 0;
+}
+
+/* One exchange on the open connection; drops it on a transport failure. */
+static int exchange(struct mpq_manager *m, redisReply **out, int argc,
+		    const char **argv, const size_t *lens, int64_t block_ns)
+{
+	struct pipe_guard g;
+	redisReply *r;
+	int err;
+
+	*out = NULL;
+	err = set_timeout(m, m->timeout_ns + block_ns);
+	if (err)
+		return err;
+	pipe_block(&g);
+	r = redisCommandArgv(m->c, argc, argv, lens);
+	if (!r) {
+		err = ctx_err(m->c);
+		pipe_restore(&g, 1);
+		mpq__mgr_conn_drop(m);
+		return err;
+	}
+	pipe_restore(&g, 0);
+	if (r->type == REDIS_REPLY_ERROR) {
+		err = reply_err(r);
+		freeReplyObject(r);
+		return err;
+	}
+	*out = r;
+	return 0;
+}
+
+int mpq__mgr_conn_open(struct mpq_manager *m)
+{
+	struct timeval tv = tv_of(m->timeout_ns);
+	const char *argv[3];
+	redisReply *r;
+	int argc = 0, err;
+
+	mpq__mgr_conn_drop(m);
+	m->pid = getpid();
+	m->owner[0] = 0;
+	m->c = m->path ? redisConnectUnixWithTimeout(m->path, tv) :
+			 redisConnectWithTimeout(m->host, m->port, tv);
+	if (!m->c)
+		return -ENOMEM;
+	if (m->c->err) {
+		err = ctx_err(m->c);
+		mpq__mgr_conn_drop(m);
+		return err == -ECONNRESET ? -ECONNREFUSED : err;
+	}
+	/* exec'd children must not inherit the socket. */
+	fcntl(m->c->fd, F_SETFD, FD_CLOEXEC);
+	m->c_timeout_ns = -1;
+	if (!m->authkey[0])
+		return 0;
+	argv[argc++] = "AUTH";
+	if (m->named_user)
+		argv[argc++] = m->ns;
+	argv[argc++] = m->authkey;
+	err = exchange(m, &r, argc, argv, NULL, 0);
+	if (err) {
+		mpq__mgr_conn_drop(m);
+		return err;
+	}
+	/* Anything but +OK is not a Redis that accepted us. */
+	err = (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "OK")) ?
+		0 : -EPROTO;
+	freeReplyObject(r);
+	if (err)
+		mpq__mgr_conn_drop(m);
+	return err;
+}
+
+static int conn_ready(struct mpq_manager *m)
+{
+	if (m->c && m->pid == getpid())
+		return 0;
+	if (m->c && m->pid != getpid()) {
+		/* A forked child: its copy of the parent's socket is closed,
+		 * never written to. */
+		mpq__mgr_conn_drop(m);
+	}
+	return mpq__mgr_conn_open(m);
+}
+
+int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
+		 const char **argv, const size_t *lens, int64_t block_ns)
+{
+	int err = conn_ready(m);
+
+	*out = NULL;
+	if (err)
+		return err;
+	return exchange(m, out, argc, argv, lens, block_ns);
+}
+
+static void sha1_hex(const char *src, char *hex)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0, i;
+
+	EVP_Digest(src, strlen(src), md, &n, EVP_sha1(), NULL);
+	for (i = 0; i < n && i < 20; i++)
+		sprintf(hex + 2 * i, "%02x", md[i]);
+	hex[40] = 0;
+}
+
+int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
+	      int nkeys, const char **keys, int nargs, const char **args,
+	      const size_t *alens)
+{
+	const char *stackv[40], **argv = stackv;
+	size_t stackl[40], *lens = stackl;
+	char nk[16];
+	int argc = 3 + nkeys + nargs, i, err;
+
+	if (!s->sha[0])
+		sha1_hex(s->src, s->sha);
+	if (argc > 40) {
+		argv = malloc(argc * sizeof(*argv));
+		lens = malloc(argc * sizeof(*lens));
+		if (!argv || !lens) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argv[1] = s->sha;
+	argv[2] = nk;
+	for (i = 0; i < 3; i++)
+		lens[i] = strlen(argv[i]);
+	for (i = 0; i < nkeys; i++) {
+		argv[3 + i] = keys[i];
+		lens[3 + i] = strlen(keys[i]);
+	}
+	for (i = 0; i < nargs; i++) {
+		argv[3 + nkeys + i] = args[i];
+		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
+	}
+	err = mpq__mgr_command(m, out, argc, argv, lens, 0);
+	if (err == -ENOEXEC) {
+		/* Not cached on this server yet (or it restarted): EVAL
+		 * sends the source once and caches it. */
+		argv[0] = "EVAL";
+		argv[1] = s->src;
+		lens[0] = 4;
+		lens[1] = strlen(s->src);
+		err = mpq__mgr_command(m, out, argc, argv, lens, 0);
+	}
+out:
+	if (argv != stackv) {
+		free(argv);
+		free(lens);
+	}
+	return err;
+}
+
+int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
+{
+	const char *argv[3];
+	redisReply *r;
+	char secs[32];
+	int err;
+
+	if (wait_ns < 1000000)
+		wait_ns = 1000000;
+	if (wait_ns > MGR_MAX_BLOCK_NS)
+		wait_ns = MGR_MAX_BLOCK_NS;
+	snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
+	argv[0] = "BLPOP";
+	argv[1] = key;
+	argv[2] = secs;
+	err = mpq__mgr_command(m, &r, 3, argv, NULL, wait_ns);
+	if (!err)
+		freeReplyObject(r);
+	return err;
+}
+
+char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
+	       const char *suffix)
+{
+	char *k;
+
+	if (asprintf(&k, "mpq:%s:%c:%s%s", m->ns, type, name,
+		     suffix ? suffix : "") < 0)
+		return NULL;
+	return k;
+}
+
+const char *mpq__mgr_owner(struct mpq_manager *m)
+{
+	unsigned char rnd[8];
+	char host[64] = "?";
+	size_t i;
+
+	if (m->owner[0] && m->pid == getpid())
+		return m->owner;
+	if (m->pid != getpid()) {
+		mpq__mgr_conn_drop(m);
+		m->pid = getpid();
+	}
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = 0;
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd));
+	i = snprintf(m->owner, sizeof(m->owner), "%.40s:%d:", host,
+		     (int)getpid());
+	for (size_t j = 0; j < sizeof(rnd) && i + 3 < sizeof(m->owner); j++)
+		i += snprintf(m->owner + i, sizeof(m->owner) - i, "%02x",
+			      rnd[j]);
+	return m->owner;
+}
+
+int mpq__mgr_reply_int(const redisReply *r, long long *v)
+{
+	if (!r || r->type != REDIS_REPLY_INTEGER)
+		return -EPROTO;
+	*v = r->integer;
+	return 0;
+}
+
+int mpq__mgr_name_ok(const char *name)
+{
+	return name && name[0] && strlen(name) <= 200;
+}
+
+static int ns_ok(const char *ns)
+{
+	size_t i, n = strlen(ns);
+
+	if (!n || n > 64)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!(ns[i] >= 'a' && ns[i] <= 'z') &&
+		    !(ns[i] >= 'A' && ns[i] <= 'Z') &&
+		    !(ns[i] >= '0' && ns[i] <= '9') && !strchr("_.-", ns[i]))
+			return 0;
+	return 1;
+}
+
+/*
+ * "unix:/path/redis.sock#ns" or "tcp://host:port#ns" ("[v6]:port" too).
+ * Without "#ns" the namespace is "mpq" and AUTH names no user (a Redis
+ * with requirepass, or none when the authkey is empty).
+ */
+static int parse_address(struct mpq_manager *m, const char *url)
+{
+	const char *hash = strchr(url, '#'), *ep_end, *p, *colon;
+	char *end;
+	long port;
+
+	ep_end = hash ? hash : url + strlen(url);
+	m->named_user = !!hash;
+	m->ns = strdup(hash ? hash + 1 : "mpq");
+	if (!m->ns)
+		return -ENOMEM;
+	if (!ns_ok(m->ns))
+		return -EINVAL;
+	if (!strncmp(url, "unix:", 5)) {
+		p = url + 5;
+		while (p[0] == '/' && p[1] == '/')
+			p++;
+		if (*p != '/' || ep_end - p >= 108)
+			return -EINVAL;
+		m->path = strndup(p, ep_end - p);
+		return m->path ? 0 : -ENOMEM;
+	}
+	if (strncmp(url, "tcp://", 6))
+		return -EINVAL;
+	p = url + 6;
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', ep_end - p);
+
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		m->host = strndup(p + 1, rb - p - 1);
+		colon = rb + 1;
+	} else {
+		colon = memrchr(p, ':', ep_end - p);
+		if (!colon || colon == p)
+			return -EINVAL;
+		m->host = strndup(p, colon - p);
+	}
+	if (!m->host)
+		return -ENOMEM;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || end != ep_end || port <= 0 || port > 65535)
+		return -EINVAL;
+	m->port = port;
+	return 0;
+}
+
+void mpq__manager_free_fields(struct mpq_manager *m);
+void mpq__manager_free_fields(struct mpq_manager *m)
+{
+	mpq__mgr_conn_drop(m);
+	free(m->address);
+	if (m->authkey)
+		explicit_bzero(m->authkey, strlen(m->authkey));
+	free(m->authkey);
+	free(m->ns);
+	free(m->path);
+	free(m->host);
+	free(m->dir);
+	free(m->aof_dir);
+}
+
+int mpq__manager_init(struct mpq_manager *m, const char *url,
+		      const char *authkey, int64_t timeout_ns);
+int mpq__manager_init(struct mpq_manager *m, const char *url,
+		      const char *authkey, int64_t timeout_ns)
+{
+	int err;
+
+	m->pidfd = -1;
+	m->timeout_ns = timeout_ns > 0 ? timeout_ns : 5 * 1000000000LL;
+	m->address = strdup(url);
+	m->authkey = strdup(authkey ? authkey : "");
+	if (!m->address || !m->authkey)
+		return -ENOMEM;
+	err = parse_address(m, url);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_connect(struct mpq_manager **out,
+				       const char *url, const char *authkey,
+				       int64_t timeout_ns)
+{
+	struct mpq_manager *m;
+	int err;
+
+	if (!out || !url)
+		return -EINVAL;
+	*out = NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	err = mpq__manager_init(m, url, authkey, timeout_ns);
+	if (!err)
+		err = mpq__mgr_conn_open(m);
+	if (err) {
+		mpq__manager_free_fields(m);
+		free(m);
+		return err;
+	}
+	*out = m;
+	return 0;
+}
+
+MPQ_NET_EXPORT const char *mpq_manager_address(struct mpq_manager *m)
+{
+	return m ? m->address : NULL;
+}
+
+MPQ_NET_EXPORT int mpq_manager_ping(struct mpq_manager *m)
+{
+	const char *argv[] = { "PING" };
+	redisReply *r;
+	int err;
+
+	if (!m)
+		return -EINVAL;
+	err = mpq__mgr_command(m, &r, 1, argv, NULL, 0);
+	if (err)
+		return err;
+	err = (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG")) ?
+		0 : -EPROTO;
+	freeReplyObject(r);
+	return err;
+}
