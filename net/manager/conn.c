@@ -83,6 +83,9 @@ static int ctx_err(const redisContext *c)
 			return -ETIMEDOUT;
 		if (e == ENOENT)
 			return -ECONNREFUSED;
+		/* Writing to a peer that is gone. */
+		if (e == EPIPE)
+			return -ECONNRESET;
 		return -e;
 	default:
 		return -EIO;
@@ -210,7 +213,6 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 
 	mpq__mgr_conn_drop(m);
 	m->pid = getpid();
-	m->owner[0] = 0;
 	m->c = m->path ? redisConnectUnixWithTimeout(m->path, tv) :
 			 redisConnectWithTimeout(m->host, m->port, tv);
 	if (!m->c)
@@ -223,20 +225,23 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 	/* exec'd children must not inherit the socket. */
 	fcntl(m->c->fd, F_SETFD, FD_CLOEXEC);
 	m->c_timeout_ns = -1;
-	if (!m->authkey[0])
-		return 0;
-	argv[argc++] = "AUTH";
-	if (m->named_user)
-		argv[argc++] = m->ns;
-	argv[argc++] = m->authkey;
+	if (m->named_user || m->authkey[0]) {
+		argv[argc++] = "AUTH";
+		if (m->named_user)
+			argv[argc++] = m->ns;
+		argv[argc++] = m->authkey;
+	} else {
+		/* No AUTH to send: PING proves it is Redis and lets us in. */
+		argv[argc++] = "PING";
+	}
 	err = exchange(m, &r, argc, argv, NULL, 0);
 	if (err) {
 		mpq__mgr_conn_drop(m);
 		return err;
 	}
-	/* Anything but +OK is not a Redis that accepted us. */
-	err = (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "OK")) ?
-		0 : -EPROTO;
+	/* Anything but +OK (+PONG) is not a Redis that accepted us. */
+	err = (r->type == REDIS_REPLY_STATUS &&
+	       !strcmp(r->str, argc == 1 ? "PONG" : "OK")) ? 0 : -EPROTO;
 	freeReplyObject(r);
 	if (err)
 		mpq__mgr_conn_drop(m);
@@ -366,12 +371,9 @@ const char *mpq__mgr_owner(struct mpq_manager *m)
 	char host[64] = "?";
 	size_t i;
 
-	if (m->owner[0] && m->pid == getpid())
+	if (m->owner[0] && m->owner_pid == getpid())
 		return m->owner;
-	if (m->pid != getpid()) {
-		mpq__mgr_conn_drop(m);
-		m->pid = getpid();
-	}
+	m->owner_pid = getpid();
 	gethostname(host, sizeof(host) - 1);
 	host[sizeof(host) - 1] = 0;
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))

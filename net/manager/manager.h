@@ -37,6 +37,7 @@ struct mpq_manager {
 	pid_t pid;		/* the process that c and owner belong to */
 	redisContext *c;
 	int64_t c_timeout_ns;	/* what the socket's timeout is set to now */
+	pid_t owner_pid;	/* the process owner names */
 	char owner[96];		/* "host:pid:random": this process, for locks */
 
 	/* Only for a manager this process started (server.c). */

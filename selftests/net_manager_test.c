@@ -1,0 +1,915 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The promises of the Manager (libmpq-net, net/manager/), one test each,
+ * against real redis-servers started by mpq_manager_start and stopped by
+ * pid, and against fake servers on Unix sockets that answer nonsense:
+ * the authkey is required, the server dies with its manager, a forked
+ * child gets a connection of its own, every bad peer is one errno within
+ * the timeout, the dict and list do what Python's do, a queue loses
+ * nothing when consumers are SIGKILLed, leases renewed keep a long task,
+ * dead letters after N deliveries, maxsize is exact, join, and a lock
+ * whose holder is killed goes to the next acquirer with -EOWNERDEAD.
+ *
+ * Nothing here uses a local mpq object, so the backend (memfd or kmod)
+ * does not matter: the VM run adds nothing but time.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <sys/un.h>
+#include <hiredis/hiredis.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+#include "mpq_net.h"
+
+#define MS	NSEC_PER_MSEC
+
+static struct mpq_manager *start_or_skip(struct __test_metadata *_metadata,
+					 const struct mpq_manager_attr *a)
+{
+	struct mpq_manager *m = NULL;
+	int err = mpq_manager_start(&m, a);
+
+	if (err == -ENOENT)
+		SKIP(return NULL, "no redis-server on PATH (make deps)");
+	ASSERT_EQ(0, err);
+	return m;
+}
+
+FIXTURE(mgr) {
+	struct mpq_manager *m;
+};
+
+FIXTURE_SETUP(mgr)
+{
+	self->m = start_or_skip(_metadata, NULL);
+}
+
+FIXTURE_TEARDOWN(mgr)
+{
+	if (self->m)
+		mpq_manager_shutdown(self->m);
+}
+
+/* A second handle, as another process or machine makes it. */
+static struct mpq_manager *peer(struct mpq_manager *m)
+{
+	struct mpq_manager *p = NULL;
+
+	if (mpq_manager_connect(&p, mpq_manager_address(m),
+				mpq_manager_authkey(m), 2000 * MS))
+		return NULL;
+	return p;
+}
+
+TEST_F(mgr, start_gives_an_address_that_others_connect_to_with_the_authkey)
+{
+	const char *a = mpq_manager_address(self->m);
+	struct mpq_manager *p = peer(self->m);
+	char dir[256];
+	struct stat st;
+
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(0, mpq_manager_ping(p));
+	EXPECT_EQ(48, strlen(mpq_manager_authkey(self->m)));
+	/* unix:<private dir>/redis.sock#mpq, the dir is 0700. */
+	ASSERT_EQ(0, strncmp(a, "unix:/", 6));
+	snprintf(dir, sizeof(dir), "%s", a + 5);
+	*strrchr(dir, '/') = 0;
+	ASSERT_EQ(0, stat(dir, &st));
+	EXPECT_EQ(0700, st.st_mode & 0777);
+	mpq_manager_free(p);
+}
+
+TEST_F(mgr, a_wrong_authkey_is_eacces)
+{
+	struct mpq_manager *p = NULL;
+	char bad[64];
+
+	snprintf(bad, sizeof(bad), "%s", mpq_manager_authkey(self->m));
+	bad[0] = bad[0] == 'a' ? 'b' : 'a';
+	EXPECT_EQ(-EACCES, mpq_manager_connect(&p, mpq_manager_address(self->m),
+					       bad, 2000 * MS));
+	EXPECT_EQ(-EACCES, mpq_manager_connect(&p, mpq_manager_address(self->m),
+					       "", 2000 * MS));
+	EXPECT_EQ(NULL, p);
+}
+
+/* The manager's user may touch only its namespace's keys. */
+TEST_F(mgr, the_authkey_opens_only_the_namespace)
+{
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+
+	snprintf(path, sizeof(path), "%s", mpq_manager_address(self->m) + 5);
+	hash = strchr(path, '#');
+	*hash = 0;
+	c = redisConnectUnix(path);
+	ASSERT_NE(NULL, c);
+	ASSERT_EQ(0, c->err);
+	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(self->m));
+	ASSERT_EQ(REDIS_REPLY_STATUS, r->type);
+	freeReplyObject(r);
+	r = redisCommand(c, "SET other:key 1");
+	ASSERT_EQ(REDIS_REPLY_ERROR, r->type);
+	EXPECT_EQ(0, strncmp(r->str, "NOPERM", 6));
+	freeReplyObject(r);
+	r = redisCommand(c, "FLUSHALL");
+	ASSERT_EQ(REDIS_REPLY_ERROR, r->type);
+	freeReplyObject(r);
+	r = redisCommand(c, "CONFIG SET dir /tmp");
+	ASSERT_EQ(REDIS_REPLY_ERROR, r->type);
+	freeReplyObject(r);
+	r = redisCommand(c, "SET mpq:mpq:x 1");
+	EXPECT_EQ(REDIS_REPLY_STATUS, r->type);
+	freeReplyObject(r);
+	redisFree(c);
+}
+
+static int pidfd_dead(int pidfd, int ms)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
+}
+
+TEST(the_server_dies_with_the_manager_process)
+{
+	int fds[2], pidfd;
+	pid_t child, server = 0;
+
+	ASSERT_EQ(0, pipe(fds));
+	child = fork();
+	if (child == 0) {
+		struct mpq_manager *m;
+
+		if (mpq_manager_start(&m, NULL))
+			_exit(1);
+		server = mpq_manager_server_pid(m);
+		write(fds[1], &server, sizeof(server));
+		pause();
+		_exit(0);
+	}
+	ASSERT_EQ(sizeof(server), read(fds[0], &server, sizeof(server)));
+	ASSERT_GT(server, 0);
+	pidfd = syscall(SYS_pidfd_open, server, 0);
+	ASSERT_GE(pidfd, 0);
+	EXPECT_FALSE(pidfd_dead(pidfd, 0));
+	kill(child, SIGKILL);
+	EXPECT_EQ(128 + SIGKILL, wait_child(child, 5000));
+	/* PDEATHSIG: the server goes too, with no code in the manager. */
+	EXPECT_TRUE(pidfd_dead(pidfd, 5000));
+	close(pidfd);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+TEST_F(mgr, a_dead_server_shows_on_the_pidfd_and_calls_fail_fast)
+{
+	int pidfd = mpq_manager_pidfd(self->m);
+	struct mpq_manager_queue *q;
+	struct mpq_manager_msg msg;
+	int64_t t0;
+	int err;
+
+	ASSERT_GE(pidfd, 0);
+	ASSERT_EQ(0, mpq_manager_queue(self->m, "q", NULL, &q));
+	EXPECT_FALSE(pidfd_dead(pidfd, 0));
+	kill(mpq_manager_server_pid(self->m), SIGKILL);
+	EXPECT_TRUE(pidfd_dead(pidfd, 5000));
+	t0 = now_ns();
+	err = mpq_manager_queue_get(q, &msg, MPQ_FOREVER);
+	EXPECT_TRUE(err == -ECONNRESET || err == -ECONNREFUSED) TH_LOG("%d", err);
+	err = mpq_manager_ping(self->m);
+	EXPECT_EQ(-ECONNREFUSED, err);
+	EXPECT_LT(now_ns() - t0, 4 * NSEC_PER_SEC);
+	mpq_manager_queue_free(q);
+}
+
+TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
+{
+	struct mpq_manager_queue *q;
+	struct mpq_manager_msg msg;
+	pid_t server = mpq_manager_server_pid(self->m), killer;
+	int err;
+
+	ASSERT_EQ(0, mpq_manager_queue(self->m, "q", NULL, &q));
+	killer = fork();
+	if (killer == 0) {
+		sleep_ms(200);
+		kill(server, SIGKILL);
+		_exit(0);
+	}
+	err = mpq_manager_queue_get(q, &msg, MPQ_FOREVER);
+	EXPECT_EQ(-ECONNRESET, err);
+	EXPECT_EQ(0, wait_child(killer, 5000));
+	mpq_manager_queue_free(q);
+}
+
+static int child_adds(void *arg)
+{
+	struct mpq_manager_dict *d = arg;
+	int i;
+
+	for (i = 0; i < 500; i++)
+		if (mpq_manager_dict_add(d, "n", 1, 1, NULL))
+			return 1;
+	return 0;
+}
+
+/* The parent keeps using its connection while children use theirs: a
+ * shared socket would interleave replies and break the counts. */
+TEST_F(mgr, forked_children_use_the_parents_handles_on_their_own_connections)
+{
+	struct mpq_manager_dict *d;
+	pid_t kids[3];
+	int64_t v = 0;
+	int i;
+
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "counts", &d));
+	ASSERT_EQ(0, mpq_manager_dict_add(d, "n", 1, 0, &v));	/* connected */
+	for (i = 0; i < 3; i++)
+		kids[i] = spawn(child_adds, d);
+	for (i = 0; i < 500; i++)
+		ASSERT_EQ(0, mpq_manager_dict_add(d, "n", 1, 1, NULL));
+	for (i = 0; i < 3; i++)
+		EXPECT_EQ(0, wait_child(kids[i], 20000));
+	ASSERT_EQ(0, mpq_manager_dict_add(d, "n", 1, 0, &v));
+	EXPECT_EQ(2000, v);
+	mpq_manager_dict_free(d);
+}
+
+/*
+ * A fake server on a Unix socket: answers the first request with reply
+ * (len bytes), then closes if close_after, else stays silent.
+ */
+static pid_t fake_server(const char *path, const char *reply, size_t len,
+			 int close_after)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_STREAM, 0), c;
+	pid_t pid;
+	char buf[4096];
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(path);
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 8))
+		return -1;
+	pid = fork();
+	if (pid) {
+		close(s);
+		return pid;
+	}
+	for (;;) {
+		c = accept(s, NULL, NULL);
+		if (c < 0)
+			_exit(1);
+		if (read(c, buf, sizeof(buf)) > 0 && len)
+			write(c, reply, len);
+		if (close_after)
+			close(c);
+	}
+}
+
+static int connect_fake(const char *path, const char *reply, size_t len,
+			int close_after, int64_t *took)
+{
+	struct mpq_manager *m = NULL;
+	char url[256];
+	pid_t pid = fake_server(path, reply, len, close_after);
+	int64_t t0 = now_ns();
+	int err;
+
+	if (pid < 0)
+		return -999;
+	snprintf(url, sizeof(url), "unix:%s#mpq", path);
+	err = mpq_manager_connect(&m, url, "key", 300 * MS);
+	*took = now_ns() - t0;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(path);
+	if (!err)
+		mpq_manager_free(m);
+	return err;
+}
+
+TEST(a_peer_that_is_not_redis_is_one_errno_within_the_timeout)
+{
+	static const struct {
+		const char *reply;
+		int close_after, err;
+	} cases[] = {
+		{ "SSH-2.0-OpenSSH_9.2\r\n", 0, -EPROTO },	/* garbage */
+		{ "HTTP/1.1 400 Bad Request\r\n\r\n", 1, -EPROTO },
+		{ "", 0, -ETIMEDOUT },			/* silent */
+		{ "$10\r\nOK", 1, -ECONNRESET },	/* truncated, gone */
+		{ "$10\r\nOK", 0, -ETIMEDOUT },	/* truncated, stalls */
+		{ "*99999999999\r\n", 0, -EPROTO },	/* huge promise */
+		{ "$99999999\r\nab", 0, -ETIMEDOUT },	/* huge, stalls */
+		{ ":12\r\n", 1, -EPROTO },		/* Redis, not +OK */
+		{ "+OK\r\n", 1, 0 },			/* a fake that agrees */
+	};
+	char path[64];
+	int64_t took = 0;
+	size_t i;
+
+	snprintf(path, sizeof(path), "/tmp/mpq-fake-%d.sock", getpid());
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int err = connect_fake(path, cases[i].reply,
+				       strlen(cases[i].reply),
+				       cases[i].close_after, &took);
+
+		EXPECT_EQ(cases[i].err, err) TH_LOG("case %zu", i);
+		EXPECT_LT(took, 3 * NSEC_PER_SEC) TH_LOG("case %zu", i);
+	}
+	/* Nothing listening at all. */
+	{
+		struct mpq_manager *m = NULL;
+
+		EXPECT_EQ(-ECONNREFUSED, mpq_manager_connect(&m,
+			  "unix:/nonexistent/redis.sock#mpq", "k", 300 * MS));
+		EXPECT_EQ(-EINVAL, mpq_manager_connect(&m, "http://x", "k", 0));
+		EXPECT_EQ(-EINVAL, mpq_manager_connect(&m, "tcp://h:99999", "k", 0));
+		EXPECT_EQ(-EINVAL, mpq_manager_connect(&m, "tcp://h:1#a b", "k", 0));
+	}
+}
+
+/* A fake that accepts AUTH, then answers the next command with garbage. */
+TEST(a_garbage_reply_after_auth_is_eproto_and_the_next_call_reconnects)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mpq_manager *m = NULL;
+	struct mpq_manager_dict *d;
+	char path[64], url[128], buf[16];
+	size_t len = sizeof(buf);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "/tmp/mpq-fake2-%d.sock", getpid());
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(path);
+	ASSERT_EQ(0, bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	ASSERT_EQ(0, listen(s, 8));
+	pid = fork();
+	if (pid == 0) {
+		char in[4096];
+		int c;
+
+		for (;;) {
+			static const char *const bad[] = {
+				"~~~~~~\r\n",		/* no such type */
+				":5\r\n",		/* int for a string */
+				"*1\r\n:1\r\n",	/* array for an int */
+			};
+			static int i;
+
+			c = accept(s, NULL, NULL);
+			read(c, in, sizeof(in));
+			write(c, "+OK\r\n", 5);
+			read(c, in, sizeof(in));
+			write(c, bad[i % 3], strlen(bad[i % 3]));
+			i++;
+			close(c);
+		}
+	}
+	close(s);
+	snprintf(url, sizeof(url), "unix:%s#mpq", path);
+	ASSERT_EQ(0, mpq_manager_connect(&m, url, "k", 300 * MS));
+	ASSERT_EQ(0, mpq_manager_dict(m, "d", &d));
+	/* Garbage: the connection is dropped ... */
+	EXPECT_EQ(-EPROTO, mpq_manager_dict_get(d, "k", 1, buf, &len));
+	/* ... and the next call makes a new one: a reply of the wrong
+	 * type, which the fake then closes ... */
+	EXPECT_EQ(-EPROTO, mpq_manager_dict_get(d, "k", 1, buf, &len));
+	EXPECT_EQ(-ECONNRESET, mpq_manager_dict_len(d));
+	/* ... an array where a count belongs, closed, garbage again. */
+	EXPECT_EQ(-EPROTO, mpq_manager_dict_len(d));
+	EXPECT_EQ(-ECONNRESET, mpq_manager_dict_len(d));
+	EXPECT_EQ(-EPROTO, mpq_manager_dict_len(d));
+	mpq_manager_dict_free(d);
+	mpq_manager_free(m);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(path);
+}
+
+static int count_kv(const void *k, size_t kl, const void *v, size_t vl,
+		    void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+TEST_F(mgr, the_dict_does_what_pythons_does)
+{
+	struct mpq_manager_dict *d, *d2;
+	struct iovec keys[3000], vals[3000];
+	char kb[3000][12], buf[64];
+	size_t len;
+	int64_t v;
+	int i, n = 0;
+
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "d", &d));
+	len = sizeof(buf);
+	EXPECT_EQ(-ENOENT, mpq_manager_dict_get(d, "a", 1, buf, &len));
+	ASSERT_EQ(0, mpq_manager_dict_set(d, "a", 1, "xyz\0w", 5));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_dict_get(d, "a", 1, buf, &len));
+	EXPECT_EQ(5, len);
+	EXPECT_EQ(0, memcmp(buf, "xyz\0w", 5));
+	len = 2;
+	EXPECT_EQ(-EMSGSIZE, mpq_manager_dict_get(d, "a", 1, buf, &len));
+	EXPECT_EQ(5, len);
+	EXPECT_EQ(1, mpq_manager_dict_contains(d, "a", 1));
+	EXPECT_EQ(0, mpq_manager_dict_contains(d, "b", 1));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_dict_setdefault(d, "a", 1, "D", 1, buf, &len));
+	EXPECT_EQ(5, len);
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_dict_setdefault(d, "b", 1, "D", 1, buf, &len));
+	EXPECT_EQ(1, len);
+	EXPECT_EQ('D', buf[0]);
+	EXPECT_EQ(2, mpq_manager_dict_len(d));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_dict_pop(d, "b", 1, buf, &len));
+	len = sizeof(buf);
+	EXPECT_EQ(-ENOENT, mpq_manager_dict_pop(d, "b", 1, buf, &len));
+	EXPECT_EQ(1, mpq_manager_dict_delete(d, "a", 1));
+	EXPECT_EQ(0, mpq_manager_dict_delete(d, "a", 1));
+	/* compare-and-set */
+	EXPECT_EQ(1, mpq_manager_dict_cas(d, "c", 1, NULL, 0, "1", 1));
+	EXPECT_EQ(0, mpq_manager_dict_cas(d, "c", 1, NULL, 0, "2", 1));
+	EXPECT_EQ(0, mpq_manager_dict_cas(d, "c", 1, "2", 1, "3", 1));
+	EXPECT_EQ(1, mpq_manager_dict_cas(d, "c", 1, "1", 1, "3", 1));
+	/* atomic add; not a number is -EINVAL */
+	ASSERT_EQ(0, mpq_manager_dict_add(d, "n", 1, 5, &v));
+	ASSERT_EQ(0, mpq_manager_dict_add(d, "n", 1, -7, &v));
+	EXPECT_EQ(-2, v);
+	ASSERT_EQ(0, mpq_manager_dict_set(d, "s", 1, "x", 1));
+	EXPECT_EQ(-EINVAL, mpq_manager_dict_add(d, "s", 1, 1, &v));
+	/* update of many keys; iteration sees every one */
+	for (i = 0; i < 3000; i++) {
+		snprintf(kb[i], sizeof(kb[i]), "k%d", i);
+		keys[i] = (struct iovec){ kb[i], strlen(kb[i]) };
+		vals[i] = (struct iovec){ kb[i], 1 };
+	}
+	ASSERT_EQ(0, mpq_manager_dict_update(d, keys, vals, 3000));
+	EXPECT_EQ(3003, mpq_manager_dict_len(d));
+	ASSERT_EQ(0, mpq_manager_dict_foreach(d, 200, count_kv, &n));
+	EXPECT_EQ(3003, n);
+	/* found by name from another handle */
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "d", &d2));
+	EXPECT_EQ(3003, mpq_manager_dict_len(d2));
+	mpq_manager_dict_free(d2);
+	mpq_manager_dict_free(d);
+}
+
+TEST_F(mgr, a_name_of_another_type_is_eprototype)
+{
+	struct mpq_manager_dict *d;
+	struct mpq_manager_list *l;
+	char buf[8];
+	size_t len = sizeof(buf);
+
+	/* The dead-letter list of queue "x" is the list "x.dead". */
+	ASSERT_EQ(0, mpq_manager_list(self->m, "x", &l));
+	ASSERT_EQ(0, mpq_manager_list_append(l, "a", 1));
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "x", &d));
+	EXPECT_EQ(1, mpq_manager_dict_len(d) == 0);	/* another key */
+	mpq_manager_dict_free(d);
+	mpq_manager_list_free(l);
+	/* Scribble a list where a dict lives, by raw key name. */
+	ASSERT_EQ(0, mpq_manager_list(self->m, "y", &l));
+	ASSERT_EQ(0, mpq_manager_list_append(l, "a", 1));
+	mpq_manager_list_free(l);
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "y", &d));
+	EXPECT_EQ(0, mpq_manager_dict_len(d));
+	mpq_manager_dict_free(d);
+	(void)buf;
+	(void)len;
+}
+
+static int collect(const void *v, size_t len, void *arg)
+{
+	char *s = arg;
+
+	strncat(s, v, len);
+	return 0;
+}
+
+TEST_F(mgr, the_list_does_what_pythons_does)
+{
+	struct mpq_manager_list *l;
+	struct iovec v[4] = { { "b", 1 }, { "c", 1 }, { "d", 1 }, { "e", 1 } };
+	char buf[16], out[64] = "";
+	size_t len;
+
+	ASSERT_EQ(0, mpq_manager_list(self->m, "l", &l));
+	ASSERT_EQ(0, mpq_manager_list_append(l, "a", 1));
+	ASSERT_EQ(0, mpq_manager_list_extend(l, v, 4));
+	EXPECT_EQ(5, mpq_manager_list_len(l));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_list_get(l, -1, buf, &len));
+	EXPECT_EQ('e', buf[0]);
+	len = sizeof(buf);
+	EXPECT_EQ(-ERANGE, mpq_manager_list_get(l, 5, buf, &len));
+	ASSERT_EQ(0, mpq_manager_list_set(l, 1, "B", 1));
+	EXPECT_EQ(-ERANGE, mpq_manager_list_set(l, 9, "B", 1));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_list_pop(l, 2, buf, &len));	/* "c" */
+	EXPECT_EQ('c', buf[0]);
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_manager_list_pop(l, -1, buf, &len));	/* "e" */
+	EXPECT_EQ('e', buf[0]);
+	len = sizeof(buf);
+	EXPECT_EQ(-ERANGE, mpq_manager_list_pop(l, 7, buf, &len));
+	ASSERT_EQ(0, mpq_manager_list_slice(l, 0, 100, collect, out));
+	EXPECT_STREQ("aBd", out);
+	out[0] = 0;
+	ASSERT_EQ(0, mpq_manager_list_slice(l, 1, -1, collect, out));
+	EXPECT_STREQ("B", out);
+	out[0] = 0;
+	ASSERT_EQ(0, mpq_manager_list_slice(l, -2, 3, collect, out));
+	EXPECT_STREQ("Bd", out);
+	mpq_manager_list_free(l);
+}
+
+static struct mpq_manager_queue *open_q(struct mpq_manager *m,
+					const char *name, uint64_t maxsize,
+					int64_t lease_ns, uint32_t maxd)
+{
+	struct mpq_manager_queue_attr a = {
+		.maxsize = maxsize, .lease_ns = lease_ns,
+		.max_deliveries = maxd,
+	};
+	struct mpq_manager_queue *q = NULL;
+
+	mpq_manager_queue(m, name, &a, &q);
+	return q;
+}
+
+TEST_F(mgr, a_queue_is_fifo_and_batches_go_in_one_call)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "fifo", 0, 0, 0);
+	struct mpq_manager_msg msgs[64];
+	struct iovec v[100];
+	char bufs[100][8];
+	int i, got = 0, n;
+
+	ASSERT_NE(NULL, q);
+	for (i = 0; i < 100; i++) {
+		snprintf(bufs[i], sizeof(bufs[i]), "%d", i);
+		v[i] = (struct iovec){ bufs[i], strlen(bufs[i]) };
+	}
+	ASSERT_EQ(100, mpq_manager_queue_put_many(q, v, 100, 0));
+	EXPECT_EQ(100, mpq_manager_queue_size(q));
+	while (got < 100) {
+		n = mpq_manager_queue_get_many(q, msgs, 64, 0);
+		ASSERT_GT(n, 0);
+		for (i = 0; i < n; i++) {
+			char s[16];
+
+			snprintf(s, sizeof(s), "%d", got + i);
+			EXPECT_EQ(strlen(s), msgs[i].len);
+			EXPECT_EQ(0, memcmp(s, msgs[i].data, msgs[i].len));
+			EXPECT_EQ(1, msgs[i].deliveries);
+			EXPECT_EQ(0, mpq_manager_msg_done(q, &msgs[i]));
+		}
+		got += n;
+	}
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, msgs, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_get(q, msgs, 50 * MS));
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(0, mpq_manager_queue_join(q, 0));
+	mpq_manager_queue_free(q);
+}
+
+/*
+ * Consumers take a message and are SIGKILLed at a random point, before,
+ * during or after done; in the end every message is done exactly once by
+ * someone, and one that was taken by a killed consumer came back with a
+ * higher delivery count.
+ */
+struct consumer_arg {
+	struct mpq_manager_queue *q;
+	struct mpq_manager_dict *done;
+};
+
+static int consume(void *p)
+{
+	struct consumer_arg *a = p;
+	struct mpq_manager_msg msg;
+	char key[32];
+
+	for (;;) {
+		if (mpq_manager_queue_get(a->q, &msg, MPQ_FOREVER))
+			return 1;
+		snprintf(key, sizeof(key), "%.*s", (int)msg.len,
+			 (char *)msg.data);
+		sleep_ms(rand() % 5);
+		/* Count the work, then say done: a kill between the two is
+		 * what at-least-once means; a kill before both is what the
+		 * lease is for. */
+		if (mpq_manager_dict_add(a->done, key, strlen(key), 1, NULL))
+			return 1;
+		if (mpq_manager_msg_done(a->q, &msg))
+			return 1;
+	}
+}
+
+static int check_all(const void *k, size_t kl, const void *v, size_t vl,
+		     void *arg)
+{
+	int *n = arg;
+
+	n[0]++;
+	if (vl != 1 || *(char *)v != '1')
+		n[1]++;		/* done more than once */
+	return 0;
+}
+
+TEST_F(mgr, a_message_taken_by_a_consumer_killed_mid_message_is_delivered_again)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "work", 0, 200 * MS, 0);
+	struct consumer_arg a = { .q = q };
+	struct mpq_manager_msg msg;
+	int round, i, n[2] = { 0, 0 }, redelivered = 0;
+	char s[16];
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "done", &a.done));
+	srand(getpid());
+	for (i = 0; i < 200; i++) {
+		snprintf(s, sizeof(s), "m%d", i);
+		ASSERT_EQ(0, mpq_manager_queue_put(q, s, strlen(s), 0));
+	}
+	for (round = 0; round < 30; round++) {
+		pid_t c = spawn(consume, &a);
+
+		sleep_ms(rand() % 20);
+		kill(c, SIGKILL);
+		EXPECT_EQ(128 + SIGKILL, wait_child(c, 5000));
+	}
+	/* A survivor drains the rest, redelivered ones included. */
+	for (;;) {
+		if (mpq_manager_queue_get(q, &msg, 600 * MS))
+			break;
+		if (msg.deliveries > 1)
+			redelivered++;
+		snprintf(s, sizeof(s), "%.*s", (int)msg.len, (char *)msg.data);
+		ASSERT_EQ(0, mpq_manager_dict_add(a.done, s, strlen(s), 1, NULL));
+		ASSERT_EQ(0, mpq_manager_msg_done(q, &msg));
+	}
+	ASSERT_EQ(0, mpq_manager_dict_foreach(a.done, 100, check_all, n));
+	EXPECT_EQ(200, n[0]);		/* nothing lost */
+	TH_LOG("redelivered %d, done twice %d", redelivered, n[1]);
+	EXPECT_GT(redelivered, 0);	/* the kills did take messages */
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
+	mpq_manager_dict_free(a.done);
+	mpq_manager_queue_free(q);
+}
+
+static int hold_with_renewal(void *p)
+{
+	struct mpq_manager_queue *q = p;
+	struct mpq_manager_msg msg;
+	int i;
+
+	if (mpq_manager_queue_get(q, &msg, 2000 * MS))
+		return 1;
+	/* Work for 6 leases' time, renewing every 1/5 lease. */
+	for (i = 0; i < 30; i++) {
+		sleep_ms(60);
+		if (mpq_manager_msg_renew(q, &msg))
+			return 2;
+	}
+	return mpq_manager_msg_done(q, &msg) ? 3 : 0;
+}
+
+TEST_F(mgr, a_long_task_whose_lease_is_renewed_is_not_delivered_again)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "long", 0, 300 * MS, 0);
+	struct mpq_manager_msg msg;
+	pid_t worker;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "job", 3, 0));
+	worker = spawn(hold_with_renewal, q);
+	while (mpq_manager_queue_size(q) > 0)
+		sleep_ms(5);
+	/* Nothing for us while the worker lives and renews. */
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_get(q, &msg, 1500 * MS));
+	EXPECT_EQ(0, wait_child(worker, 10000));
+	EXPECT_EQ(0, mpq_manager_queue_join(q, 0));
+	/* Unrenewed, the same lease does run out: the test can fail. */
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "job2", 4, 0));
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	mpq_manager_msg_free(&msg);
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 2000 * MS));
+	EXPECT_EQ(2, msg.deliveries);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	mpq_manager_queue_free(q);
+}
+
+TEST_F(mgr, a_message_is_dead_lettered_after_n_deliveries)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "poison", 0, 100 * MS, 3);
+	struct mpq_manager_list *dead;
+	struct mpq_manager_msg msg, stale;
+	char buf[16];
+	size_t len = sizeof(buf);
+	int i;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(0, mpq_manager_list(self->m, "poison.dead", &dead));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "bad", 3, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "good", 4, 0));
+	for (i = 1; i <= 3; i++) {
+		/* Each taker "dies": never done, the lease runs out. */
+		ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 2000 * MS));
+		if (msg.len == 4) {	/* good: done at once */
+			EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+			ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 2000 * MS));
+		}
+		EXPECT_EQ(3, msg.len);
+		EXPECT_EQ(i, msg.deliveries);
+		if (i == 1)
+			stale = msg;
+		else
+			mpq_manager_msg_free(&msg);
+	}
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_get(q, &msg, 400 * MS));
+	EXPECT_EQ(1, mpq_manager_list_len(dead));
+	ASSERT_EQ(0, mpq_manager_list_get(dead, 0, buf, &len));
+	EXPECT_EQ(0, memcmp(buf, "bad", 3));
+	/* Dead-lettered counts as finished; a late done is stale. */
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(0, mpq_manager_queue_join(q, 0));
+	EXPECT_EQ(-ESTALE, mpq_manager_msg_done(q, &stale));
+	mpq_manager_list_free(dead);
+	mpq_manager_queue_free(q);
+}
+
+static int blocked_put(void *p)
+{
+	return mpq_manager_queue_put(p, "c", 1, MPQ_FOREVER) ? 1 : 0;
+}
+
+TEST_F(mgr, maxsize_is_exact_and_a_blocking_put_waits_for_room)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "small", 2, 0, 0);
+	struct iovec v[3] = { { "a", 1 }, { "b", 1 }, { "x", 1 } };
+	struct mpq_manager_msg msg;
+	pid_t putter;
+
+	ASSERT_NE(NULL, q);
+	EXPECT_EQ(2, mpq_manager_queue_put_many(q, v, 3, 0));	/* as fit */
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_put(q, "x", 1, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_put(q, "x", 1, 50 * MS));
+	putter = spawn(blocked_put, q);
+	sleep_ms(100);
+	EXPECT_TRUE(child_running(putter));
+	/* A leased message still holds its room: it may come back. */
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	sleep_ms(100);
+	EXPECT_TRUE(child_running(putter));
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ(0, wait_child(putter, 5000));
+	EXPECT_EQ(2, mpq_manager_queue_size(q));
+	mpq_manager_queue_free(q);
+}
+
+static int worker_done_all(void *p)
+{
+	struct mpq_manager_queue *q = p;
+	struct mpq_manager_msg msg;
+
+	while (!mpq_manager_queue_get(q, &msg, 500 * MS)) {
+		sleep_ms(10);
+		if (mpq_manager_msg_done(q, &msg))
+			return 1;
+	}
+	return 0;
+}
+
+TEST_F(mgr, join_waits_until_every_message_is_done)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "jq", 0, 0, 0);
+	pid_t w[2];
+	int i;
+
+	ASSERT_NE(NULL, q);
+	for (i = 0; i < 20; i++)
+		ASSERT_EQ(0, mpq_manager_queue_put(q, "t", 1, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));
+	EXPECT_EQ(20, mpq_manager_queue_unfinished(q));
+	w[0] = spawn(worker_done_all, q);
+	w[1] = spawn(worker_done_all, q);
+	EXPECT_EQ(0, mpq_manager_queue_join(q, 10000 * MS));
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(0, wait_child(w[0], 5000));
+	EXPECT_EQ(0, wait_child(w[1], 5000));
+	mpq_manager_queue_free(q);
+}
+
+static int take_and_die(void *p)
+{
+	struct mpq_manager_lock *l = p;
+
+	if (mpq_manager_lock_acquire(l, 2000 * MS))
+		return 1;
+	kill(getpid(), SIGKILL);
+	return 2;
+}
+
+TEST_F(mgr, a_lock_whose_holder_is_killed_goes_to_the_next_acquirer_with_eownerdead)
+{
+	struct mpq_manager_lock *l;
+	uint64_t t1;
+	pid_t holder;
+
+	ASSERT_EQ(0, mpq_manager_lock(self->m, "L", 0, 300 * MS, &l));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(l, 0));
+	t1 = mpq_manager_lock_token(l);
+	EXPECT_GT(t1, 0);
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	holder = spawn(take_and_die, l);
+	EXPECT_EQ(128 + SIGKILL, wait_child(holder, 5000));
+	EXPECT_EQ(-EAGAIN, mpq_manager_lock_acquire(l, 0));
+	/* A blocked acquirer wakes when the dead holder's lease ends. */
+	EXPECT_EQ(-EOWNERDEAD, mpq_manager_lock_acquire(l, 5000 * MS));
+	EXPECT_GT(mpq_manager_lock_token(l), t1 + 1);	/* fenced */
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	/* Until marked consistent, every acquirer is told. */
+	EXPECT_EQ(-EOWNERDEAD, mpq_manager_lock_acquire(l, 0));
+	EXPECT_EQ(0, mpq_manager_lock_consistent(l));
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	EXPECT_EQ(0, mpq_manager_lock_acquire(l, 0));
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	mpq_manager_lock_free(l);
+}
+
+static int acquire_forever(void *p)
+{
+	struct mpq_manager_lock *l = p;
+
+	if (mpq_manager_lock_acquire(l, MPQ_FOREVER))
+		return 1;
+	return mpq_manager_lock_release(l) ? 2 : 0;
+}
+
+TEST_F(mgr, a_release_wakes_a_blocked_acquirer_and_a_lost_lease_is_estale)
+{
+	struct mpq_manager_lock *l, *l2;
+	pid_t waiter;
+
+	ASSERT_EQ(0, mpq_manager_lock(self->m, "W", 0, 0, &l));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(l, 0));
+	waiter = spawn(acquire_forever, l);
+	sleep_ms(200);
+	EXPECT_TRUE(child_running(waiter));
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	/* The lease is 30 s: only the release can have woken it. */
+	EXPECT_EQ(0, wait_child(waiter, 5000));
+
+	/* A holder whose lease ran out and was taken over: -ESTALE. */
+	ASSERT_EQ(0, mpq_manager_lock(self->m, "S", 0, 100 * MS, &l2));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(l2, 0));
+	waiter = fork();
+	if (waiter == 0)
+		_exit(mpq_manager_lock_acquire(l2, 2000 * MS) == -EOWNERDEAD ?
+		      0 : 1);
+	EXPECT_EQ(0, wait_child(waiter, 5000));
+	EXPECT_EQ(-ESTALE, mpq_manager_lock_release(l2));
+	mpq_manager_lock_free(l2);
+	mpq_manager_lock_free(l);
+}
+
+TEST_F(mgr, an_rlock_is_taken_again_by_its_holder_only)
+{
+	struct mpq_manager_lock *l;
+	pid_t other;
+
+	ASSERT_EQ(0, mpq_manager_lock(self->m, "R", 1, 0, &l));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(l, 0));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(l, 0));
+	other = fork();
+	if (other == 0)
+		_exit(mpq_manager_lock_acquire(l, 0) == -EAGAIN ? 0 : 1);
+	EXPECT_EQ(0, wait_child(other, 5000));
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	other = fork();
+	if (other == 0)
+		_exit(mpq_manager_lock_acquire(l, 0) == -EAGAIN ? 0 : 1);
+	EXPECT_EQ(0, wait_child(other, 5000));
+	ASSERT_EQ(0, mpq_manager_lock_release(l));
+	EXPECT_EQ(-EPERM, mpq_manager_lock_release(l));
+	other = fork();
+	if (other == 0)
+		_exit(mpq_manager_lock_acquire(l, 0) == 0 ? 0 : 1);
+	EXPECT_EQ(0, wait_child(other, 5000));
+	mpq_manager_lock_free(l);
+}
+
+TEST_HARNESS_MAIN
