@@ -72,6 +72,15 @@ int mpq_manager_pidfd(struct mpq_manager *m);
 pid_t mpq_manager_server_pid(struct mpq_manager *m);
 
 /*
+ * Run the server again after it died (it shows on the pidfd), on the same
+ * address with the same authkey; with an AOF (attr aof and dir) it comes
+ * back with every write it acknowledged. Other processes' next calls
+ * connect to it by themselves. Only the starting process may: -EPERM;
+ * -EBUSY while the server still runs.
+ */
+int mpq_manager_restart(struct mpq_manager *m);
+
+/*
  * Reach a running manager (or any Redis 6+) by address. "#NS" names the
  * namespace and the ACL user; without it the namespace is "mpq" and AUTH
  * sends only the authkey (requirepass; nothing if it is empty or NULL).

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,8 +251,21 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 
 static int conn_ready(struct mpq_manager *m)
 {
-	if (m->c && m->pid == getpid())
-		return 0;
+	struct pollfd p;
+
+	if (m->c && m->pid == getpid()) {
+		/*
+		 * Between calls nothing is due from the server: a readable or
+		 * hung-up socket means it closed (it restarted, or timed us
+		 * out), so connect again before sending, not after a request
+		 * that may or may not have been run.
+		 */
+		p.fd = m->c->fd;
+		p.events = POLLIN | POLLRDHUP;
+		p.revents = 0;
+		if (poll(&p, 1, 0) == 0)
+			return 0;
+	}
 	if (m->c && m->pid != getpid()) {
 		/* A forked child: its copy of the parent's socket is closed,
 		 * never written to. */
@@ -263,12 +277,22 @@ static int conn_ready(struct mpq_manager *m)
 int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
 		 const char **argv, const size_t *lens, int64_t block_ns)
 {
-	int err = conn_ready(m);
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
+	struct timespec pause = { 0, 10 * 1000000L };
+	int err;
 
-	*out = NULL;
-	if (err)
-		return err;
-	return exchange(m, out, argc, argv, lens, block_ns);
+	for (;;) {
+		err = conn_ready(m);
+		*out = NULL;
+		if (err)
+			return err;
+		err = exchange(m, out, argc, argv, lens, block_ns);
+		/* A server still loading its AOF has run nothing: wait
+		 * (within the timeout) and send again. */
+		if (err != -EAGAIN || mpq__mgr_now() > deadline)
+			return err;
+		nanosleep(&pause, NULL);
+	}
 }
 
 static void sha1_hex(const char *src, char *hex)
@@ -478,7 +502,10 @@ void mpq__manager_free_fields(struct mpq_manager *m)
 	free(m->path);
 	free(m->host);
 	free(m->dir);
-	free(m->aof_dir);
+	if (m->conf)
+		explicit_bzero(m->conf, strlen(m->conf));
+	free(m->conf);
+	free(m->server_bin);
 }
 
 int mpq__manager_init(struct mpq_manager *m, const char *url,

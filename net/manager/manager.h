@@ -45,7 +45,8 @@ struct mpq_manager {
 	pid_t server_pid;
 	int pidfd;
 	char *dir;		/* the private 0700 directory */
-	char *aof_dir;		/* attr->dir: kept at shutdown */
+	char *conf;		/* redis.conf's text (it holds the authkey) */
+	char *server_bin;		/* attr->redis_server or "redis-server" */
 };
 
 struct mgr_script {
