@@ -214,6 +214,10 @@ int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
  */
 int mpq_manager_msg_done(struct mpq_manager_queue *q,
 			 struct mpq_manager_msg *msg);
+/* done for msgs[0..n) (n <= 512) in one round trip: returns how many
+ * were done (the others were stale); frees every data. */
+int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
+			      struct mpq_manager_msg *msgs, unsigned int n);
 /* Extend msg's lease by the queue's lease time: 0 or -ESTALE. */
 int mpq_manager_msg_renew(struct mpq_manager_queue *q,
 			  struct mpq_manager_msg *msg);

@@ -133,6 +133,18 @@ static struct mgr_script done_lua = { .src = Q_KEYS
 	"redis.call('HDEL', CNT, ARGV[1]) wake(WPUT) "
 	"if redis.call('DECR', UNF) <= 0 then wake(WJOIN) end return 0" };
 
+/* ARGV: id1, delivery1, id2, delivery2, ... Returns how many were done
+ * (the rest were stale). */
+static struct mgr_script done_many_lua = { .src = Q_KEYS
+	"local n = 0 for i = 1, #ARGV, 2 do "
+	"local c = redis.call('HGET', CNT, ARGV[i]) "
+	"if c == ARGV[i + 1] and redis.call('ZSCORE', LEASE, ARGV[i]) then "
+	"redis.call('ZREM', LEASE, ARGV[i]) redis.call('HDEL', MSG, ARGV[i]) "
+	"redis.call('HDEL', CNT, ARGV[i]) n = n + 1 end end "
+	"if n > 0 then wake(WPUT) "
+	"if redis.call('DECRBY', UNF, n) <= 0 then wake(WJOIN) end end "
+	"return n" };
+
 /* ARGV: id, delivery, lease_ms. */
 static struct mgr_script renew_lua = { .src = MGR_LUA_NOW Q_KEYS
 	"local c = redis.call('HGET', CNT, ARGV[1]) "
@@ -440,6 +452,47 @@ MPQ_NET_EXPORT int mpq_manager_msg_done(struct mpq_manager_queue *q,
 	/* A transport error leaves the message ours to try again. */
 	if (err == 0 || err == -ESTALE)
 		mpq_manager_msg_free(msg);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
+					     struct mpq_manager_msg *msgs,
+					     unsigned int n)
+{
+	char (*nums)[24];
+	const char **args;
+	redisReply *r;
+	long long done;
+	unsigned int i;
+	int err = -ENOMEM;
+
+	if (!q || !msgs || !n || n > 512)
+		return -EINVAL;
+	nums = malloc(2 * n * sizeof(*nums));
+	args = malloc(2 * n * sizeof(*args));
+	if (!nums || !args)
+		goto out;
+	for (i = 0; i < 2 * n; i += 2) {
+		snprintf(nums[i], 24, "%llu",
+			 (unsigned long long)msgs[i / 2].id);
+		snprintf(nums[i + 1], 24, "%u", msgs[i / 2].deliveries);
+		args[i] = nums[i];
+		args[i + 1] = nums[i + 1];
+	}
+	err = mpq__mgr_eval(q->m, &done_many_lua, &r, K_N,
+			    (const char **)q->keys, 2 * n, args, NULL);
+	if (err)
+		goto out;
+	err = mpq__mgr_reply_int(r, &done);
+	freeReplyObject(r);
+	if (!err) {
+		for (i = 0; i < n; i++)
+			mpq_manager_msg_free(&msgs[i]);
+		err = done;
+	}
+out:
+	free(nums);
+	free(args);
 	return err;
 }
 
