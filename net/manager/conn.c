@@ -18,7 +18,8 @@
 #include <limits.h>
 #include <openssl/evp.h>
 #include <poll.h>
-#include <signal.h>
+#include <sys/socket.h>
+#include <hiredis/sds.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,43 +129,6 @@ void mpq__mgr_conn_drop(struct mpq_manager *m)
 	m->c = NULL;
 }
 
-/*
- * SIGPIPE: hiredis writes with write(2), so a peer that is gone would
- * kill the caller. Block it around each exchange and swallow one that
- * this exchange raised; the caller's disposition and mask stay as they
- * were (a library must not change them for the process).
- */
-struct pipe_guard {
-	sigset_t old;
-	int was_pending;
-};
-
-static void pipe_block(struct pipe_guard *g)
-{
-	sigset_t set, pend;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, &g->old);
-	sigpending(&pend);
-	g->was_pending = sigismember(&pend, SIGPIPE);
-}
-
-static void pipe_restore(struct pipe_guard *g, int failed)
-{
-	if (failed && !g->was_pending) {
-		sigset_t set, pend;
-		struct timespec zero = { 0, 0 };
-
-		sigemptyset(&set);
-		sigaddset(&set, SIGPIPE);
-		sigpending(&pend);
-		if (sigismember(&pend, SIGPIPE))
-			sigtimedwait(&set, NULL, &zero);
-	}
-	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
 static int set_timeout(struct mpq_manager *m, int64_t ns)
 {
 	if (m->c_timeout_ns == ns)
@@ -175,34 +139,97 @@ static int set_timeout(struct mpq_manager *m, int64_t ns)
 	return 0;
 }
 
-/* One exchange on the open connection; drops it on a transport failure. */
-static int exchange(struct mpq_manager *m, redisReply **out, int argc,
-		    const char **argv, const size_t *lens, int64_t block_ns)
+/*
+ * Send what hiredis formatted, with MSG_NOSIGNAL: hiredis itself would
+ * write(2), and a peer that is gone would kill the caller with SIGPIPE (a
+ * library must not change the process's signal disposition or mask, and
+ * masking around every call would cost three system calls).
+ */
+static int flush_out(redisContext *c)
 {
-	struct pipe_guard g;
-	redisReply *r;
-	int err;
+	size_t len = sdslen(c->obuf), off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return -ETIMEDOUT;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		off += n;
+	}
+	sdsclear(c->obuf);
+	return 0;
+}
+
+static int read_reply(struct mpq_manager *m, redisReply **out)
+{
+	void *r = NULL;
+
+	if (redisGetReply(m->c, &r) != REDIS_OK || !r)
+		return ctx_err(m->c);
+	*out = r;
+	return 0;
+}
+
+/*
+ * One exchange on the open connection: an optional command whose reply
+ * is only waited for (pre: a BLPOP), pipelined before the one whose reply
+ * is returned, so that a woken waiter's next step costs no round trip.
+ * Drops the connection on a transport failure.
+ */
+static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		     const char **pre_argv, int argc, const char **argv,
+		     const size_t *lens, int64_t block_ns)
+{
+	redisReply *pre = NULL, *r = NULL;
+	int err, pre_err = 0;
 
 	*out = NULL;
 	err = set_timeout(m, m->timeout_ns + block_ns);
 	if (err)
 		return err;
-	pipe_block(&g);
-	r = redisCommandArgv(m->c, argc, argv, lens);
-	if (!r) {
-		err = ctx_err(m->c);
-		pipe_restore(&g, 1);
+	if ((pre_argc && redisAppendCommandArgv(m->c, pre_argc, pre_argv,
+						NULL) != REDIS_OK) ||
+	    redisAppendCommandArgv(m->c, argc, argv, lens) != REDIS_OK) {
+		mpq__mgr_conn_drop(m);
+		return -ENOMEM;
+	}
+	err = flush_out(m->c);
+	if (!err && pre_argc) {
+		err = read_reply(m, &pre);
+		if (!err) {
+			if (pre->type == REDIS_REPLY_ERROR)
+				pre_err = reply_err(pre);
+			freeReplyObject(pre);
+		}
+	}
+	if (!err)
+		err = read_reply(m, &r);
+	if (err) {
 		mpq__mgr_conn_drop(m);
 		return err;
 	}
-	pipe_restore(&g, 0);
 	if (r->type == REDIS_REPLY_ERROR) {
 		err = reply_err(r);
 		freeReplyObject(r);
 		return err;
 	}
+	if (pre_err) {
+		freeReplyObject(r);
+		return pre_err;
+	}
 	*out = r;
 	return 0;
+}
+
+static int exchange(struct mpq_manager *m, redisReply **out, int argc,
+		    const char **argv, const size_t *lens, int64_t block_ns)
+{
+	return exchange2(m, out, 0, NULL, argc, argv, lens, block_ns);
 }
 
 int mpq__mgr_conn_open(struct mpq_manager *m)
@@ -274,8 +301,9 @@ static int conn_ready(struct mpq_manager *m)
 	return mpq__mgr_conn_open(m);
 }
 
-int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
-		 const char **argv, const size_t *lens, int64_t block_ns)
+static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		    const char **pre_argv, int argc, const char **argv,
+		    const size_t *lens, int64_t block_ns)
 {
 	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
 	struct timespec pause = { 0, 10 * 1000000L };
@@ -286,13 +314,20 @@ int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
 		*out = NULL;
 		if (err)
 			return err;
-		err = exchange(m, out, argc, argv, lens, block_ns);
+		err = exchange2(m, out, pre_argc, pre_argv, argc, argv, lens,
+				block_ns);
 		/* A server still loading its AOF has run nothing: wait
 		 * (within the timeout) and send again. */
 		if (err != -EAGAIN || mpq__mgr_now() > deadline)
 			return err;
 		nanosleep(&pause, NULL);
 	}
+}
+
+int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
+		     const char **argv, const size_t *lens, int64_t block_ns)
+{
+	return command2(m, out, 0, NULL, argc, argv, lens, block_ns);
 }
 
 static void sha1_hex(const char *src, char *hex)
@@ -306,10 +341,14 @@ static void sha1_hex(const char *src, char *hex)
 	hex[40] = 0;
 }
 
-int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
-	      int nkeys, const char **keys, int nargs, const char **args,
-	      const size_t *alens)
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens)
 {
+	const char *pre[3];
+	char secs[32];
+	int pre_argc = 0;
 	const char *stackv[40], **argv = stackv;
 	size_t stackl[40], *lens = stackl;
 	char nk[16];
@@ -339,7 +378,19 @@ int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
 		argv[3 + nkeys + i] = args[i];
 		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
 	}
-	err = mpq__mgr_command(m, out, argc, argv, lens, 0);
+	if (wait_key) {
+		if (wait_ns < 1000000)
+			wait_ns = 1000000;
+		if (wait_ns > MGR_MAX_BLOCK_NS)
+			wait_ns = MGR_MAX_BLOCK_NS;
+		snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
+		pre[0] = "BLPOP";
+		pre[1] = wait_key;
+		pre[2] = secs;
+		pre_argc = 3;
+	}
+	err = command2(m, out, pre_argc, pre, argc, argv, lens,
+		       pre_argc ? wait_ns : 0);
 	if (err == -ENOEXEC) {
 		/* Not cached on this server yet (or it restarted): EVAL
 		 * sends the source once and caches it. */
@@ -355,6 +406,14 @@ out:
 		free(lens);
 	}
 	return err;
+}
+
+int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
+		  int nkeys, const char **keys, int nargs, const char **args,
+		  const size_t *alens)
+{
+	return mpq__mgr_eval_after(m, NULL, 0, s, out, nkeys, keys, nargs,
+				   args, alens);
 }
 
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)

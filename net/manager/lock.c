@@ -134,8 +134,8 @@ static int holding(struct mpq_manager_lock *l)
 MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
 					    int64_t timeout_ns)
 {
-	int64_t deadline, left, wait_ns;
-	const char *args[3];
+	int64_t deadline, left, wait_ns = 0;
+	const char *args[3], *wait_key = NULL;
 	redisReply *r;
 	int err;
 
@@ -147,8 +147,11 @@ MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
 	args[1] = l->lease_ms;
 	args[2] = l->recursive ? "1" : "0";
 	for (;;) {
-		err = mpq__mgr_eval(l->m, &acquire_lua, &r, 3,
-				(const char **)l->keys, 3, args, NULL);
+		/* After a wait, the BLPOP and the next try go together. */
+		err = mpq__mgr_eval_after(l->m, wait_key, wait_ns,
+					  &acquire_lua, &r, 3,
+					  (const char **)l->keys, 3, args,
+					  NULL);
 		if (err)
 			return err;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
@@ -179,9 +182,7 @@ MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
 		/* Until a release wakes us, or the holder's lease ends. */
 		if (wait_ns <= 0 || wait_ns > left)
 			wait_ns = left;
-		err = mpq__mgr_wait(l->m, l->keys[2], wait_ns);
-		if (err)
-			return err;
+		wait_key = l->keys[2];
 	}
 }
 

@@ -65,6 +65,12 @@ int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
 int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
 	      int nkeys, const char **keys, int nargs, const char **args,
 	      const size_t *alens);
+/* The same, run right after a BLPOP of wait_key for at most wait_ns,
+ * pipelined: one round trip for a wait and the step after it. */
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens);
 /* BLPOP key for at most wait_ns (>= 1 ms); 0 when woken or timed out. */
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns);
 char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,

@@ -86,7 +86,11 @@ static struct mgr_script open_lua = { .src = Q_KEYS
 	"redis.call('HSETNX', CFG, 'maxdeliv', ARGV[3]) "
 	"return redis.call('HMGET', CFG, 'maxsize', 'lease_ms', 'maxdeliv')" };
 
-/* ARGV: maxsize, lease_ms, maxdeliv, payloads... Returns the count put. */
+/*
+ * ARGV: maxsize, lease_ms, maxdeliv, payloads... Returns the count put.
+ * One command per key for the whole batch, not one per message: a
+ * script's redis.call is what costs.
+ */
 static struct mgr_script put_lua = { .src = Q_PRELUDE
 	"local now = now_ms() local maxsize = tonumber(ARGV[1]) "
 	"reclaim(now, tonumber(ARGV[3])) "
@@ -95,9 +99,12 @@ static struct mgr_script put_lua = { .src = Q_PRELUDE
 	"used = redis.call('LLEN', READY) + redis.call('ZCARD', LEASE) "
 	"if maxsize - used < n then n = maxsize - used end "
 	"if n <= 0 then return 0 end end "
-	"for i = 1, n do local id = redis.call('INCR', SEQ) "
-	"redis.call('HSET', MSG, id, ARGV[3 + i]) "
-	"redis.call('RPUSH', READY, id) end "
+	"local first = redis.call('INCRBY', SEQ, n) - n "
+	"local hs, ids = {}, {} "
+	"for i = 1, n do ids[i] = first + i hs[2 * i - 1] = first + i "
+	"hs[2 * i] = ARGV[3 + i] end "
+	"redis.call('HSET', MSG, unpack(hs)) "
+	"redis.call('RPUSH', READY, unpack(ids)) "
 	"redis.call('INCRBY', UNF, n) wake(WGET) "
 	"if maxsize > 0 and used + n < maxsize then wake(WPUT) end "
 	"return n" };
@@ -110,18 +117,22 @@ static struct mgr_script put_lua = { .src = Q_PRELUDE
 static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"local now = now_ms() local lease = tonumber(ARGV[2]) "
 	"reclaim(now, tonumber(ARGV[3])) "
-	"local out = {0} "
-	"for i = 1, tonumber(ARGV[4]) do "
-	"local id = redis.call('LPOP', READY) if not id then break end "
-	"local c = redis.call('HINCRBY', CNT, id, 1) "
-	"redis.call('ZADD', LEASE, now + lease, id) "
-	"out[#out + 1] = tonumber(id) out[#out + 1] = c "
-	"out[#out + 1] = redis.call('HGET', MSG, id) or '' end "
-	"if #out == 1 then "
+	"local ids = redis.call('LPOP', READY, tonumber(ARGV[4])) "
+	"if not ids then "
 	"local nx = redis.call('ZRANGE', LEASE, 0, 0, 'WITHSCORES') "
-	"if nx[2] then out[1] = math.max(1, tonumber(nx[2]) - now + 1) "
-	"else out[1] = -1 end "
-	"elseif redis.call('LLEN', READY) > 0 then wake(WGET) end "
+	"if nx[2] then return {math.max(1, tonumber(nx[2]) - now + 1)} end "
+	"return {-1} end "
+	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
+	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
+	"local hc, z, out = {}, {}, {0} "
+	"for i, id in ipairs(ids) do local c = tonumber(cnt[i] or 0) + 1 "
+	"hc[2 * i - 1] = id hc[2 * i] = c "
+	"z[2 * i - 1] = now + lease z[2 * i] = id "
+	"out[3 * i - 1] = tonumber(id) out[3 * i] = c "
+	"out[3 * i + 1] = pay[i] or '' end "
+	"redis.call('HSET', CNT, unpack(hc)) "
+	"redis.call('ZADD', LEASE, unpack(z)) "
+	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
 	"return out" };
 
 /* ARGV: id, delivery. 0 done, -1 stale. */
@@ -136,13 +147,16 @@ static struct mgr_script done_lua = { .src = Q_KEYS
 /* ARGV: id1, delivery1, id2, delivery2, ... Returns how many were done
  * (the rest were stale). */
 static struct mgr_script done_many_lua = { .src = Q_KEYS
-	"local n = 0 for i = 1, #ARGV, 2 do "
-	"local c = redis.call('HGET', CNT, ARGV[i]) "
-	"if c == ARGV[i + 1] and redis.call('ZSCORE', LEASE, ARGV[i]) then "
-	"redis.call('ZREM', LEASE, ARGV[i]) redis.call('HDEL', MSG, ARGV[i]) "
-	"redis.call('HDEL', CNT, ARGV[i]) n = n + 1 end end "
-	"if n > 0 then wake(WPUT) "
-	"if redis.call('DECRBY', UNF, n) <= 0 then wake(WJOIN) end end "
+	"local ids = {} for i = 1, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end "
+	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
+	"local sc = redis.call('ZMSCORE', LEASE, unpack(ids)) "
+	"local ok = {} for i, id in ipairs(ids) do "
+	"if cnt[i] == ARGV[2 * i] and sc[i] then ok[#ok + 1] = id end end "
+	"local n = #ok if n == 0 then return 0 end "
+	"redis.call('ZREM', LEASE, unpack(ok)) "
+	"redis.call('HDEL', MSG, unpack(ok)) "
+	"redis.call('HDEL', CNT, unpack(ok)) wake(WPUT) "
+	"if redis.call('DECRBY', UNF, n) <= 0 then wake(WJOIN) end "
 	"return n" };
 
 /* ARGV: id, delivery, lease_ms. */
@@ -246,9 +260,12 @@ static int64_t remaining(int64_t deadline)
 	return left > 0 ? left : 0;
 }
 
-/* Put msgs[0..n) (n <= 512), as many as there is room for. */
+/*
+ * Put msgs[0..n) (n <= 512), as many as there is room for; after a wait
+ * on wait_key if it is not NULL.
+ */
 static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
-		    unsigned int n)
+		    unsigned int n, const char *wait_key, int64_t wait_ns)
 {
 	const char *args[3 + 512];
 	size_t alens[3 + 512];
@@ -266,8 +283,8 @@ static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
 		args[3 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
 		alens[3 + i] = msgs[i].iov_len;
 	}
-	err = mpq__mgr_eval(q->m, &put_lua, &r, K_N, (const char **)q->keys,
-			3 + n, args, alens);
+	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &put_lua, &r, K_N,
+				  (const char **)q->keys, 3 + n, args, alens);
 	if (err)
 		return err;
 	err = mpq__mgr_reply_int(r, &put);
@@ -283,23 +300,25 @@ MPQ_NET_EXPORT int mpq_manager_queue_put_many(struct mpq_manager_queue *q,
 					      int64_t timeout_ns)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	int put, err;
+	const char *wait_key = NULL;
+	int64_t wait_ns = 0;
+	int put;
 
 	if (!q || !msgs || !n)
 		return -EINVAL;
 	if (n > 512)
 		n = 512;
 	for (;;) {
-		put = put_once(q, msgs, n);
+		/* The wait for room and the next try: one round trip. */
+		put = put_once(q, msgs, n, wait_key, wait_ns);
 		if (put != 0)
 			return put;
 		if (!timeout_ns)
 			return -EAGAIN;
-		if (!remaining(deadline))
+		wait_ns = remaining(deadline);
+		if (!wait_ns)
 			return -ETIMEDOUT;
-		err = mpq__mgr_wait(q->m, q->keys[K_WPUT], remaining(deadline));
-		if (err)
-			return err;
+		wait_key = q->keys[K_WPUT];
 	}
 }
 
@@ -371,8 +390,8 @@ MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
 					      int64_t timeout_ns)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	int64_t wait_ns;
-	const char *args[4];
+	int64_t wait_ns = 0;
+	const char *args[4], *wait_key = NULL;
 	char num[16];
 	long long wait_ms;
 	redisReply *r;
@@ -388,8 +407,11 @@ MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
 	args[2] = q->maxdeliv;
 	args[3] = num;
 	for (;;) {
-		err = mpq__mgr_eval(q->m, &get_lua, &r, K_N,
-				(const char **)q->keys, 4, args, NULL);
+		/* After a wait, the wait and the next try are pipelined:
+		 * a woken getter costs no extra round trip. */
+		err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &get_lua,
+					  &r, K_N, (const char **)q->keys, 4,
+					  args, NULL);
 		if (err)
 			return err;
 		err = take(r, msgs, n, &wait_ms);
@@ -404,9 +426,7 @@ MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
 		/* A lease that runs out wakes nobody: look again then. */
 		if (wait_ms > 0 && wait_ms * 1000000LL < wait_ns)
 			wait_ns = wait_ms * 1000000LL;
-		err = mpq__mgr_wait(q->m, q->keys[K_WGET], wait_ns);
-		if (err)
-			return err;
+		wait_key = q->keys[K_WGET];
 	}
 }
 
