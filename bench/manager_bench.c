@@ -11,6 +11,10 @@
  *   batched  the same with put_many / get_many / done_many of 256
  *   dict     dict_set then dict_get of N keys, one call each; ops/s
  *
+ * The queue cells run twice: with leases (get + done per message, the
+ * at-least-once default) and with MPQ_MANAGER_NO_LEASE ("/nl": a get is
+ * for good, as in Python's managed queue.Queue).
+ *
  * Every message is checked (sequence number in its first bytes).
  *     make build/bench/manager_bench
  *     build/bench/manager_bench [PORT]
@@ -52,12 +56,17 @@ static struct mpq_manager *attach(struct mpq_manager *m)
 	return p;
 }
 
+static int64_t lease = 0;	/* the cells' queues: leased or not */
+
 static struct mpq_manager_queue *q_open(struct mpq_manager *m,
 					const char *name)
 {
+	struct mpq_manager_queue_attr a = { .lease_ns = lease };
 	struct mpq_manager_queue *q;
+	char full[64];
 
-	if (mpq_manager_queue(m, name, NULL, &q))
+	snprintf(full, sizeof(full), "%s%s", name, lease ? "-nolease" : "");
+	if (mpq_manager_queue(m, full, &a, &q))
 		exit(3);
 	return q;
 }
@@ -112,8 +121,9 @@ static void rtt(struct mpq_manager *m, int n)
 		}
 		waitpid(child, NULL, 0);
 		qsort(t, n, sizeof(*t), cmp64);
-		printf("rtt        %8.1f us p50  %8.1f us p99  (%d round trips)\n",
-		       t[n / 2] / 1e3, t[n * 99 / 100] / 1e3, n);
+		printf("rtt%-7s %8.1f us p50  %8.1f us p99  (%d round trips)\n",
+		       lease ? "/nl" : "", t[n / 2] / 1e3,
+		       t[n * 99 / 100] / 1e3, n);
 		mpq_manager_free(p);
 	}
 	free(t);
@@ -182,8 +192,9 @@ static void stream(struct mpq_manager *m, int n, unsigned int batch,
 			}
 			got += r;
 		}
-		printf("%-10s %10.0f msgs/s  (%d messages of 64 B, batch %u)\n",
-		       name, (n - 1) / ((now() - t0) / 1e9), n, batch);
+		printf("%-7s%-3s %10.0f msgs/s  (%d messages of 64 B, batch %u)\n",
+		       name, lease ? "/nl" : "", (n - 1) / ((now() - t0) / 1e9),
+		       n, batch);
 		waitpid(child, NULL, 0);
 	}
 	free(msgs);
@@ -232,6 +243,12 @@ int main(int argc, char **argv)
 	if (err)
 		fail("start", err);
 	printf("# mpq Manager, redis-server on %s\n", addr);
+	printf("# leased queues (get, then done: at-least-once)\n");
+	rtt(m, 5000);
+	stream(m, 20000, 1, "single");
+	stream(m, 300000, 256, "batched");
+	printf("# /nl: MPQ_MANAGER_NO_LEASE (Python's semantics: a get is for good)\n");
+	lease = MPQ_MANAGER_NO_LEASE;
 	rtt(m, 5000);
 	stream(m, 20000, 1, "single");
 	stream(m, 300000, 256, "batched");

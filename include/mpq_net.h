@@ -177,9 +177,16 @@ int mpq_manager_list_slice(struct mpq_manager_list *l, int64_t start,
  * to the list "<name>.dead" instead. Every queue is joinable: done is
  * task_done. The first opener's settings are the queue's.
  */
+/*
+ * lease_ns MPQ_MANAGER_NO_LEASE: Python's Queue. A get takes the message
+ * for good (one round trip, no done needed but for join); a taker that
+ * dies loses it.
+ */
+#define MPQ_MANAGER_NO_LEASE	((int64_t)-1)
+
 struct mpq_manager_queue_attr {
 	uint64_t maxsize;	/* 0: unbounded; bounds queued + leased */
-	int64_t lease_ns;	/* 0: 30 s */
+	int64_t lease_ns;	/* 0: 30 s; or MPQ_MANAGER_NO_LEASE */
 	uint32_t max_deliveries; /* 0: never dead-letter */
 };
 

@@ -837,6 +837,32 @@ TEST_F(mgr, join_waits_until_every_message_is_done)
 	mpq_manager_queue_free(q);
 }
 
+/* Python's semantics on request: no lease, a get is for good. */
+TEST_F(mgr, a_queue_without_leases_is_pythons_queue)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "plain", 0,
+					     MPQ_MANAGER_NO_LEASE, 0);
+	struct mpq_manager_msg msg[2];
+	pid_t c;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "a", 1, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "b", 1, 0));
+	c = fork();
+	if (c == 0) {
+		if (mpq_manager_queue_get(q, msg, 0))
+			_exit(1);
+		kill(getpid(), SIGKILL);
+	}
+	EXPECT_EQ(128 + SIGKILL, wait_child(c, 5000));
+	ASSERT_EQ(1, mpq_manager_queue_get_many(q, msg, 2, 0));
+	EXPECT_EQ('b', *(char *)msg[0].data);	/* "a" went with the child */
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg[0]));
+	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));	/* the lost "a" */
+	mpq_manager_queue_free(q);
+}
+
 static int take_and_die(void *p)
 {
 	struct mpq_manager_lock *l = p;

@@ -122,8 +122,14 @@ static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"local nx = redis.call('ZRANGE', LEASE, 0, 0, 'WITHSCORES') "
 	"if nx[2] then return {math.max(1, tonumber(nx[2]) - now + 1)} end "
 	"return {-1} end "
-	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
 	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
+	"if lease < 0 then local out = {0} "	/* no lease: taken for good */
+	"redis.call('HDEL', MSG, unpack(ids)) "
+	"for i, id in ipairs(ids) do out[3 * i - 1] = tonumber(id) "
+	"out[3 * i] = 1 out[3 * i + 1] = pay[i] or '' end "
+	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
+	"return out end "
+	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
 	"local hc, z, out = {}, {}, {0} "
 	"for i, id in ipairs(ids) do local c = tonumber(cnt[i] or 0) + 1 "
 	"hc[2 * i - 1] = id hc[2 * i] = c "
@@ -167,6 +173,11 @@ static struct mgr_script renew_lua = { .src = MGR_LUA_NOW Q_KEYS
 	"redis.call('ZADD', LEASE, 'XX', now_ms() + tonumber(ARGV[3]), "
 	"ARGV[1]) return 0" };
 
+/* A queue without leases: ARGV[1] messages are done (task_done). */
+static struct mgr_script task_done_lua = { .src = Q_KEYS
+	"wake(WPUT) if redis.call('DECRBY', UNF, tonumber(ARGV[1])) <= 0 "
+	"then wake(WJOIN) end return 0" };
+
 /* 1 if every message put is done; passes the token to other joiners. */
 static struct mgr_script join_lua = { .src = Q_KEYS
 	"if tonumber(redis.call('GET', UNF) or '0') <= 0 then wake(WJOIN) "
@@ -204,7 +215,8 @@ MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
 	redisReply *r;
 	int i, err;
 
-	if (!m || !out || !mpq__mgr_name_ok(name) || a->lease_ns < 0)
+	if (!m || !out || !mpq__mgr_name_ok(name) ||
+	    (a->lease_ns < 0 && a->lease_ns != MPQ_MANAGER_NO_LEASE))
 		return -EINVAL;
 	*out = NULL;
 	q = calloc(1, sizeof(*q));
@@ -223,7 +235,8 @@ MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
 	snprintf(q->maxsize, sizeof(q->maxsize), "%llu",
 		 (unsigned long long)a->maxsize);
 	snprintf(q->lease_ms, sizeof(q->lease_ms), "%lld",
-		 (long long)(a->lease_ns ? (a->lease_ns + 999999) / 1000000 :
+		 (long long)(a->lease_ns < 0 ? -1 : a->lease_ns ?
+			     (a->lease_ns + 999999) / 1000000 :
 			     30000));
 	snprintf(q->maxdeliv, sizeof(q->maxdeliv), "%u", a->max_deliveries);
 	args[0] = q->maxsize;
@@ -246,6 +259,8 @@ MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
 		return err;
 	}
 	q->lease_ns = strtoll(q->lease_ms, NULL, 10) * 1000000LL;
+	if (q->lease_ns < 0)
+		q->lease_ns = MPQ_MANAGER_NO_LEASE;
 	*out = q;
 	return 0;
 }
@@ -439,6 +454,21 @@ MPQ_NET_EXPORT int mpq_manager_queue_get(struct mpq_manager_queue *q,
 	return err < 0 ? err : 0;
 }
 
+static int task_done(struct mpq_manager_queue *q, unsigned int n)
+{
+	char num[16];
+	const char *args[1] = { num };
+	redisReply *r;
+	int err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	err = mpq__mgr_eval(q->m, &task_done_lua, &r, K_N,
+			    (const char **)q->keys, 1, args, NULL);
+	if (!err)
+		freeReplyObject(r);
+	return err;
+}
+
 static int msg_script(struct mpq_manager_queue *q, struct mgr_script *s,
 		      const struct mpq_manager_msg *msg)
 {
@@ -468,7 +498,10 @@ MPQ_NET_EXPORT int mpq_manager_msg_done(struct mpq_manager_queue *q,
 
 	if (!q || !msg)
 		return -EINVAL;
-	err = msg_script(q, &done_lua, msg);
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE)
+		err = task_done(q, 1);
+	else
+		err = msg_script(q, &done_lua, msg);
 	/* A transport error leaves the message ours to try again. */
 	if (err == 0 || err == -ESTALE)
 		mpq_manager_msg_free(msg);
@@ -488,6 +521,14 @@ MPQ_NET_EXPORT int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
 
 	if (!q || !msgs || !n || n > 512)
 		return -EINVAL;
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE) {
+		err = task_done(q, n);
+		if (err)
+			return err;
+		for (i = 0; i < n; i++)
+			mpq_manager_msg_free(&msgs[i]);
+		return n;
+	}
 	nums = malloc(2 * n * sizeof(*nums));
 	args = malloc(2 * n * sizeof(*args));
 	if (!nums || !args)
@@ -521,6 +562,8 @@ MPQ_NET_EXPORT int mpq_manager_msg_renew(struct mpq_manager_queue *q,
 {
 	if (!q || !msg)
 		return -EINVAL;
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE)
+		return 0;
 	return msg_script(q, &renew_lua, msg);
 }
 
