@@ -14,6 +14,8 @@
  * does not matter: the VM run adds nothing but time.
  */
 #include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/un.h>
 #include <hiredis/hiredis.h>
@@ -1011,6 +1013,126 @@ TEST(a_restarted_server_with_an_aof_loses_nothing_acknowledged)
 	mpq_manager_shutdown(m);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	system(cmd);
+}
+
+/*
+ * "Another machine": a network namespace joined to the manager's by a
+ * veth pair, made inside a namespace of the test's own (the host's network
+ * is not touched). Machine B takes a message and a lock, then the link is
+ * cut: B's calls fail within its timeout (no hang), and on the manager's
+ * side the message is delivered again and the lock goes to the next
+ * acquirer with -EOWNERDEAD once B's leases end.
+ */
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+#define NS_ADDR "tcp://10.77.0.1:7391#mpq"
+
+static int machine_b(int to_world, int from_world, const char *key)
+{
+	struct mpq_manager_queue_attr qa = { .lease_ns = 500 * MS };
+	struct mpq_manager_queue *q;
+	struct mpq_manager_lock *l;
+	struct mpq_manager_msg msg;
+	struct mpq_manager *m;
+	char c;
+	int64_t t0;
+	int err;
+
+	if (read(from_world, &c, 1) != 1)		/* link is up */
+		return 10;
+	if (mpq_manager_connect(&m, NS_ADDR, key, 300 * MS))
+		return 11;
+	if (mpq_manager_queue(m, "jobs", &qa, &q) ||
+	    mpq_manager_lock(m, "L", 0, 500 * MS, &l))
+		return 12;
+	if (mpq_manager_queue_get(q, &msg, 1000 * MS) ||
+	    mpq_manager_lock_acquire(l, 1000 * MS))
+		return 13;
+	write(to_world, "g", 1);			/* got both */
+	if (read(from_world, &c, 1) != 1)		/* link is cut */
+		return 14;
+	t0 = now_ns();
+	err = mpq_manager_msg_renew(q, &msg);
+	if (err != -ETIMEDOUT)
+		return 15;
+	/* bounded by the 300 ms timeout, not hung */
+	if (now_ns() - t0 > 3 * NSEC_PER_SEC)
+		return 16;
+	return 0;
+}
+
+TEST(a_machine_cut_off_loses_its_message_and_its_lock_when_its_leases_end)
+{
+	int to_world[2], from_world[2], status;
+	pid_t world;
+
+	if (getuid() != 0 || access("/usr/sbin/ip", X_OK) ||
+	    access("/usr/bin/nsenter", X_OK))
+		SKIP(return, "needs root, ip(8) and nsenter(1) for veth pairs");
+	ASSERT_EQ(0, pipe(to_world));
+	ASSERT_EQ(0, pipe(from_world));
+	world = fork();
+	if (world == 0) {
+		struct mpq_manager_attr a = { .address = "tcp://10.77.0.1:7391" };
+		struct mpq_manager_queue_attr qa = { .lease_ns = 500 * MS };
+		struct mpq_manager_queue *q;
+		struct mpq_manager_lock *l;
+		struct mpq_manager_msg msg;
+		struct mpq_manager *m;
+		char key[64], c;
+		pid_t b;
+		int rc = 0, err;
+
+		if (unshare(CLONE_NEWNET) || sh("ip link set lo up"))
+			_exit(2);
+		if (sh("ip link add va type veth peer name vb") ||
+		    sh("ip addr add 10.77.0.1/24 dev va && ip link set va up"))
+			_exit(3);
+		if (mpq_manager_start(&m, &a))
+			_exit(4);
+		snprintf(key, sizeof(key), "%s", mpq_manager_authkey(m));
+		b = fork();
+		if (b == 0) {
+			if (unshare(CLONE_NEWNET))
+				_exit(9);
+			_exit(machine_b(to_world[1], from_world[0], key));
+		}
+		sleep_ms(100);	/* b is in its namespace */
+		if (sh("ip link set vb netns %d", b) ||
+		    sh("nsenter --net=/proc/%d/ns/net sh -c 'ip link set lo up; "
+		       "ip addr add 10.77.0.2/24 dev vb; ip link set vb up'", b))
+			rc = 5;
+		if (mpq_manager_queue(m, "jobs", &qa, &q) ||
+		    mpq_manager_queue_put(q, "job", 3, 0) ||
+		    mpq_manager_lock(m, "L", 0, 500 * MS, &l))
+			rc = 6;
+		write(from_world[1], "u", 1);
+		if (read(to_world[0], &c, 1) != 1)
+			rc = 7;
+		/* Cut the wire; B lives on, unreachable. */
+		sh("ip link set va down");
+		write(from_world[1], "c", 1);
+		err = mpq_manager_queue_get(q, &msg, 5000 * MS);
+		if (err || msg.deliveries != 2 || msg.len != 3)
+			rc = rc ? rc : 20;
+		if (mpq_manager_lock_acquire(l, 5000 * MS) != -EOWNERDEAD)
+			rc = rc ? rc : 21;
+		waitpid(b, &status, 0);
+		if (!rc && (!WIFEXITED(status) || WEXITSTATUS(status)))
+			rc = 100 + WEXITSTATUS(status);
+		mpq_manager_shutdown(m);
+		_exit(rc);
+	}
+	EXPECT_EQ(0, wait_child(world, 30000));
 }
 
 TEST_HARNESS_MAIN
