@@ -162,7 +162,8 @@ TEST(the_server_dies_with_the_manager_process)
 			_exit(1);
 		server = mpq_manager_server_pid(m);
 		write(fds[1], &server, sizeof(server));
-		write(fds[1], mpq_manager_address(m), 128);
+		snprintf(addr, sizeof(addr), "%s", mpq_manager_address(m));
+		write(fds[1], addr, sizeof(addr));
 		pause();
 		_exit(0);
 	}
