@@ -256,6 +256,27 @@ int mpq_manager_lock_consistent(struct mpq_manager_lock *l);
 /* The fencing token of the current hold (0 if not held). */
 uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l);
 
+/*
+ * A BoundedSemaphore of `value` units whose holders hold leases (lease_ns,
+ * 0: 30 s), as a lock's do: a dead or cut-off holder's unit comes back
+ * when its lease ends, and the acquirer that takes it gets -EOWNERDEAD.
+ * The first opener's value is the semaphore's. A process may hold up to
+ * 64 units through one handle; release gives back the last one taken
+ * (-EPERM if it holds none), -ESTALE if its lease had run out.
+ * renew extends every unit the handle holds.
+ */
+struct mpq_manager_sem;
+int mpq_manager_sem(struct mpq_manager *m, const char *name,
+		    unsigned int value, int64_t lease_ns,
+		    struct mpq_manager_sem **out);
+void mpq_manager_sem_free(struct mpq_manager_sem *s);
+int mpq_manager_sem_acquire(struct mpq_manager_sem *s, int64_t timeout_ns);
+int mpq_manager_sem_release(struct mpq_manager_sem *s);
+int mpq_manager_sem_release_token(struct mpq_manager_sem *s, uint64_t token);
+int mpq_manager_sem_renew(struct mpq_manager_sem *s);
+/* The token of the unit taken last (0 if none). */
+uint64_t mpq_manager_sem_token(struct mpq_manager_sem *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -965,6 +965,52 @@ TEST_F(mgr, an_rlock_is_taken_again_by_its_holder_only)
 	mpq_manager_lock_free(l);
 }
 
+static int sem_take_and_die(void *p)
+{
+	if (mpq_manager_sem_acquire(p, 2000 * MS))
+		return 1;
+	kill(getpid(), SIGKILL);
+	return 2;
+}
+
+static int sem_acquire_forever(void *p)
+{
+	if (mpq_manager_sem_acquire(p, MPQ_FOREVER))
+		return 1;
+	return mpq_manager_sem_release(p) ? 2 : 0;
+}
+
+TEST_F(mgr, a_semaphore_is_bounded_and_a_dead_holders_unit_comes_back)
+{
+	struct mpq_manager_sem *s, *s2;
+	pid_t c;
+
+	ASSERT_EQ(0, mpq_manager_sem(self->m, "S", 2, 0, &s));
+	ASSERT_EQ(0, mpq_manager_sem_acquire(s, 0));
+	ASSERT_EQ(0, mpq_manager_sem_acquire(s, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_sem_acquire(s, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_sem_acquire(s, 50 * MS));
+	/* A blocked acquirer is woken by a release (leases are 30 s). */
+	c = spawn(sem_acquire_forever, s);
+	sleep_ms(200);
+	EXPECT_TRUE(child_running(c));
+	ASSERT_EQ(0, mpq_manager_sem_release(s));
+	EXPECT_EQ(0, wait_child(c, 5000));
+	ASSERT_EQ(0, mpq_manager_sem_release(s));
+	EXPECT_EQ(-EPERM, mpq_manager_sem_release(s));	/* bounded */
+
+	/* Units held by a killed process come back when their leases end. */
+	ASSERT_EQ(0, mpq_manager_sem(self->m, "D", 1, 300 * MS, &s2));
+	c = spawn(sem_take_and_die, s2);
+	EXPECT_EQ(128 + SIGKILL, wait_child(c, 5000));
+	EXPECT_EQ(-EAGAIN, mpq_manager_sem_acquire(s2, 0));
+	EXPECT_EQ(-EOWNERDEAD, mpq_manager_sem_acquire(s2, 5000 * MS));
+	EXPECT_GT(mpq_manager_sem_token(s2), 1);
+	ASSERT_EQ(0, mpq_manager_sem_release(s2));
+	mpq_manager_sem_free(s2);
+	mpq_manager_sem_free(s);
+}
+
 /*
  * With an AOF, a server that is SIGKILLed and run again has every write
  * it acknowledged; a peer's next call reaches it with no error, and a

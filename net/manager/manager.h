@@ -7,7 +7,7 @@
  *   conn.c     mpq_manager_connect, the connection of this process (made
  *              again after fork), one command with bounded time and every
  *              failure mapped to one errno, Lua scripts by SHA;
- *   dict.c, list.c, queue.c, lock.c   the objects, each a few keys under
+ *   dict.c, list.c, queue.c, lock.c, sem.c   the objects, each a few keys under
  *              "mpq:<namespace>:<type>:<name>" and Lua for every compound
  *              step, so a step is atomic on the server whatever dies.
  *
