@@ -903,6 +903,77 @@ TEST_F(mgr, a_lock_whose_holder_is_killed_goes_to_the_next_acquirer_with_eownerd
 	mpq_manager_lock_free(l);
 }
 
+/*
+ * SIGKILL storm: workers take the lock, mark themselves inside with a
+ * compare-and-set from absent (which fails if anyone else is inside),
+ * work a little, unmark, release. Killed at random points, a holder
+ * leaves its mark; the next acquirer is told -EOWNERDEAD and repairs it.
+ * Mutual exclusion must hold throughout.
+ */
+struct storm_arg {
+	struct mpq_manager_lock *l;
+	struct mpq_manager_dict *d;
+};
+
+static int storm_worker(void *p)
+{
+	struct storm_arg *a = p;
+	char me[16];
+	int err;
+
+	snprintf(me, sizeof(me), "%d", getpid());
+	srand(getpid());
+	for (;;) {
+		err = mpq_manager_lock_acquire(a->l, 10000 * MS);
+		if (err == -EOWNERDEAD) {
+			mpq_manager_dict_add(a->d, "repairs", 7, 1, NULL);
+			mpq_manager_dict_delete(a->d, "inside", 6);
+			if (mpq_manager_lock_consistent(a->l))
+				return 3;
+		} else if (err) {
+			return 1;
+		}
+		if (mpq_manager_dict_cas(a->d, "inside", 6, NULL, 0, me,
+					 strlen(me)) != 1)
+			mpq_manager_dict_add(a->d, "violations", 10, 1, NULL);
+		sleep_ms(rand() % 3);
+		mpq_manager_dict_delete(a->d, "inside", 6);
+		if (mpq_manager_lock_release(a->l))
+			return 2;
+	}
+}
+
+TEST_F(mgr, a_sigkill_storm_on_lock_holders_keeps_mutual_exclusion)
+{
+	struct storm_arg a;
+	pid_t w[3];
+	int64_t v = 0;
+	int i, k;
+
+	ASSERT_EQ(0, mpq_manager_lock(self->m, "storm", 0, 150 * MS, &a.l));
+	ASSERT_EQ(0, mpq_manager_dict(self->m, "storm", &a.d));
+	srand(getpid());
+	for (i = 0; i < 3; i++)
+		w[i] = spawn(storm_worker, &a);
+	for (k = 0; k < 25; k++) {
+		sleep_ms(rand() % 60);
+		i = rand() % 3;
+		kill(w[i], SIGKILL);
+		EXPECT_EQ(128 + SIGKILL, wait_child(w[i], 5000));
+		w[i] = spawn(storm_worker, &a);
+	}
+	for (i = 0; i < 3; i++) {
+		kill(w[i], SIGKILL);
+		wait_child(w[i], 5000);
+	}
+	ASSERT_EQ(0, mpq_manager_dict_add(a.d, "violations", 10, 0, &v));
+	EXPECT_EQ(0, v);
+	ASSERT_EQ(0, mpq_manager_dict_add(a.d, "repairs", 7, 0, &v));
+	TH_LOG("%lld holders died holding it", (long long)v);
+	mpq_manager_dict_free(a.d);
+	mpq_manager_lock_free(a.l);
+}
+
 static int acquire_forever(void *p)
 {
 	struct mpq_manager_lock *l = p;
