@@ -357,6 +357,48 @@ TEST(a_peer_that_is_not_redis_is_one_errno_within_the_timeout)
 	}
 }
 
+/*
+ * A peer that answers a byte at a time, slowly enough that no single
+ * read times out: the call still ends at its timeout.
+ */
+TEST(a_peer_that_trickles_its_reply_is_cut_off_at_the_timeout)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mpq_manager *m = NULL;
+	char path[64], url[128];
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	int64_t t0;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "/tmp/mpq-fake3-%d.sock", getpid());
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(path);
+	ASSERT_EQ(0, bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	ASSERT_EQ(0, listen(s, 8));
+	pid = fork();
+	if (pid == 0) {
+		char in[256];
+		int c = accept(s, NULL, NULL), i;
+
+		read(c, in, sizeof(in));
+		write(c, "$100\r\n", 6);
+		for (i = 0; i < 100; i++) {
+			sleep_ms(100);
+			write(c, "x", 1);
+		}
+		pause();
+	}
+	close(s);
+	snprintf(url, sizeof(url), "unix:%s#mpq", path);
+	t0 = now_ns();
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_connect(&m, url, "k", 500 * MS));
+	/* 10 s if each read had its own 500 ms */
+	EXPECT_LT(now_ns() - t0, 3 * NSEC_PER_SEC);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(path);
+}
+
 /* A fake that accepts AUTH, then answers the next command with garbage. */
 TEST(a_garbage_reply_after_auth_is_eproto_and_the_next_call_reconnects)
 {

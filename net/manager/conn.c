@@ -165,14 +165,38 @@ static int flush_out(redisContext *c)
 	return 0;
 }
 
-static int read_reply(struct mpq_manager *m, redisReply **out)
+/*
+ * A reply, read by hand rather than by redisGetReply: SO_RCVTIMEO bounds
+ * each read(2), so a peer that trickles a byte now and then would hold
+ * redisGetReply forever; here the whole reply must come by the deadline.
+ * A reply bigger than Redis can send (its strings stop at 512 MiB) is a
+ * peer that is not Redis: -EPROTO before it eats the memory.
+ */
+#define MGR_MAX_REPLY	((size_t)600 << 20)
+
+static int read_reply(struct mpq_manager *m, redisReply **out,
+		      int64_t deadline)
 {
 	void *r = NULL;
+	int64_t left;
 
-	if (redisGetReply(m->c, &r) != REDIS_OK || !r)
-		return ctx_err(m->c);
-	*out = r;
-	return 0;
+	for (;;) {
+		if (redisGetReplyFromReader(m->c, &r) != REDIS_OK)
+			return ctx_err(m->c);
+		if (r) {
+			*out = r;
+			return 0;
+		}
+		if (m->c->reader->len > MGR_MAX_REPLY)
+			return -EPROTO;
+		left = deadline - mpq__mgr_now();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (left < m->c_timeout_ns && set_timeout(m, left))
+			return -EIO;
+		if (redisBufferRead(m->c) != REDIS_OK)
+			return ctx_err(m->c);
+	}
 }
 
 /*
@@ -185,6 +209,7 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		     const char **pre_argv, int argc, const char **argv,
 		     const size_t *lens, int64_t block_ns)
 {
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns + block_ns;
 	redisReply *pre = NULL, *r = NULL;
 	int err, pre_err = 0;
 
@@ -200,7 +225,7 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 	}
 	err = flush_out(m->c);
 	if (!err && pre_argc) {
-		err = read_reply(m, &pre);
+		err = read_reply(m, &pre, deadline);
 		if (!err) {
 			if (pre->type == REDIS_REPLY_ERROR)
 				pre_err = reply_err(pre);
@@ -208,7 +233,7 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		}
 	}
 	if (!err)
-		err = read_reply(m, &r);
+		err = read_reply(m, &r, deadline);
 	if (err) {
 		mpq__mgr_conn_drop(m);
 		return err;
