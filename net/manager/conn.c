@@ -145,12 +145,15 @@ static int set_timeout(struct mpq_manager *m, int64_t ns)
  * library must not change the process's signal disposition or mask, and
  * masking around every call would cost three system calls).
  */
-static int flush_out(redisContext *c)
+static int flush_out(redisContext *c, int64_t deadline)
 {
 	size_t len = sdslen(c->obuf), off = 0;
 	ssize_t n;
 
 	while (off < len) {
+		/* A peer that reads a little at a time: the same deadline. */
+		if (off && mpq__mgr_now() > deadline)
+			return -ETIMEDOUT;
 		n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -223,7 +226,7 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		mpq__mgr_conn_drop(m);
 		return -ENOMEM;
 	}
-	err = flush_out(m->c);
+	err = flush_out(m->c, deadline);
 	if (!err && pre_argc) {
 		err = read_reply(m, &pre, deadline);
 		if (!err) {
