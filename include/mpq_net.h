@@ -39,6 +39,8 @@ const char *mpq_net_version(void);
  * key outside the namespace), -EPROTOTYPE (the name holds another type).
  * After a transport error the next call connects again. A forked child
  * uses the parent's handles as they are: it gets a connection of its own.
+ * A manager handle, and the objects opened through it, serve one thread
+ * at a time (one connection); give each thread its own connect.
  */
 struct mpq_manager;
 
