@@ -202,6 +202,16 @@ $(B)/examples/%: examples/%.c $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib
 
+# Programs of the Manager (examples/manager_*.c, bench/manager_*.c) link
+# libmpq-net too.
+$(B)/examples/manager_%: examples/manager_%.c $(SO) $(NET_SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib
+
+$(B)/bench/manager_%: bench/manager_%.c $(SO) $(NET_SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
+
 $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm

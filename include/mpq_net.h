@@ -17,6 +17,8 @@
 #define MPQ_NET_H
 
 #include <mpq.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +26,258 @@ extern "C" {
 
 /* The version of libmpq-net, "MAJOR.MINOR.PATCH"; never NULL. */
 const char *mpq_net_version(void);
+
+/*
+ * Managers (mpq_manager.3): shared objects in a server process that other
+ * processes and machines reach by address and authkey, on Redis. A
+ * manager's objects live under "mpq:<namespace>:" keys and are found by
+ * name. Every call is bounded by the manager's timeout (attr or connect
+ * argument; 0 means 5 s) on top of any time it was asked to wait, and
+ * fails with one errno: -ECONNREFUSED (nothing listens), -ETIMEDOUT (no
+ * reply in time), -ECONNRESET (the server went away), -EPROTO (what
+ * answered is not Redis, or sent garbage), -EACCES (wrong authkey, or a
+ * key outside the namespace), -EPROTOTYPE (the name holds another type).
+ * After a transport error the next call connects again. A forked child
+ * uses the parent's handles as they are: it gets a connection of its own.
+ * A manager handle, and the objects opened through it, serve one thread
+ * at a time (one connection); give each thread its own connect.
+ */
+struct mpq_manager;
+
+struct mpq_manager_attr {
+	const char *address;	/* NULL: a Unix socket in a private 0700
+				 * directory; "tcp://HOST:PORT" to listen
+				 * there too (loopback unless you mean it) */
+	const char *ns;		/* key namespace and ACL user; NULL: "mpq" */
+	int aof;		/* 1: an append-only file, fsync always */
+	const char *dir;	/* where the AOF lives (absolute); NULL: the
+				 * private directory, gone at shutdown */
+	int64_t timeout_ns;	/* bound on each call's reply; 0: 5 s */
+	const char *redis_server; /* NULL: "redis-server" on PATH */
+};
+
+/*
+ * Start a manager: a private redis-server as a child of the caller (it
+ * dies with the calling thread, see PR_SET_PDEATHSIG), with a generated
+ * authkey. Returns 0, -ENOENT (no redis-server), -EADDRINUSE, -EINVAL,
+ * -ETIMEDOUT (it did not come up in 10 s), -EIO.
+ */
+int mpq_manager_start(struct mpq_manager **out,
+		      const struct mpq_manager_attr *attr);
+/* What other processes pass to mpq_manager_connect: "unix:PATH#NS" or
+ * "tcp://HOST:PORT#NS"; and the authkey, a string of 48 hex digits. */
+const char *mpq_manager_address(struct mpq_manager *m);
+const char *mpq_manager_authkey(struct mpq_manager *m);
+/* The server's pidfd (readable once it died) and pid; -ENOENT / 0 for a
+ * manager this process did not start. */
+int mpq_manager_pidfd(struct mpq_manager *m);
+pid_t mpq_manager_server_pid(struct mpq_manager *m);
+
+/*
+ * Run the server again after it died (it shows on the pidfd), on the same
+ * address with the same authkey; with an AOF (attr aof and dir) it comes
+ * back with every write it acknowledged. Other processes' next calls
+ * connect to it by themselves. Only the starting process may: -EPERM;
+ * -EBUSY while the server still runs.
+ */
+int mpq_manager_restart(struct mpq_manager *m);
+
+/*
+ * Reach a running manager (or any Redis 6+) by address. "#NS" names the
+ * namespace and the ACL user; without it the namespace is "mpq" and AUTH
+ * sends only the authkey (requirepass; nothing if it is empty or NULL).
+ */
+int mpq_manager_connect(struct mpq_manager **out, const char *url,
+			const char *authkey, int64_t timeout_ns);
+int mpq_manager_ping(struct mpq_manager *m);
+/* Stop the server if this process started it, and free the handle. */
+int mpq_manager_shutdown(struct mpq_manager *m);
+/* Free the handle only; a started server runs on until shutdown or until
+ * the thread that started it exits. */
+void mpq_manager_free(struct mpq_manager *m);
+
+/* A dict of bytes to bytes (a Redis hash). */
+struct mpq_manager_dict;
+int mpq_manager_dict(struct mpq_manager *m, const char *name,
+		     struct mpq_manager_dict **out);
+void mpq_manager_dict_free(struct mpq_manager_dict *d);
+/*
+ * get: *len in: the room in buf; out: the value's length. Returns 0,
+ * -ENOENT, -EMSGSIZE (*len is the size needed).
+ */
+int mpq_manager_dict_get(struct mpq_manager_dict *d, const void *key,
+			 size_t klen, void *buf, size_t *len);
+int mpq_manager_dict_set(struct mpq_manager_dict *d, const void *key,
+			 size_t klen, const void *val, size_t vlen);
+/* Set if absent; either way return the value now there, as get does. */
+int mpq_manager_dict_setdefault(struct mpq_manager_dict *d, const void *key,
+				size_t klen, const void *dflt, size_t dlen,
+				void *buf, size_t *len);
+/* get and delete in one step; -ENOENT if absent. */
+int mpq_manager_dict_pop(struct mpq_manager_dict *d, const void *key,
+			 size_t klen, void *buf, size_t *len);
+/* 1 if deleted, 0 if it was absent. */
+int mpq_manager_dict_delete(struct mpq_manager_dict *d, const void *key,
+			    size_t klen);
+int mpq_manager_dict_contains(struct mpq_manager_dict *d, const void *key,
+			      size_t klen);
+/* The number of keys (>= 0) or -errno. */
+int64_t mpq_manager_dict_len(struct mpq_manager_dict *d);
+/* Set n keys in one command: keys[i] to vals[i]. */
+int mpq_manager_dict_update(struct mpq_manager_dict *d,
+			    const struct iovec *keys,
+			    const struct iovec *vals, unsigned int n);
+/*
+ * Set key to val only if its value is expected (expected NULL: only if
+ * absent). Returns 1 if set, 0 if not.
+ */
+int mpq_manager_dict_cas(struct mpq_manager_dict *d, const void *key,
+			 size_t klen, const void *expected, size_t elen,
+			 const void *val, size_t vlen);
+/* Add delta to the decimal integer at key (absent: 0) into *result. */
+int mpq_manager_dict_add(struct mpq_manager_dict *d, const void *key,
+			 size_t klen, int64_t delta, int64_t *result);
+/*
+ * Call fn for every key, a batch of about `batch` at a time (HSCAN: the
+ * dict may be huge; a key present throughout is seen at least once, one
+ * changed meanwhile may be seen twice or not). fn returning non-zero
+ * stops the walk and is returned.
+ */
+int mpq_manager_dict_foreach(struct mpq_manager_dict *d, unsigned int batch,
+			     int (*fn)(const void *key, size_t klen,
+				       const void *val, size_t vlen,
+				       void *arg), void *arg);
+
+/* A list of byte strings (a Redis list); indexes may be negative. */
+struct mpq_manager_list;
+int mpq_manager_list(struct mpq_manager *m, const char *name,
+		     struct mpq_manager_list **out);
+void mpq_manager_list_free(struct mpq_manager_list *l);
+int mpq_manager_list_append(struct mpq_manager_list *l, const void *val,
+			    size_t len);
+int mpq_manager_list_extend(struct mpq_manager_list *l,
+			    const struct iovec *vals, unsigned int n);
+/* -ERANGE for an index out of range; -EMSGSIZE as for dict_get. */
+int mpq_manager_list_get(struct mpq_manager_list *l, int64_t index,
+			 void *buf, size_t *len);
+int mpq_manager_list_set(struct mpq_manager_list *l, int64_t index,
+			 const void *val, size_t len);
+int mpq_manager_list_pop(struct mpq_manager_list *l, int64_t index,
+			 void *buf, size_t *len);
+int64_t mpq_manager_list_len(struct mpq_manager_list *l);
+/* fn for each item in [start, stop) (Python's slice, negatives too). */
+int mpq_manager_list_slice(struct mpq_manager_list *l, int64_t start,
+			   int64_t stop, int (*fn)(const void *val,
+						   size_t len, void *arg),
+			   void *arg);
+
+/*
+ * A queue that loses nothing: a message taken with get stays the
+ * queue's, leased to the taker, until mpq_manager_msg_done; if the lease
+ * (renewed by mpq_manager_msg_renew) runs out first, it is delivered
+ * again. After max_deliveries deliveries whose leases all ran out it goes
+ * to the list "<name>.dead" instead. Every queue is joinable: done is
+ * task_done. The first opener's settings are the queue's.
+ */
+/*
+ * lease_ns MPQ_MANAGER_NO_LEASE: Python's Queue. A get takes the message
+ * for good (one round trip, no done needed but for join); a taker that
+ * dies loses it.
+ */
+#define MPQ_MANAGER_NO_LEASE	((int64_t)-1)
+
+struct mpq_manager_queue_attr {
+	uint64_t maxsize;	/* 0: unbounded; bounds queued + leased */
+	int64_t lease_ns;	/* 0: 30 s; or MPQ_MANAGER_NO_LEASE */
+	uint32_t max_deliveries; /* 0: never dead-letter */
+};
+
+struct mpq_manager_msg {
+	void *data;		/* malloc'd; freed by done or msg_free */
+	size_t len;
+	uint64_t id;
+	uint32_t deliveries;	/* 1 on the first delivery */
+};
+
+struct mpq_manager_queue;
+int mpq_manager_queue(struct mpq_manager *m, const char *name,
+		      const struct mpq_manager_queue_attr *attr,
+		      struct mpq_manager_queue **out);
+void mpq_manager_queue_free(struct mpq_manager_queue *q);
+/* As mpq_queue_put/put_many: waits for room up to timeout_ns. */
+int mpq_manager_queue_put(struct mpq_manager_queue *q, const void *msg,
+			  size_t len, int64_t timeout_ns);
+int mpq_manager_queue_put_many(struct mpq_manager_queue *q,
+			       const struct iovec *msgs, unsigned int n,
+			       int64_t timeout_ns);
+/* Take up to n (get: 1) messages; returns the count or -EAGAIN,
+ * -ETIMEDOUT. */
+int mpq_manager_queue_get(struct mpq_manager_queue *q,
+			  struct mpq_manager_msg *msg, int64_t timeout_ns);
+int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
+			       struct mpq_manager_msg *msgs, unsigned int n,
+			       int64_t timeout_ns);
+/*
+ * Finished with msg (task_done): 0, or -ESTALE if its lease ran out and
+ * it was handed back (it will be, or was, delivered again). Frees data.
+ */
+int mpq_manager_msg_done(struct mpq_manager_queue *q,
+			 struct mpq_manager_msg *msg);
+/* done for msgs[0..n) (n <= 512) in one round trip: returns how many
+ * were done (the others were stale); frees every data. */
+int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
+			      struct mpq_manager_msg *msgs, unsigned int n);
+/* Extend msg's lease by the queue's lease time: 0 or -ESTALE. */
+int mpq_manager_msg_renew(struct mpq_manager_queue *q,
+			  struct mpq_manager_msg *msg);
+void mpq_manager_msg_free(struct mpq_manager_msg *msg);
+/* Messages waiting (not leased), and messages not done yet. */
+int64_t mpq_manager_queue_size(struct mpq_manager_queue *q);
+int64_t mpq_manager_queue_unfinished(struct mpq_manager_queue *q);
+/* Wait until every message put has been done (or dead-lettered). */
+int mpq_manager_queue_join(struct mpq_manager_queue *q, int64_t timeout_ns);
+
+/*
+ * A lock whose holder holds a lease (lease_ns, 0: 30 s): a holder that
+ * dies or is cut off loses it when the lease ends, and the next acquirer
+ * gets -EOWNERDEAD (it holds the lock; so does every later one until
+ * mpq_manager_lock_consistent). Each acquisition gets a fencing token
+ * larger than every earlier one. An RLock may be taken again by its
+ * holder (same handle, same process).
+ */
+struct mpq_manager_lock;
+int mpq_manager_lock(struct mpq_manager *m, const char *name,
+		     int recursive, int64_t lease_ns,
+		     struct mpq_manager_lock **out);
+void mpq_manager_lock_free(struct mpq_manager_lock *l);
+int mpq_manager_lock_acquire(struct mpq_manager_lock *l, int64_t timeout_ns);
+/* 0, or -ESTALE: the lease ran out and another took the lock. */
+int mpq_manager_lock_release(struct mpq_manager_lock *l);
+int mpq_manager_lock_renew(struct mpq_manager_lock *l);
+int mpq_manager_lock_consistent(struct mpq_manager_lock *l);
+/* The fencing token of the current hold (0 if not held). */
+uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l);
+
+/*
+ * A BoundedSemaphore of `value` units whose holders hold leases (lease_ns,
+ * 0: 30 s), as a lock's do: a dead or cut-off holder's unit comes back
+ * when its lease ends, and the acquirer that takes it gets -EOWNERDEAD.
+ * The first opener's value is the semaphore's. A process may hold up to
+ * 64 units through one handle; release gives back the last one taken
+ * (-EPERM if it holds none), -ESTALE if its lease had run out.
+ * renew extends every unit the handle holds.
+ */
+struct mpq_manager_sem;
+int mpq_manager_sem(struct mpq_manager *m, const char *name,
+		    unsigned int value, int64_t lease_ns,
+		    struct mpq_manager_sem **out);
+void mpq_manager_sem_free(struct mpq_manager_sem *s);
+int mpq_manager_sem_acquire(struct mpq_manager_sem *s, int64_t timeout_ns);
+int mpq_manager_sem_release(struct mpq_manager_sem *s);
+int mpq_manager_sem_release_token(struct mpq_manager_sem *s, uint64_t token);
+int mpq_manager_sem_renew(struct mpq_manager_sem *s);
+/* The token of the unit taken last (0 if none). */
+uint64_t mpq_manager_sem_token(struct mpq_manager_sem *s);
 
 #ifdef __cplusplus
 }

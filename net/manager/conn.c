@@ -1,0 +1,660 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Reaching a manager: parse its address, connect and authenticate with
+ * bounded time, run one command and turn every way it can fail into one
+ * errno, and run the objects' Lua scripts by SHA.
+ *
+ * A connection belongs to one process. Each call compares getpid() with
+ * the pid that made it; a forked child drops (closes its copy of) the
+ * parent's socket without a byte on it and connects anew, so two processes
+ * never interleave replies on one socket.
+ *
+ * Any transport failure (timeout, EOF, garbage) leaves hiredis's context
+ * unusable, so it is dropped, and the next call connects again: that is
+ * how a restarted server is reached with no extra code.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <hiredis/sds.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "manager/manager.h"
+
+int64_t mpq__mgr_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timeval tv_of(int64_t ns)
+{
+	struct timeval tv = { ns / 1000000000LL, (ns % 1000000000LL) / 1000 };
+
+	if (!tv.tv_sec && !tv.tv_usec)
+		tv.tv_usec = 1;
+	return tv;
+}
+
+/*
+ * hiredis reports a failed connect or read as a string (strerror of the
+ * errno it saw, which later calls may have overwritten): find the errno
+ * whose text it is.
+ */
+static int errno_of(const char *errstr, int dflt)
+{
+	static const int known[] = {
+		ECONNREFUSED, ENOENT, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH,
+		ECONNRESET, EPIPE, EACCES, EAGAIN, EADDRNOTAVAIL, ENOTSOCK,
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strstr(errstr, strerror(known[i])))
+			return known[i];
+	if (strstr(errstr, "timed out"))
+		return ETIMEDOUT;
+	return dflt;
+}
+
+static int ctx_err(const redisContext *c)
+{
+	int e;
+
+	switch (c->err) {
+	case REDIS_ERR_EOF:
+		return -ECONNRESET;
+	case REDIS_ERR_PROTOCOL:
+		return -EPROTO;
+	case REDIS_ERR_OOM:
+		return -ENOMEM;
+	case REDIS_ERR_IO:
+		e = errno_of(c->errstr, ECONNRESET);
+		/* SO_RCVTIMEO ran out: the reply did not come in time. */
+		if (e == EAGAIN)
+			return -ETIMEDOUT;
+		if (e == ENOENT)
+			return -ECONNREFUSED;
+		/* Writing to a peer that is gone. */
+		if (e == EPIPE)
+			return -ECONNRESET;
+		return -e;
+	default:
+		return -EIO;
+	}
+}
+
+/* An error reply from the server, by its code word. */
+static int reply_err(const redisReply *r)
+{
+	static const struct { const char *code; int err; } map[] = {
+		{ "WRONGPASS", -EACCES }, { "NOAUTH", -EACCES },
+		{ "NOPERM", -EACCES }, { "WRONGTYPE", -EPROTOTYPE },
+		{ "NOSCRIPT", -ENOEXEC }, { "OOM", -ENOMEM },
+		{ "LOADING", -EAGAIN }, { "BUSY", -EBUSY },
+	};
+	size_t i, n;
+
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		n = strlen(map[i].code);
+		if (r->len >= n && !strncmp(r->str, map[i].code, n))
+			return map[i].err;
+	}
+	if (r->str && strstr(r->str, "out of range"))
+		return -ERANGE;
+	/* A script's own failures are "MPQ <errno>". */
+	if (r->len > 4 && !strncmp(r->str, "MPQ ", 4)) {
+		long e = strtol(r->str + 4, NULL, 10);
+
+		if (e > 0 && e < 4096)
+			return -(int)e;
+	}
+	return -EREMOTEIO;
+}
+
+void mpq__mgr_conn_drop(struct mpq_manager *m)
+{
+	if (m->c)
+		redisFree(m->c);	/* closes only this process's fd */
+	m->c = NULL;
+}
+
+static int set_timeout(struct mpq_manager *m, int64_t ns)
+{
+	if (m->c_timeout_ns == ns)
+		return 0;
+	if (redisSetTimeout(m->c, tv_of(ns)) != REDIS_OK)
+		return -EIO;
+	m->c_timeout_ns = ns;
+	return 0;
+}
+
+/*
+ * Send what hiredis formatted, with MSG_NOSIGNAL: hiredis itself would
+ * write(2), and a peer that is gone would kill the caller with SIGPIPE (a
+ * library must not change the process's signal disposition or mask, and
+ * masking around every call would cost three system calls).
+ */
+static int flush_out(redisContext *c, int64_t deadline)
+{
+	size_t len = sdslen(c->obuf), off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		/* A peer that reads a little at a time: the same deadline. */
+		if (off && mpq__mgr_now() > deadline)
+			return -ETIMEDOUT;
+		n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return -ETIMEDOUT;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		off += n;
+	}
+	sdsclear(c->obuf);
+	return 0;
+}
+
+/*
+ * A reply, read by hand rather than by redisGetReply: SO_RCVTIMEO bounds
+ * each read(2), so a peer that trickles a byte now and then would hold
+ * redisGetReply forever; here the whole reply must come by the deadline.
+ * A reply bigger than Redis can send (its strings stop at 512 MiB) is a
+ * peer that is not Redis: -EPROTO before it eats the memory.
+ */
+#define MGR_MAX_REPLY	((size_t)600 << 20)
+
+static int read_reply(struct mpq_manager *m, redisReply **out,
+		      int64_t deadline)
+{
+	void *r = NULL;
+	int64_t left;
+
+	for (;;) {
+		if (redisGetReplyFromReader(m->c, &r) != REDIS_OK)
+			return ctx_err(m->c);
+		if (r) {
+			*out = r;
+			return 0;
+		}
+		if (m->c->reader->len > MGR_MAX_REPLY)
+			return -EPROTO;
+		left = deadline - mpq__mgr_now();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (left < m->c_timeout_ns && set_timeout(m, left))
+			return -EIO;
+		if (redisBufferRead(m->c) != REDIS_OK)
+			return ctx_err(m->c);
+	}
+}
+
+/*
+ * One exchange on the open connection: an optional command whose reply
+ * is only waited for (pre: a BLPOP), pipelined before the one whose reply
+ * is returned, so that a woken waiter's next step costs no round trip.
+ * Drops the connection on a transport failure.
+ */
+static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		     const char **pre_argv, int argc, const char **argv,
+		     const size_t *lens, int64_t block_ns)
+{
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns + block_ns;
+	redisReply *pre = NULL, *r = NULL;
+	int err, pre_err = 0;
+
+	*out = NULL;
+	err = set_timeout(m, m->timeout_ns + block_ns);
+	if (err)
+		return err;
+	if ((pre_argc && redisAppendCommandArgv(m->c, pre_argc, pre_argv,
+						NULL) != REDIS_OK) ||
+	    redisAppendCommandArgv(m->c, argc, argv, lens) != REDIS_OK) {
+		mpq__mgr_conn_drop(m);
+		return -ENOMEM;
+	}
+	err = flush_out(m->c, deadline);
+	if (!err && pre_argc) {
+		err = read_reply(m, &pre, deadline);
+		if (!err) {
+			if (pre->type == REDIS_REPLY_ERROR)
+				pre_err = reply_err(pre);
+			freeReplyObject(pre);
+		}
+	}
+	if (!err)
+		err = read_reply(m, &r, deadline);
+	if (err) {
+		mpq__mgr_conn_drop(m);
+		return err;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		err = reply_err(r);
+		freeReplyObject(r);
+		return err;
+	}
+	if (pre_err) {
+		freeReplyObject(r);
+		return pre_err;
+	}
+	*out = r;
+	return 0;
+}
+
+static int exchange(struct mpq_manager *m, redisReply **out, int argc,
+		    const char **argv, const size_t *lens, int64_t block_ns)
+{
+	return exchange2(m, out, 0, NULL, argc, argv, lens, block_ns);
+}
+
+int mpq__mgr_conn_open(struct mpq_manager *m)
+{
+	struct timeval tv = tv_of(m->timeout_ns);
+	const char *argv[3];
+	redisReply *r;
+	int argc = 0, err;
+
+	mpq__mgr_conn_drop(m);
+	m->pid = getpid();
+	m->c = m->path ? redisConnectUnixWithTimeout(m->path, tv) :
+			 redisConnectWithTimeout(m->host, m->port, tv);
+	if (!m->c)
+		return -ENOMEM;
+	if (m->c->err) {
+		err = ctx_err(m->c);
+		mpq__mgr_conn_drop(m);
+		return err == -ECONNRESET ? -ECONNREFUSED : err;
+	}
+	/* exec'd children must not inherit the socket. */
+	fcntl(m->c->fd, F_SETFD, FD_CLOEXEC);
+	m->c_timeout_ns = -1;
+	if (m->named_user || m->authkey[0]) {
+		argv[argc++] = "AUTH";
+		if (m->named_user)
+			argv[argc++] = m->ns;
+		argv[argc++] = m->authkey;
+	} else {
+		/* No AUTH to send: PING proves it is Redis and lets us in. */
+		argv[argc++] = "PING";
+	}
+	err = exchange(m, &r, argc, argv, NULL, 0);
+	if (err) {
+		mpq__mgr_conn_drop(m);
+		return err;
+	}
+	/* Anything but +OK (+PONG) is not a Redis that accepted us. */
+	err = (r->type == REDIS_REPLY_STATUS &&
+	       !strcmp(r->str, argc == 1 ? "PONG" : "OK")) ? 0 : -EPROTO;
+	freeReplyObject(r);
+	if (err)
+		mpq__mgr_conn_drop(m);
+	return err;
+}
+
+static int conn_ready(struct mpq_manager *m)
+{
+	struct pollfd p;
+
+	if (m->c && m->pid == getpid()) {
+		/*
+		 * Between calls nothing is due from the server: a readable or
+		 * hung-up socket means it closed (it restarted, or timed us
+		 * out), so connect again before sending, not after a request
+		 * that may or may not have been run.
+		 */
+		p.fd = m->c->fd;
+		p.events = POLLIN | POLLRDHUP;
+		p.revents = 0;
+		if (poll(&p, 1, 0) == 0)
+			return 0;
+	}
+	if (m->c && m->pid != getpid()) {
+		/* A forked child: its copy of the parent's socket is closed,
+		 * never written to. */
+		mpq__mgr_conn_drop(m);
+	}
+	return mpq__mgr_conn_open(m);
+}
+
+static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		    const char **pre_argv, int argc, const char **argv,
+		    const size_t *lens, int64_t block_ns)
+{
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
+	struct timespec pause = { 0, 10 * 1000000L };
+	int err;
+
+	for (;;) {
+		err = conn_ready(m);
+		*out = NULL;
+		if (err)
+			return err;
+		err = exchange2(m, out, pre_argc, pre_argv, argc, argv, lens,
+				block_ns);
+		/* A server still loading its AOF has run nothing: wait
+		 * (within the timeout) and send again. */
+		if (err != -EAGAIN || mpq__mgr_now() > deadline)
+			return err;
+		nanosleep(&pause, NULL);
+	}
+}
+
+int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
+		     const char **argv, const size_t *lens, int64_t block_ns)
+{
+	return command2(m, out, 0, NULL, argc, argv, lens, block_ns);
+}
+
+static void sha1_hex(const char *src, char *hex)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0, i;
+
+	EVP_Digest(src, strlen(src), md, &n, EVP_sha1(), NULL);
+	for (i = 0; i < n && i < 20; i++)
+		sprintf(hex + 2 * i, "%02x", md[i]);
+	hex[40] = 0;
+}
+
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens)
+{
+	const char *pre[3];
+	char secs[32];
+	int pre_argc = 0;
+	const char *stackv[40], **argv = stackv;
+	size_t stackl[40], *lens = stackl;
+	char nk[16];
+	int argc = 3 + nkeys + nargs, i, err;
+
+	if (!s->sha[0])
+		sha1_hex(s->src, s->sha);
+	if (argc > 40) {
+		argv = malloc(argc * sizeof(*argv));
+		lens = malloc(argc * sizeof(*lens));
+		if (!argv || !lens) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argv[1] = s->sha;
+	argv[2] = nk;
+	for (i = 0; i < 3; i++)
+		lens[i] = strlen(argv[i]);
+	for (i = 0; i < nkeys; i++) {
+		argv[3 + i] = keys[i];
+		lens[3 + i] = strlen(keys[i]);
+	}
+	for (i = 0; i < nargs; i++) {
+		argv[3 + nkeys + i] = args[i];
+		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
+	}
+	if (wait_key) {
+		if (wait_ns < 1000000)
+			wait_ns = 1000000;
+		if (wait_ns > MGR_MAX_BLOCK_NS)
+			wait_ns = MGR_MAX_BLOCK_NS;
+		snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
+		pre[0] = "BLPOP";
+		pre[1] = wait_key;
+		pre[2] = secs;
+		pre_argc = 3;
+	}
+	err = command2(m, out, pre_argc, pre, argc, argv, lens,
+		       pre_argc ? wait_ns : 0);
+	if (err == -ENOEXEC) {
+		/* Not cached on this server yet (or it restarted): EVAL
+		 * sends the source once and caches it. */
+		argv[0] = "EVAL";
+		argv[1] = s->src;
+		lens[0] = 4;
+		lens[1] = strlen(s->src);
+		err = mpq__mgr_command(m, out, argc, argv, lens, 0);
+	}
+out:
+	if (argv != stackv) {
+		free(argv);
+		free(lens);
+	}
+	return err;
+}
+
+int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
+		  int nkeys, const char **keys, int nargs, const char **args,
+		  const size_t *alens)
+{
+	return mpq__mgr_eval_after(m, NULL, 0, s, out, nkeys, keys, nargs,
+				   args, alens);
+}
+
+int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
+{
+	const char *argv[3];
+	redisReply *r;
+	char secs[32];
+	int err;
+
+	if (wait_ns < 1000000)
+		wait_ns = 1000000;
+	if (wait_ns > MGR_MAX_BLOCK_NS)
+		wait_ns = MGR_MAX_BLOCK_NS;
+	snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
+	argv[0] = "BLPOP";
+	argv[1] = key;
+	argv[2] = secs;
+	err = mpq__mgr_command(m, &r, 3, argv, NULL, wait_ns);
+	if (!err)
+		freeReplyObject(r);
+	return err;
+}
+
+char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
+	       const char *suffix)
+{
+	char *k;
+
+	if (asprintf(&k, "mpq:%s:%c:%s%s", m->ns, type, name,
+		     suffix ? suffix : "") < 0)
+		return NULL;
+	return k;
+}
+
+const char *mpq__mgr_owner(struct mpq_manager *m)
+{
+	unsigned char rnd[8];
+	char host[64] = "?";
+	size_t i;
+
+	if (m->owner[0] && m->owner_pid == getpid())
+		return m->owner;
+	m->owner_pid = getpid();
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = 0;
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd));
+	i = snprintf(m->owner, sizeof(m->owner), "%.40s:%d:", host,
+		     (int)getpid());
+	for (size_t j = 0; j < sizeof(rnd) && i + 3 < sizeof(m->owner); j++)
+		i += snprintf(m->owner + i, sizeof(m->owner) - i, "%02x",
+			      rnd[j]);
+	return m->owner;
+}
+
+int mpq__mgr_reply_int(const redisReply *r, long long *v)
+{
+	if (!r || r->type != REDIS_REPLY_INTEGER)
+		return -EPROTO;
+	*v = r->integer;
+	return 0;
+}
+
+int mpq__mgr_name_ok(const char *name)
+{
+	return name && name[0] && strlen(name) <= 200;
+}
+
+static int ns_ok(const char *ns)
+{
+	size_t i, n = strlen(ns);
+
+	if (!n || n > 64)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!(ns[i] >= 'a' && ns[i] <= 'z') &&
+		    !(ns[i] >= 'A' && ns[i] <= 'Z') &&
+		    !(ns[i] >= '0' && ns[i] <= '9') && !strchr("_.-", ns[i]))
+			return 0;
+	return 1;
+}
+
+/*
+ * "unix:/path/redis.sock#ns" or "tcp://host:port#ns" ("[v6]:port" too).
+ * Without "#ns" the namespace is "mpq" and AUTH names no user (a Redis
+ * with requirepass, or none when the authkey is empty).
+ */
+static int parse_address(struct mpq_manager *m, const char *url)
+{
+	const char *hash = strchr(url, '#'), *ep_end, *p, *colon;
+	char *end;
+	long port;
+
+	ep_end = hash ? hash : url + strlen(url);
+	m->named_user = !!hash;
+	m->ns = strdup(hash ? hash + 1 : "mpq");
+	if (!m->ns)
+		return -ENOMEM;
+	if (!ns_ok(m->ns))
+		return -EINVAL;
+	if (!strncmp(url, "unix:", 5)) {
+		p = url + 5;
+		while (p[0] == '/' && p[1] == '/')
+			p++;
+		if (*p != '/' || ep_end - p >= 108)
+			return -EINVAL;
+		m->path = strndup(p, ep_end - p);
+		return m->path ? 0 : -ENOMEM;
+	}
+	if (strncmp(url, "tcp://", 6))
+		return -EINVAL;
+	p = url + 6;
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', ep_end - p);
+
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		m->host = strndup(p + 1, rb - p - 1);
+		colon = rb + 1;
+	} else {
+		colon = memrchr(p, ':', ep_end - p);
+		if (!colon || colon == p)
+			return -EINVAL;
+		m->host = strndup(p, colon - p);
+	}
+	if (!m->host)
+		return -ENOMEM;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || end != ep_end || port <= 0 || port > 65535)
+		return -EINVAL;
+	m->port = port;
+	return 0;
+}
+
+void mpq__manager_free_fields(struct mpq_manager *m);
+void mpq__manager_free_fields(struct mpq_manager *m)
+{
+	mpq__mgr_conn_drop(m);
+	free(m->address);
+	if (m->authkey)
+		explicit_bzero(m->authkey, strlen(m->authkey));
+	free(m->authkey);
+	free(m->ns);
+	free(m->path);
+	free(m->host);
+	free(m->dir);
+	if (m->conf)
+		explicit_bzero(m->conf, strlen(m->conf));
+	free(m->conf);
+	free(m->server_bin);
+}
+
+int mpq__manager_init(struct mpq_manager *m, const char *url,
+		      const char *authkey, int64_t timeout_ns);
+int mpq__manager_init(struct mpq_manager *m, const char *url,
+		      const char *authkey, int64_t timeout_ns)
+{
+	int err;
+
+	m->pidfd = -1;
+	m->timeout_ns = timeout_ns > 0 ? timeout_ns : 5 * 1000000000LL;
+	m->address = strdup(url);
+	m->authkey = strdup(authkey ? authkey : "");
+	if (!m->address || !m->authkey)
+		return -ENOMEM;
+	err = parse_address(m, url);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_connect(struct mpq_manager **out,
+				       const char *url, const char *authkey,
+				       int64_t timeout_ns)
+{
+	struct mpq_manager *m;
+	int err;
+
+	if (!out || !url)
+		return -EINVAL;
+	*out = NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	err = mpq__manager_init(m, url, authkey, timeout_ns);
+	if (!err)
+		err = mpq__mgr_conn_open(m);
+	if (err) {
+		mpq__manager_free_fields(m);
+		free(m);
+		return err;
+	}
+	*out = m;
+	return 0;
+}
+
+MPQ_NET_EXPORT const char *mpq_manager_address(struct mpq_manager *m)
+{
+	return m ? m->address : NULL;
+}
+
+MPQ_NET_EXPORT int mpq_manager_ping(struct mpq_manager *m)
+{
+	const char *argv[] = { "PING" };
+	redisReply *r;
+	int err;
+
+	if (!m)
+		return -EINVAL;
+	err = mpq__mgr_command(m, &r, 1, argv, NULL, 0);
+	if (err)
+		return err;
+	err = (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG")) ?
+		0 : -EPROTO;
+	freeReplyObject(r);
+	return err;
+}

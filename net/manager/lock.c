@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A managed Lock/RLock with a lease and a fencing token.
+ *
+ * Keys, under "mpq:<ns>:k:<name>":
+ *   :h      hash   owner, token, deadline (server clock, ms), count,
+ *                  dirty (a holder died; cleared by consistent)
+ *   :fence  string the last token handed out
+ *   :w      list   wake list, at most one token
+ *
+ * The holder is a process ("host:pid:random", new after fork), so a forked
+ * child does not hold its parent's lock. Nothing needs to happen when a
+ * holder dies: its lease simply runs out, and the next acquire script
+ * sees an owner whose deadline has passed, takes over and answers
+ * -EOWNERDEAD. Waiters block on the wake list, which release pushes to,
+ * and wake by themselves when the holder's lease would end.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "manager/manager.h"
+
+struct mpq_manager_lock {
+	struct mpq_manager *m;
+	char *keys[3];
+	char lease_ms[24];
+	int recursive;
+	pid_t holder_pid;	/* the process that holds it via this handle */
+	uint64_t token;
+	int depth;
+};
+
+#define L_KEYS "local H, FENCE, W = KEYS[1], KEYS[2], KEYS[3]\n"
+
+/*
+ * ARGV: me, lease_ms, recursive. Returns {1, token, died} when taken,
+ * {0, ms until the holder's lease ends} when not.
+ */
+static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW L_KEYS
+	"local now = now_ms() local lease = tonumber(ARGV[2]) "
+	"local h = redis.call('HMGET', H, 'owner', 'deadline', 'token', "
+	"'dirty') local died = 0 "
+	"if h[1] then local dl = tonumber(h[2]) "
+	"if dl > now then "
+	"if h[1] == ARGV[1] and ARGV[3] == '1' then "
+	"redis.call('HINCRBY', H, 'count', 1) "
+	"redis.call('HSET', H, 'deadline', now + lease) "
+	"return {1, tonumber(h[3]), 0} end "
+	"return {0, dl - now} end "
+	"died = 1 redis.call('HSET', H, 'dirty', 1) end "
+	"if h[4] then died = 1 end "
+	"local t = redis.call('INCR', FENCE) "
+	"redis.call('HSET', H, 'owner', ARGV[1], 'token', t, "
+	"'deadline', now + lease, 'count', 1) "
+	"return {1, t, died}" };
+
+/* ARGV: me, token. 0 released, 1 still held (RLock), -1 not ours. */
+static struct mgr_script release_lua = { .src = L_KEYS
+	"local h = redis.call('HMGET', H, 'owner', 'token', 'count') "
+	"if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return -1 end "
+	"if tonumber(h[3]) > 1 then redis.call('HINCRBY', H, 'count', -1) "
+	"return 1 end "
+	"redis.call('HDEL', H, 'owner', 'token', 'deadline', 'count') "
+	"if redis.call('LLEN', W) == 0 then redis.call('RPUSH', W, 1) end "
+	"return 0" };
+
+/* ARGV: me, token, lease_ms. */
+static struct mgr_script renew_lua = { .src = MGR_LUA_NOW L_KEYS
+	"local h = redis.call('HMGET', H, 'owner', 'token') "
+	"if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return -1 end "
+	"redis.call('HSET', H, 'deadline', now_ms() + tonumber(ARGV[3])) "
+	"return 0" };
+
+/* ARGV: me, token. */
+static struct mgr_script consistent_lua = { .src = L_KEYS
+	"local h = redis.call('HMGET', H, 'owner', 'token') "
+	"if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return -1 end "
+	"redis.call('HDEL', H, 'dirty') return 0" };
+
+MPQ_NET_EXPORT void mpq_manager_lock_free(struct mpq_manager_lock *l)
+{
+	int i;
+
+	if (!l)
+		return;
+	for (i = 0; i < 3; i++)
+		free(l->keys[i]);
+	free(l);
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock(struct mpq_manager *m, const char *name,
+				    int recursive, int64_t lease_ns,
+				    struct mpq_manager_lock **out)
+{
+	static const char *const sfx[3] = { ":h", ":fence", ":w" };
+	struct mpq_manager_lock *l;
+	int i;
+
+	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0)
+		return -EINVAL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->m = m;
+	l->recursive = !!recursive;
+	for (i = 0; i < 3; i++) {
+		l->keys[i] = mpq__mgr_key(m, 'k', name, sfx[i]);
+		if (!l->keys[i]) {
+			mpq_manager_lock_free(l);
+			return -ENOMEM;
+		}
+	}
+	snprintf(l->lease_ms, sizeof(l->lease_ms), "%lld",
+		 (long long)(lease_ns ? (lease_ns + 999999) / 1000000 :
+			     30000));
+	*out = l;
+	return 0;
+}
+
+/* This handle's hold, as this process sees it (not a forked parent's). */
+static int holding(struct mpq_manager_lock *l)
+{
+	if (l->holder_pid != getpid()) {
+		l->holder_pid = 0;
+		l->token = 0;
+		l->depth = 0;
+	}
+	return l->depth > 0;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
+					    int64_t timeout_ns)
+{
+	int64_t deadline, left, wait_ns = 0;
+	const char *args[3], *wait_key = NULL;
+	redisReply *r;
+	int err;
+
+	if (!l)
+		return -EINVAL;
+	holding(l);
+	deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	args[0] = mpq__mgr_owner(l->m);
+	args[1] = l->lease_ms;
+	args[2] = l->recursive ? "1" : "0";
+	for (;;) {
+		/* After a wait, the BLPOP and the next try go together. */
+		err = mpq__mgr_eval_after(l->m, wait_key, wait_ns,
+					  &acquire_lua, &r, 3,
+					  (const char **)l->keys, 3, args,
+					  NULL);
+		if (err)
+			return err;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+		    r->element[0]->type != REDIS_REPLY_INTEGER ||
+		    r->element[1]->type != REDIS_REPLY_INTEGER ||
+		    (r->element[0]->integer == 1 && (r->elements != 3 ||
+		     r->element[2]->type != REDIS_REPLY_INTEGER))) {
+			freeReplyObject(r);
+			return -EPROTO;
+		}
+		if (r->element[0]->integer == 1) {
+			int died = r->element[2]->integer != 0;
+
+			l->token = r->element[1]->integer;
+			l->holder_pid = getpid();
+			l->depth++;
+			freeReplyObject(r);
+			return died ? -EOWNERDEAD : 0;
+		}
+		wait_ns = r->element[1]->integer * 1000000LL;
+		freeReplyObject(r);
+		if (!timeout_ns)
+			return -EAGAIN;
+		left = deadline < 0 ? MGR_MAX_BLOCK_NS :
+			deadline - mpq__mgr_now();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		/* Until a release wakes us, or the holder's lease ends. */
+		if (wait_ns <= 0 || wait_ns > left)
+			wait_ns = left;
+		wait_key = l->keys[2];
+	}
+}
+
+static int hold_script(struct mpq_manager_lock *l, struct mgr_script *s,
+		       long long *v)
+{
+	char tok[24];
+	const char *args[3] = { mpq__mgr_owner(l->m), tok, l->lease_ms };
+	redisReply *r;
+	int err;
+
+	snprintf(tok, sizeof(tok), "%llu", (unsigned long long)l->token);
+	err = mpq__mgr_eval(l->m, s, &r, 3, (const char **)l->keys, 3, args,
+			NULL);
+	if (err)
+		return err;
+	err = mpq__mgr_reply_int(r, v);
+	freeReplyObject(r);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_release(struct mpq_manager_lock *l)
+{
+	long long v;
+	int err;
+
+	if (!l)
+		return -EINVAL;
+	if (!holding(l))
+		return -EPERM;
+	err = hold_script(l, &release_lua, &v);
+	if (err)
+		return err;
+	if (v < 0) {
+		/* The lease ran out and someone else holds it now. */
+		l->depth = 0;
+		l->token = 0;
+		return -ESTALE;
+	}
+	if (--l->depth == 0)
+		l->token = 0;
+	return 0;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_renew(struct mpq_manager_lock *l)
+{
+	long long v;
+	int err;
+
+	if (!l)
+		return -EINVAL;
+	if (!holding(l))
+		return -EPERM;
+	err = hold_script(l, &renew_lua, &v);
+	if (err)
+		return err;
+	return v < 0 ? -ESTALE : 0;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_consistent(struct mpq_manager_lock *l)
+{
+	long long v;
+	int err;
+
+	if (!l)
+		return -EINVAL;
+	if (!holding(l))
+		return -EPERM;
+	err = hold_script(l, &consistent_lua, &v);
+	if (err)
+		return err;
+	return v < 0 ? -ESTALE : 0;
+}
+
+MPQ_NET_EXPORT uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l)
+{
+	return l && holding(l) ? l->token : 0;
+}

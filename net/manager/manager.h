@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Manager's private header: how its files divide the work.
+ *
+ *   server.c   mpq_manager_start/shutdown: a private redis-server as a
+ *              supervised child (pidfd), its config, its authkey;
+ *   conn.c     mpq_manager_connect, the connection of this process (made
+ *              again after fork), one command with bounded time and every
+ *              failure mapped to one errno, Lua scripts by SHA;
+ *   dict.c, list.c, queue.c, lock.c, sem.c   the objects, each a few keys under
+ *              "mpq:<namespace>:<type>:<name>" and Lua for every compound
+ *              step, so a step is atomic on the server whatever dies.
+ *
+ * No threads anywhere: a process's connection is used by its own calls
+ * only, which keeps the Manager safe with fork().
+ */
+#ifndef MPQ_NET_MANAGER_H
+#define MPQ_NET_MANAGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <hiredis/hiredis.h>
+
+#include "net.h"
+
+struct mpq_manager {
+	char *address;		/* endpoint#namespace, what connect takes */
+	char *authkey;
+	char *ns;		/* key namespace; also the ACL user if named */
+	int named_user;		/* AUTH ns authkey, else AUTH authkey */
+	char *path;		/* unix socket, or NULL for TCP */
+	char *host;
+	int port;
+	int64_t timeout_ns;	/* bound on connect and on each reply */
+
+	pid_t pid;		/* the process that c and owner belong to */
+	redisContext *c;
+	int64_t c_timeout_ns;	/* what the socket's timeout is set to now */
+	pid_t owner_pid;	/* the process owner names */
+	char owner[96];		/* "host:pid:random": this process, for locks */
+
+	/* Only for a manager this process started (server.c). */
+	pid_t starter;
+	pid_t server_pid;
+	int pidfd;
+	char *dir;		/* the private 0700 directory */
+	char *conf;		/* redis.conf's text (it holds the authkey) */
+	char *server_bin;		/* attr->redis_server or "redis-server" */
+};
+
+struct mgr_script {
+	const char *src;
+	char sha[41];		/* filled on first use */
+};
+
+#define MGR_MAX_BLOCK_NS	(10 * 1000000000LL)
+
+int64_t mpq__mgr_now(void);
+/* Run one command; *out (freed by the caller) is a reply of any type but
+ * error. block_ns: how long the server may hold the reply back (a
+ * blocking command), on top of the manager's timeout. */
+int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
+		 const char **argv, const size_t *lens, int64_t block_ns);
+int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
+	      int nkeys, const char **keys, int nargs, const char **args,
+	      const size_t *alens);
+/* The same, run right after a BLPOP of wait_key for at most wait_ns,
+ * pipelined: one round trip for a wait and the step after it. */
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens);
+/* BLPOP key for at most wait_ns (>= 1 ms); 0 when woken or timed out. */
+int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns);
+char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
+	       const char *suffix);
+const char *mpq__mgr_owner(struct mpq_manager *m);
+int mpq__mgr_reply_int(const redisReply *r, long long *v);
+int mpq__mgr_name_ok(const char *name);
+int mpq__mgr_conn_open(struct mpq_manager *m);
+void mpq__mgr_conn_drop(struct mpq_manager *m);
+
+/* The Lua helpers every script shares. */
+#define MGR_LUA_NOW \
+	"local function now_ms() local t = redis.call('TIME') " \
+	"return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"
+
+#endif

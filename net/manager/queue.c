@@ -1,0 +1,626 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A managed queue that loses nothing: Redis lists, a hash and a sorted
+ * set, changed only by Lua scripts so each step is atomic on the server.
+ *
+ * Why not streams with consumer groups: XREADGROUP hands a message out
+ * without its delivery count (that needs XPENDING, a second round trip),
+ * XADD cannot refuse a put when the queue is full (MAXLEN trims, that is,
+ * drops), and blocking on room needs a wake-up list anyway. With lists
+ * and Lua one script call does reclaim + take + lease + count, and maxsize
+ * is a check in the same script as the push.
+ *
+ * Keys, under "mpq:<ns>:q:<name>":
+ *   :cfg    hash   maxsize, lease_ms, maxdeliv (the first opener's)
+ *   :ready  list   ids waiting, oldest first
+ *   :msg    hash   id -> payload, until done or dead-lettered
+ *   :cnt    hash   id -> deliveries so far
+ *   :lease  zset   id -> lease deadline (server clock, ms), while leased
+ *   :seq    string the last id
+ *   :unf    string messages put and not yet done (JoinableQueue)
+ *   :wget :wput :wjoin  wake lists, at most one token each
+ * and "mpq:<ns>:l:<name>.dead", a managed list of dead letters.
+ *
+ * Waiting blocks on the server: a waiter runs its script, and if it must
+ * wait, BLPOPs the wake list, for no longer than until the earliest lease
+ * runs out (the script says when), since an expiry wakes nobody. A script
+ * that makes progress possible pushes a token unless one is there; a
+ * woken waiter that leaves more to do passes the token on. A token nobody
+ * waits for costs one extra script run to whoever comes next.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "manager/manager.h"
+
+enum { K_CFG, K_READY, K_MSG, K_CNT, K_LEASE, K_SEQ, K_UNF, K_WGET,
+	K_WPUT, K_WJOIN, K_DEAD, K_N };
+
+static const char *const suffix[K_N - 1] = {
+	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
+	":wget", ":wput", ":wjoin",
+};
+
+struct mpq_manager_queue {
+	struct mpq_manager *m;
+	char *keys[K_N];
+	char maxsize[24], lease_ms[24], maxdeliv[24];
+	int64_t lease_ns;
+};
+
+#define Q_KEYS \
+	"local CFG, READY, MSG, CNT, LEASE, SEQ, UNF, WGET, WPUT, WJOIN, " \
+	"DEAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], " \
+	"KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]\n" \
+	"local function wake(k) if redis.call('LLEN', k) == 0 then " \
+	"redis.call('RPUSH', k, 1) end end\n"
+
+/*
+ * Leases that ran out: back to the front of :ready, or to the dead list
+ * once delivered maxdeliv times. Returns how many left the queue.
+ */
+#define Q_RECLAIM \
+	"local function reclaim(now, maxd) " \
+	"local exp = redis.call('ZRANGEBYSCORE', LEASE, '-inf', now, " \
+	"'LIMIT', 0, 128) local gone = 0 " \
+	"for i = #exp, 1, -1 do local id = exp[i] " \
+	"redis.call('ZREM', LEASE, id) " \
+	"local n = tonumber(redis.call('HGET', CNT, id) or '0') " \
+	"if maxd > 0 and n >= maxd then " \
+	"redis.call('RPUSH', DEAD, redis.call('HGET', MSG, id) or '') " \
+	"redis.call('HDEL', MSG, id) redis.call('HDEL', CNT, id) " \
+	"gone = gone + 1 else redis.call('LPUSH', READY, id) end end " \
+	"if gone > 0 then wake(WPUT) " \
+	"if redis.call('DECRBY', UNF, gone) <= 0 then wake(WJOIN) end end " \
+	"if #exp > gone then wake(WGET) end " \
+	"return gone end\n"
+
+#define Q_PRELUDE MGR_LUA_NOW Q_KEYS Q_RECLAIM
+
+/* ARGV: maxsize, lease_ms, maxdeliv. Returns the stored three. */
+static struct mgr_script open_lua = { .src = Q_KEYS
+	"redis.call('HSETNX', CFG, 'maxsize', ARGV[1]) "
+	"redis.call('HSETNX', CFG, 'lease_ms', ARGV[2]) "
+	"redis.call('HSETNX', CFG, 'maxdeliv', ARGV[3]) "
+	"return redis.call('HMGET', CFG, 'maxsize', 'lease_ms', 'maxdeliv')" };
+
+/*
+ * ARGV: maxsize, lease_ms, maxdeliv, payloads... Returns the count put.
+ * One command per key for the whole batch, not one per message: a
+ * script's redis.call is what costs.
+ */
+static struct mgr_script put_lua = { .src = Q_PRELUDE
+	"local now = now_ms() local maxsize = tonumber(ARGV[1]) "
+	"reclaim(now, tonumber(ARGV[3])) "
+	"local n = #ARGV - 3 local used = 0 "
+	"if maxsize > 0 then "
+	"used = redis.call('LLEN', READY) + redis.call('ZCARD', LEASE) "
+	"if maxsize - used < n then n = maxsize - used end "
+	"if n <= 0 then return 0 end end "
+	"local first = redis.call('INCRBY', SEQ, n) - n "
+	"local hs, ids = {}, {} "
+	"for i = 1, n do ids[i] = first + i hs[2 * i - 1] = first + i "
+	"hs[2 * i] = ARGV[3 + i] end "
+	"redis.call('HSET', MSG, unpack(hs)) "
+	"redis.call('RPUSH', READY, unpack(ids)) "
+	"redis.call('INCRBY', UNF, n) wake(WGET) "
+	"if maxsize > 0 and used + n < maxsize then wake(WPUT) end "
+	"return n" };
+
+/*
+ * ARGV: maxsize, lease_ms, maxdeliv, n. Returns {wait_ms, id, count,
+ * payload, ...}: wait_ms (-1: none) says when the next lease runs out
+ * if nothing was taken.
+ */
+static struct mgr_script get_lua = { .src = Q_PRELUDE
+	"local now = now_ms() local lease = tonumber(ARGV[2]) "
+	"reclaim(now, tonumber(ARGV[3])) "
+	"local ids = redis.call('LPOP', READY, tonumber(ARGV[4])) "
+	"if not ids then "
+	"local nx = redis.call('ZRANGE', LEASE, 0, 0, 'WITHSCORES') "
+	"if nx[2] then return {math.max(1, tonumber(nx[2]) - now + 1)} end "
+	"return {-1} end "
+	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
+	"if lease < 0 then local out = {0} "	/* no lease: taken for good */
+	"redis.call('HDEL', MSG, unpack(ids)) "
+	"for i, id in ipairs(ids) do out[3 * i - 1] = tonumber(id) "
+	"out[3 * i] = 1 out[3 * i + 1] = pay[i] or '' end "
+	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
+	"return out end "
+	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
+	"local hc, z, out = {}, {}, {0} "
+	"for i, id in ipairs(ids) do local c = tonumber(cnt[i] or 0) + 1 "
+	"hc[2 * i - 1] = id hc[2 * i] = c "
+	"z[2 * i - 1] = now + lease z[2 * i] = id "
+	"out[3 * i - 1] = tonumber(id) out[3 * i] = c "
+	"out[3 * i + 1] = pay[i] or '' end "
+	"redis.call('HSET', CNT, unpack(hc)) "
+	"redis.call('ZADD', LEASE, unpack(z)) "
+	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
+	"return out" };
+
+/* ARGV: id, delivery. 0 done, -1 stale. */
+static struct mgr_script done_lua = { .src = Q_KEYS
+	"local c = redis.call('HGET', CNT, ARGV[1]) "
+	"if c ~= ARGV[2] or not redis.call('ZSCORE', LEASE, ARGV[1]) then "
+	"return -1 end "
+	"redis.call('ZREM', LEASE, ARGV[1]) redis.call('HDEL', MSG, ARGV[1]) "
+	"redis.call('HDEL', CNT, ARGV[1]) wake(WPUT) "
+	"if redis.call('DECR', UNF) <= 0 then wake(WJOIN) end return 0" };
+
+/* ARGV: id1, delivery1, id2, delivery2, ... Returns how many were done
+ * (the rest were stale). */
+static struct mgr_script done_many_lua = { .src = Q_KEYS
+	"local ids = {} for i = 1, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end "
+	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
+	"local sc = redis.call('ZMSCORE', LEASE, unpack(ids)) "
+	"local ok = {} for i, id in ipairs(ids) do "
+	"if cnt[i] == ARGV[2 * i] and sc[i] then ok[#ok + 1] = id end end "
+	"local n = #ok if n == 0 then return 0 end "
+	"redis.call('ZREM', LEASE, unpack(ok)) "
+	"redis.call('HDEL', MSG, unpack(ok)) "
+	"redis.call('HDEL', CNT, unpack(ok)) wake(WPUT) "
+	"if redis.call('DECRBY', UNF, n) <= 0 then wake(WJOIN) end "
+	"return n" };
+
+/* ARGV: id, delivery, lease_ms. */
+static struct mgr_script renew_lua = { .src = MGR_LUA_NOW Q_KEYS
+	"local c = redis.call('HGET', CNT, ARGV[1]) "
+	"if c ~= ARGV[2] or not redis.call('ZSCORE', LEASE, ARGV[1]) then "
+	"return -1 end "
+	"redis.call('ZADD', LEASE, 'XX', now_ms() + tonumber(ARGV[3]), "
+	"ARGV[1]) return 0" };
+
+/* A queue without leases: ARGV[1] messages are done (task_done). */
+static struct mgr_script task_done_lua = { .src = Q_KEYS
+	"wake(WPUT) if redis.call('DECRBY', UNF, tonumber(ARGV[1])) <= 0 "
+	"then wake(WJOIN) end return 0" };
+
+/* 1 if every message put is done; passes the token to other joiners. */
+static struct mgr_script join_lua = { .src = Q_KEYS
+	"if tonumber(redis.call('GET', UNF) or '0') <= 0 then wake(WJOIN) "
+	"return 1 end return 0" };
+
+MPQ_NET_EXPORT void mpq_manager_queue_free(struct mpq_manager_queue *q)
+{
+	int i;
+
+	if (!q)
+		return;
+	for (i = 0; i < K_N; i++)
+		free(q->keys[i]);
+	free(q);
+}
+
+static int copy_cfg(char *dst, const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_STRING || !r->len || r->len > 20)
+		return -EPROTO;
+	memcpy(dst, r->str, r->len);
+	dst[r->len] = 0;
+	return 0;
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
+				     const struct mpq_manager_queue_attr *attr,
+				     struct mpq_manager_queue **out)
+{
+	static const struct mpq_manager_queue_attr dflt;
+	const struct mpq_manager_queue_attr *a = attr ? attr : &dflt;
+	struct mpq_manager_queue *q;
+	const char *args[3];
+	char dead[220];
+	redisReply *r;
+	int i, err;
+
+	if (!m || !out || !mpq__mgr_name_ok(name) ||
+	    (a->lease_ns < 0 && a->lease_ns != MPQ_MANAGER_NO_LEASE))
+		return -EINVAL;
+	*out = NULL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->m = m;
+	for (i = 0; i < K_DEAD; i++)
+		q->keys[i] = mpq__mgr_key(m, 'q', name, suffix[i]);
+	snprintf(dead, sizeof(dead), "%s.dead", name);
+	q->keys[K_DEAD] = mpq__mgr_key(m, 'l', dead, NULL);
+	for (i = 0; i < K_N; i++)
+		if (!q->keys[i]) {
+			mpq_manager_queue_free(q);
+			return -ENOMEM;
+		}
+	snprintf(q->maxsize, sizeof(q->maxsize), "%llu",
+		 (unsigned long long)a->maxsize);
+	snprintf(q->lease_ms, sizeof(q->lease_ms), "%lld",
+		 (long long)(a->lease_ns < 0 ? -1 : a->lease_ns ?
+			     (a->lease_ns + 999999) / 1000000 :
+			     30000));
+	snprintf(q->maxdeliv, sizeof(q->maxdeliv), "%u", a->max_deliveries);
+	args[0] = q->maxsize;
+	args[1] = q->lease_ms;
+	args[2] = q->maxdeliv;
+	err = mpq__mgr_eval(m, &open_lua, &r, K_N, (const char **)q->keys, 3, args,
+			NULL);
+	if (err) {
+		mpq_manager_queue_free(q);
+		return err;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    copy_cfg(q->maxsize, r->element[0]) ||
+	    copy_cfg(q->lease_ms, r->element[1]) ||
+	    copy_cfg(q->maxdeliv, r->element[2]))
+		err = -EPROTO;
+	freeReplyObject(r);
+	if (err) {
+		mpq_manager_queue_free(q);
+		return err;
+	}
+	q->lease_ns = strtoll(q->lease_ms, NULL, 10) * 1000000LL;
+	if (q->lease_ns < 0)
+		q->lease_ns = MPQ_MANAGER_NO_LEASE;
+	*out = q;
+	return 0;
+}
+
+static int64_t remaining(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return MGR_MAX_BLOCK_NS;
+	left = deadline - mpq__mgr_now();
+	return left > 0 ? left : 0;
+}
+
+/*
+ * Put msgs[0..n) (n <= 512), as many as there is room for; after a wait
+ * on wait_key if it is not NULL.
+ */
+static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
+		    unsigned int n, const char *wait_key, int64_t wait_ns)
+{
+	const char *args[3 + 512];
+	size_t alens[3 + 512];
+	redisReply *r;
+	long long put;
+	unsigned int i;
+	int err;
+
+	args[0] = q->maxsize;
+	args[1] = q->lease_ms;
+	args[2] = q->maxdeliv;
+	for (i = 0; i < 3; i++)
+		alens[i] = strlen(args[i]);
+	for (i = 0; i < n; i++) {
+		args[3 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
+		alens[3 + i] = msgs[i].iov_len;
+	}
+	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &put_lua, &r, K_N,
+				  (const char **)q->keys, 3 + n, args, alens);
+	if (err)
+		return err;
+	err = mpq__mgr_reply_int(r, &put);
+	freeReplyObject(r);
+	if (err)
+		return err;
+	return put < 0 || put > n ? -EPROTO : (int)put;
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_put_many(struct mpq_manager_queue *q,
+					      const struct iovec *msgs,
+					      unsigned int n,
+					      int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	const char *wait_key = NULL;
+	int64_t wait_ns = 0;
+	int put;
+
+	if (!q || !msgs || !n)
+		return -EINVAL;
+	if (n > 512)
+		n = 512;
+	for (;;) {
+		/* The wait for room and the next try: one round trip. */
+		put = put_once(q, msgs, n, wait_key, wait_ns);
+		if (put != 0)
+			return put;
+		if (!timeout_ns)
+			return -EAGAIN;
+		wait_ns = remaining(deadline);
+		if (!wait_ns)
+			return -ETIMEDOUT;
+		wait_key = q->keys[K_WPUT];
+	}
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_put(struct mpq_manager_queue *q,
+					 const void *msg, size_t len,
+					 int64_t timeout_ns)
+{
+	struct iovec v = { (void *)msg, len };
+	int err;
+
+	if (!msg && len)
+		return -EINVAL;
+	err = mpq_manager_queue_put_many(q, &v, 1, timeout_ns);
+	return err < 0 ? err : 0;
+}
+
+MPQ_NET_EXPORT void mpq_manager_msg_free(struct mpq_manager_msg *msg)
+{
+	if (!msg)
+		return;
+	free(msg->data);
+	msg->data = NULL;
+	msg->len = 0;
+}
+
+/* Take what the reply holds; -EAGAIN with *wait_ms if it holds none. */
+static int take(redisReply *r, struct mpq_manager_msg *msgs, unsigned int n,
+		long long *wait_ms)
+{
+	unsigned int got = 0, i;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    (r->elements - 1) % 3 || (r->elements - 1) / 3 > n ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER)
+		return -EPROTO;
+	*wait_ms = r->element[0]->integer;
+	for (i = 1; i < r->elements; i += 3) {
+		redisReply *id = r->element[i], *c = r->element[i + 1];
+		redisReply *p = r->element[i + 2];
+
+		if (id->type != REDIS_REPLY_INTEGER ||
+		    c->type != REDIS_REPLY_INTEGER ||
+		    p->type != REDIS_REPLY_STRING)
+			goto bad;
+		msgs[got].data = malloc(p->len ? p->len : 1);
+		if (!msgs[got].data)
+			goto nomem;
+		memcpy(msgs[got].data, p->str, p->len);
+		msgs[got].len = p->len;
+		msgs[got].id = id->integer;
+		msgs[got].deliveries = c->integer;
+		got++;
+	}
+	return got ? (int)got : -EAGAIN;
+bad:
+	while (got)
+		mpq_manager_msg_free(&msgs[--got]);
+	return -EPROTO;
+nomem:
+	/* The messages are leased to us: they come back after the lease. */
+	while (got)
+		mpq_manager_msg_free(&msgs[--got]);
+	return -ENOMEM;
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
+					      struct mpq_manager_msg *msgs,
+					      unsigned int n,
+					      int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	int64_t wait_ns = 0;
+	const char *args[4], *wait_key = NULL;
+	char num[16];
+	long long wait_ms;
+	redisReply *r;
+	int err;
+
+	if (!q || !msgs || !n)
+		return -EINVAL;
+	if (n > 512)
+		n = 512;
+	snprintf(num, sizeof(num), "%u", n);
+	args[0] = q->maxsize;
+	args[1] = q->lease_ms;
+	args[2] = q->maxdeliv;
+	args[3] = num;
+	for (;;) {
+		/* After a wait, the wait and the next try are pipelined:
+		 * a woken getter costs no extra round trip. */
+		err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &get_lua,
+					  &r, K_N, (const char **)q->keys, 4,
+					  args, NULL);
+		if (err)
+			return err;
+		err = take(r, msgs, n, &wait_ms);
+		freeReplyObject(r);
+		if (err != -EAGAIN)
+			return err;
+		if (!timeout_ns)
+			return -EAGAIN;
+		wait_ns = remaining(deadline);
+		if (!wait_ns)
+			return -ETIMEDOUT;
+		/* A lease that runs out wakes nobody: look again then. */
+		if (wait_ms > 0 && wait_ms * 1000000LL < wait_ns)
+			wait_ns = wait_ms * 1000000LL;
+		wait_key = q->keys[K_WGET];
+	}
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_get(struct mpq_manager_queue *q,
+					 struct mpq_manager_msg *msg,
+					 int64_t timeout_ns)
+{
+	int err = mpq_manager_queue_get_many(q, msg, 1, timeout_ns);
+
+	return err < 0 ? err : 0;
+}
+
+static int task_done(struct mpq_manager_queue *q, unsigned int n)
+{
+	char num[16];
+	const char *args[1] = { num };
+	redisReply *r;
+	int err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	err = mpq__mgr_eval(q->m, &task_done_lua, &r, K_N,
+			    (const char **)q->keys, 1, args, NULL);
+	if (!err)
+		freeReplyObject(r);
+	return err;
+}
+
+static int msg_script(struct mpq_manager_queue *q, struct mgr_script *s,
+		      const struct mpq_manager_msg *msg)
+{
+	char id[24], c[16];
+	const char *args[3] = { id, c, q->lease_ms };
+	redisReply *r;
+	long long v;
+	int err;
+
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)msg->id);
+	snprintf(c, sizeof(c), "%u", msg->deliveries);
+	err = mpq__mgr_eval(q->m, s, &r, K_N, (const char **)q->keys, 3, args,
+			NULL);
+	if (err)
+		return err;
+	err = mpq__mgr_reply_int(r, &v);
+	freeReplyObject(r);
+	if (err)
+		return err;
+	return v == 0 ? 0 : -ESTALE;
+}
+
+MPQ_NET_EXPORT int mpq_manager_msg_done(struct mpq_manager_queue *q,
+					struct mpq_manager_msg *msg)
+{
+	int err;
+
+	if (!q || !msg)
+		return -EINVAL;
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE)
+		err = task_done(q, 1);
+	else
+		err = msg_script(q, &done_lua, msg);
+	/* A transport error leaves the message ours to try again. */
+	if (err == 0 || err == -ESTALE)
+		mpq_manager_msg_free(msg);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
+					     struct mpq_manager_msg *msgs,
+					     unsigned int n)
+{
+	char (*nums)[24];
+	const char **args;
+	redisReply *r;
+	long long done;
+	unsigned int i;
+	int err = -ENOMEM;
+
+	if (!q || !msgs || !n || n > 512)
+		return -EINVAL;
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE) {
+		err = task_done(q, n);
+		if (err)
+			return err;
+		for (i = 0; i < n; i++)
+			mpq_manager_msg_free(&msgs[i]);
+		return n;
+	}
+	nums = malloc(2 * n * sizeof(*nums));
+	args = malloc(2 * n * sizeof(*args));
+	if (!nums || !args)
+		goto out;
+	for (i = 0; i < 2 * n; i += 2) {
+		snprintf(nums[i], 24, "%llu",
+			 (unsigned long long)msgs[i / 2].id);
+		snprintf(nums[i + 1], 24, "%u", msgs[i / 2].deliveries);
+		args[i] = nums[i];
+		args[i + 1] = nums[i + 1];
+	}
+	err = mpq__mgr_eval(q->m, &done_many_lua, &r, K_N,
+			    (const char **)q->keys, 2 * n, args, NULL);
+	if (err)
+		goto out;
+	err = mpq__mgr_reply_int(r, &done);
+	freeReplyObject(r);
+	if (!err) {
+		for (i = 0; i < n; i++)
+			mpq_manager_msg_free(&msgs[i]);
+		err = done;
+	}
+out:
+	free(nums);
+	free(args);
+	return err;
+}
+
+MPQ_NET_EXPORT int mpq_manager_msg_renew(struct mpq_manager_queue *q,
+					 struct mpq_manager_msg *msg)
+{
+	if (!q || !msg)
+		return -EINVAL;
+	if (q->lease_ns == MPQ_MANAGER_NO_LEASE)
+		return 0;
+	return msg_script(q, &renew_lua, msg);
+}
+
+static int64_t int_cmd(struct mpq_manager_queue *q, const char *verb, int k)
+{
+	const char *argv[2] = { verb, q->keys[k] };
+	redisReply *r;
+	long long n = 0;
+	int err;
+
+	err = mpq__mgr_command(q->m, &r, 2, argv, NULL, 0);
+	if (err)
+		return err;
+	if (r->type == REDIS_REPLY_STRING)
+		n = strtoll(r->str, NULL, 10);
+	else if (r->type != REDIS_REPLY_NIL)
+		err = mpq__mgr_reply_int(r, &n);
+	freeReplyObject(r);
+	return err ? err : n;
+}
+
+MPQ_NET_EXPORT int64_t mpq_manager_queue_size(struct mpq_manager_queue *q)
+{
+	return q ? int_cmd(q, "LLEN", K_READY) : -EINVAL;
+}
+
+MPQ_NET_EXPORT int64_t mpq_manager_queue_unfinished(
+	struct mpq_manager_queue *q)
+{
+	return q ? int_cmd(q, "GET", K_UNF) : -EINVAL;
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_join(struct mpq_manager_queue *q,
+					  int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	redisReply *r;
+	long long v;
+	int err;
+
+	if (!q)
+		return -EINVAL;
+	for (;;) {
+		err = mpq__mgr_eval(q->m, &join_lua, &r, K_N,
+				(const char **)q->keys, 0, NULL, NULL);
+		if (err)
+			return err;
+		err = mpq__mgr_reply_int(r, &v);
+		freeReplyObject(r);
+		if (err || v == 1)
+			return err;
+		if (!timeout_ns)
+			return -EAGAIN;
+		if (!remaining(deadline))
+			return -ETIMEDOUT;
+		err = mpq__mgr_wait(q->m, q->keys[K_WJOIN], remaining(deadline));
+		if (err)
+			return err;
+	}
+}
