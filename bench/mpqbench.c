@@ -1524,7 +1524,8 @@ static int run_mpmc(struct cell *cl, char *what)
 /*
  * One core copying in chunks of --size: "memcpy" within RING_BYTES, the
  * working set of a stream through a ring or queue, so in cache like them;
- * "memcpy-dram" through 256 MiB, out of cache (PERF.md's figure).
+ * "memcpy-dram" through 256 MiB, out of cache (the single-core figure,
+ * about 12 GB/s on these machines).
  */
 static int run_memcpy(struct cell *cl)
 {
