@@ -18,8 +18,9 @@
  *           rtt_p50_ns ... rtt_max_ns. The answer must carry the ping's
  *           sequence number.
  *   stream  one producer, one consumer, one message per call, 2,000,000
- *           messages (--quick /10), checked in order; timed by the
- *           consumer from the end of its first receive to the last:
+ *           messages (or the peer's stream_max; --quick /10), checked in
+ *           order; timed by the consumer from the end of its first
+ *           receive to the last:
  *           msgs_per_s, bytes_per_s, and cpu_ns_per_msg.
  *   mpmc    2 producers, 2 consumers, 8-byte messages tagged (producer,
  *           seq), 2,000,000 in all (--quick /10); every message must be
@@ -96,6 +97,8 @@ struct peer_ops {
 	void (*detach)(struct peer *p);
 	/* In the parent, after every process is done. */
 	void (*close)(struct peer *p);
+	/* Most messages of a stream (0: no cap), for a peer that slow. */
+	uint64_t stream_max;
 };
 
 /* The control page every process of a run shares. */
@@ -329,6 +332,9 @@ static int peer_run(struct peer *p, uint64_t count, bool quick, const char *what
 			n = p->size <= 4096 ? 100000 : 2000;
 		else
 			n = 2000000;
+		if (p->bench == PEER_STREAM && p->ops->stream_max &&
+		    n > p->ops->stream_max)
+			n = p->ops->stream_max;
 		if (quick)
 			n /= 10;
 	}
