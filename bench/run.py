@@ -603,6 +603,13 @@ def report(m, rows, failures, quick, rounds):
              "throughout, never threads. mpq backend for the goals: %s.\n" % (
                  "quick (fewer samples)" if quick else "full", rounds,
                  "s" if rounds > 1 else "", backend))
+    if m["load"] > m["vcpus"]:
+        L.append("**The machine was busy** (load %.1f on %d vCPUs at the "
+                 "start): whatever spins while it waits (the spin floor, "
+                 "ck_ring, iceoryx's subscriber, mpq's spin phase) loses "
+                 "most when its process is descheduled, so ratios between "
+                 "spinning and sleeping rows mean little in this run.\n" % (
+                     m["load"], m["vcpus"]))
     if failures:
         L.append("**Failed cells:**\n")
         for name, err in failures:
