@@ -830,7 +830,7 @@ def line_plot(rows, outdir, log, name, title, series, col, xl, yl, scale,
                          POINTS[i], COLOURS[i], lab))
     if not plots:
         return
-    gnuplot(['set terminal pngcairo size 1100,680 font "sans,10"',
+    gnuplot(['set terminal pngcairo noenhanced size 1100,680 font "sans,10"',
              'set output "%s"' % os.path.join(outdir, name),
              'set title "%s"' % title, 'set xlabel "%s"' % xl,
              'set ylabel "%s"' % yl, "set logscale x 2", "set logscale y 10",
@@ -852,7 +852,7 @@ def peers_plot(rows, m, outdir, log, backend, quick, rounds):
     cols = [c for c, _ in peer_cells(rows, backend, PEER_ROWS[0][2],
                                      PEER_ROWS[0][1])]
     out = os.path.join(outdir, "peers.png")
-    script = ['set terminal pngcairo size 1300,820 font "sans,10"',
+    script = ['set terminal pngcairo noenhanced size 1300,820 font "sans,10"',
               'set output "%s"' % out,
               "set multiplot layout 2,3 title \"%s\"" % plot_title(
                   m, quick, rounds, "mpq beside the libraries a C programmer "
