@@ -548,11 +548,15 @@ def goals16(rows, res, backend, tcg, busy=False):
                   fmt_rate(pa["value"]) + " tasks/s",
                   "no verdict: absolute rates under TCG mean nothing" if tcg
                   else "met" if pa["value"] >= 2e6 else "not met"))
-    thr = [r for r in rows if r["metric"] == "msgs_per_s"]
+    thr = [r for r in rows if r["metric"] == "msgs_per_s" or (
+        r["metric"] == "tasks_per_s" and r["bench"] in ("pool-map",
+                                                        "pool-apply"))]
     missing = [r for r in thr if not find_row(
-        rows, "cpu_ns_per_msg", **{k: r[k] for k in KEY if k != "metric"})]
+        rows, "cpu_ns_per_msg" if r["metric"] == "msgs_per_s" else
+        "cpu_ns_per_task", **{k: r[k] for k in KEY if k != "metric"})]
     g.append(("CPU time per message beside each throughput",
-              "%d of %d message-rate rows" % (len(thr) - len(missing), len(thr)),
+              "%d of %d message and task rate rows" % (
+                  len(thr) - len(missing), len(thr)),
               "met" if thr and not missing else
               "not met: no CPU row for %s" % ", ".join(
                   label(r) + " " + r["bench"] for r in missing[:4])))
@@ -724,16 +728,20 @@ def pool_section(L, res, rows, backend):
             r["metric"] == "tasks_per_s"]
     if prow:
         L.append("## Pool: tasks/s, 2 workers, trivial task (x + 1)\n")
-        L.append("| bench | chunksize | impl | tasks/s | vs CPython |")
-        L.append("| --- | --- | --- | --- | --- |")
+        L.append("| bench | chunksize | impl | tasks/s | CPU per task "
+                 "| vs CPython |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
         for r in sorted(prow, key=lambda r: (r["bench"], r["batch"],
                                              -r["value"])):
             cp = res.get("tasks_per_s", bench=r["bench"], impl="cpython-pool",
                          batch=r["batch"])
             chunk = "–" if r["bench"] == "pool-apply" else (
                 "default" if r["batch"] == 0 else r["batch"])
-            L.append("| %s | %s | %s | %s%s | %s |" % (
+            cpu = find_row(rows, "cpu_ns_per_task", **{
+                k: r[k] for k in KEY if k != "metric"})
+            L.append("| %s | %s | %s | %s%s | %s | %s |" % (
                 r["bench"], chunk, label(r), fmt_rate(r["value"]), spread(r),
+                fmt_ns(cpu["value"]) if cpu else "–",
                 "%.1fx" % (r["value"] / cp) if cp and r["impl"] !=
                 "cpython-pool" else "–"))
         L.append("")
