@@ -235,13 +235,14 @@ static const struct peer_ops iceoryx = {
 	 * would outlast the cell's 120 s.
 	 */
 	.stream_max = 200000,
+	.exit_normally = true,
 };
 
 static const struct peer_ops iceoryx_zc = {
 	.name = "iceoryx-zc", .unsupported = iox_zc_unsupported,
 	.open = iox_open, .attach = iox_attach, .send = iox_send,
 	.try_send = iox_try_send, .recv = iox_recv, .detach = iox_detach,
-	.close = iox_close,
+	.close = iox_close, .exit_normally = true,
 };
 
 int main(int argc, char **argv)

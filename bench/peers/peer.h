@@ -99,6 +99,12 @@ struct peer_ops {
 	void (*close)(struct peer *p);
 	/* Most messages of a stream (0: no cap), for a peer that slow. */
 	uint64_t stream_max;
+	/*
+	 * End each process with exit() rather than _exit(): for a library
+	 * whose static destructors say goodbye to a daemon (iceoryx's
+	 * runtime deregisters from RouDi).
+	 */
+	bool exit_normally;
 };
 
 /* The control page every process of a run shares. */
@@ -399,6 +405,8 @@ static int peer_run(struct peer *p, uint64_t count, bool quick, const char *what
 			sh->cpu_ns[slot] = peer_cpu_ns() - sh->cpu_ns[slot];
 		}
 		fflush(stderr);
+		if (p->ops->exit_normally)
+			exit(err ? 1 : 0);
 		_exit(err ? 1 : 0);
 	}
 	if (p->bench == PEER_MPMC) {
