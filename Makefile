@@ -216,8 +216,32 @@ $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
 
+# The libraries a C programmer would pick instead of mpq, one program per
+# library (bench/peers/, Debian packages from scripts/deps.sh): bench/run.py
+# runs them in the same interleaved run as mpqbench.
+PEERS       := $(B)/bench/peers/ck $(B)/bench/peers/boost $(B)/bench/peers/zeromq \
+               $(B)/bench/peers/iceoryx
+PEER_DEPS   := bench/peers/peer.h bench/bench.h
+# The C binding's headers sit under a versioned directory (no pkg-config).
+IOX_INC     := $(firstword $(wildcard /usr/include/iceoryx/v*))
+
 examples: $(EXAMPLES)
-bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION)
+bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION) $(PEERS)
+
+$(B)/bench/peers/ck: bench/peers/ck.c $(PEER_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -std=gnu11 -o $@ $< -lck
+$(B)/bench/peers/zeromq: bench/peers/zeromq.c $(PEER_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -std=gnu11 -o $@ $< -lzmq
+$(B)/bench/peers/iceoryx: bench/peers/iceoryx.c $(PEER_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-strict-prototypes -std=gnu11 \
+		-I$(IOX_INC) -o $@ $< -liceoryx_binding_c
+$(B)/bench/peers/boost: bench/peers/boost.cpp $(PEER_DEPS)
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(CFLAGS) -Wall -Wextra -Wno-unused-parameter \
+		-Wno-missing-field-initializers -o $@ $< -lrt -lpthread
 
 # libmpq with its USDT probes compiled out, for the benchmark row that
 # prices them: the same mpqbench runs with LD_LIBRARY_PATH pointing here.

@@ -242,7 +242,7 @@ static inline void bench_install_handlers(void)
  */
 static inline int bench_write_full(int fd, const void *buf, size_t len)
 {
-	const unsigned char *p = buf;
+	const unsigned char *p = (const unsigned char *)buf;
 
 	while (len) {
 		ssize_t n = write(fd, p, len);
@@ -262,7 +262,7 @@ static inline int bench_write_full(int fd, const void *buf, size_t len)
 
 static inline int bench_read_full(int fd, void *buf, size_t len)
 {
-	unsigned char *p = buf;
+	unsigned char *p = (unsigned char *)buf;
 
 	while (len) {
 		ssize_t n = read(fd, p, len);

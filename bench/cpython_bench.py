@@ -26,7 +26,8 @@ Cells (bench, impl):
       0..M-1, then None; the parent gets until None and checks it received
       exactly 0..M-1 in order. Timed from the return of the first get
       (item 0) to the return of the get of item M-1, so M-1 messages are
-      timed ("count"). Metric msgs_per_s. M: 300,000.
+      timed ("count"). Metrics msgs_per_s, and cpu_ns_per_msg: the CPU
+      time of both processes (getrusage) over M. M: 300,000.
 
   pool-map, cpython-pool
       Pool(2).map(f, range(N)) with f(x) = x + 1, checked against
@@ -35,12 +36,15 @@ Cells (bench, impl):
       pool_bench's mpq cells, but 20,000 for chunksize 1 (one task per
       item is slow; the rate is what is compared). The pool is created and
       warmed with one small map first; only the measured map is timed.
-      Metric tasks_per_s (items per second).
+      Metrics tasks_per_s (items per second), and cpu_ns_per_task: the CPU
+      time of the parent and the workers over N, less that of a pool that
+      only starts, warms up and ends.
 
   pool-apply, cpython-pool
       Pool(2): apply_async(f, (i,)) for i in range(N), then get() on every
       result, checked; the submissions and the gets are timed together
-      (pool created and warmed first). Metric tasks_per_s. N: 100,000, as
+      (pool created and warmed first). Metrics tasks_per_s and
+      cpu_ns_per_task (as for pool-map). N: 100,000, as
       in pool_bench's mpq cell.
 
   lock, cpython-lock
@@ -83,6 +87,7 @@ import ctypes
 import json
 import multiprocessing as mp
 import os
+import resource
 import signal
 import sys
 import time
@@ -294,6 +299,7 @@ def bench_stream(impl, m):
     if m < 2:
         raise BenchError("stream needs --count >= 2")
     q = mp.Queue() if impl == "cpython-queue" else mp.SimpleQueue()
+    cpu0 = _cpu_ns()
     producer = start_child(_stream_producer, q, m)
     get = q.get
     pc = time.perf_counter_ns
@@ -310,14 +316,50 @@ def bench_stream(impl, m):
     if last is not None:
         raise BenchError(f"stream: {last!r} after message {m - 1}, not None")
     join_child(producer, "stream")
+    cpu = _cpu_ns() - cpu0
     q.close()
-    return [("msgs_per_s", rate(m - 1, t1 - t0))], m - 1
+    return [("msgs_per_s", rate(m - 1, t1 - t0)),
+            ("cpu_ns_per_msg", cpu / m)], m - 1
+
+
+def _cpu_ns():
+    """CPU time (user + system) of this process and its reaped children:
+    across a run, what both sides (and mp.Queue's feeder thread) spent."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime) * 1e9)
+
+
+def _pool_overhead(warm):
+    """CPU time of a pool that only starts, warms up and ends: subtracted
+    from a run's, so that cpu_ns_per_task is the tasks' own (the workers'
+    time counts once they are reaped, at join)."""
+    cpu0 = _cpu_ns()
+    pool = make_pool()
+    try:
+        warm(pool)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+    return _cpu_ns() - cpu0
+
+
+def _warm_map(pool, chunksize=None):
+    pool.map(_inc, range(1000), chunksize)
+
+
+def _warm_apply(pool):
+    for r in [pool.apply_async(_inc, (i,)) for i in range(100)]:
+        r.get()
 
 
 def bench_pool_map(chunksize, n):
+    base = _pool_overhead(lambda p: _warm_map(p, chunksize or None))
+    cpu0 = _cpu_ns()
     pool = make_pool()
     try:
-        pool.map(_inc, range(1000), chunksize or None)         # warm-up
+        _warm_map(pool, chunksize or None)                     # warm-up
         pc = time.perf_counter_ns
         t0 = pc()
         result = pool.map(_inc, range(n), chunksize or None)
@@ -328,14 +370,17 @@ def bench_pool_map(chunksize, n):
         pool.join()
     finally:
         pool.terminate()
-    return [("tasks_per_s", rate(n, t1 - t0))], n
+    cpu = max(_cpu_ns() - cpu0 - base, 0)
+    return [("tasks_per_s", rate(n, t1 - t0)),
+            ("cpu_ns_per_task", cpu / n)], n
 
 
 def bench_pool_apply(n):
+    base = _pool_overhead(_warm_apply)
+    cpu0 = _cpu_ns()
     pool = make_pool()
     try:
-        for r in [pool.apply_async(_inc, (i,)) for i in range(100)]:
-            r.get()                                             # warm-up
+        _warm_apply(pool)                                       # warm-up
         pc = time.perf_counter_ns
         apply_async = pool.apply_async
         t0 = pc()
@@ -348,7 +393,9 @@ def bench_pool_apply(n):
         pool.join()
     finally:
         pool.terminate()
-    return [("tasks_per_s", rate(n, t1 - t0))], n
+    cpu = max(_cpu_ns() - cpu0 - base, 0)
+    return [("tasks_per_s", rate(n, t1 - t0)),
+            ("cpu_ns_per_task", cpu / n)], n
 
 
 def bench_lock(n):

@@ -25,7 +25,8 @@
  *           least 2,000; --quick /10) in calls of --batch messages; the
  *           consumer checks their first 8 bytes are 0..M-1 in order and
  *           times from the end of its first receive call to the last
- *           message: msgs_per_s and bytes_per_s.
+ *           message: msgs_per_s and bytes_per_s; cpu_ns_per_msg is the
+ *           CPU time (getrusage, user + system) of both processes over M.
  *   mpmc    2 producers and 2 consumers (4 processes), 8-byte messages
  *           tagged (producer, seq), M (2,000,000; --quick /10) in total.
  *           Each consumer checks per-producer order and marks a seen-bitmap
@@ -33,7 +34,8 @@
  *           was seen exactly once. The producer finishing last puts one
  *           stop message per consumer behind all the data. msgs_per_s is M
  *           over the time from the start signal to the later consumer's
- *           stop message (which comes right behind its last message).
+ *           stop message (which comes right behind its last message);
+ *           cpu_ns_per_msg: the CPU time of all 4 processes over M.
  *   memcpy  One process copies a 256 MiB buffer (64 MiB quick) into another
  *           in --size chunks (1 MiB), once to warm up, then --count passes
  *           (4): bytes_per_s, the reference for the copying API.
@@ -166,6 +168,24 @@ static void *map_shared(size_t len)
 		return NULL;
 	}
 	return p;
+}
+
+/*
+ * CPU time (user + system) of this process and of its reaped children, in
+ * ns: the difference across a run, once the children are reaped, is what
+ * both sides spent, for the cpu_ns_per_msg rows (fork and exit included,
+ * well under 1 ns per message at these counts).
+ */
+static uint64_t cpu_self_and_children_ns(void)
+{
+	struct rusage a, b;
+
+	if (getrusage(RUSAGE_SELF, &a) || getrusage(RUSAGE_CHILDREN, &b))
+		return 0;
+	return (uint64_t)(a.ru_utime.tv_sec + a.ru_stime.tv_sec +
+			  b.ru_utime.tv_sec + b.ru_stime.tv_sec) * 1000000000ull +
+	       (uint64_t)(a.ru_utime.tv_usec + a.ru_stime.tv_usec +
+			  b.ru_utime.tv_usec + b.ru_stime.tv_usec) * 1000ull;
 }
 
 static uint64_t get_seq(const unsigned char *msg)
@@ -1247,7 +1267,7 @@ static int stream_produce(struct chan *c, uint64_t m, unsigned int batch)
 
 static int run_stream(struct cell *cl, char *what)
 {
-	uint64_t m = cl->count, got = 0, first_n = 0, t_first = 0, t_last, v;
+	uint64_t m = cl->count, got = 0, first_n = 0, t_first = 0, t_last, v, cpu;
 	unsigned char *buf;
 	struct rusage ru = { 0 };
 	struct chan c;
@@ -1274,6 +1294,7 @@ static int run_stream(struct cell *cl, char *what)
 	cl->backend = c.backend;
 
 	sleeps = bench_sleeps();
+	cpu = cpu_self_and_children_ns();
 	pid = bench_fork(what);
 	if (pid < 0)
 		return -1;
@@ -1314,6 +1335,7 @@ static int run_stream(struct cell *cl, char *what)
 		bench_kill(pid);
 	else if (bench_wait(pid, &ru) || c.impl->left(&c))
 		err = -1;
+	cpu = cpu_self_and_children_ns() - cpu;
 	c.impl->close(&c);
 	free(buf);
 	if (err)
@@ -1326,6 +1348,7 @@ static int run_stream(struct cell *cl, char *what)
 	rate = (double)(m - first_n) * 1e9 / (double)(t_last - t_first);
 	row(cl, "msgs_per_s", rate, m);
 	row(cl, "bytes_per_s", rate * (double)cl->size, m);
+	row(cl, "cpu_ns_per_msg", (double)cpu / (double)m, m);
 	return 0;
 }
 
@@ -1415,7 +1438,7 @@ static int mpmc_consume(struct chan *c, struct mpmc_shm *sh, uint64_t *seen,
 
 static int run_mpmc(struct cell *cl, char *what)
 {
-	uint64_t m = cl->count, per, words, w, total = 0, t0, t_end = 0;
+	uint64_t m = cl->count, per, words, w, total = 0, t0, t_end = 0, cpu;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE), head, len;
 	struct mpmc_shm *sh;
 	uint64_t *seen[NCONS];
@@ -1442,6 +1465,7 @@ static int run_mpmc(struct cell *cl, char *what)
 		return -1;
 	cl->backend = c.backend;
 
+	cpu = cpu_self_and_children_ns();
 	for (i = 0; i < NPROD + NCONS; i++) {
 		pid = bench_fork_member(what);
 		if (pid < 0) {
@@ -1468,6 +1492,7 @@ static int run_mpmc(struct cell *cl, char *what)
 	store_release(&sh->go, 1);
 	if (bench_wait_group() || c.impl->left(&c))
 		err = -1;
+	cpu = cpu_self_and_children_ns() - cpu;
 	c.impl->close(&c);
 	/* Every message seen exactly once, by one consumer. */
 	for (w = 0; !err && w < words; w++) {
@@ -1490,6 +1515,7 @@ static int run_mpmc(struct cell *cl, char *what)
 	if (total != m || t_end <= t0)
 		return fail_msg("mpmc: the consumers' counts do not add up");
 	row(cl, "msgs_per_s", (double)m * 1e9 / (double)(t_end - t0), m);
+	row(cl, "cpu_ns_per_msg", (double)cpu / (double)m, m);
 	return 0;
 }
 
@@ -1498,7 +1524,8 @@ static int run_mpmc(struct cell *cl, char *what)
 /*
  * One core copying in chunks of --size: "memcpy" within RING_BYTES, the
  * working set of a stream through a ring or queue, so in cache like them;
- * "memcpy-dram" through 256 MiB, out of cache (PERF.md's figure).
+ * "memcpy-dram" through 256 MiB, out of cache (the single-core figure,
+ * about 12 GB/s on these machines).
  */
 static int run_memcpy(struct cell *cl)
 {

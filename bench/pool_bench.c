@@ -20,10 +20,13 @@
  *               N / 8 here). impl mpq-pool: mpq_pool_map_values (values in
  *               one array, out in another, the C form of a list of ints);
  *               impl mpq-pool-iov: mpq_pool_map over one iovec per item,
- *               results read per item (the general bytes API). tasks_per_s.
+ *               results read per item (the general bytes API). tasks_per_s,
+ *               and cpu_ns_per_task: the CPU time of the caller and the
+ *               workers over N, less what a pool that only starts, warms
+ *               up (1,000 items) and ends costs.
  *   pool-apply  Pool(2): N apply_async(x + 1) (100,000; --quick 10,000),
  *               then get() on each, timed together as cpython_bench.py
- *               does. tasks_per_s.
+ *               does. tasks_per_s and cpu_ns_per_task.
  *   pool-cpu    Pool(--workers).map of a CPU-bound task: each item is a
  *               --size byte block (16 KiB), hashed 16 times over with
  *               FNV-1a 64; N blocks (4,096; --quick 1,024), chunksize 1.
@@ -144,6 +147,23 @@ static void row_cpus(const struct cell *c, int64_t dt)
 	       cpu * 1e9 / dt, c->count);
 }
 
+/*
+ * CPU time (user + system) of this process and its reaped children, in ns:
+ * across a run whose pool is freed (its workers reaped), what the caller
+ * and the workers spent, pool start and warm-up included.
+ */
+static uint64_t cpu_all_ns(void)
+{
+	struct rusage a, b;
+
+	if (getrusage(RUSAGE_SELF, &a) || getrusage(RUSAGE_CHILDREN, &b))
+		return 0;
+	return (uint64_t)(a.ru_utime.tv_sec + a.ru_stime.tv_sec +
+			  b.ru_utime.tv_sec + b.ru_stime.tv_sec) * 1000000000ull +
+	       (uint64_t)(a.ru_utime.tv_usec + a.ru_stime.tv_usec +
+			  b.ru_utime.tv_usec + b.ru_stime.tv_usec) * 1000ull;
+}
+
 static struct mpq_pool *pool_make(const struct cell *c)
 {
 	struct mpq_pool_attr attr = {
@@ -168,6 +188,27 @@ static struct mpq_pool *pool_make(const struct cell *c)
 		return NULL;
 	}
 	return p;
+}
+
+/*
+ * What a pool's start, warm-up and end cost in CPU, on a pool that does
+ * only those: subtracted from a run's CPU time, so that cpu_ns_per_task is
+ * the tasks' own (the workers are reaped only when their pool is freed).
+ */
+static uint64_t pool_overhead_ns(const struct cell *c)
+{
+	uint64_t cpu = cpu_all_ns();
+	struct mpq_pool *p = pool_make(c);
+
+	if (!p)
+		return 0;
+	mpq_pool_free(p);
+	return cpu_all_ns() - cpu;
+}
+
+static double per_task(const struct cell *c, uint64_t cpu, uint64_t base)
+{
+	return cpu > base ? (double)(cpu - base) / (double)c->count : 0;
 }
 
 static int check_inc(const int64_t *out, uint64_t n)
@@ -226,13 +267,15 @@ static int bench_map(const struct cell *c)
 {
 	int64_t *in = malloc(c->count * 8), *out = calloc(c->count, 8), dt = 0;
 	struct mpq_pool *p = NULL;
-	uint64_t i;
+	uint64_t i, cpu, base;
 	int ret = 1;
 
 	if (!in || !out)
 		goto out;
 	for (i = 0; i < c->count; i++)
 		in[i] = (int64_t)i;
+	base = pool_overhead_ns(c);
+	cpu = cpu_all_ns();
 	p = pool_make(c);
 	if (!p)
 		goto out;
@@ -242,8 +285,13 @@ static int bench_map(const struct cell *c)
 		ret = run_map_iov(p, c, in, out, &dt);
 	if (!ret)
 		ret = check_inc(out, c->count);
-	if (!ret)
+	if (!ret) {
+		mpq_pool_free(p);
+		p = NULL;
+		cpu = cpu_all_ns() - cpu;
 		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
+		row(c, "cpu_ns_per_task", per_task(c, cpu, base), c->count);
+	}
 out:
 	mpq_pool_free(p);
 	free(in);
@@ -254,8 +302,9 @@ out:
 static int bench_apply(const struct cell *c)
 {
 	struct mpq_async_result **r = calloc(c->count, sizeof(*r));
+	uint64_t base = pool_overhead_ns(c), cpu = cpu_all_ns();
 	struct mpq_pool *p = pool_make(c);
-	int64_t x, t0, dt, *out = calloc(c->count, 8);
+	int64_t x, t0, dt = 1, *out = calloc(c->count, 8);
 	const void *v;
 	size_t len;
 	uint64_t i, n = 0;
@@ -285,12 +334,15 @@ static int bench_apply(const struct cell *c)
 	}
 	dt = now_ns() - t0;
 	ret = check_inc(out, c->count);
-	if (!ret)
-		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
 out:
 	for (i = 0; r && i < n; i++)
 		mpq_async_result_free(r[i]);
 	mpq_pool_free(p);
+	if (!ret) {
+		cpu = cpu_all_ns() - cpu;
+		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
+		row(c, "cpu_ns_per_task", per_task(c, cpu, base), c->count);
+	}
 	free(r);
 	free(out);
 	return ret;

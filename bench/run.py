@@ -3,11 +3,15 @@
 """The mpq benchmark suite: every workload against every alternative, in
 one run, with a report.
 
-Three programs measure one cell each per invocation and print JSON rows:
+Programs that measure one cell each per invocation and print JSON rows:
 build/bench/mpqbench (mpq and the C alternatives: spin floor, pipe, Unix
 socket, eventfd, futex, POSIX mqueue, memcpy), build/bench/pool_bench
-(mpq_pool) and bench/cpython_bench.py (CPython's multiprocessing). This script asks both for the cells they
-support here, runs all cells round after round with the alternatives of one
+(mpq_pool), build/bench/lockbench (locks), bench/cpython_bench.py
+(CPython's multiprocessing) and build/bench/peers/* (the libraries a C
+programmer would pick instead of mpq: Concurrency Kit's ck_ring, Boost.
+Interprocess message_queue, ZeroMQ ipc://, iceoryx; bench/peers/). This
+script asks each for the cells it supports here, runs all cells round
+after round with the alternatives of one
 workload next to each other (A B A B ...), so that drift on a noisy machine
 hits all of them alike, and then writes:
 
@@ -16,8 +20,10 @@ hits all of them alike, and then writes:
                      "workers", "metric", "value", "min", "max", "rounds"}:
                     workers is a pool's (null elsewhere); value is
                     the median over rounds, min and max the spread
-  OUT/report.md     tables with ratios and the PERF.md goal beside each
-  OUT/*.png         latency vs size, throughput vs batch (gnuplot)
+  OUT/report.md     tables with ratios and the goals (bench/README.md)
+                    with verdicts
+  OUT/*.png         latency vs size, throughput vs batch, mpq beside its
+                    peers (gnuplot; bars are the min-max over rounds)
 
 Usage: run.py [--quick] [--rounds N] [--out DIR] [--only REGEX]
 """
@@ -44,6 +50,14 @@ NOPROBES_IMPL = "mpq-queue-noprobes"
 # The cells measured both ways.
 PROBE_CELLS = r"^(rtt|stream) mpq-queue memfd adaptive 8B$"
 KEY = ("bench", "impl", "backend", "wait", "size", "batch", "workers", "metric")
+# The peers, one program per library (bench/peers/, built by make bench-bin).
+PEER_DIR = os.path.join(TOP, "build", "bench", "peers")
+PEERS = ("ck", "boost", "zeromq", "iceoryx")
+# Their impl names, in the order the report shows them.
+PEER_COLS = (("ck_ring (Concurrency Kit)", ("ck-ring-spsc", "ck-ring-mpmc")),
+             ("iceoryx 2.0", ("iceoryx", "iceoryx-zc")),
+             ("Boost.Interprocess", ("boost-mq",)),
+             ("ZeroMQ ipc", ("zeromq-ipc",)))
 
 
 def machine():
@@ -206,10 +220,10 @@ def label(r):
     return s
 
 
-# ---- the PERF.md goals ------------------------------------------------
+# ---- the first suite's goals -------------------------------------------
 
 def goals(res, backend, tcg):
-    """Each PERF.md goal: (goal, measured, verdict). verdict is 'met',
+    """Each of the first suite's goals: (goal, measured, verdict). verdict is 'met',
     'not met' or why it is not measured yet. Under TCG (the test VM) only
     ratios mean something: absolute goals get no verdict there."""
     g = []
@@ -355,6 +369,204 @@ def goals(res, backend, tcg):
     return g
 
 
+# ---- mpq beside its peers (issue 16) -----------------------------------
+
+# (row, metric, the cell, higher is better)
+PEER_ROWS = (
+    ("round trip p50, 8 B", "rtt_p50_ns", dict(bench="rtt", size=8), False),
+    ("stream 1P1C, one 8 B message per call", "msgs_per_s",
+     dict(bench="stream", size=8, batch=1), True),
+    ("the same, 1 KiB", "msgs_per_s", dict(bench="stream", size=1024, batch=1),
+     True),
+    ("2 producers 2 consumers, 8 B", "msgs_per_s", dict(bench="mpmc", size=8),
+     True),
+    ("1 MiB round trip, zero-copy", "rtt_p50_ns",
+     dict(bench="rtt", size=1048576), False),
+)
+
+
+def find_row(rows, metric, **want):
+    for r in rows:
+        if r["metric"] == metric and all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def peer_cells(rows, backend, cell, metric):
+    """The row of each column for one comparison: [(column, row or None)]."""
+    zc = cell["size"] == 1048576
+    mpq = "mpq-queue-zc" if zc else "mpq-queue"
+    out = [("spin floor", None if zc or cell["bench"] == "mpmc" else
+            find_row(rows, metric, impl="spin-floor", **cell)),
+           ("mpq", find_row(rows, metric, impl=mpq, backend=backend,
+                            wait="adaptive", **cell))]
+    for col, impls in PEER_COLS:
+        r = None
+        for im in impls:
+            if im.endswith("-zc") == zc:
+                r = r or find_row(rows, metric, impl=im, backend=None, **cell)
+        out.append((col, r))
+    return out
+
+
+def fmt_cell(rows, r, metric):
+    if r is None:
+        return "–"
+    if metric.endswith("_ns"):
+        return fmt_ns(r["value"]) + spread(r)
+    text = fmt_rate(r["value"]) + "/s" + spread(r)
+    cpu = find_row(rows, "cpu_ns_per_msg", **{k: r[k] for k in KEY
+                                               if k != "metric"})
+    if cpu:
+        text += ", %s CPU" % fmt_ns(cpu["value"])
+    return text
+
+
+def speedup(mpq, other, higher):
+    """How many times faster mpq is than other (> 1: mpq is faster)."""
+    if not mpq or not other or not mpq["value"] or not other["value"]:
+        return None
+    return (mpq["value"] / other["value"] if higher else
+            other["value"] / mpq["value"])
+
+
+def peer_section(rows, backend):
+    table = [(name, metric, peer_cells(rows, backend, cell, metric), higher)
+             for name, metric, cell, higher in PEER_ROWS]
+    if not any(r for _, _, cells, _ in table for col, r in cells[2:]):
+        return []
+    cols = [c for c, _ in table[0][2]]
+    L = ["## mpq beside the libraries a C programmer would pick instead\n",
+         "Same run, interleaved with the rest; processes, pinned to "
+         "different CPUs. mpq: mpq-queue, %s backend, default (adaptive) "
+         "wait; the 1 MiB row is mpq-queue-zc (reserve/commit, peek/release) "
+         "against iceoryx's loan/publish, take/release. Throughput rows "
+         "show the CPU time both sides spent per message (getrusage; a "
+         "spinning side costs CPU whether or not it has work). How each "
+         "peer is used: bench/peers/*.\n" % backend,
+         "| | " + " | ".join(cols) + " |",
+         "| --- |" + " --- |" * len(cols)]
+    for name, metric, cells, higher in table:
+        L.append("| %s | %s |" % (name, " | ".join(
+            fmt_cell(rows, r, metric) for _, r in cells)))
+    L.append("\n**mpq's speed relative to each** (how many times faster mpq "
+             "is: the other's round trip over mpq's, mpq's rate over the "
+             "other's; below 1: mpq is slower):\n")
+    L.append("| | " + " | ".join(c for c in cols if c != "mpq") + " |")
+    L.append("| --- |" + " --- |" * (len(cols) - 1))
+    for name, metric, cells, higher in table:
+        mpq = cells[1][1]
+        L.append("| %s | %s |" % (name, " | ".join(
+            "%.2fx" % x if x else "–" for x in
+            (speedup(mpq, r, higher) for c, r in cells if c != "mpq"))))
+    L.append("")
+    return L
+
+
+def goals16(rows, res, backend, tcg, busy=False):
+    """Issue 16's goals, and the two peer goals of bench/README.md:
+    (goal, measured, verdict). A ratio that misses by less than the two rows' spread says
+    so: one noisy run does not settle it."""
+    g = []
+    q = dict(impl="mpq-queue", backend=backend, wait="adaptive")
+
+    def noise(*rs):
+        return sum((r["max"] - r["min"]) / 2 / r["value"]
+                   for r in rs if r and r["value"] and r["rounds"] > 1)
+
+    def ratio_goal(goal, a, b, bound, at_least, what):
+        if not a or not b or not b["value"]:
+            g.append((goal, "–", "not measured: no %s row" % what))
+            return
+        r = a["value"] / b["value"]
+        n = noise(a, b)
+        ok = r >= bound if at_least else r <= bound
+        text = "%.2fx (%s vs %s)" % (
+            r, *(fmt_ns(x["value"]) if x["metric"].endswith("_ns") else
+                 fmt_rate(x["value"]) + "/s" for x in (a, b)))
+        if ok:
+            verdict = "met"
+        elif abs(r - bound) / bound <= n:
+            verdict = "not met, but within the rows' spread (±%.0f%%)" % (n * 100)
+        else:
+            verdict = "not met"
+        if busy:
+            verdict += " (on a busy machine: see above)"
+        g.append((goal, text, verdict))
+
+    for size, name in ((8, "8 B"), (1024, "1 KiB")):
+        ratio_goal("Stream 1P1C %s, one message per call: ≥ 0.8x ck_ring SPSC"
+                   % name,
+                   find_row(rows, "msgs_per_s", bench="stream", size=size,
+                            batch=1, **q),
+                   find_row(rows, "msgs_per_s", bench="stream", size=size,
+                            batch=1, impl="ck-ring-spsc"), 0.8, True,
+                   "mpq-queue or ck-ring-spsc stream %s" % name)
+    floor = find_row(rows, "rtt_p50_ns", bench="rtt", size=8, impl="spin-floor")
+    ratio_goal("Round trip 8 B: ≤ 1.3x the spin floor",
+               find_row(rows, "rtt_p50_ns", bench="rtt", size=8, **q), floor,
+               1.3, False, "mpq-queue or spin-floor rtt")
+    ratio_goal("Connection round trip 8 B: ≤ 1.5x the spin floor",
+               find_row(rows, "rtt_p50_ns", bench="rtt", size=8,
+                        impl="mpq-conn", backend=backend, wait="adaptive"),
+               floor, 1.5, False, "mpq-conn or spin-floor rtt")
+    ratio_goal("Batched stream (8 B, batch 256): ≥ 0.8x the floor's batched "
+               "ring",
+               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
+                        **q),
+               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
+                        impl="spin-floor"), 0.8, True, "batch-256 stream")
+    ratio_goal("2 producers 2 consumers, 8 B: ≥ 1.0x ck_ring MPMC",
+               find_row(rows, "msgs_per_s", bench="mpmc", **q),
+               find_row(rows, "msgs_per_s", bench="mpmc", impl="ck-ring-mpmc"),
+               1.0, True, "mpmc mpq-queue or ck-ring-mpmc")
+    ratio_goal("1 MiB zero-copy round trip: ≤ 0.2x iceoryx's zero-copy",
+               find_row(rows, "rtt_p50_ns", bench="rtt", size=1048576,
+                        impl="mpq-queue-zc", backend=backend, wait="adaptive"),
+               find_row(rows, "rtt_p50_ns", bench="rtt", size=1048576,
+                        impl="iceoryx-zc"), 0.2, False,
+               "mpq-queue-zc or iceoryx-zc 1 MiB")
+    pm = find_row(rows, "tasks_per_s", bench="pool-map", impl="mpq-pool",
+                  backend=backend, batch=0)
+    pt = find_row(rows, "tasks_per_s", bench="pool-map", impl="pthread-pool",
+                  batch=0)
+    if pm and pt:
+        ratio_goal("Pool.map, trivial task: ≥ 0.5x an in-process pthread pool "
+                   "of the same width", pm, pt, 0.5, True, "pool-map")
+    else:
+        g.append(("Pool.map, trivial task: ≥ 0.5x an in-process pthread pool "
+                  "of the same width", fmt_rate(pm["value"]) + " tasks/s"
+                  if pm else "–", "not measured: no in-process pthread pool "
+                  "row in this suite"))
+    pa = find_row(rows, "tasks_per_s", bench="pool-apply", impl="mpq-pool",
+                  backend=backend)
+    if not pa:
+        g.append(("Pool.apply_async: ≥ 2 M tasks/s", "–",
+                  "not measured: no pool-apply row"))
+    else:
+        g.append(("Pool.apply_async: ≥ 2 M tasks/s",
+                  fmt_rate(pa["value"]) + " tasks/s",
+                  "no verdict: absolute rates under TCG mean nothing" if tcg
+                  else "met" if pa["value"] >= 2e6 else "not met"))
+    thr = [r for r in rows if r["metric"] == "msgs_per_s" or (
+        r["metric"] == "tasks_per_s" and r["bench"] in ("pool-map",
+                                                        "pool-apply"))]
+    missing = [r for r in thr if not find_row(
+        rows, "cpu_ns_per_msg" if r["metric"] == "msgs_per_s" else
+        "cpu_ns_per_task", **{k: r[k] for k in KEY if k != "metric"})]
+    g.append(("CPU time per message beside each throughput",
+              "%d of %d message and task rate rows" % (
+                  len(thr) - len(missing), len(thr)),
+              "met" if thr and not missing else
+              "not met: no CPU row for %s" % ", ".join(
+                  label(r) + " " + r["bench"] for r in missing[:4])))
+    g.append(("No regressions: every row within its spread or better, both "
+              "backends", "–", "not judged by one run: compare this "
+              "results.json with a baseline run's (and make bench-vm for "
+              "kmod)"))
+    return g
+
+
 # ---- report -----------------------------------------------------------
 
 def probe_cost(res):
@@ -397,16 +609,36 @@ def report(m, rows, failures, quick, rounds):
              "throughout, never threads. mpq backend for the goals: %s.\n" % (
                  "quick (fewer samples)" if quick else "full", rounds,
                  "s" if rounds > 1 else "", backend))
+    if m["load"] > m["vcpus"]:
+        L.append("**The machine was busy** (load %.1f on %d vCPUs at the "
+                 "start): whatever spins while it waits (the spin floor, "
+                 "ck_ring, iceoryx's subscriber, mpq's spin phase) loses "
+                 "most when its process is descheduled, so ratios between "
+                 "spinning and sleeping rows mean little in this run.\n" % (
+                     m["load"], m["vcpus"]))
     if failures:
         L.append("**Failed cells:**\n")
         for name, err in failures:
             L.append("- %s: %s" % (name, err))
         L.append("")
 
-    L.append("## Goals (PERF.md)\n")
+    tcg = "TCG" in m["cpu"] or m.get("in_test_vm", False)
+    L.append("## Goals (issue 16; bench/README.md), with verdicts\n")
+    L.append("Ratios in one run: absolute numbers on a shared VM mean "
+             "little, and a ratio that misses by less than its rows' spread "
+             "is not settled by one run.\n")
     L.append("| goal | measured | verdict |")
     L.append("| --- | --- | --- |")
-    tcg = "TCG" in m["cpu"] or m.get("in_test_vm", False)
+    for goal, val, verdict in goals16(rows, res, backend, tcg,
+                                      m["load"] > m["vcpus"]):
+        L.append("| %s | %s | %s |" % (goal, val, verdict))
+    L.append("")
+
+    L += peer_section(rows, backend)
+
+    L.append("## Earlier goals (the first suite's)\n")
+    L.append("| goal | measured | verdict |")
+    L.append("| --- | --- | --- |")
     for goal, val, verdict in goals(res, backend, tcg):
         L.append("| %s | %s | %s |" % (goal, val, verdict))
     L.append("")
@@ -484,8 +716,9 @@ def report(m, rows, failures, quick, rounds):
                 "default" if r["batch"] == 0 else r["batch"], r["metric"], v,
                 spread(r)))
         L.append("")
-    L.append("Plots: latency_vs_size.png, throughput_vs_batch.png. "
-             "Raw rows: results.json.")
+    L.append("Plots: latency_vs_size.png, latency_wait_modes.png, "
+             "throughput_vs_batch.png, peers.png (bars: the min-max over "
+             "rounds). Raw rows: results.json.")
     return "\n".join(L) + "\n"
 
 
@@ -495,16 +728,20 @@ def pool_section(L, res, rows, backend):
             r["metric"] == "tasks_per_s"]
     if prow:
         L.append("## Pool: tasks/s, 2 workers, trivial task (x + 1)\n")
-        L.append("| bench | chunksize | impl | tasks/s | vs CPython |")
-        L.append("| --- | --- | --- | --- | --- |")
+        L.append("| bench | chunksize | impl | tasks/s | CPU per task "
+                 "| vs CPython |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
         for r in sorted(prow, key=lambda r: (r["bench"], r["batch"],
                                              -r["value"])):
             cp = res.get("tasks_per_s", bench=r["bench"], impl="cpython-pool",
                          batch=r["batch"])
             chunk = "–" if r["bench"] == "pool-apply" else (
                 "default" if r["batch"] == 0 else r["batch"])
-            L.append("| %s | %s | %s | %s%s | %s |" % (
+            cpu = find_row(rows, "cpu_ns_per_task", **{
+                k: r[k] for k in KEY if k != "metric"})
+            L.append("| %s | %s | %s | %s%s | %s | %s |" % (
                 r["bench"], chunk, label(r), fmt_rate(r["value"]), spread(r),
+                fmt_ns(cpu["value"]) if cpu else "–",
                 "%.1fx" % (r["value"] / cp) if cp and r["impl"] !=
                 "cpython-pool" else "–"))
         L.append("")
@@ -553,48 +790,166 @@ def by_label(rows, bench, metric, col):
 
 # ---- plots ------------------------------------------------------------
 
-def plot(rows, outdir, log):
-    series = [
-        ("latency_vs_size.png", "rtt", "rtt_p50_ns", "size",
-         "message size (bytes)", "round trip p50 (µs)", "1:($2/1000)",
-         'set xtics ("8" 8, "64" 64, "256" 256, "1K" 1024, "4K" 4096, '
-         '"16K" 16384, "64K" 65536, "256K" 262144, "1M" 1048576)\n'
-         'set xrange [6:1400000]\nset format y "%g"'),
-        ("throughput_vs_batch.png", "stream", "msgs_per_s", "batch",
-         "batch (messages per call)", "messages/s, 8 B", "1:2",
-         'set xtics (1, 8, 32, 256)\nset xrange [0.8:320]\n'
-         'set format y "%.0s%c"'),
-    ]
-    for name, bench, metric, col, xl, yl, using, extra in series:
-        sel = [r for r in rows if r["bench"] == bench and r["metric"] == metric
-               and (bench != "stream" or r["size"] == 8)]
-        groups = by_label(sel, bench, metric, col)
-        if not groups:
+# One colour and one point shape per series of a plot, none repeated (at
+# most 8 series a plot, so a reader tells them apart at a glance).
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+           "#e377c2", "#17becf")
+POINTS = (7, 5, 9, 11, 13, 15, 1, 2)
+
+
+def plot_title(m, quick, rounds, what):
+    mode = ("quick mode: 1/10 of the samples, %d round" % rounds if quick else
+            "full run: %d rounds" % rounds) + (
+                ", bars: min-max over rounds" if rounds > 1 else
+                ", one round: no spread")
+    return "%s\\n%s, %d vCPUs%s, load %.1f; %s" % (
+        what, m["cpu"], m["vcpus"], " (VM)" if m["vm"] else "", m["load"],
+        mode)
+
+
+def gnuplot(script, log, name):
+    p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n",
+                       capture_output=True, text=True)
+    if p.returncode:
+        log("gnuplot failed for %s: %s" % (name, p.stderr.strip()))
+
+
+def line_plot(rows, outdir, log, name, title, series, col, xl, yl, scale,
+              extra):
+    """series: [(label, {want})]; a line per series over col, with the
+    min-max bars; a series of fewer than 3 points is drawn as points only,
+    not as a line across the axis."""
+    datafiles, plots = [], []
+    for i, (lab, want) in enumerate(series[:len(COLOURS)]):
+        sel = sorted((r for r in rows if all(r.get(k) == v for k, v in
+                                             want.items())),
+                     key=lambda r: r[col])
+        if not sel:
             continue
-        datafiles = []
-        for i, (lab, per) in enumerate(groups):
-            path = os.path.join(outdir, "%s.%d.dat" % (name, i))
-            with open(path, "w") as f:
-                for x in sorted(per):
-                    f.write("%s %s\n" % (x, per[x]))
-            datafiles.append((path, lab))
-        script = [
-            'set terminal pngcairo size 1000,640 font "sans,10"',
-            'set output "%s"' % os.path.join(outdir, name),
-            'set xlabel "%s"' % xl, 'set ylabel "%s"' % yl,
-            "set logscale x 2", "set logscale y 10", extra,
-            "set grid", "set key outside right",
-            'set title "%s"' % ("round trip between two processes, p50" if bench == "rtt"
-                                else "one-way stream, 8-byte messages"),
-            "plot " + ", ".join('"%s" using %s with linespoints title "%s"' %
-                                (p, using, lab) for p, lab in datafiles),
-        ]
-        p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n",
-                           capture_output=True, text=True)
-        if p.returncode:
-            log("gnuplot failed for %s: %s" % (name, p.stderr.strip()))
-        for p_, _ in datafiles:
-            os.unlink(p_)
+        path = os.path.join(outdir, "%s.%d.dat" % (name, i))
+        with open(path, "w") as f:
+            for r in sel:
+                f.write("%s %g %g %g\n" % (r[col], r["value"] / scale,
+                                           r["min"] / scale, r["max"] / scale))
+        datafiles.append(path)
+        plots.append('"%s" using 1:2:3:4 with %s lw 2 pt %d ps 1.3 '
+                     'lc rgb "%s" title "%s"' % (
+                         path, "yerrorlines" if len(sel) >= 3 else "yerrorbars",
+                         POINTS[i], COLOURS[i], lab))
+    if not plots:
+        return
+    gnuplot(['set terminal pngcairo noenhanced size 1100,680 font "sans,10"',
+             'set output "%s"' % os.path.join(outdir, name),
+             'set title "%s"' % title, 'set xlabel "%s"' % xl,
+             'set ylabel "%s"' % yl, "set logscale x 2", "set logscale y 10",
+             extra, "set grid", "set key outside right",
+             "plot " + ", ".join(plots)], log, name)
+    for p in datafiles:
+        os.unlink(p)
+
+
+def peers_plot(rows, m, outdir, log, backend, quick, rounds):
+    """One panel per comparison row: mpq, the spin floor and each peer."""
+    panels = []
+    for name, metric, cell, higher in PEER_ROWS:
+        cells = [(c, r) for c, r in peer_cells(rows, backend, cell, metric) if r]
+        if len(cells) > 1:
+            panels.append((name, metric, cells))
+    if not panels:
+        return
+    cols = [c for c, _ in peer_cells(rows, backend, PEER_ROWS[0][2],
+                                     PEER_ROWS[0][1])]
+    out = os.path.join(outdir, "peers.png")
+    script = ['set terminal pngcairo noenhanced size 1300,820 font "sans,10"',
+              'set output "%s"' % out,
+              "set multiplot layout 2,3 title \"%s\"" % plot_title(
+                  m, quick, rounds, "mpq beside the libraries a C programmer "
+                  "would pick instead (lower is better for round trips, "
+                  "higher for rates)"),
+              "set logscale y 10", "set grid ytics", "unset key",
+              "set pointsize 2"] + [
+                  "set linetype %d lc rgb \"%s\" pt %d" % (i + 1, c, POINTS[i])
+                  for i, c in enumerate(COLOURS)] + [
+              "set xtics rotate by -30 left", "set xrange [-0.7:%g]" % (
+                  len(cols) - 0.3), "set offsets 0, 0, graph 0.15, graph 0.1"]
+    datafiles = []
+    for k, (name, metric, cells) in enumerate(panels):
+        ns = metric.endswith("_ns")
+        scale = 1e3 if ns else 1e6
+        path = os.path.join(outdir, "peers.%d.dat" % k)
+        with open(path, "w") as f:
+            for c, r in cells:
+                i = cols.index(c)
+                f.write('%d %g %g %g "%s" "%s"\n' % (
+                    i, r["value"] / scale, r["min"] / scale, r["max"] / scale,
+                    c.split(" (")[0], (fmt_ns(r["value"]) if ns else
+                                       fmt_rate(r["value"]) + "/s")))
+        datafiles.append(path)
+        script += ['set title "%s"' % name,
+                   'set ylabel "%s"' % ("µs, p50" if ns else "M msgs/s"),
+                   # lc variable: the column's own linetype, so each
+                   # library keeps its colour and shape in every panel
+                   'plot "%s" using 1:2:3:4:($1+1):xtic(5) with yerrorbars '
+                   'lw 2 ps 2 lc variable, "" using 1:2:6 with labels '
+                   'offset 0,1 font "sans,8"' % path]
+    script.append("unset multiplot")
+    gnuplot(script, log, "peers.png")
+    for p in datafiles:
+        os.unlink(p)
+
+
+def plot(rows, outdir, log, m=None, quick=False, rounds=1):
+    m = m or {"cpu": "?", "vcpus": 0, "vm": False, "load": 0}
+    backend = "kmod" if m.get("dev_mpq") else "memfd"
+    rtt = [r for r in rows if r["bench"] == "rtt" and r["metric"] == "rtt_p50_ns"]
+    q = dict(backend=backend)
+    sizes = ('set xtics ("8" 8, "64" 64, "256" 256, "1K" 1024, "4K" 4096, '
+             '"16K" 16384, "64K" 65536, "256K" 262144, "1M" 1048576)\n'
+             'set xrange [6:1400000]\nset format y "%g"')
+    line_plot(rtt, outdir, log, "latency_vs_size.png",
+              plot_title(m, quick, rounds, "round trip between two processes, "
+                         "p50: mpq (default wait, %s) and kernel IPC" % backend),
+              [("mpq-queue", dict(impl="mpq-queue", wait="adaptive", **q)),
+               ("mpq-queue-zc (zero-copy)", dict(impl="mpq-queue-zc", **q)),
+               ("mpq-conn", dict(impl="mpq-conn", wait="adaptive", **q)),
+               ("pipe", dict(impl="pipe")),
+               ("unix-socket", dict(impl="unix-socket")),
+               ("posix-mq", dict(impl="posix-mq")),
+               ("CPython mp.Pipe", dict(impl="cpython-pipe")),
+               ("spin floor", dict(impl="spin-floor"))],
+              "size", "message size (bytes)", "round trip p50 (µs)", 1e3,
+              sizes)
+    line_plot(rtt, outdir, log, "latency_wait_modes.png",
+              plot_title(m, quick, rounds, "round trip p50 by mpq-queue wait "
+                         "mode (%s), beside the sleeping doorbells" % backend),
+              [("mpq-queue spin", dict(impl="mpq-queue", wait="spin", **q)),
+               ("mpq-queue adaptive (default)",
+                dict(impl="mpq-queue", wait="adaptive", **q)),
+               ("mpq-queue block", dict(impl="mpq-queue", wait="block", **q)),
+               ("mpq-queue epoll", dict(impl="mpq-queue", wait="epoll", **q)),
+               ("eventfd + shared ring", dict(impl="eventfd")),
+               ("futex + shared ring", dict(impl="futex")),
+               ("spin floor", dict(impl="spin-floor"))],
+              "size", "message size (bytes)", "round trip p50 (µs)", 1e3,
+              sizes)
+    st = [r for r in rows if r["bench"] == "stream" and r["size"] == 8 and
+          r["metric"] == "msgs_per_s"]
+    line_plot(st, outdir, log, "throughput_vs_batch.png",
+              plot_title(m, quick, rounds, "one-way stream, 8-byte messages, "
+                         "by messages per call (%s)" % backend),
+              [("spin floor (ring)", dict(impl="spin-floor")),
+               ("mpq-queue adaptive (default)",
+                dict(impl="mpq-queue", wait="adaptive", **q)),
+               ("mpq-queue spin", dict(impl="mpq-queue", wait="spin", **q)),
+               ("mpq-queue block", dict(impl="mpq-queue", wait="block", **q)),
+               ("eventfd + shared ring", dict(impl="eventfd")),
+               ("futex + shared ring", dict(impl="futex")),
+               ("pipe", dict(impl="pipe")),
+               ("unix-socket", dict(impl="unix-socket"))],
+              "batch", "batch (messages per call)", "messages/s", 1,
+              'set xtics (1, 8, 32, 256)\nset xrange [0.8:320]\n'
+              'set format y "%.0s%c"')
+    peers_plot(rows, m, outdir, log, backend, quick, rounds)
 
 
 def main():
@@ -620,13 +975,28 @@ def main():
                       max([r["rounds"] for r in data["results"]] or [1]))
         with open(os.path.join(a.out, "report.md"), "w") as f:
             f.write(text)
-        plot(data["results"], a.out, log)
+        plot(data["results"], a.out, log, data["machine"], a.quick,
+             max([r["rounds"] for r in data["results"]] or [1]))
         print(text)
         return 0
 
     m = machine()
     cells = (list_cells([MPQBENCH], a.quick) + list_cells([POOLBENCH], a.quick)
              + list_cells([LOCKBENCH], a.quick) + list_cells(CPYBENCH, a.quick))
+    # The peers are compared on the host; in the test VM (make bench-vm,
+    # for the kmod backend) they are not run unless asked for: untried
+    # there (iceoryx's RouDi, ZeroMQ's /tmp sockets under the 9p root).
+    peers = PEERS
+    if m["in_test_vm"] and os.environ.get("MPQ_BENCH_PEERS") != "1":
+        log("in the test VM: no peer rows (MPQ_BENCH_PEERS=1 to run them)")
+        peers = ()
+    for name in peers:
+        exe = os.path.join(PEER_DIR, name)
+        if os.access(exe, os.X_OK):
+            cells += list_cells([exe], a.quick)
+        else:
+            log("no %s: its peer rows are missing (make bench-bin, "
+                "scripts/deps.sh)" % exe)
     if os.path.exists(NOPROBES_LIB):
         cells += [(NOPROBES, c) for _, c in list_cells([MPQBENCH], a.quick)
                   if re.search(PROBE_CELLS, cell_name(c))]
@@ -643,7 +1013,7 @@ def main():
     text = report(m, rows, failures, a.quick, rounds)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
-    plot(rows, a.out, log)
+    plot(rows, a.out, log, m, a.quick, rounds)
     print(text)
     log("wrote %s/{results.json,report.md,*.png} in %.0f s" % (a.out, m["seconds"]))
     return 1 if failures else 0

@@ -22,7 +22,9 @@ vmdir=${MPQ_VM_DIR:-$top/build/vm}
 pkgs=(build-essential llvm
       linux-headers-amd64 kmod qemu-system-x86 busybox-static cpio
       linux-source-6.1 python3 file gnuplot-nox
-      redis-server)
+      redis-server
+      # the peers make bench measures (bench/peers/); iceoryx: RouDi
+      libck-dev libboost-dev libzmq3-dev iceoryx libiceoryx-binding-c-dev)
 
 # debian/control's Build-Depends, one name a line, without versions or
 # alternatives. Read rather than apt-get build-dep ./, which would also

@@ -181,6 +181,16 @@ for cell in "pool-map mpq-pool --batch 0 --count 200000" \
 done
 check "bench: cpython_bench.py rtt cpython-pipe runs" \
 	/usr/bin/python3 "$top/bench/cpython_bench.py" rtt cpython-pipe --count 2000
+# The peer libraries' programs check every message too (bench/peers/);
+# iceoryx is left out: its RouDi daemon is one per machine.
+for cell in "ck stream ck-ring-spsc --size 1024 --count 20000" \
+	    "ck mpmc ck-ring-mpmc --count 20000" \
+	    "boost mpmc boost-mq --count 20000" \
+	    "zeromq stream zeromq-ipc --count 20000" \
+	    "zeromq mpmc zeromq-ipc --count 20000"; do
+	check "bench: peers/$cell moves every message intact" \
+		env BENCH_TIMEOUT=60 "$B/bench/peers/${cell%% *}" ${cell#* }
+done
 
 check "lib: the static archives show only the version scripts' names" \
 	"$top/selftests/static_names.sh" "$B"
