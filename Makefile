@@ -206,6 +206,11 @@ $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
 
+# The Listener/Client benchmark links libmpq-net too.
+$(B)/bench/listener_bench: bench/listener_bench.c bench/*.h $(SO) $(NET_SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
+
 examples: $(EXAMPLES)
 bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION)
 

@@ -650,8 +650,9 @@ int mpq_conn_import(struct mpq_conn **out, const char *handle);
  * mpq_conn_* call and mpq_wait() take it; mpq_conn_fileno() is the socket,
  * mpq_conn_backend() is -EOPNOTSUPP, and mpq_conn_export() hands the
  * socket to a spawned child. The connection owns fd from success on (it
- * is closed by mpq_conn_close); it is used with MSG_DONTWAIT, so its
- * O_NONBLOCK flag does not matter. flags must be 0.
+ * is closed by mpq_conn_close). Calls with a timeout use MSG_DONTWAIT and
+ * poll, calls with MPQ_FOREVER block in the kernel; the fd's O_NONBLOCK
+ * flag does not matter either way. flags must be 0.
  *
  * The promises of a pipe hold, with two differences: a send that times
  * out after part of its message left cuts it whatever its size (a socket

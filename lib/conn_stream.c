@@ -170,7 +170,9 @@ int mpq_stream_send(struct mpq_stream *s, const void *buf, size_t len,
 	iov[1].iov_base = (void *)buf;
 	iov[1].iov_len = len;
 	for (;;) {
-		n = sendmsg(s->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		/* Without a deadline, block in the kernel: see stream_read(). */
+		n = sendmsg(s->fd, &m, MSG_NOSIGNAL |
+			    (deadline < 0 ? 0 : MSG_DONTWAIT));
 		if (n > 0) {
 			sent += (uint64_t)n;
 			while (m.msg_iovlen && (size_t)n >= m.msg_iov->iov_len) {
@@ -217,14 +219,18 @@ static void stream_rx_reset(struct mpq_stream *s)
 
 /*
  * One recv() into p: the count, or 0 (end of file), or -errno (-EAGAIN:
- * nothing now). A reset by the peer is its end of file.
+ * nothing now). A reset by the peer is its end of file. Without a
+ * deadline it blocks in the kernel: one system call per wait instead of
+ * recv, ppoll, recv (a blocking socket of the user's may still say
+ * -EAGAIN: then the caller polls as it would anyway).
  */
-static ssize_t stream_read(struct mpq_stream *s, void *p, size_t n)
+static ssize_t stream_read(struct mpq_stream *s, void *p, size_t n,
+			   int64_t deadline)
 {
 	ssize_t r;
 
 	do {
-		r = recv(s->fd, p, n, MSG_DONTWAIT);
+		r = recv(s->fd, p, n, deadline < 0 ? 0 : MSG_DONTWAIT);
 	} while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return errno == ECONNRESET ? 0 : -errno;
@@ -244,7 +250,8 @@ static int stream_header(struct mpq_stream *s, int64_t deadline, int nowait)
 		       12 : 4;
 		if (s->hdr_got == need)
 			break;
-		r = stream_read(s, s->hdr + s->hdr_got, need - s->hdr_got);
+		r = stream_read(s, s->hdr + s->hdr_got, need - s->hdr_got,
+				deadline);
 		if (r > 0) {
 			s->hdr_got += (unsigned int)r;
 			continue;
@@ -285,7 +292,8 @@ static int stream_skip(struct mpq_stream *s, int64_t deadline, int nowait)
 
 	while (s->off < s->total) {
 		want = s->total - s->off;
-		r = stream_read(s, junk, want < sizeof(junk) ? want : sizeof(junk));
+		r = stream_read(s, junk, want < sizeof(junk) ? want : sizeof(junk),
+				deadline);
 		if (r > 0) {
 			s->off += (uint64_t)r;
 			continue;
@@ -369,7 +377,7 @@ again:
 			dst = p;
 			cap = want;
 		}
-		r = stream_read(s, dst + s->off, cap - s->off);
+		r = stream_read(s, dst + s->off, cap - s->off, deadline);
 		if (r > 0) {
 			s->off += (uint64_t)r;
 			continue;
