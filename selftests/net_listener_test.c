@@ -549,6 +549,27 @@ TEST(a_too_short_buffer_is_emsgsize_and_the_message_stays)
 	mpq_conn_free(d);
 }
 
+TEST(a_socket_connection_is_handed_on_by_export_and_import)
+{
+	struct mpq_conn *c, *d;
+	char handle[64], buf[8];
+	size_t len = sizeof(buf);
+	int raw;
+
+	sock_pair(_metadata, &c, &raw);
+	ASSERT_LT(0, mpq_conn_export(c, handle, sizeof(handle)));
+	EXPECT_EQ(0, strncmp(handle, "mpq-conn:stream:", 16));
+	ASSERT_EQ(0, mpq_conn_import(&d, handle));
+	mpq_conn_free(c);		/* the imported one has its own fd */
+	ASSERT_EQ(0, mpq_conn_send_bytes(d, "via", 3, TMO));
+	ASSERT_EQ(7, read(raw, buf, sizeof(buf)));
+	EXPECT_EQ(0, memcmp(buf, "\0\0\0\3via", 7));
+	EXPECT_EQ(-EOPNOTSUPP, mpq_conn_backend(d));
+	(void)len;
+	mpq_conn_free(d);
+	close(raw);
+}
+
 /* ---- hostile and silent peers --------------------------------------- */
 
 TEST(a_header_python_cannot_send_is_eproto_for_good)
