@@ -16,6 +16,8 @@ Exit status: 0 done, 3 AuthenticationError, 4 EOFError, 1 anything else.
 --dialect 312 replaces the handshake with Python 3.12's ({sha256}
 challenges, prefixed answers, MD5 taken from old peers), written from
 3.12's documented behaviour, so a 3.11 machine can test both dialects.
+--dialect 312fips is 3.12 where MD5 is unavailable (FIPS mode): an MD5
+answer is refused, so a peer must answer in the digest it was asked.
 """
 import hashlib
 import hmac
@@ -46,6 +48,13 @@ def show(addr):
 
 # ---- Python 3.12's handshake, for --dialect 312 -------------------------
 DIGESTS = {b'md5', b'sha256', b'sha384', b'sha3_256', b'sha3_384'}
+NO_MD5 = False
+
+
+def mac(authkey, message, name):
+    if NO_MD5 and name == 'md5':
+        raise ValueError('md5 unavailable')
+    return hmac.new(authkey, message, name).digest()
 
 
 def name_and_payload(message):
@@ -63,9 +72,12 @@ def deliver_312(conn, authkey, digest_name='sha256'):
     conn.send_bytes(b'#CHALLENGE#' + message)
     response = conn.recv_bytes(256)
     try:
-        name, mac = name_and_payload(response)
-        expected = hmac.new(authkey, message, name or 'md5').digest()
-        if len(expected) != len(mac) or not hmac.compare_digest(expected, mac):
+        name, got = name_and_payload(response)
+        try:
+            expected = mac(authkey, message, name or 'md5')
+        except ValueError:
+            raise mc.AuthenticationError('%r unsupported' % (name or 'md5'))
+        if len(expected) != len(got) or not hmac.compare_digest(expected, got):
             raise mc.AuthenticationError('digest received was wrong')
     except mc.AuthenticationError:
         conn.send_bytes(b'#FAILURE#')
@@ -81,11 +93,11 @@ def answer_312(conn, authkey):
     if len(message) < 20:
         raise mc.AuthenticationError('challenge too short')
     name, _ = name_and_payload(message)
-    if not name:
-        response = hmac.new(authkey, message, 'md5').digest()
+    if not name and not NO_MD5:
+        response = mac(authkey, message, 'md5')
     else:
-        response = b'{%s}' % name.encode() + \
-            hmac.new(authkey, message, name).digest()
+        name = name or 'sha256'
+        response = b'{%s}' % name.encode() + mac(authkey, message, name)
     conn.send_bytes(response)
     if conn.recv_bytes(256) != b'#WELCOME#':
         raise mc.AuthenticationError('digest sent was rejected')
@@ -111,10 +123,14 @@ def serve(conn):
 
 def main():
     mode, addr, key = sys.argv[1:4]
-    if '--dialect' in sys.argv and \
-            sys.argv[sys.argv.index('--dialect') + 1] == '312':
+    global NO_MD5
+    dialect = sys.argv[sys.argv.index('--dialect') + 1] \
+        if '--dialect' in sys.argv else '311'
+    if dialect.startswith('312'):
         mc.deliver_challenge = deliver_312
         mc.answer_challenge = answer_312
+        NO_MD5 = dialect == '312fips'
+
     authkey = None if key == '-' else bytes.fromhex(key)
     try:
         if mode == 'listen':

@@ -345,6 +345,35 @@ TEST(pythons_312_handshake_is_understood_both_ways)
 	EXPECT_EQ(3, py_wait(&p));
 }
 
+/*
+ * A 3.12 peer without MD5 (FIPS mode) refuses an MD5 answer: mpq must
+ * answer in the digest the challenge names, and need no MD5 itself.
+ */
+TEST(mpq_answers_in_the_digest_the_challenge_names)
+{
+	struct mpq_listener *l;
+	struct mpq_conn *c = NULL;
+	char bound[128];
+	struct py p;
+
+	snprintf(bound, sizeof(bound), "@mpq-pyfips-%d", getpid());
+	ASSERT_EQ(0, py_start(&p, "listen", bound, KEYHEX, "312fips"));
+	ASSERT_EQ(0, py_address(&p, bound, sizeof(bound)));
+	ASSERT_EQ(0, mpq_client(&c, bound, KEY, sizeof(KEY) - 1, TMO));
+	EXPECT_EQ(0, py_conversation(c));
+	EXPECT_EQ(0, py_wait(&p));
+	mpq_conn_free(c);
+
+	ASSERT_EQ(0, mpq_listener_new(&l, NULL, KEY, sizeof(KEY) - 1, NULL));
+	ASSERT_LT(0, mpq_listener_address(l, bound, sizeof(bound)));
+	ASSERT_EQ(0, py_start(&p, "connect", bound, KEYHEX, "312fips"));
+	ASSERT_EQ(0, mpq_listener_accept(l, &c, TMO));
+	EXPECT_EQ(0, py_conversation(c));
+	EXPECT_EQ(0, py_wait(&p));
+	mpq_conn_free(c);
+	mpq_listener_free(l);
+}
+
 /* ---- large messages ------------------------------------------------- */
 
 FIXTURE(big) {
