@@ -269,8 +269,7 @@ MPQ_NET_EXPORT int mpq_listener_new(struct mpq_listener **out,
 	}
 	if (listen(l->fd, backlog)) {
 		ret = -errno;
-		l->path[0] = 0;		/* bound by us, but say nothing of it */
-		goto err;
+		goto err;		/* a path we bound is unlinked there */
 	}
 	*out = l;
 	return 0;
