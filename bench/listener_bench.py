@@ -34,8 +34,9 @@ def echo(address):
 
 
 def run(impl, size, count):
-    # The unix kind: an abstract name the kernel picks, as mpq's NULL is.
-    where = ("127.0.0.1", 0) if impl.endswith("tcp") else "\0"
+    # The unix kind: an abstract name, as mpq's is (there the kernel's pick).
+    where = ("127.0.0.1", 0) if impl.endswith("tcp") else \
+        "\0mpq-listener-bench-%d" % os.getpid()
     family = "AF_INET" if impl.endswith("tcp") else "AF_UNIX"
     warm = count // 10 + 10
     buf = bytes(size)
