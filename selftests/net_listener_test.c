@@ -714,6 +714,68 @@ TEST(a_send_cut_by_its_timeout_shuts_the_sending_side)
 	mpq_conn_free(d);
 }
 
+/*
+ * A sender killed by SIGKILL at a random point, many times: the receiver
+ * gets whole, intact messages, then -ECONNABORTED (killed mid-message) or
+ * -EPIPE (between messages), never a part of one and never a hang.
+ */
+static int killed_sender(void *arg)
+{
+	struct mpq_conn *c = arg;
+	static unsigned char buf[1 << 20];
+	unsigned int seed = (unsigned int)getpid(), i;
+
+	for (i = 0;; i++) {
+		size_t n = 8 + (size_t)rand_r(&seed) % (sizeof(buf) - 8);
+
+		fill(buf + 8, n - 8, i);
+		memcpy(buf, &n, sizeof(n));
+		if (mpq_conn_send_bytes(c, buf, n, TMO))
+			return 1;
+	}
+}
+
+TEST(a_sender_killed_at_random_points_cuts_no_message_short)
+{
+	unsigned int seed = 1234, round;
+	unsigned char *want = malloc(1 << 20);
+
+	ASSERT_NE(NULL, want);
+	for (round = 0; round < 30; round++) {
+		struct mpq_conn *c, *d;
+		unsigned int got = 0;
+		void *out;
+		pid_t pid;
+		int sv[2], ret, st;
+
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+		ASSERT_EQ(0, mpq_conn_from_fd(&c, sv[0], 0));
+		ASSERT_EQ(0, mpq_conn_from_fd(&d, sv[1], 0));
+		pid = spawn(killed_sender, d);
+		mpq_conn_free(d);
+		usleep(rand_r(&seed) % 20000);
+		kill(pid, SIGKILL);
+		for (;;) {
+			ret = (int)mpq_conn_recv_bytes(c, &out, SIZE_MAX, TMO);
+			if (ret < 0)
+				break;
+			size_t n;
+
+			memcpy(&n, out, sizeof(n));
+			fill(want + 8, n - 8, got);
+			EXPECT_EQ(n, (size_t)ret);
+			EXPECT_EQ(0, memcmp(want + 8, (unsigned char *)out + 8, n - 8));
+			free(out);
+			got++;
+		}
+		EXPECT_TRUE(ret == -EPIPE || ret == -ECONNABORTED);
+		waitpid(pid, &st, 0);
+		EXPECT_TRUE(WIFSIGNALED(st));
+		mpq_conn_free(c);
+	}
+	free(want);
+}
+
 TEST(a_silent_peer_times_out_the_handshake_on_both_sides)
 {
 	struct mpq_listener_attr attr = { .handshake_timeout_ns = 200 * NSEC_PER_MSEC };
