@@ -399,7 +399,7 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	if (ret)
 		return ret;
 	if (unlikely(c->stream))
-		return mpq_stream_send(c->stream, buf, len, timeout_ns);
+		return mpq__stream_send(c->stream, buf, len, timeout_ns);
 	if (!c->tx)
 		return -EBADF;		/* the receiving end of a one-way pipe */
 	if (!buf && len)
@@ -538,7 +538,7 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 	if (ret)
 		return ret;
 	if (unlikely(c->stream))
-		return mpq_stream_recv(c->stream, buf, len, timeout_ns, alloc);
+		return mpq__stream_recv(c->stream, buf, len, timeout_ns, alloc);
 	if (!c->rx)
 		return -EBADF;		/* the sending end of a one-way pipe */
 	if (!len || (!buf && !alloc))
@@ -679,7 +679,7 @@ MPQ_EXPORT int mpq_conn_poll(struct mpq_conn *c, int64_t timeout_ns)
 	if (ret)
 		return ret;
 	if (unlikely(c->stream))
-		return mpq_stream_poll(c->stream, timeout_ns);
+		return mpq__stream_poll(c->stream, timeout_ns);
 	if (!c->rx)
 		return -EBADF;
 	ret = conn_wait(c, 1, 0, mpq_deadline(timeout_ns), &drained);
@@ -709,7 +709,7 @@ MPQ_EXPORT int mpq_conn_fileno(struct mpq_conn *c)
 	if (ret)
 		return ret;
 	if (c->stream)
-		return mpq_stream_fd(c->stream);
+		return mpq__stream_fd(c->stream);
 	if (c->backend == MPQ_BACKEND_KMOD)
 		return c->fd;
 	if (c->epfd >= 0)
@@ -747,7 +747,7 @@ int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np)
 	if (ret)
 		return ret;
 	if (c->stream)
-		return mpq_stream_wait_prepare(c->stream, p, np);
+		return mpq__stream_wait_prepare(c->stream, p, np);
 	if (!c->rx)
 		return -EBADF;
 	*np = 0;
@@ -793,7 +793,7 @@ MPQ_EXPORT int mpq_conn_close(struct mpq_conn *c)
 	if (ret)
 		return ret;
 	if (c->stream) {
-		mpq_stream_close(c->stream);
+		mpq__stream_close(c->stream);
 		c->stream = NULL;
 		c->closed = 1;
 		return 0;
@@ -1017,7 +1017,7 @@ MPQ_EXPORT int mpq_conn_from_fd(struct mpq_conn **out, int fd,
 	c = conn_alloc(MPQ_BACKEND_DEFAULT, 0, 0);
 	if (!c)
 		return -ENOMEM;
-	ret = mpq_stream_open(&c->stream, fd);
+	ret = mpq__stream_open(&c->stream, fd);
 	if (ret) {
 		free(c);
 		return ret;
@@ -1050,7 +1050,7 @@ int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
 	fds[0] = c->fd;
 	*nfds = 1;
 	if (c->stream) {
-		fds[0] = mpq_stream_fd(c->stream);
+		fds[0] = mpq__stream_fd(c->stream);
 		n = snprintf(buf, len, "mpq-conn:stream:%d", fds[0]);
 	} else if (c->backend == MPQ_BACKEND_KMOD) {
 		n = snprintf(buf, len, "mpq-conn:kmod:%d", c->fd);

@@ -89,7 +89,7 @@ static int stream_wait(struct mpq_stream *s, short events, int64_t deadline,
 	}
 }
 
-int mpq_stream_open(struct mpq_stream **out, int fd)
+int mpq__stream_open(struct mpq_stream **out, int fd)
 {
 	struct mpq_stream *s;
 	socklen_t sl = sizeof(int);
@@ -109,12 +109,12 @@ int mpq_stream_open(struct mpq_stream **out, int fd)
 	return 0;
 }
 
-int mpq_stream_fd(struct mpq_stream *s)
+int mpq__stream_fd(struct mpq_stream *s)
 {
 	return s->fd;
 }
 
-void mpq_stream_close(struct mpq_stream *s)
+void mpq__stream_close(struct mpq_stream *s)
 {
 	if (!s)
 		return;
@@ -141,7 +141,7 @@ static uint64_t get_be(const unsigned char *p, int n)
 	return v;
 }
 
-int mpq_stream_send(struct mpq_stream *s, const void *buf, size_t len,
+int mpq__stream_send(struct mpq_stream *s, const void *buf, size_t len,
 		    int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
@@ -316,7 +316,7 @@ static int stream_skip(struct mpq_stream *s, int64_t deadline, int nowait)
  * Receive one message: into buf of *len bytes, or (alloc) into a buffer
  * of ours of at most *len bytes handed out through *(void **)buf.
  */
-int mpq_stream_recv(struct mpq_stream *s, void *buf, size_t *len,
+int mpq__stream_recv(struct mpq_stream *s, void *buf, size_t *len,
 		    int64_t timeout_ns, int alloc)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
@@ -424,7 +424,7 @@ again:
 }
 
 /* Anything to receive (a message, the end of file, an error) by then? */
-int mpq_stream_poll(struct mpq_stream *s, int64_t timeout_ns)
+int mpq__stream_poll(struct mpq_stream *s, int64_t timeout_ns)
 {
 	int ret;
 
@@ -436,7 +436,7 @@ int mpq_stream_poll(struct mpq_stream *s, int64_t timeout_ns)
 	return ret ? ret : 1;
 }
 
-int mpq_stream_wait_prepare(struct mpq_stream *s, struct pollfd *p, int *np)
+int mpq__stream_wait_prepare(struct mpq_stream *s, struct pollfd *p, int *np)
 {
 	struct pollfd q = { .fd = s->fd, .events = POLLIN };
 
