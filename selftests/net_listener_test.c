@@ -528,6 +528,28 @@ TEST(listener_and_client_in_c_work_in_mpq_wait_and_poll)
 	mpq_listener_free(l);
 }
 
+TEST(a_wrong_key_between_two_c_ends_is_eacces_on_both)
+{
+	struct mpq_listener *l;
+	struct mpq_conn *c = NULL;
+	char bound[128];
+	pid_t pid;
+	int st;
+
+	ASSERT_EQ(0, mpq_listener_new(&l, NULL, KEY, sizeof(KEY) - 1, NULL));
+	ASSERT_LT(0, mpq_listener_address(l, bound, sizeof(bound)));
+	pid = fork();
+	if (!pid) {
+		struct mpq_conn *cc;
+
+		_exit(mpq_client(&cc, bound, "other", 5, TMO) == -EACCES ? 0 : 1);
+	}
+	EXPECT_EQ(-EACCES, mpq_listener_accept(l, &c, TMO));
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_EQ(0, st);
+	mpq_listener_free(l);
+}
+
 TEST(a_path_listener_unlinks_its_socket_when_closed)
 {
 	char path[64];
