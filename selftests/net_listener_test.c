@@ -886,6 +886,26 @@ TEST(addresses_are_parsed_as_documented)
 	ASSERT_EQ(0, mpq_listener_new(&l, "[::1]:0", NULL, 0, NULL));
 	ASSERT_LT(0, mpq_listener_address(l, bound, sizeof(bound)));
 	EXPECT_EQ(0, strncmp(bound, "[::1]:", 6));
+	/* And IPv6 carries messages as IPv4 does. */
+	pid_t pid = fork();
+
+	if (!pid) {
+		struct mpq_conn *cc;
+
+		_exit(mpq_client(&cc, bound, NULL, 0, TMO) ||
+		      mpq_conn_send_bytes(cc, "v6", 2, TMO) ? 1 : 0);
+	}
+	struct mpq_conn *c;
+	char buf[4];
+	size_t len = sizeof(buf);
+	int st;
+
+	ASSERT_EQ(0, mpq_listener_accept(l, &c, TMO));
+	EXPECT_EQ(0, mpq_conn_recv_bytes_into(c, buf, &len, TMO));
+	EXPECT_EQ(2, len);
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_EQ(0, st);
+	mpq_conn_free(c);
 	mpq_listener_free(l);
 	ASSERT_EQ(0, mpq_listener_new(&l, "@mpq-parse-test", NULL, 0, NULL));
 	ASSERT_LT(0, mpq_listener_address(l, bound, sizeof(bound)));
