@@ -224,6 +224,10 @@ PEERS       := $(B)/bench/peers/ck $(B)/bench/peers/boost $(B)/bench/peers/zerom
 PEER_DEPS   := bench/peers/peer.h bench/bench.h
 # The C binding's headers sit under a versioned directory (no pkg-config).
 IOX_INC     := $(firstword $(wildcard /usr/include/iceoryx/v*))
+# The Listener/Client benchmark links libmpq-net too.
+$(B)/bench/listener_bench: bench/listener_bench.c bench/*.h $(SO) $(NET_SO)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
 
 examples: $(EXAMPLES)
 bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION) $(PEERS)

@@ -42,6 +42,9 @@ MPQBENCH = os.path.join(TOP, "build", "bench", "mpqbench")
 POOLBENCH = os.path.join(TOP, "build", "bench", "pool_bench")
 LOCKBENCH = os.path.join(TOP, "build", "bench", "lockbench")
 CPYBENCH = [sys.executable, os.path.join(TOP, "bench", "cpython_bench.py")]
+# Listener/Client round trips (net-rtt), mpq at both ends vs CPython at both.
+NETBENCH = os.path.join(TOP, "build", "bench", "listener_bench")
+NETPYBENCH = [sys.executable, os.path.join(TOP, "bench", "listener_bench.py")]
 # The same mpqbench on a libmpq built with -DMPQ_NO_PROBES: the price of
 # the USDT probes when no tracer is attached (one load and branch each).
 NOPROBES_LIB = os.path.join(TOP, "build", "noprobes")
@@ -997,6 +1000,8 @@ def main():
         else:
             log("no %s: its peer rows are missing (make bench-bin, "
                 "scripts/deps.sh)" % exe)
+    if os.path.exists(NETBENCH):
+        cells += list_cells([NETBENCH], a.quick) + list_cells(NETPYBENCH, a.quick)
     if os.path.exists(NOPROBES_LIB):
         cells += [(NOPROBES, c) for _, c in list_cells([MPQBENCH], a.quick)
                   if re.search(PROBE_CELLS, cell_name(c))]

@@ -642,6 +642,30 @@ int mpq_conn_export(struct mpq_conn *c, char *buf, size_t len);
 int mpq_conn_import(struct mpq_conn **out, const char *handle);
 
 /*
+ * A Connection over a connected stream socket (AF_UNIX or TCP), in the
+ * framing of Python's multiprocessing.connection.Connection: a 4-byte
+ * big-endian length (0xffffffff and an 8-byte one for messages over
+ * 2 GiB - 1), then the bytes. Python's Connection(fd) for C; what
+ * mpq_listener_accept() and mpq_client() (<mpq_net.h>) return. Every
+ * mpq_conn_* call and mpq_wait() take it; mpq_conn_fileno() is the socket,
+ * mpq_conn_backend() is -EOPNOTSUPP, and mpq_conn_export() hands the
+ * socket to a spawned child. The connection owns fd from success on (it
+ * is closed by mpq_conn_close). Calls with a timeout use MSG_DONTWAIT and
+ * poll, calls with MPQ_FOREVER block in the kernel; the fd's O_NONBLOCK
+ * flag does not matter either way. flags must be 0.
+ *
+ * The promises of a pipe hold, with two differences: a send that times
+ * out after part of its message left cuts it whatever its size (a socket
+ * cannot reserve room for it first): the sending side is shut, as for a
+ * cut message over a pipe; and a header Python cannot have sent is
+ * -EPROTO, then and on every later receive (the stream lost its framing).
+ * A receive never allocates more than the bytes that actually came.
+ * Returns 0, -EINVAL, -EBADF, -ENOTSOCK, -EPROTOTYPE (not SOCK_STREAM),
+ * -ENOMEM.
+ */
+int mpq_conn_from_fd(struct mpq_conn **out, int fd, uint32_t flags);
+
+/*
  * Waiting on many things: multiprocessing.connection.wait for C. Any mix
  * of connections (ready: a message or the end of file), queues (ready: a
  * message) and plain fds (ready: readable; a process sentinel is one).

@@ -88,6 +88,13 @@ struct mpq_conn {
 	int rx_mid;
 	uint64_t rx_total, rx_off;
 	unsigned char *rx_part;
+	/*
+	 * Not NULL: a connection over a stream socket in Python's framing
+	 * (conn_stream.c, mpq_conn_from_fd()); none of the above is used.
+	 * Each call tests it once on entry, a branch the shared-memory path
+	 * predicts and otherwise never sees.
+	 */
+	struct mpq_stream *stream;
 };
 
 /* shut[] of an end's ring: its ABORT frame is still to be written, or is. */
@@ -391,6 +398,8 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	ret = conn_check(c);
 	if (ret)
 		return ret;
+	if (unlikely(c->stream))
+		return mpq__stream_send(c->stream, buf, len, timeout_ns);
 	if (!c->tx)
 		return -EBADF;		/* the receiving end of a one-way pipe */
 	if (!buf && len)
@@ -528,6 +537,8 @@ static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 	ret = conn_check(c);
 	if (ret)
 		return ret;
+	if (unlikely(c->stream))
+		return mpq__stream_recv(c->stream, buf, len, timeout_ns, alloc);
 	if (!c->rx)
 		return -EBADF;		/* the sending end of a one-way pipe */
 	if (!len || (!buf && !alloc))
@@ -667,6 +678,8 @@ MPQ_EXPORT int mpq_conn_poll(struct mpq_conn *c, int64_t timeout_ns)
 	ret = conn_check(c);
 	if (ret)
 		return ret;
+	if (unlikely(c->stream))
+		return mpq__stream_poll(c->stream, timeout_ns);
 	if (!c->rx)
 		return -EBADF;
 	ret = conn_wait(c, 1, 0, mpq_deadline(timeout_ns), &drained);
@@ -695,6 +708,8 @@ MPQ_EXPORT int mpq_conn_fileno(struct mpq_conn *c)
 
 	if (ret)
 		return ret;
+	if (c->stream)
+		return mpq__stream_fd(c->stream);
 	if (c->backend == MPQ_BACKEND_KMOD)
 		return c->fd;
 	if (c->epfd >= 0)
@@ -731,6 +746,8 @@ int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np)
 
 	if (ret)
 		return ret;
+	if (c->stream)
+		return mpq__stream_wait_prepare(c->stream, p, np);
 	if (!c->rx)
 		return -EBADF;
 	*np = 0;
@@ -775,6 +792,12 @@ MPQ_EXPORT int mpq_conn_close(struct mpq_conn *c)
 
 	if (ret)
 		return ret;
+	if (c->stream) {
+		mpq__stream_close(c->stream);
+		c->stream = NULL;
+		c->closed = 1;
+		return 0;
+	}
 	munmap(c->shm, c->map_size);
 	c->shm = NULL;
 	conn_close_fds(c);
@@ -970,13 +993,37 @@ err:
  */
 void mpq_conn_prefault(struct mpq_conn *c)
 {
-	if (c && !c->closed)
+	if (c && !c->closed && !c->stream)
 		madvise(c->shm, c->map_size, MADV_POPULATE_WRITE);
 }
 
 MPQ_EXPORT int mpq_conn_backend(struct mpq_conn *c)
 {
+	if (c && c->stream)
+		return -EOPNOTSUPP;	/* a socket: no shared memory */
 	return c ? c->backend : -EINVAL;
+}
+
+/* ---- a connection over a socket (conn_stream.c) --------------------- */
+
+MPQ_EXPORT int mpq_conn_from_fd(struct mpq_conn **out, int fd,
+				uint32_t flags)
+{
+	struct mpq_conn *c;
+	int ret;
+
+	if (!out || flags)
+		return -EINVAL;
+	c = conn_alloc(MPQ_BACKEND_DEFAULT, 0, 0);
+	if (!c)
+		return -ENOMEM;
+	ret = mpq__stream_open(&c->stream, fd);
+	if (ret) {
+		free(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
 }
 
 /* ---- handing an end to a spawned child ------------------------------ */
@@ -1002,7 +1049,10 @@ int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
 		return -EINVAL;
 	fds[0] = c->fd;
 	*nfds = 1;
-	if (c->backend == MPQ_BACKEND_KMOD) {
+	if (c->stream) {
+		fds[0] = mpq__stream_fd(c->stream);
+		n = snprintf(buf, len, "mpq-conn:stream:%d", fds[0]);
+	} else if (c->backend == MPQ_BACKEND_KMOD) {
 		n = snprintf(buf, len, "mpq-conn:kmod:%d", c->fd);
 	} else {
 		fds[1] = c->sock;
@@ -1051,6 +1101,16 @@ MPQ_EXPORT int mpq_conn_import(struct mpq_conn **out, const char *handle)
 
 	if (!out || !handle)
 		return -EINVAL;
+	if (sscanf(handle, "mpq-conn:stream:%d%n", &fds[0], &n) == 1 &&
+	    n == (int)strlen(handle)) {
+		k = conn_dup(fds[0]);
+		if (k < 0)
+			return k;
+		ret = mpq_conn_from_fd(out, k, 0);
+		if (ret)
+			close(k);
+		return ret == -ENOTSOCK || ret == -EPROTOTYPE ? -EINVAL : ret;
+	}
 	if (sscanf(handle, "mpq-conn:kmod:%d%n", &fds[0], &n) == 1 &&
 	    n == (int)strlen(handle)) {
 		ret = mpq_kmod_pipe_info(fds[0], &g, &end, &flags);

@@ -188,6 +188,19 @@ void mpq_block_free(struct mpq_block *b);
 /* For mpq_wait(): see conn.c and queue.c. */
 struct pollfd;
 int mpq_conn_wait_prepare(struct mpq_conn *c, struct pollfd *p, int *np);
+
+/* conn_stream.c: the Connection over a stream socket behind mpq_conn_from_fd
+ * (mpq__: internal, though the static archive shows it). */
+struct mpq_stream;
+int mpq__stream_open(struct mpq_stream **out, int fd);
+int mpq__stream_send(struct mpq_stream *s, const void *buf, size_t len,
+		    int64_t timeout_ns);
+int mpq__stream_recv(struct mpq_stream *s, void *buf, size_t *len,
+		    int64_t timeout_ns, int alloc);
+int mpq__stream_poll(struct mpq_stream *s, int64_t timeout_ns);
+int mpq__stream_fd(struct mpq_stream *s);
+int mpq__stream_wait_prepare(struct mpq_stream *s, struct pollfd *p, int *np);
+void mpq__stream_close(struct mpq_stream *s);
 int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p);
 
 struct mpq_queue {
