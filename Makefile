@@ -13,10 +13,14 @@
 #   make deps         install what is missing (Debian packages, VM kernel)
 #   make vm CMD=...   run a command in the test VM with mpq.ko loaded
 #   make vm-shell     a shell in the test VM
-#   make install      DESTDIR, PREFIX honoured
+#   make install      DESTDIR, PREFIX honoured (DEVMODE: /dev/mpq's mode)
+#   make install-dkms the module's source for DKMS, built for every kernel
+#   make install-autoload  load the module at boot (modules-load.d)
+#   make check-6.12   the VM tests on Debian 12's newer kernel (6.12)
 #
 # The kernel side builds with Kbuild against KDIR: the running kernel's
-# build tree if there is one, else the Debian headers the test VM uses.
+# build tree if there is one, else the Debian headers the test VM uses,
+# and then make says so: that module loads only on that kernel.
 
 VERSION     := 0.2.0
 SOVERSION   := 0
@@ -30,6 +34,15 @@ LIBDIR      ?= $(PREFIX)/lib
 INCLUDEDIR  ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR      ?= $(PREFIX)/share/man
+# Where udev, systemd-sysusers and systemd-modules-load look, whatever
+# PREFIX is; DESTDIR still applies.
+UDEVDIR     ?= $(or $(shell pkg-config --variable=udevdir udev 2>/dev/null),/lib/udev)
+SYSUSERSDIR ?= $(or $(shell pkg-config --variable=sysusersdir systemd 2>/dev/null),/usr/lib/sysusers.d)
+MODULESLOADDIR ?= $(or $(shell pkg-config --variable=modulesloaddir systemd 2>/dev/null),/usr/lib/modules-load.d)
+DKMSDIR     ?= /usr/src
+# /dev/mpq's mode in the udev rule: 0666 (the module's own default: any
+# user, each with a budget) or 0660 (root and group mpq only).
+DEVMODE     ?= 0666
 
 CC          ?= cc
 # Debian's CPython: the one the benchmarks compare with, in the VM too.
@@ -67,6 +80,7 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
+.PHONY: install-dkms uninstall-dkms install-autoload kmod-6.12 check-6.12
 .PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
@@ -113,8 +127,14 @@ PC_SUBST     = sed -e 's|@prefix@|$(PREFIX)|' -e 's|@libdir@|$(LIBDIR)|' \
 $(B)/lib/mpq.pc: lib/mpq.pc.in Makefile
 	$(PC_SUBST) $< > $@
 
-# The module. W=1 keeps it clean of the extra warnings too.
+# The module. W=1 keeps it clean of the extra warnings too. Built for a
+# kernel this machine does not run, it says so, and what to install.
+RUNNING_KVER := $(shell uname -r)
 kmod:
+	@[ -d /lib/modules/$(RUNNING_KVER)/build ] || [ "$(origin KDIR)" != file ] || \
+		{ echo "*** mpq: no headers for the running kernel $(RUNNING_KVER):"; \
+		  echo "*** building mpq.ko for $(VM_KVER) instead; it will not load on this kernel."; \
+		  echo "*** For this kernel: apt-get install linux-headers-$(RUNNING_KVER) (or use make install-dkms)."; } >&2
 	$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules
 
 # The module for the test VM's kernel, whatever the host runs.
@@ -267,12 +287,31 @@ kmod-debug: debug-kernel
 	rm -rf $(DEBUG_MOD) && mkdir -p $(DEBUG_MOD)/include/uapi
 	cp -r Kbuild kmod $(DEBUG_MOD)/ && cp -r include/uapi/linux $(DEBUG_MOD)/include/uapi/
 	rm -f $(DEBUG_MOD)/kmod/*.o $(DEBUG_MOD)/kmod/*.ko $(DEBUG_MOD)/kmod/.*.cmd
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/$(DEBUG_MOD) W=1 UBSAN_SANITIZE=y modules
+	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/$(DEBUG_MOD) W=1 UBSAN_SANITIZE=y \
+		MPQ_VERSION=$(VERSION) modules
 
 check-debug: kmod-debug
 	$(MAKE) lib examples bench-bin tools selftests
 	MPQ_VM_KERNEL=$(DEBUG_KDIR)/arch/x86/boot/bzImage MPQ_MODULE=$(DEBUG_MOD)/kmod/mpq.ko \
 		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only
+
+# The VM tests on Debian 12's other kernel, 6.12 (bookworm's newer one):
+# its headers and image unpacked into the VM cache (scripts/deps.sh, not
+# installed, so the host keeps building for 6.1), the module built in a
+# copy of the sources (kmod/mpq.ko stays 6.1's). make check stays on 6.1.
+K612_MOD    := $(B)/kmod-6.12
+
+kmod-6.12: deps
+	MPQ_KSERIES=6.12 scripts/deps.sh
+	rm -rf $(K612_MOD) && mkdir -p $(K612_MOD)/include/uapi
+	cp -r Kbuild kmod $(K612_MOD)/ && cp -r include/uapi/linux $(K612_MOD)/include/uapi/
+	rm -f $(K612_MOD)/kmod/*.o $(K612_MOD)/kmod/*.ko $(K612_MOD)/kmod/.*.cmd
+	$(MAKE) -C $$(MPQ_KSERIES=6.12 scripts/deps.sh --kdir) M=$(CURDIR)/$(K612_MOD) W=1 \
+		MPQ_VERSION=$(VERSION) modules
+
+check-6.12: kmod-6.12
+	$(MAKE) lib examples bench-bin tools selftests
+	MPQ_KSERIES=6.12 MPQ_MODULE=$(K612_MOD)/kmod/mpq.ko selftests/run_tests.sh --vm-only
 
 # The ABI fuzzer alone, in the VM, for longer than make check runs it.
 SECONDS ?= 600
@@ -348,13 +387,75 @@ install: lib
 		install -d $(DESTDIR)$(PREFIX)/sbin; \
 		install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/sbin/; \
 	fi
+	install -d $(DESTDIR)$(MANDIR)/man4
+	install -m 644 man/mpq.4 $(DESTDIR)$(MANDIR)/man4/
+	@# /dev/mpq's group and mode (udev), and the group (systemd-sysusers).
+	install -d $(DESTDIR)$(UDEVDIR)/rules.d $(DESTDIR)$(SYSUSERSDIR)
+	sed 's/^\(KERNEL.*MODE="\)[0-7]*"/\1$(DEVMODE)"/' dist/60-mpq.rules \
+		> $(DESTDIR)$(UDEVDIR)/rules.d/60-mpq.rules
+	install -m 644 dist/mpq.sysusers $(DESTDIR)$(SYSUSERSDIR)/mpq.conf
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent group mpq >/dev/null || systemd-sysusers mpq.conf 2>/dev/null || \
+			groupadd --system mpq; \
+		udevadm control --reload 2>/dev/null || true; \
+	fi
+	@# The module, for the kernel it was built for. Into a staging DESTDIR
+	@# as it is; on this machine, not silently for a kernel it does not run.
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
+		if [ -z "$(DESTDIR)" ] && [ "$$kv" != "$(RUNNING_KVER)" ] && [ "$(KVER)" != "$$kv" ]; then \
+			echo "*** mpq: kmod/mpq.ko is built for $$kv, not the running kernel $(RUNNING_KVER): not installed."; \
+			echo "*** apt-get install linux-headers-$(RUNNING_KVER), then make and make install;"; \
+			echo "*** or make install-dkms (every kernel with headers); or make install KVER=$$kv"; \
+			echo "*** to install it for $$kv on purpose."; \
+			exit 1; \
+		fi >&2; \
+		echo "install kmod/mpq.ko for $$kv"; \
 		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
 		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
 	fi
 
-uninstall:
+# DKMS: the module's source under $(DKMSDIR)/mpq-$(VERSION) with dkms.conf,
+# then (not staging) dkms builds and installs it for each kernel that has
+# headers, and again for each kernel installed later (AUTOINSTALL).
+DKMS_SRC     = $(DESTDIR)$(DKMSDIR)/mpq-$(VERSION)
+install-dkms:
+	install -d $(DKMS_SRC)/kmod $(DKMS_SRC)/include/uapi/linux
+	sed 's/#MODULE_VERSION#/$(VERSION)/' dkms.conf > $(DKMS_SRC)/dkms.conf
+	install -m 644 Kbuild $(DKMS_SRC)/
+	install -m 644 kmod/Kbuild $(filter-out %.mod.c,$(wildcard kmod/*.c kmod/*.h)) $(DKMS_SRC)/kmod/
+	install -m 644 include/uapi/linux/mpq.h $(DKMS_SRC)/include/uapi/linux/
+	@if [ -z "$(DESTDIR)" ]; then \
+		command -v dkms >/dev/null || { echo "*** mpq: dkms is not installed: apt-get install dkms" >&2; exit 1; }; \
+		dkms status -m mpq -v $(VERSION) | grep -q . || dkms add -m mpq -v $(VERSION); \
+		n=0; for b in /lib/modules/*/build; do \
+			[ -d "$$b" ] || continue; k=$$(basename $$(dirname $$b)); \
+			dkms install -m mpq -v $(VERSION) -k $$k && n=$$((n + 1)); \
+		done; \
+		[ $$n -gt 0 ] || echo "*** mpq: no kernel has headers: apt-get install linux-headers-$(RUNNING_KVER)" >&2; \
+	fi
+
+# Load the module at every boot: modules-load.d. Not part of install: a
+# first open of /dev/mpq loads it anyway (its devname alias).
+install-autoload:
+	install -d $(DESTDIR)$(MODULESLOADDIR)
+	install -m 644 dist/mpq.modules-load $(DESTDIR)$(MODULESLOADDIR)/mpq.conf
+
+uninstall-dkms:
+	@if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null && dkms status -m mpq -v $(VERSION) | grep -q .; then \
+		dkms remove -m mpq -v $(VERSION) --all; \
+	fi
+	rm -rf $(DKMS_SRC)
+
+uninstall: uninstall-dkms
+	rm -f $(DESTDIR)$(MANDIR)/man4/mpq.4 $(DESTDIR)$(UDEVDIR)/rules.d/60-mpq.rules \
+		$(DESTDIR)$(SYSUSERSDIR)/mpq.conf $(DESTDIR)$(MODULESLOADDIR)/mpq.conf
+	@# The module, for every kernel make install put it in. The group
+	@# stays, as Debian leaves a removed package's groups.
+	@for m in $(DESTDIR)/lib/modules/*/updates/mpq.ko; do \
+		[ -f "$$m" ] || continue; rm -f "$$m"; echo "rm $$m"; \
+		if [ -z "$(DESTDIR)" ]; then depmod -a $$(echo $$m | cut -d/ -f4); fi; \
+	done
 	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(LIBDIR)/libmpq.* \
 		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc $(DESTDIR)$(INCLUDEDIR)/mpq_net.h \
 		$(DESTDIR)$(LIBDIR)/libmpq-net.* $(DESTDIR)$(PKGCONFIGDIR)/mpq-net.pc

@@ -8,39 +8,107 @@
 #      kmod backend, with the VM's own checks (kernel log, rmmod),
 #   4. make install, used through pkg-config by an example,
 #   5. the module's style (checkpatch --strict) and its W=1 build.
-# Prints each binary's TAP, then one line: N passed, N failed, N skipped.
+# Prints one TAP stream (TAP version 13): each program's results
+# renumbered into it as "ok N - PROGRAM: TEST", everything else a "#"
+# comment, the plan at the end, then one line: N passed, N failed, N
+# skipped. selftests/tap_check.pl validates it with Perl's TAP::Parser;
+# a copy goes to build/check.tap for that. Per-test timeouts are the
+# kselftest harness's own (TIMEOUT in each binary).
 # Exits non-zero if anything failed. The VM part never skips: a VM that
 # cannot run is a failure.
 #
 #   run_tests.sh --vm-only   only part 3 (make check-debug: with
 #                            MPQ_VM_KERNEL and MPQ_MODULE set)
+#   run_tests.sh --merge NAME EXIT-STATUS
+#                            only renumber one program's TAP on stdin into
+#                            a stream of its own (the tests of this file)
 set -u
-vm_only=0
-[ "${1:-}" = --vm-only ] && vm_only=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 B=$top/build
-pass=0 fail=0 skip=0
+n=0 pass=0 fail=0 skip=0
 failed=()
 
-# Add up the "# Totals:" lines of a TAP stream on stdin.
-add_totals() {
-	local name=$1 rc=$2 out=$3 p f s x e lines
-	lines=$(grep '^# Totals:' <<<"$out")
-	if [ -z "$lines" ]; then
-		echo "not ok - $name: no TAP totals (exit $rc)"
-		fail=$((fail + 1)); failed+=("$name")
-		return
+# One result line of this stream. STATUS: ok, not ok; DESC may end in a
+# "# SKIP ..." or "# TODO ..." directive.
+result() { # STATUS DESC
+	n=$((n + 1))
+	echo "$1 $n - $2"
+	shopt -s nocasematch
+	if [[ $2 =~ \#\ *(SKIP|TODO) ]]; then
+		skip=$((skip + 1))
+	elif [ "$1" = ok ]; then
+		pass=$((pass + 1))
+	else
+		fail=$((fail + 1)); failed+=("${2%%:*}")
 	fi
-	while read -r l; do
-		p=$(sed -n 's/.* pass:\([0-9]*\).*/\1/p' <<<"$l")
-		f=$(sed -n 's/.* fail:\([0-9]*\).*/\1/p' <<<"$l")
-		x=$(sed -n 's/.* xpass:\([0-9]*\).*/\1/p' <<<"$l")
-		s=$(sed -n 's/.* skip:\([0-9]*\).*/\1/p' <<<"$l")
-		e=$(sed -n 's/.* error:\([0-9]*\).*/\1/p' <<<"$l")
-		pass=$((pass + p)); fail=$((fail + f + x + e)); skip=$((skip + s))
-		[ $((f + x + e)) -gt 0 ] && failed+=("$name")
-	done <<<"$lines"
+	shopt -u nocasematch
 }
+
+# Renumber one program's TAP (stdin: its output) into this stream. A
+# "# === NAME" line starts a new section (the VM runs many programs in
+# one output); each section must print a result and, if it planned N,
+# exactly N. A non-zero EXIT-STATUS with no failure seen is a failure.
+merge() { # NAME EXIT-STATUS
+	local sec=$1 rc=$2 line plan= ran=0 bad=0 desc
+	local re='^(not )?ok([ ]+[0-9]+)?([ ]+-)?[ ]*(.*)$'
+	end_section() {
+		if [ -n "$plan" ] && [ "$plan" != "$ran" ]; then
+			result "not ok" "$sec: planned $plan tests, ran $ran"
+			bad=$((bad + 1))
+		elif [ "$ran" = 0 ] && [ -z "$plan" ]; then
+			result "not ok" "$sec: printed no TAP result"
+			bad=$((bad + 1))
+		fi
+	}
+	while IFS= read -r line; do
+		if [[ $line == '# === '* ]]; then
+			end_section
+			sec=${line#'# === '} plan= ran=0
+			echo "$line"
+		elif [[ $line =~ $re ]]; then
+			desc=${BASH_REMATCH[4]}
+			ran=$((ran + 1))
+			if [ -n "${BASH_REMATCH[1]}" ]; then
+				result "not ok" "$sec: $desc"
+				shopt -s nocasematch
+				[[ $desc =~ \#\ *TODO ]] || bad=$((bad + 1))
+				shopt -u nocasematch
+			else
+				result ok "$sec: $desc"
+			fi
+		elif [[ $line =~ ^1\.\.([0-9]+) ]]; then
+			plan=${BASH_REMATCH[1]}
+		elif [[ $line =~ ^TAP\ version ]] || [ -z "$line" ]; then
+			:
+		elif [[ $line == 'Bail out!'* ]]; then
+			result "not ok" "$sec: ${line#Bail out!}"
+			bad=$((bad + 1))
+		elif [[ $line == '#'* ]]; then
+			echo "$line"
+		else
+			echo "# $line"
+		fi
+	done
+	end_section
+	if [ "$rc" != 0 ] && [ $bad = 0 ]; then
+		result "not ok" "$1: exited with status $rc"
+	fi
+}
+
+if [ "${1:-}" = --merge ]; then
+	echo "TAP version 13"
+	merge "$2" "$3"
+	echo "1..$n"
+	echo "$pass passed, $fail failed, $skip skipped"
+	exit 0
+fi
+
+vm_only=0
+[ "${1:-}" = --vm-only ] && vm_only=1
+mkdir -p "$B"
+exec > >(tee "$B/check.tap")
+tee_pid=$!
+echo "TAP version 13"
 
 run_tap() {
 	local name=$1 out rc
@@ -48,8 +116,7 @@ run_tap() {
 	echo "# === $name"
 	out=$("$@" 2>&1)
 	rc=$?
-	echo "$out"
-	add_totals "$name" "$rc" "$out"
+	merge "$name" "$rc" <<<"$out"
 }
 
 # One pass/fail check that is not a TAP binary.
@@ -59,13 +126,23 @@ check() {
 	out=$("$@" 2>&1)
 	rc=$?
 	if [ $rc = 0 ]; then
-		echo "ok - $name"
-		pass=$((pass + 1))
+		result ok "$name"
 	else
-		echo "$out" | tail -n 40
-		echo "not ok - $name"
-		fail=$((fail + 1)); failed+=("$name")
+		echo "$out" | tail -n 40 | sed 's/^/# /'
+		result "not ok" "$name"
 	fi
+}
+
+# The end of the stream: the plan, then the summary line, last.
+finish() {
+	echo "1..$n"
+	[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+	echo "$pass passed, $fail failed, $skip skipped"
+	# Let tee write the copy out before the caller reads it.
+	exec >&-
+	wait $tee_pid
+	[ $fail = 0 ]
+	exit
 }
 
 # The VM's kernel-log check itself (selftests/vm/splat.sh): kernel
@@ -123,21 +200,13 @@ echo "# === VM: ${MPQ_VM_KERNEL:-$("$top/scripts/deps.sh" --kver 2>/dev/null || 
 vm_out=$("$top/selftests/vm/run-vm.sh" -t "${MPQ_VM_TIMEOUT:-1500}" -- \
 	"$top/selftests/vm/guest_tests.sh" "$B" 2>&1)
 vm_rc=$?
-echo "$vm_out"
-add_totals "VM tests" "$vm_rc" "$vm_out"
+merge "VM" 0 <<<"$vm_out"
 if [ $vm_rc = 0 ]; then
-	echo "ok - VM: kernel log clean, rmmod mpq succeeded"
-	pass=$((pass + 1))
+	result ok "VM: kernel log clean, rmmod mpq succeeded"
 else
-	echo "not ok - VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
-	fail=$((fail + 1)); failed+=("VM run")
+	result "not ok" "VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
 fi
-if [ $vm_only = 1 ]; then
-	[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
-	echo "$pass passed, $fail failed, $skip skipped"
-	[ $fail = 0 ]
-	exit
-fi
+[ $vm_only = 1 ] && finish
 
 check "kmod: checkpatch --strict clean" bash -c \
 	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
@@ -192,12 +261,40 @@ check "make install: an example builds with pkg-config against it and runs" bash
 	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
 	MPQ_BACKEND=memfd "$d/pc" 3' "$top"
 
-kdir=/usr/src/linux-headers-$("$top/scripts/deps.sh" --kver)
-check "kmod: W=1 build has no warnings" bash -c \
-	"rm -f '$top'/kmod/*.o '$top'/kmod/.*.o.cmd
-	 out=\$(make -C '$kdir' M='$top' W=1 modules 2>&1); echo \"\$out\"
-	 ! grep -q 'warning:' <<<\"\$out\""
+# The W=1 check: the compiler's, objtool's and modpost's warnings in a
+# kbuild output, not make's own lines: under make -j (or any MAKEFLAGS
+# with a jobserver) the inner make says "make[1]: warning: jobserver
+# unavailable", which is no warning about the module.
+build_warnings() { grep -v -E '^g?make(\[[0-9]+\])?: ' | grep -i -E '(^|: )warning:'; }
+w1_case() { # WANT(0: a warning, 1: none) LINE...
+	local want=$1 rc
+	shift
+	printf '%s\n' "$@" | build_warnings >/dev/null
+	rc=$?
+	[ $rc = "$want" ] || { printf 'build_warnings exit %s, wanted %s, for:\n' $rc "$want"; printf '  %s\n' "$@"; }
+	[ $rc = "$want" ]
+}
+w1_tests() {
+	local ok=0
+	w1_case 1 "make[1]: warning: jobserver unavailable: using -j1.  Add '+' to parent make rule." \
+		"make: warning: Clock skew detected.  Your build may be incomplete." \
+		"make[2]: Entering directory '/usr/src/linux-headers-6.1.0-57-amd64'" \
+		"  CC [M]  /src/kmod/main.o" || ok=1
+	w1_case 0 "/src/kmod/main.c:12:5: warning: no previous prototype for 'f' [-Wmissing-prototypes]" || ok=1
+	w1_case 0 "WARNING: modpost: missing MODULE_LICENSE() in /src/kmod/mpq.o" || ok=1
+	w1_case 0 "/src/kmod/queue.o: warning: objtool: mpq_queue_put+0x1a: unreachable instruction" || ok=1
+	return $ok
+}
+check "kmod: the W=1 check counts compiler and modpost warnings, not make's own" w1_tests
 
-[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
-echo "$pass passed, $fail failed, $skip skipped"
-[ $fail = 0 ]
+kdir=$("$top/scripts/deps.sh" --kdir)
+w1_build() {
+	local out
+	rm -f "$top"/kmod/*.o "$top"/kmod/.*.o.cmd
+	out=$(make -C "$kdir" M="$top" W=1 modules 2>&1)
+	echo "$out"
+	! build_warnings <<<"$out" >/dev/null
+}
+check "kmod: W=1 build has no warnings" w1_build
+
+finish
