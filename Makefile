@@ -270,7 +270,8 @@ deps:
 check: deps
 	$(MAKE) lib examples bench-bin tools selftests
 	$(MAKE) kmod-vm
-	selftests/run_tests.sh
+	@# One TAP stream, checked by Perl's TAP::Parser (build/check.tap).
+	@selftests/run_tests.sh; rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
 
 # The debug kernel (scripts/debug-kernel.sh: KASAN, lockdep, kmemleak,
 # UBSAN), cached under build/debug-kernel, and the module built against it
@@ -293,7 +294,8 @@ kmod-debug: debug-kernel
 check-debug: kmod-debug
 	$(MAKE) lib examples bench-bin tools selftests
 	MPQ_VM_KERNEL=$(DEBUG_KDIR)/arch/x86/boot/bzImage MPQ_MODULE=$(DEBUG_MOD)/kmod/mpq.ko \
-		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only
+		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only; \
+		rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
 
 # The VM tests on Debian 12's other kernel, 6.12 (bookworm's newer one):
 # its headers and image unpacked into the VM cache (scripts/deps.sh, not
@@ -311,7 +313,8 @@ kmod-6.12: deps
 
 check-6.12: kmod-6.12
 	$(MAKE) lib examples bench-bin tools selftests
-	MPQ_KSERIES=6.12 MPQ_MODULE=$(K612_MOD)/kmod/mpq.ko selftests/run_tests.sh --vm-only
+	@MPQ_KSERIES=6.12 MPQ_MODULE=$(K612_MOD)/kmod/mpq.ko selftests/run_tests.sh --vm-only; \
+		rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
 
 # The ABI fuzzer alone, in the VM, for longer than make check runs it.
 SECONDS ?= 600
