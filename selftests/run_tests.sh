@@ -186,6 +186,72 @@ splat_tests() {
 }
 check "vm: the splat check counts kernel reports, not user-space traps" splat_tests
 
+# The stream itself: programs' TAP glued together is not TAP (two plans,
+# numbers restarting); merged, it is, with every result and the crash of
+# a program that stopped short counted. Checked by Perl's TAP::Parser.
+tap_sample() {
+	printf '%s\n' 'TAP version 13' '1..2' '# Starting 2 tests from 1 test cases.' \
+		'ok 1 global.a' 'ok 2 global.b # SKIP no module' \
+		'# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0' \
+		'# === b_test' 'TAP version 13' '1..3' 'ok 1 global.c' \
+		'not ok 2 global.d' 'stray output of a program'
+}
+tap_tests() {
+	local d ok=0
+	d=$(mktemp -d)
+	tap_sample > "$d/glued"
+	echo "2 passed, 1 failed, 1 skipped" >> "$d/glued"
+	if "$top/selftests/tap_check.pl" "$d/glued" 2>/dev/null; then
+		echo "tap_check.pl took glued streams for one"; ok=1
+	fi
+	tap_sample | "$top/selftests/run_tests.sh" --merge a_test 1 > "$d/merged"
+	"$top/selftests/tap_check.pl" "$d/merged" || ok=1
+	tail -n 1 "$d/merged" | grep -qx '2 passed, 2 failed, 1 skipped' ||
+		{ echo "merged counts: $(tail -n 1 "$d/merged")"; ok=1; }
+	grep -qx 'not ok 5 - b_test: planned 3 tests, ran 2' "$d/merged" ||
+		{ echo "no failure for the program that stopped short"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "tap: programs' streams merge into one TAP stream that TAP::Parser accepts" tap_tests
+
+# The VM kernel: Debian's plain amd64 flavour of the series on purpose,
+# not -rt or -cloud because they sort last.
+kver_tests() {
+	local d ok=0 v
+	d=$(mktemp -d)
+	mkdir "$d"/linux-headers-{6.1.0-57-amd64,6.1.0-57-rt-amd64,6.1.0-57-cloud-amd64} \
+		"$d"/linux-headers-{6.1.0-9-amd64,6.1.0-57-common,6.12.117+deb12-amd64} \
+		"$d"/linux-headers-{6.12.117+deb12-cloud-amd64,6.12.9+deb12-amd64}
+	v=$(MPQ_HEADERS=$d MPQ_VM_DIR=$d/none MPQ_KSERIES= "$top/scripts/deps.sh" --kver)
+	[ "$v" = 6.1.0-57-amd64 ] || { echo "6.1: $v"; ok=1; }
+	v=$(MPQ_HEADERS=$d MPQ_VM_DIR=$d/none MPQ_KSERIES=6.12 "$top/scripts/deps.sh" --kver)
+	[ "$v" = 6.12.117+deb12-amd64 ] || { echo "6.12: $v"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "deps: --kver picks the plain amd64 flavour of the series, not -rt or -cloud" kver_tests
+
+# The module's identity: one version with the Makefile, and the aliases
+# that load it when /dev/mpq is opened, as depmod sees them.
+modinfo_tests() {
+	local ko=${MPQ_MODULE:-$top/kmod/mpq.ko} want d kv ok=0
+	want=$(sed -n 's/^VERSION[[:space:]]*:=[[:space:]]*//p' "$top/Makefile")
+	[ "$(modinfo -F version "$ko")" = "$want" ] ||
+		{ echo "version $(modinfo -F version "$ko"), Makefile $want"; ok=1; }
+	modinfo -F alias "$ko" | grep -qx 'devname:mpq' || { echo "no devname:mpq alias"; ok=1; }
+	modinfo -F alias "$ko" | grep -qx 'char-major-10-247' || { echo "no char-major-10-247 alias"; ok=1; }
+	d=$(mktemp -d)
+	kv=$(modinfo -F vermagic "$ko" | cut -d' ' -f1)
+	install -D -m 644 "$ko" "$d/lib/modules/$kv/updates/mpq.ko"
+	depmod -b "$d" "$kv" 2>/dev/null
+	grep -qx 'mpq mpq c10:247' "$d/lib/modules/$kv/modules.devname" ||
+		{ echo "modules.devname:"; cat "$d/lib/modules/$kv/modules.devname"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "kmod: version is the Makefile's, and depmod maps /dev/mpq (10:247) to it" modinfo_tests
+
 # Every library test binary; kmod_*_test need the module and tools_test
 # needs BPF and the module: they run in the VM.
 [ $vm_only = 1 ] || for t in "$B"/selftests/*_test; do
@@ -260,6 +326,48 @@ check "make install: an example builds with pkg-config against it and runs" bash
 		pkg-config --cflags --libs mpq) &&
 	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
 	MPQ_BACKEND=memfd "$d/pc" 3' "$top"
+
+# What install, install-dkms and install-autoload add for the module,
+# and that uninstall takes it away again.
+install_tests() {
+	local d ok=0 f
+	d=$(mktemp -d)
+	make -s -C "$top" install install-dkms install-autoload DESTDIR="$d" PREFIX=/usr \
+		DEVMODE=0660 UDEVDIR=/lib/udev SYSUSERSDIR=/usr/lib/sysusers.d \
+		MODULESLOADDIR=/usr/lib/modules-load.d >/dev/null || ok=1
+	for f in usr/share/man/man4/mpq.4 lib/udev/rules.d/60-mpq.rules \
+		 usr/lib/sysusers.d/mpq.conf usr/lib/modules-load.d/mpq.conf \
+		 usr/src/mpq-$(sed -n 's/^VERSION[[:space:]]*:=[[:space:]]*//p' "$top/Makefile")/dkms.conf; do
+		[ -f "$d/$f" ] || { echo "not installed: $f"; ok=1; }
+	done
+	grep -q 'GROUP="mpq", MODE="0660"' "$d/lib/udev/rules.d/60-mpq.rules" ||
+		{ echo "DEVMODE=0660 not in the rule"; ok=1; }
+	grep -q '#MODULE_VERSION#' "$d"/usr/src/mpq-*/dkms.conf && { echo "dkms.conf has no version"; ok=1; }
+	ls "$d"/lib/modules/*/updates/mpq.ko >/dev/null 2>&1 || { echo "no module installed"; ok=1; }
+	make -s -C "$top" uninstall DESTDIR="$d" PREFIX=/usr UDEVDIR=/lib/udev \
+		SYSUSERSDIR=/usr/lib/sysusers.d MODULESLOADDIR=/usr/lib/modules-load.d >/dev/null || ok=1
+	f=$(cd "$d" && find . -name 'mpq.4' -o -name '*mpq.rules' -o -name 'mpq.conf' \
+		-o -name 'mpq.ko' -o -name 'mpq-[0-9]*')
+	[ -z "$f" ] || { echo "left by uninstall:"; echo "$f"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "make install: the module's man page, udev rule, group, DKMS source and autoload go, and uninstall removes them" install_tests
+
+# The VM runner only reads its kernel cache (MPQ_VM_DIR): the logs and
+# the initramfs go to this tree's build/vm.
+vmdir_test() {
+	local d kv ok=0 rc
+	d=$(mktemp -d)
+	kv=$("$top/scripts/deps.sh" --kver)
+	ln -s "${MPQ_VM_DIR:-$B/vm}/linux-image-$kv" "$d/"
+	MPQ_VM_DIR=$d "$top/selftests/vm/run-vm.sh" -t 300 -- true || { echo "run-vm failed"; ok=1; }
+	rc=$(cd "$d" && find . -mindepth 1 -not -name "linux-image-$kv")
+	[ -z "$rc" ] || { echo "written into MPQ_VM_DIR:"; echo "$rc"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "vm: run-vm.sh writes nothing into MPQ_VM_DIR, its cache" vmdir_test
 
 # The W=1 check: the compiler's, objtool's and modpost's warnings in a
 # kbuild output, not make's own lines: under make -j (or any MAKEFLAGS

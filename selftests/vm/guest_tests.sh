@@ -2,8 +2,9 @@
 # Runs inside the test VM (see run-vm.sh) with mpq.ko loaded: the module's
 # ABI and object tests, the library tests on the kmod backend, the tools
 # against known workloads, then the ABI fuzzer for FUZZ_SECONDS (second
-# argument, default 60; 0 skips it). Each binary prints
-# TAP with a "# Totals:" line that the host adds up; this script's own exit
+# argument, default 60; 0 skips it). Each part, after a "# === NAME"
+# line, prints TAP that the host renumbers into its one stream
+# (run_tests.sh); this script's own exit
 # status stays 0 so that a non-zero one means the VM itself went wrong.
 B=${1:?build dir}
 fuzz_s=${2:-60}
@@ -16,6 +17,15 @@ if [ ! -r /sys/kernel/btf/vmlinux ]; then
 	echo 1 > /sys/kernel/tracing/events/mpq/enable
 fi
 
+# The device as the module makes it: the fixed misc minor that loads it
+# on open (char-major-10-247, devname:mpq), and the documented mode.
+echo "# === /dev/mpq (VM, $(uname -r))"
+dev=$(stat -c '%F %t:%T %a %U' /dev/mpq)
+if [ "$dev" = "character special file a:f7 666 root" ]; then
+	echo "ok 1 /dev/mpq is char 10:247, mode 0666, owner root"
+else
+	echo "not ok 1 /dev/mpq is char 10:247, mode 0666, owner root: $dev"
+fi
 for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
 	"$t"
@@ -52,14 +62,14 @@ for cell in "pool-map mpq-pool --backend kmod --batch 0 --count 100000" \
 		echo "not ok - pool_bench $cell"; bad=$((bad + 1))
 	fi
 done
-echo "# Totals: pass:$ok fail:$bad xfail:0 xpass:0 skip:0 error:0"
 if [ "$fuzz_s" != 0 ]; then
 	echo "# === kmod_fuzz (VM): the module's ABI fuzzed for ${fuzz_s}s"
 	"$B/selftests/kmod_fuzz" --seconds "$fuzz_s"
 fi
+echo "# === the module after the tests"
 echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
 test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
 	test "$(cat /sys/module/mpq/parameters/pages)" = 0 &&
-	echo "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0 (no objects left in the module)" ||
-	echo "# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0 (objects left in the module)"
+	echo "ok 1 no objects left in the module" ||
+	echo "not ok 1 objects left in the module"
 exit 0
