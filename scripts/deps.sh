@@ -98,7 +98,7 @@ if ! v=$(kver); then
 	v=$(apt-cache pkgnames "linux-headers-$series." | sed 's/^linux-headers-//' | plain "$series")
 	[ -n "$v" ] || { echo "deps: Debian has no plain linux-headers-$series.*-amd64" >&2; exit 1; }
 	echo "deps: unpacking linux-headers-$v into $vmdir (not installed)"
-	tmp=$(mktemp -d)
+	tmp=$(mktemp -d) && chmod 755 "$tmp"  # apt-get download runs as _apt
 	trap 'rm -rf "$tmp"' EXIT
 	common=$(apt-cache depends "linux-headers-$v" | sed -n 's/.*Depends: \(linux-headers-.*-common\)$/\1/p')
 	kbuild=$(apt-cache depends "linux-headers-$v" | sed -n 's/.*Depends: \(linux-kbuild-.*\)$/\1/p')
@@ -117,7 +117,7 @@ img=$vmdir/linux-image-$v
 if [ ! -r "$img/boot/vmlinuz-$v" ] ||
    [ -z "$(find "$img/lib/modules" -name '9p.ko*' -print -quit 2>/dev/null)" ]; then
 	echo "deps: fetching linux-image-$v for the test VM"
-	tmp=$(mktemp -d)
+	tmp=$(mktemp -d) && chmod 755 "$tmp"  # apt-get download runs as _apt
 	trap 'rm -rf "$tmp"' EXIT
 	(cd "$tmp" && apt-get download -qq "linux-image-$v" 2>/dev/null ||
 	 apt-get download -qq "linux-image-$v-unsigned")
