@@ -27,7 +27,8 @@ SOVERSION   := 0
 B           := build
 VM_KVER      = $(shell scripts/deps.sh --kver 2>/dev/null)
 VM_KDIR      = /usr/src/linux-headers-$(VM_KVER)
-KDIR        ?= $(if $(wildcard /lib/modules/$(shell uname -r)/build),/lib/modules/$(shell uname -r)/build,$(VM_KDIR))
+RUNNING_KVER := $(shell uname -r)
+KDIR        ?= $(if $(wildcard /lib/modules/$(RUNNING_KVER)/build),/lib/modules/$(RUNNING_KVER)/build,$(VM_KDIR))
 
 PREFIX      ?= /usr/local
 LIBDIR      ?= $(PREFIX)/lib
@@ -80,7 +81,7 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: install-dkms uninstall-dkms install-autoload kmod-6.12 check-6.12
+.PHONY: install-kmod install-dkms uninstall-dkms install-autoload kmod-6.12 check-6.12
 .PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
@@ -129,7 +130,6 @@ $(B)/lib/mpq.pc: lib/mpq.pc.in Makefile
 
 # The module. W=1 keeps it clean of the extra warnings too. Built for a
 # kernel this machine does not run, it says so, and what to install.
-RUNNING_KVER := $(shell uname -r)
 kmod:
 	@[ -d /lib/modules/$(RUNNING_KVER)/build ] || [ "$(origin KDIR)" != file ] || \
 		{ echo "*** mpq: no headers for the running kernel $(RUNNING_KVER):"; \
@@ -402,20 +402,24 @@ install: lib
 			groupadd --system mpq; \
 		udevadm control --reload 2>/dev/null || true; \
 	fi
-	@# The module, for the kernel it was built for. Into a staging DESTDIR
-	@# as it is; on this machine, not silently for a kernel it does not run.
+	@$(MAKE) -s install-kmod
+
+# The module, for the kernel it was built for. Into a staging DESTDIR as
+# it is; on this machine, not silently for a kernel it does not run: it
+# says why not and what to do, and the rest of install stands.
+install-kmod:
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
 		if [ -z "$(DESTDIR)" ] && [ "$$kv" != "$(RUNNING_KVER)" ] && [ "$(KVER)" != "$$kv" ]; then \
-			echo "*** mpq: kmod/mpq.ko is built for $$kv, not the running kernel $(RUNNING_KVER): not installed."; \
-			echo "*** apt-get install linux-headers-$(RUNNING_KVER), then make and make install;"; \
-			echo "*** or make install-dkms (every kernel with headers); or make install KVER=$$kv"; \
-			echo "*** to install it for $$kv on purpose."; \
-			exit 1; \
-		fi >&2; \
-		echo "install kmod/mpq.ko for $$kv"; \
-		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
-		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
+			{ echo "*** mpq: kmod/mpq.ko is built for $$kv, not the running kernel $(RUNNING_KVER): not installed."; \
+			  echo "*** apt-get install linux-headers-$(RUNNING_KVER), then make and make install;"; \
+			  echo "*** or make install-dkms (every kernel with headers); or make install KVER=$$kv"; \
+			  echo "*** to install it for $$kv on purpose."; } >&2; \
+		else \
+			echo "install kmod/mpq.ko for $$kv"; \
+			install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
+			if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
+		fi; \
 	fi
 
 # DKMS: the module's source under $(DKMSDIR)/mpq-$(VERSION) with dkms.conf,

@@ -327,6 +327,22 @@ check "make install: an example builds with pkg-config against it and runs" bash
 	cc -o "$d/pc" "$0/examples/producer_consumer.c" $flags -Wl,-rpath,"$d/opt/mpq/lib" &&
 	MPQ_BACKEND=memfd "$d/pc" 3' "$top"
 
+# No silent wrong kernel: without the running kernel's headers, make
+# says which kernel it builds for and what to install, and install leaves
+# a module for another kernel out, saying so (KVER= installs it anyway).
+wrong_kernel_tests() {
+	local ok=0 out
+	out=$(make -C "$top" kmod RUNNING_KVER=0.0-mpq-none 2>&1 >/dev/null)
+	grep -q 'no headers for the running kernel 0.0-mpq-none' <<<"$out" &&
+		grep -q 'apt-get install linux-headers-0.0-mpq-none' <<<"$out" ||
+		{ echo "make kmod said: $out"; ok=1; }
+	out=$(make -s -C "$top" install-kmod RUNNING_KVER=0.0-mpq-none 2>&1)
+	grep -q 'not the running kernel 0.0-mpq-none: not installed' <<<"$out" ||
+		{ echo "make install-kmod said: $out"; ok=1; }
+	return $ok
+}
+check "kmod: without the running kernel's headers make says so, and install does not install it silently" wrong_kernel_tests
+
 # What install, install-dkms and install-autoload add for the module,
 # and that uninstall takes it away again.
 install_tests() {
