@@ -471,6 +471,7 @@ uninstall: uninstall-dkms
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/net $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod \
+		$(K612_MOD) $(B)/check.tap
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -98,7 +98,8 @@ if ! v=$(kver); then
 	v=$(apt-cache pkgnames "linux-headers-$series." | sed 's/^linux-headers-//' | plain "$series")
 	[ -n "$v" ] || { echo "deps: Debian has no plain linux-headers-$series.*-amd64" >&2; exit 1; }
 	echo "deps: unpacking linux-headers-$v into $vmdir (not installed)"
-	tmp=$(mktemp -d) && chmod 755 "$tmp"  # apt-get download runs as _apt
+	tmp=$(mktemp -d)
+	chown _apt "$tmp" 2>/dev/null || true  # apt-get download runs as _apt
 	trap 'rm -rf "$tmp"' EXIT
 	common=$(apt-cache depends "linux-headers-$v" | sed -n 's/.*Depends: \(linux-headers-.*-common\)$/\1/p')
 	kbuild=$(apt-cache depends "linux-headers-$v" | sed -n 's/.*Depends: \(linux-kbuild-.*\)$/\1/p')
@@ -117,7 +118,8 @@ img=$vmdir/linux-image-$v
 if [ ! -r "$img/boot/vmlinuz-$v" ] ||
    [ -z "$(find "$img/lib/modules" -name '9p.ko*' -print -quit 2>/dev/null)" ]; then
 	echo "deps: fetching linux-image-$v for the test VM"
-	tmp=$(mktemp -d) && chmod 755 "$tmp"  # apt-get download runs as _apt
+	tmp=$(mktemp -d)
+	chown _apt "$tmp" 2>/dev/null || true  # apt-get download runs as _apt
 	trap 'rm -rf "$tmp"' EXIT
 	(cd "$tmp" && apt-get download -qq "linux-image-$v" 2>/dev/null ||
 	 apt-get download -qq "linux-image-$v-unsigned")
@@ -125,4 +127,17 @@ if [ ! -r "$img/boot/vmlinuz-$v" ] ||
 	dpkg -x "$tmp"/linux-image-*.deb "$img.tmp"
 	rm -rf "$img"
 	mv "$img.tmp" "$img"
+fi
+
+# udevadm for the VM's test of 60-mpq.rules (udevadm test on /dev/mpq),
+# unpacked beside the kernel rather than installed: the host needs no udev.
+if [ ! -x "$vmdir/udev/bin/udevadm" ]; then
+	echo "deps: fetching udev (udevadm) for the test VM"
+	tmp=$(mktemp -d)
+	chown _apt "$tmp" 2>/dev/null || true  # apt-get download runs as _apt
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get download -qq udev)
+	rm -rf "$vmdir/udev.tmp" && mkdir -p "$vmdir/udev.tmp"
+	dpkg -x "$tmp"/udev_*.deb "$vmdir/udev.tmp"
+	rm -rf "$vmdir/udev" && mv "$vmdir/udev.tmp" "$vmdir/udev"
 fi

@@ -73,6 +73,33 @@ test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
 	echo "ok 1 no objects left in the module" ||
 	echo "not ok 1 objects left in the module"
 
+# The udev rule: with DEVMODE=0660, /dev/mpq gets group mpq and mode 0660
+# (udevadm test applies it to the node). The rule goes to /run (tmpfs
+# here) and group mpq into a copy of /etc/group mounted over it; the node
+# is put back as the module made it afterwards.
+echo "# === 60-mpq.rules gives /dev/mpq group mpq and the install's mode (VM, udevadm test)"
+src=$(cd "$B/.." && pwd)
+if [ -x "${MPQ_UDEVADM:-}" ]; then
+	mkdir -p /run/udev/rules.d
+	sed 's/^\(KERNEL.*MODE="\)[0-7]*"/\10660"/' "$src/dist/60-mpq.rules" \
+		> /run/udev/rules.d/60-mpq.rules
+	{ cat /etc/group; echo "mpq:x:977:"; } > /tmp/group
+	mount --bind /tmp/group /etc/group
+	"$MPQ_UDEVADM" test /sys/class/misc/mpq > /tmp/udev.log 2>&1
+	got=$(stat -c '%G %a' /dev/mpq)
+	umount /etc/group
+	chgrp root /dev/mpq && chmod 0666 /dev/mpq
+	rm -f /run/udev/rules.d/60-mpq.rules
+	if [ "$got" = "mpq 660" ]; then
+		echo "ok 1 udevadm test: /dev/mpq group mpq, mode 0660"
+	else
+		sed 's/^/# /' /tmp/udev.log | tail -n 20
+		echo "not ok 1 udevadm test: /dev/mpq is '$got', not 'mpq 660'"
+	fi
+else
+	echo "not ok 1 no udevadm at '${MPQ_UDEVADM:-}': run make deps"
+fi
+
 # Opening /dev/mpq loads the module: with mpq unloaded, an open of its
 # node (10:247, which kmod static-nodes makes at boot from modules.devname)
 # makes misc_open() ask modprobe for char-major-10-247, the module's alias.

@@ -147,7 +147,7 @@ run=$(mktemp -d "$own/runs/run.XXXXXX")
 	echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 	echo 'export HOME=/tmp TMPDIR=/tmp MPQ_IN_VM=1'
 	printf 'export MPQ_VM_MODULE=%q\n' "$module"
-	for v in MPQ_BACKEND ASAN_OPTIONS UBSAN_OPTIONS; do
+	for v in MPQ_BACKEND ASAN_OPTIONS UBSAN_OPTIONS MPQ_UDEVADM; do
 		[ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
 	done
 	[ $# -gt 0 ] && printf 'exec' && printf ' %q' "$@" && echo
