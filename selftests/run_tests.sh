@@ -49,9 +49,12 @@ result() { # STATUS DESC
 # one output); each section must print a result and, if it planned N,
 # exactly N. A non-zero EXIT-STATUS with no failure seen is a failure.
 merge() { # NAME EXIT-STATUS
-	local sec=$1 rc=$2 line plan= ran=0 bad=0 desc
+	local sec=$1 rc=$2 line plan= ran=0 bad=0 desc started=0 total=0
 	local re='^(not )?ok([ ]+[0-9]+)?([ ]+-)?([ ]+(.*))?$'
+	# A section that printed something but no result, or fewer than it
+	# planned, failed. (Nothing at all before the first "# ===" is fine.)
 	end_section() {
+		[ $started = 1 ] || return 0
 		if [ -n "$plan" ] && [ "$plan" != "$ran" ]; then
 			result "not ok" "$sec: planned $plan tests, ran $ran"
 			bad=$((bad + 1))
@@ -63,11 +66,14 @@ merge() { # NAME EXIT-STATUS
 	while IFS= read -r line; do
 		if [[ $line == '# === '* ]]; then
 			end_section
-			sec=${line#'# === '} plan= ran=0
+			sec=${line#'# === '} plan= ran=0 started=1
 			echo "$line"
-		elif [[ $line =~ $re ]]; then
+			continue
+		fi
+		started=1
+		if [[ $line =~ $re ]]; then
 			desc=${BASH_REMATCH[5]}
-			ran=$((ran + 1))
+			ran=$((ran + 1)) total=$((total + 1))
 			if [ -n "${BASH_REMATCH[1]}" ]; then
 				result "not ok" "$sec: $desc"
 				shopt -s nocasematch
@@ -90,7 +96,9 @@ merge() { # NAME EXIT-STATUS
 		fi
 	done
 	end_section
-	if [ "$rc" != 0 ] && [ $bad = 0 ]; then
+	if [ $total = 0 ] && [ $bad = 0 ]; then
+		result "not ok" "$1: printed no TAP result (exit $rc)"
+	elif [ "$rc" != 0 ] && [ $bad = 0 ]; then
 		result "not ok" "$1: exited with status $rc"
 	fi
 }
