@@ -15,28 +15,42 @@
 #   make deps         install what is missing (Debian packages, VM kernel)
 #   make vm CMD=...   run a command in the test VM with mpq.ko loaded
 #   make vm-shell     a shell in the test VM
-#   make install      DESTDIR, PREFIX honoured (LIBDIR, SBINDIR...)
+#   make install      DESTDIR, PREFIX honoured (LIBDIR, SBINDIR, DEVMODE...)
+#   make install-dkms the module's source for DKMS, built for every kernel
+#   make install-autoload  load the module at boot (modules-load.d)
 #   make uninstall    remove what make install put there (same variables)
+#   make check-6.12   the VM tests on Debian 12's newer kernel (6.12)
 #   make deb          the Debian packages and lintian, in build/deb
 #   make checkpatch   the module's style (checkpatch --strict)
 #   make clean        build/'s outputs, not the cached VM kernel
 #   make help         this list
 #
 # The kernel side builds with Kbuild against KDIR: the running kernel's
-# build tree if there is one, else the Debian headers the test VM uses.
+# build tree if there is one, else the Debian headers the test VM uses,
+# and then make says so: that module loads only on that kernel.
 
 VERSION     := 0.2.0
 SOVERSION   := 0
 B           := build
 VM_KVER      = $(shell scripts/deps.sh --kver 2>/dev/null)
 VM_KDIR      = /usr/src/linux-headers-$(VM_KVER)
-KDIR        ?= $(if $(wildcard /lib/modules/$(shell uname -r)/build),/lib/modules/$(shell uname -r)/build,$(VM_KDIR))
+RUNNING_KVER := $(shell uname -r)
+KDIR        ?= $(if $(wildcard /lib/modules/$(RUNNING_KVER)/build),/lib/modules/$(RUNNING_KVER)/build,$(VM_KDIR))
 
 PREFIX      ?= /usr/local
 LIBDIR      ?= $(PREFIX)/lib
 INCLUDEDIR  ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR      ?= $(PREFIX)/share/man
+# Where udev, systemd-sysusers and systemd-modules-load look, whatever
+# PREFIX is; DESTDIR still applies.
+UDEVDIR     ?= $(or $(shell pkg-config --variable=udevdir udev 2>/dev/null),/lib/udev)
+SYSUSERSDIR ?= $(or $(shell pkg-config --variable=sysusersdir systemd 2>/dev/null),/usr/lib/sysusers.d)
+MODULESLOADDIR ?= $(or $(shell pkg-config --variable=modulesloaddir systemd 2>/dev/null),/usr/lib/modules-load.d)
+DKMSDIR     ?= /usr/src
+# /dev/mpq's mode in the udev rule: 0666 (the module's own default: any
+# user, each with a budget) or 0660 (root and group mpq only).
+DEVMODE     ?= 0666
 
 CC          ?= cc
 # Debian's CPython: the one the benchmarks compare with, in the VM too.
@@ -74,6 +88,7 @@ TEST_CFLAGS := $(CFLAGS) $(WARN) -Wno-missing-prototypes -Wno-shadow -Wno-sign-c
 EXAMPLES    := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES     := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
+.PHONY: install-kmod install-dkms uninstall-dkms install-autoload kmod-6.12 check-6.12
 .PHONY: all lib net kmod kmod-vm examples bench-bin tools selftests check demo deps bench bench-vm \
         vm vm-shell install uninstall deb help clean checkpatch debug-kernel kmod-debug check-debug fuzz
 .DELETE_ON_ERROR:
@@ -138,8 +153,13 @@ PC_SUBST     = sed -e 's|@prefix@|$(PREFIX)|' -e 's|@libdir@|$(LIBDIR)|' \
 $(B)/lib/mpq.pc: lib/mpq.pc.in Makefile
 	$(PC_SUBST) $< > $@
 
-# The module. W=1 keeps it clean of the extra warnings too.
+# The module. W=1 keeps it clean of the extra warnings too. Built for a
+# kernel this machine does not run, it says so, and what to install.
 kmod:
+	@[ -d /lib/modules/$(RUNNING_KVER)/build ] || [ "$(origin KDIR)" != file ] || \
+		{ echo "*** mpq: no headers for the running kernel $(RUNNING_KVER):"; \
+		  echo "*** building mpq.ko for $(VM_KVER) instead; it will not load on this kernel."; \
+		  echo "*** For this kernel: apt-get install linux-headers-$(RUNNING_KVER) (or use make install-dkms)."; } >&2
 	$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules
 
 # The module for the test VM's kernel, whatever the host runs.
@@ -319,7 +339,8 @@ deps:
 check: deps
 	$(MAKE) lib examples bench-bin tools selftests
 	$(MAKE) kmod-vm
-	selftests/run_tests.sh
+	@# One TAP stream, checked by Perl's TAP::Parser (build/check.tap).
+	@selftests/run_tests.sh; rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
 
 # The debug kernel (scripts/debug-kernel.sh: KASAN, lockdep, kmemleak,
 # UBSAN), cached under build/debug-kernel, and the module built against it
@@ -336,12 +357,33 @@ kmod-debug: debug-kernel
 	rm -rf $(DEBUG_MOD) && mkdir -p $(DEBUG_MOD)/include/uapi
 	cp -r Kbuild kmod $(DEBUG_MOD)/ && cp -r include/uapi/linux $(DEBUG_MOD)/include/uapi/
 	rm -f $(DEBUG_MOD)/kmod/*.o $(DEBUG_MOD)/kmod/*.ko $(DEBUG_MOD)/kmod/.*.cmd
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/$(DEBUG_MOD) W=1 UBSAN_SANITIZE=y modules
+	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/$(DEBUG_MOD) W=1 UBSAN_SANITIZE=y \
+		MPQ_VERSION=$(VERSION) modules
 
 check-debug: kmod-debug
 	$(MAKE) lib examples bench-bin tools selftests
 	MPQ_VM_KERNEL=$(DEBUG_KDIR)/arch/x86/boot/bzImage MPQ_MODULE=$(DEBUG_MOD)/kmod/mpq.ko \
-		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only
+		MPQ_VM_TIMEOUT=$(or $(TIMEOUT),7200) selftests/run_tests.sh --vm-only; \
+		rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
+
+# The VM tests on Debian 12's other kernel, 6.12 (bookworm's newer one):
+# its headers and image unpacked into the VM cache (scripts/deps.sh, not
+# installed, so the host keeps building for 6.1), the module built in a
+# copy of the sources (kmod/mpq.ko stays 6.1's). make check stays on 6.1.
+K612_MOD    := $(B)/kmod-6.12
+
+kmod-6.12: deps
+	MPQ_KSERIES=6.12 scripts/deps.sh
+	rm -rf $(K612_MOD) && mkdir -p $(K612_MOD)/include/uapi
+	cp -r Kbuild kmod $(K612_MOD)/ && cp -r include/uapi/linux $(K612_MOD)/include/uapi/
+	rm -f $(K612_MOD)/kmod/*.o $(K612_MOD)/kmod/*.ko $(K612_MOD)/kmod/.*.cmd
+	$(MAKE) -C $$(MPQ_KSERIES=6.12 scripts/deps.sh --kdir) M=$(CURDIR)/$(K612_MOD) W=1 \
+		MPQ_VERSION=$(VERSION) modules
+
+check-6.12: kmod-6.12
+	$(MAKE) lib examples bench-bin tools selftests
+	@MPQ_KSERIES=6.12 MPQ_MODULE=$(K612_MOD)/kmod/mpq.ko selftests/run_tests.sh --vm-only; \
+		rc=$$?; selftests/tap_check.pl $(B)/check.tap && exit $$rc
 
 # The ABI fuzzer alone, in the VM, for longer than make check runs it.
 SECONDS ?= 600
@@ -426,15 +468,74 @@ install: lib
 		echo install -m 755 $(TOOLS) $(DESTDIR)$(SBINDIR)/; \
 		install -m 755 $(TOOLS) $(DESTDIR)$(SBINDIR)/; \
 	fi
+	@# /dev/mpq's group and mode (udev), and the group (systemd-sysusers).
+	install -d $(DESTDIR)$(UDEVDIR)/rules.d $(DESTDIR)$(SYSUSERSDIR)
+	sed 's/^\(KERNEL.*MODE="\)[0-7]*"/\1$(DEVMODE)"/' dist/60-mpq.rules \
+		> $(DESTDIR)$(UDEVDIR)/rules.d/60-mpq.rules
+	install -m 644 dist/mpq.sysusers $(DESTDIR)$(SYSUSERSDIR)/mpq.conf
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent group mpq >/dev/null || systemd-sysusers mpq.conf 2>/dev/null || \
+			groupadd --system mpq; \
+		udevadm control --reload 2>/dev/null || true; \
+	fi
+	@$(MAKE) -s install-kmod
+
+# The module, for the kernel it was built for. Into a staging DESTDIR as
+# it is; on this machine, not silently for a kernel it does not run: it
+# says why not and what to do, and the rest of install stands.
+install-kmod:
 	@if [ -f kmod/mpq.ko ]; then \
 		kv=$$(modinfo -F vermagic kmod/mpq.ko | cut -d' ' -f1); \
-		install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
-		if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
+		if [ -z "$(DESTDIR)" ] && [ "$$kv" != "$(RUNNING_KVER)" ] && [ "$(KVER)" != "$$kv" ]; then \
+			{ echo "*** mpq: kmod/mpq.ko is built for $$kv, not the running kernel $(RUNNING_KVER): not installed."; \
+			  echo "*** apt-get install linux-headers-$(RUNNING_KVER), then make and make install;"; \
+			  echo "*** or make install-dkms (every kernel with headers); or make install KVER=$$kv"; \
+			  echo "*** to install it for $$kv on purpose."; } >&2; \
+		else \
+			echo "install kmod/mpq.ko for $$kv"; \
+			install -D -m 644 kmod/mpq.ko $(DESTDIR)/lib/modules/$$kv/updates/mpq.ko; \
+			if [ -z "$(DESTDIR)" ]; then depmod -a $$kv; fi; \
+		fi; \
 	fi
+
+# DKMS: the module's source under $(DKMSDIR)/mpq-$(VERSION) with dkms.conf,
+# then (not staging) dkms builds and installs it for each kernel that has
+# headers, and again for each kernel installed later (AUTOINSTALL).
+DKMS_SRC     = $(DESTDIR)$(DKMSDIR)/mpq-$(VERSION)
+install-dkms:
+	install -d $(DKMS_SRC)/kmod $(DKMS_SRC)/include/uapi/linux
+	sed 's/#MODULE_VERSION#/$(VERSION)/' dkms.conf > $(DKMS_SRC)/dkms.conf
+	install -m 644 Kbuild $(DKMS_SRC)/
+	install -m 644 kmod/Kbuild $(filter-out %.mod.c,$(wildcard kmod/*.c kmod/*.h)) $(DKMS_SRC)/kmod/
+	install -m 644 include/uapi/linux/mpq.h $(DKMS_SRC)/include/uapi/linux/
+	@if [ -z "$(DESTDIR)" ]; then \
+		command -v dkms >/dev/null || { echo "*** mpq: dkms is not installed: apt-get install dkms" >&2; exit 1; }; \
+		dkms status -m mpq -v $(VERSION) | grep -q . || dkms add -m mpq -v $(VERSION); \
+		n=0; for b in /lib/modules/*/build; do \
+			[ -d "$$b" ] || continue; k=$$(basename $$(dirname $$b)); \
+			dkms install -m mpq -v $(VERSION) -k $$k && n=$$((n + 1)); \
+		done; \
+		[ $$n -gt 0 ] || echo "*** mpq: no kernel has headers: apt-get install linux-headers-$(RUNNING_KVER)" >&2; \
+	fi
+
+# Load the module at every boot: modules-load.d. Not part of install: a
+# first open of /dev/mpq loads it anyway (its devname alias).
+install-autoload:
+	install -d $(DESTDIR)$(MODULESLOADDIR)
+	install -m 644 dist/mpq.modules-load $(DESTDIR)$(MODULESLOADDIR)/mpq.conf
+
+uninstall-dkms:
+	@if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null && dkms status -m mpq -v $(VERSION) | grep -q .; then \
+		dkms remove -m mpq -v $(VERSION) --all; \
+	fi
+	rm -rf $(DKMS_SRC)
 
 # Everything install puts down, whatever was built since: the module of
 # every kernel release it went to.
-uninstall:
+uninstall: uninstall-dkms
+	rm -f $(DESTDIR)$(UDEVDIR)/rules.d/60-mpq.rules $(DESTDIR)$(SYSUSERSDIR)/mpq.conf \
+		$(DESTDIR)$(MODULESLOADDIR)/mpq.conf
+	@# The group mpq stays, as Debian leaves a removed package's groups.
 	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(INCLUDEDIR)/linux/mpq.h \
 		$(DESTDIR)$(LIBDIR)/libmpq.so* $(DESTDIR)$(LIBDIR)/libmpq.a \
 		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc $(DESTDIR)$(INCLUDEDIR)/mpq_net.h \
@@ -470,6 +571,7 @@ deb:
 # the tree, the test VM's kernel modules in build/vm among them.
 clean:
 	rm -rf $(B)/lib $(B)/net $(B)/asan $(B)/selftests $(B)/examples $(B)/bench \
-		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod
+		$(B)/vm/runs $(B)/kselftest $(B)/checkpatch $(B)/tools $(B)/noprobes $(B)/debug-kmod \
+		$(K612_MOD) $(B)/check.tap
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd \
 		kmod/modules.order modules.order Module.symvers .*.cmd

@@ -135,8 +135,26 @@ static const struct file_operations mpq_dev_fops = {
 	.llseek		= noop_llseek,
 };
 
+/*
+ * A fixed minor, so that opening /dev/mpq loads the module: depmod turns
+ * the "char-major-10-N" and "devname:mpq" aliases below into
+ * modules.devname, from which kmod's static-nodes has /dev/mpq made at
+ * boot, and misc_open() asks modprobe for char-major-10-N on first open.
+ * Documentation/admin-guide/devices.txt reserves misc minors 243-254 for
+ * local use and hands out no new fixed ones, so an out-of-tree module
+ * takes one of those; 247 is picked for nothing but being in that range.
+ * Should another local driver hold it, /dev/mpq takes a dynamic minor:
+ * it still works, only the load on open is lost (see mpq(4)).
+ */
+#define MPQ_MISC_MINOR	247
+
+/*
+ * 0666 is the documented default: every object has its own owner and
+ * mode, and each user a budget (user.c). A site that wants fewer users
+ * sets the group and mode with a udev rule (60-mpq.rules, group mpq).
+ */
 static struct miscdevice mpq_misc = {
-	.minor	= MISC_DYNAMIC_MINOR,
+	.minor	= MPQ_MISC_MINOR,
 	.name	= MPQ_DEVICE_NAME,
 	.fops	= &mpq_dev_fops,
 	.mode	= 0666,
@@ -153,6 +171,12 @@ static int __init mpq_init(void)
 	if (ret)
 		goto err_user;
 	ret = misc_register(&mpq_misc);
+	if (ret == -EBUSY) {
+		pr_warn("misc minor %d is taken: /dev/mpq gets a dynamic one and no longer loads the module on open\n",
+			MPQ_MISC_MINOR);
+		mpq_misc.minor = MISC_DYNAMIC_MINOR;
+		ret = misc_register(&mpq_misc);
+	}
 	if (ret)
 		goto err_proc;
 	return 0;
@@ -178,3 +202,7 @@ module_exit(mpq_exit);
 MODULE_DESCRIPTION("Kernel-assisted multiprocessing queues and locks");
 MODULE_AUTHOR("mpq developers");
 MODULE_LICENSE("GPL");
+/* The top Makefile's VERSION, or DKMS's PACKAGE_VERSION (kmod/Kbuild). */
+MODULE_VERSION(MPQ_VERSION);
+MODULE_ALIAS_MISCDEV(MPQ_MISC_MINOR);
+MODULE_ALIAS("devname:" MPQ_DEVICE_NAME);

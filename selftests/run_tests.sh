@@ -8,39 +8,115 @@
 #      kmod backend, with the VM's own checks (kernel log, rmmod),
 #   4. make install, used through pkg-config by an example,
 #   5. the module's style (checkpatch --strict) and its W=1 build.
-# Prints each binary's TAP, then one line: N passed, N failed, N skipped.
+# Prints one TAP stream (TAP version 13): each program's results
+# renumbered into it as "ok N - PROGRAM: TEST", everything else a "#"
+# comment, the plan at the end, then one line: N passed, N failed, N
+# skipped. selftests/tap_check.pl validates it with Perl's TAP::Parser;
+# a copy goes to build/check.tap for that. Per-test timeouts are the
+# kselftest harness's own (TIMEOUT in each binary).
 # Exits non-zero if anything failed. The VM part never skips: a VM that
 # cannot run is a failure.
 #
 #   run_tests.sh --vm-only   only part 3 (make check-debug: with
 #                            MPQ_VM_KERNEL and MPQ_MODULE set)
+#   run_tests.sh --merge NAME EXIT-STATUS
+#                            only renumber one program's TAP on stdin into
+#                            a stream of its own (the tests of this file)
 set -u
-vm_only=0
-[ "${1:-}" = --vm-only ] && vm_only=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 B=$top/build
-pass=0 fail=0 skip=0
+n=0 pass=0 fail=0 skip=0
 failed=()
 
-# Add up the "# Totals:" lines of a TAP stream on stdin.
-add_totals() {
-	local name=$1 rc=$2 out=$3 p f s x e lines
-	lines=$(grep '^# Totals:' <<<"$out")
-	if [ -z "$lines" ]; then
-		echo "not ok - $name: no TAP totals (exit $rc)"
-		fail=$((fail + 1)); failed+=("$name")
-		return
+# One result line of this stream. STATUS: ok, not ok; DESC may end in a
+# "# SKIP ..." or "# TODO ..." directive.
+result() { # STATUS DESC
+	n=$((n + 1))
+	echo "$1 $n - $2"
+	shopt -s nocasematch
+	if [[ $2 =~ \#\ *(SKIP|TODO) ]]; then
+		skip=$((skip + 1))
+	elif [ "$1" = ok ]; then
+		pass=$((pass + 1))
+	else
+		fail=$((fail + 1)); failed+=("${2%%:*}")
 	fi
-	while read -r l; do
-		p=$(sed -n 's/.* pass:\([0-9]*\).*/\1/p' <<<"$l")
-		f=$(sed -n 's/.* fail:\([0-9]*\).*/\1/p' <<<"$l")
-		x=$(sed -n 's/.* xpass:\([0-9]*\).*/\1/p' <<<"$l")
-		s=$(sed -n 's/.* skip:\([0-9]*\).*/\1/p' <<<"$l")
-		e=$(sed -n 's/.* error:\([0-9]*\).*/\1/p' <<<"$l")
-		pass=$((pass + p)); fail=$((fail + f + x + e)); skip=$((skip + s))
-		[ $((f + x + e)) -gt 0 ] && failed+=("$name")
-	done <<<"$lines"
+	shopt -u nocasematch
 }
+
+# Renumber one program's TAP (stdin: its output) into this stream. A
+# "# === NAME" line starts a new section (the VM runs many programs in
+# one output); each section must print a result and, if it planned N,
+# exactly N. A non-zero EXIT-STATUS with no failure seen is a failure.
+merge() { # NAME EXIT-STATUS
+	local sec=$1 rc=$2 line plan= ran=0 bad=0 desc started=0 total=0
+	local re='^(not )?ok([ ]+[0-9]+)?([ ]+-)?([ ]+(.*))?$'
+	# A section that printed something but no result, or fewer than it
+	# planned, failed. (Nothing at all before the first "# ===" is fine.)
+	end_section() {
+		[ $started = 1 ] || return 0
+		if [ -n "$plan" ] && [ "$plan" != "$ran" ]; then
+			result "not ok" "$sec: planned $plan tests, ran $ran"
+			bad=$((bad + 1))
+		elif [ "$ran" = 0 ] && [ -z "$plan" ]; then
+			result "not ok" "$sec: printed no TAP result"
+			bad=$((bad + 1))
+		fi
+	}
+	while IFS= read -r line; do
+		if [[ $line == '# === '* ]]; then
+			end_section
+			sec=${line#'# === '} plan= ran=0 started=1
+			echo "$line"
+			continue
+		fi
+		started=1
+		if [[ $line =~ $re ]]; then
+			desc=${BASH_REMATCH[5]}
+			ran=$((ran + 1)) total=$((total + 1))
+			if [ -n "${BASH_REMATCH[1]}" ]; then
+				result "not ok" "$sec: $desc"
+				shopt -s nocasematch
+				[[ $desc =~ \#\ *TODO ]] || bad=$((bad + 1))
+				shopt -u nocasematch
+			else
+				result ok "$sec: $desc"
+			fi
+		elif [[ $line =~ ^1\.\.([0-9]+) ]]; then
+			plan=${BASH_REMATCH[1]}
+		elif [[ $line =~ ^TAP\ version ]] || [ -z "$line" ]; then
+			:
+		elif [[ $line == 'Bail out!'* ]]; then
+			result "not ok" "$sec: ${line#Bail out!}"
+			bad=$((bad + 1))
+		elif [[ $line == '#'* ]]; then
+			echo "$line"
+		else
+			echo "# $line"
+		fi
+	done
+	end_section
+	if [ $total = 0 ] && [ $bad = 0 ]; then
+		result "not ok" "$1: printed no TAP result (exit $rc)"
+	elif [ "$rc" != 0 ] && [ $bad = 0 ]; then
+		result "not ok" "$1: exited with status $rc"
+	fi
+}
+
+if [ "${1:-}" = --merge ]; then
+	echo "TAP version 13"
+	merge "$2" "$3"
+	echo "1..$n"
+	echo "$pass passed, $fail failed, $skip skipped"
+	exit 0
+fi
+
+vm_only=0
+[ "${1:-}" = --vm-only ] && vm_only=1
+mkdir -p "$B"
+exec > >(tee "$B/check.tap")
+tee_pid=$!
+echo "TAP version 13"
 
 run_tap() {
 	local name=$1 out rc
@@ -48,8 +124,7 @@ run_tap() {
 	echo "# === $name"
 	out=$("$@" 2>&1)
 	rc=$?
-	echo "$out"
-	add_totals "$name" "$rc" "$out"
+	merge "$name" "$rc" <<<"$out"
 }
 
 # One pass/fail check that is not a TAP binary.
@@ -59,13 +134,23 @@ check() {
 	out=$("$@" 2>&1)
 	rc=$?
 	if [ $rc = 0 ]; then
-		echo "ok - $name"
-		pass=$((pass + 1))
+		result ok "$name"
 	else
-		echo "$out" | tail -n 40
-		echo "not ok - $name"
-		fail=$((fail + 1)); failed+=("$name")
+		echo "$out" | tail -n 40 | sed 's/^/# /'
+		result "not ok" "$name"
 	fi
+}
+
+# The end of the stream: the plan, then the summary line, last.
+finish() {
+	echo "1..$n"
+	[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+	echo "$pass passed, $fail failed, $skip skipped"
+	# Let tee write the copy out before the caller reads it.
+	exec >&-
+	wait $tee_pid
+	[ $fail = 0 ]
+	exit
 }
 
 # The VM's kernel-log check itself (selftests/vm/splat.sh): kernel
@@ -109,6 +194,72 @@ splat_tests() {
 }
 check "vm: the splat check counts kernel reports, not user-space traps" splat_tests
 
+# The stream itself: programs' TAP glued together is not TAP (two plans,
+# numbers restarting); merged, it is, with every result and the crash of
+# a program that stopped short counted. Checked by Perl's TAP::Parser.
+tap_sample() {
+	printf '%s\n' 'TAP version 13' '1..2' '# Starting 2 tests from 1 test cases.' \
+		'ok 1 global.a' 'ok 2 global.b # SKIP no module' \
+		'# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0' \
+		'# === b_test' 'TAP version 13' '1..3' 'ok 1 global.c' \
+		'not ok 2 global.d' 'okay, stray output of a program'
+}
+tap_tests() {
+	local d ok=0
+	d=$(mktemp -d)
+	tap_sample > "$d/glued"
+	echo "2 passed, 1 failed, 1 skipped" >> "$d/glued"
+	if "$top/selftests/tap_check.pl" "$d/glued" 2>/dev/null; then
+		echo "tap_check.pl took glued streams for one"; ok=1
+	fi
+	tap_sample | "$top/selftests/run_tests.sh" --merge a_test 1 > "$d/merged"
+	"$top/selftests/tap_check.pl" "$d/merged" || ok=1
+	tail -n 1 "$d/merged" | grep -qx '2 passed, 2 failed, 1 skipped' ||
+		{ echo "merged counts: $(tail -n 1 "$d/merged")"; ok=1; }
+	grep -qx 'not ok 5 - b_test: planned 3 tests, ran 2' "$d/merged" ||
+		{ echo "no failure for the program that stopped short"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "tap: programs' streams merge into one TAP stream that TAP::Parser accepts" tap_tests
+
+# The VM kernel: Debian's plain amd64 flavour of the series on purpose,
+# not -rt or -cloud because they sort last.
+kver_tests() {
+	local d ok=0 v
+	d=$(mktemp -d)
+	mkdir "$d"/linux-headers-{6.1.0-57-amd64,6.1.0-57-rt-amd64,6.1.0-57-cloud-amd64} \
+		"$d"/linux-headers-{6.1.0-9-amd64,6.1.0-57-common,6.12.117+deb12-amd64} \
+		"$d"/linux-headers-{6.12.117+deb12-cloud-amd64,6.12.9+deb12-amd64}
+	v=$(MPQ_HEADERS=$d MPQ_VM_DIR=$d/none MPQ_KSERIES= "$top/scripts/deps.sh" --kver)
+	[ "$v" = 6.1.0-57-amd64 ] || { echo "6.1: $v"; ok=1; }
+	v=$(MPQ_HEADERS=$d MPQ_VM_DIR=$d/none MPQ_KSERIES=6.12 "$top/scripts/deps.sh" --kver)
+	[ "$v" = 6.12.117+deb12-amd64 ] || { echo "6.12: $v"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "deps: --kver picks the plain amd64 flavour of the series, not -rt or -cloud" kver_tests
+
+# The module's identity: one version with the Makefile, and the aliases
+# that load it when /dev/mpq is opened, as depmod sees them.
+modinfo_tests() {
+	local ko=${MPQ_MODULE:-$top/kmod/mpq.ko} want d kv ok=0
+	want=$(sed -n 's/^VERSION[[:space:]]*:=[[:space:]]*//p' "$top/Makefile")
+	[ "$(modinfo -F version "$ko")" = "$want" ] ||
+		{ echo "version $(modinfo -F version "$ko"), Makefile $want"; ok=1; }
+	modinfo -F alias "$ko" | grep -qx 'devname:mpq' || { echo "no devname:mpq alias"; ok=1; }
+	modinfo -F alias "$ko" | grep -qx 'char-major-10-247' || { echo "no char-major-10-247 alias"; ok=1; }
+	d=$(mktemp -d)
+	kv=$(modinfo -F vermagic "$ko" | cut -d' ' -f1)
+	install -D -m 644 "$ko" "$d/lib/modules/$kv/updates/mpq.ko"
+	depmod -b "$d" "$kv" 2>/dev/null
+	grep -qx 'mpq mpq c10:247' "$d/lib/modules/$kv/modules.devname" ||
+		{ echo "modules.devname:"; cat "$d/lib/modules/$kv/modules.devname"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "kmod: version is the Makefile's, and depmod maps /dev/mpq (10:247) to it" modinfo_tests
+
 # Every library test binary; kmod_*_test need the module and tools_test
 # needs BPF and the module: they run in the VM.
 [ $vm_only = 1 ] || for t in "$B"/selftests/*_test; do
@@ -120,24 +271,17 @@ check "vm: the splat check counts kernel reports, not user-space traps" splat_te
 done
 
 echo "# === VM: ${MPQ_VM_KERNEL:-$("$top/scripts/deps.sh" --kver 2>/dev/null || echo '?')}"
-vm_out=$("$top/selftests/vm/run-vm.sh" -t "${MPQ_VM_TIMEOUT:-1500}" -- \
+vm_out=$(MPQ_UDEVADM=${MPQ_VM_DIR:-$B/vm}/udev/bin/udevadm \
+	"$top/selftests/vm/run-vm.sh" -t "${MPQ_VM_TIMEOUT:-1500}" -- \
 	"$top/selftests/vm/guest_tests.sh" "$B" 2>&1)
 vm_rc=$?
-echo "$vm_out"
-add_totals "VM tests" "$vm_rc" "$vm_out"
+merge "VM" 0 <<<"$vm_out"
 if [ $vm_rc = 0 ]; then
-	echo "ok - VM: kernel log clean, rmmod mpq succeeded"
-	pass=$((pass + 1))
+	result ok "VM: kernel log clean, rmmod mpq succeeded"
 else
-	echo "not ok - VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
-	fail=$((fail + 1)); failed+=("VM run")
+	result "not ok" "VM: the VM run failed (exit $vm_rc; see run-vm lines above)"
 fi
-if [ $vm_only = 1 ]; then
-	[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
-	echo "$pass passed, $fail failed, $skip skipped"
-	[ $fail = 0 ]
-	exit
-fi
+[ $vm_only = 1 ] && finish
 
 check "kmod: checkpatch --strict clean" bash -c \
 	"out=\$(make -s -C '$top' checkpatch); echo \"\$out\"; [ -z \"\$out\" ]"
@@ -217,12 +361,98 @@ check "CHANGELOG: a section for every version node of lib/mpq.map" bash -c "
 check "licences: every tracked source file has an SPDX tag, LICENSES/ each text" \
 	"$top/selftests/spdx.sh"
 
-kdir=/usr/src/linux-headers-$("$top/scripts/deps.sh" --kver)
-check "kmod: W=1 build has no warnings" bash -c \
-	"rm -f '$top'/kmod/*.o '$top'/kmod/.*.o.cmd
-	 out=\$(make -C '$kdir' M='$top' W=1 modules 2>&1); echo \"\$out\"
-	 ! grep -q 'warning:' <<<\"\$out\""
+# No silent wrong kernel: without the running kernel's headers, make
+# says which kernel it builds for and what to install, and install leaves
+# a module for another kernel out, saying so (KVER= installs it anyway).
+wrong_kernel_tests() {
+	local ok=0 out
+	out=$(make -C "$top" kmod RUNNING_KVER=0.0-mpq-none 2>&1 >/dev/null)
+	grep -q 'no headers for the running kernel 0.0-mpq-none' <<<"$out" &&
+		grep -q 'apt-get install linux-headers-0.0-mpq-none' <<<"$out" ||
+		{ echo "make kmod said: $out"; ok=1; }
+	out=$(make -s -C "$top" install-kmod RUNNING_KVER=0.0-mpq-none 2>&1)
+	grep -q 'not the running kernel 0.0-mpq-none: not installed' <<<"$out" ||
+		{ echo "make install-kmod said: $out"; ok=1; }
+	return $ok
+}
+check "kmod: without the running kernel's headers make says so, and install does not install it silently" wrong_kernel_tests
 
-[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
-echo "$pass passed, $fail failed, $skip skipped"
-[ $fail = 0 ]
+# What install, install-dkms and install-autoload add for the module,
+# and that uninstall takes it away again.
+install_tests() {
+	local d ok=0 f
+	d=$(mktemp -d)
+	make -s -C "$top" install install-dkms install-autoload DESTDIR="$d" PREFIX=/usr \
+		DEVMODE=0660 UDEVDIR=/lib/udev SYSUSERSDIR=/usr/lib/sysusers.d \
+		MODULESLOADDIR=/usr/lib/modules-load.d >/dev/null || ok=1
+	for f in usr/share/man/man4/mpq.4 lib/udev/rules.d/60-mpq.rules \
+		 usr/lib/sysusers.d/mpq.conf usr/lib/modules-load.d/mpq.conf \
+		 usr/src/mpq-$(sed -n 's/^VERSION[[:space:]]*:=[[:space:]]*//p' "$top/Makefile")/dkms.conf; do
+		[ -f "$d/$f" ] || { echo "not installed: $f"; ok=1; }
+	done
+	grep -q 'GROUP="mpq", MODE="0660"' "$d/lib/udev/rules.d/60-mpq.rules" ||
+		{ echo "DEVMODE=0660 not in the rule"; ok=1; }
+	grep -q '#MODULE_VERSION#' "$d"/usr/src/mpq-*/dkms.conf && { echo "dkms.conf has no version"; ok=1; }
+	ls "$d"/lib/modules/*/updates/mpq.ko >/dev/null 2>&1 || { echo "no module installed"; ok=1; }
+	make -s -C "$top" uninstall DESTDIR="$d" PREFIX=/usr UDEVDIR=/lib/udev \
+		SYSUSERSDIR=/usr/lib/sysusers.d MODULESLOADDIR=/usr/lib/modules-load.d >/dev/null || ok=1
+	f=$(cd "$d" && find . -name 'mpq.4' -o -name '*mpq.rules' -o -name 'mpq.conf' \
+		-o -name 'mpq.ko' -o -name 'mpq-[0-9]*')
+	[ -z "$f" ] || { echo "left by uninstall:"; echo "$f"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "make install: the module's man page, udev rule, group, DKMS source and autoload go, and uninstall removes them" install_tests
+
+# The VM runner only reads its kernel cache (MPQ_VM_DIR): the logs and
+# the initramfs go to this tree's build/vm.
+vmdir_test() {
+	local d kv ok=0 rc
+	d=$(mktemp -d)
+	kv=$("$top/scripts/deps.sh" --kver)
+	ln -s "${MPQ_VM_DIR:-$B/vm}/linux-image-$kv" "$d/"
+	MPQ_VM_DIR=$d "$top/selftests/vm/run-vm.sh" -t 300 -- true || { echo "run-vm failed"; ok=1; }
+	rc=$(cd "$d" && find . -mindepth 1 -not -name "linux-image-$kv")
+	[ -z "$rc" ] || { echo "written into MPQ_VM_DIR:"; echo "$rc"; ok=1; }
+	rm -rf "$d"
+	return $ok
+}
+check "vm: run-vm.sh writes nothing into MPQ_VM_DIR, its cache" vmdir_test
+
+# The W=1 check: the compiler's, objtool's and modpost's warnings in a
+# kbuild output, not make's own lines: under make -j (or any MAKEFLAGS
+# with a jobserver) the inner make says "make[1]: warning: jobserver
+# unavailable", which is no warning about the module.
+build_warnings() { grep -v -E '^g?make(\[[0-9]+\])?: ' | grep -i -E '(^|: )warning:'; }
+w1_case() { # WANT(0: a warning, 1: none) LINE...
+	local want=$1 rc
+	shift
+	printf '%s\n' "$@" | build_warnings >/dev/null
+	rc=$?
+	[ $rc = "$want" ] || { printf 'build_warnings exit %s, wanted %s, for:\n' $rc "$want"; printf '  %s\n' "$@"; }
+	[ $rc = "$want" ]
+}
+w1_tests() {
+	local ok=0
+	w1_case 1 "make[1]: warning: jobserver unavailable: using -j1.  Add '+' to parent make rule." \
+		"make: warning: Clock skew detected.  Your build may be incomplete." \
+		"make[2]: Entering directory '/usr/src/linux-headers-6.1.0-57-amd64'" \
+		"  CC [M]  /src/kmod/main.o" || ok=1
+	w1_case 0 "/src/kmod/main.c:12:5: warning: no previous prototype for 'f' [-Wmissing-prototypes]" || ok=1
+	w1_case 0 "WARNING: modpost: missing MODULE_LICENSE() in /src/kmod/mpq.o" || ok=1
+	w1_case 0 "/src/kmod/queue.o: warning: objtool: mpq_queue_put+0x1a: unreachable instruction" || ok=1
+	return $ok
+}
+check "kmod: the W=1 check counts compiler and modpost warnings, not make's own" w1_tests
+
+kdir=$("$top/scripts/deps.sh" --kdir)
+w1_build() {
+	local out
+	rm -f "$top"/kmod/*.o "$top"/kmod/.*.o.cmd
+	out=$(make -C "$kdir" M="$top" W=1 modules 2>&1)
+	echo "$out"
+	! build_warnings <<<"$out" >/dev/null
+}
+check "kmod: W=1 build has no warnings" w1_build
+
+finish

@@ -3,8 +3,9 @@
 # Runs inside the test VM (see run-vm.sh) with mpq.ko loaded: the module's
 # ABI and object tests, the library tests on the kmod backend, the tools
 # against known workloads, then the ABI fuzzer for FUZZ_SECONDS (second
-# argument, default 60; 0 skips it). Each binary prints
-# TAP with a "# Totals:" line that the host adds up; this script's own exit
+# argument, default 60; 0 skips it). Each part, after a "# === NAME"
+# line, prints TAP that the host renumbers into its one stream
+# (run_tests.sh); this script's own exit
 # status stays 0 so that a non-zero one means the VM itself went wrong.
 B=${1:?build dir}
 fuzz_s=${2:-60}
@@ -17,6 +18,15 @@ if [ ! -r /sys/kernel/btf/vmlinux ]; then
 	echo 1 > /sys/kernel/tracing/events/mpq/enable
 fi
 
+# The device as the module makes it: the fixed misc minor that loads it
+# on open (char-major-10-247, devname:mpq), and the documented mode.
+echo "# === /dev/mpq (VM, $(uname -r))"
+dev=$(stat -c '%F %t:%T %a %U' /dev/mpq)
+if [ "$dev" = "character special file a:f7 666 root" ]; then
+	echo "ok 1 /dev/mpq is char 10:247, mode 0666, owner root"
+else
+	echo "not ok 1 /dev/mpq is char 10:247, mode 0666, owner root: $dev"
+fi
 for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
 	"$t"
@@ -56,14 +66,72 @@ for cell in "pool-map mpq-pool --backend kmod --batch 0 --count 100000" \
 		echo "not ok - pool_bench $cell"; bad=$((bad + 1))
 	fi
 done
-echo "# Totals: pass:$ok fail:$bad xfail:0 xpass:0 skip:0 error:0"
 if [ "$fuzz_s" != 0 ]; then
 	echo "# === kmod_fuzz (VM): the module's ABI fuzzed for ${fuzz_s}s"
 	"$B/selftests/kmod_fuzz" --seconds "$fuzz_s"
 fi
+echo "# === the module after the tests"
 echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
 test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
 	test "$(cat /sys/module/mpq/parameters/pages)" = 0 &&
-	echo "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0 (no objects left in the module)" ||
-	echo "# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0 (objects left in the module)"
+	echo "ok 1 no objects left in the module" ||
+	echo "not ok 1 objects left in the module"
+
+# The udev rule: with DEVMODE=0660, /dev/mpq gets group mpq and mode 0660
+# (udevadm test applies it to the node). The rule goes to /run (tmpfs
+# here) and group mpq into a copy of /etc/group mounted over it; the node
+# is put back as the module made it afterwards.
+echo "# === 60-mpq.rules gives /dev/mpq group mpq and the install's mode (VM, udevadm test)"
+src=$(cd "$B/.." && pwd)
+if [ -x "${MPQ_UDEVADM:-}" ]; then
+	mkdir -p /run/udev/rules.d
+	sed 's/^\(KERNEL.*MODE="\)[0-7]*"/\10660"/' "$src/dist/60-mpq.rules" \
+		> /run/udev/rules.d/60-mpq.rules
+	{ cat /etc/group; echo "mpq:x:977:"; } > /tmp/group
+	mount --bind /tmp/group /etc/group
+	"$MPQ_UDEVADM" test /sys/class/misc/mpq > /tmp/udev.log 2>&1
+	got=$(stat -c '%G %a' /dev/mpq)
+	umount /etc/group
+	chgrp root /dev/mpq && chmod 0666 /dev/mpq
+	rm -f /run/udev/rules.d/60-mpq.rules
+	if [ "$got" = "mpq 660" ]; then
+		echo "ok 1 udevadm test: /dev/mpq group mpq, mode 0660"
+	else
+		sed 's/^/# /' /tmp/udev.log | tail -n 20
+		echo "not ok 1 udevadm test: /dev/mpq is '$got', not 'mpq 660'"
+	fi
+else
+	echo "not ok 1 no udevadm at '${MPQ_UDEVADM:-}': run make deps"
+fi
+
+# Opening /dev/mpq loads the module: with mpq unloaded, an open of its
+# node (10:247, which kmod static-nodes makes at boot from modules.devname)
+# makes misc_open() ask modprobe for char-major-10-247, the module's alias.
+# The guest has no modules.alias for it: a stand-in modprobe (run from the
+# initramfs root, where this root is /newroot) records what it was asked
+# and loads the module; the name asked must be one of the module's
+# aliases, and the open must then succeed on the module's device.
+echo "# === /dev/mpq loads the module on open (VM, $(uname -r))"
+if [ -n "${MPQ_VM_MODULE:-}" ] && rmmod mpq; then
+	old=$(cat /proc/sys/kernel/modprobe)
+	printf '#!/bin/sh\necho "$*" > /newroot/tmp/modprobe.args\nexec insmod /newroot%s\n' \
+		"$MPQ_VM_MODULE" > /tmp/modprobe
+	chmod +x /tmp/modprobe
+	echo /newroot/tmp/modprobe > /proc/sys/kernel/modprobe
+	rm -f /dev/mpq /tmp/modprobe.args
+	mknod -m 0666 /dev/mpq c 10 247
+	opened=0
+	(: < /dev/mpq) && opened=1
+	echo "$old" > /proc/sys/kernel/modprobe
+	asked=$(awk '{print $NF}' /tmp/modprobe.args 2>/dev/null)
+	if [ $opened = 1 ] && [ -n "$asked" ] &&
+	   modinfo -F alias "$MPQ_VM_MODULE" | grep -qxF "$asked"; then
+		echo "ok 1 opening /dev/mpq (10:247) asked for char-major-10-247 and loaded mpq"
+	else
+		echo "not ok 1 opening /dev/mpq (opened: $opened; modprobe asked: '$asked', the module's aliases: $(modinfo -F alias "$MPQ_VM_MODULE" | tr '\n' ' '))"
+		[ -d /sys/module/mpq ] || insmod "$MPQ_VM_MODULE"
+	fi
+else
+	echo "not ok 1 opening /dev/mpq loads the module: cannot unload it first"
+fi
 exit 0

@@ -13,8 +13,10 @@
 #                     /tmp/out/export there is copied to DIR afterwards
 #   run-vm.sh -s      interactive shell
 #
-# Environment: MPQ_KVER (kernel release, default: newest installed
-# linux-headers-*-amd64), MPQ_VM_DIR (default build/vm), MPQ_MODULE
+# Environment: MPQ_KVER (kernel release, default: scripts/deps.sh --kver,
+# Debian's plain amd64 6.1, or 6.12 with MPQ_KSERIES=6.12), MPQ_VM_DIR
+# (the kernel cache, only read: default build/vm; the initramfs and the
+# run logs always go to this tree's own build/vm), MPQ_MODULE
 # (default kmod/mpq.ko), MPQ_VM_ACCEL (kvm or tcg, default: probe),
 # MPQ_VM_SMP (2), MPQ_VM_MEM (4G: the 1 GiB message test), MPQ_VM_KERNEL
 # (a bzImage to boot instead of Debian's, with virtio-pci and 9p built in:
@@ -23,6 +25,9 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
 vmdir=${MPQ_VM_DIR:-$top/build/vm}
+# What this run writes (initramfs, logs) stays in this tree, apart from a
+# shared cache: concurrent runs of other trees neither see nor prune it.
+own=$top/build/vm
 module=$(realpath "${MPQ_MODULE:-$top/kmod/mpq.ko}")
 timeout_s=600
 shell=0
@@ -63,11 +68,11 @@ modinfo -F vermagic "$module" | grep -q "^$kver " ||
 
 # The initramfs: busybox, the modules that reach the host root over 9p, and
 # init. Rebuilt when init or the kernel changes.
-initrd=$vmdir/initramfs-$kver.cpio
+initrd=$own/initramfs-$kver.cpio
 if [ ! -s "$initrd" ] || [ "$top/selftests/vm/init" -nt "$initrd" ]; then
 	stage=$(mktemp -d)
 	trap 'rm -rf "$stage"' EXIT
-	mkdir -p "$stage"/{bin,proc,sys,dev,newroot,lib/modules}
+	mkdir -p "$own" "$stage"/{bin,proc,sys,dev,newroot,lib/modules}
 	cp /bin/busybox "$stage/bin/busybox"
 	file "$stage/bin/busybox" 2>/dev/null | grep -q dynamic &&
 		die "/bin/busybox is dynamic: install busybox-static"
@@ -75,15 +80,21 @@ if [ ! -s "$initrd" ] || [ "$top/selftests/vm/init" -nt "$initrd" ]; then
 	chmod +x "$stage/init"
 	moddir=$kimg/lib/modules/$kver
 	order=()
+	# 6.12 builds virtio_pci in and ships its modules xz-compressed,
+	# which busybox's insmod does not read.
 	add_mod() { # add a module after its dependencies, once
 		local name=$1 path dep
 		for m in "${order[@]}"; do [ "$m" = "$name" ] && return; done
-		path=$(find "$moddir" -name "$name.ko" -print -quit)
+		grep -qE "/$name\.ko\$" "$moddir/modules.builtin" 2>/dev/null && return
+		path=$(find "$moddir" \( -name "$name.ko" -o -name "$name.ko.xz" \) -print -quit)
 		[ -n "$path" ] || die "module $name not in $moddir"
 		for dep in $(modinfo -F depends "$path" | tr ',' ' '); do
 			add_mod "$dep"
 		done
-		cp "$path" "$stage/lib/modules/"
+		case $path in
+		*.xz) xz -dc "$path" > "$stage/lib/modules/$name.ko" ;;
+		*) cp "$path" "$stage/lib/modules/" ;;
+		esac
 		order+=("$name")
 	}
 	for m in "${vm_mods[@]}"; do add_mod "$m"; done
@@ -121,11 +132,11 @@ if [ -n "${MPQ_VM_KERNEL:-}" ] && [ "$accel" = tcg ]; then
 	accel_args=(-accel tcg,thread=multi -cpu max,la57=off)
 fi
 
-mkdir -p "$vmdir/runs"
+mkdir -p "$own/runs"
 # Keep the last 20 runs' logs for a look afterwards.
 # (No runs yet: ls finds nothing, which pipefail must not make fatal.)
-ls -1dt "$vmdir"/runs/run.* 2>/dev/null | tail -n +20 | xargs -r rm -rf || true
-run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
+ls -1dt "$own"/runs/run.* 2>/dev/null | tail -n +20 | xargs -r rm -rf || true
+run=$(mktemp -d "$own/runs/run.XXXXXX")
 {
 	printf 'MPQ_VM_MODULE=%q\n' "$module"
 	printf 'MPQ_VM_CWD=%q\n' "$PWD"
@@ -135,7 +146,8 @@ run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 {
 	echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 	echo 'export HOME=/tmp TMPDIR=/tmp MPQ_IN_VM=1'
-	for v in MPQ_BACKEND ASAN_OPTIONS UBSAN_OPTIONS; do
+	printf 'export MPQ_VM_MODULE=%q\n' "$module"
+	for v in MPQ_BACKEND ASAN_OPTIONS UBSAN_OPTIONS MPQ_UDEVADM; do
 		[ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
 	done
 	[ $# -gt 0 ] && printf 'exec' && printf ' %q' "$@" && echo
