@@ -253,14 +253,21 @@ static void wait_ready(struct __test_metadata *_metadata, struct prog *p,
 	}
 }
 
-/* Kill the other process of the program and reap it if it is ours. */
+/*
+ * Kill the other process of the program and reap it: orphaned by the
+ * program's first process, it came to us (become_reaper()).
+ */
 static void kill_other(struct prog *p)
 {
 	kill(p->other, SIGKILL);
-	/* A spawned one is the killed program's child: init reaps it. */
-	waitpid(p->other, NULL, 0);
-	while (kill(p->other, 0) == 0)
-		sleep_ms(1);
+	while (waitpid(p->other, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* Orphans of our programs come to us, to be reaped by kill_other(). */
+static int become_reaper(void)
+{
+	return prctl(PR_SET_CHILD_SUBREAPER, 1);
 }
 
 TEST(close_then_attach_by_name_finds_the_block)
@@ -326,6 +333,7 @@ static void killed_rounds(struct __test_metadata *_metadata, int spawned)
 	char first[64];
 	int r;
 
+	ASSERT_EQ(0, become_reaper());
 	for (r = 0; r < ROUNDS; r++) {
 		struct prog *p = prog_new(spawned ? "s" : "k");
 		pid_t pid;
@@ -372,6 +380,7 @@ TEST(a_creator_that_exits_normally_leaves_the_name_to_its_program)
 	pid_t pid;
 
 	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, become_reaper());
 	p->created = -1;
 	pid = spawn(program, p);
 	ASSERT_EQ(0, wait_child(pid, 10000));
@@ -417,6 +426,7 @@ TEST(an_unrelated_program_that_attached_does_not_take_the_name)
 	pid_t pid, q;
 
 	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, become_reaper());
 	p->created = -1;
 	pid = spawn(program, p);
 	ASSERT_EQ(0, wait_child(pid, 10000));
@@ -442,6 +452,7 @@ TEST(a_persistent_block_outlives_its_program_until_unlinked)
 	pid_t pid;
 
 	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, become_reaper());
 	p->created = -1;
 	p->persist = 1;
 	pid = spawn(program, p);
@@ -473,6 +484,7 @@ TEST(a_persistent_block_survives_its_creator_killed_mid_create)
 	int i, found = 0;
 
 	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, become_reaper());
 	p->persist = 1;
 	pid = spawn(program, p);
 	ASSERT_LT(0, pid);
