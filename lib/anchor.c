@@ -71,6 +71,31 @@ _Static_assert(sizeof(struct mpq_track_rec) <= 512, "atomic pipe write");
 static pthread_mutex_t mpq_anchor_lock = PTHREAD_MUTEX_INITIALIZER;
 static int mpq_anchor_dev = -1;		/* kmod: /dev/mpq */
 static int mpq_anchor_track = -1;	/* memfd: the tracker's pipe */
+/* What they were, to tell them from other files under the same numbers. */
+static ino_t mpq_anchor_dev_ino, mpq_anchor_track_ino;
+
+static ino_t mpq_fd_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+/*
+ * Lock held. Forget an anchor whose fd the program closed behind our
+ * back (a daemon closing every fd): that number may be another file now,
+ * which must not get our ioctls or records. Not closed: not ours now.
+ */
+static void mpq_anchor_recheck(int *fd, ino_t ino, int kmod)
+{
+	struct stat st;
+
+	if (*fd < 0)
+		return;
+	if (fstat(*fd, &st) || st.st_ino != ino ||
+	    !(kmod ? S_ISCHR(st.st_mode) : S_ISFIFO(st.st_mode)))
+		*fd = -1;
+}
 
 /* ---- the tracker: async-signal-safe calls only (forked, maybe threaded) */
 
@@ -144,8 +169,11 @@ static __attribute__((noreturn)) void mpq_tracker_main(int rfd)
 	mpq_tr_unmap_shared();
 
 	while ((got = read(0, &r, sizeof(r))) != 0) {
+		/* Not the program's end: leave its names alone. */
+		if (got < 0 && errno != EINTR)
+			_exit(1);
 		if (got < 0)
-			continue;	/* EINTR cannot happen: all blocked */
+			continue;
 		if (got != (ssize_t)sizeof(r) || r.len > MPQ_NAME_MAX ||
 		    r.name[r.len])
 			continue;
@@ -211,6 +239,7 @@ static int mpq_tracker_start(void)
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	mpq_anchor_track = p[1];
+	mpq_anchor_track_ino = mpq_fd_ino(p[1]);
 	return 0;
 }
 
@@ -221,12 +250,14 @@ static int mpq_anchor_dev_open(void)
 {
 	int fd;
 
+	mpq_anchor_recheck(&mpq_anchor_dev, mpq_anchor_dev_ino, 1);
 	if (mpq_anchor_dev >= 0)
 		return 0;
 	fd = open("/dev/" MPQ_DEVICE_NAME, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ENODEV : -errno;
 	mpq_anchor_dev = fd;
+	mpq_anchor_dev_ino = mpq_fd_ino(fd);
 	return 0;
 }
 
@@ -239,26 +270,33 @@ int mpq_anchor_ensure(int backend)
 	int ret;
 
 	pthread_mutex_lock(&mpq_anchor_lock);
-	if (backend == MPQ_BACKEND_KMOD)
+	if (backend == MPQ_BACKEND_KMOD) {
 		ret = mpq_anchor_dev_open();
-	else
+	} else {
+		mpq_anchor_recheck(&mpq_anchor_track, mpq_anchor_track_ino, 0);
 		ret = mpq_anchor_track >= 0 ? 0 : mpq_tracker_start();
+	}
 	pthread_mutex_unlock(&mpq_anchor_lock);
 	return ret;
 }
 
-/* An ioctl on the program's /dev/mpq: named blocks are made through it. */
+/*
+ * An ioctl on the program's /dev/mpq: named blocks are made through it.
+ * Under the lock, so that the fd is the one just checked.
+ */
 int mpq_anchor_dev_ioctl(unsigned long cmd, void *args)
 {
 	int ret;
 
 	pthread_mutex_lock(&mpq_anchor_lock);
 	ret = mpq_anchor_dev_open();
+	if (!ret) {
+		ret = ioctl(mpq_anchor_dev, cmd, args);
+		if (ret < 0)
+			ret = -errno;
+	}
 	pthread_mutex_unlock(&mpq_anchor_lock);
-	if (ret)
-		return ret;
-	ret = ioctl(mpq_anchor_dev, cmd, args);
-	return ret < 0 ? -errno : ret;
+	return ret;
 }
 
 /*
@@ -308,6 +346,7 @@ int mpq_anchor_track_register(const char *name, const struct stat *st)
 
 	mpq_track_rec_fill(&r, MPQ_TRACK_REGISTER, name, st);
 	pthread_mutex_lock(&mpq_anchor_lock);
+	mpq_anchor_recheck(&mpq_anchor_track, mpq_anchor_track_ino, 0);
 	for (tries = 0; tries < 2; tries++) {
 		ret = mpq_anchor_track >= 0 ? 0 : mpq_tracker_start();
 		if (ret)
@@ -330,6 +369,7 @@ void mpq_anchor_track_unregister(const char *name, const struct stat *st)
 
 	mpq_track_rec_fill(&r, MPQ_TRACK_UNREGISTER, name, st);
 	pthread_mutex_lock(&mpq_anchor_lock);
+	mpq_anchor_recheck(&mpq_anchor_track, mpq_anchor_track_ino, 0);
 	if (mpq_anchor_track >= 0)
 		mpq_track_send(mpq_anchor_track, &r);
 	pthread_mutex_unlock(&mpq_anchor_lock);
@@ -342,19 +382,22 @@ void mpq_anchor_track_unregister(const char *name, const struct stat *st)
  */
 size_t mpq_anchor_spawn(int *fds, char *buf, size_t len)
 {
-	struct stat st;
 	size_t n = 0;
-	int k = -1, t = -1;
+	int k, t;
 
 	pthread_mutex_lock(&mpq_anchor_lock);
-	if (mpq_anchor_dev >= 0)
-		fds[n++] = k = mpq_anchor_dev;
-	if (mpq_anchor_track >= 0)
-		fds[n++] = t = mpq_anchor_track;
+	mpq_anchor_recheck(&mpq_anchor_dev, mpq_anchor_dev_ino, 1);
+	mpq_anchor_recheck(&mpq_anchor_track, mpq_anchor_track_ino, 0);
+	k = mpq_anchor_dev;
+	t = mpq_anchor_track;
+	if (k >= 0)
+		fds[n++] = k;
+	if (t >= 0)
+		fds[n++] = t;
+	snprintf(buf, len, MPQ_ANCHOR_ENV "=%d:%llu,%d:%llu",
+		 k, (unsigned long long)mpq_anchor_dev_ino,
+		 t, (unsigned long long)mpq_anchor_track_ino);
 	pthread_mutex_unlock(&mpq_anchor_lock);
-	snprintf(buf, len, MPQ_ANCHOR_ENV "=%d:%llu,%d:%llu", k,
-		 k >= 0 && !fstat(k, &st) ? (unsigned long long)st.st_ino : 0,
-		 t, t >= 0 && !fstat(t, &st) ? (unsigned long long)st.st_ino : 0);
 	return n;
 }
 
@@ -384,11 +427,15 @@ void mpq_anchor_adopt(void)
 	if (sscanf(v, "%d:%llu,%d:%llu", &k, &ki, &t, &ti) == 4) {
 		pthread_mutex_lock(&mpq_anchor_lock);
 		if (mpq_anchor_fd_is(k, ki, 1) &&
-		    fcntl(k, F_SETFD, FD_CLOEXEC) == 0)
+		    fcntl(k, F_SETFD, FD_CLOEXEC) == 0) {
 			mpq_anchor_dev = k;
+			mpq_anchor_dev_ino = (ino_t)ki;
+		}
 		if (mpq_anchor_fd_is(t, ti, 0) &&
-		    fcntl(t, F_SETFD, FD_CLOEXEC) == 0)
+		    fcntl(t, F_SETFD, FD_CLOEXEC) == 0) {
 			mpq_anchor_track = t;
+			mpq_anchor_track_ino = (ino_t)ti;
+		}
 		pthread_mutex_unlock(&mpq_anchor_lock);
 	}
 	unsetenv(MPQ_ANCHOR_ENV);
