@@ -214,10 +214,11 @@ void mpq_user_exit(void);
 
 long mpq_queue_create(void __user *uarg);
 long mpq_pipe_create(void __user *uarg);
-long mpq_shm_open(void __user *uarg);
+long mpq_shm_open(struct file *dev, void __user *uarg);
 long mpq_shm_unlink(void __user *uarg);
 void mpq_shm_exit(void);
 void mpq_shm_sweep(void);
+void mpq_shm_dev_release(struct file *file);
 
 /* Module-wide accounting, readable under /sys/module/mpq/parameters/. */
 extern atomic_long_t mpq_nr_objects;

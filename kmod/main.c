@@ -120,7 +120,7 @@ static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
 	case MPQ_IOC_PIPE_CREATE:
 		return mpq_pipe_create((void __user *)arg);
 	case MPQ_IOC_SHM_OPEN:
-		return mpq_shm_open((void __user *)arg);
+		return mpq_shm_open(file, (void __user *)arg);
 	case MPQ_IOC_SHM_UNLINK:
 		return mpq_shm_unlink((void __user *)arg);
 	default:
@@ -128,8 +128,16 @@ static long mpq_dev_ioctl(struct file *file, unsigned int cmd,
 	}
 }
 
+/* The last close of a /dev/mpq file: the names it anchors go (shm.c). */
+static int mpq_dev_release(struct inode *inode, struct file *file)
+{
+	mpq_shm_dev_release(file);
+	return 0;
+}
+
 static const struct file_operations mpq_dev_fops = {
 	.owner		= THIS_MODULE,
+	.release	= mpq_dev_release,
 	.unlocked_ioctl	= mpq_dev_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.llseek		= noop_llseek,

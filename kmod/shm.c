@@ -11,11 +11,26 @@
  * are checked like files: owner and group are the creator's fsuid and
  * fsgid, the mode is masked by the umask, and opening needs read and write
  * permission or CAP_IPC_OWNER over the namespace (as System V shared
- * memory does). Lifetime, the point of doing this in the kernel: a block
- * is freed with its last fd and mapping, whoever held them and however
- * they ended, and its name goes with it, so a crashed creator leaks
- * nothing; only MPQ_SHM_PERSIST makes the name hold a reference, until
- * unlinked (or the module is unloaded).
+ * memory does).
+ *
+ * Lifetime. A name holds a reference on its block: the block outlives the
+ * close of every fd and mapping until its name goes, as a POSIX shared
+ * memory object does (Python's promise). A name goes when it is unlinked,
+ * and, unless it was made with MPQ_SHM_PERSIST, when its program ends: the
+ * /dev/mpq open file description it was created through (its anchor) is
+ * released, that is closed in every process that had it. Processes share
+ * that file by fork and by passing the fd (libmpq passes it to the
+ * children it spawns), so "the program" is whatever holds it, and a
+ * crashed program leaks nothing, with no tracker process that could itself
+ * be killed: the kernel drops the name at the file's last fput. Only the
+ * creator's anchor counts; a process that opens a block by name holds the
+ * block while it has it open or mapped, never the name. A persistent name
+ * has no anchor: it stays until unlinked (or its namespace dies, or the
+ * module is unloaded) and is charged to its creator's budget of names.
+ *
+ * A /dev/mpq file that anchors a name is marked (its private_data, which
+ * nothing else of the module uses, points at mpq_anchor_mark), so that the
+ * release of the many files that anchor nothing does not walk the table.
  *
  * The name table is a list under one mutex: names are looked up at open
  * and unlink, never on a fast path. A block's reference count only drops
@@ -30,9 +45,9 @@
  * namespace could reuse. That holds for every name, persistent or not: a
  * process may keep an fd of a named block after its namespace died.
  *
- * A namespace that dies takes its names with it: a persistent name of a
- * dead namespace could never be reached again, so it drops the reference
- * it held, and the block is freed once no fd or mapping holds it. Nothing
+ * A namespace that dies takes its names with it: a name of a dead
+ * namespace could never be reached again, so it drops the reference it
+ * held, and the block is freed once no fd or mapping holds it. Nothing
  * tells a module that a namespace died; the names of dead namespaces are
  * swept at every named open, unlink and open of /proc/mpq, and once a
  * second (deferrable work) while a persistent name of a namespace other
@@ -67,14 +82,15 @@
 struct mpq_shm {
 	struct mpq_object obj;		/* owner, mode, name for the listing */
 	struct mpq_region region;
-	struct kref ref;		/* a file each, and a persistent name */
+	struct kref ref;		/* a file each, and the name */
 	u64 bytes;
 	u64 map_size;
 	u32 kind;
 	/* Under mpq_names_lock. */
 	struct list_head node;		/* in mpq_names while named */
 	char *name;			/* obj.name too, freed with s */
-	bool persist;			/* the name holds a reference */
+	struct file *anchor;		/* a program's name: its /dev/mpq file */
+	bool persist;			/* the name has no anchor */
 	bool foreign;			/* not of the initial namespace */
 };
 
@@ -86,6 +102,8 @@ struct mpq_shm_file {
 
 static LIST_HEAD(mpq_names);
 static DEFINE_MUTEX(mpq_names_lock);
+/* What a /dev/mpq file that anchors names has as private_data. */
+static char mpq_anchor_mark;
 /* Persistent names of namespaces that may die; under mpq_names_lock. */
 static unsigned int mpq_nr_foreign;
 
@@ -129,26 +147,27 @@ static struct mpq_shm *mpq_shm_lookup(const char *name)
 	return NULL;
 }
 
-/* Take s's name out of the table; its reference, if any, is returned. */
-static bool mpq_shm_unname(struct mpq_shm *s)
+/*
+ * Take s, which is in the table, out of it; the caller puts the reference
+ * its name held.
+ */
+static void mpq_shm_unname(struct mpq_shm *s)
 {
-	bool persist = s->persist;
-
 	lockdep_assert_held(&mpq_names_lock);
 	list_del_init(&s->node);
-	if (persist && s->foreign)
+	if (s->persist && s->foreign)
 		mpq_nr_foreign--;
-	if (persist)
+	if (s->persist)
 		mpq_user_uncharge_name(s->region.user);
 	s->persist = false;
-	return persist;
+	s->anchor = NULL;
 }
 
 /**
  * mpq_shm_sweep() - drop the names of IPC namespaces that died
  *
- * No process can ever look them up again. A persistent name's reference
- * goes; the block is freed now if nothing else holds it.
+ * No process can ever look them up again. Each name's reference goes; a
+ * block is freed now if nothing else holds it.
  */
 void mpq_shm_sweep(void)
 {
@@ -159,9 +178,9 @@ void mpq_shm_sweep(void)
 	list_for_each_entry_safe(s, tmp, &mpq_names, node) {
 		if (!mpq_ns_is_dead(s->obj.ns))
 			continue;
-		/* Our reference keeps s off everyone else's hands. */
-		if (mpq_shm_unname(s))
-			list_add(&s->node, &dead);
+		/* The name's reference keeps s alive on our list. */
+		mpq_shm_unname(s);
+		list_add(&s->node, &dead);
 	}
 	mutex_unlock(&mpq_names_lock);
 
@@ -182,6 +201,36 @@ static void mpq_shm_sweep_work(struct work_struct *work)
 	mutex_unlock(&mpq_names_lock);
 	if (again)
 		schedule_delayed_work(&mpq_sweep_dwork, HZ);
+}
+
+/**
+ * mpq_shm_dev_release() - a /dev/mpq file is released: its program ended
+ * @file:	the file, at its last fput
+ *
+ * The names it anchors go, as if unlinked; each block lives on while
+ * someone has it open or mapped.
+ */
+void mpq_shm_dev_release(struct file *file)
+{
+	struct mpq_shm *s, *tmp;
+	LIST_HEAD(dead);
+
+	/* No ioctl runs on a file being released: nothing marks it now. */
+	if (file->private_data != &mpq_anchor_mark)
+		return;
+	mutex_lock(&mpq_names_lock);
+	list_for_each_entry_safe(s, tmp, &mpq_names, node) {
+		if (s->anchor != file)
+			continue;
+		mpq_shm_unname(s);
+		list_add(&s->node, &dead);
+	}
+	mutex_unlock(&mpq_names_lock);
+
+	list_for_each_entry_safe(s, tmp, &dead, node) {
+		list_del_init(&s->node);
+		mpq_shm_put(s);
+	}
 }
 
 /* Can the caller's names be told apart from other namespaces'? (ns.c) */
@@ -389,7 +438,8 @@ static char *mpq_name_from_user(u64 uname)
  * (that can take long); then the table is looked at again, and a block
  * that someone else named meanwhile wins.
  */
-static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
+static struct mpq_shm *mpq_shm_get_named(struct file *dev,
+					 const struct mpq_shm_open *args,
 					 char *name)
 {
 	struct mpq_shm *s, *fresh = NULL;
@@ -435,12 +485,16 @@ static struct mpq_shm *mpq_shm_get_named(const struct mpq_shm_open *args,
 	    mpq_user_charge_name(fresh->region.user))
 		goto err_unlock;
 	fresh->name = name;
+	kref_get(&fresh->ref);		/* the name's */
 	if (args->flags & MPQ_SHM_PERSIST) {
 		fresh->persist = true;
-		kref_get(&fresh->ref);	/* the name's */
 		fresh->foreign = !mpq_ns_is_initial();
 		if (fresh->foreign && !mpq_nr_foreign++)
 			schedule_delayed_work(&mpq_sweep_dwork, HZ);
+	} else {
+		/* The caller's file holds a reference while it runs this. */
+		fresh->anchor = dev;
+		dev->private_data = &mpq_anchor_mark;
 	}
 	list_add(&fresh->node, &mpq_names);
 	mutex_unlock(&mpq_names_lock);
@@ -470,6 +524,8 @@ static int mpq_shm_check_open(const struct mpq_shm_open *args)
 
 /**
  * mpq_shm_open() - MPQ_IOC_SHM_OPEN: create or open a block, return its fd
+ * @dev:	the /dev/mpq file: the anchor of a name created without
+ *		MPQ_SHM_PERSIST
  * @uarg:	user pointer to struct mpq_shm_open
  *
  * Return: the new fd, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT,
@@ -477,7 +533,7 @@ static int mpq_shm_check_open(const struct mpq_shm_open *args)
  * objects or persistent names: user.c), -ENOMEM, -EMFILE, -EOPNOTSUPP (a
  * name where namespaces cannot be told apart).
  */
-long mpq_shm_open(void __user *uarg)
+long mpq_shm_open(struct file *dev, void __user *uarg)
 {
 	struct mpq_shm_open args;
 	struct mpq_shm_file *f;
@@ -498,7 +554,7 @@ long mpq_shm_open(void __user *uarg)
 		name = mpq_name_from_user(args.name);
 		if (IS_ERR(name))
 			return PTR_ERR(name);
-		s = mpq_shm_get_named(&args, name);
+		s = mpq_shm_get_named(dev, &args, name);
 	} else {
 		s = mpq_shm_new(&args, NULL);
 	}
@@ -539,8 +595,8 @@ err_put:
  * mpq_shm_unlink() - MPQ_IOC_SHM_UNLINK: remove a name
  * @uarg:	user pointer to struct mpq_shm_unlink
  *
- * The block lives on while it has fds or mappings; a persistent one loses
- * the reference its name held.
+ * The name's reference goes: the block lives on while it has fds or
+ * mappings.
  *
  * Return: 0, or -EFAULT, -EINVAL, -ENAMETOOLONG, -ENOENT, -EPERM.
  */
@@ -548,7 +604,6 @@ long mpq_shm_unlink(void __user *uarg)
 {
 	struct mpq_shm_unlink args;
 	struct mpq_shm *s;
-	bool persist;
 	char *name;
 	int ret;
 
@@ -575,23 +630,22 @@ long mpq_shm_unlink(void __user *uarg)
 		mutex_unlock(&mpq_names_lock);
 		return -EPERM;
 	}
-	persist = mpq_shm_unname(s);
+	mpq_shm_unname(s);
 	mutex_unlock(&mpq_names_lock);
-	if (persist)
-		mpq_shm_put(s);		/* the name's reference */
+	mpq_shm_put(s);			/* the name's reference */
 	return 0;
 }
 
 /**
  * mpq_shm_exit() - at module unload, free the blocks only names hold
  *
- * No fd or mapping exists any more (each would hold the module), so what
- * is left on the list is held by persistent names alone.
+ * No fd or mapping exists any more (each would hold the module), nor any
+ * /dev/mpq file, so what is left on the list is held by persistent names
+ * alone.
  */
 void mpq_shm_exit(void)
 {
 	struct mpq_shm *s;
-	bool persist;
 
 	cancel_delayed_work_sync(&mpq_sweep_dwork);
 	for (;;) {
@@ -601,9 +655,8 @@ void mpq_shm_exit(void)
 			mutex_unlock(&mpq_names_lock);
 			return;
 		}
-		persist = mpq_shm_unname(s);
+		mpq_shm_unname(s);
 		mutex_unlock(&mpq_names_lock);
-		if (persist)
-			mpq_shm_put(s);
+		mpq_shm_put(s);
 	}
 }

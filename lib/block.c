@@ -4,9 +4,12 @@
  * Values and SharedMemory. A block is one fd and one MAP_SHARED mapping of
  * it, made by either backend:
  *   kmod   a shared-memory object of the module (MPQ_IOC_SHM_OPEN), which
- *          frees it with its last fd and mapping and can name it;
+ *          frees it with its last fd and mapping, or its name, and can
+ *          name it;
  *   memfd  a memfd (anonymous), or a POSIX shared memory file under
  *          /dev/shm (named: SharedMemory without the module).
+ * A named block lives until it is unlinked or its program ends, unless
+ * persistent (anchor.c).
  * Both are shmem, so the futex words that the objects keep in them work
  * across processes. A memfd is sealed at its size: a participant that
  * could shrink it would turn everyone else's next access into a SIGBUS.
@@ -114,8 +117,13 @@ static int mpq_block_kmod_open(struct mpq_block *b, uint64_t bytes,
 		.mode = mode,
 		.kind = kind,
 	};
-	int ret = mpq_kmod_dev_ioctl(MPQ_IOC_SHM_OPEN, &args);
+	int ret;
 
+	/* A name made goes with the program's /dev/mpq file (anchor.c). */
+	if (name && flags & MPQ_SHM_CREAT)
+		ret = mpq_anchor_dev_ioctl(MPQ_IOC_SHM_OPEN, &args);
+	else
+		ret = mpq_kmod_dev_ioctl(MPQ_IOC_SHM_OPEN, &args);
 	if (ret < 0)
 		return ret;
 	b->fd = ret;
@@ -200,6 +208,48 @@ int mpq_block_from_fd(struct mpq_block *b, int fd)
 }
 
 /*
+ * Make /dev/shm/<name> of bytes, exclusively, and never a name without
+ * its size or without its registration: an unnamed file of /dev/shm
+ * (O_TMPFILE), sized, registered with the program's tracker unless
+ * persistent, then linked under the name, which fails if it is taken. A
+ * creator killed at any point leaves either nothing or a whole block that
+ * its tracker knows. Returns the fd or -errno; -EOPNOTSUPP where
+ * O_TMPFILE or /proc is missing (the caller falls back to shm_open).
+ */
+static int mpq_block_shm_create(const char *name, uint64_t bytes,
+				uint32_t flags, uint32_t mode)
+{
+	char path[MPQ_NAME_MAX + 16], self[32];
+	struct stat st;
+	int fd, ret;
+
+	fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+	if (fd < 0)
+		return errno == EISDIR || errno == EOPNOTSUPP ||
+		       errno == EINVAL ? -EOPNOTSUPP : -errno;
+	if (ftruncate(fd, (off_t)bytes) < 0 || fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	if (!(flags & MPQ_SHM_PERSIST)) {
+		ret = mpq_anchor_track_register(name, &st);
+		if (ret)
+			goto err;
+	}
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0)
+		return fd;
+	ret = errno == ENOENT && access("/proc/self/fd", F_OK) ?
+	      -EOPNOTSUPP : -errno;
+	if (!(flags & MPQ_SHM_PERSIST))
+		mpq_anchor_track_unregister(name, &st);
+err:
+	close(fd);
+	return ret;
+}
+
+/*
  * A named block: the module's (named in the IPC namespace) or, without
  * it, a POSIX shared memory file /dev/shm/<name>. flags are MPQ_SHM_*;
  * without CREAT an existing block is opened and bytes is ignored.
@@ -221,6 +271,23 @@ int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
 		return mpq_block_kmod_open(b, bytes, name, flags, mode,
 					   MPQ_SHM_KIND_SHM);
 
+	b->backend = MPQ_BACKEND_MEMFD;
+	if ((flags & (MPQ_SHM_CREAT | MPQ_SHM_EXCL)) ==
+	    (MPQ_SHM_CREAT | MPQ_SHM_EXCL)) {
+		ret = mpq_block_shm_create(name, bytes, flags, mode);
+		if (ret >= 0) {
+			b->fd = ret;
+			ret = mpq_block_file_info(b, 0);
+			if (!ret)
+				ret = mpq_block_map(b);
+			if (!ret)
+				return 0;
+			goto err;
+		}
+		if (ret != -EOPNOTSUPP)
+			return ret;
+	}
+
 	snprintf(path, sizeof(path), "/%s", name);
 	if (flags & MPQ_SHM_CREAT)
 		oflags |= O_CREAT;
@@ -229,7 +296,6 @@ int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
 	b->fd = shm_open(path, oflags, mode);
 	if (b->fd < 0)
 		return -errno;
-	b->backend = MPQ_BACKEND_MEMFD;
 	/*
 	 * A block just created has size 0: give it its size. One that
 	 * someone else is creating may still be 0: that is -EAGAIN.
@@ -241,6 +307,12 @@ int mpq_block_named(struct mpq_block *b, const char *name, uint64_t bytes,
 		    ftruncate(b->fd, (off_t)bytes) < 0) {
 			ret = -errno;
 			goto err;
+		}
+		/* Without O_TMPFILE: a short window unregistered. */
+		if (oflags & O_EXCL && !(flags & MPQ_SHM_PERSIST)) {
+			ret = mpq_anchor_track_register(name, &st);
+			if (ret)
+				goto err;
 		}
 	}
 	ret = mpq_block_file_info(b, 0);
@@ -254,6 +326,14 @@ err:
 	return mpq_block_undo_named(b, name, flags, ret);
 }
 
+static int stat_shm(const char *name, struct stat *st)
+{
+	char path[MPQ_NAME_MAX + 16];
+
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	return stat(path, st);
+}
+
 /* Remove a name: the module's, or the /dev/shm file. */
 int mpq_block_unlink(const char *name, int backend)
 {
@@ -262,6 +342,7 @@ int mpq_block_unlink(const char *name, int backend)
 		.size = sizeof(args),
 		.name = (uint64_t)(uintptr_t)name,
 	};
+	struct stat st;
 	int ret;
 
 	backend = mpq_backend_resolve(backend);
@@ -271,8 +352,15 @@ int mpq_block_unlink(const char *name, int backend)
 		ret = mpq_kmod_dev_ioctl(MPQ_IOC_SHM_UNLINK, &args);
 		return ret < 0 ? ret : 0;
 	}
+	/* The tracker forgets it: by its file, whoever registered it. */
 	snprintf(path, sizeof(path), "/%s", name);
-	return shm_unlink(path) < 0 ? -errno : 0;
+	if (stat_shm(name, &st) < 0)
+		st.st_ino = 0;
+	if (shm_unlink(path) < 0)
+		return -errno;
+	if (st.st_ino)
+		mpq_anchor_track_unregister(name, &st);
+	return 0;
 }
 
 void mpq_block_free(struct mpq_block *b)

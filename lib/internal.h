@@ -136,6 +136,15 @@ int mpq_geom_check(const struct mpq_geom *g);
 
 /* kmod.c: objects from /dev/mpq. */
 int mpq_kmod_dev_ioctl(unsigned long cmd, void *args);
+
+/* anchor.c: what ties a SharedMemory name to its program's lifetime. */
+struct stat;
+int mpq_anchor_ensure(int backend);
+int mpq_anchor_dev_ioctl(unsigned long cmd, void *args);
+int mpq_anchor_track_register(const char *name, const struct stat *st);
+void mpq_anchor_track_unregister(const char *name, const struct stat *st);
+size_t mpq_anchor_spawn(int *fds, char *buf, size_t len);
+void mpq_anchor_adopt(void);
 int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd);
 int mpq_kmod_queue_info(int fd, struct mpq_geom *g);
 void mpq_kmod_queue_wake(int fd, uint32_t bits);

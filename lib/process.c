@@ -754,6 +754,14 @@ MPQ_EXPORT int mpq_process_start(struct mpq_process *p)
 	mpq_cleanup_locked();
 	mpq_proc_unlock();
 	pthread_once(&exit_once, mpq_register_exit);
+	/*
+	 * The child joins this program: the names it and we make go when
+	 * the last of us does (anchor.c). Without an anchor it would start
+	 * a program of its own at its first create; not worth failing for.
+	 */
+	ret = mpq_backend_resolve(MPQ_BACKEND_DEFAULT);
+	if (ret >= 0)
+		mpq_anchor_ensure(ret);
 	if (p->start_method == MPQ_START_SPAWN)
 		return mpq_spawn_start(p);
 	return mpq_fork_start(p);

@@ -4,12 +4,11 @@
  * block of bytes that unrelated processes attach to by name.
  *
  * With the module the name lives in the kernel, in the caller's IPC
- * namespace, checked like a file (owner, group, mode), and the block is
- * freed with its last fd and mapping unless its creator asked for it to
- * persist: the resource_tracker problem (a crashed creator leaks its
- * segments in /dev/shm) does not arise. Without the module the block is a
- * POSIX shared memory file, /dev/shm/<name>, which, as in Python, lives
- * until someone unlinks it, crashed creator or not.
+ * namespace, checked like a file (owner, group, mode). Without it the
+ * block is a POSIX shared memory file, /dev/shm/<name>, as in Python. On
+ * both a name keeps its block until it is unlinked or, unless persistent,
+ * until the program that made it is gone (anchor.c): close() keeps it, as
+ * Python does, and a crashed program leaves nothing behind.
  */
 #include <fcntl.h>
 #include <stdio.h>

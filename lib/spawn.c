@@ -337,6 +337,7 @@ static __attribute__((noreturn)) void mpq_spawn_child(const char *val)
 	if (errno || end == val || *end || fd < 0 || fd > INT_MAX)
 		mpq_spawn_fail("bad " MPQ_SPAWN_ENV, val);
 	unsetenv(MPQ_SPAWN_ENV);
+	mpq_anchor_adopt();
 	ret = mpq_boot_read((int)fd, &b, &data);
 	if (ret)
 		mpq_spawn_fail("cannot read the bootstrap", strerror(-ret));
@@ -459,21 +460,26 @@ static size_t mpq_inherit_collect(int *fds)
 	return n;
 }
 
-/* environ without any MPQ_SPAWN, plus ours; the strings are not copied. */
-static char **mpq_spawn_envp(const char *ours)
+/*
+ * environ without any MPQ_SPAWN or MPQ_ANCHORS, plus ours and the
+ * anchors' (anchor.c); the strings are not copied.
+ */
+static char **mpq_spawn_envp(const char *ours, const char *anchors)
 {
 	size_t n = 0, k = 0, plen = strlen(MPQ_SPAWN_ENV "=");
 	char **envp, **e;
 
 	for (e = environ; e && *e; e++)
 		n++;
-	envp = calloc(n + 2, sizeof(*envp));
+	envp = calloc(n + 3, sizeof(*envp));
 	if (!envp)
 		return NULL;
 	for (e = environ; e && *e; e++)
-		if (strncmp(*e, MPQ_SPAWN_ENV "=", plen))
+		if (strncmp(*e, MPQ_SPAWN_ENV "=", plen) &&
+		    strncmp(*e, "MPQ_ANCHORS=", strlen("MPQ_ANCHORS=")))
 			envp[k++] = *e;
 	envp[k++] = (char *)ours;
+	envp[k++] = (char *)anchors;
 	envp[k] = NULL;
 	return envp;
 }
@@ -545,6 +551,7 @@ static __attribute__((noreturn)) void mpq_spawn_exec(char **argv,
 int mpq_spawn_start(struct mpq_process *p)
 {
 	char envbuf[sizeof(MPQ_SPAWN_ENV) + 16], **argv, **envp = NULL;
+	char anchors[96];
 	int *fds = NULL, bootfd = -1, err, ret;
 	const char *target;
 	struct mpq_launch l;
@@ -557,8 +564,11 @@ int mpq_spawn_start(struct mpq_process *p)
 	if (!mpq_argv)
 		mpq_argv = mpq_argv_from_proc();
 	argv = mpq_argv;
-	/* Room for what the child must keep: exports, its own, bootstrap, parent. */
-	fds = malloc((mpq_ninherits + p->nkeep_fds + 3) * sizeof(*fds));
+	/*
+	 * Room for what the child must keep: exports, its own, bootstrap,
+	 * parent, and its program's two anchors.
+	 */
+	fds = malloc((mpq_ninherits + p->nkeep_fds + 5) * sizeof(*fds));
 	nfds = fds ? mpq_inherit_collect(fds) : 0;
 	mpq_proc_unlock();
 	if (fds && p->nkeep_fds) {
@@ -585,8 +595,9 @@ int mpq_spawn_start(struct mpq_process *p)
 	/* Without pidfds the sentinel pipe must outlive the execve. */
 	if (l.pipe[1] >= 0)
 		fds[nfds++] = l.pipe[1];
+	nfds += mpq_anchor_spawn(fds + nfds, anchors, sizeof(anchors));
 	snprintf(envbuf, sizeof(envbuf), MPQ_SPAWN_ENV "=%d", bootfd);
-	envp = mpq_spawn_envp(envbuf);
+	envp = mpq_spawn_envp(envbuf, anchors);
 	if (!envp) {
 		ret = -ENOMEM;
 		goto abort;

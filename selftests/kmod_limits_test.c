@@ -348,7 +348,7 @@ static int fill_name_cap(void *arg)
 		return 3;
 	if (usage_of(getuid(), &u) || u.names != 2 || u.objects != 2)
 		return 4;
-	/* A name that goes with its last fd is not a persistent name. */
+	/* A name that goes with its program (its /dev/mpq) is not charged. */
 	fd = shm_raw(name[2], PAGE, MPQ_SHM_CREAT);
 	if (fd < 0)
 		return 5;

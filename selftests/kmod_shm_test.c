@@ -2,8 +2,10 @@
 /*
  * The module's shared-memory objects through raw ioctls on /dev/mpq:
  * hostile arguments, names in the IPC namespace, permissions checked like
- * a file (another user gets -EACCES), persistence, and the lifetime that
- * frees a crashed creator's block. Runs in the test VM as root, with
+ * a file (another user gets -EACCES), persistence, and the lifetime: a
+ * name holds its block until unlinked or until the /dev/mpq file it was
+ * made through is closed everywhere, which frees a crashed creator's
+ * block. Runs in the test VM as root, with
  * mpq.ko loaded; without /dev/mpq every test fails.
  */
 #include <grp.h>
@@ -107,6 +109,7 @@ TEST_F(shm, open_refuses_hostile_arguments)
 
 		ASSERT_LE(0, fd);
 		close(fd);
+		ASSERT_EQ(0, shm_unlink_raw(self->dev, longname));
 	}
 	ASSERT_EQ(-EFAULT, shm_open_raw(self->dev, (char *)8, 10,
 					MPQ_SHM_CREAT, 0600));
@@ -170,23 +173,77 @@ TEST_F(shm, names_create_exclusively_and_open_the_same_memory)
 	close(b);
 }
 
-TEST_F(shm, a_name_goes_with_its_last_user_unless_persistent)
+TEST_F(shm, a_name_outlives_its_fds_until_its_dev_file_is_closed)
 {
 	struct mpq_shm_info i;
-	int fd = shm_open_raw(self->dev, self->name, 100,
-			      MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0600);
+	int dev = dev_open(), fd;
 
+	ASSERT_LE(0, dev);
+	fd = shm_open_raw(dev, self->name, 100, MPQ_SHM_CREAT | MPQ_SHM_EXCL,
+			  0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, shm_info(fd, &i));
+	ASSERT_EQ(0, i.flags);
+	close(fd);
+	sleep_ms(20);
+	/* No fd, no mapping: the name holds it. */
+	ASSERT_EQ(self->objects + 1, objects());
+	fd = shm_open_raw(self->dev, self->name, 0, 0, 0);
 	ASSERT_LE(0, fd);
 	close(fd);
+	/* Another /dev/mpq file closing changes nothing. */
+	close(dev_open());
+	ASSERT_LE(0, (fd = shm_open_raw(self->dev, self->name, 0, 0, 0)));
+	close(fd);
+	/* The file it was made through is closed: its names go. */
+	close(dev);
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+	ASSERT_EQ(-ENOENT, shm_unlink_raw(self->dev, self->name));
+}
 
-	fd = shm_open_raw(self->dev, self->name, 100,
+static int hold_dev_until_killed(void *arg)
+{
+	for (;;)
+		pause();
+	return 0;
+}
+
+TEST_F(shm, a_name_stays_while_any_process_has_its_dev_file)
+{
+	int dev = dev_open(), fd;
+	pid_t pid;
+
+	ASSERT_LE(0, dev);
+	fd = shm_open_raw(dev, self->name, 100, MPQ_SHM_CREAT | MPQ_SHM_EXCL,
+			  0600);
+	ASSERT_LE(0, fd);
+	close(fd);
+	/* A forked child shares the file: it is of the same program. */
+	pid = spawn(hold_dev_until_killed, NULL);
+	ASSERT_LT(0, pid);
+	close(dev);
+	ASSERT_LE(0, (fd = shm_open_raw(self->dev, self->name, 0, 0, 0)));
+	close(fd);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
+}
+
+TEST_F(shm, a_persistent_name_outlives_its_dev_file_until_unlinked)
+{
+	struct mpq_shm_info i;
+	int dev = dev_open(), fd;
+
+	ASSERT_LE(0, dev);
+	fd = shm_open_raw(dev, self->name, 100,
 			  MPQ_SHM_CREAT | MPQ_SHM_EXCL | MPQ_SHM_PERSIST, 0600);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, shm_info(fd, &i));
 	ASSERT_EQ(MPQ_SHM_PERSIST, i.flags);
 	close(fd);
+	close(dev);
 	sleep_ms(20);
 	ASSERT_EQ(self->objects + 1, objects());
 	fd = shm_open_raw(self->dev, self->name, 0, 0, 0);
@@ -217,7 +274,10 @@ TEST_F(shm, unlink_removes_the_name_and_the_block_lives_while_used)
 	ASSERT_STREQ("still here", p);
 	ASSERT_EQ(self->objects + 2, objects());
 	munmap(p, 4096);
+	/* The old block went with its last mapping, the new one is named. */
 	close(fd2);
+	ASSERT_EQ(self->objects + 1, objects_settled(self->objects + 1));
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 }
 
@@ -291,6 +351,7 @@ TEST_F(shm, another_user_is_refused_by_the_mode)
 	ASSERT_EQ(10, as_other_user(other_opens, NULL));
 	ASSERT_EQ(EPERM, as_other_user(other_unlinks, NULL));
 	close(fd);
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 
 	/* Read and write for others: then it opens. */
@@ -300,12 +361,46 @@ TEST_F(shm, another_user_is_refused_by_the_mode)
 	ASSERT_EQ(0, as_other_user(other_opens, NULL));
 	/* Read only is not enough: blocks are mapped for writing. */
 	close(fd);
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
 	objects_settled(self->objects);
 	fd = shm_open_raw(self->dev, self->name, 100,
 			  MPQ_SHM_CREAT | MPQ_SHM_EXCL, 0604);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(10, as_other_user(other_opens, NULL));
 	close(fd);
+}
+
+/* Opens the name with CREAT|PERSIST: it exists, so it is only opened. */
+static int other_tries_to_keep(void *arg)
+{
+	int dev = dev_open(), fd;
+	struct mpq_shm_info i;
+
+	fd = shm_open_raw(dev, other_name, 10,
+			  MPQ_SHM_CREAT | MPQ_SHM_PERSIST, 0600);
+	if (fd < 0)
+		return 1;
+	if (shm_info(fd, &i) || i.flags || i.uid != 0)
+		return 2;
+	return 0;	/* its dev and fd close at exit */
+}
+
+TEST_F(shm, another_user_cannot_keep_a_name_past_its_program)
+{
+	int dev = dev_open(), fd;
+
+	ASSERT_LE(0, dev);
+	other_name = self->name;
+	umask(0);
+	fd = shm_open_raw(dev, self->name, 100, MPQ_SHM_CREAT | MPQ_SHM_EXCL,
+			  0606);
+	ASSERT_LE(0, fd);
+	close(fd);
+	ASSERT_EQ(0, as_other_user(other_tries_to_keep, NULL));
+	/* Still ours, anchored to our file only: it goes with it. */
+	close(dev);
+	ASSERT_EQ(self->objects, objects_settled(self->objects));
+	ASSERT_EQ(-ENOENT, shm_open_raw(self->dev, self->name, 0, 0, 0));
 }
 
 TEST_F(shm, the_group_bits_apply_to_the_group)
@@ -370,6 +465,9 @@ TEST_F(shm, names_belong_to_the_ipc_namespace)
 	ASSERT_EQ(0, wait_child(pid, 10000));
 	/* Ours is untouched. */
 	close(fd);
+	ASSERT_LE(0, (fd = shm_open_raw(self->dev, self->name, 0, 0, 0)));
+	close(fd);
+	ASSERT_EQ(0, shm_unlink_raw(self->dev, self->name));
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 }
 
@@ -394,7 +492,7 @@ TEST_F(shm, info_honours_the_callers_struct_size)
 	close(fd);
 }
 
-TEST_F(shm, a_library_sharedmemory_is_gone_when_its_users_are)
+TEST_F(shm, a_library_sharedmemory_lives_until_unlinked)
 {
 	struct mpq_shm_attr attr = { .backend = MPQ_BACKEND_KMOD };
 	struct mpq_shm *a, *b;
@@ -402,9 +500,11 @@ TEST_F(shm, a_library_sharedmemory_is_gone_when_its_users_are)
 	ASSERT_EQ(0, mpq_shm_new(&a, self->name, 1000, &attr));
 	ASSERT_EQ(0, mpq_shm_open(&b, self->name, &attr));
 	mpq_shm_free(a);
-	ASSERT_EQ(0, mpq_shm_open(&a, self->name, &attr));
-	mpq_shm_free(a);
 	mpq_shm_free(b);
+	ASSERT_EQ(self->objects + 1, objects_settled(self->objects + 1));
+	ASSERT_EQ(0, mpq_shm_open(&a, self->name, &attr));
+	ASSERT_EQ(0, mpq_shm_unlink(a));
+	mpq_shm_free(a);
 	ASSERT_EQ(self->objects, objects_settled(self->objects));
 	ASSERT_EQ(-ENOENT, mpq_shm_open(&a, self->name, &attr));
 	attr.flags = MPQ_SHM_ATTR_PERSIST;

@@ -2,8 +2,9 @@
 /*
  * The promises of mpq_value (Value, Array, RawValue, RawArray) and
  * mpq_shm (SharedMemory), one test each, on the backend the environment
- * selects. What only the module does (names freed with their last user,
- * permissions, IPC namespaces) is in kmod_shm_test.c.
+ * selects. What only the module does (names tied to a /dev/mpq file,
+ * permissions, IPC namespaces) is in kmod_shm_test.c; the lifetime of
+ * names, on both backends, in shm_lifetime_test.c.
  */
 #include <stdio.h>
 #include <sys/resource.h>

@@ -369,12 +369,14 @@ struct mpq_pipe_shm {
  * A block may have a name, looked up in the caller's IPC namespace and
  * checked like a file: the creator's fsuid and fsgid own it, mode holds
  * permission bits (less the umask), and opening it needs read and write
- * permission (or CAP_IPC_OWNER in the namespace's user namespace). Without
- * MPQ_SHM_PERSIST a named block lives while any fd or mapping of it does,
- * like an anonymous one, and its name goes with it: a creator that crashes
- * leaks nothing. With it, the name keeps the block alive until it is
- * unlinked. Unlinking needs ownership (or CAP_IPC_OWNER); it removes the
- * name only, the block lives on while it is used.
+ * permission (or CAP_IPC_OWNER in the namespace's user namespace). A name
+ * keeps its block alive, fds and mappings or not, until the name goes:
+ * when it is unlinked, or, without MPQ_SHM_PERSIST, when the /dev/mpq open
+ * file it was created through is released (closed in every process that
+ * shares it: the creator's program), so a program that crashes leaks
+ * nothing. Opening an existing name never ties it to the opener's file.
+ * Unlinking needs ownership (or CAP_IPC_OWNER); it removes the name only,
+ * the block lives on while it is open or mapped.
  */
 #define MPQ_SHM_CREAT		(1U << 1)	/* create it if absent */
 #define MPQ_SHM_EXCL		(1U << 2)	/* with CREAT: fail if present */
@@ -409,7 +411,8 @@ enum mpq_shm_kind {
  * struct mpq_shm_open - argument of MPQ_IOC_SHM_OPEN
  * @size:	sizeof(struct mpq_shm_open) as the caller knows it
  * @flags:	MPQ_CREATE_CLOEXEC, MPQ_SHM_CREAT, MPQ_SHM_EXCL,
- *		MPQ_SHM_PERSIST
+ *		MPQ_SHM_PERSIST (without it, a name created is tied to the
+ *		/dev/mpq file this ioctl is made on)
  * @bytes:	size of a block to create (1 at least); ignored when an
  *		existing block is opened
  * @name:	user pointer to a NUL-terminated name, or 0 for an anonymous
