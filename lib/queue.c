@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * mpq_queue: a bounded MPMC queue of byte messages in shared memory.
+ * mpq_queue: an MPMC queue of byte messages in shared memory.
  *
  * The ring is Dmitry Vyukov's bounded MPMC queue (see struct mpq_queue_shm
  * in <linux/mpq.h>): a producer claims a position with a CAS on tail,
@@ -27,6 +27,58 @@
  * message length is checked against our own msg_max, and a ring state that
  * cannot arise (a seq that no sequence of puts and gets produces) is
  * reported as -EUCLEAN rather than followed into a loop.
+ *
+ * Sizes, as Python has them (issue 12). Three promises, one design on
+ * both backends:
+ *
+ * 1. maxsize is exact. The ring stays a power of two (the index is a mask,
+ *    and Vyukov's seq rule needs two slots at least), and a bounded queue
+ *    whose maxsize is below the ring's capacity also keeps tail - head
+ *    within maxsize (q->limit). The check reads a head this handle saw
+ *    before, which is never ahead of the real one, so while it says there
+ *    is room there is; the consumers' cache line is read again only when
+ *    it says full: about once per maxsize puts in a queue that keeps up.
+ *    A maxsize that is a power of two pays nothing (limit 0: the ring's
+ *    own fullness is the bound), which is why the ring was kept rather
+ *    than indexed by a modulo. The module knows maxsize too (write(2),
+ *    EPOLLOUT).
+ *
+ * 2. maxsize 0, the default, is unbounded. The ring (1024 slots) is the
+ *    fast path still; a put that finds it full, or finds the overflow not
+ *    empty, appends to the overflow (overflow.c): a FIFO of chunks, each
+ *    a blob, under a robust lock in the header. Consumers never read the
+ *    overflow: one that finds the ring empty moves the overflow's oldest
+ *    messages into the ring and takes them there. A producer's messages
+ *    keep its order (once one went to the overflow, the next ones go
+ *    there too until it is drained into the ring), and everything else a
+ *    ring does (zero-copy, batches, recovery from deaths, poll) works on
+ *    the ring alone. Memory is the limit: a put that cannot have a chunk
+ *    fails with -ENOMEM (memfd) or -EDQUOT/-ENOMEM (the module's per-user
+ *    budget), and puts nothing. A bounded queue pays one predictable
+ *    branch on a field of the handle (maxsize 0?) per put and per empty
+ *    get; the overflow is only ever looked at in an unbounded queue.
+ *    Considered: chained ring segments (growth in the ring itself, but
+ *    the module's region is one pinned, vmapped block that the kernel
+ *    reads for poll(), so it cannot grow in place, and every slot index
+ *    would need a segment lookup); a sparse ring populated on use (a ring
+ *    keeps touching new slots as positions advance, so it ends fully
+ *    populated anyway).
+ *
+ * 3. A message larger than a slot goes out of line: into a blob of its
+ *    own, whose descriptor (struct mpq_slot_ext: id, length) the slot
+ *    holds with len MPQ_SLOT_EXT. A blob is memory the queue owns by id
+ *    (qblob.c): with the module an anonymous SharedMemory block it holds
+ *    in a table, charged to the per-user budget like any block; with
+ *    memfd pages of the queue's own file past the ring, allocated with
+ *    fallocate and punched out when taken. reserve() past the slot size
+ *    hands out the blob to write in place and peek() maps it in place:
+ *    zero-copy both ways; put() and get() copy once each. An out-of-line
+ *    message is claimed alone (it ends a batch). Deaths are the ring's:
+ *    a dead producer's claim is published dropped (its blob leaks until
+ *    the queue goes: nothing was committed), a dead consumer's claim is
+ *    delivered again, blob and all; the blob is dropped only after the
+ *    slot was freed, so a death in between leaks it and loses nothing.
+ *    msgsize is now what decides in line or out of line, not a limit.
  */
 #include <fcntl.h>
 #include <poll.h>
