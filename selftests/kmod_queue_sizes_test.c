@@ -43,13 +43,6 @@ static int param_write(const char *name, const char *val)
 	return n == (int)strlen(val) ? 0 : -EIO;
 }
 
-static long param_long(const char *name)
-{
-	char buf[32];
-
-	return param_read(name, buf, sizeof(buf)) ? -1 : atol(buf);
-}
-
 /* Give up CAP_SYS_RESOURCE (which passes the budget), staying uid 0. */
 static int drop_sys_resource(void)
 {
