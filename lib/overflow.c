@@ -215,6 +215,25 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 			ret = -EUCLEAN;
 			goto out;
 		}
+		/*
+		 * Drained to its end, the only chunk: written again from its
+		 * start (a full one kept while a new one is taken would hold
+		 * its memory for nothing until the next promote).
+		 */
+		if (tail == load_relaxed(&shm->ovf_head) &&
+		    load_relaxed(&shm->ovf_off) == used &&
+		    !load_relaxed(&shm->ovf_count) && used > sizeof(*h)) {
+			/*
+			 * used first: killed between the two, off past used
+			 * reads as corrupt to the repair, which empties the
+			 * overflow: right, it is empty. The other order would
+			 * bring the taken records back.
+			 */
+			store_release(&h->used, sizeof(*h));
+			__atomic_store_n(&shm->ovf_off, sizeof(*h),
+					 __ATOMIC_RELEASE);
+			used = sizeof(*h);
+		}
 	}
 	if (!h || used + need > q->ovf_w.map_len) {
 		struct mpq_qblob b;
@@ -302,8 +321,16 @@ int mpq_ovf_promote(struct mpq_queue *q)
 			uint64_t next = load_acquire(&h->next);
 
 			if (!next) {
-				/* Caught up with the puts: nothing to move. */
+				/*
+				 * Caught up with the puts: nothing to move,
+				 * and the chunk is written again from its
+				 * start rather than kept full while a new one
+				 * is taken (its memory would be held twice).
+				 */
 				__atomic_store_n(&shm->ovf_count, 0,
+						 __ATOMIC_RELEASE);
+				store_release(&h->used, sizeof(*h));
+				__atomic_store_n(&shm->ovf_off, sizeof(*h),
 						 __ATOMIC_RELEASE);
 				goto out;
 			}

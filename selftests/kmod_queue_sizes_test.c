@@ -247,9 +247,10 @@ TEST_F_TIMEOUT(budget, an_unbounded_queue_past_the_budget_is_edquot_and_loses_no
 	}
 	ASSERT_EQ(1, mpq_queue_empty(q));
 	/* Taken, the memory went back: the same again fits. */
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		ASSERT_EQ(0, mpq_queue_put_nowait(q, msg, 1000))
 			TH_LOG("put %u of %u after the drain", i, n);
+	}
 	mpq_queue_free(q);
 }
 
