@@ -101,6 +101,14 @@ static bool mpq_queue_room(struct mpq_queue *q, u64 pos)
 	return (s64)(pos - READ_ONCE(q->shm->head)) < (s64)q->maxsize;
 }
 
+/* Is the message at head published: would read(2) find one? */
+static bool mpq_queue_ring_readable(struct mpq_queue *q)
+{
+	u64 pos = READ_ONCE(q->shm->head);
+
+	return READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1);
+}
+
 /* What a reader or writer would find now; see the ring rules in mpq.h. */
 static __poll_t mpq_queue_ready(struct mpq_queue *q)
 {
@@ -288,8 +296,9 @@ static ssize_t mpq_queue_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the producer's fence */
 		mpq_object_wait(&q->obj, MPQ_POLL_IN, true, 0);
-		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
-					       EPOLLIN);
+		/* The ring only: an overflow is libmpq's to move in. */
+		ret = wait_event_interruptible(q->wq,
+					       mpq_queue_ring_readable(q));
 		mpq_object_wait(&q->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
 			return ret;

@@ -28,8 +28,12 @@
 
 #include "internal.h"
 
-/* memfd: how far past the ring blobs may go (a scribbled blob_end stops). */
-#define MPQ_BLOB_SPACE		(1ULL << 46)
+/*
+ * memfd: how far past the ring blobs may go over the queue's life (a
+ * scribbled blob_end stops there too): 2^62 bytes, decades at memory
+ * speed, within a file's 2^63.
+ */
+#define MPQ_BLOB_SPACE		(1ULL << 62)
 
 static uint64_t mpq_blob_pages(uint64_t bytes)
 {
