@@ -56,7 +56,8 @@ int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b)
 		fd = mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_NEW, &id, &got);
 		if (fd < 0)
 			return fd;
-		map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_POPULATE, fd, 0);
 		close(fd);
 		if (map == MAP_FAILED) {
 			uint64_t zero = 0;
@@ -74,7 +75,8 @@ int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b)
 		/* Allocated now: no memory is an error here, not a SIGBUS. */
 		if (fallocate(q->fd, 0, (off_t)off, (off_t)len) < 0)
 			return errno == ENOSPC ? -ENOMEM : -errno;
-		map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+		map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_POPULATE,
 			   q->fd, (off_t)off);
 		if (map == MAP_FAILED) {
 			mpq_qblob_drop(q, off, bytes);
@@ -106,7 +108,8 @@ int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
 			close(fd);
 			return -EUCLEAN;
 		}
-		map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_POPULATE, fd, 0);
 		close(fd);
 	} else {
 		struct stat st;
@@ -119,7 +122,8 @@ int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
 			return -errno;
 		if (id + len > (uint64_t)st.st_size)
 			return -EUCLEAN;
-		map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+		map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_POPULATE,
 			   q->fd, (off_t)id);
 	}
 	if (map == MAP_FAILED)
