@@ -77,6 +77,15 @@
  *                sleeps at once), epoll (kmod only, spin_ns -1: the
  *                receiver tries get with timeout 0 and, on -EAGAIN,
  *                epoll_waits for EPOLLIN on mpq_queue_fileno()).
+ *   mpq-queue-exact      the same with maxsize one less (1023: not a
+ *                power of two), so the bound beside the ring is checked
+ *                on every put: the bounded fast path's price for an exact
+ *                maxsize (issue 12).
+ *   mpq-queue-unbounded  maxsize 0 (Python's default): the ring, and the
+ *                overflow when the producer runs ahead.
+ *   mpq-queue-ool        msgsize 64 whatever --size is: every message
+ *                larger than that goes out of line (a blob each), beside
+ *                mpq-queue (msgsize = size, in the slot) and mpq-conn.
  *   mpq-conn     a one-way mpq_pipe per channel, each side closing the end
  *                it does not use; one message per call (no batches); the
  *                same backends and wait modes, epoll on both backends.
@@ -611,6 +620,13 @@ static int mpq_open(struct chan *c)
 	memset(&attr, 0, sizeof(attr));
 	attr.maxsize = slots_for(c->size);
 	attr.msgsize = (uint32_t)c->size;
+	/* Issue 12's variants (see the top). */
+	if (!strcmp(c->impl->name, "mpq-queue-exact"))
+		attr.maxsize -= 1;
+	else if (!strcmp(c->impl->name, "mpq-queue-unbounded"))
+		attr.maxsize = 0;
+	else if (!strcmp(c->impl->name, "mpq-queue-ool"))
+		attr.msgsize = 64;
 	attr.backend = c->backend;
 	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
 		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
@@ -905,6 +921,12 @@ static const struct impl impls[] = {
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-queue-zc", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
 	  zc_send, zc_recv, mpq_left, mpq_close },
+	{ "mpq-queue-exact", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
+	  mpq_send, mpq_recv, mpq_left, mpq_close },
+	{ "mpq-queue-unbounded", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
+	  mpq_send, mpq_recv, mpq_left, mpq_close },
+	{ "mpq-queue-ool", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
+	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-conn", B(RTT) | B(STREAM), 0, conn_open, conn_keep, conn_send,
 	  conn_recv, conn_left, conn_close },
 	{ "memcpy", B(MEMCPY), 0, NULL, NULL, NULL, NULL, NULL, NULL },
@@ -1030,6 +1052,14 @@ static const char *cell_unsupported(const struct cell *cl)
 	if (cl->wmode == WAIT_EPOLL && cl->backend != MPQ_BACKEND_KMOD &&
 	    strncmp(im, "mpq-queue", 9) == 0)
 		return "--wait epoll: kmod backend only (--backend kmod)";
+	/* Issue 12's variants: the cells that compare them, adaptive only. */
+	if ((!strcmp(im, "mpq-queue-exact") ||
+	     !strcmp(im, "mpq-queue-unbounded")) &&
+	    (cl->size != 8 || cl->wmode != WAIT_ADAPTIVE))
+		return "mpq-queue-exact/-unbounded: 8 B, adaptive wait";
+	if (!strcmp(im, "mpq-queue-ool") &&
+	    (cl->size < 65536 || cl->batch != 1 || cl->wmode != WAIT_ADAPTIVE))
+		return "mpq-queue-ool: 64 KiB and up, batch 1, adaptive wait";
 	/* Zero-copy: the sizes the goal is about, a window per message. */
 	if (!strcmp(im, "mpq-queue-zc") &&
 	    (cl->batch != 1 || (cl->size != 64 && cl->size != 1048576) ||

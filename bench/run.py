@@ -705,6 +705,7 @@ def report(m, rows, failures, quick, rounds):
                      fmt_rate(mc), fmt_rate(md)))
 
     pool_section(L, res, rows, backend)
+    sizes_section(L, res, backend)
 
     other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy")
              and not r["bench"].startswith("pool-")]
@@ -723,6 +724,40 @@ def report(m, rows, failures, quick, rounds):
              "throughput_vs_batch.png, peers.png (bars: the min-max over "
              "rounds). Raw rows: results.json.")
     return "\n".join(L) + "\n"
+
+
+def sizes_section(L, res, backend):
+    """Issue 12: an exact maxsize, unbounded vs bounded, out of line."""
+    def ratio(a, b):
+        return "%.2f" % (a / b) if a and b else "–"
+    L.append("## Queue sizes (issue 12)\n")
+    L.append("| cell | mpq-queue (1024) | exact (1023) | unbounded | "
+             "exact / bounded | unbounded / bounded |")
+    L.append("| --- | --- | --- | --- | --- | --- |")
+    for bench, metric, size, batch in (("rtt", "rtt_p50_ns", 8, 1),
+                                       ("stream", "msgs_per_s", 8, 1),
+                                       ("stream", "msgs_per_s", 8, 32)):
+        v = [res.get(metric, bench=bench, size=size, batch=batch, impl=i,
+                     backend=backend, wait="adaptive")
+             for i in ("mpq-queue", "mpq-queue-exact", "mpq-queue-unbounded")]
+        f = fmt_ns if metric.endswith("_ns") else fmt_rate
+        L.append("| %s %s %d B batch %d | %s | %s | %s | %s | %s |" % (
+            bench, metric, size, batch,
+            *[f(x) if x else "–" for x in v],
+            ratio(v[1], v[0]), ratio(v[2], v[0])))
+    L.append("\n| cell | in the slot | out of line | mpq-conn | "
+             "out of line / conn |")
+    L.append("| --- | --- | --- | --- | --- |")
+    for bench, metric in (("rtt", "rtt_p50_ns"), ("stream", "bytes_per_s")):
+        for size in (65536, 1048576):
+            v = [res.get(metric, bench=bench, size=size, batch=1, impl=i,
+                         backend=backend, wait="adaptive")
+                 for i in ("mpq-queue", "mpq-queue-ool", "mpq-conn")]
+            f = fmt_ns if metric.endswith("_ns") else fmt_rate
+            L.append("| %s %s %s | %s | %s | %s | %s |" % (
+                bench, metric, size_name(size),
+                *[f(x) if x else "–" for x in v], ratio(v[1], v[2])))
+    L.append("")
 
 
 def pool_section(L, res, rows, backend):

@@ -70,9 +70,10 @@ struct mpq_queue;
  * the default. The struct has room to grow; reserved fields must be zero.
  */
 struct mpq_queue_attr {
-	uint32_t maxsize;	/* messages it holds (default 1024), rounded
-				   up to a power of two, 2 at least */
-	uint32_t msgsize;	/* largest message in bytes (default 1024) */
+	uint32_t maxsize;	/* messages it holds, exactly; 0 (the
+				   default): unbounded, as Python's Queue() */
+	uint32_t msgsize;	/* slot size in bytes (default 1024): larger
+				   messages go out of line, not refused */
 	int32_t backend;	/* enum mpq_backend */
 	uint32_t flags;		/* MPQ_QUEUE_F_* */
 	int64_t spin_ns;	/* how long a blocking call spins (yielding
@@ -234,7 +235,7 @@ int mpq_queue_close(struct mpq_queue *q);
 int mpq_queue_join_thread(struct mpq_queue *q);
 int mpq_queue_cancel_join_thread(struct mpq_queue *q);
 
-/* Capacity in messages (after rounding) and largest message, or -EINVAL. */
+/* maxsize as asked (0: unbounded) and the slot size, or -EINVAL. */
 int mpq_queue_maxsize(struct mpq_queue *q);
 long mpq_queue_msgsize(struct mpq_queue *q);
 

@@ -215,6 +215,8 @@ void mpq_user_exit(void);
 long mpq_queue_create(void __user *uarg);
 long mpq_pipe_create(void __user *uarg);
 long mpq_shm_open(struct file *dev, void __user *uarg);
+struct file *mpq_shm_anon_file(u64 bytes);
+u64 mpq_shm_file_bytes(struct file *file);
 long mpq_shm_unlink(void __user *uarg);
 void mpq_shm_exit(void);
 void mpq_shm_sweep(void);

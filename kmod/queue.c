@@ -15,6 +15,24 @@
  * libmpq, with the module, sleeps in poll() on the fd rather than on a
  * futex: the kernel can wake the one, not the other.
  *
+ * A bounded queue holds exactly maxsize messages: the ring is maxsize
+ * rounded up to a power of two and producers also keep tail - head within
+ * maxsize (the kernel's write(2) as libmpq's put). An unbounded queue
+ * (MPQ_QUEUE_UNBOUNDED, Python's maxsize 0) has a ring and, past it, an
+ * overflow that libmpq keeps in blobs and moves into the ring as it
+ * drains: the kernel reads only ovf_count, for poll(). read(2) and
+ * write(2) move in-line messages through the ring only: an out-of-line
+ * message at the head is -EMSGSIZE to read(2) and stays; write(2) to an
+ * unbounded queue whose overflow has messages waits as for a full ring,
+ * so that it never passes them.
+ *
+ * Blobs (MPQ_IOC_QUEUE_BLOB_*): messages out of line, each an anonymous
+ * SharedMemory block (shm.c), charged to whoever makes it, that the queue
+ * holds in an xarray by id until a consumer drops it or the queue goes.
+ * Ids are handed out cyclically, so that an id just dropped is not at
+ * once another blob's. Any participant can open or drop any id: it can
+ * rewrite the ring as well; the kernel only keeps its own table straight.
+ *
  * Waking pollers needs a system call, and the fast path must not make one
  * when nobody polls. ->poll() sets a bit in poll_wanted before it checks
  * the ring; a producer checks that bit after it publishes a message and,
@@ -34,6 +52,7 @@
 #include <linux/uaccess.h>
 #include <linux/uio.h>
 #include <linux/wait.h>
+#include <linux/xarray.h>
 
 #include "internal.h"
 #include "trace.h"
@@ -48,8 +67,12 @@ struct mpq_queue {
 	struct mpq_region region;
 	struct mpq_queue_shm *shm;
 	wait_queue_head_t wq;
+	/* Blobs by id: struct file of an anonymous block each. */
+	struct xarray blobs;
+	u32 blob_next;
 	/* Private, authoritative geometry. */
-	u32 flags;		/* MPQ_QUEUE_JOINABLE */
+	u32 flags;		/* MPQ_QUEUE_JOINABLE, MPQ_QUEUE_UNBOUNDED */
+	u32 maxsize;		/* 0: unbounded */
 	u32 capacity;
 	u32 msg_max;
 	u32 slot_size;
@@ -64,6 +87,28 @@ static struct mpq_slot *mpq_queue_slot(struct mpq_queue *q, u64 pos)
 	return q->region.kaddr + q->data_off + idx * q->slot_size;
 }
 
+/*
+ * Is there room for a put at tail pos beyond the ring's own rule? Bounded
+ * below the capacity: tail - head within maxsize. Unbounded: not while
+ * the overflow has messages (a put in the ring would pass them).
+ */
+static bool mpq_queue_room(struct mpq_queue *q, u64 pos)
+{
+	if (q->flags & MPQ_QUEUE_UNBOUNDED)
+		return !READ_ONCE(q->shm->ovf_count);
+	if (q->maxsize >= q->capacity)
+		return true;
+	return (s64)(pos - READ_ONCE(q->shm->head)) < (s64)q->maxsize;
+}
+
+/* Is the message at head published: would read(2) find one? */
+static bool mpq_queue_ring_readable(struct mpq_queue *q)
+{
+	u64 pos = READ_ONCE(q->shm->head);
+
+	return READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1);
+}
+
 /* What a reader or writer would find now; see the ring rules in mpq.h. */
 static __poll_t mpq_queue_ready(struct mpq_queue *q)
 {
@@ -73,8 +118,12 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 	pos = READ_ONCE(q->shm->head);
 	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1))
 		mask |= EPOLLIN | EPOLLRDNORM;
+	/* An unbounded queue's overflow: libmpq's get moves it in. */
+	else if (q->flags & MPQ_QUEUE_UNBOUNDED && READ_ONCE(q->shm->ovf_count))
+		mask |= EPOLLIN | EPOLLRDNORM;
 	pos = READ_ONCE(q->shm->tail);
-	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)pos)
+	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)pos &&
+	    mpq_queue_room(q, pos))
 		mask |= EPOLLOUT | EPOLLWRNORM;
 	return mask;
 }
@@ -132,7 +181,8 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 /*
  * Take the oldest message into to, as libmpq's get does (see the ring
  * rules in the uapi header): -EAGAIN if there is none, -EMSGSIZE if it
- * does not fit (it stays), -EIO for a corrupt length (dropped, as libmpq
+ * does not fit or is out of line (it stays), -EIO for a corrupt length
+ * (dropped, as libmpq
  * drops it), -EFAULT if the copy failed (the message is lost). Slots a
  * dead producer left (MPQ_SLOT_DROPPED) are freed and passed over. The
  * kernel writes no operation record (struct mpq_queue_rec): it cannot die
@@ -156,7 +206,8 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 			continue;
 		}
 		len = READ_ONCE(s->len);
-		if (len <= q->msg_max && len > iov_iter_count(to))
+		if ((len <= q->msg_max && len > iov_iter_count(to)) ||
+		    len == MPQ_SLOT_EXT)
 			return -EMSGSIZE;
 		if (cmpxchg(&q->shm->head, pos, pos + 1) != pos)
 			continue;
@@ -196,6 +247,11 @@ static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
 		pos = READ_ONCE(q->shm->tail);
 		s = mpq_queue_slot(q, pos);
 		seq = smp_load_acquire(&s->seq);	/* pairs: consumer */
+		if (seq == (u32)pos && !mpq_queue_room(q, pos)) {
+			if (READ_ONCE(q->shm->tail) == pos)
+				return -EAGAIN;		/* maxsize in it */
+			continue;
+		}
 		if (seq == (u32)pos) {
 			if (cmpxchg(&q->shm->tail, pos, pos + 1) == pos)
 				break;
@@ -240,8 +296,9 @@ static ssize_t mpq_queue_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		atomic_or(MPQ_POLL_IN, (atomic_t *)&q->shm->poll_wanted);
 		smp_mb__after_atomic();	/* pairs with the producer's fence */
 		mpq_object_wait(&q->obj, MPQ_POLL_IN, true, 0);
-		ret = wait_event_interruptible(q->wq, mpq_queue_ready(q) &
-					       EPOLLIN);
+		/* The ring only: an overflow is libmpq's to move in. */
+		ret = wait_event_interruptible(q->wq,
+					       mpq_queue_ring_readable(q));
 		mpq_object_wait(&q->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
 			return ret;
@@ -306,7 +363,87 @@ static long mpq_queue_info(struct mpq_queue *q, void __user *uarg)
 		.id		= q->obj.id,
 	};
 
+	info.maxsize = q->maxsize;
 	return mpq_info_to_user(uarg, &info, sizeof(info), MPQ_QUEUE_INFO_SIZE_VER0);
+}
+
+/*
+ * MPQ_IOC_QUEUE_BLOB_*: a blob made, opened or dropped (see the top of
+ * this file). The argument is read once into our copy; ids are only
+ * looked up. Returns an fd (NEW, OPEN) or 0 (DROP), or -EFAULT, -EINVAL
+ * (flags, reserved, a zero size), -ENOENT (no such id), -E2BIG, -EDQUOT,
+ * -ENOMEM, -EBUSY (2^32 blobs held), -EMFILE.
+ */
+static long mpq_queue_blob(struct mpq_queue *q, unsigned int cmd,
+			   void __user *uarg)
+{
+	struct mpq_queue_blob b;
+	struct file *file;
+	int fd, ret;
+	u32 id;
+
+	if (copy_from_user(&b, uarg, sizeof(b)))
+		return -EFAULT;
+	if (b.flags & ~MPQ_CREATE_CLOEXEC || b.reserved)
+		return -EINVAL;
+	if (cmd == MPQ_IOC_QUEUE_BLOB_DROP) {
+		if (b.id > U32_MAX)
+			return -ENOENT;
+		file = xa_erase(&q->blobs, (unsigned long)b.id);
+		if (!file)
+			return -ENOENT;
+		fput(file);
+		return 0;
+	}
+	if (cmd == MPQ_IOC_QUEUE_BLOB_NEW) {
+		file = mpq_shm_anon_file(b.bytes);
+		if (IS_ERR(file))
+			return PTR_ERR(file);
+		ret = xa_alloc_cyclic(&q->blobs, &id, file,
+				      XA_LIMIT(1, U32_MAX), &q->blob_next,
+				      GFP_KERNEL_ACCOUNT);
+		if (ret < 0) {
+			fput(file);
+			return ret;
+		}
+		b.id = id;
+	} else {
+		if (b.id > U32_MAX)
+			return -ENOENT;
+		xa_lock(&q->blobs);
+		file = xa_load(&q->blobs, (unsigned long)b.id);
+		if (file)
+			get_file(file);
+		xa_unlock(&q->blobs);
+		if (!file)
+			return -ENOENT;
+		b.bytes = mpq_shm_file_bytes(file);
+	}
+	fd = get_unused_fd_flags(O_RDWR |
+			(b.flags & MPQ_CREATE_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0) {
+		ret = fd;
+		goto err;
+	}
+	if (copy_to_user(uarg, &b, sizeof(b))) {
+		put_unused_fd(fd);
+		ret = -EFAULT;
+		goto err;
+	}
+	/* NEW: the table keeps its reference, the fd gets one of its own. */
+	if (cmd == MPQ_IOC_QUEUE_BLOB_NEW)
+		get_file(file);
+	fd_install(fd, file);
+	return fd;
+err:
+	if (cmd == MPQ_IOC_QUEUE_BLOB_NEW) {
+		file = xa_erase(&q->blobs, (unsigned long)b.id);
+		if (file)
+			fput(file);
+	} else {
+		fput(file);
+	}
+	return ret;
 }
 
 static long mpq_queue_ioctl(struct file *file, unsigned int cmd,
@@ -319,6 +456,10 @@ static long mpq_queue_ioctl(struct file *file, unsigned int cmd,
 		return mpq_queue_wake(q, arg);
 	case MPQ_IOC_QUEUE_INFO:
 		return mpq_queue_info(q, (void __user *)arg);
+	case MPQ_IOC_QUEUE_BLOB_NEW:
+	case MPQ_IOC_QUEUE_BLOB_OPEN:
+	case MPQ_IOC_QUEUE_BLOB_DROP:
+		return mpq_queue_blob(q, cmd, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -342,7 +483,12 @@ static int mpq_queue_flush(struct file *file, fl_owner_t id)
 static int mpq_queue_release(struct inode *inode, struct file *file)
 {
 	struct mpq_queue *q = file->private_data;
+	struct file *blob;
+	unsigned long id;
 
+	xa_for_each(&q->blobs, id, blob)
+		fput(blob);
+	xa_destroy(&q->blobs);
 	mpq_object_del(&q->obj);
 	mpq_region_destroy(&q->region);
 	kfree(q);
@@ -448,10 +594,13 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 	if (args->capacity > MPQ_QUEUE_MAX_CAPACITY)
 		return -E2BIG;
 
-	slot_size = ALIGN((u64)sizeof(struct mpq_slot) + args->msg_max,
+	/* Room for an out-of-line descriptor whatever msg_max is. */
+	slot_size = ALIGN((u64)sizeof(struct mpq_slot) +
+			  max_t(u32, args->msg_max, MPQ_SLOT_MIN_DATA),
 			  MPQ_SLOT_ALIGN);
 	/* Two at least: with one slot, full (seq p + 1) reads as free. */
 	q->capacity = roundup_pow_of_two(max(args->capacity, 2U));
+	q->maxsize = args->flags & MPQ_QUEUE_UNBOUNDED ? 0 : args->capacity;
 	q->data_off = PAGE_ALIGN(MPQ_QUEUE_DATA_MIN);
 	if (check_mul_overflow(slot_size, (u64)q->capacity, &ring) ||
 	    check_add_overflow(ring, (u64)q->data_off, &total))
@@ -463,7 +612,7 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 	BUILD_BUG_ON(sizeof(struct mpq_queue_shm) > MPQ_QUEUE_REC_OFF);
 	BUILD_BUG_ON(sizeof(struct mpq_queue_rec) != 128);
 
-	q->flags = args->flags & MPQ_QUEUE_JOINABLE;
+	q->flags = args->flags & (MPQ_QUEUE_JOINABLE | MPQ_QUEUE_UNBOUNDED);
 	q->msg_max = args->msg_max;
 	q->slot_size = slot_size;
 	q->map_size = total;
@@ -483,6 +632,7 @@ static void mpq_queue_format(struct mpq_queue *q)
 	q->shm->slot_size = q->slot_size;
 	q->shm->data_off = q->data_off;
 	q->shm->map_size = q->map_size;
+	q->shm->maxsize = q->maxsize;
 	q->shm->flags = q->flags;
 	for (i = 0; i < q->capacity; i++) {
 		mpq_queue_slot(q, i)->seq = i;
@@ -523,6 +673,7 @@ long mpq_queue_create(void __user *uarg)
 	if (ret)
 		goto err_free;
 	mpq_queue_format(q);
+	xa_init_flags(&q->blobs, XA_FLAGS_ALLOC1 | XA_FLAGS_ACCOUNT);
 	init_waitqueue_head(&q->wq);
 	q->ref.region = &q->region;
 	q->ref.obj = &q->obj;

@@ -591,6 +591,50 @@ err_put:
 	return ret;
 }
 
+/* The size of the block whose file this is (from mpq_shm_anon_file()). */
+u64 mpq_shm_file_bytes(struct file *file)
+{
+	struct mpq_shm_file *f = file->private_data;
+
+	return f->s->bytes;
+}
+
+/**
+ * mpq_shm_anon_file() - a new anonymous block, as a file of its own
+ * @bytes:	its size
+ *
+ * For a queue's blobs (queue.c): a block like any SharedMemory, charged to
+ * the caller, whose file the queue holds and hands out fds of.
+ *
+ * Return: the file, or ERR_PTR(-EINVAL, -E2BIG, -EDQUOT, -ENOMEM).
+ */
+struct file *mpq_shm_anon_file(u64 bytes)
+{
+	struct mpq_shm_open args = { .bytes = bytes,
+				     .kind = MPQ_SHM_KIND_SHM, .mode = 0600 };
+	struct mpq_shm_file *f;
+	struct mpq_shm *s;
+	struct file *file;
+
+	s = mpq_shm_new(&args, NULL);
+	if (IS_ERR(s))
+		return ERR_CAST(s);
+	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+	if (!f) {
+		mpq_shm_put(s);
+		return ERR_PTR(-ENOMEM);
+	}
+	f->s = s;
+	f->ref.region = &s->region;
+	f->ref.obj = &s->obj;
+	file = anon_inode_getfile("[mpq-shm]", &mpq_shm_fops, f, O_RDWR);
+	if (IS_ERR(file)) {
+		kfree(f);
+		mpq_shm_put(s);
+	}
+	return file;
+}
+
 /**
  * mpq_shm_unlink() - MPQ_IOC_SHM_UNLINK: remove a name
  * @uarg:	user pointer to struct mpq_shm_unlink

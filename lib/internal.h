@@ -122,7 +122,8 @@ int mpq_futex_waitv(const uint32_t *const *words, const uint32_t *vals,
 
 /* Geometry of a queue's shared memory, as struct mpq_queue_info has it. */
 struct mpq_geom {
-	uint32_t flags;		/* MPQ_QUEUE_JOINABLE */
+	uint32_t flags;		/* MPQ_QUEUE_JOINABLE, MPQ_QUEUE_UNBOUNDED */
+	uint32_t maxsize;	/* 0: unbounded */
 	uint32_t capacity;
 	uint32_t msg_max;
 	uint32_t slot_size;
@@ -131,7 +132,8 @@ struct mpq_geom {
 	uint64_t id;		/* the module's object id; 0 for memfd */
 };
 
-int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize);
+int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize,
+		  uint32_t ring);
 int mpq_geom_check(const struct mpq_geom *g);
 
 /* kmod.c: objects from /dev/mpq. */
@@ -146,6 +148,7 @@ void mpq_anchor_track_unregister(const char *name, const struct stat *st);
 size_t mpq_anchor_spawn(int *fds, char *buf, size_t len);
 void mpq_anchor_adopt(void);
 int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd);
+int mpq_kmod_blob(int fd, unsigned long cmd, uint64_t *id, uint64_t *bytes);
 int mpq_kmod_queue_info(int fd, struct mpq_geom *g);
 void mpq_kmod_queue_wake(int fd, uint32_t bits);
 
@@ -212,6 +215,13 @@ int mpq__stream_wait_prepare(struct mpq_stream *s, struct pollfd *p, int *np);
 void mpq__stream_close(struct mpq_stream *s);
 int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p);
 
+/* A blob (qblob.c) as mapped here. */
+struct mpq_qblob {
+	void *map;
+	size_t map_len;
+	uint64_t id;
+};
+
 struct mpq_queue {
 	/* Read-only after creation; the fast paths use only these copies. */
 	struct mpq_queue_shm *shm;
@@ -221,7 +231,17 @@ struct mpq_queue {
 	uint32_t capacity;
 	uint32_t msg_max;
 	uint32_t slot_size;
-	uint32_t flags;		/* MPQ_QUEUE_JOINABLE */
+	uint32_t flags;		/* MPQ_QUEUE_JOINABLE, MPQ_QUEUE_UNBOUNDED */
+	/*
+	 * A bound below the ring's capacity (maxsize 3 in a ring of 4), or
+	 * 0 when the ring's own fullness is the bound (maxsize a power of
+	 * two) or there is none (unbounded).
+	 */
+	uint32_t limit;
+	uint32_t maxsize;	/* 0: unbounded */
+	uint64_t head_seen;	/* a head we read: never ahead of the real one */
+	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
+	struct mpq_qblob ovf_w, ovf_r;
 	int fd;
 	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
@@ -249,10 +269,39 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs,
 int mpq_queue_busy(struct mpq_queue *q);
 int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m);
 /* queue.c: a peek window on the slot of pos, under record r. */
-void mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
-		      struct mpq_queue_rec *r, uint64_t pos);
+int mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
+		     struct mpq_queue_rec *r, uint64_t pos);
 void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit);
 void mpq_queue_task_undo(struct mpq_queue *q, uint32_t n);
+/* reclaim.c: give our record up as dead, for a repairer to act on. */
+void mpq_rec_giveup(struct mpq_queue *q, struct mpq_queue_rec *r);
+
+/*
+ * qblob.c: messages out of line. A blob is memory the queue owns by id
+ * (the module's MPQ_IOC_QUEUE_BLOB_*; with memfd, pages of the queue's
+ * own file past the ring), mapped here at map for len bytes.
+ */
+int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b);
+int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
+		   struct mpq_qblob *b);
+void mpq_qblob_unmap(struct mpq_qblob *b);
+void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes);
+/* Copy an out-of-line slot's message into buf (room *len), then drop it. */
+int mpq_qblob_take(struct mpq_queue *q, const struct mpq_slot_ext *e,
+		   void *buf);
+
+/* overflow.c: an unbounded queue's messages past the ring. */
+/* An iovec of a put whose base is a struct mpq_slot_ext: out of line. */
+#define MPQ_IOV_EXT		((size_t)MPQ_SLOT_EXT)
+int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg);
+void mpq_ovf_forget(struct mpq_queue *q);
+int mpq_queue_ring_put(struct mpq_queue *q, const struct iovec *msgs,
+		       unsigned int n, int count);
+int mpq_ovf_promote(struct mpq_queue *q);
+static inline int mpq_ovf_active(const struct mpq_queue *q)
+{
+	return load_acquire(&q->shm->ovf_count) != 0;
+}
 
 /*
  * process.c and spawn.c: processes. One lock, mpq_proc_lock(), guards the

@@ -29,8 +29,9 @@ int mpq_kmod_queue_create(const struct mpq_geom *want, int *fd)
 {
 	struct mpq_queue_create args = {
 		.size = sizeof(args),
-		.flags = MPQ_CREATE_CLOEXEC | (want->flags & MPQ_QUEUE_JOINABLE),
-		.capacity = want->capacity,
+		.flags = MPQ_CREATE_CLOEXEC |
+			 (want->flags & (MPQ_QUEUE_JOINABLE | MPQ_QUEUE_UNBOUNDED)),
+		.capacity = want->maxsize ? want->maxsize : want->capacity,
 		.msg_max = want->msg_max,
 	};
 	int ret = mpq_kmod_dev_ioctl(MPQ_IOC_QUEUE_CREATE, &args);
@@ -49,6 +50,9 @@ int mpq_kmod_queue_info(int fd, struct mpq_geom *g)
 	if (ioctl(fd, MPQ_IOC_QUEUE_INFO, &info) < 0)
 		return -errno;
 	g->flags = info.flags;
+	/* A module without the field bounds by the ring's capacity. */
+	g->maxsize = info.maxsize ? info.maxsize :
+		     info.flags & MPQ_QUEUE_UNBOUNDED ? 0 : info.capacity;
 	g->capacity = info.capacity;
 	g->msg_max = info.msg_max;
 	g->slot_size = info.slot_size;
@@ -56,6 +60,23 @@ int mpq_kmod_queue_info(int fd, struct mpq_geom *g)
 	g->map_size = info.map_size;
 	g->id = info.id;
 	return 0;
+}
+
+/*
+ * A queue's blobs (struct mpq_queue_blob): NEW (*bytes in, *id out) and
+ * OPEN (*id in, *bytes out) return a new fd, DROP 0; or -errno.
+ */
+int mpq_kmod_blob(int fd, unsigned long cmd, uint64_t *id, uint64_t *bytes)
+{
+	struct mpq_queue_blob b = { .id = *id, .bytes = *bytes,
+				    .flags = MPQ_CREATE_CLOEXEC };
+	int ret = ioctl(fd, cmd, &b);
+
+	if (ret < 0)
+		return -errno;
+	*id = b.id;
+	*bytes = b.bytes;
+	return ret;
 }
 
 /* Wake the pollers waiting for the MPQ_POLL_* bits. */

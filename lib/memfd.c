@@ -14,7 +14,14 @@
 
 #include "internal.h"
 
+/*
+ * A queue's file never shrinks: a participant that could shrink it would
+ * turn every other participant's next access into a SIGBUS. It grows, for
+ * blobs (qblob.c), which are pages past the ring, punched out once taken.
+ * (A pipe's is sealed against growing too.)
+ */
 #define MPQ_MEMFD_SEALS		(F_SEAL_SHRINK | F_SEAL_GROW)
+#define MPQ_MEMFD_QUEUE_SEALS	F_SEAL_SHRINK
 
 static void mpq_memfd_format(void *map, const struct mpq_geom *g)
 {
@@ -29,6 +36,8 @@ static void mpq_memfd_format(void *map, const struct mpq_geom *g)
 	shm->slot_size = g->slot_size;
 	shm->data_off = g->data_off;
 	shm->map_size = g->map_size;
+	shm->maxsize = g->maxsize;
+	shm->blob_end = g->map_size;
 	shm->flags = g->flags;
 	for (i = 0; i < g->capacity; i++)
 		((struct mpq_slot *)(slots + i * g->slot_size))->seq = i;
@@ -47,7 +56,7 @@ int mpq_memfd_queue_create(const struct mpq_geom *g, int *fd)
 	 * turn every other participant's next access into a SIGBUS.
 	 */
 	if (ftruncate(mfd, (off_t)g->map_size) < 0 ||
-	    fcntl(mfd, F_ADD_SEALS, MPQ_MEMFD_SEALS | F_SEAL_SEAL) < 0) {
+	    fcntl(mfd, F_ADD_SEALS, MPQ_MEMFD_QUEUE_SEALS | F_SEAL_SEAL) < 0) {
 		ret = -errno;
 		goto err;
 	}
@@ -89,16 +98,19 @@ int mpq_memfd_queue_info(int fd, struct mpq_geom *g)
 	if (hdr.version != MPQ_QUEUE_VERSION)
 		return -EUCLEAN;
 	g->flags = hdr.flags;
+	g->maxsize = hdr.maxsize;
 	g->capacity = hdr.capacity;
 	g->msg_max = hdr.msg_max;
 	g->slot_size = hdr.slot_size;
 	g->data_off = hdr.data_off;
 	g->map_size = hdr.map_size;
 	g->id = 0;
-	if (mpq_geom_check(g) || g->map_size != (uint64_t)st.st_size)
+	/* Blobs past the ring make the file longer than the mapping. */
+	if (mpq_geom_check(g) || g->map_size > (uint64_t)st.st_size)
 		return -EUCLEAN;
 	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0 || (seals & MPQ_MEMFD_SEALS) != MPQ_MEMFD_SEALS)
+	if (seals < 0 ||
+	    (seals & MPQ_MEMFD_QUEUE_SEALS) != MPQ_MEMFD_QUEUE_SEALS)
 		return -EUCLEAN;
 	return 0;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * mpq_queue: a bounded MPMC queue of byte messages in shared memory.
+ * mpq_queue: an MPMC queue of byte messages in shared memory.
  *
  * The ring is Dmitry Vyukov's bounded MPMC queue (see struct mpq_queue_shm
  * in <linux/mpq.h>): a producer claims a position with a CAS on tail,
@@ -27,6 +27,58 @@
  * message length is checked against our own msg_max, and a ring state that
  * cannot arise (a seq that no sequence of puts and gets produces) is
  * reported as -EUCLEAN rather than followed into a loop.
+ *
+ * Sizes, as Python has them (issue 12). Three promises, one design on
+ * both backends:
+ *
+ * 1. maxsize is exact. The ring stays a power of two (the index is a mask,
+ *    and Vyukov's seq rule needs two slots at least), and a bounded queue
+ *    whose maxsize is below the ring's capacity also keeps tail - head
+ *    within maxsize (q->limit). The check reads a head this handle saw
+ *    before, which is never ahead of the real one, so while it says there
+ *    is room there is; the consumers' cache line is read again only when
+ *    it says full: about once per maxsize puts in a queue that keeps up.
+ *    A maxsize that is a power of two pays nothing (limit 0: the ring's
+ *    own fullness is the bound), which is why the ring was kept rather
+ *    than indexed by a modulo. The module knows maxsize too (write(2),
+ *    EPOLLOUT).
+ *
+ * 2. maxsize 0, the default, is unbounded. The ring (1024 slots) is the
+ *    fast path still; a put that finds it full, or finds the overflow not
+ *    empty, appends to the overflow (overflow.c): a FIFO of chunks, each
+ *    a blob, under a robust lock in the header. Consumers never read the
+ *    overflow: one that finds the ring empty moves the overflow's oldest
+ *    messages into the ring and takes them there. A producer's messages
+ *    keep its order (once one went to the overflow, the next ones go
+ *    there too until it is drained into the ring), and everything else a
+ *    ring does (zero-copy, batches, recovery from deaths, poll) works on
+ *    the ring alone. Memory is the limit: a put that cannot have a chunk
+ *    fails with -ENOMEM (memfd) or -EDQUOT/-ENOMEM (the module's per-user
+ *    budget), and puts nothing. A bounded queue pays one predictable
+ *    branch on a field of the handle (maxsize 0?) per put and per empty
+ *    get; the overflow is only ever looked at in an unbounded queue.
+ *    Considered: chained ring segments (growth in the ring itself, but
+ *    the module's region is one pinned, vmapped block that the kernel
+ *    reads for poll(), so it cannot grow in place, and every slot index
+ *    would need a segment lookup); a sparse ring populated on use (a ring
+ *    keeps touching new slots as positions advance, so it ends fully
+ *    populated anyway).
+ *
+ * 3. A message larger than a slot goes out of line: into a blob of its
+ *    own, whose descriptor (struct mpq_slot_ext: id, length) the slot
+ *    holds with len MPQ_SLOT_EXT. A blob is memory the queue owns by id
+ *    (qblob.c): with the module an anonymous SharedMemory block it holds
+ *    in a table, charged to the per-user budget like any block; with
+ *    memfd pages of the queue's own file past the ring, allocated with
+ *    fallocate and punched out when taken. reserve() past the slot size
+ *    hands out the blob to write in place and peek() maps it in place:
+ *    zero-copy both ways; put() and get() copy once each. An out-of-line
+ *    message is claimed alone (it ends a batch). Deaths are the ring's:
+ *    a dead producer's claim is published dropped (its blob leaks until
+ *    the queue goes: nothing was committed), a dead consumer's claim is
+ *    delivered again, blob and all; the blob is dropped only after the
+ *    slot was freed, so a death in between leaks it and loses nothing.
+ *    msgsize is now what decides in line or out of line, not a limit.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -40,7 +92,8 @@
 #include "probes.h"
 #include "record.h"
 
-#define MPQ_QUEUE_DEFAULT_MAXSIZE	1024
+/* An unbounded queue's ring: messages past it go to the overflow. */
+#define MPQ_QUEUE_DEFAULT_RING		1024
 #define MPQ_QUEUE_DEFAULT_MSGSIZE	1024
 #define MPQ_QUEUE_MAX_CAPACITY		(1U << 30)
 #define MPQ_QUEUE_MAX_BYTES		(1ULL << 30)
@@ -61,27 +114,34 @@ static uint64_t mpq_align(uint64_t x, uint64_t a)
 	return (x + a - 1) & ~(a - 1);
 }
 
-/* The same geometry the module computes for MPQ_IOC_QUEUE_CREATE. */
-int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize)
+/*
+ * The same geometry the module computes for MPQ_IOC_QUEUE_CREATE: maxsize
+ * messages (0: unbounded, in a ring of ring slots), msgsize bytes in a
+ * slot (and room for an out-of-line descriptor whatever it is).
+ */
+int mpq_geom_make(struct mpq_geom *g, uint32_t maxsize, uint32_t msgsize,
+		  uint32_t ring)
 {
-	uint64_t cap = 2, slot, total;
+	uint64_t cap = 2, slot, total, want = maxsize ? maxsize : ring;
 
-	if (!maxsize || !msgsize)
+	if (!want || !msgsize)
 		return -EINVAL;
-	if (maxsize > MPQ_QUEUE_MAX_CAPACITY)
+	if (want > MPQ_QUEUE_MAX_CAPACITY)
 		return -E2BIG;
 	/* A power of two, and two at least: see struct mpq_queue_shm. */
-	while (cap < maxsize)
+	while (cap < want)
 		cap <<= 1;
-	slot = mpq_align(sizeof(struct mpq_slot) + (uint64_t)msgsize,
-			 MPQ_SLOT_ALIGN);
+	slot = mpq_align(sizeof(struct mpq_slot) +
+			 (uint64_t)(msgsize > MPQ_SLOT_MIN_DATA ? msgsize :
+				    MPQ_SLOT_MIN_DATA), MPQ_SLOT_ALIGN);
 	if (__builtin_mul_overflow(slot, cap, &total))
 		return -E2BIG;
 	total = mpq_align(total + mpq_align(MPQ_QUEUE_DATA_MIN, mpq_page_size()),
 			  mpq_page_size());
 	if (total > MPQ_QUEUE_MAX_BYTES)
 		return -E2BIG;
-	g->flags = 0;
+	g->flags = maxsize ? 0 : MPQ_QUEUE_UNBOUNDED;
+	g->maxsize = maxsize;
 	g->capacity = (uint32_t)cap;
 	g->msg_max = msgsize;
 	g->slot_size = (uint32_t)slot;
@@ -100,11 +160,17 @@ int mpq_geom_check(const struct mpq_geom *g)
 	    g->capacity > MPQ_QUEUE_MAX_CAPACITY || !g->msg_max)
 		return -EUCLEAN;
 	if (g->slot_size < sizeof(struct mpq_slot) + (uint64_t)g->msg_max ||
+	    g->slot_size < sizeof(struct mpq_slot) + MPQ_SLOT_MIN_DATA ||
 	    g->slot_size % MPQ_SLOT_ALIGN)
 		return -EUCLEAN;
 	/* The header and the operation records come before the ring. */
 	if (g->data_off < MPQ_QUEUE_DATA_MIN ||
-	    g->data_off % MPQ_SLOT_ALIGN || g->flags & ~MPQ_QUEUE_JOINABLE)
+	    g->data_off % MPQ_SLOT_ALIGN ||
+	    g->flags & ~(MPQ_QUEUE_JOINABLE | MPQ_QUEUE_UNBOUNDED))
+		return -EUCLEAN;
+	/* Unbounded, or bounded by at most the ring: nothing else. */
+	if (!(g->flags & MPQ_QUEUE_UNBOUNDED) == !g->maxsize ||
+	    g->maxsize > g->capacity)
 		return -EUCLEAN;
 	if (__builtin_mul_overflow((uint64_t)g->slot_size, g->capacity, &ring) ||
 	    __builtin_add_overflow(ring, (uint64_t)g->data_off, &end) ||
@@ -145,7 +211,9 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->recs = (struct mpq_queue_rec *)((unsigned char *)map +
 					   MPQ_QUEUE_REC_OFF);
 	q->slots = (unsigned char *)map + g->data_off;
-	q->flags = g->flags & MPQ_QUEUE_JOINABLE;
+	q->flags = g->flags & (MPQ_QUEUE_JOINABLE | MPQ_QUEUE_UNBOUNDED);
+	q->maxsize = g->maxsize;
+	q->limit = g->maxsize < g->capacity ? g->maxsize : 0;
 	q->capacity = g->capacity;
 	q->mask = g->capacity - 1;
 	q->msg_max = g->msg_max;
@@ -179,14 +247,13 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 	backend = mpq_backend_resolve(attr->backend);
 	if (backend < 0)
 		return backend;
-	ret = mpq_geom_make(&g, attr->maxsize ? attr->maxsize :
-			    MPQ_QUEUE_DEFAULT_MAXSIZE,
+	ret = mpq_geom_make(&g, attr->maxsize,
 			    attr->msgsize ? attr->msgsize :
-			    MPQ_QUEUE_DEFAULT_MSGSIZE);
+			    MPQ_QUEUE_DEFAULT_MSGSIZE, MPQ_QUEUE_DEFAULT_RING);
 	if (ret)
 		return ret;
 	if (attr->flags & MPQ_QUEUE_F_JOINABLE)
-		g.flags = MPQ_QUEUE_JOINABLE;
+		g.flags |= MPQ_QUEUE_JOINABLE;
 
 	if (backend == MPQ_BACKEND_KMOD) {
 		ret = mpq_kmod_queue_create(&g, &fd);
@@ -278,6 +345,7 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 	 * the memory must stay mapped for it (a small leak, not a wild write
 	 * into whatever is mapped there next).
 	 */
+	mpq_ovf_forget(q);
 	if (!mpq_rec_forget(q))
 		munmap(q->shm, q->map_size);
 	close(q->fd);
@@ -346,6 +414,32 @@ void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
  * marked WON, in *rp; or -EAGAIN (full, or every record in use),
  * -EUCLEAN.
  */
+/*
+ * How many of k positions from pos a bounded queue's maxsize leaves room
+ * for, when it is below the ring's capacity (q->limit). The head we saw
+ * last is never ahead of the real one, so while it says there is room
+ * there is: the consumers' line is read only when it says full, about
+ * once per limit puts in a queue that keeps up, and on every put of one
+ * that is full (where a put waits anyway).
+ */
+static inline unsigned int mpq_queue_room(struct mpq_queue *q, uint64_t pos,
+					  unsigned int k)
+{
+	uint64_t h = load_relaxed(&q->head_seen);
+	int64_t used = (int64_t)(pos - h);
+
+	if (likely(used >= 0 && used + k <= q->limit))
+		return k;
+	h = load_acquire(&q->shm->head);
+	__atomic_store_n(&q->head_seen, h, __ATOMIC_RELAXED);
+	used = (int64_t)(pos - h);
+	if (used < 0)		/* pos is stale: the CAS fails, we look again */
+		return k;
+	if (used >= (int64_t)q->limit)
+		return 0;
+	return used + k <= q->limit ? k : q->limit - (unsigned int)used;
+}
+
 static inline __attribute__((always_inline))
 int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 			 struct mpq_queue_rec **rp)
@@ -365,6 +459,13 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 					(uint32_t)(pos + k));
 			if (dif)
 				break;
+		}
+		if (k && q->limit) {
+			k = mpq_queue_room(q, pos, k);
+			if (!k) {
+				ret = -EAGAIN;	/* maxsize messages in it */
+				goto fail;
+			}
 		}
 		if (k) {
 			if (!begun) {
@@ -428,20 +529,31 @@ static void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
 /* Fill the claimed slots, publish them, let the record go, notify once. */
 static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 			      uint64_t pos, const struct iovec *msgs,
-			      unsigned int k)
+			      unsigned int k, int count)
 {
 	unsigned int i;
 
-	mpq_queue_task_count(q, r, k);
+	if (count)
+		mpq_queue_task_count(q, r, k);
 	for (i = 0; i < k; i++) {
 		struct mpq_slot *s = mpq_slot_at(q, pos + i);
+		size_t len = msgs[i].iov_len;
 
-		s->len = (uint32_t)msgs[i].iov_len;
-		mpq_copy(s + 1, msgs[i].iov_base, msgs[i].iov_len);
+		if (unlikely(len == MPQ_IOV_EXT)) {
+			/* Out of line: the descriptor goes in the slot. */
+			memcpy(s + 1, msgs[i].iov_base,
+			       sizeof(struct mpq_slot_ext));
+			s->len = MPQ_SLOT_EXT;
+			len = ((const struct mpq_slot_ext *)
+			       msgs[i].iov_base)->len;
+		} else {
+			s->len = (uint32_t)len;
+			mpq_copy(s + 1, msgs[i].iov_base, len);
+		}
 		/* Pairs with the acquire of seq in try_get: the data is there. */
 		store_release(&s->seq, (uint32_t)(pos + i + 1));
 		/* Tracing: published at pos (see probes.h). */
-		mpq_probe_queue_put(q->id, pos + i, msgs[i].iov_len);
+		mpq_probe_queue_put(q->id, pos + i, len);
 	}
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
@@ -454,10 +566,32 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 {
 	struct mpq_queue_rec *r;
 	uint64_t pos;
+	int k;
+
+	/* Unbounded: behind the overflow while it has messages (FIFO). */
+	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
+		return mpq_ovf_put(q, msgs);
+	k = mpq_claim_put(q, n, &pos, &r);
+	if (k > 0)
+		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k, 1);
+	else if (k == -EAGAIN && !q->maxsize)
+		return mpq_ovf_put(q, msgs);
+	return k;
+}
+
+/*
+ * For the overflow (overflow.c): put up to n messages into the ring only,
+ * counted as tasks already (count 0) when they come from the overflow.
+ */
+int mpq_queue_ring_put(struct mpq_queue *q, const struct iovec *msgs,
+		       unsigned int n, int count)
+{
+	struct mpq_queue_rec *r;
+	uint64_t pos;
 	int k = mpq_claim_put(q, n, &pos, &r);
 
 	if (k > 0)
-		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k);
+		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k, count);
 	return k;
 }
 
@@ -502,6 +636,24 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			len[k] = load_relaxed(&s->len);
 			if (len[k] == MPQ_SLOT_DROPPED)
 				continue;
+			if (unlikely(len[k] == MPQ_SLOT_EXT)) {
+				/* Out of line: claimed alone, first. */
+				uint64_t xl;
+
+				if (k)
+					break;
+				xl = load_relaxed(&((struct mpq_slot_ext *)
+						    (s + 1))->len);
+				if (bufs && xl > bufs[0].iov_len) {
+					bufs[0].iov_len = xl > SIZE_MAX ?
+							  SIZE_MAX : xl;
+					ret = -EMSGSIZE;
+					goto fail;
+				}
+				m = 1;
+				k = 1;
+				break;
+			}
 			if (len[k] > q->msg_max) {
 				/* Corrupt: dropped alone, at the front. */
 				if (k == 0) {
@@ -572,6 +724,42 @@ static void mpq_queue_free_slots(struct mpq_queue *q, uint64_t pos,
 }
 
 /*
+ * Our claim of pos is an out-of-line message: copy it from its blob into
+ * bufs[0], free the slot, then let the blob go (killed before the slot is
+ * freed, the message is delivered again; after, the blob's memory stays
+ * until the queue goes: nothing is lost either way). A blob that cannot
+ * be mapped now (-ENOMEM) leaves the message where it is, for the next
+ * get: the record is given up as a dead one's, whose message a repairer
+ * delivers again. A descriptor that names no blob, or more than bufs[0]
+ * holds (it was checked before the claim: someone rewrote it), is
+ * corrupt: dropped, -EUCLEAN.
+ */
+static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
+			      uint64_t pos, struct iovec *bufs)
+{
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+	struct mpq_slot_ext e;
+	int ret = -EUCLEAN;
+
+	memcpy(&e, s + 1, sizeof(e));
+	if (e.len <= bufs[0].iov_len)
+		ret = mpq_qblob_take(q, &e, bufs[0].iov_base);
+	if (ret && ret != -EUCLEAN && r) {
+		mpq_rec_giveup(q, r);
+		return ret;
+	}
+	mpq_queue_free_slots(q, pos, 1);
+	mpq_probe_queue_get(q->id, pos, e.len);
+	mpq_rec_end(q, r);
+	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	if (ret)
+		return ret;
+	mpq_qblob_drop(q, e.id, e.len);
+	bufs[0].iov_len = e.len;
+	return 1;
+}
+
+/*
  * Take up to n messages without waiting, into bufs (iov_len in: room,
  * out: length). Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE
  * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
@@ -595,8 +783,15 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 			return -EUCLEAN;
 		}
-		if (k < 0)
+		if (k < 0) {
+			/* Unbounded: an empty ring may have an overflow. */
+			if (k == -EAGAIN && !q->maxsize && mpq_ovf_active(q) &&
+			    mpq_ovf_promote(q) > 0)
+				continue;
 			return k;
+		}
+		if (unlikely(len[0] == MPQ_SLOT_EXT))
+			return mpq_queue_take_ext(q, r, pos, bufs);
 		for (i = 0, j = 0; i < (unsigned int)k; i++) {
 			if (len[i] == MPQ_SLOT_DROPPED)
 				continue;
@@ -623,16 +818,18 @@ struct mpq_op {
 	unsigned int n;
 	int is_get;
 	struct mpq_msg *zc;	/* reserve or peek */
+	struct mpq_qblob *blob;	/* reserve: out of line, in this blob */
 };
 
-static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m);
+static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m,
+			  struct mpq_qblob *blob);
 static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m);
 
 static int mpq_op_try(struct mpq_op *op)
 {
 	if (op->zc)
 		return op->is_get ? mpq_zc_peek(op->q, op->zc) :
-				    mpq_zc_reserve(op->q, op->zc);
+				    mpq_zc_reserve(op->q, op->zc, op->blob);
 	if (op->is_get)
 		return mpq_queue_try_get(op->q, op->iov, op->n);
 	return mpq_queue_try_put(op->q, op->iov, op->n);
@@ -842,7 +1039,7 @@ static int mpq_queue_held_up(struct mpq_queue *q, int is_get)
 
 	if (is_get)
 		return head != tail;
-	return tail - head < q->capacity;
+	return tail - head < (q->limit ? q->limit : q->capacity);
 }
 
 static int mpq_queue_nowait(struct mpq_op *op, int ret)
@@ -916,6 +1113,33 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
 }
 
+/*
+ * A message larger than a slot: copied into a blob of its own, whose
+ * descriptor is put as the message. If the put fails (full, timed out)
+ * the blob goes: nothing was put.
+ */
+static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
+			     int64_t timeout_ns)
+{
+	struct mpq_slot_ext e = { .len = len };
+	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
+	struct mpq_qblob b;
+	int ret;
+
+	if (q->closed)
+		return -EBADF;
+	ret = mpq_qblob_new(q, len, &b);
+	if (ret)
+		return ret;
+	memcpy(b.map, msg, len);
+	mpq_qblob_unmap(&b);
+	e.id = b.id;
+	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
+	if (ret < 0)
+		mpq_qblob_drop(q, e.id, len);
+	return ret;
+}
+
 MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 			     int64_t timeout_ns)
 {
@@ -924,9 +1148,10 @@ MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 
 	if (!q || (!msg && len))
 		return -EINVAL;
-	if (len > q->msg_max)
-		return -EMSGSIZE;
-	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
+	if (unlikely(len > q->msg_max))
+		ret = mpq_queue_put_ext(q, msg, len, timeout_ns);
+	else
+		ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
 	return ret < 0 ? ret : 0;
 }
 
@@ -950,9 +1175,12 @@ MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
 		if (!msgs[i].iov_base && msgs[i].iov_len)
 			return -EINVAL;
 		if (msgs[i].iov_len > q->msg_max) {
+			/* Out of line, alone: the next call puts it. */
 			if (i == 0)
-				return -EMSGSIZE;
-			n = i;	/* put those before it; it fails next call */
+				return mpq_queue_put_ext(q, msgs[0].iov_base,
+							 msgs[0].iov_len,
+							 timeout_ns);
+			n = i;
 			break;
 		}
 	}
@@ -1006,27 +1234,76 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
  * message is delivered again (reclaim.c). The pending slot of the robust
  * list names the queue's deathbell meanwhile (robust.h), so that sleepers
  * hear of such a death at once.
+ *
+ * Out of line, the window is on a blob instead (mapped here, m->len
+ * bytes: the caller must not change m->len), and the slot holds its
+ * descriptor. An unbounded queue whose ring is full, or whose overflow
+ * has messages, reserves a blob alone (DETACHED: no slot yet, the blob's
+ * id in __pos): commit puts its descriptor as any put would.
  */
-enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED };
+enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED, MPQ_ZC_DETACHED };
 
-static void mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
-			struct mpq_queue_rec *r, uint64_t pos, uint32_t kind)
+/* Is p in the ring (an in-line window), not in a blob? */
+static int mpq_in_ring(const struct mpq_queue *q, const void *p)
+{
+	const unsigned char *c = p;
+
+	return c >= q->slots && c < (const unsigned char *)q->shm + q->map_size;
+}
+
+/*
+ * Open the window. A peeked out-of-line message is mapped here: if that
+ * cannot be done now the record is given up, so that the message is
+ * delivered again, and the error returned; if its blob is not there the
+ * descriptor is corrupt: -EUCLEAN, with the slot freed.
+ */
+static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
+		       struct mpq_queue_rec *r, uint64_t pos, uint32_t kind,
+		       const struct mpq_qblob *blob)
 {
 	struct mpq_slot *s = mpq_slot_at(q, pos);
 
 	m->data = s + 1;
 	m->len = kind == MPQ_ZC_RESERVED ? q->msg_max : s->len;
+	if (blob) {
+		struct mpq_slot_ext e = { .id = blob->id, .len = blob->map_len };
+
+		/* Ours till commit: the blob's id, for cancel. */
+		memcpy(s + 1, &e, sizeof(e));
+		m->data = blob->map;
+		m->len = blob->map_len;
+	} else if (kind == MPQ_ZC_PEEKED && m->len == MPQ_SLOT_EXT) {
+		struct mpq_slot_ext e;
+		struct mpq_qblob b;
+		int ret;
+
+		memcpy(&e, s + 1, sizeof(e));
+		ret = mpq_qblob_open(q, e.id, e.len, &b);
+		if (ret && ret != -EUCLEAN && r) {
+			mpq_rec_giveup(q, r);
+			return ret;
+		}
+		if (ret) {
+			mpq_queue_free_slots(q, pos, 1);
+			mpq_rec_end(q, r);
+			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+			return -EUCLEAN;
+		}
+		m->data = b.map;
+		m->len = e.len;
+	}
 	m->__pos = pos;
 	m->__rec = r;
 	m->__q = q;
 	m->__kind = kind;
 	mpq_robust_window(&q->shm->deathbell, 1);
+	return 0;
 }
 
-void mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
-		      struct mpq_queue_rec *r, uint64_t pos)
+int mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
+		     struct mpq_queue_rec *r, uint64_t pos)
 {
-	mpq_zc_open(q, m, r, pos, MPQ_ZC_PEEKED);
+	return mpq_zc_open(q, m, r, pos, MPQ_ZC_PEEKED, NULL);
 }
 
 static void mpq_zc_close(struct mpq_msg *m)
@@ -1037,15 +1314,43 @@ static void mpq_zc_close(struct mpq_msg *m)
 	mpq_robust_window(NULL, -1);
 }
 
-static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m)
+/* Unmap an out-of-line window (m->len bytes of a blob mapped here). */
+static void mpq_zc_unmap(struct mpq_queue *q, struct mpq_msg *m)
+{
+	struct mpq_qblob b = { .map = m->data };
+
+	if (mpq_in_ring(q, m->data))
+		return;
+	b.map_len = m->len ? m->len : 1;
+	b.map_len = (b.map_len + (size_t)sysconf(_SC_PAGESIZE) - 1) &
+		    ~((size_t)sysconf(_SC_PAGESIZE) - 1);
+	mpq_qblob_unmap(&b);
+}
+
+static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m,
+			  struct mpq_qblob *blob)
 {
 	struct mpq_queue_rec *r;
 	uint64_t pos;
-	int k = mpq_claim_put(q, 1, &pos, &r);
+	int k;
 
+	/* Unbounded, ring full or behind the overflow: a blob alone. */
+	if (unlikely(!q->maxsize) && blob && mpq_ovf_active(q))
+		k = -EAGAIN;
+	else
+		k = mpq_claim_put(q, 1, &pos, &r);
+	if (k == -EAGAIN && !q->maxsize && blob) {
+		m->data = blob->map;
+		m->len = blob->map_len;
+		m->__pos = blob->id;
+		m->__rec = q;
+		m->__q = q;
+		m->__kind = MPQ_ZC_DETACHED;
+		return 1;
+	}
 	if (k < 0)
 		return k;
-	mpq_zc_open(q, m, r, pos, MPQ_ZC_RESERVED);
+	mpq_zc_open(q, m, r, pos, MPQ_ZC_RESERVED, blob);
 	return 1;
 }
 
@@ -1069,6 +1374,9 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 			mpq_rec_end(q, r);
 			return -EUCLEAN;
 		}
+		if (k == -EAGAIN && !q->maxsize && mpq_ovf_active(q) &&
+		    mpq_ovf_promote(q) > 0)
+			continue;
 		if (k < 0)
 			return k;
 		if (msgs)
@@ -1083,49 +1391,117 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 		mpq_queue_free_slots(q, pos, (unsigned int)k - 1);
 		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	}
-	mpq_zc_open(q, m, r, pos + k - 1, MPQ_ZC_PEEKED);
-	return 1;
+	k = mpq_zc_open(q, m, r, pos + k - 1, MPQ_ZC_PEEKED, NULL);
+	return k ? k : 1;
 }
 
 static int mpq_zc_check(struct mpq_queue *q, struct mpq_msg *m, uint32_t kind)
 {
 	if (!q || !m)
 		return -EINVAL;
-	if (m->__kind != kind || m->__q != q || !m->__rec)
+	if (m->__q != q || !m->__rec)
+		return -EINVAL;
+	if (m->__kind != kind &&
+	    !(kind == MPQ_ZC_RESERVED && m->__kind == MPQ_ZC_DETACHED))
 		return -EINVAL;
 	return 0;
+}
+
+/* Is the ring full: would a put into it wait now? */
+static int mpq_queue_full_ring(struct mpq_queue *q)
+{
+	uint64_t tail = load_acquire(&q->shm->tail);
+
+	if (load_acquire(&mpq_slot_at(q, tail)->seq) != (uint32_t)tail)
+		return 1;
+	return q->limit && (int64_t)(tail - load_acquire(&q->shm->head)) >=
+			   (int64_t)q->limit;
 }
 
 MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 				 struct mpq_msg *m, int64_t timeout_ns)
 {
 	struct mpq_op op = { .q = q, .zc = m };
+	struct mpq_qblob b = { 0 };
 	int ret;
 
 	if (!q || !m)
 		return -EINVAL;
-	if (size > q->msg_max)
-		return -EMSGSIZE;
+	if (q->closed)
+		return -EBADF;
+	/*
+	 * Out of line when it does not fit a slot, and in an unbounded
+	 * queue whose ring may be full (its overflow takes blobs).
+	 */
+	if (size > q->msg_max || (!q->maxsize && (mpq_ovf_active(q) ||
+						  mpq_queue_full_ring(q)))) {
+		ret = mpq_qblob_new(q, size, &b);
+		if (ret)
+			return ret;
+		b.map_len = size;	/* the room; mapped page-rounded */
+		op.blob = &b;
+	}
 	ret = mpq_queue_op(&op, timeout_ns);
+	if (ret < 0 && op.blob) {
+		struct mpq_msg w = { .data = b.map, .len = size };
+
+		mpq_zc_unmap(q, &w);
+		mpq_qblob_drop(q, b.id, size);
+	}
 	return ret < 0 ? ret : 0;
 }
 
 /* Publish a reserved slot with len bytes, or (len MPQ_SLOT_DROPPED) none. */
-static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len)
+static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
+			  uint64_t xlen)
 {
 	struct mpq_queue_rec *r = m->__rec;
 	struct mpq_slot *s = mpq_slot_at(q, m->__pos);
+	int ext = !mpq_in_ring(q, m->data);
 
 	if (len != MPQ_SLOT_DROPPED)
 		mpq_queue_task_count(q, r, 1);
+	if (ext) {
+		struct mpq_slot_ext e;
+
+		memcpy(&e, s + 1, sizeof(e));
+		mpq_zc_unmap(q, m);
+		if (len == MPQ_SLOT_DROPPED) {
+			mpq_qblob_drop(q, e.id, m->len);
+		} else {
+			e.len = xlen;
+			memcpy(s + 1, &e, sizeof(e));
+			len = MPQ_SLOT_EXT;
+		}
+	}
 	s->len = len;
 	store_release(&s->seq, (uint32_t)(m->__pos + 1));
 	if (len != MPQ_SLOT_DROPPED)
-		mpq_probe_queue_put(q->id, m->__pos, len);
+		mpq_probe_queue_put(q->id, m->__pos, ext ? xlen : len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return 0;
+}
+
+/* Commit or cancel a reservation that has no slot: a put of the blob. */
+static int mpq_zc_detached(struct mpq_queue *q, struct mpq_msg *m,
+			   size_t len, int cancel)
+{
+	struct mpq_slot_ext e = { .id = m->__pos, .len = len };
+	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
+	size_t room = m->len;
+	int ret = 0;
+
+	mpq_zc_unmap(q, m);
+	m->__kind = MPQ_ZC_NONE;
+	m->__rec = NULL;
+	m->data = NULL;
+	if (!cancel)
+		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
+	if (cancel || ret < 0)
+		mpq_qblob_drop(q, e.id, room);
+	return ret < 0 ? ret : 0;
 }
 
 MPQ_EXPORT int mpq_queue_commit(struct mpq_queue *q, struct mpq_msg *m,
@@ -1135,16 +1511,23 @@ MPQ_EXPORT int mpq_queue_commit(struct mpq_queue *q, struct mpq_msg *m,
 
 	if (ret)
 		return ret;
-	if (len > q->msg_max)
+	if (len > (mpq_in_ring(q, m->data) ? q->msg_max : m->len))
 		return -EMSGSIZE;
-	return mpq_zc_publish(q, m, (uint32_t)len);
+	if (m->__kind == MPQ_ZC_DETACHED)
+		return mpq_zc_detached(q, m, len, 0);
+	return mpq_zc_publish(q, m, (uint32_t)(len > q->msg_max ? 0 : len),
+			      len);
 }
 
 MPQ_EXPORT int mpq_queue_cancel(struct mpq_queue *q, struct mpq_msg *m)
 {
 	int ret = mpq_zc_check(q, m, MPQ_ZC_RESERVED);
 
-	return ret ? ret : mpq_zc_publish(q, m, MPQ_SLOT_DROPPED);
+	if (ret)
+		return ret;
+	if (m->__kind == MPQ_ZC_DETACHED)
+		return mpq_zc_detached(q, m, 0, 1);
+	return mpq_zc_publish(q, m, MPQ_SLOT_DROPPED, 0);
 }
 
 MPQ_EXPORT int mpq_queue_peek(struct mpq_queue *q, struct mpq_msg *m,
@@ -1162,16 +1545,24 @@ MPQ_EXPORT int mpq_queue_peek(struct mpq_queue *q, struct mpq_msg *m,
 MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 {
 	struct mpq_queue_rec *r;
-	int ret = mpq_zc_check(q, m, MPQ_ZC_PEEKED);
+	struct mpq_slot_ext e = { 0 };
+	int ret = mpq_zc_check(q, m, MPQ_ZC_PEEKED), ext;
 
 	if (ret)
 		return ret;
 	r = m->__rec;
+	ext = !mpq_in_ring(q, m->data);
+	if (ext) {
+		memcpy(&e, mpq_slot_at(q, m->__pos) + 1, sizeof(e));
+		mpq_zc_unmap(q, m);
+	}
 	mpq_queue_free_slots(q, m->__pos, 1);
 	mpq_probe_queue_get(q->id, m->__pos, m->len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	if (ext)
+		mpq_qblob_drop(q, e.id, e.len);
 	return 0;
 }
 
@@ -1276,6 +1667,8 @@ static int mpq_queue_readable(struct mpq_queue *q)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
 
+	if (!q->maxsize && mpq_ovf_active(q))
+		return 1;
 	return load_acquire(&mpq_slot_at(q, pos)->seq) == (uint32_t)(pos + 1);
 }
 
@@ -1344,6 +1737,12 @@ MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 		    load_relaxed(&s->len) != MPQ_SLOT_DROPPED)
 			n++;
 	}
+	/* An unbounded queue's overflow, behind the ring. */
+	if (!q->maxsize) {
+		uint32_t o = load_acquire(&q->shm->ovf_count);
+
+		n = o > (uint32_t)(INT32_MAX - n) ? INT32_MAX : n + (int)o;
+	}
 	return n;
 }
 
@@ -1361,17 +1760,16 @@ MPQ_EXPORT int mpq_queue_empty(struct mpq_queue *q)
  */
 MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
 {
-	uint64_t tail;
-
 	if (!q)
 		return -EINVAL;
-	tail = load_acquire(&q->shm->tail);
-	return load_acquire(&mpq_slot_at(q, tail)->seq) != (uint32_t)tail;
+	/* Unbounded: never (memory is the limit, and a put says so). */
+	return q->maxsize ? mpq_queue_full_ring(q) : 0;
 }
 
+/* Python's maxsize: 0 for an unbounded queue. */
 MPQ_EXPORT int mpq_queue_maxsize(struct mpq_queue *q)
 {
-	return q ? (int)q->capacity : -EINVAL;
+	return q ? (int)q->maxsize : -EINVAL;
 }
 
 MPQ_EXPORT long mpq_queue_msgsize(struct mpq_queue *q)

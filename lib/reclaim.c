@@ -189,6 +189,23 @@ static void mpq_rec_orphan(struct mpq_queue_rec *r)
 	mpq_robust_clear_pending();
 }
 
+/*
+ * We cannot finish what r's intent claims now (an out-of-line message we
+ * could not map): leave it as a dead holder's record, whose claim the
+ * next consumer that looks for the dead delivers. If it was this thread's
+ * own cached record, the cache forgets it.
+ */
+void mpq_rec_giveup(struct mpq_queue *q, struct mpq_queue_rec *r)
+{
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+
+	if (o->rec == r && o->id == q->hid)
+		memset(o, 0, sizeof(*o));
+	mpq_rec_orphan(r);
+	/* Whoever sleeps now looks for the dead. */
+	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+}
+
 /* A dead record, seen with word v: make it ours, linked, or fail. */
 static int mpq_rec_adopt(struct mpq_queue_rec *r, uint32_t v)
 {
@@ -301,13 +318,27 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 
 	for (k = 0; k < n; k++) {
 		struct mpq_slot *s = mpq_slot_at(q, pos + k);
+		struct mpq_slot_ext e = { 0 };
+		int ext = 0;
 		uint32_t len;
 
 		if (!mpq_slot_stuck(q, pos + k, MPQ_REC_GET) ||
 		    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) != i)
 			continue;
 		len = load_relaxed(&s->len);
-		if (len <= q->msg_max) {
+		if (len == MPQ_SLOT_EXT) {
+			/* Out of line: from its blob, which then goes. */
+			memcpy(&e, s + 1, sizeof(e));
+			if (got == nbufs || e.len > bufs[got].iov_len)
+				break;
+			ext = mpq_qblob_take(q, &e, bufs[got].iov_base);
+			if (ext && ext != -EUCLEAN)
+				break;	/* not now: it stays */
+			if (!ext) {
+				bufs[got++].iov_len = e.len;
+				ext = 1;
+			}
+		} else if (len <= q->msg_max) {
 			if (got == nbufs || len > bufs[got].iov_len)
 				break;
 			mpq_copy(bufs[got].iov_base, s + 1, len);
@@ -315,6 +346,8 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		}
 		/* Corrupt or dropped: freed, not delivered. */
 		store_release(&s->seq, (uint32_t)(pos + k + q->capacity));
+		if (ext == 1)
+			mpq_qblob_drop(q, e.id, e.len);
 		mpq_probe_queue_reclaim(q->id, pos + k, 2);
 		/* From here on the intent covers only what is left. */
 		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k + 1,
@@ -413,8 +446,8 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 		 */
 		mpq_robust_bell(&q->shm->deathbell);
 		mpq_probe_queue_reclaim(q->id, pos + k, 2);
-		mpq_queue_window(q, m, mine, pos + k);
-		return 1;
+		/* An out-of-line message that cannot be mapped now stays. */
+		return mpq_queue_window(q, m, mine, pos + k) ? 0 : 1;
 	}
 	return 0;
 }

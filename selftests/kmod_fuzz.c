@@ -468,7 +468,14 @@ static const unsigned long cmds[] = {
 	MPQ_IOC_QUEUE_CREATE, MPQ_IOC_QUEUE_INFO, MPQ_IOC_QUEUE_WAKE,
 	MPQ_IOC_PIPE_CREATE, MPQ_IOC_PIPE_INFO, MPQ_IOC_PIPE_WAKE,
 	MPQ_IOC_SHM_OPEN, MPQ_IOC_SHM_INFO, MPQ_IOC_SHM_UNLINK,
+	MPQ_IOC_QUEUE_BLOB_NEW, MPQ_IOC_QUEUE_BLOB_OPEN, MPQ_IOC_QUEUE_BLOB_DROP,
 };
+
+static bool is_blob_cmd(unsigned long cmd)
+{
+	return cmd == MPQ_IOC_QUEUE_BLOB_NEW || cmd == MPQ_IOC_QUEUE_BLOB_OPEN ||
+	       cmd == MPQ_IOC_QUEUE_BLOB_DROP;
+}
 
 /* Any ioctl on any of our fds: known commands and neighbours of theirs. */
 static void op_ioctl(void)
@@ -486,12 +493,23 @@ static void op_ioctl(void)
 	*(uint32_t *)buf = chance(70) ? 64 + 8 * below(8) : edgy(8192);
 	if (chance(10))
 		cmd = _IOC(below(4), MPQ_IOC_MAGIC, below(0x30), below(1 << 14));
+	/* Blobs: mostly small ids and sizes, so that some calls succeed. */
+	if (is_blob_cmd(cmd) && chance(70)) {
+		struct mpq_queue_blob *b = (void *)buf;
+
+		b->id = chance(90) ? below(8) : rnd();
+		b->bytes = chance(90) ? 1 + below(1 << 16) : edgy(1ULL << 40);
+		b->flags = chance(90) ? below(2) : rnd();
+		b->reserved = chance(90) ? 0 : rnd();
+	}
 	if (cmd == MPQ_IOC_QUEUE_WAKE || cmd == MPQ_IOC_PIPE_WAKE)
 		r = ioctl(o.fd, cmd, chance(80) ? below(4) : rnd());
 	else
 		r = ioctl(o.fd, cmd, arg = some_ptr(buf));
 	/* A create through another fd: keep what it made, or it leaks an fd. */
-	if (r > 2 && (cmd == MPQ_IOC_QUEUE_CREATE || cmd == MPQ_IOC_SHM_OPEN))
+	if (r > 2 && (cmd == MPQ_IOC_QUEUE_CREATE || cmd == MPQ_IOC_SHM_OPEN ||
+		      cmd == MPQ_IOC_QUEUE_BLOB_NEW ||
+		      cmd == MPQ_IOC_QUEUE_BLOB_OPEN))
 		add_fd(r, cmd == MPQ_IOC_QUEUE_CREATE ? K_QUEUE : K_SHM);
 	if (r == 0 && cmd == MPQ_IOC_PIPE_CREATE && arg == buf) {
 		struct mpq_pipe_create *c = (void *)buf;

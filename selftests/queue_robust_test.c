@@ -90,7 +90,6 @@ TEST(windows_are_checked)
 	struct mpq_queue *q = queue(8, 64, 0), *q2 = queue(8, 64, 0);
 	struct mpq_msg m = { 0 };
 
-	ASSERT_EQ(-EMSGSIZE, mpq_queue_reserve(q, 65, &m, 0));
 	ASSERT_EQ(-EINVAL, mpq_queue_commit(q, &m, 1));
 	ASSERT_EQ(-EINVAL, mpq_queue_release(q, &m));
 	ASSERT_EQ(-EINVAL, mpq_queue_cancel(q, &m));
@@ -99,6 +98,11 @@ TEST(windows_are_checked)
 	ASSERT_EQ(-EINVAL, mpq_queue_commit(q2, &m, 1));	/* not q2's */
 	ASSERT_EQ(-EMSGSIZE, mpq_queue_commit(q, &m, 65));
 	ASSERT_EQ(0, mpq_queue_commit(q, &m, 64));
+	/* Past the slot: a blob, with room for what was asked. */
+	ASSERT_EQ(0, mpq_queue_reserve(q, 65, &m, 0));
+	ASSERT_LE(65, m.len);
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_commit(q, &m, m.len + 1));
+	ASSERT_EQ(0, mpq_queue_cancel(q, &m));
 	ASSERT_EQ(-EINVAL, mpq_queue_commit(q, &m, 1));	/* closed */
 	ASSERT_EQ(-EINVAL, mpq_queue_reserve(NULL, 1, &m, 0));
 	ASSERT_EQ(-EINVAL, mpq_queue_peek(q, NULL, 0));

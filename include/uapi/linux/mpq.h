@@ -10,10 +10,13 @@
  * caller passes a shorter struct, a newer one a longer one whose extra
  * bytes must be zero.
  *
- * A queue is a bounded multi-producer multi-consumer ring of fixed-size
- * slots in memory shared by every process that maps the queue fd. The
- * layout of that memory is part of this ABI (struct mpq_queue_shm and
- * struct mpq_slot) because the kernel reads it to answer poll().
+ * A queue is a multi-producer multi-consumer ring of fixed-size slots in
+ * memory shared by every process that maps the queue fd, bounded by its
+ * maxsize or (MPQ_QUEUE_UNBOUNDED) not bounded: messages past the ring,
+ * and messages larger than a slot, live out of line in blobs the queue
+ * owns (MPQ_IOC_QUEUE_BLOB). The layout of that memory is part of this
+ * ABI (struct mpq_queue_shm and struct mpq_slot) because the kernel reads
+ * it to answer poll().
  *
  * Every object is charged to the user who creates it (the creator's
  * fsuid) until it is freed, whoever frees it: its bytes and one object,
@@ -37,14 +40,18 @@
 #define MPQ_CREATE_FLAGS	(MPQ_CREATE_CLOEXEC)
 /* JoinableQueue: puts count unfinished tasks (mpq_queue_shm.unfinished). */
 #define MPQ_QUEUE_JOINABLE	(1U << 1)
-#define MPQ_QUEUE_CREATE_FLAGS	(MPQ_CREATE_CLOEXEC | MPQ_QUEUE_JOINABLE)
+/* Python's maxsize 0: no bound; capacity is then only the ring's size. */
+#define MPQ_QUEUE_UNBOUNDED	(1U << 2)
+#define MPQ_QUEUE_CREATE_FLAGS	(MPQ_CREATE_CLOEXEC | MPQ_QUEUE_JOINABLE | \
+				 MPQ_QUEUE_UNBOUNDED)
 
 /**
  * struct mpq_queue_create - argument of MPQ_IOC_QUEUE_CREATE
  * @size:	sizeof(struct mpq_queue_create) as the caller knows it
  * @flags:	MPQ_CREATE_CLOEXEC, MPQ_QUEUE_JOINABLE
- * @capacity:	messages the queue holds; rounded up to a power of two, at
- *		least 2
+ * @capacity:	messages the queue holds, exactly (its maxsize); the ring
+ *		has that many slots rounded up to a power of two, 2 at least.
+ *		With MPQ_QUEUE_UNBOUNDED: the ring's slots, and no bound
  * @msg_max:	largest message, in bytes
  * @reserved:	must be zero
  *
@@ -64,11 +71,13 @@ struct mpq_queue_create {
  * @size:	in: sizeof(struct mpq_queue_info) as the caller knows it
  * @flags:	out: MPQ_QUEUE_JOINABLE if made so
  * @capacity:	out: slots in the ring, a power of two
- * @msg_max:	out: largest message, in bytes
+ * @msg_max:	out: largest message in a slot, in bytes
  * @slot_size:	out: bytes per slot (struct mpq_slot and its data)
  * @data_off:	out: offset of slot 0 in the mapping
  * @map_size:	out: the length to mmap
  * @id:		out: system-wide id of the object
+ * @maxsize:	out: messages it holds at most; 0: unbounded (a kernel
+ *		before this field leaves it 0 and bounds by @capacity)
  * @reserved:	out: zero
  *
  * The geometry the kernel keeps is authoritative: the copy at the top of
@@ -83,7 +92,29 @@ struct mpq_queue_info {
 	__u32 data_off;
 	__u64 map_size;
 	__u64 id;
-	__u64 reserved[4];
+	__u32 maxsize;
+	__u32 __pad;
+	__u64 reserved[3];
+};
+
+/**
+ * struct mpq_queue_blob - argument of MPQ_IOC_QUEUE_BLOB_*
+ * @id:		out (NEW), in (OPEN, DROP): the blob's id in this queue
+ * @bytes:	in (NEW), out (OPEN): its size
+ * @flags:	MPQ_CREATE_CLOEXEC for the fd returned
+ * @reserved:	must be zero
+ *
+ * A blob is a block of memory (an anonymous SharedMemory block, charged
+ * as any) that the queue holds by id until it is dropped or the queue is
+ * freed: a message out of line. NEW makes one and returns an fd of it;
+ * OPEN returns an fd of the blob with that id; DROP lets the queue's hold
+ * go (the memory goes with the last fd and mapping).
+ */
+struct mpq_queue_blob {
+	__u64 id;
+	__u64 bytes;
+	__u32 flags;
+	__u32 reserved;
 };
 
 /* Bits of mpq_queue_shm.poll_wanted and the MPQ_IOC_QUEUE_WAKE argument. */
@@ -101,9 +132,13 @@ struct mpq_queue_info {
  * or a get (MPQ_POLL_OUT) that found the bit set.
  */
 #define MPQ_IOC_QUEUE_WAKE	_IO(MPQ_IOC_MAGIC, 0x03)
+/* On a queue fd: blobs (struct mpq_queue_blob). NEW, OPEN return an fd. */
+#define MPQ_IOC_QUEUE_BLOB_NEW	_IOWR(MPQ_IOC_MAGIC, 0x04, struct mpq_queue_blob)
+#define MPQ_IOC_QUEUE_BLOB_OPEN	_IOWR(MPQ_IOC_MAGIC, 0x05, struct mpq_queue_blob)
+#define MPQ_IOC_QUEUE_BLOB_DROP	_IOW(MPQ_IOC_MAGIC, 0x06, struct mpq_queue_blob)
 
 #define MPQ_QUEUE_MAGIC		0x6d707151U	/* "Qqpm" */
-#define MPQ_QUEUE_VERSION	2U
+#define MPQ_QUEUE_VERSION	3U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -118,6 +153,8 @@ struct mpq_queue_info {
  * seq = p + capacity, which is the position of the next producer to use it.
  * The capacity is a power of two and at least 2: with a single slot a full
  * slot (seq p + 1) would look free to the producer of position p + 1.
+ * A bounded queue's producer also keeps tail - head within maxsize, which
+ * may be less than the capacity (maxsize 3: a ring of 4 that holds 3).
  */
 struct mpq_queue_shm {
 	/* Informational copy of the geometry, written once at creation. */
@@ -128,7 +165,9 @@ struct mpq_queue_shm {
 	__u32 slot_size;
 	__u32 data_off;
 	__u64 map_size;
-	__u8 __pad0[128 - 32];
+	__u32 maxsize;		/* 0: unbounded */
+	__u32 __pad00;
+	__u8 __pad0[128 - 40];
 
 	/* Next position a producer claims. */
 	__u64 tail;
@@ -162,6 +201,25 @@ struct mpq_queue_shm {
 	__u32 deathbell;
 	__u32 flags;
 	__u32 __pad3[2];
+	__u8 __pad4[128 - 32];
+
+	/*
+	 * An unbounded queue's overflow, a FIFO of messages that did not
+	 * fit in the ring, under a lock of libmpq's (ovf_lock, a robust
+	 * futex record): chunks (blobs) from ovf_head to ovf_tail, linked by
+	 * their headers, read from ovf_off in the head chunk. ovf_count is
+	 * the messages in it (the kernel reads it for poll(): readable if
+	 * non-zero). blob_end is the memfd backend's next free offset for a
+	 * blob past the ring.
+	 */
+	__u32 ovf_count;
+	__u32 __pad5;
+	__u64 ovf_head;
+	__u64 ovf_off;
+	__u64 ovf_tail;
+	__u64 blob_end;
+	__u64 __pad6[3];
+	__u8 ovf_lock[64];
 };
 
 /*
@@ -209,6 +267,8 @@ struct mpq_queue_rec {
 
 /* A slot's len when a dead producer's claim was published empty. */
 #define MPQ_SLOT_DROPPED	0xffffffffU
+/* A slot's len when the message is out of line: struct mpq_slot_ext. */
+#define MPQ_SLOT_EXT		0xfffffffeU
 
 /*
  * Header of each slot; msg_max bytes of data follow, and slots are packed
@@ -220,6 +280,18 @@ struct mpq_slot {
 	__u32 seq;
 	__u32 len;
 };
+
+/*
+ * The data of an MPQ_SLOT_EXT slot: the message is the first len bytes of
+ * blob id, which the queue owns until a consumer has taken it. A slot has
+ * room for it whatever msg_max is (MPQ_SLOT_MIN_DATA).
+ */
+struct mpq_slot_ext {
+	__u64 id;
+	__u64 len;
+};
+
+#define MPQ_SLOT_MIN_DATA	16
 
 #define MPQ_SLOT_ALIGN		8
 #define MPQ_FUTEX_SLEEPING	1U
