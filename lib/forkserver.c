@@ -332,8 +332,8 @@ static void mpq_fs_serve(int ctl, int sfd, int ppidfd)
 	struct mpq_fs_child *k;
 	struct mpq_fs_req q;
 	size_t n, i, want;
+	pid_t pid, self = getpid();
 	ssize_t r;
-	pid_t pid;
 
 	r = mpq_fs_recv(ctl, &q, sizeof(q), fds, MPQ_FS_MAX_FDS + 3, &n,
 			MSG_DONTWAIT);
@@ -378,7 +378,7 @@ static void mpq_fs_serve(int ctl, int sfd, int ppidfd)
 		goto refuse;
 	}
 	if (pid == 0)
-		mpq_fs_child(&q, fds, n, ctl, sfd, ppidfd, getppid());
+		mpq_fs_child(&q, fds, n, ctl, sfd, ppidfd, self);
 	/* Not reaped before the reply: the pid is the child's until then. */
 	pidfd = mpq_fs_pidfd_open(pid);
 	mpq_fs_reply(fds[0], 0, pid, pidfd);

@@ -426,6 +426,9 @@ FIXTURE_VARIANT_ADD(method, fork) {
 FIXTURE_VARIANT_ADD(method, spawn) {
 	.start_method = MPQ_START_SPAWN,
 };
+FIXTURE_VARIANT_ADD(method, forkserver) {
+	.start_method = MPQ_START_FORKSERVER,
+};
 
 TEST_F(method, map_returns_results_in_the_order_of_the_arguments)
 {

@@ -1012,7 +1012,7 @@ TEST(bad_arguments_are_einval_not_crashes)
 	attr.daemon = 2;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
 	memset(&attr, 0, sizeof(attr));
-	attr.start_method = 3;
+	attr.start_method = 4;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
 	attr.start_method = -1;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
