@@ -1362,12 +1362,14 @@ void mpq_pool_free(struct mpq_pool *p);
  * too, threads or not, since it is executed, not forked). It ends when
  * the process that started it does (it watches that process's pidfd and
  * its socket: not PR_SET_PDEATHSIG, which fires when the starting
- * *thread* ends). A server that died (killed) is replaced by a new one at
- * the next start; a child whose server died before the child was told to
- * run never runs its target, and the start is asked once more of a new
- * server. A child whose server died later ends with exitcode -ECHILD (its
- * status went with the server). A forked child of the program starts its
- * own server if it uses the method.
+ * *thread* ends); before it exits it sends its daemon children SIGTERM,
+ * so that they die with their parent, killed or not, as forked daemons do.
+ * A server that died (killed) is replaced by a new one at the next start;
+ * a child whose server died before the child was told to run never runs
+ * its target, and the start is asked once more of a new server. A child
+ * that was running goes on (as in Python); its exit status went with the
+ * server, so it ends with exitcode -ECHILD. A forked child of the program
+ * starts its own server if it uses the method.
  * mpq_forkserver_start returns 0 (running), -EPROTO (called in a spawned
  * child or server whose main() skipped mpq_init()), -ESRCH (the server
  * ended before it was ready: main() does not call mpq_init()?), execve's
@@ -1379,6 +1381,20 @@ void mpq_pool_free(struct mpq_pool *p);
 int mpq_forkserver_start(void);
 /* The server's pid, or -ESRCH if this process has none running. */
 pid_t mpq_forkserver_pid(void);
+
+/*
+ * Python's Barrier(parties, action, timeout): timeout_ns (>= 0, or
+ * MPQ_FOREVER: none) is the barrier's default timeout, which
+ * mpq_barrier_wait() uses when given MPQ_BARRIER_DEFAULT_TIMEOUT. It
+ * belongs to the barrier, not the handle: a process that imports it gets
+ * it too. mpq_barrier_new() is this call with MPQ_FOREVER. Other
+ * negative timeouts are -EINVAL; otherwise as mpq_barrier_new().
+ */
+#define MPQ_BARRIER_DEFAULT_TIMEOUT	((int64_t)-2)
+int mpq_barrier_new_timeout(struct mpq_barrier **out, unsigned int parties,
+			    int (*action)(void *arg), void *arg,
+			    int64_t timeout_ns,
+			    const struct mpq_lock_attr *attr);
 
 #ifdef __cplusplus
 }

@@ -48,8 +48,12 @@
  *   target never ran. The requester then starts a new server and asks
  *   once more (a target never runs twice). A requester killed before
  *   "go" closes R: the child reads EOF on S and exits without running;
- * - a daemon child gets PR_SET_PDEATHSIG(SIGTERM) towards the server
- *   after "go": the server ends with the requester, so the daemon does;
+ * - a running child does not die with the server (as in Python): its
+ *   PR_SET_PDEATHSIG is cleared at "go". Daemons die with the requester
+ *   all the same: the server that sees the requester end sends its
+ *   daemon children SIGTERM (what PR_SET_PDEATHSIG does for a forked
+ *   daemon) before it exits. Only a requester and server killed together
+ *   leave daemons behind (a process group's SIGKILL takes them too);
  * - a server killed later loses the exit statuses it had not sent: those
  *   children end with exitcode -ECHILD, as a child reaped by someone else.
  */
@@ -211,6 +215,7 @@ static ssize_t mpq_fs_recv(int sock, void *buf, size_t len, int *fds,
 struct mpq_fs_child {
 	pid_t pid;
 	int sock;		/* S: where its status goes */
+	int daemon;
 };
 
 static struct mpq_fs_child *mpq_fs_kids;
@@ -247,6 +252,23 @@ static void mpq_fs_reap(void)
 	}
 }
 
+/*
+ * The requester has ended, killed or not: its daemon children are
+ * terminated, as PR_SET_PDEATHSIG(SIGTERM) terminates a forked daemon
+ * (unreaped children of ours: their pids are theirs). The others run on,
+ * as forked children do.
+ */
+static __attribute__((noreturn)) void mpq_fs_parent_died(void)
+{
+	size_t i;
+
+	mpq_fs_reap();
+	for (i = 0; i < mpq_fs_nkids; i++)
+		if (mpq_fs_kids[i].daemon)
+			kill(mpq_fs_kids[i].pid, SIGTERM);
+	_exit(0);
+}
+
 static void mpq_fs_reply(int sock, int err, pid_t pid, int pidfd)
 {
 	struct mpq_fs_reply r = {
@@ -265,7 +287,7 @@ static __attribute__((noreturn)) void mpq_fs_child(const struct mpq_fs_req *q,
 						   int ctl, int sfd, int ppidfd,
 						   pid_t server)
 {
-	int maxnum = 2, s, boot, pidfd = -1, daemon_sig = 0;
+	int maxnum = 2, s, boot, pidfd = -1;
 	size_t i, first = q->has_pidfd ? 3 : 2;
 	sigset_t none;
 	char go;
@@ -315,13 +337,15 @@ static __attribute__((noreturn)) void mpq_fs_child(const struct mpq_fs_req *q,
 	} while (r < 0 && errno == EINTR);
 	if (r != 1)
 		_exit(MPQ_FS_FAILED);	/* the requester gave up or died */
+	/*
+	 * Running now: the server's death is no business of ours (as with
+	 * Python's), only our parent's, which the server acts on. Said
+	 * after the prctl: a requester told we run knows we will.
+	 */
+	prctl(PR_SET_PDEATHSIG, 0);
+	if (send(s, "A", 1, MSG_NOSIGNAL) != 1)
+		_exit(MPQ_FS_FAILED);
 	close(s);
-	if (q->daemon)
-		daemon_sig = SIGTERM;
-	prctl(PR_SET_PDEATHSIG, daemon_sig);
-	/* The server ended between "go" and the prctl: it will not tell. */
-	if (daemon_sig && getppid() != server)
-		raise(SIGTERM);
 	mpq_boot_run(boot, pidfd, 1);
 }
 
@@ -340,7 +364,7 @@ static void mpq_fs_serve(int ctl, int sfd, int ppidfd)
 	if (r == -EAGAIN || r == -EINTR || r == -EMSGSIZE)
 		return;
 	if (r == 0)
-		_exit(0);	/* the requester has ended */
+		mpq_fs_parent_died();
 	if (r < 0)
 		mpq_fs_die("control socket", (int)-r);
 	if (n < 2)
@@ -386,6 +410,7 @@ static void mpq_fs_serve(int ctl, int sfd, int ppidfd)
 		close(pidfd);
 	mpq_fs_kids[mpq_fs_nkids].pid = pid;
 	mpq_fs_kids[mpq_fs_nkids].sock = fds[0];
+	mpq_fs_kids[mpq_fs_nkids].daemon = (int)q.daemon;
 	mpq_fs_nkids++;
 	for (i = 1; i < n; i++)
 		close(fds[i]);
@@ -438,12 +463,9 @@ void mpq_forkserver_main(const char *val)
 				continue;
 			mpq_fs_die("poll", errno);
 		}
-		/*
-		 * The parent has ended. Its children run on (as forked ones
-		 * do); daemons get their SIGTERM from our exit.
-		 */
+		/* The parent has ended. */
 		if (nfd == 3 && pfd[2].revents)
-			_exit(0);
+			mpq_fs_parent_died();
 		if (pfd[1].revents) {
 			while (read(sfd, &si, sizeof(si)) > 0)
 				;
@@ -608,6 +630,28 @@ static int mpq_fs_request(const struct mpq_fs_req *q, const int *fds,
 	return ret;
 }
 
+/*
+ * Tell the child to run, and wait until it says it does: 0, -ESRCH (it
+ * died before, with its server: it never ran, ask again), -EIO (it could
+ * not take its fds and exited: its status came instead).
+ */
+static int mpq_fs_go(int sock)
+{
+	char go = 'G', ack[sizeof(int32_t)];
+	ssize_t n;
+
+	if (send(sock, &go, 1, MSG_NOSIGNAL) != 1)
+		return errno == EPIPE || errno == ECONNRESET ? -ESRCH : -errno;
+	do {
+		n = recv(sock, ack, sizeof(ack), 0);
+	} while (n < 0 && errno == EINTR);
+	if (n == 1 && ack[0] == 'A')
+		return 0;
+	if (n == 0 || (n < 0 && errno == ECONNRESET))
+		return -ESRCH;
+	return n < 0 ? -errno : -EIO;
+}
+
 int mpq_forkserver_launch(struct mpq_process *p)
 {
 	int *fds = NULL, sv[2] = { -1, -1 }, bootfd = -1, ppidfd, attempt;
@@ -618,7 +662,6 @@ int mpq_forkserver_launch(struct mpq_process *p)
 	struct mpq_fs_req *q;
 	size_t nobj, n, i = 0;
 	ssize_t len;
-	char go = 'G';
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
@@ -692,11 +735,15 @@ int mpq_forkserver_launch(struct mpq_process *p)
 				if (!ret && (r.pid <= 0 ||
 					     (size_t)r.has_pidfd != i))
 					ret = -EPROTO;
-				break;
+				if (!ret)
+					ret = mpq_fs_go(sv[0]);
+				if (ret != -ESRCH)
+					break;
 			}
 			while (i)
 				close(got[--i]);
-			ret = len < 0 ? (int)len : -ESRCH;
+			if (len != (ssize_t)sizeof(r))
+				ret = len < 0 ? (int)len : -ESRCH;
 		} else {
 			break;
 		}
@@ -704,8 +751,6 @@ int mpq_forkserver_launch(struct mpq_process *p)
 		sv[0] = -1;
 	}
 	if (!ret) {
-		/* The child runs from "go"; if it died meanwhile, so be it. */
-		send(sv[0], &go, 1, MSG_NOSIGNAL);
 		mpq_proc_started(p, r.pid, i ? got[0] : -1, sv[0]);
 		sv[0] = -1;
 	} else if (i) {
