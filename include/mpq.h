@@ -1383,6 +1383,16 @@ int mpq_forkserver_start(void);
 pid_t mpq_forkserver_pid(void);
 
 /*
+ * The backend objects get with MPQ_BACKEND_DEFAULT, and why: returns
+ * MPQ_BACKEND_KMOD or MPQ_BACKEND_MEMFD, -EINVAL (MPQ_BACKEND names
+ * neither) or -ENODEV (MPQ_BACKEND=kmod, and /dev/mpq is absent: the
+ * module is not loaded; objects then fail with -ENODEV, never fall back
+ * to memfd). *why (if why is not NULL) gets a static sentence naming the
+ * reason: the environment variable, or whether /dev/mpq exists.
+ */
+int mpq_backend_default(const char **why);
+
+/*
  * Python's Barrier(parties, action, timeout): timeout_ns (>= 0, or
  * MPQ_FOREVER: none) is the barrier's default timeout, which
  * mpq_barrier_wait() uses when given MPQ_BARRIER_DEFAULT_TIMEOUT. It
