@@ -971,7 +971,10 @@ static void killer_scan(pid_t target, pid_t *seen, size_t *nseen,
 		return;
 	while ((d = readdir(dir)) && *nv < KILLER_VICTIMS) {
 		pid = (pid_t)atoi(d->d_name);
-		if (pid <= 0 || pid == getpid() || stat_ppid(pid) != target)
+		/* A fork server's workers are its children, not ours. */
+		if (pid <= 0 || pid == getpid() ||
+		    (stat_ppid(pid) != target &&
+		     stat_ppid(stat_ppid(pid)) != target))
 			continue;
 		for (k = 0; k < *nseen && seen[k] != pid; k++)
 			;
@@ -983,7 +986,8 @@ static void killer_scan(pid_t target, pid_t *seen, size_t *nseen,
 		fd = (int)syscall(SYS_pidfd_open, pid, 0);
 		if (fd < 0)
 			continue;
-		if (stat_ppid(pid) != target) {
+		if (stat_ppid(pid) != target &&
+		    stat_ppid(stat_ppid(pid)) != target) {
 			close(fd);
 			continue;
 		}
@@ -1034,9 +1038,13 @@ static int killer_start(struct killer *k, struct mpq_event *over,
 	k->pid = fork();
 	if (k->pid < 0)
 		return -errno;
-	if (k->pid == 0)
+	if (k->pid == 0) {
+		/* Else its poll never sees the stop pipe's hang-up. */
+		close(k->stop[1]);
+		close(k->res[0]);
 		_exit(killer_main(target, k->stop[0], k->res[1], seed, max,
 				  over));
+	}
 	close(k->stop[0]);
 	close(k->res[1]);
 	return 0;
