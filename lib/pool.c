@@ -290,7 +290,7 @@ static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 	}
 	if (ret) {
 		if (mpq_process_exitcode(w->proc, &code))
-			code = 0;
+			code = POOL_CODE_LOST;
 		pool_start_ended(p, w, code);
 	} else {
 		code = h.status > 0 ? -h.status : h.status;
