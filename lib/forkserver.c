@@ -78,6 +78,8 @@
 /* SCM_MAX_FD is 253: S, the bootstrap, the pidfd, and the objects. */
 #define MPQ_FS_MAX_FDS		250
 #define MPQ_FS_NAME_MAX		256
+/* Servers killed in a row before a start gives up with -ESRCH. */
+#define MPQ_FS_ATTEMPTS		8
 /* What a child that never ran its target exits with (spawn.c's too). */
 #define MPQ_FS_FAILED		127
 
@@ -546,8 +548,12 @@ static int mpq_fs_start_locked(void)
 		n = recv(sv[0], &c, 1, 0);
 	} while (n < 0 && errno == EINTR);
 	if (n != 1) {
-		waitpid(pid, NULL, 0);
-		ret = -ESRCH;
+		/*
+		 * Killed (a signal): worth another try. Exited: it will
+		 * again (a main() that skips mpq_init()).
+		 */
+		ret = waitpid(pid, &err, 0) == pid && WIFSIGNALED(err) ?
+		      -ECONNRESET : -ESRCH;
 		goto free_envp;
 	}
 	mpq_fs_ctl = sv[0];
@@ -709,11 +715,11 @@ int mpq_forkserver_launch(struct mpq_process *p)
 	n = 2 + q->has_pidfd + nobj;
 
 	/*
-	 * Twice at most: a server that died before it forked the child (or
-	 * whose child died with it before "go") ran no target, so asking a
-	 * new one cannot run it twice.
+	 * A server that died (killed) before it forked the child, or whose
+	 * child died with it before it said it runs, ran no target: asking a
+	 * new one cannot run it twice. MPQ_FS_ATTEMPTS servers at most.
 	 */
-	for (attempt = 0; attempt < 2; attempt++) {
+	for (attempt = 0; attempt < MPQ_FS_ATTEMPTS; attempt++) {
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
 			       sv) < 0) {
 			ret = -errno;

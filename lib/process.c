@@ -60,12 +60,13 @@ static struct mpq_process mpq_main = {
 	.magic = MPQ_PROC_MAGIC,
 	.state = MPQ_PROC_STARTED,
 	.sentinel = -1,
+	.fs_status = -1,
 	.name = "MainProcess",
 	.identity = "",
 };
 /* Set only in a child libmpq started, while it is single-threaded. */
 static struct mpq_process *mpq_self = &mpq_main;
-static struct mpq_process mpq_parent = { .sentinel = -1 };
+static struct mpq_process mpq_parent = { .sentinel = -1, .fs_status = -1 };
 
 enum mpq_role {
 	MPQ_ROLE_CHILD,		/* a child of the caller */
@@ -742,6 +743,7 @@ void mpq_proc_become(struct mpq_process *p, pid_t ppid, const char *pname,
 	if (mpq_parent.name != unknown)
 		free(mpq_parent.name);
 	memset(&mpq_parent, 0, sizeof(mpq_parent));
+	mpq_parent.fs_status = -1;
 	mpq_parent.magic = MPQ_PROC_MAGIC;
 	mpq_parent.state = MPQ_PROC_STARTED;
 	mpq_parent.pid = ppid;
