@@ -32,7 +32,8 @@
  * forks; the child waits on S for "go"; the server sends (error, pid,
  * the child's pidfd) on S, keeps S, and later sends the exit status on
  * it when it has reaped the child. The requester reads the reply on R,
- * sends "go", and keeps R as the process's status socket.
+ * sends "go", waits for the child's "A" (it runs), and keeps R as the
+ * process's status socket.
  *
  * Death, at any point:
  * - the server ends when the requester does: it polls the requester's
@@ -46,8 +47,10 @@
  *   server, so a server killed after the fork and before its reply takes
  *   the child with it: R then reads EOF (no process holds S), and the
  *   target never ran. The requester then starts a new server and asks
- *   once more (a target never runs twice). A requester killed before
- *   "go" closes R: the child reads EOF on S and exits without running;
+ *   again, up to MPQ_FS_ATTEMPTS servers (a target never runs twice).
+ *   The child says "A" only after it cleared the prctl: from then on it
+ *   runs whatever becomes of the server. A requester killed before "go"
+ *   closes R: the child reads EOF on S and exits without running;
  * - a running child does not die with the server (as in Python): its
  *   PR_SET_PDEATHSIG is cleared at "go". Daemons die with the requester
  *   all the same: the server that sees the requester end sends its
