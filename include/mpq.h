@@ -1374,7 +1374,7 @@ void mpq_pool_free(struct mpq_pool *p);
  * child or server whose main() skipped mpq_init()), -ESRCH (the server
  * ended before it was ready: main() does not call mpq_init()?), execve's
  * error, -ENOMEM, -EMFILE. mpq_process_start with the method also returns
- * -ESRCH (8 servers in a row were killed before the child ran), -ENOENT (target not registered
+ * -ESRCH (64 servers in a row were killed before the child ran), -ENOENT (target not registered
  * in the server: register before mpq_init()), -EMFILE (more than 250
  * exported fds).
  */

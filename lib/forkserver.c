@@ -82,7 +82,7 @@
 #define MPQ_FS_MAX_FDS		250
 #define MPQ_FS_NAME_MAX		256
 /* Servers killed in a row before a start gives up with -ESRCH. */
-#define MPQ_FS_ATTEMPTS		8
+#define MPQ_FS_ATTEMPTS		64
 /* What a child that never ran its target exits with (spawn.c's too). */
 #define MPQ_FS_FAILED		127
 
