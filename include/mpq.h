@@ -308,6 +308,7 @@ enum mpq_start_method {
 	MPQ_START_DEFAULT	= 0,	/* fork */
 	MPQ_START_FORK		= 1,
 	MPQ_START_SPAWN		= 2,
+	MPQ_START_FORKSERVER	= 3,	/* see mpq_forkserver_start() */
 };
 
 /*
@@ -1157,7 +1158,8 @@ enum {
 /* Zero-initialise; zero means the default; reserved fields must be 0. */
 struct mpq_pool_attr {
 	int32_t processes;	/* workers: 0 means mpq_cpu_count() */
-	int32_t start_method;	/* enum mpq_start_method: fork or spawn */
+	int32_t start_method;	/* enum mpq_start_method: fork, spawn or
+				   forkserver (tasks by name, as spawn) */
 	/*
 	 * Run in each worker before its first task, as initializer(initarg)
 	 * (copied; spawn: registered with MPQ_TARGET). It returns 0, or a
@@ -1363,6 +1365,71 @@ int mpq_pool_join(struct mpq_pool *p, int64_t timeout_ns);
  * this process's copies of its fds and memory are released.
  */
 void mpq_pool_free(struct mpq_pool *p);
+
+/*
+ * Since 0.3 (MPQ_0.3): the forkserver start method, a barrier's default
+ * timeout, and which backend is the default.
+ *
+ * MPQ_START_FORKSERVER: Python's forkserver. A server process, the
+ * program executed again as a spawned child is (its main() calls
+ * mpq_init(), which serves there and never returns), forks each child on
+ * request: a program with threads gets children as cheap as fork's
+ * without forking itself. What spawn needs, it needs: targets registered
+ * by name before mpq_init(), objects passed as export handles (their fds
+ * reach the child at the numbers the handles name, whenever they were
+ * exported). The child's mpq_parent_process() is the process that started
+ * it; its getppid(2) is the server. Its pid, exit code, signals and
+ * sentinel (a pidfd) are as with the other methods.
+ *
+ * The server starts at the first forkserver start, or earlier with
+ * mpq_forkserver_start(): call it at the top of main() to pay for the
+ * execve there rather than in the first start (starting it later is safe
+ * too, threads or not, since it is executed, not forked). It ends when
+ * the process that started it does (it watches that process's pidfd and
+ * its socket: not PR_SET_PDEATHSIG, which fires when the starting
+ * *thread* ends); before it exits it sends its daemon children SIGTERM,
+ * so that they die with their parent, killed or not, as forked daemons do.
+ * A server that died (killed) is replaced by a new one at the next start;
+ * a child whose server died before the child was told to run never runs
+ * its target, and the start is asked once more of a new server. A child
+ * that was running goes on (as in Python); its exit status went with the
+ * server, so it ends with exitcode -ECHILD. A forked child of the program
+ * starts its own server if it uses the method.
+ * mpq_forkserver_start returns 0 (running), -EPROTO (called in a spawned
+ * child or server whose main() skipped mpq_init()), -ESRCH (the server
+ * ended before it was ready: main() does not call mpq_init()?), execve's
+ * error, -ENOMEM, -EMFILE. mpq_process_start with the method also returns
+ * -ESRCH (64 servers in a row were killed before the child ran), -ENOENT (target not registered
+ * in the server: register before mpq_init()), -EMFILE (more than 250
+ * exported fds).
+ */
+int mpq_forkserver_start(void);
+/* The server's pid, or -ESRCH if this process has none running. */
+pid_t mpq_forkserver_pid(void);
+
+/*
+ * The backend objects get with MPQ_BACKEND_DEFAULT, and why: returns
+ * MPQ_BACKEND_KMOD or MPQ_BACKEND_MEMFD, -EINVAL (MPQ_BACKEND names
+ * neither) or -ENODEV (MPQ_BACKEND=kmod, and /dev/mpq is absent: the
+ * module is not loaded; objects then fail with -ENODEV, never fall back
+ * to memfd). *why (if why is not NULL) gets a static sentence naming the
+ * reason: the environment variable, or whether /dev/mpq exists.
+ */
+int mpq_backend_default(const char **why);
+
+/*
+ * Python's Barrier(parties, action, timeout): timeout_ns (>= 0, or
+ * MPQ_FOREVER: none) is the barrier's default timeout, which
+ * mpq_barrier_wait() uses when given MPQ_BARRIER_DEFAULT_TIMEOUT. It
+ * belongs to the barrier, not the handle: a process that imports it gets
+ * it too. mpq_barrier_new() is this call with MPQ_FOREVER. Other
+ * negative timeouts are -EINVAL; otherwise as mpq_barrier_new().
+ */
+#define MPQ_BARRIER_DEFAULT_TIMEOUT	((int64_t)-2)
+int mpq_barrier_new_timeout(struct mpq_barrier **out, unsigned int parties,
+			    int (*action)(void *arg), void *arg,
+			    int64_t timeout_ns,
+			    const struct mpq_lock_attr *attr);
 
 #ifdef __cplusplus
 }

@@ -42,9 +42,19 @@
 /* Slot outcome: set by reset() for each party of the round it cancels. */
 #define MPQ_PARTY_BROKEN	1U
 
+/*
+ * The default timeout lives here, beside the state, so that it reaches
+ * every process that imports the barrier (Python pickles it with the
+ * barrier). A flag says it was set: a barrier made before 0.3 has zeros
+ * here, which must not read as a default of 0 ns.
+ */
+#define MPQ_BARRIER_HAS_TIMEOUT	1U
+
 struct mpq_barrier_rec {
 	uint32_t state;		/* futex word */
-	uint32_t __pad[15];
+	uint32_t flags;		/* MPQ_BARRIER_HAS_TIMEOUT */
+	int64_t timeout_ns;	/* the default, if the flag is set */
+	uint32_t __pad[12];
 };
 
 struct mpq_party_rec {
@@ -110,10 +120,21 @@ MPQ_EXPORT int mpq_barrier_new(struct mpq_barrier **out, unsigned int parties,
 			       int (*action)(void *arg), void *arg,
 			       const struct mpq_lock_attr *attr)
 {
+	return mpq_barrier_new_timeout(out, parties, action, arg, MPQ_FOREVER,
+				       attr);
+}
+
+MPQ_EXPORT int mpq_barrier_new_timeout(struct mpq_barrier **out,
+				       unsigned int parties,
+				       int (*action)(void *arg), void *arg,
+				       int64_t timeout_ns,
+				       const struct mpq_lock_attr *attr)
+{
 	uint32_t param[4] = { parties, 2 * parties };
 	int ret;
 
-	if (!parties || parties > MPQ_BARRIER_MAX_PARTIES)
+	if (!parties || parties > MPQ_BARRIER_MAX_PARTIES ||
+	    (timeout_ns < 0 && timeout_ns != MPQ_FOREVER))
 		return -EINVAL;
 	ret = mpq_lock_attr_get(&attr);
 	if (ret)
@@ -126,9 +147,31 @@ MPQ_EXPORT int mpq_barrier_new(struct mpq_barrier **out, unsigned int parties,
 			      attr->backend, attr->spin_ns);
 	if (!ret)
 		ret = mpq_barrier_bind(*out);
-	if (ret)
+	if (ret) {
 		mpq_barrier_drop(out);
-	return ret;
+		return ret;
+	}
+	if (timeout_ns != MPQ_FOREVER) {
+		(*out)->rec->timeout_ns = timeout_ns;
+		__atomic_store_n(&(*out)->rec->flags, MPQ_BARRIER_HAS_TIMEOUT,
+				 __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+/*
+ * The barrier's default timeout, for a wait given none. Shared memory:
+ * whatever a participant wrote there, a negative value is no limit.
+ */
+static int64_t mpq_barrier_default(const struct mpq_barrier *b)
+{
+	int64_t t;
+
+	if (!(__atomic_load_n(&b->rec->flags, __ATOMIC_ACQUIRE) &
+	      MPQ_BARRIER_HAS_TIMEOUT))
+		return MPQ_FOREVER;
+	t = __atomic_load_n(&b->rec->timeout_ns, __ATOMIC_RELAXED);
+	return t < 0 ? MPQ_FOREVER : t;
 }
 
 /*
@@ -329,13 +372,16 @@ static int mpq_barrier_complete(struct mpq_barrier *b, uint32_t s)
 
 MPQ_EXPORT int mpq_barrier_wait(struct mpq_barrier *b, int64_t timeout_ns)
 {
-	int64_t deadline = mpq_deadline(timeout_ns);
 	struct mpq_party_rec *me;
 	uint32_t s, gen, idx;
+	int64_t deadline;
 	int r;
 
 	if (!b || !b->rec)
 		return -EINVAL;
+	if (timeout_ns == MPQ_BARRIER_DEFAULT_TIMEOUT)
+		timeout_ns = mpq_barrier_default(b);
+	deadline = mpq_deadline(timeout_ns);
 	me = mpq_barrier_take_slot(b, mpq_tid(), deadline);
 	if (!me)
 		return -ETIMEDOUT;

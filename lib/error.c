@@ -27,6 +27,11 @@ MPQ_EXPORT const char *mpq_strerror(int err)
 		       "needs repair; a pool task: its worker died running it)";
 	case -EUCLEAN:
 		return "shared memory corrupted by a participant";
+	case -ENODEV:
+		/* Only ever this, from libmpq: no silent fallback to memfd. */
+		return "no /dev/mpq: the mpq kernel module is not loaded "
+		       "(modprobe mpq), and the kmod backend was asked for "
+		       "(MPQ_BACKEND=kmod or MPQ_BACKEND_KMOD)";
 	case -EDQUOT:
 		/* From the module: over a per-user limit, not out of memory. */
 		return "over this user's mpq budget (bytes, objects or "

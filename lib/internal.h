@@ -319,7 +319,7 @@ struct mpq_process {
 	uint32_t magic;		/* MPQ_PROC_MAGIC while usable */
 	int state;		/* enum mpq_proc_state */
 	int daemon;
-	int start_method;	/* MPQ_START_FORK or MPQ_START_SPAWN */
+	int start_method;	/* MPQ_START_FORK, _SPAWN or _FORKSERVER */
 	pid_t owner;		/* who made it: the only one that may start,
 				   join or signal it */
 	pid_t pid;
@@ -337,6 +337,10 @@ struct mpq_process {
 	char *identity;		/* "1:2": start counters from the main process */
 	int *keep_fds;		/* spawn: fds this child alone inherits */
 	unsigned int nkeep_fds;
+	int fs_status;		/* forkserver: the socket the server sends
+				   the exit status on; -1 otherwise */
+	int fs_eof;		/* forkserver: the server ended before it
+				   sent the status */
 	struct mpq_process *next;	/* in the running children's list */
 };
 
@@ -375,6 +379,32 @@ __attribute__((noreturn)) void mpq_proc_run(struct mpq_process *p);
 
 /* spawn.c */
 int mpq_spawn_start(struct mpq_process *p);
+/* The argv a re-executed program gets (NULL: out of memory). Lock held. */
+char **mpq_spawn_argv_locked(void);
+/* environ without MPQ_SPAWN and MPQ_FORKSERVER, plus ours (not copied). */
+char **mpq_spawn_envp(const char *ours, const char *anchors);
+/*
+ * The fds a child of p must hold at their numbers: the exported ones and
+ * p's own. *fds is malloc'ed with room for extra more.
+ */
+int mpq_spawn_fds(struct mpq_process *p, int **fds, size_t *nfds,
+		  size_t extra);
+/* The bootstrap of p into a new memfd (fd or -errno); see spawn.c. */
+int mpq_boot_write(struct mpq_process *p, const char *target,
+		   const struct mpq_launch *l);
+/*
+ * Run the process whose bootstrap is in fd, as its child; ppidfd >= -1
+ * replaces the parent pidfd the bootstrap names. Never returns.
+ */
+__attribute__((noreturn)) void mpq_boot_run(int fd, int ppidfd, int override);
+
+/* forkserver.c */
+#define MPQ_FORKSERVER_ENV	"MPQ_FORKSERVER"
+int mpq_forkserver_launch(struct mpq_process *p);
+__attribute__((noreturn)) void mpq_forkserver_main(const char *val);
+/* process.c: p, started by a fork server, joins the running children. */
+void mpq_proc_started(struct mpq_process *p, pid_t pid, int pidfd,
+		      int status_fd);
 /*
  * Pass fds[0..n) to this one child if it is spawned (at their numbers),
  * unlike mpq_spawn_inherit_fd() which passes an fd to every spawned child.

@@ -191,8 +191,11 @@ static int slot_process(struct mpq_pool *p, unsigned int slot)
 	size_t len;
 
 	snprintf(w->name, sizeof(w->name), "%sPoolWorker-%u",
-		 p->method == MPQ_START_SPAWN ? "Spawn" : "Fork", ++p->counter);
-	if (p->method != MPQ_START_SPAWN)
+		 p->method == MPQ_START_SPAWN ? "Spawn" :
+		 p->method == MPQ_START_FORKSERVER ? "ForkServer" : "Fork",
+		 ++p->counter);
+	/* A fork server's workers are bootstrapped by name, as spawn's. */
+	if (p->method == MPQ_START_FORK)
 		return mpq_process_new(&w->proc, pool_worker_fork, &fa,
 				       sizeof(fa), &attr);
 	ret = pool_worker_boot(p, w, &boot, &len, fds, &nfds);
@@ -287,7 +290,7 @@ static int pool_wait_ready(struct mpq_pool *p, struct pool_worker *w)
 	}
 	if (ret) {
 		if (mpq_process_exitcode(w->proc, &code))
-			code = 0;
+			code = POOL_CODE_LOST;
 		pool_start_ended(p, w, code);
 	} else {
 		code = h.status > 0 ? -h.status : h.status;
@@ -338,6 +341,7 @@ static int attr_check(const struct mpq_pool_attr *a)
 	case MPQ_START_DEFAULT:
 	case MPQ_START_FORK:
 	case MPQ_START_SPAWN:
+	case MPQ_START_FORKSERVER:
 		return 0;
 	default:
 		return -EINVAL;
@@ -352,15 +356,14 @@ static int pool_settings(struct mpq_pool *p, const struct mpq_pool_attr *a)
 	p->nproc = a->processes ? a->processes : mpq_cpu_count();
 	if (p->nproc > POOL_MAX_PROCESSES)
 		p->nproc = POOL_MAX_PROCESSES;
-	p->method = a->start_method == MPQ_START_SPAWN ? MPQ_START_SPAWN :
-		    MPQ_START_FORK;
+	p->method = a->start_method ? a->start_method : MPQ_START_FORK;
 	p->maxtasks = a->maxtasksperchild;
 	p->flags = a->flags;
 	p->backend = mpq_backend_resolve(a->backend);
 	if (p->backend < 0)
 		return p->backend;
 	p->init = a->initializer;
-	if (p->init && p->method == MPQ_START_SPAWN) {
+	if (p->init && p->method != MPQ_START_FORK) {
 		ret = mpq_target_name_of(p->init, name, sizeof(name));
 		if (ret)
 			return ret;

@@ -24,6 +24,7 @@
 #ifndef MPQ_POOL_H
 #define MPQ_POOL_H
 
+#include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,6 +64,12 @@
 #define POOL_START_TRIES	3
 /* Reaping a worker whose sentinel said it ended. */
 #define POOL_REAP_NS		1000000000LL
+/*
+ * A worker's exit code that nobody knows: a fork server that died took
+ * it (mpq_process_exitcode() gave -ECHILD).
+ */
+#define POOL_CODE_LOST		INT_MIN
+
 /* The name spawned workers run under (a target in spawn.c's table). */
 #define POOL_WORKER_TARGET	"mpq-pool-worker"
 

@@ -134,7 +134,7 @@ static int job_new(struct mpq_pool *p, struct mpq_async_result **out,
 
 	if (!fn)
 		return -EINVAL;
-	if (p->method == MPQ_START_SPAWN) {
+	if (p->method != MPQ_START_FORK) {
 		idx = pool_task_index(fn, &name);
 		if (idx < 0)
 			return idx;
@@ -145,7 +145,7 @@ static int job_new(struct mpq_pool *p, struct mpq_async_result **out,
 	j->magic = MPQ_RESULT_MAGIC;
 	j->kind = kind;
 	j->fn = fn;
-	j->spawn = p->method == MPQ_START_SPAWN;
+	j->spawn = p->method != MPQ_START_FORK;
 	j->fn_wire = j->spawn ? (uint64_t)idx : (uint64_t)(uintptr_t)fn;
 	j->fn_name = name;
 	j->n = n;

@@ -390,7 +390,10 @@ static void end_words(int code, char *buf, size_t len)
 {
 	const char *abbrev;
 
-	if (code < 0) {
+	if (code == POOL_CODE_LOST) {
+		snprintf(buf, len, "ended, its exit status lost with its "
+			 "fork server");
+	} else if (code < 0) {
 		abbrev = sigabbrev_np(-code);
 		snprintf(buf, len, "crashed with signal %d (SIG%s)", -code,
 			 abbrev ? abbrev : "?");
@@ -491,7 +494,11 @@ static void death_reason(struct pool_worker *w, int code, char *buf,
 {
 	const char *abbrev;
 
-	if (code < 0) {
+	if (code == POOL_CODE_LOST) {
+		snprintf(buf, len, "%s (pid %d) ended running this task, its "
+			 "exit status lost with its fork server", w->name,
+			 (int)w->pid);
+	} else if (code < 0) {
 		abbrev = sigabbrev_np(-code);
 		snprintf(buf, len, "%s (pid %d) was killed by signal %d (SIG%s) "
 			 "running this task", w->name, (int)w->pid, -code,
@@ -606,7 +613,7 @@ void pool_worker_died(struct mpq_pool *p, unsigned int slot)
 		mpq_process_join(w->proc, MPQ_FOREVER);
 	}
 	if (mpq_process_exitcode(w->proc, &code))
-		code = 0;
+		code = POOL_CODE_LOST;
 	if (!p->killed) {
 		pool_worker_drain(p, w);
 		/* Died before it was ready (READY, if sent, is read now). */

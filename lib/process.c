@@ -18,7 +18,10 @@
  * sleeps in ppoll() on the sentinel and takes the lock only to reap.
  *
  * The spawn start method (re-executing the program) is in spawn.c; both
- * methods share the launch steps here (mpq_launch_*).
+ * methods share the launch steps here (mpq_launch_*). The forkserver
+ * method is in forkserver.c: its children are the server's, not ours, so
+ * they are reaped by the server, which sends the exit status on a socket
+ * (fs_status) that this side reads instead of calling waitid(2).
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,12 +60,13 @@ static struct mpq_process mpq_main = {
 	.magic = MPQ_PROC_MAGIC,
 	.state = MPQ_PROC_STARTED,
 	.sentinel = -1,
+	.fs_status = -1,
 	.name = "MainProcess",
 	.identity = "",
 };
 /* Set only in a child libmpq started, while it is single-threaded. */
 static struct mpq_process *mpq_self = &mpq_main;
-static struct mpq_process mpq_parent = { .sentinel = -1 };
+static struct mpq_process mpq_parent = { .sentinel = -1, .fs_status = -1 };
 
 enum mpq_role {
 	MPQ_ROLE_CHILD,		/* a child of the caller */
@@ -176,6 +181,9 @@ static void mpq_children_unlink(struct mpq_process *p)
 /* Release what an object holds besides its memory. */
 static void mpq_proc_release(struct mpq_process *p)
 {
+	/* A fork server's child without a pidfd: one fd, both roles. */
+	if (p->fs_status == p->sentinel)
+		p->fs_status = -1;
 	if (p->sentinel >= 0)
 		close(p->sentinel);
 	p->sentinel = -1;
@@ -186,6 +194,9 @@ static void mpq_proc_release(struct mpq_process *p)
 	free(p->keep_fds);
 	p->keep_fds = NULL;
 	p->nkeep_fds = 0;
+	if (p->fs_status >= 0)
+		close(p->fs_status);
+	p->fs_status = -1;
 }
 
 static void mpq_proc_destroy(struct mpq_process *p)
@@ -203,6 +214,43 @@ static void mpq_proc_destroy(struct mpq_process *p)
  * thread reaps a child and the others see its state change once.
  * Returns 1 once p has ended, 0 while it runs.
  */
+static int mpq_wait_readable(int fd, int64_t deadline, int64_t slice_ns);
+
+/*
+ * A fork server's child: the server reaps it and sends the status (its
+ * exit code, or -signal) on fs_status. If the server ended first (EOF),
+ * the status is lost: the child has ended once its pidfd says so (without
+ * pidfds, once its pid is gone), with exitcode -ECHILD as for a child
+ * reaped behind our back.
+ */
+static int mpq_reap_forkserver_locked(struct mpq_process *p)
+{
+	int32_t status;
+	ssize_t n;
+
+	if (!p->fs_eof) {
+		do {
+			n = recv(p->fs_status, &status, sizeof(status),
+				 MSG_DONTWAIT);
+		} while (n < 0 && errno == EINTR);
+		if (n == (ssize_t)sizeof(status)) {
+			p->exitcode = status;
+			goto ended;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		p->fs_eof = 1;	/* EOF, or a message that is not one */
+	}
+	if (p->has_pidfd ? !mpq_wait_readable(p->sentinel, 0, 0) :
+	    kill(p->pid, 0) == 0 || errno != ESRCH)
+		return 0;
+	p->reap_err = -ECHILD;
+ended:
+	p->state = MPQ_PROC_ENDED;
+	mpq_children_unlink(p);
+	return 1;
+}
+
 static int mpq_reap_locked(struct mpq_process *p)
 {
 	siginfo_t si;
@@ -210,6 +258,8 @@ static int mpq_reap_locked(struct mpq_process *p)
 
 	if (p->state != MPQ_PROC_STARTED)
 		return 1;
+	if (p->start_method == MPQ_START_FORKSERVER)
+		return mpq_reap_forkserver_locked(p);
 	memset(&si, 0, sizeof(si));
 	ret = -1;
 	if (p->has_pidfd)
@@ -295,10 +345,16 @@ static int mpq_join_child(struct mpq_process *p, int64_t timeout_ns)
 		/*
 		 * A pidfd is readable exactly when the child has ended. A
 		 * pipe may stay open in the child's own children, and there
-		 * may be no fd at all: look again every slice.
+		 * may be no fd at all: look again every slice. A fork
+		 * server's child is done when its status arrives.
 		 */
-		mpq_wait_readable(p->sentinel, deadline,
-				  p->has_pidfd ? 0 : MPQ_POLL_SLICE_NS);
+		if (p->fs_status >= 0 && !p->fs_eof)
+			mpq_wait_readable(p->fs_status, deadline, 0);
+		else if (p->fs_status >= 0 && !p->has_pidfd)
+			mpq_wait_readable(-1, deadline, MPQ_POLL_SLICE_NS);
+		else
+			mpq_wait_readable(p->sentinel, deadline,
+					  p->has_pidfd ? 0 : MPQ_POLL_SLICE_NS);
 	}
 }
 
@@ -453,6 +509,7 @@ int mpq_proc_create(struct mpq_process **out, mpq_target_fn target,
 	p->owner = getpid();
 	p->sentinel = -1;
 	p->sentinel_err = -EINVAL;
+	p->fs_status = -1;
 	p->target = target;
 	if (arg_len) {
 		p->arg = malloc(arg_len);
@@ -502,7 +559,8 @@ MPQ_EXPORT int mpq_process_new(struct mpq_process **out, mpq_target_fn target,
 		method = MPQ_START_FORK;
 		break;
 	case MPQ_START_SPAWN:
-		method = MPQ_START_SPAWN;
+	case MPQ_START_FORKSERVER:
+		method = attr->start_method;
 		break;
 	default:
 		return -EINVAL;
@@ -646,6 +704,24 @@ void mpq_launch_parent(struct mpq_launch *l, struct mpq_process *p, pid_t pid)
 	mpq_proc_unlock();
 }
 
+void mpq_proc_started(struct mpq_process *p, pid_t pid, int pidfd,
+		      int status_fd)
+{
+	p->pid = pid;
+	p->fs_status = status_fd;
+	p->has_pidfd = pidfd >= 0;
+	/* Without a pidfd the status socket is what ends with the child. */
+	p->sentinel = pidfd >= 0 ? pidfd : status_fd;
+	p->sentinel_err = 0;
+	free(p->arg);
+	p->arg = NULL;
+	mpq_proc_lock();
+	p->state = MPQ_PROC_STARTED;
+	p->next = mpq_children;
+	mpq_children = p;
+	mpq_proc_unlock();
+}
+
 const char *mpq_proc_self_name(void)
 {
 	return mpq_self->name;
@@ -667,6 +743,7 @@ void mpq_proc_become(struct mpq_process *p, pid_t ppid, const char *pname,
 	if (mpq_parent.name != unknown)
 		free(mpq_parent.name);
 	memset(&mpq_parent, 0, sizeof(mpq_parent));
+	mpq_parent.fs_status = -1;
 	mpq_parent.magic = MPQ_PROC_MAGIC;
 	mpq_parent.state = MPQ_PROC_STARTED;
 	mpq_parent.pid = ppid;
@@ -748,7 +825,7 @@ MPQ_EXPORT int mpq_process_start(struct mpq_process *p)
 	 * start a new process before the current process has finished its
 	 * bootstrapping phase"), or each would do the same.
 	 */
-	if (getenv(MPQ_SPAWN_ENV))
+	if (getenv(MPQ_SPAWN_ENV) || getenv(MPQ_FORKSERVER_ENV))
 		return -EPROTO;
 	mpq_proc_lock();
 	mpq_cleanup_locked();
@@ -764,6 +841,8 @@ MPQ_EXPORT int mpq_process_start(struct mpq_process *p)
 		mpq_anchor_ensure(ret);
 	if (p->start_method == MPQ_START_SPAWN)
 		return mpq_spawn_start(p);
+	if (p->start_method == MPQ_START_FORKSERVER)
+		return mpq_forkserver_launch(p);
 	return mpq_fork_start(p);
 }
 

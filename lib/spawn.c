@@ -232,7 +232,7 @@ static int mpq_pread_full(int fd, void *buf, size_t len, off_t off)
 }
 
 /* Write the bootstrap for p into a new memfd; returns the fd or -errno. */
-static int mpq_boot_write(struct mpq_process *p, const char *target,
+int mpq_boot_write(struct mpq_process *p, const char *target,
 			  const struct mpq_launch *l)
 {
 	const char *pname = mpq_proc_self_name();
@@ -321,27 +321,26 @@ static __attribute__((noreturn)) void mpq_spawn_fail(const char *what,
 	_exit(MPQ_SPAWN_FAILED);
 }
 
-/* In the spawned child, from mpq_init(): become the process, run it. */
-static __attribute__((noreturn)) void mpq_spawn_child(const char *val)
+/*
+ * In a new child, from the bootstrap in fd: become the process, run it.
+ * With override, ppidfd (an fd of ours or -1) is the parent's pidfd, not
+ * the number the bootstrap names: a fork server's child got it by
+ * SCM_RIGHTS, at whatever number was free.
+ */
+__attribute__((noreturn)) void mpq_boot_run(int fd, int ppidfd, int override)
 {
 	char *data = NULL, *target, *name, *identity, *pname, *arg;
 	struct mpq_process *p;
 	struct mpq_target *t;
 	struct mpq_boot b;
-	char *end;
-	long fd;
 	int ret;
 
-	errno = 0;
-	fd = strtol(val, &end, 10);
-	if (errno || end == val || *end || fd < 0 || fd > INT_MAX)
-		mpq_spawn_fail("bad " MPQ_SPAWN_ENV, val);
-	unsetenv(MPQ_SPAWN_ENV);
-	mpq_anchor_adopt();
-	ret = mpq_boot_read((int)fd, &b, &data);
+	ret = mpq_boot_read(fd, &b, &data);
 	if (ret)
 		mpq_spawn_fail("cannot read the bootstrap", strerror(-ret));
-	close((int)fd);
+	close(fd);
+	if (override)
+		b.parent_pidfd = ppidfd;
 
 	target = strndup(data, b.target_len);
 	name = strndup(data + b.target_len, b.name_len);
@@ -376,6 +375,21 @@ static __attribute__((noreturn)) void mpq_spawn_child(const char *val)
 	mpq_proc_run(p);
 }
 
+/* In the spawned child, from mpq_init(). */
+static __attribute__((noreturn)) void mpq_spawn_child(const char *val)
+{
+	char *end;
+	long fd;
+
+	errno = 0;
+	fd = strtol(val, &end, 10);
+	if (errno || end == val || *end || fd < 0 || fd > INT_MAX)
+		mpq_spawn_fail("bad " MPQ_SPAWN_ENV, val);
+	unsetenv(MPQ_SPAWN_ENV);
+	mpq_anchor_adopt();
+	mpq_boot_run((int)fd, -1, 0);
+}
+
 MPQ_EXPORT int mpq_init(int *argc, char ***argv)
 {
 	const char *boot = getenv(MPQ_SPAWN_ENV);
@@ -384,6 +398,10 @@ MPQ_EXPORT int mpq_init(int *argc, char ***argv)
 	/* A spawned child runs its target whatever the arguments are. */
 	if (boot)
 		mpq_spawn_child(boot);
+	/* A fork server serves until its parent ends. */
+	boot = getenv(MPQ_FORKSERVER_ENV);
+	if (boot)
+		mpq_forkserver_main(boot);
 	if (!argc != !argv)
 		return -EINVAL;
 	if (!argc || !*argv || *argc < 0)
@@ -461,12 +479,13 @@ static size_t mpq_inherit_collect(int *fds)
 }
 
 /*
- * environ without any MPQ_SPAWN or MPQ_ANCHORS, plus ours and the
- * anchors' (anchor.c); the strings are not copied.
+ * environ without any MPQ_SPAWN, MPQ_FORKSERVER or MPQ_ANCHORS, plus ours
+ * and the anchors' (anchor.c) if any; the strings are not copied.
  */
-static char **mpq_spawn_envp(const char *ours, const char *anchors)
+char **mpq_spawn_envp(const char *ours, const char *anchors)
 {
 	size_t n = 0, k = 0, plen = strlen(MPQ_SPAWN_ENV "=");
+	size_t flen = strlen(MPQ_FORKSERVER_ENV "=");
 	char **envp, **e;
 
 	for (e = environ; e && *e; e++)
@@ -476,10 +495,12 @@ static char **mpq_spawn_envp(const char *ours, const char *anchors)
 		return NULL;
 	for (e = environ; e && *e; e++)
 		if (strncmp(*e, MPQ_SPAWN_ENV "=", plen) &&
+		    strncmp(*e, MPQ_FORKSERVER_ENV "=", flen) &&
 		    strncmp(*e, "MPQ_ANCHORS=", strlen("MPQ_ANCHORS=")))
 			envp[k++] = *e;
 	envp[k++] = (char *)ours;
-	envp[k++] = (char *)anchors;
+	if (anchors)
+		envp[k++] = (char *)anchors;
 	envp[k] = NULL;
 	return envp;
 }
@@ -546,6 +567,29 @@ static __attribute__((noreturn)) void mpq_spawn_exec(char **argv,
 	while (write(errfd, &err, sizeof(err)) < 0 && errno == EINTR)
 		;
 	_exit(MPQ_SPAWN_FAILED);
+}
+
+char **mpq_spawn_argv_locked(void)
+{
+	if (!mpq_argv)
+		mpq_argv = mpq_argv_from_proc();
+	return mpq_argv;
+}
+
+int mpq_spawn_fds(struct mpq_process *p, int **fds, size_t *nfds,
+		  size_t extra)
+{
+	mpq_proc_lock();
+	*fds = malloc((mpq_ninherits + p->nkeep_fds + extra) * sizeof(**fds));
+	*nfds = *fds ? mpq_inherit_collect(*fds) : 0;
+	mpq_proc_unlock();
+	if (!*fds)
+		return -ENOMEM;
+	if (p->nkeep_fds) {
+		memcpy(*fds + *nfds, p->keep_fds, p->nkeep_fds * sizeof(**fds));
+		*nfds += p->nkeep_fds;
+	}
+	return 0;
 }
 
 int mpq_spawn_start(struct mpq_process *p)

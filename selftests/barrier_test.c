@@ -317,6 +317,76 @@ TEST_F_TIMEOUT(storm, sigkill_storm_never_leaves_a_party_hanging, 600)
 	mpq_barrier_free(b);
 }
 
+/*
+ * Python's Barrier(parties, action, timeout): the timeout given at
+ * creation is what wait() uses when it is given none
+ * (MPQ_BARRIER_DEFAULT_TIMEOUT), and it travels with the barrier to the
+ * processes that import it, as Python pickles it with the barrier.
+ */
+TEST(wait_without_a_timeout_uses_the_one_given_at_creation)
+{
+	struct mpq_barrier *b;
+	int64_t t0, took;
+
+	ASSERT_EQ(0, mpq_barrier_new_timeout(&b, 2, NULL, NULL,
+					     50 * NSEC_PER_MSEC, NULL));
+	t0 = now_ns();
+	ASSERT_EQ(-ETIMEDOUT,
+		  mpq_barrier_wait(b, MPQ_BARRIER_DEFAULT_TIMEOUT));
+	took = now_ns() - t0;
+	EXPECT_LE(50 * NSEC_PER_MSEC, took);
+	/* As in Python: the timeout broke it. */
+	EXPECT_EQ(1, mpq_barrier_broken(b));
+	/* A timeout given to wait() is that wait's own. */
+	ASSERT_EQ(0, mpq_barrier_reset(b));
+	t0 = now_ns();
+	ASSERT_EQ(-ETIMEDOUT, mpq_barrier_wait(b, 0));
+	EXPECT_GT(50 * NSEC_PER_MSEC, now_ns() - t0);
+	mpq_barrier_free(b);
+}
+
+TEST(a_barrier_without_a_default_timeout_waits_for_ever_by_default)
+{
+	struct mpq_barrier *b;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_barrier_new(&b, 2, NULL, NULL, NULL));
+	pid = fork();
+	if (pid == 0) {
+		sleep_ms(200);
+		_exit(mpq_barrier_wait(b, 20 * NSEC_PER_SEC) < 0);
+	}
+	/* Longer than the other party takes: no default, no timeout. */
+	EXPECT_LE(0, mpq_barrier_wait(b, MPQ_BARRIER_DEFAULT_TIMEOUT));
+	ASSERT_EQ(0, wait_child(pid, 30000));
+	mpq_barrier_free(b);
+	ASSERT_EQ(0, mpq_barrier_new_timeout(&b, 2, NULL, NULL,
+					     MPQ_FOREVER, NULL));
+	pid = fork();
+	if (pid == 0) {
+		sleep_ms(200);
+		_exit(mpq_barrier_wait(b, 20 * NSEC_PER_SEC) < 0);
+	}
+	EXPECT_LE(0, mpq_barrier_wait(b, MPQ_BARRIER_DEFAULT_TIMEOUT));
+	ASSERT_EQ(0, wait_child(pid, 30000));
+	mpq_barrier_free(b);
+}
+
+TEST(the_default_timeout_travels_with_an_imported_barrier)
+{
+	char handle[MPQ_HANDLE_MAX];
+	struct mpq_barrier *b, *b2;
+
+	ASSERT_EQ(0, mpq_barrier_new_timeout(&b, 2, NULL, NULL,
+					     30 * NSEC_PER_MSEC, NULL));
+	ASSERT_LT(0, mpq_barrier_export(b, handle, sizeof(handle)));
+	ASSERT_EQ(0, mpq_barrier_import(&b2, handle, NULL, NULL));
+	ASSERT_EQ(-ETIMEDOUT,
+		  mpq_barrier_wait(b2, MPQ_BARRIER_DEFAULT_TIMEOUT));
+	mpq_barrier_free(b2);
+	mpq_barrier_free(b);
+}
+
 TEST(bad_arguments_are_einval_not_a_crash)
 {
 	struct mpq_barrier *b;
@@ -324,6 +394,10 @@ TEST(bad_arguments_are_einval_not_a_crash)
 	ASSERT_EQ(-EINVAL, mpq_barrier_new(&b, 0, NULL, NULL, NULL));
 	ASSERT_EQ(-EINVAL, mpq_barrier_new(&b, 40000, NULL, NULL, NULL));
 	ASSERT_EQ(-EINVAL, mpq_barrier_new(NULL, 2, NULL, NULL, NULL));
+	ASSERT_EQ(-EINVAL, mpq_barrier_new_timeout(&b, 2, NULL, NULL, -5,
+						   NULL));
+	ASSERT_EQ(-EINVAL, mpq_barrier_new_timeout(&b, 0, NULL, NULL, 0,
+						   NULL));
 	ASSERT_EQ(-EINVAL, mpq_barrier_wait(NULL, 0));
 	ASSERT_EQ(-EINVAL, mpq_barrier_abort(NULL));
 	ASSERT_EQ(-EINVAL, mpq_barrier_reset(NULL));

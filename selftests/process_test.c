@@ -145,6 +145,9 @@ FIXTURE_VARIANT_ADD(method, fork) {
 FIXTURE_VARIANT_ADD(method, spawn) {
 	.start_method = MPQ_START_SPAWN,
 };
+FIXTURE_VARIANT_ADD(method, forkserver) {
+	.start_method = MPQ_START_FORKSERVER,
+};
 
 TEST_F(method, exitcode_is_the_targets_return_value)
 {
@@ -197,10 +200,12 @@ static int check_self_and_parent(const void *arg, size_t len)
 {
 	struct mpq_process *me = mpq_current_process();
 	struct mpq_process *parent = mpq_parent_process();
-	int bad = 0;
+	int bad = 0, ppid = 0;
 
-	if (strlen("worker-7") != len || memcmp(arg, "worker-7", len))
+	if (len != 8 + sizeof(ppid) || memcmp(arg, "worker-7", 8))
 		bad |= 1;
+	else
+		memcpy(&ppid, (const char *)arg + 8, sizeof(ppid));
 	if (strcmp(mpq_process_name(me), "worker-7"))
 		bad |= 2;
 	if (mpq_process_pid(me) != getpid() || mpq_process_is_alive(me) != 1)
@@ -209,7 +214,8 @@ static int check_self_and_parent(const void *arg, size_t len)
 		bad |= 8;
 	if (!parent || strcmp(mpq_process_name(parent), "MainProcess"))
 		return bad | 16;
-	if (mpq_process_pid(parent) != getppid())
+	/* The starter, also for a fork server's child (getppid: the server). */
+	if (mpq_process_pid(parent) != ppid)
 		bad |= 32;
 	if (mpq_process_is_alive(parent) != 1 ||
 	    mpq_process_join(parent, 0) != -EAGAIN)
@@ -225,10 +231,13 @@ TEST_F(method, a_child_knows_its_name_daemon_flag_and_parent)
 		.daemon = 1,
 		.start_method = variant->start_method,
 	};
+	char arg[8 + sizeof(int)] = "worker-7";
 	struct mpq_process *p;
+	int me = getpid();
 
-	ASSERT_EQ(0, mpq_process_new(&p, check_self_and_parent, "worker-7", 8,
-				     &attr));
+	memcpy(arg + 8, &me, sizeof(me));
+	ASSERT_EQ(0, mpq_process_new(&p, check_self_and_parent, arg,
+				     sizeof(arg), &attr));
 	ASSERT_EQ(0, mpq_process_start(p));
 	EXPECT_EQ(0, join_exitcode(p));
 	EXPECT_STREQ("worker-7", mpq_process_name(p));
@@ -1003,7 +1012,7 @@ TEST(bad_arguments_are_einval_not_crashes)
 	attr.daemon = 2;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
 	memset(&attr, 0, sizeof(attr));
-	attr.start_method = 3;
+	attr.start_method = 4;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
 	attr.start_method = -1;
 	EXPECT_EQ(-EINVAL, mpq_process_new(&p, nop_target, NULL, 0, &attr));
