@@ -510,6 +510,64 @@ int mpq__mgr_name_ok(const char *name)
 	return name && name[0] && strlen(name) <= 200;
 }
 
+void *mpq__mgr_obj_new(struct mpq_manager *m, char type, const char *name,
+		       const char *const *sfx, unsigned int nkeys,
+		       size_t size, int *err)
+{
+	struct mgr_obj *o;
+	unsigned int i;
+
+	*err = -EINVAL;
+	if (!m || !mpq__mgr_name_ok(name) || !nkeys || nkeys > MGR_MAX_KEYS ||
+	    size < sizeof(*o))
+		return NULL;
+	*err = -ENOMEM;
+	o = calloc(1, size);
+	if (!o)
+		return NULL;
+	o->m = m;
+	o->nkeys = nkeys;
+	for (i = 0; i < nkeys; i++) {
+		o->keys[i] = mpq__mgr_key(m, type, name, sfx ? sfx[i] : NULL);
+		if (!o->keys[i]) {
+			mpq__mgr_obj_free(o);
+			return NULL;
+		}
+	}
+	*err = 0;
+	return o;
+}
+
+void mpq__mgr_obj_free(void *obj)
+{
+	struct mgr_obj *o = obj;
+	unsigned int i;
+
+	if (!o)
+		return;
+	for (i = 0; i < o->nkeys; i++)
+		free(o->keys[i]);
+	free(o);
+}
+
+int mpq__mgr_copy_out(const redisReply *r, void *buf, size_t *len)
+{
+	if (!len)
+		return -EINVAL;
+	if (r->type == REDIS_REPLY_NIL)
+		return -ENOENT;
+	if (r->type != REDIS_REPLY_STRING)
+		return -EPROTO;
+	if (r->len > *len) {
+		*len = r->len;
+		return -EMSGSIZE;
+	}
+	if (r->len)
+		memcpy(buf, r->str, r->len);
+	*len = r->len;
+	return 0;
+}
+
 static int ns_ok(const char *ns)
 {
 	size_t i, n = strlen(ns);

@@ -12,56 +12,26 @@
 #include "manager/manager.h"
 
 struct mpq_manager_dict {
-	struct mpq_manager *m;
-	char *key;
+	struct mgr_obj o;	/* keys[0]: the hash */
 };
-
-/* Copy a bulk reply out; -ENOENT for nil. Shared with list.c. */
-int mpq__mgr_copy_out(const redisReply *r, void *buf, size_t *len);
-int mpq__mgr_copy_out(const redisReply *r, void *buf, size_t *len)
-{
-	if (!len)
-		return -EINVAL;
-	if (r->type == REDIS_REPLY_NIL)
-		return -ENOENT;
-	if (r->type != REDIS_REPLY_STRING)
-		return -EPROTO;
-	if (r->len > *len) {
-		*len = r->len;
-		return -EMSGSIZE;
-	}
-	if (r->len)
-		memcpy(buf, r->str, r->len);
-	*len = r->len;
-	return 0;
-}
 
 MPQ_NET_EXPORT int mpq_manager_dict(struct mpq_manager *m, const char *name,
 				    struct mpq_manager_dict **out)
 {
 	struct mpq_manager_dict *d;
+	int err;
 
-	if (!m || !out || !mpq__mgr_name_ok(name))
+	if (!out)
 		return -EINVAL;
-	d = calloc(1, sizeof(*d));
-	if (!d)
-		return -ENOMEM;
-	d->m = m;
-	d->key = mpq__mgr_key(m, 'd', name, NULL);
-	if (!d->key) {
-		free(d);
-		return -ENOMEM;
-	}
-	*out = d;
-	return 0;
+	d = mpq__mgr_obj_new(m, 'd', name, NULL, 1, sizeof(*d), &err);
+	if (d)
+		*out = d;
+	return err;
 }
 
 MPQ_NET_EXPORT void mpq_manager_dict_free(struct mpq_manager_dict *d)
 {
-	if (!d)
-		return;
-	free(d->key);
-	free(d);
+	mpq__mgr_obj_free(d);
 }
 
 /* HGET-like: argv[1] is the hash; one more key/arg in argv[2..]. */
@@ -76,14 +46,14 @@ static int cmd(struct mpq_manager_dict *d, redisReply **r, const char *verb,
 	if (!d || (!k && klen))
 		return -EINVAL;
 	argv[0] = verb;
-	argv[1] = d->key;
+	argv[1] = d->o.keys[0];
 	argv[2] = k ? k : "";
 	argv[3] = v;
 	lens[0] = strlen(verb);
-	lens[1] = strlen(d->key);
+	lens[1] = strlen(d->o.keys[0]);
 	lens[2] = klen;
 	lens[3] = vlen;
-	return mpq__mgr_command(d->m, r, argc, argv, lens, 0);
+	return mpq__mgr_command(d->o.m, r, argc, argv, lens, 0);
 }
 
 MPQ_NET_EXPORT int mpq_manager_dict_get(struct mpq_manager_dict *d,
@@ -201,8 +171,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_setdefault(struct mpq_manager_dict *d,
 
 	if (!d || (!key && klen) || (!dflt && dlen))
 		return -EINVAL;
-	keys[0] = d->key;
-	err = mpq__mgr_eval(d->m, &setdefault_lua, &r, 1, keys, 2, args, alens);
+	keys[0] = d->o.keys[0];
+	err = mpq__mgr_eval(d->o.m, &setdefault_lua, &r, 1, keys, 2, args, alens);
 	if (err)
 		return err;
 	err = mpq__mgr_copy_out(r, buf, len);
@@ -221,8 +191,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_pop(struct mpq_manager_dict *d,
 
 	if (!d || (!key && klen))
 		return -EINVAL;
-	keys[0] = d->key;
-	err = mpq__mgr_eval(d->m, &pop_lua, &r, 1, keys, 1, args, alens);
+	keys[0] = d->o.keys[0];
+	err = mpq__mgr_eval(d->o.m, &pop_lua, &r, 1, keys, 1, args, alens);
 	if (err)
 		return err;
 	err = mpq__mgr_copy_out(r, buf, len);
@@ -245,8 +215,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_cas(struct mpq_manager_dict *d,
 
 	if (!d || (!key && klen) || (!val && vlen))
 		return -EINVAL;
-	keys[0] = d->key;
-	err = mpq__mgr_eval(d->m, &cas_lua, &r, 1, keys, 4, args, alens);
+	keys[0] = d->o.keys[0];
+	err = mpq__mgr_eval(d->o.m, &cas_lua, &r, 1, keys, 4, args, alens);
 	if (err)
 		return err;
 	err = mpq__mgr_reply_int(r, &n);
@@ -275,8 +245,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_update(struct mpq_manager_dict *d,
 	}
 	argv[0] = "HSET";
 	lens[0] = 4;
-	argv[1] = d->key;
-	lens[1] = strlen(d->key);
+	argv[1] = d->o.keys[0];
+	lens[1] = strlen(d->o.keys[0]);
 	/* One command per 512 pairs: one round trip each, and no reply or
 	 * request so big that it blocks the server for long. */
 	while (done < n) {
@@ -289,7 +259,7 @@ MPQ_NET_EXPORT int mpq_manager_dict_update(struct mpq_manager_dict *d,
 				vals[done + i].iov_base : "";
 			lens[3 + 2 * i] = vals[done + i].iov_len;
 		}
-		err = mpq__mgr_command(d->m, &r, 2 + 2 * chunk, argv, lens, 0);
+		err = mpq__mgr_command(d->o.m, &r, 2 + 2 * chunk, argv, lens, 0);
 		if (err)
 			break;
 		freeReplyObject(r);
@@ -317,12 +287,12 @@ MPQ_NET_EXPORT int mpq_manager_dict_foreach(struct mpq_manager_dict *d,
 		return -EINVAL;
 	snprintf(count, sizeof(count), "%u", batch ? batch : 100);
 	argv[0] = "HSCAN";
-	argv[1] = d->key;
+	argv[1] = d->o.keys[0];
 	argv[3] = "COUNT";
 	argv[4] = count;
 	do {
 		argv[2] = cursor;
-		err = mpq__mgr_command(d->m, &r, 5, argv, NULL, 0);
+		err = mpq__mgr_command(d->o.m, &r, 5, argv, NULL, 0);
 		if (err)
 			return err;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||

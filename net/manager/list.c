@@ -11,39 +11,27 @@
 
 #include "manager/manager.h"
 
-int mpq__mgr_copy_out(const redisReply *r, void *buf, size_t *len);
-
 struct mpq_manager_list {
-	struct mpq_manager *m;
-	char *key;
+	struct mgr_obj o;	/* keys[0]: the list */
 };
 
 MPQ_NET_EXPORT int mpq_manager_list(struct mpq_manager *m, const char *name,
 				    struct mpq_manager_list **out)
 {
 	struct mpq_manager_list *l;
+	int err;
 
-	if (!m || !out || !mpq__mgr_name_ok(name))
+	if (!out)
 		return -EINVAL;
-	l = calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	l->m = m;
-	l->key = mpq__mgr_key(m, 'l', name, NULL);
-	if (!l->key) {
-		free(l);
-		return -ENOMEM;
-	}
-	*out = l;
-	return 0;
+	l = mpq__mgr_obj_new(m, 'l', name, NULL, 1, sizeof(*l), &err);
+	if (l)
+		*out = l;
+	return err;
 }
 
 MPQ_NET_EXPORT void mpq_manager_list_free(struct mpq_manager_list *l)
 {
-	if (!l)
-		return;
-	free(l->key);
-	free(l);
+	mpq__mgr_obj_free(l);
 }
 
 MPQ_NET_EXPORT int mpq_manager_list_extend(struct mpq_manager_list *l,
@@ -66,8 +54,8 @@ MPQ_NET_EXPORT int mpq_manager_list_extend(struct mpq_manager_list *l,
 	}
 	argv[0] = "RPUSH";
 	lens[0] = 5;
-	argv[1] = l->key;
-	lens[1] = strlen(l->key);
+	argv[1] = l->o.keys[0];
+	lens[1] = strlen(l->o.keys[0]);
 	while (done < n) {
 		chunk = n - done < 512 ? n - done : 512;
 		for (i = 0; i < chunk; i++) {
@@ -75,7 +63,7 @@ MPQ_NET_EXPORT int mpq_manager_list_extend(struct mpq_manager_list *l,
 				vals[done + i].iov_base : "";
 			lens[2 + i] = vals[done + i].iov_len;
 		}
-		err = mpq__mgr_command(l->m, &r, 2 + chunk, argv, lens, 0);
+		err = mpq__mgr_command(l->o.m, &r, 2 + chunk, argv, lens, 0);
 		if (err)
 			break;
 		freeReplyObject(r);
@@ -107,8 +95,8 @@ MPQ_NET_EXPORT int64_t mpq_manager_list_len(struct mpq_manager_list *l)
 	if (!l)
 		return -EINVAL;
 	argv[0] = "LLEN";
-	argv[1] = l->key;
-	err = mpq__mgr_command(l->m, &r, 2, argv, NULL, 0);
+	argv[1] = l->o.keys[0];
+	err = mpq__mgr_command(l->o.m, &r, 2, argv, NULL, 0);
 	if (err)
 		return err;
 	err = mpq__mgr_reply_int(r, &n);
@@ -128,9 +116,9 @@ MPQ_NET_EXPORT int mpq_manager_list_get(struct mpq_manager_list *l,
 		return -EINVAL;
 	snprintf(idx, sizeof(idx), "%lld", (long long)index);
 	argv[0] = "LINDEX";
-	argv[1] = l->key;
+	argv[1] = l->o.keys[0];
 	argv[2] = idx;
-	err = mpq__mgr_command(l->m, &r, 3, argv, NULL, 0);
+	err = mpq__mgr_command(l->o.m, &r, 3, argv, NULL, 0);
 	if (err)
 		return err;
 	err = mpq__mgr_copy_out(r, buf, len);
@@ -152,14 +140,14 @@ MPQ_NET_EXPORT int mpq_manager_list_set(struct mpq_manager_list *l,
 		return -EINVAL;
 	snprintf(idx, sizeof(idx), "%lld", (long long)index);
 	argv[0] = "LSET";
-	argv[1] = l->key;
+	argv[1] = l->o.keys[0];
 	argv[2] = idx;
 	argv[3] = val ? val : "";
 	lens[0] = 4;
-	lens[1] = strlen(l->key);
+	lens[1] = strlen(l->o.keys[0]);
 	lens[2] = strlen(idx);
 	lens[3] = len;
-	err = mpq__mgr_command(l->m, &r, 4, argv, lens, 0);
+	err = mpq__mgr_command(l->o.m, &r, 4, argv, lens, 0);
 	if (err)
 		/* LSET on a missing key says "no such key". */
 		return err == -EREMOTEIO ? -ERANGE : err;
@@ -190,9 +178,9 @@ MPQ_NET_EXPORT int mpq_manager_list_pop(struct mpq_manager_list *l,
 	if (!l)
 		return -EINVAL;
 	snprintf(idx, sizeof(idx), "%lld", (long long)index);
-	keys[0] = l->key;
+	keys[0] = l->o.keys[0];
 	args[0] = idx;
-	err = mpq__mgr_eval(l->m, &pop_lua, &r, 1, keys, 1, args, NULL);
+	err = mpq__mgr_eval(l->o.m, &pop_lua, &r, 1, keys, 1, args, NULL);
 	if (err)
 		return err;
 	err = mpq__mgr_copy_out(r, buf, len);
@@ -220,7 +208,7 @@ MPQ_NET_EXPORT int mpq_manager_list_slice(struct mpq_manager_list *l,
 	from = start < 0 ? (start + n < 0 ? 0 : start + n) : start;
 	to = stop < 0 ? stop + n : (stop > n ? n : stop);
 	argv[0] = "LRANGE";
-	argv[1] = l->key;
+	argv[1] = l->o.keys[0];
 	/* 256 items per reply, so a long list is not one huge reply. */
 	for (at = from; at < to; at += 256) {
 		int64_t last = at + 255 < to - 1 ? at + 255 : to - 1;
@@ -229,7 +217,7 @@ MPQ_NET_EXPORT int mpq_manager_list_slice(struct mpq_manager_list *l,
 		snprintf(b, sizeof(b), "%lld", (long long)last);
 		argv[2] = a;
 		argv[3] = b;
-		err = mpq__mgr_command(l->m, &r, 4, argv, NULL, 0);
+		err = mpq__mgr_command(l->o.m, &r, 4, argv, NULL, 0);
 		if (err)
 			return err;
 		if (r->type != REDIS_REPLY_ARRAY) {

@@ -6,7 +6,8 @@
  *              supervised child (pidfd), its config, its authkey;
  *   conn.c     mpq_manager_connect, the connection of this process (made
  *              again after fork), one command with bounded time and every
- *              failure mapped to one errno, Lua scripts by SHA;
+ *              failure mapped to one errno, Lua scripts by SHA; and what
+ *              the objects share: keys, handles (struct mgr_obj), replies;
  *   dict.c, list.c, queue.c, lock.c, sem.c   the objects, each a few keys under
  *              "mpq:<namespace>:<type>:<name>" and Lua for every compound
  *              step, so a step is atomic on the server whatever dies.
@@ -78,6 +79,34 @@ char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
 const char *mpq__mgr_owner(struct mpq_manager *m);
 int mpq__mgr_reply_int(const redisReply *r, long long *v);
 int mpq__mgr_name_ok(const char *name);
+/* Copy a bulk reply out to buf (*len: its size, then the length);
+ * -ENOENT for nil, -EMSGSIZE (and the length needed) when too small. */
+int mpq__mgr_copy_out(const redisReply *r, void *buf, size_t *len);
+
+#define MGR_MAX_KEYS	4
+
+/*
+ * The first member of a dict, list, lock or semaphore handle: its manager
+ * and its keys, so that opening and freeing one is written once
+ * (conn.c) for them all.
+ */
+struct mgr_obj {
+	struct mpq_manager *m;
+	unsigned int nkeys;
+	char *keys[MGR_MAX_KEYS];
+};
+
+/*
+ * A zeroed handle of size bytes (a struct whose first member is a struct
+ * mgr_obj) with nkeys keys "mpq:<ns>:<type>:<name><sfx[i]>" (sfx NULL: one
+ * key, no suffix). NULL with *err -EINVAL (no manager, a bad name) or
+ * -ENOMEM; else *err is 0.
+ */
+void *mpq__mgr_obj_new(struct mpq_manager *m, char type, const char *name,
+		       const char *const *sfx, unsigned int nkeys,
+		       size_t size, int *err);
+/* Frees a handle from mpq__mgr_obj_new and its keys; NULL is fine. */
+void mpq__mgr_obj_free(void *obj);
 int mpq__mgr_conn_open(struct mpq_manager *m);
 void mpq__mgr_conn_drop(struct mpq_manager *m);
 
