@@ -444,6 +444,20 @@ int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
 				   args, alens);
 }
 
+int mpq__mgr_eval_int(struct mpq_manager *m, struct mgr_script *s,
+		      long long *v, int nkeys, const char **keys, int nargs,
+		      const char **args, const size_t *alens)
+{
+	redisReply *r;
+	int err = mpq__mgr_eval(m, s, &r, nkeys, keys, nargs, args, alens);
+
+	if (err)
+		return err;
+	err = mpq__mgr_reply_int(r, v);
+	freeReplyObject(r);
+	return err;
+}
+
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
 {
 	const char *argv[3];

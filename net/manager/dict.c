@@ -172,7 +172,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_setdefault(struct mpq_manager_dict *d,
 	if (!d || (!key && klen) || (!dflt && dlen))
 		return -EINVAL;
 	keys[0] = d->o.keys[0];
-	err = mpq__mgr_eval(d->o.m, &setdefault_lua, &r, 1, keys, 2, args, alens);
+	err = mpq__mgr_eval(d->o.m, &setdefault_lua, &r, 1, keys, 2, args,
+			    alens);
 	if (err)
 		return err;
 	err = mpq__mgr_copy_out(r, buf, len);
@@ -209,18 +210,13 @@ MPQ_NET_EXPORT int mpq_manager_dict_cas(struct mpq_manager_dict *d,
 		key, expected ? "1" : "0", expected ? expected : "",
 		val ? val : "" };
 	size_t alens[4] = { klen, 1, expected ? elen : 0, vlen };
-	redisReply *r;
 	long long n;
 	int err;
 
 	if (!d || (!key && klen) || (!val && vlen))
 		return -EINVAL;
 	keys[0] = d->o.keys[0];
-	err = mpq__mgr_eval(d->o.m, &cas_lua, &r, 1, keys, 4, args, alens);
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &n);
-	freeReplyObject(r);
+	err = mpq__mgr_eval_int(d->o.m, &cas_lua, &n, 1, keys, 4, args, alens);
 	return err ? err : n == 1;
 }
 
@@ -259,7 +255,8 @@ MPQ_NET_EXPORT int mpq_manager_dict_update(struct mpq_manager_dict *d,
 				vals[done + i].iov_base : "";
 			lens[3 + 2 * i] = vals[done + i].iov_len;
 		}
-		err = mpq__mgr_command(d->o.m, &r, 2 + 2 * chunk, argv, lens, 0);
+		err = mpq__mgr_command(d->o.m, &r, 2 + 2 * chunk, argv, lens,
+				       0);
 		if (err)
 			break;
 		freeReplyObject(r);

@@ -24,8 +24,7 @@
 #include "manager/manager.h"
 
 struct mpq_manager_lock {
-	struct mpq_manager *m;
-	char *keys[3];
+	struct mgr_obj o;	/* keys: :h, :fence, :w */
 	char lease_ms[24];
 	int recursive;
 	pid_t holder_pid;	/* the process that holds it via this handle */
@@ -82,13 +81,13 @@ static struct mgr_script consistent_lua = { .src = L_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_lock_free(struct mpq_manager_lock *l)
 {
-	int i;
+	mpq__mgr_obj_free(l);
+}
 
-	if (!l)
-		return;
-	for (i = 0; i < 3; i++)
-		free(l->keys[i]);
-	free(l);
+void mpq__mgr_lease_ms(char buf[24], int64_t lease_ns)
+{
+	snprintf(buf, 24, "%lld",
+		 (long long)(lease_ns ? (lease_ns + 999999) / 1000000 : 30000));
 }
 
 MPQ_NET_EXPORT int mpq_manager_lock(struct mpq_manager *m, const char *name,
@@ -97,25 +96,15 @@ MPQ_NET_EXPORT int mpq_manager_lock(struct mpq_manager *m, const char *name,
 {
 	static const char *const sfx[3] = { ":h", ":fence", ":w" };
 	struct mpq_manager_lock *l;
-	int i;
+	int err;
 
-	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0)
+	if (!out || lease_ns < 0)
 		return -EINVAL;
-	l = calloc(1, sizeof(*l));
+	l = mpq__mgr_obj_new(m, 'k', name, sfx, 3, sizeof(*l), &err);
 	if (!l)
-		return -ENOMEM;
-	l->m = m;
+		return err;
 	l->recursive = !!recursive;
-	for (i = 0; i < 3; i++) {
-		l->keys[i] = mpq__mgr_key(m, 'k', name, sfx[i]);
-		if (!l->keys[i]) {
-			mpq_manager_lock_free(l);
-			return -ENOMEM;
-		}
-	}
-	snprintf(l->lease_ms, sizeof(l->lease_ms), "%lld",
-		 (long long)(lease_ns ? (lease_ns + 999999) / 1000000 :
-			     30000));
+	mpq__mgr_lease_ms(l->lease_ms, lease_ns);
 	*out = l;
 	return 0;
 }
@@ -131,27 +120,20 @@ static int holding(struct mpq_manager_lock *l)
 	return l->depth > 0;
 }
 
-MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
-					    int64_t timeout_ns)
+int mpq__mgr_acquire(struct mgr_obj *o, struct mgr_script *s,
+		      const char **args, int64_t timeout_ns, uint64_t *token)
 {
 	int64_t deadline, left, wait_ns = 0;
-	const char *args[3], *wait_key = NULL;
+	const char *wait_key = NULL;
 	redisReply *r;
 	int err;
 
-	if (!l)
-		return -EINVAL;
-	holding(l);
 	deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	args[0] = mpq__mgr_owner(l->m);
-	args[1] = l->lease_ms;
-	args[2] = l->recursive ? "1" : "0";
 	for (;;) {
 		/* After a wait, the BLPOP and the next try go together. */
-		err = mpq__mgr_eval_after(l->m, wait_key, wait_ns,
-					  &acquire_lua, &r, 3,
-					  (const char **)l->keys, 3, args,
-					  NULL);
+		err = mpq__mgr_eval_after(o->m, wait_key, wait_ns, s, &r,
+					  o->nkeys, (const char **)o->keys, 3,
+					  args, NULL);
 		if (err)
 			return err;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
@@ -165,9 +147,7 @@ MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
 		if (r->element[0]->integer == 1) {
 			int died = r->element[2]->integer != 0;
 
-			l->token = r->element[1]->integer;
-			l->holder_pid = getpid();
-			l->depth++;
+			*token = r->element[1]->integer;
 			freeReplyObject(r);
 			return died ? -EOWNERDEAD : 0;
 		}
@@ -182,46 +162,73 @@ MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
 		/* Until a release wakes us, or the holder's lease ends. */
 		if (wait_ns <= 0 || wait_ns > left)
 			wait_ns = left;
-		wait_key = l->keys[2];
+		wait_key = o->keys[o->nkeys - 1];
 	}
 }
 
-static int hold_script(struct mpq_manager_lock *l, struct mgr_script *s,
-		       long long *v)
+MPQ_NET_EXPORT int mpq_manager_lock_acquire(struct mpq_manager_lock *l,
+					    int64_t timeout_ns)
 {
-	char tok[24];
-	const char *args[3] = { mpq__mgr_owner(l->m), tok, l->lease_ms };
-	redisReply *r;
+	const char *args[3];
+	uint64_t token;
 	int err;
 
-	snprintf(tok, sizeof(tok), "%llu", (unsigned long long)l->token);
-	err = mpq__mgr_eval(l->m, s, &r, 3, (const char **)l->keys, 3, args,
-			NULL);
-	if (err)
+	if (!l)
+		return -EINVAL;
+	holding(l);
+	args[0] = mpq__mgr_owner(l->o.m);
+	args[1] = l->lease_ms;
+	args[2] = l->recursive ? "1" : "0";
+	err = mpq__mgr_acquire(&l->o, &acquire_lua, args, timeout_ns, &token);
+	if (err && err != -EOWNERDEAD)
 		return err;
-	err = mpq__mgr_reply_int(r, v);
-	freeReplyObject(r);
+	l->token = token;
+	l->holder_pid = getpid();
+	l->depth++;
 	return err;
 }
 
-MPQ_NET_EXPORT int mpq_manager_lock_release(struct mpq_manager_lock *l)
+int mpq__mgr_hold_script(struct mgr_obj *o, struct mgr_script *s,
+			 uint64_t token, const char *lease_ms, long long *v)
 {
-	long long v;
+	char tok[24];
+	const char *args[3] = { mpq__mgr_owner(o->m), tok, lease_ms };
+
+	snprintf(tok, sizeof(tok), "%llu", (unsigned long long)token);
+	return mpq__mgr_eval_int(o->m, s, v, o->nkeys, (const char **)o->keys,
+				 3, args, NULL);
+}
+
+/* Run s on this handle's hold: -EPERM when it holds none, -ESTALE when
+ * the server says the hold is gone (the lease ran out). */
+static int hold_step(struct mpq_manager_lock *l, struct mgr_script *s,
+		     long long *v)
+{
 	int err;
 
 	if (!l)
 		return -EINVAL;
 	if (!holding(l))
 		return -EPERM;
-	err = hold_script(l, &release_lua, &v);
+	err = mpq__mgr_hold_script(&l->o, s, l->token, l->lease_ms, v);
 	if (err)
 		return err;
-	if (v < 0) {
+	return *v < 0 ? -ESTALE : 0;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_release(struct mpq_manager_lock *l)
+{
+	long long v;
+	int err = hold_step(l, &release_lua, &v);
+
+	if (err == -ESTALE) {
 		/* The lease ran out and someone else holds it now. */
 		l->depth = 0;
 		l->token = 0;
-		return -ESTALE;
+		return err;
 	}
+	if (err)
+		return err;
 	if (--l->depth == 0)
 		l->token = 0;
 	return 0;
@@ -230,31 +237,15 @@ MPQ_NET_EXPORT int mpq_manager_lock_release(struct mpq_manager_lock *l)
 MPQ_NET_EXPORT int mpq_manager_lock_renew(struct mpq_manager_lock *l)
 {
 	long long v;
-	int err;
 
-	if (!l)
-		return -EINVAL;
-	if (!holding(l))
-		return -EPERM;
-	err = hold_script(l, &renew_lua, &v);
-	if (err)
-		return err;
-	return v < 0 ? -ESTALE : 0;
+	return hold_step(l, &renew_lua, &v);
 }
 
 MPQ_NET_EXPORT int mpq_manager_lock_consistent(struct mpq_manager_lock *l)
 {
 	long long v;
-	int err;
 
-	if (!l)
-		return -EINVAL;
-	if (!holding(l))
-		return -EPERM;
-	err = hold_script(l, &consistent_lua, &v);
-	if (err)
-		return err;
-	return v < 0 ? -ESTALE : 0;
+	return hold_step(l, &consistent_lua, &v);
 }
 
 MPQ_NET_EXPORT uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l)

@@ -107,6 +107,28 @@ void *mpq__mgr_obj_new(struct mpq_manager *m, char type, const char *name,
 		       size_t size, int *err);
 /* Frees a handle from mpq__mgr_obj_new and its keys; NULL is fine. */
 void mpq__mgr_obj_free(void *obj);
+/* mpq__mgr_eval of a script that answers an integer, put in *v. */
+int mpq__mgr_eval_int(struct mpq_manager *m, struct mgr_script *s,
+		      long long *v, int nkeys, const char **keys, int nargs,
+		      const char **args, const size_t *alens);
+
+/*
+ * What Lock and Semaphore share (lock.c): leases and the acquire loop.
+ * lease_ms: lease_ns in ms, rounded up; 0 means 30 s.
+ */
+void mpq__mgr_lease_ms(char buf[24], int64_t lease_ns);
+/*
+ * Run s (ARGV: args[0..2]; answers {1, token, died} when taken, {0, ms
+ * until a lease ends} when not) until it takes, blocking on the handle's
+ * last key (its wake list) between tries, for at most timeout_ns (< 0: no
+ * limit, 0: one try). 0 or -EOWNERDEAD (taken from a holder that died)
+ * with *token set; -EAGAIN, -ETIMEDOUT or another error without.
+ */
+int mpq__mgr_acquire(struct mgr_obj *o, struct mgr_script *s,
+		     const char **args, int64_t timeout_ns, uint64_t *token);
+/* Run s with ARGV owner, token, lease_ms; its integer answer in *v. */
+int mpq__mgr_hold_script(struct mgr_obj *o, struct mgr_script *s,
+			 uint64_t token, const char *lease_ms, long long *v);
 int mpq__mgr_conn_open(struct mpq_manager *m);
 void mpq__mgr_conn_drop(struct mpq_manager *m);
 

@@ -474,18 +474,13 @@ static int msg_script(struct mpq_manager_queue *q, struct mgr_script *s,
 {
 	char id[24], c[16];
 	const char *args[3] = { id, c, q->lease_ms };
-	redisReply *r;
 	long long v;
 	int err;
 
 	snprintf(id, sizeof(id), "%llu", (unsigned long long)msg->id);
 	snprintf(c, sizeof(c), "%u", msg->deliveries);
-	err = mpq__mgr_eval(q->m, s, &r, K_N, (const char **)q->keys, 3, args,
-			NULL);
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &v);
-	freeReplyObject(r);
+	err = mpq__mgr_eval_int(q->m, s, &v, K_N, (const char **)q->keys, 3,
+				args, NULL);
 	if (err)
 		return err;
 	return v == 0 ? 0 : -ESTALE;
@@ -514,7 +509,6 @@ MPQ_NET_EXPORT int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
 {
 	char (*nums)[24];
 	const char **args;
-	redisReply *r;
 	long long done;
 	unsigned int i;
 	int err = -ENOMEM;
@@ -540,12 +534,8 @@ MPQ_NET_EXPORT int mpq_manager_msg_done_many(struct mpq_manager_queue *q,
 		args[i] = nums[i];
 		args[i + 1] = nums[i + 1];
 	}
-	err = mpq__mgr_eval(q->m, &done_many_lua, &r, K_N,
-			    (const char **)q->keys, 2 * n, args, NULL);
-	if (err)
-		goto out;
-	err = mpq__mgr_reply_int(r, &done);
-	freeReplyObject(r);
+	err = mpq__mgr_eval_int(q->m, &done_many_lua, &done, K_N,
+				(const char **)q->keys, 2 * n, args, NULL);
 	if (!err) {
 		for (i = 0; i < n; i++)
 			mpq_manager_msg_free(&msgs[i]);
@@ -600,19 +590,14 @@ MPQ_NET_EXPORT int mpq_manager_queue_join(struct mpq_manager_queue *q,
 					  int64_t timeout_ns)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	redisReply *r;
 	long long v;
 	int err;
 
 	if (!q)
 		return -EINVAL;
 	for (;;) {
-		err = mpq__mgr_eval(q->m, &join_lua, &r, K_N,
-				(const char **)q->keys, 0, NULL, NULL);
-		if (err)
-			return err;
-		err = mpq__mgr_reply_int(r, &v);
-		freeReplyObject(r);
+		err = mpq__mgr_eval_int(q->m, &join_lua, &v, K_N,
+					(const char **)q->keys, 0, NULL, NULL);
 		if (err || v == 1)
 			return err;
 		if (!timeout_ns)

@@ -25,8 +25,7 @@
 #define SEM_MAX_HELD	64
 
 struct mpq_manager_sem {
-	struct mpq_manager *m;
-	char *keys[4];
+	struct mgr_obj o;	/* keys: :cfg, :h, :fence, :w */
 	char lease_ms[24], value[24];
 	pid_t pid;
 	int held;
@@ -68,13 +67,7 @@ static struct mgr_script renew_lua = { .src = MGR_LUA_NOW S_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_sem_free(struct mpq_manager_sem *s)
 {
-	int i;
-
-	if (!s)
-		return;
-	for (i = 0; i < 4; i++)
-		free(s->keys[i]);
-	free(s);
+	mpq__mgr_obj_free(s);
 }
 
 MPQ_NET_EXPORT int mpq_manager_sem(struct mpq_manager *m, const char *name,
@@ -85,26 +78,17 @@ MPQ_NET_EXPORT int mpq_manager_sem(struct mpq_manager *m, const char *name,
 	struct mpq_manager_sem *s;
 	const char *args[1];
 	redisReply *r;
-	int i, err;
+	int err;
 
-	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0 || !value)
+	if (!out || lease_ns < 0 || !value)
 		return -EINVAL;
-	s = calloc(1, sizeof(*s));
+	s = mpq__mgr_obj_new(m, 's', name, sfx, 4, sizeof(*s), &err);
 	if (!s)
-		return -ENOMEM;
-	s->m = m;
-	for (i = 0; i < 4; i++) {
-		s->keys[i] = mpq__mgr_key(m, 's', name, sfx[i]);
-		if (!s->keys[i]) {
-			mpq_manager_sem_free(s);
-			return -ENOMEM;
-		}
-	}
-	snprintf(s->lease_ms, sizeof(s->lease_ms), "%lld",
-		 (long long)(lease_ns ? (lease_ns + 999999) / 1000000 : 30000));
+		return err;
+	mpq__mgr_lease_ms(s->lease_ms, lease_ns);
 	snprintf(s->value, sizeof(s->value), "%u", value);
 	args[0] = s->value;
-	err = mpq__mgr_eval(m, &open_lua, &r, 4, (const char **)s->keys, 1,
+	err = mpq__mgr_eval(m, &open_lua, &r, 4, (const char **)s->o.keys, 1,
 			    args, NULL);
 	if (err) {
 		mpq_manager_sem_free(s);
@@ -133,9 +117,8 @@ static void forget_parent(struct mpq_manager_sem *s)
 MPQ_NET_EXPORT int mpq_manager_sem_acquire(struct mpq_manager_sem *s,
 					   int64_t timeout_ns)
 {
-	int64_t deadline, left, wait_ns = 0;
-	const char *args[3], *wait_key = NULL;
-	redisReply *r;
+	const char *args[3];
+	uint64_t token;
 	int err;
 
 	if (!s)
@@ -143,62 +126,22 @@ MPQ_NET_EXPORT int mpq_manager_sem_acquire(struct mpq_manager_sem *s,
 	forget_parent(s);
 	if (s->held == SEM_MAX_HELD)
 		return -EOVERFLOW;
-	deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	args[0] = mpq__mgr_owner(s->m);
+	args[0] = mpq__mgr_owner(s->o.m);
 	args[1] = s->lease_ms;
 	args[2] = s->value;
-	for (;;) {
-		err = mpq__mgr_eval_after(s->m, wait_key, wait_ns, &acquire_lua,
-					  &r, 4, (const char **)s->keys, 3,
-					  args, NULL);
-		if (err)
-			return err;
-		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
-		    r->element[0]->type != REDIS_REPLY_INTEGER ||
-		    r->element[1]->type != REDIS_REPLY_INTEGER ||
-		    (r->element[0]->integer == 1 && (r->elements != 3 ||
-		     r->element[2]->type != REDIS_REPLY_INTEGER))) {
-			freeReplyObject(r);
-			return -EPROTO;
-		}
-		if (r->element[0]->integer == 1) {
-			int died = r->element[2]->integer != 0;
-
-			s->tokens[s->held++] = r->element[1]->integer;
-			freeReplyObject(r);
-			return died ? -EOWNERDEAD : 0;
-		}
-		wait_ns = r->element[1]->integer * 1000000LL;
-		freeReplyObject(r);
-		if (!timeout_ns)
-			return -EAGAIN;
-		left = deadline < 0 ? MGR_MAX_BLOCK_NS :
-			deadline - mpq__mgr_now();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		/* Until a release wakes us, or the first lease ends. */
-		if (wait_ns <= 0 || wait_ns > left)
-			wait_ns = left;
-		wait_key = s->keys[3];
-	}
+	err = mpq__mgr_acquire(&s->o, &acquire_lua, args, timeout_ns, &token);
+	if (err && err != -EOWNERDEAD)
+		return err;
+	s->tokens[s->held++] = token;
+	return err;
 }
 
 static int held_script(struct mpq_manager_sem *s, struct mgr_script *sc,
 		       uint64_t token)
 {
-	char tok[24];
-	const char *args[3] = { mpq__mgr_owner(s->m), tok, s->lease_ms };
-	redisReply *r;
 	long long v;
-	int err;
+	int err = mpq__mgr_hold_script(&s->o, sc, token, s->lease_ms, &v);
 
-	snprintf(tok, sizeof(tok), "%llu", (unsigned long long)token);
-	err = mpq__mgr_eval(s->m, sc, &r, 4, (const char **)s->keys, 3, args,
-			    NULL);
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &v);
-	freeReplyObject(r);
 	if (err)
 		return err;
 	return v < 0 ? -ESTALE : 0;
