@@ -2,15 +2,17 @@
 /*
  * Helpers shared by the module's selftests (kmod_*_test.c): the raw
  * ioctls on /dev/mpq that make and describe queues, pipes and shared
- * memory, the module's counters in /sys/module/mpq/parameters, and running
- * a function as another user. Each test file used to carry its own copy;
- * one copy here keeps them from drifting apart. They return -errno, never
- * assert: the tests decide what a failure means.
+ * memory, the module's counters and limits in /sys/module/mpq/parameters,
+ * dropping CAP_SYS_RESOURCE, and running a function as another user. Each
+ * test file used to carry its own copy; one copy here keeps them from
+ * drifting apart. They return -errno, never assert: the tests decide what
+ * a failure means.
  */
 #ifndef MPQ_SELFTEST_KMOD_HELPERS_H
 #define MPQ_SELFTEST_KMOD_HELPERS_H
 
 #include <grp.h>
+#include <linux/capability.h>
 #include <stdio.h>
 
 #include "helpers.h"
@@ -118,6 +120,59 @@ static inline long param_long(const char *name)
 		v = -1;
 	fclose(f);
 	return v;
+}
+
+/* A module parameter's text, without its newline: 0 or -errno. */
+static inline int param_read(const char *name, char *buf, size_t len)
+{
+	char path[128];
+	int fd, n;
+
+	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	return 0;
+}
+
+/* Set a module parameter (root only): 0 or -errno. */
+static inline int param_write(const char *name, const char *val)
+{
+	char path[128];
+	int fd, n;
+
+	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (int)strlen(val) ? 0 : -EIO;
+}
+
+/*
+ * Give up CAP_SYS_RESOURCE (which passes the per-user budget), staying
+ * uid 0: an ordinary user to the budget. 0 or -errno.
+ */
+static inline int drop_sys_resource(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[2];
+
+	if (syscall(SYS_capget, &h, d))
+		return -errno;
+	d[0].effective &= ~(1U << CAP_SYS_RESOURCE);
+	d[0].permitted &= ~(1U << CAP_SYS_RESOURCE);
+	d[0].inheritable &= ~(1U << CAP_SYS_RESOURCE);
+	return syscall(SYS_capset, &h, d) ? -errno : 0;
 }
 
 /* How many objects the module holds, or -1. */

@@ -10,7 +10,6 @@
  * limits are set small through /sys/module/mpq/parameters and restored.
  */
 #include <grp.h>
-#include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
 
@@ -80,38 +79,6 @@ static int pipe_new(int fds[2])
 	ret = pipe_create(dev, MPQ_CREATE_CLOEXEC, PAGE, fds);
 	close(dev);
 	return ret;
-}
-
-static int param_read(const char *name, char *buf, size_t len)
-{
-	char path[128];
-	int fd, n;
-
-	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len - 1);
-	close(fd);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	return 0;
-}
-
-static int param_write(const char *name, const char *val)
-{
-	char path[128];
-	int fd, n;
-
-	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (int)strlen(val) ? 0 : -EIO;
 }
 
 static int param_set(const char *name, unsigned long v)
@@ -199,22 +166,6 @@ static int usage_settled_ms(uid_t uid, long long objects, struct usage *u,
 static int usage_settled(uid_t uid, long long objects, struct usage *u)
 {
 	return usage_settled_ms(uid, objects, u, 1000);
-}
-
-/* Give up CAP_SYS_RESOURCE, staying uid 0. */
-static int drop_sys_resource(void)
-{
-	struct __user_cap_header_struct h = {
-		.version = _LINUX_CAPABILITY_VERSION_3,
-	};
-	struct __user_cap_data_struct d[2];
-
-	if (syscall(SYS_capget, &h, d))
-		return -errno;
-	d[0].effective &= ~(1U << CAP_SYS_RESOURCE);
-	d[0].permitted &= ~(1U << CAP_SYS_RESOURCE);
-	d[0].inheritable &= ~(1U << CAP_SYS_RESOURCE);
-	return syscall(SYS_capset, &h, d) ? -errno : 0;
 }
 
 FIXTURE(limits) {

@@ -6,58 +6,8 @@
  * unbounded queue that meets the per-user budget: -EDQUOT, nothing lost.
  * Run in the VM, as root, with mpq.ko loaded.
  */
-#include <linux/capability.h>
-
 #include "kselftest_harness.h"
 #include "kmod_helpers.h"
-
-static int param_read(const char *name, char *buf, size_t len)
-{
-	char path[128];
-	int fd, n;
-
-	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len - 1);
-	close(fd);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	return 0;
-}
-
-static int param_write(const char *name, const char *val)
-{
-	char path[128];
-	int fd, n;
-
-	snprintf(path, sizeof(path), MPQ_PARAMS "%s", name);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (int)strlen(val) ? 0 : -EIO;
-}
-
-/* Give up CAP_SYS_RESOURCE (which passes the budget), staying uid 0. */
-static int drop_sys_resource(void)
-{
-	struct __user_cap_header_struct h = {
-		.version = _LINUX_CAPABILITY_VERSION_3,
-	};
-	struct __user_cap_data_struct d[2];
-
-	if (syscall(SYS_capget, &h, d))
-		return -errno;
-	d[0].effective &= ~(1U << CAP_SYS_RESOURCE);
-	d[0].permitted &= ~(1U << CAP_SYS_RESOURCE);
-	d[0].inheritable &= ~(1U << CAP_SYS_RESOURCE);
-	return syscall(SYS_capset, &h, d) ? -errno : 0;
-}
 
 static int blob(int qfd, unsigned long cmd, struct mpq_queue_blob *b)
 {
