@@ -369,6 +369,25 @@ static void sha1_hex(const char *src, char *hex)
 	hex[40] = 0;
 }
 
+/*
+ * argv of "BLPOP key secs" for a wait of wait_ns, made at least 1 ms (BLPOP
+ * with 0 would block for ever) and at most MGR_MAX_BLOCK_NS; returns the
+ * wait it asks for.
+ */
+static int64_t blpop_argv(const char *argv[3], char secs[32],
+			  const char *key, int64_t wait_ns)
+{
+	if (wait_ns < 1000000)
+		wait_ns = 1000000;
+	if (wait_ns > MGR_MAX_BLOCK_NS)
+		wait_ns = MGR_MAX_BLOCK_NS;
+	snprintf(secs, 32, "%.3f", wait_ns / 1e9);
+	argv[0] = "BLPOP";
+	argv[1] = key;
+	argv[2] = secs;
+	return wait_ns;
+}
+
 int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 			int64_t wait_ns, struct mgr_script *s,
 			redisReply **out, int nkeys, const char **keys,
@@ -407,14 +426,7 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
 	}
 	if (wait_key) {
-		if (wait_ns < 1000000)
-			wait_ns = 1000000;
-		if (wait_ns > MGR_MAX_BLOCK_NS)
-			wait_ns = MGR_MAX_BLOCK_NS;
-		snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
-		pre[0] = "BLPOP";
-		pre[1] = wait_key;
-		pre[2] = secs;
+		wait_ns = blpop_argv(pre, secs, wait_key, wait_ns);
 		pre_argc = 3;
 	}
 	err = command2(m, out, pre_argc, pre, argc, argv, lens,
@@ -458,6 +470,20 @@ int mpq__mgr_eval_int(struct mpq_manager *m, struct mgr_script *s,
 	return err;
 }
 
+int mpq__mgr_eval_bulk(struct mpq_manager *m, struct mgr_script *s,
+		       void *buf, size_t *len, int nkeys, const char **keys,
+		       int nargs, const char **args, const size_t *alens)
+{
+	redisReply *r;
+	int err = mpq__mgr_eval(m, s, &r, nkeys, keys, nargs, args, alens);
+
+	if (err)
+		return err;
+	err = mpq__mgr_copy_out(r, buf, len);
+	freeReplyObject(r);
+	return err;
+}
+
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
 {
 	const char *argv[3];
@@ -465,14 +491,7 @@ int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
 	char secs[32];
 	int err;
 
-	if (wait_ns < 1000000)
-		wait_ns = 1000000;
-	if (wait_ns > MGR_MAX_BLOCK_NS)
-		wait_ns = MGR_MAX_BLOCK_NS;
-	snprintf(secs, sizeof(secs), "%.3f", wait_ns / 1e9);
-	argv[0] = "BLPOP";
-	argv[1] = key;
-	argv[2] = secs;
+	wait_ns = blpop_argv(argv, secs, key, wait_ns);
 	err = mpq__mgr_command(m, &r, 3, argv, NULL, wait_ns);
 	if (!err)
 		freeReplyObject(r);

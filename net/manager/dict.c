@@ -56,6 +56,21 @@ static int cmd(struct mpq_manager_dict *d, redisReply **r, const char *verb,
 	return mpq__mgr_command(d->o.m, r, argc, argv, lens, 0);
 }
 
+/* cmd() of a command that answers an integer, put in *n. */
+static int cmd_int(struct mpq_manager_dict *d, const char *verb,
+		   const void *k, size_t klen, const void *v, size_t vlen,
+		   int argc, long long *n)
+{
+	redisReply *r;
+	int err = cmd(d, &r, verb, k, klen, v, vlen, argc);
+
+	if (err)
+		return err;
+	err = mpq__mgr_reply_int(r, n);
+	freeReplyObject(r);
+	return err;
+}
+
 MPQ_NET_EXPORT int mpq_manager_dict_get(struct mpq_manager_dict *d,
 					const void *key, size_t klen,
 					void *buf, size_t *len)
@@ -88,41 +103,26 @@ MPQ_NET_EXPORT int mpq_manager_dict_set(struct mpq_manager_dict *d,
 MPQ_NET_EXPORT int mpq_manager_dict_delete(struct mpq_manager_dict *d,
 					   const void *key, size_t klen)
 {
-	redisReply *r;
 	long long n;
-	int err = cmd(d, &r, "HDEL", key, klen, NULL, 0, 3);
+	int err = cmd_int(d, "HDEL", key, klen, NULL, 0, 3, &n);
 
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &n);
-	freeReplyObject(r);
 	return err ? err : n > 0;
 }
 
 MPQ_NET_EXPORT int mpq_manager_dict_contains(struct mpq_manager_dict *d,
 					     const void *key, size_t klen)
 {
-	redisReply *r;
 	long long n;
-	int err = cmd(d, &r, "HEXISTS", key, klen, NULL, 0, 3);
+	int err = cmd_int(d, "HEXISTS", key, klen, NULL, 0, 3, &n);
 
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &n);
-	freeReplyObject(r);
 	return err ? err : n > 0;
 }
 
 MPQ_NET_EXPORT int64_t mpq_manager_dict_len(struct mpq_manager_dict *d)
 {
-	redisReply *r;
 	long long n;
-	int err = cmd(d, &r, "HLEN", NULL, 0, NULL, 0, 2);
+	int err = cmd_int(d, "HLEN", NULL, 0, NULL, 0, 2, &n);
 
-	if (err)
-		return err;
-	err = mpq__mgr_reply_int(r, &n);
-	freeReplyObject(r);
 	return err ? err : n;
 }
 
@@ -131,19 +131,16 @@ MPQ_NET_EXPORT int mpq_manager_dict_add(struct mpq_manager_dict *d,
 					int64_t delta, int64_t *result)
 {
 	char num[32];
-	redisReply *r;
 	long long n;
 	int err;
 
 	snprintf(num, sizeof(num), "%lld", (long long)delta);
-	err = cmd(d, &r, "HINCRBY", key, klen, num, strlen(num), 4);
+	err = cmd_int(d, "HINCRBY", key, klen, num, strlen(num), 4, &n);
 	if (err)
 		return err == -EREMOTEIO ? -EINVAL : err;	/* not an int */
-	err = mpq__mgr_reply_int(r, &n);
-	freeReplyObject(r);
-	if (!err && result)
+	if (result)
 		*result = n;
-	return err;
+	return 0;
 }
 
 static struct mgr_script setdefault_lua = { .src =
@@ -166,19 +163,12 @@ MPQ_NET_EXPORT int mpq_manager_dict_setdefault(struct mpq_manager_dict *d,
 {
 	const char *keys[1], *args[2] = { key, dflt ? dflt : "" };
 	size_t alens[2] = { klen, dlen };
-	redisReply *r;
-	int err;
 
 	if (!d || (!key && klen) || (!dflt && dlen))
 		return -EINVAL;
 	keys[0] = d->o.keys[0];
-	err = mpq__mgr_eval(d->o.m, &setdefault_lua, &r, 1, keys, 2, args,
-			    alens);
-	if (err)
-		return err;
-	err = mpq__mgr_copy_out(r, buf, len);
-	freeReplyObject(r);
-	return err;
+	return mpq__mgr_eval_bulk(d->o.m, &setdefault_lua, buf, len, 1, keys,
+				  2, args, alens);
 }
 
 MPQ_NET_EXPORT int mpq_manager_dict_pop(struct mpq_manager_dict *d,
@@ -187,18 +177,12 @@ MPQ_NET_EXPORT int mpq_manager_dict_pop(struct mpq_manager_dict *d,
 {
 	const char *keys[1], *args[1] = { key };
 	size_t alens[1] = { klen };
-	redisReply *r;
-	int err;
 
 	if (!d || (!key && klen))
 		return -EINVAL;
 	keys[0] = d->o.keys[0];
-	err = mpq__mgr_eval(d->o.m, &pop_lua, &r, 1, keys, 1, args, alens);
-	if (err)
-		return err;
-	err = mpq__mgr_copy_out(r, buf, len);
-	freeReplyObject(r);
-	return err;
+	return mpq__mgr_eval_bulk(d->o.m, &pop_lua, buf, len, 1, keys, 1, args,
+				  alens);
 }
 
 MPQ_NET_EXPORT int mpq_manager_dict_cas(struct mpq_manager_dict *d,

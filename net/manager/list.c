@@ -172,7 +172,6 @@ MPQ_NET_EXPORT int mpq_manager_list_pop(struct mpq_manager_list *l,
 {
 	const char *keys[1], *args[1];
 	char idx[32];
-	redisReply *r;
 	int err;
 
 	if (!l)
@@ -180,11 +179,8 @@ MPQ_NET_EXPORT int mpq_manager_list_pop(struct mpq_manager_list *l,
 	snprintf(idx, sizeof(idx), "%lld", (long long)index);
 	keys[0] = l->o.keys[0];
 	args[0] = idx;
-	err = mpq__mgr_eval(l->o.m, &pop_lua, &r, 1, keys, 1, args, NULL);
-	if (err)
-		return err;
-	err = mpq__mgr_copy_out(r, buf, len);
-	freeReplyObject(r);
+	err = mpq__mgr_eval_bulk(l->o.m, &pop_lua, buf, len, 1, keys, 1, args,
+				 NULL);
 	return err == -ENOENT ? -ERANGE : err;
 }
 

@@ -111,6 +111,11 @@ void mpq__mgr_obj_free(void *obj);
 int mpq__mgr_eval_int(struct mpq_manager *m, struct mgr_script *s,
 		      long long *v, int nkeys, const char **keys, int nargs,
 		      const char **args, const size_t *alens);
+/* mpq__mgr_eval of a script that answers a bulk string (or nil: -ENOENT),
+ * copied out as mpq__mgr_copy_out does. */
+int mpq__mgr_eval_bulk(struct mpq_manager *m, struct mgr_script *s,
+		       void *buf, size_t *len, int nkeys, const char **keys,
+		       int nargs, const char **args, const size_t *alens);
 
 /*
  * What Lock and Semaphore share (lock.c): leases and the acquire loop.
