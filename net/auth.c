@@ -110,24 +110,13 @@ static int auth_mac(const EVP_MD *md, const void *key, size_t keylen,
 	return (int)n;
 }
 
-/* What is left of a deadline as a timeout for one call (-1: forever). */
-static int64_t auth_left(int64_t deadline)
-{
-	int64_t left;
-
-	if (deadline < 0)
-		return -1;
-	left = deadline - mpq_net_now_ns();
-	return left > 0 ? left : 0;
-}
-
 /* Receive one message of at most AUTH_MAX_RECV bytes: its length or < 0. */
 static int auth_recv(struct mpq_conn *c, unsigned char *buf, int64_t deadline)
 {
 	size_t len = AUTH_MAX_RECV;
 	int ret;
 
-	ret = mpq_conn_recv_bytes_into(c, buf, &len, auth_left(deadline));
+	ret = mpq_conn_recv_bytes_into(c, buf, &len, mpq_net_left(deadline));
 	if (ret == -EMSGSIZE)
 		return -EPROTO;		/* not a handshake message */
 	if (ret == -EAGAIN)
@@ -138,7 +127,7 @@ static int auth_recv(struct mpq_conn *c, unsigned char *buf, int64_t deadline)
 static int auth_send(struct mpq_conn *c, const void *buf, size_t len,
 		     int64_t deadline)
 {
-	int ret = mpq_conn_send_bytes(c, buf, len, auth_left(deadline));
+	int ret = mpq_conn_send_bytes(c, buf, len, mpq_net_left(deadline));
 
 	return ret == -EAGAIN ? -ETIMEDOUT : ret;
 }

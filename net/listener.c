@@ -144,17 +144,6 @@ static void sock_tune(int fd, int family)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* What is left of a deadline, as a timeout for one call (-1: none). */
-static int64_t left_of(int64_t deadline)
-{
-	int64_t left;
-
-	if (deadline < 0)
-		return -1;
-	left = deadline - mpq_net_now_ns();
-	return left > 0 ? left : 0;
-}
-
 /* Make a connected socket a Connection and run the handshake, if keyed. */
 static int conn_finish(int fd, struct mpq_conn **out, const void *key,
 		       size_t keylen, int has_key, int listener,
@@ -171,15 +160,15 @@ static int conn_finish(int fd, struct mpq_conn **out, const void *key,
 	if (has_key) {
 		/* Python's order: a Listener delivers first, a Client answers. */
 		if (listener) {
-			ret = mpq_deliver_challenge(c, key, keylen, left_of(deadline));
+			ret = mpq_deliver_challenge(c, key, keylen, mpq_net_left(deadline));
 			if (!ret)
 				ret = mpq_answer_challenge(c, key, keylen,
-							   left_of(deadline));
+							   mpq_net_left(deadline));
 		} else {
-			ret = mpq_answer_challenge(c, key, keylen, left_of(deadline));
+			ret = mpq_answer_challenge(c, key, keylen, mpq_net_left(deadline));
 			if (!ret)
 				ret = mpq_deliver_challenge(c, key, keylen,
-							    left_of(deadline));
+							    mpq_net_left(deadline));
 		}
 		if (ret) {
 			mpq_conn_free(c);

@@ -30,4 +30,15 @@ static inline int64_t mpq_net_deadline(int64_t timeout_ns)
 	return timeout_ns > INT64_MAX - now ? -1 : now + timeout_ns;
 }
 
+/* What is left of a deadline, as a timeout for one call (-1: none). */
+static inline int64_t mpq_net_left(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - mpq_net_now_ns();
+	return left > 0 ? left : 0;
+}
+
 #endif
