@@ -671,6 +671,19 @@ void mpq_launch_child(const struct mpq_launch *l, int daemon)
 	}
 }
 
+/* The child runs: list p among the children, drop its argument. */
+static void proc_running(struct mpq_process *p)
+{
+	/* The child has its copy; Python drops its _args here too. */
+	free(p->arg);
+	p->arg = NULL;
+	mpq_proc_lock();
+	p->state = MPQ_PROC_STARTED;
+	p->next = mpq_children;
+	mpq_children = p;
+	mpq_proc_unlock();
+}
+
 void mpq_launch_parent(struct mpq_launch *l, struct mpq_process *p, pid_t pid)
 {
 	int fd;
@@ -694,14 +707,7 @@ void mpq_launch_parent(struct mpq_launch *l, struct mpq_process *p, pid_t pid)
 		p->sentinel = fd >= 0 ? fd : -1;
 		p->sentinel_err = fd >= 0 ? 0 : fd;
 	}
-	/* The child has its copy; Python drops its _args here too. */
-	free(p->arg);
-	p->arg = NULL;
-	mpq_proc_lock();
-	p->state = MPQ_PROC_STARTED;
-	p->next = mpq_children;
-	mpq_children = p;
-	mpq_proc_unlock();
+	proc_running(p);
 }
 
 void mpq_proc_started(struct mpq_process *p, pid_t pid, int pidfd,
@@ -713,13 +719,7 @@ void mpq_proc_started(struct mpq_process *p, pid_t pid, int pidfd,
 	/* Without a pidfd the status socket is what ends with the child. */
 	p->sentinel = pidfd >= 0 ? pidfd : status_fd;
 	p->sentinel_err = 0;
-	free(p->arg);
-	p->arg = NULL;
-	mpq_proc_lock();
-	p->state = MPQ_PROC_STARTED;
-	p->next = mpq_children;
-	mpq_children = p;
-	mpq_proc_unlock();
+	proc_running(p);
 }
 
 const char *mpq_proc_self_name(void)
