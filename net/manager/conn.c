@@ -484,6 +484,50 @@ int mpq__mgr_eval_bulk(struct mpq_manager *m, struct mgr_script *s,
 	return err;
 }
 
+int mpq__mgr_command_chunked(struct mpq_manager *m, const char *verb,
+			     const char *key, const struct iovec *const *cols,
+			     unsigned int width, unsigned int n)
+{
+	unsigned int done = 0, chunk, i, j;
+	const char **argv;
+	size_t *lens;
+	redisReply *r;
+	int err = 0;
+
+	argv = malloc((2 + width * 512) * sizeof(*argv));
+	lens = malloc((2 + width * 512) * sizeof(*lens));
+	if (!argv || !lens) {
+		err = -ENOMEM;
+		goto out;
+	}
+	argv[0] = verb;
+	lens[0] = strlen(verb);
+	argv[1] = key;
+	lens[1] = strlen(key);
+	/* One command per 512 items: one round trip each, and no reply or
+	 * request so big that it blocks the server for long. */
+	while (done < n) {
+		chunk = n - done < 512 ? n - done : 512;
+		for (i = 0; i < chunk; i++)
+			for (j = 0; j < width; j++) {
+				const struct iovec *v = &cols[j][done + i];
+
+				argv[2 + width * i + j] = v->iov_base ?
+					v->iov_base : "";
+				lens[2 + width * i + j] = v->iov_len;
+			}
+		err = mpq__mgr_command(m, &r, 2 + width * chunk, argv, lens, 0);
+		if (err)
+			break;
+		freeReplyObject(r);
+		done += chunk;
+	}
+out:
+	free(argv);
+	free(lens);
+	return err;
+}
+
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns)
 {
 	const char *argv[3];

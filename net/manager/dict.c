@@ -209,47 +209,12 @@ MPQ_NET_EXPORT int mpq_manager_dict_update(struct mpq_manager_dict *d,
 					   const struct iovec *vals,
 					   unsigned int n)
 {
-	unsigned int done = 0, chunk, i;
-	const char **argv;
-	size_t *lens;
-	redisReply *r;
-	int err = 0;
+	const struct iovec *cols[2] = { keys, vals };
 
 	if (!d || (n && (!keys || !vals)))
 		return -EINVAL;
-	argv = malloc((2 + 2 * 512) * sizeof(*argv));
-	lens = malloc((2 + 2 * 512) * sizeof(*lens));
-	if (!argv || !lens) {
-		err = -ENOMEM;
-		goto out;
-	}
-	argv[0] = "HSET";
-	lens[0] = 4;
-	argv[1] = d->o.keys[0];
-	lens[1] = strlen(d->o.keys[0]);
-	/* One command per 512 pairs: one round trip each, and no reply or
-	 * request so big that it blocks the server for long. */
-	while (done < n) {
-		chunk = n - done < 512 ? n - done : 512;
-		for (i = 0; i < chunk; i++) {
-			argv[2 + 2 * i] = keys[done + i].iov_base ?
-				keys[done + i].iov_base : "";
-			lens[2 + 2 * i] = keys[done + i].iov_len;
-			argv[3 + 2 * i] = vals[done + i].iov_base ?
-				vals[done + i].iov_base : "";
-			lens[3 + 2 * i] = vals[done + i].iov_len;
-		}
-		err = mpq__mgr_command(d->o.m, &r, 2 + 2 * chunk, argv, lens,
-				       0);
-		if (err)
-			break;
-		freeReplyObject(r);
-		done += chunk;
-	}
-out:
-	free(argv);
-	free(lens);
-	return err;
+	return mpq__mgr_command_chunked(d->o.m, "HSET", d->o.keys[0], cols, 2,
+					n);
 }
 
 MPQ_NET_EXPORT int mpq_manager_dict_foreach(struct mpq_manager_dict *d,

@@ -38,41 +38,10 @@ MPQ_NET_EXPORT int mpq_manager_list_extend(struct mpq_manager_list *l,
 					   const struct iovec *vals,
 					   unsigned int n)
 {
-	unsigned int done = 0, chunk, i;
-	const char **argv;
-	size_t *lens;
-	redisReply *r;
-	int err = 0;
-
 	if (!l || (n && !vals))
 		return -EINVAL;
-	argv = malloc((2 + 512) * sizeof(*argv));
-	lens = malloc((2 + 512) * sizeof(*lens));
-	if (!argv || !lens) {
-		err = -ENOMEM;
-		goto out;
-	}
-	argv[0] = "RPUSH";
-	lens[0] = 5;
-	argv[1] = l->o.keys[0];
-	lens[1] = strlen(l->o.keys[0]);
-	while (done < n) {
-		chunk = n - done < 512 ? n - done : 512;
-		for (i = 0; i < chunk; i++) {
-			argv[2 + i] = vals[done + i].iov_base ?
-				vals[done + i].iov_base : "";
-			lens[2 + i] = vals[done + i].iov_len;
-		}
-		err = mpq__mgr_command(l->o.m, &r, 2 + chunk, argv, lens, 0);
-		if (err)
-			break;
-		freeReplyObject(r);
-		done += chunk;
-	}
-out:
-	free(argv);
-	free(lens);
-	return err;
+	return mpq__mgr_command_chunked(l->o.m, "RPUSH", l->o.keys[0], &vals, 1,
+					n);
 }
 
 MPQ_NET_EXPORT int mpq_manager_list_append(struct mpq_manager_list *l,

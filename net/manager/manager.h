@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <hiredis/hiredis.h>
 
 #include "net.h"
@@ -72,6 +73,15 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 			int64_t wait_ns, struct mgr_script *s,
 			redisReply **out, int nkeys, const char **keys,
 			int nargs, const char **args, const size_t *alens);
+/*
+ * "verb key item..." for n items of width fields each, field j of item i
+ * being cols[j][i] (RPUSH: 1, the values; HSET: 2, keys and values), in
+ * commands of at most 512 items. An error stops it: the commands before
+ * stay done.
+ */
+int mpq__mgr_command_chunked(struct mpq_manager *m, const char *verb,
+			     const char *key, const struct iovec *const *cols,
+			     unsigned int width, unsigned int n);
 /* BLPOP key for at most wait_ns (>= 1 ms); 0 when woken or timed out. */
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns);
 char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
