@@ -159,7 +159,7 @@ int mpq__mgr_acquire(struct mgr_obj *o, struct mgr_script *s,
 			deadline - mpq__mgr_now();
 		if (left <= 0)
 			return -ETIMEDOUT;
-		/* Until a release wakes us, or the holder's lease ends. */
+		/* Until a release wakes us, or the (first) lease ends. */
 		if (wait_ns <= 0 || wait_ns > left)
 			wait_ns = left;
 		wait_key = o->keys[o->nkeys - 1];
