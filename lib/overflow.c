@@ -28,6 +28,16 @@
  *    once, as for a consumer that dies holding a message in the ring).
  * A drained chunk is dropped after ovf_head moved past it (a death there
  * leaks it until the queue goes, loses nothing).
+ * A JoinableQueue's tasks in the overflow are ovf_count itself, not yet in
+ * unfinished: a put that counted its task apart from its commit would,
+ * killed between the two, leave the count one too high for ever (join
+ * would never return), or too low; ovf_count is exact after any death, as
+ * the repair recounts it. A promote counts them in unfinished as the
+ * ring's puts do (its dead producers' counts are taken back with their
+ * slots, reclaim.c) before ovf_count lets them go; so a promote that dies
+ * before its commit, whose messages are delivered twice, counts them
+ * twice too, and every delivery is one task_done. join() and
+ * unfinished() add the two (queue.c).
  *
  * Everything in the chunks and the header is as hostile as the rest of
  * the shared memory: offsets and lengths are checked against our own
@@ -251,9 +261,6 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 		r->kind = ext ? MPQ_OVF_EXT : 0;
 		memcpy(r + 1, msg->iov_base, len);
 		n->used = sizeof(*n) + need;
-		if (q->flags & MPQ_QUEUE_JOINABLE)
-			__atomic_add_fetch(&shm->unfinished, 1,
-					   __ATOMIC_RELAXED);
 		/* The commit: linked from the old tail, or the head. */
 		if (h) {
 			store_release(&h->next, b.id);
@@ -270,9 +277,6 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 		r->len = len;
 		r->kind = ext ? MPQ_OVF_EXT : 0;
 		memcpy(r + 1, msg->iov_base, len);
-		if (q->flags & MPQ_QUEUE_JOINABLE)
-			__atomic_add_fetch(&shm->unfinished, 1,
-					   __ATOMIC_RELAXED);
 		store_release(&h->used, used + need);	/* the commit */
 	}
 	__atomic_add_fetch(&shm->ovf_count, 1, __ATOMIC_RELEASE);
@@ -368,7 +372,11 @@ int mpq_ovf_promote(struct mpq_queue *q)
 		ret = -EUCLEAN;
 		goto out;
 	}
-	k = mpq_queue_ring_put(q, iov, (unsigned int)n, 0);
+	/*
+	 * Counted as tasks in unfinished now (a JoinableQueue), before
+	 * ovf_count lets them go: a joiner never sees them in neither.
+	 */
+	k = mpq_queue_ring_put(q, iov, (unsigned int)n, 1);
 	if (k > 0) {
 		/* The commit: they are in the ring now. */
 		__atomic_store_n(&shm->ovf_off, offs[k], __ATOMIC_RELEASE);

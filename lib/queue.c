@@ -581,7 +581,8 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 
 /*
  * For the overflow (overflow.c): put up to n messages into the ring only,
- * counted as tasks already (count 0) when they come from the overflow.
+ * counted as tasks (count 1) as they leave the overflow, where ovf_count
+ * counted them.
  */
 int mpq_queue_ring_put(struct mpq_queue *q, const struct iovec *msgs,
 		       unsigned int n, int count)
@@ -1606,32 +1607,59 @@ MPQ_EXPORT int mpq_queue_task_done(struct mpq_queue *q)
 	return ret ? ret : mpq_queue_task_sub(q, 1, 1);
 }
 
+/*
+ * The tasks in an unbounded queue's overflow: they are counted there, by
+ * ovf_count, until a promote counts them in unfinished (overflow.c).
+ * Read first: a promote adds to unfinished before it takes off ovf_count
+ * (release), so a reader that sees them gone from here sees them there.
+ */
+static uint32_t mpq_queue_ovf_tasks(struct mpq_queue *q)
+{
+	return q->maxsize ? 0 : load_acquire(&q->shm->ovf_count);
+}
+
 MPQ_EXPORT int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	int ret = mpq_queue_joinable(q);
-	uint32_t v;
+	uint32_t v, o;
 
 	if (ret)
 		return ret;
-	while ((v = load_acquire(&q->shm->unfinished)) != 0) {
+	for (;;) {
+		int64_t until = deadline;
+
+		o = mpq_queue_ovf_tasks(q);
+		v = load_acquire(&q->shm->unfinished);
+		if (!v && !o)
+			return 0;
 		if (timeout_ns == 0)
 			return -EAGAIN;
-		ret = mpq_futex_wait(&q->shm->unfinished, v, deadline);
-		if (ret == -ETIMEDOUT)
-			return load_acquire(&q->shm->unfinished) ? -ETIMEDOUT : 0;
+		/*
+		 * Tasks in the overflow only: they may be promoted, taken and
+		 * done (unfinished 0, k, 0 again) before we sleep on 0, and
+		 * that wake-up is lost; so look again now and then.
+		 */
+		if (!v && (until < 0 ||
+			   until > mpq_now_ns() + MPQ_RECHECK_NS))
+			until = mpq_now_ns() + MPQ_RECHECK_NS;
+		ret = mpq_futex_wait(&q->shm->unfinished, v, until);
+		if (ret == -ETIMEDOUT && until == deadline)
+			return mpq_queue_ovf_tasks(q) ||
+			       load_acquire(&q->shm->unfinished) ?
+			       -ETIMEDOUT : 0;
 	}
-	return 0;
 }
 
 MPQ_EXPORT int mpq_queue_unfinished(struct mpq_queue *q)
 {
 	int ret = mpq_queue_joinable(q);
-	uint32_t v;
+	uint64_t v;
 
 	if (ret)
 		return ret;
-	v = load_relaxed(&q->shm->unfinished);
+	v = mpq_queue_ovf_tasks(q);
+	v += load_relaxed(&q->shm->unfinished);
 	return v > INT32_MAX ? -EUCLEAN : (int)v;
 }
 
