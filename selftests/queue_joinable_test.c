@@ -128,4 +128,53 @@ TEST_F_TIMEOUT(slow, sigkill_of_producers_putting_into_the_overflow_keeps_the_co
 	TH_LOG("%d of %d rounds left the count wrong", bad, rounds);
 }
 
+/*
+ * Tasks waiting in the overflow are unfinished too: counted by
+ * unfinished(), and join() waits for them to be taken and done by a
+ * consumer that starts after the join.
+ */
+TEST(tasks_in_the_overflow_count_until_done)
+{
+	struct mpq_queue_attr attr = { .maxsize = 0, .msgsize = 8,
+		.flags = MPQ_QUEUE_F_JOINABLE };
+	struct mpq_queue *q = NULL;
+	uint32_t i, n = 3 * RING;
+	uint64_t v;
+	size_t len;
+	pid_t pid;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	for (i = 0; i < n; i++) {
+		v = i;
+		ASSERT_EQ(0, mpq_queue_put_nowait(q, &v, sizeof(v)));
+	}
+	ASSERT_EQ((int)n, mpq_queue_unfinished(q));
+	/* The ring's done: what is left waits in the overflow. */
+	for (i = 0; i < RING; i++) {
+		len = sizeof(v);
+		ASSERT_EQ(0, mpq_queue_get(q, &v, &len, 0));
+		ASSERT_EQ(i, v);
+		ASSERT_EQ(0, mpq_queue_task_done(q));
+	}
+	ASSERT_EQ((int)(n - RING), mpq_queue_unfinished(q));
+	ASSERT_EQ(-EAGAIN, mpq_queue_join(q, 0));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		sleep_ms(100);
+		for (i = RING; i < n; i++) {
+			len = sizeof(v);
+			if (mpq_queue_get(q, &v, &len, 10 * SEC) || v != i ||
+			    mpq_queue_task_done(q))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	ASSERT_EQ(0, mpq_queue_join(q, 60 * SEC));
+	ASSERT_EQ(0, mpq_queue_unfinished(q));
+	ASSERT_EQ(-EINVAL, mpq_queue_task_done(q));
+	ASSERT_EQ(0, wait_child(pid, 20000));
+	mpq_queue_free(q);
+}
+
 TEST_HARNESS_MAIN
