@@ -163,20 +163,20 @@ static void mpq_shm_unname(struct mpq_shm *s)
 	s->anchor = NULL;
 }
 
-/**
- * mpq_shm_sweep() - drop the names of IPC namespaces that died
- *
- * No process can ever look them up again. Each name's reference goes; a
- * block is freed now if nothing else holds it.
+/*
+ * Drop every name for which match(s, arg) holds, as if unlinked: each
+ * name's reference goes after the lock is dropped, and a block is freed
+ * then if nothing else holds it.
  */
-void mpq_shm_sweep(void)
+static void mpq_shm_unname_if(bool (*match)(struct mpq_shm *s, const void *arg),
+			      const void *arg)
 {
 	struct mpq_shm *s, *tmp;
 	LIST_HEAD(dead);
 
 	mutex_lock(&mpq_names_lock);
 	list_for_each_entry_safe(s, tmp, &mpq_names, node) {
-		if (!mpq_ns_is_dead(s->obj.ns))
+		if (!match(s, arg))
 			continue;
 		/* The name's reference keeps s alive on our list. */
 		mpq_shm_unname(s);
@@ -188,6 +188,26 @@ void mpq_shm_sweep(void)
 		list_del_init(&s->node);
 		mpq_shm_put(s);
 	}
+}
+
+static bool mpq_shm_ns_dead(struct mpq_shm *s, const void *arg)
+{
+	return mpq_ns_is_dead(s->obj.ns);
+}
+
+static bool mpq_shm_anchored_by(struct mpq_shm *s, const void *file)
+{
+	return s->anchor == file;
+}
+
+/**
+ * mpq_shm_sweep() - drop the names of IPC namespaces that died
+ *
+ * No process can ever look them up again.
+ */
+void mpq_shm_sweep(void)
+{
+	mpq_shm_unname_if(mpq_shm_ns_dead, NULL);
 }
 
 /* Once a second while names of namespaces that can die exist. */
@@ -212,25 +232,10 @@ static void mpq_shm_sweep_work(struct work_struct *work)
  */
 void mpq_shm_dev_release(struct file *file)
 {
-	struct mpq_shm *s, *tmp;
-	LIST_HEAD(dead);
-
 	/* No ioctl runs on a file being released: nothing marks it now. */
 	if (file->private_data != &mpq_anchor_mark)
 		return;
-	mutex_lock(&mpq_names_lock);
-	list_for_each_entry_safe(s, tmp, &mpq_names, node) {
-		if (s->anchor != file)
-			continue;
-		mpq_shm_unname(s);
-		list_add(&s->node, &dead);
-	}
-	mutex_unlock(&mpq_names_lock);
-
-	list_for_each_entry_safe(s, tmp, &dead, node) {
-		list_del_init(&s->node);
-		mpq_shm_put(s);
-	}
+	mpq_shm_unname_if(mpq_shm_anchored_by, file);
 }
 
 /* Can the caller's names be told apart from other namespaces'? (ns.c) */
