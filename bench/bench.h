@@ -289,6 +289,24 @@ static inline int bench_read_full(int fd, void *buf, size_t len)
  * share a vCPU and 40-60 us across vCPUs, so unpinned runs were bimodal
  * and a comparison between two of them meant nothing.
  */
+/*
+ * CPU time (user + system) of this process and of its reaped children, in
+ * ns: the difference across a run, taken once its children (the other
+ * side, a pool's workers) are reaped, is what every side spent, for the
+ * cpu_ns_per_msg rows (fork, start and exit included).
+ */
+static inline uint64_t bench_cpu_ns(void)
+{
+	struct rusage a, b;
+
+	if (getrusage(RUSAGE_SELF, &a) || getrusage(RUSAGE_CHILDREN, &b))
+		return 0;
+	return (uint64_t)(a.ru_utime.tv_sec + a.ru_stime.tv_sec +
+			  b.ru_utime.tv_sec + b.ru_stime.tv_sec) * 1000000000ull +
+	       (uint64_t)(a.ru_utime.tv_usec + a.ru_stime.tv_usec +
+			  b.ru_utime.tv_usec + b.ru_stime.tv_usec) * 1000ull;
+}
+
 static int bench_cpus[64];
 static int bench_ncpus;		/* 0: no pinning */
 static int bench_nforked;

@@ -179,24 +179,6 @@ static void *map_shared(size_t len)
 	return p;
 }
 
-/*
- * CPU time (user + system) of this process and of its reaped children, in
- * ns: the difference across a run, once the children are reaped, is what
- * both sides spent, for the cpu_ns_per_msg rows (fork and exit included,
- * well under 1 ns per message at these counts).
- */
-static uint64_t cpu_self_and_children_ns(void)
-{
-	struct rusage a, b;
-
-	if (getrusage(RUSAGE_SELF, &a) || getrusage(RUSAGE_CHILDREN, &b))
-		return 0;
-	return (uint64_t)(a.ru_utime.tv_sec + a.ru_stime.tv_sec +
-			  b.ru_utime.tv_sec + b.ru_stime.tv_sec) * 1000000000ull +
-	       (uint64_t)(a.ru_utime.tv_usec + a.ru_stime.tv_usec +
-			  b.ru_utime.tv_usec + b.ru_stime.tv_usec) * 1000ull;
-}
-
 static uint64_t get_seq(const unsigned char *msg)
 {
 	uint64_t v;
@@ -1324,7 +1306,7 @@ static int run_stream(struct cell *cl, char *what)
 	cl->backend = c.backend;
 
 	sleeps = bench_sleeps();
-	cpu = cpu_self_and_children_ns();
+	cpu = bench_cpu_ns();
 	pid = bench_fork(what);
 	if (pid < 0)
 		return -1;
@@ -1365,7 +1347,7 @@ static int run_stream(struct cell *cl, char *what)
 		bench_kill(pid);
 	else if (bench_wait(pid, &ru) || c.impl->left(&c))
 		err = -1;
-	cpu = cpu_self_and_children_ns() - cpu;
+	cpu = bench_cpu_ns() - cpu;
 	c.impl->close(&c);
 	free(buf);
 	if (err)
@@ -1495,7 +1477,7 @@ static int run_mpmc(struct cell *cl, char *what)
 		return -1;
 	cl->backend = c.backend;
 
-	cpu = cpu_self_and_children_ns();
+	cpu = bench_cpu_ns();
 	for (i = 0; i < NPROD + NCONS; i++) {
 		pid = bench_fork_member(what);
 		if (pid < 0) {
@@ -1522,7 +1504,7 @@ static int run_mpmc(struct cell *cl, char *what)
 	store_release(&sh->go, 1);
 	if (bench_wait_group() || c.impl->left(&c))
 		err = -1;
-	cpu = cpu_self_and_children_ns() - cpu;
+	cpu = bench_cpu_ns() - cpu;
 	c.impl->close(&c);
 	/* Every message seen exactly once, by one consumer. */
 	for (w = 0; !err && w < words; w++) {

@@ -49,6 +49,8 @@
 
 #include <mpq.h>
 
+#include "bench.h"
+
 #define TIMEOUT_S	300
 #define CPU_ROUNDS	16
 
@@ -147,23 +149,6 @@ static void row_cpus(const struct cell *c, int64_t dt)
 	       cpu * 1e9 / dt, c->count);
 }
 
-/*
- * CPU time (user + system) of this process and its reaped children, in ns:
- * across a run whose pool is freed (its workers reaped), what the caller
- * and the workers spent, pool start and warm-up included.
- */
-static uint64_t cpu_all_ns(void)
-{
-	struct rusage a, b;
-
-	if (getrusage(RUSAGE_SELF, &a) || getrusage(RUSAGE_CHILDREN, &b))
-		return 0;
-	return (uint64_t)(a.ru_utime.tv_sec + a.ru_stime.tv_sec +
-			  b.ru_utime.tv_sec + b.ru_stime.tv_sec) * 1000000000ull +
-	       (uint64_t)(a.ru_utime.tv_usec + a.ru_stime.tv_usec +
-			  b.ru_utime.tv_usec + b.ru_stime.tv_usec) * 1000ull;
-}
-
 static struct mpq_pool *pool_make(const struct cell *c)
 {
 	struct mpq_pool_attr attr = {
@@ -197,13 +182,13 @@ static struct mpq_pool *pool_make(const struct cell *c)
  */
 static uint64_t pool_overhead_ns(const struct cell *c)
 {
-	uint64_t cpu = cpu_all_ns();
+	uint64_t cpu = bench_cpu_ns();
 	struct mpq_pool *p = pool_make(c);
 
 	if (!p)
 		return 0;
 	mpq_pool_free(p);
-	return cpu_all_ns() - cpu;
+	return bench_cpu_ns() - cpu;
 }
 
 static double per_task(const struct cell *c, uint64_t cpu, uint64_t base)
@@ -275,7 +260,7 @@ static int bench_map(const struct cell *c)
 	for (i = 0; i < c->count; i++)
 		in[i] = (int64_t)i;
 	base = pool_overhead_ns(c);
-	cpu = cpu_all_ns();
+	cpu = bench_cpu_ns();
 	p = pool_make(c);
 	if (!p)
 		goto out;
@@ -288,7 +273,7 @@ static int bench_map(const struct cell *c)
 	if (!ret) {
 		mpq_pool_free(p);
 		p = NULL;
-		cpu = cpu_all_ns() - cpu;
+		cpu = bench_cpu_ns() - cpu;
 		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
 		row(c, "cpu_ns_per_task", per_task(c, cpu, base), c->count);
 	}
@@ -302,7 +287,7 @@ out:
 static int bench_apply(const struct cell *c)
 {
 	struct mpq_async_result **r = calloc(c->count, sizeof(*r));
-	uint64_t base = pool_overhead_ns(c), cpu = cpu_all_ns();
+	uint64_t base = pool_overhead_ns(c), cpu = bench_cpu_ns();
 	struct mpq_pool *p = pool_make(c);
 	int64_t x, t0, dt = 1, *out = calloc(c->count, 8);
 	const void *v;
@@ -339,7 +324,7 @@ out:
 		mpq_async_result_free(r[i]);
 	mpq_pool_free(p);
 	if (!ret) {
-		cpu = cpu_all_ns() - cpu;
+		cpu = bench_cpu_ns() - cpu;
 		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
 		row(c, "cpu_ns_per_task", per_task(c, cpu, base), c->count);
 	}
