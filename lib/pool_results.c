@@ -417,7 +417,13 @@ void pool_start_ended(struct mpq_pool *p, struct pool_worker *w, int code)
 	int64_t later;
 	char how[64];
 
-	if (code < 0 && !self_inflicted(-code)) {
+	/*
+	 * A status lost with its fork server is no verdict on the worker:
+	 * whoever killed the server likely killed it too. Replaced, as a
+	 * kill is (and -code would overflow on INT_MIN).
+	 */
+	if (code == POOL_CODE_LOST ||
+	    (code < 0 && !self_inflicted(-code))) {
 		if (++p->start_deaths > (uint32_t)p->nproc) {
 			later = mpq_now_ns() + POOL_RESTART_NS;
 			if (p->restart_at < later)

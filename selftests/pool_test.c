@@ -261,9 +261,23 @@ static int failing_init(const void *arg, size_t len)
 MPQ_TARGET(failing_init);
 
 /*
+ * A fork server's worker, starting: its server dies, then it does, so
+ * the exit status the pool asks for is lost with the server.
+ */
+static void kill_server_then_self(void)
+{
+	pid_t server = getppid();
+
+	kill(server, SIGKILL);
+	while (getppid() == server)
+		usleep(1000);
+	raise(SIGKILL);
+}
+
+/*
  * An initializer that goes wrong on demand. A token 'f' from the token
  * queue: it fails once (-ENOTSUP); 'p': it reports its pid and pauses,
- * to be killed. While the event named by INITBAD_ENV is set, it fails
+ * to be killed; 'k': a fork server's worker kills its server and itself. While the event named by INITBAD_ENV is set, it fails
  * every time as its argument says: "f" returns -ENOTSUP (and puts its pid
  * on the pid queue, if there is one), "c" crashes.
  */
@@ -295,6 +309,9 @@ static int flaky_init(const void *arg, size_t len)
 		return -ENOTSUP;
 	case 'p':
 		report_pid_and_pause();
+		break;
+	case 'k':
+		kill_server_then_self();
 	}
 	return 0;
 }
@@ -1694,6 +1711,43 @@ TEST_F_TIMEOUT(method, workers_killed_in_their_initializer_are_replaced_in_pool_
 }
 
 /* ---- one start method, or none ------------------------------------------ */
+
+/*
+ * A worker whose fork server dies before it, while it starts: its exit
+ * status is lost with the server, and it is replaced as a killed worker
+ * is, with a new server; mpq_pool_new succeeds and the pool works.
+ */
+TEST(a_worker_starting_when_its_fork_server_dies_is_replaced)
+{
+	struct mpq_async_result *r;
+	struct mpq_queue *tokq;
+	struct mpq_pool *p;
+	struct items it;
+	pid_t server;
+	size_t len = 1;
+	char c;
+
+	/* The server's children have the environment it started with. */
+	tokq = env_queue(TOKENQ_ENV, 8);
+	ASSERT_NE(NULL, tokq);
+	ASSERT_EQ(0, mpq_forkserver_start());
+	server = mpq_forkserver_pid();
+	ASSERT_LT(0, server);
+	ASSERT_EQ(0, mpq_queue_put(tokq, "k", 1, 0));
+	p = flaky_pool(MPQ_START_FORKSERVER, 2, 0, "k");
+	ASSERT_NE(NULL, p);
+	EXPECT_EQ(-EAGAIN, mpq_queue_get_nowait(tokq, &c, &len));
+	EXPECT_NE(server, mpq_forkserver_pid());
+	ASSERT_EQ(0, items_make(&it, 100));
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(0, wrong_values(r, it.n, SIZE_MAX));
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_queue_free(tokq);
+	unsetenv(TOKENQ_ENV);
+	items_free(&it);
+}
 
 TEST(a_spawn_pool_refuses_tasks_and_initializers_it_cannot_name)
 {
