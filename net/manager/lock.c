@@ -252,3 +252,29 @@ MPQ_NET_EXPORT uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l)
 {
 	return l && holding(l) ? l->token : 0;
 }
+
+struct mgr_obj *mpq__mgr_lock_obj(struct mpq_manager_lock *l)
+{
+	return &l->o;
+}
+
+int mpq__mgr_lock_hold(struct mpq_manager_lock *l, uint64_t *token,
+		       int *depth)
+{
+	if (!holding(l))
+		return -EPERM;
+	*token = l->token;
+	*depth = l->depth;
+	return 0;
+}
+
+void mpq__mgr_lock_forget(struct mpq_manager_lock *l)
+{
+	l->depth = 0;
+	l->token = 0;
+}
+
+int64_t mpq__mgr_waiter_lease_ms(int64_t lease_ns)
+{
+	return lease_ns ? (lease_ns + 999999) / 1000000 : 5000;
+}
