@@ -16,8 +16,8 @@
  *   :w      list   wake list, at most one token
  *
  * A release by the process that took a unit gives back the unit it took
- * last; one by another process gives back the unit nearest its lease's
- * end (the oldest, with no leases).
+ * last if it is still out; otherwise (another process's release) the
+ * unit nearest its lease's end (the oldest, with no leases).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,13 +58,14 @@ static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW BS_KEYS
 	"return {0, math.max(1, tonumber(nx[2]) - now + 1)}" };
 
 /*
- * ARGV: member ("" for any). 0 released; -1 the member's lease ran out
- * (its unit was taken back already); -2 no unit is out (ValueError).
+ * ARGV: member ("" for none). Gives back the member's unit if it is
+ * still out, else any (another process's release, or the unit's lease,
+ * may have given back this one already): 0; or -2 when no unit is out
+ * (Python's ValueError).
  */
 static struct mgr_script release_lua = { .src = BS_KEYS
-	"if ARGV[1] ~= '' then "
-	"if redis.call('ZREM', H, ARGV[1]) == 0 then return -1 end "
-	"elseif #redis.call('ZPOPMIN', H) == 0 then return -2 end "
+	"if ARGV[1] == '' or redis.call('ZREM', H, ARGV[1]) == 0 then "
+	"if #redis.call('ZPOPMIN', H) == 0 then return -2 end end "
 	"if redis.call('LLEN', W) == 0 then redis.call('RPUSH', W, 1) end "
 	"return 0" };
 
@@ -168,10 +169,8 @@ MPQ_NET_EXPORT int mpq_manager_bounded_sem_release(struct mpq_manager_bsem *s)
 	if (err)
 		return err;
 	if (s->held)
-		s->held--;	/* released, or its lease ran out */
-	if (v == -2)
-		return -EINVAL;
-	return v == -1 ? -ESTALE : 0;
+		s->held--;
+	return v == -2 ? -EINVAL : 0;
 }
 
 MPQ_NET_EXPORT int mpq_manager_bounded_sem_get_value(struct mpq_manager_bsem *s)
