@@ -107,24 +107,42 @@ static int waiters(struct mpq_manager *m, const char *name, int n)
 
 /* ---- Event ---- */
 
+struct ev_arg {
+	struct mpq_manager_event *e;
+	struct mpq_manager_value *ready;
+};
+
 static int event_waiter(void *p)
 {
-	return mpq_manager_event_wait(p, 5000 * MS) ? 1 : 0;
+	struct ev_arg *a = p;
+
+	/* Connected and about to wait: two round trips from blocking. */
+	if (mpq_manager_value_add(a->ready, 1, NULL))
+		return 2;
+	return mpq_manager_event_wait(a->e, 5000 * MS) ? 1 : 0;
 }
 
 TEST_F(sync, an_event_set_wakes_every_waiter_even_if_cleared_at_once)
 {
 	struct mpq_manager_event *e;
+	struct ev_arg a;
+	int64_t ready = 0;
 	pid_t w[3];
 	int i;
 
 	ASSERT_EQ(0, mpq_manager_event(self->m, "e", &e));
+	ASSERT_EQ(0, mpq_manager_value(self->m, "ready", 8, 0, 0, &a.ready));
+	a.e = e;
 	EXPECT_EQ(0, mpq_manager_event_is_set(e));
 	EXPECT_EQ(-EAGAIN, mpq_manager_event_wait(e, 0));
 	EXPECT_EQ(-ETIMEDOUT, mpq_manager_event_wait(e, 50 * MS));
 	for (i = 0; i < 3; i++)
-		w[i] = spawn(event_waiter, e);
-	sleep_ms(100);
+		w[i] = spawn(event_waiter, &a);
+	for (i = 0; i < 5000 && ready < 3; i++) {
+		sleep_ms(1);
+		ASSERT_EQ(0, mpq_manager_value_get(a.ready, &ready));
+	}
+	sleep_ms(300);
 	ASSERT_EQ(0, mpq_manager_event_set(e));
 	ASSERT_EQ(0, mpq_manager_event_clear(e));
 	for (i = 0; i < 3; i++)
@@ -134,6 +152,7 @@ TEST_F(sync, an_event_set_wakes_every_waiter_even_if_cleared_at_once)
 	EXPECT_EQ(1, mpq_manager_event_is_set(e));
 	EXPECT_EQ(0, mpq_manager_event_wait(e, 0));
 	EXPECT_EQ(0, mpq_manager_event_wait(e, MPQ_FOREVER));
+	mpq_manager_value_free(a.ready);
 	mpq_manager_event_free(e);
 }
 
