@@ -45,7 +45,10 @@ static struct mgr_script open_lua = { .src = BS_KEYS
 	"redis.call('HSETNX', CFG, 'value', ARGV[1]) redis.call('ZCARD', H) "
 	"return redis.call('HGET', CFG, 'value')" };
 
-/* As sem.c's: {1, token, died} when taken; {0, ms to wait} when not. */
+/*
+ * As sem.c's: {1, token, died} when taken; {0, ms to wait} when not, at
+ * most 10 s (a lease that never ends would overflow the caller's ns).
+ */
 static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW BS_KEYS
 	"local now = now_ms() local died = 0 "
 	"if redis.call('ZREMRANGEBYSCORE', H, '-inf', now) > 0 then "
@@ -55,7 +58,7 @@ static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW BS_KEYS
 	"redis.call('ZADD', H, now + tonumber(ARGV[2]), ARGV[1] .. '/' .. t) "
 	"return {1, t, died} end "
 	"local nx = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES') "
-	"return {0, math.max(1, tonumber(nx[2]) - now + 1)}" };
+	"return {0, math.min(10000, math.max(1, tonumber(nx[2]) - now + 1))}" };
 
 /*
  * ARGV: member ("" for none). Gives back the member's unit if it is

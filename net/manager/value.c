@@ -179,9 +179,7 @@ static int op(struct mpq_manager_value *v, char code, size_t off,
 	args[5] = hi;
 	args[6] = v->lock ? "1" : "0";
 	for (i = 0; i < 7; i++)
-		alens[i] = strlen(args[i]);
-	if (code == 's')
-		alens[3] = len;
+		alens[i] = i == 3 && code == 's' ? len : strlen(args[i]);
 	if (v->lock) {
 		lo_obj = mpq__mgr_lock_obj(v->lock);
 		keys[0] = lo_obj->keys[0];
