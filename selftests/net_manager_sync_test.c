@@ -717,6 +717,8 @@ TEST_F(sync, a_key_of_another_type_is_eprototype)
 	ASSERT_EQ(0, mpq_manager_cond(self->m, "x", NULL, 0, &c));
 	ASSERT_EQ(0, mpq_manager_cond_acquire(c, 0));
 	EXPECT_EQ(-EPROTOTYPE, mpq_manager_cond_wait(c, 100 * MS));
+	/* A wait that failed did not let go of the lock. */
+	EXPECT_EQ(0, mpq_manager_cond_release(c));
 	mpq_manager_cond_free(c);
 	mpq_manager_namespace_free(n);
 	mpq_manager_event_free(e);

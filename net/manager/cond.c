@@ -59,10 +59,13 @@ struct mpq_manager_cond {
 
 /*
  * KEYS: the cond's four, the lock's :h and :w. ARGV: me, token,
- * lease_ms. The waiter's id, or -1 if the caller's hold is gone.
+ * lease_ms. The waiter's id, or -1 if the caller's hold is gone. The
+ * keys' types are checked first: a script's writes before an error stay
+ * done, and the lock must not be released for a wait that fails.
  */
 static struct mgr_script enter_lua = { .src = MGR_LUA_NOW C_KEYS
 	"local LH, LW = KEYS[5], KEYS[6] "
+	"redis.call('LLEN', Q) redis.call('HLEN', D) redis.call('GET', SEQ) "
 	"local h = redis.call('HMGET', LH, 'owner', 'token') "
 	"if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return -1 end "
 	"redis.call('HDEL', LH, 'owner', 'token', 'deadline', 'count') "
@@ -184,6 +187,7 @@ MPQ_NET_EXPORT int mpq_manager_cond_wait(struct mpq_manager_cond *c,
 	uint64_t token;
 	long long v;
 	int depth, err, woken = 0, rerr;
+	redisReply *r;
 
 	if (!c || timeout_ns < MPQ_FOREVER)
 		return -EINVAL;
@@ -222,8 +226,6 @@ MPQ_NET_EXPORT int mpq_manager_cond_wait(struct mpq_manager_cond *c,
 			woken = v == 1;
 			break;
 		}
-		redisReply *r;
-
 		err = mpq__mgr_eval_after(c->o.m, wkey, left < chunk ?
 					  left : chunk, &beat_lua, &r, 4,
 					  (const char **)c->o.keys, 2, args,

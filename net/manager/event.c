@@ -28,8 +28,9 @@ struct mpq_manager_event {
 
 #define E_KEYS "local H, S = KEYS[1], KEYS[2]\n"
 
+/* XLEN first: a wrong type fails before the flag is written. */
 static struct mgr_script set_lua = { .src = E_KEYS
-	"if redis.call('HGET', H, 'flag') ~= '1' then "
+	"redis.call('XLEN', S) if redis.call('HGET', H, 'flag') ~= '1' then "
 	"redis.call('HSET', H, 'flag', 1) "
 	"redis.call('XADD', S, 'MAXLEN', 8, '*', 's', 1) end return 0" };
 
