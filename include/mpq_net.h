@@ -297,7 +297,7 @@ int mpq_manager_event_clear(struct mpq_manager_event *e);
 int mpq_manager_event_is_set(struct mpq_manager_event *e);
 int mpq_manager_event_wait(struct mpq_manager_event *e, int64_t timeout_ns);
 
-/* lock: a managed lock of the caller's, or NULL: the RLock "<name>/lock"
+/* lock: a managed lock of the caller's, or NULL: the RLock "<name>/cond"
  * (lease_ns is its lease too; 0: 30 s). */
 struct mpq_manager_cond;
 int mpq_manager_cond(struct mpq_manager *m, const char *name,
@@ -329,7 +329,7 @@ int mpq_manager_barrier_parties(struct mpq_manager_barrier *b);
 int mpq_manager_barrier_n_waiting(struct mpq_manager_barrier *b);
 int mpq_manager_barrier_broken(struct mpq_manager_barrier *b);
 
-/* flags: MPQ_VALUE_RAW (no lock); else the RLock "<name>/lock" with
+/* flags: MPQ_VALUE_RAW (no lock); else the RLock "<name>/value" with
  * lease_ns (0: 30 s). add: on 8-byte little-endian integers. */
 struct mpq_manager_value;
 int mpq_manager_value(struct mpq_manager *m, const char *name, size_t size,

@@ -418,7 +418,8 @@ TEST_F(sync, a_barrier_releases_its_parties_with_distinct_indexes_once_all_arriv
 	EXPECT_EQ(0, mpq_manager_barrier_broken(b));
 	/* abort; and a reset releases waiting parties with -ECANCELED. */
 	w[0] = spawn(party, &a);
-	sleep_ms(100);
+	for (i = 0; i < 5000 && mpq_manager_barrier_n_waiting(b) < 1; i++)
+		sleep_ms(1);
 	EXPECT_EQ(1, mpq_manager_barrier_n_waiting(b));
 	ASSERT_EQ(0, mpq_manager_barrier_reset(b));
 	EXPECT_EQ(100 + ECANCELED, wait_child(w[0], 5000));

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * A managed Condition, with mpq_cond's methods and meaning, over a
- * managed lock (its own RLock "<name>/lock" by default, or the caller's).
+ * managed lock (its own RLock "<name>/cond" by default, or the caller's).
  *
  * Keys, under "mpq:<ns>:c:<name>":
  *   :q      list   waiter ids, in the order they began to wait
@@ -129,7 +129,7 @@ MPQ_NET_EXPORT int mpq_manager_cond(struct mpq_manager *m, const char *name,
 	c->lease_ms = mpq__mgr_waiter_lease_ms(lease_ns);
 	c->lock = lock;
 	if (!lock) {
-		if (asprintf(&lname, "%s/lock", name) < 0) {
+		if (asprintf(&lname, "%s/cond", name) < 0) {
 			mpq__mgr_obj_free(c);
 			return -ENOMEM;
 		}

@@ -10,7 +10,7 @@
  *   :cfg    hash   size, count (the first opener's)
  *
  * Every copy is one script, so it is atomic by itself. As Python's
- * Value(lock=True), a value has a lock (the managed RLock "<name>/lock",
+ * Value(lock=True), a value has a lock (the managed RLock "<name>/value",
  * mpq_manager_value_get_lock) for steps of several calls; each copy
  * respects it: while another process holds it, the copy waits (blocked
  * on the lock's wake list, not polling); a holder that died leaves it at
@@ -103,7 +103,7 @@ MPQ_NET_EXPORT int mpq_manager_array(struct mpq_manager *m, const char *name,
 	if (!v)
 		return err;
 	if (!(flags & MPQ_VALUE_RAW)) {
-		if (asprintf(&lname, "%s/lock", name) < 0) {
+		if (asprintf(&lname, "%s/value", name) < 0) {
 			err = -ENOMEM;
 			goto fail;
 		}
