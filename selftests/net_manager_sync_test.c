@@ -215,6 +215,7 @@ TEST_F(sync, a_condition_wait_releases_the_lock_and_notify_wakes_n_waiters)
 	ASSERT_EQ(0, mpq_manager_namespace(self->m, "c", &a.ns));
 	l = mpq_manager_cond_get_lock(a.c);
 	ASSERT_NE(NULL, l);
+	mpq_manager_lock_free(l);	/* the Condition's: does nothing */
 	/* Without the lock: Python's RuntimeError. */
 	EXPECT_EQ(-EPERM, mpq_manager_cond_wait(a.c, 0));
 	EXPECT_EQ(-EPERM, mpq_manager_cond_notify(a.c, 1));

@@ -106,8 +106,10 @@ static struct mgr_script notify_lua = { .src = MGR_LUA_NOW C_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_cond_free(struct mpq_manager_cond *c)
 {
-	if (c && c->own_lock)
+	if (c && c->own_lock) {
+		mpq__mgr_lock_set_owned(c->lock, 0);
 		mpq_manager_lock_free(c->lock);
+	}
 	mpq__mgr_obj_free(c);
 }
 
@@ -140,6 +142,7 @@ MPQ_NET_EXPORT int mpq_manager_cond(struct mpq_manager *m, const char *name,
 			return err;
 		}
 		c->own_lock = 1;
+		mpq__mgr_lock_set_owned(c->lock, 1);
 	}
 	*out = c;
 	return 0;

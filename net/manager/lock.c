@@ -30,6 +30,7 @@ struct mpq_manager_lock {
 	pid_t holder_pid;	/* the process that holds it via this handle */
 	uint64_t token;
 	int depth;
+	int owned;		/* a Condition's or a Value's own lock */
 };
 
 #define L_KEYS "local H, FENCE, W = KEYS[1], KEYS[2], KEYS[3]\n"
@@ -81,6 +82,9 @@ static struct mgr_script consistent_lua = { .src = L_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_lock_free(struct mpq_manager_lock *l)
 {
+	/* As mpq_lock_free: the lock of a Condition or Value is theirs. */
+	if (l && l->owned)
+		return;
 	mpq__mgr_obj_free(l);
 }
 
@@ -277,4 +281,9 @@ void mpq__mgr_lock_forget(struct mpq_manager_lock *l)
 int64_t mpq__mgr_waiter_lease_ms(int64_t lease_ns)
 {
 	return lease_ns ? (lease_ns + 999999) / 1000000 : 5000;
+}
+
+void mpq__mgr_lock_set_owned(struct mpq_manager_lock *l, int owned)
+{
+	l->owned = owned;
 }

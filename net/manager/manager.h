@@ -174,6 +174,9 @@ struct mpq_manager_lock;
 struct mgr_obj *mpq__mgr_lock_obj(struct mpq_manager_lock *l);
 int mpq__mgr_lock_hold(struct mpq_manager_lock *l, uint64_t *token,
 		       int *depth);
+/* A lock a Condition or a Value made and frees (owned 0 first): while
+ * owned, mpq_manager_lock_free of it does nothing. */
+void mpq__mgr_lock_set_owned(struct mpq_manager_lock *l, int owned);
 /* A script released every level of the hold on the server. */
 void mpq__mgr_lock_forget(struct mpq_manager_lock *l);
 /*

@@ -77,8 +77,10 @@ static struct mgr_script op_lua = { .src = MGR_LUA_NOW V_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_value_free(struct mpq_manager_value *v)
 {
-	if (v)
+	if (v && v->lock) {
+		mpq__mgr_lock_set_owned(v->lock, 0);
 		mpq_manager_lock_free(v->lock);
+	}
 	mpq__mgr_obj_free(v);
 }
 
@@ -111,6 +113,7 @@ MPQ_NET_EXPORT int mpq_manager_array(struct mpq_manager *m, const char *name,
 		free(lname);
 		if (err)
 			goto fail;
+		mpq__mgr_lock_set_owned(v->lock, 1);
 	}
 	snprintf(e, sizeof(e), "%zu", elem_size);
 	snprintf(n, sizeof(n), "%zu", count);
