@@ -17,7 +17,7 @@
  *
  * Every message is checked (sequence number in its first bytes).
  *     make build/bench/manager_bench
- *     build/bench/manager_bench [PORT]
+ *     build/bench/manager_bench [PORT] [event]   (event: that cell alone)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -314,6 +314,11 @@ int main(int argc, char **argv)
 	if (err)
 		fail("start", err);
 	printf("# mpq Manager, redis-server on %s\n", addr);
+	if (argc > 2 && !strcmp(argv[2], "event")) {	/* that cell alone */
+		event_rtt(m, 3000);
+		mpq_manager_shutdown(m);
+		return 0;
+	}
 	printf("# leased queues (get, then done: at-least-once)\n");
 	rtt(m, 5000);
 	stream(m, 20000, 1, "single");
