@@ -594,6 +594,46 @@ TEST_F(sync, a_value_copy_waits_for_its_lock_and_a_dead_holder_is_eownerdead)
 	mpq_manager_value_free(v);
 }
 
+static int get_value(void *p)
+{
+	int64_t x;
+
+	return mpq_manager_value_get(p, &x) ? 1 : 0;
+}
+
+static int take_value_lock(void *p)
+{
+	struct mpq_manager_value *v = p;
+	struct mpq_manager_lock *l = mpq_manager_value_get_lock(v);
+
+	return mpq_manager_lock_acquire(l, MPQ_FOREVER) ? 1 : 0;
+}
+
+/*
+ * A copy blocked on the value's lock shares the lock's wake-up with the
+ * lock's own acquirers: when it takes the release's wake-up, it passes it
+ * on, and an acquirer blocked behind it gets the lock now, not when the
+ * (30 s) lease of the holder that released it would have ended, nor at
+ * its 10 s wake-up.
+ */
+TEST_F(sync, a_copy_that_waited_for_the_lock_passes_the_wake_up_on)
+{
+	struct mpq_manager_value *v;
+	pid_t copier, taker;
+
+	ASSERT_EQ(0, mpq_manager_value(self->m, "vw", 8, 0, 0, &v));
+	ASSERT_EQ(0, mpq_manager_lock_acquire(mpq_manager_value_get_lock(v),
+					      0));
+	copier = spawn(get_value, v);
+	sleep_ms(200);		/* the copier blocks first */
+	taker = spawn(take_value_lock, v);
+	sleep_ms(200);
+	ASSERT_EQ(0, mpq_manager_lock_release(mpq_manager_value_get_lock(v)));
+	EXPECT_EQ(0, wait_child(copier, 5000));
+	EXPECT_EQ(0, wait_child(taker, 5000));
+	mpq_manager_value_free(v);
+}
+
 /* ---- Namespace ---- */
 
 static int collect_attr(const char *attr, void *arg)

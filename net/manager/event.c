@@ -35,8 +35,7 @@ static struct mgr_script set_lua = { .src = E_KEYS
 	"redis.call('XADD', S, 'MAXLEN', 8, '*', 's', 1) end return 0" };
 
 static struct mgr_script clear_lua = { .src = E_KEYS
-	"redis.call('HSET', H, 'flag', 0) "
-	"redis.call('XLEN', S) return 0" };	/* XLEN: type check */
+	"redis.call('XLEN', S) redis.call('HSET', H, 'flag', 0) return 0" };
 
 /* {flag, the stream's last id}. */
 static struct mgr_script check_lua = { .src = MGR_LUA_LAST E_KEYS

@@ -48,8 +48,10 @@ static struct mgr_script open_lua = { .src = V_KEYS
 
 /*
  * ARGV: me, op (g get, s set, a add), offset, length or data, delta low
- * and high 32 bits, locked. {1, died, bytes} when done; {0, ms until the
- * holder's lease ends} while another holds the lock.
+ * and high 32 bits, locked, waited. {1, died, bytes} when done; {0, ms
+ * until the holder's lease ends} while another holds the lock. A copy
+ * that waited took the release's wake-up from the lock's wake list, which
+ * the lock's own acquirers block on too: it passes it on.
  */
 static struct mgr_script op_lua = { .src = MGR_LUA_NOW V_KEYS
 	"local died = 0 "
@@ -60,7 +62,9 @@ static struct mgr_script op_lua = { .src = MGR_LUA_NOW V_KEYS
 	"redis.call('HSET', LH, 'dirty', 1) "
 	"redis.call('HDEL', LH, 'owner', 'token', 'deadline', 'count') "
 	"if redis.call('LLEN', LW) == 0 then redis.call('RPUSH', LW, 1) end "
-	"died = 1 end "
+	"died = 1 "
+	"elseif not h[1] and ARGV[8] == '1' and "
+	"redis.call('LLEN', LW) == 0 then redis.call('RPUSH', LW, 1) end "
 	"if h[3] and h[1] ~= ARGV[1] then died = 1 end end "
 	"local off = tonumber(ARGV[3]) "
 	"if ARGV[2] == 'g' then return {1, died, "
@@ -162,8 +166,8 @@ static int op(struct mpq_manager_value *v, char code, size_t off,
 	      size_t len, const void *data, int64_t delta, void *out)
 {
 	char offs[24], lens[24], lo[16], hi[16], opc[2] = { code, 0 };
-	const char *args[7], *keys[4], *wait_key = NULL;
-	size_t alens[7];
+	const char *args[8], *keys[4], *wait_key = NULL;
+	size_t alens[8];
 	int64_t wait_ns = 0;
 	redisReply *r;
 	struct mgr_obj *lo_obj;
@@ -181,7 +185,8 @@ static int op(struct mpq_manager_value *v, char code, size_t off,
 	args[4] = lo;
 	args[5] = hi;
 	args[6] = v->lock ? "1" : "0";
-	for (i = 0; i < 7; i++)
+	args[7] = "0";
+	for (i = 0; i < 8; i++)
 		alens[i] = i == 3 && code == 's' ? len : strlen(args[i]);
 	if (v->lock) {
 		lo_obj = mpq__mgr_lock_obj(v->lock);
@@ -194,7 +199,7 @@ static int op(struct mpq_manager_value *v, char code, size_t off,
 	keys[3] = v->o.keys[1];
 	for (;;) {
 		err = mpq__mgr_eval_after(v->o.m, wait_key, wait_ns, &op_lua,
-					  &r, 4, keys, 7, args, alens);
+					  &r, 4, keys, 8, args, alens);
 		if (err)
 			return err;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
@@ -210,6 +215,7 @@ static int op(struct mpq_manager_value *v, char code, size_t off,
 		if (wait_ns <= 0 || wait_ns > MGR_MAX_BLOCK_NS)
 			wait_ns = MGR_MAX_BLOCK_NS;
 		wait_key = keys[1];
+		args[7] = "1";
 		freeReplyObject(r);
 	}
 	died = r->element[1]->integer != 0;
