@@ -17,7 +17,7 @@
  *
  * Every message is checked (sequence number in its first bytes).
  *     make build/bench/manager_bench
- *     build/bench/manager_bench [PORT]
+ *     build/bench/manager_bench [PORT] [event]   (event: that cell alone)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -246,6 +246,61 @@ static void dict(struct mpq_manager *m, int n)
 	mpq_manager_dict_free(d);
 }
 
+/*
+ * Event ping-pong: the parent sets "ping" and waits for "pong"; the child
+ * waits for "ping", clears it, sets "pong". A round trip is a set, a
+ * wait (woken by the other's set) and a clear on each side.
+ */
+static void event_rtt(struct mpq_manager *m, int n)
+{
+	struct mpq_manager_event *ping, *pong;
+	int64_t *t = calloc(n, sizeof(*t)), t0;
+	pid_t child;
+	int i, err;
+
+	child = fork();
+	if (child == 0) {
+		struct mpq_manager *p = attach(m);
+
+		if (mpq_manager_event(p, "ping", &ping) ||
+		    mpq_manager_event(p, "pong", &pong))
+			_exit(1);
+		for (i = 0; i < n + 100; i++)
+			if (mpq_manager_event_wait(ping, 10 * SEC) ||
+			    mpq_manager_event_clear(ping) ||
+			    mpq_manager_event_set(pong))
+				_exit(1);
+		_exit(0);
+	}
+	{
+		struct mpq_manager *p = attach(m);
+
+		if (mpq_manager_event(p, "ping", &ping) ||
+		    mpq_manager_event(p, "pong", &pong))
+			exit(3);
+		for (i = -100; i < n; i++) {
+			t0 = now();
+			err = mpq_manager_event_set(ping);
+			if (!err)
+				err = mpq_manager_event_wait(pong, 10 * SEC);
+			if (!err)
+				err = mpq_manager_event_clear(pong);
+			if (err)
+				fail("event rtt", err);
+			if (i >= 0)
+				t[i] = now() - t0;
+		}
+		waitpid(child, NULL, 0);
+		qsort(t, n, sizeof(*t), cmp64);
+		printf("event rtt  %8.1f us p50  %8.1f us p99  (%d round trips)\n",
+		       t[n / 2] / 1e3, t[n * 99 / 100] / 1e3, n);
+		mpq_manager_event_free(ping);
+		mpq_manager_event_free(pong);
+		mpq_manager_free(p);
+	}
+	free(t);
+}
+
 int main(int argc, char **argv)
 {
 	char addr[64];
@@ -259,6 +314,11 @@ int main(int argc, char **argv)
 	if (err)
 		fail("start", err);
 	printf("# mpq Manager, redis-server on %s\n", addr);
+	if (argc > 2 && !strcmp(argv[2], "event")) {	/* that cell alone */
+		event_rtt(m, 3000);
+		mpq_manager_shutdown(m);
+		return 0;
+	}
 	printf("# leased queues (get, then done: at-least-once)\n");
 	rtt(m, 5000);
 	stream(m, 20000, 1, "single");
@@ -269,6 +329,7 @@ int main(int argc, char **argv)
 	stream(m, 20000, 1, "single");
 	stream(m, 300000, 256, "batched");
 	dict(m, 20000);
+	event_rtt(m, 3000);
 	mpq_manager_shutdown(m);
 	return 0;
 }

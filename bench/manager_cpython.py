@@ -10,14 +10,16 @@ clients would (forked Processes, each with its own connection).
   single   a producer Process puts N 64-byte messages; the parent gets them
   batched  the same with lists of 256 messages per put (Python's batching)
   dict     set then get of N keys through a managed dict; ops/s
+  event    ping-pong through two managed Events (set, wait, clear)
 
-    /usr/bin/python3 bench/manager_cpython.py [PORT]
+    /usr/bin/python3 bench/manager_cpython.py [PORT] [event]
 """
 import multiprocessing as mp
 import queue
 import sys
 import time
-from multiprocessing.managers import BaseManager, DictProxy
+import threading
+from multiprocessing.managers import BaseManager, DictProxy, EventProxy
 
 QUEUES = {}
 DICT = {}
@@ -31,12 +33,20 @@ def get_d():
     return DICT
 
 
+EVENTS = {}
+
+
+def get_ev(name):
+    return EVENTS.setdefault(name, threading.Event())
+
+
 class M(BaseManager):
     pass
 
 
 M.register('q', callable=get_q)
 M.register('d', callable=get_d, proxytype=DictProxy)
+M.register('ev', callable=get_ev, proxytype=EventProxy)
 ADDR = ('127.0.0.1', int(sys.argv[1]) if len(sys.argv) > 1 else 7398)
 KEY = b'bench-key'
 
@@ -118,12 +128,45 @@ def dict_cell(n):
     print('dict get   %10.0f ops/s' % (n / (time.perf_counter() - t0)))
 
 
+def event_echo(n):
+    m = client()
+    ping, pong = m.ev('ping'), m.ev('pong')
+    for _ in range(n):
+        ping.wait(10)
+        ping.clear()
+        pong.set()
+
+
+def event_rtt(n):
+    p = mp.Process(target=event_echo, args=(n + 100,))
+    p.start()
+    m = client()
+    ping, pong = m.ev('ping'), m.ev('pong')
+    t = []
+    for i in range(-100, n):
+        t0 = time.perf_counter_ns()
+        ping.set()
+        assert pong.wait(10)
+        pong.clear()
+        if i >= 0:
+            t.append(time.perf_counter_ns() - t0)
+    p.join()
+    t.sort()
+    print('event rtt  %8.1f us p50  %8.1f us p99  (%d round trips)' %
+          (t[n // 2] / 1e3, t[n * 99 // 100] / 1e3, n))
+
+
 if __name__ == '__main__':
     server = M(address=ADDR, authkey=KEY)
     server.start()
     print('# Python %s BaseManager on %s:%d' % (sys.version.split()[0], *ADDR))
+    if sys.argv[2:] == ['event']:   # that cell alone
+        event_rtt(3000)
+        server.shutdown()
+        sys.exit(0)
     rtt(5000)
     stream(20000, 1, 'single')
     stream(300000, 256, 'batched')
     dict_cell(20000)
+    event_rtt(3000)
     server.shutdown()

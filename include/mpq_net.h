@@ -280,6 +280,110 @@ int mpq_manager_sem_renew(struct mpq_manager_sem *s);
 uint64_t mpq_manager_sem_token(struct mpq_manager_sem *s);
 
 /*
+ * Managed Event, Condition, Barrier, Value and Array, Namespace and
+ * BoundedSemaphore (mpq_manager_sync.3): the methods and meaning of the
+ * local mpq_event, mpq_cond, mpq_barrier, mpq_value and mpq_sem (bounded),
+ * found by name. Waiting blocks on the server. A waiter or a waiting
+ * party holds a lease (lease_ns; 0: 5 s) that it renews while it waits:
+ * one that dies is seen when it ends. See the page for what each does
+ * when a process dies.
+ */
+struct mpq_manager_event;
+int mpq_manager_event(struct mpq_manager *m, const char *name,
+		      struct mpq_manager_event **out);
+void mpq_manager_event_free(struct mpq_manager_event *e);
+int mpq_manager_event_set(struct mpq_manager_event *e);
+int mpq_manager_event_clear(struct mpq_manager_event *e);
+int mpq_manager_event_is_set(struct mpq_manager_event *e);
+int mpq_manager_event_wait(struct mpq_manager_event *e, int64_t timeout_ns);
+
+/* lock: a managed lock of the caller's, or NULL: the RLock "<name>/cond"
+ * (lease_ns is its lease too; 0: 30 s). */
+struct mpq_manager_cond;
+int mpq_manager_cond(struct mpq_manager *m, const char *name,
+		     struct mpq_manager_lock *lock, int64_t lease_ns,
+		     struct mpq_manager_cond **out);
+void mpq_manager_cond_free(struct mpq_manager_cond *c);
+struct mpq_manager_lock *mpq_manager_cond_get_lock(struct mpq_manager_cond *c);
+int mpq_manager_cond_acquire(struct mpq_manager_cond *c, int64_t timeout_ns);
+int mpq_manager_cond_release(struct mpq_manager_cond *c);
+int mpq_manager_cond_wait(struct mpq_manager_cond *c, int64_t timeout_ns);
+int mpq_manager_cond_wait_for(struct mpq_manager_cond *c,
+			      int (*pred)(void *arg), void *arg,
+			      int64_t timeout_ns);
+int mpq_manager_cond_notify(struct mpq_manager_cond *c, int n);
+int mpq_manager_cond_notify_all(struct mpq_manager_cond *c);
+
+/* wait: the arrival index, -ECANCELED (broken), -ETIMEDOUT. */
+struct mpq_manager_barrier;
+int mpq_manager_barrier(struct mpq_manager *m, const char *name,
+			unsigned int parties, int (*action)(void *arg),
+			void *arg, int64_t lease_ns,
+			struct mpq_manager_barrier **out);
+void mpq_manager_barrier_free(struct mpq_manager_barrier *b);
+int mpq_manager_barrier_wait(struct mpq_manager_barrier *b,
+			     int64_t timeout_ns);
+int mpq_manager_barrier_abort(struct mpq_manager_barrier *b);
+int mpq_manager_barrier_reset(struct mpq_manager_barrier *b);
+int mpq_manager_barrier_parties(struct mpq_manager_barrier *b);
+int mpq_manager_barrier_n_waiting(struct mpq_manager_barrier *b);
+int mpq_manager_barrier_broken(struct mpq_manager_barrier *b);
+
+/* flags: MPQ_VALUE_RAW (no lock); else the RLock "<name>/value" with
+ * lease_ns (0: 30 s). add: on 8-byte little-endian integers. */
+struct mpq_manager_value;
+int mpq_manager_value(struct mpq_manager *m, const char *name, size_t size,
+		      unsigned int flags, int64_t lease_ns,
+		      struct mpq_manager_value **out);
+int mpq_manager_array(struct mpq_manager *m, const char *name,
+		      size_t elem_size, size_t count, unsigned int flags,
+		      int64_t lease_ns, struct mpq_manager_value **out);
+void mpq_manager_value_free(struct mpq_manager_value *v);
+size_t mpq_manager_value_size(struct mpq_manager_value *v);
+long mpq_manager_array_len(struct mpq_manager_value *v);
+struct mpq_manager_lock *mpq_manager_value_get_lock(struct mpq_manager_value *v);
+int mpq_manager_value_get(struct mpq_manager_value *v, void *out);
+int mpq_manager_value_set(struct mpq_manager_value *v, const void *in);
+int mpq_manager_value_add(struct mpq_manager_value *v, int64_t delta,
+			  int64_t *result);
+int mpq_manager_array_get(struct mpq_manager_value *v, size_t i, void *out);
+int mpq_manager_array_set(struct mpq_manager_value *v, size_t i,
+			  const void *in);
+/* Elements [start, stop). */
+int mpq_manager_array_get_slice(struct mpq_manager_value *v, size_t start,
+				size_t stop, void *out);
+int mpq_manager_array_set_slice(struct mpq_manager_value *v, size_t start,
+				size_t stop, const void *in);
+int mpq_manager_array_add(struct mpq_manager_value *v, size_t i,
+			  int64_t delta, int64_t *result);
+
+/* get as dict_get; delete: 0 or -ENOENT (AttributeError). */
+struct mpq_manager_namespace;
+int mpq_manager_namespace(struct mpq_manager *m, const char *name,
+			  struct mpq_manager_namespace **out);
+void mpq_manager_namespace_free(struct mpq_manager_namespace *n);
+int mpq_manager_namespace_get(struct mpq_manager_namespace *n,
+			      const char *attr, void *buf, size_t *len);
+int mpq_manager_namespace_set(struct mpq_manager_namespace *n,
+			      const char *attr, const void *val, size_t len);
+int mpq_manager_namespace_delete(struct mpq_manager_namespace *n,
+				 const char *attr);
+int mpq_manager_namespace_list(struct mpq_manager_namespace *n,
+			       int (*fn)(const char *attr, void *arg),
+			       void *arg);
+
+/* lease_ns: a unit's lease (0: 30 s), or MPQ_MANAGER_NO_LEASE. */
+struct mpq_manager_bsem;
+int mpq_manager_bounded_sem(struct mpq_manager *m, const char *name,
+			    unsigned int value, int64_t lease_ns,
+			    struct mpq_manager_bsem **out);
+void mpq_manager_bounded_sem_free(struct mpq_manager_bsem *s);
+int mpq_manager_bounded_sem_acquire(struct mpq_manager_bsem *s,
+				    int64_t timeout_ns);
+int mpq_manager_bounded_sem_release(struct mpq_manager_bsem *s);
+int mpq_manager_bounded_sem_get_value(struct mpq_manager_bsem *s);
+
+/*
  * Listener and Client: multiprocessing.connection's, for processes that
  * are not related, on this machine (AF_UNIX, a path or an abstract name)
  * or across machines (TCP). They speak Python's wire format and

@@ -30,6 +30,7 @@ struct mpq_manager_lock {
 	pid_t holder_pid;	/* the process that holds it via this handle */
 	uint64_t token;
 	int depth;
+	int owned;		/* a Condition's or a Value's own lock */
 };
 
 #define L_KEYS "local H, FENCE, W = KEYS[1], KEYS[2], KEYS[3]\n"
@@ -81,6 +82,9 @@ static struct mgr_script consistent_lua = { .src = L_KEYS
 
 MPQ_NET_EXPORT void mpq_manager_lock_free(struct mpq_manager_lock *l)
 {
+	/* As mpq_lock_free: the lock of a Condition or Value is theirs. */
+	if (l && l->owned)
+		return;
 	mpq__mgr_obj_free(l);
 }
 
@@ -251,4 +255,35 @@ MPQ_NET_EXPORT int mpq_manager_lock_consistent(struct mpq_manager_lock *l)
 MPQ_NET_EXPORT uint64_t mpq_manager_lock_token(struct mpq_manager_lock *l)
 {
 	return l && holding(l) ? l->token : 0;
+}
+
+struct mgr_obj *mpq__mgr_lock_obj(struct mpq_manager_lock *l)
+{
+	return &l->o;
+}
+
+int mpq__mgr_lock_hold(struct mpq_manager_lock *l, uint64_t *token,
+		       int *depth)
+{
+	if (!holding(l))
+		return -EPERM;
+	*token = l->token;
+	*depth = l->depth;
+	return 0;
+}
+
+void mpq__mgr_lock_forget(struct mpq_manager_lock *l)
+{
+	l->depth = 0;
+	l->token = 0;
+}
+
+int64_t mpq__mgr_waiter_lease_ms(int64_t lease_ns)
+{
+	return lease_ns ? (lease_ns + 999999) / 1000000 : 5000;
+}
+
+void mpq__mgr_lock_set_owned(struct mpq_manager_lock *l, int owned)
+{
+	l->owned = owned;
 }

@@ -152,4 +152,38 @@ void mpq__mgr_conn_drop(struct mpq_manager *m);
 	"local function now_ms() local t = redis.call('TIME') " \
 	"return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"
 
+/* The last id of stream s ("0-0" when empty): what XREAD waits after. */
+#define MGR_LUA_LAST \
+	"local function last_id(s) local e = redis.call('XREVRANGE', s, " \
+	"'+', '-', 'COUNT', 1) if #e == 0 then return '0-0' end " \
+	"return e[1][1] end\n"
+
+/*
+ * XREAD BLOCK the stream key for entries after id, for at most wait_ns
+ * (1 ms to MGR_MAX_BLOCK_NS): 1 if there are, 0 on a timeout. Every
+ * reader wakes at an XADD, where a BLPOP wakes one (event.c).
+ */
+int mpq__mgr_xwait(struct mpq_manager *m, const char *key, const char *id,
+		   int64_t wait_ns);
+
+/*
+ * For Condition.wait and Value (lock.c): the handle's keys, and this
+ * process's hold of it: 0 with *token, *depth if held, -EPERM if not.
+ */
+struct mpq_manager_lock;
+struct mgr_obj *mpq__mgr_lock_obj(struct mpq_manager_lock *l);
+int mpq__mgr_lock_hold(struct mpq_manager_lock *l, uint64_t *token,
+		       int *depth);
+/* A lock a Condition or a Value made and frees (owned 0 first): while
+ * owned, mpq_manager_lock_free of it does nothing. */
+void mpq__mgr_lock_set_owned(struct mpq_manager_lock *l, int owned);
+/* A script released every level of the hold on the server. */
+void mpq__mgr_lock_forget(struct mpq_manager_lock *l);
+/*
+ * The lease of a waiter (Condition) or a waiting party (Barrier), in ms,
+ * for lease_ns (0: 5 s): it renews it every third of it while it blocks,
+ * and one that stops renewing for a whole lease is taken for dead.
+ */
+int64_t mpq__mgr_waiter_lease_ms(int64_t lease_ns);
+
 #endif
