@@ -139,6 +139,10 @@ TEST_F(obj, a_queue_keeps_the_local_queues_promises)
 	mpq_queue_free(q);
 }
 
+static int *put_done;
+
+/* Take one, then see the blocked put finish: woken by the get, not by
+ * its own timeout (which is longer than this wait). */
 static int take_one_later(void *arg)
 {
 	struct mpq_queue *q = arg;
@@ -146,7 +150,9 @@ static int take_one_later(void *arg)
 	size_t len = sizeof(buf);
 
 	sleep_ms(100);
-	return mpq_queue_get(q, buf, &len, 5000 * MS) ? 1 : 0;
+	if (mpq_queue_get(q, buf, &len, 5000 * MS))
+		return 1;
+	return wait_for_flag(put_done, 4000) ? 0 : 2;
 }
 
 TEST_F(obj, a_blocking_put_waits_for_room_that_a_get_makes)
@@ -154,11 +160,13 @@ TEST_F(obj, a_blocking_put_waits_for_room_that_a_get_makes)
 	struct mpq_queue *q;
 	pid_t c;
 
+	put_done = shared_alloc(sizeof(*put_done));
 	ASSERT_EQ(0, new_queue(self->m, "room", 0, 1, &q));
 	ASSERT_EQ(0, mpq_queue_put(q, "a", 1, 0));
 	c = spawn(take_one_later, q);
-	EXPECT_EQ(0, mpq_queue_put(q, "b", 1, 5000 * MS));
-	EXPECT_EQ(0, wait_child(c, 5000));
+	EXPECT_EQ(0, mpq_queue_put(q, "b", 1, 10000 * MS));
+	set_flag(put_done, 1);
+	EXPECT_EQ(0, wait_child(c, 10000));
 	EXPECT_EQ(1, mpq_queue_qsize(q));
 	mpq_queue_free(q);
 }
