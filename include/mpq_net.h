@@ -319,6 +319,15 @@ int mpq_manager_rlock_open(struct mpq_manager *m, const char *name,
 int mpq_manager_sem_open(struct mpq_manager *m, const char *name,
 			 unsigned int value, int64_t lease_ns,
 			 struct mpq_sem **out);
+/*
+ * Renew the leases a managed object's handle holds: a JoinableQueue's
+ * messages taken and not finished, a lock's hold, a semaphore's units.
+ * For work longer than the lease. 0, -ESTALE (one had run out already),
+ * -EINVAL (not a managed object), or the manager's errors.
+ */
+int mpq_manager_queue_renew(struct mpq_queue *q);
+int mpq_manager_lock_renew_lease(struct mpq_lock *l);
+int mpq_manager_sem_renew_lease(struct mpq_sem *s);
 
 /*
  * Listener and Client: multiprocessing.connection's, for processes that

@@ -476,6 +476,51 @@ TEST_F(child, export_gives_a_handle_that_a_child_imports_through_the_manager)
 	mpq_queue_free(q);
 }
 
+/* Work longer than the lease: renewed, it is not handed to another. */
+TEST_F(mgr, renewed_leases_keep_a_long_task_and_a_long_hold)
+{
+	struct mpq_manager_queue_attr qa = { .lease_ns = 500 * MS };
+	struct mpq_queue *q, *other;
+	struct mpq_lock *l, *local;
+	char buf[8];
+	size_t len = sizeof(buf);
+	int i;
+
+	ASSERT_EQ(0, mpq_manager_joinable_queue_open(self->m, "long", &qa, &q));
+	ASSERT_EQ(0, mpq_manager_joinable_queue_open(self->m, "long", &qa,
+						     &other));
+	ASSERT_EQ(0, mpq_manager_lock_open(self->m, "long", 500 * MS, &l));
+	ASSERT_EQ(0, mpq_queue_put(q, "t", 1, 0));
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 0));
+	ASSERT_EQ(0, mpq_lock_acquire(l, 0));
+	for (i = 0; i < 4; i++) {
+		sleep_ms(200);
+		EXPECT_EQ(0, mpq_manager_queue_renew(q));
+		EXPECT_EQ(0, mpq_manager_lock_renew_lease(l));
+	}
+	len = sizeof(buf);
+	EXPECT_EQ(-EAGAIN, mpq_queue_get(other, buf, &len, 0));
+	EXPECT_EQ(1, mpq_lock_locked(l));
+	EXPECT_EQ(0, mpq_queue_task_done(q));
+	EXPECT_EQ(0, mpq_lock_release(l));
+	/* Not renewed: the message goes back, and task_done says so. */
+	ASSERT_EQ(0, mpq_queue_put(q, "u", 1, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 0));
+	sleep_ms(700);
+	len = sizeof(buf);
+	EXPECT_EQ(0, mpq_queue_get(other, buf, &len, 0));
+	EXPECT_EQ(-ESTALE, mpq_queue_task_done(q));
+	EXPECT_EQ(0, mpq_queue_task_done(other));
+	/* Only a managed object has leases. */
+	ASSERT_EQ(0, mpq_lock_new(&local, NULL));
+	EXPECT_EQ(-EINVAL, mpq_manager_lock_renew_lease(local));
+	mpq_lock_free(local);
+	mpq_lock_free(l);
+	mpq_queue_free(other);
+	mpq_queue_free(q);
+}
+
 TEST_F(mgr, calls_that_cannot_apply_are_eopnotsupp)
 {
 	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
@@ -496,6 +541,7 @@ TEST_F(mgr, calls_that_cannot_apply_are_eopnotsupp)
 	it.queue = q;
 	EXPECT_EQ(-EOPNOTSUPP, mpq_wait(&it, 1, 0));
 	EXPECT_EQ(-EOPNOTSUPP, mpq_wait_fd(&it));
+	EXPECT_EQ(-EOPNOTSUPP, mpq_epoll_add(0, &it, 0));
 	EXPECT_EQ(-EOPNOTSUPP, mpq_sem_get_value(s));
 	EXPECT_EQ(-EOPNOTSUPP, mpq_cond_new(&c, l, NULL));
 	EXPECT_EQ(NULL, c);

@@ -707,3 +707,44 @@ __attribute__((constructor(101))) static void px_register(void)
 {
 	mpq_ext_register(&px_importer);
 }
+
+/* ------------------------------------------------------------------ */
+/* Leases: a long task or hold renews them, as with the manager's types. */
+
+MPQ_NET_EXPORT int mpq_manager_queue_renew(struct mpq_queue *q)
+{
+	struct px_queue *p = mpq_ext_queue_obj(q, &pxq_ops);
+	unsigned int i;
+	int err, ret = 0;
+
+	if (!p)
+		return -EINVAL;
+	pxq_forked(p);
+	/* Messages handed out and not done, and those held back here. */
+	for (i = 0; i < p->nheld; i++) {
+		err = mpq_manager_msg_renew(p->q, &p->held[i]);
+		if (err)
+			ret = err;
+	}
+	/* (A plain Queue's were taken for good: no lease to renew.) */
+	for (i = 0; i < p->nstash && p->c.kind == PX_JQUEUE; i++) {
+		err = mpq_manager_msg_renew(p->q, &p->stash[i]);
+		if (err)
+			ret = err;
+	}
+	return ret;
+}
+
+MPQ_NET_EXPORT int mpq_manager_lock_renew_lease(struct mpq_lock *l)
+{
+	struct px_lock *p = mpq_ext_lock_obj(l, &pxl_ops);
+
+	return p ? mpq_manager_lock_renew(p->l) : -EINVAL;
+}
+
+MPQ_NET_EXPORT int mpq_manager_sem_renew_lease(struct mpq_sem *s)
+{
+	struct px_sem *p = mpq_ext_sem_obj(s, &pxs_ops);
+
+	return p ? mpq_manager_sem_renew(p->s) : -EINVAL;
+}
