@@ -66,7 +66,7 @@ SAN         := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 LIB_SRCS    := $(wildcard lib/*.c)
 LIB_OBJS    := $(LIB_SRCS:lib/%.c=$(B)/lib/%.o)
 ASAN_OBJS   := $(LIB_SRCS:lib/%.c=$(B)/asan/lib/%.o)
-LIB_HDRS    := include/mpq.h include/uapi/linux/mpq.h $(wildcard lib/*.h)
+LIB_HDRS    := include/mpq.h include/mpq_ext.h include/uapi/linux/mpq.h $(wildcard lib/*.h)
 SO          := $(B)/lib/libmpq.so.$(VERSION)
 
 # libmpq-net (net/): Listener/Client and Managers, a library of its own so
@@ -74,7 +74,7 @@ SO          := $(B)/lib/libmpq.so.$(VERSION)
 NET_SRCS    := $(wildcard net/*.c net/*/*.c)
 NET_OBJS    := $(NET_SRCS:%.c=$(B)/%.o)
 ASAN_NET_OBJS := $(NET_SRCS:%.c=$(B)/asan/%.o)
-NET_HDRS    := include/mpq.h include/mpq_net.h $(wildcard net/*.h net/*/*.h)
+NET_HDRS    := include/mpq.h include/mpq_ext.h include/mpq_net.h $(wildcard net/*.h net/*/*.h)
 NET_SO      := $(B)/lib/libmpq-net.so.$(VERSION)
 NET_LIBS    := -lcrypto -lhiredis
 NET_CFLAGS  := $(LIB_CFLAGS) -Inet -DMPQ_NET_VERSION='"$(VERSION)"'
@@ -442,6 +442,7 @@ SBINDIR     ?= $(PREFIX)/sbin
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/linux $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/mpq.h $(DESTDIR)$(INCLUDEDIR)/mpq.h
+	install -m 644 include/mpq_ext.h $(DESTDIR)$(INCLUDEDIR)/mpq_ext.h
 	install -m 644 include/uapi/linux/mpq.h $(DESTDIR)$(INCLUDEDIR)/linux/mpq.h
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libmpq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmpq.so.$(SOVERSION)
@@ -537,6 +538,7 @@ uninstall: uninstall-dkms
 		$(DESTDIR)$(MODULESLOADDIR)/mpq.conf
 	@# The group mpq stays, as Debian leaves a removed package's groups.
 	rm -f $(DESTDIR)$(INCLUDEDIR)/mpq.h $(DESTDIR)$(INCLUDEDIR)/linux/mpq.h \
+		$(DESTDIR)$(INCLUDEDIR)/mpq_ext.h \
 		$(DESTDIR)$(LIBDIR)/libmpq.so* $(DESTDIR)$(LIBDIR)/libmpq.a \
 		$(DESTDIR)$(PKGCONFIGDIR)/mpq.pc $(DESTDIR)$(INCLUDEDIR)/mpq_net.h \
 		$(DESTDIR)$(LIBDIR)/libmpq-net.so* $(DESTDIR)$(LIBDIR)/libmpq-net.a \

@@ -384,6 +384,56 @@ int mpq_manager_bounded_sem_release(struct mpq_manager_bsem *s);
 int mpq_manager_bounded_sem_get_value(struct mpq_manager_bsem *s);
 
 /*
+ * Managed objects of mpq's own types (mpq_manager_proxy.3): what these
+ * return is a struct mpq_queue *, mpq_lock * or mpq_sem * that the
+ * ordinary mpq_queue_*, mpq_lock_* and mpq_sem_* calls work on, served by
+ * the manager, so code written for a local object runs on a managed one
+ * (Python's proxies). Calls that cannot apply are -EOPNOTSUPP: fileno,
+ * msgsize, backend, the zero-copy window, mpq_wait() on a queue,
+ * mpq_sem_get_value, a Condition over a managed lock. export gives a
+ * handle that import opens again in a spawned or fork-server child; a
+ * forked child uses the object as it is. The manager m must outlive what
+ * is opened through it (an imported object has a connection of its own).
+ *
+ * queue_open: a Queue. A get takes the message for good (and counts it
+ * done); task_done, join and unfinished are -EINVAL, as on a local Queue.
+ * joinable_queue_open: a JoinableQueue over the queue's leases: a get
+ * takes a lease (attr lease_ns), task_done finishes the oldest message
+ * this handle took and has not finished (-EINVAL if none; -ESTALE if its
+ * lease ran out first and it went back to the queue). maxsize, lease and
+ * dead-lettering are the first opener's, as for mpq_manager_queue.
+ */
+int mpq_manager_queue_open(struct mpq_manager *m, const char *name,
+			   const struct mpq_manager_queue_attr *attr,
+			   struct mpq_queue **out);
+int mpq_manager_joinable_queue_open(struct mpq_manager *m, const char *name,
+				    const struct mpq_manager_queue_attr *attr,
+				    struct mpq_queue **out);
+/*
+ * A Lock or RLock whose holder holds a lease (lease_ns, 0: 30 s), as
+ * mpq_manager_lock's: mpq_lock_acquire blocks on the server; a holder
+ * that dies gives the next acquirer -EOWNERDEAD when its lease ends;
+ * mpq_lock_consistent clears it. The holder is the process.
+ */
+int mpq_manager_lock_open(struct mpq_manager *m, const char *name,
+			  int64_t lease_ns, struct mpq_lock **out);
+int mpq_manager_rlock_open(struct mpq_manager *m, const char *name,
+			   int64_t lease_ns, struct mpq_lock **out);
+/* A BoundedSemaphore of leased units, as mpq_manager_sem's. */
+int mpq_manager_sem_open(struct mpq_manager *m, const char *name,
+			 unsigned int value, int64_t lease_ns,
+			 struct mpq_sem **out);
+/*
+ * Renew the leases a managed object's handle holds: a JoinableQueue's
+ * messages taken and not finished, a lock's hold, a semaphore's units.
+ * For work longer than the lease. 0, -ESTALE (one had run out already),
+ * -EINVAL (not a managed object), or the manager's errors.
+ */
+int mpq_manager_queue_renew(struct mpq_queue *q);
+int mpq_manager_lock_renew_lease(struct mpq_lock *l);
+int mpq_manager_sem_renew_lease(struct mpq_sem *s);
+
+/*
  * Listener and Client: multiprocessing.connection's, for processes that
  * are not related, on this machine (AF_UNIX, a path or an abstract name)
  * or across machines (TCP). They speak Python's wire format and

@@ -68,6 +68,9 @@ static int mpq_cond_bind(struct mpq_cond *c, struct mpq_lock *lock)
 
 	if (c->sync.block.bytes < need)
 		return -EUCLEAN;
+	/* It sleeps and wakes in shared memory, beside its lock's record. */
+	if (lock && lock->ext)
+		return -EOPNOTSUPP;
 	if (!(c->sync.flags & MPQ_SYNC_OWN_LOCK) != !!lock)
 		return -EINVAL;
 	c->rec = mpq_sync_rec(&c->sync, 0);

@@ -15,6 +15,7 @@
 #include <linux/mpq.h>
 
 #include "mpq.h"
+#include "mpq_ext.h"
 
 #define MPQ_EXPORT		__attribute__((visibility("default")))
 #define likely(x)		__builtin_expect(!!(x), 1)
@@ -250,6 +251,9 @@ struct mpq_queue {
 	int64_t spin_ns;	/* how long a wait spins; <= 0: never */
 	uint64_t map_size;
 	uint64_t id;		/* for tracers: /proc/mpq's id (see probes.h) */
+	/* An extension's queue (ext.c): its calls go to ext, with ext_obj. */
+	const struct mpq_ext_queue_ops *ext;
+	void *ext_obj;
 };
 
 static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
@@ -428,5 +432,22 @@ int mpq_conn_handle(struct mpq_conn *c, char *buf, size_t len, int *fds,
 		    int *nfds);
 /* conn.c: fault in the pipe's memory now (for pools, which use it hard). */
 void mpq_conn_prefault(struct mpq_conn *c);
+
+/*
+ * ext.c: objects of libmpq's types whose calls an extension serves
+ * (mpq_ext.h). A public call takes one early branch on ->ext into these.
+ */
+int mpq_xq_put_many(struct mpq_queue *q, const struct iovec *msgs,
+		    unsigned int n, int64_t timeout_ns);
+int mpq_xq_get_many(struct mpq_queue *q, struct iovec *bufs, unsigned int n,
+		    int64_t timeout_ns);
+/* qsize, full, maxsize, task_done, unfinished, by the table's offset. */
+int mpq_xq_call(struct mpq_queue *q, size_t off);
+#define MPQ_XQ(q, op)	mpq_xq_call((q), offsetof(struct mpq_ext_queue_ops, op))
+int mpq_xq_join(struct mpq_queue *q, int64_t timeout_ns);
+int mpq_xq_export(struct mpq_queue *q, char *buf, size_t len);
+void mpq_xq_free(struct mpq_queue *q);
+/* Give a handle that is not libmpq's own to the extension it names. */
+int mpq_ext_import(int kind, const char *handle, void *out);
 
 #endif /* MPQ_INTERNAL_H */

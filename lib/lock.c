@@ -323,6 +323,8 @@ static int mpq_lock_acquire_slow(struct mpq_lock *l, int64_t timeout_ns)
 	pid_t tid;
 	int ret = 0;
 
+	if (l && unlikely(l->ext))
+		return mpq_xl_acquire(l, timeout_ns);
 	ret = mpq_lock_check(l);
 	if (ret)
 		return ret;
@@ -459,6 +461,8 @@ static int mpq_lock_release_slow(struct mpq_lock *l)
 	uint32_t v;
 	int ret;
 
+	if (l && unlikely(l->ext))
+		return MPQ_XL(l, release);
 	ret = mpq_lock_check(l);
 	if (ret)
 		return ret;
@@ -483,6 +487,8 @@ MPQ_EXPORT int mpq_lock_consistent(struct mpq_lock *l)
 {
 	int ret = mpq_lock_check(l);
 
+	if (l && unlikely(l->ext))
+		return MPQ_XL(l, consistent);
 	if (ret)
 		return ret;
 	if (!mpq_lock_is_mine(l))
@@ -496,6 +502,8 @@ MPQ_EXPORT int mpq_lock_locked(struct mpq_lock *l)
 {
 	int ret = mpq_lock_check(l);
 
+	if (l && unlikely(l->ext))
+		return MPQ_XL(l, locked);
 	if (ret)
 		return ret;
 	return (mpq_lock_load(l) & MPQ_RW_TID) != 0;
@@ -505,6 +513,8 @@ MPQ_EXPORT int mpq_lock_owned(struct mpq_lock *l)
 {
 	int ret = mpq_lock_check(l);
 
+	if (l && unlikely(l->ext))
+		return MPQ_XL(l, owned);
 	if (ret)
 		return ret;
 	return mpq_lock_is_mine(l);
@@ -567,6 +577,8 @@ MPQ_EXPORT void mpq_lock_free(struct mpq_lock *l)
 {
 	if (!l || l->borrowed)
 		return;
+	if (unlikely(l->ext))
+		return mpq_xl_free(l);
 	mpq_lock_fini(l);
 	mpq_sync_free(&l->sync);
 	free(l);
@@ -574,6 +586,8 @@ MPQ_EXPORT void mpq_lock_free(struct mpq_lock *l)
 
 MPQ_EXPORT int mpq_lock_export(struct mpq_lock *l, char *buf, size_t len)
 {
+	if (l && unlikely(l->ext))
+		return mpq_xl_export(l, buf, len);
 	if (mpq_lock_check(l) || l->borrowed)
 		return -EINVAL;
 	return mpq_sync_export(&l->sync, l->recursive ? "rlock" : "lock", buf,
@@ -587,6 +601,8 @@ MPQ_EXPORT int mpq_lock_import(struct mpq_lock **out, const char *handle)
 
 	if (!out || !handle)
 		return -EINVAL;
+	if (strncmp(handle, "mpq-lock:", 9) && strncmp(handle, "mpq-rlock:", 10))
+		return mpq_ext_import(MPQ_EXT_LOCK, handle, out);
 	recursive = !strncmp(handle, "mpq-rlock:", 10);
 	ret = mpq_lock_alloc(out, recursive);
 	if (ret)

@@ -339,6 +339,8 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 {
 	if (!q)
 		return;
+	if (unlikely(q->ext))
+		return mpq_xq_free(q);
 	/*
 	 * Another thread of ours that used the queue has its record linked
 	 * in its robust list, which the kernel walks when that thread exits:
@@ -1149,7 +1151,9 @@ MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 
 	if (!q || (!msg && len))
 		return -EINVAL;
-	if (unlikely(len > q->msg_max))
+	if (unlikely(q->ext))
+		ret = mpq_xq_put_many(q, &iov, 1, timeout_ns);
+	else if (unlikely(len > q->msg_max))
 		ret = mpq_queue_put_ext(q, msg, len, timeout_ns);
 	else
 		ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
@@ -1172,6 +1176,8 @@ MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
 		return -EINVAL;
 	if (n > MPQ_BATCH_MAX)
 		n = MPQ_BATCH_MAX;
+	if (unlikely(q->ext))
+		return mpq_xq_put_many(q, msgs, n, timeout_ns);
 	for (i = 0; i < n; i++) {
 		if (!msgs[i].iov_base && msgs[i].iov_len)
 			return -EINVAL;
@@ -1198,7 +1204,10 @@ MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 		return -EINVAL;
 	iov.iov_base = buf;
 	iov.iov_len = *len;
-	ret = mpq_queue_get_op(q, &iov, 1, timeout_ns);
+	if (unlikely(q->ext))
+		ret = mpq_xq_get_many(q, &iov, 1, timeout_ns);
+	else
+		ret = mpq_queue_get_op(q, &iov, 1, timeout_ns);
 	if (ret > 0 || ret == -EMSGSIZE)
 		*len = iov.iov_len;
 	return ret < 0 ? ret : 0;
@@ -1219,6 +1228,8 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 		return -EINVAL;
 	if (n > MPQ_BATCH_MAX)
 		n = MPQ_BATCH_MAX;
+	if (unlikely(q->ext))
+		return mpq_xq_get_many(q, bufs, n, timeout_ns);
 	for (i = 0; i < n; i++)
 		if (!bufs[i].iov_base)
 			return -EINVAL;
@@ -1428,6 +1439,8 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 
 	if (!q || !m)
 		return -EINVAL;
+	if (unlikely(q->ext))
+		return -EOPNOTSUPP;
 	if (q->closed)
 		return -EBADF;
 	/*
@@ -1539,6 +1552,8 @@ MPQ_EXPORT int mpq_queue_peek(struct mpq_queue *q, struct mpq_msg *m,
 
 	if (!q || !m)
 		return -EINVAL;
+	if (unlikely(q->ext))
+		return -EOPNOTSUPP;
 	ret = mpq_queue_op(&op, timeout_ns);
 	return ret < 0 ? ret : 0;
 }
@@ -1604,6 +1619,8 @@ MPQ_EXPORT int mpq_queue_task_done(struct mpq_queue *q)
 {
 	int ret = mpq_queue_joinable(q);
 
+	if (q && unlikely(q->ext))
+		return MPQ_XQ(q, task_done);
 	return ret ? ret : mpq_queue_task_sub(q, 1, 1);
 }
 
@@ -1624,6 +1641,8 @@ MPQ_EXPORT int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns)
 	int ret = mpq_queue_joinable(q);
 	uint32_t v, o;
 
+	if (q && unlikely(q->ext))
+		return mpq_xq_join(q, timeout_ns);
 	if (ret)
 		return ret;
 	for (;;) {
@@ -1656,6 +1675,8 @@ MPQ_EXPORT int mpq_queue_unfinished(struct mpq_queue *q)
 	int ret = mpq_queue_joinable(q);
 	uint64_t v;
 
+	if (q && unlikely(q->ext))
+		return MPQ_XQ(q, unfinished);
 	if (ret)
 		return ret;
 	v = mpq_queue_ovf_tasks(q);
@@ -1711,6 +1732,8 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
 
 	if (!q)
 		return -EINVAL;
+	if (unlikely(q->ext))
+		return -EOPNOTSUPP;
 	if (mpq_queue_readable(q))
 		return 1;
 	if (q->backend == MPQ_BACKEND_KMOD) {
@@ -1746,6 +1769,8 @@ MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 
 	if (!q)
 		return -EINVAL;
+	if (unlikely(q->ext))
+		return MPQ_XQ(q, qsize);
 	/*
 	 * tail - head is only meaningful for a head and a tail seen at one
 	 * moment: read head on both sides of tail until it holds still.
@@ -1790,6 +1815,8 @@ MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
 {
 	if (!q)
 		return -EINVAL;
+	if (unlikely(q->ext))
+		return MPQ_XQ(q, full);
 	/* Unbounded: never (memory is the limit, and a put says so). */
 	return q->maxsize ? mpq_queue_full_ring(q) : 0;
 }
@@ -1797,11 +1824,15 @@ MPQ_EXPORT int mpq_queue_full(struct mpq_queue *q)
 /* Python's maxsize: 0 for an unbounded queue. */
 MPQ_EXPORT int mpq_queue_maxsize(struct mpq_queue *q)
 {
+	if (q && unlikely(q->ext))
+		return MPQ_XQ(q, maxsize);
 	return q ? (int)q->maxsize : -EINVAL;
 }
 
 MPQ_EXPORT long mpq_queue_msgsize(struct mpq_queue *q)
 {
+	if (q && unlikely(q->ext))
+		return -EOPNOTSUPP;
 	return q ? (long)q->msg_max : -EINVAL;
 }
 

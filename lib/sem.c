@@ -42,13 +42,6 @@ struct mpq_sem_rec {
 	uint32_t __pad[13];
 };
 
-struct mpq_sem {
-	struct mpq_sync sync;
-	struct mpq_sem_rec *rec;
-	uint32_t bound;		/* BoundedSemaphore: the initial value */
-	int bounded;
-};
-
 static int mpq_sem_alloc(struct mpq_sem **out)
 {
 	if (!out)
@@ -145,7 +138,7 @@ MPQ_EXPORT int mpq_sem_acquire(struct mpq_sem *s, int64_t timeout_ns)
 	int ret, spins = 0;
 
 	if (!s || !s->rec)
-		return -EINVAL;
+		return s && s->ext ? mpq_xs_acquire(s, timeout_ns) : -EINVAL;
 	if (mpq_sem_try(s) == 0)
 		return 0;
 	if (timeout_ns == 0)
@@ -183,7 +176,7 @@ MPQ_EXPORT int mpq_sem_release(struct mpq_sem *s)
 	uint32_t v, limit;
 
 	if (!s || !s->rec)
-		return -EINVAL;
+		return s && s->ext ? MPQ_XS(s, release) : -EINVAL;
 	limit = s->bounded ? s->bound : MPQ_SEM_VALUE_MAX;
 	v = load_relaxed(&s->rec->value);
 	do {
@@ -204,7 +197,7 @@ MPQ_EXPORT int mpq_sem_get_value(struct mpq_sem *s)
 	uint32_t v;
 
 	if (!s || !s->rec)
-		return -EINVAL;
+		return s && s->ext ? MPQ_XS(s, get_value) : -EINVAL;
 	v = load_relaxed(&s->rec->value);
 	return v > MPQ_SEM_VALUE_MAX ? -EUCLEAN : (int)v;
 }
@@ -213,6 +206,8 @@ MPQ_EXPORT void mpq_sem_free(struct mpq_sem *s)
 {
 	if (!s)
 		return;
+	if (s->ext)
+		return mpq_xs_free(s);
 	mpq_sync_free(&s->sync);
 	free(s);
 }
@@ -220,14 +215,17 @@ MPQ_EXPORT void mpq_sem_free(struct mpq_sem *s)
 MPQ_EXPORT int mpq_sem_export(struct mpq_sem *s, char *buf, size_t len)
 {
 	if (!s || !s->rec)
-		return -EINVAL;
+		return s && s->ext ? mpq_xs_export(s, buf, len) : -EINVAL;
 	return mpq_sync_export(&s->sync, "sem", buf, len);
 }
 
 MPQ_EXPORT int mpq_sem_import(struct mpq_sem **out, const char *handle)
 {
-	int ret = mpq_sem_alloc(out);
+	int ret;
 
+	if (out && handle && strncmp(handle, "mpq-sem:", 8))
+		return mpq_ext_import(MPQ_EXT_SEM, handle, out);
+	ret = mpq_sem_alloc(out);
 	if (ret)
 		return ret;
 	ret = mpq_sync_import(&(*out)->sync, handle, "sem", MPQ_SHM_KIND_SEM);

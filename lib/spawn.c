@@ -747,6 +747,8 @@ MPQ_EXPORT int mpq_queue_export(struct mpq_queue *q, char *buf, size_t len)
 {
 	if (!q)
 		return -EINVAL;
+	if (q->ext)
+		return mpq_xq_export(q, buf, len);
 	return mpq_handle_export("queue", mpq_queue_fileno(q), buf, len);
 }
 
@@ -756,6 +758,8 @@ MPQ_EXPORT int mpq_queue_import(struct mpq_queue **out, const char *handle)
 
 	if (!out)
 		return -EINVAL;
+	if (handle && strncmp(handle, "mpq-queue:", 10))
+		return mpq_ext_import(MPQ_EXT_QUEUE, handle, out);
 	ret = mpq_handle_parse(handle, "queue", &fd);
 	if (ret)
 		return ret;

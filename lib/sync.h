@@ -80,7 +80,35 @@ struct mpq_lock {
 	int recursive;
 	int borrowed;
 	int64_t spin_ns;
+	/* An extension's lock (ext.c); rec is NULL, so the fast paths
+	 * already leave for the slow ones, which look here. */
+	const struct mpq_ext_lock_ops *ext;
+	void *ext_obj;
 };
+
+/* ext.c: a lock's calls, into its extension. */
+int mpq_xl_acquire(struct mpq_lock *l, int64_t timeout_ns);
+int mpq_xl_call(struct mpq_lock *l, size_t off);
+#define MPQ_XL(l, op)	mpq_xl_call((l), offsetof(struct mpq_ext_lock_ops, op))
+int mpq_xl_export(struct mpq_lock *l, char *buf, size_t len);
+void mpq_xl_free(struct mpq_lock *l);
+
+/* In sync.h, not sem.c, for ext.c. */
+struct mpq_sem {
+	struct mpq_sync sync;
+	struct mpq_sem_rec *rec;
+	uint32_t bound;		/* BoundedSemaphore: the initial value */
+	int bounded;
+	/* An extension's semaphore (ext.c); rec is NULL, as for a lock. */
+	const struct mpq_ext_sem_ops *ext;
+	void *ext_obj;
+};
+
+int mpq_xs_acquire(struct mpq_sem *s, int64_t timeout_ns);
+int mpq_xs_call(struct mpq_sem *s, size_t off);
+#define MPQ_XS(s, op)	mpq_xs_call((s), offsetof(struct mpq_ext_sem_ops, op))
+int mpq_xs_export(struct mpq_sem *s, char *buf, size_t len);
+void mpq_xs_free(struct mpq_sem *s);
 
 static inline void *mpq_sync_rec(struct mpq_sync *s, unsigned int i)
 {

@@ -17,6 +17,7 @@ args=(DESTDIR="$d" PREFIX=/opt/mpq)
 make -s -C "$top" install "${args[@]}" >/dev/null
 n=$(find "$d" ! -type d | wc -l)
 for f in opt/mpq/include/mpq.h opt/mpq/include/linux/mpq.h opt/mpq/include/mpq_net.h \
+	 opt/mpq/include/mpq_ext.h opt/mpq/share/man/man3/mpq_manager_queue_open.3 \
 	 opt/mpq/lib/libmpq.a opt/mpq/lib/libmpq.so.0 opt/mpq/lib/pkgconfig/mpq.pc \
 	 opt/mpq/share/man/man3/mpq_queue.3 opt/mpq/share/man/man3/mpq_queue_put.3 \
 	 opt/mpq/share/man/man8/mpqstat.8; do

@@ -287,3 +287,17 @@ void mpq__mgr_lock_set_owned(struct mpq_manager_lock *l, int owned)
 {
 	l->owned = owned;
 }
+
+/* For proxy.c: 1 if anyone holds l now (a lease not run out), else 0. */
+static struct mgr_script locked_lua = { .src = MGR_LUA_NOW L_KEYS
+	"local h = redis.call('HMGET', H, 'owner', 'deadline') "
+	"if h[1] and tonumber(h[2]) > now_ms() then return 1 end return 0" };
+
+int mpq__mgr_lock_locked(struct mpq_manager_lock *l)
+{
+	long long v;
+	int err = mpq__mgr_eval_int(l->o.m, &locked_lua, &v, l->o.nkeys,
+				    (const char **)l->o.keys, 0, NULL, NULL);
+
+	return err ? err : v != 0;
+}

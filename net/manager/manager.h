@@ -147,6 +147,18 @@ int mpq__mgr_hold_script(struct mgr_obj *o, struct mgr_script *s,
 int mpq__mgr_conn_open(struct mpq_manager *m);
 void mpq__mgr_conn_drop(struct mpq_manager *m);
 
+/* What proxy.c (managed objects of libmpq's types) needs of queue.c and
+ * lock.c. take: get_many; final: taken for good and done at once. */
+struct mpq_manager_queue;
+struct mpq_manager_lock;
+int mpq__mgr_queue_take(struct mpq_manager_queue *q,
+			struct mpq_manager_msg *msgs, unsigned int n,
+			int64_t timeout_ns, int final);
+uint64_t mpq__mgr_queue_maxsize(struct mpq_manager_queue *q);
+int mpq__mgr_queue_leases(struct mpq_manager_queue *q);
+int64_t mpq__mgr_queue_used(struct mpq_manager_queue *q);
+int mpq__mgr_lock_locked(struct mpq_manager_lock *l);
+
 /* The Lua helpers every script shares. */
 #define MGR_LUA_NOW \
 	"local function now_ms() local t = redis.call('TIME') " \

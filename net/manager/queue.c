@@ -110,9 +110,10 @@ static struct mgr_script put_lua = { .src = Q_PRELUDE
 	"return n" };
 
 /*
- * ARGV: maxsize, lease_ms, maxdeliv, n. Returns {wait_ms, id, count,
- * payload, ...}: wait_ms (-1: none) says when the next lease runs out
- * if nothing was taken.
+ * ARGV: maxsize, lease_ms, maxdeliv, n, final. Returns {wait_ms, id,
+ * count, payload, ...}: wait_ms (-1: none) says when the next lease runs
+ * out if nothing was taken. final "1": taken for good and done in the
+ * same step (a plain Queue's get through mpq_queue_get, proxy.c).
  */
 static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"local now = now_ms() local lease = tonumber(ARGV[2]) "
@@ -123,11 +124,15 @@ static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"if nx[2] then return {math.max(1, tonumber(nx[2]) - now + 1)} end "
 	"return {-1} end "
 	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
-	"if lease < 0 then local out = {0} "	/* no lease: taken for good */
+	"local final = ARGV[5] == '1' "
+	"if lease < 0 or final then local out = {0} "	/* taken for good */
 	"redis.call('HDEL', MSG, unpack(ids)) "
 	"for i, id in ipairs(ids) do out[3 * i - 1] = tonumber(id) "
 	"out[3 * i] = 1 out[3 * i + 1] = pay[i] or '' end "
 	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
+	"wake(WPUT) "				/* room, under maxsize */
+	"if final then redis.call('HDEL', CNT, unpack(ids)) "
+	"if redis.call('DECRBY', UNF, #ids) <= 0 then wake(WJOIN) end end "
 	"return out end "
 	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
 	"local hc, z, out = {}, {}, {0} "
@@ -399,14 +404,13 @@ nomem:
 	return -ENOMEM;
 }
 
-MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
-					      struct mpq_manager_msg *msgs,
-					      unsigned int n,
-					      int64_t timeout_ns)
+int mpq__mgr_queue_take(struct mpq_manager_queue *q,
+			struct mpq_manager_msg *msgs, unsigned int n,
+			int64_t timeout_ns, int final)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
 	int64_t wait_ns = 0;
-	const char *args[4], *wait_key = NULL;
+	const char *args[5], *wait_key = NULL;
 	char num[16];
 	long long wait_ms;
 	redisReply *r;
@@ -421,11 +425,12 @@ MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
 	args[1] = q->lease_ms;
 	args[2] = q->maxdeliv;
 	args[3] = num;
+	args[4] = final ? "1" : "0";
 	for (;;) {
 		/* After a wait, the wait and the next try are pipelined:
 		 * a woken getter costs no extra round trip. */
 		err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &get_lua,
-					  &r, K_N, (const char **)q->keys, 4,
+					  &r, K_N, (const char **)q->keys, 5,
 					  args, NULL);
 		if (err)
 			return err;
@@ -443,6 +448,14 @@ MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
 			wait_ns = wait_ms * 1000000LL;
 		wait_key = q->keys[K_WGET];
 	}
+}
+
+MPQ_NET_EXPORT int mpq_manager_queue_get_many(struct mpq_manager_queue *q,
+					      struct mpq_manager_msg *msgs,
+					      unsigned int n,
+					      int64_t timeout_ns)
+{
+	return mpq__mgr_queue_take(q, msgs, n, timeout_ns, 0);
 }
 
 MPQ_NET_EXPORT int mpq_manager_queue_get(struct mpq_manager_queue *q,
@@ -608,4 +621,28 @@ MPQ_NET_EXPORT int mpq_manager_queue_join(struct mpq_manager_queue *q,
 		if (err)
 			return err;
 	}
+}
+
+/* For proxy.c: the queue's bound (0: none), whether it leases, and how
+ * much of the bound is used (queued + leased). */
+uint64_t mpq__mgr_queue_maxsize(struct mpq_manager_queue *q)
+{
+	return strtoull(q->maxsize, NULL, 10);
+}
+
+int mpq__mgr_queue_leases(struct mpq_manager_queue *q)
+{
+	return q->lease_ns != MPQ_MANAGER_NO_LEASE;
+}
+
+static struct mgr_script used_lua = { .src = Q_KEYS
+	"return redis.call('LLEN', READY) + redis.call('ZCARD', LEASE)" };
+
+int64_t mpq__mgr_queue_used(struct mpq_manager_queue *q)
+{
+	long long v;
+	int err = mpq__mgr_eval_int(q->m, &used_lua, &v, K_N,
+				    (const char **)q->keys, 0, NULL, NULL);
+
+	return err ? err : v;
 }
