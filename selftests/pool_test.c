@@ -1820,6 +1820,37 @@ TEST(waiting_for_a_result_from_a_callback_is_edeadlk)
 	mpq_pool_free(p);
 }
 
+/*
+ * The same after the maker has used the pool (its pid is then known to
+ * the library): a forked child is still told the pool is not its own.
+ */
+TEST(a_pool_used_before_a_fork_belongs_to_its_maker)
+{
+	struct work w = { .value = 1 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	pid_t pid;
+	int status;
+
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	mpq_async_result_free(r);
+	pid = fork();
+	if (pid == 0) {
+		int bad = mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+					       &r) != -ECHILD;
+
+		bad |= mpq_pool_close(p) != -ECHILD;
+		mpq_pool_free(p);	/* only this process's copy */
+		_exit(bad);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, status);
+	mpq_pool_free(p);
+}
+
 TEST(a_pool_belongs_to_the_process_that_made_it)
 {
 	struct work w = { .value = 1 };
