@@ -126,13 +126,21 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+/* The in-process pool has no backend: null, as its --list line says. */
+static int in_process(const char *impl)
+{
+	return !strcmp(impl, "pthread-pool");
+}
+
 static void row(const struct cell *c, const char *metric, double value,
 		uint64_t count)
 {
-	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":\"%s\","
+	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":%s%s%s,"
 	       "\"wait\":null,\"size\":%zu,\"batch\":%ld,\"workers\":%d,"
 	       "\"metric\":\"%s\",\"value\":%.0f,\"count\":%" PRIu64 "}\n",
-	       c->bench, c->impl, mpq_backend_name(c->backend), c->size,
+	       c->bench, c->impl, in_process(c->impl) ? "" : "\"",
+	       in_process(c->impl) ? "null" : mpq_backend_name(c->backend),
+	       in_process(c->impl) ? "" : "\"", c->size,
 	       c->batch, c->workers, metric, value, count);
 }
 
@@ -554,9 +562,11 @@ static uint64_t default_count(const struct cell *c)
 static void list_one(const char *bench, const char *impl, int backend,
 		     size_t size, long batch, int workers)
 {
-	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":\"%s\","
+	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":%s%s%s,"
 	       "\"size\":%zu,\"batch\":%ld,\"workers\":%d}\n", bench, impl,
-	       mpq_backend_name(backend), size, batch, workers);
+	       in_process(impl) ? "" : "\"",
+	       in_process(impl) ? "null" : mpq_backend_name(backend),
+	       in_process(impl) ? "" : "\"", size, batch, workers);
 }
 
 static void list_cells(void)
@@ -570,7 +580,7 @@ static void list_cells(void)
 		list_one("pool-map", "mpq-pool", backends[b], 8, 1, 2);
 		list_one("pool-map", "mpq-pool-iov", backends[b], 8, 0, 2);
 		list_one("pool-map", "mpq-pool-iov", backends[b], 8, 1, 2);
-		/* In-process: no backend; listed once, beside memfd's. */
+		/* In-process, no backend: listed once. */
 		if (!b) {
 			list_one("pool-map", "pthread-pool", backends[b], 8, 0, 2);
 			list_one("pool-map", "pthread-pool", backends[b], 8, 1, 2);
