@@ -20,7 +20,11 @@
  *               N / 8 here). impl mpq-pool: mpq_pool_map_values (values in
  *               one array, out in another, the C form of a list of ints);
  *               impl mpq-pool-iov: mpq_pool_map over one iovec per item,
- *               results read per item (the general bytes API). tasks_per_s,
+ *               results read per item (the general bytes API); impl
+ *               pthread-pool: the yardstick, an in-process pool of
+ *               --workers threads (made and warmed like the others) that
+ *               hands out the same chunks and writes each x + 1, called
+ *               through a function pointer, straight into out. tasks_per_s,
  *               and cpu_ns_per_task: the CPU time of the caller and the
  *               workers over N, less what a pool that only starts, warms
  *               up (1,000 items) and ends costs.
@@ -40,6 +44,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,13 +126,21 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+/* The in-process pool has no backend: null, as its --list line says. */
+static int in_process(const char *impl)
+{
+	return !strcmp(impl, "pthread-pool");
+}
+
 static void row(const struct cell *c, const char *metric, double value,
 		uint64_t count)
 {
-	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":\"%s\","
+	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":%s%s%s,"
 	       "\"wait\":null,\"size\":%zu,\"batch\":%ld,\"workers\":%d,"
 	       "\"metric\":\"%s\",\"value\":%.0f,\"count\":%" PRIu64 "}\n",
-	       c->bench, c->impl, mpq_backend_name(c->backend), c->size,
+	       c->bench, c->impl, in_process(c->impl) ? "" : "\"",
+	       in_process(c->impl) ? "null" : mpq_backend_name(c->backend),
+	       in_process(c->impl) ? "" : "\"", c->size,
 	       c->batch, c->workers, metric, value, count);
 }
 
@@ -246,6 +259,165 @@ static int run_map_iov(struct mpq_pool *p, const struct cell *c, int64_t *in,
 	mpq_async_result_free(r);
 	free(iov);
 	return ret ? fail("mpq_pool_map", ret) : 0;
+}
+
+/*
+ * The in-process yardstick: a plain pthread pool of c->workers threads.
+ * A map is published under the mutex; the threads take chunks of
+ * chunksize items with one atomic add each, run fn on each item straight
+ * into out, and the last one to finish a chunk that completes the map
+ * wakes the caller, which sleeps on a condition variable as a caller of
+ * any thread pool does.
+ */
+struct tpool {
+	pthread_mutex_t lock;
+	pthread_cond_t work, done;
+	pthread_t thr[64];
+	int nthr;
+	int quit;
+	uint64_t gen;			/* bumped for each map */
+	int64_t (*fn)(int64_t);
+	const int64_t *in;
+	int64_t *out;
+	uint64_t n, chunk;
+	uint64_t next;			/* atomic: next item to hand out */
+	uint64_t left;			/* atomic: items not yet done */
+};
+
+static void *tpool_main(void *arg)
+{
+	struct tpool *tp = arg;
+	uint64_t seen = 0, i, k, end;
+
+	for (;;) {
+		pthread_mutex_lock(&tp->lock);
+		while (!tp->quit && tp->gen == seen)
+			pthread_cond_wait(&tp->work, &tp->lock);
+		if (tp->quit) {
+			pthread_mutex_unlock(&tp->lock);
+			return NULL;
+		}
+		seen = tp->gen;
+		pthread_mutex_unlock(&tp->lock);
+		for (;;) {
+			i = __atomic_fetch_add(&tp->next, tp->chunk,
+					       __ATOMIC_ACQUIRE);
+			if (i >= tp->n)
+				break;
+			end = i + tp->chunk < tp->n ? i + tp->chunk : tp->n;
+			for (k = i; k < end; k++)
+				tp->out[k] = tp->fn(tp->in[k]);
+			if (__atomic_sub_fetch(&tp->left, end - i,
+					       __ATOMIC_ACQ_REL) == 0) {
+				pthread_mutex_lock(&tp->lock);
+				pthread_cond_signal(&tp->done);
+				pthread_mutex_unlock(&tp->lock);
+			}
+		}
+	}
+}
+
+static void tpool_map(struct tpool *tp, int64_t (*fn)(int64_t),
+		      const int64_t *in, int64_t *out, uint64_t n,
+		      uint64_t chunk)
+{
+	pthread_mutex_lock(&tp->lock);
+	tp->fn = fn;
+	tp->in = in;
+	tp->out = out;
+	tp->n = n;
+	tp->chunk = chunk ? chunk : 1;
+	__atomic_store_n(&tp->left, n, __ATOMIC_RELAXED);
+	/* Last: a thread still taking chunks of the last map sees the rest. */
+	__atomic_store_n(&tp->next, 0, __ATOMIC_RELEASE);
+	tp->gen++;
+	pthread_cond_broadcast(&tp->work);
+	while (__atomic_load_n(&tp->left, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&tp->done, &tp->lock);
+	pthread_mutex_unlock(&tp->lock);
+}
+
+static void tpool_free(struct tpool *tp)
+{
+	int i;
+
+	pthread_mutex_lock(&tp->lock);
+	tp->quit = 1;
+	pthread_cond_broadcast(&tp->work);
+	pthread_mutex_unlock(&tp->lock);
+	for (i = 0; i < tp->nthr; i++)
+		pthread_join(tp->thr[i], NULL);
+	free(tp);
+}
+
+/* Made and warmed with 1,000 items, as pool_make() does the mpq pool. */
+static struct tpool *tpool_make(const struct cell *c)
+{
+	struct tpool *tp = calloc(1, sizeof(*tp));
+	int64_t warm_in[1000], warm_out[1000];
+	int i;
+
+	if (!tp)
+		return NULL;
+	pthread_mutex_init(&tp->lock, NULL);
+	pthread_cond_init(&tp->work, NULL);
+	pthread_cond_init(&tp->done, NULL);
+	for (i = 0; i < c->workers; i++) {
+		if (pthread_create(&tp->thr[i], NULL, tpool_main, tp)) {
+			tpool_free(tp);
+			return NULL;
+		}
+		tp->nthr++;
+	}
+	for (i = 0; i < 1000; i++)
+		warm_in[i] = i;
+	tpool_map(tp, inc, warm_in, warm_out, 1000, 1000 / (4 * c->workers));
+	return tp;
+}
+
+/* Python's default chunksize, as mpq's: ceil(n / (4 * workers)). */
+static uint64_t tpool_chunk(const struct cell *c)
+{
+	uint64_t per = 4 * (uint64_t)c->workers;
+
+	return c->batch ? (uint64_t)c->batch : (c->count + per - 1) / per;
+}
+
+static int bench_map_pthread(const struct cell *c)
+{
+	int64_t *in = malloc(c->count * 8), *out = calloc(c->count, 8), t0, dt;
+	uint64_t i, cpu, base;
+	struct tpool *tp;
+	int ret = 1;
+
+	if (!in || !out)
+		goto out;
+	for (i = 0; i < c->count; i++)
+		in[i] = (int64_t)i;
+	cpu = bench_cpu_ns();
+	tp = tpool_make(c);
+	if (!tp)
+		goto out;
+	tpool_free(tp);
+	base = bench_cpu_ns() - cpu;
+	cpu = bench_cpu_ns();
+	tp = tpool_make(c);
+	if (!tp)
+		goto out;
+	t0 = now_ns();
+	tpool_map(tp, inc, in, out, c->count, tpool_chunk(c));
+	dt = now_ns() - t0;
+	tpool_free(tp);
+	cpu = bench_cpu_ns() - cpu;
+	ret = check_inc(out, c->count);
+	if (!ret) {
+		row(c, "tasks_per_s", c->count * 1e9 / dt, c->count);
+		row(c, "cpu_ns_per_task", per_task(c, cpu, base), c->count);
+	}
+out:
+	free(in);
+	free(out);
+	return ret;
 }
 
 static int bench_map(const struct cell *c)
@@ -390,9 +562,11 @@ static uint64_t default_count(const struct cell *c)
 static void list_one(const char *bench, const char *impl, int backend,
 		     size_t size, long batch, int workers)
 {
-	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":\"%s\","
+	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":%s%s%s,"
 	       "\"size\":%zu,\"batch\":%ld,\"workers\":%d}\n", bench, impl,
-	       mpq_backend_name(backend), size, batch, workers);
+	       in_process(impl) ? "" : "\"",
+	       in_process(impl) ? "null" : mpq_backend_name(backend),
+	       in_process(impl) ? "" : "\"", size, batch, workers);
 }
 
 static void list_cells(void)
@@ -406,6 +580,11 @@ static void list_cells(void)
 		list_one("pool-map", "mpq-pool", backends[b], 8, 1, 2);
 		list_one("pool-map", "mpq-pool-iov", backends[b], 8, 0, 2);
 		list_one("pool-map", "mpq-pool-iov", backends[b], 8, 1, 2);
+		/* In-process, no backend: listed once. */
+		if (!b) {
+			list_one("pool-map", "pthread-pool", backends[b], 8, 0, 2);
+			list_one("pool-map", "pthread-pool", backends[b], 8, 1, 2);
+		}
 		list_one("pool-apply", "mpq-pool", backends[b], 8, 1, 2);
 		for (k = 0; k < 3; k++)
 			list_one("pool-cpu", "mpq-pool", backends[b], 16384, 1,
@@ -477,6 +656,8 @@ int main(int argc, char **argv)
 	if (!strcmp(c.bench, "pool-map") &&
 	    (!strcmp(c.impl, "mpq-pool") || !strcmp(c.impl, "mpq-pool-iov")))
 		return bench_map(&c);
+	if (!strcmp(c.bench, "pool-map") && !strcmp(c.impl, "pthread-pool"))
+		return bench_map_pthread(&c);
 	if (!strcmp(c.bench, "pool-apply") && !strcmp(c.impl, "mpq-pool"))
 		return bench_apply(&c);
 	if (!strcmp(c.bench, "pool-cpu") && !strcmp(c.impl, "mpq-pool")) {

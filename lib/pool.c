@@ -34,13 +34,42 @@
 /* Every pool this process made, for the exit handler (mpq_proc_lock). */
 static struct mpq_pool *pool_all;
 
+/*
+ * This process's pid, for pool_check(): every call of the API checks
+ * that the pool is its own (a forked child's copy is not), and getpid(2)
+ * was a system call per apply_async. 0 until first asked; a forked
+ * child starts over (pthread_atfork, as the robust list's TID does).
+ */
+static pid_t pool_self;
+
+static void pool_self_atfork_child(void)
+{
+	__atomic_store_n(&pool_self, 0, __ATOMIC_RELAXED);
+}
+
+static void __attribute__((constructor)) pool_self_setup(void)
+{
+	pthread_atfork(NULL, NULL, pool_self_atfork_child);
+}
+
+static pid_t pool_getpid(void)
+{
+	pid_t me = __atomic_load_n(&pool_self, __ATOMIC_RELAXED);
+
+	if (unlikely(!me)) {
+		me = getpid();
+		__atomic_store_n(&pool_self, me, __ATOMIC_RELAXED);
+	}
+	return me;
+}
+
 int pool_check(struct mpq_pool *p)
 {
 	if (!p)
 		return -EINVAL;
 	if (p->magic != MPQ_POOL_MAGIC)
 		return -EINVAL;
-	return p->owner == getpid() ? 0 : -ECHILD;
+	return p->owner == pool_getpid() ? 0 : -ECHILD;
 }
 
 /* ---- passing memfds --------------------------------------------------- */

@@ -902,6 +902,62 @@ static void map_with_a_kill(struct __test_metadata *_metadata, int method,
 	items_free(&it);
 }
 
+/*
+ * Chunks of a quick task may travel together (the pool merges them while
+ * the work it estimates stays small): each item still has its own value,
+ * its own error, and only the item a crash interrupts fails; the items
+ * after it in its chunk are run again elsewhere, never lost.
+ */
+TEST_F_TIMEOUT(method, merged_chunks_keep_each_items_value_and_failure, 120)
+{
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	struct items it;
+	size_t i, wrong = 0, n = 100000;
+	int64_t *in, *out;
+	int err;
+
+	ASSERT_EQ(0, items_make(&it, 3000));
+	in = calloc(n, sizeof(*in));
+	out = calloc(n, sizeof(*out));
+	ASSERT_NE(NULL, in);
+	ASSERT_NE(NULL, out);
+	p = pool_make(variant->start_method, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	/* Once, so that the pool knows the task is quick. */
+	ASSERT_EQ(0, mpq_pool_map(p, work, it.iov, 1000, 1, &r));
+	mpq_async_result_free(r);
+	it.w[1234].role = ROLE_SEGV;
+	it.w[2345].role = ROLE_FAIL;
+	ASSERT_EQ(0, mpq_pool_map_async(p, work, it.iov, it.n, 1, NULL, &r));
+	EXPECT_EQ(-EOWNERDEAD, mpq_async_result_get(r, BOUND));
+	for (i = 0; i < it.n; i++) {
+		int64_t v = value_of(r, i, &err);
+
+		if (i == 1234) {
+			EXPECT_EQ(-EOWNERDEAD, err);
+		} else if (i == 2345) {
+			EXPECT_EQ(-EDOM, err);
+		} else {
+			wrong += err || v != (int64_t)i + 1;
+		}
+	}
+	EXPECT_EQ(0, wrong);
+	mpq_async_result_free(r);
+	/* Fixed-size values, chunks of one: every value where it belongs. */
+	for (i = 0; i < n; i++)
+		in[i] = (int64_t)i * 3;
+	ASSERT_EQ(0, mpq_pool_map_values(p, plus_one_task, in, sizeof(*in),
+					 out, sizeof(*out), n, 1));
+	for (i = 0, wrong = 0; i < n; i++)
+		wrong += out[i] != (int64_t)i * 3 + 1;
+	EXPECT_EQ(0, wrong);
+	mpq_pool_free(p);
+	items_free(&it);
+	free(in);
+	free(out);
+}
+
 TEST_F_TIMEOUT(method, a_worker_killed_mid_map_fails_only_the_task_it_ran, 240)
 {
 	map_with_a_kill(_metadata, variant->start_method, 0, 0, -EOWNERDEAD);
@@ -1817,6 +1873,37 @@ TEST(waiting_for_a_result_from_a_callback_is_edeadlk)
 	EXPECT_EQ(-EDEADLK, deadlock_seen);
 	mpq_async_result_free(r);
 	mpq_async_result_free(other);
+	mpq_pool_free(p);
+}
+
+/*
+ * The same after the maker has used the pool (its pid is then known to
+ * the library): a forked child is still told the pool is not its own.
+ */
+TEST(a_pool_used_before_a_fork_belongs_to_its_maker)
+{
+	struct work w = { .value = 1 };
+	struct mpq_async_result *r;
+	struct mpq_pool *p;
+	pid_t pid;
+	int status;
+
+	p = pool_make(MPQ_START_FORK, 1, 0, 0);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w), NULL, &r));
+	EXPECT_EQ(0, mpq_async_result_get(r, BOUND));
+	mpq_async_result_free(r);
+	pid = fork();
+	if (pid == 0) {
+		int bad = mpq_pool_apply_async(p, work, &w, sizeof(w), NULL,
+					       &r) != -ECHILD;
+
+		bad |= mpq_pool_close(p) != -ECHILD;
+		mpq_pool_free(p);	/* only this process's copy */
+		_exit(bad);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, status);
 	mpq_pool_free(p);
 }
 
