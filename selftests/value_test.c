@@ -352,7 +352,8 @@ static int create_without_address_space(const char *name, uint32_t flags)
 		*res = mpq_shm_new(&s, name, 256 << 20, &attr);
 		_exit(0);
 	}
-	if (wait_child(pid, 10000) == 0)
+	/* Generous: a debug kernel under TCG may fill the block first. */
+	if (wait_child(pid, 60000) == 0)
 		ret = *res;
 	munmap(res, sizeof(int));
 	return ret;
