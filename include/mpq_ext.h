@@ -117,7 +117,9 @@ void *mpq_ext_sem_obj(struct mpq_sem *s, const struct mpq_ext_sem_ops *ops);
  * (arguments already checked as the public call checks them; a barrier's
  * wait may get MPQ_BARRIER_DEFAULT_TIMEOUT). A condition's lock is the
  * struct mpq_lock * given to mpq_ext_cond_new(), which mpq_cond_get_lock()
- * returns: the extension keeps it (and frees it in free, if it is its own).
+ * returns, and whose acquire and release mpq_cond_acquire() and
+ * mpq_cond_release() are: the extension keeps it (and frees it in free,
+ * if it is its own).
  */
 struct mpq_ext_event_ops {
 	size_t size;
@@ -131,8 +133,6 @@ struct mpq_ext_event_ops {
 
 struct mpq_ext_cond_ops {
 	size_t size;
-	int (*acquire)(void *obj, int64_t timeout_ns);
-	int (*release)(void *obj);
 	int (*wait)(void *obj, int64_t timeout_ns);
 	int (*wait_for)(void *obj, int (*pred)(void *arg), void *arg,
 			int64_t timeout_ns);

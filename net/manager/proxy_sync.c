@@ -126,16 +126,6 @@ struct px_cond {
 
 #define PXC(obj)	(((struct px_cond *)(obj))->cv)
 
-static int pxc_acquire(void *obj, int64_t timeout_ns)
-{
-	return mpq_manager_cond_acquire(PXC(obj), timeout_ns);
-}
-
-static int pxc_release(void *obj)
-{
-	return mpq_manager_cond_release(PXC(obj));
-}
-
 static int pxc_wait(void *obj, int64_t timeout_ns)
 {
 	return mpq_manager_cond_wait(PXC(obj), timeout_ns < 0 ?
@@ -178,8 +168,6 @@ static void pxc_free(void *obj)
 
 static const struct mpq_ext_cond_ops pxc_ops = {
 	.size = sizeof(struct mpq_ext_cond_ops),
-	.acquire = pxc_acquire,
-	.release = pxc_release,
 	.wait = pxc_wait,
 	.wait_for = pxc_wait_for,
 	.notify = pxc_notify,
