@@ -5,7 +5,8 @@
  * run on a local object and on one from mpq_manager_*_open (variants
  * local and managed), with nothing but the mpq_event_*, mpq_cond_*,
  * mpq_barrier_* and mpq_value_* calls, across forked processes. Then
- * export/import through a spawned child, and what cannot apply.
+ * export/import through spawned and fork-server children, and what
+ * cannot apply.
  *
  * Against real redis-servers started by mpq_manager_start.
  */
@@ -385,9 +386,33 @@ FIXTURE_TEARDOWN(mgr)
 		mpq_manager_shutdown(self->m);
 }
 
-TEST_F(mgr, export_gives_handles_that_a_spawned_child_imports)
+FIXTURE(child) {
+	struct mpq_manager *m;
+};
+FIXTURE_VARIANT(child) {
+	int method;
+};
+FIXTURE_VARIANT_ADD(child, spawn) {
+	.method = MPQ_START_SPAWN,
+};
+FIXTURE_VARIANT_ADD(child, forkserver) {
+	.method = MPQ_START_FORKSERVER,
+};
+
+FIXTURE_SETUP(child)
 {
-	struct mpq_process_attr pa = { .start_method = MPQ_START_SPAWN };
+	self->m = start_or_skip(_metadata);
+}
+
+FIXTURE_TEARDOWN(child)
+{
+	if (self->m)
+		mpq_manager_shutdown(self->m);
+}
+
+TEST_F(child, export_gives_handles_that_a_child_imports)
+{
+	struct mpq_process_attr pa = { .start_method = variant->method };
 	struct mpq_process *p;
 	struct mpq_event *e;
 	struct mpq_cond *c, *c2 = NULL;
