@@ -256,6 +256,43 @@ TEST_F(obj, a_barrier_party_killed_while_waiting_breaks_it_for_the_others)
 	mpq_barrier_free(bar);
 }
 
+static int *actions;
+
+static int count_action(void *arg)
+{
+	(void)arg;
+	__atomic_add_fetch(actions, 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static int action_party(void *arg)
+{
+	struct mpq_barrier *b = arg;
+
+	return mpq_barrier_wait(b, 10000 * MS) < 0 ? 1 : 0;
+}
+
+/* The action runs once a round, by the last party, before any leaves. */
+TEST_F(obj, a_barrier_action_runs_once_per_round)
+{
+	struct mpq_barrier *b;
+	pid_t c;
+	int round;
+
+	actions = shared_alloc(sizeof(*actions));
+	ASSERT_EQ(0, self->m ?
+		  mpq_manager_barrier_open(self->m, "act", 2, count_action,
+					   NULL, LEASE, &b) :
+		  mpq_barrier_new(&b, 2, count_action, NULL, NULL));
+	for (round = 1; round <= 2; round++) {
+		c = spawn(action_party, b);
+		EXPECT_LE(0, mpq_barrier_wait(b, 10000 * MS));
+		EXPECT_EQ(0, wait_child(c, 10000));
+		EXPECT_EQ(round, __atomic_load_n(actions, __ATOMIC_SEQ_CST));
+	}
+	mpq_barrier_free(b);
+}
+
 /* ------------------------------------------------------------------ */
 /* Value */
 
@@ -461,9 +498,20 @@ TEST_F(mgr, calls_that_cannot_apply_are_eopnotsupp_or_einval)
 	struct mpq_cond *c = NULL;
 	struct mpq_lock *local, *ml;
 
+	struct mpq_value *raw;
+	int64_t x = 5, y = 0;
+
 	ASSERT_EQ(0, mpq_manager_value_open(self->m, "na", 8, 0, 0, &v));
 	/* Its bytes are on the server. */
 	EXPECT_EQ(NULL, mpq_value_ptr(v));
+	/* A raw one has no lock, and copies all the same. */
+	ASSERT_EQ(0, mpq_manager_value_open(self->m, "raw", 8, MPQ_VALUE_RAW,
+					    0, &raw));
+	EXPECT_EQ(NULL, mpq_value_get_lock(raw));
+	EXPECT_EQ(0, mpq_value_set(raw, &x));
+	EXPECT_EQ(0, mpq_value_get(raw, &y));
+	EXPECT_EQ(5, y);
+	mpq_value_free(raw);
 	/* The server cannot wait on a local lock, nor libmpq on a managed. */
 	ASSERT_EQ(0, mpq_lock_new(&local, NULL));
 	EXPECT_EQ(-EINVAL, mpq_manager_cond_open(self->m, "na", local, 0, &c));
