@@ -20,8 +20,8 @@
  * fast paths already take on their rare side; a local object pays no
  * more than that branch.
  *
- * Kinds to come (event, condition, barrier, value) follow the same
- * pattern: a struct mpq_ext_<kind>_ops, mpq_ext_<kind>_new() and
+ * Events, conditions, barriers and values (since MPQ_EXT_0.3) follow the
+ * same pattern: a struct mpq_ext_<kind>_ops, mpq_ext_<kind>_new() and
  * mpq_ext_<kind>_obj(), and an MPQ_EXT_<KIND> for import.
  */
 #ifndef MPQ_EXT_H
@@ -37,6 +37,10 @@ enum mpq_ext_kind {
 	MPQ_EXT_QUEUE	= 1,
 	MPQ_EXT_LOCK	= 2,	/* Lock and RLock */
 	MPQ_EXT_SEM	= 3,
+	MPQ_EXT_EVENT	= 4,	/* since MPQ_EXT_0.3 */
+	MPQ_EXT_COND	= 5,
+	MPQ_EXT_BARRIER	= 6,
+	MPQ_EXT_VALUE	= 7,	/* Value and Array */
 };
 
 /*
@@ -108,9 +112,98 @@ void *mpq_ext_lock_obj(struct mpq_lock *l, const struct mpq_ext_lock_ops *ops);
 void *mpq_ext_sem_obj(struct mpq_sem *s, const struct mpq_ext_sem_ops *ops);
 
 /*
- * Importers: mpq_queue_import(), mpq_lock_import() and mpq_sem_import()
- * give a handle that starts with prefix to import(kind, handle, out),
- * where out is the struct mpq_<kind> ** the caller passed. import returns
+ * Since MPQ_EXT_0.3. An event's, a condition's, a barrier's: as the
+ * mpq_event_*, mpq_cond_* and mpq_barrier_* calls of the same names
+ * (arguments already checked as the public call checks them; a barrier's
+ * wait may get MPQ_BARRIER_DEFAULT_TIMEOUT). A condition's lock is the
+ * struct mpq_lock * given to mpq_ext_cond_new(), which mpq_cond_get_lock()
+ * returns, and whose acquire and release mpq_cond_acquire() and
+ * mpq_cond_release() are: the extension keeps it (and frees it in free,
+ * if it is its own).
+ */
+struct mpq_ext_event_ops {
+	size_t size;
+	int (*set)(void *obj);
+	int (*clear)(void *obj);
+	int (*is_set)(void *obj);
+	int (*wait)(void *obj, int64_t timeout_ns);
+	int (*export)(void *obj, char *buf, size_t len);
+	void (*free)(void *obj);
+};
+
+struct mpq_ext_cond_ops {
+	size_t size;
+	int (*wait)(void *obj, int64_t timeout_ns);
+	int (*wait_for)(void *obj, int (*pred)(void *arg), void *arg,
+			int64_t timeout_ns);
+	int (*notify)(void *obj, int n);
+	int (*notify_all)(void *obj);
+	int (*export)(void *obj, char *buf, size_t len);
+	void (*free)(void *obj);
+};
+
+struct mpq_ext_barrier_ops {
+	size_t size;
+	int (*wait)(void *obj, int64_t timeout_ns);
+	int (*abort)(void *obj);
+	int (*reset)(void *obj);
+	int (*parties)(void *obj);
+	int (*n_waiting)(void *obj);
+	int (*broken)(void *obj);
+	int (*export)(void *obj, char *buf, size_t len);
+	void (*free)(void *obj);
+};
+
+/*
+ * A value's or array's: copy elements [start, stop) out or in (the whole
+ * value is [0, count); bounds already checked). Its element size, count
+ * and lock are given to mpq_ext_value_new(), as a condition's lock is;
+ * mpq_value_ptr() of such a value is NULL (its bytes are not here).
+ */
+struct mpq_ext_value_ops {
+	size_t size;
+	int (*get)(void *obj, size_t start, size_t stop, void *out);
+	int (*set)(void *obj, size_t start, size_t stop, const void *in);
+	int (*export)(void *obj, char *buf, size_t len);
+	void (*free)(void *obj);
+};
+
+int mpq_ext_event_new(struct mpq_event **out,
+		      const struct mpq_ext_event_ops *ops, void *obj);
+int mpq_ext_cond_new(struct mpq_cond **out, const struct mpq_ext_cond_ops *ops,
+		     void *obj, struct mpq_lock *lock);
+int mpq_ext_barrier_new(struct mpq_barrier **out,
+			const struct mpq_ext_barrier_ops *ops, void *obj);
+/* elem_size and count as mpq_array_new's; lock NULL: a raw value. */
+int mpq_ext_value_new(struct mpq_value **out,
+		      const struct mpq_ext_value_ops *ops, void *obj,
+		      size_t elem_size, size_t count, struct mpq_lock *lock);
+void *mpq_ext_event_obj(struct mpq_event *e,
+			const struct mpq_ext_event_ops *ops);
+void *mpq_ext_cond_obj(struct mpq_cond *c, const struct mpq_ext_cond_ops *ops);
+void *mpq_ext_barrier_obj(struct mpq_barrier *b,
+			  const struct mpq_ext_barrier_ops *ops);
+void *mpq_ext_value_obj(struct mpq_value *v,
+			const struct mpq_ext_value_ops *ops);
+
+/*
+ * What import() gets as out for MPQ_EXT_COND, MPQ_EXT_BARRIER and
+ * MPQ_EXT_VALUE (the other kinds get the struct mpq_<kind> ** itself):
+ * the caller's out and the import call's other arguments.
+ */
+struct mpq_ext_import_args {
+	void *out;			/* struct mpq_cond ** etc. */
+	struct mpq_lock *lock;		/* cond_import's, value_import's */
+	int (*action)(void *arg);	/* barrier_import's */
+	void *arg;
+};
+
+/*
+ * Importers: mpq_queue_import(), mpq_lock_import(), mpq_sem_import()
+ * and the event's, condition's, barrier's and value's give a handle that
+ * starts with prefix to import(kind, handle, out), where out is the
+ * struct mpq_<kind> ** the caller passed (or, for a condition, barrier or
+ * value, a struct mpq_ext_import_args *). import returns
  * 0, or -EINVAL for a handle of another kind. At most 8 importers; the
  * same one registered twice is one. An extension registers when it is
  * loaded (a constructor): a spawned child runs the same program, so it

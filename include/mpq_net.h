@@ -434,6 +434,32 @@ int mpq_manager_lock_renew_lease(struct mpq_lock *l);
 int mpq_manager_sem_renew_lease(struct mpq_sem *s);
 
 /*
+ * Event, Condition, Barrier, Value and Array of mpq's own types
+ * (mpq_manager_proxy.3): the mpq_event_*, mpq_cond_*, mpq_barrier_* and
+ * mpq_value_* and mpq_array_* calls work on them, served by the managed
+ * objects above (mpq_manager_event etc.), export/import included. A
+ * condition's lock: a managed one from mpq_manager_lock_open or
+ * mpq_manager_rlock_open, or NULL for its own RLock "<name>/cond". A
+ * value's mpq_value_ptr() is NULL; its lock (unless MPQ_VALUE_RAW) is
+ * the managed RLock "<name>/value".
+ */
+int mpq_manager_event_open(struct mpq_manager *m, const char *name,
+			   struct mpq_event **out);
+int mpq_manager_cond_open(struct mpq_manager *m, const char *name,
+			  struct mpq_lock *lock, int64_t lease_ns,
+			  struct mpq_cond **out);
+int mpq_manager_barrier_open(struct mpq_manager *m, const char *name,
+			     unsigned int parties, int (*action)(void *arg),
+			     void *arg, int64_t lease_ns,
+			     struct mpq_barrier **out);
+int mpq_manager_value_open(struct mpq_manager *m, const char *name,
+			   size_t size, unsigned int flags, int64_t lease_ns,
+			   struct mpq_value **out);
+int mpq_manager_array_open(struct mpq_manager *m, const char *name,
+			   size_t elem_size, size_t count, unsigned int flags,
+			   int64_t lease_ns, struct mpq_value **out);
+
+/*
  * Listener and Client: multiprocessing.connection's, for processes that
  * are not related, on this machine (AF_UNIX, a path or an abstract name)
  * or across machines (TCP). They speak Python's wire format and

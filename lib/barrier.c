@@ -75,7 +75,53 @@ struct mpq_barrier {
 	uint32_t nslots;
 	int (*action)(void *arg);
 	void *arg;
+	/* An extension's (mpq_ext.h): rec is NULL. */
+	const struct mpq_ext_barrier_ops *ext;
+	void *ext_obj;
 };
+
+MPQ_EXPORT int mpq_ext_barrier_new(struct mpq_barrier **out,
+				   const struct mpq_ext_barrier_ops *ops,
+				   void *obj)
+{
+	if (!out || !ops || ops->size < sizeof(size_t))
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->ext = ops;
+	(*out)->ext_obj = obj;
+	return 0;
+}
+
+MPQ_EXPORT void *mpq_ext_barrier_obj(struct mpq_barrier *b,
+				     const struct mpq_ext_barrier_ops *ops)
+{
+	return b && ops && b->ext == ops ? b->ext_obj : NULL;
+}
+
+/* An extension's barrier: a call by its table's offset. */
+static int mpq_xb(struct mpq_barrier *b, size_t off)
+{
+	mpq_x_fn fn;
+
+	if (!b || !b->ext)
+		return -EINVAL;
+	fn = mpq_x_op(b->ext, b->ext->size, off);
+	return fn ? fn(b->ext_obj) : -EOPNOTSUPP;
+}
+
+#define MPQ_XB(b, op)	mpq_xb((b), offsetof(struct mpq_ext_barrier_ops, op))
+
+static int mpq_xb_wait(struct mpq_barrier *b, int64_t timeout_ns)
+{
+	int (*wait)(void *obj, int64_t timeout_ns);
+
+	if (!b || !b->ext)
+		return -EINVAL;
+	wait = MPQ_X_FN(b->ext, wait);
+	return wait ? wait(b->ext_obj, timeout_ns) : -EOPNOTSUPP;
+}
 
 static uint32_t mpq_gen(uint32_t s)
 {
@@ -377,8 +423,8 @@ MPQ_EXPORT int mpq_barrier_wait(struct mpq_barrier *b, int64_t timeout_ns)
 	int64_t deadline;
 	int r;
 
-	if (!b || !b->rec)
-		return -EINVAL;
+	if (unlikely(!b || !b->rec))
+		return mpq_xb_wait(b, timeout_ns);
 	if (timeout_ns == MPQ_BARRIER_DEFAULT_TIMEOUT)
 		timeout_ns = mpq_barrier_default(b);
 	deadline = mpq_deadline(timeout_ns);
@@ -423,8 +469,8 @@ out:
 
 MPQ_EXPORT int mpq_barrier_abort(struct mpq_barrier *b)
 {
-	if (!b || !b->rec)
-		return -EINVAL;
+	if (unlikely(!b || !b->rec))
+		return MPQ_XB(b, abort);
 	mpq_barrier_break(b, mpq_gen(load_relaxed(&b->rec->state)));
 	return 0;
 }
@@ -438,8 +484,8 @@ MPQ_EXPORT int mpq_barrier_reset(struct mpq_barrier *b)
 {
 	uint32_t s, gen, i;
 
-	if (!b || !b->rec)
-		return -EINVAL;
+	if (unlikely(!b || !b->rec))
+		return MPQ_XB(b, reset);
 	for (;;) {
 		s = load_relaxed(&b->rec->state);
 		gen = mpq_gen(s);
@@ -467,15 +513,15 @@ MPQ_EXPORT int mpq_barrier_reset(struct mpq_barrier *b)
 
 MPQ_EXPORT int mpq_barrier_parties(struct mpq_barrier *b)
 {
-	return b && b->rec ? (int)b->parties : -EINVAL;
+	return b && b->rec ? (int)b->parties : MPQ_XB(b, parties);
 }
 
 MPQ_EXPORT int mpq_barrier_n_waiting(struct mpq_barrier *b)
 {
 	uint32_t s;
 
-	if (!b || !b->rec)
-		return -EINVAL;
+	if (unlikely(!b || !b->rec))
+		return MPQ_XB(b, n_waiting);
 	s = load_relaxed(&b->rec->state);
 	if (s & MPQ_BARRIER_BROKEN)
 		return 0;
@@ -485,15 +531,24 @@ MPQ_EXPORT int mpq_barrier_n_waiting(struct mpq_barrier *b)
 
 MPQ_EXPORT int mpq_barrier_broken(struct mpq_barrier *b)
 {
-	if (!b || !b->rec)
-		return -EINVAL;
+	if (unlikely(!b || !b->rec))
+		return MPQ_XB(b, broken);
 	return !!(load_relaxed(&b->rec->state) & MPQ_BARRIER_BROKEN);
 }
 
 MPQ_EXPORT void mpq_barrier_free(struct mpq_barrier *b)
 {
+	void (*fn)(void *obj);
+
 	if (!b)
 		return;
+	if (b->ext) {
+		fn = MPQ_X_FN(b->ext, free);
+		if (fn)
+			fn(b->ext_obj);
+		free(b);
+		return;
+	}
 	mpq_sync_free(&b->sync);
 	free(b);
 }
@@ -501,6 +556,12 @@ MPQ_EXPORT void mpq_barrier_free(struct mpq_barrier *b)
 MPQ_EXPORT int mpq_barrier_export(struct mpq_barrier *b, char *buf,
 				  size_t len)
 {
+	int (*fn)(void *obj, char *buf, size_t len);
+
+	if (b && b->ext && buf) {
+		fn = MPQ_X_FN(b->ext, export);
+		return fn ? fn(b->ext_obj, buf, len) : -EOPNOTSUPP;
+	}
 	if (!b || !b->rec)
 		return -EINVAL;
 	return mpq_sync_export(&b->sync, "barrier", buf, len);
@@ -509,8 +570,14 @@ MPQ_EXPORT int mpq_barrier_export(struct mpq_barrier *b, char *buf,
 MPQ_EXPORT int mpq_barrier_import(struct mpq_barrier **out, const char *handle,
 				  int (*action)(void *arg), void *arg)
 {
-	int ret = mpq_barrier_alloc(out, action, arg);
+	struct mpq_ext_import_args args = {
+		.out = out, .action = action, .arg = arg,
+	};
+	int ret;
 
+	if (out && handle && strncmp(handle, "mpq-barrier:", 12))
+		return mpq_ext_import(MPQ_EXT_BARRIER, handle, &args);
+	ret = mpq_barrier_alloc(out, action, arg);
 	if (ret)
 		return ret;
 	ret = mpq_sync_import(&(*out)->sync, handle, "barrier",

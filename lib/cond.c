@@ -51,7 +51,67 @@ struct mpq_cond {
 	struct mpq_cond_rec *rec;
 	struct mpq_lock own;	/* the block's own lock, if it has one */
 	struct mpq_lock *lock;	/* the lock in use: &own or the caller's */
+	/* An extension's (mpq_ext.h): rec is NULL; lock is the extension's. */
+	const struct mpq_ext_cond_ops *ext;
+	void *ext_obj;
 };
+
+MPQ_EXPORT int mpq_ext_cond_new(struct mpq_cond **out,
+				const struct mpq_ext_cond_ops *ops, void *obj,
+				struct mpq_lock *lock)
+{
+	if (!out || !ops || ops->size < sizeof(size_t) || !lock)
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->lock = lock;
+	(*out)->ext = ops;
+	(*out)->ext_obj = obj;
+	return 0;
+}
+
+MPQ_EXPORT void *mpq_ext_cond_obj(struct mpq_cond *c,
+				  const struct mpq_ext_cond_ops *ops)
+{
+	return c && ops && c->ext == ops ? c->ext_obj : NULL;
+}
+
+/* wait, wait_for, notify of an extension's condition. */
+static int mpq_xc_wait(struct mpq_cond *c, int (*pred)(void *arg), void *arg,
+		       int64_t timeout_ns, int for_pred)
+{
+	int (*wait)(void *obj, int64_t timeout_ns);
+	int (*wait_for)(void *obj, int (*pred)(void *arg), void *arg,
+			int64_t timeout_ns);
+
+	if (!c || !c->ext)
+		return -EINVAL;
+	if (!for_pred) {
+		wait = MPQ_X_FN(c->ext, wait);
+		return wait ? wait(c->ext_obj, timeout_ns) : -EOPNOTSUPP;
+	}
+	if (!pred)
+		return -EINVAL;
+	wait_for = MPQ_X_FN(c->ext, wait_for);
+	return wait_for ? wait_for(c->ext_obj, pred, arg, timeout_ns) :
+		-EOPNOTSUPP;
+}
+
+static int mpq_xc_notify(struct mpq_cond *c, int n)
+{
+	int (*notify)(void *obj, int n);
+	mpq_x_fn all;
+
+	if (!c || !c->ext || n < 0)
+		return -EINVAL;
+	all = mpq_x_op(c->ext, c->ext->size,
+		       offsetof(struct mpq_ext_cond_ops, notify_all));
+	if (n == INT_MAX && all)
+		return all(c->ext_obj);
+	notify = MPQ_X_FN(c->ext, notify);
+	return notify ? notify(c->ext_obj, n) : -EOPNOTSUPP;
+}
 
 static int mpq_cond_alloc(struct mpq_cond **out)
 {
@@ -155,6 +215,8 @@ MPQ_EXPORT int mpq_cond_wait(struct mpq_cond *c, int64_t timeout_ns)
 	int ret, slept, dead = 0;
 	uint32_t seq, depth;
 
+	if (unlikely(!c || !c->rec))
+		return mpq_xc_wait(c, NULL, NULL, timeout_ns, 0);
 	ret = mpq_cond_check(c);
 	if (ret)
 		return ret;
@@ -195,6 +257,8 @@ MPQ_EXPORT int mpq_cond_wait_for(struct mpq_cond *c,
 	int64_t deadline = mpq_deadline(timeout_ns), left = timeout_ns;
 	int ret;
 
+	if (unlikely(!c || !c->rec))
+		return mpq_xc_wait(c, pred, arg, timeout_ns, 1);
 	ret = mpq_cond_check(c);
 	if (ret)
 		return ret;
@@ -215,9 +279,12 @@ MPQ_EXPORT int mpq_cond_wait_for(struct mpq_cond *c,
 
 MPQ_EXPORT int mpq_cond_notify(struct mpq_cond *c, int n)
 {
-	int ret = mpq_cond_check(c);
 	uint32_t waiting, k;
+	int ret;
 
+	if (unlikely(!c || !c->rec))
+		return mpq_xc_notify(c, n);
+	ret = mpq_cond_check(c);
 	if (ret)
 		return ret;
 	if (n < 0)
@@ -241,8 +308,17 @@ MPQ_EXPORT int mpq_cond_notify_all(struct mpq_cond *c)
 
 MPQ_EXPORT void mpq_cond_free(struct mpq_cond *c)
 {
+	void (*fn)(void *obj);
+
 	if (!c)
 		return;
+	if (c->ext) {
+		fn = MPQ_X_FN(c->ext, free);
+		if (fn)
+			fn(c->ext_obj);
+		free(c);
+		return;
+	}
 	if (c->lock == &c->own)
 		mpq_lock_fini(&c->own);
 	mpq_sync_free(&c->sync);
@@ -251,6 +327,12 @@ MPQ_EXPORT void mpq_cond_free(struct mpq_cond *c)
 
 MPQ_EXPORT int mpq_cond_export(struct mpq_cond *c, char *buf, size_t len)
 {
+	int (*fn)(void *obj, char *buf, size_t len);
+
+	if (c && c->ext && buf) {
+		fn = MPQ_X_FN(c->ext, export);
+		return fn ? fn(c->ext_obj, buf, len) : -EOPNOTSUPP;
+	}
 	if (!c || !c->rec)
 		return -EINVAL;
 	return mpq_sync_export(&c->sync, "cond", buf, len);
@@ -259,9 +341,12 @@ MPQ_EXPORT int mpq_cond_export(struct mpq_cond *c, char *buf, size_t len)
 MPQ_EXPORT int mpq_cond_import(struct mpq_cond **out, const char *handle,
 			       struct mpq_lock *lock)
 {
+	struct mpq_ext_import_args args = { .out = out, .lock = lock };
 	struct mpq_cond *c;
 	int ret;
 
+	if (out && handle && strncmp(handle, "mpq-cond:", 9))
+		return mpq_ext_import(MPQ_EXT_COND, handle, &args);
 	ret = mpq_cond_alloc(out);
 	if (ret)
 		return ret;

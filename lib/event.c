@@ -23,8 +23,42 @@ struct mpq_event_rec {
 
 struct mpq_event {
 	struct mpq_sync sync;
-	struct mpq_event_rec *rec;
+	struct mpq_event_rec *rec;	/* NULL: an extension's (ext) */
+	const struct mpq_ext_event_ops *ext;
+	void *ext_obj;
 };
+
+/* An extension's event (mpq_ext.h): a call by its table's offset. */
+static int mpq_xe(struct mpq_event *e, size_t off)
+{
+	mpq_x_fn fn;
+
+	if (!e || !e->ext)
+		return -EINVAL;
+	fn = mpq_x_op(e->ext, e->ext->size, off);
+	return fn ? fn(e->ext_obj) : -EOPNOTSUPP;
+}
+
+#define MPQ_XE(e, op)	mpq_xe((e), offsetof(struct mpq_ext_event_ops, op))
+
+MPQ_EXPORT int mpq_ext_event_new(struct mpq_event **out,
+				 const struct mpq_ext_event_ops *ops, void *obj)
+{
+	if (!out || !ops || ops->size < sizeof(size_t))
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->ext = ops;
+	(*out)->ext_obj = obj;
+	return 0;
+}
+
+MPQ_EXPORT void *mpq_ext_event_obj(struct mpq_event *e,
+				   const struct mpq_ext_event_ops *ops)
+{
+	return e && ops && e->ext == ops ? e->ext_obj : NULL;
+}
 
 static int mpq_event_alloc(struct mpq_event **out)
 {
@@ -71,15 +105,15 @@ MPQ_EXPORT int mpq_event_new(struct mpq_event **out,
 
 MPQ_EXPORT int mpq_event_is_set(struct mpq_event *e)
 {
-	if (!e || !e->rec)
-		return -EINVAL;
+	if (unlikely(!e || !e->rec))
+		return MPQ_XE(e, is_set);
 	return load_acquire(&e->rec->flag) != 0;
 }
 
 MPQ_EXPORT int mpq_event_set(struct mpq_event *e)
 {
-	if (!e || !e->rec)
-		return -EINVAL;
+	if (unlikely(!e || !e->rec))
+		return MPQ_XE(e, set);
 	__atomic_store_n(&e->rec->flag, 1, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&e->rec->sets, 1, __ATOMIC_SEQ_CST);
 	if (load_relaxed(&e->rec->waiters))
@@ -89,8 +123,8 @@ MPQ_EXPORT int mpq_event_set(struct mpq_event *e)
 
 MPQ_EXPORT int mpq_event_clear(struct mpq_event *e)
 {
-	if (!e || !e->rec)
-		return -EINVAL;
+	if (unlikely(!e || !e->rec))
+		return MPQ_XE(e, clear);
 	__atomic_store_n(&e->rec->flag, 0, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -100,9 +134,14 @@ MPQ_EXPORT int mpq_event_wait(struct mpq_event *e, int64_t timeout_ns)
 	int64_t deadline, spin_end;
 	int ret = 0, spins = 0;
 	uint32_t sets;
+	int (*wait)(void *obj, int64_t timeout_ns);
 
-	if (!e || !e->rec)
-		return -EINVAL;
+	if (unlikely(!e || !e->rec)) {
+		if (!e || !e->ext)
+			return -EINVAL;
+		wait = MPQ_X_FN(e->ext, wait);
+		return wait ? wait(e->ext_obj, timeout_ns) : -EOPNOTSUPP;
+	}
 	sets = load_acquire(&e->rec->sets);
 	if (load_acquire(&e->rec->flag))
 		return 0;
@@ -135,14 +174,29 @@ MPQ_EXPORT int mpq_event_wait(struct mpq_event *e, int64_t timeout_ns)
 
 MPQ_EXPORT void mpq_event_free(struct mpq_event *e)
 {
+	void (*fn)(void *obj);
+
 	if (!e)
 		return;
+	if (e->ext) {
+		fn = MPQ_X_FN(e->ext, free);
+		if (fn)
+			fn(e->ext_obj);
+		free(e);
+		return;
+	}
 	mpq_sync_free(&e->sync);
 	free(e);
 }
 
 MPQ_EXPORT int mpq_event_export(struct mpq_event *e, char *buf, size_t len)
 {
+	int (*fn)(void *obj, char *buf, size_t len);
+
+	if (e && e->ext && buf) {
+		fn = MPQ_X_FN(e->ext, export);
+		return fn ? fn(e->ext_obj, buf, len) : -EOPNOTSUPP;
+	}
 	if (!e || !e->rec)
 		return -EINVAL;
 	return mpq_sync_export(&e->sync, "event", buf, len);
@@ -150,7 +204,13 @@ MPQ_EXPORT int mpq_event_export(struct mpq_event *e, char *buf, size_t len)
 
 MPQ_EXPORT int mpq_event_import(struct mpq_event **out, const char *handle)
 {
-	int ret = mpq_event_alloc(out);
+	int ret;
+
+	if (!out || !handle)
+		return -EINVAL;
+	if (strncmp(handle, "mpq-event:", 10))
+		return mpq_ext_import(MPQ_EXT_EVENT, handle, out);
+	ret = mpq_event_alloc(out);
 
 	if (ret)
 		return ret;

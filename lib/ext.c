@@ -19,10 +19,8 @@
 #include "mpq_ext.h"
 #include "sync.h"
 
-typedef int (*mpq_x_fn)(void *obj);
-
 /* The int (*)(void *) at off in a table of size bytes, or NULL. */
-static mpq_x_fn mpq_x_op(const void *ops, size_t size, size_t off)
+mpq_x_fn mpq_x_op(const void *ops, size_t size, size_t off)
 {
 	mpq_x_fn fn;
 

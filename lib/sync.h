@@ -107,6 +107,18 @@ struct mpq_sem {
 int mpq_xs_acquire(struct mpq_sem *s, int64_t timeout_ns);
 int mpq_xs_call(struct mpq_sem *s, size_t off);
 #define MPQ_XS(s, op)	mpq_xs_call((s), offsetof(struct mpq_ext_sem_ops, op))
+/*
+ * Events, conditions, barriers, values of an extension (event.c, cond.c,
+ * barrier.c, value.c): their record pointer is NULL, so the check every
+ * public call makes of it is their one branch. mpq_x_op(): the
+ * int (*)(void *) at off in a table of size bytes, or NULL; MPQ_X_FN:
+ * any member, or NULL past the table's size.
+ */
+typedef int (*mpq_x_fn)(void *obj);
+mpq_x_fn mpq_x_op(const void *ops, size_t size, size_t off);
+#define MPQ_X_FN(ops, member) \
+	((ops)->size >= offsetof(__typeof__(*(ops)), member) + \
+	 sizeof((ops)->member) ? (ops)->member : NULL)
 int mpq_xs_export(struct mpq_sem *s, char *buf, size_t len);
 void mpq_xs_free(struct mpq_sem *s);
 

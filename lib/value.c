@@ -24,7 +24,55 @@ struct mpq_value {
 	uint32_t count;
 	struct mpq_lock own;	/* the block's own lock, if it has one */
 	struct mpq_lock *lock;	/* NULL for a raw value */
+	/* An extension's (mpq_ext.h): data is NULL; lock is the extension's. */
+	const struct mpq_ext_value_ops *ext;
+	void *ext_obj;
 };
+
+MPQ_EXPORT int mpq_ext_value_new(struct mpq_value **out,
+				 const struct mpq_ext_value_ops *ops,
+				 void *obj, size_t elem_size, size_t count,
+				 struct mpq_lock *lock)
+{
+	if (!out || !ops || ops->size < sizeof(size_t) || !elem_size ||
+	    !count || elem_size > UINT32_MAX || count > UINT32_MAX)
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->size = (uint64_t)elem_size * count;
+	(*out)->elem_size = (uint32_t)elem_size;
+	(*out)->count = (uint32_t)count;
+	(*out)->lock = lock;
+	(*out)->ext = ops;
+	(*out)->ext_obj = obj;
+	return 0;
+}
+
+MPQ_EXPORT void *mpq_ext_value_obj(struct mpq_value *v,
+				   const struct mpq_ext_value_ops *ops)
+{
+	return v && ops && v->ext == ops ? v->ext_obj : NULL;
+}
+
+/* Copy elements [start, stop) of an extension's value out or in. */
+static int mpq_xv_copy(struct mpq_value *v, size_t start, size_t stop,
+		       void *buf, int in)
+{
+	int (*get)(void *obj, size_t start, size_t stop, void *out);
+	int (*set)(void *obj, size_t start, size_t stop, const void *in);
+
+	if (!v || !v->ext || !buf)
+		return -EINVAL;
+	if (start >= v->count)
+		return -ERANGE;
+	if (in) {
+		set = MPQ_X_FN(v->ext, set);
+		return set ? set(v->ext_obj, start, stop, buf) : -EOPNOTSUPP;
+	}
+	get = MPQ_X_FN(v->ext, get);
+	return get ? get(v->ext_obj, start, stop, buf) : -EOPNOTSUPP;
+}
 
 static int mpq_value_alloc(struct mpq_value **out)
 {
@@ -121,7 +169,7 @@ MPQ_EXPORT size_t mpq_value_size(struct mpq_value *v)
 
 MPQ_EXPORT long mpq_array_len(struct mpq_value *v)
 {
-	return v && v->data ? (long)v->count : -EINVAL;
+	return v && (v->data || v->ext) ? (long)v->count : -EINVAL;
 }
 
 MPQ_EXPORT struct mpq_lock *mpq_value_get_lock(struct mpq_value *v)
@@ -158,22 +206,22 @@ static int mpq_value_copy(struct mpq_value *v, uint64_t off, void *buf,
 
 MPQ_EXPORT int mpq_value_get(struct mpq_value *v, void *out)
 {
-	if (!v || !v->data || !out)
-		return -EINVAL;
+	if (unlikely(!v || !v->data || !out))
+		return mpq_xv_copy(v, 0, v ? v->count : 0, (void *)out, 0);
 	return mpq_value_copy(v, 0, out, v->size, 0);
 }
 
 MPQ_EXPORT int mpq_value_set(struct mpq_value *v, const void *in)
 {
-	if (!v || !v->data || !in)
-		return -EINVAL;
+	if (unlikely(!v || !v->data || !in))
+		return mpq_xv_copy(v, 0, v ? v->count : 0, (void *)in, 1);
 	return mpq_value_copy(v, 0, (void *)in, v->size, 1);
 }
 
 MPQ_EXPORT int mpq_array_get(struct mpq_value *v, size_t i, void *out)
 {
-	if (!v || !v->data || !out)
-		return -EINVAL;
+	if (unlikely(!v || !v->data || !out))
+		return mpq_xv_copy(v, i, i + 1, (void *)out, 0);
 	if (i >= v->count)
 		return -ERANGE;
 	return mpq_value_copy(v, (uint64_t)i * v->elem_size, out,
@@ -182,8 +230,8 @@ MPQ_EXPORT int mpq_array_get(struct mpq_value *v, size_t i, void *out)
 
 MPQ_EXPORT int mpq_array_set(struct mpq_value *v, size_t i, const void *in)
 {
-	if (!v || !v->data || !in)
-		return -EINVAL;
+	if (unlikely(!v || !v->data || !in))
+		return mpq_xv_copy(v, i, i + 1, (void *)in, 1);
 	if (i >= v->count)
 		return -ERANGE;
 	return mpq_value_copy(v, (uint64_t)i * v->elem_size, (void *)in,
@@ -192,8 +240,17 @@ MPQ_EXPORT int mpq_array_set(struct mpq_value *v, size_t i, const void *in)
 
 MPQ_EXPORT void mpq_value_free(struct mpq_value *v)
 {
+	void (*fn)(void *obj);
+
 	if (!v)
 		return;
+	if (v->ext) {
+		fn = MPQ_X_FN(v->ext, free);
+		if (fn)
+			fn(v->ext_obj);
+		free(v);
+		return;
+	}
 	if (v->lock == &v->own)
 		mpq_lock_fini(&v->own);
 	mpq_sync_free(&v->sync);
@@ -202,6 +259,12 @@ MPQ_EXPORT void mpq_value_free(struct mpq_value *v)
 
 MPQ_EXPORT int mpq_value_export(struct mpq_value *v, char *buf, size_t len)
 {
+	int (*fn)(void *obj, char *buf, size_t len);
+
+	if (v && v->ext && buf) {
+		fn = MPQ_X_FN(v->ext, export);
+		return fn ? fn(v->ext_obj, buf, len) : -EOPNOTSUPP;
+	}
 	if (!v || !v->data)
 		return -EINVAL;
 	return mpq_sync_export(&v->sync, "value", buf, len);
@@ -210,8 +273,12 @@ MPQ_EXPORT int mpq_value_export(struct mpq_value *v, char *buf, size_t len)
 MPQ_EXPORT int mpq_value_import(struct mpq_value **out, const char *handle,
 				struct mpq_lock *lock)
 {
-	int ret = mpq_value_alloc(out);
+	struct mpq_ext_import_args args = { .out = out, .lock = lock };
+	int ret;
 
+	if (out && handle && strncmp(handle, "mpq-value:", 10))
+		return mpq_ext_import(MPQ_EXT_VALUE, handle, &args);
+	ret = mpq_value_alloc(out);
 	if (ret)
 		return ret;
 	ret = mpq_sync_import(&(*out)->sync, handle, "value",

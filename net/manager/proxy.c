@@ -36,26 +36,20 @@
 #include <mpq_ext.h>
 
 #include "manager/manager.h"
+#include "manager/proxy.h"
 
 #define PX_MAGIC	"mpq-mgr/1"
-#define PX_PREFIX	"mpq-mgr-"
 #define PX_FIELDS	9
 
-enum { PX_QUEUE, PX_JQUEUE, PX_LOCK, PX_RLOCK, PX_SEM };
 static const char *const px_kind_name[] = {
 	"queue", "queue", "lock", "rlock", "sem",
+	"event", "cond", "barrier", "value",
 };
 
-/* What every proxy has: how to open the object again elsewhere. */
-struct px_common {
-	struct mpq_manager *m;
-	int own_m;		/* an import's connection: freed with it */
-	int kind;		/* PX_* */
-	char *name;
-	uint64_t num;		/* maxsize, or a semaphore's value */
-	int64_t lease_ns;
-	uint32_t max_deliveries;
-	int export_fd;		/* the memfd of the last export, or -1 */
+/* The libmpq kind (MPQ_EXT_*) each PX_* is imported as. */
+static const int px_ext_kind[] = {
+	MPQ_EXT_QUEUE, MPQ_EXT_QUEUE, MPQ_EXT_LOCK, MPQ_EXT_LOCK, MPQ_EXT_SEM,
+	MPQ_EXT_EVENT, MPQ_EXT_COND, MPQ_EXT_BARRIER, MPQ_EXT_VALUE,
 };
 
 struct px_queue {
@@ -80,7 +74,7 @@ struct px_sem {
 	struct mpq_manager_sem *s;
 };
 
-static int px_common_init(struct px_common *c, struct mpq_manager *m,
+int mpq__px_common_init(struct px_common *c, struct mpq_manager *m,
 			  int kind, const char *name)
 {
 	c->m = m;
@@ -90,7 +84,7 @@ static int px_common_init(struct px_common *c, struct mpq_manager *m,
 	return c->name ? 0 : -ENOMEM;
 }
 
-static void px_common_fini(struct px_common *c)
+void mpq__px_common_fini(struct px_common *c)
 {
 	if (c->export_fd >= 0)
 		close(c->export_fd);
@@ -102,13 +96,14 @@ static void px_common_fini(struct px_common *c)
 /*
  * The handle: "mpq-mgr-<kind>:fd=N", N a sealed memfd holding PX_FIELDS
  * NUL-terminated fields: magic, kind, address, authkey, name, num,
- * lease_ns, max_deliveries, and one spare.
+ * lease_ns, max_deliveries, extra (a kind's own: proxy_sync.c).
  */
-static int px_export(struct px_common *c, char *buf, size_t len)
+int mpq__px_export(struct px_common *c, char *buf, size_t len)
 {
 	const char *addr = mpq_manager_address(c->m);
 	const char *key = mpq_manager_authkey(c->m);
-	char kind[8], num[24], lease[24], maxd[16], tmp[MPQ_HANDLE_MAX];
+	char kind[8], num[24], lease[24], maxd[16], extra[16];
+	char tmp[MPQ_HANDLE_MAX];
 	const char *f[PX_FIELDS];
 	int fd, n, i, err;
 
@@ -127,7 +122,8 @@ static int px_export(struct px_common *c, char *buf, size_t len)
 		f[5] = num;
 		f[6] = lease;
 		f[7] = maxd;
-		f[8] = "";
+		snprintf(extra, sizeof(extra), "%u", c->extra);
+		f[8] = extra;
 		fd = memfd_create("mpq-manager-handle",
 				  MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (fd < 0)
@@ -331,7 +327,7 @@ static int pxq_unfinished(void *obj)
 
 static int pxq_export(void *obj, char *buf, size_t len)
 {
-	return px_export(&((struct px_queue *)obj)->c, buf, len);
+	return mpq__px_export(&((struct px_queue *)obj)->c, buf, len);
 }
 
 static void pxq_free(void *obj)
@@ -347,7 +343,7 @@ static void pxq_free(void *obj)
 	free(p->stash);
 	free(p->held);
 	mpq_manager_queue_free(p->q);
-	px_common_fini(&p->c);
+	mpq__px_common_fini(&p->c);
 	free(p);
 }
 
@@ -382,7 +378,7 @@ static int pxq_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!p)
 		return -ENOMEM;
 	p->pid = getpid();
-	err = px_common_init(&p->c, m, kind, name);
+	err = mpq__px_common_init(&p->c, m, kind, name);
 	if (!err)
 		err = mpq_manager_queue(m, name, attr, &p->q);
 	if (!err) {
@@ -460,7 +456,7 @@ static int pxl_owned(void *obj)
 
 static int pxl_export(void *obj, char *buf, size_t len)
 {
-	return px_export(&((struct px_lock *)obj)->c, buf, len);
+	return mpq__px_export(&((struct px_lock *)obj)->c, buf, len);
 }
 
 static void pxl_free(void *obj)
@@ -470,7 +466,7 @@ static void pxl_free(void *obj)
 	if (!p)
 		return;
 	mpq_manager_lock_free(p->l);
-	px_common_fini(&p->c);
+	mpq__px_common_fini(&p->c);
 	free(p);
 }
 
@@ -497,7 +493,7 @@ static int pxl_open(struct mpq_manager *m, int own_m, const char *name,
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	err = px_common_init(&p->c, m, kind, name);
+	err = mpq__px_common_init(&p->c, m, kind, name);
 	if (!err)
 		err = mpq_manager_lock(m, name, kind == PX_RLOCK, lease_ns,
 				       &p->l);
@@ -527,6 +523,35 @@ MPQ_NET_EXPORT int mpq_manager_rlock_open(struct mpq_manager *m,
 	return pxl_open(m, 0, name, lease_ns, PX_RLOCK, out);
 }
 
+/* A Condition's or Value's own lock as a struct mpq_lock *: ml is theirs
+ * (mpq_manager_lock_free leaves it alone), this handle only uses it. */
+int mpq__px_lock_wrap(struct mpq_manager *m, struct mpq_manager_lock *ml,
+		      const char *name, int64_t lease_ns, struct mpq_lock **out)
+{
+	struct px_lock *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return -ENOMEM;
+	p->l = ml;
+	err = mpq__px_common_init(&p->c, m, PX_RLOCK, name);
+	p->c.lease_ns = lease_ns;
+	if (!err)
+		err = mpq_ext_lock_new(out, &pxl_ops, p, 1);
+	if (err) {
+		p->l = NULL;
+		pxl_free(p);
+	}
+	return err;
+}
+
+struct mpq_manager_lock *mpq__px_lock_of(struct mpq_lock *l)
+{
+	struct px_lock *p = mpq_ext_lock_obj(l, &pxl_ops);
+
+	return p ? p->l : NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Semaphore */
 
@@ -542,7 +567,7 @@ static int pxs_release(void *obj)
 
 static int pxs_export(void *obj, char *buf, size_t len)
 {
-	return px_export(&((struct px_sem *)obj)->c, buf, len);
+	return mpq__px_export(&((struct px_sem *)obj)->c, buf, len);
 }
 
 static void pxs_free(void *obj)
@@ -552,7 +577,7 @@ static void pxs_free(void *obj)
 	if (!p)
 		return;
 	mpq_manager_sem_free(p->s);
-	px_common_fini(&p->c);
+	mpq__px_common_fini(&p->c);
 	free(p);
 }
 
@@ -576,7 +601,7 @@ static int pxs_open(struct mpq_manager *m, int own_m, const char *name,
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	err = px_common_init(&p->c, m, PX_SEM, name);
+	err = mpq__px_common_init(&p->c, m, PX_SEM, name);
 	if (!err)
 		err = mpq_manager_sem(m, name, value, lease_ns, &p->s);
 	if (!err) {
@@ -628,18 +653,17 @@ static int px_import(int kind, const char *handle, void *out)
 	int fd, i, k, err;
 	ssize_t n;
 
-	for (k = 0; k <= PX_SEM; k++) {
+	for (k = 0; k < PX_NKINDS; k++) {
 		size_t l = strlen(px_kind_name[k]);
 
 		if (!strncmp(rest, px_kind_name[k], l) &&
 		    !strncmp(rest + l, ":fd=", 4))
 			break;
 	}
-	if (k > PX_SEM || px_parse_fd(rest + strlen(px_kind_name[k]) + 4, &fd))
+	if (k == PX_NKINDS ||
+	    px_parse_fd(rest + strlen(px_kind_name[k]) + 4, &fd))
 		return -EINVAL;
-	if ((kind == MPQ_EXT_QUEUE) != (k == PX_QUEUE) ||
-	    (kind == MPQ_EXT_LOCK) != (k == PX_LOCK || k == PX_RLOCK) ||
-	    (kind == MPQ_EXT_SEM) != (k == PX_SEM))
+	if (px_ext_kind[k] != kind)
 		return -EINVAL;
 	n = pread(fd, buf, sizeof(buf) - 1, 0);
 	if (n < 0)
@@ -654,12 +678,12 @@ static int px_import(int kind, const char *handle, void *out)
 		f[i] = p;
 		p += strlen(p) + 1;
 	}
-	if (strcmp(f[0], PX_MAGIC) || atoi(f[1]) < 0 || atoi(f[1]) > PX_SEM)
+	if (strcmp(f[0], PX_MAGIC) || atoi(f[1]) < 0 ||
+	    atoi(f[1]) >= PX_NKINDS)
 		return -EINVAL;
 	/* JoinableQueue's handle says "queue": the memfd tells which. */
 	i = atoi(f[1]);
-	if ((i == PX_QUEUE || i == PX_JQUEUE) != (k == PX_QUEUE) ||
-	    (i == PX_LOCK || i == PX_RLOCK) != (k == PX_LOCK || k == PX_RLOCK))
+	if (px_ext_kind[i] != px_ext_kind[k])
 		return -EINVAL;
 	k = i;
 	/* Not passed on to what this process executes, as libmpq's own. */
@@ -681,9 +705,12 @@ static int px_import(int kind, const char *handle, void *out)
 	case PX_RLOCK:
 		err = pxl_open(m, 1, f[4], strtoll(f[6], NULL, 10), k, out);
 		break;
-	default:
+	case PX_SEM:
 		err = pxs_open(m, 1, f[4], strtoul(f[5], NULL, 10),
 			       strtoll(f[6], NULL, 10), out);
+		break;
+	default:
+		err = mpq__px_sync_import(m, k, (const char *const *)f, out);
 	}
 	explicit_bzero(buf, sizeof(buf));
 	if (err)
