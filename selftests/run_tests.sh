@@ -358,6 +358,8 @@ check "CHANGELOG: a section for every version node of lib/mpq.map" bash -c "
 	for n in \$(sed -n 's/^\(MPQ_[0-9.]*\) {.*/\1/p' '$top/lib/mpq.map'); do
 		grep -q \"^\$n \" '$top/CHANGELOG' || { echo \"CHANGELOG: no section \$n\"; exit 1; }
 	done"
+check "debian: the symbols files list exactly the version scripts' names" \
+	"$top/selftests/symbols_check.sh"
 check "licences: every tracked source file has an SPDX tag, LICENSES/ each text" \
 	"$top/selftests/spdx.sh"
 
