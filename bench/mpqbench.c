@@ -83,6 +83,9 @@
  *                maxsize (issue 12).
  *   mpq-queue-unbounded  maxsize 0 (Python's default): the ring, and the
  *                overflow when the producer runs ahead.
+ *   mpq-queue-spsc       the same as mpq-queue, made with
+ *                MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER: the
+ *                claims without a CAS (8 B and 1 KiB, adaptive wait).
  *   mpq-queue-ool        msgsize 64 whatever --size is: every message
  *                larger than that goes out of line (a blob each), beside
  *                mpq-queue (msgsize = size, in the slot) and mpq-conn.
@@ -609,6 +612,8 @@ static int mpq_open(struct chan *c)
 		attr.maxsize = 0;
 	else if (!strcmp(c->impl->name, "mpq-queue-ool"))
 		attr.msgsize = 64;
+	else if (!strcmp(c->impl->name, "mpq-queue-spsc"))
+		attr.flags = MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER;
 	attr.backend = c->backend;
 	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
 		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
@@ -909,6 +914,8 @@ static const struct impl impls[] = {
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-queue-ool", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
+	{ "mpq-queue-spsc", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
+	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-conn", B(RTT) | B(STREAM), 0, conn_open, conn_keep, conn_send,
 	  conn_recv, conn_left, conn_close },
 	{ "memcpy", B(MEMCPY), 0, NULL, NULL, NULL, NULL, NULL, NULL },
@@ -1039,6 +1046,10 @@ static const char *cell_unsupported(const struct cell *cl)
 	     !strcmp(im, "mpq-queue-unbounded")) &&
 	    (cl->size != 8 || cl->wmode != WAIT_ADAPTIVE))
 		return "mpq-queue-exact/-unbounded: 8 B, adaptive wait";
+	if (!strcmp(im, "mpq-queue-spsc") &&
+	    ((cl->size != 8 && cl->size != 1024) ||
+	     cl->wmode != WAIT_ADAPTIVE))
+		return "mpq-queue-spsc: 8 B and 1 KiB, adaptive wait";
 	if (!strcmp(im, "mpq-queue-ool") &&
 	    (cl->size < 65536 || cl->batch != 1 || cl->wmode != WAIT_ADAPTIVE))
 		return "mpq-queue-ool: 64 KiB and up, batch 1, adaptive wait";

@@ -86,6 +86,20 @@ struct mpq_queue_attr {
 #define MPQ_QUEUE_F_JOINABLE	(1U << 0)
 
 /*
+ * The caller's promise that at most one thread (of all processes) puts at
+ * a time (ONE_PRODUCER), or gets at a time (ONE_CONSUMER), through the
+ * handles made by this mpq_queue_new() and inherited by fork: their puts
+ * or gets then claim positions with a plain store instead of a locked
+ * compare-and-swap. Deaths are recovered as before. A broken promise can
+ * lose or duplicate messages or make calls fail with -EUCLEAN; it never
+ * makes libmpq read or write outside the queue. ONE_PRODUCER takes effect
+ * only on a bounded queue (maxsize > 0): an unbounded one's consumers
+ * also put, moving its overflow into the ring.
+ */
+#define MPQ_QUEUE_F_ONE_PRODUCER	(1U << 1)
+#define MPQ_QUEUE_F_ONE_CONSUMER	(1U << 2)
+
+/*
  * Make a queue. attr may be NULL for all defaults.
  * Returns 0, -EINVAL (bad attr or MPQ_BACKEND), -ENODEV (kmod asked for
  * but /dev/mpq absent), -E2BIG (too large), -EDQUOT (the module's per-user

@@ -240,6 +240,11 @@ struct mpq_queue {
 	 */
 	uint32_t limit;
 	uint32_t maxsize;	/* 0: unbounded */
+	/*
+	 * MPQ_QUEUE_F_ONE_PRODUCER / _CONSUMER in effect: claims move tail
+	 * or head with a plain store, nobody else moving it (mpq.h).
+	 */
+	uint8_t one_producer, one_consumer;
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;

@@ -240,7 +240,8 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 		return -EINVAL;
 	if (!attr)
 		attr = &defaults;
-	if (attr->flags & ~MPQ_QUEUE_F_JOINABLE)
+	if (attr->flags & ~(MPQ_QUEUE_F_JOINABLE | MPQ_QUEUE_F_ONE_PRODUCER |
+			    MPQ_QUEUE_F_ONE_CONSUMER))
 		return -EINVAL;
 	if (!mpq_all_zero(attr->__reserved, sizeof(attr->__reserved)))
 		return -EINVAL;
@@ -273,6 +274,14 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 		close(fd);
 		return ret;
 	}
+	/*
+	 * Only this handle and its forked copies: one opened by its fd claims
+	 * with a CAS, which is right whoever else puts or gets. An unbounded
+	 * queue's consumers put too (moving the overflow into the ring).
+	 */
+	(*out)->one_producer = attr->maxsize &&
+			       (attr->flags & MPQ_QUEUE_F_ONE_PRODUCER);
+	(*out)->one_consumer = !!(attr->flags & MPQ_QUEUE_F_ONE_CONSUMER);
 	/*
 	 * Without the module, mpq_wait() sleeps on an eventfd that whoever
 	 * puts rings when a waiter asked for it; it reaches the processes
@@ -476,7 +485,14 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 			}
 			if (r)
 				mpq_rec_intent(r, MPQ_REC_PUT, pos, k);
-			/* Release: the intent is seen before the claim. */
+			/*
+			 * Release: the intent is seen before the claim. The
+			 * only producer needs no CAS: nobody else moves tail.
+			 */
+			if (q->one_producer) {
+				store_release(&q->shm->tail, pos + k);
+				break;
+			}
 			if (__atomic_compare_exchange_n(&q->shm->tail, &pos,
 							pos + k, 1,
 							__ATOMIC_RELEASE,
@@ -682,6 +698,10 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			}
 			if (r)
 				mpq_rec_intent(r, MPQ_REC_GET, pos, k);
+			if (q->one_consumer) {
+				store_release(&q->shm->head, pos + k);
+				break;
+			}
 			if (__atomic_compare_exchange_n(&q->shm->head, &pos,
 							pos + k, 1,
 							__ATOMIC_RELEASE,

@@ -225,9 +225,9 @@ static pid_t window_holder(struct mpq_queue *q, struct shared *sh, int peek)
 	return wait_for_flag(&sh->ready, 10000) == 1 ? pid : -1;
 }
 
-TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
+static void reserve_killed(struct __test_metadata *_metadata, uint32_t flags)
 {
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = queue(8, 64, flags);
 	struct shared *sh = shared_new();
 	char buf[64];
 	size_t len;
@@ -256,9 +256,14 @@ TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
 	mpq_queue_free(q);
 }
 
-TEST(a_consumer_killed_between_peek_and_release_loses_nothing)
+TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
 {
-	struct mpq_queue *q = queue(4, 64, 0);
+	reserve_killed(_metadata, 0);
+}
+
+static void peek_killed(struct __test_metadata *_metadata, uint32_t flags)
+{
+	struct mpq_queue *q = queue(4, 64, flags);
 	struct shared *sh = shared_new();
 	struct mpq_msg m = { 0 };
 	char buf[64];
@@ -285,6 +290,11 @@ TEST(a_consumer_killed_between_peek_and_release_loses_nothing)
 	for (i = 0; i < 4; i++)
 		ASSERT_EQ(0, mpq_queue_put(q, "x", 1, 0));
 	mpq_queue_free(q);
+}
+
+TEST(a_consumer_killed_between_peek_and_release_loses_nothing)
+{
+	peek_killed(_metadata, 0);
 }
 
 TEST(a_blocked_consumer_is_woken_for_a_dead_consumers_message)
@@ -488,6 +498,224 @@ TEST(sigkill_storm_of_consumers_delivers_every_message)
 				twice++;
 		}
 		ASSERT_LE(twice, 1);
+		mpq_queue_free(q);
+		munmap(sh, sizeof(*sh));
+	}
+}
+
+/*
+ * One producer, one consumer (MPQ_QUEUE_F_ONE_PRODUCER / _CONSUMER): the
+ * claims move tail and head with a plain store, and deaths are recovered
+ * as in a queue of many: a producer or consumer SIGKILLed at a random
+ * instant is replaced by another, one at a time.
+ */
+#define ONE_BY_ONE	(MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER)
+
+TEST(the_only_producer_killed_inside_a_reservation_does_not_wedge)
+{
+	reserve_killed(_metadata, ONE_BY_ONE);
+}
+
+TEST(the_only_consumer_killed_inside_a_peek_loses_nothing)
+{
+	peek_killed(_metadata, ONE_BY_ONE);
+}
+
+TEST(one_producer_one_consumer_carry_every_message_in_order)
+{
+	struct mpq_queue *q = queue(16, 64, ONE_BY_ONE);
+	uint32_t v, i, n = 200000;
+	size_t len;
+	pid_t pid;
+
+	ASSERT_NE(NULL, q);
+	pid = fork();
+	if (pid == 0) {
+		for (v = 0; v < n; v++)
+			if (mpq_queue_put(q, &v, sizeof(v), 20 * SEC))
+				_exit(1);
+		_exit(0);
+	}
+	for (i = 0; i < n; i++) {
+		len = sizeof(v);
+		ASSERT_EQ(0, mpq_queue_get(q, &v, &len, 20 * SEC));
+		ASSERT_EQ(i, v);
+	}
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(0, mpq_queue_qsize(q));
+	mpq_queue_free(q);
+}
+
+/* One producer's life: ids base.. in order, noting each committed one. */
+static void produce_alone(struct mpq_queue *q, struct shared *sh, int life,
+			  uint32_t base, uint32_t n)
+{
+	uint32_t id;
+
+	for (id = base; id < base + n; id++) {
+		if (id % 3 == 1) {
+			struct mpq_msg m = { 0 };
+
+			if (mpq_queue_reserve(q, 4, &m, 20 * SEC))
+				_exit(11);
+			memcpy(m.data, &id, 4);
+			if (mpq_queue_commit(q, &m, 4))
+				_exit(12);
+		} else if (id % 3 == 2) {
+			struct iovec iov = { &id, sizeof(id) };
+
+			if (mpq_queue_put_many(q, &iov, 1, 20 * SEC) != 1)
+				_exit(13);
+		} else if (mpq_queue_put(q, &id, sizeof(id), 20 * SEC)) {
+			_exit(10);
+		}
+		__atomic_store_n(&sh->sent[life], id + 1, __ATOMIC_SEQ_CST);
+	}
+	_exit(0);
+}
+
+TEST(one_producer_at_a_time_killed_and_replaced_loses_nothing_committed)
+{
+	int iters = getenv("MPQ_IN_VM") ? 15 : 60, it, life, k;
+	const uint32_t n = 1000, lives = 3;
+	uint64_t seed = 0x5b5c;
+
+	for (it = 0; it < iters; it++) {
+		struct mpq_queue *q = queue(16, 8, ONE_BY_ONE);
+		struct shared *sh = shared_new();
+		int64_t last[3] = { -1, -1, -1 };
+		uint32_t v, id;
+		char buf[8];
+		size_t len;
+		pid_t pid;
+
+		ASSERT_NE(NULL, q);
+		for (life = 0; life < (int)lives; life++) {
+			int dies = life < (int)lives - 1;
+
+			sh->sent[life] = (uint64_t)life * n;
+			pid = fork();
+			if (pid == 0)
+				produce_alone(q, sh, life, (uint32_t)life * n, n);
+			/* Take some, kill it mid-stream, and only then the next. */
+			for (k = (int)(rnd(&seed) % 300); dies && k > 0; k--) {
+				len = sizeof(buf);
+				if (mpq_queue_get(q, buf, &len, 10 * SEC))
+					continue;
+				memcpy(&v, buf, 4);
+				ASSERT_LT(v, lives * n);
+				sh->count[v]++;
+				/* Each life's messages come in its order. */
+				ASSERT_LT(last[v / n], (int64_t)v);
+				last[v / n] = v;
+			}
+			if (dies)
+				kill(pid, SIGKILL);
+			while (child_running(pid) || mpq_queue_qsize(q) > 0) {
+				len = sizeof(buf);
+				if (mpq_queue_get(q, buf, &len,
+						  20 * NSEC_PER_MSEC))
+					continue;
+				memcpy(&v, buf, 4);
+				ASSERT_LT(v, lives * n);
+				sh->count[v]++;
+				ASSERT_LT(last[v / n], (int64_t)v);
+				last[v / n] = v;
+			}
+			ASSERT_EQ(dies ? 128 + SIGKILL : 0, wait_child(pid, 10000));
+		}
+		/* A repair may free the last dead one's slot late. */
+		len = sizeof(buf);
+		while (mpq_queue_get(q, buf, &len, 20 * NSEC_PER_MSEC) == 0) {
+			memcpy(&v, buf, 4);
+			ASSERT_LT(v, lives * n);
+			sh->count[v]++;
+			len = sizeof(buf);
+		}
+		for (id = 0; id < lives * n; id++) {
+			ASSERT_LE(sh->count[id], 1) TH_LOG("id %u taken twice", id);
+			if (id < sh->sent[id / n])
+				ASSERT_EQ(1, sh->count[id])
+					TH_LOG("id %u lost (it %d)", id, it);
+		}
+		mpq_queue_free(q);
+		munmap(sh, sizeof(*sh));
+	}
+}
+
+/* One consumer's life: get and peek by turns, noting each id taken. */
+static void consume_alone(struct mpq_queue *q, struct shared *sh)
+{
+	uint32_t turn = 0, v;
+	char buf[8];
+	size_t len;
+
+	for (;; turn++) {
+		struct mpq_msg m = { 0 };
+		int r;
+
+		if (turn % 2) {
+			r = mpq_queue_peek(q, &m, 20 * SEC);
+			if (r)
+				_exit(r == -ETIMEDOUT ? 0 : 20);
+			memcpy(&v, m.data, 4);
+		} else {
+			len = sizeof(buf);
+			r = mpq_queue_get(q, buf, &len, 20 * SEC);
+			if (r)
+				_exit(r == -ETIMEDOUT ? 0 : 22);
+			memcpy(&v, buf, 4);
+		}
+		if (v >= 4096)
+			_exit(23);
+		__atomic_add_fetch(&sh->count[v], 1, __ATOMIC_SEQ_CST);
+		if (turn % 2 && mpq_queue_release(q, &m))
+			_exit(21);
+	}
+}
+
+TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
+{
+	int iters = getenv("MPQ_IN_VM") ? 15 : 60, n = 3000, it, kills, id;
+	uint64_t seed = 0x5c5c;
+
+	for (it = 0; it < iters; it++) {
+		struct mpq_queue *q = queue(16, 8, ONE_BY_ONE);
+		struct shared *sh = shared_new();
+		int twice = 0, c;
+		uint32_t v, at[2];
+		pid_t pid;
+
+		ASSERT_NE(NULL, q);
+		at[0] = (uint32_t)(rnd(&seed) % n);
+		at[1] = (uint32_t)(rnd(&seed) % n);
+		kills = 0;
+		pid = fork();
+		if (pid == 0)
+			consume_alone(q, sh);
+		for (v = 0; v < (uint32_t)n; v++) {
+			ASSERT_EQ(0, mpq_queue_put(q, &v, sizeof(v), 10 * SEC));
+			if (v != at[0] && v != at[1])
+				continue;
+			/* Dead and reaped before the next one starts. */
+			kill(pid, SIGKILL);
+			ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+			kills++;
+			pid = fork();
+			if (pid == 0)
+				consume_alone(q, sh);
+		}
+		for (c = 0; c < 4000 && !all_taken(sh, n); c++)
+			sleep_ms(5);
+		kill(pid, SIGKILL);
+		wait_child(pid, 10000);
+		for (id = 0; id < n; id++) {
+			ASSERT_LE(1, sh->count[id]) TH_LOG("id %d lost (it %d)", id, it);
+			if (sh->count[id] > 1)
+				twice++;
+		}
+		/* Only what a victim held when it died comes again. */
+		ASSERT_LE(twice, kills);
 		mpq_queue_free(q);
 		munmap(sh, sizeof(*sh));
 	}
