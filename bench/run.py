@@ -505,6 +505,13 @@ def goals16(rows, res, backend, tcg, busy=False):
                    find_row(rows, "msgs_per_s", bench="stream", size=size,
                             batch=1, impl="ck-ring-spsc"), 0.8, True,
                    "mpq-queue or ck-ring-spsc stream %s" % name)
+        # The same queue told it has one producer and one consumer.
+        ratio_goal("... the same queue with MPQ_QUEUE_F_ONE_PRODUCER + _ONE_CONSUMER",
+                   find_row(rows, "msgs_per_s", bench="stream", size=size,
+                            batch=1, **dict(q, impl="mpq-queue-spsc")),
+                   find_row(rows, "msgs_per_s", bench="stream", size=size,
+                            batch=1, impl="ck-ring-spsc"), 0.8, True,
+                   "mpq-queue-spsc or ck-ring-spsc stream %s" % name)
     floor = find_row(rows, "rtt_p50_ns", bench="rtt", size=8, impl="spin-floor")
     ratio_goal("Round trip 8 B: ≤ 1.3x the spin floor",
                find_row(rows, "rtt_p50_ns", bench="rtt", size=8, **q), floor,
