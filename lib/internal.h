@@ -222,6 +222,20 @@ struct mpq_qblob {
 	uint64_t id;
 };
 
+/*
+ * Blobs this handle keeps mapped (qblob.c), so that a recycled blob is
+ * not mapped and unmapped for every message. lock: a try-lock only (a
+ * thread that finds it held maps on its own), so a fork that copies it
+ * held cannot deadlock the child.
+ */
+#define MPQ_QBLOB_MAPS		8
+struct mpq_qblob_maps {
+	int lock;
+	uint64_t tick;
+	struct mpq_qblob m[MPQ_QBLOB_MAPS];
+	uint64_t used[MPQ_QBLOB_MAPS];
+};
+
 struct mpq_queue {
 	/* Read-only after creation; the fast paths use only these copies. */
 	struct mpq_queue_shm *shm;
@@ -242,6 +256,7 @@ struct mpq_queue {
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;
+	struct mpq_qblob_maps *bmaps;	/* qblob.c; NULL until needed */
 	int fd;
 	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
@@ -289,6 +304,11 @@ void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes);
 /* Copy an out-of-line slot's message into buf (room *len), then drop it. */
 int mpq_qblob_take(struct mpq_queue *q, const struct mpq_slot_ext *e,
 		   void *buf);
+/* A blob holding a copy of msg, for a put: its id in *id. */
+int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
+		      uint64_t *id);
+/* mpq_queue_close(): unmap what the handle kept mapped. */
+void mpq_qblob_forget(struct mpq_queue *q);
 
 /* overflow.c: an unbounded queue's messages past the ring. */
 /* An iovec of a put whose base is a struct mpq_slot_ext: out of line. */

@@ -346,6 +346,7 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 	 * into whatever is mapped there next).
 	 */
 	mpq_ovf_forget(q);
+	mpq_qblob_forget(q);
 	if (!mpq_rec_forget(q))
 		munmap(q->shm, q->map_size);
 	close(q->fd);
@@ -1124,17 +1125,15 @@ static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
 {
 	struct mpq_slot_ext e = { .len = len };
 	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
-	struct mpq_qblob b;
+	uint64_t id;
 	int ret;
 
 	if (q->closed)
 		return -EBADF;
-	ret = mpq_qblob_new(q, len, &b);
+	ret = mpq_qblob_copy_in(q, msg, len, &id);
 	if (ret)
 		return ret;
-	memcpy(b.map, msg, len);
-	mpq_qblob_unmap(&b);
-	e.id = b.id;
+	e.id = id;
 	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
 	if (ret < 0)
 		mpq_qblob_drop(q, e.id, len);

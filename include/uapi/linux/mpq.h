@@ -167,7 +167,13 @@ struct mpq_queue_shm {
 	__u64 map_size;
 	__u32 maxsize;		/* 0: unbounded */
 	__u32 __pad00;
-	__u8 __pad0[128 - 40];
+	/*
+	 * libmpq's: freed blobs kept for the next out-of-line message, by
+	 * id (0: none), so that a message does not cost a blob's making.
+	 * The kernel never reads them.
+	 */
+	__u64 blob_free[8];
+	__u8 __pad0[128 - 104];
 
 	/* Next position a producer claims. */
 	__u64 tail;
