@@ -42,6 +42,7 @@
  */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -126,8 +127,13 @@ static uint64_t mpq_blob_off(struct mpq_queue *q, uint64_t id)
 	return off;
 }
 
-/* A freed blob of class c from the header's pool, or 0. */
-static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c)
+/*
+ * A freed blob of class c from the header's pool, or 0; in r's blob (if r)
+ * at once (killed between the CAS and that store, the blob is lost until
+ * the queue goes: the one window left).
+ */
+static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
+				   struct mpq_queue_rec *r)
 {
 	__u64 *f = q->shm->blob_free;
 	unsigned int i;
@@ -138,8 +144,11 @@ static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c)
 		if (v && mpq_blob_id_class(v) == c &&
 		    __atomic_compare_exchange_n(&f[i], &v, 0, 0,
 						__ATOMIC_ACQUIRE,
-						__ATOMIC_RELAXED))
+						__ATOMIC_RELAXED)) {
+			if (r)
+				__atomic_store_n(&r->blob, v, __ATOMIC_RELEASE);
 			return v;
+		}
 	}
 	return 0;
 }
@@ -262,30 +271,71 @@ void mpq_qblob_forget(struct mpq_queue *q)
 	free(m);
 }
 
-/* Make a new blob of class c for bytes, mapped in b. */
+/*
+ * kmod: MPQ_IOC_QUEUE_BLOB_NEW with its argument in r's blob_arg, where the
+ * kernel writes the new id before the call returns: killed on the way
+ * back, the blob is still r's for whoever finds r dead.
+ */
+static int mpq_blob_kmod_new(struct mpq_queue *q, struct mpq_queue_rec *r,
+			     uint64_t *kid, uint64_t bytes)
+{
+	struct mpq_queue_blob *a = &r->blob_arg;
+	int fd;
+
+	a->bytes = bytes;
+	a->flags = MPQ_CREATE_CLOEXEC;
+	a->reserved = 0;
+	__atomic_store_n(&a->id, 0, __ATOMIC_RELEASE);
+	fd = ioctl(q->fd, MPQ_IOC_QUEUE_BLOB_NEW, a);
+	if (fd < 0)
+		return -errno;
+	*kid = __atomic_load_n(&a->id, __ATOMIC_RELAXED);
+	return fd;
+}
+
+uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes)
+{
+	if (q->backend != MPQ_BACKEND_KMOD || !kid || kid > UINT32_MAX ||
+	    !bytes || bytes > MPQ_BLOB_SPACE)
+		return 0;
+	return kid << MPQ_BLOB_CLASS_BITS | mpq_blob_class(bytes);
+}
+
+/* Make a new blob of class c for bytes, mapped in b (and held by r). */
 static int mpq_blob_make(struct mpq_queue *q, uint64_t bytes, unsigned int c,
-			 int whole, struct mpq_qblob *b)
+			 int whole, struct mpq_qblob *b,
+			 struct mpq_queue_rec *r)
 {
 	uint64_t span = mpq_blob_page() << c, off, id;
 	uint64_t len = mpq_blob_recycled(c) ? span :
 		       mpq_blob_pages(bytes ? bytes : 1);
 	uint64_t mlen = whole ? len : mpq_blob_pages(bytes ? bytes : 1);
 	void *map;
-	int fd;
+	int fd, ret;
 
 	if (q->backend == MPQ_BACKEND_KMOD) {
 		uint64_t kid = 0, got = len;
 
-		fd = mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_NEW, &kid, &got);
+		if (r)
+			fd = mpq_blob_kmod_new(q, r, &kid, got);
+		else
+			fd = mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_NEW, &kid,
+					   &got);
 		if (fd < 0)
 			return fd;
 		id = kid << MPQ_BLOB_CLASS_BITS | c;
+		if (r) {
+			__atomic_store_n(&r->blob, id, __ATOMIC_RELEASE);
+			__atomic_store_n(&r->blob_arg.id, 0, __ATOMIC_RELEASE);
+		}
 		map = mmap(NULL, mlen, PROT_READ | PROT_WRITE,
 			   MAP_SHARED | MAP_POPULATE, fd, 0);
 		close(fd);
 		if (map == MAP_FAILED) {
 			uint64_t zero = 0;
 
+			if (r)
+				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 			mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_DROP, &kid,
 				      &zero);
 			return -ENOMEM;
@@ -297,13 +347,25 @@ static int mpq_blob_make(struct mpq_queue *q, uint64_t bytes, unsigned int c,
 		    off > MPQ_BLOB_SPACE || span > MPQ_BLOB_SPACE - off)
 			return off > MPQ_BLOB_SPACE ? -ENOSPC : -EUCLEAN;
 		id = off / mpq_blob_page() << MPQ_BLOB_CLASS_BITS | c;
+		/* Held before its pages exist: a death leaks no page. */
+		if (r)
+			__atomic_store_n(&r->blob, id, __ATOMIC_RELEASE);
 		/* Allocated now: no memory is an error here, not a SIGBUS. */
-		if (fallocate(q->fd, 0, (off_t)off, (off_t)len) < 0)
-			return errno == ENOSPC ? -ENOMEM : -errno;
+		if (fallocate(q->fd, 0, (off_t)off, (off_t)len) < 0) {
+			ret = errno == ENOSPC ? -ENOMEM : -errno;
+			if (r)
+				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
+			fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
+				  FALLOC_FL_KEEP_SIZE, (off_t)off,
+				  (off_t)span);
+			return ret;
+		}
 		map = mmap(NULL, mlen, PROT_READ | PROT_WRITE,
 			   MAP_SHARED | MAP_POPULATE,
 			   q->fd, (off_t)off);
 		if (map == MAP_FAILED) {
+			if (r)
+				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 			fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
 				  FALLOC_FL_KEEP_SIZE, (off_t)off,
 				  (off_t)span);
@@ -324,7 +386,8 @@ static int mpq_blob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
  * one (one the pool held that cannot be opened is forgotten: someone
  * scribbled it), else a new one.
  */
-int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b)
+int mpq_qblob_new_held(struct mpq_queue *q, uint64_t bytes,
+		       struct mpq_qblob *b, struct mpq_queue_rec *r)
 {
 	unsigned int c;
 
@@ -332,12 +395,17 @@ int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b)
 		return -E2BIG;
 	c = mpq_blob_class(bytes ? bytes : 1);
 	if (mpq_blob_recycled(c)) {
-		uint64_t id = mpq_blob_pool_take(q, c);
+		uint64_t id = mpq_blob_pool_take(q, c, r);
 
 		if (id && !mpq_qblob_open(q, id, bytes, b))
 			return 0;
 	}
-	return mpq_blob_make(q, bytes, c, 0, b);
+	return mpq_blob_make(q, bytes, c, 0, b, r);
+}
+
+int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b)
+{
+	return mpq_qblob_new_held(q, bytes, b, NULL);
 }
 
 int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
@@ -404,13 +472,26 @@ void mpq_qblob_unmap(struct mpq_qblob *b)
  */
 void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes)
 {
-	unsigned int c = mpq_blob_id_class(id);
-	uint64_t off;
-
 	(void)bytes;	/* the id says how big the blob is */
 	if (!mpq_blob_map_len(id, 0, 0))
 		return;
-	if (mpq_blob_recycled(c) && !mpq_blob_pool_give(q, id))
+	if (mpq_blob_recycled(mpq_blob_id_class(id)) &&
+	    !mpq_blob_pool_give(q, id))
+		return;
+	mpq_qblob_free(q, id);
+}
+
+/*
+ * The blob's memory goes, not to the pool: a dead holder's, which may
+ * have died in the middle of allocating it (a killed fallocate undoes
+ * what it did).
+ */
+void mpq_qblob_free(struct mpq_queue *q, uint64_t id)
+{
+	unsigned int c = mpq_blob_id_class(id);
+	uint64_t off;
+
+	if (!mpq_blob_map_len(id, 0, 0))
 		return;
 	mpq_blob_maps_evict(q, id);
 	if (q->backend == MPQ_BACKEND_KMOD) {
@@ -430,7 +511,7 @@ void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes)
  * mapping this handle kept of it, when it has one.
  */
 int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
-		      uint64_t *id)
+		      uint64_t *id, struct mpq_queue_rec *r)
 {
 	unsigned int c = mpq_blob_class(len ? len : 1);
 	struct mpq_qblob b;
@@ -439,7 +520,7 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 	if (len > SIZE_MAX / 2 || len > MPQ_BLOB_SPACE / 2)
 		return -E2BIG;
 	if (!mpq_blob_recycled(c)) {
-		ret = mpq_qblob_new(q, len, &b);
+		ret = mpq_blob_make(q, len, c, 0, &b, r);
 		if (ret)
 			return ret;
 		memcpy(b.map, msg, len);
@@ -447,10 +528,10 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 		*id = b.id;
 		return 0;
 	}
-	*id = mpq_blob_pool_take(q, c);
+	*id = mpq_blob_pool_take(q, c, r);
 	if (!*id || (!mpq_blob_maps_get(q, *id, &b) &&
 		     mpq_blob_open(q, *id, len, 1, &b))) {
-		ret = mpq_blob_make(q, len, c, 1, &b);
+		ret = mpq_blob_make(q, len, c, 1, &b, r);
 		if (ret)
 			return ret;
 	}
@@ -458,6 +539,18 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 	*id = b.id;
 	mpq_blob_maps_keep(q, &b);
 	return 0;
+}
+
+/*
+ * The blob r holds goes: taken from r first (killed after, it is lost
+ * until the queue goes; before, r still names it: never freed twice).
+ */
+void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r)
+{
+	uint64_t id = __atomic_exchange_n(&r->blob, 0, __ATOMIC_ACQ_REL);
+
+	if (id)
+		mpq_qblob_drop(q, id, 0);
 }
 
 /*

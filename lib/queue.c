@@ -750,13 +750,19 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
 		mpq_rec_giveup(q, r);
 		return ret;
 	}
+	/* The blob is the record's before the slot lets it go (reclaim.c). */
+	if (!ret && r)
+		__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);
 	mpq_queue_free_slots(q, pos, 1);
 	mpq_probe_queue_get(q->id, pos, e.len);
+	if (!ret && r)
+		mpq_qblob_release(q, r);
+	else if (!ret)
+		mpq_qblob_drop(q, e.id, e.len);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	if (ret)
 		return ret;
-	mpq_qblob_drop(q, e.id, e.len);
 	bufs[0].iov_len = e.len;
 	return 1;
 }
@@ -1125,17 +1131,29 @@ static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
 {
 	struct mpq_slot_ext e = { .len = len };
 	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
+	struct mpq_queue_rec *r;
 	uint64_t id;
 	int ret;
 
 	if (q->closed)
 		return -EBADF;
-	ret = mpq_qblob_copy_in(q, msg, len, &id);
+	/*
+	 * The blob is our record's until the put publishes it (reclaim.c
+	 * tells which from the record's op, so no stale one is left).
+	 */
+	r = mpq_rec_own_idle(q);
+	if (r)
+		__atomic_store_n(&r->op, 0, __ATOMIC_RELAXED);
+	ret = mpq_qblob_copy_in(q, msg, len, &id, r);
 	if (ret)
 		return ret;
 	e.id = id;
 	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
-	if (ret < 0)
+	if (r && ret >= 0)
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
+	else if (r)
+		mpq_qblob_release(q, r);
+	else if (ret < 0)
 		mpq_qblob_drop(q, e.id, len);
 	return ret;
 }
@@ -1422,6 +1440,7 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 				 struct mpq_msg *m, int64_t timeout_ns)
 {
 	struct mpq_op op = { .q = q, .zc = m };
+	struct mpq_queue_rec *r = NULL;
 	struct mpq_qblob b = { 0 };
 	int ret;
 
@@ -1435,7 +1454,14 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 	 */
 	if (size > q->msg_max || (!q->maxsize && (mpq_ovf_active(q) ||
 						  mpq_queue_full_ring(q)))) {
-		ret = mpq_qblob_new(q, size, &b);
+		/*
+		 * Held by our record, which the claim then takes (as in
+		 * put_ext) and the window keeps till commit (zc_publish).
+		 */
+		r = mpq_rec_own_idle(q);
+		if (r)
+			__atomic_store_n(&r->op, 0, __ATOMIC_RELAXED);
+		ret = mpq_qblob_new_held(q, size, &b, r);
 		if (ret)
 			return ret;
 		b.map_len = size;	/* the room; mapped page-rounded */
@@ -1446,7 +1472,13 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 		struct mpq_msg w = { .data = b.map, .len = size };
 
 		mpq_zc_unmap(q, &w);
-		mpq_qblob_drop(q, b.id, size);
+		if (r)
+			mpq_qblob_release(q, r);
+		else
+			mpq_qblob_drop(q, b.id, size);
+	} else if (r && m->__rec != r) {
+		/* No slot (detached) or not our record: the window is not. */
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	}
 	return ret < 0 ? ret : 0;
 }
@@ -1467,6 +1499,8 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 		memcpy(&e, s + 1, sizeof(e));
 		mpq_zc_unmap(q, m);
 		if (len == MPQ_SLOT_DROPPED) {
+			if (r)	/* ours alone again: not twice */
+				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 			mpq_qblob_drop(q, e.id, m->len);
 		} else {
 			e.len = xlen;
@@ -1476,6 +1510,9 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 	}
 	s->len = len;
 	store_release(&s->seq, (uint32_t)(m->__pos + 1));
+	/* Published: the message has the blob now (reclaim.c). */
+	if (ext && r)
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	if (len != MPQ_SLOT_DROPPED)
 		mpq_probe_queue_put(q->id, m->__pos, ext ? xlen : len);
 	mpq_zc_close(m);
@@ -1555,14 +1592,18 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 	if (ext) {
 		memcpy(&e, mpq_slot_at(q, m->__pos) + 1, sizeof(e));
 		mpq_zc_unmap(q, m);
+		if (r)
+			__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);
 	}
 	mpq_queue_free_slots(q, m->__pos, 1);
 	mpq_probe_queue_get(q->id, m->__pos, m->len);
+	if (ext && r)
+		mpq_qblob_release(q, r);
+	else if (ext)
+		mpq_qblob_drop(q, e.id, e.len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
-	if (ext)
-		mpq_qblob_drop(q, e.id, e.len);
 	return 0;
 }
 

@@ -265,7 +265,15 @@ struct mpq_queue_rec {
 	__u32 last;	/* TID of its last user: spreads threads out */
 	__u64 __pad0;
 	__u64 link;	/* robust list link, 32 bytes after word */
-	__u64 __pad1[11];
+	/*
+	 * libmpq's: a blob (out-of-line message) its holder owns and no
+	 * slot holds yet or any more, for whoever finds the record dead to
+	 * free; blob_arg is MPQ_IOC_QUEUE_BLOB_NEW's argument, so that the
+	 * kernel writes a new blob's id here before the holder could die.
+	 */
+	__u64 blob;
+	struct mpq_queue_blob blob_arg;
+	__u64 __pad1[7];
 };
 
 /* Where the ring may start: after the records, on a page boundary. */
