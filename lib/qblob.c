@@ -309,7 +309,9 @@ static int mpq_blob_make(struct mpq_queue *q, uint64_t bytes, unsigned int c,
 	uint64_t span = mpq_blob_page() << c, off, id;
 	uint64_t len = mpq_blob_recycled(c) ? span :
 		       mpq_blob_pages(bytes ? bytes : 1);
-	uint64_t mlen = whole ? len : mpq_blob_pages(bytes ? bytes : 1);
+	/* The module maps a block whole or not at all. */
+	uint64_t mlen = whole || q->backend == MPQ_BACKEND_KMOD ? len :
+			mpq_blob_pages(bytes ? bytes : 1);
 	void *map;
 	int fd, ret;
 
@@ -417,19 +419,23 @@ int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
 static int mpq_blob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
 			 int whole, struct mpq_qblob *b)
 {
-	uint64_t len = mpq_blob_map_len(id, bytes, whole);
+	int kmod = q->backend == MPQ_BACKEND_KMOD;
+	uint64_t len = mpq_blob_map_len(id, bytes, whole || kmod);
 	void *map;
 
 	if (bytes > SIZE_MAX / 2 || !len)
 		return -EUCLEAN;
-	if (q->backend == MPQ_BACKEND_KMOD) {
+	if (kmod) {
 		uint64_t have = 0, kid = id >> MPQ_BLOB_CLASS_BITS;
 		int fd = mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_OPEN, &kid,
 				       &have);
 
 		if (fd < 0)
 			return fd == -ENOENT || fd == -EINVAL ? -EUCLEAN : fd;
-		if (mpq_blob_pages(have) < len || have < bytes) {
+		/* Whole or not at all: a large one as big as it was made. */
+		if (!mpq_blob_recycled(mpq_blob_id_class(id)) && have >= bytes)
+			len = mpq_blob_pages(have);
+		if (mpq_blob_pages(have) != len || have < bytes) {
 			close(fd);
 			return -EUCLEAN;
 		}

@@ -1301,6 +1301,9 @@ static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
 			mpq_rec_giveup(q, r);
 			return ret;
 		}
+		if (!ret)
+			m->__pad = (uint32_t)(b.map_len /
+					      (size_t)sysconf(_SC_PAGESIZE));
 		if (ret) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
@@ -1332,16 +1335,23 @@ static void mpq_zc_close(struct mpq_msg *m)
 	mpq_robust_window(NULL, -1);
 }
 
-/* Unmap an out-of-line window (m->len bytes of a blob mapped here). */
+/*
+ * Unmap an out-of-line window: the pages its blob was mapped with
+ * (m->__pad, a recycled blob or one of the module's is mapped whole), or
+ * m->len bytes' worth.
+ */
 static void mpq_zc_unmap(struct mpq_queue *q, struct mpq_msg *m)
 {
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	struct mpq_qblob b = { .map = m->data };
 
 	if (mpq_in_ring(q, m->data))
 		return;
 	b.map_len = m->len ? m->len : 1;
-	b.map_len = (b.map_len + (size_t)sysconf(_SC_PAGESIZE) - 1) &
-		    ~((size_t)sysconf(_SC_PAGESIZE) - 1);
+	b.map_len = (b.map_len + page - 1) & ~(page - 1);
+	if (m->__pad)
+		b.map_len = (size_t)m->__pad * page;
+	m->__pad = 0;
 	mpq_qblob_unmap(&b);
 }
 
@@ -1442,6 +1452,7 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 	struct mpq_op op = { .q = q, .zc = m };
 	struct mpq_queue_rec *r = NULL;
 	struct mpq_qblob b = { 0 };
+	uint32_t mapped = 0;
 	int ret;
 
 	if (!q || !m)
@@ -1464,12 +1475,16 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 		ret = mpq_qblob_new_held(q, size, &b, r);
 		if (ret)
 			return ret;
-		b.map_len = size;	/* the room; mapped page-rounded */
+		mapped = (uint32_t)(b.map_len / (size_t)sysconf(_SC_PAGESIZE));
+		b.map_len = size;	/* the room */
 		op.blob = &b;
 	}
 	ret = mpq_queue_op(&op, timeout_ns);
+	if (ret >= 0 && op.blob)
+		m->__pad = mapped;
 	if (ret < 0 && op.blob) {
-		struct mpq_msg w = { .data = b.map, .len = size };
+		struct mpq_msg w = { .data = b.map, .len = size,
+				     .__pad = mapped };
 
 		mpq_zc_unmap(q, &w);
 		if (r)
