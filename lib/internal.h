@@ -228,7 +228,7 @@ struct mpq_qblob {
  * thread that finds it held maps on its own), so a fork that copies it
  * held cannot deadlock the child.
  */
-#define MPQ_QBLOB_MAPS		8
+#define MPQ_QBLOB_MAPS		64
 struct mpq_qblob_maps {
 	int lock;
 	uint64_t tick;

@@ -61,8 +61,21 @@
 #define MPQ_BLOB_RECYCLE	(8ULL << 20)
 #define MPQ_BLOB_CLASS_BITS	6
 #define MPQ_BLOB_CLASS_MASK	((1ULL << MPQ_BLOB_CLASS_BITS) - 1)
-#define MPQ_BLOB_NFREE \
+#define MPQ_BLOB_NFREE1 \
 	(sizeof(((struct mpq_queue_shm *)0)->blob_free) / sizeof(uint64_t))
+#define MPQ_BLOB_NFREE	(MPQ_BLOB_NFREE1 + \
+	sizeof(((struct mpq_queue_shm *)0)->blob_free_more) / sizeof(uint64_t))
+/* The pool holds at most this much of one class (4 MiB: 64 of 64 KiB). */
+#define MPQ_BLOB_POOL_CLASS	(32ULL << 20)
+/* A handle keeps at most this much mapped. */
+#define MPQ_BLOB_MAPPED		(32ULL << 20)
+
+/* Entry i of the pool: blob_free, then blob_free_more. */
+static __u64 *mpq_blob_pool_at(struct mpq_queue *q, unsigned int i)
+{
+	return i < MPQ_BLOB_NFREE1 ? &q->shm->blob_free[i] :
+	       &q->shm->blob_free_more[i - MPQ_BLOB_NFREE1];
+}
 
 static uint64_t mpq_blob_page(void)
 {
@@ -135,14 +148,14 @@ static uint64_t mpq_blob_off(struct mpq_queue *q, uint64_t id)
 static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
 				   struct mpq_queue_rec *r)
 {
-	__u64 *f = q->shm->blob_free;
 	unsigned int i;
 
 	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
-		__u64 v = __atomic_load_n(&f[i], __ATOMIC_RELAXED);
+		__u64 *f = mpq_blob_pool_at(q, i);
+		__u64 v = __atomic_load_n(f, __ATOMIC_RELAXED);
 
 		if (v && mpq_blob_id_class(v) == c &&
-		    __atomic_compare_exchange_n(&f[i], &v, 0, 0,
+		    __atomic_compare_exchange_n(f, &v, 0, 0,
 						__ATOMIC_ACQUIRE,
 						__ATOMIC_RELAXED)) {
 			if (r)
@@ -153,20 +166,35 @@ static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
 	return 0;
 }
 
-/* Put a blob nobody uses any more in the pool: 0, or -ENOSPC (full). */
+/*
+ * Put a blob nobody uses any more in the pool: 0, or -ENOSPC (full, or
+ * MPQ_BLOB_POOL_CLASS of its class there already).
+ */
 static int mpq_blob_pool_give(struct mpq_queue *q, uint64_t id)
 {
-	__u64 *f = q->shm->blob_free;
-	unsigned int i;
+	unsigned int c = mpq_blob_id_class(id), i, have = 0, max;
+	__u64 *free_at = NULL;
 
+	max = (unsigned int)(MPQ_BLOB_POOL_CLASS / (mpq_blob_page() << c));
 	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
+		__u64 *f = mpq_blob_pool_at(q, i);
+		__u64 v = __atomic_load_n(f, __ATOMIC_RELAXED);
+
+		if (!v && !free_at)
+			free_at = f;
+		else if (v && mpq_blob_id_class(v) == c)
+			have++;
+	}
+	if (have >= max && have)
+		return -ENOSPC;
+	for (i = 0; free_at && i < MPQ_BLOB_NFREE; i++) {
 		__u64 v = 0;
 
-		if (!__atomic_load_n(&f[i], __ATOMIC_RELAXED) &&
-		    __atomic_compare_exchange_n(&f[i], &v, id, 0,
+		if (__atomic_compare_exchange_n(free_at, &v, id, 0,
 						__ATOMIC_RELEASE,
 						__ATOMIC_RELAXED))
 			return 0;
+		free_at = mpq_blob_pool_at(q, i);
 	}
 	return -ENOSPC;
 }
@@ -226,27 +254,45 @@ static int mpq_blob_maps_get(struct mpq_queue *q, uint64_t id,
 static void mpq_blob_maps_keep(struct mpq_queue *q, struct mpq_qblob *b)
 {
 	struct mpq_qblob_maps *m = mpq_blob_maps_lock(q);
-	struct mpq_qblob old = { 0 };
-	unsigned int i, v = 0;
+	struct mpq_qblob old;
+	unsigned int i;
+	int v, lru;
 
 	if (!m) {
 		mpq_qblob_unmap(b);
 		return;
 	}
-	for (i = 0; i < MPQ_QBLOB_MAPS; i++) {
-		if (!m->m[i].map) {
-			v = i;
-			break;
+	/* A free entry, within MPQ_BLOB_MAPPED: the oldest go till so. */
+	for (;;) {
+		uint64_t mapped = b->map_len;
+
+		v = -1;
+		lru = -1;
+		for (i = 0; i < MPQ_QBLOB_MAPS; i++) {
+			if (!m->m[i].map) {
+				if (v < 0)
+					v = (int)i;
+				continue;
+			}
+			mapped += m->m[i].map_len;
+			if (lru < 0 || m->used[i] < m->used[lru])
+				lru = (int)i;
 		}
-		if (m->used[i] < m->used[v])
-			v = i;
+		if (v >= 0 && mapped <= MPQ_BLOB_MAPPED)
+			break;
+		if (lru < 0) {		/* b alone is over the bound */
+			mpq_blob_maps_unlock(m);
+			mpq_qblob_unmap(b);
+			return;
+		}
+		old = m->m[lru];
+		m->m[lru].map = NULL;
+		mpq_qblob_unmap(&old);
 	}
-	old = m->m[v];
 	m->m[v] = *b;
 	m->used[v] = ++m->tick;
 	mpq_blob_maps_unlock(m);
 	b->map = NULL;
-	mpq_qblob_unmap(&old);
 }
 
 /* A blob freed for good is not kept mapped here (kmod: it holds it). */

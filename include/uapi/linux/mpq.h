@@ -226,6 +226,8 @@ struct mpq_queue_shm {
 	__u64 blob_end;
 	__u64 __pad6[3];
 	__u8 ovf_lock[64];
+	/* libmpq's: more of blob_free, for a queue that streams (56). */
+	__u64 blob_free_more[56];
 };
 
 /*
