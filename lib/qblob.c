@@ -26,19 +26,20 @@
  * size class (a power of two of pages, in its low 6 bits: with memfd the
  * offset in pages above them, with the module its table id), a blob of up
  * to MPQ_BLOB_RECYCLE bytes is made a whole class big, and a consumer
- * done with one puts it in the header's blob_free (8 entries, taken and
- * given by a CAS each) for the next put of that class, instead of freeing
- * it; only when blob_free is full does it go. Each handle also keeps the
- * blobs it used last mapped (struct mpq_qblob_maps), so that a message
- * that goes round the same few blobs makes no system call at all: put
- * and get are one copy each. Larger blobs are made and freed per message
- * as before (their copy dwarfs the rest). Pooled blobs stay charged to
- * their maker (kmod) or allocated in the file (memfd) until reused or the
- * queue goes: at most 8 x MPQ_BLOB_RECYCLE per queue. A memfd offset is
+ * done with one puts it in the header's pool (blob_free and
+ * blob_free_more, 64 entries, taken and given by a CAS each) for the next
+ * put of that class, instead of freeing it; only when the pool is full,
+ * or holds MPQ_BLOB_POOL_CLASS of that class, does it go. Each handle
+ * also keeps the blobs it used last mapped (struct mpq_qblob_maps, up to
+ * MPQ_BLOB_MAPPED), so that a message that goes round the same blobs
+ * makes no system call at all: put and get are one copy each. Larger
+ * blobs are made and freed per message as before (their copy dwarfs the
+ * rest). Pooled blobs stay charged to their maker (kmod) or allocated in
+ * the file (memfd) until reused or the queue goes. A memfd offset is
  * never handed out twice, so a mapping kept of a blob freed since is
  * never used again; with the module a kept mapping holds its block until
- * the handle drops it (at most MPQ_QBLOB_MAPS, less than the pool's
- * bound again), and its ids come round again only after 2^32 blobs.
+ * the handle drops it (MPQ_BLOB_MAPPED at most), and its ids come round
+ * again only after 2^32 blobs.
  */
 #include <fcntl.h>
 #include <stdlib.h>
