@@ -171,7 +171,8 @@ static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
  * Put a blob nobody uses any more in the pool: 0, or -ENOSPC (full, or
  * MPQ_BLOB_POOL_CLASS of its class there already).
  */
-static int mpq_blob_pool_give(struct mpq_queue *q, uint64_t id)
+static int mpq_blob_pool_give(struct mpq_queue *q, uint64_t id,
+			      struct mpq_queue_rec *r)
 {
 	unsigned int c = mpq_blob_id_class(id), i, have = 0, max;
 	__u64 *free_at = NULL;
@@ -188,6 +189,13 @@ static int mpq_blob_pool_give(struct mpq_queue *q, uint64_t id)
 	}
 	if (have >= max && have)
 		return -ENOSPC;
+	/*
+	 * The record lets go of it just before the CAS that pools it: a
+	 * death between the two leaks it (two instructions); the other
+	 * order could free it twice.
+	 */
+	if (r && free_at)
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	for (i = 0; free_at && i < MPQ_BLOB_NFREE; i++) {
 		__u64 v = 0;
 
@@ -529,7 +537,7 @@ void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes)
 	if (!mpq_blob_map_len(id, 0, 0))
 		return;
 	if (mpq_blob_recycled(mpq_blob_id_class(id)) &&
-	    !mpq_blob_pool_give(q, id))
+	    !mpq_blob_pool_give(q, id, NULL))
 		return;
 	mpq_qblob_free(q, id);
 }
@@ -546,17 +554,19 @@ void mpq_qblob_free(struct mpq_queue *q, uint64_t id)
 
 	if (!mpq_blob_map_len(id, 0, 0))
 		return;
-	mpq_blob_maps_evict(q, id);
+	/* The system call first: a death in it still frees (see release). */
 	if (q->backend == MPQ_BACKEND_KMOD) {
 		uint64_t zero = 0, kid = id >> MPQ_BLOB_CLASS_BITS;
 
 		mpq_kmod_blob(q->fd, MPQ_IOC_QUEUE_BLOB_DROP, &kid, &zero);
-		return;
+	} else {
+		off = mpq_blob_off(q, id);
+		if (off)
+			fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
+				  FALLOC_FL_KEEP_SIZE, (off_t)off,
+				  (off_t)(mpq_blob_page() << c));
 	}
-	off = mpq_blob_off(q, id);
-	if (off)
-		fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			  (off_t)off, (off_t)(mpq_blob_page() << c));
+	mpq_blob_maps_evict(q, id);
 }
 
 /*
@@ -595,15 +605,27 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 }
 
 /*
- * The blob r holds goes: taken from r first (killed after, it is lost
- * until the queue goes; before, r still names it: never freed twice).
+ * The blob r holds goes, to the pool or for good; r names it until just
+ * before that (killed in between, it is lost until the queue goes, never
+ * freed twice).
  */
 void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r)
 {
-	uint64_t id = __atomic_exchange_n(&r->blob, 0, __ATOMIC_ACQ_REL);
+	uint64_t id = __atomic_load_n(&r->blob, __ATOMIC_ACQUIRE);
 
-	if (id)
-		mpq_qblob_drop(q, id, 0);
+	if (!id)
+		return;
+	if (mpq_blob_map_len(id, 0, 0) &&
+	    mpq_blob_recycled(mpq_blob_id_class(id)) &&
+	    !mpq_blob_pool_give(q, id, r))
+		return;
+	/*
+	 * Freed for good: the record lets go just before the system call
+	 * (which a SIGKILL does not cut short), so a death between leaks it
+	 * at most, never frees it twice.
+	 */
+	__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
+	mpq_qblob_free(q, id);
 }
 
 /*
