@@ -45,6 +45,11 @@ CPYBENCH = [sys.executable, os.path.join(TOP, "bench", "cpython_bench.py")]
 # Listener/Client round trips (net-rtt), mpq at both ends vs CPython at both.
 NETBENCH = os.path.join(TOP, "build", "bench", "listener_bench")
 NETPYBENCH = [sys.executable, os.path.join(TOP, "bench", "listener_bench.py")]
+# Start + join by fork, spawn and forkserver (issue 12): run once, not
+# per round (its own medians are over -n starts each).
+STARTBENCH = os.path.join(TOP, "build", "bench", "start_bench")
+START_RE = re.compile(r"^(fork|spawn|forkserver)\s+(\d+) threads\s+median\s+"
+                      r"([\d.]+) us\s+p90\s+([\d.]+) us")
 # The same mpqbench on a libmpq built with -DMPQ_NO_PROBES: the price of
 # the USDT probes when no tracer is attached (one load and branch each).
 NOPROBES_LIB = os.path.join(TOP, "build", "noprobes")
@@ -713,8 +718,10 @@ def report(m, rows, failures, quick, rounds):
 
     pool_section(L, res, rows, backend)
     sizes_section(L, res, backend)
+    start_section(L, rows)
 
-    other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy")
+    other = [r for r in rows if r["bench"] not in ("rtt", "stream", "memcpy",
+                                                   "start")
              and not r["bench"].startswith("pool-")]
     if other:
         L.append("## Other workloads\n")
@@ -764,6 +771,69 @@ def sizes_section(L, res, backend):
             L.append("| %s %s %s | %s | %s | %s | %s |" % (
                 bench, metric, size_name(size),
                 *[f(x) if x else "–" for x in v], ratio(v[1], v[2])))
+    L.append("")
+
+
+def run_start(quick, log):
+    """start_bench once: rows of start + join per method and threads."""
+    if not os.access(STARTBENCH, os.X_OK):
+        log("no %s: no start-method rows (make bench-bin)" % STARTBENCH)
+        return [], []
+    n = 50 if quick else 200
+    t0 = time.time()
+    try:
+        p = subprocess.run([STARTBENCH, "-n", str(n)], capture_output=True,
+                           text=True, timeout=600)
+        ok = p.returncode == 0
+    except subprocess.TimeoutExpired:
+        p, ok = None, False
+    log("once      %-48s %6.2fs %s" % ("start fork/spawn/forkserver",
+                                       time.time() - t0,
+                                       "ok" if ok else "FAILED"))
+    if not ok:
+        err = p.stderr.strip().splitlines()[-3:] if p else ["timed out"]
+        return [], [("start fork/spawn/forkserver", " | ".join(err))]
+    rows = []
+    for line in p.stdout.splitlines():
+        mt = START_RE.match(line)
+        if not mt:
+            continue
+        base = dict.fromkeys(KEY)
+        base.update(bench="start", impl=mt.group(1),
+                    workers=int(mt.group(2)), min=None, max=None, rounds=1)
+        p50, p90 = float(mt.group(3)) * 1e3, float(mt.group(4)) * 1e3
+        for metric, v in (("start_join_p50_ns", p50),
+                          ("start_join_p90_ns", p90),
+                          ("starts_per_s", 1e9 / p50 if p50 else 0)):
+            r = dict(base, metric=metric, value=v)
+            r["min"] = r["max"] = v
+            rows.append(r)
+    return rows, []
+
+
+def start_section(L, rows):
+    """Start methods: start + join per second, the parent idle or busy."""
+    st = [r for r in rows if r["bench"] == "start"]
+    if not st:
+        return
+    L.append("## Start methods: start + join of a trivial child (one run)\n")
+    L.append("| method | parent's busy threads | starts/s | p50 | p90 "
+             "| vs fork |")
+    L.append("| --- | --- | --- | --- | --- | --- |")
+    for th in sorted({r["workers"] for r in st}):
+        fork = find_row(st, "starts_per_s", impl="fork", workers=th)
+        for impl in ("fork", "spawn", "forkserver"):
+            rate = find_row(st, "starts_per_s", impl=impl, workers=th)
+            p50 = find_row(st, "start_join_p50_ns", impl=impl, workers=th)
+            p90 = find_row(st, "start_join_p90_ns", impl=impl, workers=th)
+            if not rate:
+                continue
+            L.append("| %s | %d | %s | %s | %s | %s |" % (
+                impl, th, fmt_rate(rate["value"]),
+                fmt_ns(p50["value"]) if p50 else "–",
+                fmt_ns(p90["value"]) if p90 else "–",
+                "%.2fx" % (rate["value"] / fork["value"])
+                if fork and fork["value"] else "–"))
     L.append("")
 
 
@@ -1054,6 +1124,10 @@ def main():
         len(cells), rounds, m["cpu"], m["vcpus"], m["kernel"]))
     t0 = time.time()
     rows, failures = run_cells(cells, rounds, a.quick, log)
+    if not a.only or re.search(a.only, "start fork/spawn/forkserver"):
+        srows, sfail = run_start(a.quick, log)
+        rows += srows
+        failures += sfail
     m["seconds"] = round(time.time() - t0, 1)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"machine": m, "results": rows}, f, indent=1)

@@ -223,6 +223,20 @@ struct mpq_qblob {
 	uint64_t id;
 };
 
+/*
+ * Blobs this handle keeps mapped (qblob.c), so that a recycled blob is
+ * not mapped and unmapped for every message. lock: a try-lock only (a
+ * thread that finds it held maps on its own), so a fork that copies it
+ * held cannot deadlock the child.
+ */
+#define MPQ_QBLOB_MAPS		64
+struct mpq_qblob_maps {
+	int lock;
+	uint64_t tick;
+	struct mpq_qblob m[MPQ_QBLOB_MAPS];
+	uint64_t used[MPQ_QBLOB_MAPS];
+};
+
 struct mpq_queue {
 	/* Read-only after creation; the fast paths use only these copies. */
 	struct mpq_queue_shm *shm;
@@ -248,6 +262,7 @@ struct mpq_queue {
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;
+	struct mpq_qblob_maps *bmaps;	/* qblob.c; NULL until needed */
 	int fd;
 	int bell;		/* memfd: eventfd for mpq_wait(), or -1 */
 	int backend;
@@ -291,6 +306,9 @@ void mpq_rec_giveup(struct mpq_queue *q, struct mpq_queue_rec *r);
  * own file past the ring), mapped here at map for len bytes.
  */
 int mpq_qblob_new(struct mpq_queue *q, uint64_t bytes, struct mpq_qblob *b);
+/* The same, held by record r (if not NULL) from before it exists. */
+int mpq_qblob_new_held(struct mpq_queue *q, uint64_t bytes,
+		       struct mpq_qblob *b, struct mpq_queue_rec *r);
 int mpq_qblob_open(struct mpq_queue *q, uint64_t id, uint64_t bytes,
 		   struct mpq_qblob *b);
 void mpq_qblob_unmap(struct mpq_qblob *b);
@@ -298,6 +316,24 @@ void mpq_qblob_drop(struct mpq_queue *q, uint64_t id, uint64_t bytes);
 /* Copy an out-of-line slot's message into buf (room *len), then drop it. */
 int mpq_qblob_take(struct mpq_queue *q, const struct mpq_slot_ext *e,
 		   void *buf);
+/*
+ * A blob holding a copy of msg, for a put: its id in *id, and in r's blob
+ * (r may be NULL) from before it exists until the put hands it on.
+ */
+int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
+		      uint64_t *id, struct mpq_queue_rec *r);
+/* Free a blob's memory, never to the pool. */
+void mpq_qblob_free(struct mpq_queue *q, uint64_t id);
+/* Free (pool or drop) the blob that record r holds, if any. */
+void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r);
+/* The blob id the module's NEW wrote in a record's blob_arg, or 0. */
+uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes);
+/* reclaim.c: this thread's own record for q if idle (holding a blob). */
+struct mpq_queue_rec *mpq_rec_own_idle(struct mpq_queue *q);
+/* The put's blob is in the shared structure now: the record lets go. */
+void mpq_rec_blob_handed(struct mpq_queue *q);
+/* mpq_queue_close(): unmap what the handle kept mapped. */
+void mpq_qblob_forget(struct mpq_queue *q);
 
 /* overflow.c: an unbounded queue's messages past the ring. */
 /* An iovec of a put whose base is a struct mpq_slot_ext: out of line. */

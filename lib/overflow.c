@@ -261,6 +261,9 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 		r->kind = ext ? MPQ_OVF_EXT : 0;
 		memcpy(r + 1, msg->iov_base, len);
 		n->used = sizeof(*n) + need;
+		/* Ours no more (a death from here to the commit leaks it). */
+		if (ext)
+			mpq_rec_blob_handed(q);
 		/* The commit: linked from the old tail, or the head. */
 		if (h) {
 			store_release(&h->next, b.id);
@@ -277,6 +280,8 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 		r->len = len;
 		r->kind = ext ? MPQ_OVF_EXT : 0;
 		memcpy(r + 1, msg->iov_base, len);
+		if (ext)
+			mpq_rec_blob_handed(q);
 		store_release(&h->used, used + need);	/* the commit */
 	}
 	__atomic_add_fetch(&shm->ovf_count, 1, __ATOMIC_RELEASE);

@@ -357,6 +357,7 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
 	 * into whatever is mapped there next).
 	 */
 	mpq_ovf_forget(q);
+	mpq_qblob_forget(q);
 	if (!mpq_rec_forget(q))
 		munmap(q->shm, q->map_size);
 	close(q->fd);
@@ -771,13 +772,19 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
 		mpq_rec_giveup(q, r);
 		return ret;
 	}
+	/* The blob is the record's before the slot lets it go (reclaim.c). */
+	if (!ret && r)
+		__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);
 	mpq_queue_free_slots(q, pos, 1);
 	mpq_probe_queue_get(q->id, pos, e.len);
+	if (!ret && r)
+		mpq_qblob_release(q, r);
+	else if (!ret)
+		mpq_qblob_drop(q, e.id, e.len);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	if (ret)
 		return ret;
-	mpq_qblob_drop(q, e.id, e.len);
 	bufs[0].iov_len = e.len;
 	return 1;
 }
@@ -1146,19 +1153,29 @@ static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
 {
 	struct mpq_slot_ext e = { .len = len };
 	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
-	struct mpq_qblob b;
+	struct mpq_queue_rec *r;
+	uint64_t id;
 	int ret;
 
 	if (q->closed)
 		return -EBADF;
-	ret = mpq_qblob_new(q, len, &b);
+	/*
+	 * The blob is our record's until the put publishes it (reclaim.c
+	 * tells which from the record's op, so no stale one is left).
+	 */
+	r = mpq_rec_own_idle(q);
+	if (r)
+		__atomic_store_n(&r->op, 0, __ATOMIC_RELAXED);
+	ret = mpq_qblob_copy_in(q, msg, len, &id, r);
 	if (ret)
 		return ret;
-	memcpy(b.map, msg, len);
-	mpq_qblob_unmap(&b);
-	e.id = b.id;
+	e.id = id;
 	ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
-	if (ret < 0)
+	if (r && ret >= 0)
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
+	else if (r)
+		mpq_qblob_release(q, r);
+	else if (ret < 0)
 		mpq_qblob_drop(q, e.id, len);
 	return ret;
 }
@@ -1315,6 +1332,9 @@ static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
 			mpq_rec_giveup(q, r);
 			return ret;
 		}
+		if (!ret)
+			m->__pad = (uint32_t)(b.map_len /
+					      (size_t)sysconf(_SC_PAGESIZE));
 		if (ret) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
@@ -1346,16 +1366,23 @@ static void mpq_zc_close(struct mpq_msg *m)
 	mpq_robust_window(NULL, -1);
 }
 
-/* Unmap an out-of-line window (m->len bytes of a blob mapped here). */
+/*
+ * Unmap an out-of-line window: the pages its blob was mapped with
+ * (m->__pad, a recycled blob or one of the module's is mapped whole), or
+ * m->len bytes' worth.
+ */
 static void mpq_zc_unmap(struct mpq_queue *q, struct mpq_msg *m)
 {
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	struct mpq_qblob b = { .map = m->data };
 
 	if (mpq_in_ring(q, m->data))
 		return;
 	b.map_len = m->len ? m->len : 1;
-	b.map_len = (b.map_len + (size_t)sysconf(_SC_PAGESIZE) - 1) &
-		    ~((size_t)sysconf(_SC_PAGESIZE) - 1);
+	b.map_len = (b.map_len + page - 1) & ~(page - 1);
+	if (m->__pad)
+		b.map_len = (size_t)m->__pad * page;
+	m->__pad = 0;
 	mpq_qblob_unmap(&b);
 }
 
@@ -1454,7 +1481,9 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 				 struct mpq_msg *m, int64_t timeout_ns)
 {
 	struct mpq_op op = { .q = q, .zc = m };
+	struct mpq_queue_rec *r = NULL;
 	struct mpq_qblob b = { 0 };
+	uint32_t mapped = 0;
 	int ret;
 
 	if (!q || !m)
@@ -1469,18 +1498,35 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 	 */
 	if (size > q->msg_max || (!q->maxsize && (mpq_ovf_active(q) ||
 						  mpq_queue_full_ring(q)))) {
-		ret = mpq_qblob_new(q, size, &b);
+		/*
+		 * Held by our record, which the claim then takes (as in
+		 * put_ext) and the window keeps till commit (zc_publish).
+		 */
+		r = mpq_rec_own_idle(q);
+		if (r)
+			__atomic_store_n(&r->op, 0, __ATOMIC_RELAXED);
+		ret = mpq_qblob_new_held(q, size, &b, r);
 		if (ret)
 			return ret;
-		b.map_len = size;	/* the room; mapped page-rounded */
+		mapped = (uint32_t)(b.map_len / (size_t)sysconf(_SC_PAGESIZE));
+		b.map_len = size;	/* the room */
 		op.blob = &b;
 	}
 	ret = mpq_queue_op(&op, timeout_ns);
+	if (ret >= 0 && op.blob)
+		m->__pad = mapped;
 	if (ret < 0 && op.blob) {
-		struct mpq_msg w = { .data = b.map, .len = size };
+		struct mpq_msg w = { .data = b.map, .len = size,
+				     .__pad = mapped };
 
 		mpq_zc_unmap(q, &w);
-		mpq_qblob_drop(q, b.id, size);
+		if (r)
+			mpq_qblob_release(q, r);
+		else
+			mpq_qblob_drop(q, b.id, size);
+	} else if (r && m->__rec != r) {
+		/* No slot (detached) or not our record: the window is not. */
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	}
 	return ret < 0 ? ret : 0;
 }
@@ -1501,6 +1547,8 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 		memcpy(&e, s + 1, sizeof(e));
 		mpq_zc_unmap(q, m);
 		if (len == MPQ_SLOT_DROPPED) {
+			if (r)	/* ours alone again: not twice */
+				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 			mpq_qblob_drop(q, e.id, m->len);
 		} else {
 			e.len = xlen;
@@ -1510,6 +1558,9 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 	}
 	s->len = len;
 	store_release(&s->seq, (uint32_t)(m->__pos + 1));
+	/* Published: the message has the blob now (reclaim.c). */
+	if (ext && r)
+		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	if (len != MPQ_SLOT_DROPPED)
 		mpq_probe_queue_put(q->id, m->__pos, ext ? xlen : len);
 	mpq_zc_close(m);
@@ -1591,14 +1642,18 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 	if (ext) {
 		memcpy(&e, mpq_slot_at(q, m->__pos) + 1, sizeof(e));
 		mpq_zc_unmap(q, m);
+		if (r)
+			__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);
 	}
 	mpq_queue_free_slots(q, m->__pos, 1);
 	mpq_probe_queue_get(q->id, m->__pos, m->len);
+	if (ext && r)
+		mpq_qblob_release(q, r);
+	else if (ext)
+		mpq_qblob_drop(q, e.id, e.len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
-	if (ext)
-		mpq_qblob_drop(q, e.id, e.len);
 	return 0;
 }
 

@@ -57,6 +57,72 @@ static int mpq_rec_dead(uint32_t v)
 	return (v & MPQ_RW_OWNER_DIED) && !(v & MPQ_RW_TID);
 }
 
+/* Is the slot of p still waiting for what the dead did not finish? */
+static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
+{
+	uint32_t seq = load_acquire(&mpq_slot_at(q, p)->seq);
+
+	if (kind == MPQ_REC_PUT)	/* claimed, never published */
+		return seq == (uint32_t)p &&
+		       (int64_t)(load_acquire(&q->shm->tail) - p) > 0;
+	/* taken, never freed */
+	return seq == (uint32_t)(p + 1) &&
+	       (int64_t)(load_acquire(&q->shm->head) - p) > 0;
+}
+
+/*
+ * A dead holder's blob (r adopted or taken by us, before its intent is
+ * acted on). The record's blob is the holder's alone unless its message
+ * went on:
+ *  - a put (op PUT|WON, a claim that succeeded) whose slot is no longer
+ *    stuck published it: the message has it;
+ *  - a get whose claimed slot, still stuck, names it: the message is
+ *    delivered again, blob and all.
+ * A put that never claimed or whose slot is stuck (published dropped
+ * next), or a get that freed its slot, leaves it to us: it goes. The
+ * kernel may also have written a new blob's id into blob_arg, the holder
+ * killed before it took it.
+ */
+static void mpq_rec_blob_reap(struct mpq_queue *q, struct mpq_queue_rec *r)
+{
+	uint64_t id = load_relaxed(&r->blob), pos;
+	uint64_t kid = load_relaxed(&r->blob_arg.id);
+	uint32_t op = load_relaxed(&r->op), n = load_relaxed(&r->n), k;
+
+	if (kid) {
+		__atomic_store_n(&r->blob_arg.id, 0, __ATOMIC_RELAXED);
+		kid = mpq_qblob_from_arg(q, kid,
+					 load_relaxed(&r->blob_arg.bytes));
+		if (!id)
+			id = kid;
+		else if (kid && kid != id)
+			mpq_qblob_free(q, kid);
+	}
+	if (!id)
+		return;
+	__atomic_store_n(&r->blob, 0, __ATOMIC_RELAXED);
+	pos = load_relaxed(&r->pos);
+	if (n > q->capacity)
+		n = 0;
+	if ((op & (MPQ_REC_PUT | MPQ_REC_WON)) == (MPQ_REC_PUT | MPQ_REC_WON) &&
+	    (!n || !mpq_slot_stuck(q, pos, MPQ_REC_PUT)))
+		return;
+	if (op & MPQ_REC_GET) {
+		for (k = 0; k < n; k++) {
+			struct mpq_slot *s = mpq_slot_at(q, pos + k);
+			struct mpq_slot_ext e;
+
+			if (!mpq_slot_stuck(q, pos + k, MPQ_REC_GET) ||
+			    load_relaxed(&s->len) != MPQ_SLOT_EXT)
+				continue;
+			memcpy(&e, s + 1, sizeof(e));
+			if (e.id == id)
+				return;
+		}
+	}
+	mpq_qblob_free(q, id);
+}
+
 /*
  * Take a free record (or one whose holder died with nothing to finish):
  * the CAS of its word to our TID, under the pending slot, then linked in
@@ -89,6 +155,8 @@ static struct mpq_queue_rec *mpq_rec_grab(struct mpq_queue *q)
 		}
 		r->last = tid;
 		mpq_rec_hint = (i + 1) % MPQ_QUEUE_NREC;
+		if (v)
+			mpq_rec_blob_reap(q, r);
 		return r;
 	}
 	mpq_robust_clear_pending();
@@ -133,6 +201,33 @@ struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q)
 	o->busy = 1;
 	mpq_robust_bell(&q->shm->deathbell);
 	return r;
+}
+
+/*
+ * This thread's own record for q, idle, for a put to hold its blob in
+ * (the put's operation then takes the same record: the fast path), or
+ * NULL (a window of ours is open on it, or no record is free).
+ */
+struct mpq_queue_rec *mpq_rec_own_idle(struct mpq_queue *q)
+{
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+	struct mpq_queue_rec *r;
+
+	if (o->id == q->hid && o->rec)
+		return o->busy ? NULL : o->rec;
+	r = mpq_rec_begin_slow(q);
+	if (!r)
+		return NULL;
+	mpq_rec_end(q, r);
+	return o->id == q->hid && o->rec == r ? r : NULL;
+}
+
+void mpq_rec_blob_handed(struct mpq_queue *q)
+{
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+
+	if (o->id == q->hid && o->rec)
+		__atomic_store_n(&o->rec->blob, 0, __ATOMIC_RELEASE);
 }
 
 /* The slow path of mpq_rec_end(): no record, or one of its own. */
@@ -263,19 +358,6 @@ static int mpq_rec_token(struct mpq_queue *q, uint64_t p, uint32_t kind,
 	return token;
 }
 
-/* Is the slot of p still waiting for what the dead did not finish? */
-static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
-{
-	uint32_t seq = load_acquire(&mpq_slot_at(q, p)->seq);
-
-	if (kind == MPQ_REC_PUT)	/* claimed, never published */
-		return seq == (uint32_t)p &&
-		       (int64_t)(load_acquire(&q->shm->tail) - p) > 0;
-	/* taken, never freed */
-	return seq == (uint32_t)(p + 1) &&
-	       (int64_t)(load_acquire(&q->shm->head) - p) > 0;
-}
-
 /*
  * A dead producer's claim: publish each stuck slot it acts for as
  * MPQ_SLOT_DROPPED. Its JoinableQueue count goes back down by as many.
@@ -344,10 +426,15 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 			mpq_copy(bufs[got].iov_base, s + 1, len);
 			bufs[got++].iov_len = len;
 		}
-		/* Corrupt or dropped: freed, not delivered. */
+		/*
+		 * Corrupt or dropped: freed, not delivered. The blob is
+		 * ours (the record's) before the slot lets it go.
+		 */
+		if (ext == 1)
+			__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);
 		store_release(&s->seq, (uint32_t)(pos + k + q->capacity));
 		if (ext == 1)
-			mpq_qblob_drop(q, e.id, e.len);
+			mpq_qblob_release(q, r);
 		mpq_probe_queue_reclaim(q->id, pos + k, 2);
 		/* From here on the intent covers only what is left. */
 		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k + 1,
@@ -385,6 +472,7 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
 			continue;
 		if (mpq_rec_adopt(r, v))
 			continue;
+		mpq_rec_blob_reap(q, r);
 		if (!cnt)
 			mpq_rec_drop(r);
 		else if (op & MPQ_REC_PUT)
@@ -420,6 +508,7 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 			continue;
 		if (mpq_rec_adopt(d, v))
 			continue;
+		mpq_rec_blob_reap(q, d);
 		for (k = 0; k < n; k++)
 			if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
 			    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) == i)

@@ -167,7 +167,13 @@ struct mpq_queue_shm {
 	__u64 map_size;
 	__u32 maxsize;		/* 0: unbounded */
 	__u32 __pad00;
-	__u8 __pad0[128 - 40];
+	/*
+	 * libmpq's: freed blobs kept for the next out-of-line message, by
+	 * id (0: none), so that a message does not cost a blob's making.
+	 * The kernel never reads them.
+	 */
+	__u64 blob_free[8];
+	__u8 __pad0[128 - 104];
 
 	/* Next position a producer claims. */
 	__u64 tail;
@@ -220,6 +226,8 @@ struct mpq_queue_shm {
 	__u64 blob_end;
 	__u64 __pad6[3];
 	__u8 ovf_lock[64];
+	/* libmpq's: more of blob_free, for a queue that streams (56). */
+	__u64 blob_free_more[56];
 };
 
 /*
@@ -259,7 +267,15 @@ struct mpq_queue_rec {
 	__u32 last;	/* TID of its last user: spreads threads out */
 	__u64 __pad0;
 	__u64 link;	/* robust list link, 32 bytes after word */
-	__u64 __pad1[11];
+	/*
+	 * libmpq's: a blob (out-of-line message) its holder owns and no
+	 * slot holds yet or any more, for whoever finds the record dead to
+	 * free; blob_arg is MPQ_IOC_QUEUE_BLOB_NEW's argument, so that the
+	 * kernel writes a new blob's id here before the holder could die.
+	 */
+	__u64 blob;
+	struct mpq_queue_blob blob_arg;
+	__u64 __pad1[7];
 };
 
 /* Where the ring may start: after the records, on a page boundary. */
