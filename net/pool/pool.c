@@ -1013,7 +1013,8 @@ static int dp_worker_serve(const char *url, const char *authkey,
 			usleep(DP_IDLE_NS / 1000);
 			continue;
 		}
-		ret = mpq_manager_queue_get(w->q, &msg, 1000000000LL);
+		/* get_many: get itself says 0 for a message. */
+		ret = mpq_manager_queue_get_many(w->q, &msg, 1, 1000000000LL);
 		if (ret == 1)
 			dp_worker_run(w, &msg);
 		else if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
