@@ -8,7 +8,6 @@
  * a veth pair to ours, made by the test (root only, else skipped).
  * Every result of every map is checked.
  */
-#include <sched.h>
 #include <stdio.h>
 #include <hiredis/hiredis.h>
 
@@ -98,8 +97,12 @@ static pid_t start_worker(struct mpq_manager *m, const char *url,
 		dup2(errfd, 2);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (netns) {
-		execlp("ip", "ip", "netns", "exec", netns, "/proc/self/exe",
-		       (char *)NULL);
+		char exe[4096] = "";
+
+		/* ip's own /proc/self/exe would be ip: name ours. */
+		if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0)
+			_exit(125);
+		execlp("ip", "ip", "netns", "exec", netns, exe, (char *)NULL);
 		_exit(126);
 	}
 	execl("/proc/self/exe", "net_pool_test", (char *)NULL);
@@ -369,132 +372,6 @@ TEST(the_callers_death_leaves_nothing_in_the_manager)
 		sleep_ms(100);
 	EXPECT_EQ(0, count_keys(m));
 	mpq_manager_shutdown(m);
-}
-
-/* ---- machines: network namespaces -------------------------------------- */
-
-static int sh(const char *fmt, ...)
-{
-	char cmd[512];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-#define NNS	2
-
-FIXTURE(machines) {
-	struct mpq_manager *m;
-	char url[128];
-	char ns[NNS][32];
-	int made;
-};
-
-FIXTURE_SETUP(machines)
-{
-	char addr[64];
-	int i;
-
-	if (geteuid() != 0)
-		SKIP(return, "network namespaces need root");
-	if (sh("ip -V >/dev/null 2>&1"))
-		SKIP(return, "no ip(8) (iproute2)");
-	for (i = 0; i < NNS; i++) {
-		snprintf(self->ns[i], sizeof(self->ns[i]), "mpqpool%d-%d",
-			 (int)getpid() % 10000, i);
-		ASSERT_EQ(0, sh("ip netns add %s && ip link add mpqp%d-%d type "
-				"veth peer name mpqq%d-%d && ip link set "
-				"mpqq%d-%d netns %s && ip addr add "
-				"10.211.%d.1/24 dev mpqp%d-%d && ip link set "
-				"mpqp%d-%d up && ip -n %s addr add "
-				"10.211.%d.2/24 dev mpqq%d-%d && ip -n %s "
-				"link set mpqq%d-%d up && ip -n %s link set "
-				"lo up", self->ns[i], (int)getpid() % 10000,
-				i, (int)getpid() % 10000, i,
-				(int)getpid() % 10000, i, self->ns[i], i,
-				(int)getpid() % 10000, i,
-				(int)getpid() % 10000, i, self->ns[i], i,
-				(int)getpid() % 10000, i, self->ns[i],
-				(int)getpid() % 10000, i, self->ns[i]));
-		self->made = i + 1;
-	}
-	/* The manager listens on our side of every veth. */
-	snprintf(addr, sizeof(addr), "tcp://0.0.0.0:%d",
-		 20000 + (int)getpid() % 20000);
-	self->m = start_or_skip(_metadata, addr);
-	snprintf(self->url, sizeof(self->url), "tcp://10.211.%%d.1:%d#mpq",
-		 20000 + (int)getpid() % 20000);
-}
-
-FIXTURE_TEARDOWN(machines)
-{
-	int i;
-
-	if (self->m)
-		mpq_manager_shutdown(self->m);
-	for (i = 0; i < self->made; i++)
-		sh("ip netns del %s; ip link del mpqp%d-%d 2>/dev/null",
-		   self->ns[i], (int)getpid() % 10000, i);
-}
-
-TEST_F(machines, workers_in_other_namespaces_sigkilled_mid_task_lose_nothing)
-{
-	struct mpq_async_result *r = NULL;
-	struct mpq_pool *p = NULL;
-	static uint64_t in[3000];
-	static struct iovec iov[3000];
-	pid_t w[NNS][2];
-	char url[128];
-	const void *v;
-	size_t i, len, bad = 0;
-	uint64_t y;
-	int k, j, kills = 0;
-
-	ASSERT_EQ(0, make_pool(&p, self->m, 0, 500 * MS, 0));
-	for (k = 0; k < NNS; k++)
-		for (j = 0; j < 2; j++) {
-			snprintf(url, sizeof(url), self->url, k);
-			w[k][j] = start_worker(self->m, url, self->ns[k], 0, -1);
-		}
-	for (i = 0; i < 3000; i++) {
-		in[i] = i;
-		iov[i].iov_base = &in[i];
-		iov[i].iov_len = 8;
-	}
-	ASSERT_EQ(0, mpq_pool_map_async(p, slow_triple, iov, 3000, 10, NULL,
-					&r));
-	/* Kill a worker at a random moment, again and again; replace it. */
-	srand((unsigned int)getpid());
-	while (mpq_async_result_wait(r, 0) == -EAGAIN && kills < 8) {
-		sleep_ms(50 + rand() % 200);
-		k = rand() % NNS;
-		j = rand() % 2;
-		stop_worker(w[k][j]);
-		kills++;
-		snprintf(url, sizeof(url), self->url, k);
-		w[k][j] = start_worker(self->m, url, self->ns[k], 0, -1);
-	}
-	ASSERT_EQ(0, mpq_async_result_get(r, BOUND));
-	for (i = 0; i < 3000; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		bad += y != 3 * i + 1;
-	}
-	EXPECT_EQ(0, bad);
-	TH_LOG("%d workers killed", kills);
-	mpq_async_result_free(r);
-	mpq_pool_free(p);
-	for (k = 0; k < NNS; k++)
-		for (j = 0; j < 2; j++)
-			stop_worker(w[k][j]);
 }
 
 TEST_HARNESS_MAIN
