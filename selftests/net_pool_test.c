@@ -109,12 +109,6 @@ static pid_t start_worker(struct mpq_manager *m, const char *url,
 	_exit(127);
 }
 
-static void stop_worker(pid_t pid)
-{
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
-}
-
 static int make_pool(struct mpq_pool **p, struct mpq_manager *m,
 		     int local, int64_t lease_ns, uint32_t maxdeliv)
 {
