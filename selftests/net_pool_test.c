@@ -8,6 +8,7 @@
  * a veth pair to ours, made by the test (root only, else skipped).
  * Every result of every map is checked.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <hiredis/hiredis.h>
 
@@ -107,6 +108,12 @@ static pid_t start_worker(struct mpq_manager *m, const char *url,
 	}
 	execl("/proc/self/exe", "net_pool_test", (char *)NULL);
 	_exit(127);
+}
+
+static void stop_worker(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 }
 
 static int make_pool(struct mpq_pool **p, struct mpq_manager *m,
@@ -366,6 +373,133 @@ TEST(the_callers_death_leaves_nothing_in_the_manager)
 		sleep_ms(100);
 	EXPECT_EQ(0, count_keys(m));
 	mpq_manager_shutdown(m);
+}
+
+/* ---- machines: network namespaces -------------------------------------- */
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define NNS	2
+
+FIXTURE(machines) {
+	struct mpq_manager *m;
+	char url[NNS][128];
+	char ns[NNS][32];
+	int made;
+};
+
+FIXTURE_SETUP(machines)
+{
+	int t = (int)getpid() % 10000;
+	char addr[64];
+	int i;
+
+	if (geteuid() != 0)
+		SKIP(return, "network namespaces need root");
+	if (sh("ip -V >/dev/null 2>&1"))
+		SKIP(return, "no ip(8) (iproute2)");
+	for (i = 0; i < NNS; i++) {
+		snprintf(self->ns[i], sizeof(self->ns[i]), "mpqpool%d-%d", t, i);
+		ASSERT_EQ(0, sh("ip netns add %s", self->ns[i]));
+		self->made = i + 1;
+		ASSERT_EQ(0, sh("ip link add mpqp%d-%d type veth peer name "
+				"mpqq%d-%d", t, i, t, i));
+		ASSERT_EQ(0, sh("ip link set mpqq%d-%d netns %s", t, i,
+				self->ns[i]));
+		ASSERT_EQ(0, sh("ip addr add 10.%d.%d.%d/30 dev mpqp%d-%d && "
+				"ip link set mpqp%d-%d up", 100 + t / 250, t % 250,
+				4 * i + 1, t, i, t, i));
+		ASSERT_EQ(0, sh("ip -n %s addr add 10.%d.%d.%d/30 dev "
+				"mpqq%d-%d && ip -n %s link set mpqq%d-%d up && "
+				"ip -n %s link set lo up", self->ns[i],
+				100 + t / 250, t % 250, 4 * i + 2, t, i,
+				self->ns[i], t, i, self->ns[i]));
+	}
+	/* The manager listens on our side of every veth. */
+	snprintf(addr, sizeof(addr), "tcp://0.0.0.0:%d",
+		 20000 + (int)getpid() % 20000);
+	self->m = start_or_skip(_metadata, addr);
+	/* Each namespace reaches it by the address of its own veth's peer. */
+	for (i = 0; i < NNS; i++)
+		snprintf(self->url[i], sizeof(self->url[i]),
+			 "tcp://10.%d.%d.%d:%d#mpq", 100 + t / 250, t % 250,
+			 4 * i + 1, 20000 + (int)getpid() % 20000);
+}
+
+FIXTURE_TEARDOWN(machines)
+{
+	int i;
+
+	if (self->m)
+		mpq_manager_shutdown(self->m);
+	for (i = 0; i < self->made; i++)
+		sh("ip netns del %s; ip link del mpqp%d-%d 2>/dev/null",
+		   self->ns[i], (int)getpid() % 10000, i);
+}
+
+TEST_F(machines, workers_in_other_namespaces_sigkilled_mid_task_lose_nothing)
+{
+	struct mpq_async_result *r = NULL;
+	struct mpq_pool *p = NULL;
+	static uint64_t in[3000];
+	static struct iovec iov[3000];
+	pid_t w[NNS][2];
+	const void *v;
+	size_t i, len, bad = 0;
+	uint64_t y;
+	int k, j, kills = 0;
+
+	ASSERT_EQ(0, make_pool(&p, self->m, 0, 500 * MS, 0));
+	for (k = 0; k < NNS; k++)
+		for (j = 0; j < 2; j++) {
+			w[k][j] = start_worker(self->m, self->url[k],
+					       self->ns[k], 0, -1);
+		}
+	for (i = 0; i < 3000; i++) {
+		in[i] = i;
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(0, mpq_pool_map_async(p, slow_triple, iov, 3000, 10, NULL,
+					&r));
+	/* Kill a worker at a random moment, again and again; replace it. */
+	srand((unsigned int)getpid());
+	while (mpq_async_result_wait(r, 0) == -EAGAIN && kills < 8) {
+		sleep_ms(50 + rand() % 200);
+		k = rand() % NNS;
+		j = rand() % 2;
+		stop_worker(w[k][j]);
+		kills++;
+		w[k][j] = start_worker(self->m, self->url[k], self->ns[k], 0,
+				       -1);
+	}
+	ASSERT_EQ(0, mpq_async_result_get(r, BOUND));
+	for (i = 0; i < 3000; i++) {
+		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
+			bad++;
+			continue;
+		}
+		memcpy(&y, v, sizeof(y));
+		bad += y != 3 * i + 1;
+	}
+	EXPECT_EQ(0, bad);
+	TH_LOG("%d workers killed", kills);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	for (k = 0; k < NNS; k++)
+		for (j = 0; j < 2; j++)
+			stop_worker(w[k][j]);
 }
 
 TEST_HARNESS_MAIN
