@@ -52,6 +52,20 @@ static int poison_7(const void *arg, size_t len, struct mpq_task *t)
 }
 MPQ_TASK(poison_7);
 
+/* Appends a byte to $MPQ_NET_POOL_TEST_RUNS per run, then outlives leases. */
+static int long_once(const void *arg, size_t len, struct mpq_task *t)
+{
+	const char *path = getenv("MPQ_NET_POOL_TEST_RUNS");
+	int fd = path ? open(path, O_WRONLY | O_APPEND) : -1;
+
+	if (fd < 0 || write(fd, "r", 1) != 1)
+		return mpq_task_error(t, -EIO, "no runs file");
+	close(fd);
+	usleep(1200000);
+	return triple(arg, len, t);
+}
+MPQ_TASK(long_once);
+
 static int extra(const void *arg, size_t len, struct mpq_task *t)
 {
 	return 0;
@@ -328,6 +342,159 @@ TEST(a_worker_of_another_program_version_is_refused_with_a_clear_error)
 	EXPECT_NE(NULL, strstr(err, "another version")) TH_LOG("%s", err);
 	/* The pool goes on with the workers that fit. */
 	map_and_check(_metadata, p, triple, 1000, 0);
+	mpq_pool_free(p);
+	mpq_manager_shutdown(m);
+}
+
+TEST(a_task_longer_than_its_lease_runs_once_while_its_worker_lives)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	char path[] = "/tmp/mpq-net-pool-runs-XXXXXX";
+	struct mpq_pool *p = NULL;
+	struct stat st;
+	int fd;
+
+	if (!m)
+		return;
+	fd = mkstemp(path);
+	ASSERT_LE(0, fd);
+	close(fd);
+	setenv("MPQ_NET_POOL_TEST_RUNS", path, 1);
+	/* Four tasks of 1.2 s on two workers, with a lease of 0.3 s. */
+	ASSERT_EQ(0, make_pool(&p, m, 2, 300 * MS, 0));
+	map_and_check(_metadata, p, long_once, 4, 1);
+	mpq_pool_free(p);
+	ASSERT_EQ(0, stat(path, &st));
+	EXPECT_EQ(4, st.st_size);
+	unlink(path);
+	unsetenv("MPQ_NET_POOL_TEST_RUNS");
+	mpq_manager_shutdown(m);
+}
+
+/* The pool's id, from its announcement (a raw client: no API for it). */
+static int pool_id(struct mpq_manager *m, char *id, size_t len)
+{
+	const char *a = mpq_manager_address(m);
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+	int ret = -1;
+
+	snprintf(path, sizeof(path), "%s", a + 5);
+	hash = strchr(path, '#');
+	if (!hash)
+		return -1;
+	*hash = 0;
+	c = redisConnectUnix(path);
+	if (!c || c->err)
+		return -1;
+	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
+	freeReplyObject(r);
+	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
+	if (r && r->type == REDIS_REPLY_STRING &&
+	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
+		ret = 0;
+	freeReplyObject(r);
+	redisFree(c);
+	return ret;
+}
+
+/* The wire format of net/pool/pool.c's task messages. */
+struct task_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t name_len;
+	uint64_t table, job, first;
+	uint32_t count, pad;
+};
+
+static size_t task_msg(unsigned char *buf, const char *name, uint64_t first,
+		       uint64_t arglen, uint64_t x)
+{
+	struct task_hdr h = { 0x5471706dU, 1, (uint16_t)strlen(name), 0, 1,
+			      first, 1, 0 };
+	size_t off = sizeof(h);
+
+	memset(buf, 0, 256);
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + off, name, strlen(name));
+	off += (strlen(name) + 7) & ~(size_t)7;
+	memcpy(buf + off, &arglen, 8);
+	memcpy(buf + off + 8, &x, 8);
+	return off + 16;
+}
+
+TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL), *peer = NULL;
+	struct mpq_manager_queue_attr qa = { .lease_ns = 10 * NSEC_PER_SEC,
+					     .max_deliveries = 3 };
+	struct mpq_manager_queue *q = NULL;
+	struct mpq_manager_msg msgs[3];
+	struct mpq_async_result *r = NULL;
+	struct mpq_pool *p = NULL;
+	unsigned char a[256], b[256];
+	struct iovec iov[3], put[4];
+	uint64_t in[3] = { 0, 1, 2 }, y;
+	char id[24], qname[64];
+	const char *msg;
+	const void *v;
+	size_t len;
+	int i, got = 0;
+	pid_t w;
+
+	if (!m)
+		return;
+	ASSERT_EQ(0, make_pool(&p, m, 0, 10 * NSEC_PER_SEC, 3));
+	for (i = 0; i < 3; i++) {
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(0, mpq_pool_map_async(p, triple, iov, 3, 1, NULL, &r));
+	/* No worker yet: take the pool's three messages, put ours. */
+	ASSERT_EQ(0, pool_id(m, id, sizeof(id)));
+	snprintf(qname, sizeof(qname), "pool.%s", id);
+	ASSERT_EQ(0, mpq_manager_connect(&peer, mpq_manager_address(m),
+					 mpq_manager_authkey(m), 0));
+	ASSERT_EQ(0, mpq_manager_queue(peer, qname, &qa, &q));
+	while (got < 3) {
+		int n = mpq_manager_queue_get_many(q, msgs + got, 3 - got,
+						   BOUND);
+
+		ASSERT_LT(0, n);
+		got += n;
+	}
+	put[0].iov_base = a;
+	put[0].iov_len = task_msg(a, "no_such_task", 0, 8, 0);
+	put[1].iov_base = b;
+	put[1].iov_len = task_msg(b, "triple", 1, 100, 1);	/* cut short */
+	put[2].iov_base = "junk!";
+	put[2].iov_len = 5;
+	for (i = 0; i < 3; i++) {
+		uint64_t first;
+
+		memcpy(&first, (char *)msgs[i].data + 24, 8);
+		if (first == 2)
+			put[3] = (struct iovec){ msgs[i].data, msgs[i].len };
+	}
+	ASSERT_EQ(4, mpq_manager_queue_put_many(q, put, 4, BOUND));
+	for (i = 0; i < 3; i++)
+		mpq_manager_msg_done(q, &msgs[i]);
+	w = start_worker(m, NULL, NULL, 0, -1);
+	ASSERT_EQ(-ENOENT, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(-ENOENT, mpq_async_result_error(r, 0, &msg));
+	EXPECT_NE(NULL, strstr(msg, "\"no_such_task\"")) TH_LOG("%s", msg);
+	EXPECT_EQ(-EPROTO, mpq_async_result_error(r, 1, &msg));
+	EXPECT_NE(NULL, strstr(msg, "malformed")) TH_LOG("%s", msg);
+	ASSERT_EQ(0, mpq_async_result_value(r, 2, &v, &len));
+	memcpy(&y, v, sizeof(y));
+	EXPECT_EQ(7, y);
+	/* The worker lived through all of it. */
+	EXPECT_EQ(0, waitpid(w, NULL, WNOHANG));
+	stop_worker(w);
+	mpq_async_result_free(r);
+	mpq_manager_queue_free(q);
+	mpq_manager_free(peer);
 	mpq_pool_free(p);
 	mpq_manager_shutdown(m);
 }
