@@ -707,7 +707,8 @@ static void *dp_renew_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+		if (!pthread_cond_timedwait(&w->cond, &w->lock, &ts))
+			continue;	/* a new task: wait lease/3 from now */
 		if (!w->active)
 			continue;
 		memset(&msg, 0, sizeof(msg));
@@ -907,6 +908,8 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	w->msg_id = msg->id;
 	w->deliveries = msg->deliveries;
 	w->active = 1;
+	/* Its wait may be the last pool's lease/3: start again with ours. */
+	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	/* Delivered again: item by item, in the other direction each time. */
 	back = msg->deliveries % 2 == 0;
@@ -1078,7 +1081,15 @@ static void dp_worker_main(const char *address)
 static int local_worker_main(const void *arg, size_t len)
 {
 	const char *url = arg, *key, *pool;
+	sigset_t none;
 
+	/*
+	 * A worker the pool's thread replaced was forked there, with every
+	 * signal blocked: unblock them, or terminate and the parent-death
+	 * signal would not end it.
+	 */
+	sigemptyset(&none);
+	pthread_sigmask(SIG_SETMASK, &none, NULL);
 	key = url + align8(strlen(url) + 1);
 	pool = key + align8(strlen(key) + 1);
 	if ((size_t)(pool - url) >= len)
