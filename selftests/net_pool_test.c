@@ -66,6 +66,40 @@ static int long_once(const void *arg, size_t len, struct mpq_task *t)
 }
 MPQ_TASK(long_once);
 
+/* A value of 200 KiB (a local worker's memfd path): byte i is x + i. */
+static int big(const void *arg, size_t len, struct mpq_task *t)
+{
+	unsigned char *buf;
+	uint64_t x;
+	size_t i;
+	int ret;
+
+	memcpy(&x, arg, sizeof(x));
+	ret = mpq_task_result_buf(t, 200 << 10, (void **)&buf);
+	if (ret)
+		return ret;
+	for (i = 0; i < 200 << 10; i++)
+		buf[i] = (unsigned char)(x + i);
+	return 0;
+}
+MPQ_TASK(big);
+
+/* starmap: the sum of two uint64_t arguments. */
+static int add2(const void *arg, size_t len, struct mpq_task *t)
+{
+	struct iovec a[2];
+	uint64_t x, y;
+
+	if (mpq_task_args(arg, len, a, 2) != 2 || a[0].iov_len != 8 ||
+	    a[1].iov_len != 8)
+		return mpq_task_error(t, -EINVAL, "want two uint64_t");
+	memcpy(&x, a[0].iov_base, 8);
+	memcpy(&y, a[1].iov_base, 8);
+	x += y;
+	return mpq_task_return(t, &x, sizeof(x));
+}
+MPQ_TASK(add2);
+
 static int extra(const void *arg, size_t len, struct mpq_task *t)
 {
 	return 0;
@@ -499,6 +533,92 @@ TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 	mpq_manager_queue_free(q);
 	mpq_manager_free(peer);
 	mpq_pool_free(p);
+	mpq_manager_shutdown(m);
+}
+
+TEST(large_values_and_starmap_arguments_travel_whole)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_async_result *r = NULL;
+	struct mpq_pool *p = NULL;
+	uint64_t in[6] = { 0, 1, 2, 3, 4, 5 }, sum;
+	struct iovec iov[6], star[400];
+	static uint64_t a[200], b[200];
+	const unsigned char *v;
+	size_t i, k, len, bad = 0;
+
+	if (!m)
+		return;
+	ASSERT_EQ(0, make_pool(&p, m, 2, 0, 0));
+	for (i = 0; i < 200; i++) {
+		a[i] = i;
+		b[i] = 1000 * i;
+		star[2 * i] = (struct iovec){ &a[i], 8 };
+		star[2 * i + 1] = (struct iovec){ &b[i], 8 };
+	}
+	ASSERT_EQ(0, mpq_pool_starmap(p, add2, star, 2, 200, 7, &r));
+	for (i = 0; i < 200; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, (const void **)&v,
+						    &len));
+		memcpy(&sum, v, 8);
+		bad += sum != 1001 * i;
+	}
+	EXPECT_EQ(0, bad);
+	mpq_async_result_free(r);
+	r = NULL;
+	for (i = 0; i < 6; i++) {
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(0, mpq_pool_map(p, big, iov, 6, 1, &r));
+	for (i = 0; i < 6; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, (const void **)&v,
+						    &len));
+		ASSERT_EQ(200 << 10, len);
+		for (k = 0; k < len; k++)
+			bad += v[k] != (unsigned char)(i + k);
+	}
+	EXPECT_EQ(0, bad);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	mpq_manager_shutdown(m);
+}
+
+TEST(terminate_cancels_what_is_left_and_removes_the_pools_keys)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_async_result *r = NULL;
+	struct mpq_pool *p = NULL;
+	static uint64_t in[3000];
+	static struct iovec iov[3000];
+	size_t i, cancelled = 0, ok = 0;
+	const void *v;
+
+	if (!m)
+		return;
+	ASSERT_EQ(0, make_pool(&p, m, 2, 0, 0));
+	for (i = 0; i < 3000; i++) {
+		in[i] = i;
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(0, mpq_pool_map_async(p, slow_triple, iov, 3000, 1, NULL,
+					&r));
+	sleep_ms(100);
+	EXPECT_EQ(0, mpq_pool_terminate(p));
+	EXPECT_EQ(0, mpq_pool_join(p, BOUND));
+	EXPECT_EQ(0, mpq_async_result_wait(r, 0));
+	for (i = 0; i < 3000; i++) {
+		int e = mpq_async_result_value(r, i, &v, NULL);
+
+		cancelled += e == -ECANCELED;
+		ok += e == 0;
+	}
+	EXPECT_EQ(3000, cancelled + ok);
+	EXPECT_LT(0, cancelled);
+	mpq_async_result_free(r);
+	mpq_pool_free(p);
+	EXPECT_EQ(0, count_keys(m));
 	mpq_manager_shutdown(m);
 }
 
