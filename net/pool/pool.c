@@ -253,17 +253,23 @@ static void *dp_waker_main(void *arg)
 	return NULL;
 }
 
+static void dp_stop_waker(struct dp_pool *d)
+{
+	if (!d->waker_made)
+		return;
+	__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
+	eventfd_write(d->bell, 1);
+	pthread_join(d->waker, NULL);
+	d->waker_made = 0;
+}
+
 static void dp_free(struct dp_pool *d)
 {
 	size_t i;
 
 	if (!d)
 		return;
-	if (d->waker_made) {
-		__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
-		eventfd_write(d->bell, 1);
-		pthread_join(d->waker, NULL);
-	}
+	dp_stop_waker(d);
 	for (i = 0; d->local && i < (size_t)d->nlocal; i++) {
 		if (!d->local[i])
 			continue;
@@ -492,6 +498,20 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 			break;
 		done += (size_t)ret;
 	}
+	/*
+	 * The manager away (restarting, say): keep the rest for the next
+	 * collect. A put that was done after all only runs a chunk twice,
+	 * and its results are applied once.
+	 */
+	if (ret == -ECONNRESET || ret == -ECONNREFUSED || ret == -ETIMEDOUT ||
+	    ret == -ENOENT) {
+		for (i = 0; i < done; i++)
+			free(d->pend[i].iov_base);
+		memmove(d->pend, d->pend + done,
+			(d->npend - done) * sizeof(*d->pend));
+		d->npend -= done;
+		return;
+	}
 	for (i = 0; i < d->npend; i++) {
 		if (i >= done)
 			dp_fail_msg(d->pend[i].iov_base, d->pend[i].iov_len,
@@ -650,7 +670,12 @@ static void dp_close(void *ctx)
 	if (!d)
 		return;
 	args[0] = d->announce;
-	/* The workers first: what they run now finds the pool gone. */
+	/*
+	 * The waker first: a token it pushed after the keys went would make
+	 * the result list again. Then the keys, before the workers: what
+	 * they run now finds the pool gone.
+	 */
+	dp_stop_waker(d);
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 1, args, NULL);
 	dp_free(d);
