@@ -227,7 +227,7 @@ static int dp_start_local(struct dp_pool *d, int i)
 	return ret;
 }
 
-/* Push a wake token (with the list's expiry) so the pool's BLPOP returns. */
+/* Push a wake token (with the list's expiry) so the pool's wait returns. */
 static struct mgr_script wake_lua = { .src =
 	"redis.call('RPUSH', KEYS[1], 'W') "
 	"redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 0" };
@@ -624,26 +624,32 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 	if (wait < 1000000)
 		wait = 1000000;
 	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
+	/*
+	 * Nothing is taken off the list before it is applied: a reply lost
+	 * with the connection (a manager killed mid-reply) would lose the
+	 * results for good, their tasks being done. So the wait moves the
+	 * head to the tail (it stays in the list), the reads are LRANGE, and
+	 * only what was applied is trimmed; a trim that is lost only means
+	 * reading those results again, and they are applied once. The pool's
+	 * thread is the list's only reader: pushes go to the tail.
+	 */
 	{
-		const char *argv[3] = { "BLPOP", d->keys[1], secs };
+		const char *argv[6] = { "BLMOVE", d->keys[1], d->keys[1],
+					"LEFT", "RIGHT", secs };
 
-		ret = mpq__mgr_command(d->m, &r, 3, argv, NULL, wait);
+		ret = mpq__mgr_command(d->m, &r, 6, argv, NULL, wait);
 	}
 	if (ret) {
 		/* The manager is away: try again after a pause, not a spin. */
 		usleep(100000);
 		return ret;
 	}
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-	    r->element[1]->type == REDIS_REPLY_STRING)
-		dp_results((unsigned char *)r->element[1]->str,
-			   r->element[1]->len, sink, arg);
 	freeReplyObject(r);
-	/* And whatever else came meanwhile, in batches. */
 	for (;;) {
-		const char *argv[3] = { "LPOP", d->keys[1], "256" };
+		const char *argv[4] = { "LRANGE", d->keys[1], "0", "255" };
+		char from[24];
 
-		if (mpq__mgr_command(d->m, &r, 3, argv, NULL, 0))
+		if (mpq__mgr_command(d->m, &r, 4, argv, NULL, 0))
 			break;
 		if (r->type != REDIS_REPLY_ARRAY || !r->elements) {
 			freeReplyObject(r);
@@ -655,6 +661,15 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 					   r->element[i]->len, sink, arg);
 		i = r->elements;
 		freeReplyObject(r);
+		snprintf(from, sizeof(from), "%zu", i);
+		{
+			const char *targv[4] = { "LTRIM", d->keys[1], from,
+						 "-1" };
+
+			if (mpq__mgr_command(d->m, &r, 4, targv, NULL, 0))
+				break;
+			freeReplyObject(r);
+		}
 		if (i < 256)
 			break;
 	}
