@@ -316,7 +316,7 @@ struct mpq_async_result {
 	size_t nfails, fails_cap;
 
 	uint32_t progress;	/* futex word: bumped as items complete */
-	uint32_t waiters;	/* someone sleeps on progress */
+	uint32_t waiters;	/* how many sleep on progress, or will */
 	uint32_t ready;		/* complete and the callback has run */
 	int has_cb;
 	struct mpq_pool_callbacks cb;
