@@ -443,7 +443,13 @@ static void remote_sink(void *arg, uint64_t job, uint64_t index, int status,
 		else
 			pool_job_fail(j, index, -ENOMEM, NULL, 0);
 	}
-	pool_job_notify(j);
+	/*
+	 * Only an imap's reader waits for single items; the others wait for
+	 * the whole job, which pool_job_complete announces. A wake-up per
+	 * item would have a map's caller woken 20,000 times for nothing.
+	 */
+	if (j->kind >= POOL_JOB_IMAP)
+		pool_job_notify(j);
 	remote_finish(p, j);
 }
 
