@@ -179,6 +179,14 @@ $(B)/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(H
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 
+# The distributed pool's longer tests (a manager restarted mid-map), not
+# in check: net_pool_test.c built with NET_POOL_STRESS.
+.PHONY: net-pool-stress
+net-pool-stress: $(B)/selftests/net_pool_stress
+	$(B)/selftests/net_pool_stress
+$(B)/selftests/net_pool_stress: selftests/net_pool_test.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_STRESS -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
+
 # The network library's tests (selftests/net_*_test.c) link it too.
 $(B)/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
 	@mkdir -p $(@D)

@@ -1169,6 +1169,32 @@ enum {
 	MPQ_POOL_RETRY_ONCE	= 1U << 0,
 };
 
+/*
+ * A pool whose tasks go out through a Manager (libmpq-net, mpq_net.h) to
+ * workers on any machine: the local ones the pool starts (processes of
+ * them, forked, unless MPQ_POOL_REMOTE_ONLY) and every copy of the
+ * program started with --mpq-worker=ADDRESS (or MPQ_WORKER=ADDRESS) that
+ * joins. Tasks travel by name (MPQ_TASK) with leases: a task whose worker
+ * dies or is cut off runs again after its lease. See mpq_pool_remote(3).
+ */
+struct mpq_manager;
+
+enum {
+	MPQ_POOL_REMOTE_ONLY	= 1U << 0,	/* no local workers */
+};
+
+struct mpq_pool_remote {
+	struct mpq_manager *manager;	/* mpq_manager_start/connect's */
+	const char *name;	/* the pool's name on the manager, what its
+				   workers are given (MPQ_WORKER_POOL);
+				   NULL: "pool" */
+	int64_t lease_ns;	/* a task's lease, renewed while it runs;
+				   0: 10 s */
+	uint32_t max_deliveries; /* deliveries before -EOWNERDEAD; 0: 3 */
+	uint32_t flags;		/* MPQ_POOL_REMOTE_ONLY */
+	uint64_t __reserved[4];
+};
+
 /* Zero-initialise; zero means the default; reserved fields must be 0. */
 struct mpq_pool_attr {
 	int32_t processes;	/* workers: 0 means mpq_cpu_count() */
@@ -1191,7 +1217,9 @@ struct mpq_pool_attr {
 	uint32_t flags;		/* MPQ_POOL_RETRY_ONCE */
 	int32_t backend;	/* enum mpq_backend of the workers' pipes */
 	uint32_t __pad;
-	uint64_t __reserved[4];
+	/* Since 0.3: workers on many machines, see mpq_pool_remote(3). */
+	const struct mpq_pool_remote *remote;
+	uint64_t __reserved[3];
 };
 
 /*

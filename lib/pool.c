@@ -362,6 +362,9 @@ static int attr_check(const struct mpq_pool_attr *a)
 
 	if (!mpq_all_zero(a->__reserved, sizeof(a->__reserved)))
 		return -EINVAL;
+	/* Not with a manager yet: an initializer, maxtasksperchild, flags. */
+	if (a->remote && (a->initializer || a->maxtasksperchild || a->flags))
+		return -EOPNOTSUPP;
 	if (a->processes < 0 || a->processes > POOL_MAX_PROCESSES ||
 	    a->flags & ~(uint32_t)MPQ_POOL_RETRY_ONCE || a->__pad ||
 	    (!a->initarg && a->initarg_len))
@@ -469,6 +472,8 @@ static int pool_alloc(struct mpq_pool **out, const struct mpq_pool_attr *a)
 	p->bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->bell < 0)
 		return -errno;
+	if (a->remote)
+		return pool_remote_open(p, a);
 	return pool_ring(p);
 }
 
@@ -479,6 +484,7 @@ static void pool_destroy(struct mpq_pool *p)
 	for (i = 0; p->w && i < p->nproc; i++)
 		if (p->w[i].conn || p->w[i].proc)
 			pool_worker_release(p, &p->w[i]);
+	pool_remote_free(p);
 	if (p->ring_ok)
 		io_uring_queue_exit(&p->ring);
 	if (p->bell >= 0)
@@ -550,7 +556,8 @@ static int pool_start_handler(struct mpq_pool *p)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&p->thread, NULL, pool_handler_main, p);
+	ret = -pthread_create(&p->thread, NULL, p->rops ? pool_remote_main :
+			      pool_handler_main, p);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (!ret)
 		p->thread_made = 1;
@@ -574,9 +581,10 @@ MPQ_EXPORT int mpq_pool_new(struct mpq_pool **out,
 	if (mpq_process_daemon(mpq_current_process()) == 1)
 		return -EPERM;
 	ret = pool_alloc(&p, attr);
-	for (i = 0; !ret && i < p->nproc; i++)
+	/* A pool with a manager: libmpq-net started its workers. */
+	for (i = 0; !ret && !p->rops && i < p->nproc; i++)
 		ret = pool_worker_launch(p, (unsigned int)i);
-	for (i = 0; !ret && i < p->nproc; i++)
+	for (i = 0; !ret && !p->rops && i < p->nproc; i++)
 		ret = pool_start_slot(p, (unsigned int)i);
 	if (!ret)
 		ret = pool_start_handler(p);
@@ -698,6 +706,7 @@ static void pool_free_copy(struct mpq_pool *p)
 	free(p->w);
 	free(p->init_name);
 	free(p->initarg);
+	free(p->rtab);
 	free(p);
 }
 

@@ -316,10 +316,17 @@ struct mpq_async_result {
 	size_t nfails, fails_cap;
 
 	uint32_t progress;	/* futex word: bumped as items complete */
-	uint32_t waiters;	/* someone sleeps on progress */
+	uint32_t waiters;	/* how many sleep on progress, or will */
 	uint32_t ready;		/* complete and the callback has run */
 	int has_cb;
 	struct mpq_pool_callbacks cb;
+
+	/* A pool with a manager (pool_remote.c): the job's key, its
+	   bucket's chain, and where copies of values go. */
+	uint64_t rid;
+	struct mpq_async_result *rnext;
+	unsigned char *rarena;
+	size_t rleft;
 
 	size_t arg_len;		/* COPY: the argument, after the struct */
 	unsigned char arg[] __attribute__((aligned(16)));
@@ -455,7 +462,21 @@ struct mpq_pool {
 	} est[POOL_EST_SLOTS];
 
 	struct mpq_pool *gnext;		/* every pool of this process */
+
+	/* A pool with a manager: libmpq-net's side (pool_remote.c). */
+	const struct mpq__pool_remote_ops *rops;
+	void *rctx;
+	struct mpq_async_result **rtab;	/* jobs by rid */
+	uint64_t rseq;
 };
+
+/* pool_remote.c: a pool with a manager (mpq_pool_attr.remote). */
+struct mpq__pool_remote_ops;
+int pool_remote_open(struct mpq_pool *p, const struct mpq_pool_attr *a);
+void *pool_remote_main(void *arg);
+void pool_remote_free(struct mpq_pool *p);
+void pool_remote_worker_check(int *argc, char ***argv);
+uint64_t pool_task_table_hash(uint32_t *ntasks);
 
 /* pool.c */
 int pool_worker_launch(struct mpq_pool *p, unsigned int slot);

@@ -11,8 +11,8 @@
  * imap_unordered's order by ndone (release), everything by ready
  * (release), which is set after the callback has run, as Python does.
  * Waiters sleep on the job's progress word, which the handler bumps; it
- * makes the wake-up call only when a waiter said it sleeps (the fence in
- * pool_job_notify pairs with the one in job_sleep).
+ * makes the wake-up call only while waiters count themselves (the fence in
+ * pool_job_notify pairs with the increment in job_sleep).
  *
  * Map arguments are not copied: the caller's iovecs and bytes are read
  * when the handler builds messages, so they must outlive the job. An
@@ -648,12 +648,18 @@ void pool_job_cancel(struct mpq_async_result *j, int code, const char *why)
 void pool_job_notify(struct mpq_async_result *j)
 {
 	__atomic_add_fetch(&j->progress, 1, __ATOMIC_RELEASE);
-	/* Pairs with the seq_cst store of waiters in job_sleep. */
+	/* Pairs with the seq_cst increment of waiters in job_sleep. */
 	full_fence();
-	if (load_relaxed(&j->waiters)) {
-		store_release(&j->waiters, 0);
+	/*
+	 * A count the waiters keep themselves, never cleared here: a store
+	 * of 0 after the wake could land after a waiter had just counted
+	 * itself again (woken by this very bump) and was on its way to
+	 * sleep on it; every later bump would then see no waiter, and
+	 * a map's caller slept for ever (the distributed pool, which bumps
+	 * once per item, hung a 20,000-item map about one run in 13).
+	 */
+	if (load_relaxed(&j->waiters))
 		mpq_futex_wake(&j->progress, INT32_MAX);
-	}
 }
 
 static const char *job_msg(struct mpq_async_result *j, size_t i)
@@ -749,10 +755,13 @@ static int job_sleep(struct mpq_async_result *j,
 	for (;;) {
 		seen = load_acquire(&j->progress);
 		/* Pairs with the fence in pool_job_notify. */
-		__atomic_store_n(&j->waiters, 1, __ATOMIC_SEQ_CST);
-		if (pred(j, k))
+		__atomic_add_fetch(&j->waiters, 1, __ATOMIC_SEQ_CST);
+		if (pred(j, k)) {
+			__atomic_sub_fetch(&j->waiters, 1, __ATOMIC_RELAXED);
 			return 0;
+		}
 		r = mpq_futex_wait(&j->progress, seen, deadline);
+		__atomic_sub_fetch(&j->waiters, 1, __ATOMIC_RELAXED);
 		if (pred(j, k))
 			return 0;
 		if (r == -ETIMEDOUT)

@@ -122,6 +122,31 @@ mpq_task_fn pool_task_by_name(const char *name, size_t len)
 	return fn;
 }
 
+/*
+ * The table as a remote worker compares it with its pool's: a hash of
+ * the set of names (the order constructors ran in does not matter), so
+ * that a worker built from another version of the program is refused.
+ */
+uint64_t pool_task_table_hash(uint32_t *ntasks)
+{
+	uint64_t sum = 0, h;
+	const char *c;
+	size_t i;
+
+	mpq_proc_lock();
+	for (i = 0; i < pool_ntasks; i++) {
+		h = 0xcbf29ce484222325ULL;	/* FNV-1a, then a mix */
+		for (c = pool_tasks[i].name; *c; c++)
+			h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
+		h ^= h >> 31;
+		h *= 0x9e3779b97f4a7c15ULL;
+		sum += h ^ (h >> 29);
+	}
+	*ntasks = (uint32_t)pool_ntasks;
+	mpq_proc_unlock();
+	return sum;
+}
+
 /* ---- tuples of arguments (starmap) ------------------------------------ */
 
 /* A tuple: per string a uint64_t length, then the bytes padded to 8. */

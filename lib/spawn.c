@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "pool.h"
 
 #define MPQ_BOOT_MAGIC		"MPQBOOT1"
 #define MPQ_TARGET_NAME_MAX	255
@@ -402,6 +403,8 @@ MPQ_EXPORT int mpq_init(int *argc, char ***argv)
 	boot = getenv(MPQ_FORKSERVER_ENV);
 	if (boot)
 		mpq_forkserver_main(boot);
+	/* A distributed pool's worker (pool_remote.c) serves too. */
+	pool_remote_worker_check(argc, argv);
 	if (!argc != !argv)
 		return -EINVAL;
 	if (!argc || !*argv || *argc < 0)

@@ -29,6 +29,14 @@
 
 #include "manager/manager.h"
 
+/*
+ * Link the distributed pool (net/pool/pool.c) wherever a manager is: its
+ * constructor installs it into libmpq's Pool, also in a static link.
+ */
+extern const char mpq__net_pool_anchor;
+static const char *const pool_anchor __attribute__((used)) =
+	&mpq__net_pool_anchor;
+
 int64_t mpq__mgr_now(void)
 {
 	struct timespec ts;
