@@ -74,14 +74,33 @@ struct px_sem {
 	struct mpq_manager_sem *s;
 };
 
-int mpq__px_common_init(struct px_common *c, struct mpq_manager *m,
-			  int kind, const char *name)
+void *mpq__px_new(size_t size, struct mpq_manager *m, int kind,
+		  const char *name)
 {
+	struct px_common *c = calloc(1, size);
+
+	if (!c)
+		return NULL;
 	c->m = m;
 	c->kind = kind;
 	c->export_fd = -1;
 	c->name = strdup(name);
-	return c->name ? 0 : -ENOMEM;
+	if (!c->name) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int mpq__px_opened(void *obj, int own_m, int err, void (*free_obj)(void *))
+{
+	struct px_common *c = obj;
+
+	if (err)
+		free_obj(obj);	/* own_m still 0: m is the caller's */
+	else
+		c->own_m = own_m;
+	return err;
 }
 
 void mpq__px_common_fini(struct px_common *c)
@@ -98,8 +117,9 @@ void mpq__px_common_fini(struct px_common *c)
  * NUL-terminated fields: magic, kind, address, authkey, name, num,
  * lease_ns, max_deliveries, extra (a kind's own: proxy_sync.c).
  */
-int mpq__px_export(struct px_common *c, char *buf, size_t len)
+int mpq__px_export(void *obj, char *buf, size_t len)
 {
+	struct px_common *c = obj;
 	const char *addr = mpq_manager_address(c->m);
 	const char *key = mpq_manager_authkey(c->m);
 	char kind[8], num[24], lease[24], maxd[16], extra[16];
@@ -325,11 +345,6 @@ static int pxq_unfinished(void *obj)
 	return pxq_clamp(mpq_manager_queue_unfinished(p->q));
 }
 
-static int pxq_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_queue *)obj)->c, buf, len);
-}
-
 static void pxq_free(void *obj)
 {
 	struct px_queue *p = obj;
@@ -357,7 +372,7 @@ static const struct mpq_ext_queue_ops pxq_ops = {
 	.task_done = pxq_task_done,
 	.join = pxq_join,
 	.unfinished = pxq_unfinished,
-	.export = pxq_export,
+	.export = mpq__px_export,
 	.free = pxq_free,
 };
 
@@ -374,25 +389,18 @@ static int pxq_open(struct mpq_manager *m, int own_m, const char *name,
 	*out = NULL;
 	if (!attr)
 		attr = &dflt;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, kind, name);
 	if (!p)
 		return -ENOMEM;
 	p->pid = getpid();
-	err = mpq__px_common_init(&p->c, m, kind, name);
-	if (!err)
-		err = mpq_manager_queue(m, name, attr, &p->q);
+	err = mpq_manager_queue(m, name, attr, &p->q);
 	if (!err) {
 		p->c.num = attr->maxsize;
 		p->c.lease_ns = attr->lease_ns;
 		p->c.max_deliveries = attr->max_deliveries;
-		p->c.own_m = own_m;
 		err = mpq_ext_queue_new(out, &pxq_ops, p);
 	}
-	if (err) {
-		p->c.own_m = 0;		/* the caller's, on failure */
-		pxq_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxq_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_queue_open(struct mpq_manager *m,
@@ -454,11 +462,6 @@ static int pxl_owned(void *obj)
 	return mpq_manager_lock_token(((struct px_lock *)obj)->l) != 0;
 }
 
-static int pxl_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_lock *)obj)->c, buf, len);
-}
-
 static void pxl_free(void *obj)
 {
 	struct px_lock *p = obj;
@@ -477,7 +480,7 @@ static const struct mpq_ext_lock_ops pxl_ops = {
 	.consistent = pxl_consistent,
 	.locked = pxl_locked,
 	.owned = pxl_owned,
-	.export = pxl_export,
+	.export = mpq__px_export,
 	.free = pxl_free,
 };
 
@@ -490,23 +493,15 @@ static int pxl_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0)
 		return -EINVAL;
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, kind, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, kind, name);
-	if (!err)
-		err = mpq_manager_lock(m, name, kind == PX_RLOCK, lease_ns,
-				       &p->l);
+	err = mpq_manager_lock(m, name, kind == PX_RLOCK, lease_ns, &p->l);
 	if (!err) {
 		p->c.lease_ns = lease_ns;
-		p->c.own_m = own_m;
 		err = mpq_ext_lock_new(out, &pxl_ops, p, kind == PX_RLOCK);
 	}
-	if (err) {
-		p->c.own_m = 0;
-		pxl_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxl_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_lock_open(struct mpq_manager *m,
@@ -528,16 +523,14 @@ MPQ_NET_EXPORT int mpq_manager_rlock_open(struct mpq_manager *m,
 int mpq__px_lock_wrap(struct mpq_manager *m, struct mpq_manager_lock *ml,
 		      const char *name, int64_t lease_ns, struct mpq_lock **out)
 {
-	struct px_lock *p = calloc(1, sizeof(*p));
+	struct px_lock *p = mpq__px_new(sizeof(*p), m, PX_RLOCK, name);
 	int err;
 
 	if (!p)
 		return -ENOMEM;
 	p->l = ml;
-	err = mpq__px_common_init(&p->c, m, PX_RLOCK, name);
 	p->c.lease_ns = lease_ns;
-	if (!err)
-		err = mpq_ext_lock_new(out, &pxl_ops, p, 1);
+	err = mpq_ext_lock_new(out, &pxl_ops, p, 1);
 	if (err) {
 		p->l = NULL;
 		pxl_free(p);
@@ -565,11 +558,6 @@ static int pxs_release(void *obj)
 	return mpq_manager_sem_release(((struct px_sem *)obj)->s);
 }
 
-static int pxs_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_sem *)obj)->c, buf, len);
-}
-
 static void pxs_free(void *obj)
 {
 	struct px_sem *p = obj;
@@ -585,7 +573,7 @@ static const struct mpq_ext_sem_ops pxs_ops = {
 	.size = sizeof(struct mpq_ext_sem_ops),
 	.acquire = pxs_acquire,
 	.release = pxs_release,
-	.export = pxs_export,
+	.export = mpq__px_export,
 	.free = pxs_free,
 };
 
@@ -598,23 +586,16 @@ static int pxs_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0)
 		return -EINVAL;
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, PX_SEM, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, PX_SEM, name);
-	if (!err)
-		err = mpq_manager_sem(m, name, value, lease_ns, &p->s);
+	err = mpq_manager_sem(m, name, value, lease_ns, &p->s);
 	if (!err) {
 		p->c.num = value;
 		p->c.lease_ns = lease_ns;
-		p->c.own_m = own_m;
 		err = mpq_ext_sem_new(out, &pxs_ops, p);
 	}
-	if (err) {
-		p->c.own_m = 0;
-		pxs_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxs_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_sem_open(struct mpq_manager *m,
@@ -650,6 +631,7 @@ static int px_import(int kind, const char *handle, void *out)
 	const char *rest = handle + strlen(PX_PREFIX);
 	struct mpq_manager *m;
 	struct mpq_manager_queue_attr qa = { 0 };
+	struct px_fields pf;
 	int fd, i, k, err;
 	ssize_t n;
 
@@ -693,24 +675,28 @@ static int px_import(int kind, const char *handle, void *out)
 		explicit_bzero(buf, sizeof(buf));	/* the authkey */
 		return err;
 	}
+	pf.name = f[4];
+	pf.num = strtoull(f[5], NULL, 10);
+	pf.lease_ns = strtoll(f[6], NULL, 10);
+	pf.count = strtoul(f[7], NULL, 10);
+	pf.extra = strtoul(f[8], NULL, 10);
 	switch (k) {
 	case PX_QUEUE:
 	case PX_JQUEUE:
-		qa.maxsize = strtoull(f[5], NULL, 10);
-		qa.lease_ns = strtoll(f[6], NULL, 10);
-		qa.max_deliveries = strtoul(f[7], NULL, 10);
-		err = pxq_open(m, 1, f[4], &qa, k, out);
+		qa.maxsize = pf.num;
+		qa.lease_ns = pf.lease_ns;
+		qa.max_deliveries = pf.count;
+		err = pxq_open(m, 1, pf.name, &qa, k, out);
 		break;
 	case PX_LOCK:
 	case PX_RLOCK:
-		err = pxl_open(m, 1, f[4], strtoll(f[6], NULL, 10), k, out);
+		err = pxl_open(m, 1, pf.name, pf.lease_ns, k, out);
 		break;
 	case PX_SEM:
-		err = pxs_open(m, 1, f[4], strtoul(f[5], NULL, 10),
-			       strtoll(f[6], NULL, 10), out);
+		err = pxs_open(m, 1, pf.name, pf.num, pf.lease_ns, out);
 		break;
 	default:
-		err = mpq__px_sync_import(m, k, (const char *const *)f, out);
+		err = mpq__px_sync_import(m, k, &pf, out);
 	}
 	explicit_bzero(buf, sizeof(buf));
 	if (err)

@@ -56,11 +56,6 @@ static int pxe_wait(void *obj, int64_t timeout_ns)
 				      MPQ_FOREVER : timeout_ns);
 }
 
-static int pxe_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_event *)obj)->c, buf, len);
-}
-
 static void pxe_free(void *obj)
 {
 	struct px_event *p = obj;
@@ -78,7 +73,7 @@ static const struct mpq_ext_event_ops pxe_ops = {
 	.clear = pxe_clear,
 	.is_set = pxe_is_set,
 	.wait = pxe_wait,
-	.export = pxe_export,
+	.export = mpq__px_export,
 	.free = pxe_free,
 };
 
@@ -91,21 +86,13 @@ static int pxe_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!m || !out || !mpq__mgr_name_ok(name))
 		return -EINVAL;
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, PX_EVENT, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, PX_EVENT, name);
+	err = mpq_manager_event(m, name, &p->e);
 	if (!err)
-		err = mpq_manager_event(m, name, &p->e);
-	if (!err) {
-		p->c.own_m = own_m;
 		err = mpq_ext_event_new(out, &pxe_ops, p);
-	}
-	if (err) {
-		p->c.own_m = 0;		/* the caller's, on failure */
-		pxe_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxe_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_event_open(struct mpq_manager *m,
@@ -149,11 +136,6 @@ static int pxc_notify_all(void *obj)
 	return mpq_manager_cond_notify_all(PXC(obj));
 }
 
-static int pxc_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_cond *)obj)->c, buf, len);
-}
-
 static void pxc_free(void *obj)
 {
 	struct px_cond *p = obj;
@@ -172,7 +154,7 @@ static const struct mpq_ext_cond_ops pxc_ops = {
 	.wait_for = pxc_wait_for,
 	.notify = pxc_notify,
 	.notify_all = pxc_notify_all,
-	.export = pxc_export,
+	.export = mpq__px_export,
 	.free = pxc_free,
 };
 
@@ -194,12 +176,10 @@ static int pxc_open(struct mpq_manager *m, int own_m, const char *name,
 		if (!ml)
 			return -EINVAL;
 	}
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, PX_COND, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, PX_COND, name);
-	if (!err)
-		err = mpq_manager_cond(m, name, ml, lease_ns, &p->cv);
+	err = mpq_manager_cond(m, name, ml, lease_ns, &p->cv);
 	if (!err && !lock) {
 		if (asprintf(&lname, "%s/cond", name) < 0) {
 			err = -ENOMEM;
@@ -213,14 +193,9 @@ static int pxc_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!err) {
 		p->c.lease_ns = lease_ns;
 		p->c.extra = !!lock;
-		p->c.own_m = own_m;
 		err = mpq_ext_cond_new(out, &pxc_ops, p, lock ? lock : p->own);
 	}
-	if (err) {
-		p->c.own_m = 0;
-		pxc_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxc_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_cond_open(struct mpq_manager *m,
@@ -274,11 +249,6 @@ static int pxb_broken(void *obj)
 	return mpq_manager_barrier_broken(PXB(obj));
 }
 
-static int pxb_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_barrier *)obj)->c, buf, len);
-}
-
 static void pxb_free(void *obj)
 {
 	struct px_barrier *p = obj;
@@ -298,7 +268,7 @@ static const struct mpq_ext_barrier_ops pxb_ops = {
 	.parties = pxb_parties,
 	.n_waiting = pxb_n_waiting,
 	.broken = pxb_broken,
-	.export = pxb_export,
+	.export = mpq__px_export,
 	.free = pxb_free,
 };
 
@@ -312,24 +282,17 @@ static int pxb_open(struct mpq_manager *m, int own_m, const char *name,
 	if (!m || !out || !mpq__mgr_name_ok(name) || lease_ns < 0)
 		return -EINVAL;
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, PX_BARRIER, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, PX_BARRIER, name);
-	if (!err)
-		err = mpq_manager_barrier(m, name, parties, action, arg,
-					  lease_ns, &p->b);
+	err = mpq_manager_barrier(m, name, parties, action, arg, lease_ns,
+				  &p->b);
 	if (!err) {
 		p->c.num = parties;
 		p->c.lease_ns = lease_ns;
-		p->c.own_m = own_m;
 		err = mpq_ext_barrier_new(out, &pxb_ops, p);
 	}
-	if (err) {
-		p->c.own_m = 0;
-		pxb_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxb_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_barrier_open(struct mpq_manager *m,
@@ -364,11 +327,6 @@ static int pxv_set(void *obj, size_t start, size_t stop, const void *in)
 					   stop, in);
 }
 
-static int pxv_export(void *obj, char *buf, size_t len)
-{
-	return mpq__px_export(&((struct px_value *)obj)->c, buf, len);
-}
-
 static void pxv_free(void *obj)
 {
 	struct px_value *p = obj;
@@ -385,7 +343,7 @@ static const struct mpq_ext_value_ops pxv_ops = {
 	.size = sizeof(struct mpq_ext_value_ops),
 	.get = pxv_get,
 	.set = pxv_set,
-	.export = pxv_export,
+	.export = mpq__px_export,
 	.free = pxv_free,
 };
 
@@ -403,13 +361,11 @@ static int pxv_open(struct mpq_manager *m, int own_m, const char *name,
 	    count > UINT32_MAX || (flags & ~MPQ_VALUE_RAW))
 		return -EINVAL;
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mpq__px_new(sizeof(*p), m, PX_VALUE, name);
 	if (!p)
 		return -ENOMEM;
-	err = mpq__px_common_init(&p->c, m, PX_VALUE, name);
-	if (!err)
-		err = mpq_manager_array(m, name, elem_size, count, flags,
-					lease_ns, &p->v);
+	err = mpq_manager_array(m, name, elem_size, count, flags, lease_ns,
+				&p->v);
 	ml = err ? NULL : mpq_manager_value_get_lock(p->v);
 	if (ml) {
 		if (asprintf(&lname, "%s/value", name) < 0) {
@@ -429,15 +385,10 @@ static int pxv_open(struct mpq_manager *m, int own_m, const char *name,
 		p->c.max_deliveries = (uint32_t)count;
 		p->c.extra = flags;
 		p->c.lease_ns = lease_ns;
-		p->c.own_m = own_m;
 		err = mpq_ext_value_new(out, &pxv_ops, p, elem_size, count,
 					p->own);
 	}
-	if (err) {
-		p->c.own_m = 0;
-		pxv_free(p);
-	}
-	return err;
+	return mpq__px_opened(p, own_m, err, pxv_free);
 }
 
 MPQ_NET_EXPORT int mpq_manager_array_open(struct mpq_manager *m,
@@ -460,36 +411,32 @@ MPQ_NET_EXPORT int mpq_manager_value_open(struct mpq_manager *m,
 /* ------------------------------------------------------------------ */
 /* Import */
 
-int mpq__px_sync_import(struct mpq_manager *m, int k, const char *const *f,
-			void *out)
+int mpq__px_sync_import(struct mpq_manager *m, int k,
+			const struct px_fields *f, void *out)
 {
 	struct mpq_ext_import_args *a = out;
-	unsigned long long num = strtoull(f[5], NULL, 10);
-	int64_t lease_ns = strtoll(f[6], NULL, 10);
-	unsigned long count = strtoul(f[7], NULL, 10);
-	unsigned long extra = strtoul(f[8], NULL, 10);
 
-	if (lease_ns < 0)
+	if (f->lease_ns < 0)
 		return -EINVAL;
 	switch (k) {
 	case PX_EVENT:
-		return pxe_open(m, 1, f[4], out);
+		return pxe_open(m, 1, f->name, out);
 	case PX_COND:
 		/* With the caller's lock if it was made with one, as locally. */
-		if (!!extra != !!a->lock)
+		if (!!f->extra != !!a->lock)
 			return -EINVAL;
-		return pxc_open(m, 1, f[4], a->lock, lease_ns, a->out);
+		return pxc_open(m, 1, f->name, a->lock, f->lease_ns, a->out);
 	case PX_BARRIER:
-		if (!num || num > 32767)
+		if (!f->num || f->num > 32767)
 			return -EINVAL;
-		return pxb_open(m, 1, f[4], (unsigned int)num, a->action,
-				a->arg, lease_ns, a->out);
+		return pxb_open(m, 1, f->name, (unsigned int)f->num, a->action,
+				a->arg, f->lease_ns, a->out);
 	case PX_VALUE:
 		/* A managed value's lock is its own. */
 		if (a->lock)
 			return -EINVAL;
-		return pxv_open(m, 1, f[4], (size_t)num, count,
-				(unsigned int)extra, lease_ns, a->out);
+		return pxv_open(m, 1, f->name, (size_t)f->num, f->count,
+				(unsigned int)f->extra, f->lease_ns, a->out);
 	}
 	return -EINVAL;
 }
