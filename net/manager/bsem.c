@@ -89,8 +89,6 @@ MPQ_NET_EXPORT int mpq_manager_bounded_sem(struct mpq_manager *m,
 {
 	static const char *const sfx[4] = { ":cfg", ":h", ":fence", ":w" };
 	struct mpq_manager_bsem *s;
-	const char *args[1];
-	redisReply *r;
 	int err;
 
 	if (!out || !value || value > INT32_MAX ||
@@ -103,48 +101,31 @@ MPQ_NET_EXPORT int mpq_manager_bounded_sem(struct mpq_manager *m,
 		strcpy(s->lease_ms, BSEM_FOREVER_MS);
 	else
 		mpq__mgr_lease_ms(s->lease_ms, lease_ns);
-	snprintf(s->value, sizeof(s->value), "%u", value);
-	args[0] = s->value;
-	err = mpq__mgr_eval(m, &open_lua, &r, 4, (const char **)s->o.keys, 1,
-			    args, NULL);
+	err = mpq__mgr_sem_open(&s->o, &open_lua, value, s->value, 10);
 	if (err) {
 		mpq__mgr_obj_free(s);
 		return err;
 	}
-	if (r->type != REDIS_REPLY_STRING || !r->len || r->len > 10) {
-		freeReplyObject(r);
-		mpq__mgr_obj_free(s);
-		return -EPROTO;
-	}
-	memcpy(s->value, r->str, r->len);	/* the first opener's value */
-	s->value[r->len] = 0;
-	freeReplyObject(r);
 	*out = s;
 	return 0;
 }
 
 static void forget_parent(struct mpq_manager_bsem *s)
 {
-	if (s->pid != getpid()) {
-		s->pid = getpid();
-		s->held = 0;	/* a forked child took none of them */
-	}
+	mpq__mgr_sem_forked(&s->pid, &s->held);
 }
 
 MPQ_NET_EXPORT int mpq_manager_bounded_sem_acquire(struct mpq_manager_bsem *s,
 						   int64_t timeout_ns)
 {
-	const char *args[3];
 	uint64_t token;
 	int err;
 
 	if (!s || timeout_ns < MPQ_FOREVER)
 		return -EINVAL;
 	forget_parent(s);
-	args[0] = mpq__mgr_owner(s->o.m);
-	args[1] = s->lease_ms;
-	args[2] = s->value;
-	err = mpq__mgr_acquire(&s->o, &acquire_lua, args, timeout_ns, &token);
+	err = mpq__mgr_sem_take(&s->o, &acquire_lua, s->lease_ms, s->value,
+				timeout_ns, &token);
 	if (err && err != -EOWNERDEAD)
 		return err;
 	/* Past 64, the unit is released as another process's would be. */

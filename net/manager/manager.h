@@ -144,6 +144,20 @@ int mpq__mgr_acquire(struct mgr_obj *o, struct mgr_script *s,
 /* Run s with ARGV owner, token, lease_ms; its integer answer in *v. */
 int mpq__mgr_hold_script(struct mgr_obj *o, struct mgr_script *s,
 			 uint64_t token, const char *lease_ms, long long *v);
+/*
+ * What Semaphore (sem.c) and BoundedSemaphore (bsem.c) share (sem.c).
+ * sem_open: write value into vbuf (24 bytes), run open (ARGV: it) on
+ * o's keys and put the first opener's value there instead: -EPROTO if it
+ * is not 1 to maxlen digits. sem_take: mpq__mgr_acquire of acquire
+ * with ARGV owner, lease_ms, vbuf. sem_forked: a forked child holds none
+ * of its parent's units (*held 0 when *pid is not this process's).
+ */
+int mpq__mgr_sem_open(struct mgr_obj *o, struct mgr_script *open,
+		      unsigned int value, char vbuf[24], size_t maxlen);
+int mpq__mgr_sem_take(struct mgr_obj *o, struct mgr_script *acquire,
+		      const char *lease_ms, const char *vbuf,
+		      int64_t timeout_ns, uint64_t *token);
+void mpq__mgr_sem_forked(pid_t *pid, int *held);
 int mpq__mgr_conn_open(struct mpq_manager *m);
 void mpq__mgr_conn_drop(struct mpq_manager *m);
 

@@ -76,8 +76,6 @@ MPQ_NET_EXPORT int mpq_manager_sem(struct mpq_manager *m, const char *name,
 {
 	static const char *const sfx[4] = { ":cfg", ":h", ":fence", ":w" };
 	struct mpq_manager_sem *s;
-	const char *args[1];
-	redisReply *r;
 	int err;
 
 	if (!out || lease_ns < 0 || !value)
@@ -86,38 +84,62 @@ MPQ_NET_EXPORT int mpq_manager_sem(struct mpq_manager *m, const char *name,
 	if (!s)
 		return err;
 	mpq__mgr_lease_ms(s->lease_ms, lease_ns);
-	snprintf(s->value, sizeof(s->value), "%u", value);
-	args[0] = s->value;
-	err = mpq__mgr_eval(m, &open_lua, &r, 4, (const char **)s->o.keys, 1,
-			    args, NULL);
+	err = mpq__mgr_sem_open(&s->o, &open_lua, value, s->value, 20);
 	if (err) {
 		mpq_manager_sem_free(s);
 		return err;
 	}
-	if (r->type != REDIS_REPLY_STRING || !r->len || r->len > 20) {
-		freeReplyObject(r);
-		mpq_manager_sem_free(s);
-		return -EPROTO;
-	}
-	memcpy(s->value, r->str, r->len);	/* the first opener's value */
-	s->value[r->len] = 0;
-	freeReplyObject(r);
 	*out = s;
 	return 0;
 }
 
+int mpq__mgr_sem_open(struct mgr_obj *o, struct mgr_script *open,
+		      unsigned int value, char vbuf[24], size_t maxlen)
+{
+	const char *args[1] = { vbuf };
+	redisReply *r;
+	int err;
+
+	snprintf(vbuf, 24, "%u", value);
+	err = mpq__mgr_eval(o->m, open, &r, 4, (const char **)o->keys, 1,
+			    args, NULL);
+	if (err)
+		return err;
+	if (r->type != REDIS_REPLY_STRING || !r->len || r->len > maxlen) {
+		freeReplyObject(r);
+		return -EPROTO;
+	}
+	memcpy(vbuf, r->str, r->len);	/* the first opener's value */
+	vbuf[r->len] = 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+int mpq__mgr_sem_take(struct mgr_obj *o, struct mgr_script *acquire,
+		      const char *lease_ms, const char *vbuf,
+		      int64_t timeout_ns, uint64_t *token)
+{
+	const char *args[3] = { mpq__mgr_owner(o->m), lease_ms, vbuf };
+
+	return mpq__mgr_acquire(o, acquire, args, timeout_ns, token);
+}
+
+void mpq__mgr_sem_forked(pid_t *pid, int *held)
+{
+	if (*pid != getpid()) {
+		*pid = getpid();
+		*held = 0;	/* a forked child holds none of them */
+	}
+}
+
 static void forget_parent(struct mpq_manager_sem *s)
 {
-	if (s->pid != getpid()) {
-		s->pid = getpid();
-		s->held = 0;	/* a forked child holds none of them */
-	}
+	mpq__mgr_sem_forked(&s->pid, &s->held);
 }
 
 MPQ_NET_EXPORT int mpq_manager_sem_acquire(struct mpq_manager_sem *s,
 					   int64_t timeout_ns)
 {
-	const char *args[3];
 	uint64_t token;
 	int err;
 
@@ -126,10 +148,8 @@ MPQ_NET_EXPORT int mpq_manager_sem_acquire(struct mpq_manager_sem *s,
 	forget_parent(s);
 	if (s->held == SEM_MAX_HELD)
 		return -EOVERFLOW;
-	args[0] = mpq__mgr_owner(s->o.m);
-	args[1] = s->lease_ms;
-	args[2] = s->value;
-	err = mpq__mgr_acquire(&s->o, &acquire_lua, args, timeout_ns, &token);
+	err = mpq__mgr_sem_take(&s->o, &acquire_lua, s->lease_ms, s->value,
+				timeout_ns, &token);
 	if (err && err != -EOWNERDEAD)
 		return err;
 	s->tokens[s->held++] = token;
