@@ -39,26 +39,18 @@ struct mpq_manager_bsem {
 	uint64_t tokens[BSEM_MAX_HELD];
 };
 
-#define BS_KEYS "local CFG, H, FENCE, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+#define BS_KEYS MGR_SEM_KEYS
 
 static struct mgr_script open_lua = { .src = BS_KEYS
 	"redis.call('HSETNX', CFG, 'value', ARGV[1]) redis.call('ZCARD', H) "
 	"return redis.call('HGET', CFG, 'value')" };
 
 /*
- * As sem.c's: {1, token, died} when taken; {0, ms to wait} when not, at
- * most 10 s (a lease that never ends would overflow the caller's ns).
+ * As sem.c's, but waits at most 10 s (a lease that never ends would
+ * overflow the caller's ns).
  */
-static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW BS_KEYS
-	"local now = now_ms() local died = 0 "
-	"if redis.call('ZREMRANGEBYSCORE', H, '-inf', now) > 0 then "
-	"died = 1 end "
-	"if redis.call('ZCARD', H) < tonumber(ARGV[3]) then "
-	"local t = redis.call('INCR', FENCE) "
-	"redis.call('ZADD', H, now + tonumber(ARGV[2]), ARGV[1] .. '/' .. t) "
-	"return {1, t, died} end "
-	"local nx = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES') "
-	"return {0, math.min(10000, math.max(1, tonumber(nx[2]) - now + 1))}" };
+static struct mgr_script acquire_lua = {
+	.src = MGR_SEM_ACQUIRE_LUA("math.min(10000, w)") };
 
 /*
  * ARGV: member ("" for none). Gives back the member's unit if it is

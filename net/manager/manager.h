@@ -152,6 +152,24 @@ int mpq__mgr_hold_script(struct mgr_obj *o, struct mgr_script *s,
  * with ARGV owner, lease_ms, vbuf. sem_forked: a forked child holds none
  * of its parent's units (*held 0 when *pid is not this process's).
  */
+#define MGR_SEM_KEYS \
+	"local CFG, H, FENCE, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+/*
+ * Their acquire. ARGV: me, lease_ms, value. {1, token, died} when taken;
+ * {0, wait} when not, wait a Lua expression of w, the ms until the first
+ * lease ends.
+ */
+#define MGR_SEM_ACQUIRE_LUA(wait) MGR_LUA_NOW MGR_SEM_KEYS \
+	"local now = now_ms() local died = 0 " \
+	"if redis.call('ZREMRANGEBYSCORE', H, '-inf', now) > 0 then " \
+	"died = 1 end " \
+	"if redis.call('ZCARD', H) < tonumber(ARGV[3]) then " \
+	"local t = redis.call('INCR', FENCE) " \
+	"redis.call('ZADD', H, now + tonumber(ARGV[2]), ARGV[1] .. '/' .. t) " \
+	"return {1, t, died} end " \
+	"local nx = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES') " \
+	"local w = math.max(1, tonumber(nx[2]) - now + 1) " \
+	"return {0, " wait "}"
 int mpq__mgr_sem_open(struct mgr_obj *o, struct mgr_script *open,
 		      unsigned int value, char vbuf[24], size_t maxlen);
 int mpq__mgr_sem_take(struct mgr_obj *o, struct mgr_script *acquire,

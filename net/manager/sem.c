@@ -32,26 +32,14 @@ struct mpq_manager_sem {
 	uint64_t tokens[SEM_MAX_HELD];
 };
 
-#define S_KEYS "local CFG, H, FENCE, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+#define S_KEYS MGR_SEM_KEYS
 
 static struct mgr_script open_lua = { .src = S_KEYS
 	"redis.call('HSETNX', CFG, 'value', ARGV[1]) "
 	"return redis.call('HGET', CFG, 'value')" };
 
-/*
- * ARGV: me, lease_ms, value. {1, token, died} when taken; {0, ms until
- * the first lease ends (-1: none)} when not.
- */
-static struct mgr_script acquire_lua = { .src = MGR_LUA_NOW S_KEYS
-	"local now = now_ms() local died = 0 "
-	"if redis.call('ZREMRANGEBYSCORE', H, '-inf', now) > 0 then "
-	"died = 1 end "
-	"if redis.call('ZCARD', H) < tonumber(ARGV[3]) then "
-	"local t = redis.call('INCR', FENCE) "
-	"redis.call('ZADD', H, now + tonumber(ARGV[2]), ARGV[1] .. '/' .. t) "
-	"return {1, t, died} end "
-	"local nx = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES') "
-	"return {0, math.max(1, tonumber(nx[2]) - now + 1)}" };
+/* ARGV: me, lease_ms, value (manager.h). Waits till the first lease ends. */
+static struct mgr_script acquire_lua = { .src = MGR_SEM_ACQUIRE_LUA("w") };
 
 /* ARGV: me, token. 0 released, -1 not held (its lease ran out). */
 static struct mgr_script release_lua = { .src = S_KEYS
