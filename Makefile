@@ -188,7 +188,7 @@ $(B)/selftests/net_pool_stress: selftests/net_pool_test.c selftests/helpers.h $(
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_STRESS -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
 # The network library's tests (selftests/net_*_test.c) link it too.
-$(B)/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
+$(B)/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h selftests/net_helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
@@ -211,7 +211,7 @@ $(B)/asan/net/%.o: net/%.c $(NET_HDRS)
 $(B)/asan/libmpq-net.a: $(ASAN_NET_OBJS)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(B)/asan/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h $(HARNESS) $(B)/asan/libmpq.a $(B)/asan/libmpq-net.a
+$(B)/asan/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h selftests/net_helpers.h $(HARNESS) $(B)/asan/libmpq.a $(B)/asan/libmpq-net.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq-net.a $(B)/asan/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 

@@ -23,20 +23,9 @@
 #include "kselftest_harness.h"
 #include "helpers.h"
 #include "mpq_net.h"
+#include "net_helpers.h"
 
 #define MS	NSEC_PER_MSEC
-
-static struct mpq_manager *start_or_skip(struct __test_metadata *_metadata,
-					 const struct mpq_manager_attr *a)
-{
-	struct mpq_manager *m = NULL;
-	int err = mpq_manager_start(&m, a);
-
-	if (err == -ENOENT)
-		SKIP(return NULL, "no redis-server on PATH (make deps)");
-	ASSERT_EQ(0, err);
-	return m;
-}
 
 FIXTURE(mgr) {
 	struct mpq_manager *m;

@@ -17,23 +17,13 @@
 #include "kselftest_harness.h"
 #include "helpers.h"
 #include "mpq_net.h"
+#include "net_helpers.h"
 
 #define MS	NSEC_PER_MSEC
 
 static void __attribute__((constructor)) run_spawned_target(void)
 {
 	mpq_init(NULL, NULL);
-}
-
-static struct mpq_manager *start_or_skip(struct __test_metadata *_metadata)
-{
-	struct mpq_manager *m = NULL;
-	int err = mpq_manager_start(&m, NULL);
-
-	if (err == -ENOENT)
-		SKIP(return NULL, "no redis-server on PATH (make deps)");
-	ASSERT_EQ(0, err);
-	return m;
 }
 
 /* ------------------------------------------------------------------ */
@@ -54,7 +44,7 @@ FIXTURE_VARIANT_ADD(obj, managed) {
 
 FIXTURE_SETUP(obj)
 {
-	self->m = variant->managed ? start_or_skip(_metadata) : NULL;
+	self->m = variant->managed ? start_or_skip(_metadata, NULL) : NULL;
 }
 
 FIXTURE_TEARDOWN(obj)
@@ -276,7 +266,7 @@ FIXTURE(mgr) {
 
 FIXTURE_SETUP(mgr)
 {
-	self->m = start_or_skip(_metadata);
+	self->m = start_or_skip(_metadata, NULL);
 }
 
 FIXTURE_TEARDOWN(mgr)
@@ -422,7 +412,7 @@ FIXTURE_VARIANT_ADD(child, forkserver) {
 
 FIXTURE_SETUP(child)
 {
-	self->m = start_or_skip(_metadata);
+	self->m = start_or_skip(_metadata, NULL);
 }
 
 FIXTURE_TEARDOWN(child)
