@@ -231,14 +231,19 @@ $(B)/examples/%: examples/%.c $(SO)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib
 
 # Programs of the Manager (examples/manager_*.c, bench/manager_*.c) link
-# libmpq-net too.
+# libmpq-net too. libmpq stays NEEDED by the program even when it calls
+# none of libmpq's functions itself (the toolchain links --as-needed):
+# libmpq-net's own need of it is not looked up in the program's RUNPATH,
+# so in the tree it would not be found.
+NET_LDLIBS  := -L$(B)/lib -lmpq-net -Wl,--push-state,--no-as-needed -lmpq \
+               -Wl,--pop-state -Wl,-rpath,$(CURDIR)/$(B)/lib
 $(B)/examples/manager_%: examples/manager_%.c $(SO) $(NET_SO)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS)
 
 $(B)/bench/manager_%: bench/manager_%.c $(SO) $(NET_SO)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS) -lm
 
 $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	@mkdir -p $(@D)
@@ -255,7 +260,7 @@ IOX_INC     := $(firstword $(wildcard /usr/include/iceoryx/v*))
 # The Listener/Client benchmark links libmpq-net too.
 $(B)/bench/listener_bench: bench/listener_bench.c bench/*.h $(SO) $(NET_SO)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -L$(B)/lib -lmpq-net -lmpq -Wl,-rpath,$(CURDIR)/$(B)/lib -lm
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS) -lm
 
 examples: $(EXAMPLES)
 bench-bin: $(BENCHES) $(B)/noprobes/libmpq.so.$(SOVERSION) $(PEERS)

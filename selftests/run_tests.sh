@@ -336,6 +336,15 @@ for cell in "ck stream ck-ring-spsc --size 1024 --count 20000" \
 		env BENCH_TIMEOUT=60 "$B/bench/peers/${cell%% *}" ${cell#* }
 done
 
+check "examples, bench: every program built finds its libraries with no LD_LIBRARY_PATH" bash -c '
+	fail=0
+	for f in "$0"/examples/* "$0"/bench/*; do
+		[ -f "$f" ] && [ -x "$f" ] && file -b "$f" | grep -q ELF || continue
+		if env -u LD_LIBRARY_PATH LD_TRACE_LOADED_OBJECTS=1 "$f" | grep "not found"; then
+			echo "$f: a library is not found"; fail=1
+		fi
+	done
+	exit $fail' "$B"
 check "lib: the static archives show only the version scripts' names" \
 	"$top/selftests/static_names.sh" "$B"
 check "make install: an example builds with pkg-config against it and runs" bash -c '
