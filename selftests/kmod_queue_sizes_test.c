@@ -157,6 +157,9 @@ FIXTURE_TEARDOWN(budget)
 	param_write("max_user_bytes", self->bytes);
 }
 
+/* A message far past the budget, out of line (zeros: never written). */
+static char budget_big[32 << 20];
+
 TEST_F_TIMEOUT(budget, an_unbounded_queue_past_the_budget_is_edquot_and_loses_nothing,
 	       300)
 {
@@ -184,11 +187,7 @@ TEST_F_TIMEOUT(budget, an_unbounded_queue_past_the_budget_is_edquot_and_loses_no
 	ASSERT_LT(1024, n);	/* past the ring, into the overflow */
 	ASSERT_EQ((int)n, mpq_queue_qsize(q));
 	/* A message out of line meets the budget the same way. */
-	{
-		static char big[32 << 20];
-
-		ASSERT_EQ(-EDQUOT, mpq_queue_put_nowait(q, big, sizeof(big)));
-	}
+	ASSERT_EQ(-EDQUOT, mpq_queue_put_nowait(q, budget_big, sizeof(budget_big)));
 	for (i = 0; i < n; i++) {
 		len = sizeof(out);
 		ASSERT_EQ(0, mpq_queue_get_nowait(q, out, &len));
