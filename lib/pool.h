@@ -502,6 +502,8 @@ void pool_buf_put(struct pool_buf *b);
 
 /* pool_handler.c: the loop, its lists, and the pool's state changes. */
 void *pool_handler_main(void *arg);
+struct mpq_async_result *pool_take_submitted(struct mpq_pool *p, int *state);
+void pool_active_add(struct mpq_pool *p, struct mpq_async_result *j);
 void pool_handler_wake(struct mpq_pool *p);
 void pool_job_finish(struct mpq_pool *p, struct mpq_async_result *j);
 void pool_requeue_front(struct mpq_pool *p, struct pool_requeue *head,

@@ -112,7 +112,7 @@ static void arm_worker(struct mpq_pool *p, unsigned int slot)
 
 /* ---- lists ------------------------------------------------------------- */
 
-static void active_add(struct mpq_pool *p, struct mpq_async_result *j)
+void pool_active_add(struct mpq_pool *p, struct mpq_async_result *j)
 {
 	j->aprev = NULL;
 	j->anext = p->active;
@@ -151,20 +151,31 @@ static void queue_add(struct mpq_pool *p, struct mpq_async_result *j)
 	p->q_tail = j;
 }
 
+/*
+ * The jobs callers submitted since the last call, oldest first (linked by
+ * qnext), and the pool's state then: the handler's and the remote loop's.
+ */
+struct mpq_async_result *pool_take_submitted(struct mpq_pool *p, int *state)
+{
+	struct mpq_async_result *j;
+
+	pthread_mutex_lock(&p->lock);
+	j = p->in_head;
+	p->in_head = p->in_tail = NULL;
+	*state = p->state;
+	pthread_mutex_unlock(&p->lock);
+	return j;
+}
+
 /* Take what callers submitted; returns the pool's state. */
 static int take_incoming(struct mpq_pool *p)
 {
 	struct mpq_async_result *j, *next;
 	int state;
 
-	pthread_mutex_lock(&p->lock);
-	j = p->in_head;
-	p->in_head = p->in_tail = NULL;
-	state = p->state;
-	pthread_mutex_unlock(&p->lock);
-	for (; j; j = next) {
+	for (j = pool_take_submitted(p, &state); j; j = next) {
 		next = j->qnext;
-		active_add(p, j);
+		pool_active_add(p, j);
 		if (j->n)
 			queue_add(p, j);
 		else

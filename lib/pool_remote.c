@@ -253,23 +253,12 @@ static void rtab_remove(struct mpq_pool *p, struct mpq_async_result *j)
 		*pp = j->rnext;
 }
 
-static void active_remove(struct mpq_pool *p, struct mpq_async_result *j)
-{
-	if (j->aprev)
-		j->aprev->anext = j->anext;
-	else
-		p->active = j->anext;
-	if (j->anext)
-		j->anext->aprev = j->aprev;
-}
-
 static void remote_finish(struct mpq_pool *p, struct mpq_async_result *j)
 {
 	if (j->complete || j->ndone != j->n)
 		return;
 	rtab_remove(p, j);
-	active_remove(p, j);
-	pool_job_complete(j);
+	pool_job_finish(p, j);
 }
 
 /* Item i's argument (starmap's packed into *tmp, grown as needed). */
@@ -369,22 +358,13 @@ static int remote_take(struct mpq_pool *p)
 	struct mpq_async_result *j, *next, **slot;
 	int state;
 
-	pthread_mutex_lock(&p->lock);
-	j = p->in_head;
-	p->in_head = p->in_tail = NULL;
-	state = p->state;
-	pthread_mutex_unlock(&p->lock);
-	for (; j; j = next) {
+	for (j = pool_take_submitted(p, &state); j; j = next) {
 		next = j->qnext;
 		j->rid = ++p->rseq;
 		slot = rtab_slot(p, j->rid);
 		j->rnext = *slot;
 		*slot = j;
-		j->aprev = NULL;
-		j->anext = p->active;
-		if (p->active)
-			p->active->aprev = j;
-		p->active = j;
+		pool_active_add(p, j);
 		remote_send_job(p, j);
 	}
 	return state;
