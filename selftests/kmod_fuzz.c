@@ -1085,6 +1085,21 @@ static void show_stuck(pid_t pid)
 				printf("#     %s\n", l);
 		}
 	}
+	/*
+	 * A task spinning in the kernel shows no stack in /proc (it is on
+	 * a CPU): ask every CPU for its backtrace, which lands in the
+	 * kernel log, and show that log's end.
+	 */
+	fd = open("/proc/sysrq-trigger", O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "l", 1) == 1) {
+			sleep(1);
+			fflush(stdout);
+			if (system("dmesg | tail -n 120 | sed 's/^/#   dmesg: /'"))
+				printf("#   (dmesg failed)\n");
+		}
+		close(fd);
+	}
 }
 
 /* Every process still in one of our process groups: where it is stuck. */
