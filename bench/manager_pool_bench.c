@@ -18,7 +18,7 @@
  * ("classic") and in lists of Pool's default chunksize ("chunked").
  * Python's cells run NPY items (fewer: its classic pattern is slow).
  *
- * Every result is checked.
+ * Every result is checked. NPY 0: no Python cells (an A/B of mpq alone).
  *     make build/bench/manager_pool_bench
  *     build/bench/manager_pool_bench [N [ROUNDS [NPY]]]
  */
@@ -278,13 +278,16 @@ int main(int argc, char **argv)
 	for (i = 0; i < rounds; i++) {
 		l[i] = map_rate(lp, iov, n);
 		d[i] = map_rate(dp, iov, n);
-		c[i] = cpython_rate(n);
+		c[i] = npy ? cpython_rate(n) : 0;
 		al[i] = apply_us(lp, 200);
 		ad[i] = apply_us(dp, 200);
 		for (k = 0; k < NR; k++) {
 			rmap[k][i] = map_rate(rp[k], iov, n);
 			rapp[k][i] = apply_us(rp[k], 200);
-			cpython_dist(nremote[k], npy, py);
+			if (npy)
+				cpython_dist(nremote[k], npy, py);
+			else
+				py[0] = py[1] = py[2] = 0;
 			pyc[k][i] = py[0];
 			pyk[k][i] = py[1];
 			pyr[k][i] = py[2];

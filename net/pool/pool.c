@@ -167,7 +167,7 @@ static const char *const q_suffix[10] = {
 
 struct dp_pool {
 	struct mpq_manager *m;		/* the pool thread's connection */
-	struct mpq_manager *wm;		/* the waker's */
+	struct mpq_manager *wm;		/* its result wait's (dp_collect) */
 	char *url, *authkey, *name;
 	char id[24];
 	char announce[160];
@@ -185,9 +185,10 @@ struct dp_pool {
 	size_t npend, pend_cap;
 
 	int bell;
-	int stop;
-	pthread_t waker;
-	int waker_made;
+	/* The result wait sent on wm and not yet answered; then its end. */
+	int waiting;
+	int64_t wait_until;
+	char trim[24];		/* results applied, to trim before the next */
 
 	int nlocal;
 	struct mpq_process **local;
@@ -227,49 +228,12 @@ static int dp_start_local(struct dp_pool *d, int i)
 	return ret;
 }
 
-/* Push a wake token (with the list's expiry) so the pool's wait returns. */
-static struct mgr_script wake_lua = { .src =
-	"redis.call('RPUSH', KEYS[1], 'W') "
-	"redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 0" };
-
-static void *dp_waker_main(void *arg)
-{
-	struct dp_pool *d = arg;
-	struct pollfd pfd = { .fd = d->bell, .events = POLLIN };
-	const char *args[1] = { d->ttl };
-	eventfd_t v;
-	redisReply *r;
-
-	for (;;) {
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-			break;
-		eventfd_read(d->bell, &v);
-		if (__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE))
-			break;
-		if (!mpq__mgr_eval(d->wm, &wake_lua, &r, 1,
-				   (const char **)&d->keys[1], 1, args, NULL))
-			freeReplyObject(r);
-	}
-	return NULL;
-}
-
-static void dp_stop_waker(struct dp_pool *d)
-{
-	if (!d->waker_made)
-		return;
-	__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
-	eventfd_write(d->bell, 1);
-	pthread_join(d->waker, NULL);
-	d->waker_made = 0;
-}
-
 static void dp_free(struct dp_pool *d)
 {
 	size_t i;
 
 	if (!d)
 		return;
-	dp_stop_waker(d);
 	for (i = 0; d->local && i < (size_t)d->nlocal; i++) {
 		if (!d->local[i])
 			continue;
@@ -396,10 +360,6 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	if (ret)
 		goto fail_drop;
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
-	ret = -pthread_create(&d->waker, NULL, dp_waker_main, d);
-	if (ret)
-		goto fail_drop;
-	d->waker_made = 1;
 	d->nlocal = nlocal;
 	d->local = calloc((size_t)(nlocal ? nlocal : 1), sizeof(*d->local));
 	ret = d->local ? 0 : -ENOMEM;
@@ -605,74 +565,141 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	}
 }
 
+/*
+ * The result wait, pipelined on wm: trim what the last one applied, wait
+ * (BLMOVE) for the list not to be empty, read its first 256 entries.
+ *
+ * Nothing is taken off the list before it is applied: a reply lost with
+ * the connection (a manager killed mid-reply) would lose the results for
+ * good, their tasks being done. So the wait moves the head to the tail
+ * (it stays in the list), the read is LRANGE, and only what was applied
+ * is trimmed; a trim that is lost only means reading those results again,
+ * and they are applied once. The pool's thread is the list's only
+ * reader: pushes go to the tail.
+ */
+static int dp_wait_send(struct dp_pool *d, int64_t wait)
+{
+	char secs[32];
+	const char *trim[4] = { "LTRIM", d->keys[1], d->trim, "-1" };
+	const char *move[6] = { "BLMOVE", d->keys[1], d->keys[1], "LEFT",
+				"RIGHT", secs };
+	const char *range[4] = { "LRANGE", d->keys[1], "0", "255" };
+	const char *const *argvs[3];
+	int argcs[3], n = 0, ret;
+
+	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
+	if (d->trim[0]) {
+		argvs[n] = trim;
+		argcs[n++] = 4;
+	}
+	argvs[n] = move;
+	argcs[n++] = 6;
+	argvs[n] = range;
+	argcs[n++] = 4;
+	ret = mpq__mgr_send(d->wm, n, argcs, argvs);
+	if (ret)
+		return ret;
+	d->waiting = n;
+	d->wait_until = mpq__mgr_now() + wait;
+	d->trim[0] = 0;
+	return 0;
+}
+
+/* The wait's replies (the socket is readable): apply what it read. */
+static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	int64_t deadline = mpq__mgr_now() + d->wm->timeout_ns;
+	redisReply *r = NULL;
+	size_t i;
+	int ret = 0;
+
+	/*
+	 * The trim's reply comes at once, the wait's when there are results:
+	 * read what is here, and leave the rest pending for the next poll.
+	 */
+	while (d->waiting) {
+		if (!mpq__mgr_pending(d->wm))
+			return 0;
+		ret = mpq__mgr_recv(d->wm, &r, deadline);
+		if (ret)
+			break;
+		if (--d->waiting)
+			freeReplyObject(r);
+	}
+	if (ret) {
+		/* Out of step with the server: start again on a new one. */
+		mpq__mgr_conn_drop(d->wm);
+		d->waiting = 0;
+		return ret;
+	}
+	if (r->type == REDIS_REPLY_ARRAY) {
+		for (i = 0; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				dp_results((unsigned char *)r->element[i]->str,
+					   r->element[i]->len, sink, arg);
+		if (r->elements)
+			snprintf(d->trim, sizeof(d->trim), "%zu", r->elements);
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+/*
+ * Wait for results or the bell at once: the wait is on wm's socket, the
+ * bell an fd beside it, so that work handed in while the pool waits goes
+ * out at once on m (the wait still pending) and no wake-up goes through
+ * the manager. A caller's apply then costs the put, the worker's take
+ * (woken on the server, pipelined), its result, and nothing more.
+ */
 static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 {
 	struct dp_pool *d = ctx;
-	redisReply *r = NULL;
-	char secs[32];
-	int64_t wait;
-	size_t i;
+	struct pollfd pfd[2];
+	int64_t wait, now;
+	eventfd_t v;
 	int ret;
 
 	if (d->npend)
 		dp_flush(d, sink, arg);
 	if (mpq__mgr_now() >= d->next_keep)
 		dp_keep(d, sink, arg);
-	wait = d->next_keep - mpq__mgr_now();
+	now = mpq__mgr_now();
+	wait = d->next_keep - now;
 	if (wait > 1000000000LL)
 		wait = 1000000000LL;
 	if (wait < 1000000)
 		wait = 1000000;
-	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
-	/*
-	 * Nothing is taken off the list before it is applied: a reply lost
-	 * with the connection (a manager killed mid-reply) would lose the
-	 * results for good, their tasks being done. So the wait moves the
-	 * head to the tail (it stays in the list), the reads are LRANGE, and
-	 * only what was applied is trimmed; a trim that is lost only means
-	 * reading those results again, and they are applied once. The pool's
-	 * thread is the list's only reader: pushes go to the tail.
-	 */
-	{
-		const char *argv[6] = { "BLMOVE", d->keys[1], d->keys[1],
-					"LEFT", "RIGHT", secs };
-
-		ret = mpq__mgr_command(d->m, &r, 6, argv, NULL, wait);
-	}
-	if (ret) {
-		/* The manager is away: try again after a pause, not a spin. */
-		usleep(100000);
-		return ret;
-	}
-	freeReplyObject(r);
-	for (;;) {
-		const char *argv[4] = { "LRANGE", d->keys[1], "0", "255" };
-		char from[24];
-
-		if (mpq__mgr_command(d->m, &r, 4, argv, NULL, 0))
-			break;
-		if (r->type != REDIS_REPLY_ARRAY || !r->elements) {
-			freeReplyObject(r);
-			break;
+	if (!d->waiting) {
+		ret = dp_wait_send(d, wait);
+		if (ret) {
+			/* The manager is away: try again after a pause. */
+			usleep(100000);
+			return ret;
 		}
-		for (i = 0; i < r->elements; i++)
-			if (r->element[i]->type == REDIS_REPLY_STRING)
-				dp_results((unsigned char *)r->element[i]->str,
-					   r->element[i]->len, sink, arg);
-		i = r->elements;
-		freeReplyObject(r);
-		snprintf(from, sizeof(from), "%zu", i);
-		{
-			const char *targv[4] = { "LTRIM", d->keys[1], from,
-						 "-1" };
-
-			if (mpq__mgr_command(d->m, &r, 4, targv, NULL, 0))
-				break;
-			freeReplyObject(r);
-		}
-		if (i < 256)
-			break;
+	} else if (now > d->wait_until + d->wm->timeout_ns) {
+		/* The server holds the reply past its time: a new connection. */
+		mpq__mgr_conn_drop(d->wm);
+		d->waiting = 0;
+		return -ETIMEDOUT;
 	}
+	/* Replies read with the last ones (hiredis's buffer): no poll. */
+	if (mpq__mgr_pending(d->wm))
+		return dp_wait_recv(d, sink, arg);
+	pfd[0].fd = mpq__mgr_fd(d->wm);
+	pfd[0].events = POLLIN;
+	pfd[1].fd = d->bell;
+	pfd[1].events = POLLIN;
+	pfd[0].revents = pfd[1].revents = 0;
+	wait = d->wait_until - now + 1000000;
+	if (wait < 1000000)
+		wait = 1000000;
+	ret = poll(pfd, 2, (int)(wait / 1000000));
+	if (ret < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (pfd[1].revents)
+		eventfd_read(d->bell, &v);
+	if (pfd[0].revents)
+		return dp_wait_recv(d, sink, arg);
 	return 0;
 }
 
@@ -685,12 +712,7 @@ static void dp_close(void *ctx)
 	if (!d)
 		return;
 	args[0] = d->announce;
-	/*
-	 * The waker first: a token it pushed after the keys went would make
-	 * the result list again. Then the keys, before the workers: what
-	 * they run now finds the pool gone.
-	 */
-	dp_stop_waker(d);
+	/* The keys before the workers: what they run now finds the pool gone. */
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 1, args, NULL);
 	dp_free(d);
@@ -734,6 +756,7 @@ static void *dp_renew_main(void *arg)
 	struct mpq_manager_msg msg;
 	struct timespec ts;
 	int64_t period;
+	int timed_out, fresh;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -747,7 +770,8 @@ static void *dp_renew_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+		timed_out = pthread_cond_timedwait(&w->cond, &w->lock, &ts) ==
+			    ETIMEDOUT;
 		if (!w->active)
 			continue;
 		memset(&msg, 0, sizeof(msg));
@@ -764,13 +788,16 @@ static void *dp_renew_main(void *arg)
 		 * a task starts, not lease/3 later: connecting and
 		 * authenticating then could outlast a short lease on a busy
 		 * machine, and the task would be handed out again while it
-		 * runs.
+		 * runs. Once connected, a task's start only starts the
+		 * period again (its get has just leased it): a renewal per
+		 * task would be a round trip per task for nothing.
 		 */
+		fresh = !m || !q;
 		if (!m)
 			mpq_manager_connect(&m, w->url, w->authkey, 0);
 		if (m && !q && qname[0])
 			mpq_manager_queue(m, qname, &w->qa, &q);
-		if (q)
+		if (q && (timed_out || fresh))
 			mpq_manager_msg_renew(q, &msg);
 		pthread_mutex_lock(&w->lock);
 	}
@@ -899,8 +926,8 @@ static int res_add(struct buf *b, int status, const void *data, size_t len)
 	return 0;
 }
 
-/* Run one task message: its results back, then done. */
-static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
+/* Run one task message: its results back, then done; -2: the pool ended. */
+static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 {
 	const unsigned char *p = msg->data;
 	struct mpq__pool_out out;
@@ -912,13 +939,13 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	size_t off;
 	uint64_t l;
 	uint32_t i, k, valid;
-	int back, each;
+	int back, each, ret = 0;
 
 	if (msg->len < sizeof(h)) {
 		fprintf(stderr, "mpq pool worker %s: a malformed task message "
 			"(%zu bytes) was dropped\n", w->who, msg->len);
 		mpq_manager_msg_done(w->q, msg);
-		return;
+		return 0;
 	}
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != DP_TASK_MAGIC || h.version != DP_VERSION ||
@@ -927,7 +954,7 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 		fprintf(stderr, "mpq pool worker %s: a malformed task message "
 			"(%zu bytes) was dropped\n", w->who, msg->len);
 		mpq_manager_msg_done(w->q, msg);
-		return;
+		return 0;
 	}
 	memcpy(name, p + sizeof(h), h.name_len);
 	name[h.name_len] = 0;
@@ -936,7 +963,7 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	if (!args) {
 		free(msg->data);
 		msg->data = NULL;	/* the lease runs out: someone else */
-		return;
+		return 0;
 	}
 	/* The arguments that are whole; the rest fail as malformed. */
 	for (valid = 0; valid < h.count; valid++) {
@@ -990,13 +1017,14 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 			dp_worker_send(w, &res, NULL);
 	}
 	if (res.p)
-		dp_worker_send(w, &res, msg);
+		ret = dp_worker_send(w, &res, msg);
 	pthread_mutex_lock(&w->lock);
 	w->active = 0;
 	pthread_mutex_unlock(&w->lock);
 	free(res.p);
 	free(args);
 	mpq_manager_msg_free(msg);
+	return ret;
 }
 
 /* This worker's name in messages: host, rank under a launcher, pid. */
@@ -1024,6 +1052,7 @@ static int dp_worker_serve(const char *url, const char *authkey,
 {
 	struct dp_worker *w = calloc(1, sizeof(*w));
 	struct mpq_manager_msg msg;
+	int64_t next_find = 0;
 	pthread_t renew;
 	int ret;
 
@@ -1057,17 +1086,31 @@ static int dp_worker_serve(const char *url, const char *authkey,
 	if (!w->ann_key || pthread_create(&renew, NULL, dp_renew_main, w))
 		return 1;
 	for (;;) {
-		if (!dp_worker_find(w)) {
-			dp_worker_drop_pool(w);
-			usleep(DP_IDLE_NS / 1000);
-			continue;
+		/*
+		 * The announcement is read when there was nothing to do, and
+		 * at most a second apart while tasks keep coming, not before
+		 * every task: a round trip per task for a pool that does not
+		 * change. A pool that ended is seen by its result script
+		 * (dp_worker_send) or by a get that finds nothing.
+		 */
+		if (!w->q || mpq__mgr_now() >= next_find) {
+			if (!dp_worker_find(w)) {
+				dp_worker_drop_pool(w);
+				usleep(DP_IDLE_NS / 1000);
+				continue;
+			}
+			next_find = mpq__mgr_now() + 1000000000LL;
 		}
 		/* get_many: get itself says 0 for a message. */
 		ret = mpq_manager_queue_get_many(w->q, &msg, 1, 1000000000LL);
-		if (ret == 1)
-			dp_worker_run(w, &msg);
-		else if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
-			usleep(100000);
+		if (ret == 1) {
+			if (dp_worker_run(w, &msg) == -2)
+				next_find = 0;
+		} else {
+			next_find = 0;
+			if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
+				usleep(100000);
+		}
 	}
 	return 0;
 }
