@@ -190,6 +190,26 @@ static pid_t start_worker(struct mpq_manager *m, const char *pool)
 	_exit(127);
 }
 
+/* One Redis round trip (PING) on the manager's connection: median us. */
+static double ping_us(struct mpq_manager *m, int k)
+{
+	double *v = calloc((size_t)k, sizeof(*v)), r;
+	int i;
+
+	for (i = 0; i < k; i++) {
+		int64_t t0 = now();
+
+		if (mpq_manager_ping(m)) {
+			fprintf(stderr, "ping failed\n");
+			exit(1);
+		}
+		v[i] = (double)(now() - t0) / 1000.0;
+	}
+	r = median(v, k);
+	free(v);
+	return r;
+}
+
 static const int nremote[] = { 1, 2, 4 };
 #define NR	3
 
@@ -209,9 +229,9 @@ int main(int argc, char **argv)
 	struct mpq_pool_remote rem = { 0 };
 	struct mpq_pool_attr la = { .processes = 2 };
 	struct mpq_pool_attr da = { .processes = 2, .remote = &rem };
-	struct mpq_manager *m;
+	struct mpq_manager *m, *pm;
 	struct mpq_pool *lp, *dp;
-	double *l, *d, *c, *al, *ad;
+	double *l, *d, *c, *al, *ad, *pg;
 	uint64_t *in;
 	struct iovec *iov;
 	int ret;
@@ -231,6 +251,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	rem.manager = m;
+	/* A client of the TCP address, as the pool and its workers are. */
+	ret = mpq_manager_connect(&pm, mpq_manager_address(m),
+				  mpq_manager_authkey(m), 0);
+	if (ret) {
+		fprintf(stderr, "connect: %s\n", mpq_strerror(ret));
+		return 1;
+	}
 	in = calloc(n, sizeof(*in));
 	iov = calloc(n, sizeof(*iov));
 	l = calloc((size_t)rounds, sizeof(double));
@@ -238,6 +265,7 @@ int main(int argc, char **argv)
 	c = calloc((size_t)rounds, sizeof(double));
 	al = calloc((size_t)rounds, sizeof(double));
 	ad = calloc((size_t)rounds, sizeof(double));
+	pg = calloc((size_t)rounds, sizeof(double));
 	for (size_t x = 0; x < n; x++) {
 		in[x] = x;
 		iov[x].iov_base = &in[x];
@@ -281,6 +309,7 @@ int main(int argc, char **argv)
 		c[i] = npy ? cpython_rate(n) : 0;
 		al[i] = apply_us(lp, 200);
 		ad[i] = apply_us(dp, 200);
+		pg[i] = ping_us(pm, 200);
 		for (k = 0; k < NR; k++) {
 			rmap[k][i] = map_rate(rp[k], iov, n);
 			rapp[k][i] = apply_us(rp[k], 200);
@@ -303,6 +332,8 @@ int main(int argc, char **argv)
 	printf("apply round trip (us, median)\n");
 	printf("  local pool                     %12.1f\n", median(al, rounds));
 	printf("  distributed pool               %12.1f\n", median(ad, rounds));
+	printf("  one Redis round trip (PING)    %12.1f   (%s)\n",
+	       median(pg, rounds), mpq_manager_address(m));
 	printf("remote workers (--mpq-worker, TCP loopback) vs Python's "
 	       "BaseManager task/result queues\n"
 	       "(map: mpq %zu items, Python %zu; tasks/s; apply/rtt: us)\n",
@@ -326,6 +357,7 @@ int main(int argc, char **argv)
 	}
 	mpq_pool_free(lp);
 	mpq_pool_free(dp);
+	mpq_manager_free(pm);
 	mpq_manager_shutdown(m);
 	return 0;
 }
