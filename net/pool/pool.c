@@ -10,12 +10,16 @@
  * expiry every ttl/3, and every key a worker writes to is written only
  * while the announcement names the pool, by one script):
  *   P:<name>            the announcement: "<id> <table> <ntasks>
- *                       <lease_ms> <maxdeliv>" (SET NX: one pool per name)
+ *                       <lease_ms> <maxdeliv> <init>" (SET NX: one pool
+ *                       per name; init 1: read the .init key)
  *   q:<name>.<id>:...   a managed queue of task messages, leased
  *                       (net/manager/queue.c); a chunk of a job each
  *   l:<name>.<id>.dead  its dead letters: chunks whose leases ran out
  *                       max_deliveries times
- *   P:<name>.<id>.res   a list of result messages, and wake tokens
+ *   P:<name>.<id>.res   a list of result messages
+ *   P:<name>.<id>.init  what workers are told on joining (struct dp_init,
+ *                       the initializer's name, its argument), when the
+ *                       announcement's sixth field is 1
  *
  * A task message: struct dp_task, the task's name (padded to 8), then per
  * item a uint64_t length and the bytes (padded to 8). A result message:
@@ -78,6 +82,16 @@ struct dp_res {
 struct dp_rec {
 	int32_t status;
 	uint32_t len;
+};
+
+/* The .init key: then the initializer's name (padded to 8), its arg. */
+#define DP_INIT_MAGIC	0x4971706dU	/* "mpqI" */
+struct dp_init {
+	uint32_t magic;
+	uint32_t maxtasks;	/* maxtasksperchild, 0: none */
+	uint32_t name_len;	/* 0: no initializer */
+	uint32_t __pad;
+	uint64_t arg_len;
 };
 
 static const struct mpq__pool_lib *dp_lib;
@@ -158,7 +172,7 @@ static struct mgr_script drop_lua = { .src =
 
 /* ---- the pool's side ------------------------------------------------ */
 
-#define DP_NKEYS	13	/* announcement, res, 10 queue keys, dead */
+#define DP_NKEYS	14	/* announcement, res, 10 queue keys, dead, init */
 
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
@@ -192,6 +206,7 @@ struct dp_pool {
 
 	int nlocal;
 	struct mpq_process **local;
+	uint32_t maxtasks;	/* local workers leave after so many tasks */
 };
 
 static void dp_local_worker_args(struct dp_pool *d, struct buf *b)
@@ -272,15 +287,53 @@ static int dp_keys(struct dp_pool *d, const char *qname)
 		d->keys[2 + i] = mpq__mgr_key(d->m, 'q', qname, q_suffix[i]);
 	snprintf(dead, sizeof(dead), "%s.dead", qname);
 	d->keys[12] = mpq__mgr_key(d->m, 'l', dead, NULL);
+	snprintf(sfx, sizeof(sfx), ".%s.init", d->id);
+	d->keys[13] = mpq__mgr_key(d->m, 'P', d->name, sfx);
 	for (i = 0; i < DP_NKEYS; i++)
 		if (!d->keys[i])
 			return -ENOMEM;
 	return 0;
 }
 
-static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
-		   uint64_t table, uint32_t ntasks, int bell, void **ctx)
+/*
+ * The .init key, before the announcement that points to it: SET with the
+ * keys' expiry (a pool that does not come up leaves it for ttl at most).
+ */
+static int dp_put_init(struct dp_pool *d, const struct mpq__pool_init *in)
 {
+	struct dp_init h = { .magic = DP_INIT_MAGIC, .maxtasks = in->maxtasks,
+			     .arg_len = in->len };
+	const char *argv[5] = { "SET", d->keys[13], NULL, "PX", d->ttl };
+	size_t lens[5];
+	struct buf b = { 0 };
+	redisReply *r;
+	int ret, i;
+
+	h.name_len = in->name ? (uint32_t)strlen(in->name) : 0;
+	ret = buf_add(&b, &h, sizeof(h));
+	if (!ret)
+		ret = buf_add(&b, in->name, h.name_len);
+	if (!ret)
+		ret = buf_add(&b, in->arg, in->len);
+	if (ret) {
+		free(b.p);
+		return ret;
+	}
+	argv[2] = (const char *)b.p;
+	for (i = 0; i < 5; i++)
+		lens[i] = i == 2 ? b.len : strlen(argv[i]);
+	ret = mpq__mgr_command(d->m, &r, 5, argv, lens, 0);
+	free(b.p);
+	if (!ret)
+		freeReplyObject(r);
+	return ret;
+}
+
+static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
+		   uint64_t table, uint32_t ntasks,
+		   const struct mpq__pool_init *init, int bell, void **ctx)
+{
+	int with_init = init->name || init->maxtasks;
 	struct mpq_manager_queue_attr qa = { 0 };
 	struct dp_pool *d;
 	const char *args[3];
@@ -327,9 +380,15 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	ret = dp_keys(d, qname);
 	if (ret)
 		goto fail;
-	snprintf(d->announce, sizeof(d->announce), "%s %016" PRIx64 " %u %lld %u",
+	snprintf(d->announce, sizeof(d->announce), "%s %016" PRIx64 " %u %lld %u %d",
 		 d->id, table, ntasks, (long long)(d->lease_ns + 999999) / 1000000,
-		 d->maxdeliv);
+		 d->maxdeliv, with_init);
+	d->maxtasks = init->maxtasks;
+	if (with_init) {
+		ret = dp_put_init(d, init);
+		if (ret)
+			goto fail;
+	}
 	{
 		const char *argv[6] = { "SET", d->keys[0], d->announce, "NX",
 					"PX", d->ttl };
@@ -542,17 +601,11 @@ static void dp_dead(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	free(buf);
 }
 
-/* Every ttl/3: expiry of every key, dead letters, local workers. */
-static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+/* Local workers that died, or left after maxtasksperchild: new ones. */
+static void dp_replace_local(struct dp_pool *d)
 {
-	const char *args[2] = { d->announce, d->ttl };
-	long long v;
 	int i;
 
-	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
-	mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
-			  (const char **)d->keys, 2, args, NULL);
-	dp_dead(d, sink, arg);
 	for (i = 0; i < d->nlocal; i++) {
 		if (d->local[i] && mpq_process_is_alive(d->local[i]) == 1)
 			continue;
@@ -563,6 +616,19 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 		}
 		dp_start_local(d, i);
 	}
+}
+
+/* Every ttl/3: expiry of every key, dead letters, local workers. */
+static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	const char *args[2] = { d->announce, d->ttl };
+	long long v;
+
+	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
+	mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
+			  (const char **)d->keys, 2, args, NULL);
+	dp_dead(d, sink, arg);
+	dp_replace_local(d);
 }
 
 /*
@@ -654,10 +720,10 @@ static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 {
 	struct dp_pool *d = ctx;
-	struct pollfd pfd[2];
+	struct pollfd pfd[2 + 64];
 	int64_t wait, now;
 	eventfd_t v;
-	int ret;
+	int ret, n = 2, i;
 
 	if (d->npend)
 		dp_flush(d, sink, arg);
@@ -690,12 +756,28 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 	pfd[1].fd = d->bell;
 	pfd[1].events = POLLIN;
 	pfd[0].revents = pfd[1].revents = 0;
+	/*
+	 * With maxtasksperchild, local workers leave often: their ends are
+	 * waited for here too (the first 64), and they are replaced at once.
+	 */
+	for (i = 0; d->maxtasks && i < d->nlocal && n < 2 + 64; i++) {
+		if (!d->local[i])
+			continue;
+		pfd[n].fd = mpq_process_sentinel(d->local[i]);
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
+	}
 	wait = d->wait_until - now + 1000000;
 	if (wait < 1000000)
 		wait = 1000000;
-	ret = poll(pfd, 2, (int)(wait / 1000000));
+	ret = poll(pfd, (nfds_t)n, (int)(wait / 1000000));
 	if (ret < 0)
 		return errno == EINTR ? 0 : -errno;
+	for (i = 2; i < n; i++)
+		if (pfd[i].revents)
+			break;
+	if (i < n)
+		dp_replace_local(d);
 	if (pfd[1].revents)
 		eventfd_read(d->bell, &v);
 	if (pfd[0].revents)
@@ -745,7 +827,21 @@ struct dp_worker {
 	int active;
 
 	struct mpq__pool_runner *runner;
+
+	/* The pool's initializer ran for this pool; tasks run since. */
+	char init_id[24];
+	uint32_t maxtasks, ran;
 };
+
+/*
+ * A worker started in worker mode (not one the pool forked): how it was
+ * started, to start again after maxtasksperchild tasks.
+ */
+static struct {
+	int remote;
+	int key_env;		/* the authkey came in MPQ_AUTHKEY */
+	char address[1024];
+} dp_self;
 
 static void *dp_renew_main(void *arg)
 {
@@ -818,6 +914,124 @@ static void dp_worker_drop_pool(struct dp_worker *w)
 }
 
 /*
+ * Joining pool id: its .init key (when with_init) says maxtasksperchild
+ * and which initializer to run, once, now. 0, or -EAGAIN (try again
+ * later); exit(4) when the initializer is not registered here or fails:
+ * this worker cannot serve the pool as it asks.
+ */
+static int dp_worker_join(struct dp_worker *w, const char *id, int with_init)
+{
+	const unsigned char *p;
+	struct dp_init h;
+	char sfx[64], name[256];
+	const char *argv[2] = { "GET", NULL };
+	mpq_target_fn fn;
+	redisReply *r;
+	char *key;
+	int ret;
+
+	w->maxtasks = 0;
+	w->ran = 0;
+	if (!with_init)
+		goto joined;
+	snprintf(sfx, sizeof(sfx), ".%s.init", id);
+	key = mpq__mgr_key(w->m, 'P', w->pool, sfx);
+	if (!key)
+		return -EAGAIN;
+	argv[1] = key;
+	ret = mpq__mgr_command(w->m, &r, 2, argv, NULL, 0);
+	free(key);
+	if (ret)
+		return -EAGAIN;
+	p = (const unsigned char *)r->str;
+	if (r->type != REDIS_REPLY_STRING || r->len < sizeof(h) ||
+	    (memcpy(&h, p, sizeof(h)), h.magic != DP_INIT_MAGIC) ||
+	    h.name_len >= sizeof(name) ||
+	    r->len - sizeof(h) < align8(h.name_len) ||
+	    h.arg_len > r->len - sizeof(h) - align8(h.name_len)) {
+		/* Gone with its pool, or not ours: not this pool, now. */
+		freeReplyObject(r);
+		return -EAGAIN;
+	}
+	memcpy(name, p + sizeof(h), h.name_len);
+	name[h.name_len] = 0;
+	w->maxtasks = h.maxtasks;
+	if (h.name_len) {
+		fn = dp_lib->target_by_name(name);
+		if (!fn) {
+			fprintf(stderr, "mpq pool worker %s: pool \"%s\" asks "
+				"for the initializer \"%s\", which this program "
+				"does not register (MPQ_TARGET)\n", w->who,
+				w->pool, name);
+			exit(4);
+		}
+		ret = fn(p + sizeof(h) + align8(h.name_len), h.arg_len);
+		if (ret) {
+			ret = ret > 0 ? -ret : ret;
+			fprintf(stderr, "mpq pool worker %s: the initializer "
+				"\"%s\" of pool \"%s\" returned %d (%s)\n",
+				w->who, name, w->pool, ret, mpq_strerror(ret));
+			exit(4);
+		}
+	}
+	freeReplyObject(r);
+joined:
+	snprintf(w->init_id, sizeof(w->init_id), "%s", id);
+	return 0;
+}
+
+/*
+ * maxtasksperchild: a fresh process, as Python's pool gives. A worker
+ * the pool forked leaves (the pool starts another); one started in worker
+ * mode executes itself again, with the same pid (what srun, systemd or a
+ * shell see stays), arguments and address, and joins again, running the
+ * initializer again. If that fails it leaves.
+ */
+static void dp_worker_restart(struct dp_worker *w)
+{
+	char *buf = NULL, **argv = NULL;
+	size_t len = 0, cap = 0, i;
+	int fd, argc = 0;
+	ssize_t n;
+
+	fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	while (fd >= 0) {
+		if (len + 4096 > cap) {
+			char *g = realloc(buf, cap + 65536);
+
+			if (!g)
+				break;
+			buf = g;
+			cap += 65536;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (buf && len) {
+		buf[len] = 0;
+		argv = calloc(len + 2, sizeof(*argv));
+		for (i = 0; argv && i < len; i += strlen(buf + i) + 1)
+			argv[argc++] = buf + i;
+	}
+	if (argv && argc) {
+		setenv("MPQ_WORKER", dp_self.address, 1);
+		setenv("MPQ_WORKER_POOL", w->pool, 1);
+		if (dp_self.key_env)
+			setenv("MPQ_AUTHKEY", w->authkey, 1);
+		fflush(NULL);
+		execv("/proc/self/exe", argv);
+	}
+	fprintf(stderr, "mpq pool worker %s: could not start again after "
+		"maxtasksperchild (%u) tasks: %s; leaving\n", w->who,
+		w->maxtasks, strerror(errno));
+	exit(0);
+}
+
+/*
  * The pool named now: 1 and w set up for it, 0 none (or an error), or
  * exit(3) when its task table is not ours (another program version).
  */
@@ -828,14 +1042,15 @@ static int dp_worker_find(struct dp_worker *w)
 	unsigned long long table;
 	long long lease_ms;
 	unsigned int ntasks, maxd;
+	int ret, i, with_init = 0;
 	redisReply *r;
-	int ret, i;
 
 	if (mpq__mgr_command(w->m, &r, 2, argv, NULL, 0))
 		return 0;
+	/* A sixth field (with_init) since maxtasksperchild and initializers. */
 	if (r->type != REDIS_REPLY_STRING ||
-	    sscanf(r->str, "%23s %llx %u %lld %u", id, &table, &ntasks,
-		   &lease_ms, &maxd) != 5 || lease_ms <= 0) {
+	    sscanf(r->str, "%23s %llx %u %lld %u %d", id, &table, &ntasks,
+		   &lease_ms, &maxd, &with_init) < 5 || lease_ms <= 0) {
 		freeReplyObject(r);
 		return 0;
 	}
@@ -866,6 +1081,8 @@ static int dp_worker_find(struct dp_worker *w)
 	snprintf(w->ttl, sizeof(w->ttl), "%lld", 2 * lease_ms + 1000);
 	ret = mpq_manager_queue(w->m, qname, &w->qa, &w->q);
 	if (ret)
+		return 0;
+	if (strcmp(id, w->init_id) && dp_worker_join(w, id, with_init))
 		return 0;
 	snprintf(w->id, sizeof(w->id), "%s", id);
 	pthread_mutex_lock(&w->lock);
@@ -1106,6 +1323,11 @@ static int dp_worker_serve(const char *url, const char *authkey,
 		if (ret == 1) {
 			if (dp_worker_run(w, &msg) == -2)
 				next_find = 0;
+			if (w->maxtasks && ++w->ran >= w->maxtasks) {
+				if (!dp_self.remote)
+					return 0;
+				dp_worker_restart(w);
+			}
 		} else {
 			next_find = 0;
 			if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
@@ -1149,6 +1371,9 @@ static void dp_worker_main(const char *address)
 
 	if (!key)
 		exit(2);
+	dp_self.remote = 1;
+	dp_self.key_env = getenv("MPQ_AUTHKEY") != NULL;
+	snprintf(dp_self.address, sizeof(dp_self.address), "%s", address);
 	/* Not for the task's children to see. */
 	unsetenv("MPQ_AUTHKEY");
 	unsetenv("MPQ_WORKER");
