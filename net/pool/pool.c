@@ -172,7 +172,8 @@ static struct mgr_script drop_lua = { .src =
 
 /* ---- the pool's side ------------------------------------------------ */
 
-#define DP_NKEYS	14	/* announcement, res, 10 queue keys, dead, init */
+/* announcement, res, 10 queue keys, dead, init */
+#define DP_NKEYS	14
 
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
@@ -181,7 +182,7 @@ static const char *const q_suffix[10] = {
 
 struct dp_pool {
 	struct mpq_manager *m;		/* the pool thread's connection */
-	struct mpq_manager *wm;		/* its result wait's (dp_collect) */
+	struct mpq_manager *wm;		/* for its result wait */
 	char *url, *authkey, *name;
 	char id[24];
 	char announce[160];
@@ -202,7 +203,7 @@ struct dp_pool {
 	/* The result wait sent on wm and not yet answered; then its end. */
 	int waiting;
 	int64_t wait_until;
-	char trim[24];		/* results applied, to trim before the next */
+	char trim[24];		/* results applied: to trim next time */
 
 	int nlocal;
 	struct mpq_process **local;
@@ -380,9 +381,10 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	ret = dp_keys(d, qname);
 	if (ret)
 		goto fail;
-	snprintf(d->announce, sizeof(d->announce), "%s %016" PRIx64 " %u %lld %u %d",
-		 d->id, table, ntasks, (long long)(d->lease_ns + 999999) / 1000000,
-		 d->maxdeliv, with_init);
+	snprintf(d->announce, sizeof(d->announce),
+		 "%s %016" PRIx64 " %u %lld %u %d", d->id, table, ntasks,
+		 (long long)(d->lease_ns + 999999) / 1000000, d->maxdeliv,
+		 with_init);
 	d->maxtasks = init->maxtasks;
 	if (with_init) {
 		ret = dp_put_init(d, init);
@@ -551,7 +553,7 @@ static void dp_results(const unsigned char *p, size_t len,
 	uint32_t i;
 
 	if (len < sizeof(h))
-		return;		/* a wake token, or garbage: nothing to apply */
+		return;		/* garbage: nothing to apply */
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != DP_RES_MAGIC)
 		return;
@@ -743,7 +745,7 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 			return ret;
 		}
 	} else if (now > d->wait_until + d->wm->timeout_ns) {
-		/* The server holds the reply past its time: a new connection. */
+		/* The reply is past its time: on a new connection. */
 		mpq__mgr_conn_drop(d->wm);
 		d->waiting = 0;
 		return -ETIMEDOUT;
@@ -794,7 +796,7 @@ static void dp_close(void *ctx)
 	if (!d)
 		return;
 	args[0] = d->announce;
-	/* The keys before the workers: what they run now finds the pool gone. */
+	/* The keys before the workers: what they run finds the pool gone. */
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 1, args, NULL);
 	dp_free(d);
@@ -959,10 +961,10 @@ static int dp_worker_join(struct dp_worker *w, const char *id, int with_init)
 	if (h.name_len) {
 		fn = dp_lib->target_by_name(name);
 		if (!fn) {
-			fprintf(stderr, "mpq pool worker %s: pool \"%s\" asks "
-				"for the initializer \"%s\", which this program "
-				"does not register (MPQ_TARGET)\n", w->who,
-				w->pool, name);
+			fprintf(stderr, "mpq pool worker %s: pool \"%s\" "
+				"asks for the initializer \"%s\", which this "
+				"program does not register (MPQ_TARGET)\n",
+				w->who, w->pool, name);
 			exit(4);
 		}
 		ret = fn(p + sizeof(h) + align8(h.name_len), h.arg_len);
