@@ -827,6 +827,8 @@ struct dp_worker {
 	uint64_t msg_id;
 	uint32_t deliveries;
 	int active;
+	int64_t started;	/* when the task in hand started */
+	char renew_qname[256];	/* the queue the renewing thread has open */
 
 	struct mpq__pool_runner *runner;
 
@@ -854,11 +856,11 @@ static void *dp_renew_main(void *arg)
 	struct mpq_manager_msg msg;
 	struct timespec ts;
 	int64_t period;
-	int timed_out, fresh;
+	int due, fresh;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		period = w->qa.lease_ns / 3;
+		period = w->qa.lease_ns / 4;
 		if (period < 1000000)
 			period = 1000000;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -868,8 +870,7 @@ static void *dp_renew_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		timed_out = pthread_cond_timedwait(&w->cond, &w->lock, &ts) ==
-			    ETIMEDOUT;
+		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
 		if (!w->active)
 			continue;
 		memset(&msg, 0, sizeof(msg));
@@ -880,24 +881,33 @@ static void *dp_renew_main(void *arg)
 			q = NULL;
 			snprintf(qname, sizeof(qname), "%s", w->qname);
 		}
+		/*
+		 * A task is renewed once it has run a period (lease/4): one
+		 * that started just after our last wake-up is renewed at most
+		 * half its lease after its get leased it. A quick task is never
+		 * renewed, and its start wakes nobody: no round trip, no
+		 * thread switch per task.
+		 */
+		due = mpq__mgr_now() - w->started >= period;
 		pthread_mutex_unlock(&w->lock);
 		/*
-		 * Connected, the queue open and the lease renewed as soon as
-		 * a task starts, not lease/3 later: connecting and
-		 * authenticating then could outlast a short lease on a busy
-		 * machine, and the task would be handed out again while it
-		 * runs. Once connected, a task's start only starts the
-		 * period again (its get has just leased it): a renewal per
-		 * task would be a round trip per task for nothing.
+		 * But connected, the queue open and the lease renewed as soon
+		 * as the first task of a pool starts (the worker wakes us
+		 * then): connecting and authenticating later could outlast a
+		 * short lease on a busy machine, and the task would be handed
+		 * out again while it runs.
 		 */
 		fresh = !m || !q;
 		if (!m)
 			mpq_manager_connect(&m, w->url, w->authkey, 0);
 		if (m && !q && qname[0])
 			mpq_manager_queue(m, qname, &w->qa, &q);
-		if (q && (timed_out || fresh))
+		if (q && (due || fresh))
 			mpq_manager_msg_renew(q, &msg);
 		pthread_mutex_lock(&w->lock);
+		if (q)
+			snprintf(w->renew_qname, sizeof(w->renew_qname), "%s",
+				 qname);
 	}
 	return NULL;
 }
@@ -1200,8 +1210,13 @@ static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	w->msg_id = msg->id;
 	w->deliveries = msg->deliveries;
 	w->active = 1;
-	/* Its wait may be the last pool's lease/3: start again with ours. */
-	pthread_cond_signal(&w->cond);
+	w->started = mpq__mgr_now();
+	/*
+	 * The renewing thread not yet set up for this pool (its wait may
+	 * also be the last pool's period): wake it, to connect now.
+	 */
+	if (strcmp(w->renew_qname, w->qname))
+		pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	/* Delivered again: item by item, in the other direction each time. */
 	back = msg->deliveries % 2 == 0;
