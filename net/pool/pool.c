@@ -208,6 +208,7 @@ struct dp_pool {
 	int nlocal;
 	struct mpq_process **local;
 	uint32_t maxtasks;	/* local workers leave after so many tasks */
+	int64_t next_replace;	/* not before: at most 10 replaced a second */
 };
 
 static void dp_local_worker_args(struct dp_pool *d, struct buf *b)
@@ -760,9 +761,12 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 	pfd[0].revents = pfd[1].revents = 0;
 	/*
 	 * With maxtasksperchild, local workers leave often: their ends are
-	 * waited for here too (the first 64), and they are replaced at once.
+	 * waited for here too (the first 64), and they are replaced at once;
+	 * but not in a loop, a tenth of a second apart at least, should
+	 * they die as they start (an initializer that fails exits 4).
 	 */
-	for (i = 0; d->maxtasks && i < d->nlocal && n < 2 + 64; i++) {
+	for (i = 0; d->maxtasks && now >= d->next_replace && i < d->nlocal &&
+	     n < 2 + 64; i++) {
 		if (!d->local[i])
 			continue;
 		pfd[n].fd = mpq_process_sentinel(d->local[i]);
@@ -772,14 +776,18 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
 	wait = d->wait_until - now + 1000000;
 	if (wait < 1000000)
 		wait = 1000000;
+	if (d->maxtasks && d->nlocal && wait > 100000000)
+		wait = 100000000;
 	ret = poll(pfd, (nfds_t)n, (int)(wait / 1000000));
 	if (ret < 0)
 		return errno == EINTR ? 0 : -errno;
 	for (i = 2; i < n; i++)
 		if (pfd[i].revents)
 			break;
-	if (i < n)
+	if (i < n) {
 		dp_replace_local(d);
+		d->next_replace = mpq__mgr_now() + 100000000;
+	}
 	if (pfd[1].revents)
 		eventfd_read(d->bell, &v);
 	if (pfd[0].revents)
