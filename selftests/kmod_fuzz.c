@@ -50,6 +50,10 @@
 
 #include <linux/mpq.h>
 
+#ifndef MADV_SOFT_OFFLINE
+#define MADV_SOFT_OFFLINE	101	/* asm-generic/mman-common.h */
+#endif
+
 #define MAX_FDS		48
 #define MAX_MAPS	32
 #define MAX_PROCS	16
@@ -238,9 +242,15 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
+/*
+ * Interrupt the calling thread's next blocking call after ms, and every ms
+ * after that until disarm(): under load the call may start only after a
+ * one-shot timer has fired, and then nothing would end it.
+ */
 static void arm(unsigned int ms)
 {
-	struct itimerspec its = { .it_value = { ms / 1000, (ms % 1000) * 1000000L } };
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+	struct itimerspec its = { .it_interval = t, .it_value = t };
 
 	if (!have_tmr) {
 		struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
@@ -687,11 +697,21 @@ static void op_madvise_mprotect(void)
 		mlock(m.addr + off, len);
 		munlock(m.addr + off, len);
 		break;
-	default:
-		madvise(m.addr + off, len,
-			chance(95) ? advice[below(sizeof(advice) / sizeof(advice[0]))] :
-				     (int)below(128));
+	default: {
+		int adv = chance(95) ? advice[below(sizeof(advice) / sizeof(advice[0]))] :
+				       (int)below(128);
+
+		/*
+		 * Not the two that simulate a failing DIMM (root only): the
+		 * range may no longer be ours (see op_mremap()), and then
+		 * they poison whatever is there, the shared zero page or
+		 * libc's page cache, for every process in the VM.
+		 */
+		if (adv == MADV_HWPOISON || adv == MADV_SOFT_OFFLINE)
+			adv = MADV_NORMAL;
+		madvise(m.addr + off, len, adv);
 		break;
+	}
 	}
 out:
 	pthread_mutex_unlock(&tab_lock);
