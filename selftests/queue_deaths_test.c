@@ -1,0 +1,728 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A queue operation killed at every instruction of its own (issue 12):
+ * a child runs the operation under ptrace, and for each instruction of
+ * libmpq it would execute, a fresh child is stopped exactly there (a
+ * breakpoint, its n-th hit) and SIGKILLed; then the parent checks what
+ * the death left behind, after the queue's own recovery. Deterministic,
+ * no timing: each window of a few instructions gets its kill.
+ *  - a JoinableQueue's put, in line, zero-copy and batched: the count of
+ *    unfinished tasks is exact after any death (join neither hangs nor
+ *    returns early);
+ *  - an out-of-line put and get (the blob pool's take and give): no blob
+ *    left behind, none in the pool twice, nothing committed lost;
+ *  - a get that promotes an unbounded queue's overflow into the ring, in
+ *    line and out of line: every message delivered once, intact (never
+ *    twice, never another message's bytes).
+ * On the backend the environment selects (memfd natively, kmod in the
+ * VM); x86-64 (the breakpoint is an int3).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+#define SEC	NSEC_PER_SEC
+#define MAXPTS	(1 << 17)
+
+/* The test program's own code: libmpq is linked in statically. */
+extern char __executable_start[], etext[];
+
+struct ctx {
+	struct mpq_queue *q;
+	int finished;		/* the operation returned before the kill */
+	int arg;
+};
+
+typedef int (*setup_fn)(struct ctx *c);
+typedef void (*child_fn)(struct ctx *c);
+/* Returns a description of what is wrong, or NULL. */
+typedef const char *(*check_fn)(struct ctx *c);
+
+static int in_text(uint64_t rip)
+{
+	return rip >= (uint64_t)(uintptr_t)__executable_start &&
+	       rip < (uint64_t)(uintptr_t)etext;
+}
+
+static int wait_stop(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, __WALL) != pid || !WIFSTOPPED(st))
+		return -1;
+	return WSTOPSIG(st);
+}
+
+static uint64_t rip_of(pid_t pid)
+{
+	struct user_regs_struct regs;
+
+	if (ptrace(PTRACE_GETREGS, pid, 0, &regs))
+		return 0;
+	return regs.rip;
+}
+
+/* The child: stop, run op, stop again (the end), never come back. */
+static pid_t start(struct ctx *c, child_fn prep, child_fn op)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (prep)
+			prep(c);
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		op(c);
+		raise(SIGSTOP);
+		_exit(0);
+	}
+	if (pid > 0 && wait_stop(pid) != SIGSTOP) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	return pid;
+}
+
+static void finish(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	ptrace(PTRACE_CONT, pid, 0, 0);
+	while (waitpid(pid, NULL, __WALL) == pid)
+		;
+}
+
+/*
+ * Run to the occ-th time the child is about to execute addr (a
+ * breakpoint, taken back out each time). 0 there; 1 if op ended first.
+ */
+static int run_to(pid_t pid, uint64_t addr, unsigned int occ)
+{
+	long orig = ptrace(PTRACE_PEEKTEXT, pid, (void *)addr, 0);
+	long trap = (orig & ~0xffL) | 0xcc;
+	struct user_regs_struct regs;
+	unsigned int hits = 0;
+	int sig;
+
+	if (ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)trap))
+		return -1;
+	for (;;) {
+		if (ptrace(PTRACE_CONT, pid, 0, 0))
+			return -1;
+		sig = wait_stop(pid);
+		if (sig == SIGSTOP)
+			return 1;
+		if (sig != SIGTRAP || ptrace(PTRACE_GETREGS, pid, 0, &regs))
+			return -1;
+		if (regs.rip - 1 != addr)
+			return -1;
+		regs.rip = addr;
+		ptrace(PTRACE_SETREGS, pid, 0, &regs);
+		ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)orig);
+		if (++hits == occ)
+			return 0;
+		/* Past it, and the breakpoint back in. */
+		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
+			return -1;
+		sig = wait_stop(pid);
+		if (sig == SIGSTOP)
+			return 1;
+		if (sig != SIGTRAP)
+			return -1;
+		ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)trap);
+	}
+}
+
+struct points {
+	uint64_t *rip;
+	unsigned int *occ;
+	unsigned int n;
+};
+
+/* Single-step op once, noting each instruction of ours and its hit count. */
+static int trace_op(struct ctx *c, setup_fn setup, child_fn prep, child_fn op,
+		    struct points *p)
+{
+	unsigned int steps = 0, i;
+	int sig = -1;
+	pid_t pid;
+
+	if (setup(c))
+		return -1;
+	pid = start(c, prep, op);
+	if (pid < 0)
+		return -1;
+	p->n = 0;
+	for (;;) {
+		uint64_t rip;
+
+		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
+			break;
+		sig = wait_stop(pid);
+		if (sig != SIGTRAP || ++steps > 50 * MAXPTS)
+			break;
+		rip = rip_of(pid);
+		if (!in_text(rip) || p->n == MAXPTS)
+			continue;
+		p->rip[p->n] = rip;
+		p->occ[p->n] = 1;
+		for (i = p->n; i-- > 0;)
+			if (p->rip[i] == rip) {
+				p->occ[p->n] = p->occ[i] + 1;
+				break;
+			}
+		p->n++;
+	}
+	finish(pid);
+	mpq_queue_free(c->q);
+	return sig == SIGSTOP ? 0 : -1;
+}
+
+/*
+ * Kill op at each of its instructions in turn; returns the number of
+ * kill points whose aftermath check() found wrong (the first few are
+ * logged), -1 if the machinery failed. MPQ_DEATHS_STRIDE=k tries every
+ * k-th point only (a quick look).
+ */
+static int kill_everywhere(struct __test_metadata *_metadata,
+			   const char *name, setup_fn setup, child_fn prep,
+			   child_fn op, check_fn check)
+{
+	struct points p = { malloc(MAXPTS * 8), malloc(MAXPTS * 4), 0 };
+	const char *env = getenv("MPQ_DEATHS_STRIDE");
+	unsigned int i, stride = env ? (unsigned int)atoi(env) : 1, tried = 0;
+	unsigned int ended = 0;
+	struct ctx c = { 0 };
+	int bad = 0;
+
+	if (!p.rip || !p.occ || trace_op(&c, setup, prep, op, &p))
+		return -1;
+	if (!stride)
+		stride = 1;
+	for (i = 0; i <= p.n; i += stride) {
+		const char *what;
+		pid_t pid;
+		int r = 1;
+
+		memset(&c, 0, sizeof(c));
+		if (setup(&c))
+			return -1;
+		pid = start(&c, prep, op);
+		if (pid < 0)
+			return -1;
+		/* Point p.n: after the last instruction (op returned). */
+		if (i < p.n)
+			r = run_to(pid, p.rip[i], p.occ[i]);
+		else if (ptrace(PTRACE_CONT, pid, 0, 0) ||
+			 wait_stop(pid) != SIGSTOP)
+			r = -1;
+		if (r < 0) {
+			finish(pid);
+			return -1;
+		}
+		finish(pid);
+		c.finished = r;
+		ended += r;
+		tried++;
+		what = check(&c);
+		if (what) {
+			if (bad < 5)
+				TH_LOG("%s: killed before instruction %u of %u (%#llx, hit %u): %s",
+				       name, i, p.n,
+				       (unsigned long long)(i < p.n ? p.rip[i] : 0),
+				       i < p.n ? p.occ[i] : 0, what);
+			bad++;
+		}
+		mpq_queue_free(c.q);
+	}
+	TH_LOG("%s: %u instructions of libmpq, %u kill points, %u ran to the end, %d wrong",
+	       name, p.n, tried, ended, bad);
+	free(p.rip);
+	free(p.occ);
+	return bad;
+}
+
+static struct mpq_queue *queue(uint32_t maxsize, uint32_t msgsize,
+			       uint32_t flags)
+{
+	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
+				       .flags = flags };
+	struct mpq_queue *q = NULL;
+
+	if (mpq_queue_new(&q, &attr))
+		return NULL;
+	return q;
+}
+
+/* Take everything left, each message given to fn. */
+static int drain(struct ctx *c, void *buf, size_t room,
+		 int (*fn)(struct ctx *c, const void *m, size_t len))
+{
+	int n = 0, bad = 0;
+
+	for (;;) {
+		size_t len = room;
+		int r = mpq_queue_get(c->q, buf, &len, 0);
+
+		/* A get that waits cleans up after every dead one first. */
+		if (r == -EAGAIN) {
+			len = room;
+			r = mpq_queue_get(c->q, buf, &len, 1);
+		}
+		if (r == -ETIMEDOUT)
+			break;
+		if (r)
+			return -1000;
+		n++;
+		if (fn && fn(c, buf, len))
+			bad++;
+	}
+	return bad ? -bad : n;
+}
+
+/* --- JoinableQueue ------------------------------------------------------ */
+
+static int joinable_setup(struct ctx *c)
+{
+	c->q = queue(8, 16, MPQ_QUEUE_F_JOINABLE);
+	return c->q ? 0 : -1;
+}
+
+/* Warm: the thread's record and the robust list are made. */
+static void joinable_prep(struct ctx *c)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	if (mpq_queue_put(c->q, "w", 1, 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0) || mpq_queue_task_done(c->q))
+		_exit(3);
+}
+
+static void joinable_put(struct ctx *c)
+{
+	mpq_queue_put(c->q, "x", 1, 0);
+}
+
+static void joinable_reserve(struct ctx *c)
+{
+	struct mpq_msg m = { 0 };
+
+	if (mpq_queue_reserve(c->q, 1, &m, 0) == 0) {
+		memcpy(m.data, "x", 1);
+		mpq_queue_commit(c->q, &m, 1);
+	}
+}
+
+static void joinable_put_many(struct ctx *c)
+{
+	struct iovec iov[3] = { { "x", 1 }, { "y", 1 }, { "z", 1 } };
+
+	mpq_queue_put_many(c->q, iov, 3, 0);
+}
+
+static int task_done(struct ctx *c, const void *m, size_t len)
+{
+	return mpq_queue_task_done(c->q) != 0;
+}
+
+static const char *joinable_check(struct ctx *c)
+{
+	static char why[128];
+	char buf[16];
+	int n = drain(c, buf, sizeof(buf), task_done), left;
+
+	if (n < 0)
+		return "a get or task_done failed";
+	left = mpq_queue_unfinished(c->q);
+	if (left || mpq_queue_join(c->q, 0)) {
+		snprintf(why, sizeof(why),
+			 "%d taken and done, %d still unfinished: join would never return",
+			 n, left);
+		return why;
+	}
+	if (c->finished && n != c->arg) {
+		snprintf(why, sizeof(why), "put returned, %d of %d taken",
+			 n, c->arg);
+		return why;
+	}
+	return NULL;
+}
+
+static int joinable_setup1(struct ctx *c)
+{
+	c->arg = 1;
+	return joinable_setup(c);
+}
+
+static int joinable_setup3(struct ctx *c)
+{
+	c->arg = 3;
+	return joinable_setup(c);
+}
+
+TEST(a_joinable_put_killed_at_any_instruction_leaves_the_count_exact)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put", joinable_setup1,
+				     joinable_prep, joinable_put,
+				     joinable_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "reserve+commit",
+				     joinable_setup1, joinable_prep,
+				     joinable_reserve, joinable_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put_many", joinable_setup3,
+				     joinable_prep, joinable_put_many,
+				     joinable_check));
+}
+
+/* --- Blobs -------------------------------------------------------------- */
+
+#define BLOB_LEN	100	/* out of line in a queue of 8-byte slots */
+
+static void pattern(void *p, size_t n, uint32_t id)
+{
+	unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = (unsigned char)(id * 131 + i * 7 + 1);
+}
+
+static int pattern_ok(const void *p, size_t n, uint32_t id)
+{
+	unsigned char want[BLOB_LEN];
+
+	if (n != BLOB_LEN)
+		return 0;
+	pattern(want, n, id);
+	return !memcmp(p, want, n);
+}
+
+/* Objects alive in the module, -1 without it. */
+static long module_objects(void)
+{
+	FILE *f = fopen("/sys/module/mpq/parameters/objects", "r");
+	long n = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Blobs the queue holds beyond those in its pool and its overflow's
+ * chunks (as in queue_sizes_test.c): module objects, or bytes allocated
+ * past the ring; *twice set if the pool holds an id twice.
+ */
+static long blobs_unaccounted(struct mpq_queue *q, long base, int *twice)
+{
+	int fd = mpq_queue_fileno(q);
+	long page = sysconf(_SC_PAGESIZE), pooled = 0, pooled_bytes = 0;
+	struct mpq_queue_shm *shm;
+	uint64_t ids[64];
+	size_t size = 4096;
+	unsigned int i, j;
+	long ret;
+
+	*twice = 0;
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		shm = queue_map(q, &size);
+	else
+		shm = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (!shm || shm == MAP_FAILED)
+		return -1;
+	for (i = 0; i < 64; i++) {
+		uint64_t v = i < 8 ? shm->blob_free[i] :
+			     shm->blob_free_more[i - 8];
+
+		ids[i] = v;
+		for (j = 0; v && j < i; j++)
+			if (ids[j] == v)
+				*twice = 1;
+		if (v) {
+			pooled++;
+			pooled_bytes += page << (v & 63);
+		}
+	}
+	/* An unbounded queue's overflow keeps its chunks (blobs too). */
+	for (i = 0; i < 2; i++) {
+		uint64_t v = i ? shm->ovf_tail : shm->ovf_head;
+
+		if (v && (!i || v != shm->ovf_head)) {
+			pooled++;
+			pooled_bytes += page << (v & 63);
+		}
+	}
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD) {
+		ret = module_objects() - base - 1 - pooled;
+	} else {
+		struct stat st;
+
+		if (fallocate(fd, 0, 0, (off_t)shm->map_size) || fstat(fd, &st))
+			return -1;
+		ret = (long)st.st_blocks * 512 - (long)shm->map_size -
+		      pooled_bytes;
+	}
+	munmap(shm, size);
+	return ret;
+}
+
+static long blob_base;
+
+static int blob_setup(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	blob_base = module_objects();
+	c->q = queue(8, 8, 0);
+	if (!c->q)
+		return -1;
+	/* A blob in the pool: the next put takes it. */
+	pattern(buf, sizeof(buf), 0);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0))
+		return -1;
+	return 0;
+}
+
+/* The child's own round first: its record, and the blob mapped. */
+static void blob_prep(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	pattern(buf, sizeof(buf), 0);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0))
+		_exit(3);
+}
+
+static void blob_put(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+
+	pattern(buf, sizeof(buf), 1);
+	mpq_queue_put(c->q, buf, sizeof(buf), 0);
+}
+
+/* The get's message: put by the child itself, through its record. */
+static void blob_get_prep(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+
+	pattern(buf, sizeof(buf), 1);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0))
+		_exit(3);
+}
+
+static void blob_get(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	mpq_queue_get(c->q, buf, &len, 0);
+}
+
+static void blob_peek(struct ctx *c)
+{
+	struct mpq_msg m = { 0 };
+
+	if (mpq_queue_peek(c->q, &m, 0) == 0)
+		mpq_queue_release(c->q, &m);
+}
+
+static int blob_intact(struct ctx *c, const void *m, size_t len)
+{
+	return !pattern_ok(m, len, 1);
+}
+
+static const char *blob_check(struct ctx *c)
+{
+	static char why[160];
+	char buf[4096];
+	long left;
+	int n = drain(c, buf, sizeof(buf), blob_intact), twice;
+
+	if (n < 0)
+		return "a message taken corrupt";
+	/* A put that returned was committed; a get's message may be back. */
+	if (c->arg == 0 && c->finished && n != 1)
+		return "a put that returned was lost";
+	if (c->arg == 1 && c->finished && n)
+		return "a message that was taken came back";
+	if (n > 1)
+		return "one message taken twice";
+	left = blobs_unaccounted(c->q, blob_base, &twice);
+	if (twice)
+		return "a blob in the pool twice";
+	if (left) {
+		snprintf(why, sizeof(why), "%ld %s of blobs left behind", left,
+			 mpq_queue_backend(c->q) == MPQ_BACKEND_KMOD ?
+			 "objects" : "bytes");
+		return why;
+	}
+	return NULL;
+}
+
+static int blob_get_setup1(struct ctx *c)
+{
+	c->arg = 1;
+	return blob_setup(c);
+}
+
+TEST(an_out_of_line_put_killed_at_any_instruction_leaks_no_blob)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put", blob_setup, blob_prep,
+				     blob_put, blob_check));
+}
+
+TEST(an_out_of_line_get_killed_at_any_instruction_leaks_no_blob)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "get", blob_get_setup1,
+				     blob_get_prep, blob_get, blob_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "peek+release",
+				     blob_get_setup1, blob_get_prep, blob_peek,
+				     blob_check));
+}
+
+/* --- Promote ------------------------------------------------------------ */
+
+#define RING	1024	/* an unbounded queue's ring (lib/queue.c) */
+#define OVF	3	/* messages in the overflow */
+
+static uint32_t seen[OVF];
+
+/*
+ * An unbounded queue whose ring is empty and whose overflow holds OVF
+ * messages (arg 1: out of line), and a child whose get moves them into
+ * the ring.
+ */
+static int promote_setup(struct ctx *c, int ext)
+{
+	char buf[BLOB_LEN];
+	size_t len;
+	uint32_t i;
+
+	c->arg = ext;
+	memset(seen, 0, sizeof(seen));
+	blob_base = module_objects();
+	c->q = queue(0, 8, 0);
+	if (!c->q)
+		return -1;
+	for (i = 0; i < RING; i++)
+		if (mpq_queue_put(c->q, &i, sizeof(i), 0))
+			return -1;
+	for (i = 0; i < OVF; i++) {
+		pattern(buf, sizeof(buf), i);
+		memcpy(buf, &i, sizeof(i));
+		if (mpq_queue_put(c->q, buf, ext ? BLOB_LEN : sizeof(i), 0))
+			return -1;
+	}
+	for (i = 0; i < RING; i++) {
+		len = sizeof(buf);
+		if (mpq_queue_get(c->q, buf, &len, 0))
+			return -1;
+	}
+	return mpq_queue_qsize(c->q) == OVF ? 0 : -1;
+}
+
+static int promote_setup0(struct ctx *c)
+{
+	return promote_setup(c, 0);
+}
+
+static int promote_setup1(struct ctx *c)
+{
+	return promote_setup(c, 1);
+}
+
+static void promote_prep(struct ctx *c)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	/* The child's record, through a queue of its own. */
+	struct mpq_queue *o = queue(2, 8, 0);
+
+	if (!o || mpq_queue_put(o, "w", 1, 0) ||
+	    mpq_queue_get(o, buf, &len, 0))
+		_exit(3);
+}
+
+static void promote_get(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	mpq_queue_get(c->q, buf, &len, 0);
+}
+
+static int promoted(struct ctx *c, const void *m, size_t len)
+{
+	uint32_t id;
+	char want[BLOB_LEN];
+
+	if (len < sizeof(id))
+		return 1;
+	memcpy(&id, m, sizeof(id));
+	if (id >= OVF)
+		return 1;
+	seen[id]++;
+	if (!c->arg)
+		return len != sizeof(id);
+	pattern(want, sizeof(want), id);
+	memcpy(want, &id, sizeof(id));
+	return len != BLOB_LEN || memcmp(m, want, len);
+}
+
+static const char *promote_check(struct ctx *c)
+{
+	static char why[160];
+	char buf[4096];
+	int n = drain(c, buf, sizeof(buf), promoted), twice;
+	uint32_t i;
+	long left;
+
+	if (n < 0)
+		return "a message taken corrupt (another message's bytes?)";
+	/* The child took the oldest, or died before it had it. */
+	for (i = 0; i < OVF; i++) {
+		if (seen[i] > 1 || (i && seen[i] != 1) ||
+		    (!i && c->finished && seen[i])) {
+			snprintf(why, sizeof(why),
+				 "message %u taken %u times after the kill", i,
+				 seen[i]);
+			return why;
+		}
+	}
+	if (!c->arg)
+		return NULL;
+	left = blobs_unaccounted(c->q, blob_base, &twice);
+	if (twice)
+		return "a blob in the pool twice";
+	if (left) {
+		snprintf(why, sizeof(why), "%ld of blobs left behind", left);
+		return why;
+	}
+	return NULL;
+}
+
+TEST(a_get_killed_while_it_promotes_the_overflow_delivers_each_message_once)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "promote", promote_setup0,
+				     promote_prep, promote_get, promote_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "promote out of line",
+				     promote_setup1, promote_prep, promote_get,
+				     promote_check));
+}
+
+TEST_HARNESS_MAIN
