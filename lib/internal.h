@@ -326,6 +326,7 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 void mpq_qblob_free(struct mpq_queue *q, uint64_t id);
 /* Free (pool or drop) the blob that record r holds, if any. */
 void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r);
+void mpq_qblob_settle(struct mpq_queue *q, struct mpq_queue_rec *r);
 /* The blob id the module's NEW wrote in a record's blob_arg, or 0. */
 uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes);
 /* reclaim.c: this thread's own record for q if idle (holding a blob). */

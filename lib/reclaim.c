@@ -85,9 +85,13 @@ static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
  */
 static void mpq_rec_blob_reap(struct mpq_queue *q, struct mpq_queue_rec *r)
 {
-	uint64_t id = load_relaxed(&r->blob), pos;
-	uint64_t kid = load_relaxed(&r->blob_arg.id);
+	uint64_t id, pos, kid;
 	uint32_t op = load_relaxed(&r->op), n = load_relaxed(&r->n), k;
+
+	/* A blob on its way between r and the pool goes one way first. */
+	mpq_qblob_settle(q, r);
+	id = load_acquire(&r->blob);
+	kid = load_relaxed(&r->blob_arg.id);
 
 	if (kid) {
 		__atomic_store_n(&r->blob_arg.id, 0, __ATOMIC_RELAXED);
