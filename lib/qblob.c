@@ -38,8 +38,10 @@
  * the file (memfd) until reused or the queue goes. A memfd offset is
  * never handed out twice, so a mapping kept of a blob freed since is
  * never used again; with the module a kept mapping holds its block until
- * the handle drops it (MPQ_BLOB_MAPPED at most), and its ids come round
- * again only after 2^32 blobs.
+ * the handle drops it (MPQ_BLOB_MAPPED at most), and its ids are never
+ * handed out twice either (MPQ_QUEUE_BLOB_ID_MAX): a kept mapping, a
+ * pooled entry or a descriptor that names an id gone can miss, never
+ * reach another message's blob.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -409,7 +411,8 @@ static int mpq_blob_kmod_new(struct mpq_queue *q, struct mpq_queue_rec *r,
 
 uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes)
 {
-	if (q->backend != MPQ_BACKEND_KMOD || !kid || kid > UINT32_MAX ||
+	if (q->backend != MPQ_BACKEND_KMOD || !kid ||
+	    kid > MPQ_QUEUE_BLOB_ID_MAX ||
 	    !bytes || bytes > MPQ_BLOB_SPACE)
 		return 0;
 	return kid << MPQ_BLOB_CLASS_BITS | mpq_blob_class(bytes);

@@ -108,8 +108,13 @@ struct mpq_queue_info {
  * as any) that the queue holds by id until it is dropped or the queue is
  * freed: a message out of line. NEW makes one and returns an fd of it;
  * OPEN returns an fd of the blob with that id; DROP lets the queue's hold
- * go (the memory goes with the last fd and mapping).
+ * go (the memory goes with the last fd and mapping). Ids are never handed
+ * out twice in a queue's life: they count up from 2^32 (so that nobody
+ * keeps them in 32 bits) to MPQ_QUEUE_BLOB_ID_MAX, past which NEW is
+ * -EBUSY (decades of making blobs at the fastest a system call goes).
  */
+#define MPQ_QUEUE_BLOB_ID_MAX	((1ULL << 50) - 1)
+
 struct mpq_queue_blob {
 	__u64 id;
 	__u64 bytes;
