@@ -5,7 +5,8 @@
  * libmpq it would execute, a fresh child is stopped exactly there (a
  * breakpoint, its n-th hit) and SIGKILLed; then the parent checks what
  * the death left behind, after the queue's own recovery. Deterministic,
- * no timing: each window of a few instructions gets its kill.
+ * no timing: each window of a few instructions gets its kill (one per
+ * distinct state a death there would leave: see trace_op).
  *  - a JoinableQueue's put, in line, zero-copy and batched: the count of
  *    unfinished tasks is exact after any death (join neither hangs nor
  *    returns early);
@@ -19,7 +20,10 @@
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <linux/futex.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -143,44 +147,137 @@ struct points {
 	uint64_t *rip;
 	unsigned int *occ;
 	unsigned int n;
+	unsigned int steps;	/* instructions of libmpq traced */
 };
 
-/* Single-step op once, noting each instruction of ours and its hit count. */
+/* FNV-1a over 8-byte words (n a multiple of 8), for telling states apart. */
+static uint64_t hash(uint64_t h, const void *p, size_t n)
+{
+	const uint64_t *w = p;
+
+	for (n /= 8; n--; w++)
+		h = (h ^ __atomic_load_n(w, __ATOMIC_RELAXED)) *
+		    0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * What a death of the child would leave now, as a hash: the queue's
+ * shared memory (map), and the robust list the kernel walks at its exit
+ * (the list's entries and the pending slot: private memory that decides
+ * which words are marked dead). System calls are counted apart.
+ */
+static uint64_t state_of(pid_t pid, const void *map, size_t size)
+{
+	uint64_t h = hash(0xcbf29ce484222325ULL, map, size);
+	struct robust_list_head head;
+	void *headp = NULL;
+	size_t len = 0;
+	uint64_t at;
+	int i;
+
+	if (syscall(SYS_get_robust_list, pid, &headp, &len) || !headp)
+		return h;
+	{
+		struct iovec l = { &head, sizeof(head) }, r = { headp, sizeof(head) };
+
+		if (process_vm_readv(pid, &l, 1, &r, 1, 0) != sizeof(head))
+			return h;
+	}
+	h = hash(h, &head, sizeof(head));
+	at = (uint64_t)(uintptr_t)head.list.next;
+	for (i = 0; i < 64 && at && at != (uint64_t)(uintptr_t)headp; i++) {
+		uint64_t next = 0;
+		struct iovec l = { &next, sizeof(next) },
+			     r = { (void *)(uintptr_t)(at & ~1ULL), sizeof(next) };
+
+		if (process_vm_readv(pid, &l, 1, &r, 1, 0) != sizeof(next))
+			break;
+		h = hash(h, &at, sizeof(at));
+		at = next;
+	}
+	return h;
+}
+
+/* Was the instruction at rip a system call (syscall: 0f 05)? */
+static int is_syscall(pid_t pid, uint64_t rip)
+{
+	long w;
+
+	errno = 0;
+	w = ptrace(PTRACE_PEEKTEXT, pid, (void *)rip, 0);
+	return !errno && (w & 0xffff) == 0x050f;
+}
+
+/*
+ * Single-step op once and choose where to kill it. Every instruction is
+ * a place a SIGKILL can land, but two places between which the child
+ * changed nothing a death leaves behind (the queue's shared memory, its
+ * robust list, a system call's effect) leave the same aftermath: so a
+ * kill point is each instruction that follows such a change (and the
+ * first). MPQ_DEATHS_ALL=1 kills before every instruction of libmpq
+ * instead (the same verdicts, many times slower). The hit counts are of
+ * every instruction executed, as the breakpoint counts them; a rep
+ * instruction that traps at each iteration counts once, and its
+ * iterations are not kill points (a breakpoint cannot stop there).
+ */
 static int trace_op(struct ctx *c, setup_fn setup, child_fn prep, child_fn op,
 		    struct points *p)
 {
-	unsigned int steps = 0, i;
-	int sig = -1;
+	uint64_t *all = malloc(50ULL * MAXPTS * 8), last = 0, st, rip, prev = 0;
+	int every = getenv("MPQ_DEATHS_ALL") != NULL, sig = -1, changed = 1;
+	unsigned int steps = 0, nall = 0, i;
+	size_t size = 0;
+	void *map;
 	pid_t pid;
 
-	if (setup(c))
+	if (!all || setup(c))
+		return -1;
+	map = queue_map(c->q, &size);
+	if (!map)
 		return -1;
 	pid = start(c, prep, op);
 	if (pid < 0)
 		return -1;
 	p->n = 0;
+	p->steps = 0;
+	last = state_of(pid, map, size);
 	for (;;) {
-		uint64_t rip;
-
 		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
 			break;
 		sig = wait_stop(pid);
 		if (sig != SIGTRAP || ++steps > 50 * MAXPTS)
 			break;
 		rip = rip_of(pid);
-		if (!in_text(rip) || p->n == MAXPTS)
+		if (prev && is_syscall(pid, prev))
+			changed = 1;
+		prev = rip;
+		st = state_of(pid, map, size);
+		if (st != last)
+			changed = 1;
+		last = st;
+		/* A rep iteration: the same instruction, not a new one. */
+		if (nall && all[nall - 1] == rip)
 			continue;
-		p->rip[p->n] = rip;
-		p->occ[p->n] = 1;
-		for (i = p->n; i-- > 0;)
-			if (p->rip[i] == rip) {
-				p->occ[p->n] = p->occ[i] + 1;
-				break;
+		all[nall++] = rip;
+		p->steps += in_text(rip);
+		if (every ? in_text(rip) : changed) {
+			/* Its hit count: among all instructions executed. */
+			unsigned int occ = 0;
+
+			for (i = 0; i < nall; i++)
+				occ += all[i] == rip;
+			if (p->n < MAXPTS) {
+				p->rip[p->n] = rip;
+				p->occ[p->n++] = occ;
 			}
-		p->n++;
+		}
+		changed = 0;
 	}
 	finish(pid);
+	munmap(map, size);
 	mpq_queue_free(c->q);
+	free(all);
 	return sig == SIGSTOP ? 0 : -1;
 }
 
@@ -194,7 +291,7 @@ static int kill_everywhere(struct __test_metadata *_metadata,
 			   const char *name, setup_fn setup, child_fn prep,
 			   child_fn op, check_fn check)
 {
-	struct points p = { malloc(MAXPTS * 8), malloc(MAXPTS * 4), 0 };
+	struct points p = { malloc(MAXPTS * 8), malloc(MAXPTS * 4), 0, 0 };
 	const char *env = getenv("MPQ_DEATHS_STRIDE");
 	unsigned int i, stride = env ? (unsigned int)atoi(env) : 1, tried = 0;
 	unsigned int ended = 0;
@@ -242,7 +339,7 @@ static int kill_everywhere(struct __test_metadata *_metadata,
 		mpq_queue_free(c.q);
 	}
 	TH_LOG("%s: %u instructions of libmpq, %u kill points, %u ran to the end, %d wrong",
-	       name, p.n, tried, ended, bad);
+	       name, p.steps, tried, ended, bad);
 	free(p.rip);
 	free(p.occ);
 	return bad;
