@@ -258,8 +258,11 @@ void mpq_ovf_settle(struct mpq_queue *q)
 {
 	struct mpq_lock l;
 
-	if (!mpq_ovf_lock(q, &l))
-		mpq_lock_release(&l);
+	if (mpq_ovf_lock(q, &l))
+		return;
+	/* Again: a record the repair could not adopt then (no memory). */
+	mpq_ovf_finish_promotes(q);
+	mpq_lock_release(&l);
 }
 
 /*

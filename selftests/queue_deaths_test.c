@@ -1059,4 +1059,86 @@ TEST_F_TIMEOUT(slow, a_sigkill_storm_of_joinable_producers_leaves_the_count_and_
 	}
 }
 
+/* A consumer by peek: each message noted before its release. */
+static void storm_consume(struct mpq_queue *q, struct storm *sh)
+{
+	for (;;) {
+		struct mpq_msg m = { 0 };
+		uint32_t id;
+		int r = mpq_queue_peek(q, &m, 2 * SEC);
+
+		if (r)
+			_exit(r == -ETIMEDOUT ? 0 : 20);
+		memcpy(&id, m.data, sizeof(id));
+		if (id >= STORM_IDS || m.len != (id % 7 == 3 ? BLOB_LEN : 4))
+			__atomic_add_fetch(&sh->bad, 1, __ATOMIC_SEQ_CST);
+		else
+			__atomic_add_fetch(&sh->count[id], 1, __ATOMIC_SEQ_CST);
+		if (mpq_queue_release(q, &m))
+			_exit(21);
+	}
+}
+
+/*
+ * An unbounded queue whose ring is full and whose overflow holds the
+ * rest (some out of line), two consumers moving the overflow into the
+ * ring as they take, one SIGKILLed at a random instant: every message is
+ * taken, intact, and only the one the victim held in its window may come
+ * twice.
+ */
+TEST_F_TIMEOUT(slow, a_sigkill_storm_of_consumers_promoting_the_overflow_delivers_once, 300)
+{
+	int iters = getenv("MPQ_IN_VM") ? 6 : 25, it;
+	uint64_t seed = 0x9e0d;
+	char buf[BLOB_LEN];
+
+	for (it = 0; it < iters; it++) {
+		struct storm *sh = shared_alloc(sizeof(*sh));
+		struct mpq_queue *q = queue(0, 8, 0);
+		int victim = (int)(rnd(&seed) % 2), c, twice = 0, k;
+		uint32_t id;
+		pid_t pid[2];
+
+		ASSERT_NE(NULL, sh);
+		ASSERT_NE(NULL, q);
+		memset(sh, 0, sizeof(*sh));
+		for (id = 0; id < STORM_IDS; id++) {
+			size_t len = id % 7 == 3 ? BLOB_LEN : sizeof(id);
+
+			pattern(buf, sizeof(buf), id);
+			memcpy(buf, &id, sizeof(id));
+			ASSERT_EQ(0, mpq_queue_put(q, buf, len, 0));
+		}
+		for (c = 0; c < 2; c++) {
+			pid[c] = fork();
+			if (pid[c] == 0)
+				storm_consume(q, sh);
+		}
+		sleep_ms(1 + (int)(rnd(&seed) % 30));
+		kill(pid[victim], SIGKILL);
+		/* The survivor takes the rest, the victim's last included. */
+		for (k = 0; k < 2000; k++) {
+			for (id = 0; id < STORM_IDS; id++)
+				if (!__atomic_load_n(&sh->count[id],
+						     __ATOMIC_SEQ_CST))
+					break;
+			if (id == STORM_IDS)
+				break;
+			sleep_ms(5);
+		}
+		kill(pid[!victim], SIGKILL);
+		wait_child(pid[0], 10000);
+		wait_child(pid[1], 10000);
+		ASSERT_EQ(0, sh->bad) TH_LOG("it %d: a message taken corrupt", it);
+		for (id = 0; id < STORM_IDS; id++) {
+			ASSERT_LE(1, sh->count[id])
+				TH_LOG("it %d: id %u lost", it, id);
+			twice += sh->count[id] - 1;
+		}
+		ASSERT_LE(twice, 1) TH_LOG("it %d: %d deliveries too many", it, twice);
+		mpq_queue_free(q);
+		munmap(sh, sizeof(*sh));
+	}
+}
+
 TEST_HARNESS_MAIN
