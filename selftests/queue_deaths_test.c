@@ -16,9 +16,10 @@
  *    line and out of line: every message delivered once, intact (never
  *    twice, never another message's bytes).
  * On the backend the environment selects (memfd natively, kmod in the
- * VM); x86-64 (the breakpoint is an int3).
+ * VM); x86-64 (the breakpoints are in debug registers).
  */
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <linux/futex.h>
 #include <sys/ptrace.h>
@@ -116,35 +117,42 @@ static void finish(pid_t pid)
 }
 
 /*
- * Run to the occ-th time the child is about to execute addr (a
- * breakpoint, taken back out each time). 0 there; 1 if op ended first.
+ * An instruction breakpoint at addr in debug register 0 (0: off): no
+ * write into the child's code, which a VM under emulation pays for by
+ * translating the page again. Reported as a SIGTRAP before the
+ * instruction runs.
+ */
+static int hw_break(pid_t pid, uint64_t addr)
+{
+	size_t dr0 = offsetof(struct user, u_debugreg[0]);
+	size_t dr7 = offsetof(struct user, u_debugreg[7]);
+
+	if (addr && ptrace(PTRACE_POKEUSER, pid, (void *)dr0, (void *)addr))
+		return -1;
+	return ptrace(PTRACE_POKEUSER, pid, (void *)dr7,
+		      (void *)(addr ? 1UL : 0UL)) ? -1 : 0;
+}
+
+/*
+ * Run to the occ-th time the child is about to execute addr. 0 there;
+ * 1 if op ended first.
  */
 static int run_to(pid_t pid, uint64_t addr, unsigned int occ)
 {
-	long orig = ptrace(PTRACE_PEEKTEXT, pid, (void *)addr, 0);
-	long trap = (orig & ~0xffL) | 0xcc;
-	struct user_regs_struct regs;
 	unsigned int hits = 0;
 	int sig;
 
-	if (ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)trap))
-		return -1;
 	for (;;) {
-		if (ptrace(PTRACE_CONT, pid, 0, 0))
+		if (hw_break(pid, addr) || ptrace(PTRACE_CONT, pid, 0, 0))
 			return -1;
 		sig = wait_stop(pid);
 		if (sig == SIGSTOP)
 			return 1;
-		if (sig != SIGTRAP || ptrace(PTRACE_GETREGS, pid, 0, &regs))
+		if (sig != SIGTRAP || rip_of(pid) != addr || hw_break(pid, 0))
 			return -1;
-		if (regs.rip - 1 != addr)
-			return -1;
-		regs.rip = addr;
-		ptrace(PTRACE_SETREGS, pid, 0, &regs);
-		ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)orig);
 		if (++hits == occ)
 			return 0;
-		/* Past it, and the breakpoint back in. */
+		/* Past it, the breakpoint off for the one step. */
 		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
 			return -1;
 		sig = wait_stop(pid);
@@ -152,7 +160,6 @@ static int run_to(pid_t pid, uint64_t addr, unsigned int occ)
 			return 1;
 		if (sig != SIGTRAP)
 			return -1;
-		ptrace(PTRACE_POKETEXT, pid, (void *)addr, (void *)trap);
 	}
 }
 
@@ -244,11 +251,13 @@ static int shm_changed(const void *map, void *copy, size_t size)
 /*
  * The child called out of our code (into libc or the vDSO): run it to
  * the return, at [rsp] (a breakpoint there). 1 there, 0 if op ended, -1.
+ * A recursion back to the same address would stop early: our code is not
+ * called back from libc here.
  */
 static int run_out(pid_t pid)
 {
 	struct user_regs_struct regs;
-	long ret = 0, orig;
+	long ret = 0;
 	int sig, k;
 
 	if (ptrace(PTRACE_GETREGS, pid, 0, &regs))
@@ -263,22 +272,15 @@ static int run_out(pid_t pid)
 		if (!errno && in_text((uint64_t)ret))
 			break;
 	}
-	if (k == 4)
-		return -1;
-	orig = ptrace(PTRACE_PEEKTEXT, pid, (void *)ret, 0);
-	if (ptrace(PTRACE_POKETEXT, pid, (void *)ret,
-		   (void *)((orig & ~0xffL) | 0xcc)) ||
+	if (k == 4 || hw_break(pid, (uint64_t)ret) ||
 	    ptrace(PTRACE_CONT, pid, 0, 0))
 		return -1;
 	sig = wait_stop(pid);
-	ptrace(PTRACE_POKETEXT, pid, (void *)ret, (void *)orig);
 	if (sig == SIGSTOP)
 		return 0;
-	if (sig != SIGTRAP || ptrace(PTRACE_GETREGS, pid, 0, &regs) ||
-	    regs.rip - 1 != (uint64_t)ret)
+	if (sig != SIGTRAP || rip_of(pid) != (uint64_t)ret || hw_break(pid, 0))
 		return -1;
-	regs.rip = (uint64_t)ret;
-	return ptrace(PTRACE_SETREGS, pid, 0, &regs) ? -1 : 1;
+	return 1;
 }
 
 /*
@@ -293,7 +295,8 @@ static int run_out(pid_t pid)
  * as before it). MPQ_DEATHS_ALL=1 kills before every instruction of
  * libmpq instead (the same verdicts, many times slower). The hit counts
  * are of every instruction of ours executed, as the breakpoint counts
- * them.
+ * them (a rep instruction once, not at each of its iterations, which are
+ * no kill points: a breakpoint cannot stop between them).
  */
 static int trace_op(struct ctx *c, setup_fn setup, child_fn prep, child_fn op,
 		    struct points *p)
@@ -344,6 +347,9 @@ static int trace_op(struct ctx *c, setup_fn setup, child_fn prep, child_fn op,
 		if (st != last || shm_changed(map, copy, size))
 			changed = 1;
 		last = st;
+		/* A rep instruction traps at each iteration: one instruction. */
+		if (nall && all[nall - 1] == rip)
+			continue;
 		all[nall++] = rip;
 		p->steps++;
 		if (every || changed) {
