@@ -29,9 +29,12 @@
  * Blobs (MPQ_IOC_QUEUE_BLOB_*): messages out of line, each an anonymous
  * SharedMemory block (shm.c), charged to whoever makes it, that the queue
  * holds in an xarray by id until a consumer drops it or the queue goes.
- * Ids are handed out cyclically, so that an id just dropped is not at
- * once another blob's. Any participant can open or drop any id: it can
- * rewrite the ring as well; the kernel only keeps its own table straight.
+ * Ids count up and are never handed out twice (MPQ_QUEUE_BLOB_ID_MAX):
+ * a slot, a pooled entry or a handle's kept mapping that still names a
+ * dropped id can only miss, never reach another blob, as a 32-bit id
+ * that wrapped after 2^32 blobs could. Any participant can open or drop
+ * any id: it can rewrite the ring as well; the kernel only keeps its own
+ * table straight.
  *
  * Waking pollers needs a system call, and the fast path must not make one
  * when nobody polls. ->poll() sets a bit in poll_wanted before it checks
@@ -69,7 +72,7 @@ struct mpq_queue {
 	wait_queue_head_t wq;
 	/* Blobs by id: struct file of an anonymous block each. */
 	struct xarray blobs;
-	u32 blob_next;
+	atomic64_t blob_last;	/* the last id handed out */
 	/* Private, authoritative geometry. */
 	u32 flags;		/* MPQ_QUEUE_JOINABLE, MPQ_QUEUE_UNBOUNDED */
 	u32 maxsize;		/* 0: unbounded */
@@ -367,27 +370,33 @@ static long mpq_queue_info(struct mpq_queue *q, void __user *uarg)
 	return mpq_info_to_user(uarg, &info, sizeof(info), MPQ_QUEUE_INFO_SIZE_VER0);
 }
 
+/* The largest blob id: the uapi's, within an xarray index. */
+static u64 mpq_queue_blob_id_max(void)
+{
+	return min_t(u64, MPQ_QUEUE_BLOB_ID_MAX, ULONG_MAX);
+}
+
 /*
  * MPQ_IOC_QUEUE_BLOB_*: a blob made, opened or dropped (see the top of
  * this file). The argument is read once into our copy; ids are only
  * looked up. Returns an fd (NEW, OPEN) or 0 (DROP), or -EFAULT, -EINVAL
  * (flags, reserved, a zero size), -ENOENT (no such id), -E2BIG, -EDQUOT,
- * -ENOMEM, -EBUSY (2^32 blobs held), -EMFILE.
+ * -ENOMEM, -EBUSY (every id was handed out), -EMFILE.
  */
 static long mpq_queue_blob(struct mpq_queue *q, unsigned int cmd,
 			   void __user *uarg)
 {
 	struct mpq_queue_blob b;
 	struct file *file;
+	s64 last;
 	int fd, ret;
-	u32 id;
 
 	if (copy_from_user(&b, uarg, sizeof(b)))
 		return -EFAULT;
 	if (b.flags & ~MPQ_CREATE_CLOEXEC || b.reserved)
 		return -EINVAL;
 	if (cmd == MPQ_IOC_QUEUE_BLOB_DROP) {
-		if (b.id > U32_MAX)
+		if (b.id > mpq_queue_blob_id_max())
 			return -ENOENT;
 		file = xa_erase(&q->blobs, (unsigned long)b.id);
 		if (!file)
@@ -399,16 +408,23 @@ static long mpq_queue_blob(struct mpq_queue *q, unsigned int cmd,
 		file = mpq_shm_anon_file(b.bytes);
 		if (IS_ERR(file))
 			return PTR_ERR(file);
-		ret = xa_alloc_cyclic(&q->blobs, &id, file,
-				      XA_LIMIT(1, U32_MAX), &q->blob_next,
-				      GFP_KERNEL_ACCOUNT);
+		/* Never past the last id, so the counter never wraps either. */
+		last = atomic64_fetch_add_unless(&q->blob_last, 1,
+						 (s64)mpq_queue_blob_id_max());
+		if (last >= (s64)mpq_queue_blob_id_max()) {
+			fput(file);
+			return -EBUSY;
+		}
+		b.id = (u64)last + 1;
+		/* Fresh, so never there already; -ENOMEM at worst. */
+		ret = xa_insert(&q->blobs, (unsigned long)b.id, file,
+				GFP_KERNEL_ACCOUNT);
 		if (ret < 0) {
 			fput(file);
 			return ret;
 		}
-		b.id = id;
 	} else {
-		if (b.id > U32_MAX)
+		if (b.id > mpq_queue_blob_id_max())
 			return -ENOENT;
 		xa_lock(&q->blobs);
 		file = xa_load(&q->blobs, (unsigned long)b.id);
@@ -673,7 +689,10 @@ long mpq_queue_create(void __user *uarg)
 	if (ret)
 		goto err_free;
 	mpq_queue_format(q);
-	xa_init_flags(&q->blobs, XA_FLAGS_ALLOC1 | XA_FLAGS_ACCOUNT);
+	xa_init_flags(&q->blobs, XA_FLAGS_ACCOUNT);
+	/* From 2^32: an id kept in 32 bits anywhere fails at once. */
+	atomic64_set(&q->blob_last,
+		     (s64)min_t(u64, U32_MAX, mpq_queue_blob_id_max() / 2));
 	init_waitqueue_head(&q->wq);
 	q->ref.region = &q->region;
 	q->ref.obj = &q->obj;

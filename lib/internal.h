@@ -296,7 +296,7 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m);
 int mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,
 		     struct mpq_queue_rec *r, uint64_t pos);
 void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit);
-void mpq_queue_task_undo(struct mpq_queue *q, uint32_t n);
+void mpq_queue_task_wake(struct mpq_queue *q);
 /* reclaim.c: give our record up as dead, for a repairer to act on. */
 void mpq_rec_giveup(struct mpq_queue *q, struct mpq_queue_rec *r);
 
@@ -326,6 +326,7 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 void mpq_qblob_free(struct mpq_queue *q, uint64_t id);
 /* Free (pool or drop) the blob that record r holds, if any. */
 void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r);
+void mpq_qblob_settle(struct mpq_queue *q, struct mpq_queue_rec *r);
 /* The blob id the module's NEW wrote in a record's blob_arg, or 0. */
 uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes);
 /* reclaim.c: this thread's own record for q if idle (holding a blob). */
@@ -340,8 +341,12 @@ void mpq_qblob_forget(struct mpq_queue *q);
 #define MPQ_IOV_EXT		((size_t)MPQ_SLOT_EXT)
 int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg);
 void mpq_ovf_forget(struct mpq_queue *q);
-int mpq_queue_ring_put(struct mpq_queue *q, const struct iovec *msgs,
-		       unsigned int n, int count);
+int mpq_queue_ring_fill(struct mpq_queue *q, const struct iovec *msgs,
+			unsigned int n, uint64_t *posp, struct mpq_queue_rec **rp);
+void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
+			    uint64_t pos, unsigned int k);
+void mpq_ovf_settle(struct mpq_queue *q);
+int mpq_rec_adopt_dead(struct mpq_queue_rec *r, uint32_t v);
 int mpq_ovf_promote(struct mpq_queue *q);
 static inline int mpq_ovf_active(const struct mpq_queue *q)
 {

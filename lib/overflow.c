@@ -23,9 +23,18 @@
  *  - put: the record is written past used, then used moves past it; a new
  *    chunk is linked by the old tail's next (or by ovf_head when there
  *    was none), then ovf_tail follows; ovf_count is recounted on repair;
- *  - promote: the records are published in the ring, then ovf_off moves
- *    past them. A death between the two delivers them twice (at least
- *    once, as for a consumer that dies holding a message in the ring).
+ *  - promote: the records are written into claimed ring slots, left
+ *    unpublished; then the ring's operation record is marked
+ *    MPQ_REC_FILLED (the commit: one store), with the chunk and the
+ *    offset the overflow's ovf_off moves to in the record; then ovf_off
+ *    and ovf_count move past them; then the slots are published. Killed
+ *    before the mark, the claim is a dead producer's (reclaim.c drops its
+ *    slots) and the messages are still here, promoted again later; after
+ *    it, the next holder of the lock (who alone acts on a FILLED record:
+ *    reclaim.c hands such a death to it) moves ovf_off if it had not
+ *    moved and publishes what was not. Each message is delivered once:
+ *    never twice, so never a second time after its blob went back to
+ *    the pool and into another message (issue 12).
  * A drained chunk is dropped after ovf_head moved past it (a death there
  * leaks it until the queue goes, loses nothing).
  * A JoinableQueue's tasks in the overflow are ovf_count itself, not yet in
@@ -34,9 +43,7 @@
  * would never return), or too low; ovf_count is exact after any death, as
  * the repair recounts it. A promote counts them in unfinished as the
  * ring's puts do (its dead producers' counts are taken back with their
- * slots, reclaim.c) before ovf_count lets them go; so a promote that dies
- * before its commit, whose messages are delivered twice, counts them
- * twice too, and every delivery is one task_done. join() and
+ * slots, reclaim.c) before ovf_count lets them go. join() and
  * unfinished() add the two (queue.c).
  *
  * Everything in the chunks and the header is as hostile as the rest of
@@ -47,6 +54,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "sync.h"
 
 #define MPQ_OVF_MAGIC		0x6d70714fU	/* "Oqpm" */
@@ -177,6 +185,51 @@ corrupt:
 	return -EUCLEAN;
 }
 
+/*
+ * A promote whose holder died after its commit point (MPQ_REC_FILLED):
+ * finish it. Under the lock, which that holder had: so ovf_off is as it
+ * left it, before or after its move, and nobody else acts on the record.
+ */
+static void mpq_ovf_finish_promotes(struct mpq_queue *q)
+{
+	struct mpq_queue_shm *shm = q->shm;
+	unsigned int i, k;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t v = load_acquire(&r->word), op, n;
+		uint64_t pos, off;
+
+		if (!(v & MPQ_RW_OWNER_DIED) || v & MPQ_RW_TID)
+			continue;
+		n = load_acquire(&r->n);
+		op = load_acquire(&r->op);
+		if (!n || n > q->capacity || (op & (MPQ_REC_PUT | MPQ_REC_WON |
+		    MPQ_REC_FILLED)) != (MPQ_REC_PUT | MPQ_REC_WON |
+					  MPQ_REC_FILLED))
+			continue;
+		if (mpq_rec_adopt_dead(r, v))
+			continue;
+		pos = load_relaxed(&r->pos);
+		off = load_relaxed(&r->ovf_off);
+		if (load_relaxed(&shm->ovf_head) == load_relaxed(&r->ovf_chunk) &&
+		    load_relaxed(&shm->ovf_off) < off)
+			__atomic_store_n(&shm->ovf_off, off, __ATOMIC_RELEASE);
+		for (k = 0; k < n; k++) {
+			struct mpq_slot *s = mpq_slot_at(q, pos + k);
+
+			if (load_acquire(&s->seq) == (uint32_t)(pos + k) &&
+			    (int64_t)(load_acquire(&shm->tail) - (pos + k)) > 0)
+				store_release(&s->seq, (uint32_t)(pos + k + 1));
+		}
+		/* Published: what the tally counted stands. */
+		__atomic_store_n(&r->tasks, load_relaxed(&r->tasks) & ~1ULL,
+				 __ATOMIC_RELEASE);
+		mpq_rec_drop(r);
+		mpq_queue_notify(q, &shm->nonempty, MPQ_POLL_IN);
+	}
+}
+
 static int mpq_ovf_lock(struct mpq_queue *q, struct mpq_lock *l)
 {
 	int ret;
@@ -189,11 +242,27 @@ static int mpq_ovf_lock(struct mpq_queue *q, struct mpq_lock *l)
 	l->oid = q->id;
 	ret = mpq_lock_acquire(l, MPQ_FOREVER);
 	if (ret == -EOWNERDEAD) {
+		mpq_ovf_finish_promotes(q);
 		mpq_ovf_repair(q);
 		mpq_lock_consistent(l);
 		ret = 0;
 	}
 	return ret;
+}
+
+/*
+ * A dead promote found by whoever cleans up after the dead (reclaim.c):
+ * the lock's next holder finishes it, so take the lock once.
+ */
+void mpq_ovf_settle(struct mpq_queue *q)
+{
+	struct mpq_lock l;
+
+	if (mpq_ovf_lock(q, &l))
+		return;
+	/* Again: a record the repair could not adopt then (no memory). */
+	mpq_ovf_finish_promotes(q);
+	mpq_lock_release(&l);
 }
 
 /*
@@ -303,8 +372,9 @@ int mpq_ovf_promote(struct mpq_queue *q)
 	struct mpq_queue_shm *shm = q->shm;
 	struct iovec iov[MPQ_OVF_BATCH];
 	uint64_t offs[MPQ_OVF_BATCH + 1];
+	struct mpq_queue_rec *rec;
 	struct mpq_ovf_chunk *h;
-	uint64_t head, off, used;
+	uint64_t head, off, used, pos;
 	struct mpq_lock l;
 	int ret = mpq_ovf_lock(q, &l), n = 0, k = 0;
 
@@ -378,19 +448,32 @@ int mpq_ovf_promote(struct mpq_queue *q)
 		goto out;
 	}
 	/*
-	 * Counted as tasks in unfinished now (a JoinableQueue), before
-	 * ovf_count lets them go: a joiner never sees them in neither.
+	 * Counted as tasks now (a JoinableQueue), before ovf_count lets
+	 * them go: a joiner never sees them in neither.
 	 */
-	k = mpq_queue_ring_put(q, iov, (unsigned int)n, 1);
-	if (k > 0) {
-		/* The commit: they are in the ring now. */
+	k = mpq_queue_ring_fill(q, iov, (unsigned int)n, &pos, &rec);
+	if (k <= 0) {
+		ret = k == -EAGAIN ? 0 : k;
+		goto out;
+	}
+	if (!rec) {
+		/* No record to say so: published first (at least once). */
+		mpq_queue_ring_publish(q, rec, pos, (unsigned int)k);
 		__atomic_store_n(&shm->ovf_off, offs[k], __ATOMIC_RELEASE);
 		__atomic_sub_fetch(&shm->ovf_count, (uint32_t)k,
 				   __ATOMIC_RELEASE);
 		ret = k;
-	} else {
-		ret = k == -EAGAIN ? 0 : k;
+		goto out;
 	}
+	/* The commit point: from here on the ring has them (see the top). */
+	__atomic_store_n(&rec->ovf_chunk, head, __ATOMIC_RELAXED);
+	__atomic_store_n(&rec->ovf_off, offs[k], __ATOMIC_RELAXED);
+	__atomic_store_n(&rec->op, MPQ_REC_PUT | MPQ_REC_WON | MPQ_REC_FILLED,
+			 __ATOMIC_RELEASE);
+	__atomic_store_n(&shm->ovf_off, offs[k], __ATOMIC_RELEASE);
+	__atomic_sub_fetch(&shm->ovf_count, (uint32_t)k, __ATOMIC_RELEASE);
+	mpq_queue_ring_publish(q, rec, pos, (unsigned int)k);
+	ret = k;
 out:
 	mpq_lock_release(&l);
 	return ret;

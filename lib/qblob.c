@@ -38,8 +38,10 @@
  * the file (memfd) until reused or the queue goes. A memfd offset is
  * never handed out twice, so a mapping kept of a blob freed since is
  * never used again; with the module a kept mapping holds its block until
- * the handle drops it (MPQ_BLOB_MAPPED at most), and its ids come round
- * again only after 2^32 blobs.
+ * the handle drops it (MPQ_BLOB_MAPPED at most), and its ids are never
+ * handed out twice either (MPQ_QUEUE_BLOB_ID_MAX): a kept mapping, a
+ * pooled entry or a descriptor that names an id gone can miss, never
+ * reach another message's blob.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -142,9 +144,32 @@ static uint64_t mpq_blob_off(struct mpq_queue *q, uint64_t id)
 }
 
 /*
- * A freed blob of class c from the header's pool, or 0; in r's blob (if r)
- * at once (killed between the CAS and that store, the blob is lost until
- * the queue goes: the one window left).
+ * A pool entry in transit: a blob on its way between the pool and record
+ * i (the top bit, then i in the next 6 bits, then the id: ids stay below
+ * 2^57, see mpq_blob_off and mpq_qblob_from_arg). A take or a give moves
+ * a blob in three steps, each a single store or CAS: the entry becomes
+ * T(i, id); the record's blob changes (to id for a take, to 0 for a
+ * give); the entry becomes 0 (take) or id (give). Whoever finds record i
+ * dead settles its entries in transit by that middle step alone (see
+ * mpq_qblob_settle): the record names the blob, so it has it and the
+ * entry goes; or not, so the pool has it. No instant of either leaks the
+ * blob or puts it in two places.
+ */
+#define MPQ_BLOB_TRANSIT	(1ULL << 63)
+#define MPQ_BLOB_TRANSIT_SHIFT	57
+#define MPQ_BLOB_ID_MASK	((1ULL << MPQ_BLOB_TRANSIT_SHIFT) - 1)
+
+static uint64_t mpq_blob_transit(struct mpq_queue *q, struct mpq_queue_rec *r,
+				 uint64_t id)
+{
+	uint64_t i = (uint64_t)(r - q->recs);
+
+	return MPQ_BLOB_TRANSIT | i << MPQ_BLOB_TRANSIT_SHIFT | id;
+}
+
+/*
+ * A freed blob of class c from the header's pool, or 0; held by r (if r)
+ * from the instant it leaves the pool (see MPQ_BLOB_TRANSIT).
  */
 static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
 				   struct mpq_queue_rec *r)
@@ -153,59 +178,95 @@ static uint64_t mpq_blob_pool_take(struct mpq_queue *q, unsigned int c,
 
 	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
 		__u64 *f = mpq_blob_pool_at(q, i);
-		__u64 v = __atomic_load_n(f, __ATOMIC_RELAXED);
+		__u64 v = __atomic_load_n(f, __ATOMIC_RELAXED), t;
 
-		if (v && mpq_blob_id_class(v) == c &&
-		    __atomic_compare_exchange_n(f, &v, 0, 0,
-						__ATOMIC_ACQUIRE,
-						__ATOMIC_RELAXED)) {
-			if (r)
-				__atomic_store_n(&r->blob, v, __ATOMIC_RELEASE);
-			return v;
+		if (!v || v & MPQ_BLOB_TRANSIT || v > MPQ_BLOB_ID_MASK ||
+		    mpq_blob_id_class(v) != c)
+			continue;
+		t = r ? mpq_blob_transit(q, r, v) : 0;
+		if (!__atomic_compare_exchange_n(f, &v, t, 0, __ATOMIC_ACQ_REL,
+						 __ATOMIC_RELAXED))
+			continue;
+		if (r) {
+			__atomic_store_n(&r->blob, v, __ATOMIC_SEQ_CST);
+			__atomic_compare_exchange_n(f, &t, 0, 0,
+						    __ATOMIC_RELEASE,
+						    __ATOMIC_RELAXED);
 		}
+		return v;
 	}
 	return 0;
 }
 
 /*
  * Put a blob nobody uses any more in the pool: 0, or -ENOSPC (full, or
- * MPQ_BLOB_POOL_CLASS of its class there already).
+ * MPQ_BLOB_POOL_CLASS of its class there already). r, if not NULL, holds
+ * it until the pool does (see MPQ_BLOB_TRANSIT).
  */
 static int mpq_blob_pool_give(struct mpq_queue *q, uint64_t id,
 			      struct mpq_queue_rec *r)
 {
-	unsigned int c = mpq_blob_id_class(id), i, have = 0, max;
-	__u64 *free_at = NULL;
+	unsigned int c = mpq_blob_id_class(id), i, have = 0, max, at = 0;
+	int free_at = -1;
+	__u64 want;
 
+	if (id > MPQ_BLOB_ID_MASK)
+		return -ENOSPC;
+	want = r ? mpq_blob_transit(q, r, id) : id;
 	max = (unsigned int)(MPQ_BLOB_POOL_CLASS / (mpq_blob_page() << c));
 	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
-		__u64 *f = mpq_blob_pool_at(q, i);
-		__u64 v = __atomic_load_n(f, __ATOMIC_RELAXED);
+		__u64 v = __atomic_load_n(mpq_blob_pool_at(q, i),
+					  __ATOMIC_RELAXED);
 
-		if (!v && !free_at)
-			free_at = f;
+		if (!v && free_at < 0)
+			free_at = (int)i;
 		else if (v && mpq_blob_id_class(v) == c)
 			have++;
 	}
-	if (have >= max && have)
+	if ((have >= max && have) || free_at < 0)
 		return -ENOSPC;
-	/*
-	 * The record lets go of it just before the CAS that pools it: a
-	 * death between the two leaks it (two instructions); the other
-	 * order could free it twice.
-	 */
-	if (r && free_at)
-		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
-	for (i = 0; free_at && i < MPQ_BLOB_NFREE; i++) {
+	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
+		__u64 *f = mpq_blob_pool_at(q, (at + (unsigned int)free_at) %
+					       MPQ_BLOB_NFREE);
 		__u64 v = 0;
 
-		if (__atomic_compare_exchange_n(free_at, &v, id, 0,
-						__ATOMIC_RELEASE,
-						__ATOMIC_RELAXED))
-			return 0;
-		free_at = mpq_blob_pool_at(q, i);
+		at++;
+		if (!__atomic_compare_exchange_n(f, &v, want, 0,
+						 __ATOMIC_ACQ_REL,
+						 __ATOMIC_RELAXED))
+			continue;
+		if (r) {
+			__atomic_store_n(&r->blob, 0, __ATOMIC_SEQ_CST);
+			__atomic_compare_exchange_n(f, &want, id, 0,
+						    __ATOMIC_RELEASE,
+						    __ATOMIC_RELAXED);
+		}
+		return 0;
 	}
 	return -ENOSPC;
+}
+
+/*
+ * r's holder died: its pool entries in transit go where its blob says
+ * (see MPQ_BLOB_TRANSIT). Before anything reads r->blob. A repairer that
+ * dies in the middle leaves the same question with the same answer.
+ */
+void mpq_qblob_settle(struct mpq_queue *q, struct mpq_queue_rec *r)
+{
+	uint64_t mine = mpq_blob_transit(q, r, 0);
+	unsigned int i;
+
+	for (i = 0; i < MPQ_BLOB_NFREE; i++) {
+		__u64 *f = mpq_blob_pool_at(q, i);
+		__u64 v = __atomic_load_n(f, __ATOMIC_ACQUIRE), id;
+
+		if ((v & ~MPQ_BLOB_ID_MASK) != mine)
+			continue;
+		id = v & MPQ_BLOB_ID_MASK;
+		__atomic_compare_exchange_n(f, &v,
+			__atomic_load_n(&r->blob, __ATOMIC_ACQUIRE) == id ?
+			0 : id, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	}
 }
 
 /* The handle's kept mappings, made on first use; NULL: none (no memory). */
@@ -350,7 +411,8 @@ static int mpq_blob_kmod_new(struct mpq_queue *q, struct mpq_queue_rec *r,
 
 uint64_t mpq_qblob_from_arg(struct mpq_queue *q, uint64_t kid, uint64_t bytes)
 {
-	if (q->backend != MPQ_BACKEND_KMOD || !kid || kid > UINT32_MAX ||
+	if (q->backend != MPQ_BACKEND_KMOD || !kid ||
+	    kid > MPQ_QUEUE_BLOB_ID_MAX ||
 	    !bytes || bytes > MPQ_BLOB_SPACE)
 		return 0;
 	return kid << MPQ_BLOB_CLASS_BITS | mpq_blob_class(bytes);
@@ -605,9 +667,11 @@ int mpq_qblob_copy_in(struct mpq_queue *q, const void *msg, size_t len,
 }
 
 /*
- * The blob r holds goes, to the pool or for good; r names it until just
- * before that (killed in between, it is lost until the queue goes, never
- * freed twice).
+ * The blob r holds goes, to the pool or for good; r names it until the
+ * pool does (MPQ_BLOB_TRANSIT), or until its memory went: killed in
+ * between, whoever finds r dead frees it again, which does nothing (a
+ * memfd offset and a module id are never handed out twice): neither
+ * leaked nor given to two.
  */
 void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r)
 {
@@ -619,13 +683,8 @@ void mpq_qblob_release(struct mpq_queue *q, struct mpq_queue_rec *r)
 	    mpq_blob_recycled(mpq_blob_id_class(id)) &&
 	    !mpq_blob_pool_give(q, id, r))
 		return;
-	/*
-	 * Freed for good: the record lets go just before the system call
-	 * (which a SIGKILL does not cut short), so a death between leaks it
-	 * at most, never frees it twice.
-	 */
-	__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 	mpq_qblob_free(q, id);
+	__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 }
 
 /*

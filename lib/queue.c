@@ -532,17 +532,34 @@ fail:
 }
 
 /*
- * A JoinableQueue counts its messages before anyone can take them, and the
- * record says so (a dead producer's dropped slots are counted back down).
+ * A JoinableQueue counts its messages before anyone can take them, in the
+ * record's own tally: the count and the mark that this operation made it
+ * are one word, so a death leaves both or neither (reclaim.c takes back
+ * what a dead producer counted and never published). Without a record,
+ * in the header's word.
  */
 static void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
 				 unsigned int k)
 {
+	uint64_t t;
+
 	if (!(q->flags & MPQ_QUEUE_JOINABLE))
 		return;
-	__atomic_add_fetch(&q->shm->unfinished, k, __ATOMIC_RELAXED);
-	if (r)
-		__atomic_or_fetch(&r->op, MPQ_REC_COUNTED, __ATOMIC_RELAXED);
+	if (!r) {
+		__atomic_add_fetch(&q->shm->unfinished, k, __ATOMIC_RELAXED);
+		return;
+	}
+	t = load_relaxed(&r->tasks) & ~1ULL;
+	__atomic_store_n(&r->tasks, (t + 2ULL * k) | 1, __ATOMIC_RELAXED);
+}
+
+/* Published: the tally no longer speaks for the intent. */
+static void mpq_queue_task_settled(struct mpq_queue *q,
+				   struct mpq_queue_rec *r)
+{
+	if (r && q->flags & MPQ_QUEUE_JOINABLE)
+		__atomic_store_n(&r->tasks, load_relaxed(&r->tasks) & ~1ULL,
+				 __ATOMIC_RELAXED);
 }
 
 /* Fill the claimed slots, publish them, let the record go, notify once. */
@@ -574,6 +591,8 @@ static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 		/* Tracing: published at pos (see probes.h). */
 		mpq_probe_queue_put(q->id, pos + i, len);
 	}
+	if (count)
+		mpq_queue_task_settled(q, r);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 }
@@ -599,20 +618,58 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 }
 
 /*
- * For the overflow (overflow.c): put up to n messages into the ring only,
- * counted as tasks (count 1) as they leave the overflow, where ovf_count
- * counted them.
+ * For the overflow's promote (overflow.c), under its lock: claim up to n
+ * slots and write the messages into them, unpublished, counted as tasks
+ * as they leave the overflow (where ovf_count counted them). Returns the
+ * count (>= 1) with the first position in *posp and the record in *rp
+ * (NULL: none was free), or -EAGAIN (full) or -EUCLEAN. The caller marks
+ * the record MPQ_REC_FILLED, commits the overflow and then publishes with
+ * mpq_queue_ring_publish(): so a death at any instant delivers each
+ * message once (reclaim.c, overflow.c).
  */
-int mpq_queue_ring_put(struct mpq_queue *q, const struct iovec *msgs,
-		       unsigned int n, int count)
+int mpq_queue_ring_fill(struct mpq_queue *q, const struct iovec *msgs,
+			unsigned int n, uint64_t *posp, struct mpq_queue_rec **rp)
 {
-	struct mpq_queue_rec *r;
-	uint64_t pos;
-	int k = mpq_claim_put(q, n, &pos, &r);
+	int k = mpq_claim_put(q, n, posp, rp);
+	unsigned int i;
 
-	if (k > 0)
-		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k, count);
+	if (k <= 0)
+		return k;
+	for (i = 0; i < (unsigned int)k; i++) {
+		struct mpq_slot *s = mpq_slot_at(q, *posp + i);
+		size_t len = msgs[i].iov_len;
+
+		if (len == MPQ_IOV_EXT) {
+			memcpy(s + 1, msgs[i].iov_base,
+			       sizeof(struct mpq_slot_ext));
+			s->len = MPQ_SLOT_EXT;
+		} else {
+			s->len = (uint32_t)len;
+			mpq_copy(s + 1, msgs[i].iov_base, len);
+		}
+	}
+	mpq_queue_task_count(q, *rp, (unsigned int)k);
 	return k;
+}
+
+/* Publish k filled slots from pos (mpq_queue_ring_fill), let r go. */
+void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
+			    uint64_t pos, unsigned int k)
+{
+	unsigned int i;
+
+	for (i = 0; i < k; i++) {
+		struct mpq_slot *s = mpq_slot_at(q, pos + i);
+		uint64_t len = s->len == MPQ_SLOT_EXT ?
+			       ((struct mpq_slot_ext *)(s + 1))->len : s->len;
+
+		/* Read before: once published, a consumer may take it. */
+		store_release(&s->seq, (uint32_t)(pos + i + 1));
+		mpq_probe_queue_put(q->id, pos + i, len);
+	}
+	mpq_queue_task_settled(q, r);
+	mpq_rec_end(q, r);
+	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 }
 
 /*
@@ -1558,6 +1615,8 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 	}
 	s->len = len;
 	store_release(&s->seq, (uint32_t)(m->__pos + 1));
+	if (len != MPQ_SLOT_DROPPED)
+		mpq_queue_task_settled(q, r);
 	/* Published: the message has the blob now (reclaim.c). */
 	if (ext && r)
 		__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
@@ -1668,26 +1727,52 @@ static int mpq_queue_joinable(struct mpq_queue *q)
 	return q->flags & MPQ_QUEUE_JOINABLE ? 0 : -EINVAL;
 }
 
-/* Take n off the count, not below 0; wake the joiners when it gets there. */
-static int mpq_queue_task_sub(struct mpq_queue *q, uint32_t n, int strict)
+/*
+ * The tasks the records' tallies hold, mod 2^32 (mpq_queue_task_count).
+ * Read after unfinished, with acquire: a task done after a put counted it
+ * in a tally is seen with that count.
+ */
+static uint32_t mpq_queue_tallied(struct mpq_queue *q)
 {
-	uint32_t v = load_relaxed(&q->shm->unfinished), d;
+	uint64_t sum = 0;
+	unsigned int i;
 
-	do {
-		if (!v || (strict && v < n))
-			return -EINVAL;
-		d = v < n ? v : n;
-	} while (!__atomic_compare_exchange_n(&q->shm->unfinished, &v, v - d,
-					      0, __ATOMIC_RELEASE,
-					      __ATOMIC_RELAXED));
-	if (v == d)
-		mpq_futex_wake(&q->shm->unfinished, INT32_MAX);
-	return 0;
+	for (i = 0; i < MPQ_QUEUE_NREC; i++)
+		sum += load_acquire(&q->recs[i].tasks) >> 1;
+	return (uint32_t)sum;
 }
 
-void mpq_queue_task_undo(struct mpq_queue *q, uint32_t n)
+/* Unfinished tasks in the ring and taken: the header's word and the tallies. */
+static uint32_t mpq_queue_tasks(struct mpq_queue *q)
 {
-	mpq_queue_task_sub(q, n, 0);
+	uint32_t v = load_acquire(&q->shm->unfinished);
+	int32_t t = (int32_t)(v + mpq_queue_tallied(q));
+
+	return t < 0 ? 0 : (uint32_t)t;	/* only a scribbled count */
+}
+
+/* The count may have reached 0: joiners look again. */
+void mpq_queue_task_wake(struct mpq_queue *q)
+{
+	__atomic_add_fetch(&q->shm->join_seq, 1, __ATOMIC_SEQ_CST);
+	mpq_futex_wake(&q->shm->join_seq, INT32_MAX);
+}
+
+/* Take one task off the count, not below 0; wake the joiners at 0. */
+static int mpq_queue_task_sub(struct mpq_queue *q)
+{
+	uint32_t v = load_acquire(&q->shm->unfinished), sum;
+
+	do {
+		sum = mpq_queue_tallied(q);
+		if ((int32_t)(v + sum) <= 0)
+			return -EINVAL;
+	} while (!__atomic_compare_exchange_n(&q->shm->unfinished, &v, v - 1,
+					      0, __ATOMIC_SEQ_CST,
+					      __ATOMIC_ACQUIRE));
+	if (!mpq_queue_tasks(q))
+		mpq_queue_task_wake(q);
+	return 0;
 }
 
 MPQ_EXPORT int mpq_queue_task_done(struct mpq_queue *q)
@@ -1696,7 +1781,7 @@ MPQ_EXPORT int mpq_queue_task_done(struct mpq_queue *q)
 
 	if (q && unlikely(q->ext))
 		return MPQ_XQ(q, task_done);
-	return ret ? ret : mpq_queue_task_sub(q, 1, 1);
+	return ret ? ret : mpq_queue_task_sub(q);
 }
 
 /*
@@ -1714,7 +1799,7 @@ MPQ_EXPORT int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns)
 {
 	int64_t deadline = mpq_deadline(timeout_ns);
 	int ret = mpq_queue_joinable(q);
-	uint32_t v, o;
+	uint32_t v, o, seq;
 
 	if (q && unlikely(q->ext))
 		return mpq_xq_join(q, timeout_ns);
@@ -1723,24 +1808,30 @@ MPQ_EXPORT int mpq_queue_join(struct mpq_queue *q, int64_t timeout_ns)
 	for (;;) {
 		int64_t until = deadline;
 
+		/* Before the count: a task_done that makes it 0 bumps it. */
+		seq = load_acquire(&q->shm->join_seq);
 		o = mpq_queue_ovf_tasks(q);
-		v = load_acquire(&q->shm->unfinished);
+		v = mpq_queue_tasks(q);
 		if (!v && !o)
 			return 0;
 		if (timeout_ns == 0)
 			return -EAGAIN;
 		/*
-		 * Tasks in the overflow only: they may be promoted, taken and
-		 * done (unfinished 0, k, 0 again) before we sleep on 0, and
-		 * that wake-up is lost; so look again now and then.
+		 * Tasks in the overflow only: they are promoted, taken and
+		 * done without the count ever being seen at 0 by us (nor
+		 * join_seq bumped if the overflow still had some); look
+		 * again now and then.
 		 */
 		if (!v && (until < 0 ||
 			   until > mpq_now_ns() + MPQ_RECHECK_NS))
 			until = mpq_now_ns() + MPQ_RECHECK_NS;
-		ret = mpq_futex_wait(&q->shm->unfinished, v, until);
+		/*
+		 * A module's write(2) counts in unfinished and wakes nobody:
+		 * it only ever raises the count.
+		 */
+		ret = mpq_futex_wait(&q->shm->join_seq, seq, until);
 		if (ret == -ETIMEDOUT && until == deadline)
-			return mpq_queue_ovf_tasks(q) ||
-			       load_acquire(&q->shm->unfinished) ?
+			return mpq_queue_ovf_tasks(q) || mpq_queue_tasks(q) ?
 			       -ETIMEDOUT : 0;
 	}
 }
@@ -1755,7 +1846,7 @@ MPQ_EXPORT int mpq_queue_unfinished(struct mpq_queue *q)
 	if (ret)
 		return ret;
 	v = mpq_queue_ovf_tasks(q);
-	v += load_relaxed(&q->shm->unfinished);
+	v += mpq_queue_tasks(q);
 	return v > INT32_MAX ? -EUCLEAN : (int)v;
 }
 

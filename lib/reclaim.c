@@ -85,9 +85,13 @@ static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
  */
 static void mpq_rec_blob_reap(struct mpq_queue *q, struct mpq_queue_rec *r)
 {
-	uint64_t id = load_relaxed(&r->blob), pos;
-	uint64_t kid = load_relaxed(&r->blob_arg.id);
+	uint64_t id, pos, kid;
 	uint32_t op = load_relaxed(&r->op), n = load_relaxed(&r->n), k;
+
+	/* A blob on its way between r and the pool goes one way first. */
+	mpq_qblob_settle(q, r);
+	id = load_acquire(&r->blob);
+	kid = load_relaxed(&r->blob_arg.id);
 
 	if (kid) {
 		__atomic_store_n(&r->blob_arg.id, 0, __ATOMIC_RELAXED);
@@ -320,6 +324,12 @@ static int mpq_rec_adopt(struct mpq_queue_rec *r, uint32_t v)
 	return 0;
 }
 
+/* For the overflow's lock holder (overflow.c): a dead promote's record. */
+int mpq_rec_adopt_dead(struct mpq_queue_rec *r, uint32_t v)
+{
+	return mpq_rec_adopt(r, v);
+}
+
 /* The intent of record r as its fields say, n 0 if it makes no sense. */
 static void mpq_rec_read(struct mpq_queue *q, struct mpq_queue_rec *r,
 			 uint32_t *op, uint64_t *pos, uint32_t *n)
@@ -332,15 +342,19 @@ static void mpq_rec_read(struct mpq_queue *q, struct mpq_queue_rec *r,
 }
 
 /*
- * Who acts for position p of kind (MPQ_REC_PUT or _GET): the lowest
- * record whose intent covers it, as long as every record covering it is
- * dead or is self (adopted by us). Returns the index, or -1 for "nobody
- * now" (a live record covers it: that claimer is slow, not dead).
+ * Who acts for position p of kind (MPQ_REC_PUT or _GET): the record whose
+ * claim of it succeeded (WON: there is one at most, its intent is true),
+ * else the lowest whose intent covers it (stale ones: a claim that failed,
+ * or one that succeeded and died before it said so), as long as every
+ * record covering it is dead or is self (adopted by us). Returns the
+ * index, or -1 for "nobody now" (a live record covers it: that claimer is
+ * slow, not dead). The winner acts so that what it counted for p (a
+ * JoinableQueue's task) is taken back by the one that drops p.
  */
 static int mpq_rec_token(struct mpq_queue *q, uint64_t p, uint32_t kind,
 			 int self)
 {
-	int token = -1, i;
+	int token = -1, won = -1, i;
 
 	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
 		struct mpq_queue_rec *r = &q->recs[i];
@@ -354,20 +368,39 @@ static int mpq_rec_token(struct mpq_queue *q, uint64_t p, uint32_t kind,
 			return -1;
 		if (token < 0)
 			token = i;
+		if (won < 0 && op & MPQ_REC_WON)
+			won = i;
 	}
-	return token;
+	return won >= 0 ? won : token;
 }
 
 /*
  * A dead producer's claim: publish each stuck slot it acts for as
- * MPQ_SLOT_DROPPED. Its JoinableQueue count goes back down by as many.
+ * MPQ_SLOT_DROPPED. What it counted for them (a JoinableQueue's tasks,
+ * the tally's bit 0 says it did) goes first, in one store that also
+ * clears the bit: killed after it, the repairer's successor drops the
+ * slots and takes back nothing more.
  */
 static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
 			    uint64_t pos, uint32_t n)
 {
 	struct mpq_queue_rec *r = &q->recs[i];
+	uint64_t t = load_acquire(&r->tasks);
 	uint32_t dropped = 0, k;
 
+	if (t & 1) {
+		for (k = 0; k < n; k++)
+			if (mpq_slot_stuck(q, pos + k, MPQ_REC_PUT) &&
+			    mpq_rec_token(q, pos + k, MPQ_REC_PUT, i) == i)
+				dropped++;
+		if ((t >> 1) < dropped)	/* scribbled */
+			dropped = (uint32_t)(t >> 1);
+		__atomic_store_n(&r->tasks, (t & ~1ULL) - 2ULL * dropped,
+				 __ATOMIC_SEQ_CST);
+		if (dropped)
+			mpq_queue_task_wake(q);
+		dropped = 0;
+	}
 	for (k = 0; k < n; k++) {
 		struct mpq_slot *s = mpq_slot_at(q, pos + k);
 
@@ -379,8 +412,6 @@ static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
 		mpq_probe_queue_reclaim(q->id, pos + k, 1);
 		dropped++;
 	}
-	if (dropped && op & MPQ_REC_COUNTED)
-		mpq_queue_task_undo(q, dropped);
 	mpq_rec_drop(r);
 	if (dropped)
 		mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
@@ -467,6 +498,14 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
 		if (!mpq_rec_dead(v))
 			continue;
 		mpq_rec_read(q, r, &op, &pos, &cnt);
+		/*
+		 * A promote past its commit point is finished by the
+		 * overflow's next lock holder, never dropped (overflow.c).
+		 */
+		if (cnt && op & MPQ_REC_FILLED && op & MPQ_REC_WON) {
+			mpq_ovf_settle(q);
+			continue;
+		}
 		/* A consumer's leftovers wait for a consumer. */
 		if (cnt && op & MPQ_REC_GET && (!bufs || (unsigned int)got == n))
 			continue;

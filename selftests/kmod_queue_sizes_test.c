@@ -143,6 +143,50 @@ TEST(blobs_a_queue_holds_are_freed_with_it)
 	ASSERT_EQ(pages, param_long("pages"));
 }
 
+/*
+ * A blob's id is never handed out twice in a queue's life, and is a
+ * 64-bit number from the first: a dropped id that something still names
+ * (a slot, a pooled entry, a handle's kept mapping) can only miss, never
+ * reach another blob, as ids that wrapped after 2^32 could.
+ */
+TEST(blob_ids_are_64_bit_and_never_handed_out_twice)
+{
+	struct mpq_queue_blob b, o;
+	uint64_t last = 0;
+	int dev = dev_open(), q, i, fd;
+
+	ASSERT_LE(0, dev);
+	q = queue_create(dev, 4, 64);
+	ASSERT_LE(0, q);
+	for (i = 0; i < 2000; i++) {
+		b = (struct mpq_queue_blob){ .bytes = 4096 };
+		fd = blob(q, MPQ_IOC_QUEUE_BLOB_NEW, &b);
+		ASSERT_LE(0, fd);
+		close(fd);
+		ASSERT_LT(0xffffffffULL, b.id);
+		ASSERT_GE(MPQ_QUEUE_BLOB_ID_MAX, b.id);
+		ASSERT_LT(last, b.id);
+		/* Opened by its full id, gone once dropped. */
+		o = (struct mpq_queue_blob){ .id = b.id };
+		fd = blob(q, MPQ_IOC_QUEUE_BLOB_OPEN, &o);
+		ASSERT_LE(0, fd);
+		close(fd);
+		ASSERT_EQ(0, blob(q, MPQ_IOC_QUEUE_BLOB_DROP, &o));
+		ASSERT_EQ(-ENOENT, blob(q, MPQ_IOC_QUEUE_BLOB_OPEN, &o));
+		/* Its low 32 bits name nothing either. */
+		o = (struct mpq_queue_blob){ .id = b.id & 0xffffffffULL };
+		ASSERT_EQ(-ENOENT, blob(q, MPQ_IOC_QUEUE_BLOB_OPEN, &o));
+		last = b.id;
+	}
+	o = (struct mpq_queue_blob){ .id = MPQ_QUEUE_BLOB_ID_MAX + 1 };
+	ASSERT_EQ(-ENOENT, blob(q, MPQ_IOC_QUEUE_BLOB_OPEN, &o));
+	ASSERT_EQ(-ENOENT, blob(q, MPQ_IOC_QUEUE_BLOB_DROP, &o));
+	o = (struct mpq_queue_blob){ .id = ~0ULL };
+	ASSERT_EQ(-ENOENT, blob(q, MPQ_IOC_QUEUE_BLOB_DROP, &o));
+	close(q);
+	close(dev);
+}
+
 FIXTURE(budget) {
 	char bytes[32];
 };

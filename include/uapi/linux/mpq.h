@@ -108,8 +108,13 @@ struct mpq_queue_info {
  * as any) that the queue holds by id until it is dropped or the queue is
  * freed: a message out of line. NEW makes one and returns an fd of it;
  * OPEN returns an fd of the blob with that id; DROP lets the queue's hold
- * go (the memory goes with the last fd and mapping).
+ * go (the memory goes with the last fd and mapping). Ids are never handed
+ * out twice in a queue's life: they count up from 2^32 (so that nobody
+ * keeps them in 32 bits) to MPQ_QUEUE_BLOB_ID_MAX, past which NEW is
+ * -EBUSY (decades of making blobs at the fastest a system call goes).
  */
+#define MPQ_QUEUE_BLOB_ID_MAX	((1ULL << 50) - 1)
+
 struct mpq_queue_blob {
 	__u64 id;
 	__u64 bytes;
@@ -198,7 +203,11 @@ struct mpq_queue_shm {
 	 * is always 0: a participant in the middle of a put or get names it
 	 * in its robust list's pending slot, so that the kernel wakes one
 	 * sleeper on it if the participant dies there (see struct
-	 * mpq_queue_rec). flags copies the creation flags.
+	 * mpq_queue_rec). flags copies the creation flags. libmpq keeps
+	 * the tasks its puts count in its operation records instead (see
+	 * mpq_queue_rec.tasks): unfinished is then the sum, mod 2^32, of
+	 * these and unfinished, which task_done takes from; join_seq is
+	 * what join() sleeps on, bumped when that sum reaches 0.
 	 */
 	__u32 nonempty;
 	__u32 nonfull;
@@ -206,7 +215,8 @@ struct mpq_queue_shm {
 	__u32 unfinished;
 	__u32 deathbell;
 	__u32 flags;
-	__u32 __pad3[2];
+	__u32 join_seq;
+	__u32 __pad3;
 	__u8 __pad4[128 - 32];
 
 	/*
@@ -258,6 +268,8 @@ struct mpq_queue_shm {
 #define MPQ_REC_GET		(1U << 1)
 #define MPQ_REC_WON		(1U << 2)	/* the claim succeeded */
 #define MPQ_REC_COUNTED		(1U << 3)	/* unfinished was raised */
+/* libmpq's: a promote's slots hold their messages: publish, never drop. */
+#define MPQ_REC_FILLED		(1U << 4)
 
 struct mpq_queue_rec {
 	__u32 word;
@@ -275,7 +287,21 @@ struct mpq_queue_rec {
 	 */
 	__u64 blob;
 	struct mpq_queue_blob blob_arg;
-	__u64 __pad1[7];
+	/*
+	 * libmpq's: a JoinableQueue's tasks counted by puts under this
+	 * record (shifted left by one), bit 0 set while the operation in
+	 * the intent has counted its own: one word, so that a death
+	 * leaves the count and the fact together.
+	 */
+	__u64 tasks;
+	/*
+	 * libmpq's: an unbounded queue's promote (op MPQ_REC_FILLED): the
+	 * overflow chunk it moves messages from, and where the overflow's
+	 * read offset goes once they are in the ring.
+	 */
+	__u64 ovf_chunk;
+	__u64 ovf_off;
+	__u64 __pad1[4];
 };
 
 /* Where the ring may start: after the records, on a page boundary. */

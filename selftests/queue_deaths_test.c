@@ -1,0 +1,1150 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A queue operation killed at every instruction of its own (issue 12):
+ * a child runs the operation under ptrace, and for each instruction of
+ * libmpq it would execute, a fresh child is stopped exactly there (a
+ * breakpoint, its n-th hit) and SIGKILLed; then the parent checks what
+ * the death left behind, after the queue's own recovery. Deterministic,
+ * no timing: each window of a few instructions gets its kill (one per
+ * distinct state a death there would leave: see trace_op).
+ *  - a JoinableQueue's put, in line, zero-copy and batched: the count of
+ *    unfinished tasks is exact after any death (join neither hangs nor
+ *    returns early);
+ *  - an out-of-line put and get (the blob pool's take and give): no blob
+ *    left behind, none in the pool twice, nothing committed lost;
+ *  - a get that promotes an unbounded queue's overflow into the ring, in
+ *    line and out of line: every message delivered once, intact (never
+ *    twice, never another message's bytes).
+ * On the backend the environment selects (memfd natively, kmod in the
+ * VM); x86-64 (the breakpoints are in debug registers).
+ */
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/futex.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/stat.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+#define SEC	NSEC_PER_SEC
+#define MAXPTS	(1 << 17)
+
+/* The test program's own code: libmpq is linked in statically. */
+extern char __executable_start[], etext[];
+
+/* Minutes under TCG: the trace single-steps every instruction. */
+FIXTURE(slow) {
+	int unused;
+};
+
+FIXTURE_SETUP(slow)
+{
+}
+
+FIXTURE_TEARDOWN(slow)
+{
+}
+
+struct ctx {
+	struct mpq_queue *q;
+	int finished;		/* the operation returned before the kill */
+	int arg;
+};
+
+typedef int (*setup_fn)(struct ctx *c);
+typedef void (*child_fn)(struct ctx *c);
+/* Returns a description of what is wrong, or NULL. */
+typedef const char *(*check_fn)(struct ctx *c);
+
+static int in_text(uint64_t rip)
+{
+	return rip >= (uint64_t)(uintptr_t)__executable_start &&
+	       rip < (uint64_t)(uintptr_t)etext;
+}
+
+static int wait_stop(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, __WALL) != pid || !WIFSTOPPED(st))
+		return -1;
+	return WSTOPSIG(st);
+}
+
+static uint64_t rip_of(pid_t pid)
+{
+	struct user_regs_struct regs;
+
+	if (ptrace(PTRACE_GETREGS, pid, 0, &regs))
+		return 0;
+	return regs.rip;
+}
+
+/* The child: stop, run op, stop again (the end), never come back. */
+static pid_t start(struct ctx *c, child_fn prep, child_fn op)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (prep)
+			prep(c);
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		op(c);
+		raise(SIGSTOP);
+		_exit(0);
+	}
+	if (pid > 0 && wait_stop(pid) != SIGSTOP) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	return pid;
+}
+
+static void finish(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	ptrace(PTRACE_CONT, pid, 0, 0);
+	while (waitpid(pid, NULL, __WALL) == pid)
+		;
+}
+
+/*
+ * An instruction breakpoint at addr in debug register 0 (0: off): no
+ * write into the child's code, which a VM under emulation pays for by
+ * translating the page again. Reported as a SIGTRAP before the
+ * instruction runs.
+ */
+static int hw_break(pid_t pid, uint64_t addr)
+{
+	size_t dr0 = offsetof(struct user, u_debugreg[0]);
+	size_t dr7 = offsetof(struct user, u_debugreg[7]);
+
+	if (addr && ptrace(PTRACE_POKEUSER, pid, (void *)dr0, (void *)addr))
+		return -1;
+	return ptrace(PTRACE_POKEUSER, pid, (void *)dr7,
+		      (void *)(addr ? 1UL : 0UL)) ? -1 : 0;
+}
+
+/*
+ * Run to the occ-th time the child is about to execute addr. 0 there;
+ * 1 if op ended first.
+ */
+static int run_to(pid_t pid, uint64_t addr, unsigned int occ)
+{
+	unsigned int hits = 0;
+	int sig;
+
+	for (;;) {
+		if (hw_break(pid, addr) || ptrace(PTRACE_CONT, pid, 0, 0))
+			return -1;
+		sig = wait_stop(pid);
+		if (sig == SIGSTOP)
+			return 1;
+		if (sig != SIGTRAP || rip_of(pid) != addr || hw_break(pid, 0))
+			return -1;
+		if (++hits == occ)
+			return 0;
+		/* Past it, the breakpoint off for the one step. */
+		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
+			return -1;
+		sig = wait_stop(pid);
+		if (sig == SIGSTOP)
+			return 1;
+		if (sig != SIGTRAP)
+			return -1;
+	}
+}
+
+struct points {
+	uint64_t *rip;
+	unsigned int *occ;
+	unsigned int n;
+	unsigned int steps;	/* instructions of libmpq traced */
+};
+
+/* FNV-1a over 8-byte words (n a multiple of 8), for telling states apart. */
+static uint64_t hash(uint64_t h, const void *p, size_t n)
+{
+	const uint64_t *w = p;
+
+	for (n /= 8; n--; w++)
+		h = (h ^ __atomic_load_n(w, __ATOMIC_RELAXED)) *
+		    0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * The private words of the robust list the kernel walks at the child's
+ * exit: its head (with the pending slot) and the links of libmpq's two
+ * anchors (the first entry after the head and the last one: glibc holds
+ * no robust mutex here). Found once: they do not move. The entries
+ * between are records' links, in the queue's shared memory, compared
+ * apart (shm_changed).
+ */
+struct rlist {
+	void *head;
+	void *first, *last;
+};
+
+static uint64_t peek_word(pid_t pid, void *at)
+{
+	uint64_t v = 0;
+	struct iovec l = { &v, sizeof(v) }, r = { at, sizeof(v) };
+
+	process_vm_readv(pid, &l, 1, &r, 1, 0);
+	return v;
+}
+
+static void rlist_find(pid_t pid, struct rlist *rl)
+{
+	size_t len;
+	uint64_t at;
+	int i;
+
+	memset(rl, 0, sizeof(*rl));
+	if (syscall(SYS_get_robust_list, pid, &rl->head, &len) || !rl->head)
+		return;
+	at = peek_word(pid, rl->head);
+	rl->first = (void *)(uintptr_t)(at & ~1ULL);
+	for (i = 0; i < 64 && at && at != (uint64_t)(uintptr_t)rl->head; i++) {
+		rl->last = (void *)(uintptr_t)(at & ~1ULL);
+		at = peek_word(pid, rl->last);
+	}
+}
+
+/* What a death of the child would leave in its private memory, hashed. */
+static uint64_t state_of(pid_t pid, const struct rlist *rl)
+{
+	struct robust_list_head head;
+	uint64_t w[2] = { 0, 0 };
+	struct iovec l[3] = { { &head, sizeof(head) }, { &w[0], 8 },
+			      { &w[1], 8 } };
+	struct iovec r[3] = { { rl->head, sizeof(head) }, { rl->first, 8 },
+			      { rl->last, 8 } };
+	int n = !rl->head ? 0 : !rl->first ? 1 : 3;
+
+	if (n)
+		process_vm_readv(pid, l, n, r, n, 0);
+	else
+		memset(&head, 0, sizeof(head));
+	return hash(hash(0xcbf29ce484222325ULL, &head, sizeof(head)), w,
+		    sizeof(w));
+}
+
+/* Did the queue's shared memory change since the copy? (and copy it) */
+static int shm_changed(const void *map, void *copy, size_t size)
+{
+	if (!memcmp(map, copy, size))
+		return 0;
+	memcpy(copy, map, size);
+	return 1;
+}
+
+/*
+ * The child called out of our code (into libc or the vDSO): run it to
+ * the return, at [rsp] (a breakpoint there). 1 there, 0 if op ended, -1.
+ * A recursion back to the same address would stop early: our code is not
+ * called back from libc here.
+ */
+static int run_out(pid_t pid)
+{
+	struct user_regs_struct regs;
+	long ret = 0;
+	int sig, k;
+
+	if (ptrace(PTRACE_GETREGS, pid, 0, &regs))
+		return -1;
+	/*
+	 * [rsp], or a little above it: a first call through the PLT goes
+	 * to the dynamic linker with two more words pushed.
+	 */
+	for (k = 0; k < 4; k++) {
+		errno = 0;
+		ret = ptrace(PTRACE_PEEKDATA, pid, (void *)(regs.rsp + 8 * k), 0);
+		if (!errno && in_text((uint64_t)ret))
+			break;
+	}
+	if (k == 4 || hw_break(pid, (uint64_t)ret) ||
+	    ptrace(PTRACE_CONT, pid, 0, 0))
+		return -1;
+	sig = wait_stop(pid);
+	if (sig == SIGSTOP)
+		return 0;
+	if (sig != SIGTRAP || rip_of(pid) != (uint64_t)ret || hw_break(pid, 0))
+		return -1;
+	return 1;
+}
+
+/*
+ * Single-step op once and choose where to kill it. Every instruction is
+ * a place a SIGKILL can land, but two places between which the child
+ * changed nothing a death leaves behind (the queue's shared memory, its
+ * robust list, a system call's effect) leave the same aftermath: so a
+ * kill point is each instruction that follows such a change (and the
+ * first). A call out of our code (libc, the vDSO) runs to its return as
+ * one step that may have changed anything (a system call, a memcpy into
+ * the queue: killed in the middle of one, the message is as unpublished
+ * as before it). MPQ_DEATHS_ALL=1 kills before every instruction of
+ * libmpq instead (the same verdicts, many times slower). The hit counts
+ * are of every instruction of ours executed, as the breakpoint counts
+ * them (a rep instruction once, not at each of its iterations, which are
+ * no kill points: a breakpoint cannot stop between them).
+ */
+static int trace_op(struct ctx *c, setup_fn setup, child_fn prep, child_fn op,
+		    struct points *p)
+{
+	uint64_t *all = malloc(50ULL * MAXPTS * 8), last = 0, st, rip;
+	int every = getenv("MPQ_DEATHS_ALL") != NULL, sig = -1, changed = 1;
+	unsigned int steps = 0, nall = 0, i;
+	void *map, *copy;
+	struct rlist rl;
+	size_t size = 0;
+	pid_t pid;
+
+	if (!all || setup(c))
+		return -1;
+	map = queue_map(c->q, &size);
+	copy = map ? malloc(size) : NULL;
+	if (!copy)
+		return -1;
+	memcpy(copy, map, size);
+	pid = start(c, prep, op);
+	if (pid < 0)
+		return -1;
+	rlist_find(pid, &rl);
+	p->n = 0;
+	p->steps = 0;
+	last = state_of(pid, &rl);
+	for (;;) {
+		if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0))
+			break;
+		sig = wait_stop(pid);
+		if (sig != SIGTRAP || ++steps > 50 * MAXPTS)
+			break;
+		rip = rip_of(pid);
+		if (!in_text(rip)) {
+			int r;
+
+			if (!nall)	/* still in raise(), before op */
+				continue;
+			r = run_out(pid);
+			if (r <= 0) {
+				sig = r ? -1 : SIGSTOP;
+				break;
+			}
+			rip = rip_of(pid);
+			changed = 1;
+		}
+		st = state_of(pid, &rl);
+		if (st != last || shm_changed(map, copy, size))
+			changed = 1;
+		last = st;
+		/* A rep instruction traps at each iteration: one instruction. */
+		if (nall && all[nall - 1] == rip)
+			continue;
+		all[nall++] = rip;
+		p->steps++;
+		if (every || changed) {
+			/* Its hit count: among all instructions executed. */
+			unsigned int occ = 0;
+
+			for (i = 0; i < nall; i++)
+				occ += all[i] == rip;
+			if (p->n < MAXPTS) {
+				p->rip[p->n] = rip;
+				p->occ[p->n++] = occ;
+			}
+		}
+		changed = 0;
+	}
+	finish(pid);
+	munmap(map, size);
+	free(copy);
+	mpq_queue_free(c->q);
+	free(all);
+	return sig == SIGSTOP ? 0 : -1;
+}
+
+/*
+ * Kill op at each of its instructions in turn; returns the number of
+ * kill points whose aftermath check() found wrong (the first few are
+ * logged), -1 if the machinery failed. MPQ_DEATHS_STRIDE=k tries every
+ * k-th point only (a quick look).
+ */
+static int kill_everywhere(struct __test_metadata *_metadata,
+			   const char *name, setup_fn setup, child_fn prep,
+			   child_fn op, check_fn check)
+{
+	struct points p = { malloc(MAXPTS * 8), malloc(MAXPTS * 4), 0, 0 };
+	const char *env = getenv("MPQ_DEATHS_STRIDE");
+	unsigned int i, stride = env ? (unsigned int)atoi(env) : 1, tried = 0;
+	unsigned int ended = 0;
+	struct ctx c = { 0 };
+	int64_t t0 = now_ns(), t1;
+	int bad = 0;
+
+	if (!p.rip || !p.occ || trace_op(&c, setup, prep, op, &p))
+		return -1;
+	t1 = now_ns();
+	if (!stride)
+		stride = 1;
+	for (i = 0; i <= p.n; i += stride) {
+		const char *what;
+		pid_t pid;
+		int r = 1;
+
+		memset(&c, 0, sizeof(c));
+		if (setup(&c))
+			return -1;
+		pid = start(&c, prep, op);
+		if (pid < 0)
+			return -1;
+		/* Point p.n: after the last instruction (op returned). */
+		if (i < p.n)
+			r = run_to(pid, p.rip[i], p.occ[i]);
+		else if (ptrace(PTRACE_CONT, pid, 0, 0) ||
+			 wait_stop(pid) != SIGSTOP)
+			r = -1;
+		if (r < 0) {
+			finish(pid);
+			return -1;
+		}
+		finish(pid);
+		c.finished = r;
+		ended += r;
+		tried++;
+		what = check(&c);
+		if (what) {
+			if (bad < 5)
+				TH_LOG("%s: killed before instruction %u of %u (%#llx, hit %u): %s",
+				       name, i, p.n,
+				       (unsigned long long)(i < p.n ? p.rip[i] : 0),
+				       i < p.n ? p.occ[i] : 0, what);
+			bad++;
+		}
+		mpq_queue_free(c.q);
+	}
+	TH_LOG("%s: %u instructions of libmpq, %u kill points, %u ran to the end, %d wrong (trace %lld ms, kills %lld ms)",
+	       name, p.steps, tried, ended, bad,
+	       (long long)((t1 - t0) / NSEC_PER_MSEC),
+	       (long long)((now_ns() - t1) / NSEC_PER_MSEC));
+	free(p.rip);
+	free(p.occ);
+	return bad;
+}
+
+static struct mpq_queue *queue(uint32_t maxsize, uint32_t msgsize,
+			       uint32_t flags)
+{
+	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
+				       .flags = flags };
+	struct mpq_queue *q = NULL;
+
+	if (mpq_queue_new(&q, &attr))
+		return NULL;
+	return q;
+}
+
+/* Take everything left, each message given to fn. */
+static int drain(struct ctx *c, void *buf, size_t room,
+		 int (*fn)(struct ctx *c, const void *m, size_t len))
+{
+	int n = 0, bad = 0;
+
+	for (;;) {
+		size_t len = room;
+		int r = mpq_queue_get(c->q, buf, &len, 0);
+
+		/* A get that waits cleans up after every dead one first. */
+		if (r == -EAGAIN) {
+			len = room;
+			r = mpq_queue_get(c->q, buf, &len, 1);
+		}
+		if (r == -ETIMEDOUT)
+			break;
+		if (r)
+			return -1000;
+		n++;
+		if (fn && fn(c, buf, len))
+			bad++;
+	}
+	return bad ? -bad : n;
+}
+
+/* --- JoinableQueue ------------------------------------------------------ */
+
+static int joinable_setup(struct ctx *c)
+{
+	c->q = queue(8, 16, MPQ_QUEUE_F_JOINABLE);
+	return c->q ? 0 : -1;
+}
+
+/* Warm: the thread's record and the robust list are made. */
+static void joinable_prep(struct ctx *c)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	if (mpq_queue_put(c->q, "w", 1, 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0) || mpq_queue_task_done(c->q))
+		_exit(3);
+}
+
+static void joinable_put(struct ctx *c)
+{
+	mpq_queue_put(c->q, "x", 1, 0);
+}
+
+static void joinable_reserve(struct ctx *c)
+{
+	struct mpq_msg m = { 0 };
+
+	if (mpq_queue_reserve(c->q, 1, &m, 0) == 0) {
+		memcpy(m.data, "x", 1);
+		mpq_queue_commit(c->q, &m, 1);
+	}
+}
+
+static void joinable_put_many(struct ctx *c)
+{
+	struct iovec iov[3] = { { "x", 1 }, { "y", 1 }, { "z", 1 } };
+
+	mpq_queue_put_many(c->q, iov, 3, 0);
+}
+
+static int task_done(struct ctx *c, const void *m, size_t len)
+{
+	return mpq_queue_task_done(c->q) != 0;
+}
+
+static const char *joinable_check(struct ctx *c)
+{
+	static char why[128];
+	char buf[16];
+	int n = drain(c, buf, sizeof(buf), task_done), left;
+
+	if (n < 0)
+		return "a get or task_done failed";
+	left = mpq_queue_unfinished(c->q);
+	if (left || mpq_queue_join(c->q, 0)) {
+		snprintf(why, sizeof(why),
+			 "%d taken and done, %d still unfinished: join would never return",
+			 n, left);
+		return why;
+	}
+	if (c->finished && n != c->arg) {
+		snprintf(why, sizeof(why), "put returned, %d of %d taken",
+			 n, c->arg);
+		return why;
+	}
+	return NULL;
+}
+
+static int joinable_setup1(struct ctx *c)
+{
+	c->arg = 1;
+	return joinable_setup(c);
+}
+
+static int joinable_setup3(struct ctx *c)
+{
+	c->arg = 3;
+	return joinable_setup(c);
+}
+
+TEST_F_TIMEOUT(slow, a_joinable_put_killed_at_any_instruction_leaves_the_count_exact, 300)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put", joinable_setup1,
+				     joinable_prep, joinable_put,
+				     joinable_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "reserve+commit",
+				     joinable_setup1, joinable_prep,
+				     joinable_reserve, joinable_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put_many", joinable_setup3,
+				     joinable_prep, joinable_put_many,
+				     joinable_check));
+}
+
+/* --- Blobs -------------------------------------------------------------- */
+
+#define BLOB_LEN	100	/* out of line in a queue of 8-byte slots */
+
+static void pattern(void *p, size_t n, uint32_t id)
+{
+	unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = (unsigned char)(id * 131 + i * 7 + 1);
+}
+
+static int pattern_ok(const void *p, size_t n, uint32_t id)
+{
+	unsigned char want[BLOB_LEN];
+
+	if (n != BLOB_LEN)
+		return 0;
+	pattern(want, n, id);
+	return !memcmp(p, want, n);
+}
+
+/* Objects alive in the module, -1 without it. */
+static long module_objects(void)
+{
+	FILE *f = fopen("/sys/module/mpq/parameters/objects", "r");
+	long n = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Blobs the queue holds beyond those in its pool and its overflow's
+ * chunks (as in queue_sizes_test.c): module objects, or bytes allocated
+ * past the ring; *twice set if the pool holds an id twice.
+ */
+static long blobs_unaccounted(struct mpq_queue *q, long base, int *twice)
+{
+	int fd = mpq_queue_fileno(q);
+	long page = sysconf(_SC_PAGESIZE), pooled = 0, pooled_bytes = 0;
+	struct mpq_queue_shm *shm;
+	uint64_t ids[64];
+	size_t size = 4096;
+	unsigned int i, j;
+	long ret;
+
+	*twice = 0;
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		shm = queue_map(q, &size);
+	else
+		shm = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (!shm || shm == MAP_FAILED)
+		return -1;
+	for (i = 0; i < 64; i++) {
+		uint64_t v = i < 8 ? shm->blob_free[i] :
+			     shm->blob_free_more[i - 8];
+
+		ids[i] = v;
+		for (j = 0; v && j < i; j++)
+			if (ids[j] == v)
+				*twice = 1;
+		if (v) {
+			pooled++;
+			pooled_bytes += page << (v & 63);
+		}
+	}
+	/* An unbounded queue's overflow keeps its chunks (blobs too). */
+	for (i = 0; i < 2; i++) {
+		uint64_t v = i ? shm->ovf_tail : shm->ovf_head;
+
+		if (v && (!i || v != shm->ovf_head)) {
+			pooled++;
+			pooled_bytes += page << (v & 63);
+		}
+	}
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD) {
+		ret = module_objects() - base - 1 - pooled;
+	} else {
+		struct stat st;
+
+		if (fallocate(fd, 0, 0, (off_t)shm->map_size) || fstat(fd, &st))
+			return -1;
+		ret = (long)st.st_blocks * 512 - (long)shm->map_size -
+		      pooled_bytes;
+	}
+	munmap(shm, size);
+	return ret;
+}
+
+static long blob_base;
+
+static int blob_setup(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	blob_base = module_objects();
+	c->q = queue(8, 8, 0);
+	if (!c->q)
+		return -1;
+	/* A blob in the pool: the next put takes it. */
+	pattern(buf, sizeof(buf), 0);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0))
+		return -1;
+	return 0;
+}
+
+/* The child's own round first: its record, and the blob mapped. */
+static void blob_prep(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	pattern(buf, sizeof(buf), 0);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0))
+		_exit(3);
+}
+
+static void blob_put(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+
+	pattern(buf, sizeof(buf), 1);
+	mpq_queue_put(c->q, buf, sizeof(buf), 0);
+}
+
+/* The get's message: put by the child itself, through its record. */
+static void blob_get_prep(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+
+	pattern(buf, sizeof(buf), 1);
+	if (mpq_queue_put(c->q, buf, sizeof(buf), 0))
+		_exit(3);
+}
+
+static void blob_get(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	mpq_queue_get(c->q, buf, &len, 0);
+}
+
+static void blob_peek(struct ctx *c)
+{
+	struct mpq_msg m = { 0 };
+
+	if (mpq_queue_peek(c->q, &m, 0) == 0)
+		mpq_queue_release(c->q, &m);
+}
+
+static int blob_intact(struct ctx *c, const void *m, size_t len)
+{
+	return !pattern_ok(m, len, 1);
+}
+
+static const char *blob_check(struct ctx *c)
+{
+	static char why[160];
+	char buf[4096];
+	long left;
+	int n = drain(c, buf, sizeof(buf), blob_intact), twice;
+
+	if (n < 0)
+		return "a message taken corrupt";
+	/* A put that returned was committed; a get's message may be back. */
+	if (c->arg == 0 && c->finished && n != 1)
+		return "a put that returned was lost";
+	if (c->arg == 1 && c->finished && n)
+		return "a message that was taken came back";
+	if (n > 1)
+		return "one message taken twice";
+	left = blobs_unaccounted(c->q, blob_base, &twice);
+	if (twice)
+		return "a blob in the pool twice";
+	if (left) {
+		snprintf(why, sizeof(why), "%ld %s of blobs left behind", left,
+			 mpq_queue_backend(c->q) == MPQ_BACKEND_KMOD ?
+			 "objects" : "bytes");
+		return why;
+	}
+	return NULL;
+}
+
+static int blob_get_setup1(struct ctx *c)
+{
+	c->arg = 1;
+	return blob_setup(c);
+}
+
+TEST_F_TIMEOUT(slow, an_out_of_line_put_killed_at_any_instruction_leaks_no_blob, 300)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put", blob_setup, blob_prep,
+				     blob_put, blob_check));
+}
+
+TEST_F_TIMEOUT(slow, an_out_of_line_get_killed_at_any_instruction_leaks_no_blob, 300)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "get", blob_get_setup1,
+				     blob_get_prep, blob_get, blob_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "peek+release",
+				     blob_get_setup1, blob_get_prep, blob_peek,
+				     blob_check));
+}
+
+/* --- Promote ------------------------------------------------------------ */
+
+#define RING	1024	/* an unbounded queue's ring (lib/queue.c) */
+#define OVF	3	/* messages in the overflow */
+
+static uint32_t seen[OVF];
+
+/*
+ * An unbounded queue whose ring is empty and whose overflow holds OVF
+ * messages (arg 1: out of line), and a child whose get moves them into
+ * the ring.
+ */
+static int promote_setup(struct ctx *c, int ext)
+{
+	char buf[BLOB_LEN];
+	size_t len;
+	uint32_t i;
+
+	c->arg = ext;
+	memset(seen, 0, sizeof(seen));
+	blob_base = module_objects();
+	c->q = queue(0, 8, 0);
+	if (!c->q)
+		return -1;
+	for (i = 0; i < RING; i++)
+		if (mpq_queue_put(c->q, &i, sizeof(i), 0))
+			return -1;
+	for (i = 0; i < OVF; i++) {
+		pattern(buf, sizeof(buf), i);
+		memcpy(buf, &i, sizeof(i));
+		if (mpq_queue_put(c->q, buf, ext ? BLOB_LEN : sizeof(i), 0))
+			return -1;
+	}
+	for (i = 0; i < RING; i++) {
+		len = sizeof(buf);
+		if (mpq_queue_get(c->q, buf, &len, 0))
+			return -1;
+	}
+	return mpq_queue_qsize(c->q) == OVF ? 0 : -1;
+}
+
+static int promote_setup0(struct ctx *c)
+{
+	return promote_setup(c, 0);
+}
+
+static int promote_setup1(struct ctx *c)
+{
+	return promote_setup(c, 1);
+}
+
+static void promote_prep(struct ctx *c)
+{
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	/* The child's record, through a queue of its own. */
+	struct mpq_queue *o = queue(2, 8, 0);
+
+	if (!o || mpq_queue_put(o, "w", 1, 0) ||
+	    mpq_queue_get(o, buf, &len, 0))
+		_exit(3);
+}
+
+static void promote_get(struct ctx *c)
+{
+	char buf[BLOB_LEN];
+	size_t len = sizeof(buf);
+
+	mpq_queue_get(c->q, buf, &len, 0);
+}
+
+static int promoted(struct ctx *c, const void *m, size_t len)
+{
+	uint32_t id;
+	char want[BLOB_LEN];
+
+	if (len < sizeof(id))
+		return 1;
+	memcpy(&id, m, sizeof(id));
+	if (id >= OVF)
+		return 1;
+	seen[id]++;
+	if (!c->arg)
+		return len != sizeof(id);
+	pattern(want, sizeof(want), id);
+	memcpy(want, &id, sizeof(id));
+	return len != BLOB_LEN || memcmp(m, want, len);
+}
+
+static const char *promote_check(struct ctx *c)
+{
+	static char why[160];
+	char buf[4096];
+	int n = drain(c, buf, sizeof(buf), promoted), twice;
+	uint32_t i;
+	long left;
+
+	if (n < 0)
+		return "a message taken corrupt (another message's bytes?)";
+	/* The child took the oldest, or died before it had it. */
+	for (i = 0; i < OVF; i++) {
+		if (seen[i] > 1 || (i && seen[i] != 1) ||
+		    (!i && c->finished && seen[i])) {
+			snprintf(why, sizeof(why),
+				 "message %u taken %u times after the kill", i,
+				 seen[i]);
+			return why;
+		}
+	}
+	if (!c->arg)
+		return NULL;
+	left = blobs_unaccounted(c->q, blob_base, &twice);
+	if (twice)
+		return "a blob in the pool twice";
+	if (left) {
+		snprintf(why, sizeof(why), "%ld of blobs left behind", left);
+		return why;
+	}
+	return NULL;
+}
+
+TEST_F_TIMEOUT(slow, a_get_killed_while_it_promotes_the_overflow_delivers_each_message_once, 300)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "promote", promote_setup0,
+				     promote_prep, promote_get, promote_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "promote out of line",
+				     promote_setup1, promote_prep, promote_get,
+				     promote_check));
+}
+
+/* --- Storms: SIGKILL at random instants ----------------------------------- */
+
+#define STORM_IDS	2000
+
+struct storm {
+	uint32_t count[STORM_IDS];	/* times each id was taken intact */
+	uint32_t sent[2];		/* per producer: ids below it returned */
+	uint32_t bad;
+};
+
+/*
+ * Producer p puts ids p, p + 2, ... by put, reserve+commit and put_many,
+ * some out of line, noting each one its call returned.
+ */
+static void storm_produce(struct mpq_queue *q, struct storm *sh, int p)
+{
+	char buf[BLOB_LEN];
+	uint32_t id;
+
+	for (id = (uint32_t)p; id < STORM_IDS; id += 2) {
+		size_t len = id % 7 == 3 ? BLOB_LEN : sizeof(id);
+
+		pattern(buf, sizeof(buf), id);
+		memcpy(buf, &id, sizeof(id));
+		if (id % 3 == 0) {
+			if (mpq_queue_put(q, buf, len, 20 * SEC))
+				_exit(10);
+		} else if (id % 3 == 1) {
+			struct mpq_msg m = { 0 };
+
+			if (mpq_queue_reserve(q, len, &m, 20 * SEC))
+				_exit(11);
+			memcpy(m.data, buf, len);
+			if (mpq_queue_commit(q, &m, len))
+				_exit(12);
+		} else {
+			struct iovec iov = { buf, len };
+
+			if (mpq_queue_put_many(q, &iov, 1, 20 * SEC) != 1)
+				_exit(13);
+		}
+		__atomic_store_n(&sh->sent[p], id + 2, __ATOMIC_SEQ_CST);
+	}
+	_exit(0);
+}
+
+static void storm_note(struct storm *sh, const void *m, size_t len)
+{
+	uint32_t id;
+	char want[BLOB_LEN];
+
+	memcpy(&id, m, sizeof(id));
+	pattern(want, sizeof(want), id);
+	memcpy(want, &id, sizeof(id));
+	if (id >= STORM_IDS || len != (id % 7 == 3 ? BLOB_LEN : sizeof(id)) ||
+	    memcmp(m, want, len))
+		sh->bad++;
+	else
+		sh->count[id]++;
+}
+
+/*
+ * Two producers into a bounded JoinableQueue, one SIGKILLed at a random
+ * instant, the parent taking and task_done'ing everything as it comes:
+ * after the survivor is done and the queue drained, nothing committed is
+ * lost, nothing is taken twice, the count is 0 and join returns, and no
+ * blob is left behind.
+ */
+TEST_F_TIMEOUT(slow, a_sigkill_storm_of_joinable_producers_leaves_the_count_and_the_blobs_exact, 300)
+{
+	int iters = getenv("MPQ_IN_VM") ? 10 : 40, it;
+	uint64_t seed = 0x5707;
+	char buf[4096];
+
+	for (it = 0; it < iters; it++) {
+		struct storm *sh = shared_alloc(sizeof(*sh));
+		struct mpq_queue *q, *q2;
+		int victim = (int)(rnd(&seed) % 2), p, twice = 0, st, left;
+		uint32_t id;
+		pid_t pid[2];
+		long base = module_objects(), blobs;
+		size_t len;
+		int64_t until;
+
+		ASSERT_NE(NULL, sh);
+		memset(sh, 0, sizeof(*sh));
+		q = queue(16, 8, MPQ_QUEUE_F_JOINABLE);
+		ASSERT_NE(NULL, q);
+		for (p = 0; p < 2; p++) {
+			pid[p] = fork();
+			if (pid[p] == 0)
+				storm_produce(q, sh, p);
+		}
+		until = now_ns() + (int64_t)(rnd(&seed) % 40) * NSEC_PER_MSEC;
+		while (now_ns() < until) {
+			len = sizeof(buf);
+			if (mpq_queue_get(q, buf, &len, NSEC_PER_MSEC) == 0) {
+				storm_note(sh, buf, len);
+				ASSERT_EQ(0, mpq_queue_task_done(q));
+			}
+		}
+		kill(pid[victim], SIGKILL);
+		while (child_running(pid[!victim]) || mpq_queue_qsize(q) > 0) {
+			len = sizeof(buf);
+			if (mpq_queue_get(q, buf, &len, 20 * NSEC_PER_MSEC) == 0) {
+				storm_note(sh, buf, len);
+				ASSERT_EQ(0, mpq_queue_task_done(q));
+			}
+		}
+		/* What a repair frees late. */
+		for (;;) {
+			len = sizeof(buf);
+			if (mpq_queue_get(q, buf, &len, 20 * NSEC_PER_MSEC))
+				break;
+			storm_note(sh, buf, len);
+			ASSERT_EQ(0, mpq_queue_task_done(q));
+		}
+		ASSERT_EQ(0, wait_child(pid[!victim], 10000));
+		st = wait_child(pid[victim], 10000);
+		ASSERT_TRUE(st == 128 + SIGKILL || st == 0);
+		ASSERT_EQ(0, sh->bad) TH_LOG("it %d: a message taken corrupt", it);
+		for (id = 0; id < STORM_IDS; id++) {
+			ASSERT_LE(sh->count[id], 1)
+				TH_LOG("it %d: id %u taken twice", it, id);
+			if (id + 2 <= sh->sent[id % 2])
+				ASSERT_EQ(1, sh->count[id])
+					TH_LOG("it %d: id %u lost", it, id);
+			twice += sh->count[id] > 1;
+		}
+		left = mpq_queue_unfinished(q);
+		ASSERT_EQ(0, left) TH_LOG("it %d: %d unfinished, all done", it, left);
+		ASSERT_EQ(0, mpq_queue_join(q, 0));
+		/*
+		 * Counted through a handle of its own: with the module, a
+		 * blob the survivor freed stays alive while this handle
+		 * keeps it mapped (up to 32 MiB of them, mpq_queue(3)).
+		 */
+		ASSERT_EQ(0, mpq_queue_from_fd(&q2, mpq_queue_fileno(q)));
+		mpq_queue_free(q);
+		blobs = blobs_unaccounted(q2, base, &st);
+		ASSERT_EQ(0, st);
+		ASSERT_EQ(0, blobs) TH_LOG("it %d: blobs left behind", it);
+		mpq_queue_free(q2);
+		munmap(sh, sizeof(*sh));
+	}
+}
+
+/* A consumer by peek: each message noted before its release. */
+static void storm_consume(struct mpq_queue *q, struct storm *sh)
+{
+	for (;;) {
+		struct mpq_msg m = { 0 };
+		uint32_t id;
+		int r = mpq_queue_peek(q, &m, 2 * SEC);
+
+		if (r)
+			_exit(r == -ETIMEDOUT ? 0 : 20);
+		memcpy(&id, m.data, sizeof(id));
+		if (id >= STORM_IDS || m.len != (id % 7 == 3 ? BLOB_LEN : 4))
+			__atomic_add_fetch(&sh->bad, 1, __ATOMIC_SEQ_CST);
+		else
+			__atomic_add_fetch(&sh->count[id], 1, __ATOMIC_SEQ_CST);
+		if (mpq_queue_release(q, &m))
+			_exit(21);
+	}
+}
+
+/*
+ * An unbounded queue whose ring is full and whose overflow holds the
+ * rest (some out of line), two consumers moving the overflow into the
+ * ring as they take, one SIGKILLed at a random instant: every message is
+ * taken, intact, and only the one the victim held in its window may come
+ * twice.
+ */
+TEST_F_TIMEOUT(slow, a_sigkill_storm_of_consumers_promoting_the_overflow_delivers_once, 300)
+{
+	int iters = getenv("MPQ_IN_VM") ? 6 : 25, it;
+	uint64_t seed = 0x9e0d;
+	char buf[BLOB_LEN];
+
+	for (it = 0; it < iters; it++) {
+		struct storm *sh = shared_alloc(sizeof(*sh));
+		struct mpq_queue *q = queue(0, 8, 0);
+		int victim = (int)(rnd(&seed) % 2), c, twice = 0, k;
+		uint32_t id;
+		pid_t pid[2];
+
+		ASSERT_NE(NULL, sh);
+		ASSERT_NE(NULL, q);
+		memset(sh, 0, sizeof(*sh));
+		for (id = 0; id < STORM_IDS; id++) {
+			size_t len = id % 7 == 3 ? BLOB_LEN : sizeof(id);
+
+			pattern(buf, sizeof(buf), id);
+			memcpy(buf, &id, sizeof(id));
+			ASSERT_EQ(0, mpq_queue_put(q, buf, len, 0));
+		}
+		for (c = 0; c < 2; c++) {
+			pid[c] = fork();
+			if (pid[c] == 0)
+				storm_consume(q, sh);
+		}
+		sleep_ms(1 + (int)(rnd(&seed) % 30));
+		kill(pid[victim], SIGKILL);
+		/* The survivor takes the rest, the victim's last included. */
+		for (k = 0; k < 2000; k++) {
+			for (id = 0; id < STORM_IDS; id++)
+				if (!__atomic_load_n(&sh->count[id],
+						     __ATOMIC_SEQ_CST))
+					break;
+			if (id == STORM_IDS)
+				break;
+			sleep_ms(5);
+		}
+		kill(pid[!victim], SIGKILL);
+		wait_child(pid[0], 10000);
+		wait_child(pid[1], 10000);
+		ASSERT_EQ(0, sh->bad) TH_LOG("it %d: a message taken corrupt", it);
+		for (id = 0; id < STORM_IDS; id++) {
+			ASSERT_LE(1, sh->count[id])
+				TH_LOG("it %d: id %u lost", it, id);
+			twice += sh->count[id] - 1;
+		}
+		ASSERT_LE(twice, 1) TH_LOG("it %d: %d deliveries too many", it, twice);
+		mpq_queue_free(q);
+		munmap(sh, sizeof(*sh));
+	}
+}
+
+TEST_HARNESS_MAIN
