@@ -83,6 +83,7 @@ static void __attribute__((constructor)) run_worker(void)
 struct relay {
 	int lfd, to_port;
 	int frozen, cut;	/* set by the test */
+	int frozen_seen;	/* the relay reads no more from the primary */
 	pthread_t th;
 };
 
@@ -129,6 +130,9 @@ static void *relay_main(void *arg)
 
 	while (!__atomic_load_n(&rl->cut, __ATOMIC_ACQUIRE)) {
 		int frozen = __atomic_load_n(&rl->frozen, __ATOMIC_ACQUIRE);
+
+		/* Polled without the primary's side from now on. */
+		__atomic_store_n(&rl->frozen_seen, frozen, __ATOMIC_RELEASE);
 
 		pfd[0].fd = rl->lfd;
 		pfd[0].events = POLLIN;
@@ -348,11 +352,11 @@ static void cluster_down(FIXTURE_DATA(failover) *self)
 
 /*
  * A primary, a replica (through the relay) and NSENT sentinels, fresh,
- * each ready: the replica in sync, every sentinel knowing it and the
- * other sentinels.
+ * each ready: the replica in sync, every sentinel knowing it and (ready
+ * to fail over) the replica's state and the other sentinels.
  */
 static void cluster_up(struct __test_metadata *_metadata,
-		       FIXTURE_DATA(failover) *self)
+		       FIXTURE_DATA(failover) *self, int ready)
 {
 	char pp[16], rp[16], lp[16], path[128], *p;
 	int64_t end;
@@ -365,7 +369,8 @@ static void cluster_up(struct __test_metadata *_metadata,
 	str(rp, self->ports[1]);
 	self->srv[0] = run_server(self, 0, "--port", pp, "--bind", "127.0.0.1",
 				  "--save", "", "--appendonly", "no", "--dir",
-				  self->dir, "--dbfilename", "p.rdb", NULL);
+				  self->dir, "--dbfilename", "p.rdb",
+				  "--repl-diskless-sync-delay", "0", NULL);
 	ASSERT_EQ(0, await_reply(self->ports[0], "PONG", "PING%s", ""));
 	relay_port = relay_start(&self->relay, self->ports[0]);
 	ASSERT_LT(0, relay_port);
@@ -385,8 +390,10 @@ static void cluster_up(struct __test_metadata *_metadata,
 		fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\n"
 			"sentinel monitor mpqm 127.0.0.1 %d %d\n"
 			"sentinel down-after-milliseconds mpqm 400\n"
-			"sentinel failover-timeout mpqm 4000\n",
-			self->ports[2 + i], self->dir, self->ports[0], QUORUM);
+			"sentinel failover-timeout mpqm 4000\n"
+			"sentinel known-replica mpqm 127.0.0.1 %d\n",
+			self->ports[2 + i], self->dir, self->ports[0], QUORUM,
+			self->ports[1]);
 		fclose(f);
 		self->srv[2 + i] = run_server(self, 2 + i, path, "--sentinel",
 					      NULL);
@@ -394,7 +401,10 @@ static void cluster_up(struct __test_metadata *_metadata,
 			     self->ports[2 + i]);
 	}
 	sprintf(p, "/mpqm");
-	for (i = 0; i < NSENT; i++) {
+	for (i = 0; i < NSENT && !ready; i++)
+		ASSERT_EQ(0, await_reply(self->ports[2 + i], "PONG", "PING%s",
+					 ""));
+	for (i = 0; i < NSENT && ready; i++) {
 		ASSERT_EQ(0, await_reply(self->ports[2 + i], "slave",
 					 "SENTINEL replicas %s", "mpqm"));
 		end = now_ns() + 20 * NSEC_PER_SEC;
@@ -499,7 +509,7 @@ static void one_failover(struct __test_metadata *_metadata,
 	pid_t w;
 
 	memset(out, 0, sizeof(*out));
-	cluster_up(_metadata, self);
+	cluster_up(_metadata, self, 1);
 	snprintf(runs, sizeof(runs), "%s/runs%d", self->dir, run);
 	snprintf(err, sizeof(err), "%s/stderr%d", self->dir, run);
 	fd = open(runs, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -522,8 +532,13 @@ static void one_failover(struct __test_metadata *_metadata,
 		iov[i].iov_base = &in[i];
 		iov[i].iov_len = 8;
 	}
-	if (freeze)
+	if (freeze) {
 		__atomic_store_n(&self->relay.frozen, 1, __ATOMIC_RELEASE);
+		/* Not one byte of the map's may pass it. */
+		while (!__atomic_load_n(&self->relay.frozen_seen,
+					__ATOMIC_ACQUIRE))
+			sleep_ms(1);
+	}
 	ASSERT_EQ(0, mpq_pool_map_async(p, logged_triple, iov, N, CHUNK, NULL,
 					&r));
 	sleep_ms(kill_ms);
@@ -619,5 +634,51 @@ TEST_F_TIMEOUT(failover, a_map_completes_when_the_primary_dies_and_sentinel_prom
 	       "again, 0 results lost", RUNS, twice, relost_sum);
 }
 #endif
+
+TEST(a_malformed_sentinel_address_is_EINVAL)
+{
+	static const char *const bad[] = {
+		"sentinel://", "sentinel://127.0.0.1:1", "sentinel://127.0.0.1:1/",
+		"sentinel:///m", "sentinel://127.0.0.1/m", "sentinel://127.0.0.1:0/m",
+		"sentinel://127.0.0.1:1/m m", "sentinel://127.0.0.1:1,/m",
+		"sentinel://[::1/m", "sentinel://127.0.0.1:1/m#bad ns",
+		"sentinel://a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,"
+		"a:1,a:1,a:1,a:1,a:1/m",
+	};
+	struct mpq_manager *m = NULL;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		EXPECT_EQ(-EINVAL, mpq_manager_connect(&m, bad[i], "", 0))
+			TH_LOG("%s", bad[i]);
+		EXPECT_EQ(NULL, m);
+	}
+}
+
+/*
+ * The sentinels are asked in turn: one that does not answer is passed
+ * over, and a master name none of them knows is EADDRNOTAVAIL.
+ */
+TEST_F(failover, the_sentinels_are_asked_in_turn_and_an_unknown_master_is_EADDRNOTAVAIL)
+{
+	struct mpq_manager *m = NULL;
+	char url[256];
+	int dead = free_port();
+
+	cluster_up(_metadata, self, 0);
+	snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d,127.0.0.1:%d/mpqm",
+		 dead, self->ports[2]);
+	ASSERT_EQ(0, mpq_manager_connect(&m, url, "", 0));
+	EXPECT_EQ(0, mpq_manager_ping(m));
+	EXPECT_STREQ(url, mpq_manager_address(m));
+	mpq_manager_free(m);
+	m = NULL;
+	snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d/nosuch",
+		 self->ports[2]);
+	EXPECT_EQ(-EADDRNOTAVAIL, mpq_manager_connect(&m, url, "", 0));
+	snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d/mpqm", dead);
+	EXPECT_EQ(-ECONNREFUSED, mpq_manager_connect(&m, url, "", 0));
+	EXPECT_EQ(NULL, m);
+}
 
 TEST_HARNESS_MAIN

@@ -228,6 +228,8 @@ struct dp_pool {
 	unsigned long conns_seen;	/* d->m's connections reconciled */
 	uint32_t epoch;
 	size_t relost;			/* messages put again, in all */
+	uint64_t answered, answered_kept;	/* items; at the last keep */
+	int recheck;			/* reconcile at the next collect */
 
 	int bell;
 	int stop;
@@ -380,6 +382,7 @@ static void dp_answered(struct dp_pool *d, uint64_t job, uint64_t index)
 	if (o->bits[i / 64] & bit)
 		return;
 	o->bits[i / 64] |= bit;
+	d->answered++;
 	if (--o->left)
 		return;
 	free(o->data);
@@ -817,6 +820,15 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 2, args, NULL);
 	dp_dead(d, sink, arg);
+	/*
+	 * Work out and no result for a whole period: look at the server too
+	 * (a long task, or a message lost in a way no new connection shows,
+	 * such as a done sent by a worker of the old primary's lease after
+	 * a failover landing on a message of the same id).
+	 */
+	for (i = 0; i < DP_JOBS && !d->recheck; i++)
+		d->recheck = d->jobs[i] && d->answered == d->answered_kept;
+	d->answered_kept = d->answered;
 	for (i = 0; i < d->nlocal; i++) {
 		if (d->local[i] && mpq_process_is_alive(d->local[i]) == 1)
 			continue;
@@ -937,6 +949,7 @@ static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 				lost++;
 			}
 	d->conns_seen = conns;
+	d->recheck = 0;
 	d->relost += lost;
 	if (lost)
 		fprintf(stderr, "mpq pool \"%s\": the manager had lost %zu "
@@ -957,7 +970,7 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 	int64_t wait;
 	int ret;
 
-	if (d->m->conns != d->conns_seen)
+	if (d->m->conns != d->conns_seen || d->recheck)
 		dp_reconcile(d, sink, arg);
 	if (d->npend)
 		dp_flush(d, sink, arg);
