@@ -688,4 +688,110 @@ TEST_F(failover, the_sentinels_are_asked_in_turn_and_an_unknown_master_is_EADDRN
 	EXPECT_EQ(NULL, m);
 }
 
+/* The pool's id, from its announcement (a raw client: no API for it). */
+static int pool_id(struct mpq_manager *m, char *id, size_t len)
+{
+	const char *a = mpq_manager_address(m);
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+	int ret = -1;
+
+	snprintf(path, sizeof(path), "%s", a + 5);
+	hash = strchr(path, '#');
+	if (!hash)
+		return -1;
+	*hash = 0;
+	c = redisConnectUnix(path);
+	if (!c || c->err)
+		return -1;
+	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
+	freeReplyObject(r);
+	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
+	if (r && r->type == REDIS_REPLY_STRING &&
+	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
+		ret = 0;
+	freeReplyObject(r);
+	redisFree(c);
+	return ret;
+}
+
+/*
+ * A task the manager loses with no failover or reconnection to show it
+ * (here: taken and marked done by another client, as a worker of the old
+ * primary's lease may do to a message of the same id after a failover):
+ * once no result has come for a while, the pool looks and puts it again.
+ */
+TEST(a_task_the_manager_lost_unseen_is_put_again_when_results_stop)
+{
+	struct mpq_manager_queue_attr qa = { .lease_ns = 300 * MS,
+					     .max_deliveries = 3 };
+	struct mpq_pool_remote pr = { .lease_ns = 300 * MS,
+				      .flags = MPQ_POOL_REMOTE_ONLY };
+	struct mpq_pool_attr pa = { .remote = &pr };
+	struct mpq_manager *m = start_or_skip(_metadata, NULL), *peer = NULL;
+	struct mpq_manager_queue *q = NULL;
+	struct mpq_async_result *r = NULL;
+	struct mpq_manager_msg msg;
+	struct mpq_pool *p = NULL;
+	char runs[] = "/tmp/mpq-lost-runs-XXXXXX", id[24], qname[64];
+	uint64_t in[20], y;
+	struct iovec iov[20];
+	const void *v;
+	size_t i, len, bad = 0;
+	int fd;
+	pid_t w;
+
+	if (!m)
+		return;
+	fd = mkstemp(runs);
+	ASSERT_LE(0, fd);
+	close(fd);
+	setenv("MPQ_FAILOVER_RUNS", runs, 1);
+	pr.manager = m;
+	ASSERT_EQ(0, mpq_pool_new(&p, &pa));
+	for (i = 0; i < 20; i++) {
+		in[i] = i;
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = 8;
+	}
+	ASSERT_EQ(0, mpq_pool_map_async(p, logged_triple, iov, 20, 1, NULL,
+					&r));
+	/* No worker yet: one task message taken and done, no result. */
+	ASSERT_EQ(0, pool_id(m, id, sizeof(id)));
+	snprintf(qname, sizeof(qname), "pool.%s", id);
+	ASSERT_EQ(0, mpq_manager_connect(&peer, mpq_manager_address(m),
+					 mpq_manager_authkey(m), 0));
+	ASSERT_EQ(0, mpq_manager_queue(peer, qname, &qa, &q));
+	ASSERT_EQ(1, mpq_manager_queue_get_many(q, &msg, 1, BOUND));
+	ASSERT_EQ(0, mpq_manager_msg_done(q, &msg));
+	mpq_manager_msg_free(&msg);
+	w = fork();
+	if (!w) {
+		setenv("MPQ_WORKER", mpq_manager_address(m), 1);
+		setenv("MPQ_AUTHKEY", mpq_manager_authkey(m), 1);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl("/proc/self/exe", "net_pool_failover_test", (char *)NULL);
+		_exit(127);
+	}
+	ASSERT_EQ(0, mpq_async_result_get(r, 30 * NSEC_PER_SEC));
+	for (i = 0; i < 20; i++) {
+		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
+			bad++;
+			continue;
+		}
+		memcpy(&y, v, sizeof(y));
+		bad += y != 3 * i + 1;
+	}
+	EXPECT_EQ(0, bad);
+	kill(w, SIGKILL);
+	waitpid(w, NULL, 0);
+	mpq_async_result_free(r);
+	mpq_manager_queue_free(q);
+	mpq_manager_free(peer);
+	mpq_pool_free(p);
+	mpq_manager_shutdown(m);
+	unlink(runs);
+}
+
 TEST_HARNESS_MAIN

@@ -229,6 +229,7 @@ struct dp_pool {
 	uint32_t epoch;
 	size_t relost;			/* messages put again, in all */
 	uint64_t answered, answered_kept;	/* items; at the last keep */
+	uint32_t stalled;		/* keeps in a row with none */
 	int recheck;			/* reconcile at the next collect */
 
 	int bell;
@@ -824,10 +825,19 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	 * Work out and no result for a whole period: look at the server too
 	 * (a long task, or a message lost in a way no new connection shows,
 	 * such as a done sent by a worker of the old primary's lease after
-	 * a failover landing on a message of the same id).
+	 * a failover landing on a message of the same id). Reading every
+	 * queued message costs their size on the server: after 1, 2, 4, 8...
+	 * such periods, not after each.
 	 */
-	for (i = 0; i < DP_JOBS && !d->recheck; i++)
-		d->recheck = d->jobs[i] && d->answered == d->answered_kept;
+	for (i = 0; i < DP_JOBS && !d->jobs[i]; i++)
+		;
+	if (i == DP_JOBS || d->answered != d->answered_kept) {
+		d->stalled = 0;
+	} else {
+		d->stalled++;
+		if (!(d->stalled & (d->stalled - 1)))
+			d->recheck = 1;
+	}
 	d->answered_kept = d->answered;
 	for (i = 0; i < d->nlocal; i++) {
 		if (d->local[i] && mpq_process_is_alive(d->local[i]) == 1)
