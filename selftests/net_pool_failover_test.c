@@ -483,13 +483,21 @@ struct outcome {
 	int64_t promoted_ms, done_ms;
 };
 
+enum how { LIVE, FROZEN, MANUAL };
+
+static const char *const how_name[] = {
+	"live replica", "frozen replica", "manual failover",
+};
+
 /*
  * One map through the sentinels on a fresh cluster, the primary SIGKILLed
- * kill_ms into it; the sentinels promote the replica. With freeze, the
- * replica gets none of the map's writes. Every result checked.
+ * kill_ms into it; the sentinels promote the replica. FROZEN: the replica
+ * gets none of the map's writes. MANUAL: no kill, SENTINEL FAILOVER (the
+ * old primary lives on, demoted to a replica, and its clients are cut).
+ * Every result checked.
  */
 static void one_failover(struct __test_metadata *_metadata,
-			 FIXTURE_DATA(failover) *self, int run, int freeze,
+			 FIXTURE_DATA(failover) *self, int run, enum how how,
 			 int kill_ms, struct outcome *out)
 {
 	char runs[128], err[128];
@@ -532,7 +540,7 @@ static void one_failover(struct __test_metadata *_metadata,
 		iov[i].iov_base = &in[i];
 		iov[i].iov_len = 8;
 	}
-	if (freeze) {
+	if (how == FROZEN) {
 		__atomic_store_n(&self->relay.frozen, 1, __ATOMIC_RELEASE);
 		/* Not one byte of the map's may pass it. */
 		while (!__atomic_load_n(&self->relay.frozen_seen,
@@ -543,12 +551,19 @@ static void one_failover(struct __test_metadata *_metadata,
 					&r));
 	sleep_ms(kill_ms);
 	t_kill = now_ns();
-	ASSERT_EQ(0, kill(self->srv[0], SIGKILL));
-	waitpid(self->srv[0], NULL, 0);
-	self->srv[0] = 0;
-	/* What the relay held back dies with the primary's connection. */
-	relay_stop(&self->relay);
-	self->relay_up = 0;
+	if (how == MANUAL) {
+		redisReply *rr = ask(self->ports[2], "SENTINEL FAILOVER mpqm");
+
+		ASSERT_TRUE(reply_has(rr, "OK"));
+		freeReplyObject(rr);
+	} else {
+		ASSERT_EQ(0, kill(self->srv[0], SIGKILL));
+		waitpid(self->srv[0], NULL, 0);
+		self->srv[0] = 0;
+		/* What the relay held back dies with the primary's link. */
+		relay_stop(&self->relay);
+		self->relay_up = 0;
+	}
 	/* When the sentinels name the replica: Sentinel's part of the time. */
 	while (primary_port(self) != self->ports[1] &&
 	       now_ns() - t_kill < 30 * NSEC_PER_SEC)
@@ -587,11 +602,12 @@ static void one_failover(struct __test_metadata *_metadata,
 		out->never += count[i] == 0;
 	}
 	out->relost = relost(err);
-	TH_LOG("%s run %d: primary killed %d ms into a map of %d items; "
+	TH_LOG("%s run %d: %s %d ms into a map of %d items; "
 	       "replica promoted %lld ms later, map done %lld ms later, %zu "
 	       "wrong or missing; %zu items ran twice; %zu task messages put "
 	       "again (lost by the failover)",
-	       freeze ? "frozen replica" : "live replica", run, kill_ms, N,
+	       how_name[how], run,
+	       how == MANUAL ? "failover asked" : "primary killed", kill_ms, N,
 	       (long long)out->promoted_ms, (long long)out->done_ms, out->bad,
 	       out->twice, out->relost);
 	cluster_down(self);
@@ -609,7 +625,8 @@ TEST_F_TIMEOUT(failover, a_map_completes_when_sentinel_promotes_a_replica_that_m
 
 	srand((unsigned int)getpid());
 	for (run = 0; run < RUNS; run++) {
-		one_failover(_metadata, self, run, 1, 150 + rand() % 400, &o);
+		one_failover(_metadata, self, run, FROZEN, 150 + rand() % 400,
+			     &o);
 		EXPECT_EQ(0, o.bad);
 		EXPECT_EQ(0, o.never);
 		/* None of the map's puts reached the replica. */
@@ -631,7 +648,8 @@ TEST_F_TIMEOUT(failover, a_map_completes_when_the_primary_dies_and_sentinel_prom
 
 	srand((unsigned int)getpid() + 1);
 	for (run = 0; run < RUNS; run++) {
-		one_failover(_metadata, self, run, 0, 100 + rand() % 900, &o);
+		one_failover(_metadata, self, run, LIVE, 100 + rand() % 900,
+			     &o);
 		EXPECT_EQ(0, o.bad);
 		EXPECT_EQ(0, o.never);
 		twice += o.twice;
@@ -641,6 +659,30 @@ TEST_F_TIMEOUT(failover, a_map_completes_when_the_primary_dies_and_sentinel_prom
 	       "again, 0 results lost", RUNS, twice, relost_sum);
 }
 #endif
+
+/*
+ * A failover an operator asks for (SENTINEL FAILOVER): the old primary
+ * lives on as a replica; the pool's connections to it are cut (or meet
+ * READONLY) and find the new one.
+ */
+TEST_F_TIMEOUT(failover, a_map_completes_across_a_manual_failover_that_demotes_the_live_primary, 60 * RUNS)
+{
+	struct outcome o;
+	size_t twice = 0, relost_sum = 0;
+	int run;
+
+	srand((unsigned int)getpid() + 2);
+	for (run = 0; run < RUNS; run++) {
+		one_failover(_metadata, self, run, MANUAL, 100 + rand() % 900,
+			     &o);
+		EXPECT_EQ(0, o.bad);
+		EXPECT_EQ(0, o.never);
+		twice += o.twice;
+		relost_sum += o.relost;
+	}
+	TH_LOG("manual failover, %d runs: %zu items ran twice, %zu messages "
+	       "put again, 0 results lost", RUNS, twice, relost_sum);
+}
 
 TEST(a_malformed_sentinel_address_is_EINVAL)
 {
@@ -792,6 +834,41 @@ TEST(a_task_the_manager_lost_unseen_is_put_again_when_results_stop)
 	mpq_pool_free(p);
 	mpq_manager_shutdown(m);
 	unlink(runs);
+}
+
+/*
+ * A primary demoted behind its clients' backs (REPLICAOF by hand, no
+ * client cut): a write meets READONLY, the connection is dropped with
+ * ECONNRESET, and the next connect asks the sentinels again and does not
+ * take the replica they still name for the primary (ROLE).
+ */
+TEST_F(failover, a_demoted_primary_is_dropped_on_READONLY_and_not_taken_again)
+{
+	struct mpq_manager_dict *d = NULL;
+	struct mpq_manager *m = NULL;
+	redisReply *rr;
+	int ret;
+
+	cluster_up(_metadata, self, 1);
+	ASSERT_EQ(0, mpq_manager_connect(&m, self->url, "", 0));
+	ASSERT_EQ(0, mpq_manager_dict(m, "d", &d));
+	ASSERT_EQ(0, mpq_manager_dict_set(d, "k", 1, "v", 1));
+	rr = ask(self->ports[1], "REPLICAOF NO ONE");
+	ASSERT_TRUE(reply_has(rr, "OK"));
+	freeReplyObject(rr);
+	rr = ask(self->ports[0], "REPLICAOF 127.0.0.1 %d", self->ports[1]);
+	ASSERT_TRUE(reply_has(rr, "OK"));
+	freeReplyObject(rr);
+	EXPECT_EQ(-ECONNRESET, mpq_manager_dict_set(d, "k", 1, "w", 1));
+	ret = mpq_manager_dict_set(d, "k", 1, "w", 1);
+	/* The sentinels name the old primary until they see the change. */
+	if (ret) {
+		EXPECT_EQ(-ECONNREFUSED, ret);
+	} else {
+		EXPECT_EQ(self->ports[1], primary_port(self));
+	}
+	mpq_manager_dict_free(d);
+	mpq_manager_free(m);
 }
 
 TEST_HARNESS_MAIN
