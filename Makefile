@@ -197,8 +197,8 @@ $(B)/selftests/net_pool_partition_long: selftests/net_pool_partition_test.c self
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_PARTITION_LONG -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
 # The distributed pool through Redis Sentinel failovers, measured: three
-# sentinels, ten failovers with the replica frozen behind and ten with it
-# as replication left it (~3 minutes), not in check:
+# sentinels, ten failovers with the replica frozen behind, ten with it as
+# replication left it, ten manual ones (~4 minutes), not in check:
 # net_pool_failover_test.c built with NET_POOL_FAILOVER_LONG.
 .PHONY: net-pool-failover
 net-pool-failover: $(B)/selftests/net_pool_failover_long
