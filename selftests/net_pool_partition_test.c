@@ -36,8 +36,10 @@
 
 #ifdef NET_POOL_PARTITION_LONG
 #define CUT_MS		12000		/* > the manager's 5 s timeout */
+#define TIMEOUT_S	90
 #else
 #define CUT_MS		0		/* healed as soon as the test may */
+#define TIMEOUT_S	30		/* the harness's default */
 #endif
 
 /* The test's directory of marker files, shared by every namespace. */
@@ -355,7 +357,7 @@ static void check_map(struct __test_metadata *_metadata,
 	EXPECT_EQ(0, bad);
 }
 
-TEST_F(partition, a_cut_off_workers_task_is_delivered_again_after_its_lease_and_the_map_completes)
+TEST_F_TIMEOUT(partition, a_cut_off_workers_task_is_delivered_again_after_its_lease_and_the_map_completes, TIMEOUT_S)
 {
 	struct mpq_async_result *r = NULL;
 
@@ -372,7 +374,7 @@ TEST_F(partition, a_cut_off_workers_task_is_delivered_again_after_its_lease_and_
 	mpq_async_result_free(r);
 }
 
-TEST_F(partition, a_result_the_cut_off_worker_sends_after_healing_is_applied_at_most_once)
+TEST_F_TIMEOUT(partition, a_result_the_cut_off_worker_sends_after_healing_is_applied_at_most_once, TIMEOUT_S)
 {
 	struct mpq_async_result *probe = NULL;
 	struct mpq_pool_iter *it = NULL;
@@ -452,7 +454,7 @@ TEST_F(partition, a_result_the_cut_off_worker_sends_after_healing_is_applied_at_
 	mpq_pool_iter_free(it);
 }
 
-TEST_F(partition, the_cut_off_worker_rejoins_after_healing_and_runs_a_whole_map)
+TEST_F_TIMEOUT(partition, the_cut_off_worker_rejoins_after_healing_and_runs_a_whole_map, TIMEOUT_S)
 {
 	struct mpq_async_result *r = NULL;
 	size_t i, len, bad = 0;
