@@ -1,22 +1,34 @@
 // SPDX-License-Identifier: MIT
 /*
- * manager_pool_bench: the distributed pool (a Pool on a Manager, its
- * workers local only) beside the local pool and CPython's
- * multiprocessing.Pool, in one interleaved run (medians of the rounds):
+ * manager_pool_bench: the distributed pool (a Pool on a Manager) beside
+ * the local pool, CPython's multiprocessing.Pool and Python's own
+ * distributed pattern, in one interleaved run (medians of the rounds):
  *
- *   map      N trivial items (8 bytes in, 8 out), default chunking, two
- *            workers; tasks per second
+ *   map      N trivial items (8 bytes in, 8 out), default chunking;
+ *            tasks per second
  *   apply    one apply() round trip, one at a time; median microseconds
  *
- * Every result is checked.
+ * The cells: the local pool (2 workers) and CPython's Pool(2), for scale;
+ * the distributed pool with its 2 local workers; and the distributed
+ * pool with MPQ_POOL_REMOTE_ONLY and 1, 2 and 4 remote workers (this
+ * program again, started with --mpq-worker=ADDRESS as on another
+ * machine, over TCP loopback), each beside bench/manager_pool_cpython.py
+ * with as many workers: a BaseManager on TCP loopback with a task queue
+ * and a result queue, one task per item as the pattern is written
+ * ("classic") and in lists of Pool's default chunksize ("chunked").
+ * Python's cells run NPY items (fewer: its classic pattern is slow).
+ *
+ * Every result is checked. NPY 0: no Python cells (an A/B of mpq alone).
  *     make build/bench/manager_pool_bench
- *     build/bench/manager_pool_bench [N [ROUNDS]]
+ *     build/bench/manager_pool_bench [N [ROUNDS [NPY]]]
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <mpq_net.h>
@@ -127,28 +139,125 @@ static double cpython_rate(size_t n)
 	return rate;
 }
 
+/* bench/ of the tree this binary was built in (build/bench/../../bench). */
+static const char *bench_dir(void)
+{
+	static char dir[4096];
+	ssize_t len;
+	char *s;
+
+	if (dir[0])
+		return dir;
+	len = readlink("/proc/self/exe", dir, sizeof(dir) - 16);
+	dir[len > 0 ? len : 0] = 0;
+	s = strrchr(dir, '/');
+	if (s)
+		strcpy(s, "/../../bench");
+	return dir;
+}
+
+/* Python's distributed pattern with nw workers: classic, chunked, rtt. */
+static int cpython_dist(int nw, size_t n, double out[3])
+{
+	char cmd[4600];
+	FILE *f;
+	int ok;
+
+	snprintf(cmd, sizeof(cmd), "python3 %s/manager_pool_cpython.py %d %zu"
+		 " 2>/dev/null", bench_dir(), nw, n);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	ok = fscanf(f, "%lf %lf %lf", &out[0], &out[1], &out[2]) == 3;
+	pclose(f);
+	if (!ok)
+		out[0] = out[1] = out[2] = 0;
+	return ok ? 0 : -1;
+}
+
+/* This program in worker mode, serving pool "pool": as on a machine. */
+static pid_t start_worker(struct mpq_manager *m, const char *pool)
+{
+	char opt[512];
+	pid_t pid = fork();
+
+	if (pid)
+		return pid;
+	snprintf(opt, sizeof(opt), "--mpq-worker=%s", mpq_manager_address(m));
+	setenv("MPQ_AUTHKEY", mpq_manager_authkey(m), 1);
+	setenv("MPQ_WORKER_POOL", pool, 1);
+	execl("/proc/self/exe", "manager_pool_bench", opt, (char *)NULL);
+	_exit(127);
+}
+
+/* One Redis round trip (PING) on the manager's connection: median us. */
+static double ping_us(struct mpq_manager *m, int k)
+{
+	double *v = calloc((size_t)k, sizeof(*v)), r;
+	int i;
+
+	for (i = 0; i < k; i++) {
+		int64_t t0 = now();
+
+		if (mpq_manager_ping(m)) {
+			fprintf(stderr, "ping failed\n");
+			exit(1);
+		}
+		v[i] = (double)(now() - t0) / 1000.0;
+	}
+	r = median(v, k);
+	free(v);
+	return r;
+}
+
+static const int nremote[] = { 1, 2, 4 };
+#define NR	3
+
 int main(int argc, char **argv)
 {
 	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 100000;
-	int rounds = argc > 2 ? atoi(argv[2]) : 5, i;
+	int rounds = argc > 2 ? atoi(argv[2]) : 5, i, k, w;
+	size_t npy = argc > 3 ? strtoul(argv[3], NULL, 0) : 20000;
 	struct mpq_manager_attr ma = { 0 };
+	struct mpq_pool_remote rr[NR];
+	struct mpq_pool_attr ra[NR];
+	struct mpq_pool *rp[NR];
+	double *rmap[NR], *rapp[NR], *pyc[NR], *pyk[NR], *pyr[NR], py[3];
+	pid_t wpid[8];
+	int nw = 0;
+	char addr[64], pname[NR][16];
 	struct mpq_pool_remote rem = { 0 };
 	struct mpq_pool_attr la = { .processes = 2 };
 	struct mpq_pool_attr da = { .processes = 2, .remote = &rem };
-	struct mpq_manager *m;
+	struct mpq_manager *m, *pm;
 	struct mpq_pool *lp, *dp;
-	double *l, *d, *c, *al, *ad;
+	double *l, *d, *c, *al, *ad, *pg;
 	uint64_t *in;
 	struct iovec *iov;
 	int ret;
 
 	mpq_init(&argc, &argv);
-	ret = mpq_manager_start(&m, &ma);
+	/* TCP loopback, as Python's BaseManager and as other machines. */
+	for (i = 0; i < 20; i++) {
+		snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
+			 20000 + (getpid() * 7 + i * 131) % 30000);
+		ma.address = addr;
+		ret = mpq_manager_start(&m, &ma);
+		if (ret != -EADDRINUSE)
+			break;
+	}
 	if (ret) {
 		fprintf(stderr, "manager: %s\n", mpq_strerror(ret));
 		return 1;
 	}
 	rem.manager = m;
+	/* A client of the TCP address, as the pool and its workers are. */
+	ret = mpq_manager_connect(&pm, mpq_manager_address(m),
+				  mpq_manager_authkey(m), 0);
+	if (ret) {
+		fprintf(stderr, "connect: %s\n", mpq_strerror(ret));
+		return 1;
+	}
 	in = calloc(n, sizeof(*in));
 	iov = calloc(n, sizeof(*iov));
 	l = calloc((size_t)rounds, sizeof(double));
@@ -156,21 +265,62 @@ int main(int argc, char **argv)
 	c = calloc((size_t)rounds, sizeof(double));
 	al = calloc((size_t)rounds, sizeof(double));
 	ad = calloc((size_t)rounds, sizeof(double));
-	for (size_t k = 0; k < n; k++) {
-		in[k] = k;
-		iov[k].iov_base = &in[k];
-		iov[k].iov_len = 8;
+	pg = calloc((size_t)rounds, sizeof(double));
+	for (size_t x = 0; x < n; x++) {
+		in[x] = x;
+		iov[x].iov_base = &in[x];
+		iov[x].iov_len = 8;
 	}
 	if (mpq_pool_new(&lp, &la) || mpq_pool_new(&dp, &da)) {
 		fprintf(stderr, "pools failed\n");
 		return 1;
 	}
+	/*
+	 * One pool per worker count, each with its own remote workers (a
+	 * worker serves the pool it is named): processes = k, so that the
+	 * default chunksize is Python's for k workers.
+	 */
+	for (k = 0; k < NR; k++) {
+		snprintf(pname[k], sizeof(pname[k]), "bench%d", nremote[k]);
+		memset(&rr[k], 0, sizeof(rr[k]));
+		memset(&ra[k], 0, sizeof(ra[k]));
+		rr[k].manager = m;
+		rr[k].name = pname[k];
+		rr[k].flags = MPQ_POOL_REMOTE_ONLY;
+		ra[k].processes = nremote[k];
+		ra[k].remote = &rr[k];
+		if (mpq_pool_new(&rp[k], &ra[k])) {
+			fprintf(stderr, "remote pool failed\n");
+			return 1;
+		}
+		for (w = 0; w < nremote[k]; w++)
+			wpid[nw++] = start_worker(m, pname[k]);
+		rmap[k] = calloc((size_t)rounds, sizeof(double));
+		rapp[k] = calloc((size_t)rounds, sizeof(double));
+		pyc[k] = calloc((size_t)rounds, sizeof(double));
+		pyk[k] = calloc((size_t)rounds, sizeof(double));
+		pyr[k] = calloc((size_t)rounds, sizeof(double));
+		/* Every worker joined before we measure: a warm-up map. */
+		map_rate(rp[k], iov, n < 1000 ? n : 1000);
+	}
 	for (i = 0; i < rounds; i++) {
 		l[i] = map_rate(lp, iov, n);
 		d[i] = map_rate(dp, iov, n);
-		c[i] = cpython_rate(n);
+		c[i] = npy ? cpython_rate(n) : 0;
 		al[i] = apply_us(lp, 200);
 		ad[i] = apply_us(dp, 200);
+		pg[i] = ping_us(pm, 200);
+		for (k = 0; k < NR; k++) {
+			rmap[k][i] = map_rate(rp[k], iov, n);
+			rapp[k][i] = apply_us(rp[k], 200);
+			if (npy)
+				cpython_dist(nremote[k], npy, py);
+			else
+				py[0] = py[1] = py[2] = 0;
+			pyc[k][i] = py[0];
+			pyk[k][i] = py[1];
+			pyr[k][i] = py[2];
+		}
 	}
 	printf("map of %zu trivial items, 2 workers, default chunking "
 	       "(tasks/s, median of %d interleaved rounds)\n", n, rounds);
@@ -182,8 +332,32 @@ int main(int argc, char **argv)
 	printf("apply round trip (us, median)\n");
 	printf("  local pool                     %12.1f\n", median(al, rounds));
 	printf("  distributed pool               %12.1f\n", median(ad, rounds));
+	printf("  one Redis round trip (PING)    %12.1f   (%s)\n",
+	       median(pg, rounds), mpq_manager_address(m));
+	printf("remote workers (--mpq-worker, TCP loopback) vs Python's "
+	       "BaseManager task/result queues\n"
+	       "(map: mpq %zu items, Python %zu; tasks/s; apply/rtt: us)\n",
+	       n, npy);
+	printf("  workers  mpq map   py classic  py chunked  mpq/classic "
+	       "mpq/chunked  mpq apply  py rtt\n");
+	for (k = 0; k < NR; k++) {
+		double a = median(rmap[k], rounds), b = median(pyc[k], rounds);
+		double c2 = median(pyk[k], rounds);
+
+		printf("  %7d %9.0f %12.0f %11.0f %11.1fx %10.1fx %10.1f %7.1f\n",
+		       nremote[k], a, b, c2, b > 0 ? a / b : 0,
+		       c2 > 0 ? a / c2 : 0, median(rapp[k], rounds),
+		       median(pyr[k], rounds));
+	}
+	for (k = 0; k < NR; k++)
+		mpq_pool_free(rp[k]);
+	for (w = 0; w < nw; w++) {
+		kill(wpid[w], SIGTERM);
+		waitpid(wpid[w], NULL, 0);
+	}
 	mpq_pool_free(lp);
 	mpq_pool_free(dp);
+	mpq_manager_free(pm);
 	mpq_manager_shutdown(m);
 	return 0;
 }

@@ -1202,10 +1202,11 @@ struct mpq_pool_attr {
 				   forkserver (tasks by name, as spawn) */
 	/*
 	 * Run in each worker before its first task, as initializer(initarg)
-	 * (copied; spawn: registered with MPQ_TARGET). It returns 0, or a
-	 * negative errno: the worker is tried again, and three failures in
-	 * a row fail mpq_pool_new() (or, in every worker's place, the work
-	 * waiting while no worker is ready) with that code.
+	 * (copied; spawn or a manager: registered with MPQ_TARGET). It
+	 * returns 0, or a negative errno: the worker is tried again, and
+	 * three failures in a row fail mpq_pool_new() (or, in every worker's
+	 * place, the work waiting while no worker is ready) with that code;
+	 * with a manager, see mpq_pool_remote(3).
 	 */
 	mpq_target_fn initializer;
 	const void *initarg;

@@ -362,8 +362,8 @@ static int attr_check(const struct mpq_pool_attr *a)
 
 	if (!mpq_all_zero(a->__reserved, sizeof(a->__reserved)))
 		return -EINVAL;
-	/* Not with a manager yet: an initializer, maxtasksperchild, flags. */
-	if (a->remote && (a->initializer || a->maxtasksperchild || a->flags))
+	/* Not with a manager yet: pool flags (MPQ_POOL_RETRY_ONCE). */
+	if (a->remote && a->flags)
 		return -EOPNOTSUPP;
 	if (a->processes < 0 || a->processes > POOL_MAX_PROCESSES ||
 	    a->flags & ~(uint32_t)MPQ_POOL_RETRY_ONCE || a->__pad ||

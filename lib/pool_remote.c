@@ -152,6 +152,7 @@ static const struct mpq__pool_lib pool_lib = {
 	.runner_new = runner_new,
 	.run = runner_run,
 	.runner_free = runner_free,
+	.target_by_name = mpq_target_by,
 };
 
 MPQ_EXPORT const struct mpq__pool_lib *
@@ -209,8 +210,14 @@ static const char remote_cancelled[] = "the pool was terminated";
 int pool_remote_open(struct mpq_pool *p, const struct mpq_pool_attr *a)
 {
 	const struct mpq_pool_remote *cfg = a->remote;
+	struct mpq__pool_init init = {
+		.arg = p->initarg, .len = p->initarg_len,
+		.maxtasks = p->maxtasks,
+	};
+	char name[256];
 	uint32_t ntasks;
 	uint64_t table;
+	int ret;
 
 	p->rops = __atomic_load_n(&remote_ops, __ATOMIC_ACQUIRE);
 	if (!p->rops)
@@ -219,14 +226,22 @@ int pool_remote_open(struct mpq_pool *p, const struct mpq_pool_attr *a)
 	    cfg->lease_ns < 0 ||
 	    !mpq_all_zero(cfg->__reserved, sizeof(cfg->__reserved)))
 		return -EINVAL;
-	/* Tasks travel by name, as to spawned workers. */
+	/* Tasks travel by name, as to spawned workers; so does the
+	 * initializer (MPQ_TARGET), run by each worker when it joins. */
 	p->method = MPQ_START_SPAWN;
+	if (p->init) {
+		ret = mpq_target_name_of(p->init, name, sizeof(name));
+		if (ret)
+			return ret;
+		init.name = name;
+	}
 	p->rtab = calloc(RTAB_SIZE, sizeof(*p->rtab));
 	if (!p->rtab)
 		return -ENOMEM;
 	table = pool_task_table_hash(&ntasks);
 	return p->rops->open(cfg, cfg->flags & MPQ_POOL_REMOTE_ONLY ? 0 :
-			     p->nproc, table, ntasks, p->bell, &p->rctx);
+			     p->nproc, table, ntasks, &init, p->bell,
+			     &p->rctx);
 }
 
 static struct mpq_async_result **rtab_slot(struct mpq_pool *p, uint64_t id)

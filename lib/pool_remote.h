@@ -21,6 +21,18 @@
 typedef void (*mpq__pool_sink_fn)(void *arg, uint64_t job, uint64_t index,
 				  int status, const void *data, size_t len);
 
+/*
+ * What every worker of the pool is told besides tasks: the initializer
+ * (name NULL: none; registered with MPQ_TARGET) run once when a worker
+ * joins, its argument, and maxtasksperchild (0: none).
+ */
+struct mpq__pool_init {
+	const char *name;
+	const void *arg;
+	size_t len;
+	uint32_t maxtasks;
+};
+
 struct mpq__pool_remote_ops {
 	/*
 	 * The pool's side, all on one thread but open (the caller's).
@@ -29,7 +41,8 @@ struct mpq__pool_remote_ops {
 	 * (collect returns). table: the task table's hash.
 	 */
 	int (*open)(const struct mpq_pool_remote *cfg, int nlocal,
-		    uint64_t table, uint32_t ntasks, int bell, void **ctx);
+		    uint64_t table, uint32_t ntasks,
+		    const struct mpq__pool_init *init, int bell, void **ctx);
 	/* Hand out items [first, first + count) of job, running name. */
 	int (*send)(void *ctx, uint64_t job, uint64_t first, uint32_t count,
 		    const char *name, const struct iovec *args);
@@ -60,6 +73,8 @@ struct mpq__pool_lib {
 	void (*run)(struct mpq__pool_runner *r, mpq_task_fn fn,
 		    const void *arg, size_t len, struct mpq__pool_out *out);
 	void (*runner_free)(struct mpq__pool_runner *r);
+	/* An initializer registered with MPQ_TARGET, by name; NULL: none. */
+	mpq_target_fn (*target_by_name)(const char *name);
 };
 
 const struct mpq__pool_lib *

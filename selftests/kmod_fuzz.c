@@ -1062,44 +1062,100 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The kernel log from the last line that holds @mark on, from /dev/kmsg. */
+static void show_kmsg_from(const char *mark)
+{
+	static char log[1 << 17];
+	size_t len = 0, from = 0;
+	char rec[2048];
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten while we read: go on */
+		if (n <= 0)
+			break;
+		rec[n] = 0;
+		/* "prio,seq,usec,flags;text\n": keep the text. */
+		char *text = strchr(rec, ';');
+
+		text = text ? text + 1 : rec;
+		if (strstr(text, mark))
+			len = from = 0;
+		n = strlen(text);
+		if (len + n < sizeof(log)) {
+			memcpy(log + len, text, n);
+			len += n;
+		}
+	}
+	close(fd);
+	log[len] = 0;
+	for (char *l = strtok(log + from, "\n"); l; l = strtok(NULL, "\n"))
+		printf("#   kernel: %s\n", l);
+}
+
+/* Where each thread of a stuck process is: wchan, syscall and stack. */
 static void show_stuck(pid_t pid)
 {
-	char path[64], buf[4096];
+	char path[96], buf[4096];
+	bool running = false;
+	struct dirent *e;
+	DIR *d;
 	int fd;
 	ssize_t n;
 
 	printf("# stuck: pid %d\n", pid);
-	for (int i = 0; i < 3; i++) {
-		static const char *const what[] = { "wchan", "syscall", "stack" };
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		static const char *const what[] = { "stat", "wchan", "syscall", "stack" };
+		int tid = atoi(e->d_name);
 
-		snprintf(path, sizeof(path), "/proc/%d/%s", pid, what[i]);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
+		if (tid <= 0)
 			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0) {
+		printf("#   thread %d\n", tid);
+		for (int i = 0; i < 4; i++) {
+			snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", pid, tid, what[i]);
+			fd = open(path, O_RDONLY);
+			if (fd < 0)
+				continue;
+			n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (n <= 0)
+				continue;
 			buf[n] = 0;
-			printf("#   %s: %s\n", what[i], strtok(buf, "\n") ?: "");
+			if (i == 0) {
+				char *p = strrchr(buf, ')');
+
+				if (p && p[1] == ' ' && p[2] == 'R')
+					running = true;
+			}
+			printf("#     %s: %s\n", what[i], strtok(buf, "\n") ?: "");
 			for (char *l; (l = strtok(NULL, "\n"));)
-				printf("#     %s\n", l);
+				printf("#       %s\n", l);
 		}
 	}
+	if (d)
+		closedir(d);
+	if (!running)
+		return;
 	/*
-	 * A task spinning in the kernel shows no stack in /proc (it is on
+	 * A thread running in the kernel shows no stack in /proc (it is on
 	 * a CPU): ask every CPU for its backtrace, which lands in the
-	 * kernel log, and show that log's end.
+	 * kernel log, and show that.
 	 */
 	fd = open("/proc/sysrq-trigger", O_WRONLY);
-	if (fd >= 0) {
-		if (write(fd, "l", 1) == 1) {
-			sleep(1);
-			fflush(stdout);
-			if (system("dmesg | tail -n 120 | sed 's/^/#   dmesg: /'"))
-				printf("#   (dmesg failed)\n");
-		}
-		close(fd);
+	if (fd < 0)
+		return;
+	if (write(fd, "l", 1) == 1) {
+		sleep(1);
+		show_kmsg_from("sysrq: Show backtrace");
 	}
+	close(fd);
 }
 
 /* Every process still in one of our process groups: where it is stuck. */

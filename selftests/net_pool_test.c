@@ -101,6 +101,51 @@ static int add2(const void *arg, size_t len, struct mpq_task *t)
 }
 MPQ_TASK(add2);
 
+/*
+ * The initializer: keeps its argument for "inited" and appends this
+ * process's pid to $MPQ_NET_POOL_TEST_INITS, one line per run. An
+ * argument of 0 fails it.
+ */
+static uint64_t init_arg;
+static uint64_t init_tasks;	/* tasks run by this process image */
+
+static int init_mark(const void *arg, size_t len)
+{
+	const char *path = getenv("MPQ_NET_POOL_TEST_INITS");
+	char line[32];
+	int fd, n;
+
+	if (len != sizeof(init_arg))
+		return -EINVAL;
+	memcpy(&init_arg, arg, sizeof(init_arg));
+	if (!init_arg)
+		return -EPERM;
+	fd = path ? open(path, O_WRONLY | O_APPEND) : -1;
+	if (fd < 0)
+		return -EIO;
+	n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+	if (write(fd, line, n) != n)
+		n = -1;
+	close(fd);
+	return n < 0 ? -EIO : 0;
+}
+MPQ_TARGET(init_mark);
+
+/* Registered by the test in its own process only: workers lack it. */
+static int init_other(const void *arg, size_t len)
+{
+	return 0;
+}
+
+/* What the initializer left, the pid, and the how-manyth task this is. */
+static int inited(const void *arg, size_t len, struct mpq_task *t)
+{
+	uint64_t out[3] = { init_arg, (uint64_t)getpid(), ++init_tasks };
+
+	return mpq_task_return(t, out, sizeof(out));
+}
+MPQ_TASK(inited);
+
 static int extra(const void *arg, size_t len, struct mpq_task *t)
 {
 	return 0;
@@ -740,6 +785,202 @@ TEST(a_manager_restarted_with_its_aof_mid_map_and_the_map_completes)
 /* ---- machines: network namespaces -------------------------------------- */
 
 #define NNS	2
+
+/* A pool of local workers and attr's initializer, maxtasks; remote_only. */
+static int make_init_pool(struct mpq_pool **p, struct mpq_manager *m,
+			  int local, mpq_target_fn init, uint64_t *arg,
+			  uint32_t maxtasks)
+{
+	struct mpq_pool_remote r = {
+		.manager = m, .flags = local ? 0 : MPQ_POOL_REMOTE_ONLY,
+	};
+	struct mpq_pool_attr a = {
+		.processes = local, .remote = &r, .initializer = init,
+		.initarg = arg, .initarg_len = sizeof(*arg),
+		.maxtasksperchild = maxtasks,
+	};
+
+	return mpq_pool_new(p, &a);
+}
+
+/* The pids in the inits file, one a line; how many lines. */
+static int read_inits(const char *path, pid_t *pids, int max)
+{
+	FILE *f = fopen(path, "r");
+	int n = 0, pid;
+
+	if (!f)
+		return -1;
+	while (n < max && fscanf(f, "%d", &pid) == 1)
+		pids[n++] = pid;
+	fclose(f);
+	return n;
+}
+
+/* Map inited over n items one a chunk; every result's three fields. */
+static void map_inited(struct __test_metadata *_metadata, struct mpq_pool *p,
+		       size_t n, uint64_t (*out)[3])
+{
+	struct iovec *iov = calloc(n, sizeof(*iov));
+	struct mpq_async_result *r = NULL;
+	const void *v;
+	uint64_t x = 0;
+	size_t i, len;
+
+	ASSERT_NE(NULL, iov);
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = &x;
+		iov[i].iov_len = sizeof(x);
+	}
+	ASSERT_EQ(0, mpq_pool_map(p, inited, iov, n, 1, &r));
+	for (i = 0; i < n; i++) {
+		ASSERT_EQ(0, mpq_async_result_value(r, i, &v, &len));
+		ASSERT_EQ(sizeof(out[i]), len);
+		memcpy(out[i], v, len);
+	}
+	mpq_async_result_free(r);
+	free(iov);
+}
+
+static void make_inits_file(char *path)
+{
+	int fd = mkstemp(path);
+
+	if (fd >= 0)
+		close(fd);
+	setenv("MPQ_NET_POOL_TEST_INITS", path, 1);
+}
+
+TEST(an_initializer_runs_once_in_each_worker_local_or_remote_before_its_tasks)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
+	static uint64_t out[300][3];
+	struct mpq_pool *p = NULL;
+	uint64_t arg = 77;
+	pid_t w[2], pids[64];
+	int n, i, k, found;
+
+	if (!m)
+		return;
+	make_inits_file(path);
+	ASSERT_EQ(0, make_init_pool(&p, m, 1, init_mark, &arg, 0));
+	w[0] = start_worker(m, NULL, NULL, 0, -1);
+	w[1] = start_worker(m, NULL, NULL, 0, -1);
+	map_inited(_metadata, p, 300, out);
+	map_inited(_metadata, p, 300, out);
+	n = read_inits(path, pids, 64);
+	/* One local and two remote workers: each ran it once, no more. */
+	EXPECT_LE(1, n);
+	EXPECT_GE(3, n);
+	for (i = 0; i < n; i++)
+		for (k = i + 1; k < n; k++)
+			EXPECT_NE(pids[i], pids[k]);
+	/* Every task ran after its worker's initializer, in that worker. */
+	for (i = 0; i < 300; i++) {
+		EXPECT_EQ(77, out[i][0]);
+		for (k = 0, found = 0; k < n; k++)
+			found |= (uint64_t)pids[k] == out[i][1];
+		EXPECT_TRUE(found) TH_LOG("item %d ran in %llu, no initializer",
+					  i, (unsigned long long)out[i][1]);
+	}
+	mpq_pool_free(p);
+	stop_worker(w[0]);
+	stop_worker(w[1]);
+	unlink(path);
+	unsetenv("MPQ_NET_POOL_TEST_INITS");
+	mpq_manager_shutdown(m);
+}
+
+TEST(maxtasksperchild_gives_local_and_remote_workers_a_fresh_process)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
+	static uint64_t out[60][3];
+	struct mpq_pool *p = NULL;
+	uint64_t arg = 5;
+	pid_t w, pids[256];
+	int n, i, remote = 0;
+
+	if (!m)
+		return;
+	make_inits_file(path);
+	ASSERT_EQ(0, make_init_pool(&p, m, 1, init_mark, &arg, 3));
+	w = start_worker(m, NULL, NULL, 0, -1);
+	map_inited(_metadata, p, 60, out);
+	/*
+	 * No process image ran more than 3 tasks, each ran the initializer
+	 * first: 60 tasks took at least 20 images, each in the inits file.
+	 * The remote worker starts again in the same pid (exec).
+	 */
+	for (i = 0; i < 60; i++) {
+		EXPECT_EQ(5, out[i][0]);
+		EXPECT_GE(3, out[i][2]) TH_LOG("item %d: task %llu of its "
+					       "process", i,
+					       (unsigned long long)out[i][2]);
+		remote += out[i][1] == (uint64_t)w;
+	}
+	n = read_inits(path, pids, 256);
+	EXPECT_LE(20, n);
+	for (i = 0; i < n; i++)
+		remote += pids[i] == w ? 1000 : 0;
+	/* The remote worker did tasks, and more than 3: it restarted. */
+	TH_LOG("remote worker: %d tasks, %d initializer runs", remote % 1000,
+	       remote / 1000);
+	mpq_pool_free(p);
+	stop_worker(w);
+	unlink(path);
+	unsetenv("MPQ_NET_POOL_TEST_INITS");
+	mpq_manager_shutdown(m);
+}
+
+TEST(a_worker_whose_initializer_fails_or_is_missing_exits_4_saying_why)
+{
+	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
+	struct mpq_pool *p = NULL;
+	char err[1024] = "";
+	int fds[2], status = 0;
+	uint64_t arg = 0;
+	ssize_t n;
+	pid_t w;
+
+	if (!m)
+		return;
+	make_inits_file(path);
+	/* Fails: init_mark with 0 returns -EPERM. */
+	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_mark, &arg, 0));
+	ASSERT_EQ(0, pipe(fds));
+	w = start_worker(m, NULL, NULL, 0, fds[1]);
+	close(fds[1]);
+	ASSERT_EQ(w, waitpid(w, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(4, WEXITSTATUS(status));
+	n = read(fds[0], err, sizeof(err) - 1);
+	close(fds[0]);
+	err[n > 0 ? n : 0] = 0;
+	EXPECT_NE(NULL, strstr(err, "\"init_mark\"")) TH_LOG("%s", err);
+	EXPECT_NE(NULL, strstr(err, "returned -1")) TH_LOG("%s", err);
+	mpq_pool_free(p);
+	/* Missing: registered here, not in the worker. */
+	ASSERT_EQ(0, mpq_register_target("init_other", init_other));
+	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_other, &arg, 0));
+	ASSERT_EQ(0, pipe(fds));
+	w = start_worker(m, NULL, NULL, 0, fds[1]);
+	close(fds[1]);
+	ASSERT_EQ(w, waitpid(w, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(4, WEXITSTATUS(status));
+	n = read(fds[0], err, sizeof(err) - 1);
+	close(fds[0]);
+	err[n > 0 ? n : 0] = 0;
+	EXPECT_NE(NULL, strstr(err, "\"init_other\"")) TH_LOG("%s", err);
+	EXPECT_NE(NULL, strstr(err, "does not register")) TH_LOG("%s", err);
+	mpq_pool_free(p);
+	unlink(path);
+	unsetenv("MPQ_NET_POOL_TEST_INITS");
+	mpq_manager_shutdown(m);
+}
 
 FIXTURE(machines) {
 	struct mpq_manager *m;

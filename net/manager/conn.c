@@ -516,6 +516,88 @@ int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
 	return command2(m, out, 0, NULL, argc, argv, lens, block_ns);
 }
 
+/*
+ * Commands sent now, replies read later (mpq__mgr_recv), so that a caller
+ * can poll the socket beside its own fds while the server holds a
+ * blocking command. Nothing else may use m until every reply is read.
+ */
+int mpq__mgr_send(struct mpq_manager *m, int ncmd, const int *argcs,
+		  const char *const *const *argvs)
+{
+	int err, i;
+
+	err = conn_ready(m);
+	if (!err)
+		err = set_timeout(m, m->timeout_ns);
+	if (err)
+		return err;
+	for (i = 0; i < ncmd; i++) {
+		if (redisAppendCommandArgv(m->c, argcs[i],
+					   (const char **)argvs[i],
+					   NULL) != REDIS_OK) {
+			mpq__mgr_conn_drop(m);
+			return -ENOMEM;
+		}
+	}
+	err = flush_out(m->c, mpq__mgr_now() + m->timeout_ns);
+	if (err)
+		mpq__mgr_conn_drop(m);
+	return err;
+}
+
+/* The next reply of what mpq__mgr_send sent, by deadline; an error reply
+ * is its errno. A transport failure drops the connection. */
+int mpq__mgr_recv(struct mpq_manager *m, redisReply **out, int64_t deadline)
+{
+	redisReply *r = NULL;
+	int err;
+
+	*out = NULL;
+	if (!m->c)
+		return -ECONNRESET;
+	err = read_reply(m, &r, deadline);
+	if (err) {
+		mpq__mgr_conn_drop(m);
+		return err;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		err = reply_err(r);
+		/* A primary demoted by a failover: as in exchange2. */
+		if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
+			mpq__mgr_conn_drop(m);
+			err = -ECONNRESET;
+		}
+		freeReplyObject(r);
+		return err;
+	}
+	*out = r;
+	return 0;
+}
+
+/* The socket, to poll for a reply mpq__mgr_send asked for; -1: none. */
+int mpq__mgr_fd(struct mpq_manager *m)
+{
+	return m->c ? m->c->fd : -1;
+}
+
+/*
+ * 1 if a reply (or part of one) is here to read without waiting: in
+ * hiredis's buffer (read with an earlier one) or on the socket.
+ */
+int mpq__mgr_pending(struct mpq_manager *m)
+{
+	struct pollfd p;
+
+	if (!m->c)
+		return 0;
+	if (m->c->reader->pos < m->c->reader->len)
+		return 1;
+	p.fd = m->c->fd;
+	p.events = POLLIN;
+	p.revents = 0;
+	return poll(&p, 1, 0) > 0;
+}
+
 static void sha1_hex(const char *src, char *hex)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];

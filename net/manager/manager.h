@@ -84,6 +84,17 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 			redisReply **out, int nkeys, const char **keys,
 			int nargs, const char **args, const size_t *alens);
 /*
+ * Pipelined commands whose replies are read later, one by one, by
+ * mpq__mgr_recv (poll mpq__mgr_fd to wait for them beside other fds);
+ * until then nothing else may use m (the distributed pool's result wait).
+ */
+int mpq__mgr_send(struct mpq_manager *m, int ncmd, const int *argcs,
+		  const char *const *const *argvs);
+int mpq__mgr_recv(struct mpq_manager *m, redisReply **out, int64_t deadline);
+int mpq__mgr_fd(struct mpq_manager *m);
+/* 1: a reply or part of one can be read now (buffered or on the socket). */
+int mpq__mgr_pending(struct mpq_manager *m);
+/*
  * "verb key item..." for n items of width fields each, field j of item i
  * being cols[j][i] (RPUSH: 1, the values; HSET: 2, keys and values), in
  * commands of at most 512 items. An error stops it: the commands before

@@ -10,12 +10,16 @@
  * expiry every ttl/3, and every key a worker writes to is written only
  * while the announcement names the pool, by one script):
  *   P:<name>            the announcement: "<id> <table> <ntasks>
- *                       <lease_ms> <maxdeliv>" (SET NX: one pool per name)
+ *                       <lease_ms> <maxdeliv> <init>" (SET NX: one pool
+ *                       per name; init 1: read the .init key)
  *   q:<name>.<id>:...   a managed queue of task messages, leased
  *                       (net/manager/queue.c); a chunk of a job each
  *   l:<name>.<id>.dead  its dead letters: chunks whose leases ran out
  *                       max_deliveries times
- *   P:<name>.<id>.res   a list of result messages, and wake tokens
+ *   P:<name>.<id>.res   a list of result messages
+ *   P:<name>.<id>.init  what workers are told on joining (struct dp_init,
+ *                       the initializer's name, its argument), when the
+ *                       announcement's sixth field is 1
  *
  * A task message: struct dp_task, the task's name (padded to 8), then per
  * item a uint64_t length and the bytes (padded to 8). A result message:
@@ -89,6 +93,16 @@ struct dp_res {
 struct dp_rec {
 	int32_t status;
 	uint32_t len;
+};
+
+/* The .init key: then the initializer's name (padded to 8), its arg. */
+#define DP_INIT_MAGIC	0x4971706dU	/* "mpqI" */
+struct dp_init {
+	uint32_t magic;
+	uint32_t maxtasks;	/* maxtasksperchild, 0: none */
+	uint32_t name_len;	/* 0: no initializer */
+	uint32_t __pad;
+	uint64_t arg_len;
 };
 
 static const struct mpq__pool_lib *dp_lib;
@@ -169,7 +183,8 @@ static struct mgr_script drop_lua = { .src =
 
 /* ---- the pool's side ------------------------------------------------ */
 
-#define DP_NKEYS	13	/* announcement, res, 10 queue keys, dead */
+/* announcement, res, 10 queue keys, dead, init */
+#define DP_NKEYS	14
 #define DP_JOBS		256	/* buckets of the table of jobs handed out */
 
 /*
@@ -199,6 +214,7 @@ struct dp_key {
 	uint64_t job, first;
 };
 
+
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
 	":wget", ":wput", ":wjoin",
@@ -206,7 +222,7 @@ static const char *const q_suffix[10] = {
 
 struct dp_pool {
 	struct mpq_manager *m;		/* the pool thread's connection */
-	struct mpq_manager *wm;		/* the waker's */
+	struct mpq_manager *wm;		/* for its result wait */
 	char *url, *authkey, *name;
 	char id[24];
 	char announce[160];
@@ -225,20 +241,24 @@ struct dp_pool {
 
 	/* Every message put and not yet answered in full, by job. */
 	struct dp_job *jobs[DP_JOBS];
-	unsigned long conns_seen;	/* d->m's connections reconciled */
+	unsigned long conns_seen;	/* connections made, reconciled */
 	uint32_t epoch;
 	size_t relost;			/* messages put again, in all */
 	uint64_t answered, answered_kept;	/* items; at the last keep */
 	uint32_t stalled;		/* keeps in a row with none */
 	int recheck;			/* reconcile at the next collect */
 
+
 	int bell;
-	int stop;
-	pthread_t waker;
-	int waker_made;
+	/* The result wait sent on wm and not yet answered; then its end. */
+	int waiting;
+	int64_t wait_until;
+	char trim[24];		/* results applied: to trim next time */
 
 	int nlocal;
 	struct mpq_process **local;
+	uint32_t maxtasks;	/* local workers leave after so many tasks */
+	int64_t next_replace;	/* not before: at most 10 replaced a second */
 };
 
 static void dp_local_worker_args(struct dp_pool *d, struct buf *b)
@@ -275,40 +295,10 @@ static int dp_start_local(struct dp_pool *d, int i)
 	return ret;
 }
 
-/* Push a wake token (with the list's expiry) so the pool's wait returns. */
-static struct mgr_script wake_lua = { .src =
-	"redis.call('RPUSH', KEYS[1], 'W') "
-	"redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 0" };
-
-static void *dp_waker_main(void *arg)
+/* Connections made by the pool's two handles: a change, a new server? */
+static unsigned long dp_conns(struct dp_pool *d)
 {
-	struct dp_pool *d = arg;
-	struct pollfd pfd = { .fd = d->bell, .events = POLLIN };
-	const char *args[1] = { d->ttl };
-	eventfd_t v;
-	redisReply *r;
-
-	for (;;) {
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-			break;
-		eventfd_read(d->bell, &v);
-		if (__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE))
-			break;
-		if (!mpq__mgr_eval(d->wm, &wake_lua, &r, 1,
-				   (const char **)&d->keys[1], 1, args, NULL))
-			freeReplyObject(r);
-	}
-	return NULL;
-}
-
-static void dp_stop_waker(struct dp_pool *d)
-{
-	if (!d->waker_made)
-		return;
-	__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
-	eventfd_write(d->bell, 1);
-	pthread_join(d->waker, NULL);
-	d->waker_made = 0;
+	return d->m->conns + d->wm->conns;
 }
 
 /* ---- messages handed out, until answered ------------------------------ */
@@ -431,7 +421,6 @@ static void dp_free(struct dp_pool *d)
 
 	if (!d)
 		return;
-	dp_stop_waker(d);
 	for (i = 0; d->local && i < (size_t)d->nlocal; i++) {
 		if (!d->local[i])
 			continue;
@@ -471,15 +460,53 @@ static int dp_keys(struct dp_pool *d, const char *qname)
 		d->keys[2 + i] = mpq__mgr_key(d->m, 'q', qname, q_suffix[i]);
 	snprintf(dead, sizeof(dead), "%s.dead", qname);
 	d->keys[12] = mpq__mgr_key(d->m, 'l', dead, NULL);
+	snprintf(sfx, sizeof(sfx), ".%s.init", d->id);
+	d->keys[13] = mpq__mgr_key(d->m, 'P', d->name, sfx);
 	for (i = 0; i < DP_NKEYS; i++)
 		if (!d->keys[i])
 			return -ENOMEM;
 	return 0;
 }
 
-static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
-		   uint64_t table, uint32_t ntasks, int bell, void **ctx)
+/*
+ * The .init key, before the announcement that points to it: SET with the
+ * keys' expiry (a pool that does not come up leaves it for ttl at most).
+ */
+static int dp_put_init(struct dp_pool *d, const struct mpq__pool_init *in)
 {
+	struct dp_init h = { .magic = DP_INIT_MAGIC, .maxtasks = in->maxtasks,
+			     .arg_len = in->len };
+	const char *argv[5] = { "SET", d->keys[13], NULL, "PX", d->ttl };
+	size_t lens[5];
+	struct buf b = { 0 };
+	redisReply *r;
+	int ret, i;
+
+	h.name_len = in->name ? (uint32_t)strlen(in->name) : 0;
+	ret = buf_add(&b, &h, sizeof(h));
+	if (!ret)
+		ret = buf_add(&b, in->name, h.name_len);
+	if (!ret)
+		ret = buf_add(&b, in->arg, in->len);
+	if (ret) {
+		free(b.p);
+		return ret;
+	}
+	argv[2] = (const char *)b.p;
+	for (i = 0; i < 5; i++)
+		lens[i] = i == 2 ? b.len : strlen(argv[i]);
+	ret = mpq__mgr_command(d->m, &r, 5, argv, lens, 0);
+	free(b.p);
+	if (!ret)
+		freeReplyObject(r);
+	return ret;
+}
+
+static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
+		   uint64_t table, uint32_t ntasks,
+		   const struct mpq__pool_init *init, int bell, void **ctx)
+{
+	int with_init = init->name || init->maxtasks;
 	struct mpq_manager_queue_attr qa = { 0 };
 	struct dp_pool *d;
 	const char *args[3];
@@ -526,9 +553,16 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	ret = dp_keys(d, qname);
 	if (ret)
 		goto fail;
-	snprintf(d->announce, sizeof(d->announce), "%s %016" PRIx64 " %u %lld %u",
-		 d->id, table, ntasks, (long long)(d->lease_ns + 999999) / 1000000,
-		 d->maxdeliv);
+	snprintf(d->announce, sizeof(d->announce),
+		 "%s %016" PRIx64 " %u %lld %u %d", d->id, table, ntasks,
+		 (long long)(d->lease_ns + 999999) / 1000000, d->maxdeliv,
+		 with_init);
+	d->maxtasks = init->maxtasks;
+	if (with_init) {
+		ret = dp_put_init(d, init);
+		if (ret)
+			goto fail;
+	}
 	{
 		const char *argv[6] = { "SET", d->keys[0], d->announce, "NX",
 					"PX", d->ttl };
@@ -559,11 +593,7 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	if (ret)
 		goto fail_drop;
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
-	d->conns_seen = d->m->conns;
-	ret = -pthread_create(&d->waker, NULL, dp_waker_main, d);
-	if (ret)
-		goto fail_drop;
-	d->waker_made = 1;
+	d->conns_seen = dp_conns(d);
 	d->nlocal = nlocal;
 	d->local = calloc((size_t)(nlocal ? nlocal : 1), sizeof(*d->local));
 	ret = d->local ? 0 : -ENOMEM;
@@ -760,7 +790,7 @@ static void dp_results(const unsigned char *p, size_t len,
 	uint32_t i;
 
 	if (len < sizeof(h))
-		return;		/* a wake token, or garbage: nothing to apply */
+		return;		/* garbage: nothing to apply */
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != DP_RES_MAGIC)
 		return;
@@ -810,6 +840,23 @@ static void dp_dead(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	free(buf);
 }
 
+/* Local workers that died, or left after maxtasksperchild: new ones. */
+static void dp_replace_local(struct dp_pool *d)
+{
+	int i;
+
+	for (i = 0; i < d->nlocal; i++) {
+		if (d->local[i] && mpq_process_is_alive(d->local[i]) == 1)
+			continue;
+		if (d->local[i]) {
+			mpq_process_join(d->local[i], 0);
+			mpq_process_free(d->local[i]);
+			d->local[i] = NULL;
+		}
+		dp_start_local(d, i);
+	}
+}
+
 /* Every ttl/3: expiry of every key, dead letters, local workers. */
 static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
@@ -839,112 +886,151 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 			d->recheck = 1;
 	}
 	d->answered_kept = d->answered;
-	for (i = 0; i < d->nlocal; i++) {
-		if (d->local[i] && mpq_process_is_alive(d->local[i]) == 1)
-			continue;
-		if (d->local[i]) {
-			mpq_process_join(d->local[i], 0);
-			mpq_process_free(d->local[i]);
-			d->local[i] = NULL;
-		}
-		dp_start_local(d, i);
-	}
+	dp_replace_local(d);
 }
 
-/* Read and apply every result in the list, trimming what was applied. */
-static int dp_drain(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+/*
+ * The result wait, pipelined on wm: trim what the last one applied, wait
+ * (BLMOVE) for the list not to be empty, read its first 256 entries.
+ *
+ * Nothing is taken off the list before it is applied: a reply lost with
+ * the connection (a manager killed mid-reply) would lose the results for
+ * good, their tasks being done. So the wait moves the head to the tail
+ * (it stays in the list), the read is LRANGE, and only what was applied
+ * is trimmed; a trim that is lost only means reading those results again,
+ * and they are applied once. The pool's thread is the list's only
+ * reader: pushes go to the tail.
+ */
+static int dp_wait_send(struct dp_pool *d, int64_t wait)
 {
-	redisReply *r;
+	char secs[32];
+	const char *trim[4] = { "LTRIM", d->keys[1], d->trim, "-1" };
+	const char *move[6] = { "BLMOVE", d->keys[1], d->keys[1], "LEFT",
+				"RIGHT", secs };
+	const char *range[4] = { "LRANGE", d->keys[1], "0", "255" };
+	const char *const *argvs[3];
+	int argcs[3], n = 0, ret;
+
+	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
+	if (d->trim[0]) {
+		argvs[n] = trim;
+		argcs[n++] = 4;
+	}
+	argvs[n] = move;
+	argcs[n++] = 6;
+	argvs[n] = range;
+	argcs[n++] = 4;
+	ret = mpq__mgr_send(d->wm, n, argcs, argvs);
+	if (ret)
+		return ret;
+	d->waiting = n;
+	d->wait_until = mpq__mgr_now() + wait;
+	d->trim[0] = 0;
+	return 0;
+}
+
+/* The wait's replies (the socket is readable): apply what it read. */
+static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	int64_t deadline = mpq__mgr_now() + d->wm->timeout_ns;
+	redisReply *r = NULL;
 	size_t i;
-	int ret;
+	int ret = 0;
 
-	for (;;) {
-		const char *argv[4] = { "LRANGE", d->keys[1], "0", "255" };
-		char from[24];
-
-		ret = mpq__mgr_command(d->m, &r, 4, argv, NULL, 0);
-		if (ret)
-			return ret;
-		if (r->type != REDIS_REPLY_ARRAY || !r->elements) {
-			freeReplyObject(r);
+	/*
+	 * The trim's reply comes at once, the wait's when there are results:
+	 * read what is here, and leave the rest pending for the next poll.
+	 */
+	while (d->waiting) {
+		if (!mpq__mgr_pending(d->wm))
 			return 0;
-		}
+		ret = mpq__mgr_recv(d->wm, &r, deadline);
+		if (ret)
+			break;
+		if (--d->waiting)
+			freeReplyObject(r);
+	}
+	if (ret) {
+		/* Out of step with the server: start again on a new one. */
+		mpq__mgr_conn_drop(d->wm);
+		d->waiting = 0;
+		return ret;
+	}
+	if (r->type == REDIS_REPLY_ARRAY) {
 		for (i = 0; i < r->elements; i++)
 			if (r->element[i]->type == REDIS_REPLY_STRING)
 				dp_results((unsigned char *)r->element[i]->str,
 					   r->element[i]->len, sink, arg);
-		i = r->elements;
-		freeReplyObject(r);
-		snprintf(from, sizeof(from), "%zu", i);
-		{
-			const char *targv[4] = { "LTRIM", d->keys[1], from,
-						 "-1" };
-
-			ret = mpq__mgr_command(d->m, &r, 4, targv, NULL, 0);
-			if (ret)
-				return ret;
-			freeReplyObject(r);
-		}
-		if (i < 256)
-			return 0;
+		if (r->elements)
+			snprintf(d->trim, sizeof(d->trim), "%zu", r->elements);
 	}
+	freeReplyObject(r);
+	return 0;
 }
 
 /*
- * The job and first item of every task message the server holds: in the
- * queue (ready or leased: its :msg hash) or dead-lettered.
+ * The job and first item of every task message the server holds (in the
+ * queue, ready or leased: its :msg hash; or dead-lettered), and every
+ * result in the result list, at one instant. KEYS: msg, dead, res.
  */
 static struct mgr_script heads_lua = { .src =
-	"local out = {} "
-	"for _, k in ipairs(KEYS) do "
+	"local h = {} "
+	"for _, k in ipairs({KEYS[1], KEYS[2]}) do "
 	"local vs = k == KEYS[1] and redis.call('HVALS', k) or "
 	"redis.call('LRANGE', k, 0, -1) "
 	"for _, v in ipairs(vs) do "
-	"if #v >= 32 then out[#out + 1] = string.sub(v, 17, 32) end end end "
-	"return out" };
+	"if #v >= 32 then h[#h + 1] = string.sub(v, 17, 32) end end end "
+	"return {h, redis.call('LRANGE', KEYS[3], 0, -1)}" };
 
 /*
- * The pool's connection was made again: perhaps to another server (a
- * replica promoted by Sentinel) or one restarted, which may not hold the
- * last messages we put. Put again every message we put that the server
- * does not hold and whose results have not all come. Results are read
- * after the server's messages are listed, so that a message answered
- * (and so gone from the queue) in between is not taken for lost.
+ * A connection was made again: perhaps to another server (a replica
+ * promoted by Sentinel) or one restarted, which may not hold the last
+ * messages we put. Put again every message we put that the server does
+ * not hold and whose results have not all come. The server's messages
+ * and its results are read in one script, so that a message answered in
+ * between (and so gone from the queue) is not taken for lost; the
+ * results are applied (once, as ever) but not trimmed: the result wait
+ * on wm reads and trims them as usual.
  */
 static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
-	const char *keys[2] = { d->keys[4], d->keys[12] };
-	unsigned long conns = d->m->conns;
+	const char *keys[3] = { d->keys[4], d->keys[12], d->keys[1] };
+	unsigned long conns = dp_conns(d);
 	struct dp_out *o;
 	struct dp_job *j;
-	redisReply *r;
+	redisReply *r, *h, *res;
 	uint64_t hd[2];
 	size_t i, k, lost = 0;
 	int ret;
 
-	ret = mpq__mgr_eval(d->m, &heads_lua, &r, 2, keys, 0, NULL, NULL);
+	ret = mpq__mgr_eval(d->m, &heads_lua, &r, 3, keys, 0, NULL, NULL);
 	if (ret)
 		return ret;
-	if (r->type != REDIS_REPLY_ARRAY) {
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_ARRAY ||
+	    r->element[1]->type != REDIS_REPLY_ARRAY) {
 		freeReplyObject(r);
 		return -EPROTO;
 	}
+	h = r->element[0];
+	res = r->element[1];
 	d->epoch++;
-	for (i = 0; i < r->elements; i++) {
-		if (r->element[i]->type != REDIS_REPLY_STRING ||
-		    r->element[i]->len != sizeof(hd))
+	for (i = 0; i < h->elements; i++) {
+		if (h->element[i]->type != REDIS_REPLY_STRING ||
+		    h->element[i]->len != sizeof(hd))
 			continue;
-		memcpy(hd, r->element[i]->str, sizeof(hd));
+		memcpy(hd, h->element[i]->str, sizeof(hd));
 		o = dp_out_find(d, hd[0], hd[1], 1);
 		if (o)
 			o->mark = d->epoch;
 	}
+	for (i = 0; i < res->elements; i++)
+		if (res->element[i]->type == REDIS_REPLY_STRING)
+			dp_results((unsigned char *)res->element[i]->str,
+				   res->element[i]->len, sink, arg);
 	freeReplyObject(r);
-	ret = dp_drain(d, sink, arg);
-	if (ret)
-		return ret;
-	/* Connected again meanwhile: the list may be another server's. */
-	if (d->m->conns != conns)
+	/* Connected again meanwhile: what was read may be another server's. */
+	if (dp_conns(d) != conns)
 		return -EAGAIN;
 	for (k = 0; k < DP_JOBS; k++)
 		for (j = d->jobs[k]; j; j = j->next)
@@ -969,51 +1055,90 @@ static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	return 0;
 }
 
+/*
+ * Wait for results or the bell at once: the wait is on wm's socket, the
+ * bell an fd beside it, so that work handed in while the pool waits goes
+ * out at once on m (the wait still pending) and no wake-up goes through
+ * the manager. A caller's apply then costs the put, the worker's take
+ * (woken on the server, pipelined), its result, and nothing more.
+ */
 static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 {
 	struct dp_pool *d = ctx;
 	struct dp_fwd fwd = { d, user_sink, user_arg };
 	mpq__pool_sink_fn sink = dp_sink;
 	void *arg = &fwd;
-	redisReply *r = NULL;
-	char secs[32];
-	int64_t wait;
-	int ret;
+	struct pollfd pfd[2 + 64];
+	int64_t wait, now;
+	eventfd_t v;
+	int ret, n = 2, i;
 
-	if (d->m->conns != d->conns_seen || d->recheck)
+	if (dp_conns(d) != d->conns_seen || d->recheck)
 		dp_reconcile(d, sink, arg);
 	if (d->npend)
 		dp_flush(d, sink, arg);
 	if (mpq__mgr_now() >= d->next_keep)
 		dp_keep(d, sink, arg);
-	wait = d->next_keep - mpq__mgr_now();
+	now = mpq__mgr_now();
+	wait = d->next_keep - now;
 	if (wait > 1000000000LL)
 		wait = 1000000000LL;
 	if (wait < 1000000)
 		wait = 1000000;
-	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
+	if (!d->waiting) {
+		ret = dp_wait_send(d, wait);
+		if (ret) {
+			/* The manager is away: try again after a pause. */
+			usleep(100000);
+			return ret;
+		}
+	} else if (now > d->wait_until + d->wm->timeout_ns) {
+		/* The reply is past its time: on a new connection. */
+		mpq__mgr_conn_drop(d->wm);
+		d->waiting = 0;
+		return -ETIMEDOUT;
+	}
+	/* Replies read with the last ones (hiredis's buffer): no poll. */
+	if (mpq__mgr_pending(d->wm))
+		return dp_wait_recv(d, sink, arg);
+	pfd[0].fd = mpq__mgr_fd(d->wm);
+	pfd[0].events = POLLIN;
+	pfd[1].fd = d->bell;
+	pfd[1].events = POLLIN;
+	pfd[0].revents = pfd[1].revents = 0;
 	/*
-	 * Nothing is taken off the list before it is applied: a reply lost
-	 * with the connection (a manager killed mid-reply) would lose the
-	 * results for good, their tasks being done. So the wait moves the
-	 * head to the tail (it stays in the list), the reads are LRANGE, and
-	 * only what was applied is trimmed; a trim that is lost only means
-	 * reading those results again, and they are applied once. The pool's
-	 * thread is the list's only reader: pushes go to the tail.
+	 * With maxtasksperchild, local workers leave often: their ends are
+	 * waited for here too (the first 64), and they are replaced at once;
+	 * but not in a loop, a tenth of a second apart at least, should
+	 * they die as they start (an initializer that fails exits 4).
 	 */
-	{
-		const char *argv[6] = { "BLMOVE", d->keys[1], d->keys[1],
-					"LEFT", "RIGHT", secs };
-
-		ret = mpq__mgr_command(d->m, &r, 6, argv, NULL, wait);
+	for (i = 0; d->maxtasks && now >= d->next_replace && i < d->nlocal &&
+	     n < 2 + 64; i++) {
+		if (!d->local[i])
+			continue;
+		pfd[n].fd = mpq_process_sentinel(d->local[i]);
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
 	}
-	if (ret) {
-		/* The manager is away: try again after a pause, not a spin. */
-		usleep(100000);
-		return ret;
+	wait = d->wait_until - now + 1000000;
+	if (wait < 1000000)
+		wait = 1000000;
+	if (d->maxtasks && d->nlocal && wait > 100000000)
+		wait = 100000000;
+	ret = poll(pfd, (nfds_t)n, (int)(wait / 1000000));
+	if (ret < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (i = 2; i < n; i++)
+		if (pfd[i].revents)
+			break;
+	if (i < n) {
+		dp_replace_local(d);
+		d->next_replace = mpq__mgr_now() + 100000000;
 	}
-	freeReplyObject(r);
-	dp_drain(d, sink, arg);
+	if (pfd[1].revents)
+		eventfd_read(d->bell, &v);
+	if (pfd[0].revents)
+		return dp_wait_recv(d, sink, arg);
 	return 0;
 }
 
@@ -1026,12 +1151,7 @@ static void dp_close(void *ctx)
 	if (!d)
 		return;
 	args[0] = d->announce;
-	/*
-	 * The waker first: a token it pushed after the keys went would make
-	 * the result list again. Then the keys, before the workers: what
-	 * they run now finds the pool gone.
-	 */
-	dp_stop_waker(d);
+	/* The keys before the workers: what they run finds the pool gone. */
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 1, args, NULL);
 	dp_free(d);
@@ -1062,9 +1182,25 @@ struct dp_worker {
 	uint64_t msg_id;
 	uint32_t deliveries;
 	int active;
+	int64_t started;	/* when the task in hand started */
+	char renew_qname[256];	/* the queue the renewing thread has open */
 
 	struct mpq__pool_runner *runner;
+
+	/* The pool's initializer ran for this pool; tasks run since. */
+	char init_id[24];
+	uint32_t maxtasks, ran;
 };
+
+/*
+ * A worker started in worker mode (not one the pool forked): how it was
+ * started, to start again after maxtasksperchild tasks.
+ */
+static struct {
+	int remote;
+	int key_env;		/* the authkey came in MPQ_AUTHKEY */
+	char address[1024];
+} dp_self;
 
 static void *dp_renew_main(void *arg)
 {
@@ -1075,10 +1211,11 @@ static void *dp_renew_main(void *arg)
 	struct mpq_manager_msg msg;
 	struct timespec ts;
 	int64_t period;
+	int due, fresh;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		period = w->qa.lease_ns / 3;
+		period = w->qa.lease_ns / 4;
 		if (period < 1000000)
 			period = 1000000;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1099,21 +1236,33 @@ static void *dp_renew_main(void *arg)
 			q = NULL;
 			snprintf(qname, sizeof(qname), "%s", w->qname);
 		}
+		/*
+		 * A task is renewed once it has run a period (lease/4): one
+		 * that started just after our last wake-up is renewed at most
+		 * half its lease after its get leased it. A quick task is never
+		 * renewed, and its start wakes nobody: no round trip, no
+		 * thread switch per task.
+		 */
+		due = mpq__mgr_now() - w->started >= period;
 		pthread_mutex_unlock(&w->lock);
 		/*
-		 * Connected, the queue open and the lease renewed as soon as
-		 * a task starts, not lease/3 later: connecting and
-		 * authenticating then could outlast a short lease on a busy
-		 * machine, and the task would be handed out again while it
-		 * runs.
+		 * But connected, the queue open and the lease renewed as soon
+		 * as the first task of a pool starts (the worker wakes us
+		 * then): connecting and authenticating later could outlast a
+		 * short lease on a busy machine, and the task would be handed
+		 * out again while it runs.
 		 */
+		fresh = !m || !q;
 		if (!m)
 			mpq_manager_connect(&m, w->url, w->authkey, 0);
 		if (m && !q && qname[0])
 			mpq_manager_queue(m, qname, &w->qa, &q);
-		if (q)
+		if (q && (due || fresh))
 			mpq_manager_msg_renew(q, &msg);
 		pthread_mutex_lock(&w->lock);
+		if (q)
+			snprintf(w->renew_qname, sizeof(w->renew_qname), "%s",
+				 qname);
 	}
 	return NULL;
 }
@@ -1132,6 +1281,124 @@ static void dp_worker_drop_pool(struct dp_worker *w)
 }
 
 /*
+ * Joining pool id: its .init key (when with_init) says maxtasksperchild
+ * and which initializer to run, once, now. 0, or -EAGAIN (try again
+ * later); exit(4) when the initializer is not registered here or fails:
+ * this worker cannot serve the pool as it asks.
+ */
+static int dp_worker_join(struct dp_worker *w, const char *id, int with_init)
+{
+	const unsigned char *p;
+	struct dp_init h;
+	char sfx[64], name[256];
+	const char *argv[2] = { "GET", NULL };
+	mpq_target_fn fn;
+	redisReply *r;
+	char *key;
+	int ret;
+
+	w->maxtasks = 0;
+	w->ran = 0;
+	if (!with_init)
+		goto joined;
+	snprintf(sfx, sizeof(sfx), ".%s.init", id);
+	key = mpq__mgr_key(w->m, 'P', w->pool, sfx);
+	if (!key)
+		return -EAGAIN;
+	argv[1] = key;
+	ret = mpq__mgr_command(w->m, &r, 2, argv, NULL, 0);
+	free(key);
+	if (ret)
+		return -EAGAIN;
+	p = (const unsigned char *)r->str;
+	if (r->type != REDIS_REPLY_STRING || r->len < sizeof(h) ||
+	    (memcpy(&h, p, sizeof(h)), h.magic != DP_INIT_MAGIC) ||
+	    h.name_len >= sizeof(name) ||
+	    r->len - sizeof(h) < align8(h.name_len) ||
+	    h.arg_len > r->len - sizeof(h) - align8(h.name_len)) {
+		/* Gone with its pool, or not ours: not this pool, now. */
+		freeReplyObject(r);
+		return -EAGAIN;
+	}
+	memcpy(name, p + sizeof(h), h.name_len);
+	name[h.name_len] = 0;
+	w->maxtasks = h.maxtasks;
+	if (h.name_len) {
+		fn = dp_lib->target_by_name(name);
+		if (!fn) {
+			fprintf(stderr, "mpq pool worker %s: pool \"%s\" "
+				"asks for the initializer \"%s\", which this "
+				"program does not register (MPQ_TARGET)\n",
+				w->who, w->pool, name);
+			exit(4);
+		}
+		ret = fn(p + sizeof(h) + align8(h.name_len), h.arg_len);
+		if (ret) {
+			ret = ret > 0 ? -ret : ret;
+			fprintf(stderr, "mpq pool worker %s: the initializer "
+				"\"%s\" of pool \"%s\" returned %d (%s)\n",
+				w->who, name, w->pool, ret, mpq_strerror(ret));
+			exit(4);
+		}
+	}
+	freeReplyObject(r);
+joined:
+	snprintf(w->init_id, sizeof(w->init_id), "%s", id);
+	return 0;
+}
+
+/*
+ * maxtasksperchild: a fresh process, as Python's pool gives. A worker
+ * the pool forked leaves (the pool starts another); one started in worker
+ * mode executes itself again, with the same pid (what srun, systemd or a
+ * shell see stays), arguments and address, and joins again, running the
+ * initializer again. If that fails it leaves.
+ */
+static void dp_worker_restart(struct dp_worker *w)
+{
+	char *buf = NULL, **argv = NULL;
+	size_t len = 0, cap = 0, i;
+	int fd, argc = 0;
+	ssize_t n;
+
+	fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	while (fd >= 0) {
+		if (len + 4096 > cap) {
+			char *g = realloc(buf, cap + 65536);
+
+			if (!g)
+				break;
+			buf = g;
+			cap += 65536;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (buf && len) {
+		buf[len] = 0;
+		argv = calloc(len + 2, sizeof(*argv));
+		for (i = 0; argv && i < len; i += strlen(buf + i) + 1)
+			argv[argc++] = buf + i;
+	}
+	if (argv && argc) {
+		setenv("MPQ_WORKER", dp_self.address, 1);
+		setenv("MPQ_WORKER_POOL", w->pool, 1);
+		if (dp_self.key_env)
+			setenv("MPQ_AUTHKEY", w->authkey, 1);
+		fflush(NULL);
+		execv("/proc/self/exe", argv);
+	}
+	fprintf(stderr, "mpq pool worker %s: could not start again after "
+		"maxtasksperchild (%u) tasks: %s; leaving\n", w->who,
+		w->maxtasks, strerror(errno));
+	exit(0);
+}
+
+/*
  * The pool named now: 1 and w set up for it, 0 none (or an error), or
  * exit(3) when its task table is not ours (another program version).
  */
@@ -1142,14 +1409,15 @@ static int dp_worker_find(struct dp_worker *w)
 	unsigned long long table;
 	long long lease_ms;
 	unsigned int ntasks, maxd;
+	int ret, i, with_init = 0;
 	redisReply *r;
-	int ret, i;
 
 	if (mpq__mgr_command(w->m, &r, 2, argv, NULL, 0))
 		return 0;
+	/* A sixth field (with_init) since maxtasksperchild and initializers. */
 	if (r->type != REDIS_REPLY_STRING ||
-	    sscanf(r->str, "%23s %llx %u %lld %u", id, &table, &ntasks,
-		   &lease_ms, &maxd) != 5 || lease_ms <= 0) {
+	    sscanf(r->str, "%23s %llx %u %lld %u %d", id, &table, &ntasks,
+		   &lease_ms, &maxd, &with_init) < 5 || lease_ms <= 0) {
 		freeReplyObject(r);
 		return 0;
 	}
@@ -1180,6 +1448,8 @@ static int dp_worker_find(struct dp_worker *w)
 	snprintf(w->ttl, sizeof(w->ttl), "%lld", 2 * lease_ms + 1000);
 	ret = mpq_manager_queue(w->m, qname, &w->qa, &w->q);
 	if (ret)
+		return 0;
+	if (strcmp(id, w->init_id) && dp_worker_join(w, id, with_init))
 		return 0;
 	snprintf(w->id, sizeof(w->id), "%s", id);
 	pthread_mutex_lock(&w->lock);
@@ -1240,8 +1510,8 @@ static int res_add(struct buf *b, int status, const void *data, size_t len)
 	return 0;
 }
 
-/* Run one task message: its results back, then done. */
-static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
+/* Run one task message: its results back, then done; -2: the pool ended. */
+static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 {
 	const unsigned char *p = msg->data;
 	struct mpq__pool_out out;
@@ -1253,13 +1523,13 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	size_t off;
 	uint64_t l;
 	uint32_t i, k, valid;
-	int back, each;
+	int back, each, ret = 0;
 
 	if (msg->len < sizeof(h)) {
 		fprintf(stderr, "mpq pool worker %s: a malformed task message "
 			"(%zu bytes) was dropped\n", w->who, msg->len);
 		mpq_manager_msg_done(w->q, msg);
-		return;
+		return 0;
 	}
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != DP_TASK_MAGIC || h.version != DP_VERSION ||
@@ -1268,7 +1538,7 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 		fprintf(stderr, "mpq pool worker %s: a malformed task message "
 			"(%zu bytes) was dropped\n", w->who, msg->len);
 		mpq_manager_msg_done(w->q, msg);
-		return;
+		return 0;
 	}
 	memcpy(name, p + sizeof(h), h.name_len);
 	name[h.name_len] = 0;
@@ -1277,7 +1547,7 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	if (!args) {
 		free(msg->data);
 		msg->data = NULL;	/* the lease runs out: someone else */
-		return;
+		return 0;
 	}
 	/* The arguments that are whole; the rest fail as malformed. */
 	for (valid = 0; valid < h.count; valid++) {
@@ -1295,8 +1565,13 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	w->msg_id = msg->id;
 	w->deliveries = msg->deliveries;
 	w->active = 1;
-	/* Its wait may be the last pool's lease/3: start again with ours. */
-	pthread_cond_signal(&w->cond);
+	w->started = mpq__mgr_now();
+	/*
+	 * The renewing thread not yet set up for this pool (its wait may
+	 * also be the last pool's period): wake it, to connect now.
+	 */
+	if (strcmp(w->renew_qname, w->qname))
+		pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	/* Delivered again: item by item, in the other direction each time. */
 	back = msg->deliveries % 2 == 0;
@@ -1331,13 +1606,14 @@ static void dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 			dp_worker_send(w, &res, NULL);
 	}
 	if (res.p)
-		dp_worker_send(w, &res, msg);
+		ret = dp_worker_send(w, &res, msg);
 	pthread_mutex_lock(&w->lock);
 	w->active = 0;
 	pthread_mutex_unlock(&w->lock);
 	free(res.p);
 	free(args);
 	mpq_manager_msg_free(msg);
+	return ret;
 }
 
 /* This worker's name in messages: host, rank under a launcher, pid. */
@@ -1365,6 +1641,7 @@ static int dp_worker_serve(const char *url, const char *authkey,
 {
 	struct dp_worker *w = calloc(1, sizeof(*w));
 	struct mpq_manager_msg msg;
+	int64_t next_find = 0;
 	pthread_t renew;
 	int ret;
 
@@ -1398,17 +1675,36 @@ static int dp_worker_serve(const char *url, const char *authkey,
 	if (!w->ann_key || pthread_create(&renew, NULL, dp_renew_main, w))
 		return 1;
 	for (;;) {
-		if (!dp_worker_find(w)) {
-			dp_worker_drop_pool(w);
-			usleep(DP_IDLE_NS / 1000);
-			continue;
+		/*
+		 * The announcement is read when there was nothing to do, and
+		 * at most a second apart while tasks keep coming, not before
+		 * every task: a round trip per task for a pool that does not
+		 * change. A pool that ended is seen by its result script
+		 * (dp_worker_send) or by a get that finds nothing.
+		 */
+		if (!w->q || mpq__mgr_now() >= next_find) {
+			if (!dp_worker_find(w)) {
+				dp_worker_drop_pool(w);
+				usleep(DP_IDLE_NS / 1000);
+				continue;
+			}
+			next_find = mpq__mgr_now() + 1000000000LL;
 		}
 		/* get_many: get itself says 0 for a message. */
 		ret = mpq_manager_queue_get_many(w->q, &msg, 1, 1000000000LL);
-		if (ret == 1)
-			dp_worker_run(w, &msg);
-		else if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
-			usleep(100000);
+		if (ret == 1) {
+			if (dp_worker_run(w, &msg) == -2)
+				next_find = 0;
+			if (w->maxtasks && ++w->ran >= w->maxtasks) {
+				if (!dp_self.remote)
+					return 0;
+				dp_worker_restart(w);
+			}
+		} else {
+			next_find = 0;
+			if (ret < 0 && ret != -ETIMEDOUT && ret != -EAGAIN)
+				usleep(100000);
+		}
 	}
 	return 0;
 }
@@ -1447,6 +1743,9 @@ static void dp_worker_main(const char *address)
 
 	if (!key)
 		exit(2);
+	dp_self.remote = 1;
+	dp_self.key_env = getenv("MPQ_AUTHKEY") != NULL;
+	snprintf(dp_self.address, sizeof(dp_self.address), "%s", address);
 	/* Not for the task's children to see. */
 	unsetenv("MPQ_AUTHKEY");
 	unsetenv("MPQ_WORKER");
