@@ -187,6 +187,25 @@ net-pool-stress: $(B)/selftests/net_pool_stress
 $(B)/selftests/net_pool_stress: selftests/net_pool_test.c selftests/helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_STRESS -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
+# The distributed pool across a partition lasting longer than the
+# manager's timeout (12 s cuts), not in check: net_pool_partition_test.c
+# built with NET_POOL_PARTITION_LONG.
+.PHONY: net-pool-partition
+net-pool-partition: $(B)/selftests/net_pool_partition_long
+	$(B)/selftests/net_pool_partition_long
+$(B)/selftests/net_pool_partition_long: selftests/net_pool_partition_test.c selftests/helpers.h selftests/net_helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_PARTITION_LONG -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
+
+# The distributed pool through Redis Sentinel failovers, measured: three
+# sentinels, ten failovers with the replica frozen behind, ten with it as
+# replication left it, ten manual ones (~4 minutes), not in check:
+# net_pool_failover_test.c built with NET_POOL_FAILOVER_LONG.
+.PHONY: net-pool-failover
+net-pool-failover: $(B)/selftests/net_pool_failover_long
+	$(B)/selftests/net_pool_failover_long
+$(B)/selftests/net_pool_failover_long: selftests/net_pool_failover_test.c selftests/helpers.h selftests/net_helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
+	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -DNET_POOL_FAILOVER_LONG -o $@ $< $(B)/lib/libmpq-net.a $(B)/lib/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
+
 # The network library's tests (selftests/net_*_test.c) link it too.
 $(B)/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h selftests/net_helpers.h $(HARNESS) $(B)/lib/libmpq.a $(B)/lib/libmpq-net.a
 	@mkdir -p $(@D)

@@ -251,6 +251,15 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		err = reply_err(r);
+		/*
+		 * Through sentinels: the server we reach was the primary and
+		 * is a replica now (a failover). Drop it; the next call asks
+		 * the sentinels for the new one.
+		 */
+		if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
+			mpq__mgr_conn_drop(m);
+			err = -ECONNRESET;
+		}
 		freeReplyObject(r);
 		return err;
 	}
@@ -268,6 +277,137 @@ static int exchange(struct mpq_manager *m, redisReply **out, int argc,
 	return exchange2(m, out, 0, NULL, argc, argv, lens, block_ns);
 }
 
+/*
+ * Ask one sentinel where the master named m->master is (SENTINEL
+ * get-master-addr-by-name), within deadline; on success m->host and
+ * m->port name it. -EADDRNOTAVAIL: the sentinel knows no such master.
+ */
+static int sentinel_ask(struct mpq_manager *m, int i, int64_t deadline)
+{
+	const char *argv[3] = { "SENTINEL", "get-master-addr-by-name",
+				m->master };
+	int64_t left = deadline - mpq__mgr_now();
+	redisContext *c;
+	void *rv = NULL;
+	redisReply *r;
+	char *end, *host;
+	long port;
+	int err;
+
+	if (left <= 0)
+		return -ETIMEDOUT;
+	c = redisConnectWithTimeout(m->sent_host[i], m->sent_port[i],
+				    tv_of(left));
+	if (!c)
+		return -ENOMEM;
+	if (c->err) {
+		err = ctx_err(c);
+		redisFree(c);
+		return err == -ECONNRESET ? -ECONNREFUSED : err;
+	}
+	fcntl(c->fd, F_SETFD, FD_CLOEXEC);
+	err = -ENOMEM;
+	if (redisSetTimeout(c, tv_of(left)) != REDIS_OK ||
+	    redisAppendCommandArgv(c, 3, argv, NULL) != REDIS_OK)
+		goto out;
+	err = flush_out(c, deadline);
+	while (!err) {
+		if (redisGetReplyFromReader(c, &rv) != REDIS_OK) {
+			err = ctx_err(c);
+			break;
+		}
+		if (rv)
+			break;
+		if (c->reader->len > 65536)
+			err = -EPROTO;
+		else if (mpq__mgr_now() > deadline)
+			err = -ETIMEDOUT;
+		else if (redisBufferRead(c) != REDIS_OK)
+			err = ctx_err(c);
+	}
+	if (err)
+		goto out;
+	r = rv;
+	if (r->type == REDIS_REPLY_NIL) {
+		err = -EADDRNOTAVAIL;
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		err = reply_err(r);
+	} else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		   r->element[0]->type != REDIS_REPLY_STRING ||
+		   r->element[1]->type != REDIS_REPLY_STRING) {
+		err = -EPROTO;
+	} else {
+		errno = 0;
+		port = strtol(r->element[1]->str, &end, 10);
+		host = strdup(r->element[0]->str);
+		err = !host ? -ENOMEM : (errno || *end || port <= 0 ||
+					 port > 65535) ? -EPROTO : 0;
+		if (err) {
+			free(host);
+		} else {
+			free(m->host);
+			m->host = host;
+			m->port = (int)port;
+		}
+	}
+	freeReplyObject(r);
+out:
+	redisFree(c);
+	return err;
+}
+
+/*
+ * The primary's address from the first sentinel that knows it, each
+ * asked in turn with its share of the time left; the one that answered
+ * is asked first next time (as Redis's guidelines for sentinel clients
+ * say).
+ */
+static int sentinel_resolve(struct mpq_manager *m)
+{
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns, left;
+	int i, err = -ECONNREFUSED, e;
+
+	for (i = 0; i < m->nsent; i++) {
+		left = deadline - mpq__mgr_now();
+		e = sentinel_ask(m, i, mpq__mgr_now() + left / (m->nsent - i));
+		if (!e) {
+			if (i) {
+				char *h = m->sent_host[i];
+				int p = m->sent_port[i];
+
+				m->sent_host[i] = m->sent_host[0];
+				m->sent_port[i] = m->sent_port[0];
+				m->sent_host[0] = h;
+				m->sent_port[0] = p;
+			}
+			return 0;
+		}
+		/* A sentinel that knows no such master says the most. */
+		if (err != -EADDRNOTAVAIL)
+			err = e;
+	}
+	return err;
+}
+
+/* Is the server on m->c the primary? ROLE says; a user not let run it
+ * (an ACL) is taken at its word: writes to a replica fail READONLY. */
+static int sentinel_check_role(struct mpq_manager *m)
+{
+	const char *argv[1] = { "ROLE" };
+	redisReply *r;
+	int err = exchange(m, &r, 1, argv, NULL, 0);
+
+	if (err == -EACCES)
+		return 0;
+	if (err)
+		return err;
+	err = r->type == REDIS_REPLY_ARRAY && r->elements &&
+	      r->element[0]->type == REDIS_REPLY_STRING &&
+	      !strcmp(r->element[0]->str, "master") ? 0 : -ECONNREFUSED;
+	freeReplyObject(r);
+	return err;
+}
+
 int mpq__mgr_conn_open(struct mpq_manager *m)
 {
 	struct timeval tv = tv_of(m->timeout_ns);
@@ -277,6 +417,11 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 
 	mpq__mgr_conn_drop(m);
 	m->pid = getpid();
+	if (m->master) {
+		err = sentinel_resolve(m);
+		if (err)
+			return err;
+	}
 	m->c = m->path ? redisConnectUnixWithTimeout(m->path, tv) :
 			 redisConnectWithTimeout(m->host, m->port, tv);
 	if (!m->c)
@@ -307,8 +452,13 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 	err = (r->type == REDIS_REPLY_STATUS &&
 	       !strcmp(r->str, argc == 1 ? "PONG" : "OK")) ? 0 : -EPROTO;
 	freeReplyObject(r);
+	/* Sentinels may still name a primary that has just been demoted. */
+	if (!err && m->master)
+		err = sentinel_check_role(m);
 	if (err)
 		mpq__mgr_conn_drop(m);
+	else
+		m->conns++;
 	return err;
 }
 
@@ -412,6 +562,11 @@ int mpq__mgr_recv(struct mpq_manager *m, redisReply **out, int64_t deadline)
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		err = reply_err(r);
+		/* A primary demoted by a failover: as in exchange2. */
+		if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
+			mpq__mgr_conn_drop(m);
+			err = -ECONNRESET;
+		}
 		freeReplyObject(r);
 		return err;
 	}
@@ -744,16 +899,88 @@ static int ns_ok(const char *ns)
 	return 1;
 }
 
+/* "host:port" or "[v6]:port" in [p, end): *host malloc'd. */
+static int parse_hostport(const char *p, const char *ep_end, char **host,
+			  int *portp)
+{
+	const char *colon;
+	char *end;
+	long port;
+
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', ep_end - p);
+
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		*host = strndup(p + 1, rb - p - 1);
+		colon = rb + 1;
+	} else {
+		colon = memrchr(p, ':', ep_end - p);
+		if (!colon || colon == p)
+			return -EINVAL;
+		*host = strndup(p, colon - p);
+	}
+	if (!*host)
+		return -ENOMEM;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || end != ep_end || port <= 0 || port > 65535)
+		return -EINVAL;
+	*portp = port;
+	return 0;
+}
+
 /*
- * "unix:/path/redis.sock#ns" or "tcp://host:port#ns" ("[v6]:port" too).
- * Without "#ns" the namespace is "mpq" and AUTH names no user (a Redis
- * with requirepass, or none when the authkey is empty).
+ * "sentinel://H:P[,H:P...]/MASTER": the sentinels to ask for the primary
+ * of MASTER (1 to 16 of them; MASTER as the sentinels' config names it).
+ */
+static int parse_sentinels(struct mpq_manager *m, const char *p,
+			   const char *ep_end)
+{
+	const char *slash = memchr(p, '/', ep_end - p), *q, *comma;
+	size_t i, n = 1;
+	int err;
+
+	if (!slash || slash == p || slash + 1 >= ep_end ||
+	    ep_end - slash - 1 > 200)
+		return -EINVAL;
+	for (q = slash + 1; q < ep_end; q++)
+		if (!(*q >= 'a' && *q <= 'z') && !(*q >= 'A' && *q <= 'Z') &&
+		    !(*q >= '0' && *q <= '9') && !strchr("_.-", *q))
+			return -EINVAL;
+	for (q = p; q < slash; q++)
+		n += *q == ',';
+	if (n > 16)
+		return -EINVAL;
+	m->master = strndup(slash + 1, ep_end - slash - 1);
+	m->sent_host = calloc(n, sizeof(*m->sent_host));
+	m->sent_port = calloc(n, sizeof(*m->sent_port));
+	if (!m->master || !m->sent_host || !m->sent_port)
+		return -ENOMEM;
+	for (i = 0, q = p; i < n; i++, q = comma + 1) {
+		comma = memchr(q, ',', slash - q);
+		if (!comma)
+			comma = slash;
+		/* Counted before the parse: a failure frees what is there. */
+		m->nsent = (int)i + 1;
+		err = parse_hostport(q, comma, &m->sent_host[i],
+				     &m->sent_port[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
+ * "unix:/path/redis.sock#ns", "tcp://host:port#ns" ("[v6]:port" too) or
+ * "sentinel://host:port,.../master#ns" (the primary that Redis Sentinel
+ * names, asked at every connect). Without "#ns" the namespace is "mpq"
+ * and AUTH names no user (a Redis with requirepass, or none when the
+ * authkey is empty).
  */
 static int parse_address(struct mpq_manager *m, const char *url)
 {
-	const char *hash = strchr(url, '#'), *ep_end, *p, *colon;
-	char *end;
-	long port;
+	const char *hash = strchr(url, '#'), *ep_end, *p;
 
 	ep_end = hash ? hash : url + strlen(url);
 	m->named_user = !!hash;
@@ -771,30 +998,12 @@ static int parse_address(struct mpq_manager *m, const char *url)
 		m->path = strndup(p, ep_end - p);
 		return m->path ? 0 : -ENOMEM;
 	}
+	if (!strncmp(url, "sentinel://", 11))
+		return parse_sentinels(m, url + 11, ep_end);
 	if (strncmp(url, "tcp://", 6))
 		return -EINVAL;
 	p = url + 6;
-	if (*p == '[') {
-		const char *rb = memchr(p, ']', ep_end - p);
-
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		m->host = strndup(p + 1, rb - p - 1);
-		colon = rb + 1;
-	} else {
-		colon = memrchr(p, ':', ep_end - p);
-		if (!colon || colon == p)
-			return -EINVAL;
-		m->host = strndup(p, colon - p);
-	}
-	if (!m->host)
-		return -ENOMEM;
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || end != ep_end || port <= 0 || port > 65535)
-		return -EINVAL;
-	m->port = port;
-	return 0;
+	return parse_hostport(p, ep_end, &m->host, &m->port);
 }
 
 void mpq__manager_free_fields(struct mpq_manager *m);
@@ -808,6 +1017,11 @@ void mpq__manager_free_fields(struct mpq_manager *m)
 	free(m->ns);
 	free(m->path);
 	free(m->host);
+	for (int i = 0; m->sent_host && i < m->nsent; i++)
+		free(m->sent_host[i]);
+	free(m->sent_host);
+	free(m->sent_port);
+	free(m->master);
 	free(m->dir);
 	if (m->conf)
 		explicit_bzero(m->conf, strlen(m->conf));

@@ -36,6 +36,16 @@ struct mpq_manager {
 	int port;
 	int64_t timeout_ns;	/* bound on connect and on each reply */
 
+	/*
+	 * "sentinel://H:P,H:P/master": host and port above are the primary
+	 * the sentinels named last; each connect asks them again.
+	 */
+	char *master;		/* the master's name, or NULL: no sentinels */
+	char **sent_host;
+	int *sent_port;
+	int nsent;
+	unsigned long conns;	/* connections made: a change = a new server */
+
 	pid_t pid;		/* the process that c and owner belong to */
 	redisContext *c;
 	int64_t c_timeout_ns;	/* what the socket's timeout is set to now */

@@ -35,6 +35,17 @@
  * run item by item with a result sent after each, in the other direction
  * each time, so that an item that kills its workers is soon the only one
  * of its chunk left without a result when the message is dead-lettered.
+ *
+ * Nothing lost when the manager loses writes: a failover to a replica
+ * (Redis Sentinel: replication is asynchronous) or a restart can forget
+ * the last puts it acknowledged. So the pool keeps every message it put
+ * until each of its items has a result (struct dp_out), and whenever its
+ * connection was made again (a new server, perhaps) it reconciles: every
+ * message it put that the server no longer holds (in the queue, leased or
+ * dead-lettered) and whose results have not all come is put again. A
+ * forgotten lease, done or result only means a task run twice, applied
+ * once: a script's writes replicate as one, so the server never holds a
+ * message marked done without its results.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -174,6 +185,35 @@ static struct mgr_script drop_lua = { .src =
 
 /* announcement, res, 10 queue keys, dead, init */
 #define DP_NKEYS	14
+#define DP_JOBS		256	/* buckets of the table of jobs handed out */
+
+/*
+ * A task message handed out, kept until each of its items has a result
+ * (or an error), so that one the manager lost can be put again.
+ */
+struct dp_out {
+	unsigned char *data;	/* the message; NULL once answered in full */
+	size_t len;
+	uint64_t first;
+	uint32_t count, left;	/* its items; those without a result */
+	uint32_t mark;		/* the reconcile that saw it on the server */
+	uint8_t put;		/* the manager took it (as far as we know) */
+	uint8_t queued;		/* in pend, to be put */
+	uint64_t *bits;		/* the items with a result */
+};
+
+/* A job's messages, by first item (send hands them out in order). */
+struct dp_job {
+	uint64_t job;
+	struct dp_out *outs;
+	size_t n, cap, live;	/* live: messages not answered in full */
+	struct dp_job *next;
+};
+
+struct dp_key {
+	uint64_t job, first;
+};
+
 
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
@@ -195,9 +235,19 @@ struct dp_pool {
 	struct mpq_manager_list *dead;
 	int64_t next_keep;
 
-	/* Messages built by send, put by the next collect in one call. */
-	struct iovec *pend;
+	/* Messages built by send (or lost), put by the next collect. */
+	struct dp_key *pend;
 	size_t npend, pend_cap;
+
+	/* Every message put and not yet answered in full, by job. */
+	struct dp_job *jobs[DP_JOBS];
+	unsigned long conns_seen;	/* connections made, reconciled */
+	uint32_t epoch;
+	size_t relost;			/* messages put again, in all */
+	uint64_t answered, answered_kept;	/* items; at the last keep */
+	uint32_t stalled;		/* keeps in a row with none */
+	int recheck;			/* reconcile at the next collect */
+
 
 	int bell;
 	/* The result wait sent on wm and not yet answered; then its end. */
@@ -245,6 +295,126 @@ static int dp_start_local(struct dp_pool *d, int i)
 	return ret;
 }
 
+/* Connections made by the pool's two handles: a change, a new server? */
+static unsigned long dp_conns(struct dp_pool *d)
+{
+	return d->m->conns + d->wm->conns;
+}
+
+/* ---- messages handed out, until answered ------------------------------ */
+
+static struct dp_job **dp_job_slot(struct dp_pool *d, uint64_t job)
+{
+	return &d->jobs[(job * 0x9e3779b97f4a7c15ULL) >> 56 & (DP_JOBS - 1)];
+}
+
+static struct dp_job *dp_job_find(struct dp_pool *d, uint64_t job)
+{
+	struct dp_job *j = *dp_job_slot(d, job);
+
+	while (j && j->job != job)
+		j = j->next;
+	return j;
+}
+
+static void dp_job_free(struct dp_pool *d, struct dp_job *j)
+{
+	struct dp_job **pp = dp_job_slot(d, j->job);
+	size_t i;
+
+	while (*pp && *pp != j)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = j->next;
+	for (i = 0; i < j->n; i++) {
+		free(j->outs[i].data);
+		free(j->outs[i].bits);
+	}
+	free(j->outs);
+	free(j);
+}
+
+/* The message of job that holds item index (first: exactly), or NULL. */
+static struct dp_out *dp_out_find(struct dp_pool *d, uint64_t job,
+				  uint64_t index, int exact)
+{
+	struct dp_job *j = dp_job_find(d, job);
+	size_t lo = 0, hi, mid;
+
+	if (!j || !j->n)
+		return NULL;
+	/* The last message whose first item is index or before it. */
+	hi = j->n;
+	while (hi - lo > 1) {
+		mid = lo + (hi - lo) / 2;
+		if (j->outs[mid].first <= index)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (j->outs[lo].first > index ||
+	    index - j->outs[lo].first >= j->outs[lo].count ||
+	    (exact && j->outs[lo].first != index))
+		return NULL;
+	return &j->outs[lo];
+}
+
+/* Item index of job has a result: its message is answered once all are. */
+static void dp_answered(struct dp_pool *d, uint64_t job, uint64_t index)
+{
+	struct dp_out *o = dp_out_find(d, job, index, 0);
+	struct dp_job *j;
+	uint64_t i, bit;
+
+	if (!o || !o->left)
+		return;
+	i = index - o->first;
+	bit = 1ULL << (i % 64);
+	if (o->bits[i / 64] & bit)
+		return;
+	o->bits[i / 64] |= bit;
+	d->answered++;
+	if (--o->left)
+		return;
+	free(o->data);
+	o->data = NULL;
+	j = dp_job_find(d, job);
+	if (!--j->live)
+		dp_job_free(d, j);
+}
+
+/* What the pool's sink gets goes through here: dp_answered, then on. */
+struct dp_fwd {
+	struct dp_pool *d;
+	mpq__pool_sink_fn sink;
+	void *arg;
+};
+
+static void dp_sink(void *arg, uint64_t job, uint64_t index, int status,
+		    const void *data, size_t len)
+{
+	struct dp_fwd *f = arg;
+
+	f->sink(f->arg, job, index, status, data, len);
+	dp_answered(f->d, job, index);
+}
+
+static int dp_pend_add(struct dp_pool *d, uint64_t job, uint64_t first)
+{
+	if (d->npend == d->pend_cap) {
+		size_t cap = d->pend_cap ? 2 * d->pend_cap : 64;
+		struct dp_key *g = realloc(d->pend, cap * sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		d->pend = g;
+		d->pend_cap = cap;
+	}
+	d->pend[d->npend].job = job;
+	d->pend[d->npend++].first = first;
+	return 0;
+}
+
 static void dp_free(struct dp_pool *d)
 {
 	size_t i;
@@ -262,8 +432,9 @@ static void dp_free(struct dp_pool *d)
 		mpq_process_free(d->local[i]);
 	}
 	free(d->local);
-	for (i = 0; i < d->npend; i++)
-		free(d->pend[i].iov_base);
+	for (i = 0; i < DP_JOBS; i++)
+		while (d->jobs[i])
+			dp_job_free(d, d->jobs[i]);
 	free(d->pend);
 	mpq_manager_queue_free(d->q);
 	mpq_manager_list_free(d->dead);
@@ -422,6 +593,7 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	if (ret)
 		goto fail_drop;
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
+	d->conns_seen = dp_conns(d);
 	d->nlocal = nlocal;
 	d->local = calloc((size_t)(nlocal ? nlocal : 1), sizeof(*d->local));
 	ret = d->local ? 0 : -ENOMEM;
@@ -438,6 +610,62 @@ fail_drop:
 fail:
 	dp_free(d);
 	return ret;
+}
+
+/* Keep a message built by send until answered; queue it to be put. */
+static int dp_record(struct dp_pool *d, uint64_t job, uint64_t first,
+		     uint32_t count, struct buf *b)
+{
+	struct dp_job *j = dp_job_find(d, job);
+	struct dp_out *o;
+	int made = 0;
+
+	if (!j) {
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			goto nomem;
+		j->job = job;
+		j->next = *dp_job_slot(d, job);
+		*dp_job_slot(d, job) = j;
+		made = 1;
+	}
+	/* Sent in order of first item: the table stays sorted. */
+	if ((j->n && j->outs[j->n - 1].first >= first) || !count)
+		goto inval;
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? 2 * j->cap : 8;
+		struct dp_out *g = realloc(j->outs, cap * sizeof(*g));
+
+		if (!g)
+			goto nomem;
+		j->outs = g;
+		j->cap = cap;
+	}
+	o = &j->outs[j->n];
+	memset(o, 0, sizeof(*o));
+	o->bits = calloc((count + 63) / 64, sizeof(*o->bits));
+	if (!o->bits || dp_pend_add(d, job, first)) {
+		free(o->bits);
+		goto nomem;
+	}
+	o->data = b->p;
+	o->len = b->len;
+	o->first = first;
+	o->count = o->left = count;
+	o->queued = 1;
+	j->n++;
+	j->live++;
+	return 0;
+inval:
+	free(b->p);
+	if (made)
+		dp_job_free(d, j);
+	return -EINVAL;
+nomem:
+	free(b->p);
+	if (made)
+		dp_job_free(d, j);
+	return -ENOMEM;
 }
 
 static int dp_send(void *ctx, uint64_t job, uint64_t first, uint32_t count,
@@ -464,24 +692,11 @@ static int dp_send(void *ctx, uint64_t job, uint64_t first, uint32_t count,
 		if (!ret)
 			ret = buf_add(&b, args[i].iov_base, l);
 	}
-	if (!ret && d->npend == d->pend_cap) {
-		size_t cap = d->pend_cap ? 2 * d->pend_cap : 64;
-		struct iovec *g = realloc(d->pend, cap * sizeof(*g));
-
-		if (g) {
-			d->pend = g;
-			d->pend_cap = cap;
-		} else {
-			ret = -ENOMEM;
-		}
-	}
 	if (ret) {
 		free(b.p);
 		return ret;
 	}
-	d->pend[d->npend].iov_base = b.p;
-	d->pend[d->npend++].iov_len = b.len;
-	return 0;
+	return dp_record(d, job, first, count, &b);
 }
 
 /* Every item of a task message fails with code and a message. */
@@ -508,16 +723,36 @@ static void dp_fail_msg(const void *data, size_t len, int code,
 
 static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
-	size_t done = 0, i;
+	struct iovec v[256];
+	struct dp_out *o;
+	size_t done = 0, i, k;
+	unsigned int n;
 	int ret = 0;
 
+	/* Only what still waits for results (lost ones were answered). */
+	for (i = k = 0; i < d->npend; i++) {
+		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
+		if (o && o->left && o->queued)
+			d->pend[k++] = d->pend[i];
+	}
+	d->npend = k;
 	while (done < d->npend) {
-		unsigned int n = d->npend - done > 256 ? 256 :
-				 (unsigned int)(d->npend - done);
-
-		ret = mpq_manager_queue_put_many(d->q, d->pend + done, n, -1);
+		n = d->npend - done > 256 ? 256 : (unsigned int)(d->npend - done);
+		for (i = 0; i < n; i++) {
+			o = dp_out_find(d, d->pend[done + i].job,
+					d->pend[done + i].first, 1);
+			v[i].iov_base = o->data;
+			v[i].iov_len = o->len;
+		}
+		ret = mpq_manager_queue_put_many(d->q, v, n, -1);
 		if (ret < 0)
 			break;
+		for (i = 0; i < (size_t)ret; i++) {
+			o = dp_out_find(d, d->pend[done + i].job,
+					d->pend[done + i].first, 1);
+			o->put = 1;
+			o->queued = 0;
+		}
 		done += (size_t)ret;
 	}
 	/*
@@ -527,19 +762,20 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	 */
 	if (ret == -ECONNRESET || ret == -ECONNREFUSED || ret == -ETIMEDOUT ||
 	    ret == -ENOENT) {
-		for (i = 0; i < done; i++)
-			free(d->pend[i].iov_base);
 		memmove(d->pend, d->pend + done,
 			(d->npend - done) * sizeof(*d->pend));
 		d->npend -= done;
 		return;
 	}
-	for (i = 0; i < d->npend; i++) {
-		if (i >= done)
-			dp_fail_msg(d->pend[i].iov_base, d->pend[i].iov_len,
-				    ret < 0 ? ret : -EIO, "task \"%s\" (item %llu):"
-				    " the manager did not take it", sink, arg);
-		free(d->pend[i].iov_base);
+	/* Failing a message's items may free it (dp_answered): look again. */
+	for (i = done; i < d->npend; i++) {
+		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
+		if (!o || !o->left)
+			continue;
+		o->queued = 0;
+		dp_fail_msg(o->data, o->len, ret < 0 ? ret : -EIO,
+			    "task \"%s\" (item %llu): the manager did not "
+			    "take it", sink, arg);
 	}
 	d->npend = 0;
 }
@@ -626,11 +862,30 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
 	const char *args[2] = { d->announce, d->ttl };
 	long long v;
+	int i;
 
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
 	mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
 			  (const char **)d->keys, 2, args, NULL);
 	dp_dead(d, sink, arg);
+	/*
+	 * Work out and no result for a whole period: look at the server too
+	 * (a long task, or a message lost in a way no new connection shows,
+	 * such as a done sent by a worker of the old primary's lease after
+	 * a failover landing on a message of the same id). Reading every
+	 * queued message costs their size on the server: after 1, 2, 4, 8...
+	 * such periods, not after each.
+	 */
+	for (i = 0; i < DP_JOBS && !d->jobs[i]; i++)
+		;
+	if (i == DP_JOBS || d->answered != d->answered_kept) {
+		d->stalled = 0;
+	} else {
+		d->stalled++;
+		if (!(d->stalled & (d->stalled - 1)))
+			d->recheck = 1;
+	}
+	d->answered_kept = d->answered;
 	dp_replace_local(d);
 }
 
@@ -714,20 +969,112 @@ static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 }
 
 /*
+ * The job and first item of every task message the server holds (in the
+ * queue, ready or leased: its :msg hash; or dead-lettered), and every
+ * result in the result list, at one instant. KEYS: msg, dead, res.
+ */
+static struct mgr_script heads_lua = { .src =
+	"local h = {} "
+	"for _, k in ipairs({KEYS[1], KEYS[2]}) do "
+	"local vs = k == KEYS[1] and redis.call('HVALS', k) or "
+	"redis.call('LRANGE', k, 0, -1) "
+	"for _, v in ipairs(vs) do "
+	"if #v >= 32 then h[#h + 1] = string.sub(v, 17, 32) end end end "
+	"return {h, redis.call('LRANGE', KEYS[3], 0, -1)}" };
+
+/*
+ * A connection was made again: perhaps to another server (a replica
+ * promoted by Sentinel) or one restarted, which may not hold the last
+ * messages we put. Put again every message we put that the server does
+ * not hold and whose results have not all come. The server's messages
+ * and its results are read in one script, so that a message answered in
+ * between (and so gone from the queue) is not taken for lost; the
+ * results are applied (once, as ever) but not trimmed: the result wait
+ * on wm reads and trims them as usual.
+ */
+static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	const char *keys[3] = { d->keys[4], d->keys[12], d->keys[1] };
+	unsigned long conns = dp_conns(d);
+	struct dp_out *o;
+	struct dp_job *j;
+	redisReply *r, *h, *res;
+	uint64_t hd[2];
+	size_t i, k, lost = 0;
+	int ret;
+
+	ret = mpq__mgr_eval(d->m, &heads_lua, &r, 3, keys, 0, NULL, NULL);
+	if (ret)
+		return ret;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_ARRAY ||
+	    r->element[1]->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return -EPROTO;
+	}
+	h = r->element[0];
+	res = r->element[1];
+	d->epoch++;
+	for (i = 0; i < h->elements; i++) {
+		if (h->element[i]->type != REDIS_REPLY_STRING ||
+		    h->element[i]->len != sizeof(hd))
+			continue;
+		memcpy(hd, h->element[i]->str, sizeof(hd));
+		o = dp_out_find(d, hd[0], hd[1], 1);
+		if (o)
+			o->mark = d->epoch;
+	}
+	for (i = 0; i < res->elements; i++)
+		if (res->element[i]->type == REDIS_REPLY_STRING)
+			dp_results((unsigned char *)res->element[i]->str,
+				   res->element[i]->len, sink, arg);
+	freeReplyObject(r);
+	/* Connected again meanwhile: what was read may be another server's. */
+	if (dp_conns(d) != conns)
+		return -EAGAIN;
+	for (k = 0; k < DP_JOBS; k++)
+		for (j = d->jobs[k]; j; j = j->next)
+			for (i = 0; i < j->n; i++) {
+				o = &j->outs[i];
+				if (!o->left || !o->put || o->queued ||
+				    o->mark == d->epoch ||
+				    dp_pend_add(d, j->job, o->first))
+					continue;
+				o->put = 0;
+				o->queued = 1;
+				lost++;
+			}
+	d->conns_seen = conns;
+	d->recheck = 0;
+	d->relost += lost;
+	if (lost)
+		fprintf(stderr, "mpq pool \"%s\": the manager had lost %zu "
+			"task message%s we put (a failover or a restart): "
+			"they are handed out again\n", d->name, lost,
+			lost == 1 ? "" : "s");
+	return 0;
+}
+
+/*
  * Wait for results or the bell at once: the wait is on wm's socket, the
  * bell an fd beside it, so that work handed in while the pool waits goes
  * out at once on m (the wait still pending) and no wake-up goes through
  * the manager. A caller's apply then costs the put, the worker's take
  * (woken on the server, pipelined), its result, and nothing more.
  */
-static int dp_collect(void *ctx, mpq__pool_sink_fn sink, void *arg)
+static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 {
 	struct dp_pool *d = ctx;
+	struct dp_fwd fwd = { d, user_sink, user_arg };
+	mpq__pool_sink_fn sink = dp_sink;
+	void *arg = &fwd;
 	struct pollfd pfd[2 + 64];
 	int64_t wait, now;
 	eventfd_t v;
 	int ret, n = 2, i;
 
+	if (dp_conns(d) != d->conns_seen || d->recheck)
+		dp_reconcile(d, sink, arg);
 	if (d->npend)
 		dp_flush(d, sink, arg);
 	if (mpq__mgr_now() >= d->next_keep)
