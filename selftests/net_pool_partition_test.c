@@ -395,12 +395,8 @@ TEST_F_TIMEOUT(partition, a_result_the_cut_off_worker_sends_after_healing_is_app
 	 * other B (what it held goes back after its lease).
 	 */
 	ASSERT_EQ(0, await_file("b-holds"));
-	{
-		int64_t end = now_ns() + BOUND;
-
-		while (runs_by('B') < 1 && now_ns() < end)
-			sleep_ms(5);
-	}
+	for (int64_t end = now_ns() + BOUND; runs_by('B') < 1 && now_ns() < end;)
+		sleep_ms(5);
 	ASSERT_EQ(1, runs_by('B'));
 	other = self->b[0] == read_pid("b-holds") ? self->b[1] : self->b[0];
 	ASSERT_EQ(0, kill(other, SIGKILL));
