@@ -137,11 +137,25 @@ void mpq__mgr_conn_drop(struct mpq_manager *m)
 	m->c = NULL;
 }
 
+/*
+ * The bound on each read(2) of a reply (SO_RCVTIMEO; sends keep the
+ * manager's timeout, set at connect). A call's wanted bound moves by
+ * microseconds from call to call (the time left of a wait, of a reply's
+ * deadline), and hiredis's redisSetTimeout cost two setsockopt calls each
+ * time: the socket's is changed only when it is shorter than asked, or
+ * longer by MGR_TIMEOUT_SLACK or more, so that a read ends at most the
+ * slack after its deadline and never before.
+ */
+#define MGR_TIMEOUT_SLACK	(10 * 1000000LL)
+
 static int set_timeout(struct mpq_manager *m, int64_t ns)
 {
-	if (m->c_timeout_ns == ns)
+	struct timeval tv;
+
+	if (m->c_timeout_ns >= ns && m->c_timeout_ns - ns < MGR_TIMEOUT_SLACK)
 		return 0;
-	if (redisSetTimeout(m->c, tv_of(ns)) != REDIS_OK)
+	tv = tv_of(ns);
+	if (setsockopt(m->c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
 		return -EIO;
 	m->c_timeout_ns = ns;
 	return 0;
@@ -203,7 +217,7 @@ static int read_reply(struct mpq_manager *m, redisReply **out,
 		left = deadline - mpq__mgr_now();
 		if (left <= 0)
 			return -ETIMEDOUT;
-		if (left < m->c_timeout_ns && set_timeout(m, left))
+		if (set_timeout(m, left))
 			return -EIO;
 		if (redisBufferRead(m->c) != REDIS_OK)
 			return ctx_err(m->c);
@@ -288,7 +302,11 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 	}
 	/* exec'd children must not inherit the socket. */
 	fcntl(m->c->fd, F_SETFD, FD_CLOEXEC);
-	m->c_timeout_ns = -1;
+	if (redisSetTimeout(m->c, tv)) {
+		mpq__mgr_conn_drop(m);
+		return -EIO;
+	}
+	m->c_timeout_ns = m->timeout_ns;
 	if (m->named_user || m->authkey[0]) {
 		argv[argc++] = "AUTH";
 		if (m->named_user)
@@ -396,14 +414,15 @@ static int64_t blpop_argv(const char *argv[3], char secs[32],
 	return wait_ns;
 }
 
-int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
-			int64_t wait_ns, struct mgr_script *s,
-			redisReply **out, int nkeys, const char **keys,
-			int nargs, const char **args, const size_t *alens)
+/*
+ * The script s, after the command pre (pre_argc words; 0: none) that may
+ * block for up to block_ns, both in one write: one round trip.
+ */
+static int eval_pre(struct mpq_manager *m, int pre_argc, const char **pre,
+		    int64_t block_ns, struct mgr_script *s, redisReply **out,
+		    int nkeys, const char **keys, int nargs, const char **args,
+		    const size_t *alens)
 {
-	const char *pre[3];
-	char secs[32];
-	int pre_argc = 0;
 	const char *stackv[40], **argv = stackv;
 	size_t stackl[40], *lens = stackl;
 	char nk[16];
@@ -433,12 +452,8 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 		argv[3 + nkeys + i] = args[i];
 		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
 	}
-	if (wait_key) {
-		wait_ns = blpop_argv(pre, secs, wait_key, wait_ns);
-		pre_argc = 3;
-	}
 	err = command2(m, out, pre_argc, pre, argc, argv, lens,
-		       pre_argc ? wait_ns : 0);
+		       pre_argc ? block_ns : 0);
 	if (err == -ENOEXEC) {
 		/* Not cached on this server yet (or it restarted): EVAL
 		 * sends the source once and caches it. */
@@ -454,6 +469,42 @@ out:
 		free(lens);
 	}
 	return err;
+}
+
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens)
+{
+	const char *pre[3];
+	char secs[32];
+
+	if (!wait_key)
+		return eval_pre(m, 0, NULL, 0, s, out, nkeys, keys, nargs,
+				args, alens);
+	wait_ns = blpop_argv(pre, secs, wait_key, wait_ns);
+	return eval_pre(m, 3, pre, wait_ns, s, out, nkeys, keys, nargs, args,
+			alens);
+}
+
+int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
+			     const char *dst, int64_t wait_ns,
+			     struct mgr_script *s, redisReply **out, int nkeys,
+			     const char **keys, int nargs, const char **args,
+			     const size_t *alens)
+{
+	const char *pre[6];
+	char secs[32];
+
+	/* The same bounds as a BLPOP's (0 would block for ever). */
+	wait_ns = blpop_argv(pre, secs, src, wait_ns);
+	pre[0] = "BLMOVE";
+	pre[2] = dst;
+	pre[3] = "LEFT";
+	pre[4] = "RIGHT";
+	pre[5] = secs;
+	return eval_pre(m, 6, pre, wait_ns, s, out, nkeys, keys, nargs, args,
+			alens);
 }
 
 int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,
