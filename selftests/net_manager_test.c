@@ -901,6 +901,198 @@ TEST_F(mgr, a_queue_without_leases_is_pythons_queue)
 	mpq_manager_queue_free(q);
 }
 
+/*
+ * A raw connection to the manager's own server as its namespace's user
+ * (the tests below play a process that died half-way through a call).
+ */
+static redisContext *raw_conn(struct mpq_manager *m, char ns[64])
+{
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+
+	snprintf(path, sizeof(path), "%s", mpq_manager_address(m) + 5);
+	hash = strchr(path, '#');
+	if (!hash)
+		return NULL;
+	*hash = 0;
+	snprintf(ns, 64, "%s", hash + 1);
+	c = redisConnectUnix(path);
+	if (!c || c->err)
+		return NULL;
+	r = redisCommand(c, "AUTH %s %s", ns, mpq_manager_authkey(m));
+	if (!r || r->type != REDIS_REPLY_STATUS) {
+		redisFree(c);
+		return NULL;
+	}
+	freeReplyObject(r);
+	return c;
+}
+
+static long long raw_int(redisContext *c, const char *fmt, const char *a,
+			 const char *b)
+{
+	redisReply *r = redisCommand(c, fmt, a, b);
+	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer :
+		      r && r->type == REDIS_REPLY_STRING ? 1 : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+static int get_one(void *p)
+{
+	struct mpq_manager_msg msg;
+
+	if (mpq_manager_queue_get(p, &msg, 5000 * MS))
+		return 1;
+	return msg.len == 1 ? *(char *)msg.data : 2;
+}
+
+/*
+ * A blocking get is "BLMOVE :ready :take" and the get script in one
+ * write; a getter that dies between the two (its BLMOVE served, its
+ * script never run) leaves the id in :take. Played here by moving it by
+ * hand: the id still counts for size and maxsize, and the next get, a
+ * blocked one too, takes it first, once, in order.
+ */
+TEST_F(mgr, a_getter_that_dies_between_its_wait_and_its_take_loses_nothing)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "park", 3, 0, 0);
+	struct mpq_manager_msg msg;
+	char ns[64], ready[128], take[128];
+	redisContext *c = raw_conn(self->m, ns);
+	pid_t getter;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, c);
+	snprintf(ready, sizeof(ready), "mpq:%s:q:park:ready", ns);
+	snprintf(take, sizeof(take), "mpq:%s:q:park:take", ns);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "a", 1, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "b", 1, 0));
+	/* A getter served "a", then killed before its script ran. */
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	EXPECT_EQ(2, mpq_manager_queue_size(q));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "c", 1, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_put(q, "d", 1, 0)); /* 3 held */
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 1000 * MS));
+	EXPECT_EQ('a', *(char *)msg.data);
+	EXPECT_EQ(1, msg.deliveries);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ(0, raw_int(c, "LLEN %s%s", take, ""));
+	/* The same with the rest taken by a blocked getter: the parked id
+	 * goes first, what the getter's own move took stays queued. */
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ('b', *(char *)msg.data);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	EXPECT_EQ(1, mpq_manager_queue_size(q));
+	getter = spawn(get_one, q);
+	sleep_ms(100);
+	EXPECT_EQ(1, raw_int(c, "LLEN %s%s", take, ""));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "e", 1, 0));
+	EXPECT_EQ('c', wait_child(getter, 5000));
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 1000 * MS));
+	EXPECT_EQ('e', *(char *)msg.data);
+	EXPECT_EQ(1, msg.deliveries);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ(0, raw_int(c, "LLEN %s%s", take, ""));
+	redisFree(c);
+	mpq_manager_queue_free(q);
+}
+
+/* Get 1 to 3 messages (blocking) and keep them leased: never done. */
+static int get_and_hold(void *p)
+{
+	struct mpq_manager_msg msgs[3];
+	int n = mpq_manager_queue_get_many(p, msgs, 1 + rand() % 3,
+					   MPQ_FOREVER);
+
+	if (n < 0)
+		return 1;
+	pause();
+	return 0;
+}
+
+/*
+ * Getters blocked in a get are SIGKILLed at random points around the put
+ * that serves them: still blocked, served but their script not run yet,
+ * their script run but its reply unread, or after. Every message put
+ * comes to the one living getter in the end (a killed getter's lease
+ * runs out), and never twice to it unless its own lease ran out first.
+ */
+TEST_F(mgr, a_sigkill_storm_on_blocked_getters_loses_nothing_and_doubles_nothing)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "storm", 0, 300 * MS, 0);
+	enum { ROUNDS = 120, MAXPUT = ROUNDS * 3 };
+	static int done[MAXPUT], last[MAXPUT];
+	int64_t t0;
+	int round, k, n = 0, i, got = 0, again = 0, never = 0, err;
+	struct mpq_manager_msg msg;
+	char s[16];
+	pid_t kid[3];
+
+	ASSERT_NE(NULL, q);
+	t0 = now_ns();
+	memset(done, 0, sizeof(done));
+	memset(last, 0, sizeof(last));
+	srand(getpid());
+	for (round = 0; round < ROUNDS; round++) {
+		int puts = 1 + rand() % 3;
+
+		for (k = 0; k < 3; k++) {
+			srand(getpid() + round * 3 + k);
+			kid[k] = spawn(get_and_hold, q);
+		}
+		srand(getpid() + round);
+		usleep(rand() % 4000);
+		for (i = 0; i < puts; i++, n++) {
+			snprintf(s, sizeof(s), "%d", n);
+			ASSERT_EQ(0, mpq_manager_queue_put(q, s, strlen(s), 0));
+		}
+		/* At once, within a server's step or two, or later. */
+		k = rand() % 3;
+		usleep(k == 0 ? 0 : k == 1 ? rand() % 200 : rand() % 1500);
+		for (k = 0; k < 3; k++)
+			kill(kid[k], SIGKILL);
+		for (k = 0; k < 3; k++)
+			ASSERT_EQ(128 + SIGKILL, wait_child(kid[k], 5000));
+	}
+	for (;;) {
+		err = mpq_manager_queue_get(q, &msg, 2000 * MS);
+		if (err)
+			break;
+		snprintf(s, sizeof(s), "%.*s", (int)msg.len, (char *)msg.data);
+		i = atoi(s);
+		ASSERT_TRUE(i >= 0 && i < n);
+		/* A second delivery only after a lease ran out. */
+		ASSERT_GT(msg.deliveries, last[i]);
+		last[i] = msg.deliveries;
+		if (msg.deliveries > 1)
+			again++;
+		else
+			never++;
+		err = mpq_manager_msg_done(q, &msg);
+		ASSERT_TRUE(err == 0 || err == -ESTALE);
+		if (!err) {
+			done[i]++;
+			got++;
+		}
+	}
+	EXPECT_EQ(-ETIMEDOUT, err);
+	for (i = 0; i < n; i++)
+		EXPECT_EQ(1, done[i]);	/* nothing lost, nothing doubled */
+	TH_LOG("%d messages: %d came back from killed getters, %d were never taken (%lld ms)",
+	       n, again, never, (long long)((now_ns() - t0) / MS));
+	EXPECT_EQ(n, got);
+	EXPECT_GT(again, 0);		/* the kills did take messages */
+	EXPECT_EQ(0, mpq_manager_queue_size(q));
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
+	mpq_manager_queue_free(q);
+}
+
 static int take_and_die(void *p)
 {
 	struct mpq_manager_lock *l = p;
