@@ -997,6 +997,19 @@ TEST_F(mgr, a_getter_that_dies_between_its_wait_and_its_take_loses_nothing)
 	EXPECT_EQ('e', *(char *)msg.data);
 	EXPECT_EQ(1, msg.deliveries);
 	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	/* Two parked, a getter blocked on the empty :ready: the next get
+	 * takes one and puts the other back where the blocked one sees it
+	 * (else it would sleep its whole wait, 10 s, with a message there). */
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "f", 1, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "g", 1, 0));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	getter = spawn(get_one, q);
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ('f', *(char *)msg.data);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ('g', wait_child(getter, 4000));
 	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, &msg, 0));
 	EXPECT_EQ(0, raw_int(c, "LLEN %s%s", take, ""));
 	redisFree(c);
