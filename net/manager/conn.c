@@ -225,40 +225,41 @@ static int read_reply(struct mpq_manager *m, redisReply **out,
 }
 
 /*
- * One exchange on the open connection: an optional command whose reply
- * is only waited for (pre: a BLPOP), pipelined before the one whose reply
- * is returned, so that a woken waiter's next step costs no round trip.
- * Drops the connection on a transport failure.
+ * One exchange on the open connection: n commands in one write (a wait
+ * and the step after it, a MULTI ... EXEC), so that they cost one round
+ * trip; the last one's reply is returned, the others' are only checked
+ * for an error (the last's error wins, then the first other's). Drops
+ * the connection on a transport failure.
  */
-static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
-		     const char **pre_argv, int argc, const char **argv,
-		     const size_t *lens, int64_t block_ns)
+static int exchange_n(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns)
 {
 	int64_t deadline = mpq__mgr_now() + m->timeout_ns + block_ns;
-	redisReply *pre = NULL, *r = NULL;
-	int err, pre_err = 0;
+	redisReply *r = NULL;
+	int err, first_err = 0;
+	unsigned int i;
 
 	*out = NULL;
 	err = set_timeout(m, m->timeout_ns + block_ns);
 	if (err)
 		return err;
-	if ((pre_argc && redisAppendCommandArgv(m->c, pre_argc, pre_argv,
-						NULL) != REDIS_OK) ||
-	    redisAppendCommandArgv(m->c, argc, argv, lens) != REDIS_OK) {
-		mpq__mgr_conn_drop(m);
-		return -ENOMEM;
-	}
-	err = flush_out(m->c, deadline);
-	if (!err && pre_argc) {
-		err = read_reply(m, &pre, deadline);
-		if (!err) {
-			if (pre->type == REDIS_REPLY_ERROR)
-				pre_err = reply_err(pre);
-			freeReplyObject(pre);
+	for (i = 0; i < n; i++)
+		if (redisAppendCommandArgv(m->c, cmds[i].argc, cmds[i].argv,
+					   cmds[i].lens) != REDIS_OK) {
+			mpq__mgr_conn_drop(m);
+			return -ENOMEM;
 		}
-	}
-	if (!err)
+	err = flush_out(m->c, deadline);
+	for (i = 0; !err && i < n; i++) {
 		err = read_reply(m, &r, deadline);
+		if (err || i + 1 == n)
+			break;
+		if (r->type == REDIS_REPLY_ERROR && !first_err)
+			first_err = reply_err(r);
+		freeReplyObject(r);
+		r = NULL;
+	}
 	if (err) {
 		mpq__mgr_conn_drop(m);
 		return err;
@@ -268,12 +269,25 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		freeReplyObject(r);
 		return err;
 	}
-	if (pre_err) {
+	if (first_err) {
 		freeReplyObject(r);
-		return pre_err;
+		return first_err;
 	}
 	*out = r;
 	return 0;
+}
+
+static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		     const char **pre_argv, int argc, const char **argv,
+		     const size_t *lens, int64_t block_ns)
+{
+	struct mgr_cmd c[2] = {
+		{ pre_argc, pre_argv, NULL }, { argc, argv, lens },
+	};
+
+	if (!pre_argc)
+		return exchange_n(m, out, 1, c + 1, block_ns);
+	return exchange_n(m, out, 2, c, block_ns);
 }
 
 static int exchange(struct mpq_manager *m, redisReply **out, int argc,
@@ -353,6 +367,28 @@ static int conn_ready(struct mpq_manager *m)
 		mpq__mgr_conn_drop(m);
 	}
 	return mpq__mgr_conn_open(m);
+}
+
+int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns)
+{
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
+	struct timespec pause = { 0, 10 * 1000000L };
+	int err;
+
+	for (;;) {
+		err = conn_ready(m);
+		*out = NULL;
+		if (err)
+			return err;
+		err = exchange_n(m, out, n, cmds, block_ns);
+		/* A server still loading its AOF has run nothing: wait
+		 * (within the timeout) and send again. */
+		if (err != -EAGAIN || mpq__mgr_now() > deadline)
+			return err;
+		nanosleep(&pause, NULL);
+	}
 }
 
 static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,
@@ -469,6 +505,13 @@ out:
 		free(lens);
 	}
 	return err;
+}
+
+int64_t mpq__mgr_block_secs(char secs[32], int64_t wait_ns)
+{
+	const char *argv[3];
+
+	return blpop_argv(argv, secs, "", wait_ns);
 }
 
 int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,

@@ -59,6 +59,23 @@ struct mgr_script {
 #define MGR_MAX_BLOCK_NS	(10 * 1000000000LL)
 
 int64_t mpq__mgr_now(void);
+/* One command of a pipeline: argc words, lens NULL for C strings. */
+struct mgr_cmd {
+	int argc;
+	const char **argv;
+	const size_t *lens;
+};
+/*
+ * Send n commands in one write and read their n replies: one round trip.
+ * *out is the last one's reply; an error reply of any is its errno (the
+ * last's first). block_ns as for mpq__mgr_command.
+ */
+int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns);
+/* The timeout argument of a blocking command for a wait of wait_ns, made
+ * 1 ms to MGR_MAX_BLOCK_NS (0 would block for ever); returns that wait. */
+int64_t mpq__mgr_block_secs(char secs[32], int64_t wait_ns);
 /* Run one command; *out (freed by the caller) is a reply of any type but
  * error. block_ns: how long the server may hold the reply back (a
  * blocking command), on top of the manager's timeout. */

@@ -23,6 +23,15 @@
  *   :wput :wjoin  wake lists, at most one token each
  * and "mpq:<ns>:l:<name>.dead", a managed list of dead letters.
  *
+ * A queue without leases (MPQ_MANAGER_NO_LEASE, fixed by its first
+ * opener like the rest of :cfg) keeps the payloads in :ready itself: no
+ * id, no :msg, no count, since its get is for good. Then an unbounded
+ * one's put is MULTI, RPUSH, INCRBY :unf, EXEC and its get a BLMPOP: no
+ * Lua, which costs the server more than the commands it runs (a script
+ * call and each redis.call in it a few microseconds, against a fraction
+ * of one for a plain command). A getter killed after its pop loses the
+ * message, as one killed after its get script ran always did.
+ *
  * A blocking get is one round trip: "BLMOVE :ready :take" and the get
  * script, in one write. The BLMOVE waits on the data itself (a put's
  * RPUSH serves one blocked getter per message, no herd), and the script,
@@ -70,6 +79,8 @@ struct mpq_manager_queue {
 	char *keys[K_N];
 	char maxsize[24], lease_ms[24], maxdeliv[24];
 	int64_t lease_ns;
+	uint64_t max;		/* maxsize, 0: unbounded */
+	int plain;		/* no leases: payloads in :ready (above) */
 	/* Until when (mpq__mgr_now) no lease can run out unseen: a get may
 	 * block that long in one round trip (0: not known, INT64_MAX: the
 	 * queue has no leases). */
@@ -102,7 +113,24 @@ struct mpq_manager_queue {
 	"if redis.call('DECRBY', UNF, gone) <= 0 then wake(WJOIN) end end " \
 	"return gone end\n"
 
-#define Q_PRELUDE MGR_LUA_NOW Q_KEYS Q_RECLAIM
+/*
+ * Take up to n from the front: what a BLMOVE parked in :take first (it
+ * is older than :ready's head), and what is left there back to the front
+ * of :ready, where a blocked getter sees it. Ids, or a plain queue's
+ * payloads; false if none.
+ */
+#define Q_TAKE \
+	"local function take_front(n) " \
+	"local ids = redis.call('LPOP', TAKE, n) " \
+	"if not ids then return redis.call('LPOP', READY, n) end " \
+	"if #ids < n then " \
+	"local more = redis.call('LPOP', READY, n - #ids) " \
+	"if more then for _, id in ipairs(more) do ids[#ids + 1] = id end " \
+	"end else " \
+	"while redis.call('LMOVE', TAKE, READY, 'RIGHT', 'LEFT') do end end " \
+	"return ids end\n"
+
+#define Q_PRELUDE MGR_LUA_NOW Q_KEYS Q_RECLAIM Q_TAKE
 
 /* ARGV: maxsize, lease_ms, maxdeliv. Returns the stored three. */
 static struct mgr_script open_lua = { .src = Q_KEYS
@@ -153,14 +181,7 @@ static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"local nx = redis.call('ZRANGE', LEASE, 0, 0, 'WITHSCORES') "
 	"if nx[2] then return math.max(1, tonumber(nx[2]) - now + 1) end "
 	"return -1 end "
-	"local ids = redis.call('LPOP', TAKE, n) "
-	"if ids then "
-	"if #ids < n then "
-	"local more = redis.call('LPOP', READY, n - #ids) "
-	"if more then for _, id in ipairs(more) do ids[#ids + 1] = id end end "
-	"end "
-	"while redis.call('LMOVE', TAKE, READY, 'RIGHT', 'LEFT') do end "
-	"else ids = redis.call('LPOP', READY, n) end "
+	"local ids = take_front(n) "
 	"if not ids then return {next_ms()} end "
 	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
 	"local final = ARGV[5] == '1' "
@@ -182,6 +203,33 @@ static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"redis.call('HSET', CNT, unpack(hc)) "
 	"redis.call('ZADD', LEASE, unpack(z)) "
 	"out[1] = next_ms() return out" };
+
+/*
+ * A plain queue's (no leases, payloads in :ready) put when it is bounded:
+ * ARGV as put_lua's. Returns the count put.
+ */
+static struct mgr_script plain_put_lua = { .src = Q_KEYS
+	"local maxsize, n = tonumber(ARGV[1]), #ARGV - 3 "
+	"local used = redis.call('LLEN', READY) + redis.call('LLEN', TAKE) "
+	"if maxsize > 0 and maxsize - used < n then n = maxsize - used end "
+	"if n <= 0 then return 0 end "
+	"redis.call('RPUSH', READY, unpack(ARGV, 4, 3 + n)) "
+	"redis.call('INCRBY', UNF, n) "
+	"if maxsize > 0 and used + n < maxsize then wake(WPUT) end "
+	"return n" };
+
+/*
+ * A plain queue's get when it is bounded (a putter may wait) or final
+ * (done at once): ARGV and answer as get_lua's, each id 0.
+ */
+static struct mgr_script plain_get_lua = { .src = Q_KEYS Q_TAKE
+	"local ps = take_front(tonumber(ARGV[4])) "
+	"if not ps then return {-1} end "
+	"if tonumber(ARGV[1]) > 0 then wake(WPUT) end "
+	"if ARGV[5] == '1' and "
+	"redis.call('DECRBY', UNF, #ps) <= 0 then wake(WJOIN) end "
+	"local out = {-1} for i, p in ipairs(ps) do out[3 * i - 1] = 0 "
+	"out[3 * i] = 1 out[3 * i + 1] = p end return out" };
 
 /* ARGV: id, delivery. 0 done, -1 stale. */
 static struct mgr_script done_lua = { .src = Q_KEYS
@@ -304,7 +352,9 @@ MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
 	if (q->lease_ns < 0) {
 		q->lease_ns = MPQ_MANAGER_NO_LEASE;
 		q->calm_until = INT64_MAX;
+		q->plain = 1;
 	}
+	q->max = strtoull(q->maxsize, NULL, 10);
 	*out = q;
 	return 0;
 }
@@ -317,6 +367,50 @@ static int64_t remaining(int64_t deadline)
 		return MGR_MAX_BLOCK_NS;
 	left = deadline - mpq__mgr_now();
 	return left > 0 ? left : 0;
+}
+
+/*
+ * An unbounded plain queue's put: MULTI, RPUSH :ready, INCRBY :unf, EXEC
+ * in one write. MULTI so that a putter cut off half-way through a big
+ * batch leaves neither (the server runs nothing before EXEC arrives).
+ */
+static int plain_put(struct mpq_manager_queue *q, const struct iovec *msgs,
+		     unsigned int n)
+{
+	const char *multi[1] = { "MULTI" }, *exec[1] = { "EXEC" };
+	const char *rpush[2 + 512];
+	size_t rlens[2 + 512];
+	char num[16];
+	const char *incr[3] = { "INCRBY", q->keys[K_UNF], num };
+	struct mgr_cmd c[4] = {
+		{ 1, multi, NULL }, { 2 + n, rpush, rlens },
+		{ 3, incr, NULL }, { 1, exec, NULL },
+	};
+	redisReply *r;
+	unsigned int i;
+	int err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	rpush[0] = "RPUSH";
+	rlens[0] = 5;
+	rpush[1] = q->keys[K_READY];
+	rlens[1] = strlen(rpush[1]);
+	for (i = 0; i < n; i++) {
+		rpush[2 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
+		rlens[2 + i] = msgs[i].iov_len;
+	}
+	err = mpq__mgr_pipeline(q->m, &r, 4, c, 0);
+	if (err)
+		return err;
+	/* EXEC's answer: the list's length and the count, or nil (or an
+	 * error, mapped above) if the transaction did not run. */
+	err = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	      r->element[0]->type == REDIS_REPLY_INTEGER ? (int)n : -EPROTO;
+	if (err < 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_ERROR)
+		err = -EPROTOTYPE;	/* the key holds another type */
+	freeReplyObject(r);
+	return err;
 }
 
 /*
@@ -333,6 +427,8 @@ static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
 	unsigned int i;
 	int err;
 
+	if (q->plain && !q->max)
+		return plain_put(q, msgs, n);
 	args[0] = q->maxsize;
 	args[1] = q->lease_ms;
 	args[2] = q->maxdeliv;
@@ -342,8 +438,10 @@ static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
 		args[3 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
 		alens[3 + i] = msgs[i].iov_len;
 	}
-	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &put_lua, &r, K_N,
-				  (const char **)q->keys, 3 + n, args, alens);
+	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns,
+				  q->plain ? &plain_put_lua : &put_lua, &r,
+				  K_N, (const char **)q->keys, 3 + n, args,
+				  alens);
 	if (err)
 		return err;
 	err = mpq__mgr_reply_int(r, &put);
@@ -444,12 +542,93 @@ nomem:
 	return -ENOMEM;
 }
 
+/*
+ * An unbounded plain queue's get (not final): BLMPOP (LMPOP when it must
+ * not wait) of up to n payloads, no script.
+ */
+static int plain_take(struct mpq_manager_queue *q,
+		      struct mpq_manager_msg *msgs, unsigned int n,
+		      int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	const char *argv[7];
+	char secs[32], num[16];
+	redisReply *r, *ps;
+	unsigned int got, i;
+	int64_t block;
+	int argc, err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	for (;;) {
+		block = timeout_ns ? remaining(deadline) : 0;
+		argc = 0;
+		if (block > 0) {
+			block = mpq__mgr_block_secs(secs, block);
+			argv[argc++] = "BLMPOP";
+			argv[argc++] = secs;
+		} else {
+			argv[argc++] = "LMPOP";
+		}
+		argv[argc++] = "1";
+		argv[argc++] = q->keys[K_READY];
+		argv[argc++] = "LEFT";
+		argv[argc++] = "COUNT";
+		argv[argc++] = num;
+		err = mpq__mgr_command(q->m, &r, argc, argv, NULL,
+				       block > 0 ? block : 0);
+		if (err)
+			return err;
+		/* nil, or [key, [payload, ...]] */
+		if (r->type == REDIS_REPLY_NIL) {
+			freeReplyObject(r);
+			if (!timeout_ns)
+				return -EAGAIN;
+			if (!remaining(deadline))
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY ||
+		    !r->element[1]->elements || r->element[1]->elements > n) {
+			freeReplyObject(r);
+			return -EPROTO;
+		}
+		ps = r->element[1];
+		for (got = 0; got < ps->elements; got++) {
+			redisReply *p = ps->element[got];
+
+			msgs[got].data = NULL;
+			if (p->type != REDIS_REPLY_STRING)
+				break;
+			msgs[got].data = malloc(p->len ? p->len : 1);
+			if (!msgs[got].data)
+				break;
+			memcpy(msgs[got].data, p->str, p->len);
+			msgs[got].len = p->len;
+			msgs[got].id = 0;
+			msgs[got].deliveries = 1;
+		}
+		err = got == ps->elements ? 0 :
+		      ps->element[got]->type != REDIS_REPLY_STRING ? -EPROTO :
+		      -ENOMEM;
+		freeReplyObject(r);
+		if (err) {
+			/* Taken for good, as a reply lost on the way is. */
+			for (i = 0; i < got; i++)
+				mpq_manager_msg_free(&msgs[i]);
+			return err;
+		}
+		return (int)got;
+	}
+}
+
 int mpq__mgr_queue_take(struct mpq_manager_queue *q,
 			struct mpq_manager_msg *msgs, unsigned int n,
 			int64_t timeout_ns, int final)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
 	int64_t sent, block;
+	struct mgr_script *s;
 	const char *args[5];
 	char num[16];
 	long long next_ms;
@@ -460,12 +639,15 @@ int mpq__mgr_queue_take(struct mpq_manager_queue *q,
 		return -EINVAL;
 	if (n > 512)
 		n = 512;
+	if (q->plain && !q->max && !final)
+		return plain_take(q, msgs, n, timeout_ns);
 	snprintf(num, sizeof(num), "%u", n);
 	args[0] = q->maxsize;
 	args[1] = q->lease_ms;
 	args[2] = q->maxdeliv;
 	args[3] = num;
 	args[4] = final ? "1" : "0";
+	s = q->plain ? &plain_get_lua : &get_lua;
 	for (;;) {
 		sent = mpq__mgr_now();
 		block = timeout_ns ? remaining(deadline) : 0;
@@ -480,11 +662,11 @@ int mpq__mgr_queue_take(struct mpq_manager_queue *q,
 		if (block > 0)
 			err = mpq__mgr_eval_after_move(q->m, q->keys[K_READY],
 						       q->keys[K_TAKE], block,
-						       &get_lua, &r, K_N,
+						       s, &r, K_N,
 						       (const char **)q->keys,
 						       5, args, NULL);
 		else
-			err = mpq__mgr_eval(q->m, &get_lua, &r, K_N,
+			err = mpq__mgr_eval(q->m, s, &r, K_N,
 					    (const char **)q->keys, 5, args,
 					    NULL);
 		if (err)
