@@ -1016,6 +1016,85 @@ TEST_F(mgr, a_getter_that_dies_between_its_wait_and_its_take_loses_nothing)
 	mpq_manager_queue_free(q);
 }
 
+/*
+ * A queue without leases keeps its payloads in :ready and, unbounded,
+ * runs no script: its put is a MULTI and its get a BLMPOP; bounded or
+ * taken as a plain Queue (done at once) it runs scripts. Every path keeps
+ * order, maxsize, wakes blocked getters and putters and counts tasks.
+ */
+TEST_F(mgr, a_queue_without_leases_keeps_order_maxsize_and_task_counts)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "pq", 0,
+					     MPQ_MANAGER_NO_LEASE, 0);
+	struct mpq_manager_queue *b = open_q(self->m, "pb", 2,
+					     MPQ_MANAGER_NO_LEASE, 0);
+	struct iovec v[5] = { { "a", 1 }, { "b", 1 }, { "c", 1 }, { "d", 1 },
+			      { "e", 1 } };
+	struct mpq_manager_queue_attr nl = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+	struct mpq_manager_msg msgs[8];
+	struct mpq_queue *pq;
+	char ns[64], key[128], buf[8];
+	redisContext *c = raw_conn(self->m, ns);
+	size_t len;
+	pid_t kid;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, b);
+	ASSERT_NE(NULL, c);
+	/* Unbounded: MULTI and BLMPOP. */
+	ASSERT_EQ(5, mpq_manager_queue_put_many(q, v, 5, 0));
+	EXPECT_EQ(5, mpq_manager_queue_size(q));
+	ASSERT_EQ(3, mpq_manager_queue_get_many(q, msgs, 3, 0));
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ('a' + i, *(char *)msgs[i].data);
+		EXPECT_EQ(1, msgs[i].deliveries);
+	}
+	ASSERT_EQ(2, mpq_manager_queue_get_many(q, msgs + 3, 8, 1000 * MS));
+	EXPECT_EQ('e', *(char *)msgs[4].data);
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, msgs + 5, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_get(q, msgs + 5, 50 * MS));
+	kid = spawn(get_one, q);
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "z", 1, 0));
+	EXPECT_EQ('z', wait_child(kid, 5000));
+	EXPECT_EQ(6, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(5, mpq_manager_msg_done_many(q, msgs, 5));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));  /* z: not done */
+	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));
+	/* Bounded: scripts, maxsize exact, a blocked putter woken. */
+	EXPECT_EQ(2, mpq_manager_queue_put_many(b, v, 3, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_put(b, "x", 1, 0));
+	kid = spawn(blocked_put, b);
+	sleep_ms(100);
+	EXPECT_TRUE(child_running(kid));
+	ASSERT_EQ(0, mpq_manager_queue_get(b, msgs, 1000 * MS));
+	EXPECT_EQ('a', *(char *)msgs[0].data);
+	mpq_manager_msg_free(&msgs[0]);
+	EXPECT_EQ(0, wait_child(kid, 5000));
+	ASSERT_EQ(2, mpq_manager_queue_get_many(b, msgs, 8, 0));
+	EXPECT_EQ('b', *(char *)msgs[0].data);
+	EXPECT_EQ('c', *(char *)msgs[1].data);
+	mpq_manager_msg_free(&msgs[0]);
+	mpq_manager_msg_free(&msgs[1]);
+	/* As a plain Queue: its get is done at once (final). */
+	ASSERT_EQ(0, mpq_manager_queue_open(self->m, "pq", &nl, &pq));
+	ASSERT_EQ(0, mpq_queue_put(pq, "y", 1, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(pq, buf, &len, 1000 * MS));
+	EXPECT_EQ('y', buf[0]);
+	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));
+	mpq_queue_free(pq);
+	/* A key of another type where :ready lives: one errno, both ways. */
+	snprintf(key, sizeof(key), "mpq:%s:q:pq:ready", ns);
+	freeReplyObject(redisCommand(c, "SET %s x", key));
+	EXPECT_EQ(-EPROTOTYPE, mpq_manager_queue_put(q, "w", 1, 0));
+	EXPECT_EQ(-EPROTOTYPE, mpq_manager_queue_get(q, msgs, 100 * MS));
+	redisFree(c);
+	mpq_manager_queue_free(b);
+	mpq_manager_queue_free(q);
+}
+
 /* Get 1 to 3 messages (blocking) and keep them leased: never done. */
 static int get_and_hold(void *p)
 {

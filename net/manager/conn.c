@@ -103,7 +103,7 @@ static int ctx_err(const redisContext *c)
 }
 
 /* An error reply from the server, by its code word. */
-static int reply_err(const redisReply *r)
+int mpq__mgr_reply_err(const redisReply *r)
 {
 	static const struct { const char *code; int err; } map[] = {
 		{ "WRONGPASS", -EACCES }, { "NOAUTH", -EACCES },
@@ -256,7 +256,7 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 		if (err || i + 1 == n)
 			break;
 		if (r->type == REDIS_REPLY_ERROR && !first_err)
-			first_err = reply_err(r);
+			first_err = mpq__mgr_reply_err(r);
 		freeReplyObject(r);
 		r = NULL;
 	}
@@ -265,7 +265,7 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 		return err;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
-		err = reply_err(r);
+		err = mpq__mgr_reply_err(r);
 		freeReplyObject(r);
 		return err;
 	}

@@ -115,6 +115,8 @@ char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
 	       const char *suffix);
 const char *mpq__mgr_owner(struct mpq_manager *m);
 int mpq__mgr_reply_int(const redisReply *r, long long *v);
+/* The errno of an error reply (WRONGTYPE: -EPROTOTYPE, ...). */
+int mpq__mgr_reply_err(const redisReply *r);
 int mpq__mgr_name_ok(const char *name);
 /* Copy a bulk reply out to buf (*len: its size, then the length);
  * -ENOENT for nil, -EMSGSIZE (and the length needed) when too small. */

@@ -403,12 +403,16 @@ static int plain_put(struct mpq_manager_queue *q, const struct iovec *msgs,
 	if (err)
 		return err;
 	/* EXEC's answer: the list's length and the count, or nil (or an
-	 * error, mapped above) if the transaction did not run. */
-	err = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-	      r->element[0]->type == REDIS_REPLY_INTEGER ? (int)n : -EPROTO;
-	if (err < 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-	    r->element[0]->type == REDIS_REPLY_ERROR)
-		err = -EPROTOTYPE;	/* the key holds another type */
+	 * error, mapped above) if the transaction did not run; a command
+	 * of it that failed (a key of another type) answers an error. */
+	err = -EPROTO;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		for (i = 0, err = n; i < 2; i++)
+			if (r->element[i]->type == REDIS_REPLY_ERROR)
+				err = mpq__mgr_reply_err(r->element[i]);
+			else if (r->element[i]->type != REDIS_REPLY_INTEGER)
+				err = -EPROTO;
+	}
 	freeReplyObject(r);
 	return err;
 }
