@@ -1058,7 +1058,17 @@ TEST_F(mgr, a_queue_without_leases_keeps_order_maxsize_and_task_counts)
 	sleep_ms(100);
 	ASSERT_EQ(0, mpq_manager_queue_put(q, "z", 1, 0));
 	EXPECT_EQ('z', wait_child(kid, 5000));
-	EXPECT_EQ(6, mpq_manager_queue_unfinished(q));
+	/* Parked by a plain Queue's get (a script's) that died: found. */
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "p", 1, 0));
+	snprintf(key, sizeof(key), "mpq:%s:q:pq:", ns);
+	freeReplyObject(redisCommand(c, "LMOVE %sready %stake LEFT RIGHT",
+				     key, key));
+	EXPECT_EQ(1, mpq_manager_queue_size(q));
+	ASSERT_EQ(0, mpq_manager_queue_get(q, msgs + 5, 1000 * MS));
+	EXPECT_EQ('p', *(char *)msgs[5].data);
+	mpq_manager_msg_free(&msgs[5]);
+	EXPECT_EQ(7, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(1, mpq_manager_msg_done(q, &msgs[5]) == 0);
 	EXPECT_EQ(5, mpq_manager_msg_done_many(q, msgs, 5));
 	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));  /* z: not done */
 	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));

@@ -548,14 +548,16 @@ nomem:
 
 /*
  * An unbounded plain queue's get (not final): BLMPOP (LMPOP when it must
- * not wait) of up to n payloads, no script.
+ * not wait) of up to n payloads, no script. From :take first: a plain
+ * Queue proxy's get (final) is the BLMOVE and script of a bounded one,
+ * and what one of those left parked there is the oldest.
  */
 static int plain_take(struct mpq_manager_queue *q,
 		      struct mpq_manager_msg *msgs, unsigned int n,
 		      int64_t timeout_ns)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	const char *argv[7];
+	const char *argv[8];
 	char secs[32], num[16];
 	redisReply *r, *ps;
 	unsigned int got, i;
@@ -573,7 +575,8 @@ static int plain_take(struct mpq_manager_queue *q,
 		} else {
 			argv[argc++] = "LMPOP";
 		}
-		argv[argc++] = "1";
+		argv[argc++] = "2";
+		argv[argc++] = q->keys[K_TAKE];
 		argv[argc++] = q->keys[K_READY];
 		argv[argc++] = "LEFT";
 		argv[argc++] = "COUNT";
