@@ -198,14 +198,16 @@ TEST_F(mgr, a_dead_server_shows_on_the_pidfd_and_calls_fail_fast)
 	mpq_manager_queue_free(q);
 }
 
-TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
+static void get_while_the_server_is_killed(struct __test_metadata *_metadata,
+					  struct mpq_manager *m,
+					  const struct mpq_manager_queue_attr *a)
 {
 	struct mpq_manager_queue *q;
 	struct mpq_manager_msg msg;
-	pid_t server = mpq_manager_server_pid(self->m), killer;
+	pid_t server = mpq_manager_server_pid(m), killer;
 	int err;
 
-	ASSERT_EQ(0, mpq_manager_queue(self->m, "q", NULL, &q));
+	ASSERT_EQ(0, mpq_manager_queue(m, "q", a, &q));
 	killer = fork();
 	if (killer == 0) {
 		sleep_ms(200);
@@ -216,6 +218,19 @@ TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
 	EXPECT_EQ(-ECONNRESET, err);
 	EXPECT_EQ(0, wait_child(killer, 5000));
 	mpq_manager_queue_free(q);
+}
+
+TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
+{
+	get_while_the_server_is_killed(_metadata, self->m, NULL);
+}
+
+/* The same for a queue without leases, whose get is a BLMPOP. */
+TEST_F(mgr, a_server_killed_during_a_blocking_plain_get_ends_it_with_an_error)
+{
+	struct mpq_manager_queue_attr a = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+
+	get_while_the_server_is_killed(_metadata, self->m, &a);
 }
 
 static int child_adds(void *arg)
