@@ -103,7 +103,7 @@ static int ctx_err(const redisContext *c)
 }
 
 /* An error reply from the server, by its code word. */
-int mpq__mgr_reply_err(const redisReply *r)
+static int reply_err(const redisReply *r)
 {
 	static const struct { const char *code; int err; } map[] = {
 		{ "WRONGPASS", -EACCES }, { "NOAUTH", -EACCES },
@@ -128,6 +128,11 @@ int mpq__mgr_reply_err(const redisReply *r)
 			return -(int)e;
 	}
 	return -EREMOTEIO;
+}
+
+int mpq__mgr_reply_err(const redisReply *r)
+{
+	return reply_err(r);
 }
 
 void mpq__mgr_conn_drop(struct mpq_manager *m)
@@ -256,7 +261,7 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 		if (err || i + 1 == n)
 			break;
 		if (r->type == REDIS_REPLY_ERROR && !first_err)
-			first_err = mpq__mgr_reply_err(r);
+			first_err = reply_err(r);
 		freeReplyObject(r);
 		r = NULL;
 	}
@@ -265,7 +270,7 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 		return err;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
-		err = mpq__mgr_reply_err(r);
+		err = reply_err(r);
 		freeReplyObject(r);
 		return err;
 	}

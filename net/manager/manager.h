@@ -91,16 +91,6 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 			redisReply **out, int nkeys, const char **keys,
 			int nargs, const char **args, const size_t *alens);
 /*
- * The same after "BLMOVE src dst LEFT RIGHT" for at most wait_ns (1 ms to
- * MGR_MAX_BLOCK_NS): the wait is on the data itself, and the script that
- * follows it in the same write finds what the move took (queue.c).
- */
-int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
-			     const char *dst, int64_t wait_ns,
-			     struct mgr_script *s, redisReply **out, int nkeys,
-			     const char **keys, int nargs, const char **args,
-			     const size_t *alens);
-/*
  * "verb key item..." for n items of width fields each, field j of item i
  * being cols[j][i] (RPUSH: 1, the values; HSET: 2, keys and values), in
  * commands of at most 512 items. An error stops it: the commands before
@@ -109,6 +99,16 @@ int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
 int mpq__mgr_command_chunked(struct mpq_manager *m, const char *verb,
 			     const char *key, const struct iovec *const *cols,
 			     unsigned int width, unsigned int n);
+/*
+ * mpq__mgr_eval_after's script after "BLMOVE src dst LEFT RIGHT" for at most wait_ns (1 ms to
+ * MGR_MAX_BLOCK_NS): the wait is on the data itself, and the script that
+ * follows it in the same write finds what the move took (queue.c).
+ */
+int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
+			     const char *dst, int64_t wait_ns,
+			     struct mgr_script *s, redisReply **out, int nkeys,
+			     const char **keys, int nargs, const char **args,
+			     const size_t *alens);
 /* BLPOP key for at most wait_ns (>= 1 ms); 0 when woken or timed out. */
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns);
 char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
