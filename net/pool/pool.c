@@ -162,7 +162,7 @@ static struct mgr_script drop_lua = { .src =
 
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
-	":wget", ":wput", ":wjoin",
+	":take", ":wput", ":wjoin",
 };
 
 struct dp_pool {
