@@ -17,7 +17,7 @@
  *
  * Every message is checked (sequence number in its first bytes).
  *     make build/bench/manager_bench
- *     build/bench/manager_bench [PORT] [event]   (event: that cell alone)
+ *     build/bench/manager_bench [PORT] [event|rtt]   (those cells alone)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -316,6 +316,13 @@ int main(int argc, char **argv)
 	printf("# mpq Manager, redis-server on %s\n", addr);
 	if (argc > 2 && !strcmp(argv[2], "event")) {	/* that cell alone */
 		event_rtt(m, 3000);
+		mpq_manager_shutdown(m);
+		return 0;
+	}
+	if (argc > 2 && !strcmp(argv[2], "rtt")) {	/* round trips alone */
+		rtt(m, 5000);
+		lease = MPQ_MANAGER_NO_LEASE;
+		rtt(m, 5000);
 		mpq_manager_shutdown(m);
 		return 0;
 	}

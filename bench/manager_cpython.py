@@ -12,7 +12,7 @@ clients would (forked Processes, each with its own connection).
   dict     set then get of N keys through a managed dict; ops/s
   event    ping-pong through two managed Events (set, wait, clear)
 
-    /usr/bin/python3 bench/manager_cpython.py [PORT] [event]
+    /usr/bin/python3 bench/manager_cpython.py [PORT] [event|rtt]
 """
 import multiprocessing as mp
 import queue
@@ -162,6 +162,10 @@ if __name__ == '__main__':
     print('# Python %s BaseManager on %s:%d' % (sys.version.split()[0], *ADDR))
     if sys.argv[2:] == ['event']:   # that cell alone
         event_rtt(3000)
+        server.shutdown()
+        sys.exit(0)
+    if sys.argv[2:] == ['rtt']:     # the queue round trip alone
+        rtt(5000)
         server.shutdown()
         sys.exit(0)
     rtt(5000)

@@ -198,14 +198,16 @@ TEST_F(mgr, a_dead_server_shows_on_the_pidfd_and_calls_fail_fast)
 	mpq_manager_queue_free(q);
 }
 
-TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
+static void get_while_the_server_is_killed(struct __test_metadata *_metadata,
+					  struct mpq_manager *m,
+					  const struct mpq_manager_queue_attr *a)
 {
 	struct mpq_manager_queue *q;
 	struct mpq_manager_msg msg;
-	pid_t server = mpq_manager_server_pid(self->m), killer;
+	pid_t server = mpq_manager_server_pid(m), killer;
 	int err;
 
-	ASSERT_EQ(0, mpq_manager_queue(self->m, "q", NULL, &q));
+	ASSERT_EQ(0, mpq_manager_queue(m, "q", a, &q));
 	killer = fork();
 	if (killer == 0) {
 		sleep_ms(200);
@@ -216,6 +218,19 @@ TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
 	EXPECT_EQ(-ECONNRESET, err);
 	EXPECT_EQ(0, wait_child(killer, 5000));
 	mpq_manager_queue_free(q);
+}
+
+TEST_F(mgr, a_server_killed_during_a_blocking_get_ends_the_get_with_an_error)
+{
+	get_while_the_server_is_killed(_metadata, self->m, NULL);
+}
+
+/* The same for a queue without leases, whose get is a BLMPOP. */
+TEST_F(mgr, a_server_killed_during_a_blocking_plain_get_ends_it_with_an_error)
+{
+	struct mpq_manager_queue_attr a = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+
+	get_while_the_server_is_killed(_metadata, self->m, &a);
 }
 
 static int child_adds(void *arg)
@@ -898,6 +913,300 @@ TEST_F(mgr, a_queue_without_leases_is_pythons_queue)
 	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));
 	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg[0]));
 	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));	/* the lost "a" */
+	mpq_manager_queue_free(q);
+}
+
+/*
+ * A raw connection to the manager's own server as its namespace's user
+ * (the tests below play a process that died half-way through a call).
+ */
+static redisContext *raw_conn(struct mpq_manager *m, char ns[64])
+{
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+
+	snprintf(path, sizeof(path), "%s", mpq_manager_address(m) + 5);
+	hash = strchr(path, '#');
+	if (!hash)
+		return NULL;
+	*hash = 0;
+	snprintf(ns, 64, "%s", hash + 1);
+	c = redisConnectUnix(path);
+	if (!c || c->err)
+		return NULL;
+	r = redisCommand(c, "AUTH %s %s", ns, mpq_manager_authkey(m));
+	if (!r || r->type != REDIS_REPLY_STATUS) {
+		redisFree(c);
+		return NULL;
+	}
+	freeReplyObject(r);
+	return c;
+}
+
+static long long raw_int(redisContext *c, const char *fmt, const char *a,
+			 const char *b)
+{
+	redisReply *r = redisCommand(c, fmt, a, b);
+	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer :
+		      r && r->type == REDIS_REPLY_STRING ? 1 : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+static int get_one(void *p)
+{
+	struct mpq_manager_msg msg;
+
+	if (mpq_manager_queue_get(p, &msg, 5000 * MS))
+		return 1;
+	return msg.len == 1 ? *(char *)msg.data : 2;
+}
+
+/*
+ * A blocking get is "BLMOVE :ready :take" and the get script in one
+ * write; a getter that dies between the two (its BLMOVE served, its
+ * script never run) leaves the id in :take. Played here by moving it by
+ * hand: the id still counts for size and maxsize, and the next get, a
+ * blocked one too, takes it first, once, in order.
+ */
+TEST_F(mgr, a_getter_that_dies_between_its_wait_and_its_take_loses_nothing)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "park", 3, 0, 0);
+	struct mpq_manager_msg msg;
+	char ns[64], ready[128], take[128];
+	redisContext *c = raw_conn(self->m, ns);
+	pid_t getter;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, c);
+	snprintf(ready, sizeof(ready), "mpq:%s:q:park:ready", ns);
+	snprintf(take, sizeof(take), "mpq:%s:q:park:take", ns);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "a", 1, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "b", 1, 0));
+	/* A getter served "a", then killed before its script ran. */
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	EXPECT_EQ(2, mpq_manager_queue_size(q));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "c", 1, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_put(q, "d", 1, 0)); /* 3 held */
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 1000 * MS));
+	EXPECT_EQ('a', *(char *)msg.data);
+	EXPECT_EQ(1, msg.deliveries);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ(0, raw_int(c, "LLEN %s%s", take, ""));
+	/* The same with the rest taken by a blocked getter: the parked id
+	 * goes first, what the getter's own move took stays queued. */
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ('b', *(char *)msg.data);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	EXPECT_EQ(1, mpq_manager_queue_size(q));
+	getter = spawn(get_one, q);
+	sleep_ms(100);
+	EXPECT_EQ(1, raw_int(c, "LLEN %s%s", take, ""));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "e", 1, 0));
+	EXPECT_EQ('c', wait_child(getter, 5000));
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 1000 * MS));
+	EXPECT_EQ('e', *(char *)msg.data);
+	EXPECT_EQ(1, msg.deliveries);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	/* Two parked, a getter blocked on the empty :ready: the next get
+	 * takes one and puts the other back where the blocked one sees it
+	 * (else it would sleep its whole wait, 10 s, with a message there). */
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "f", 1, 0));
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "g", 1, 0));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	ASSERT_EQ(1, raw_int(c, "LMOVE %s %s LEFT RIGHT", ready, take));
+	getter = spawn(get_one, q);
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ('f', *(char *)msg.data);
+	EXPECT_EQ(0, mpq_manager_msg_done(q, &msg));
+	EXPECT_EQ('g', wait_child(getter, 4000));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, &msg, 0));
+	EXPECT_EQ(0, raw_int(c, "LLEN %s%s", take, ""));
+	redisFree(c);
+	mpq_manager_queue_free(q);
+}
+
+/*
+ * A queue without leases keeps its payloads in :ready and, unbounded,
+ * runs no script: its put is a MULTI and its get a BLMPOP; bounded or
+ * taken as a plain Queue (done at once) it runs scripts. Every path keeps
+ * order, maxsize, wakes blocked getters and putters and counts tasks.
+ */
+TEST_F(mgr, a_queue_without_leases_keeps_order_maxsize_and_task_counts)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "pq", 0,
+					     MPQ_MANAGER_NO_LEASE, 0);
+	struct mpq_manager_queue *b = open_q(self->m, "pb", 2,
+					     MPQ_MANAGER_NO_LEASE, 0);
+	struct iovec v[5] = { { "a", 1 }, { "b", 1 }, { "c", 1 }, { "d", 1 },
+			      { "e", 1 } };
+	struct mpq_manager_queue_attr nl = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+	struct mpq_manager_msg msgs[8];
+	struct mpq_queue *pq;
+	char ns[64], key[128], buf[8];
+	redisContext *c = raw_conn(self->m, ns);
+	size_t len;
+	pid_t kid;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, b);
+	ASSERT_NE(NULL, c);
+	/* Unbounded: MULTI and BLMPOP. */
+	ASSERT_EQ(5, mpq_manager_queue_put_many(q, v, 5, 0));
+	EXPECT_EQ(5, mpq_manager_queue_size(q));
+	ASSERT_EQ(3, mpq_manager_queue_get_many(q, msgs, 3, 0));
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ('a' + i, *(char *)msgs[i].data);
+		EXPECT_EQ(1, msgs[i].deliveries);
+	}
+	ASSERT_EQ(2, mpq_manager_queue_get_many(q, msgs + 3, 8, 1000 * MS));
+	EXPECT_EQ('e', *(char *)msgs[4].data);
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_get(q, msgs + 5, 0));
+	EXPECT_EQ(-ETIMEDOUT, mpq_manager_queue_get(q, msgs + 5, 50 * MS));
+	kid = spawn(get_one, q);
+	sleep_ms(100);
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "z", 1, 0));
+	EXPECT_EQ('z', wait_child(kid, 5000));
+	/* Parked by a plain Queue's get (a script's) that died: found. */
+	ASSERT_EQ(0, mpq_manager_queue_put(q, "p", 1, 0));
+	snprintf(key, sizeof(key), "mpq:%s:q:pq:", ns);
+	freeReplyObject(redisCommand(c, "LMOVE %sready %stake LEFT RIGHT",
+				     key, key));
+	EXPECT_EQ(1, mpq_manager_queue_size(q));
+	ASSERT_EQ(0, mpq_manager_queue_get(q, msgs + 5, 1000 * MS));
+	EXPECT_EQ('p', *(char *)msgs[5].data);
+	mpq_manager_msg_free(&msgs[5]);
+	EXPECT_EQ(7, mpq_manager_queue_unfinished(q));
+	EXPECT_EQ(1, mpq_manager_msg_done(q, &msgs[5]) == 0);
+	EXPECT_EQ(5, mpq_manager_msg_done_many(q, msgs, 5));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_join(q, 0));  /* z: not done */
+	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));
+	/* Bounded: scripts, maxsize exact, a blocked putter woken. */
+	EXPECT_EQ(2, mpq_manager_queue_put_many(b, v, 3, 0));
+	EXPECT_EQ(-EAGAIN, mpq_manager_queue_put(b, "x", 1, 0));
+	kid = spawn(blocked_put, b);
+	sleep_ms(100);
+	EXPECT_TRUE(child_running(kid));
+	ASSERT_EQ(0, mpq_manager_queue_get(b, msgs, 1000 * MS));
+	EXPECT_EQ('a', *(char *)msgs[0].data);
+	mpq_manager_msg_free(&msgs[0]);
+	EXPECT_EQ(0, wait_child(kid, 5000));
+	ASSERT_EQ(2, mpq_manager_queue_get_many(b, msgs, 8, 0));
+	EXPECT_EQ('b', *(char *)msgs[0].data);
+	EXPECT_EQ('c', *(char *)msgs[1].data);
+	mpq_manager_msg_free(&msgs[0]);
+	mpq_manager_msg_free(&msgs[1]);
+	/* As a plain Queue: its get is done at once (final). */
+	ASSERT_EQ(0, mpq_manager_queue_open(self->m, "pq", &nl, &pq));
+	ASSERT_EQ(0, mpq_queue_put(pq, "y", 1, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(pq, buf, &len, 1000 * MS));
+	EXPECT_EQ('y', buf[0]);
+	EXPECT_EQ(1, mpq_manager_queue_unfinished(q));
+	mpq_queue_free(pq);
+	/* A key of another type where :ready lives: one errno, both ways. */
+	snprintf(key, sizeof(key), "mpq:%s:q:pq:ready", ns);
+	freeReplyObject(redisCommand(c, "SET %s x", key));
+	EXPECT_EQ(-EPROTOTYPE, mpq_manager_queue_put(q, "w", 1, 0));
+	EXPECT_EQ(-EPROTOTYPE, mpq_manager_queue_get(q, msgs, 100 * MS));
+	redisFree(c);
+	mpq_manager_queue_free(b);
+	mpq_manager_queue_free(q);
+}
+
+/* Get 1 to 3 messages (blocking) and keep them leased: never done. */
+static int get_and_hold(void *p)
+{
+	struct mpq_manager_msg msgs[3];
+	int n = mpq_manager_queue_get_many(p, msgs, 1 + rand() % 3,
+					   MPQ_FOREVER);
+
+	if (n < 0)
+		return 1;
+	pause();
+	return 0;
+}
+
+/*
+ * Getters blocked in a get are SIGKILLed at random points around the put
+ * that serves them: still blocked, served but their script not run yet,
+ * their script run but its reply unread, or after. Every message put
+ * comes to the one living getter in the end (a killed getter's lease
+ * runs out), and never twice to it unless its own lease ran out first.
+ */
+TEST_F(mgr, a_sigkill_storm_on_blocked_getters_loses_nothing_and_doubles_nothing)
+{
+	struct mpq_manager_queue *q = open_q(self->m, "storm", 0, 300 * MS, 0);
+	enum { ROUNDS = 120, MAXPUT = ROUNDS * 3 };
+	static int done[MAXPUT], last[MAXPUT];
+	int64_t t0;
+	int round, k, n = 0, i, got = 0, again = 0, never = 0, err;
+	struct mpq_manager_msg msg;
+	char s[16];
+	pid_t kid[3];
+
+	ASSERT_NE(NULL, q);
+	t0 = now_ns();
+	memset(done, 0, sizeof(done));
+	memset(last, 0, sizeof(last));
+	srand(getpid());
+	for (round = 0; round < ROUNDS; round++) {
+		int puts = 1 + rand() % 3;
+
+		for (k = 0; k < 3; k++) {
+			srand(getpid() + round * 3 + k);
+			kid[k] = spawn(get_and_hold, q);
+		}
+		srand(getpid() + round);
+		usleep(rand() % 4000);
+		for (i = 0; i < puts; i++, n++) {
+			snprintf(s, sizeof(s), "%d", n);
+			ASSERT_EQ(0, mpq_manager_queue_put(q, s, strlen(s), 0));
+		}
+		/* At once, within a server's step or two, or later. */
+		k = rand() % 3;
+		usleep(k == 0 ? 0 : k == 1 ? rand() % 200 : rand() % 1500);
+		for (k = 0; k < 3; k++)
+			kill(kid[k], SIGKILL);
+		for (k = 0; k < 3; k++)
+			ASSERT_EQ(128 + SIGKILL, wait_child(kid[k], 5000));
+	}
+	for (;;) {
+		err = mpq_manager_queue_get(q, &msg, 2000 * MS);
+		if (err)
+			break;
+		snprintf(s, sizeof(s), "%.*s", (int)msg.len, (char *)msg.data);
+		i = atoi(s);
+		ASSERT_TRUE(i >= 0 && i < n);
+		/* A second delivery only after a lease ran out. */
+		ASSERT_GT(msg.deliveries, last[i]);
+		last[i] = msg.deliveries;
+		if (msg.deliveries > 1)
+			again++;
+		else
+			never++;
+		err = mpq_manager_msg_done(q, &msg);
+		ASSERT_TRUE(err == 0 || err == -ESTALE);
+		if (!err) {
+			done[i]++;
+			got++;
+		}
+	}
+	EXPECT_EQ(-ETIMEDOUT, err);
+	for (i = 0; i < n; i++)
+		EXPECT_EQ(1, done[i]);	/* nothing lost, nothing doubled */
+	TH_LOG("%d messages: %d came back from killed getters, %d were never taken (%lld ms)",
+	       n, again, never, (long long)((now_ns() - t0) / MS));
+	EXPECT_EQ(n, got);
+	EXPECT_GT(again, 0);		/* the kills did take messages */
+	EXPECT_EQ(0, mpq_manager_queue_size(q));
+	EXPECT_EQ(0, mpq_manager_queue_unfinished(q));
 	mpq_manager_queue_free(q);
 }
 

@@ -130,6 +130,11 @@ static int reply_err(const redisReply *r)
 	return -EREMOTEIO;
 }
 
+int mpq__mgr_reply_err(const redisReply *r)
+{
+	return reply_err(r);
+}
+
 void mpq__mgr_conn_drop(struct mpq_manager *m)
 {
 	if (m->c)
@@ -137,11 +142,25 @@ void mpq__mgr_conn_drop(struct mpq_manager *m)
 	m->c = NULL;
 }
 
+/*
+ * The bound on each read(2) of a reply (SO_RCVTIMEO; sends keep the
+ * manager's timeout, set at connect). A call's wanted bound moves by
+ * microseconds from call to call (the time left of a wait, of a reply's
+ * deadline), and hiredis's redisSetTimeout cost two setsockopt calls each
+ * time: the socket's is changed only when it is shorter than asked, or
+ * longer by MGR_TIMEOUT_SLACK or more, so that a read ends at most the
+ * slack after its deadline and never before.
+ */
+#define MGR_TIMEOUT_SLACK	(10 * 1000000LL)
+
 static int set_timeout(struct mpq_manager *m, int64_t ns)
 {
-	if (m->c_timeout_ns == ns)
+	struct timeval tv;
+
+	if (m->c_timeout_ns >= ns && m->c_timeout_ns - ns < MGR_TIMEOUT_SLACK)
 		return 0;
-	if (redisSetTimeout(m->c, tv_of(ns)) != REDIS_OK)
+	tv = tv_of(ns);
+	if (setsockopt(m->c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
 		return -EIO;
 	m->c_timeout_ns = ns;
 	return 0;
@@ -203,7 +222,7 @@ static int read_reply(struct mpq_manager *m, redisReply **out,
 		left = deadline - mpq__mgr_now();
 		if (left <= 0)
 			return -ETIMEDOUT;
-		if (left < m->c_timeout_ns && set_timeout(m, left))
+		if (set_timeout(m, left))
 			return -EIO;
 		if (redisBufferRead(m->c) != REDIS_OK)
 			return ctx_err(m->c);
@@ -211,40 +230,41 @@ static int read_reply(struct mpq_manager *m, redisReply **out,
 }
 
 /*
- * One exchange on the open connection: an optional command whose reply
- * is only waited for (pre: a BLPOP), pipelined before the one whose reply
- * is returned, so that a woken waiter's next step costs no round trip.
- * Drops the connection on a transport failure.
+ * One exchange on the open connection: n commands in one write (a wait
+ * and the step after it, a MULTI ... EXEC), so that they cost one round
+ * trip; the last one's reply is returned, the others' are only checked
+ * for an error (the last's error wins, then the first other's). Drops
+ * the connection on a transport failure.
  */
-static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
-		     const char **pre_argv, int argc, const char **argv,
-		     const size_t *lens, int64_t block_ns)
+static int exchange_n(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns)
 {
 	int64_t deadline = mpq__mgr_now() + m->timeout_ns + block_ns;
-	redisReply *pre = NULL, *r = NULL;
-	int err, pre_err = 0;
+	redisReply *r = NULL;
+	int err, first_err = 0;
+	unsigned int i;
 
 	*out = NULL;
 	err = set_timeout(m, m->timeout_ns + block_ns);
 	if (err)
 		return err;
-	if ((pre_argc && redisAppendCommandArgv(m->c, pre_argc, pre_argv,
-						NULL) != REDIS_OK) ||
-	    redisAppendCommandArgv(m->c, argc, argv, lens) != REDIS_OK) {
-		mpq__mgr_conn_drop(m);
-		return -ENOMEM;
-	}
-	err = flush_out(m->c, deadline);
-	if (!err && pre_argc) {
-		err = read_reply(m, &pre, deadline);
-		if (!err) {
-			if (pre->type == REDIS_REPLY_ERROR)
-				pre_err = reply_err(pre);
-			freeReplyObject(pre);
+	for (i = 0; i < n; i++)
+		if (redisAppendCommandArgv(m->c, cmds[i].argc, cmds[i].argv,
+					   cmds[i].lens) != REDIS_OK) {
+			mpq__mgr_conn_drop(m);
+			return -ENOMEM;
 		}
-	}
-	if (!err)
+	err = flush_out(m->c, deadline);
+	for (i = 0; !err && i < n; i++) {
 		err = read_reply(m, &r, deadline);
+		if (err || i + 1 == n)
+			break;
+		if (r->type == REDIS_REPLY_ERROR && !first_err)
+			first_err = reply_err(r);
+		freeReplyObject(r);
+		r = NULL;
+	}
 	if (err) {
 		mpq__mgr_conn_drop(m);
 		return err;
@@ -263,12 +283,25 @@ static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		freeReplyObject(r);
 		return err;
 	}
-	if (pre_err) {
+	if (first_err) {
 		freeReplyObject(r);
-		return pre_err;
+		return first_err;
 	}
 	*out = r;
 	return 0;
+}
+
+static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
+		     const char **pre_argv, int argc, const char **argv,
+		     const size_t *lens, int64_t block_ns)
+{
+	struct mgr_cmd c[2] = {
+		{ pre_argc, pre_argv, NULL }, { argc, argv, lens },
+	};
+
+	if (!pre_argc)
+		return exchange_n(m, out, 1, c + 1, block_ns);
+	return exchange_n(m, out, 2, c, block_ns);
 }
 
 static int exchange(struct mpq_manager *m, redisReply **out, int argc,
@@ -433,7 +466,11 @@ int mpq__mgr_conn_open(struct mpq_manager *m)
 	}
 	/* exec'd children must not inherit the socket. */
 	fcntl(m->c->fd, F_SETFD, FD_CLOEXEC);
-	m->c_timeout_ns = -1;
+	if (redisSetTimeout(m->c, tv)) {
+		mpq__mgr_conn_drop(m);
+		return -EIO;
+	}
+	m->c_timeout_ns = m->timeout_ns;
 	if (m->named_user || m->authkey[0]) {
 		argv[argc++] = "AUTH";
 		if (m->named_user)
@@ -485,6 +522,28 @@ static int conn_ready(struct mpq_manager *m)
 		mpq__mgr_conn_drop(m);
 	}
 	return mpq__mgr_conn_open(m);
+}
+
+int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns)
+{
+	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
+	struct timespec pause = { 0, 10 * 1000000L };
+	int err;
+
+	for (;;) {
+		err = conn_ready(m);
+		*out = NULL;
+		if (err)
+			return err;
+		err = exchange_n(m, out, n, cmds, block_ns);
+		/* A server still loading its AOF has run nothing: wait
+		 * (within the timeout) and send again. */
+		if (err != -EAGAIN || mpq__mgr_now() > deadline)
+			return err;
+		nanosleep(&pause, NULL);
+	}
 }
 
 static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,
@@ -628,14 +687,15 @@ static int64_t blpop_argv(const char *argv[3], char secs[32],
 	return wait_ns;
 }
 
-int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
-			int64_t wait_ns, struct mgr_script *s,
-			redisReply **out, int nkeys, const char **keys,
-			int nargs, const char **args, const size_t *alens)
+/*
+ * The script s, after the command pre (pre_argc words; 0: none) that may
+ * block for up to block_ns, both in one write: one round trip.
+ */
+static int eval_pre(struct mpq_manager *m, int pre_argc, const char **pre,
+		    int64_t block_ns, struct mgr_script *s, redisReply **out,
+		    int nkeys, const char **keys, int nargs, const char **args,
+		    const size_t *alens)
 {
-	const char *pre[3];
-	char secs[32];
-	int pre_argc = 0;
 	const char *stackv[40], **argv = stackv;
 	size_t stackl[40], *lens = stackl;
 	char nk[16];
@@ -665,12 +725,8 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
 		argv[3 + nkeys + i] = args[i];
 		lens[3 + nkeys + i] = alens ? alens[i] : strlen(args[i]);
 	}
-	if (wait_key) {
-		wait_ns = blpop_argv(pre, secs, wait_key, wait_ns);
-		pre_argc = 3;
-	}
 	err = command2(m, out, pre_argc, pre, argc, argv, lens,
-		       pre_argc ? wait_ns : 0);
+		       pre_argc ? block_ns : 0);
 	if (err == -ENOEXEC) {
 		/* Not cached on this server yet (or it restarted): EVAL
 		 * sends the source once and caches it. */
@@ -686,6 +742,49 @@ out:
 		free(lens);
 	}
 	return err;
+}
+
+int64_t mpq__mgr_block_secs(char secs[32], int64_t wait_ns)
+{
+	const char *argv[3];
+
+	return blpop_argv(argv, secs, "", wait_ns);
+}
+
+int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
+			int64_t wait_ns, struct mgr_script *s,
+			redisReply **out, int nkeys, const char **keys,
+			int nargs, const char **args, const size_t *alens)
+{
+	const char *pre[3];
+	char secs[32];
+
+	if (!wait_key)
+		return eval_pre(m, 0, NULL, 0, s, out, nkeys, keys, nargs,
+				args, alens);
+	wait_ns = blpop_argv(pre, secs, wait_key, wait_ns);
+	return eval_pre(m, 3, pre, wait_ns, s, out, nkeys, keys, nargs, args,
+			alens);
+}
+
+int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
+			     const char *dst, int64_t wait_ns,
+			     struct mgr_script *s, redisReply **out, int nkeys,
+			     const char **keys, int nargs, const char **args,
+			     const size_t *alens)
+{
+	const char *pre[6];
+	char secs[32];
+
+	/* The same bounds as a BLPOP's (0 would block for ever). */
+	wait_ns = blpop_argv(pre, secs, src, wait_ns);
+	pre[0] = "BLMOVE";
+	pre[2] = dst;
+	pre[3] = "LEFT";
+	pre[4] = "RIGHT";
+	pre[5] = secs;
+	return eval_pre(m, 6, pre, wait_ns, s, out, nkeys, keys, nargs, args,
+			alens);
 }
 
 int mpq__mgr_eval(struct mpq_manager *m, struct mgr_script *s, redisReply **out,

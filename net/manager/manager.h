@@ -69,6 +69,23 @@ struct mgr_script {
 #define MGR_MAX_BLOCK_NS	(10 * 1000000000LL)
 
 int64_t mpq__mgr_now(void);
+/* One command of a pipeline: argc words, lens NULL for C strings. */
+struct mgr_cmd {
+	int argc;
+	const char **argv;
+	const size_t *lens;
+};
+/*
+ * Send n commands in one write and read their n replies: one round trip.
+ * *out is the last one's reply; an error reply of any is its errno (the
+ * last's first). block_ns as for mpq__mgr_command.
+ */
+int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns);
+/* The timeout argument of a blocking command for a wait of wait_ns, made
+ * 1 ms to MGR_MAX_BLOCK_NS (0 would block for ever); returns that wait. */
+int64_t mpq__mgr_block_secs(char secs[32], int64_t wait_ns);
 /* Run one command; *out (freed by the caller) is a reply of any type but
  * error. block_ns: how long the server may hold the reply back (a
  * blocking command), on top of the manager's timeout. */
@@ -103,12 +120,24 @@ int mpq__mgr_pending(struct mpq_manager *m);
 int mpq__mgr_command_chunked(struct mpq_manager *m, const char *verb,
 			     const char *key, const struct iovec *const *cols,
 			     unsigned int width, unsigned int n);
+/*
+ * mpq__mgr_eval_after's script after "BLMOVE src dst LEFT RIGHT" for at most wait_ns (1 ms to
+ * MGR_MAX_BLOCK_NS): the wait is on the data itself, and the script that
+ * follows it in the same write finds what the move took (queue.c).
+ */
+int mpq__mgr_eval_after_move(struct mpq_manager *m, const char *src,
+			     const char *dst, int64_t wait_ns,
+			     struct mgr_script *s, redisReply **out, int nkeys,
+			     const char **keys, int nargs, const char **args,
+			     const size_t *alens);
 /* BLPOP key for at most wait_ns (>= 1 ms); 0 when woken or timed out. */
 int mpq__mgr_wait(struct mpq_manager *m, const char *key, int64_t wait_ns);
 char *mpq__mgr_key(struct mpq_manager *m, char type, const char *name,
 	       const char *suffix);
 const char *mpq__mgr_owner(struct mpq_manager *m);
 int mpq__mgr_reply_int(const redisReply *r, long long *v);
+/* The errno of an error reply (WRONGTYPE: -EPROTOTYPE, ...). */
+int mpq__mgr_reply_err(const redisReply *r);
 int mpq__mgr_name_ok(const char *name);
 /* Copy a bulk reply out to buf (*len: its size, then the length);
  * -ENOENT for nil, -EMSGSIZE (and the length needed) when too small. */

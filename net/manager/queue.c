@@ -18,15 +18,44 @@
  *   :lease  zset   id -> lease deadline (server clock, ms), while leased
  *   :seq    string the last id
  *   :unf    string messages put and not yet done (JoinableQueue)
- *   :wget :wput :wjoin  wake lists, at most one token each
+ *   :take   list   ids a blocked getter's BLMOVE moved off :ready, for
+ *                  the get script that follows it (normally empty)
+ *   :wput :wjoin  wake lists, at most one token each
  * and "mpq:<ns>:l:<name>.dead", a managed list of dead letters.
  *
- * Waiting blocks on the server: a waiter runs its script, and if it must
- * wait, BLPOPs the wake list, for no longer than until the earliest lease
- * runs out (the script says when), since an expiry wakes nobody. A script
- * that makes progress possible pushes a token unless one is there; a
- * woken waiter that leaves more to do passes the token on. A token nobody
- * waits for costs one extra script run to whoever comes next.
+ * A queue without leases (MPQ_MANAGER_NO_LEASE, fixed by its first
+ * opener like the rest of :cfg) keeps the payloads in :ready itself: no
+ * id, no :msg, no count, since its get is for good. Then an unbounded
+ * one's put is MULTI, RPUSH, INCRBY :unf, EXEC and its get a BLMPOP: no
+ * Lua, which costs the server more than the commands it runs (a script
+ * call and each redis.call in it a few microseconds, against a fraction
+ * of one for a plain command). A getter killed after its pop loses the
+ * message, as one killed after its get script ran always did.
+ *
+ * A blocking get is one round trip: "BLMOVE :ready :take" and the get
+ * script, in one write. The BLMOVE waits on the data itself (a put's
+ * RPUSH serves one blocked getter per message, no herd), and the script,
+ * which Redis runs right after it, takes what :take holds before what
+ * :ready holds. An id in :take is still queued: every get script takes
+ * from there first and puts what it leaves back at the front of :ready,
+ * and maxsize counts it, so a getter that dies between its BLMOVE and its
+ * script (or whose BLMOVE timed out while another's id sat there) loses
+ * and doubles nothing: the next get takes the id. Which getter gets which
+ * message does not matter; one whose BLMOVE was served but whose script
+ * found nothing (another took it first) just waits again.
+ *
+ * An expiry wakes nobody, so a blocked getter must not sleep past a
+ * lease's end: every get script answers how long until the earliest lease
+ * ends, and a lease made later ends a whole lease_ms after it was made;
+ * so until min(that, lease_ms) after the script ran, nothing can expire
+ * unseen, and the handle blocks in one round trip until then (a queue
+ * without leases: always). Past it, one script alone looks first.
+ *
+ * Putters (maxsize) and joiners wait on wake lists: a waiter runs its
+ * script, and if it must wait, BLPOPs the list (pipelined with the next
+ * try). A script that makes progress possible pushes a token unless one
+ * is there; a token nobody waits for costs one extra script run to
+ * whoever comes next.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,12 +64,14 @@
 
 #include "manager/manager.h"
 
-enum { K_CFG, K_READY, K_MSG, K_CNT, K_LEASE, K_SEQ, K_UNF, K_WGET,
+enum { K_CFG, K_READY, K_MSG, K_CNT, K_LEASE, K_SEQ, K_UNF, K_TAKE,
 	K_WPUT, K_WJOIN, K_DEAD, K_N };
 
+/* ":take" is not the old ":wget" on purpose: a getter of an older build
+ * would BLPOP it as its doorbell and throw an id away. */
 static const char *const suffix[K_N - 1] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
-	":wget", ":wput", ":wjoin",
+	":take", ":wput", ":wjoin",
 };
 
 struct mpq_manager_queue {
@@ -48,10 +79,16 @@ struct mpq_manager_queue {
 	char *keys[K_N];
 	char maxsize[24], lease_ms[24], maxdeliv[24];
 	int64_t lease_ns;
+	uint64_t max;		/* maxsize, 0: unbounded */
+	int plain;		/* no leases: payloads in :ready (above) */
+	/* Until when (mpq__mgr_now) no lease can run out unseen: a get may
+	 * block that long in one round trip (0: not known, INT64_MAX: the
+	 * queue has no leases). */
+	int64_t calm_until;
 };
 
 #define Q_KEYS \
-	"local CFG, READY, MSG, CNT, LEASE, SEQ, UNF, WGET, WPUT, WJOIN, " \
+	"local CFG, READY, MSG, CNT, LEASE, SEQ, UNF, TAKE, WPUT, WJOIN, " \
 	"DEAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], " \
 	"KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]\n" \
 	"local function wake(k) if redis.call('LLEN', k) == 0 then " \
@@ -74,10 +111,26 @@ struct mpq_manager_queue {
 	"gone = gone + 1 else redis.call('LPUSH', READY, id) end end " \
 	"if gone > 0 then wake(WPUT) " \
 	"if redis.call('DECRBY', UNF, gone) <= 0 then wake(WJOIN) end end " \
-	"if #exp > gone then wake(WGET) end " \
 	"return gone end\n"
 
-#define Q_PRELUDE MGR_LUA_NOW Q_KEYS Q_RECLAIM
+/*
+ * Take up to n from the front: what a BLMOVE parked in :take first (it
+ * is older than :ready's head), and what is left there back to the front
+ * of :ready, where a blocked getter sees it. Ids, or a plain queue's
+ * payloads; false if none.
+ */
+#define Q_TAKE \
+	"local function take_front(n) " \
+	"local ids = redis.call('LPOP', TAKE, n) " \
+	"if not ids then return redis.call('LPOP', READY, n) end " \
+	"if #ids < n then " \
+	"local more = redis.call('LPOP', READY, n - #ids) " \
+	"if more then for _, id in ipairs(more) do ids[#ids + 1] = id end " \
+	"end else " \
+	"while redis.call('LMOVE', TAKE, READY, 'RIGHT', 'LEFT') do end end " \
+	"return ids end\n"
+
+#define Q_PRELUDE MGR_LUA_NOW Q_KEYS Q_RECLAIM Q_TAKE
 
 /* ARGV: maxsize, lease_ms, maxdeliv. Returns the stored three. */
 static struct mgr_script open_lua = { .src = Q_KEYS
@@ -89,14 +142,17 @@ static struct mgr_script open_lua = { .src = Q_KEYS
 /*
  * ARGV: maxsize, lease_ms, maxdeliv, payloads... Returns the count put.
  * One command per key for the whole batch, not one per message: a
- * script's redis.call is what costs.
+ * script's redis.call is what costs. The RPUSH itself serves blocked
+ * getters; a queue without leases has none to reclaim.
  */
 static struct mgr_script put_lua = { .src = Q_PRELUDE
-	"local now = now_ms() local maxsize = tonumber(ARGV[1]) "
-	"reclaim(now, tonumber(ARGV[3])) "
+	"local maxsize = tonumber(ARGV[1]) "
+	"if tonumber(ARGV[2]) >= 0 then "
+	"reclaim(now_ms(), tonumber(ARGV[3])) end "
 	"local n = #ARGV - 3 local used = 0 "
 	"if maxsize > 0 then "
-	"used = redis.call('LLEN', READY) + redis.call('ZCARD', LEASE) "
+	"used = redis.call('LLEN', READY) + redis.call('ZCARD', LEASE) + "
+	"redis.call('LLEN', TAKE) "
 	"if maxsize - used < n then n = maxsize - used end "
 	"if n <= 0 then return 0 end end "
 	"local first = redis.call('INCRBY', SEQ, n) - n "
@@ -105,35 +161,38 @@ static struct mgr_script put_lua = { .src = Q_PRELUDE
 	"hs[2 * i] = ARGV[3 + i] end "
 	"redis.call('HSET', MSG, unpack(hs)) "
 	"redis.call('RPUSH', READY, unpack(ids)) "
-	"redis.call('INCRBY', UNF, n) wake(WGET) "
+	"redis.call('INCRBY', UNF, n) "
 	"if maxsize > 0 and used + n < maxsize then wake(WPUT) end "
 	"return n" };
 
 /*
- * ARGV: maxsize, lease_ms, maxdeliv, n, final. Returns {wait_ms, id,
- * count, payload, ...}: wait_ms (-1: none) says when the next lease runs
- * out if nothing was taken. final "1": taken for good and done in the
- * same step (a plain Queue's get through mpq_queue_get, proxy.c).
+ * ARGV: maxsize, lease_ms, maxdeliv, n, final. Returns {next_ms, id,
+ * count, payload, ...}: next_ms is how long until the earliest lease runs
+ * out, ours included (-1: none). final "1": taken for good and done in
+ * the same step (a plain Queue's get through mpq_queue_get, proxy.c).
+ * What a BLMOVE parked in :take is older than :ready's head: taken first,
+ * and what is left of it goes back to the front of :ready.
  */
 static struct mgr_script get_lua = { .src = Q_PRELUDE
-	"local now = now_ms() local lease = tonumber(ARGV[2]) "
-	"reclaim(now, tonumber(ARGV[3])) "
-	"local ids = redis.call('LPOP', READY, tonumber(ARGV[4])) "
-	"if not ids then "
+	"local lease, n = tonumber(ARGV[2]), tonumber(ARGV[4]) local now = 0 "
+	"if lease >= 0 then now = now_ms() "
+	"reclaim(now, tonumber(ARGV[3])) end "
+	"local function next_ms() if lease < 0 then return -1 end "
 	"local nx = redis.call('ZRANGE', LEASE, 0, 0, 'WITHSCORES') "
-	"if nx[2] then return {math.max(1, tonumber(nx[2]) - now + 1)} end "
-	"return {-1} end "
+	"if nx[2] then return math.max(1, tonumber(nx[2]) - now + 1) end "
+	"return -1 end "
+	"local ids = take_front(n) "
+	"if not ids then return {next_ms()} end "
 	"local pay = redis.call('HMGET', MSG, unpack(ids)) "
 	"local final = ARGV[5] == '1' "
 	"if lease < 0 or final then local out = {0} "	/* taken for good */
 	"redis.call('HDEL', MSG, unpack(ids)) "
 	"for i, id in ipairs(ids) do out[3 * i - 1] = tonumber(id) "
 	"out[3 * i] = 1 out[3 * i + 1] = pay[i] or '' end "
-	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
-	"wake(WPUT) "				/* room, under maxsize */
+	"if tonumber(ARGV[1]) > 0 then wake(WPUT) end "	/* room */
 	"if final then redis.call('HDEL', CNT, unpack(ids)) "
 	"if redis.call('DECRBY', UNF, #ids) <= 0 then wake(WJOIN) end end "
-	"return out end "
+	"out[1] = next_ms() return out end "
 	"local cnt = redis.call('HMGET', CNT, unpack(ids)) "
 	"local hc, z, out = {}, {}, {0} "
 	"for i, id in ipairs(ids) do local c = tonumber(cnt[i] or 0) + 1 "
@@ -143,8 +202,34 @@ static struct mgr_script get_lua = { .src = Q_PRELUDE
 	"out[3 * i + 1] = pay[i] or '' end "
 	"redis.call('HSET', CNT, unpack(hc)) "
 	"redis.call('ZADD', LEASE, unpack(z)) "
-	"if redis.call('LLEN', READY) > 0 then wake(WGET) end "
-	"return out" };
+	"out[1] = next_ms() return out" };
+
+/*
+ * A plain queue's (no leases, payloads in :ready) put when it is bounded:
+ * ARGV as put_lua's. Returns the count put.
+ */
+static struct mgr_script plain_put_lua = { .src = Q_KEYS
+	"local maxsize, n = tonumber(ARGV[1]), #ARGV - 3 "
+	"local used = redis.call('LLEN', READY) + redis.call('LLEN', TAKE) "
+	"if maxsize > 0 and maxsize - used < n then n = maxsize - used end "
+	"if n <= 0 then return 0 end "
+	"redis.call('RPUSH', READY, unpack(ARGV, 4, 3 + n)) "
+	"redis.call('INCRBY', UNF, n) "
+	"if maxsize > 0 and used + n < maxsize then wake(WPUT) end "
+	"return n" };
+
+/*
+ * A plain queue's get when it is bounded (a putter may wait) or final
+ * (done at once): ARGV and answer as get_lua's, each id 0.
+ */
+static struct mgr_script plain_get_lua = { .src = Q_KEYS Q_TAKE
+	"local ps = take_front(tonumber(ARGV[4])) "
+	"if not ps then return {-1} end "
+	"if tonumber(ARGV[1]) > 0 then wake(WPUT) end "
+	"if ARGV[5] == '1' and "
+	"redis.call('DECRBY', UNF, #ps) <= 0 then wake(WJOIN) end "
+	"local out = {-1} for i, p in ipairs(ps) do out[3 * i - 1] = 0 "
+	"out[3 * i] = 1 out[3 * i + 1] = p end return out" };
 
 /* ARGV: id, delivery. 0 done, -1 stale. */
 static struct mgr_script done_lua = { .src = Q_KEYS
@@ -264,8 +349,12 @@ MPQ_NET_EXPORT int mpq_manager_queue(struct mpq_manager *m, const char *name,
 		return err;
 	}
 	q->lease_ns = strtoll(q->lease_ms, NULL, 10) * 1000000LL;
-	if (q->lease_ns < 0)
+	if (q->lease_ns < 0) {
 		q->lease_ns = MPQ_MANAGER_NO_LEASE;
+		q->calm_until = INT64_MAX;
+		q->plain = 1;
+	}
+	q->max = strtoull(q->maxsize, NULL, 10);
 	*out = q;
 	return 0;
 }
@@ -278,6 +367,54 @@ static int64_t remaining(int64_t deadline)
 		return MGR_MAX_BLOCK_NS;
 	left = deadline - mpq__mgr_now();
 	return left > 0 ? left : 0;
+}
+
+/*
+ * An unbounded plain queue's put: MULTI, RPUSH :ready, INCRBY :unf, EXEC
+ * in one write. MULTI so that a putter cut off half-way through a big
+ * batch leaves neither (the server runs nothing before EXEC arrives).
+ */
+static int plain_put(struct mpq_manager_queue *q, const struct iovec *msgs,
+		     unsigned int n)
+{
+	const char *multi[1] = { "MULTI" }, *exec[1] = { "EXEC" };
+	const char *rpush[2 + 512];
+	size_t rlens[2 + 512];
+	char num[16];
+	const char *incr[3] = { "INCRBY", q->keys[K_UNF], num };
+	struct mgr_cmd c[4] = {
+		{ 1, multi, NULL }, { 2 + n, rpush, rlens },
+		{ 3, incr, NULL }, { 1, exec, NULL },
+	};
+	redisReply *r;
+	unsigned int i;
+	int err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	rpush[0] = "RPUSH";
+	rlens[0] = 5;
+	rpush[1] = q->keys[K_READY];
+	rlens[1] = strlen(rpush[1]);
+	for (i = 0; i < n; i++) {
+		rpush[2 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
+		rlens[2 + i] = msgs[i].iov_len;
+	}
+	err = mpq__mgr_pipeline(q->m, &r, 4, c, 0);
+	if (err)
+		return err;
+	/* EXEC's answer: the list's length and the count, or nil (or an
+	 * error, mapped above) if the transaction did not run; a command
+	 * of it that failed (a key of another type) answers an error. */
+	err = -EPROTO;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		for (i = 0, err = n; i < 2; i++)
+			if (r->element[i]->type == REDIS_REPLY_ERROR)
+				err = mpq__mgr_reply_err(r->element[i]);
+			else if (r->element[i]->type != REDIS_REPLY_INTEGER)
+				err = -EPROTO;
+	}
+	freeReplyObject(r);
+	return err;
 }
 
 /*
@@ -294,6 +431,8 @@ static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
 	unsigned int i;
 	int err;
 
+	if (q->plain && !q->max)
+		return plain_put(q, msgs, n);
 	args[0] = q->maxsize;
 	args[1] = q->lease_ms;
 	args[2] = q->maxdeliv;
@@ -303,8 +442,10 @@ static int put_once(struct mpq_manager_queue *q, const struct iovec *msgs,
 		args[3 + i] = msgs[i].iov_base ? msgs[i].iov_base : "";
 		alens[3 + i] = msgs[i].iov_len;
 	}
-	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &put_lua, &r, K_N,
-				  (const char **)q->keys, 3 + n, args, alens);
+	err = mpq__mgr_eval_after(q->m, wait_key, wait_ns,
+				  q->plain ? &plain_put_lua : &put_lua, &r,
+				  K_N, (const char **)q->keys, 3 + n, args,
+				  alens);
 	if (err)
 		return err;
 	err = mpq__mgr_reply_int(r, &put);
@@ -364,9 +505,10 @@ MPQ_NET_EXPORT void mpq_manager_msg_free(struct mpq_manager_msg *msg)
 	msg->len = 0;
 }
 
-/* Take what the reply holds; -EAGAIN with *wait_ms if it holds none. */
+/* Take what the reply holds (-EAGAIN if none), and how long until the
+ * earliest lease runs out (-1: none) in *next_ms. */
 static int take(redisReply *r, struct mpq_manager_msg *msgs, unsigned int n,
-		long long *wait_ms)
+		long long *next_ms)
 {
 	unsigned int got = 0, i;
 
@@ -374,7 +516,7 @@ static int take(redisReply *r, struct mpq_manager_msg *msgs, unsigned int n,
 	    (r->elements - 1) % 3 || (r->elements - 1) / 3 > n ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER)
 		return -EPROTO;
-	*wait_ms = r->element[0]->integer;
+	*next_ms = r->element[0]->integer;
 	for (i = 1; i < r->elements; i += 3) {
 		redisReply *id = r->element[i], *c = r->element[i + 1];
 		redisReply *p = r->element[i + 2];
@@ -404,15 +546,99 @@ nomem:
 	return -ENOMEM;
 }
 
+/*
+ * An unbounded plain queue's get (not final): BLMPOP (LMPOP when it must
+ * not wait) of up to n payloads, no script. From :take first: a plain
+ * Queue proxy's get (final) is the BLMOVE and script of a bounded one,
+ * and what one of those left parked there is the oldest.
+ */
+static int plain_take(struct mpq_manager_queue *q,
+		      struct mpq_manager_msg *msgs, unsigned int n,
+		      int64_t timeout_ns)
+{
+	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
+	const char *argv[8];
+	char secs[32], num[16];
+	redisReply *r, *ps;
+	unsigned int got, i;
+	int64_t block;
+	int argc, err;
+
+	snprintf(num, sizeof(num), "%u", n);
+	for (;;) {
+		block = timeout_ns ? remaining(deadline) : 0;
+		argc = 0;
+		if (block > 0) {
+			block = mpq__mgr_block_secs(secs, block);
+			argv[argc++] = "BLMPOP";
+			argv[argc++] = secs;
+		} else {
+			argv[argc++] = "LMPOP";
+		}
+		argv[argc++] = "2";
+		argv[argc++] = q->keys[K_TAKE];
+		argv[argc++] = q->keys[K_READY];
+		argv[argc++] = "LEFT";
+		argv[argc++] = "COUNT";
+		argv[argc++] = num;
+		err = mpq__mgr_command(q->m, &r, argc, argv, NULL,
+				       block > 0 ? block : 0);
+		if (err)
+			return err;
+		/* nil, or [key, [payload, ...]] */
+		if (r->type == REDIS_REPLY_NIL) {
+			freeReplyObject(r);
+			if (!timeout_ns)
+				return -EAGAIN;
+			if (!remaining(deadline))
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY ||
+		    !r->element[1]->elements || r->element[1]->elements > n) {
+			freeReplyObject(r);
+			return -EPROTO;
+		}
+		ps = r->element[1];
+		for (got = 0; got < ps->elements; got++) {
+			redisReply *p = ps->element[got];
+
+			msgs[got].data = NULL;
+			if (p->type != REDIS_REPLY_STRING)
+				break;
+			msgs[got].data = malloc(p->len ? p->len : 1);
+			if (!msgs[got].data)
+				break;
+			memcpy(msgs[got].data, p->str, p->len);
+			msgs[got].len = p->len;
+			msgs[got].id = 0;
+			msgs[got].deliveries = 1;
+		}
+		err = got == ps->elements ? 0 :
+		      ps->element[got]->type != REDIS_REPLY_STRING ? -EPROTO :
+		      -ENOMEM;
+		freeReplyObject(r);
+		if (err) {
+			/* Taken for good, as a reply lost on the way is. */
+			for (i = 0; i < got; i++)
+				mpq_manager_msg_free(&msgs[i]);
+			return err;
+		}
+		return (int)got;
+	}
+}
+
 int mpq__mgr_queue_take(struct mpq_manager_queue *q,
 			struct mpq_manager_msg *msgs, unsigned int n,
 			int64_t timeout_ns, int final)
 {
 	int64_t deadline = timeout_ns < 0 ? -1 : mpq__mgr_now() + timeout_ns;
-	int64_t wait_ns = 0;
-	const char *args[5], *wait_key = NULL;
+	int64_t sent, block;
+	struct mgr_script *s;
+	const char *args[5];
 	char num[16];
-	long long wait_ms;
+	long long next_ms;
 	redisReply *r;
 	int err;
 
@@ -420,33 +646,54 @@ int mpq__mgr_queue_take(struct mpq_manager_queue *q,
 		return -EINVAL;
 	if (n > 512)
 		n = 512;
+	if (q->plain && !q->max && !final)
+		return plain_take(q, msgs, n, timeout_ns);
 	snprintf(num, sizeof(num), "%u", n);
 	args[0] = q->maxsize;
 	args[1] = q->lease_ms;
 	args[2] = q->maxdeliv;
 	args[3] = num;
 	args[4] = final ? "1" : "0";
+	s = q->plain ? &plain_get_lua : &get_lua;
 	for (;;) {
-		/* After a wait, the wait and the next try are pipelined:
-		 * a woken getter costs no extra round trip. */
-		err = mpq__mgr_eval_after(q->m, wait_key, wait_ns, &get_lua,
-					  &r, K_N, (const char **)q->keys, 5,
-					  args, NULL);
+		sent = mpq__mgr_now();
+		block = timeout_ns ? remaining(deadline) : 0;
+		if (q->calm_until - sent < block)
+			block = q->calm_until - sent;
+		/*
+		 * The wait and the take in one round trip, whether or not
+		 * there is a message; only a lease that may run out in the
+		 * meantime (which wakes nobody) makes the script look alone
+		 * first, and say how long the next wait may be.
+		 */
+		if (block > 0)
+			err = mpq__mgr_eval_after_move(q->m, q->keys[K_READY],
+						       q->keys[K_TAKE], block,
+						       s, &r, K_N,
+						       (const char **)q->keys,
+						       5, args, NULL);
+		else
+			err = mpq__mgr_eval(q->m, s, &r, K_N,
+					    (const char **)q->keys, 5, args,
+					    NULL);
 		if (err)
 			return err;
-		err = take(r, msgs, n, &wait_ms);
+		err = take(r, msgs, n, &next_ms);
 		freeReplyObject(r);
+		if (q->lease_ns != MPQ_MANAGER_NO_LEASE && err != -EPROTO) {
+			/* The script ran after sent; a lease made after it
+			 * ends a whole lease after it. */
+			block = q->lease_ns;
+			if (next_ms >= 0 && next_ms * 1000000LL < block)
+				block = next_ms * 1000000LL;
+			q->calm_until = sent + block;
+		}
 		if (err != -EAGAIN)
 			return err;
 		if (!timeout_ns)
 			return -EAGAIN;
-		wait_ns = remaining(deadline);
-		if (!wait_ns)
+		if (!remaining(deadline))
 			return -ETIMEDOUT;
-		/* A lease that runs out wakes nobody: look again then. */
-		if (wait_ms > 0 && wait_ms * 1000000LL < wait_ns)
-			wait_ns = wait_ms * 1000000LL;
-		wait_key = q->keys[K_WGET];
 	}
 }
 
@@ -588,9 +835,20 @@ static int64_t int_cmd(struct mpq_manager_queue *q, const char *verb, int k)
 	return err ? err : n;
 }
 
+/* What waits, a parked id included (it is still queued). */
+static struct mgr_script size_lua = { .src = Q_KEYS
+	"return redis.call('LLEN', READY) + redis.call('LLEN', TAKE)" };
+
 MPQ_NET_EXPORT int64_t mpq_manager_queue_size(struct mpq_manager_queue *q)
 {
-	return q ? int_cmd(q, "LLEN", K_READY) : -EINVAL;
+	long long v;
+	int err;
+
+	if (!q)
+		return -EINVAL;
+	err = mpq__mgr_eval_int(q->m, &size_lua, &v, K_N,
+				(const char **)q->keys, 0, NULL, NULL);
+	return err ? err : v;
 }
 
 MPQ_NET_EXPORT int64_t mpq_manager_queue_unfinished(
@@ -636,7 +894,8 @@ int mpq__mgr_queue_leases(struct mpq_manager_queue *q)
 }
 
 static struct mgr_script used_lua = { .src = Q_KEYS
-	"return redis.call('LLEN', READY) + redis.call('ZCARD', LEASE)" };
+	"return redis.call('LLEN', READY) + redis.call('ZCARD', LEASE) + "
+	"redis.call('LLEN', TAKE)" };
 
 int64_t mpq__mgr_queue_used(struct mpq_manager_queue *q)
 {

@@ -217,7 +217,7 @@ struct dp_key {
 
 static const char *const q_suffix[10] = {
 	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
-	":wget", ":wput", ":wjoin",
+	":take", ":wput", ":wjoin",
 };
 
 struct dp_pool {
