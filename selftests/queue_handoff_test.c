@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * No wake-up is lost between a sleeper and a publisher that race. A
+ * sleeper announces itself and then looks at the ring one last time; a
+ * publisher publishes and then looks for sleepers. Whichever order the
+ * two end up in, one must see the other, or the sleeper sleeps with a
+ * message in the queue (on the memfd backend the publisher has no fence
+ * between its two steps: the sleeper pays with membarrier(2); see
+ * mpq_queue_notify() in lib/queue.c).
+ *
+ * Each test makes that race happen thousands of times rather than hope
+ * for it: the sleeper (spinning disabled, so every blocking call sleeps)
+ * says which round it is about to wait for, and the other process, on
+ * another CPU when there is one, waits for that word and then acts after
+ * a random delay of up to a few microseconds, which sweeps its publish
+ * across the sleeper's path from the announcement to the futex (or
+ * poll()). Every wait has a bound, MPQ_HANDOFF_GUARD_NS, far longer than
+ * any wake-up takes: a call that returns at that bound (a lost wake-up
+ * looks again only then) fails the test instead of hanging it. The
+ * promise is "it is woken", not "it is woken fast": nothing else is timed.
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+
+#include "kselftest_harness.h"
+#include "helpers.h"
+
+#define MPQ_HANDOFF_GUARD_NS	(5 * NSEC_PER_SEC)
+
+enum handoff_mode {
+	GET_SLEEPS,	/* an empty queue: get sleeps, a put wakes it */
+	PUT_SLEEPS,	/* a full queue: put sleeps, a get wakes it */
+	WAIT_SLEEPS,	/* mpq_wait() on an empty queue, a put wakes it */
+};
+
+/* What the two processes of a test share. */
+struct handoff {
+	struct mpq_queue *q;
+	enum handoff_mode mode;
+	int rounds;
+	int deny_membarrier;	/* the sleeper cannot issue membarrier(2) */
+	int announced;		/* round the sleeper is about to wait for, + 1 */
+	int failed_round;	/* + 1 */
+	int64_t failed_ns;	/* how long that round's wait took */
+	int failed_err;
+};
+
+/* Rounds: well under a second natively, a few seconds under TCG. */
+static int handoff_rounds(void)
+{
+	return getenv("MPQ_IN_VM") ? 1500 : 20000;
+}
+
+/* The delay is swept over about the sleeper's path, longer in the VM. */
+static int64_t handoff_max_delay_ns(void)
+{
+	return getenv("MPQ_IN_VM") ? 60000 : 6000;
+}
+
+static int sleeper_fail(struct handoff *h, int i, int64_t took, int err)
+{
+	h->failed_ns = took;
+	h->failed_err = err;
+	__atomic_store_n(&h->failed_round, i + 1, __ATOMIC_RELEASE);
+	return 1;
+}
+
+/* One blocking call per round, each bounded by the guard. */
+static int sleeper(void *arg)
+{
+	struct handoff *h = arg;
+	struct mpq_wait_item item = { .kind = MPQ_WAIT_QUEUE, .queue = h->q };
+	int i, ret = 0;
+
+	if (h->deny_membarrier && seccomp_fail_syscall(SYS_membarrier, EPERM))
+		return 2;
+	for (i = 0; i < h->rounds; i++) {
+		int64_t t0, took;
+		size_t len = sizeof(int);
+		int v = -1;
+
+		__atomic_store_n(&h->announced, i + 1, __ATOMIC_RELEASE);
+		t0 = now_ns();
+		switch (h->mode) {
+		case GET_SLEEPS:
+			ret = mpq_queue_get(h->q, &v, &len,
+					    MPQ_HANDOFF_GUARD_NS);
+			break;
+		case PUT_SLEEPS:
+			ret = mpq_queue_put(h->q, &i, sizeof(i),
+					    MPQ_HANDOFF_GUARD_NS);
+			v = i;
+			break;
+		case WAIT_SLEEPS:
+			ret = mpq_wait(&item, 1, MPQ_HANDOFF_GUARD_NS);
+			ret = ret == 1 ? mpq_queue_get_nowait(h->q, &v, &len) :
+			      ret == 0 ? -ETIMEDOUT : ret;
+			break;
+		}
+		took = now_ns() - t0;
+		if (ret || v != i || took >= MPQ_HANDOFF_GUARD_NS)
+			return sleeper_fail(h, i, took, ret);
+	}
+	return 0;
+}
+
+static void spin_ns(int64_t ns)
+{
+	int64_t end = now_ns() + ns;
+
+	while (now_ns() < end)
+		;
+}
+
+/* The other side: each round, wait for the announcement, then act. */
+static int waker(struct handoff *h)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+	int64_t max_delay = handoff_max_delay_ns();
+	int i;
+
+	for (i = 0; i < h->rounds; i++) {
+		int64_t end = now_ns() + 2 * MPQ_HANDOFF_GUARD_NS;
+		unsigned int spins = 0;
+		size_t len = sizeof(int);
+		int v;
+
+		while (__atomic_load_n(&h->announced, __ATOMIC_ACQUIRE) <= i) {
+			if (__atomic_load_n(&h->failed_round, __ATOMIC_ACQUIRE))
+				return -1;
+			/* Sharing a CPU with the sleeper: let it run. */
+			if (++spins % 256 == 0)
+				sched_yield();
+			if (now_ns() > end)
+				return -2;
+		}
+		spin_ns((int64_t)(rnd(&seed) % (uint64_t)max_delay));
+		if (h->mode == PUT_SLEEPS) {
+			/* The message before this round's (or the first). */
+			if (mpq_queue_get(h->q, &v, &len, MPQ_HANDOFF_GUARD_NS) ||
+			    v != i - 1)
+				return -3;
+		} else if (mpq_queue_put(h->q, &i, sizeof(i), 0)) {
+			return -4;
+		}
+	}
+	return 0;
+}
+
+static void handoff_run(struct __test_metadata *_metadata,
+			enum handoff_mode mode, int deny_membarrier)
+{
+	struct mpq_queue_attr attr = { .maxsize = 1, .msgsize = 16,
+				       .spin_ns = -1 };
+	struct handoff *h = shared_alloc(sizeof(*h));
+	int first = -1, status, w;
+	pid_t pid;
+
+	ASSERT_NE(NULL, h);
+	ASSERT_EQ(0, mpq_queue_new(&h->q, &attr));
+	h->mode = mode;
+	h->rounds = handoff_rounds();
+	h->deny_membarrier = deny_membarrier;
+	if (mode == PUT_SLEEPS)		/* full from the start */
+		ASSERT_EQ(0, mpq_queue_put(h->q, &first, sizeof(first), 0));
+	pid = spawn(sleeper, h);
+	ASSERT_GT(pid, 0);
+	w = waker(h);
+	status = wait_child(pid, 30000);
+	if (h->failed_round)
+		TH_LOG("round %d of %d: the wait returned %d after %lld ms",
+		       h->failed_round - 1, h->rounds, h->failed_err,
+		       (long long)(h->failed_ns / NSEC_PER_MSEC));
+	EXPECT_EQ(0, h->failed_round);
+	EXPECT_EQ(0, w);
+	EXPECT_EQ(0, status);
+	mpq_queue_free(h->q);
+	munmap(h, sizeof(*h));
+}
+
+/* Nothing to set up: the fixture is for the timeout. */
+FIXTURE(handoff) {};
+FIXTURE_SETUP(handoff) {}
+FIXTURE_TEARDOWN(handoff) {}
+
+TEST_F_TIMEOUT(handoff, a_getter_asleep_is_woken_by_every_racing_put, 120)
+{
+	handoff_run(_metadata, GET_SLEEPS, 0);
+}
+
+TEST_F_TIMEOUT(handoff, a_putter_asleep_on_a_full_queue_is_woken_by_every_racing_get, 120)
+{
+	handoff_run(_metadata, PUT_SLEEPS, 0);
+}
+
+TEST_F_TIMEOUT(handoff, mpq_wait_on_a_queue_is_woken_by_every_racing_put, 120)
+{
+	handoff_run(_metadata, WAIT_SLEEPS, 0);
+}
+
+/*
+ * A sleeper that cannot issue membarrier(2) (a seccomp filter here,
+ * installed after the queue was mapped, so its process had registered)
+ * still never misses a wake-up: it marks the queue so that publishers
+ * fence again, and bounds its sleeps.
+ */
+TEST_F_TIMEOUT(handoff, a_sleeper_without_membarrier_is_still_woken_every_time, 120)
+{
+#ifndef __x86_64__
+	SKIP(return, "the seccomp filter of helpers.h is x86-64 only");
+#endif
+	handoff_run(_metadata, GET_SLEEPS, 1);
+}
+
+TEST_HARNESS_MAIN
