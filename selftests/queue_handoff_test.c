@@ -19,8 +19,10 @@
  * looks again only then) fails the test instead of hanging it. The
  * promise is "it is woken", not "it is woken fast": nothing else is timed.
  */
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 
 #include "kselftest_harness.h"
@@ -41,21 +43,40 @@ struct handoff {
 	int rounds;
 	int deny_membarrier;	/* the sleeper cannot issue membarrier(2) */
 	int announced;		/* round the sleeper is about to wait for, + 1 */
+	int finished;		/* rounds the sleeper has finished */
+	pid_t pid;		/* the sleeper */
+	int lost_round;		/* + 1: the sleeper was seen asleep, not woken */
 	int failed_round;	/* + 1 */
 	int64_t failed_ns;	/* how long that round's wait took */
 	int failed_err;
 };
 
-/* Rounds: well under a second natively, a few seconds under TCG. */
-static int handoff_rounds(void)
+/*
+ * Rounds: a few seconds natively, more under TCG. The getter's test has
+ * the most: the race it is there for (a publisher's store still in its
+ * store buffer when the sleeper looks, without membarrier) was seen
+ * about once per 100,000-250,000 rounds on a 2-vCPU EPYC VM.
+ * MPQ_HANDOFF_ROUNDS=N and MPQ_HANDOFF_DELAY_NS=N for a longer hunt.
+ */
+static int handoff_rounds(enum handoff_mode mode)
 {
-	return getenv("MPQ_IN_VM") ? 1500 : 20000;
+	const char *e = getenv("MPQ_HANDOFF_ROUNDS");
+
+	if (e && atoi(e) > 0)
+		return atoi(e);
+	if (getenv("MPQ_IN_VM"))
+		return 1500;
+	return mode == GET_SLEEPS ? 100000 : 20000;
 }
 
 /* The delay is swept over about the sleeper's path, longer in the VM. */
 static int64_t handoff_max_delay_ns(void)
 {
-	return getenv("MPQ_IN_VM") ? 60000 : 6000;
+	const char *e = getenv("MPQ_HANDOFF_DELAY_NS");
+
+	if (e && atoi(e) > 0)
+		return atoi(e);
+	return getenv("MPQ_IN_VM") ? 20000 : 2000;
 }
 
 static int sleeper_fail(struct handoff *h, int i, int64_t took, int err)
@@ -66,12 +87,23 @@ static int sleeper_fail(struct handoff *h, int i, int64_t took, int err)
 	return 1;
 }
 
+static void spin_ns(int64_t ns)
+{
+	int64_t end = now_ns() + ns;
+
+	while (now_ns() < end)
+		;
+}
+
 /* One blocking call per round, each bounded by the guard. */
 static int sleeper(void *arg)
 {
 	struct handoff *h = arg;
 	struct mpq_wait_item item = { .kind = MPQ_WAIT_QUEUE, .queue = h->q };
 	int i, ret = 0;
+
+	uint64_t seed = 0x2545f4914f6cdd1dULL ^ (uint64_t)getpid();
+	int64_t max_delay = handoff_max_delay_ns();
 
 	if (h->deny_membarrier && seccomp_fail_syscall(SYS_membarrier, EPERM))
 		return 2;
@@ -81,6 +113,11 @@ static int sleeper(void *arg)
 		int v = -1;
 
 		__atomic_store_n(&h->announced, i + 1, __ATOMIC_RELEASE);
+		/*
+		 * Both sides wait a random while after the announcement, so
+		 * that the other's call starts before ours as often as after.
+		 */
+		spin_ns((int64_t)(rnd(&seed) % (uint64_t)max_delay));
 		t0 = now_ns();
 		switch (h->mode) {
 		case GET_SLEEPS:
@@ -101,16 +138,86 @@ static int sleeper(void *arg)
 		took = now_ns() - t0;
 		if (ret || v != i || took >= MPQ_HANDOFF_GUARD_NS)
 			return sleeper_fail(h, i, took, ret);
+		__atomic_store_n(&h->finished, i + 1, __ATOMIC_RELEASE);
 	}
 	return 0;
 }
 
-static void spin_ns(int64_t ns)
+/* The scheduler's state of a process: 'R', 'S', 'D', ... or 0. */
+static char proc_state(pid_t pid)
 {
-	int64_t end = now_ns() + ns;
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
 
-	while (now_ns() < end)
-		;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Is what we gave in round i still waiting for the sleeper? */
+static int handoff_pending(struct handoff *h)
+{
+	int n = mpq_queue_qsize(h->q);
+
+	return h->mode == PUT_SLEEPS ? n == 0 : n > 0;
+}
+
+/*
+ * Still asleep, round i not finished and what we gave still there, at
+ * each of three looks over 60 ms? A wake-up of a task on another CPU is
+ * delivered by an IPI there, so for a moment after our call the woken
+ * sleeper can still show S (seen: a few times in 500,000 rounds, never
+ * for 10 ms); 60 ms stays below the 100 ms after which the queue's
+ * safety net would end a lost sleep by itself.
+ */
+static int handoff_still_asleep(struct handoff *h, int i)
+{
+	int k;
+
+	for (k = 0; k < 3; k++) {
+		sleep_ms(20);
+		if (__atomic_load_n(&h->finished, __ATOMIC_ACQUIRE) > i ||
+		    proc_state(h->pid) != 'S' || !handoff_pending(h))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Our call has returned, so a sleeper it had to wake is runnable now,
+ * not asleep, until it has taken what we gave. A lost wake-up is the
+ * other case: asleep (S) with it still there. The queue's own safety
+ * net (a sleep while someone is inside an operation lasts at most
+ * MPQ_RECHECK_NS, 100 ms) would end that sleep later, so it is looked
+ * for here, not by how long the sleeper's call took. Returns 1 if seen,
+ * 0 once the sleeper has finished the round.
+ */
+static int handoff_lost(struct handoff *h, int i)
+{
+	int64_t end = now_ns() + 2 * MPQ_HANDOFF_GUARD_NS;
+	unsigned int spins = 0;
+
+	while (__atomic_load_n(&h->finished, __ATOMIC_ACQUIRE) <= i) {
+		if (__atomic_load_n(&h->failed_round, __ATOMIC_ACQUIRE) ||
+		    now_ns() > end)
+			return 0;
+		if (++spins % 64)
+			continue;
+		if (proc_state(h->pid) == 'S' && handoff_pending(h) &&
+		    handoff_still_asleep(h, i))
+			return 1;
+		sched_yield();
+	}
+	return 0;
 }
 
 /* The other side: each round, wait for the announcement, then act. */
@@ -144,6 +251,10 @@ static int waker(struct handoff *h)
 		} else if (mpq_queue_put(h->q, &i, sizeof(i), 0)) {
 			return -4;
 		}
+		if (handoff_lost(h, i)) {
+			h->lost_round = i + 1;
+			return -5;
+		}
 	}
 	return 0;
 }
@@ -160,13 +271,17 @@ static void handoff_run(struct __test_metadata *_metadata,
 	ASSERT_NE(NULL, h);
 	ASSERT_EQ(0, mpq_queue_new(&h->q, &attr));
 	h->mode = mode;
-	h->rounds = handoff_rounds();
+	h->rounds = handoff_rounds(mode);
 	h->deny_membarrier = deny_membarrier;
 	if (mode == PUT_SLEEPS)		/* full from the start */
 		ASSERT_EQ(0, mpq_queue_put(h->q, &first, sizeof(first), 0));
 	pid = spawn(sleeper, h);
 	ASSERT_GT(pid, 0);
+	h->pid = pid;
 	w = waker(h);
+	if (h->lost_round)
+		TH_LOG("round %d of %d: the sleeper stayed asleep with its message there: a lost wake-up",
+		       h->lost_round - 1, h->rounds);
 	status = wait_child(pid, 30000);
 	if (h->failed_round)
 		TH_LOG("round %d of %d: the wait returned %d after %lld ms",
