@@ -42,6 +42,8 @@ struct handoff {
 	enum handoff_mode mode;
 	int rounds;
 	int deny_membarrier;	/* the sleeper cannot issue membarrier(2) */
+	int forked_waker;	/* the sleeper is the test, the waker a child */
+	int waker_ret;
 	int announced;		/* round the sleeper is about to wait for, + 1 */
 	int finished;		/* rounds the sleeper has finished */
 	pid_t pid;		/* the sleeper */
@@ -261,8 +263,17 @@ static int waker(struct handoff *h)
 	return 0;
 }
 
+static int waker_child(void *arg)
+{
+	struct handoff *h = arg;
+
+	h->waker_ret = waker(h);
+	return h->waker_ret ? 1 : 0;
+}
+
 static void handoff_run(struct __test_metadata *_metadata,
-			enum handoff_mode mode, int deny_membarrier)
+			enum handoff_mode mode, int deny_membarrier,
+			int forked_waker)
 {
 	struct mpq_queue_attr attr = { .maxsize = 1, .msgsize = 16,
 				       .spin_ns = -1 };
@@ -274,17 +285,30 @@ static void handoff_run(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, mpq_queue_new(&h->q, &attr));
 	h->mode = mode;
 	h->rounds = handoff_rounds(mode);
+	if (forked_waker && !getenv("MPQ_HANDOFF_ROUNDS"))
+		h->rounds /= 5;		/* a check of fork, not the race's hunt */
 	h->deny_membarrier = deny_membarrier;
+	h->forked_waker = forked_waker;
 	if (mode == PUT_SLEEPS)		/* full from the start */
 		ASSERT_EQ(0, mpq_queue_put(h->q, &first, sizeof(first), 0));
-	pid = spawn(sleeper, h);
-	ASSERT_GT(pid, 0);
-	h->pid = pid;
-	w = waker(h);
+	if (forked_waker) {
+		/* The publisher's registration is its parent's, by fork. */
+		h->pid = getpid();
+		pid = spawn(waker_child, h);
+		ASSERT_GT(pid, 0);
+		sleeper(h);
+		status = wait_child(pid, 30000);
+		w = h->waker_ret;
+	} else {
+		pid = spawn(sleeper, h);
+		ASSERT_GT(pid, 0);
+		h->pid = pid;
+		w = waker(h);
+		status = wait_child(pid, 30000);
+	}
 	if (h->lost_round)
-		TH_LOG("round %d of %d: the sleeper stayed asleep with its message there: a lost wake-up",
+		TH_LOG("round %d of %d: the sleeper stayed asleep with its message there",
 		       h->lost_round - 1, h->rounds);
-	status = wait_child(pid, 30000);
 	if (h->failed_round)
 		TH_LOG("round %d of %d: the wait returned %d after %lld ms",
 		       h->failed_round - 1, h->rounds, h->failed_err,
@@ -303,17 +327,23 @@ FIXTURE_TEARDOWN(handoff) {}
 
 TEST_F_TIMEOUT(handoff, a_getter_asleep_is_woken_by_every_racing_put, 120)
 {
-	handoff_run(_metadata, GET_SLEEPS, 0);
+	handoff_run(_metadata, GET_SLEEPS, 0, 0);
 }
 
 TEST_F_TIMEOUT(handoff, a_putter_asleep_on_a_full_queue_is_woken_by_every_racing_get, 120)
 {
-	handoff_run(_metadata, PUT_SLEEPS, 0);
+	handoff_run(_metadata, PUT_SLEEPS, 0, 0);
 }
 
 TEST_F_TIMEOUT(handoff, mpq_wait_on_a_queue_is_woken_by_every_racing_put, 120)
 {
-	handoff_run(_metadata, WAIT_SLEEPS, 0);
+	handoff_run(_metadata, WAIT_SLEEPS, 0, 0);
+}
+
+/* The publisher a forked child: fork keeps the registration. */
+TEST_F_TIMEOUT(handoff, a_getter_asleep_is_woken_by_a_forked_putter, 120)
+{
+	handoff_run(_metadata, GET_SLEEPS, 0, 1);
 }
 
 /*
@@ -327,7 +357,7 @@ TEST_F_TIMEOUT(handoff, a_sleeper_without_membarrier_is_still_woken_every_time, 
 #ifndef __x86_64__
 	SKIP(return, "the seccomp filter of helpers.h is x86-64 only");
 #endif
-	handoff_run(_metadata, GET_SLEEPS, 1);
+	handoff_run(_metadata, GET_SLEEPS, 1, 0);
 }
 
 TEST_HARNESS_MAIN
