@@ -68,7 +68,7 @@ static int handoff_rounds(enum handoff_mode mode)
 
 	if (e && atoi(e) > 0)
 		return atoi(e);
-	if (getenv("MPQ_IN_VM"))	/* TCG: tens of ms a round */
+	if (getenv("MPQ_IN_VM"))	/* TCG: about 10 ms a round */
 		return 200;
 	return mode == GET_SLEEPS ? 50000 : 10000;
 }
