@@ -81,12 +81,14 @@
  *    msgsize is now what decides in line or out of line, not a limit.
  */
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "probes.h"
@@ -189,6 +191,9 @@ static int64_t mpq_default_spin(void)
 	return sysconf(_SC_NPROCESSORS_ONLN) > 1 ? MPQ_DEFAULT_SPIN_NS : -1;
 }
 
+static int mpq_asym_init(void);
+static void mpq_asym_lost(struct mpq_queue *q);
+
 /* Handle ids: records cached per thread are keyed by them (reclaim.c). */
 static uint64_t mpq_queue_ids;
 
@@ -225,6 +230,9 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->id = g->id ? g->id : mpq_memfd_queue_id(fd);
 	q->backend = backend;
 	q->spin_ns = spin_ns ? spin_ns : mpq_default_spin();
+	/* Before our first publish: see mpq_queue_notify(). */
+	if (backend == MPQ_BACKEND_MEMFD && mpq_asym_init() != 1)
+		mpq_asym_lost(q);
 	*out = q;
 	return 0;
 }
@@ -404,17 +412,124 @@ static void mpq_queue_wake_pollers(struct mpq_queue *q, uint32_t bit)
 }
 
 /*
- * Tell sleepers and pollers on the other side that the ring changed. The
- * fence orders our seq store before the read of the futex word; it pairs
- * with the fetch_or in mpq_queue_sleep() and, for pollers, with the
- * smp_mb__after_atomic() in the module's ->poll().
+ * The wake-up check without a fence (memfd queues): the asymmetric
+ * Dekker. A publisher stores the slot's seq and then reads "is anyone
+ * asleep?" (the futex word, poll_wanted). Those two accesses are a store
+ * then a load of another line, which every CPU may reorder: with a fence
+ * in between (the classic handshake) it costs a locked instruction per
+ * put and per get, a third of a put+get on one CPU and more across two.
+ * Here the sleeper pays instead: after it announces itself (the SLEEPING
+ * bit, a poll_wanted bit) it calls membarrier(GLOBAL_EXPEDITED), which
+ * returns only after every CPU running a thread of a registered process
+ * has executed a full barrier (an IPI), and every other CPU went through
+ * the scheduler's. So for a publisher in a registered process the
+ * compiler barrier between its store and its load acts as a full one in
+ * this pairing: either its load comes after that barrier and sees the
+ * announcement, or its store came before it and the sleeper's look at
+ * the ring after membarrier() returns sees the message.
+ *
+ * The publisher only skips the fence when its own process is registered
+ * (mpq_asym 1: a promise about itself that it can check), so a process
+ * that could not register, or that runs a libmpq without this, still
+ * publishes with the fence. The sleeper is the side that must be able to
+ * pay: a process that cannot (membarrier filtered, or failing at sleep
+ * time) marks the queue MPQ_POLL_FENCE, a bit of poll_wanted that makes
+ * every publisher fence again from the moment it sees it, and bounds its
+ * own sleeps by MPQ_RECHECK_NS for the publishes that were under way
+ * before the bit could be seen. The module's queues keep the fence: their
+ * sleepers are also the kernel's ->poll(), read(2) and write(2), which
+ * pair with an smp_mb() and cannot ask for membarrier().
+ *
+ * Registration is per process (per mm), inherited by fork and undone by
+ * exec: every process that maps a queue asks at its first map. With more
+ * than one thread it costs the kernel a synchronize_rcu(), once.
+ */
+#define MPQ_POLL_FENCE		(1U << 31)	/* memfd only: see above */
+
+static int mpq_asym;		/* 0 not asked, 1 registered, 2 cannot */
+
+static long mpq_membarrier(int cmd)
+{
+	return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/*
+ * Register this process, and try the command a sleeper issues (a seccomp
+ * filter may allow one and not the other). Every thread may race here:
+ * registering twice is harmless.
+ */
+static int mpq_asym_init(void)
+{
+	int k = __atomic_load_n(&mpq_asym, __ATOMIC_ACQUIRE);
+	long cmds;
+
+	if (k)
+		return k;
+	k = 2;
+	cmds = mpq_membarrier(MEMBARRIER_CMD_QUERY);
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+	    (cmds & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+	    !mpq_membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+	    !mpq_membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED))
+		k = 1;
+	__atomic_store_n(&mpq_asym, k, __ATOMIC_RELEASE);
+	return k;
+}
+
+/* Our publishes need the fence: from now on, for every queue. */
+static void mpq_asym_lost(struct mpq_queue *q)
+{
+	__atomic_store_n(&mpq_asym, 2, __ATOMIC_RELAXED);
+	if (!(load_relaxed(&q->shm->poll_wanted) & MPQ_POLL_FENCE))
+		__atomic_fetch_or(&q->shm->poll_wanted, MPQ_POLL_FENCE,
+				  __ATOMIC_SEQ_CST);
+}
+
+/*
+ * The sleeper's half, between announcing itself and its last look at the
+ * ring. Returns 1 when a publisher racing with us is sure to see us or
+ * be seen; 0 when it may not be (we could not pay: the caller bounds its
+ * sleep). The module's queues are fenced on both sides: 1.
+ */
+static int mpq_queue_sleep_fence(struct mpq_queue *q)
+{
+	if (q->backend != MPQ_BACKEND_MEMFD)
+		return 1;
+	if (load_relaxed(&mpq_asym) == 1 &&
+	    !mpq_membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED))
+		return 1;
+	mpq_asym_lost(q);
+	return 0;
+}
+
+/*
+ * Tell sleepers and pollers on the other side that the ring changed. Our
+ * seq store must be ordered before the reads of the futex word and
+ * poll_wanted: by a fence, which pairs with the fetch_or in
+ * mpq_queue_sleep_memfd() and, for the module's pollers, with the
+ * smp_mb__after_atomic() in its ->poll(); or, in a memfd queue of a
+ * registered process, by the sleeper's membarrier() (see above), unless
+ * the queue has a participant that cannot issue it.
  */
 void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
 {
-	full_fence();
+	uint32_t wanted;
+
+	if (likely(q->backend == MPQ_BACKEND_MEMFD &&
+		   load_relaxed(&mpq_asym) == 1)) {
+		__asm__ __volatile__("" ::: "memory");
+		wanted = load_relaxed(&q->shm->poll_wanted);
+		if (unlikely(wanted & MPQ_POLL_FENCE)) {
+			full_fence();
+			wanted = load_relaxed(&q->shm->poll_wanted);
+		}
+	} else {
+		full_fence();
+		wanted = load_relaxed(&q->shm->poll_wanted);
+	}
 	if (unlikely(load_relaxed(word) & MPQ_FUTEX_SLEEPING))
 		mpq_wake_sleepers(word);
-	if (unlikely(load_relaxed(&q->shm->poll_wanted) & poll_bit))
+	if (unlikely(wanted & poll_bit))
 		mpq_queue_wake_pollers(q, poll_bit);
 }
 
@@ -1016,8 +1131,10 @@ static int mpq_queue_sleep_kmod(struct mpq_op *op, int64_t until)
 }
 
 /*
- * Without it, on the futex word: announce, then look again (pairs with
- * the fence in mpq_queue_notify(); if we then do not sleep the bit stays
+ * Without it, on the futex word: announce, make sure a racing publisher
+ * sees us or is seen (mpq_queue_sleep_fence(): membarrier, or a bounded
+ * sleep), then look again (pairs with mpq_queue_notify(); if we then do
+ * not sleep the bit stays
  * set, costing one spare wake-up call, never a lost one), and sleep on the
  * deathbell too, which the kernel rings when a participant dies in the
  * middle of an operation (robust.h).
@@ -1046,6 +1163,12 @@ static int mpq_queue_sleep_memfd(struct mpq_op *op, uint32_t *word,
 	vals[0] = __atomic_fetch_or(word, MPQ_FUTEX_SLEEPING,
 				    __ATOMIC_SEQ_CST) | MPQ_FUTEX_SLEEPING;
 	vals[1] = 0;
+	if (!mpq_queue_sleep_fence(op->q)) {
+		int64_t recheck = mpq_now_ns() + MPQ_RECHECK_NS;
+
+		if (until < 0 || recheck < until)
+			until = recheck;
+	}
 	ret = mpq_op_try(op);
 	if (ret != -EAGAIN)
 		return ret;
@@ -1909,11 +2032,17 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
 	}
 	if (q->bell < 0)
 		return -EOPNOTSUPP;
-	/* Ask, take a stale ring, look once more: pairs with the notify fence. */
+	/*
+	 * Ask, take a stale ring, look once more: pairs with
+	 * mpq_queue_notify(), as a futex sleeper does. (A process that cannot
+	 * issue membarrier() marks the queue fenced at its first map, so the
+	 * publishes that could miss this are those under way then.)
+	 */
 	__atomic_fetch_or(&q->shm->poll_wanted, MPQ_POLL_IN, __ATOMIC_SEQ_CST);
 	if (read(q->bell, &v, sizeof(v)) < 0) {
 		/* EAGAIN: nothing was rung. */
 	}
+	mpq_queue_sleep_fence(q);
 	if (mpq_queue_readable(q))
 		return 1;
 	p->fd = q->bell;
