@@ -213,6 +213,17 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 		return -errno;
 	}
 	q->shm = map;
+	/*
+	 * The module writes the layout it was built with; a queue of
+	 * another layout is refused, as memfd.c refuses one (a participant
+	 * can scribble the word, but then it can break the queue anyway).
+	 */
+	if (backend == MPQ_BACKEND_KMOD &&
+	    load_relaxed(&q->shm->version) != MPQ_QUEUE_VERSION) {
+		munmap(map, g->map_size);
+		free(q);
+		return -EUCLEAN;
+	}
 	q->recs = (struct mpq_queue_rec *)((unsigned char *)map +
 					   MPQ_QUEUE_REC_OFF);
 	q->slots = (unsigned char *)map + g->data_off;

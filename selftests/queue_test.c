@@ -635,6 +635,43 @@ TEST(from_fd_reports_a_corrupt_memfd_header_as_euclean)
 	close(fd);
 }
 
+/*
+ * A queue of another layout version (a libmpq or module of layout 3 made
+ * it, or a participant says so) is refused, on either backend: the two
+ * layouts count a JoinableQueue's tasks and wake sleepers differently.
+ */
+TEST(from_fd_refuses_a_queue_of_another_layout_version)
+{
+	struct mpq_queue *q, *q2;
+	struct mpq_queue_shm *shm;
+	int fd;
+
+	struct mpq_queue_info info = { .size = sizeof(info) };
+	struct stat st;
+	size_t len;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, NULL));
+	fd = mpq_queue_fileno(q);
+	ASSERT_LE(0, fd);
+	/* The module maps a queue whole only; a memfd's size is its length. */
+	if (ioctl(fd, MPQ_IOC_QUEUE_INFO, &info) == 0) {
+		len = info.map_size;
+	} else {
+		ASSERT_EQ(0, fstat(fd, &st));
+		len = st.st_size;
+	}
+	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, shm);
+	ASSERT_EQ(MPQ_QUEUE_VERSION, shm->version);
+	ASSERT_EQ(0, mpq_queue_from_fd(&q2, fd));
+	mpq_queue_free(q2);
+	shm->version = MPQ_QUEUE_VERSION - 1;
+	EXPECT_EQ(-EUCLEAN, mpq_queue_from_fd(&q2, fd));
+	shm->version = MPQ_QUEUE_VERSION;
+	munmap(shm, len);
+	mpq_queue_free(q);
+}
+
 /* Shrinking the memory under the other participants would be a SIGBUS. */
 TEST_F(queue, the_queue_memory_cannot_be_truncated)
 {

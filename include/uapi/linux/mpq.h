@@ -143,7 +143,14 @@ struct mpq_queue_blob {
 #define MPQ_IOC_QUEUE_BLOB_DROP	_IOW(MPQ_IOC_MAGIC, 0x06, struct mpq_queue_blob)
 
 #define MPQ_QUEUE_MAGIC		0x6d707151U	/* "Qqpm" */
-#define MPQ_QUEUE_VERSION	3U
+/*
+ * 4: a JoinableQueue's count lives in the header and the operation
+ * records (tasks), promotes commit with MPQ_REC_FILLED, and memfd
+ * publishers skip the wake-up fence when sleepers pay with membarrier:
+ * a libmpq of layout 3 would miscount or sleep through a wake-up on a
+ * queue of layout 4, so each refuses the other's queues.
+ */
+#define MPQ_QUEUE_VERSION	4U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
