@@ -137,11 +137,13 @@ static void row(const struct cell *c, const char *metric, double value,
 {
 	printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"backend\":%s%s%s,"
 	       "\"wait\":null,\"size\":%zu,\"batch\":%ld,\"workers\":%d,"
-	       "\"metric\":\"%s\",\"value\":%.0f,\"count\":%" PRIu64 "}\n",
+	       "\"metric\":\"%s\",\"value\":%.*f,\"count\":%" PRIu64 "}\n",
 	       c->bench, c->impl, in_process(c->impl) ? "" : "\"",
 	       in_process(c->impl) ? "null" : mpq_backend_name(c->backend),
 	       in_process(c->impl) ? "" : "\"", c->size,
-	       c->batch, c->workers, metric, value, count);
+	       c->batch, c->workers, metric,
+	       /* CPU per task is a few ns: whole ns would hide a 10% change. */
+	       value < 100 ? 2 : 0, value, count);
 }
 
 /* The reaped workers' CPU time over the wall time dt: CPUs kept busy. */
