@@ -130,6 +130,23 @@ static int reply_err(const redisReply *r)
 	return -EREMOTEIO;
 }
 
+/*
+ * An error reply, freed, as its errno. Through sentinels, READONLY means
+ * the server we reach was the primary and is a replica now (a failover):
+ * drop it; the next call asks the sentinels for the new one.
+ */
+static int error_reply(struct mpq_manager *m, redisReply *r)
+{
+	int err = reply_err(r);
+
+	if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
+		mpq__mgr_conn_drop(m);
+		err = -ECONNRESET;
+	}
+	freeReplyObject(r);
+	return err;
+}
+
 int mpq__mgr_reply_err(const redisReply *r)
 {
 	return reply_err(r);
@@ -269,20 +286,8 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 		mpq__mgr_conn_drop(m);
 		return err;
 	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		err = reply_err(r);
-		/*
-		 * Through sentinels: the server we reach was the primary and
-		 * is a replica now (a failover). Drop it; the next call asks
-		 * the sentinels for the new one.
-		 */
-		if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
-			mpq__mgr_conn_drop(m);
-			err = -ECONNRESET;
-		}
-		freeReplyObject(r);
-		return err;
-	}
+	if (r->type == REDIS_REPLY_ERROR)
+		return error_reply(m, r);
 	if (first_err) {
 		freeReplyObject(r);
 		return first_err;
@@ -619,16 +624,8 @@ int mpq__mgr_recv(struct mpq_manager *m, redisReply **out, int64_t deadline)
 		mpq__mgr_conn_drop(m);
 		return err;
 	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		err = reply_err(r);
-		/* A primary demoted by a failover: as in exchange2. */
-		if (m->master && r->len >= 8 && !strncmp(r->str, "READONLY", 8)) {
-			mpq__mgr_conn_drop(m);
-			err = -ECONNRESET;
-		}
-		freeReplyObject(r);
-		return err;
-	}
+	if (r->type == REDIS_REPLY_ERROR)
+		return error_reply(m, r);
 	*out = r;
 	return 0;
 }
