@@ -479,6 +479,43 @@ static size_t relost(const char *path)
 	return n;
 }
 
+/* How many task messages the server at port holds (queued or leased). */
+static long long held_msgs(int port)
+{
+	redisReply *r = ask(port, "EVAL %s 0", "local n = 0 "
+			    "for _, k in ipairs(redis.call('KEYS', '*:msg')) "
+			    "do n = n + redis.call('HLEN', k) end return n");
+	long long n = -1;
+
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		n = r->integer;
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+/* The first sentinel's log, its last len - 1 bytes, for a failure. */
+static const char *sentinel_log(FIXTURE_DATA(failover) *self, char *buf,
+				size_t len)
+{
+	char path[128];
+	ssize_t n = 0;
+	off_t size;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/log2", self->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		size = lseek(fd, 0, SEEK_END);
+		lseek(fd, size > (off_t)len - 1 ? size - (off_t)len + 1 : 0,
+		      SEEK_SET);
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
 struct outcome {
 	size_t twice, relost, bad, never;
 	int64_t promoted_ms, done_ms;
@@ -511,7 +548,8 @@ static void one_failover(struct __test_metadata *_metadata,
 	static uint64_t in[N];
 	static struct iovec iov[N];
 	static unsigned char count[N];
-	int64_t t_kill;
+	int64_t t_kill, end;
+	static char log[4096];
 	int fd, saved;
 	const void *v;
 	size_t i, len;
@@ -558,6 +596,25 @@ static void one_failover(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, mpq_pool_map_async(p, logged_triple, iov, N, CHUNK, NULL,
 					&r));
 	sleep_ms(kill_ms);
+	/*
+	 * The pool's thread puts the map's messages, not map_async: on a
+	 * loaded machine it may not have run yet. A kill before the
+	 * primary holds any of them loses nothing (they go to the new
+	 * primary, first puts), and a replica "that missed its tasks"
+	 * would have missed none: wait for them, however long it takes.
+	 */
+	end = now_ns() + 20 * NSEC_PER_SEC;
+	while (held_msgs(self->ports[0]) <= 0 && now_ns() < end)
+		sleep_ms(5);
+	ASSERT_LT(0, held_msgs(self->ports[0]));
+	/*
+	 * And the sentinel has not failed over on its own (a primary
+	 * unanswering for down-after-milliseconds on a loaded machine):
+	 * then the run would not be the failover it says.
+	 */
+	ASSERT_EQ(self->ports[0], primary_port(self))
+		TH_LOG("the sentinel failed over before the test asked: %s",
+		       sentinel_log(self, log, sizeof(log)));
 	t_kill = now_ns();
 	if (how == MANUAL) {
 		redisReply *rr = ask(self->ports[2], "SENTINEL FAILOVER mpqm");
