@@ -225,6 +225,8 @@ FIXTURE(failover) {
 	pid_t srv[NSRV];
 	struct relay relay;
 	int relay_up;
+	int saved_err;		/* the test's stderr while the pool's is a file */
+	char err[128];
 	char url[256];
 };
 
@@ -419,6 +421,7 @@ static void cluster_up(struct __test_metadata *_metadata,
 
 FIXTURE_SETUP(failover)
 {
+	self->saved_err = -1;
 	snprintf(self->dir, sizeof(self->dir), "/tmp/mpq-failover-XXXXXX");
 	ASSERT_NE(NULL, mkdtemp(self->dir));
 	if (system("redis-server --version >/dev/null 2>&1"))
@@ -427,8 +430,32 @@ FIXTURE_SETUP(failover)
 
 FIXTURE_TEARDOWN(failover)
 {
-	char cmd[128];
+	char cmd[128], buf[4096];
+	ssize_t n;
+	off_t size;
+	int fd;
 
+	/*
+	 * An assertion failed while stderr was the pool's file: its message
+	 * went there too. Back to the test's stderr, and show the file's end.
+	 */
+	if (self->saved_err >= 0) {
+		fflush(stderr);
+		dup2(self->saved_err, 2);
+		close(self->saved_err);
+		self->saved_err = -1;
+		fd = open(self->err, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			size = lseek(fd, 0, SEEK_END);
+			lseek(fd, size > (off_t)sizeof(buf) ?
+			      size - (off_t)sizeof(buf) : 0, SEEK_SET);
+			fprintf(stderr, "# the end of %s:\n", self->err);
+			while ((n = read(fd, buf, sizeof(buf))) > 0)
+				if (write(2, buf, n) != n)
+					break;
+			close(fd);
+		}
+	}
 	cluster_down(self);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", self->dir);
 	if (system(cmd))
@@ -479,6 +506,43 @@ static size_t relost(const char *path)
 	return n;
 }
 
+/* How many task messages the server at port holds (queued or leased). */
+static long long held_msgs(int port)
+{
+	redisReply *r = ask(port, "EVAL %s 0", "local n = 0 "
+			    "for _, k in ipairs(redis.call('KEYS', '*:msg')) "
+			    "do n = n + redis.call('HLEN', k) end return n");
+	long long n = -1;
+
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		n = r->integer;
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+/* The first sentinel's log, its last len - 1 bytes, for a failure. */
+static const char *sentinel_log(FIXTURE_DATA(failover) *self, char *buf,
+				size_t len)
+{
+	char path[128];
+	ssize_t n = 0;
+	off_t size;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/log2", self->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		size = lseek(fd, 0, SEEK_END);
+		lseek(fd, size > (off_t)len - 1 ? size - (off_t)len + 1 : 0,
+		      SEEK_SET);
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
 struct outcome {
 	size_t twice, relost, bad, never;
 	int64_t promoted_ms, done_ms;
@@ -502,7 +566,7 @@ static void one_failover(struct __test_metadata *_metadata,
 			 FIXTURE_DATA(failover) *self, int run, enum how how,
 			 int kill_ms, struct outcome *out)
 {
-	char runs[128], err[128];
+	char runs[128], *err = self->err;
 	struct mpq_pool_remote pr = { .lease_ns = 1000 * MS };
 	struct mpq_pool_attr pa = { .processes = 2, .remote = &pr };
 	struct mpq_async_result *r = NULL;
@@ -511,8 +575,10 @@ static void one_failover(struct __test_metadata *_metadata,
 	static uint64_t in[N];
 	static struct iovec iov[N];
 	static unsigned char count[N];
-	int64_t t_kill;
-	int fd, saved;
+	int64_t t_kill, end;
+	long long held;
+	static char log[4096];
+	int fd;
 	const void *v;
 	size_t i, len;
 	uint64_t x, y;
@@ -521,7 +587,7 @@ static void one_failover(struct __test_metadata *_metadata,
 	memset(out, 0, sizeof(*out));
 	cluster_up(_metadata, self, 1);
 	snprintf(runs, sizeof(runs), "%s/runs%d", self->dir, run);
-	snprintf(err, sizeof(err), "%s/stderr%d", self->dir, run);
+	snprintf(err, sizeof(self->err), "%s/stderr%d", self->dir, run);
 	fd = open(runs, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	ASSERT_LE(0, fd);
 	close(fd);
@@ -534,7 +600,7 @@ static void one_failover(struct __test_metadata *_metadata,
 		unsetenv("MPQ_FAILOVER_SLOW");
 	/* The pool's messages on stderr go to a file, read below. */
 	fflush(stderr);
-	saved = dup(2);
+	self->saved_err = dup(2);
 	fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	ASSERT_LE(0, fd);
 	dup2(fd, 2);
@@ -558,6 +624,26 @@ static void one_failover(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, mpq_pool_map_async(p, logged_triple, iov, N, CHUNK, NULL,
 					&r));
 	sleep_ms(kill_ms);
+	/*
+	 * The pool's thread puts the map's messages, not map_async: on a
+	 * loaded machine it may not have run yet. A kill before the
+	 * primary holds any of them loses nothing (they go to the new
+	 * primary, first puts), and a replica "that missed its tasks"
+	 * would have missed none: wait for them, however long it takes.
+	 */
+	end = now_ns() + 20 * NSEC_PER_SEC;
+	while ((held = held_msgs(self->ports[0])) <= 0 && now_ns() < end)
+		sleep_ms(5);
+	ASSERT_LT(0, held);
+	/*
+	 * And the sentinel has not failed over on its own (a primary
+	 * unanswering for down-after-milliseconds on a loaded machine):
+	 * then the run would not be the failover it says. (A sentinel
+	 * slow to answer, 0, is not a failover.)
+	 */
+	ASSERT_NE(self->ports[1], primary_port(self))
+		TH_LOG("the sentinel failed over before the test asked: %s",
+		       sentinel_log(self, log, sizeof(log)));
 	t_kill = now_ns();
 	if (how == MANUAL) {
 		redisReply *rr = ask(self->ports[2], "SENTINEL FAILOVER mpqm");
@@ -597,8 +683,9 @@ static void one_failover(struct __test_metadata *_metadata,
 	kill(w, SIGKILL);
 	waitpid(w, NULL, 0);
 	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
+	dup2(self->saved_err, 2);
+	close(self->saved_err);
+	self->saved_err = -1;
 	memset(count, 0, sizeof(count));
 	fd = open(runs, O_RDONLY);
 	ASSERT_LE(0, fd);
