@@ -1016,15 +1016,19 @@ FIXTURE_SETUP(machines)
 				100 + t / 250, t % 250, 4 * i + 2, t, i,
 				self->ns[i], t, i, self->ns[i]));
 	}
-	/* The manager listens on our side of every veth. */
+	/*
+	 * The manager listens on our side of every veth, on a port below
+	 * the ephemeral range (32768-60999), where the kernel would give it
+	 * to some other program's connection.
+	 */
 	snprintf(addr, sizeof(addr), "tcp://0.0.0.0:%d",
-		 20000 + (int)getpid() % 20000);
+		 20000 + (int)getpid() % 10000);
 	self->m = start_or_skip(_metadata, addr);
 	/* Each namespace reaches it by the address of its own veth's peer. */
 	for (i = 0; i < NNS; i++)
 		snprintf(self->url[i], sizeof(self->url[i]),
 			 "tcp://10.%d.%d.%d:%d#mpq", 100 + t / 250, t % 250,
-			 4 * i + 1, 20000 + (int)getpid() % 20000);
+			 4 * i + 1, 20000 + (int)getpid() % 10000);
 }
 
 FIXTURE_TEARDOWN(machines)
