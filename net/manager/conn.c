@@ -296,23 +296,12 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 	return 0;
 }
 
-static int exchange2(struct mpq_manager *m, redisReply **out, int pre_argc,
-		     const char **pre_argv, int argc, const char **argv,
-		     const size_t *lens, int64_t block_ns)
-{
-	struct mgr_cmd c[2] = {
-		{ pre_argc, pre_argv, NULL }, { argc, argv, lens },
-	};
-
-	if (!pre_argc)
-		return exchange_n(m, out, 1, c + 1, block_ns);
-	return exchange_n(m, out, 2, c, block_ns);
-}
-
 static int exchange(struct mpq_manager *m, redisReply **out, int argc,
 		    const char **argv, const size_t *lens, int64_t block_ns)
 {
-	return exchange2(m, out, 0, NULL, argc, argv, lens, block_ns);
+	struct mgr_cmd c = { argc, argv, lens };
+
+	return exchange_n(m, out, 1, &c, block_ns);
 }
 
 /*
@@ -555,23 +544,13 @@ static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,
 		    const char **pre_argv, int argc, const char **argv,
 		    const size_t *lens, int64_t block_ns)
 {
-	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
-	struct timespec pause = { 0, 10 * 1000000L };
-	int err;
+	struct mgr_cmd c[2] = {
+		{ pre_argc, pre_argv, NULL }, { argc, argv, lens },
+	};
 
-	for (;;) {
-		err = conn_ready(m);
-		*out = NULL;
-		if (err)
-			return err;
-		err = exchange2(m, out, pre_argc, pre_argv, argc, argv, lens,
-				block_ns);
-		/* A server still loading its AOF has run nothing: wait
-		 * (within the timeout) and send again. */
-		if (err != -EAGAIN || mpq__mgr_now() > deadline)
-			return err;
-		nanosleep(&pause, NULL);
-	}
+	if (!pre_argc)
+		return mpq__mgr_pipeline(m, out, 1, c + 1, block_ns);
+	return mpq__mgr_pipeline(m, out, 2, c, block_ns);
 }
 
 int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
