@@ -934,46 +934,49 @@ TEST(maxtasksperchild_gives_local_and_remote_workers_a_fresh_process)
 	mpq_manager_shutdown(m);
 }
 
+/*
+ * Start a remote worker on m and wait for it to end: its exit status (-1
+ * if it did not exit), with what it wrote on stderr in err.
+ */
+static int worker_exit_status(struct mpq_manager *m, char *err, size_t len)
+{
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t w;
+
+	if (pipe(fds))
+		return -1;
+	w = start_worker(m, NULL, NULL, 0, fds[1]);
+	close(fds[1]);
+	n = read(fds[0], err, len - 1);
+	err[n > 0 ? n : 0] = 0;
+	close(fds[0]);
+	if (waitpid(w, &status, 0) != w || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
 TEST(a_worker_whose_initializer_fails_or_is_missing_exits_4_saying_why)
 {
 	struct mpq_manager *m = start_or_skip(_metadata, NULL);
 	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
 	struct mpq_pool *p = NULL;
 	char err[1024] = "";
-	int fds[2], status = 0;
 	uint64_t arg = 0;
-	ssize_t n;
-	pid_t w;
 
 	if (!m)
 		return;
 	make_inits_file(path);
 	/* Fails: init_mark with 0 returns -EPERM. */
 	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_mark, &arg, 0));
-	ASSERT_EQ(0, pipe(fds));
-	w = start_worker(m, NULL, NULL, 0, fds[1]);
-	close(fds[1]);
-	ASSERT_EQ(w, waitpid(w, &status, 0));
-	EXPECT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(4, WEXITSTATUS(status));
-	n = read(fds[0], err, sizeof(err) - 1);
-	close(fds[0]);
-	err[n > 0 ? n : 0] = 0;
+	ASSERT_EQ(4, worker_exit_status(m, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "\"init_mark\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "returned -1")) TH_LOG("%s", err);
 	mpq_pool_free(p);
 	/* Missing: registered here, not in the worker. */
 	ASSERT_EQ(0, mpq_register_target("init_other", init_other));
 	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_other, &arg, 0));
-	ASSERT_EQ(0, pipe(fds));
-	w = start_worker(m, NULL, NULL, 0, fds[1]);
-	close(fds[1]);
-	ASSERT_EQ(w, waitpid(w, &status, 0));
-	EXPECT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(4, WEXITSTATUS(status));
-	n = read(fds[0], err, sizeof(err) - 1);
-	close(fds[0]);
-	err[n > 0 ? n : 0] = 0;
+	ASSERT_EQ(4, worker_exit_status(m, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "\"init_other\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "does not register")) TH_LOG("%s", err);
 	mpq_pool_free(p);
