@@ -7,6 +7,9 @@
 #define MPQ_SELFTEST_NET_HELPERS_H
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <hiredis/hiredis.h>
 
 #include "mpq_net.h"
 
@@ -26,6 +29,34 @@ start_or_skip(struct __test_metadata *_metadata,
 		SKIP(return NULL, "no redis-server on PATH (make deps)");
 	ASSERT_EQ(0, err);
 	return m;
+}
+
+/* The pool's id, from its announcement (a raw client: no API for it). */
+static inline int pool_id(struct mpq_manager *m, char *id, size_t len)
+{
+	const char *a = mpq_manager_address(m);
+	char path[256], *hash;
+	redisContext *c;
+	redisReply *r;
+	int ret = -1;
+
+	snprintf(path, sizeof(path), "%s", a + 5);
+	hash = strchr(path, '#');
+	if (!hash)
+		return -1;
+	*hash = 0;
+	c = redisConnectUnix(path);
+	if (!c || c->err)
+		return -1;
+	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
+	freeReplyObject(r);
+	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
+	if (r && r->type == REDIS_REPLY_STRING &&
+	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
+		ret = 0;
+	freeReplyObject(r);
+	redisFree(c);
+	return ret;
 }
 
 #endif /* MPQ_SELFTEST_NET_HELPERS_H */

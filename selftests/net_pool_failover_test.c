@@ -830,34 +830,6 @@ TEST_F(failover, the_sentinels_are_asked_in_turn_and_an_unknown_master_is_EADDRN
 	EXPECT_EQ(NULL, m);
 }
 
-/* The pool's id, from its announcement (a raw client: no API for it). */
-static int pool_id(struct mpq_manager *m, char *id, size_t len)
-{
-	const char *a = mpq_manager_address(m);
-	char path[256], *hash;
-	redisContext *c;
-	redisReply *r;
-	int ret = -1;
-
-	snprintf(path, sizeof(path), "%s", a + 5);
-	hash = strchr(path, '#');
-	if (!hash)
-		return -1;
-	*hash = 0;
-	c = redisConnectUnix(path);
-	if (!c || c->err)
-		return -1;
-	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
-	freeReplyObject(r);
-	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
-	if (r && r->type == REDIS_REPLY_STRING &&
-	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
-		ret = 0;
-	freeReplyObject(r);
-	redisFree(c);
-	return ret;
-}
-
 /*
  * A task the manager loses with no failover or reconnection to show it
  * (here: taken and marked done by another client, as a worker of the old

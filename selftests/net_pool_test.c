@@ -16,6 +16,7 @@
 #include "kselftest_harness.h"
 #include "helpers.h"
 #include "mpq_net.h"
+#include "net_helpers.h"
 
 #define MS		NSEC_PER_MSEC
 #define BOUND		(60 * NSEC_PER_SEC)
@@ -163,17 +164,13 @@ static void __attribute__((constructor)) run_worker(void)
 	mpq_init(NULL, NULL);
 }
 
-static struct mpq_manager *start_or_skip(struct __test_metadata *_metadata,
-					 const char *address)
+/* start_or_skip() on a given address (NULL: a private Unix socket). */
+static struct mpq_manager *start_at(struct __test_metadata *_metadata,
+				    const char *address)
 {
 	struct mpq_manager_attr a = { .address = address };
-	struct mpq_manager *m = NULL;
-	int err = mpq_manager_start(&m, &a);
 
-	if (err == -ENOENT)
-		SKIP(return NULL, "no redis-server on PATH (make deps)");
-	ASSERT_EQ(0, err);
-	return m;
+	return start_or_skip(_metadata, &a);
 }
 
 /* This binary as a worker of m's pool "pool"; stderr to errfd if >= 0. */
@@ -286,7 +283,7 @@ static long long count_keys(struct mpq_manager *m)
 
 TEST(a_map_with_local_workers_gives_every_result)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_pool *p = NULL;
 
 	if (!m)
@@ -309,7 +306,7 @@ static void on_value(struct mpq_async_result *r, void *data)
 
 TEST(apply_async_callbacks_and_imap_unordered_work_as_on_a_local_pool)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_pool_callbacks cb = { .callback = on_value };
 	struct mpq_async_result *r[50];
 	struct mpq_pool_iter *it = NULL;
@@ -358,7 +355,7 @@ TEST(apply_async_callbacks_and_imap_unordered_work_as_on_a_local_pool)
 
 TEST(a_task_that_kills_every_worker_fails_with_EOWNERDEAD_and_the_map_goes_on)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_async_result *r = NULL;
 	struct mpq_pool *p = NULL;
 	uint64_t in[40], y;
@@ -399,7 +396,7 @@ TEST(a_task_that_kills_every_worker_fails_with_EOWNERDEAD_and_the_map_goes_on)
 
 TEST(a_worker_of_another_program_version_is_refused_with_a_clear_error)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_pool *p = NULL;
 	char err[1024] = "";
 	int fds[2], status = 0;
@@ -428,7 +425,7 @@ TEST(a_worker_of_another_program_version_is_refused_with_a_clear_error)
 
 TEST(a_task_longer_than_its_lease_runs_once_while_its_worker_lives)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	char path[] = "/tmp/mpq-net-pool-runs-XXXXXX";
 	struct mpq_pool *p = NULL;
 	struct stat st;
@@ -452,34 +449,6 @@ TEST(a_task_longer_than_its_lease_runs_once_while_its_worker_lives)
 	unlink(path);
 	unsetenv("MPQ_NET_POOL_TEST_RUNS");
 	mpq_manager_shutdown(m);
-}
-
-/* The pool's id, from its announcement (a raw client: no API for it). */
-static int pool_id(struct mpq_manager *m, char *id, size_t len)
-{
-	const char *a = mpq_manager_address(m);
-	char path[256], *hash;
-	redisContext *c;
-	redisReply *r;
-	int ret = -1;
-
-	snprintf(path, sizeof(path), "%s", a + 5);
-	hash = strchr(path, '#');
-	if (!hash)
-		return -1;
-	*hash = 0;
-	c = redisConnectUnix(path);
-	if (!c || c->err)
-		return -1;
-	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
-	freeReplyObject(r);
-	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
-	if (r && r->type == REDIS_REPLY_STRING &&
-	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
-		ret = 0;
-	freeReplyObject(r);
-	redisFree(c);
-	return ret;
 }
 
 /* The wire format of net/pool/pool.c's task messages. */
@@ -509,7 +478,7 @@ static size_t task_msg(unsigned char *buf, const char *name, uint64_t first,
 
 TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL), *peer = NULL;
+	struct mpq_manager *m = start_at(_metadata, NULL), *peer = NULL;
 	struct mpq_manager_queue_attr qa = { .lease_ns = 10 * NSEC_PER_SEC,
 					     .max_deliveries = 3 };
 	struct mpq_manager_queue *q = NULL;
@@ -584,7 +553,7 @@ TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 
 TEST(large_values_and_starmap_arguments_travel_whole)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_async_result *r = NULL;
 	struct mpq_pool *p = NULL;
 	uint64_t in[6] = { 0, 1, 2, 3, 4, 5 }, sum;
@@ -632,7 +601,7 @@ TEST(large_values_and_starmap_arguments_travel_whole)
 
 TEST(terminate_cancels_what_is_left_and_removes_the_pools_keys)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_async_result *r = NULL;
 	struct mpq_pool *p = NULL;
 	static uint64_t in[3000];
@@ -692,7 +661,7 @@ static int caller_dies(void *arg)
 
 TEST(the_callers_death_leaves_nothing_in_the_manager)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	int64_t end;
 	pid_t pid;
 	int status;
@@ -853,7 +822,7 @@ static void make_inits_file(char *path)
 
 TEST(an_initializer_runs_once_in_each_worker_local_or_remote_before_its_tasks)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
 	static uint64_t out[300][3];
 	struct mpq_pool *p = NULL;
@@ -894,7 +863,7 @@ TEST(an_initializer_runs_once_in_each_worker_local_or_remote_before_its_tasks)
 
 TEST(maxtasksperchild_gives_local_and_remote_workers_a_fresh_process)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
 	static uint64_t out[60][3];
 	struct mpq_pool *p = NULL;
@@ -958,7 +927,7 @@ static int worker_exit_status(struct mpq_manager *m, char *err, size_t len)
 
 TEST(a_worker_whose_initializer_fails_or_is_missing_exits_4_saying_why)
 {
-	struct mpq_manager *m = start_or_skip(_metadata, NULL);
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	char path[] = "/tmp/mpq-net-pool-inits-XXXXXX";
 	struct mpq_pool *p = NULL;
 	char err[1024] = "";
@@ -1026,7 +995,7 @@ FIXTURE_SETUP(machines)
 	 */
 	snprintf(addr, sizeof(addr), "tcp://0.0.0.0:%d",
 		 20000 + (int)getpid() % 10000);
-	self->m = start_or_skip(_metadata, addr);
+	self->m = start_at(_metadata, addr);
 	/* Each namespace reaches it by the address of its own veth's peer. */
 	for (i = 0; i < NNS; i++)
 		snprintf(self->url[i], sizeof(self->url[i]),
