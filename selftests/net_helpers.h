@@ -31,30 +31,57 @@ start_or_skip(struct __test_metadata *_metadata,
 	return m;
 }
 
-/* The pool's id, from its announcement (a raw client: no API for it). */
-static inline int pool_id(struct mpq_manager *m, char *id, size_t len)
+/*
+ * A raw client of m's server, logged in as m's user; *ns its namespace.
+ * For what no API shows: a pool's keys, as a hostile peer would see them.
+ */
+static inline redisContext *raw_connect(struct mpq_manager *m, char *ns,
+					size_t len)
 {
 	const char *a = mpq_manager_address(m);
 	char path[256], *hash;
 	redisContext *c;
 	redisReply *r;
-	int ret = -1;
 
 	snprintf(path, sizeof(path), "%s", a + 5);
 	hash = strchr(path, '#');
-	if (!hash)
-		return -1;
+	if (!hash || strlen(hash + 1) >= len)
+		return NULL;
 	*hash = 0;
+	snprintf(ns, len, "%s", hash + 1);
 	c = redisConnectUnix(path);
-	if (!c || c->err)
-		return -1;
-	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	r = redisCommand(c, "AUTH %s %s", ns, mpq_manager_authkey(m));
+	if (!r || r->type != REDIS_REPLY_STATUS) {
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+		return NULL;
+	}
 	freeReplyObject(r);
-	r = redisCommand(c, "GET mpq:%s:P:pool", hash + 1);
+	return c;
+}
+
+/* The pool's id, from its announcement (a raw client: no API for it). */
+static inline int pool_id(struct mpq_manager *m, char *id, size_t len)
+{
+	char ns[64];
+	redisContext *c = raw_connect(m, ns, sizeof(ns));
+	redisReply *r;
+	int ret = -1;
+
+	if (!c)
+		return -1;
+	r = redisCommand(c, "GET mpq:%s:P:pool", ns);
 	if (r && r->type == REDIS_REPLY_STRING &&
 	    sscanf(r->str, "%23s", id) == 1 && strlen(id) < len)
 		ret = 0;
-	freeReplyObject(r);
+	if (r)
+		freeReplyObject(r);
 	redisFree(c);
 	return ret;
 }

@@ -457,13 +457,13 @@ struct task_hdr {
 	uint16_t version;
 	uint16_t name_len;
 	uint64_t table, job, first;
-	uint32_t count, pad;
+	uint32_t count, deliveries;
 };
 
 static size_t task_msg(unsigned char *buf, const char *name, uint64_t first,
 		       uint64_t arglen, uint64_t x)
 {
-	struct task_hdr h = { 0x5471706dU, 1, (uint16_t)strlen(name), 0, 1,
+	struct task_hdr h = { 0x5471706dU, 2, (uint16_t)strlen(name), 0, 1,
 			      first, 1, 0 };
 	size_t off = sizeof(h);
 
@@ -478,21 +478,21 @@ static size_t task_msg(unsigned char *buf, const char *name, uint64_t first,
 
 TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 {
-	struct mpq_manager *m = start_at(_metadata, NULL), *peer = NULL;
-	struct mpq_manager_queue_attr qa = { .lease_ns = 10 * NSEC_PER_SEC,
-					     .max_deliveries = 3 };
-	struct mpq_manager_queue *q = NULL;
-	struct mpq_manager_msg msgs[3];
+	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_async_result *r = NULL;
 	struct mpq_pool *p = NULL;
 	unsigned char a[256], b[256];
-	struct iovec iov[3], put[4];
+	struct iovec iov[3];
 	uint64_t in[3] = { 0, 1, 2 }, y;
-	char id[24], qname[64];
+	char id[24], ns[64], ready[160];
+	const char *argv[6] = { "RPUSH", ready };
+	size_t lens[6];
+	redisReply *taken[3] = { 0 }, *rr;
+	redisContext *c;
 	const char *msg;
 	const void *v;
 	size_t len;
-	int i, got = 0;
+	int i, got = 0, tries;
 	pid_t w;
 
 	if (!m)
@@ -505,33 +505,43 @@ TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 	ASSERT_EQ(0, mpq_pool_map_async(p, triple, iov, 3, 1, NULL, &r));
 	/* No worker yet: take the pool's three messages, put ours. */
 	ASSERT_EQ(0, pool_id(m, id, sizeof(id)));
-	snprintf(qname, sizeof(qname), "pool.%s", id);
-	ASSERT_EQ(0, mpq_manager_connect(&peer, mpq_manager_address(m),
-					 mpq_manager_authkey(m), 0));
-	ASSERT_EQ(0, mpq_manager_queue(peer, qname, &qa, &q));
-	while (got < 3) {
-		int n = mpq_manager_queue_get_many(q, msgs + got, 3 - got,
-						   BOUND);
-
-		ASSERT_LT(0, n);
-		got += n;
+	c = raw_connect(m, ns, sizeof(ns));
+	ASSERT_NE(NULL, c);
+	snprintf(ready, sizeof(ready), "mpq:%s:P:pool.%s.ready", ns, id);
+	for (tries = 0; got < 3 && tries < 3000; tries++) {
+		rr = redisCommand(c, "LPOP %s", ready);
+		ASSERT_NE(NULL, rr);
+		if (rr->type == REDIS_REPLY_STRING) {
+			taken[got++] = rr;
+			continue;
+		}
+		freeReplyObject(rr);
+		usleep(10000);
 	}
-	put[0].iov_base = a;
-	put[0].iov_len = task_msg(a, "no_such_task", 0, 8, 0);
-	put[1].iov_base = b;
-	put[1].iov_len = task_msg(b, "triple", 1, 100, 1);	/* cut short */
-	put[2].iov_base = "junk!";
-	put[2].iov_len = 5;
+	ASSERT_EQ(3, got);
+	argv[2] = (const char *)a;
+	lens[2] = task_msg(a, "no_such_task", 0, 8, 0);
+	argv[3] = (const char *)b;
+	lens[3] = task_msg(b, "triple", 1, 100, 1);	/* cut short */
+	argv[4] = "junk!";
+	lens[4] = 5;
 	for (i = 0; i < 3; i++) {
 		uint64_t first;
 
-		memcpy(&first, (char *)msgs[i].data + 24, 8);
-		if (first == 2)
-			put[3] = (struct iovec){ msgs[i].data, msgs[i].len };
+		memcpy(&first, taken[i]->str + 24, 8);
+		if (first == 2) {
+			argv[5] = taken[i]->str;
+			lens[5] = taken[i]->len;
+		}
 	}
-	ASSERT_EQ(4, mpq_manager_queue_put_many(q, put, 4, BOUND));
+	lens[0] = 5;
+	lens[1] = strlen(ready);
+	rr = redisCommandArgv(c, 6, argv, lens);
+	ASSERT_NE(NULL, rr);
+	EXPECT_EQ(REDIS_REPLY_INTEGER, rr->type);
+	freeReplyObject(rr);
 	for (i = 0; i < 3; i++)
-		mpq_manager_msg_done(q, &msgs[i]);
+		freeReplyObject(taken[i]);
 	w = start_worker(m, NULL, NULL, 0, -1);
 	ASSERT_EQ(-ENOENT, mpq_async_result_get(r, BOUND));
 	EXPECT_EQ(-ENOENT, mpq_async_result_error(r, 0, &msg));
@@ -544,9 +554,8 @@ TEST(an_unknown_task_or_a_malformed_message_fails_its_item_and_no_worker)
 	/* The worker lived through all of it. */
 	EXPECT_EQ(0, waitpid(w, NULL, WNOHANG));
 	stop_worker(w);
+	redisFree(c);
 	mpq_async_result_free(r);
-	mpq_manager_queue_free(q);
-	mpq_manager_free(peer);
 	mpq_pool_free(p);
 	mpq_manager_shutdown(m);
 }

@@ -255,10 +255,10 @@ static int read_reply(struct mpq_manager *m, redisReply **out,
  */
 static int exchange_n(struct mpq_manager *m, redisReply **out,
 		      unsigned int n, const struct mgr_cmd *cmds,
-		      int64_t block_ns)
+		      int64_t block_ns, unsigned int keep)
 {
 	int64_t deadline = mpq__mgr_now() + m->timeout_ns + block_ns;
-	redisReply *r = NULL;
+	redisReply *r = NULL, *kept = NULL;
 	int err, first_err = 0;
 	unsigned int i;
 
@@ -275,24 +275,29 @@ static int exchange_n(struct mpq_manager *m, redisReply **out,
 	err = flush_out(m->c, deadline);
 	for (i = 0; !err && i < n; i++) {
 		err = read_reply(m, &r, deadline);
-		if (err || i + 1 == n)
+		if (err)
 			break;
+		if (i == keep) {
+			kept = r;
+			continue;
+		}
 		if (r->type == REDIS_REPLY_ERROR && !first_err)
 			first_err = reply_err(r);
 		freeReplyObject(r);
-		r = NULL;
 	}
 	if (err) {
+		if (kept)
+			freeReplyObject(kept);
 		mpq__mgr_conn_drop(m);
 		return err;
 	}
-	if (r->type == REDIS_REPLY_ERROR)
-		return error_reply(m, r);
+	if (kept->type == REDIS_REPLY_ERROR)
+		return error_reply(m, kept);
 	if (first_err) {
-		freeReplyObject(r);
+		freeReplyObject(kept);
 		return first_err;
 	}
-	*out = r;
+	*out = kept;
 	return 0;
 }
 
@@ -301,7 +306,7 @@ static int exchange(struct mpq_manager *m, redisReply **out, int argc,
 {
 	struct mgr_cmd c = { argc, argv, lens };
 
-	return exchange_n(m, out, 1, &c, block_ns);
+	return exchange_n(m, out, 1, &c, block_ns, 0);
 }
 
 /*
@@ -518,26 +523,36 @@ static int conn_ready(struct mpq_manager *m)
 	return mpq__mgr_conn_open(m);
 }
 
-int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
-		      unsigned int n, const struct mgr_cmd *cmds,
-		      int64_t block_ns)
+int mpq__mgr_pipeline_at(struct mpq_manager *m, redisReply **out,
+			 unsigned int n, const struct mgr_cmd *cmds,
+			 int64_t block_ns, unsigned int keep)
 {
 	int64_t deadline = mpq__mgr_now() + m->timeout_ns;
 	struct timespec pause = { 0, 10 * 1000000L };
 	int err;
 
+	*out = NULL;
+	if (keep >= n)
+		return -EINVAL;
 	for (;;) {
 		err = conn_ready(m);
 		*out = NULL;
 		if (err)
 			return err;
-		err = exchange_n(m, out, n, cmds, block_ns);
+		err = exchange_n(m, out, n, cmds, block_ns, keep);
 		/* A server still loading its AOF has run nothing: wait
 		 * (within the timeout) and send again. */
 		if (err != -EAGAIN || mpq__mgr_now() > deadline)
 			return err;
 		nanosleep(&pause, NULL);
 	}
+}
+
+int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
+		      unsigned int n, const struct mgr_cmd *cmds,
+		      int64_t block_ns)
+{
+	return mpq__mgr_pipeline_at(m, out, n, cmds, block_ns, n ? n - 1 : 0);
 }
 
 static int command2(struct mpq_manager *m, redisReply **out, int pre_argc,

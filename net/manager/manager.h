@@ -83,6 +83,10 @@ struct mgr_cmd {
 int mpq__mgr_pipeline(struct mpq_manager *m, redisReply **out,
 		      unsigned int n, const struct mgr_cmd *cmds,
 		      int64_t block_ns);
+/* The same, *out being the reply of command keep (0-based) instead. */
+int mpq__mgr_pipeline_at(struct mpq_manager *m, redisReply **out,
+			 unsigned int n, const struct mgr_cmd *cmds,
+			 int64_t block_ns, unsigned int keep);
 /* The timeout argument of a blocking command for a wait of wait_ns, made
  * 1 ms to MGR_MAX_BLOCK_NS (0 would block for ever); returns that wait. */
 int64_t mpq__mgr_block_secs(char secs[32], int64_t wait_ns);

@@ -6,20 +6,34 @@
  * file installs from a constructor.
  *
  * Keys, under "mpq:<ns>:" (all of them end with the pool, or expire
- * within ttl of its caller's death: the pool's thread refreshes their
- * expiry every ttl/3, and every key a worker writes to is written only
- * while the announcement names the pool, by one script):
+ * within ttl of its caller's death: the pool's thread refreshes the
+ * expiry of its own every ttl/3, and every key a worker writes to it
+ * gives an expiry in the same transaction):
  *   P:<name>            the announcement: "<id> <table> <ntasks>
  *                       <lease_ms> <maxdeliv> <init>" (SET NX: one pool
  *                       per name; init 1: read the .init key)
- *   q:<name>.<id>:...   a managed queue of task messages, leased
- *                       (net/manager/queue.c); a chunk of a job each
- *   l:<name>.<id>.dead  its dead letters: chunks whose leases ran out
- *                       max_deliveries times
+ *   P:<name>.<id>.ready a list of task messages to run: a chunk of a job
+ *                       each
+ *   P:<name>.<id>.w.<w> worker w's message in hand (moved there from
+ *                       ready by its BLMOVE)
+ *   P:<name>.<id>.hb.<w> worker w's lease: set for lease_ns, renewed by
+ *                       a thread of the worker every lease/4 while it
+ *                       lives, whatever it runs
+ *   P:<name>.<id>.workers the set of workers that joined
+ *   P:<name>.<id>.dead  dead letters: messages delivered max_deliveries
+ *                       times to workers that all lost their lease
  *   P:<name>.<id>.res   a list of result messages
  *   P:<name>.<id>.init  what workers are told on joining (struct dp_init,
  *                       the initializer's name, its argument), when the
  *                       announcement's sixth field is 1
+ *
+ * The path of a task is three native commands, no script: the pool's
+ * RPUSH to ready, the worker's BLMOVE from ready to its own list (woken
+ * on the server, so a task costs no round trip of the worker's), and one
+ * MULTI/EXEC of the worker's that pushes the results and deletes its
+ * list. Leases are the workers', not the messages': a script of the
+ * pool's (reap_lua), every lease/4, puts back what a worker without a
+ * lease held, counting the delivery in the message.
  *
  * A task message: struct dp_task, the task's name (padded to 8), then per
  * item a uint64_t length and the bytes (padded to 8). A result message:
@@ -27,11 +41,11 @@
  * status 0 a value, < 0 an error and its message. Both in the byte order
  * of the machines (workers and pool alike: x86_64 or any one order).
  *
- * Nothing lost: a worker holds its message's lease while it runs (a
- * thread renews it every lease/3), sends the results and marks the
- * message done in one script. A worker that dies or is cut off loses the
- * lease, and the message goes to the next worker; the pool applies each
- * item's result once (lib/pool_remote.c). A message delivered again is
+ * Nothing lost: a worker holds its lease while it lives (a thread renews
+ * it every lease/4), and sends the results and lets the message go in
+ * one transaction. A worker that dies or is cut off loses the lease, and
+ * its message goes to the next worker; the pool applies each item's
+ * result once (lib/pool_remote.c). A message delivered again is
  * run item by item with a result sent after each, in the other direction
  * each time, so that an item that kills its workers is soon the only one
  * of its chunk left without a result when the message is dead-lettered.
@@ -44,9 +58,10 @@
  * message it put that the server no longer holds (in the queue, leased or
  * dead-lettered) and whose results have not all come is put again. A
  * forgotten lease, done or result only means a task run twice, applied
- * once: a script's writes replicate as one, so the server never holds a
- * message marked done without its results.
+ * once: a transaction's writes replicate as one, so the server never
+ * holds a message let go without its results.
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -65,7 +80,7 @@
 
 #define DP_TASK_MAGIC	0x5471706dU	/* "mpqT" */
 #define DP_RES_MAGIC	0x5271706dU	/* "mpqR" */
-#define DP_VERSION	1
+#define DP_VERSION	2
 #define DP_LEASE_NS	(10 * 1000000000LL)
 #define DP_MAXDELIV	3
 /* A worker with no pool to serve looks again after this. */
@@ -79,7 +94,7 @@ struct dp_task {
 	uint64_t job;
 	uint64_t first;
 	uint32_t count;
-	uint32_t __pad;
+	uint32_t deliveries;	/* little-endian: reap_lua counts them */
 };
 
 struct dp_res {
@@ -144,29 +159,6 @@ static int buf_add(struct buf *b, const void *data, size_t len)
 
 /* ---- scripts -------------------------------------------------------- */
 
-/*
- * KEYS: announcement, res, then the queue's cnt, lease, msg, unf.
- * ARGV: pool id, ttl_ms, payload, then (done) message id, delivery.
- * Push the results only while the announcement names the pool (never
- * re-make the keys of a pool that ended), then mark the message done as
- * mpq_manager_msg_done does. -2: the pool is gone; -1: the lease had run
- * out (the results still count); 0: done.
- */
-static struct mgr_script finish_lua = { .src =
-	"local v = redis.call('GET', KEYS[1]) "
-	"if not v or string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then "
-	"return -2 end "
-	"redis.call('RPUSH', KEYS[2], ARGV[3]) "
-	"redis.call('PEXPIRE', KEYS[2], ARGV[2]) "
-	"if not ARGV[4] then return 0 end "
-	"local c = redis.call('HGET', KEYS[3], ARGV[4]) "
-	"if c ~= ARGV[5] or not redis.call('ZSCORE', KEYS[4], ARGV[4]) then "
-	"return -1 end "
-	"redis.call('ZREM', KEYS[4], ARGV[4]) "
-	"redis.call('HDEL', KEYS[5], ARGV[4]) "
-	"redis.call('HDEL', KEYS[3], ARGV[4]) "
-	"redis.call('DECR', KEYS[6]) return 0" };
-
 /* KEYS: announcement, then every other key. ARGV: value, ttl_ms. */
 static struct mgr_script keep_lua = { .src =
 	"local v = redis.call('GET', KEYS[1]) "
@@ -175,16 +167,49 @@ static struct mgr_script keep_lua = { .src =
 	"for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end "
 	"return 0" };
 
-/* KEYS: announcement, then every other key. ARGV: value. */
+/*
+ * KEYS: announcement, workers, then every other key. ARGV: value, the
+ * keys' prefix ("...P:<name>.<id>."). Every worker's list and lease go
+ * too.
+ */
 static struct mgr_script drop_lua = { .src =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
 	"redis.call('DEL', KEYS[1]) end "
+	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do "
+	"redis.call('DEL', ARGV[2] .. 'w.' .. w, ARGV[2] .. 'hb.' .. w) end "
 	"for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end return 0" };
+
+/*
+ * KEYS: workers, ready, dead. ARGV: the keys' prefix, max_deliveries,
+ * ttl_ms. Every worker whose lease ran out: what it held goes back to
+ * the front of ready, its deliveries (the little-endian uint32_t at byte
+ * 36 of struct dp_task) counted, or to dead once delivered
+ * max_deliveries times; the worker leaves the set. Returns how many went
+ * to dead.
+ */
+static struct mgr_script reap_lua = { .src =
+	"local dead = 0 "
+	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+	"if redis.call('EXISTS', ARGV[1] .. 'hb.' .. w) == 0 then "
+	"local l = ARGV[1] .. 'w.' .. w "
+	"local ms = redis.call('LRANGE', l, 0, -1) "
+	"for i = #ms, 1, -1 do "
+	"local m, d = ms[i], 0 "
+	"if #m >= 40 then "
+	"d = struct.unpack('<I4', m, 37) + 1 "
+	"m = string.sub(m, 1, 36) .. struct.pack('<I4', d) .. "
+	"string.sub(m, 41) end "
+	"if #m < 40 or d >= tonumber(ARGV[2]) then "
+	"redis.call('RPUSH', KEYS[3], m) dead = dead + 1 "
+	"else redis.call('LPUSH', KEYS[2], m) end end "
+	"redis.call('DEL', l) redis.call('SREM', KEYS[1], w) end end "
+	"if dead > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end "
+	"return dead" };
 
 /* ---- the pool's side ------------------------------------------------ */
 
-/* announcement, res, 10 queue keys, dead, init */
-#define DP_NKEYS	14
+/* The pool's keys, in the order keep_lua and drop_lua take them. */
+enum { K_ANN, K_WORKERS, K_RES, K_READY, K_DEAD, K_INIT, DP_NKEYS };
 #define DP_JOBS		256	/* buckets of the table of jobs handed out */
 
 /*
@@ -215,11 +240,6 @@ struct dp_key {
 };
 
 
-static const char *const q_suffix[10] = {
-	":cfg", ":ready", ":msg", ":cnt", ":lease", ":seq", ":unf",
-	":take", ":wput", ":wjoin",
-};
-
 struct dp_pool {
 	struct mpq_manager *m;		/* the pool thread's connection */
 	struct mpq_manager *wm;		/* for its result wait */
@@ -231,9 +251,9 @@ struct dp_pool {
 	uint32_t maxdeliv;
 	uint64_t table;
 	char *keys[DP_NKEYS];
-	struct mpq_manager_queue *q;
-	struct mpq_manager_list *dead;
-	int64_t next_keep;
+	char *prefix;			/* "...P:<name>.<id>." */
+	char maxdeliv_s[16];
+	int64_t next_keep, next_reap;
 
 	/* Messages built by send (or lost), put by the next collect. */
 	struct dp_key *pend;
@@ -415,12 +435,11 @@ static int dp_pend_add(struct dp_pool *d, uint64_t job, uint64_t first)
 	return 0;
 }
 
-static void dp_free(struct dp_pool *d)
+/* The local workers end (and so write nothing more to the manager). */
+static void dp_stop_local(struct dp_pool *d)
 {
 	size_t i;
 
-	if (!d)
-		return;
 	for (i = 0; d->local && i < (size_t)d->nlocal; i++) {
 		if (!d->local[i])
 			continue;
@@ -430,16 +449,25 @@ static void dp_free(struct dp_pool *d)
 			mpq_process_join(d->local[i], -1);
 		}
 		mpq_process_free(d->local[i]);
+		d->local[i] = NULL;
 	}
+}
+
+static void dp_free(struct dp_pool *d)
+{
+	size_t i;
+
+	if (!d)
+		return;
+	dp_stop_local(d);
 	free(d->local);
 	for (i = 0; i < DP_JOBS; i++)
 		while (d->jobs[i])
 			dp_job_free(d, d->jobs[i]);
 	free(d->pend);
-	mpq_manager_queue_free(d->q);
-	mpq_manager_list_free(d->dead);
 	for (i = 0; i < DP_NKEYS; i++)
 		free(d->keys[i]);
+	free(d->prefix);
 	mpq_manager_free(d->m);
 	mpq_manager_free(d->wm);
 	free(d->url);
@@ -448,24 +476,32 @@ static void dp_free(struct dp_pool *d)
 	free(d);
 }
 
-static int dp_keys(struct dp_pool *d, const char *qname)
+/* "...P:<pool>.<id>.<what>": the keys of pool id. */
+static char *dp_key(struct mpq_manager *m, const char *pool, const char *id,
+		    const char *what)
 {
-	char sfx[64], dead[300];
+	char sfx[96];
+
+	snprintf(sfx, sizeof(sfx), ".%s.%s", id, what);
+	return mpq__mgr_key(m, 'P', pool, sfx);
+}
+
+static int dp_keys(struct dp_pool *d)
+{
+	static const char *const what[DP_NKEYS] = {
+		[K_WORKERS] = "workers", [K_RES] = "res", [K_READY] = "ready",
+		[K_DEAD] = "dead", [K_INIT] = "init",
+	};
 	int i;
 
-	d->keys[0] = mpq__mgr_key(d->m, 'P', d->name, NULL);
-	snprintf(sfx, sizeof(sfx), ".%s.res", d->id);
-	d->keys[1] = mpq__mgr_key(d->m, 'P', d->name, sfx);
-	for (i = 0; i < 10; i++)
-		d->keys[2 + i] = mpq__mgr_key(d->m, 'q', qname, q_suffix[i]);
-	snprintf(dead, sizeof(dead), "%s.dead", qname);
-	d->keys[12] = mpq__mgr_key(d->m, 'l', dead, NULL);
-	snprintf(sfx, sizeof(sfx), ".%s.init", d->id);
-	d->keys[13] = mpq__mgr_key(d->m, 'P', d->name, sfx);
+	d->keys[K_ANN] = mpq__mgr_key(d->m, 'P', d->name, NULL);
+	for (i = 1; i < DP_NKEYS; i++)
+		d->keys[i] = dp_key(d->m, d->name, d->id, what[i]);
+	d->prefix = dp_key(d->m, d->name, d->id, "");
 	for (i = 0; i < DP_NKEYS; i++)
 		if (!d->keys[i])
 			return -ENOMEM;
-	return 0;
+	return d->prefix ? 0 : -ENOMEM;
 }
 
 /*
@@ -476,7 +512,7 @@ static int dp_put_init(struct dp_pool *d, const struct mpq__pool_init *in)
 {
 	struct dp_init h = { .magic = DP_INIT_MAGIC, .maxtasks = in->maxtasks,
 			     .arg_len = in->len };
-	const char *argv[5] = { "SET", d->keys[13], NULL, "PX", d->ttl };
+	const char *argv[5] = { "SET", d->keys[K_INIT], NULL, "PX", d->ttl };
 	size_t lens[5];
 	struct buf b = { 0 };
 	redisReply *r;
@@ -507,11 +543,9 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 		   const struct mpq__pool_init *init, int bell, void **ctx)
 {
 	int with_init = init->name || init->maxtasks;
-	struct mpq_manager_queue_attr qa = { 0 };
 	struct dp_pool *d;
 	const char *args[3];
 	unsigned char rnd[8];
-	char qname[256];
 	long long v;
 	int ret, i;
 
@@ -549,8 +583,8 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	}
 	for (i = 0; i < 8; i++)
 		snprintf(d->id + 2 * i, 3, "%02x", rnd[i]);
-	snprintf(qname, sizeof(qname), "%s.%s", d->name, d->id);
-	ret = dp_keys(d, qname);
+	snprintf(d->maxdeliv_s, sizeof(d->maxdeliv_s), "%u", d->maxdeliv);
+	ret = dp_keys(d);
 	if (ret)
 		goto fail;
 	snprintf(d->announce, sizeof(d->announce),
@@ -576,23 +610,14 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 		if (ret)
 			goto fail;
 	}
-	qa.lease_ns = d->lease_ns;
-	qa.max_deliveries = d->maxdeliv;
-	ret = mpq_manager_queue(d->m, qname, &qa, &d->q);
-	if (!ret) {
-		char dead[300];
-
-		snprintf(dead, sizeof(dead), "%s.dead", qname);
-		ret = mpq_manager_list(d->m, dead, &d->dead);
-	}
 	args[0] = d->announce;
 	args[1] = d->ttl;
-	if (!ret)
-		ret = mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
-					(const char **)d->keys, 2, args, NULL);
+	ret = mpq__mgr_eval_int(d->m, &keep_lua, &v, DP_NKEYS,
+				(const char **)d->keys, 2, args, NULL);
 	if (ret)
 		goto fail_drop;
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
+	d->next_reap = mpq__mgr_now() + d->lease_ns / 4;
 	d->conns_seen = dp_conns(d);
 	d->nlocal = nlocal;
 	d->local = calloc((size_t)(nlocal ? nlocal : 1), sizeof(*d->local));
@@ -605,8 +630,9 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	return 0;
 fail_drop:
 	args[0] = d->announce;
+	args[1] = d->prefix;
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
-			  (const char **)d->keys, 1, args, NULL);
+			  (const char **)d->keys, 2, args, NULL);
 fail:
 	dp_free(d);
 	return ret;
@@ -721,6 +747,31 @@ static void dp_fail_msg(const void *data, size_t len, int code,
 	}
 }
 
+/* RPUSH n messages to ready: how many it took, or a negative errno. */
+static int dp_push(struct dp_pool *d, const struct iovec *v, unsigned int n)
+{
+	const char *argv[2 + 256];
+	size_t lens[2 + 256];
+	redisReply *r;
+	unsigned int i;
+	int ret;
+
+	argv[0] = "RPUSH";
+	argv[1] = d->keys[K_READY];
+	lens[0] = 5;
+	lens[1] = strlen(argv[1]);
+	for (i = 0; i < n; i++) {
+		argv[2 + i] = v[i].iov_base;
+		lens[2 + i] = v[i].iov_len;
+	}
+	ret = mpq__mgr_command(d->m, &r, (int)n + 2, argv, lens, 0);
+	if (ret)
+		return ret;
+	ret = r->type == REDIS_REPLY_INTEGER ? (int)n : -EPROTO;
+	freeReplyObject(r);
+	return ret;
+}
+
 static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
 	struct iovec v[256];
@@ -744,7 +795,7 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 			v[i].iov_base = o->data;
 			v[i].iov_len = o->len;
 		}
-		ret = mpq_manager_queue_put_many(d->q, v, n, -1);
+		ret = dp_push(d, v, n);
 		if (ret < 0)
 			break;
 		for (i = 0; i < (size_t)ret; i++) {
@@ -812,32 +863,38 @@ static void dp_results(const unsigned char *p, size_t len,
 /* Dead letters: their items fail (those with a result already stay). */
 static void dp_dead(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
+	const char *argv[2] = { "LPOP", d->keys[K_DEAD] };
 	char fmt[256];
-	size_t cap = 1 << 16, len;
-	unsigned char *buf;
-	int ret;
+	redisReply *r;
 
 	snprintf(fmt, sizeof(fmt), "task \"%%s\" (item %%llu) was delivered "
 		 "%u times and every worker that ran it died or lost its "
 		 "lease: it is not tried again", d->maxdeliv);
-	buf = malloc(cap);
-	while (buf) {
-		len = cap;
-		ret = mpq_manager_list_pop(d->dead, 0, buf, &len);
-		if (ret == -EMSGSIZE) {
-			unsigned char *g = realloc(buf, len);
-
-			if (!g)
-				break;
-			buf = g;
-			cap = len;
-			continue;
-		}
-		if (ret)
+	while (!mpq__mgr_command(d->m, &r, 2, argv, NULL, 0)) {
+		if (r->type != REDIS_REPLY_STRING) {
+			freeReplyObject(r);
 			break;
-		dp_fail_msg(buf, len, -EOWNERDEAD, fmt, sink, arg);
+		}
+		dp_fail_msg(r->str, r->len, -EOWNERDEAD, fmt, sink, arg);
+		freeReplyObject(r);
 	}
-	free(buf);
+}
+
+/*
+ * Every lease/4: what workers without a lease held goes back (reap_lua),
+ * or is dead-lettered, and then fails.
+ */
+static void dp_reap(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	const char *keys[3] = { d->keys[K_WORKERS], d->keys[K_READY],
+				d->keys[K_DEAD] };
+	const char *args[3] = { d->prefix, d->maxdeliv_s, d->ttl };
+	long long dead = 0;
+
+	d->next_reap = mpq__mgr_now() + d->lease_ns / 4;
+	if (!mpq__mgr_eval_int(d->m, &reap_lua, &dead, 3, keys, 3, args,
+			       NULL) && dead > 0)
+		dp_dead(d, sink, arg);
 }
 
 /* Local workers that died, or left after maxtasksperchild: new ones. */
@@ -904,10 +961,10 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 static int dp_wait_send(struct dp_pool *d, int64_t wait)
 {
 	char secs[32];
-	const char *trim[4] = { "LTRIM", d->keys[1], d->trim, "-1" };
-	const char *move[6] = { "BLMOVE", d->keys[1], d->keys[1], "LEFT",
-				"RIGHT", secs };
-	const char *range[4] = { "LRANGE", d->keys[1], "0", "255" };
+	const char *trim[4] = { "LTRIM", d->keys[K_RES], d->trim, "-1" };
+	const char *move[6] = { "BLMOVE", d->keys[K_RES], d->keys[K_RES],
+				"LEFT", "RIGHT", secs };
+	const char *range[4] = { "LRANGE", d->keys[K_RES], "0", "255" };
 	const char *const *argvs[3];
 	int argcs[3], n = 0, ret;
 
@@ -969,18 +1026,19 @@ static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 }
 
 /*
- * The job and first item of every task message the server holds (in the
- * queue, ready or leased: its :msg hash; or dead-lettered), and every
- * result in the result list, at one instant. KEYS: msg, dead, res.
+ * The job and first item of every task message the server holds (ready,
+ * in a worker's hands, or dead-lettered), and every result in the result
+ * list, at one instant. KEYS: workers, ready, dead, res. ARGV: the keys'
+ * prefix.
  */
 static struct mgr_script heads_lua = { .src =
-	"local h = {} "
-	"for _, k in ipairs({KEYS[1], KEYS[2]}) do "
-	"local vs = k == KEYS[1] and redis.call('HVALS', k) or "
-	"redis.call('LRANGE', k, 0, -1) "
-	"for _, v in ipairs(vs) do "
+	"local h, ks = {}, {KEYS[2], KEYS[3]} "
+	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+	"ks[#ks + 1] = ARGV[1] .. 'w.' .. w end "
+	"for _, k in ipairs(ks) do "
+	"for _, v in ipairs(redis.call('LRANGE', k, 0, -1)) do "
 	"if #v >= 32 then h[#h + 1] = string.sub(v, 17, 32) end end end "
-	"return {h, redis.call('LRANGE', KEYS[3], 0, -1)}" };
+	"return {h, redis.call('LRANGE', KEYS[4], 0, -1)}" };
 
 /*
  * A connection was made again: perhaps to another server (a replica
@@ -994,7 +1052,9 @@ static struct mgr_script heads_lua = { .src =
  */
 static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 {
-	const char *keys[3] = { d->keys[4], d->keys[12], d->keys[1] };
+	const char *keys[4] = { d->keys[K_WORKERS], d->keys[K_READY],
+				d->keys[K_DEAD], d->keys[K_RES] };
+	const char *args[1] = { d->prefix };
 	unsigned long conns = dp_conns(d);
 	struct dp_out *o;
 	struct dp_job *j;
@@ -1003,7 +1063,7 @@ static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	size_t i, k, lost = 0;
 	int ret;
 
-	ret = mpq__mgr_eval(d->m, &heads_lua, &r, 3, keys, 0, NULL, NULL);
+	ret = mpq__mgr_eval(d->m, &heads_lua, &r, 4, keys, 1, args, NULL);
 	if (ret)
 		return ret;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -1079,8 +1139,11 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 		dp_flush(d, sink, arg);
 	if (mpq__mgr_now() >= d->next_keep)
 		dp_keep(d, sink, arg);
+	if (mpq__mgr_now() >= d->next_reap)
+		dp_reap(d, sink, arg);
 	now = mpq__mgr_now();
-	wait = d->next_keep - now;
+	wait = (d->next_keep < d->next_reap ? d->next_keep : d->next_reap) -
+	       now;
 	if (wait > 1000000000LL)
 		wait = 1000000000LL;
 	if (wait < 1000000)
@@ -1145,45 +1208,53 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 static void dp_close(void *ctx)
 {
 	struct dp_pool *d = ctx;
-	const char *args[1];
+	const char *args[2];
 	long long v;
 
 	if (!d)
 		return;
 	args[0] = d->announce;
-	/* The keys before the workers: what they run finds the pool gone. */
+	args[1] = d->prefix;
+	/*
+	 * Our workers first, then the keys: nothing of ours writes to them
+	 * after. A remote worker finds the pool gone at its next lease
+	 * (lease_lua) or result (dp_worker_send); what a result it sends
+	 * meanwhile makes again expires within ttl.
+	 */
+	dp_stop_local(d);
 	mpq__mgr_eval_int(d->m, &drop_lua, &v, DP_NKEYS,
-			  (const char **)d->keys, 1, args, NULL);
+			  (const char **)d->keys, 2, args, NULL);
 	dp_free(d);
 }
 
 /* ---- the worker's side ------------------------------------------------ */
 
+/* A worker's keys for the pool it serves. */
+enum { W_ANN, W_RES, W_READY, W_LIST, W_HB, W_WORKERS, W_NKEYS };
+
 struct dp_worker {
 	struct mpq_manager *m;
 	char *pool;
 	char who[128];
+	char wid[24];		/* this process's name in the pool's keys */
 	uint64_t table;
 	uint32_t ntasks;
 	char *ann_key;
 
 	/* The pool served now. */
 	char id[24];
-	char *keys[6];		/* announcement, res, cnt, lease, msg, unf */
-	struct mpq_manager_queue *q;
-	struct mpq_manager_queue_attr qa;
+	char *keys[W_NKEYS];
 	char ttl[24];
+	char lease_ms[24];
+	int64_t lease_ns;
 
-	/* The message being run, for the renewing thread. */
+	/* What the renewing thread renews, a copy under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	char *url, *authkey;
-	char qname[256];
-	uint64_t msg_id;
-	uint32_t deliveries;
-	int active;
-	int64_t started;	/* when the task in hand started */
-	char renew_qname[256];	/* the queue the renewing thread has open */
+	char *rkeys[W_NKEYS];
+	char rttl[24], rlease_ms[24], rid[24];
+	int64_t rlease_ns;
 
 	struct mpq__pool_runner *runner;
 
@@ -1202,20 +1273,69 @@ static struct {
 	char address[1024];
 } dp_self;
 
+/*
+ * KEYS: announcement, hb, workers, the worker's list. ARGV: pool id,
+ * worker name, lease_ms, ttl_ms. The worker's lease (hb) for lease_ms,
+ * its name in the set of workers, and the expiry of the set and of its
+ * list; only while the announcement names the pool, so that no key of a
+ * pool that ended is made again. -2: the pool is gone.
+ */
+static struct mgr_script lease_lua = { .src =
+	"local v = redis.call('GET', KEYS[1]) "
+	"if not v or string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then "
+	"return -2 end "
+	"redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) "
+	"redis.call('SADD', KEYS[3], ARGV[2]) "
+	"redis.call('PEXPIRE', KEYS[3], ARGV[4]) "
+	"redis.call('PEXPIRE', KEYS[4], ARGV[4]) return 0" };
+
+/*
+ * The worker's lease in the keys k of pool id: from the renewing thread
+ * every lease/4, and on joining a pool. One round trip; 0, -2 (the pool
+ * is gone) or a negative errno.
+ */
+static int dp_worker_lease(struct mpq_manager *m, const char *id,
+			   const char *wid, char *const *k,
+			   const char *lease_ms, const char *ttl)
+{
+	const char *keys[4] = { k[W_ANN], k[W_HB], k[W_WORKERS], k[W_LIST] };
+	const char *args[4] = { id, wid, lease_ms, ttl };
+	long long v;
+	int ret = mpq__mgr_eval_int(m, &lease_lua, &v, 4, keys, 4, args,
+				    NULL);
+
+	return ret ? ret : (int)v;
+}
+
+static void dp_keys_free(char **k)
+{
+	int i;
+
+	for (i = 0; i < W_NKEYS; i++) {
+		free(k[i]);
+		k[i] = NULL;
+	}
+}
+
+/*
+ * Every lease/4, whether a task runs or not: the lease of a worker that
+ * lives never runs out (a task longer than its lease is not handed out
+ * again), and one of a worker that died or was cut off does, within a
+ * lease. Its own connection: the main thread may be in a task, or
+ * blocked waiting for one.
+ */
 static void *dp_renew_main(void *arg)
 {
 	struct dp_worker *w = arg;
 	struct mpq_manager *m = NULL;
-	struct mpq_manager_queue *q = NULL;
-	char qname[256] = "";
-	struct mpq_manager_msg msg;
+	char *k[W_NKEYS] = { 0 }, ttl[24], lease_ms[24], id[24];
 	struct timespec ts;
 	int64_t period;
-	int due, fresh;
+	int i, have;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		period = w->qa.lease_ns / 4;
+		period = w->rlease_ns / 4;
 		if (period < 1000000)
 			period = 1000000;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1226,57 +1346,31 @@ static void *dp_renew_main(void *arg)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
-		if (!w->active)
-			continue;
-		memset(&msg, 0, sizeof(msg));
-		msg.id = w->msg_id;
-		msg.deliveries = w->deliveries;
-		if (strcmp(qname, w->qname)) {
-			mpq_manager_queue_free(q);
-			q = NULL;
-			snprintf(qname, sizeof(qname), "%s", w->qname);
+		have = w->rkeys[W_HB] != NULL;
+		for (i = 0; have && i < W_NKEYS; i++) {
+			free(k[i]);
+			k[i] = strdup(w->rkeys[i]);
+			have = k[i] != NULL;
 		}
-		/*
-		 * A task is renewed once it has run a period (lease/4): one
-		 * that started just after our last wake-up is renewed at most
-		 * half its lease after its get leased it. A quick task is never
-		 * renewed, and its start wakes nobody: no round trip, no
-		 * thread switch per task.
-		 */
-		due = mpq__mgr_now() - w->started >= period;
+		snprintf(ttl, sizeof(ttl), "%s", w->rttl);
+		snprintf(id, sizeof(id), "%s", w->rid);
+		snprintf(lease_ms, sizeof(lease_ms), "%s", w->rlease_ms);
 		pthread_mutex_unlock(&w->lock);
-		/*
-		 * But connected, the queue open and the lease renewed as soon
-		 * as the first task of a pool starts (the worker wakes us
-		 * then): connecting and authenticating later could outlast a
-		 * short lease on a busy machine, and the task would be handed
-		 * out again while it runs.
-		 */
-		fresh = !m || !q;
-		if (!m)
+		if (have && !m)
 			mpq_manager_connect(&m, w->url, w->authkey, 0);
-		if (m && !q && qname[0])
-			mpq_manager_queue(m, qname, &w->qa, &q);
-		if (q && (due || fresh))
-			mpq_manager_msg_renew(q, &msg);
+		if (have && m)
+			dp_worker_lease(m, id, w->wid, k, lease_ms, ttl);
 		pthread_mutex_lock(&w->lock);
-		if (q)
-			snprintf(w->renew_qname, sizeof(w->renew_qname), "%s",
-				 qname);
 	}
 	return NULL;
 }
 
 static void dp_worker_drop_pool(struct dp_worker *w)
 {
-	int i;
-
-	mpq_manager_queue_free(w->q);
-	w->q = NULL;
-	for (i = 1; i < 6; i++) {
-		free(w->keys[i]);
-		w->keys[i] = NULL;
-	}
+	pthread_mutex_lock(&w->lock);
+	dp_keys_free(w->rkeys);
+	pthread_mutex_unlock(&w->lock);
+	dp_keys_free(w->keys);
 	w->id[0] = 0;
 }
 
@@ -1404,8 +1498,11 @@ static void dp_worker_restart(struct dp_worker *w)
  */
 static int dp_worker_find(struct dp_worker *w)
 {
+	static const char *const what[W_NKEYS] = {
+		[W_RES] = "res", [W_READY] = "ready", [W_WORKERS] = "workers",
+	};
 	const char *argv[2] = { "GET", w->ann_key };
-	char id[24], qname[256], sfx[64];
+	char id[24], sfx[64];
 	unsigned long long table;
 	long long lease_ms;
 	unsigned int ntasks, maxd;
@@ -1417,7 +1514,8 @@ static int dp_worker_find(struct dp_worker *w)
 	/* A sixth field (with_init) since maxtasksperchild and initializers. */
 	if (r->type != REDIS_REPLY_STRING ||
 	    sscanf(r->str, "%23s %llx %u %lld %u %d", id, &table, &ntasks,
-		   &lease_ms, &maxd, &with_init) < 5 || lease_ms <= 0) {
+		   &lease_ms, &maxd, &with_init) < 5 || lease_ms <= 0 ||
+	    lease_ms > 1000000000LL) {
 		freeReplyObject(r);
 		return 0;
 	}
@@ -1430,57 +1528,116 @@ static int dp_worker_find(struct dp_worker *w)
 			table, w->ntasks, (unsigned long long)w->table);
 		exit(3);
 	}
-	if (!strcmp(id, w->id) && w->q)
+	if (!strcmp(id, w->id))
 		return 1;
 	dp_worker_drop_pool(w);
-	snprintf(qname, sizeof(qname), "%s.%s", w->pool, id);
-	snprintf(sfx, sizeof(sfx), ".%s.res", id);
-	w->keys[1] = mpq__mgr_key(w->m, 'P', w->pool, sfx);
-	w->keys[2] = mpq__mgr_key(w->m, 'q', qname, ":cnt");
-	w->keys[3] = mpq__mgr_key(w->m, 'q', qname, ":lease");
-	w->keys[4] = mpq__mgr_key(w->m, 'q', qname, ":msg");
-	w->keys[5] = mpq__mgr_key(w->m, 'q', qname, ":unf");
-	for (i = 1; i < 6; i++)
+	w->keys[W_ANN] = strdup(w->ann_key);
+	for (i = 1; i < W_NKEYS; i++)
+		if (what[i])
+			w->keys[i] = dp_key(w->m, w->pool, id, what[i]);
+	snprintf(sfx, sizeof(sfx), "w.%s", w->wid);
+	w->keys[W_LIST] = dp_key(w->m, w->pool, id, sfx);
+	snprintf(sfx, sizeof(sfx), "hb.%s", w->wid);
+	w->keys[W_HB] = dp_key(w->m, w->pool, id, sfx);
+	for (i = 0; i < W_NKEYS; i++)
 		if (!w->keys[i])
-			return 0;
-	w->qa.lease_ns = lease_ms * 1000000LL;
-	w->qa.max_deliveries = maxd;
+			goto fail;
+	w->lease_ns = lease_ms * 1000000LL;
+	snprintf(w->lease_ms, sizeof(w->lease_ms), "%lld", lease_ms);
 	snprintf(w->ttl, sizeof(w->ttl), "%lld", 2 * lease_ms + 1000);
-	ret = mpq_manager_queue(w->m, qname, &w->qa, &w->q);
-	if (ret)
-		return 0;
-	if (strcmp(id, w->init_id) && dp_worker_join(w, id, with_init))
-		return 0;
-	snprintf(w->id, sizeof(w->id), "%s", id);
+	/* Leased before the first take; renewed from now on. */
+	if (dp_worker_lease(w->m, id, w->wid, w->keys, w->lease_ms, w->ttl))
+		goto fail;
+	if (strcmp(id, w->init_id)) {
+		ret = dp_worker_join(w, id, with_init);
+		if (ret)
+			goto fail;
+	}
 	pthread_mutex_lock(&w->lock);
-	snprintf(w->qname, sizeof(w->qname), "%s", qname);
+	for (i = 0; i < W_NKEYS; i++)
+		w->rkeys[i] = strdup(w->keys[i]);
+	snprintf(w->rttl, sizeof(w->rttl), "%s", w->ttl);
+	snprintf(w->rid, sizeof(w->rid), "%s", id);
+	snprintf(w->rlease_ms, sizeof(w->rlease_ms), "%s", w->lease_ms);
+	w->rlease_ns = w->lease_ns;
+	for (i = 0; i < W_NKEYS; i++)
+		if (!w->rkeys[i])
+			dp_keys_free(w->rkeys);
+	/* Its period may be the last pool's: renew on this one's. */
+	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
+	snprintf(w->id, sizeof(w->id), "%s", id);
 	return 1;
+fail:
+	dp_worker_drop_pool(w);
+	return 0;
 }
 
-/* Send res (and with msg, mark it done): the pool's answer, see finish_lua. */
-static int dp_worker_send(struct dp_worker *w, struct buf *res,
-			  const struct mpq_manager_msg *msg)
+/*
+ * The next message, moved from ready into this worker's list, waiting up
+ * to a second: 1 (*r its reply), 0 none, or a negative errno. The list's
+ * expiry follows in the same write, for a worker that dies holding it
+ * when the pool has ended too.
+ */
+static int dp_worker_take(struct dp_worker *w, redisReply **r)
 {
-	char idbuf[24], dbuf[16];
-	const char *args[5] = { w->id, w->ttl, (const char *)res->p,
-				idbuf, dbuf };
-	size_t lens[5] = { strlen(w->id), strlen(w->ttl), res->len, 0, 0 };
-	long long v;
+	char secs[32];
+	const char *move[6] = { "BLMOVE", w->keys[W_READY], w->keys[W_LIST],
+				"LEFT", "RIGHT", secs };
+	const char *exp[3] = { "PEXPIRE", w->keys[W_LIST], w->ttl };
+	const struct mgr_cmd c[2] = { { 6, move, NULL }, { 3, exp, NULL } };
+	int64_t wait = mpq__mgr_block_secs(secs, 1000000000LL);
+	int ret = mpq__mgr_pipeline_at(w->m, r, 2, c, wait, 0);
+
+	if (ret)
+		return ret;
+	if ((*r)->type == REDIS_REPLY_STRING)
+		return 1;
+	freeReplyObject(*r);
+	*r = NULL;
+	return 0;
+}
+
+/*
+ * Send res: with done, in one transaction with letting the message go
+ * (the worker's list deleted) and reading the announcement. 0, -2 when
+ * the announcement no longer names the pool, or a negative errno. The
+ * results key gets an expiry with each push: a pool that ended is not
+ * made again for ever.
+ */
+static int dp_worker_send(struct dp_worker *w, struct buf *res, int done)
+{
+	const char *multi[1] = { "MULTI" };
+	const char *push[3] = { "RPUSH", w->keys[W_RES], (const char *)res->p };
+	const size_t plens[3] = { 5, strlen(w->keys[W_RES]), res->len };
+	const char *exp[3] = { "PEXPIRE", w->keys[W_RES], w->ttl };
+	const char *del[2] = { "DEL", w->keys[W_LIST] };
+	const char *get[2] = { "GET", w->keys[W_ANN] };
+	const char *exec[1] = { "EXEC" };
+	const struct mgr_cmd c[6] = {
+		{ 1, multi, NULL }, { 3, push, plens }, { 3, exp, NULL },
+		{ 2, del, NULL }, { 2, get, NULL }, { 1, exec, NULL },
+	};
+	size_t idl = strlen(w->id);
+	redisReply *r, *a;
 	int ret;
 
-	if (msg) {
-		snprintf(idbuf, sizeof(idbuf), "%llu",
-			 (unsigned long long)msg->id);
-		snprintf(dbuf, sizeof(dbuf), "%u", msg->deliveries);
-		lens[3] = strlen(idbuf);
-		lens[4] = strlen(dbuf);
+	if (!done)
+		return mpq__mgr_pipeline(w->m, &r, 2, c + 1, 0) ? -EIO :
+			(freeReplyObject(r), 0);
+	ret = mpq__mgr_pipeline(w->m, &r, 6, c, 0);
+	if (ret)
+		return ret;
+	ret = -EPROTO;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER) {
+		a = r->element[3];
+		ret = a->type == REDIS_REPLY_STRING && a->len > idl &&
+		      !memcmp(a->str, w->id, idl) && a->str[idl] == ' ' ?
+		      0 : -2;
 	}
-	w->keys[0] = w->ann_key;
-	ret = mpq__mgr_eval_int(w->m, &finish_lua, &v, 6,
-				(const char **)w->keys, msg ? 5 : 3, args,
-				lens);
-	return ret ? ret : (int)v;
+	freeReplyObject(r);
+	return ret;
 }
 
 static void res_start(struct buf *b, uint64_t job, uint64_t first, int back)
@@ -1510,10 +1667,22 @@ static int res_add(struct buf *b, int status, const void *data, size_t len)
 	return 0;
 }
 
-/* Run one task message: its results back, then done; -2: the pool ended. */
-static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
+/* Let a message go with no result (malformed): the worker's list goes. */
+static void dp_worker_drop_msg(struct dp_worker *w, size_t len)
 {
-	const unsigned char *p = msg->data;
+	const char *del[2] = { "DEL", w->keys[W_LIST] };
+	redisReply *r;
+
+	fprintf(stderr, "mpq pool worker %s: a malformed task message "
+		"(%zu bytes) was dropped\n", w->who, len);
+	if (!mpq__mgr_command(w->m, &r, 2, del, NULL, 0))
+		freeReplyObject(r);
+}
+
+/* Run one task message: its results back, then done; -2: the pool ended. */
+static int dp_worker_run(struct dp_worker *w, const unsigned char *p,
+			 size_t len)
+{
 	struct mpq__pool_out out;
 	struct buf res = { 0 };
 	struct dp_task h;
@@ -1522,60 +1691,43 @@ static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 	mpq_task_fn fn;
 	size_t off;
 	uint64_t l;
-	uint32_t i, k, valid;
+	uint32_t i, k, valid, deliveries;
 	int back, each, ret = 0;
 
-	if (msg->len < sizeof(h)) {
-		fprintf(stderr, "mpq pool worker %s: a malformed task message "
-			"(%zu bytes) was dropped\n", w->who, msg->len);
-		mpq_manager_msg_done(w->q, msg);
+	if (len < sizeof(h)) {
+		dp_worker_drop_msg(w, len);
 		return 0;
 	}
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != DP_TASK_MAGIC || h.version != DP_VERSION ||
 	    h.name_len == 0 || h.name_len >= sizeof(name) ||
-	    msg->len - sizeof(h) < h.name_len) {
-		fprintf(stderr, "mpq pool worker %s: a malformed task message "
-			"(%zu bytes) was dropped\n", w->who, msg->len);
-		mpq_manager_msg_done(w->q, msg);
+	    len - sizeof(h) < h.name_len) {
+		dp_worker_drop_msg(w, len);
 		return 0;
 	}
 	memcpy(name, p + sizeof(h), h.name_len);
 	name[h.name_len] = 0;
 	off = sizeof(h) + align8(h.name_len);
 	args = calloc(h.count ? h.count : 1, sizeof(*args));
-	if (!args) {
-		free(msg->data);
-		msg->data = NULL;	/* the lease runs out: someone else */
-		return 0;
-	}
+	if (!args)
+		return -ENOMEM;
 	/* The arguments that are whole; the rest fail as malformed. */
 	for (valid = 0; valid < h.count; valid++) {
-		if (off > msg->len || msg->len - off < 8)
+		if (off > len || len - off < 8)
 			break;
 		memcpy(&l, p + off, sizeof(l));
-		if (l > msg->len - off - 8)
+		if (l > len - off - 8)
 			break;
 		args[valid].iov_base = (void *)(p + off + 8);
 		args[valid].iov_len = l;
 		off += 8 + align8(l);
 	}
 	fn = dp_lib->task_by_name(name, h.name_len);
-	pthread_mutex_lock(&w->lock);
-	w->msg_id = msg->id;
-	w->deliveries = msg->deliveries;
-	w->active = 1;
-	w->started = mpq__mgr_now();
-	/*
-	 * The renewing thread not yet set up for this pool (its wait may
-	 * also be the last pool's period): wake it, to connect now.
-	 */
-	if (strcmp(w->renew_qname, w->qname))
-		pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+	/* This delivery is the one after those reap_lua counted. */
+	deliveries = le32toh(h.deliveries) + 1;
 	/* Delivered again: item by item, in the other direction each time. */
-	back = msg->deliveries % 2 == 0;
-	each = msg->deliveries > 1;
+	back = deliveries % 2 == 0;
+	each = deliveries > 1;
 	res_start(&res, h.job, back ? h.first + h.count - 1 : h.first, back);
 	for (k = 0; k < h.count; k++) {
 		i = back ? h.count - 1 - k : k;
@@ -1603,16 +1755,12 @@ static int dp_worker_run(struct dp_worker *w, struct mpq_manager_msg *msg)
 			}
 		}
 		if (each && k + 1 < h.count)
-			dp_worker_send(w, &res, NULL);
+			dp_worker_send(w, &res, 0);
 	}
 	if (res.p)
-		ret = dp_worker_send(w, &res, msg);
-	pthread_mutex_lock(&w->lock);
-	w->active = 0;
-	pthread_mutex_unlock(&w->lock);
+		ret = dp_worker_send(w, &res, 1);
 	free(res.p);
 	free(args);
-	mpq_manager_msg_free(msg);
 	return ret;
 }
 
@@ -1636,13 +1784,31 @@ static void dp_worker_name(char *buf, size_t len)
 		snprintf(buf, len, "%s:%d", host, (int)getpid());
 }
 
+/*
+ * A new name for this worker in the pool's keys: after a message it could
+ * not let go (a send that failed, so perhaps one still in its list), the
+ * old name's lease runs out and reap_lua hands out what it held; the new
+ * list starts empty, and a message is never let go with another.
+ */
+static int dp_worker_new_wid(struct dp_worker *w)
+{
+	unsigned char rnd[8];
+	int i;
+
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		return -EIO;
+	for (i = 0; i < 8; i++)
+		snprintf(w->wid + 2 * i, 3, "%02x", rnd[i]);
+	return 0;
+}
+
 static int dp_worker_serve(const char *url, const char *authkey,
 			   const char *pool)
 {
 	struct dp_worker *w = calloc(1, sizeof(*w));
-	struct mpq_manager_msg msg;
 	int64_t next_find = 0;
 	pthread_t renew;
+	redisReply *r;
 	int ret;
 
 	if (!w)
@@ -1654,9 +1820,10 @@ static int dp_worker_serve(const char *url, const char *authkey,
 	w->pool = strdup(pool);
 	w->table = dp_lib->table_hash(&w->ntasks);
 	w->runner = dp_lib->runner_new();
-	w->qa.lease_ns = DP_LEASE_NS;
+	w->rlease_ns = DP_LEASE_NS;
 	dp_worker_name(w->who, sizeof(w->who));
-	if (!w->url || !w->authkey || !w->pool || !w->runner)
+	if (!w->url || !w->authkey || !w->pool || !w->runner ||
+	    dp_worker_new_wid(w))
 		return 1;
 	/* Wait for the manager: workers may start first. A wrong key ends. */
 	for (;;) {
@@ -1679,22 +1846,31 @@ static int dp_worker_serve(const char *url, const char *authkey,
 		 * The announcement is read when there was nothing to do, and
 		 * at most a second apart while tasks keep coming, not before
 		 * every task: a round trip per task for a pool that does not
-		 * change. A pool that ended is seen by its result script
-		 * (dp_worker_send) or by a get that finds nothing.
+		 * change. A pool that ended is seen by the transaction that
+		 * sends results (dp_worker_send) or by a take that finds
+		 * nothing.
 		 */
-		if (!w->q || mpq__mgr_now() >= next_find) {
+		if (!w->id[0] || mpq__mgr_now() >= next_find) {
 			if (!dp_worker_find(w)) {
-				dp_worker_drop_pool(w);
 				usleep(DP_IDLE_NS / 1000);
 				continue;
 			}
 			next_find = mpq__mgr_now() + 1000000000LL;
 		}
-		/* get_many: get itself says 0 for a message. */
-		ret = mpq_manager_queue_get_many(w->q, &msg, 1, 1000000000LL);
+		ret = dp_worker_take(w, &r);
 		if (ret == 1) {
-			if (dp_worker_run(w, &msg) == -2)
+			ret = dp_worker_run(w, (const unsigned char *)r->str,
+					    r->len);
+			freeReplyObject(r);
+			if (ret == -2) {
 				next_find = 0;
+			} else if (ret < 0) {
+				/* Whatever our list holds goes back. */
+				dp_worker_drop_pool(w);
+				if (dp_worker_new_wid(w))
+					return 1;
+				usleep(100000);
+			}
 			if (w->maxtasks && ++w->ran >= w->maxtasks) {
 				if (!dp_self.remote)
 					return 0;
