@@ -210,6 +210,62 @@ static double ping_us(struct mpq_manager *m, int k)
 	return r;
 }
 
+/*
+ * The least any client can do for one task with the manager in between,
+ * by hand: two queues without leases (native commands, no script), a
+ * process that gets from one and puts to the other, and the caller's put
+ * and blocking get. Its floor is two Redis round trips, the apply goal.
+ */
+static pid_t echo_start(struct mpq_manager *m)
+{
+	struct mpq_manager_queue_attr qa = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+	struct mpq_manager_queue *a, *b;
+	struct mpq_manager_msg msg;
+	struct mpq_manager *c;
+	pid_t pid = fork();
+
+	if (pid)
+		return pid;
+	if (mpq_manager_connect(&c, mpq_manager_address(m),
+				mpq_manager_authkey(m), 0) ||
+	    mpq_manager_queue(c, "echo.in", &qa, &a) ||
+	    mpq_manager_queue(c, "echo.out", &qa, &b))
+		_exit(1);
+	for (;;) {
+		int ret = mpq_manager_queue_get(a, &msg, -1);
+
+		if (ret == -ETIMEDOUT || ret == -EAGAIN)
+			continue;
+		if (ret < 0 || mpq_manager_queue_put(b, msg.data, msg.len, -1))
+			_exit(1);
+		mpq_manager_msg_free(&msg);
+	}
+}
+
+static double echo_us(struct mpq_manager_queue *a,
+		      struct mpq_manager_queue *b, int k)
+{
+	double *v = calloc((size_t)k, sizeof(*v)), r;
+	struct mpq_manager_msg msg;
+	uint64_t x = 41;
+	int i;
+
+	for (i = 0; i < k; i++) {
+		int64_t t0 = now();
+
+		if (mpq_manager_queue_put(a, &x, sizeof(x), -1) ||
+		    mpq_manager_queue_get(b, &msg, 10 * SEC) < 0) {
+			fprintf(stderr, "echo failed\n");
+			exit(1);
+		}
+		v[i] = (double)(now() - t0) / 1000.0;
+		mpq_manager_msg_free(&msg);
+	}
+	r = median(v, k);
+	free(v);
+	return r;
+}
+
 static const int nremote[] = { 1, 2, 4 };
 #define NR	3
 
@@ -231,7 +287,10 @@ int main(int argc, char **argv)
 	struct mpq_pool_attr da = { .processes = 2, .remote = &rem };
 	struct mpq_manager *m, *pm;
 	struct mpq_pool *lp, *dp;
-	double *l, *d, *c, *al, *ad, *pg;
+	double *l, *d, *c, *al, *ad, *pg, *ec;
+	struct mpq_manager_queue_attr eqa = { .lease_ns = MPQ_MANAGER_NO_LEASE };
+	struct mpq_manager_queue *ea, *eb;
+	pid_t echo;
 	uint64_t *in;
 	struct iovec *iov;
 	int ret;
@@ -266,10 +325,17 @@ int main(int argc, char **argv)
 	al = calloc((size_t)rounds, sizeof(double));
 	ad = calloc((size_t)rounds, sizeof(double));
 	pg = calloc((size_t)rounds, sizeof(double));
+	ec = calloc((size_t)rounds, sizeof(double));
 	for (size_t x = 0; x < n; x++) {
 		in[x] = x;
 		iov[x].iov_base = &in[x];
 		iov[x].iov_len = 8;
+	}
+	echo = echo_start(m);
+	if (mpq_manager_queue(pm, "echo.in", &eqa, &ea) ||
+	    mpq_manager_queue(pm, "echo.out", &eqa, &eb)) {
+		fprintf(stderr, "echo queues failed\n");
+		return 1;
 	}
 	if (mpq_pool_new(&lp, &la) || mpq_pool_new(&dp, &da)) {
 		fprintf(stderr, "pools failed\n");
@@ -310,6 +376,7 @@ int main(int argc, char **argv)
 		al[i] = apply_us(lp, 200);
 		ad[i] = apply_us(dp, 200);
 		pg[i] = ping_us(pm, 200);
+		ec[i] = echo_us(ea, eb, 200);
 		for (k = 0; k < NR; k++) {
 			rmap[k][i] = map_rate(rp[k], iov, n);
 			rapp[k][i] = apply_us(rp[k], 200);
@@ -334,6 +401,8 @@ int main(int argc, char **argv)
 	printf("  distributed pool               %12.1f\n", median(ad, rounds));
 	printf("  one Redis round trip (PING)    %12.1f   (%s)\n",
 	       median(pg, rounds), mpq_manager_address(m));
+	printf("  by hand: put, get, put, get    %12.1f   (two queues, a "
+	       "process between)\n", median(ec, rounds));
 	printf("remote workers (--mpq-worker, TCP loopback) vs Python's "
 	       "BaseManager task/result queues\n"
 	       "(map: mpq %zu items, Python %zu; tasks/s; apply/rtt: us)\n",
@@ -349,6 +418,14 @@ int main(int argc, char **argv)
 		       c2 > 0 ? a / c2 : 0, median(rapp[k], rounds),
 		       median(pyr[k], rounds));
 	}
+	printf("apply, 1 remote worker: %.2fx a Redis round trip (goal: at "
+	       "most 2x), %.2fx the same exchange by hand\n",
+	       median(rapp[0], rounds) / median(pg, rounds),
+	       median(rapp[0], rounds) / median(ec, rounds));
+	kill(echo, SIGKILL);
+	waitpid(echo, NULL, 0);
+	mpq_manager_queue_free(ea);
+	mpq_manager_queue_free(eb);
 	for (k = 0; k < NR; k++)
 		mpq_pool_free(rp[k]);
 	for (w = 0; w < nw; w++) {
