@@ -423,6 +423,46 @@ TEST(a_worker_of_another_program_version_is_refused_with_a_clear_error)
 	mpq_manager_shutdown(m);
 }
 
+/*
+ * A pool of an older libmpq-net (its announcement has no seventh field:
+ * protocol version 1, task messages on a leased managed queue) hands out
+ * tasks where this worker would never look: refused, saying why, not
+ * idle for ever.
+ */
+TEST(a_worker_of_another_libmpq_net_protocol_is_refused_with_a_clear_error)
+{
+	struct mpq_manager *m = start_at(_metadata, NULL);
+	char err[1024] = "", ns[64];
+	redisContext *c;
+	redisReply *r;
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t w;
+
+	if (!m)
+		return;
+	c = raw_connect(m, ns, sizeof(ns));
+	ASSERT_NE(NULL, c);
+	r = redisCommand(c, "SET mpq:%s:P:pool %s", ns,
+			 "0123456789abcdef 0000000000000001 1 10000 3 0");
+	ASSERT_NE(NULL, r);
+	EXPECT_EQ(REDIS_REPLY_STATUS, r->type);
+	freeReplyObject(r);
+	ASSERT_EQ(0, pipe(fds));
+	w = start_worker(m, NULL, NULL, 0, fds[1]);
+	close(fds[1]);
+	ASSERT_EQ(w, waitpid(w, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(3, WEXITSTATUS(status));
+	n = read(fds[0], err, sizeof(err) - 1);
+	close(fds[0]);
+	err[n > 0 ? n : 0] = 0;
+	EXPECT_NE(NULL, strstr(err, "refused by pool \"pool\"")) TH_LOG("%s", err);
+	EXPECT_NE(NULL, strstr(err, "protocol version 1")) TH_LOG("%s", err);
+	redisFree(c);
+	mpq_manager_shutdown(m);
+}
+
 TEST(a_task_longer_than_its_lease_runs_once_while_its_worker_lives)
 {
 	struct mpq_manager *m = start_at(_metadata, NULL);
@@ -702,10 +742,12 @@ static int sh(const char *fmt, ...)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-#ifdef NET_POOL_STRESS
 /*
- * `make net-pool-stress` only: in about 1 run of 6 the map has not
- * completed within the harness's 30 s (not diagnosed yet).
+ * The manager SIGKILLed 300 ms into a map and started again from its AOF:
+ * the pool and its workers connect again, the pool puts again what the
+ * server lost, and the map completes with every result right. (With the
+ * leased managed queue of DP_VERSION 1 the map did not complete in about
+ * 1 run of 6; with the pool's own keys 14 runs of 14 did.)
  */
 TEST(a_manager_restarted_with_its_aof_mid_map_and_the_map_completes)
 {
@@ -757,8 +799,6 @@ TEST(a_manager_restarted_with_its_aof_mid_map_and_the_map_completes)
 	mpq_manager_shutdown(m);
 	sh("rm -rf %s", dir);
 }
-
-#endif
 
 /* ---- machines: network namespaces -------------------------------------- */
 

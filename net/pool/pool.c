@@ -10,8 +10,9 @@
  * expiry of its own every ttl/3, and every key a worker writes to it
  * gives an expiry in the same transaction):
  *   P:<name>            the announcement: "<id> <table> <ntasks>
- *                       <lease_ms> <maxdeliv> <init>" (SET NX: one pool
- *                       per name; init 1: read the .init key)
+ *                       <lease_ms> <maxdeliv> <init> <version>" (SET NX:
+ *                       one pool per name; init 1: read the .init key;
+ *                       version: DP_VERSION, absent before 2)
  *   P:<name>.<id>.ready a list of task messages to run: a chunk of a job
  *                       each
  *   P:<name>.<id>.w.<w> worker w's message in hand (moved there from
@@ -588,9 +589,9 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 	if (ret)
 		goto fail;
 	snprintf(d->announce, sizeof(d->announce),
-		 "%s %016" PRIx64 " %u %lld %u %d", d->id, table, ntasks,
+		 "%s %016" PRIx64 " %u %lld %u %d %d", d->id, table, ntasks,
 		 (long long)(d->lease_ns + 999999) / 1000000, d->maxdeliv,
-		 with_init);
+		 with_init, DP_VERSION);
 	d->maxtasks = init->maxtasks;
 	if (with_init) {
 		ret = dp_put_init(d, init);
@@ -1506,20 +1507,32 @@ static int dp_worker_find(struct dp_worker *w)
 	unsigned long long table;
 	long long lease_ms;
 	unsigned int ntasks, maxd;
-	int ret, i, with_init = 0;
+	int ret, i, with_init = 0, version = 1;
 	redisReply *r;
 
 	if (mpq__mgr_command(w->m, &r, 2, argv, NULL, 0))
 		return 0;
-	/* A sixth field (with_init) since maxtasksperchild and initializers. */
+	/*
+	 * A sixth field (with_init) since maxtasksperchild and initializers,
+	 * a seventh (the task messages' version) since they have keys of
+	 * their own (DP_VERSION 2).
+	 */
 	if (r->type != REDIS_REPLY_STRING ||
-	    sscanf(r->str, "%23s %llx %u %lld %u %d", id, &table, &ntasks,
-		   &lease_ms, &maxd, &with_init) < 5 || lease_ms <= 0 ||
+	    sscanf(r->str, "%23s %llx %u %lld %u %d %d", id, &table,
+		   &ntasks, &lease_ms, &maxd, &with_init, &version) < 5 ||
+	    lease_ms <= 0 ||
 	    lease_ms > 1000000000LL) {
 		freeReplyObject(r);
 		return 0;
 	}
 	freeReplyObject(r);
+	if (version != DP_VERSION) {
+		fprintf(stderr, "mpq pool worker %s: refused by pool \"%s\": "
+			"it hands out tasks in the distributed pool's protocol "
+			"version %d, this worker's libmpq-net speaks version "
+			"%d\n", w->who, w->pool, version, DP_VERSION);
+		exit(3);
+	}
 	if (table != w->table) {
 		fprintf(stderr, "mpq pool worker %s: refused by pool \"%s\": "
 			"its task table (%u tasks, hash %016llx) is not this "
