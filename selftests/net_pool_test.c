@@ -207,6 +207,29 @@ static void stop_worker(pid_t pid)
 	waitpid(pid, NULL, 0);
 }
 
+/*
+ * A worker started (with the extra task: another program version) and
+ * run to its end: its exit status, its stderr in err; -1 if killed.
+ */
+static int worker_exit_status(struct mpq_manager *m, int extra_task,
+			      char *err, size_t len)
+{
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t w;
+
+	if (pipe(fds))
+		return -1;
+	w = start_worker(m, NULL, NULL, extra_task, fds[1]);
+	close(fds[1]);
+	n = read(fds[0], err, len - 1);
+	err[n > 0 ? n : 0] = 0;
+	close(fds[0]);
+	if (waitpid(w, &status, 0) != w || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
 static int make_pool(struct mpq_pool **p, struct mpq_manager *m,
 		     int local, int64_t lease_ns, uint32_t maxdeliv)
 {
@@ -399,22 +422,11 @@ TEST(a_worker_of_another_program_version_is_refused_with_a_clear_error)
 	struct mpq_manager *m = start_at(_metadata, NULL);
 	struct mpq_pool *p = NULL;
 	char err[1024] = "";
-	int fds[2], status = 0;
-	ssize_t n;
-	pid_t w;
 
 	if (!m)
 		return;
 	ASSERT_EQ(0, make_pool(&p, m, 1, 0, 0));
-	ASSERT_EQ(0, pipe(fds));
-	w = start_worker(m, NULL, NULL, 1, fds[1]);
-	close(fds[1]);
-	ASSERT_EQ(w, waitpid(w, &status, 0));
-	EXPECT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(3, WEXITSTATUS(status));
-	n = read(fds[0], err, sizeof(err) - 1);
-	close(fds[0]);
-	err[n > 0 ? n : 0] = 0;
+	EXPECT_EQ(3, worker_exit_status(m, 1, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "refused by pool \"pool\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "another version")) TH_LOG("%s", err);
 	/* The pool goes on with the workers that fit. */
@@ -435,9 +447,6 @@ TEST(a_worker_of_another_libmpq_net_protocol_is_refused_with_a_clear_error)
 	char err[1024] = "", ns[64];
 	redisContext *c;
 	redisReply *r;
-	int fds[2], status = 0;
-	ssize_t n;
-	pid_t w;
 
 	if (!m)
 		return;
@@ -448,15 +457,7 @@ TEST(a_worker_of_another_libmpq_net_protocol_is_refused_with_a_clear_error)
 	ASSERT_NE(NULL, r);
 	EXPECT_EQ(REDIS_REPLY_STATUS, r->type);
 	freeReplyObject(r);
-	ASSERT_EQ(0, pipe(fds));
-	w = start_worker(m, NULL, NULL, 0, fds[1]);
-	close(fds[1]);
-	ASSERT_EQ(w, waitpid(w, &status, 0));
-	EXPECT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(3, WEXITSTATUS(status));
-	n = read(fds[0], err, sizeof(err) - 1);
-	close(fds[0]);
-	err[n > 0 ? n : 0] = 0;
+	EXPECT_EQ(3, worker_exit_status(m, 0, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "refused by pool \"pool\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "protocol version 1")) TH_LOG("%s", err);
 	redisFree(c);
@@ -956,24 +957,6 @@ TEST(maxtasksperchild_gives_local_and_remote_workers_a_fresh_process)
  * Start a remote worker on m and wait for it to end: its exit status (-1
  * if it did not exit), with what it wrote on stderr in err.
  */
-static int worker_exit_status(struct mpq_manager *m, char *err, size_t len)
-{
-	int fds[2], status = 0;
-	ssize_t n;
-	pid_t w;
-
-	if (pipe(fds))
-		return -1;
-	w = start_worker(m, NULL, NULL, 0, fds[1]);
-	close(fds[1]);
-	n = read(fds[0], err, len - 1);
-	err[n > 0 ? n : 0] = 0;
-	close(fds[0]);
-	if (waitpid(w, &status, 0) != w || !WIFEXITED(status))
-		return -1;
-	return WEXITSTATUS(status);
-}
-
 TEST(a_worker_whose_initializer_fails_or_is_missing_exits_4_saying_why)
 {
 	struct mpq_manager *m = start_at(_metadata, NULL);
@@ -987,14 +970,14 @@ TEST(a_worker_whose_initializer_fails_or_is_missing_exits_4_saying_why)
 	make_inits_file(path);
 	/* Fails: init_mark with 0 returns -EPERM. */
 	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_mark, &arg, 0));
-	ASSERT_EQ(4, worker_exit_status(m, err, sizeof(err)));
+	ASSERT_EQ(4, worker_exit_status(m, 0, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "\"init_mark\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "returned -1")) TH_LOG("%s", err);
 	mpq_pool_free(p);
 	/* Missing: registered here, not in the worker. */
 	ASSERT_EQ(0, mpq_register_target("init_other", init_other));
 	ASSERT_EQ(0, make_init_pool(&p, m, 0, init_other, &arg, 0));
-	ASSERT_EQ(4, worker_exit_status(m, err, sizeof(err)));
+	ASSERT_EQ(4, worker_exit_status(m, 0, err, sizeof(err)));
 	EXPECT_NE(NULL, strstr(err, "\"init_other\"")) TH_LOG("%s", err);
 	EXPECT_NE(NULL, strstr(err, "does not register")) TH_LOG("%s", err);
 	mpq_pool_free(p);

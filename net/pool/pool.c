@@ -263,6 +263,8 @@ struct dp_pool {
 	/* Every message put and not yet answered in full, by job. */
 	struct dp_job *jobs[DP_JOBS];
 	unsigned long conns_seen;	/* connections made, reconciled */
+	unsigned long reap_conns;	/* connections made, at the last reap
+					   postponed for a new server */
 	uint32_t epoch;
 	size_t relost;			/* messages put again, in all */
 	uint64_t answered, answered_kept;	/* items; at the last keep */
@@ -619,7 +621,7 @@ static int dp_open(const struct mpq_pool_remote *cfg, int nlocal,
 		goto fail_drop;
 	d->next_keep = mpq__mgr_now() + d->ttl_ns / 3;
 	d->next_reap = mpq__mgr_now() + d->lease_ns / 4;
-	d->conns_seen = dp_conns(d);
+	d->conns_seen = d->reap_conns = dp_conns(d);
 	d->nlocal = nlocal;
 	d->local = calloc((size_t)(nlocal ? nlocal : 1), sizeof(*d->local));
 	ret = d->local ? 0 : -ENOMEM;
@@ -1134,6 +1136,15 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 	eventfd_t v;
 	int ret, n = 2, i;
 
+	if (dp_conns(d) != d->reap_conns) {
+		/*
+		 * Perhaps a new server (a replica promoted, a restart) that
+		 * lacks the workers' last renewals: let them renew there
+		 * (each does every lease/4) before taking them for gone.
+		 */
+		d->reap_conns = dp_conns(d);
+		d->next_reap = mpq__mgr_now() + d->lease_ns;
+	}
 	if (dp_conns(d) != d->conns_seen || d->recheck)
 		dp_reconcile(d, sink, arg);
 	if (d->npend)
