@@ -1599,19 +1599,30 @@ fail:
 
 /*
  * The next message, moved from ready into this worker's list, waiting up
- * to a second: 1 (*r its reply), 0 none, or a negative errno. The list's
- * expiry follows in the same write, for a worker that dies holding it
- * when the pool has ended too.
+ * to a second: 1 (*r its reply), 0 none, or a negative errno. In the same
+ * write, before it, the worker's lease and its name in the set of workers
+ * (so that whatever the list holds is reaped, should the worker die, even
+ * if a lease that lapsed had taken it out of the set), and after it the
+ * list's expiry (for a worker that dies holding it when the pool has
+ * ended too). A pool that ended meanwhile gets these keys again, each
+ * with an expiry, until the worker sees it gone (its next take, a second
+ * at most, finds nothing).
  */
 static int dp_worker_take(struct dp_worker *w, redisReply **r)
 {
 	char secs[32];
+	const char *hb[5] = { "SET", w->keys[W_HB], "1", "PX", w->lease_ms };
+	const char *add[3] = { "SADD", w->keys[W_WORKERS], w->wid };
+	const char *xs[3] = { "PEXPIRE", w->keys[W_WORKERS], w->ttl };
 	const char *move[6] = { "BLMOVE", w->keys[W_READY], w->keys[W_LIST],
 				"LEFT", "RIGHT", secs };
-	const char *exp[3] = { "PEXPIRE", w->keys[W_LIST], w->ttl };
-	const struct mgr_cmd c[2] = { { 6, move, NULL }, { 3, exp, NULL } };
+	const char *xl[3] = { "PEXPIRE", w->keys[W_LIST], w->ttl };
+	const struct mgr_cmd c[5] = {
+		{ 5, hb, NULL }, { 3, add, NULL }, { 3, xs, NULL },
+		{ 6, move, NULL }, { 3, xl, NULL },
+	};
 	int64_t wait = mpq__mgr_block_secs(secs, 1000000000LL);
-	int ret = mpq__mgr_pipeline_at(w->m, r, 2, c, wait, 0);
+	int ret = mpq__mgr_pipeline_at(w->m, r, 5, c, wait, 3);
 
 	if (ret)
 		return ret;
