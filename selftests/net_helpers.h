@@ -86,4 +86,25 @@ static inline int pool_id(struct mpq_manager *m, char *id, size_t len)
 	return ret;
 }
 
+/*
+ * How many of items [0, n) of r are not the 8-byte value 3i + 1 that the
+ * tests' triple tasks give (an error counts too).
+ */
+static inline size_t wrong_triples(struct mpq_async_result *r, size_t n)
+{
+	size_t i, len, bad = 0;
+	const void *v;
+	uint64_t y;
+
+	for (i = 0; i < n; i++) {
+		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
+			bad++;
+			continue;
+		}
+		memcpy(&y, v, sizeof(y));
+		bad += y != 3 * i + 1;
+	}
+	return bad;
+}
+
 #endif /* MPQ_SELFTEST_NET_HELPERS_H */

@@ -585,9 +585,8 @@ static void one_failover(struct __test_metadata *_metadata,
 	long long held;
 	static char log[4096];
 	int fd;
-	const void *v;
-	size_t i, len;
-	uint64_t x, y;
+	size_t i;
+	uint64_t x;
 	pid_t w;
 
 	memset(out, 0, sizeof(*out));
@@ -673,14 +672,7 @@ static void one_failover(struct __test_metadata *_metadata,
 	/* Bounded below the test's timeout, so that a hang says so. */
 	ASSERT_EQ(0, mpq_async_result_get(r, 30 * NSEC_PER_SEC));
 	out->done_ms = (now_ns() - t_kill) / MS;
-	for (i = 0; i < N; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			out->bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		out->bad += y != 3 * i + 1;
-	}
+	out->bad += wrong_triples(r, N);
 	/* The replica took over. */
 	EXPECT_EQ(self->ports[1], primary_port(self));
 	mpq_async_result_free(r);
@@ -851,12 +843,11 @@ TEST(a_task_the_manager_lost_unseen_is_put_again_when_results_stop)
 	struct mpq_async_result *r = NULL;
 	struct mpq_pool *p = NULL;
 	char runs[] = "/tmp/mpq-lost-runs-XXXXXX", id[24], ns[64];
-	uint64_t in[20], y;
+	uint64_t in[20];
 	struct iovec iov[20];
 	redisContext *c;
 	redisReply *rr = NULL;
-	const void *v;
-	size_t i, len, bad = 0;
+	size_t i;
 	int fd, tries;
 	pid_t w;
 
@@ -900,15 +891,7 @@ TEST(a_task_the_manager_lost_unseen_is_put_again_when_results_stop)
 		_exit(127);
 	}
 	ASSERT_EQ(0, mpq_async_result_get(r, 30 * NSEC_PER_SEC));
-	for (i = 0; i < 20; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		bad += y != 3 * i + 1;
-	}
-	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, wrong_triples(r, 20));
 	kill(w, SIGKILL);
 	waitpid(w, NULL, 0);
 	mpq_async_result_free(r);

@@ -251,9 +251,7 @@ static void map_and_check(struct __test_metadata *_metadata,
 	uint64_t *in = calloc(n, sizeof(*in));
 	struct iovec *iov = calloc(n, sizeof(*iov));
 	struct mpq_async_result *r = NULL;
-	const void *v;
-	size_t i, len, bad = 0;
-	uint64_t y;
+	size_t i;
 
 	ASSERT_NE(NULL, in);
 	ASSERT_NE(NULL, iov);
@@ -263,15 +261,7 @@ static void map_and_check(struct __test_metadata *_metadata,
 		iov[i].iov_len = sizeof(in[i]);
 	}
 	ASSERT_EQ(0, mpq_pool_map(p, task, iov, n, chunksize, &r));
-	for (i = 0; i < n; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		bad += y != 3 * i + 1;
-	}
-	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, wrong_triples(r, n));
 	mpq_async_result_free(r);
 	free(in);
 	free(iov);
@@ -280,26 +270,18 @@ static void map_and_check(struct __test_metadata *_metadata,
 /* Keys under the manager's namespace, counted by a raw client. */
 static long long count_keys(struct mpq_manager *m)
 {
-	const char *a = mpq_manager_address(m);
-	char path[256], *hash;
-	redisContext *c;
+	char ns[64];
+	redisContext *c = raw_connect(m, ns, sizeof(ns));
 	redisReply *r;
 	long long n = -1;
 
-	snprintf(path, sizeof(path), "%s", a + 5);
-	hash = strchr(path, '#');
-	if (!hash)
+	if (!c)
 		return -1;
-	*hash = 0;
-	c = redisConnectUnix(path);
-	if (!c || c->err)
-		return -1;
-	r = redisCommand(c, "AUTH %s %s", hash + 1, mpq_manager_authkey(m));
-	freeReplyObject(r);
 	r = redisCommand(c, "DBSIZE");
 	if (r && r->type == REDIS_REPLY_INTEGER)
 		n = r->integer;
-	freeReplyObject(r);
+	if (r)
+		freeReplyObject(r);
 	redisFree(c);
 	return n;
 }
@@ -760,9 +742,7 @@ TEST(a_manager_restarted_with_its_aof_mid_map_and_the_map_completes)
 	static uint64_t in[2000];
 	static struct iovec iov[2000];
 	struct pollfd pfd;
-	const void *v;
-	size_t i, len, bad = 0;
-	uint64_t y;
+	size_t i;
 	int err;
 
 	ASSERT_NE(NULL, mkdtemp(dir));
@@ -786,15 +766,7 @@ TEST(a_manager_restarted_with_its_aof_mid_map_and_the_map_completes)
 	ASSERT_EQ(1, poll(&pfd, 1, 10000));
 	ASSERT_EQ(0, mpq_manager_restart(m));
 	ASSERT_EQ(0, mpq_async_result_get(r, BOUND));
-	for (i = 0; i < 2000; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		bad += y != 3 * i + 1;
-	}
-	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, wrong_triples(r, 2000));
 	mpq_async_result_free(r);
 	mpq_pool_free(p);
 	mpq_manager_shutdown(m);
@@ -1053,9 +1025,7 @@ TEST_F(machines, workers_in_other_namespaces_sigkilled_mid_task_lose_nothing)
 	static uint64_t in[3000];
 	static struct iovec iov[3000];
 	pid_t w[NNS][2];
-	const void *v;
-	size_t i, len, bad = 0;
-	uint64_t y;
+	size_t i;
 	int k, j, kills = 0;
 
 	ASSERT_EQ(0, make_pool(&p, self->m, 0, 500 * MS, 0));
@@ -1083,15 +1053,7 @@ TEST_F(machines, workers_in_other_namespaces_sigkilled_mid_task_lose_nothing)
 				       -1);
 	}
 	ASSERT_EQ(0, mpq_async_result_get(r, BOUND));
-	for (i = 0; i < 3000; i++) {
-		if (mpq_async_result_value(r, i, &v, &len) || len != 8) {
-			bad++;
-			continue;
-		}
-		memcpy(&y, v, sizeof(y));
-		bad += y != 3 * i + 1;
-	}
-	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, wrong_triples(r, 3000));
 	TH_LOG("%d workers killed", kills);
 	mpq_async_result_free(r);
 	mpq_pool_free(p);
