@@ -750,29 +750,14 @@ static void dp_fail_msg(const void *data, size_t len, int code,
 	}
 }
 
-/* RPUSH n messages to ready: how many it took, or a negative errno. */
+/* RPUSH n (<= 256: one command) messages to ready: n, or an errno. */
 static int dp_push(struct dp_pool *d, const struct iovec *v, unsigned int n)
 {
-	const char *argv[2 + 256];
-	size_t lens[2 + 256];
-	redisReply *r;
-	unsigned int i;
-	int ret;
+	const struct iovec *cols[1] = { v };
+	int ret = mpq__mgr_command_chunked(d->m, "RPUSH", d->keys[K_READY],
+					   cols, 1, n);
 
-	argv[0] = "RPUSH";
-	argv[1] = d->keys[K_READY];
-	lens[0] = 5;
-	lens[1] = strlen(argv[1]);
-	for (i = 0; i < n; i++) {
-		argv[2 + i] = v[i].iov_base;
-		lens[2 + i] = v[i].iov_len;
-	}
-	ret = mpq__mgr_command(d->m, &r, (int)n + 2, argv, lens, 0);
-	if (ret)
-		return ret;
-	ret = r->type == REDIS_REPLY_INTEGER ? (int)n : -EPROTO;
-	freeReplyObject(r);
-	return ret;
+	return ret ? ret : (int)n;
 }
 
 static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
@@ -1260,13 +1245,13 @@ struct dp_worker {
 	char lease_ms[24];
 	int64_t lease_ns;
 
-	/* What the renewing thread renews, a copy under lock. */
+	/*
+	 * id, keys, ttl and the lease change under lock (in the main
+	 * thread), which the renewing thread holds while it renews.
+	 */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	char *url, *authkey;
-	char *rkeys[W_NKEYS];
-	char rttl[24], rlease_ms[24], rid[24];
-	int64_t rlease_ns;
 
 	struct mpq__pool_runner *runner;
 
@@ -1340,14 +1325,12 @@ static void *dp_renew_main(void *arg)
 {
 	struct dp_worker *w = arg;
 	struct mpq_manager *m = NULL;
-	char *k[W_NKEYS] = { 0 }, ttl[24], lease_ms[24], id[24];
 	struct timespec ts;
 	int64_t period;
-	int i, have;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		period = w->rlease_ns / 4;
+		period = w->lease_ns / 4;
 		if (period < 1000000)
 			period = 1000000;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1358,21 +1341,17 @@ static void *dp_renew_main(void *arg)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
-		have = w->rkeys[W_HB] != NULL;
-		for (i = 0; have && i < W_NKEYS; i++) {
-			free(k[i]);
-			k[i] = strdup(w->rkeys[i]);
-			have = k[i] != NULL;
-		}
-		snprintf(ttl, sizeof(ttl), "%s", w->rttl);
-		snprintf(id, sizeof(id), "%s", w->rid);
-		snprintf(lease_ms, sizeof(lease_ms), "%s", w->rlease_ms);
-		pthread_mutex_unlock(&w->lock);
-		if (have && !m)
+		if (!w->id[0])
+			continue;
+		if (!m) {
+			pthread_mutex_unlock(&w->lock);
 			mpq_manager_connect(&m, w->url, w->authkey, 0);
-		if (have && m)
-			dp_worker_lease(m, id, w->wid, k, lease_ms, ttl);
-		pthread_mutex_lock(&w->lock);
+			pthread_mutex_lock(&w->lock);
+		}
+		/* The main thread waits for the lock only to change pools. */
+		if (m && w->id[0])
+			dp_worker_lease(m, w->id, w->wid, w->keys, w->lease_ms,
+					w->ttl);
 	}
 	return NULL;
 }
@@ -1380,10 +1359,9 @@ static void *dp_renew_main(void *arg)
 static void dp_worker_drop_pool(struct dp_worker *w)
 {
 	pthread_mutex_lock(&w->lock);
-	dp_keys_free(w->rkeys);
-	pthread_mutex_unlock(&w->lock);
 	dp_keys_free(w->keys);
 	w->id[0] = 0;
+	pthread_mutex_unlock(&w->lock);
 }
 
 /*
@@ -1554,6 +1532,7 @@ static int dp_worker_find(struct dp_worker *w)
 	}
 	if (!strcmp(id, w->id))
 		return 1;
+	/* The renewing thread leaves keys alone while id is empty. */
 	dp_worker_drop_pool(w);
 	w->keys[W_ANN] = strdup(w->ann_key);
 	for (i = 1; i < W_NKEYS; i++)
@@ -1566,7 +1545,6 @@ static int dp_worker_find(struct dp_worker *w)
 	for (i = 0; i < W_NKEYS; i++)
 		if (!w->keys[i])
 			goto fail;
-	w->lease_ns = lease_ms * 1000000LL;
 	snprintf(w->lease_ms, sizeof(w->lease_ms), "%lld", lease_ms);
 	snprintf(w->ttl, sizeof(w->ttl), "%lld", 2 * lease_ms + 1000);
 	/* Leased before the first take; renewed from now on. */
@@ -1578,19 +1556,11 @@ static int dp_worker_find(struct dp_worker *w)
 			goto fail;
 	}
 	pthread_mutex_lock(&w->lock);
-	for (i = 0; i < W_NKEYS; i++)
-		w->rkeys[i] = strdup(w->keys[i]);
-	snprintf(w->rttl, sizeof(w->rttl), "%s", w->ttl);
-	snprintf(w->rid, sizeof(w->rid), "%s", id);
-	snprintf(w->rlease_ms, sizeof(w->rlease_ms), "%s", w->lease_ms);
-	w->rlease_ns = w->lease_ns;
-	for (i = 0; i < W_NKEYS; i++)
-		if (!w->rkeys[i])
-			dp_keys_free(w->rkeys);
+	w->lease_ns = lease_ms * 1000000LL;
+	snprintf(w->id, sizeof(w->id), "%s", id);
 	/* Its period may be the last pool's: renew on this one's. */
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
-	snprintf(w->id, sizeof(w->id), "%s", id);
 	return 1;
 fail:
 	dp_worker_drop_pool(w);
@@ -1657,12 +1627,14 @@ static int dp_worker_send(struct dp_worker *w, struct buf *res, int done)
 	redisReply *r, *a;
 	int ret;
 
-	if (!done)
-		return mpq__mgr_pipeline(w->m, &r, 2, c + 1, 0) ? -EIO :
-			(freeReplyObject(r), 0);
-	ret = mpq__mgr_pipeline(w->m, &r, 6, c, 0);
-	if (ret)
+	/* Not done: the push and its expiry alone. */
+	ret = done ? mpq__mgr_pipeline(w->m, &r, 6, c, 0) :
+		     mpq__mgr_pipeline(w->m, &r, 2, c + 1, 0);
+	if (ret || !done) {
+		if (!ret)
+			freeReplyObject(r);
 		return ret;
+	}
 	ret = -EPROTO;
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
 	    r->element[0]->type == REDIS_REPLY_INTEGER) {
@@ -1855,7 +1827,7 @@ static int dp_worker_serve(const char *url, const char *authkey,
 	w->pool = strdup(pool);
 	w->table = dp_lib->table_hash(&w->ntasks);
 	w->runner = dp_lib->runner_new();
-	w->rlease_ns = DP_LEASE_NS;
+	w->lease_ns = DP_LEASE_NS;
 	dp_worker_name(w->who, sizeof(w->who));
 	if (!w->url || !w->authkey || !w->pool || !w->runner ||
 	    dp_worker_new_wid(w))
