@@ -192,6 +192,7 @@ struct shared {
 	uint32_t count[4096];	/* times each id was taken */
 	uint64_t sent[4];	/* per producer: ids committed */
 	int consumed;
+	int in_get;		/* consume_alone is inside a get */
 };
 
 static struct shared *shared_new(void)
@@ -660,6 +661,7 @@ static void consume_alone(struct mpq_queue *q, struct shared *sh)
 				_exit(r == -ETIMEDOUT ? 0 : 20);
 			memcpy(&v, m.data, 4);
 		} else {
+			__atomic_store_n(&sh->in_get, 1, __ATOMIC_SEQ_CST);
 			len = sizeof(buf);
 			r = mpq_queue_get(q, buf, &len, 20 * SEC);
 			if (r)
@@ -669,9 +671,28 @@ static void consume_alone(struct mpq_queue *q, struct shared *sh)
 		if (v >= 4096)
 			_exit(23);
 		__atomic_add_fetch(&sh->count[v], 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&sh->in_get, 0, __ATOMIC_SEQ_CST);
 		if (turn % 2 && mpq_queue_release(q, &m))
 			_exit(21);
 	}
+}
+
+/*
+ * A get frees the message's slot, then wakes a waiting producer (a
+ * system call) and returns: a victim killed on its way back from that
+ * wake-up had the message, and it goes with it (mpq_queue(3)). Only
+ * that one may be missing: the id after the highest one counted when a
+ * victim died inside a get, its next message in a queue it alone
+ * consumed in order (what comes again out of order was counted before).
+ */
+static uint32_t next_after_counted(struct shared *sh, int n)
+{
+	int id;
+
+	for (id = n - 1; id >= 0; id--)
+		if (sh->count[id])
+			break;
+	return (uint32_t)(id + 1);
 }
 
 TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
@@ -682,8 +703,8 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 	for (it = 0; it < iters; it++) {
 		struct mpq_queue *q = queue(16, 8, ONE_BY_ONE);
 		struct shared *sh = shared_new();
-		int twice = 0, c;
-		uint32_t v, at[2];
+		int twice = 0, c, k;
+		uint32_t v, at[2], gone[2] = { ~0U, ~0U };
 		pid_t pid;
 
 		ASSERT_NE(NULL, q);
@@ -700,6 +721,9 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 			/* Dead and reaped before the next one starts. */
 			kill(pid, SIGKILL);
 			ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+			if (sh->in_get)
+				gone[kills] = next_after_counted(sh, n);
+			sh->in_get = 0;
 			kills++;
 			pid = fork();
 			if (pid == 0)
@@ -710,7 +734,12 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 		kill(pid, SIGKILL);
 		wait_child(pid, 10000);
 		for (id = 0; id < n; id++) {
-			ASSERT_LE(1, sh->count[id]) TH_LOG("id %d lost (it %d)", id, it);
+			for (k = 0; k < kills && !sh->count[id]; k++)
+				if ((uint32_t)id == gone[k])
+					break;
+			if (!sh->count[id])
+				ASSERT_LT(k, kills)
+					TH_LOG("id %d lost (it %d)", id, it);
 			if (sh->count[id] > 1)
 				twice++;
 		}
