@@ -1119,6 +1119,52 @@ static void show_kmsg_from(const char *mark)
 }
 
 /* Where each thread of a stuck process is: wchan, syscall and stack. */
+/*
+ * The first stuck thread in one line (pid, state, wchan, the top of its
+ * kernel stack), for the failure's own TAP line: a run's summary may
+ * keep only that line, and it should say where to look.
+ */
+static char stuck_note[320];
+
+static void note_stuck(pid_t pid, int tid, int i, const char *text)
+{
+	size_t at = strlen(stuck_note);
+	char one[128];
+	const char *p;
+	int k;
+
+	if (i == 0) {
+		if (at)
+			return;
+		p = strrchr(text, ')');
+		snprintf(stuck_note, sizeof(stuck_note), "; pid %d tid %d state %c",
+			 pid, tid, p && p[1] == ' ' ? p[2] : '?');
+		return;
+	}
+	if (!at || strstr(stuck_note, i == 1 ? " wchan " : " stack "))
+		return;
+	if (i == 1) {
+		snprintf(one, sizeof(one), " wchan %.100s", text);
+	} else if (i == 3) {
+		/* "[<0>] func+0x1/0x2" lines: the first three names. */
+		strcpy(one, " stack");
+		for (p = text, k = 0; p && k < 3; k++) {
+			const char *f = strstr(p, "] "), *e;
+
+			if (!f)
+				break;
+			f += 2;
+			e = f + strcspn(f, "+\n");
+			snprintf(one + strlen(one), sizeof(one) - strlen(one), "%s%.*s",
+				 k ? "<" : " ", (int)(e - f), f);
+			p = strchr(f, '\n');
+		}
+	} else {
+		return;
+	}
+	snprintf(stuck_note + at, sizeof(stuck_note) - at, "%s", one);
+}
+
 static void show_stuck(pid_t pid)
 {
 	char path[96], buf[4096];
@@ -1148,6 +1194,7 @@ static void show_stuck(pid_t pid)
 			if (n <= 0)
 				continue;
 			buf[n] = 0;
+			note_stuck(pid, tid, i, buf);
 			if (i == 0) {
 				char *p = strrchr(buf, ')');
 
@@ -1232,7 +1279,8 @@ int main(int argc, char **argv)
 	static pid_t groups[MAX_GROUPS];
 	int ngroups = 0, gen = 0, fails = 0, tests = 0, stuck = 0, broken = 0, crashed = 0;
 	double end, t0 = now_s();
-	long objs, pgs;
+	long objs, pgs, objs0 = counter("objects");
+	char row[200] = "";
 
 	for (int i = 1; i < argc; i++) {
 		char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1353,8 +1401,8 @@ int main(int argc, char **argv)
 		printf("# %d workers died of an unexpected signal (see above)\n", crashed);
 	if (stuck || broken) {
 		printf("not ok 1 every worker finished within %lds of the end "
-		       "(%d stuck, %d could not start, %d crashed; seed %llu)\n", hang,
-		       stuck, broken, crashed, (unsigned long long)seed);
+		       "(%d stuck, %d could not start, %d crashed; seed %llu%s)\n", hang,
+		       stuck, broken, crashed, (unsigned long long)seed, stuck_note);
 		fails++;
 	} else {
 		printf("ok 1 every worker finished within %lds of the end (%d workers)\n",
@@ -1385,9 +1433,10 @@ int main(int argc, char **argv)
 		}
 		tests++;
 		if (left) {
+			stuck_note[0] = 0;
 			show_group_left(groups, ngroups);
 			printf("not ok 2 every fuzz process died on SIGKILL within %lds "
-			       "(seed %llu)\n", hang, (unsigned long long)seed);
+			       "(seed %llu%s)\n", hang, (unsigned long long)seed, stuck_note);
 			fails++;
 		} else {
 			printf("ok 2 every fuzz process died on SIGKILL\n");
@@ -1422,13 +1471,18 @@ int main(int argc, char **argv)
 		printf("# what /proc/mpq still shows:\n");
 		while (fd >= 0 && (n = read(fd, buf, sizeof(buf) - 1)) > 0) {
 			buf[n] = 0;
-			for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
+			for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n")) {
 				printf("#   %s\n", l);
+				/* The first object's row, past the header, for the line below. */
+				if (!row[0] && strncmp(l, "id ", 3))
+					snprintf(row, sizeof(row), "; first: %s", l);
+			}
 		}
 		if (fd >= 0)
 			close(fd);
-		printf("not ok 3 module counters back to 0 (objects=%ld pages=%ld; seed %llu)\n",
-		       objs, pgs, (unsigned long long)seed);
+		printf("not ok 3 module counters back to 0 (objects=%ld pages=%ld, objects=%ld "
+		       "before the fuzz; seed %llu%s)\n",
+		       objs, pgs, objs0, (unsigned long long)seed, row);
 		fails++;
 	} else {
 		printf("ok 3 module counters back to 0\n");

@@ -72,10 +72,15 @@ if [ "$fuzz_s" != 0 ]; then
 fi
 echo "# === the module after the tests"
 echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
-test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
-	test "$(cat /sys/module/mpq/parameters/pages)" = 0 &&
-	echo "ok 1 no objects left in the module" ||
-	echo "not ok 1 objects left in the module"
+if test "$(cat /sys/module/mpq/parameters/objects)" = 0 &&
+	test "$(cat /sys/module/mpq/parameters/pages)" = 0; then
+	echo "ok 1 no objects left in the module"
+else
+	# What holds them, in the line itself: a run's summary may keep
+	# only the failing lines.
+	sed 's/^/# /' /proc/mpq
+	echo "not ok 1 objects left in the module (objects=$(cat /sys/module/mpq/parameters/objects); first: $(sed -n 2p /proc/mpq | tr -s ' '); $(ps -eo pid,stat,wchan:24,comm --no-headers | awk '$2 ~ /D/' | head -3 | tr -s ' ' | tr '\n' ';'))"
+fi
 
 # The udev rule: with DEVMODE=0660, /dev/mpq gets group mpq and mode 0660
 # (udevadm test applies it to the node). The rule goes to /run (tmpfs
