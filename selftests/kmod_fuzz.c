@@ -1083,6 +1083,31 @@ static double now_s(void)
 }
 
 /* The kernel log from the last line that holds @mark on, from /dev/kmsg. */
+static char stuck_note[320];
+
+/*
+ * A backtrace's "RIP: 0010:func+0x1/0x2" of a CPU that is not idle: where
+ * a thread that shows no stack (it is on a CPU) was running. Up to two,
+ * into the stuck thread's one-line note.
+ */
+static void note_rip(const char *l)
+{
+	const char *f = strstr(l, "RIP: 0010:");	/* kernel code only */
+	size_t at = strlen(stuck_note);
+	int n;
+
+	if (!f || !at || strstr(l, "idle") || strstr(l, "halt"))
+		return;
+	f = strchr(f, ':');
+	f = f ? strchr(f + 1, ':') : NULL;
+	if (!f || strstr(stuck_note, " rip2 "))
+		return;
+	f++;
+	n = (int)strcspn(f, "+ \n");
+	snprintf(stuck_note + at, sizeof(stuck_note) - at, " %s %.*s",
+		 strstr(stuck_note, " rip1 ") ? "rip2" : "rip1", n, f);
+}
+
 static void show_kmsg_from(const char *mark)
 {
 	static char log[1 << 17];
@@ -1114,18 +1139,17 @@ static void show_kmsg_from(const char *mark)
 	}
 	close(fd);
 	log[len] = 0;
-	for (char *l = strtok(log + from, "\n"); l; l = strtok(NULL, "\n"))
+	for (char *l = strtok(log + from, "\n"); l; l = strtok(NULL, "\n")) {
 		printf("#   kernel: %s\n", l);
+		note_rip(l);
+	}
 }
 
-/* Where each thread of a stuck process is: wchan, syscall and stack. */
 /*
  * The first stuck thread in one line (pid, state, wchan, the top of its
  * kernel stack), for the failure's own TAP line: a run's summary may
  * keep only that line, and it should say where to look.
  */
-static char stuck_note[320];
-
 static void note_stuck(pid_t pid, int tid, int i, const char *text)
 {
 	size_t at = strlen(stuck_note);
@@ -1165,6 +1189,7 @@ static void note_stuck(pid_t pid, int tid, int i, const char *text)
 	snprintf(stuck_note + at, sizeof(stuck_note) - at, "%s", one);
 }
 
+/* Where each thread of a stuck process is: wchan, syscall and stack. */
 static void show_stuck(pid_t pid)
 {
 	char path[96], buf[4096];
