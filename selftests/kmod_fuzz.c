@@ -1082,8 +1082,15 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* The kernel log from the last line that holds @mark on, from /dev/kmsg. */
 static char stuck_note[320];
+
+/* The state letter of a /proc/PID/stat line ("R", "D", ...), '?' if none. */
+static char stat_state(const char *stat)
+{
+	const char *p = strrchr(stat, ')');
+
+	return p && p[1] == ' ' && p[2] ? p[2] : '?';
+}
 
 /*
  * A backtrace's "RIP: 0010:func+0x1/0x2" of a CPU that is not idle: where
@@ -1108,6 +1115,7 @@ static void note_rip(const char *l)
 		 strstr(stuck_note, " rip1 ") ? "rip2" : "rip1", n, f);
 }
 
+/* The kernel log from the last line that holds @mark on, from /dev/kmsg. */
 static void show_kmsg_from(const char *mark)
 {
 	static char log[1 << 17];
@@ -1160,9 +1168,8 @@ static void note_stuck(pid_t pid, int tid, int i, const char *text)
 	if (i == 0) {
 		if (at)
 			return;
-		p = strrchr(text, ')');
 		snprintf(stuck_note, sizeof(stuck_note), "; pid %d tid %d state %c",
-			 pid, tid, p && p[1] == ' ' ? p[2] : '?');
+			 pid, tid, stat_state(text));
 		return;
 	}
 	if (!at || strstr(stuck_note, i == 1 ? " wchan " : " stack "))
@@ -1220,12 +1227,8 @@ static void show_stuck(pid_t pid)
 				continue;
 			buf[n] = 0;
 			note_stuck(pid, tid, i, buf);
-			if (i == 0) {
-				char *p = strrchr(buf, ')');
-
-				if (p && p[1] == ' ' && p[2] == 'R')
-					running = true;
-			}
+			if (i == 0 && stat_state(buf) == 'R')
+				running = true;
 			printf("#     %s: %s\n", what[i], strtok(buf, "\n") ?: "");
 			for (char *l; (l = strtok(NULL, "\n"));)
 				printf("#       %s\n", l);
