@@ -262,9 +262,10 @@ $(B)/examples/manager_%: examples/manager_%.c $(SO) $(NET_SO)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS)
 
+# hiredis: manager_pool_bench measures the floor of an exchange with it.
 $(B)/bench/manager_%: bench/manager_%.c $(SO) $(NET_SO)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS) -lm
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(NET_LDLIBS) -lhiredis -lm
 
 $(B)/bench/%: bench/%.c bench/*.h $(SO)
 	@mkdir -p $(@D)
