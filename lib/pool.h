@@ -285,6 +285,7 @@ struct mpq_async_result {
 	mpq_task_fn fn;
 	uint64_t fn_wire;	/* what workers are told: see pool_seg_hdr */
 	int spawn;		/* workers find fn by name */
+	int remote;		/* through a manager: no result within a spin */
 	const char *fn_name;	/* spawn: the registered name */
 	const struct iovec *iov;
 	const unsigned char *base;

@@ -185,6 +185,7 @@ static int job_submit(struct mpq_pool *p, struct mpq_async_result *j,
 		return -EBADF;
 	}
 	j->handler = p->thread;
+	j->remote = p->rops != NULL;
 	if (p->in_tail)
 		p->in_tail->qnext = j;
 	else
@@ -743,8 +744,13 @@ static int job_sleep(struct mpq_async_result *j,
 	/* The handler would wait for itself. */
 	if (in_handler(j))
 		return -EDEADLK;
+	/*
+	 * A result that comes through a manager takes two network round
+	 * trips at least: spinning for it only takes a CPU from the server
+	 * and the worker that are to produce it.
+	 */
 	start = mpq_now_ns();
-	while (mpq_now_ns() - start < POOL_WAIT_SPIN_NS &&
+	while (!j->remote && mpq_now_ns() - start < POOL_WAIT_SPIN_NS &&
 	       (deadline < 0 || mpq_now_ns() < deadline)) {
 		cpu_relax();
 		if (pred(j, k))
