@@ -579,20 +579,20 @@ int mpq__mgr_command(struct mpq_manager *m, redisReply **out, int argc,
  * can poll the socket beside its own fds while the server holds a
  * blocking command. Nothing else may use m until every reply is read.
  */
-int mpq__mgr_send(struct mpq_manager *m, int ncmd, const int *argcs,
-		  const char *const *const *argvs)
+int mpq__mgr_send(struct mpq_manager *m, unsigned int n,
+		  const struct mgr_cmd *cmds)
 {
-	int err, i;
+	unsigned int i;
+	int err;
 
 	err = conn_ready(m);
 	if (!err)
 		err = set_timeout(m, m->timeout_ns);
 	if (err)
 		return err;
-	for (i = 0; i < ncmd; i++) {
-		if (redisAppendCommandArgv(m->c, argcs[i],
-					   (const char **)argvs[i],
-					   NULL) != REDIS_OK) {
+	for (i = 0; i < n; i++) {
+		if (redisAppendCommandArgv(m->c, cmds[i].argc, cmds[i].argv,
+					   cmds[i].lens) != REDIS_OK) {
 			mpq__mgr_conn_drop(m);
 			return -ENOMEM;
 		}

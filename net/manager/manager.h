@@ -109,8 +109,8 @@ int mpq__mgr_eval_after(struct mpq_manager *m, const char *wait_key,
  * mpq__mgr_recv (poll mpq__mgr_fd to wait for them beside other fds);
  * until then nothing else may use m (the distributed pool's result wait).
  */
-int mpq__mgr_send(struct mpq_manager *m, int ncmd, const int *argcs,
-		  const char *const *const *argvs);
+int mpq__mgr_send(struct mpq_manager *m, unsigned int n,
+		  const struct mgr_cmd *cmds);
 int mpq__mgr_recv(struct mpq_manager *m, redisReply **out, int64_t deadline);
 int mpq__mgr_fd(struct mpq_manager *m);
 /* 1: a reply or part of one can be read now (buffered or on the socket). */

@@ -259,9 +259,17 @@ struct dp_pool {
 	/* Messages built by send (or lost), put by the next collect. */
 	struct dp_key *pend;
 	size_t npend, pend_cap;
+	/*
+	 * The first inflight of pend: put by an RPUSH sent ahead of the
+	 * result wait on wm (dp_wait_send), its reply not read yet. An
+	 * error there: the next collect puts them by dp_flush (no_carry).
+	 */
+	size_t inflight;
+	int no_carry;
 
 	/* Every message put and not yet answered in full, by job. */
 	struct dp_job *jobs[DP_JOBS];
+	size_t njobs;
 	unsigned long conns_seen;	/* connections made, reconciled */
 	unsigned long reap_conns;	/* connections made, at the last reap
 					   postponed for a new server */
@@ -347,8 +355,10 @@ static void dp_job_free(struct dp_pool *d, struct dp_job *j)
 
 	while (*pp && *pp != j)
 		pp = &(*pp)->next;
-	if (*pp)
+	if (*pp) {
 		*pp = j->next;
+		d->njobs--;
+	}
 	for (i = 0; i < j->n; i++) {
 		free(j->outs[i].data);
 		free(j->outs[i].bits);
@@ -656,6 +666,7 @@ static int dp_record(struct dp_pool *d, uint64_t job, uint64_t first,
 		j->job = job;
 		j->next = *dp_job_slot(d, job);
 		*dp_job_slot(d, job) = j;
+		d->njobs++;
 		made = 1;
 	}
 	/* Sent in order of first item: the table stays sorted. */
@@ -760,26 +771,39 @@ static int dp_push(struct dp_pool *d, const struct iovec *v, unsigned int n)
 	return ret ? ret : (int)n;
 }
 
-static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+/* Drop from pend (past those in flight) what no longer waits to be put. */
+static void dp_pend_live(struct dp_pool *d)
 {
-	struct iovec v[256];
 	struct dp_out *o;
-	size_t done = 0, i, k;
-	unsigned int n;
-	int ret = 0;
+	size_t i, k;
 
 	/* Only what still waits for results (lost ones were answered). */
-	for (i = k = 0; i < d->npend; i++) {
+	for (i = k = d->inflight; i < d->npend; i++) {
 		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
 		if (o && o->left && o->queued)
 			d->pend[k++] = d->pend[i];
 	}
 	d->npend = k;
-	while (done < d->npend) {
-		n = d->npend - done > 256 ? 256 : (unsigned int)(d->npend - done);
+}
+
+static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
+{
+	struct iovec v[256];
+	struct dp_key *pend;
+	struct dp_out *o;
+	size_t done = 0, npend, i;
+	unsigned int n;
+	int ret = 0;
+
+	dp_pend_live(d);
+	pend = d->pend + d->inflight;
+	npend = d->npend - d->inflight;
+	d->no_carry = 0;
+	while (done < npend) {
+		n = npend - done > 256 ? 256 : (unsigned int)(npend - done);
 		for (i = 0; i < n; i++) {
-			o = dp_out_find(d, d->pend[done + i].job,
-					d->pend[done + i].first, 1);
+			o = dp_out_find(d, pend[done + i].job,
+					pend[done + i].first, 1);
 			v[i].iov_base = o->data;
 			v[i].iov_len = o->len;
 		}
@@ -787,8 +811,8 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 		if (ret < 0)
 			break;
 		for (i = 0; i < (size_t)ret; i++) {
-			o = dp_out_find(d, d->pend[done + i].job,
-					d->pend[done + i].first, 1);
+			o = dp_out_find(d, pend[done + i].job,
+					pend[done + i].first, 1);
 			o->put = 1;
 			o->queued = 0;
 		}
@@ -801,14 +825,13 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 	 */
 	if (ret == -ECONNRESET || ret == -ECONNREFUSED || ret == -ETIMEDOUT ||
 	    ret == -ENOENT) {
-		memmove(d->pend, d->pend + done,
-			(d->npend - done) * sizeof(*d->pend));
+		memmove(pend, pend + done, (npend - done) * sizeof(*pend));
 		d->npend -= done;
 		return;
 	}
 	/* Failing a message's items may free it (dp_answered): look again. */
-	for (i = done; i < d->npend; i++) {
-		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
+	for (i = done; i < npend; i++) {
+		o = dp_out_find(d, pend[i].job, pend[i].first, 1);
 		if (!o || !o->left)
 			continue;
 		o->queued = 0;
@@ -816,7 +839,50 @@ static void dp_flush(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 			    "task \"%s\" (item %llu): the manager did not "
 			    "take it", sink, arg);
 	}
-	d->npend = 0;
+	d->npend = d->inflight;
+}
+
+/*
+ * What dp_flush would put, few and small enough to go in one RPUSH ahead
+ * of the result wait (dp_wait_send): 1 if so. An apply then costs the
+ * server one command loop and the pool's thread one wake-up fewer than a
+ * put that waits for its reply before the wait is sent.
+ */
+#define DP_CARRY_BYTES	(256 * 1024)
+static int dp_carry(struct dp_pool *d)
+{
+	struct dp_out *o;
+	size_t i, bytes = 0;
+
+	if (d->waiting || d->no_carry || d->inflight)
+		return 0;
+	dp_pend_live(d);
+	if (!d->npend || d->npend > 256)
+		return 0;
+	for (i = 0; i < d->npend; i++) {
+		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
+		bytes += o->len;
+	}
+	return bytes <= DP_CARRY_BYTES;
+}
+
+/* The RPUSH sent ahead of the wait was answered: those messages are put. */
+static void dp_carried(struct dp_pool *d)
+{
+	struct dp_out *o;
+	size_t i;
+
+	for (i = 0; i < d->inflight; i++) {
+		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
+		if (o) {
+			o->put = 1;
+			o->queued = 0;
+		}
+	}
+	memmove(d->pend, d->pend + d->inflight,
+		(d->npend - d->inflight) * sizeof(*d->pend));
+	d->npend -= d->inflight;
+	d->inflight = 0;
 }
 
 /* A result message from a worker: each of its items to sink. */
@@ -946,29 +1012,44 @@ static void dp_keep(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
  * and they are applied once. The pool's thread is the list's only
  * reader: pushes go to the tail.
  */
-static int dp_wait_send(struct dp_pool *d, int64_t wait)
+static int dp_wait_send(struct dp_pool *d, int64_t wait, int carry)
 {
 	char secs[32];
 	const char *trim[4] = { "LTRIM", d->keys[K_RES], d->trim, "-1" };
 	const char *move[6] = { "BLMOVE", d->keys[K_RES], d->keys[K_RES],
 				"LEFT", "RIGHT", secs };
 	const char *range[4] = { "LRANGE", d->keys[K_RES], "0", "255" };
-	const char *const *argvs[3];
-	int argcs[3], n = 0, ret;
+	const char *push[2 + 256];
+	size_t lens[2 + 256];
+	struct mgr_cmd c[4];
+	struct dp_out *o;
+	unsigned int n = 0;
+	size_t i;
+	int ret;
 
 	snprintf(secs, sizeof(secs), "%.3f", (double)wait / 1e9);
-	if (d->trim[0]) {
-		argvs[n] = trim;
-		argcs[n++] = 4;
+	if (carry) {
+		push[0] = "RPUSH";
+		push[1] = d->keys[K_READY];
+		lens[0] = 5;
+		lens[1] = strlen(push[1]);
+		for (i = 0; i < d->npend; i++) {
+			o = dp_out_find(d, d->pend[i].job, d->pend[i].first,
+					1);
+			push[2 + i] = (const char *)o->data;
+			lens[2 + i] = o->len;
+		}
+		c[n++] = (struct mgr_cmd){ (int)(2 + d->npend), push, lens };
 	}
-	argvs[n] = move;
-	argcs[n++] = 6;
-	argvs[n] = range;
-	argcs[n++] = 4;
-	ret = mpq__mgr_send(d->wm, n, argcs, argvs);
+	if (d->trim[0])
+		c[n++] = (struct mgr_cmd){ 4, trim, NULL };
+	c[n++] = (struct mgr_cmd){ 6, move, NULL };
+	c[n++] = (struct mgr_cmd){ 4, range, NULL };
+	ret = mpq__mgr_send(d->wm, n, c);
 	if (ret)
 		return ret;
-	d->waiting = n;
+	d->inflight = carry ? d->npend : 0;
+	d->waiting = (int)n;
 	d->wait_until = mpq__mgr_now() + wait;
 	d->trim[0] = 0;
 	return 0;
@@ -992,13 +1073,27 @@ static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 		ret = mpq__mgr_recv(d->wm, &r, deadline);
 		if (ret)
 			break;
+		if (d->inflight) {
+			/* The RPUSH ahead of the wait. */
+			dp_carried(d);
+			d->waiting--;
+			freeReplyObject(r);
+			r = NULL;
+			continue;
+		}
 		if (--d->waiting)
 			freeReplyObject(r);
 	}
 	if (ret) {
-		/* Out of step with the server: start again on a new one. */
+		/*
+		 * Out of step with the server: start again on a new one. An
+		 * RPUSH not answered is done again by dp_flush, which fails
+		 * its items if the server refuses it.
+		 */
 		mpq__mgr_conn_drop(d->wm);
 		d->waiting = 0;
+		d->no_carry = d->inflight != 0;
+		d->inflight = 0;
 		return ret;
 	}
 	if (r->type == REDIS_REPLY_ARRAY) {
@@ -1107,8 +1202,11 @@ static int dp_reconcile(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
  * Wait for results or the bell at once: the wait is on wm's socket, the
  * bell an fd beside it, so that work handed in while the pool waits goes
  * out at once on m (the wait still pending) and no wake-up goes through
- * the manager. A caller's apply then costs the put, the worker's take
- * (woken on the server, pipelined), its result, and nothing more.
+ * the manager. With nothing handed out there is no result to wait for:
+ * no wait is sent, and the next work goes in the same write as the wait
+ * (dp_carry). A caller's apply then costs one write of the pool's, the
+ * worker's take (woken on the server, pipelined), its result, and
+ * nothing more.
  */
 static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 {
@@ -1117,9 +1215,9 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 	mpq__pool_sink_fn sink = dp_sink;
 	void *arg = &fwd;
 	struct pollfd pfd[2 + 64];
-	int64_t wait, now;
+	int64_t wait, now, idle;
 	eventfd_t v;
-	int ret, n = 2, i;
+	int ret, n = 2, i, carry;
 
 	if (dp_conns(d) != d->reap_conns) {
 		/*
@@ -1132,7 +1230,7 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 	}
 	if (dp_conns(d) != d->conns_seen || d->recheck)
 		dp_reconcile(d, sink, arg);
-	if (d->npend)
+	if (d->npend > d->inflight && !dp_carry(d))
 		dp_flush(d, sink, arg);
 	if (mpq__mgr_now() >= d->next_keep)
 		dp_keep(d, sink, arg);
@@ -1145,23 +1243,28 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 		wait = 1000000000LL;
 	if (wait < 1000000)
 		wait = 1000000;
-	if (!d->waiting) {
-		ret = dp_wait_send(d, wait);
+	idle = wait;
+	if (!d->waiting && d->njobs) {
+		/* Again: keep and reap may have answered some (dead letters). */
+		carry = dp_carry(d);
+		ret = dp_wait_send(d, wait, carry);
 		if (ret) {
 			/* The manager is away: try again after a pause. */
 			usleep(100000);
 			return ret;
 		}
-	} else if (now > d->wait_until + d->wm->timeout_ns) {
+	} else if (d->waiting && now > d->wait_until + d->wm->timeout_ns) {
 		/* The reply is past its time: on a new connection. */
 		mpq__mgr_conn_drop(d->wm);
 		d->waiting = 0;
+		d->no_carry = d->inflight != 0;
+		d->inflight = 0;
 		return -ETIMEDOUT;
 	}
 	/* Replies read with the last ones (hiredis's buffer): no poll. */
-	if (mpq__mgr_pending(d->wm))
+	if (d->waiting && mpq__mgr_pending(d->wm))
 		return dp_wait_recv(d, sink, arg);
-	pfd[0].fd = mpq__mgr_fd(d->wm);
+	pfd[0].fd = d->waiting ? mpq__mgr_fd(d->wm) : -1;
 	pfd[0].events = POLLIN;
 	pfd[1].fd = d->bell;
 	pfd[1].events = POLLIN;
@@ -1180,7 +1283,7 @@ static int dp_collect(void *ctx, mpq__pool_sink_fn user_sink, void *user_arg)
 		pfd[n].events = POLLIN;
 		pfd[n++].revents = 0;
 	}
-	wait = d->wait_until - now + 1000000;
+	wait = d->waiting ? d->wait_until - now + 1000000 : idle;
 	if (wait < 1000000)
 		wait = 1000000;
 	if (d->maxtasks && d->nlocal && wait > 100000000)
@@ -1258,6 +1361,12 @@ struct dp_worker {
 	/* The pool's initializer ran for this pool; tasks run since. */
 	char init_id[24];
 	uint32_t maxtasks, ran;
+
+	/* The last take that set the lease: when, for which pool, on
+	   which connection (dp_worker_take). */
+	int64_t hb_at;
+	char hb_id[24];
+	unsigned long hb_conns;
 };
 
 /*
@@ -1577,6 +1686,13 @@ fail:
  * ended too). A pool that ended meanwhile gets these keys again, each
  * with an expiry, until the worker sees it gone (its next take, a second
  * at most, finds nothing).
+ *
+ * The lease and the name are sent only when the last take that sent them
+ * is older than lease/8 (or was for another pool or connection): until a
+ * lease set then runs out, nothing takes the worker out of the set, and
+ * the renewing thread sets it every lease/4 besides. Three commands fewer
+ * for the server on each task of a busy worker, a task's round trip being
+ * mostly the server's work.
  */
 static int dp_worker_take(struct dp_worker *w, redisReply **r)
 {
@@ -1592,10 +1708,19 @@ static int dp_worker_take(struct dp_worker *w, redisReply **r)
 		{ 6, move, NULL }, { 3, xl, NULL },
 	};
 	int64_t wait = mpq__mgr_block_secs(secs, 1000000000LL);
-	int ret = mpq__mgr_pipeline_at(w->m, r, 5, c, wait, 3);
+	int64_t now = mpq__mgr_now();
+	int fresh = now - w->hb_at < w->lease_ns / 8 &&
+		    w->hb_conns == w->m->conns && !strcmp(w->hb_id, w->id);
+	int ret = fresh ? mpq__mgr_pipeline_at(w->m, r, 2, c + 3, wait, 0) :
+			  mpq__mgr_pipeline_at(w->m, r, 5, c, wait, 3);
 
 	if (ret)
 		return ret;
+	if (!fresh) {
+		w->hb_at = now;
+		w->hb_conns = w->m->conns;
+		snprintf(w->hb_id, sizeof(w->hb_id), "%s", w->id);
+	}
 	if ((*r)->type == REDIS_REPLY_STRING)
 		return 1;
 	freeReplyObject(*r);
