@@ -462,7 +462,7 @@ FIXTURE_TEARDOWN(failover)
 		TH_LOG("could not remove %s", self->dir);
 }
 
-/* This binary as a worker of the pool, through the sentinels. */
+/* This binary as a worker of the pool at url (the sentinels', or one). */
 static pid_t start_worker(const char *url)
 {
 	pid_t pid = fork();
@@ -933,6 +933,157 @@ TEST_F(failover, a_demoted_primary_is_dropped_on_READONLY_and_not_taken_again)
 	}
 	mpq_manager_dict_free(d);
 	mpq_manager_free(m);
+}
+
+/* A count from the server's INFO (section sec), or -1. */
+static long long info_field(int port, const char *sec, const char *field)
+{
+	redisReply *r = ask(port, "INFO %s", sec);
+	long long v = -1;
+	const char *p;
+
+	if (r && r->type == REDIS_REPLY_STRING) {
+		p = strstr(r->str, field);
+		if (p && p[strlen(field)] == ':')
+			v = atoll(p + strlen(field) + 1);
+	}
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+/* maxmemory of the server at port (0: none); 1 if it said OK. */
+static int set_maxmemory(int port, const char *v)
+{
+	redisReply *r = ask(port, "CONFIG SET maxmemory %s", v);
+	int ok = reply_has(r, "OK");
+
+	if (r)
+		freeReplyObject(r);
+	return ok;
+}
+
+/*
+ * A full manager (maxmemory below what it holds, noeviction: every write
+ * that may grow it is answered -OOM). A put it refuses fails its task with
+ * ENOMEM saying so, and nothing hangs; the first put after an idle spell
+ * goes ahead of the pool's result wait in one write (net/pool/pool.c,
+ * dp_carry), and its refusal is read there. A result wait it refuses
+ * (BLMOVE may grow a list) is tried again after a pause, not at once: a
+ * pool must not hammer a full server with connections. Once it has room,
+ * the pool goes on and its map completes. No worker while it is full: a
+ * worker that meets OOM lets go of its keys, which would make room.
+ */
+TEST_F(failover, a_full_manager_fails_a_put_saying_why_is_not_hammered_and_the_pool_goes_on)
+{
+	struct mpq_pool_remote pr = { .flags = MPQ_POOL_REMOTE_ONLY };
+	struct mpq_pool_attr pa = { .remote = &pr };
+	char runs[] = "/tmp/mpq-oom-runs-XXXXXX", pp[16], url[64];
+	static char fill[256 << 10];
+	struct mpq_async_result *r = NULL, *mr = NULL;
+	struct mpq_manager *m = NULL;
+	struct mpq_pool *p = NULL;
+	const char *msg = NULL;
+	uint64_t x = 7, y, in[40];
+	struct iovec iov[40];
+	long long c0, c1;
+	redisReply *rr;
+	void *out = NULL;
+	ssize_t len;
+	int fd, i;
+	pid_t w;
+
+	ASSERT_LT(0, self->ports[0] = free_port());
+	str(pp, self->ports[0]);
+	self->srv[0] = run_server(self, 0, "--port", pp, "--bind", "127.0.0.1",
+				  "--save", "", "--appendonly", "no", "--dir",
+				  self->dir, "--maxmemory-policy", "noeviction",
+				  NULL);
+	ASSERT_EQ(0, await_reply(self->ports[0], "PONG", "PING%s", ""));
+	fd = mkstemp(runs);
+	ASSERT_LE(0, fd);
+	close(fd);
+	setenv("MPQ_FAILOVER_RUNS", runs, 1);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", self->ports[0]);
+	ASSERT_EQ(0, mpq_manager_connect(&m, url, "", 0));
+	pr.manager = m;
+	ASSERT_EQ(0, mpq_pool_new(&p, &pa));
+	w = start_worker(url);
+	len = mpq_pool_apply(p, logged_triple, &x, sizeof(x), &out);
+	ASSERT_EQ(8, len);
+	memcpy(&y, out, sizeof(y));
+	EXPECT_EQ(22, y);
+	free(out);
+	out = NULL;
+	kill(w, SIGKILL);
+	waitpid(w, NULL, 0);
+
+	/* A map put while there is room, with no worker to run it. */
+	for (i = 0; i < 40; i++) {
+		in[i] = (uint64_t)i;
+		iov[i].iov_base = &in[i];
+		iov[i].iov_len = sizeof(in[i]);
+	}
+	memset(fill, 'f', sizeof(fill));
+	for (i = 0; i < 8; i++) {
+		rr = ask(self->ports[0], "SET fill:%d %b", i, fill,
+			 sizeof(fill));
+		ASSERT_TRUE(reply_has(rr, "OK"));
+		freeReplyObject(rr);
+	}
+	/* Full, by a megabyte and more. */
+	ASSERT_TRUE(set_maxmemory(self->ports[0], "1mb"));
+
+	len = mpq_pool_apply(p, logged_triple, &x, sizeof(x), &out);
+	EXPECT_EQ(-ENOMEM, len);
+	EXPECT_EQ(NULL, out);
+	ASSERT_EQ(0, mpq_pool_apply_async(p, logged_triple, &x, sizeof(x),
+					  NULL, &r));
+	EXPECT_EQ(-ENOMEM, mpq_async_result_get(r, BOUND));
+	EXPECT_EQ(-ENOMEM, mpq_async_result_error(r, 0, &msg));
+	EXPECT_NE(NULL, strstr(msg, "the manager did not take it"))
+		TH_LOG("message: %s", msg);
+	mpq_async_result_free(r);
+
+	/* Room for the map's put, then full again with the map waiting. */
+	ASSERT_TRUE(set_maxmemory(self->ports[0], "0"));
+	ASSERT_EQ(0, mpq_pool_map_async(p, logged_triple, iov, 40, 4, NULL,
+					&mr));
+	sleep_ms(200);
+	ASSERT_TRUE(set_maxmemory(self->ports[0], "1mb"));
+	/* The pool's wait (a second long at most) is refused from now on. */
+	sleep_ms(1200);
+	c0 = info_field(self->ports[0], "stats", "total_connections_received");
+	sleep_ms(1000);
+	c1 = info_field(self->ports[0], "stats", "total_connections_received");
+	ASSERT_LE(0, c0);
+	EXPECT_GE(20, c1 - c0)
+		TH_LOG("%lld connections in a second to a full server",
+		       c1 - c0);
+	EXPECT_EQ(0, mpq_async_result_ready(mr));
+
+	/* Room again: a new worker, and the map completes. */
+	for (i = 0; i < 8; i++) {
+		rr = ask(self->ports[0], "DEL fill:%d", i);
+		ASSERT_NE(NULL, rr);
+		freeReplyObject(rr);
+	}
+	ASSERT_TRUE(set_maxmemory(self->ports[0], "0"));
+	w = start_worker(url);
+	ASSERT_EQ(0, mpq_async_result_get(mr, BOUND));
+	EXPECT_EQ(0, wrong_triples(mr, 40));
+	mpq_async_result_free(mr);
+	x = 9;
+	len = mpq_pool_apply(p, logged_triple, &x, sizeof(x), &out);
+	ASSERT_EQ(8, len);
+	memcpy(&y, out, sizeof(y));
+	EXPECT_EQ(28, y);
+	free(out);
+	kill(w, SIGKILL);
+	waitpid(w, NULL, 0);
+	mpq_pool_free(p);
+	mpq_manager_free(m);
+	unlink(runs);
 }
 
 TEST_HARNESS_MAIN

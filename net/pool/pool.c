@@ -1094,6 +1094,12 @@ static int dp_wait_recv(struct dp_pool *d, mpq__pool_sink_fn sink, void *arg)
 		d->waiting = 0;
 		d->no_carry = d->inflight != 0;
 		d->inflight = 0;
+		/*
+		 * A server that refused the wait (full: BLMOVE may grow a
+		 * list, so it is answered -OOM) refuses it again at once:
+		 * not a connection and a refusal in a loop, a pause first.
+		 */
+		usleep(100000);
 		return ret;
 	}
 	if (r->type == REDIS_REPLY_ARRAY) {
