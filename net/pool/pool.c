@@ -854,10 +854,12 @@ static int dp_carry(struct dp_pool *d)
 	struct dp_out *o;
 	size_t i, bytes = 0;
 
-	if (d->waiting || d->no_carry || d->inflight)
+	/* Many waiting: dp_flush, without a look at each first. */
+	if (d->waiting || d->no_carry || d->inflight || !d->npend ||
+	    d->npend > 256)
 		return 0;
 	dp_pend_live(d);
-	if (!d->npend || d->npend > 256)
+	if (!d->npend)
 		return 0;
 	for (i = 0; i < d->npend; i++) {
 		o = dp_out_find(d, d->pend[i].job, d->pend[i].first, 1);
@@ -1477,6 +1479,7 @@ static void dp_worker_drop_pool(struct dp_worker *w)
 	dp_keys_free(w->keys);
 	w->id[0] = 0;
 	pthread_mutex_unlock(&w->lock);
+	w->hb_at = 0;	/* the next take sets the lease, whatever pool */
 }
 
 /*
