@@ -535,6 +535,13 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 {
 	int i;
 
+	/*
+	 * A dead producer's claim, or a dead consumer's promote from the
+	 * overflow, holds up a peek as much as a get: settle those first,
+	 * as a get's look does. Consumers that only peeked once waited for
+	 * good behind one.
+	 */
+	mpq_queue_reclaim(q, NULL, 0);
 	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
 		struct mpq_queue_rec *d = &q->recs[i], *mine;
 		uint32_t v = load_acquire(&d->word), op, n, k;
