@@ -215,6 +215,7 @@ int mpq__stream_fd(struct mpq_stream *s);
 int mpq__stream_wait_prepare(struct mpq_stream *s, struct pollfd *p, int *np);
 void mpq__stream_close(struct mpq_stream *s);
 int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p);
+int64_t mpq_queue_wait_until(struct mpq_queue *q, int64_t deadline);
 
 /* A blob (qblob.c) as mapped here. */
 struct mpq_qblob {
@@ -259,6 +260,13 @@ struct mpq_queue {
 	 * or head with a plain store, nobody else moving it (mpq.h).
 	 */
 	uint8_t one_producer, one_consumer;
+	/*
+	 * A dead consumer's message waits for a get (mpq_wait() saw it, or
+	 * one empty non-blocking get in MPQ_DEAD_LOOK_EVERY looks): see
+	 * mpq_queue_nowait().
+	 */
+	uint8_t dead_hint;
+	uint32_t empty_looks;
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;
@@ -291,6 +299,7 @@ void mpq_rec_drop(struct mpq_queue_rec *r);
 int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs,
 		      unsigned int n);
 int mpq_queue_busy(struct mpq_queue *q);
+int mpq_queue_dead_message(struct mpq_queue *q);
 int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m);
 /* queue.c: a peek window on the slot of pos, under record r. */
 int mpq_queue_window(struct mpq_queue *q, struct mpq_msg *m,

@@ -1263,11 +1263,33 @@ static int mpq_queue_held_up(struct mpq_queue *q, int is_get)
 	return tail - head < (q->limit ? q->limit : q->capacity);
 }
 
+/*
+ * A dead consumer's message, in a ring otherwise empty, shows nothing at
+ * the head: a get that does not wait looks for one when mpq_wait() saw it
+ * on this handle (so that a wait's "ready" is a get's message, not a loop
+ * of wake-ups), and at one empty call in MPQ_DEAD_LOOK_EVERY otherwise (a
+ * look at every record; the rest cost nothing more than before).
+ */
+#define MPQ_DEAD_LOOK_EVERY	64
+
+static int mpq_queue_dead_look(struct mpq_queue *q)
+{
+	uint32_t n;
+
+	if (__atomic_exchange_n(&q->dead_hint, 0, __ATOMIC_RELAXED))
+		return 1;
+	n = __atomic_add_fetch(&q->empty_looks, 1, __ATOMIC_RELAXED);
+	return n % MPQ_DEAD_LOOK_EVERY == 0 && mpq_queue_dead_message(q);
+}
+
 static int mpq_queue_nowait(struct mpq_op *op, int ret)
 {
 	int got;
 
-	if (ret != -EAGAIN || !mpq_queue_held_up(op->q, op->is_get))
+	if (ret != -EAGAIN)
+		return ret;
+	if (!mpq_queue_held_up(op->q, op->is_get) &&
+	    !(op->is_get && mpq_queue_dead_look(op->q)))
 		return ret;
 	got = mpq_op_reclaim(op);
 	return got > 0 ? got : mpq_op_try(op);
@@ -2022,6 +2044,37 @@ static int mpq_queue_readable(struct mpq_queue *q)
 }
 
 /*
+ * For mpq_wait(), what a get does before it sleeps, short of taking: a
+ * dead producer's claim at the head hides what was put after it, so its
+ * slots are dropped; and a dead consumer's message is one a get would
+ * deliver again. 1 if a get would find a message now. Without it a
+ * waiter on such a queue slept to its deadline, for ever with none.
+ */
+static int mpq_queue_wait_repair(struct mpq_queue *q)
+{
+	mpq_queue_reclaim(q, NULL, 0);
+	if (mpq_queue_readable(q))
+		return 1;
+	if (!mpq_queue_dead_message(q))
+		return 0;
+	__atomic_store_n(&q->dead_hint, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
+/*
+ * For mpq_wait(): how long it may sleep on q. Without the module a death
+ * rings no fd that it polls, so while someone is inside an operation it
+ * looks again every MPQ_RECHECK_NS, as a get's sleep does; the module
+ * wakes the queue's pollers when a participant exits.
+ */
+int64_t mpq_queue_wait_until(struct mpq_queue *q, int64_t deadline)
+{
+	if (q->backend == MPQ_BACKEND_KMOD)
+		return deadline;
+	return mpq_queue_sleep_until(q, deadline);
+}
+
+/*
  * For mpq_wait(): 1 if a get would find a message now; else 0 with the fd
  * to poll in *p, after asking to be woken; -EOPNOTSUPP for a memfd queue
  * opened by its fd, which has no doorbell.
@@ -2034,7 +2087,7 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
 		return -EINVAL;
 	if (unlikely(q->ext))
 		return -EOPNOTSUPP;
-	if (mpq_queue_readable(q))
+	if (mpq_queue_readable(q) || mpq_queue_wait_repair(q))
 		return 1;
 	if (q->backend == MPQ_BACKEND_KMOD) {
 		p->fd = q->fd;		/* its ->poll() asks for the wake-up */

@@ -587,6 +587,33 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 	return 0;
 }
 
+/*
+ * Does a dead consumer hold a message that a get would deliver again now
+ * (for mpq_wait(), which must call such a queue ready)?
+ */
+int mpq_queue_dead_message(struct mpq_queue *q)
+{
+	int i;
+	uint32_t k;
+
+	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t v = load_acquire(&r->word), op, n;
+		uint64_t pos;
+
+		if (!mpq_rec_dead(v))
+			continue;
+		mpq_rec_read(q, r, &op, &pos, &n);
+		if (!(op & MPQ_REC_GET))
+			continue;
+		for (k = 0; k < n; k++)
+			if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
+			    mpq_rec_token(q, pos + k, MPQ_REC_GET, -1) == i)
+				return 1;
+	}
+	return 0;
+}
+
 /* Is anyone in the middle of an operation (or a window) now? */
 int mpq_queue_busy(struct mpq_queue *q)
 {

@@ -90,6 +90,19 @@ out:
 	return ret;
 }
 
+/* The sleep's end: the deadline, or sooner for a queue that asks (queue.c). */
+static int64_t wait_until(const struct mpq_wait_item *items, unsigned int n,
+			  int64_t deadline)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (items[i].kind == MPQ_WAIT_QUEUE)
+			deadline = mpq_queue_wait_until(items[i].queue,
+							deadline);
+	return deadline;
+}
+
 MPQ_EXPORT int mpq_wait(struct mpq_wait_item *items, unsigned int n,
 			int64_t timeout_ns)
 {
@@ -154,7 +167,7 @@ MPQ_EXPORT int mpq_wait(struct mpq_wait_item *items, unsigned int n,
 			ret = 0;
 			goto out;
 		}
-		ret = wait_sleep(p, np, deadline);
+		ret = wait_sleep(p, np, wait_until(items, n, deadline));
 		if (ret < 0)
 			goto out;
 	}

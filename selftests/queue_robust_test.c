@@ -805,6 +805,36 @@ TEST(a_consumer_that_never_waits_gets_past_a_dead_producer)
 }
 
 /*
+ * And a dead consumer's message, in a queue otherwise empty: nothing at
+ * the head shows it, and a consumer that never waited never had it.
+ */
+TEST(a_consumer_that_never_waits_gets_a_dead_consumers_message)
+{
+	struct mpq_queue *q = queue(8, 64, 0);
+	struct shared *sh = shared_new();
+	char buf[64];
+	size_t len;
+	pid_t pid;
+	int i, r = -EAGAIN;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(0, mpq_queue_put(q, "held", 4, 0));
+	pid = window_holder(q, sh, 1);
+	ASSERT_LT(0, pid);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+	for (i = 0; i < 1000 && r == -EAGAIN; i++) {
+		len = sizeof(buf);
+		r = mpq_queue_get_nowait(q, buf, &len);
+	}
+	ASSERT_EQ(0, r);
+	ASSERT_EQ(4, len);
+	ASSERT_EQ(0, memcmp(buf, "held", 4));
+	mpq_queue_free(q);
+	munmap(sh, sizeof(*sh));
+}
+
+/*
  * The same with a consumer that only peeks: it once looked only for dead
  * consumers' messages, and waited for good behind a dead producer's
  * claim when no other producer came.

@@ -137,6 +137,87 @@ TEST(wait_on_a_queue_wakes_on_a_put_from_another_process)
 	mpq_queue_free(l.q);
 }
 
+/*
+ * A child that opens a window on q (a reservation, or a peek if peek),
+ * says so in *flag, and is SIGKILLed in it after linger_ms (0: at once,
+ * before the parent looks). Its pid.
+ */
+static pid_t dies_in_a_window(struct mpq_queue *q, int *flag, int peek,
+			      int linger_ms)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct mpq_msg m = { 0 };
+
+		if (peek ? mpq_queue_peek(q, &m, 0) :
+			   mpq_queue_reserve(q, 8, &m, 0))
+			_exit(1);
+		set_flag(flag, 1);
+		sleep_ms(linger_ms);
+		raise(SIGKILL);
+	}
+	return pid;
+}
+
+/*
+ * What a get would take is ready, even when a dead participant hides it
+ * from a look at the head: a message put behind a dead producer's claim,
+ * or a dead consumer's message, delivered again (mpq_queue(3)). Whether
+ * the death came before the wait or during its sleep.
+ */
+static void wait_sees_past_a_death(struct __test_metadata *_metadata,
+				   int peek, int linger_ms)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
+	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
+	int *flag = shared_alloc(sizeof(*flag));
+	char buf[8];
+	size_t len = sizeof(buf);
+	pid_t pid;
+
+	ASSERT_NE(NULL, flag);
+	*flag = 0;
+	ASSERT_EQ(0, mpq_queue_new(&it.queue, &attr));
+	if (peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
+	pid = dies_in_a_window(it.queue, flag, peek, linger_ms);
+	ASSERT_EQ(1, wait_for_flag(flag, 5000));
+	if (!peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
+	if (!linger_ms)
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	/* Long enough that a wedge shows as 0, not as a slow 1. */
+	ASSERT_EQ(1, mpq_wait(&it, 1, 5 * NSEC_PER_SEC));
+	ASSERT_EQ(1, it.ready);
+	ASSERT_EQ(0, mpq_queue_get(it.queue, buf, &len, 0));
+	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
+	if (linger_ms)
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	mpq_queue_free(it.queue);
+	munmap(flag, sizeof(*flag));
+}
+
+TEST(wait_on_a_queue_sees_a_message_behind_a_dead_producer)
+{
+	wait_sees_past_a_death(_metadata, 0, 0);
+}
+
+TEST(wait_on_a_queue_wakes_when_a_producer_dies_ahead_of_a_message)
+{
+	wait_sees_past_a_death(_metadata, 0, 300);
+}
+
+TEST(wait_on_a_queue_sees_a_dead_consumers_message)
+{
+	wait_sees_past_a_death(_metadata, 1, 0);
+}
+
+TEST(wait_on_a_queue_wakes_when_a_consumer_dies_with_a_message)
+{
+	wait_sees_past_a_death(_metadata, 1, 300);
+}
+
 /* A plain fd and a process sentinel (a pidfd) in the same wait. */
 TEST(wait_takes_plain_fds_and_process_sentinels)
 {
