@@ -779,37 +779,15 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 	}
 }
 
-TEST(a_consumer_that_never_waits_gets_past_a_dead_producer)
-{
-	struct mpq_queue *q = queue(8, 64, 0);
-	struct shared *sh = shared_new();
-	char buf[64];
-	size_t len;
-	pid_t pid;
-	int i, r = -EAGAIN;
-
-	pid = window_holder(q, sh, 0);
-	ASSERT_LT(0, pid);
-	ASSERT_EQ(0, mpq_queue_put(q, "after", 5, 0));
-	kill(pid, SIGKILL);
-	wait_child(pid, 10000);
-	for (i = 0; i < 1000 && r == -EAGAIN; i++) {
-		len = sizeof(buf);
-		r = mpq_queue_get_nowait(q, buf, &len);
-		if (r == -EAGAIN)
-			sleep_ms(1);
-	}
-	ASSERT_EQ(0, r);
-	ASSERT_EQ(5, len);
-	mpq_queue_free(q);
-}
-
 /*
- * And a dead consumer's message, in a queue otherwise empty: nothing at
- * the head shows it, and a consumer that never waited never had it.
+ * A consumer that never waits gets past a dead producer's claim, and gets
+ * a dead consumer's message (in a queue otherwise empty, nothing at the
+ * head shows it: before, only a waiting call delivered it).
  */
-TEST(a_consumer_that_never_waits_gets_a_dead_consumers_message)
+static void never_waiting_get_takes(struct __test_metadata *_metadata,
+				    int dead_consumer)
 {
+	const char *msg = dead_consumer ? "held" : "after";
 	struct mpq_queue *q = queue(8, 64, 0);
 	struct shared *sh = shared_new();
 	char buf[64];
@@ -818,20 +796,35 @@ TEST(a_consumer_that_never_waits_gets_a_dead_consumers_message)
 	int i, r = -EAGAIN;
 
 	ASSERT_NE(NULL, q);
-	ASSERT_EQ(0, mpq_queue_put(q, "held", 4, 0));
-	pid = window_holder(q, sh, 1);
+	if (dead_consumer)
+		ASSERT_EQ(0, mpq_queue_put(q, msg, strlen(msg), 0));
+	pid = window_holder(q, sh, dead_consumer);
 	ASSERT_LT(0, pid);
+	if (!dead_consumer)
+		ASSERT_EQ(0, mpq_queue_put(q, msg, strlen(msg), 0));
 	kill(pid, SIGKILL);
 	ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
 	for (i = 0; i < 1000 && r == -EAGAIN; i++) {
 		len = sizeof(buf);
 		r = mpq_queue_get_nowait(q, buf, &len);
+		if (r == -EAGAIN)
+			sleep_ms(1);
 	}
 	ASSERT_EQ(0, r);
-	ASSERT_EQ(4, len);
-	ASSERT_EQ(0, memcmp(buf, "held", 4));
+	ASSERT_EQ(strlen(msg), len);
+	ASSERT_EQ(0, memcmp(buf, msg, len));
 	mpq_queue_free(q);
 	munmap(sh, sizeof(*sh));
+}
+
+TEST(a_consumer_that_never_waits_gets_past_a_dead_producer)
+{
+	never_waiting_get_takes(_metadata, 0);
+}
+
+TEST(a_consumer_that_never_waits_gets_a_dead_consumers_message)
+{
+	never_waiting_get_takes(_metadata, 1);
 }
 
 /*
