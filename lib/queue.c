@@ -1276,9 +1276,13 @@ static int mpq_queue_dead_look(struct mpq_queue *q)
 {
 	uint32_t n;
 
-	if (__atomic_exchange_n(&q->dead_hint, 0, __ATOMIC_RELAXED))
+	/* No locked instruction: a count that threads race on is still one. */
+	if (__atomic_load_n(&q->dead_hint, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&q->dead_hint, 0, __ATOMIC_RELAXED);
 		return 1;
-	n = __atomic_add_fetch(&q->empty_looks, 1, __ATOMIC_RELAXED);
+	}
+	n = __atomic_load_n(&q->empty_looks, __ATOMIC_RELAXED) + 1;
+	__atomic_store_n(&q->empty_looks, n, __ATOMIC_RELAXED);
 	return n % MPQ_DEAD_LOOK_EVERY == 0 && mpq_queue_dead_message(q);
 }
 
