@@ -66,7 +66,7 @@
 
 struct mpq_ovf_chunk {
 	uint32_t magic;
-	uint32_t __pad;
+	uint32_t drained;	/* 1: taken to its end, being passed (ovf_pass) */
 	uint64_t next;		/* id of the next chunk; 0: none yet */
 	uint64_t used;		/* bytes of records and this header */
 	uint64_t size;		/* of the chunk */
@@ -142,6 +142,43 @@ static void mpq_ovf_reset(struct mpq_queue *q)
 }
 
 /*
+ * Move past the drained head chunk h (id head) to next, and let h go. h
+ * is marked first: a holder killed anywhere in this leaves ovf_head at
+ * the marked h, which the repair passes as here, or at next with ovf_off
+ * at its start. Resetting ovf_off while ovf_head still named h, unmarked,
+ * made the repair count h's records again and promote them a second time.
+ * Killed after ovf_head moved, h leaks until the queue goes.
+ */
+static void mpq_ovf_pass(struct mpq_queue *q, struct mpq_ovf_chunk *h,
+			 uint64_t head, uint64_t next)
+{
+	struct mpq_queue_shm *shm = q->shm;
+
+	store_release(&h->drained, 1);
+	__atomic_store_n(&shm->ovf_off, sizeof(*h), __ATOMIC_RELEASE);
+	store_release(&shm->ovf_head, next);
+	mpq_qblob_unmap(&q->ovf_r);
+	if (q->ovf_w.map && q->ovf_w.id == head)
+		mpq_qblob_unmap(&q->ovf_w);
+	mpq_qblob_drop(q, head, mpq_ovf_chunk_size(q));
+}
+
+/* The head chunk h (id head) a holder had begun to pass: pass it. */
+static int mpq_ovf_passing(struct mpq_queue *q, struct mpq_ovf_chunk *h,
+			   uint64_t head)
+{
+	uint64_t next;
+
+	if (!load_acquire(&h->drained))
+		return 0;
+	next = load_acquire(&h->next);
+	if (!next)
+		return 0;	/* hostile: walked as it is */
+	mpq_ovf_pass(q, h, head, next);
+	return 1;
+}
+
+/*
  * After a holder died: walk the chain from ovf_head, let ovf_tail be its
  * last chunk and ovf_count the records after ovf_off.
  */
@@ -150,7 +187,10 @@ static int mpq_ovf_repair(struct mpq_queue *q)
 	struct mpq_queue_shm *shm = q->shm;
 	uint64_t id = load_relaxed(&shm->ovf_head), off, last = 0;
 	uint32_t count = 0, chunks = 0;
+	struct mpq_ovf_chunk *first = mpq_ovf_map(q, &q->ovf_r, id);
 
+	if (first && mpq_ovf_passing(q, first, id))
+		id = load_relaxed(&shm->ovf_head);
 	off = load_relaxed(&shm->ovf_off);
 	while (id) {
 		struct mpq_ovf_chunk *h = mpq_ovf_map(q, &q->ovf_r, id);
@@ -323,6 +363,7 @@ int mpq_ovf_put(struct mpq_queue *q, const struct iovec *msg)
 			goto out;
 		n = b.map;
 		n->magic = MPQ_OVF_MAGIC;
+		n->drained = 0;	/* a pooled blob may say anything */
 		n->next = 0;
 		n->size = b.map_len;
 		r = (void *)(n + 1);
@@ -393,6 +434,8 @@ int mpq_ovf_promote(struct mpq_queue *q)
 				goto out;
 			continue;
 		}
+		if (mpq_ovf_passing(q, h, head))
+			continue;
 		if (off < used)
 			break;
 		/* Drained: on to the next chunk, and this one goes. */
@@ -413,13 +456,7 @@ int mpq_ovf_promote(struct mpq_queue *q)
 						 __ATOMIC_RELEASE);
 				goto out;
 			}
-			__atomic_store_n(&shm->ovf_off, sizeof(*h),
-					 __ATOMIC_RELAXED);
-			store_release(&shm->ovf_head, next);
-			mpq_qblob_unmap(&q->ovf_r);
-			if (q->ovf_w.map && q->ovf_w.id == head)
-				mpq_qblob_unmap(&q->ovf_w);
-			mpq_qblob_drop(q, head, mpq_ovf_chunk_size(q));
+			mpq_ovf_pass(q, h, head, next);
 		}
 	}
 	offs[0] = off;
