@@ -887,17 +887,15 @@ static int promoted(struct ctx *c, const void *m, size_t len)
 	return len != BLOB_LEN || memcmp(m, want, len);
 }
 
-static const char *promote_check(struct ctx *c)
+/*
+ * Each of the OVF messages taken once: the child took the oldest, or
+ * died before it had it.
+ */
+static const char *seen_once(struct ctx *c)
 {
 	static char why[160];
-	char buf[4096];
-	int n = drain(c, buf, sizeof(buf), promoted), twice;
 	uint32_t i;
-	long left;
 
-	if (n < 0)
-		return "a message taken corrupt (another message's bytes?)";
-	/* The child took the oldest, or died before it had it. */
 	for (i = 0; i < OVF; i++) {
 		if (seen[i] > 1 || (i && seen[i] != 1) ||
 		    (!i && c->finished && seen[i])) {
@@ -907,8 +905,22 @@ static const char *promote_check(struct ctx *c)
 			return why;
 		}
 	}
-	if (!c->arg)
-		return NULL;
+	return NULL;
+}
+
+static const char *promote_check(struct ctx *c)
+{
+	const char *why_seen;
+	static char why[160];
+	char buf[4096];
+	int n = drain(c, buf, sizeof(buf), promoted), twice;
+	long left;
+
+	if (n < 0)
+		return "a message taken corrupt (another message's bytes?)";
+	why_seen = seen_once(c);
+	if (why_seen || !c->arg)
+		return why_seen;
 	left = blobs_unaccounted(c->q, blob_base, &twice);
 	if (twice)
 		return "a blob in the pool twice";
@@ -983,7 +995,6 @@ static const char *promote_drain_check(struct ctx *c)
 	static char why[160];
 	char buf[64];
 	int n = drain(c, buf, sizeof(buf), promoted_past);
-	uint32_t i;
 
 	if (n < 0)
 		return "a message taken corrupt (another message's bytes?)";
@@ -993,16 +1004,7 @@ static const char *promote_drain_check(struct ctx *c)
 			 drained_again);
 		return why;
 	}
-	for (i = 0; i < OVF; i++) {
-		if (seen[i] > 1 || (i && seen[i] != 1) ||
-		    (!i && c->finished && seen[i])) {
-			snprintf(why, sizeof(why),
-				 "message %u taken %u times after the kill", i,
-				 seen[i]);
-			return why;
-		}
-	}
-	return NULL;
+	return seen_once(c);
 }
 
 TEST_F_TIMEOUT(slow, a_get_killed_while_it_promotes_the_overflow_delivers_each_message_once, 300)
