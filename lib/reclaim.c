@@ -524,6 +524,22 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
 }
 
 /*
+ * The first of record i's positions pos..pos+n that a consumer took and
+ * never freed, and that i acts for (dead, or adopted by us); n if none.
+ */
+static uint32_t mpq_rec_first_stuck_get(struct mpq_queue *q, int i,
+					uint64_t pos, uint32_t n)
+{
+	uint32_t k;
+
+	for (k = 0; k < n; k++)
+		if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
+		    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) == i)
+			break;
+	return k;
+}
+
+/*
  * For a peek: hand one dead consumer's unfinished message to the caller,
  * in place. The message's position moves to a record of our own (its
  * intent written before the dead one's is narrowed, so that it is always
@@ -555,10 +571,7 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 		if (mpq_rec_adopt(d, v))
 			continue;
 		mpq_rec_blob_reap(q, d);
-		for (k = 0; k < n; k++)
-			if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
-			    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) == i)
-				break;
+		k = mpq_rec_first_stuck_get(q, i, pos, n);
 		if (k == n) {
 			mpq_rec_drop(d);	/* nothing left to deliver */
 			continue;
@@ -594,7 +607,6 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 int mpq_queue_dead_message(struct mpq_queue *q)
 {
 	int i;
-	uint32_t k;
 
 	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
 		struct mpq_queue_rec *r = &q->recs[i];
@@ -604,12 +616,8 @@ int mpq_queue_dead_message(struct mpq_queue *q)
 		if (!mpq_rec_dead(v))
 			continue;
 		mpq_rec_read(q, r, &op, &pos, &n);
-		if (!(op & MPQ_REC_GET))
-			continue;
-		for (k = 0; k < n; k++)
-			if (mpq_slot_stuck(q, pos + k, MPQ_REC_GET) &&
-			    mpq_rec_token(q, pos + k, MPQ_REC_GET, -1) == i)
-				return 1;
+		if (op & MPQ_REC_GET && mpq_rec_first_stuck_get(q, i, pos, n) < n)
+			return 1;
 	}
 	return 0;
 }
