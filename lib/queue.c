@@ -392,7 +392,7 @@ MPQ_EXPORT void mpq_queue_free(struct mpq_queue *q)
  * again). A sleeper that set the bit again after a clear is seen by the
  * loop.
  */
-static void mpq_wake_sleepers(uint32_t *word)
+static __attribute__((noinline)) void mpq_wake_sleepers(uint32_t *word)
 {
 	uint32_t v = load_relaxed(word);
 
@@ -408,7 +408,8 @@ static void mpq_wake_sleepers(uint32_t *word)
 }
 
 /* Someone polls (the module's ->poll() or mpq_wait()) and asked for this. */
-static void mpq_queue_wake_pollers(struct mpq_queue *q, uint32_t bit)
+static __attribute__((noinline)) void
+mpq_queue_wake_pollers(struct mpq_queue *q, uint32_t bit)
 {
 	uint64_t one = 1;
 
@@ -522,26 +523,45 @@ static int mpq_queue_sleep_fence(struct mpq_queue *q)
  * registered process, by the sleeper's membarrier() (see above), unless
  * the queue has a participant that cannot issue it.
  */
-void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
+static __attribute__((noinline)) void
+mpq_queue_notify_slow(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
 {
 	uint32_t wanted;
 
-	if (likely(q->backend == MPQ_BACKEND_MEMFD &&
-		   load_relaxed(&mpq_asym) == 1)) {
-		__asm__ __volatile__("" ::: "memory");
-		wanted = load_relaxed(&q->shm->poll_wanted);
-		if (unlikely(wanted & MPQ_POLL_FENCE)) {
-			full_fence();
-			wanted = load_relaxed(&q->shm->poll_wanted);
-		}
-	} else {
-		full_fence();
-		wanted = load_relaxed(&q->shm->poll_wanted);
+	full_fence();
+	wanted = load_relaxed(&q->shm->poll_wanted);
+	if (load_relaxed(word) & MPQ_FUTEX_SLEEPING)
+		mpq_wake_sleepers(word);
+	if (wanted & poll_bit)
+		mpq_queue_wake_pollers(q, poll_bit);
+}
+
+/* Inline in the fast paths: most calls are two loads that find nobody. */
+static inline __attribute__((always_inline)) void
+mpq_queue_notify_fast(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
+{
+	uint32_t wanted;
+
+	if (unlikely(q->backend != MPQ_BACKEND_MEMFD ||
+		     load_relaxed(&mpq_asym) != 1)) {
+		mpq_queue_notify_slow(q, word, poll_bit);
+		return;
+	}
+	__asm__ __volatile__("" ::: "memory");
+	wanted = load_relaxed(&q->shm->poll_wanted);
+	if (unlikely(wanted & MPQ_POLL_FENCE)) {
+		mpq_queue_notify_slow(q, word, poll_bit);
+		return;
 	}
 	if (unlikely(load_relaxed(word) & MPQ_FUTEX_SLEEPING))
 		mpq_wake_sleepers(word);
 	if (unlikely(wanted & poll_bit))
 		mpq_queue_wake_pollers(q, poll_bit);
+}
+
+void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
+{
+	mpq_queue_notify_fast(q, word, poll_bit);
 }
 
 /*
@@ -720,13 +740,14 @@ static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 	if (count)
 		mpq_queue_task_settled(q, r);
 	mpq_rec_end(q, r);
-	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
 }
 
 /* Put up to n messages without waiting. Returns the count put (>= 1),
  * -EAGAIN (full) or -EUCLEAN. */
-static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
-			     unsigned int n)
+static inline __attribute__((always_inline))
+int mpq_queue_try_put_n(struct mpq_queue *q, const struct iovec *msgs,
+			unsigned int n)
 {
 	struct mpq_queue_rec *r;
 	uint64_t pos;
@@ -741,6 +762,12 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 	else if (k == -EAGAIN && !q->maxsize)
 		return mpq_ovf_put(q, msgs);
 	return k;
+}
+
+static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
+			     unsigned int n)
+{
+	return mpq_queue_try_put_n(q, msgs, n);
 }
 
 /*
@@ -795,7 +822,7 @@ void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 	}
 	mpq_queue_task_settled(q, r);
 	mpq_rec_end(q, r);
-	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
 }
 
 /*
@@ -965,7 +992,7 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
 	else if (!ret)
 		mpq_qblob_drop(q, e.id, e.len);
 	mpq_rec_end(q, r);
-	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	if (ret)
 		return ret;
 	bufs[0].iov_len = e.len;
@@ -978,8 +1005,9 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
  * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
  * corrupt message, dropped so the ring can go on).
  */
-static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
-			     unsigned int n)
+static inline __attribute__((always_inline))
+int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
+			unsigned int n)
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
@@ -993,7 +1021,7 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 		if (k == -EUCLEAN && m == MPQ_CLAIMED_CORRUPT) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
-			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+			mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 			return -EUCLEAN;
 		}
 		if (k < 0) {
@@ -1018,10 +1046,16 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			if (len[i] != MPQ_SLOT_DROPPED)
 				mpq_probe_queue_get(q->id, pos + i, len[i]);
 		mpq_rec_end(q, r);
-		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 		/* Only dropped slots: look again. */
 	} while (!m);
 	return (int)m;
+}
+
+static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
+			     unsigned int n)
+{
+	return mpq_queue_try_get_n(q, bufs, n);
 }
 
 /* A put or a get of a batch, or a zero-copy one, retried while waiting. */
@@ -1336,7 +1370,9 @@ static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
 
 	if (unlikely(q->closed))
 		return -EBADF;
-	ret = mpq_queue_try_put(q, msgs, n);
+	/* One message, the common call: the batch loops fold away. */
+	ret = likely(n == 1) ? mpq_queue_try_put_n(q, msgs, 1) :
+			       mpq_queue_try_put(q, msgs, n);
 	if (likely(ret != -EAGAIN))
 		return ret;
 	if (timeout_ns == 0)
@@ -1352,7 +1388,8 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 
 	if (unlikely(q->closed))
 		return -EBADF;
-	ret = mpq_queue_try_get(q, bufs, n);
+	ret = likely(n == 1) ? mpq_queue_try_get_n(q, bufs, 1) :
+			       mpq_queue_try_get(q, bufs, n);
 	if (likely(ret != -EAGAIN))
 		return ret;
 	if (timeout_ns == 0)
@@ -1555,7 +1592,7 @@ static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
 		if (ret) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
-			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+			mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 			return -EUCLEAN;
 		}
 		m->data = b.map;
@@ -1659,13 +1696,13 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 			break;
 		mpq_queue_free_slots(q, pos, (unsigned int)k);
 		mpq_rec_end(q, r);
-		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	}
 	/* The message is the last slot claimed; the dropped ones go now. */
 	if (k > 1) {
 		mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_WON, pos + k - 1, 1);
 		mpq_queue_free_slots(q, pos, (unsigned int)k - 1);
-		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	}
 	k = mpq_zc_open(q, m, r, pos + k - 1, MPQ_ZC_PEEKED, NULL);
 	return k ? k : 1;
@@ -1784,7 +1821,7 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 		mpq_probe_queue_put(q->id, m->__pos, ext ? xlen : len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
-	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return 0;
 }
 
@@ -1872,7 +1909,7 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 		mpq_qblob_drop(q, e.id, e.len);
 	mpq_zc_close(m);
 	mpq_rec_end(q, r);
-	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	return 0;
 }
 
