@@ -347,6 +347,52 @@ TEST(full_queue_blocks_put_until_a_get)
 	mpq_queue_free(q);
 }
 
+static int put_one_spinning(void *arg)
+{
+	return mpq_queue_put(arg, "late", 4, 5 * NSEC_PER_SEC) ? 1 : 0;
+}
+
+/*
+ * A put that spins on a full ring (here for good: spin_ns is the
+ * longest) waits at first for a run of free slots, so as not to refill
+ * at a streaming consumer's heels; a consumer that frees one slot and
+ * stops must still let it through.
+ */
+TEST(spinning_put_on_a_full_queue_takes_the_one_slot_a_get_frees)
+{
+	struct mpq_queue_attr attr = { .maxsize = 1024, .msgsize = 16,
+				       .spin_ns = INT64_MAX / 4 };
+	struct mpq_queue *q;
+	char buf[16];
+	size_t len;
+	pid_t pid;
+	int i;
+
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	for (i = 0; i < 1024; i++)
+		ASSERT_EQ(0, mpq_queue_put_nowait(q, &i, sizeof(i)));
+	pid = spawn(put_one_spinning, q);
+	ASSERT_GT(pid, 0);
+	sleep_ms(50);
+	ASSERT_TRUE(child_running(pid));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 0));
+	ASSERT_EQ(0, wait_child(pid, 10000));
+	ASSERT_EQ(1024, mpq_queue_qsize(q));
+	for (i = 1; i < 1024; i++) {
+		int v;
+
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+		memcpy(&v, buf, sizeof(v));
+		ASSERT_EQ(i, v);
+	}
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(0, memcmp(buf, "late", 4));
+	mpq_queue_free(q);
+}
+
 /* Tests that may take longer than the harness's default 30 s under TCG. */
 FIXTURE(slow) {};
 FIXTURE_SETUP(slow) {}
