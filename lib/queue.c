@@ -757,9 +757,21 @@ int mpq_queue_try_put_n(struct mpq_queue *q, const struct iovec *msgs,
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
 		return mpq_ovf_put(q, msgs);
 	k = mpq_claim_put(q, n, &pos, &r);
-	if (k > 0)
+	if (likely(k == 1 && msgs[0].iov_len != MPQ_IOV_EXT &&
+		   !(q->flags & MPQ_QUEUE_JOINABLE))) {
+		/* One message in the slot: mpq_queue_publish(), unrolled. */
+		struct mpq_slot *s = mpq_slot_at(q, pos);
+		size_t len = msgs[0].iov_len;
+
+		s->len = (uint32_t)len;
+		mpq_copy(s + 1, msgs[0].iov_base, len);
+		store_release(&s->seq, (uint32_t)(pos + 1));
+		mpq_probe_queue_put(q->id, pos, len);
+		mpq_rec_end(q, r);
+		mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
+	} else if (k > 0) {
 		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k, 1);
-	else if (k == -EAGAIN && !q->maxsize)
+	} else if (k == -EAGAIN && !q->maxsize)
 		return mpq_ovf_put(q, msgs);
 	return k;
 }
@@ -1033,6 +1045,19 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 		}
 		if (unlikely(len[0] == MPQ_SLOT_EXT))
 			return mpq_queue_take_ext(q, r, pos, bufs);
+		if (likely(k == 1 && m == 1)) {
+			/* One slot, one message: the loops below, unrolled. */
+			struct mpq_slot *s = mpq_slot_at(q, pos);
+
+			mpq_copy(bufs[0].iov_base, s + 1, len[0]);
+			bufs[0].iov_len = len[0];
+			store_release(&s->seq, (uint32_t)(pos + q->capacity));
+			mpq_probe_queue_get(q->id, pos, len[0]);
+			mpq_rec_end(q, r);
+			mpq_queue_notify_fast(q, &q->shm->nonfull,
+					      MPQ_POLL_OUT);
+			return 1;
+		}
 		for (i = 0, j = 0; i < (unsigned int)k; i++) {
 			if (len[i] == MPQ_SLOT_DROPPED)
 				continue;
