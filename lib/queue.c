@@ -1430,10 +1430,22 @@ static int mpq_queue_op(struct mpq_op *op, int64_t timeout_ns)
 	return mpq_queue_wait(op, word, timeout_ns);
 }
 
+/* A put or get that found no room or nothing: return, or wait. */
+static __attribute__((noinline)) int
+mpq_queue_op_blocked(struct mpq_queue *q, struct iovec *iov, unsigned int n,
+		     int is_get, int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .iov = iov, .n = n, .is_get = is_get };
+
+	if (timeout_ns == 0)
+		return mpq_queue_nowait(&op, -EAGAIN);
+	return mpq_queue_wait(&op, is_get ? &q->shm->nonempty :
+					    &q->shm->nonfull, timeout_ns);
+}
+
 static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
 			    unsigned int n, int64_t timeout_ns)
 {
-	struct mpq_op op = { .q = q, .iov = msgs, .n = n };
 	int ret;
 
 	if (unlikely(q->closed))
@@ -1443,15 +1455,12 @@ static int mpq_queue_put_op(struct mpq_queue *q, struct iovec *msgs,
 			       mpq_queue_try_put(q, msgs, n);
 	if (likely(ret != -EAGAIN))
 		return ret;
-	if (timeout_ns == 0)
-		return mpq_queue_nowait(&op, ret);
-	return mpq_queue_wait(&op, &q->shm->nonfull, timeout_ns);
+	return mpq_queue_op_blocked(q, msgs, n, 0, timeout_ns);
 }
 
 static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 			    unsigned int n, int64_t timeout_ns)
 {
-	struct mpq_op op = { .q = q, .iov = bufs, .n = n, .is_get = 1 };
 	int ret;
 
 	if (unlikely(q->closed))
@@ -1460,9 +1469,7 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 			       mpq_queue_try_get(q, bufs, n);
 	if (likely(ret != -EAGAIN))
 		return ret;
-	if (timeout_ns == 0)
-		return mpq_queue_nowait(&op, ret);
-	return mpq_queue_wait(&op, &q->shm->nonempty, timeout_ns);
+	return mpq_queue_op_blocked(q, bufs, n, 1, timeout_ns);
 }
 
 /*
