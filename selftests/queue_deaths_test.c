@@ -659,40 +659,44 @@ static const char *plain_drain(struct ctx *c)
 	return NULL;
 }
 
-static const char *plain_put_check(struct ctx *c)
+/*
+ * The drain saw done (what a finished op leaves: always right), or, the
+ * op killed, one of killed[].
+ */
+static const char *plain_verdict(struct ctx *c, const char *op,
+				 const char *done, const char *const *killed)
 {
 	static char why[96];
 	const char *what = plain_drain(c);
 
 	if (what)
 		return what;
-	if (!strcmp(plain_seen, "abx") || (!c->finished &&
-					   !strcmp(plain_seen, "ab")))
+	if (!strcmp(plain_seen, done))
 		return NULL;
-	snprintf(why, sizeof(why), "the put %s, then the queue held \"%s\"",
-		 c->finished ? "returned" : "was killed", plain_seen);
+	for (; !c->finished && *killed; killed++)
+		if (!strcmp(plain_seen, *killed))
+			return NULL;
+	snprintf(why, sizeof(why), "the %s %s, then the queue held \"%s\"",
+		 op, c->finished ? "returned" : "was killed", plain_seen);
 	return why;
 }
 
+static const char *plain_put_check(struct ctx *c)
+{
+	static const char *const killed[] = { "ab", NULL };
+
+	return plain_verdict(c, "put", "abx", killed);
+}
+
+/*
+ * "a" is the killed getter's once its slot is freed; claimed and not
+ * freed, it is delivered again, and may come after "b" (mpq_queue(3)).
+ */
 static const char *plain_get_check(struct ctx *c)
 {
-	static char why[96];
-	const char *what = plain_drain(c);
+	static const char *const killed[] = { "ab", "ba", NULL };
 
-	if (what)
-		return what;
-	/*
-	 * "a" is the killed getter's once its slot is freed; claimed and
-	 * not freed, it is delivered again, and may come after "b"
-	 * (mpq_queue(3)).
-	 */
-	if (!strcmp(plain_seen, "b") ||
-	    (!c->finished && (!strcmp(plain_seen, "ab") ||
-			      !strcmp(plain_seen, "ba"))))
-		return NULL;
-	snprintf(why, sizeof(why), "the get %s, then the queue held \"%s\"",
-		 c->finished ? "returned" : "was killed", plain_seen);
-	return why;
+	return plain_verdict(c, "get", "b", killed);
 }
 
 TEST_F_TIMEOUT(slow, a_put_or_get_of_a_message_in_its_slot_killed_anywhere_leaves_the_queue_whole, 300)
