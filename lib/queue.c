@@ -684,7 +684,7 @@ fail:
  * what a dead producer counted and never published). Without a record,
  * in the header's word.
  */
-static void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
+static inline void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
 				 unsigned int k)
 {
 	uint64_t t;
@@ -700,7 +700,7 @@ static void mpq_queue_task_count(struct mpq_queue *q, struct mpq_queue_rec *r,
 }
 
 /* Published: the tally no longer speaks for the intent. */
-static void mpq_queue_task_settled(struct mpq_queue *q,
+static inline void mpq_queue_task_settled(struct mpq_queue *q,
 				   struct mpq_queue_rec *r)
 {
 	if (r && q->flags & MPQ_QUEUE_JOINABLE)
@@ -709,7 +709,8 @@ static void mpq_queue_task_settled(struct mpq_queue *q,
 }
 
 /* Fill the claimed slots, publish them, let the record go, notify once. */
-static void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
+static inline __attribute__((always_inline))
+void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 			      uint64_t pos, const struct iovec *msgs,
 			      unsigned int k, int count)
 {
@@ -757,21 +758,12 @@ int mpq_queue_try_put_n(struct mpq_queue *q, const struct iovec *msgs,
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
 		return mpq_ovf_put(q, msgs);
 	k = mpq_claim_put(q, n, &pos, &r);
-	if (likely(k == 1 && msgs[0].iov_len != MPQ_IOV_EXT &&
-		   !(q->flags & MPQ_QUEUE_JOINABLE))) {
-		/* One message in the slot: mpq_queue_publish(), unrolled. */
-		struct mpq_slot *s = mpq_slot_at(q, pos);
-		size_t len = msgs[0].iov_len;
-
-		s->len = (uint32_t)len;
-		mpq_copy(s + 1, msgs[0].iov_base, len);
-		store_release(&s->seq, (uint32_t)(pos + 1));
-		mpq_probe_queue_put(q->id, pos, len);
-		mpq_rec_end(q, r);
-		mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
-	} else if (k > 0) {
+	/* One slot, the common claim: its loop folds away. */
+	if (likely(k == 1))
+		mpq_queue_publish(q, r, pos, msgs, 1, 1);
+	else if (k > 0)
 		mpq_queue_publish(q, r, pos, msgs, (unsigned int)k, 1);
-	} else if (k == -EAGAIN && !q->maxsize)
+	else if (k == -EAGAIN && !q->maxsize)
 		return mpq_ovf_put(q, msgs);
 	return k;
 }
@@ -959,7 +951,7 @@ fail:
 }
 
 /* Free claimed slots for the next lap; pairs with the acquire in try_put. */
-static void mpq_queue_free_slots(struct mpq_queue *q, uint64_t pos,
+static inline void mpq_queue_free_slots(struct mpq_queue *q, uint64_t pos,
 				 unsigned int k)
 {
 	unsigned int i;
@@ -1017,13 +1009,40 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
  * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
  * corrupt message, dropped so the ring can go on).
  */
+/*
+ * Our claim of k slots from pos, of lengths len[]: copy the messages into
+ * bufs, free the slots, let the record go, notify once.
+ */
+static inline __attribute__((always_inline))
+void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
+		    uint64_t pos, struct iovec *bufs, const uint32_t *len,
+		    unsigned int k)
+{
+	unsigned int i, j;
+
+	for (i = 0, j = 0; i < k; i++) {
+		if (len[i] == MPQ_SLOT_DROPPED)
+			continue;
+		mpq_copy(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
+			 len[i]);
+		bufs[j++].iov_len = len[i];
+	}
+	mpq_queue_free_slots(q, pos, k);
+	/* Tracing: the messages put at pos... are taken (probes.h). */
+	for (i = 0; i < k; i++)
+		if (len[i] != MPQ_SLOT_DROPPED)
+			mpq_probe_queue_get(q->id, pos + i, len[i]);
+	mpq_rec_end(q, r);
+	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
+}
+
 static inline __attribute__((always_inline))
 int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 			unsigned int n)
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
-	unsigned int i, j, m;
+	unsigned int m;
 	uint64_t pos;
 	int k;
 
@@ -1045,33 +1064,11 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 		}
 		if (unlikely(len[0] == MPQ_SLOT_EXT))
 			return mpq_queue_take_ext(q, r, pos, bufs);
-		if (likely(k == 1 && m == 1)) {
-			/* One slot, one message: the loops below, unrolled. */
-			struct mpq_slot *s = mpq_slot_at(q, pos);
-
-			mpq_copy(bufs[0].iov_base, s + 1, len[0]);
-			bufs[0].iov_len = len[0];
-			store_release(&s->seq, (uint32_t)(pos + q->capacity));
-			mpq_probe_queue_get(q->id, pos, len[0]);
-			mpq_rec_end(q, r);
-			mpq_queue_notify_fast(q, &q->shm->nonfull,
-					      MPQ_POLL_OUT);
-			return 1;
-		}
-		for (i = 0, j = 0; i < (unsigned int)k; i++) {
-			if (len[i] == MPQ_SLOT_DROPPED)
-				continue;
-			mpq_copy(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
-				 len[i]);
-			bufs[j++].iov_len = len[i];
-		}
-		mpq_queue_free_slots(q, pos, (unsigned int)k);
-		/* Tracing: the messages put at pos... are taken (probes.h). */
-		for (i = 0; i < (unsigned int)k; i++)
-			if (len[i] != MPQ_SLOT_DROPPED)
-				mpq_probe_queue_get(q->id, pos + i, len[i]);
-		mpq_rec_end(q, r);
-		mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		/* One slot, the common claim: the loops fold away. */
+		if (likely(k == 1))
+			mpq_queue_take(q, r, pos, bufs, len, 1);
+		else
+			mpq_queue_take(q, r, pos, bufs, len, (unsigned int)k);
 		/* Only dropped slots: look again. */
 	} while (!m);
 	return (int)m;
@@ -1128,14 +1125,16 @@ static int mpq_op_reclaim(struct mpq_op *op)
  * consumer's current cache line away from it between its read and its
  * free, and the producer, a little faster, stays there; started a run of
  * slots behind it, the producer writes lines the consumer is done with,
- * and stays behind. The wait is 64 looks (a few microseconds), so a
- * consumer that has stopped delays a put by no more than that, and it
- * comes before the spin's clock starts: counted in the spin, it made the
- * spin yield the CPU at 0.5 us, which with a busy CPU shared gave it
- * away for a whole time slice (a stream beside a CPU hog fell from 11 to
- * 0.3-2 M/s in one run in three, the consumer asleep 4 ms at a time).
+ * and stays behind. The wait is MPQ_QUEUE_SLIP_LOOKS looks (a few
+ * microseconds), so a consumer that has stopped delays a put by no more
+ * than that, and it comes before the spin's clock starts: counted in the
+ * spin, it made the spin yield the CPU at 0.5 us, which with a busy CPU
+ * shared gave it away for a whole time slice (a stream beside a CPU hog
+ * fell from 11 to 0.3-2 M/s in one run in three, the consumer asleep 4
+ * ms at a time).
  */
 #define MPQ_QUEUE_SLIP		64
+#define MPQ_QUEUE_SLIP_LOOKS	64
 
 static int mpq_queue_slipped(struct mpq_queue *q)
 {
@@ -1154,7 +1153,7 @@ static void mpq_queue_slip(struct mpq_op *op)
 	if (op->is_get || op->zc || !q->maxsize || q->limit ||
 	    q->capacity < 4 * MPQ_QUEUE_SLIP)
 		return;
-	for (i = 0; i < 64; i++) {
+	for (i = 0; i < MPQ_QUEUE_SLIP_LOOKS; i++) {
 		if (mpq_queue_slipped(q))
 			return;
 		cpu_relax();
