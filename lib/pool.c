@@ -469,6 +469,10 @@ static int pool_alloc(struct mpq_pool **out, const struct mpq_pool_attr *a)
 	p->sbuf = malloc(POOL_MSG_MAX);
 	if (!p->sbuf)
 		return -ENOMEM;
+	p->slab = pool_slab_new(sizeof(struct mpq_async_result) +
+				POOL_SLAB_ARG + sizeof(struct pool_item));
+	if (!p->slab)
+		return -ENOMEM;
 	p->bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->bell < 0)
 		return -errno;
@@ -490,6 +494,8 @@ static void pool_destroy(struct mpq_pool *p)
 	if (p->bell >= 0)
 		close(p->bell);
 	pthread_mutex_destroy(&p->lock);
+	/* Its jobs may outlive it: the slab goes with the last. */
+	pool_slab_put(p->slab);
 	free(p->sbuf);
 	free(p->w);
 	free(p->init_name);
@@ -702,6 +708,7 @@ static void pool_free_copy(struct mpq_pool *p)
 		io_uring_queue_exit(&p->ring);
 	if (p->bell >= 0)
 		close(p->bell);
+	pool_slab_put(p->slab);
 	free(p->sbuf);
 	free(p->w);
 	free(p->init_name);

@@ -294,9 +294,12 @@ struct mpq_async_result {
 	size_t n;
 	size_t chunksize;
 
+	struct pool_slab *slab;	/* its memory's, or NULL: malloc's */
+
 	/* The handler's. */
 	size_t next;		/* next item to hand out */
 	uint64_t *done;		/* bitmap: items with a value or error */
+	uint64_t done1;		/* done, for a job of up to 64 items */
 	int complete;
 	struct mpq_async_result *qnext;		/* incoming, then queued */
 	struct mpq_async_result *anext, *aprev;	/* incomplete jobs */
@@ -311,8 +314,9 @@ struct mpq_async_result {
 	int first_code;
 	int cancel_code;		/* VALUES: items never done failed so */
 	const char *cancel_msg;
-	struct pool_owned *owned;
+	struct pool_owned *owned;	/* owned1, or malloc's past one */
 	size_t nowned, owned_cap;
+	struct pool_owned owned1;
 	struct pool_fail *fails;	/* VALUES: the failed items */
 	size_t nfails, fails_cap;
 
@@ -438,6 +442,7 @@ struct mpq_pool {
 	void *initarg;
 	size_t initarg_len;
 	sigset_t worker_mask;		/* the signal mask workers run with */
+	struct pool_slab *slab;		/* small jobs' memory (pool_slab.c) */
 
 	/* The handler's own. */
 	struct io_uring ring;
@@ -486,6 +491,14 @@ int pool_send_fd(int sock, int fd, int flags);
 int pool_recv_fd(int sock, int flags);
 
 int pool_check(struct mpq_pool *p);
+
+/* pool_slab.c: the memory of small jobs (an apply's). */
+#define POOL_SLAB_ARG	64	/* the argument room of a slab job */
+struct pool_slab;
+struct pool_slab *pool_slab_new(size_t obj);
+void *pool_slab_alloc(struct pool_slab *s);
+void pool_slab_free(struct pool_slab *s, void *o);
+void pool_slab_put(struct pool_slab *s);
 
 /* pool_job.c: called by the handler. */
 int pool_job_value(struct mpq_async_result *j, size_t i, const void *data,

@@ -56,6 +56,19 @@ void pool_buf_put(struct pool_buf *b)
  */
 int pool_job_own(struct mpq_async_result *j, int kind, void *ptr, size_t len)
 {
+	/* The first in the job itself: an apply owns one buffer. */
+	if (!j->owned_cap) {
+		j->owned = &j->owned1;
+		j->owned_cap = 1;
+	} else if (j->owned == &j->owned1 && j->nowned == 1) {
+		struct pool_owned *o = malloc(4 * sizeof(*o));
+
+		if (!o)
+			return -ENOMEM;
+		o[0] = j->owned1;
+		j->owned = o;
+		j->owned_cap = 4;
+	}
 	if (pool_grow(&j->owned, &j->owned_cap, j->nowned, sizeof(*j->owned),
 		      4))
 		return -ENOMEM;
@@ -86,14 +99,19 @@ static void job_free(struct mpq_async_result *j)
 	}
 	for (i = 0; i < j->nfails; i++)
 		free(j->fails[i].msg);
-	free(j->owned);
+	if (j->owned != &j->owned1)
+		free(j->owned);
 	free(j->fails);
-	free(j->done);
+	if (j->done != &j->done1)
+		free(j->done);
 	free(j->order);
 	if (j->kind != POOL_JOB_APPLY)
 		free(j->items);
 	j->magic = 0;
-	free(j);
+	if (j->slab)
+		pool_slab_free(j->slab, j);
+	else
+		free(j);
 }
 
 /* Drop a reference: the user's, or the pool's once the job is complete. */
@@ -139,7 +157,13 @@ static int job_new(struct mpq_pool *p, struct mpq_async_result **out,
 		if (idx < 0)
 			return idx;
 	}
-	j = calloc(1, sizeof(*j) + extra);
+	if (extra <= POOL_SLAB_ARG + sizeof(struct pool_item) && p->slab) {
+		j = pool_slab_alloc(p->slab);
+		if (j)
+			j->slab = p->slab;
+	} else {
+		j = calloc(1, sizeof(*j) + extra);
+	}
 	if (!j)
 		return -ENOMEM;
 	j->magic = MPQ_RESULT_MAGIC;
@@ -150,7 +174,7 @@ static int job_new(struct mpq_pool *p, struct mpq_async_result **out,
 	j->fn_name = name;
 	j->n = n;
 	j->first_fail = SIZE_MAX;
-	j->done = calloc(n / 64 + 1, sizeof(*j->done));
+	j->done = n < 64 ? &j->done1 : calloc(n / 64 + 1, sizeof(*j->done));
 	if (!j->done) {
 		free(j);
 		return -ENOMEM;

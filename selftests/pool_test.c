@@ -596,6 +596,51 @@ TEST_F(method, apply_returns_the_value_and_apply_async_gets_each_its_own)
 	mpq_pool_free(p);
 }
 
+/*
+ * A pool makes its small jobs in the memory of freed ones (lib/pool_slab.c):
+ * after a map whose job is done and freed, and after bursts that outgrow
+ * the first chunk and are all freed (the pool starts again from its first
+ * chunk), each new job must start clean. One made in reused memory that
+ * was not cleared read as ready, with no value, at once.
+ */
+TEST(jobs_made_where_freed_ones_were_start_clean)
+{
+	static const size_t bursts[] = { 1, 20000, 3, 20000, 50 };
+	struct mpq_async_result **r = calloc(20000, sizeof(*r));
+	int64_t in[64], out[64];
+	struct mpq_pool *p;
+	struct work w = { 0 };
+	size_t i, k, wrong;
+	int err;
+
+	ASSERT_NE(NULL, r);
+	for (i = 0; i < 64; i++)
+		in[i] = (int64_t)i;
+	p = pool_make(MPQ_START_FORK, 2, 0, 0);
+	ASSERT_NE(NULL, p);
+	for (k = 0; k < sizeof(bursts) / sizeof(bursts[0]); k++) {
+		ASSERT_EQ(0, mpq_pool_map_values(p, plus_one_task, in,
+						 sizeof(*in), out, sizeof(*out),
+						 64, 0));
+		for (i = 0, wrong = 0; i < 64; i++)
+			wrong += out[i] != in[i] + 1;
+		EXPECT_EQ(0, wrong);
+		for (i = 0; i < bursts[k]; i++) {
+			w.value = (int64_t)i;
+			ASSERT_EQ(0, mpq_pool_apply_async(p, work, &w, sizeof(w),
+							  NULL, &r[i]));
+		}
+		for (i = 0, wrong = 0; i < bursts[k]; i++) {
+			ASSERT_EQ(0, mpq_async_result_get(r[i], BOUND));
+			wrong += value_of(r[i], 0, &err) != (int64_t)i + 1 || err;
+			mpq_async_result_free(r[i]);
+		}
+		EXPECT_EQ(0, wrong) TH_LOG("burst %zu of %zu", k, bursts[k]);
+	}
+	mpq_pool_free(p);
+	free(r);
+}
+
 /* Per call: how often each callback ran, and whether the result was ready. */
 struct calls {
 	int ok, err, code, ready_in_callback;
