@@ -32,6 +32,20 @@
 
 #include "pool.h"
 
+/*
+ * Under AddressSanitizer a freed job stays poisoned until it is handed
+ * out again, past its first word (the free list's link), so that a use
+ * after free is still caught as it was with malloc.
+ */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#define slab_poison(p, n)	ASAN_POISON_MEMORY_REGION(p, n)
+#define slab_unpoison(p, n)	ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define slab_poison(p, n)	((void)(p), (void)(n))
+#define slab_unpoison(p, n)	((void)(p), (void)(n))
+#endif
+
 #define POOL_SLAB_FIRST		(64UL << 10)
 #define POOL_SLAB_HUGE		(2UL << 20)
 
@@ -134,6 +148,7 @@ static void slab_reset(struct pool_slab *s)
 		return;
 	while (c->next) {
 		next = c->next;
+		slab_unpoison(c, c->size);	/* the range may be mapped anew */
 		munmap(c, c->size);
 		c = next;
 	}
@@ -169,8 +184,10 @@ void *pool_slab_alloc(struct pool_slab *s)
 	if (o)
 		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
-	if (o)
+	if (o) {
+		slab_unpoison(o, s->obj);
 		memset(o, 0, s->obj);
+	}
 	return o;
 }
 
@@ -180,6 +197,7 @@ static void slab_destroy(struct pool_slab *s)
 
 	for (; c; c = next) {
 		next = c->next;
+		slab_unpoison(c, c->size);
 		munmap(c, c->size);
 	}
 	pthread_mutex_destroy(&s->lock);
@@ -197,6 +215,8 @@ void pool_slab_free(struct pool_slab *s, void *o)
 {
 	void *head = __atomic_load_n(&s->returned, __ATOMIC_RELAXED);
 
+	/* Before the push: once pushed, an allocator may unpoison it. */
+	slab_poison((unsigned char *)o + sizeof(void *), s->obj - sizeof(void *));
 	do
 		memcpy(o, &head, sizeof(head));
 	while (!__atomic_compare_exchange_n(&s->returned, &head, o, 1,
