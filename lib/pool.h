@@ -299,7 +299,7 @@ struct mpq_async_result {
 	/* The handler's. */
 	size_t next;		/* next item to hand out */
 	uint64_t *done;		/* bitmap: items with a value or error */
-	uint64_t done1;		/* done, for a job of up to 64 items */
+	uint64_t done1;		/* done, for a job of under 64 items */
 	int complete;
 	struct mpq_async_result *qnext;		/* incoming, then queued */
 	struct mpq_async_result *anext, *aprev;	/* incomplete jobs */

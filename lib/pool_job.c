@@ -157,7 +157,8 @@ static int job_new(struct mpq_pool *p, struct mpq_async_result **out,
 		if (idx < 0)
 			return idx;
 	}
-	if (extra <= POOL_SLAB_ARG + sizeof(struct pool_item) && p->slab) {
+	/* A job that needs no memory but its own: the slab's. */
+	if (n < 64 && extra <= POOL_SLAB_ARG + sizeof(struct pool_item)) {
 		j = pool_slab_alloc(p->slab);
 		if (j)
 			j->slab = p->slab;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The memory of a pool's small jobs: an apply whose argument fits in the
- * job (POOL_SLAB_ARG), all of one size.
+ * The memory of a pool's small jobs, all of one size: those of under 64
+ * items whose argument, if any, fits in the job (an apply's of up to
+ * POOL_SLAB_ARG bytes), so that the job is all the memory they need.
  *
  * Why not malloc: a caller that submits many applies before it collects
  * them holds them all at once, and from malloc each page of the growing
@@ -138,7 +139,8 @@ static int slab_grow(struct pool_slab *s)
 /*
  * No object is live (refs is the pool's alone, and no allocator runs but
  * us): every one has been pushed, since a free pushes before it drops its
- * reference. Keep the first chunk, empty, and give back the rest.
+ * reference. Keep the first chunk, empty, and give back the rest (none,
+ * mostly: then this is a few stores).
  */
 static void slab_reset(struct pool_slab *s)
 {
@@ -166,9 +168,7 @@ void *pool_slab_alloc(struct pool_slab *s)
 	void *o;
 
 	pthread_mutex_lock(&s->lock);
-	if (__atomic_load_n(&s->refs, __ATOMIC_ACQUIRE) == 1 && s->chunks &&
-	    (s->chunks->next || s->free ||
-	     __atomic_load_n(&s->returned, __ATOMIC_RELAXED)))
+	if (__atomic_load_n(&s->refs, __ATOMIC_ACQUIRE) == 1)
 		slab_reset(s);
 	if (!s->free)
 		s->free = __atomic_exchange_n(&s->returned, NULL,

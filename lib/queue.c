@@ -1004,12 +1004,6 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
 }
 
 /*
- * Take up to n messages without waiting, into bufs (iov_len in: room,
- * out: length). Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE
- * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
- * corrupt message, dropped so the ring can go on).
- */
-/*
  * Our claim of k slots from pos, of lengths len[]: copy the messages into
  * bufs, free the slots, let the record go, notify once.
  */
@@ -1036,6 +1030,12 @@ void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
 	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 }
 
+/*
+ * Take up to n messages without waiting, into bufs (iov_len in: room,
+ * out: length). Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE
+ * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
+ * corrupt message, dropped so the ring can go on).
+ */
 static inline __attribute__((always_inline))
 int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 			unsigned int n)
