@@ -51,6 +51,11 @@
  *   The child says "A" only after it cleared the prctl: from then on it
  *   runs whatever becomes of the server. A requester killed before "go"
  *   closes R: the child reads EOF on S and exits without running;
+ * - a child killed (by anyone) before its "A" never ran its target, but
+ *   is not asked for again: its server reaps it and sends its status,
+ *   -signal, where the requester waits for "A", and the start returns a
+ *   process that has ended by that signal, as fork's does for a child
+ *   killed right after the fork (a pool replaces it as any dead worker);
  * - a running child does not die with the server (as in Python): its
  *   PR_SET_PDEATHSIG is cleared at "go". Daemons die with the requester
  *   all the same: the server that sees the requester end sends its
@@ -654,25 +659,39 @@ static int mpq_fs_request(const struct mpq_fs_req *q, const int *fds,
 }
 
 /*
- * Tell the child to run, and wait until it says it does: 0, -ESRCH (it
- * died before, with its server: it never ran, ask again), -EIO (it could
- * not take its fds and exited: its status came instead).
+ * Tell the child to run, and wait until it says it does. 0: it runs, or
+ * it was killed before it could say so: then the server's status for it
+ * (-signal) is left on the socket for the reap, and the start is one of a
+ * child that died at once, as a forked child killed right after the fork
+ * is. -ESRCH: it died with its server (EOF, no status), never ran, ask
+ * again. -EIO: it could not take its fds and exited.
  */
 static int mpq_fs_go(int sock)
 {
 	char go = 'G', ack[sizeof(int32_t)];
+	int32_t status;
 	ssize_t n;
 
-	if (send(sock, &go, 1, MSG_NOSIGNAL) != 1)
-		return errno == EPIPE || errno == ECONNRESET ? -ESRCH : -errno;
+	/* Failing, no one holds S any more; a status may still be queued. */
+	if (send(sock, &go, 1, MSG_NOSIGNAL) != 1 && errno != EPIPE &&
+	    errno != ECONNRESET)
+		return -errno;
+	/*
+	 * ECONNRESET is S closed with our "go" unread, and is reported once,
+	 * before what is queued: the status comes on the next call.
+	 */
 	do {
-		n = recv(sock, ack, sizeof(ack), 0);
-	} while (n < 0 && errno == EINTR);
+		n = recv(sock, ack, sizeof(ack), MSG_PEEK);
+	} while (n < 0 && (errno == EINTR || errno == ECONNRESET));
 	if (n == 1 && ack[0] == 'A')
-		return 0;
-	if (n == 0 || (n < 0 && errno == ECONNRESET))
+		return recv(sock, ack, 1, 0) == 1 ? 0 : -EIO;
+	if (n == (ssize_t)sizeof(status)) {
+		memcpy(&status, ack, sizeof(status));
+		return status < 0 ? 0 : -EIO;
+	}
+	if (n == 0)
 		return -ESRCH;
-	return n < 0 ? -errno : -EIO;
+	return n < 0 ? -errno : -EPROTO;
 }
 
 int mpq_forkserver_launch(struct mpq_process *p)

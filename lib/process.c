@@ -229,10 +229,15 @@ static int mpq_reap_forkserver_locked(struct mpq_process *p)
 	ssize_t n;
 
 	if (!p->fs_eof) {
+		/*
+		 * ECONNRESET: the server closed S with the child's "go"
+		 * unread (a child killed before it ran), told once, ahead
+		 * of the status still queued.
+		 */
 		do {
 			n = recv(p->fs_status, &status, sizeof(status),
 				 MSG_DONTWAIT);
-		} while (n < 0 && errno == EINTR);
+		} while (n < 0 && (errno == EINTR || errno == ECONNRESET));
 		if (n == (ssize_t)sizeof(status)) {
 			p->exitcode = status;
 			goto ended;

@@ -4,6 +4,7 @@
  * keeps (process_test.c's method fixture runs those on it too): a threaded
  * parent's children never inherit its threads' locks, a server killed at
  * any point is replaced and never hangs a start nor runs a target twice,
+ * a child killed before it runs is a start of a process killed,
  * a server ends with its parent and leaves no orphans, objects reach the
  * children by their handles.
  *
@@ -295,6 +296,93 @@ TEST(a_killed_server_is_replaced_and_no_target_runs_twice)
 	       started, N, lost);
 	EXPECT_LT(0, k.rounds);
 	mpq_queue_free(q);
+}
+
+/* ---- its children killed before they run -------------------------- */
+
+struct child_killer {
+	pid_t server;
+	int kills;
+	int done;
+};
+
+/* SIGKILL each child of the server as soon as it is seen, until done. */
+static void *kill_children(void *arg)
+{
+	struct child_killer *k = arg;
+	char path[64], buf[4096], *s, *end;
+	ssize_t n;
+	pid_t pid;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children",
+		 (int)k->server, (int)k->server);
+	while (!__atomic_load_n(&k->done, __ATOMIC_ACQUIRE)) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			break;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		for (s = buf; (pid = (pid_t)strtol(s, &end, 10)) > 0; s = end) {
+			/* The pidfd keeps the kill on this process. */
+			fd = (int)syscall(SYS_pidfd_open, pid, 0);
+			if (fd < 0)
+				continue;
+			if (stat_ppid(pid) == k->server &&
+			    !syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL,
+				     0))
+				k->kills++;
+			close(fd);
+		}
+	}
+	return NULL;
+}
+
+static int exit_7(const void *arg, size_t len)
+{
+	return 7;
+}
+MPQ_TARGET(exit_7);
+
+/*
+ * A child killed after the server forked it and before it said it runs
+ * (waiting for "go", or between "go" and its answer) is a start that
+ * succeeded, of a process that ended by SIGKILL, as with fork: the
+ * server's status for it is not a failure to start, and the server lives
+ * on.
+ */
+TEST(a_child_killed_before_it_runs_is_started_and_ended_by_the_signal)
+{
+	enum { N = 200 };
+	struct child_killer k = { 0 };
+	struct mpq_process *p;
+	int i, err, code, killed = 0, ran = 0;
+	pid_t server;
+	pthread_t t;
+
+	ASSERT_EQ(0, mpq_forkserver_start());
+	server = mpq_forkserver_pid();
+	k.server = server;
+	ASSERT_EQ(0, pthread_create(&t, NULL, kill_children, &k));
+	for (i = 0; i < N; i++) {
+		p = fs_start(exit_7, NULL, 0, 0, &err);
+		ASSERT_NE(NULL, p) TH_LOG("start %d: %d", i, err);
+		ASSERT_EQ(0, mpq_process_join(p, 20 * NSEC_PER_SEC));
+		ASSERT_EQ(0, mpq_process_exitcode(p, &code));
+		if (code == -SIGKILL)
+			killed++;
+		else
+			ASSERT_EQ(7, code) TH_LOG("child %d", i);
+		ran += code == 7;
+		mpq_process_free(p);
+	}
+	__atomic_store_n(&k.done, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	TH_LOG("%d signals sent: %d of %d ended by SIGKILL, %d ran",
+	       k.kills, killed, N, ran);
+	EXPECT_LT(0, killed);
+	EXPECT_EQ(server, mpq_forkserver_pid());
 }
 
 /* ---- a parent killed while its server forks ------------------------ */

@@ -1065,28 +1065,6 @@ struct victim {
 #define KILLER_SEEN	8192
 #define KILLER_VICTIMS	64
 
-static pid_t stat_ppid(pid_t pid)
-{
-	char path[64], buf[512], *rp;
-	int fd, ppid = -1;
-	ssize_t n;
-	char state;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	rp = strrchr(buf, ')');
-	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
-		return -1;
-	return ppid;
-}
-
 /* A random delay: none a quarter of the time, else 10 us to 20 ms. */
 static int64_t killer_delay(uint64_t *seed)
 {
