@@ -73,6 +73,12 @@ struct mpq_queue {
 	/* Blobs by id: struct file of an anonymous block each. */
 	struct xarray blobs;
 	atomic64_t blob_last;	/* the last id handed out */
+	/*
+	 * Non-zero while a participant that died in the middle of an
+	 * operation may have left the ring held up: ->poll() then looks at
+	 * the records (mpq_queue_dead_ready), and stops once none is left.
+	 */
+	atomic_t dead_left;
 	/* Private, authoritative geometry. */
 	u32 flags;		/* MPQ_QUEUE_JOINABLE, MPQ_QUEUE_UNBOUNDED */
 	u32 maxsize;		/* 0: unbounded */
@@ -112,6 +118,64 @@ static bool mpq_queue_ring_readable(struct mpq_queue *q)
 	return READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1);
 }
 
+/* A dead get's positions looked at, at most: a bound on ->poll()'s work. */
+#define MPQ_QUEUE_DEAD_LOOK	256
+
+/*
+ * Would a get of libmpq's find something that a look at the head does
+ * not show, because a participant died in the middle of an operation (see
+ * struct mpq_queue_rec)? A put's claim at head that was never published
+ * holds readers up; a get's message that was never freed is to be
+ * delivered again. libmpq's get repairs both in the call that this
+ * answer leads to; the kernel only reads, and stops looking once no dead
+ * record is left. Shared memory: each field read once; a forged record
+ * costs its scribbler a wrong answer, and at most MPQ_QUEUE_NREC *
+ * MPQ_QUEUE_DEAD_LOOK slot reads per poll.
+ */
+static bool mpq_queue_dead_ready(struct mpq_queue *q, u64 head)
+{
+	struct mpq_queue_rec *recs = q->region.kaddr + MPQ_QUEUE_REC_OFF;
+	int gen = atomic_read(&q->dead_left);
+	bool any = false, ready = false;
+	u32 i, k, n, op, word;
+	u64 pos, p;
+
+	if (!gen)
+		return false;
+	for (i = 0; i < MPQ_QUEUE_NREC && !ready; i++) {
+		word = READ_ONCE(recs[i].word);
+		if (!(word & FUTEX_OWNER_DIED) || (word & FUTEX_TID_MASK))
+			continue;
+		n = READ_ONCE(recs[i].n);
+		op = READ_ONCE(recs[i].op);
+		pos = READ_ONCE(recs[i].pos);
+		if (!n || n > q->capacity)
+			continue;
+		any = true;
+		if (op & MPQ_REC_PUT) {
+			/* Claimed at head, never published. */
+			ready = head - pos < n &&
+				READ_ONCE(mpq_queue_slot(q, head)->seq) ==
+				(u32)head &&
+				(s64)(READ_ONCE(q->shm->tail) - head) > 0;
+		} else if (op & MPQ_REC_GET) {
+			/* Taken, never freed. */
+			for (k = 0; k < min_t(u32, n, MPQ_QUEUE_DEAD_LOOK); k++) {
+				p = pos + k;
+				if (READ_ONCE(mpq_queue_slot(q, p)->seq) ==
+				    (u32)(p + 1) && (s64)(head - p) > 0) {
+					ready = true;
+					break;
+				}
+			}
+		}
+	}
+	/* None left: stop, unless another death came since we began. */
+	if (!any)
+		atomic_cmpxchg(&q->dead_left, gen, 0);
+	return ready;
+}
+
 /* What a reader or writer would find now; see the ring rules in mpq.h. */
 static __poll_t mpq_queue_ready(struct mpq_queue *q)
 {
@@ -123,6 +187,8 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 		mask |= EPOLLIN | EPOLLRDNORM;
 	/* An unbounded queue's overflow: libmpq's get moves it in. */
 	else if (q->flags & MPQ_QUEUE_UNBOUNDED && READ_ONCE(q->shm->ovf_count))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	else if (mpq_queue_dead_ready(q, pos))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	pos = READ_ONCE(q->shm->tail);
 	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)pos &&
@@ -563,22 +629,33 @@ static void mpq_queue_participant_exit(struct mpq_object *obj, pid_t pid)
 	struct mpq_queue *q = mpq_queue_of(obj);
 	__poll_t all = EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
 	struct mpq_queue_rec *recs = q->region.kaddr + MPQ_QUEUE_REC_OFF;
+	bool left = false;
 	u32 i;
 
 	/*
 	 * Report what the dead left in the middle of an operation: records
 	 * that the kernel's robust-futex processing has just marked
 	 * FUTEX_OWNER_DIED and whose intent still names positions. libmpq
-	 * reclaims them; this only tells the tracers. Shared memory: each
+	 * reclaims them; this tells the tracers, has ->poll() look at them
+	 * until they are gone, and bumps the header's deaths, which tells
+	 * libmpq's gets that do not wait to look too. Shared memory: each
 	 * field read once, nothing followed.
 	 */
 	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
 		u32 word = READ_ONCE(recs[i].word);
 
 		if ((word & FUTEX_OWNER_DIED) && !(word & FUTEX_TID_MASK) &&
-		    READ_ONCE(recs[i].n))
+		    READ_ONCE(recs[i].n)) {
 			mpq_object_owner_died(obj, pid, MPQ_DIED_SLOT,
 					      READ_ONCE(recs[i].pos));
+			left = true;
+		}
+	}
+	if (left) {
+		/* The records as read above, before either count moves. */
+		smp_mb__before_atomic();
+		atomic_inc(&q->dead_left);
+		atomic_inc((atomic_t *)&q->shm->deaths);
 	}
 
 	mpq_object_woke(obj, &q->wq, all);

@@ -261,12 +261,14 @@ struct mpq_queue {
 	 */
 	uint8_t one_producer, one_consumer;
 	/*
-	 * A dead consumer's message waits for a get (mpq_wait() saw it, or
-	 * one empty non-blocking get in MPQ_DEAD_LOOK_EVERY looks): see
+	 * A dead consumer's message waits for a get (mpq_wait() saw it, the
+	 * module's count of deaths moved past deaths_seen, or one empty
+	 * non-blocking get in MPQ_DEAD_LOOK_EVERY looks): see
 	 * mpq_queue_nowait().
 	 */
 	uint8_t dead_hint;
 	uint32_t empty_looks;
+	uint32_t deaths_seen;
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;

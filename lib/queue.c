@@ -1368,19 +1368,27 @@ static int mpq_queue_held_up(struct mpq_queue *q, int is_get)
  * A dead consumer's message, in a ring otherwise empty, shows nothing at
  * the head: a get that does not wait looks for one when mpq_wait() saw it
  * on this handle (so that a wait's "ready" is a get's message, not a loop
- * of wake-ups), and at one empty call in MPQ_DEAD_LOOK_EVERY otherwise (a
- * look at every record; the rest cost nothing more than before).
+ * of wake-ups), when the module counted a death with an operation
+ * unfinished since this handle last looked (so that a program's own poll
+ * loop, which the module tells of such a message, gets it at its next
+ * get), and at one empty call in MPQ_DEAD_LOOK_EVERY otherwise (a look at
+ * every record; the rest cost one read of a line nobody writes).
  */
 #define MPQ_DEAD_LOOK_EVERY	64
 
 static int mpq_queue_dead_look(struct mpq_queue *q)
 {
-	uint32_t n;
+	uint32_t n, d;
 
 	/* No locked instruction: a count that threads race on is still one. */
 	if (__atomic_load_n(&q->dead_hint, __ATOMIC_RELAXED)) {
 		__atomic_store_n(&q->dead_hint, 0, __ATOMIC_RELAXED);
 		return 1;
+	}
+	d = load_relaxed(&q->shm->deaths);
+	if (d != __atomic_load_n(&q->deaths_seen, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&q->deaths_seen, d, __ATOMIC_RELAXED);
+		return mpq_queue_dead_message(q);
 	}
 	n = __atomic_load_n(&q->empty_looks, __ATOMIC_RELAXED) + 1;
 	__atomic_store_n(&q->empty_looks, n, __ATOMIC_RELAXED);
@@ -2177,15 +2185,14 @@ static int mpq_queue_wait_repair(struct mpq_queue *q)
 }
 
 /*
- * For mpq_wait(): how long it may sleep on q. Without the module a death
- * rings no fd that it polls, so while someone is inside an operation it
- * looks again every MPQ_RECHECK_NS, as a get's sleep does; the module
- * wakes the queue's pollers when a participant exits.
+ * For mpq_wait(): how long it may sleep on q. While someone is inside an
+ * operation it looks again every MPQ_RECHECK_NS, as a get's sleep does,
+ * with the module or without: without it a death rings no fd that it
+ * polls, and the module wakes the queue's pollers when a process ends,
+ * not when one of its threads does in the middle of an operation.
  */
 int64_t mpq_queue_wait_until(struct mpq_queue *q, int64_t deadline)
 {
-	if (q->backend == MPQ_BACKEND_KMOD)
-		return deadline;
 	return mpq_queue_sleep_until(q, deadline);
 }
 

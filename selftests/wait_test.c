@@ -4,6 +4,7 @@
  * returns the objects that are ready, among connections, queues and fds
  * (a process sentinel is an fd), and sleeps until one is.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
@@ -138,6 +139,21 @@ TEST(wait_on_a_queue_wakes_on_a_put_from_another_process)
 }
 
 /*
+ * mpq_wait() for WOKEN_NS at most, as a wake-up's test: at its deadline
+ * mpq_wait() looks once more, and a death it was never woken for would
+ * then pass as a slow 1. So a return at the deadline counts as 0.
+ */
+#define WOKEN_NS	(10 * NSEC_PER_SEC)
+
+static int wait_woken(struct mpq_wait_item *it, unsigned int n)
+{
+	int64_t end = now_ns() + WOKEN_NS;
+	int ret = mpq_wait(it, n, WOKEN_NS);
+
+	return now_ns() < end ? ret : 0;
+}
+
+/*
  * A child that opens a window on q (a reservation, or a peek if peek),
  * says so in *flag, and is SIGKILLed in it after linger_ms (0: at once,
  * before the parent looks). Its pid.
@@ -187,8 +203,7 @@ static void wait_sees_past_a_death(struct __test_metadata *_metadata,
 		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
 	if (!linger_ms)
 		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
-	/* Long enough that a wedge shows as 0, not as a slow 1. */
-	ASSERT_EQ(1, mpq_wait(&it, 1, 5 * NSEC_PER_SEC));
+	ASSERT_EQ(1, wait_woken(&it, 1));
 	ASSERT_EQ(1, it.ready);
 	ASSERT_EQ(0, mpq_queue_get(it.queue, buf, &len, 0));
 	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
@@ -216,6 +231,141 @@ TEST(wait_on_a_queue_sees_a_dead_consumers_message)
 TEST(wait_on_a_queue_wakes_when_a_consumer_dies_with_a_message)
 {
 	wait_sees_past_a_death(_metadata, 1, 300);
+}
+
+/* A thread that opens a window on q and ends in it after linger_ms. */
+struct window_thread {
+	struct mpq_queue *q;
+	int peek;
+	int linger_ms;
+	int opened;
+};
+
+static void *ends_in_a_window(void *arg)
+{
+	struct window_thread *w = arg;
+	struct mpq_msg m = { 0 };
+
+	if (w->peek ? mpq_queue_peek(w->q, &m, 0) :
+		      mpq_queue_reserve(w->q, 8, &m, 0))
+		return NULL;
+	__atomic_store_n(&w->opened, 1, __ATOMIC_RELEASE);
+	sleep_ms(w->linger_ms);
+	/* Its records are left to the kernel's robust-list walk: dead. */
+	pthread_exit(NULL);
+}
+
+/*
+ * As above, the participant a thread that ends while mpq_wait() sleeps,
+ * in a process that lives on: the module hears of a process's end, not
+ * of a thread's, so the wait must look again by itself while someone is
+ * inside an operation, as a get's sleep does.
+ */
+static void wait_sees_past_a_thread(struct __test_metadata *_metadata,
+				    int peek)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
+	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
+	struct window_thread w = { .peek = peek, .linger_ms = 300 };
+	char buf[8];
+	size_t len = sizeof(buf);
+	pthread_t t;
+	int i;
+
+	ASSERT_EQ(0, mpq_queue_new(&it.queue, &attr));
+	w.q = it.queue;
+	if (peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
+	ASSERT_EQ(0, pthread_create(&t, NULL, ends_in_a_window, &w));
+	for (i = 0; i < 5000 && !__atomic_load_n(&w.opened, __ATOMIC_ACQUIRE);
+	     i++)
+		sleep_ms(1);
+	ASSERT_EQ(1, w.opened);
+	if (!peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
+	ASSERT_EQ(1, wait_woken(&it, 1));
+	ASSERT_EQ(1, it.ready);
+	ASSERT_EQ(0, mpq_queue_get(it.queue, buf, &len, 0));
+	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
+	pthread_join(t, NULL);
+	mpq_queue_free(it.queue);
+}
+
+TEST(wait_on_a_queue_sees_a_producer_thread_end_in_its_window)
+{
+	wait_sees_past_a_thread(_metadata, 0);
+}
+
+TEST(wait_on_a_queue_sees_a_consumer_thread_end_in_its_window)
+{
+	wait_sees_past_a_thread(_metadata, 1);
+}
+
+/*
+ * The same in the program's own poll loop, on the queue's fd (the
+ * module's ->poll()): it polls readable, a get that does not wait takes
+ * the message at once, and once it has, the empty queue no longer polls
+ * readable. Without the module a queue has no such fd.
+ */
+static void fd_sees_past_a_death(struct __test_metadata *_metadata, int peek,
+				 int linger_ms)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
+	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
+	int *flag = shared_alloc(sizeof(*flag));
+	struct pollfd pfd = { .events = POLLIN };
+	char buf[8];
+	size_t len = sizeof(buf);
+	pid_t pid;
+
+	ASSERT_NE(NULL, flag);
+	*flag = 0;
+	ASSERT_EQ(0, mpq_queue_new(&it.queue, &attr));
+	pfd.fd = mpq_wait_fd(&it);
+	if (mpq_queue_backend(it.queue) != MPQ_BACKEND_KMOD) {
+		EXPECT_EQ(-EOPNOTSUPP, pfd.fd);
+		goto out;
+	}
+	ASSERT_LE(0, pfd.fd);
+	if (peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
+	pid = dies_in_a_window(it.queue, flag, peek, linger_ms);
+	ASSERT_EQ(1, wait_for_flag(flag, 5000));
+	if (!peek)
+		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
+	if (!linger_ms)
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	/* Long enough that a wedge shows as 0, not as a slow 1. */
+	ASSERT_EQ(1, poll(&pfd, 1, 5000));
+	ASSERT_TRUE(pfd.revents & POLLIN);
+	ASSERT_EQ(0, mpq_queue_get_nowait(it.queue, buf, &len));
+	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
+	if (linger_ms)
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	EXPECT_EQ(0, poll(&pfd, 1, 0));
+out:
+	mpq_queue_free(it.queue);
+	munmap(flag, sizeof(*flag));
+}
+
+TEST(queue_fd_polls_readable_with_a_message_behind_a_dead_producer)
+{
+	fd_sees_past_a_death(_metadata, 0, 0);
+}
+
+TEST(queue_fd_wakes_its_poller_when_a_producer_dies_ahead_of_a_message)
+{
+	fd_sees_past_a_death(_metadata, 0, 300);
+}
+
+TEST(queue_fd_polls_readable_with_a_dead_consumers_message)
+{
+	fd_sees_past_a_death(_metadata, 1, 0);
+}
+
+TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_with_a_message)
+{
+	fd_sees_past_a_death(_metadata, 1, 300);
 }
 
 /* A plain fd and a process sentinel (a pidfd) in the same wait. */

@@ -214,7 +214,11 @@ struct mpq_queue_shm {
 	 * the tasks its puts count in its operation records instead (see
 	 * mpq_queue_rec.tasks): unfinished is then the sum, mod 2^32, of
 	 * these and unfinished, which task_done takes from; join_seq is
-	 * what join() sleeps on, bumped when that sum reaches 0.
+	 * what join() sleeps on, bumped when that sum reaches 0. deaths is
+	 * bumped by the module when a participant dies with an operation
+	 * unfinished (a record left dead): a get that does not wait and
+	 * sees it change looks for a dead consumer's message to deliver
+	 * again.
 	 */
 	__u32 nonempty;
 	__u32 nonfull;
@@ -223,7 +227,7 @@ struct mpq_queue_shm {
 	__u32 deathbell;
 	__u32 flags;
 	__u32 join_seq;
-	__u32 __pad3;
+	__u32 deaths;
 	__u8 __pad4[128 - 32];
 
 	/*
