@@ -122,27 +122,49 @@ static bool mpq_queue_ring_readable(struct mpq_queue *q)
 #define MPQ_QUEUE_DEAD_LOOK	256
 
 /*
+ * Does a live record's intent of kind cover p? Then libmpq leaves p to
+ * that claimer, which is slow, not dead, unless a dead record's claim of
+ * p is the one that won (MPQ_REC_WON).
+ */
+static bool mpq_queue_live_covers(struct mpq_queue *q,
+				  struct mpq_queue_rec *recs, u32 kind, u64 p)
+{
+	u32 i, n;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		if (!(READ_ONCE(recs[i].word) & FUTEX_TID_MASK))
+			continue;
+		n = READ_ONCE(recs[i].n);
+		if (n && n <= q->capacity &&
+		    (READ_ONCE(recs[i].op) & kind) &&
+		    p - READ_ONCE(recs[i].pos) < n)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Would a get of libmpq's find something that a look at the head does
  * not show, because a participant died in the middle of an operation (see
  * struct mpq_queue_rec)? A put's claim at head that was never published
  * holds readers up; a get's message that was never freed is to be
  * delivered again. libmpq's get repairs both in the call that this
- * answer leads to; the kernel only reads, and stops looking once no dead
- * record is left. Shared memory: each field read once; a forged record
- * costs its scribbler a wrong answer, and at most MPQ_QUEUE_NREC *
- * MPQ_QUEUE_DEAD_LOOK slot reads per poll.
+ * answer leads to, by the same rules; the kernel only reads, and stops
+ * looking once no dead record is left. Shared memory: each field read
+ * once; a forged record costs its scribbler a wrong answer, and a poll at
+ * most MPQ_QUEUE_NREC * (MPQ_QUEUE_DEAD_LOOK + MPQ_QUEUE_NREC) reads.
  */
 static bool mpq_queue_dead_ready(struct mpq_queue *q, u64 head)
 {
 	struct mpq_queue_rec *recs = q->region.kaddr + MPQ_QUEUE_REC_OFF;
 	int gen = atomic_read(&q->dead_left);
-	bool any = false, ready = false;
+	bool any = false;
 	u32 i, k, n, op, word;
 	u64 pos, p;
 
 	if (!gen)
 		return false;
-	for (i = 0; i < MPQ_QUEUE_NREC && !ready; i++) {
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
 		word = READ_ONCE(recs[i].word);
 		if (!(word & FUTEX_OWNER_DIED) || (word & FUTEX_TID_MASK))
 			continue;
@@ -154,26 +176,33 @@ static bool mpq_queue_dead_ready(struct mpq_queue *q, u64 head)
 		any = true;
 		if (op & MPQ_REC_PUT) {
 			/* Claimed at head, never published. */
-			ready = head - pos < n &&
-				READ_ONCE(mpq_queue_slot(q, head)->seq) ==
-				(u32)head &&
-				(s64)(READ_ONCE(q->shm->tail) - head) > 0;
+			p = head;
+			if (p - pos >= n ||
+			    READ_ONCE(mpq_queue_slot(q, p)->seq) != (u32)p ||
+			    (s64)(READ_ONCE(q->shm->tail) - p) <= 0)
+				continue;
 		} else if (op & MPQ_REC_GET) {
-			/* Taken, never freed. */
+			/* Taken, never freed: the first such. */
 			for (k = 0; k < min_t(u32, n, MPQ_QUEUE_DEAD_LOOK); k++) {
 				p = pos + k;
 				if (READ_ONCE(mpq_queue_slot(q, p)->seq) ==
-				    (u32)(p + 1) && (s64)(head - p) > 0) {
-					ready = true;
+				    (u32)(p + 1) && (s64)(head - p) > 0)
 					break;
-				}
 			}
+			if (k == min_t(u32, n, MPQ_QUEUE_DEAD_LOOK))
+				continue;
+		} else {
+			continue;
 		}
+		if ((op & MPQ_REC_WON) ||
+		    !mpq_queue_live_covers(q, recs,
+					   op & (MPQ_REC_PUT | MPQ_REC_GET), p))
+			return true;
 	}
 	/* None left: stop, unless another death came since we began. */
 	if (!any)
 		atomic_cmpxchg(&q->dead_left, gen, 0);
-	return ready;
+	return false;
 }
 
 /* What a reader or writer would find now; see the ring rules in mpq.h. */
