@@ -180,14 +180,19 @@ static pid_t dies_in_a_window(struct mpq_queue *q, int *flag, int peek,
  * What a get would take is ready, even when a dead participant hides it
  * from a look at the head: a message put behind a dead producer's claim,
  * or a dead consumer's message, delivered again (mpq_queue(3)). Whether
- * the death came before the wait or during its sleep.
+ * the death came before the wait or during its sleep. With use_fd, the
+ * wait is the program's own poll() on the queue's fd (the module's
+ * ->poll()): it polls readable, a get that does not wait takes the message
+ * at once, and then the empty queue no longer polls readable. Without the
+ * module a queue has no such fd.
  */
 static void wait_sees_past_a_death(struct __test_metadata *_metadata,
-				   int peek, int linger_ms)
+				   int peek, int linger_ms, int use_fd)
 {
 	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
 	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
 	int *flag = shared_alloc(sizeof(*flag));
+	struct pollfd pfd = { .fd = -1, .events = POLLIN };
 	char buf[8];
 	size_t len = sizeof(buf);
 	pid_t pid;
@@ -195,6 +200,14 @@ static void wait_sees_past_a_death(struct __test_metadata *_metadata,
 	ASSERT_NE(NULL, flag);
 	*flag = 0;
 	ASSERT_EQ(0, mpq_queue_new(&it.queue, &attr));
+	if (use_fd) {
+		pfd.fd = mpq_wait_fd(&it);
+		if (mpq_queue_backend(it.queue) != MPQ_BACKEND_KMOD) {
+			EXPECT_EQ(-EOPNOTSUPP, pfd.fd);
+			goto out;
+		}
+		ASSERT_LE(0, pfd.fd);
+	}
 	if (peek)
 		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
 	pid = dies_in_a_window(it.queue, flag, peek, linger_ms);
@@ -203,34 +216,43 @@ static void wait_sees_past_a_death(struct __test_metadata *_metadata,
 		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
 	if (!linger_ms)
 		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
-	ASSERT_EQ(1, wait_woken(&it, 1));
-	ASSERT_EQ(1, it.ready);
+	if (use_fd) {
+		/* Long enough that a wedge shows as 0, not as a slow 1. */
+		ASSERT_EQ(1, poll(&pfd, 1, 5000));
+		ASSERT_TRUE(pfd.revents & POLLIN);
+	} else {
+		ASSERT_EQ(1, wait_woken(&it, 1));
+		ASSERT_EQ(1, it.ready);
+	}
 	ASSERT_EQ(0, mpq_queue_get(it.queue, buf, &len, 0));
 	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
 	if (linger_ms)
 		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	if (use_fd)
+		EXPECT_EQ(0, poll(&pfd, 1, 0));
+out:
 	mpq_queue_free(it.queue);
 	munmap(flag, sizeof(*flag));
 }
 
 TEST(wait_on_a_queue_sees_a_message_behind_a_dead_producer)
 {
-	wait_sees_past_a_death(_metadata, 0, 0);
+	wait_sees_past_a_death(_metadata, 0, 0, 0);
 }
 
 TEST(wait_on_a_queue_wakes_when_a_producer_dies_ahead_of_a_message)
 {
-	wait_sees_past_a_death(_metadata, 0, 300);
+	wait_sees_past_a_death(_metadata, 0, 300, 0);
 }
 
 TEST(wait_on_a_queue_sees_a_dead_consumers_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 0);
+	wait_sees_past_a_death(_metadata, 1, 0, 0);
 }
 
 TEST(wait_on_a_queue_wakes_when_a_consumer_dies_with_a_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 300);
+	wait_sees_past_a_death(_metadata, 1, 300, 0);
 }
 
 /* A thread that opens a window on q and ends in it after linger_ms. */
@@ -303,69 +325,26 @@ TEST(wait_on_a_queue_sees_a_consumer_thread_end_in_its_window)
 
 /*
  * The same in the program's own poll loop, on the queue's fd (the
- * module's ->poll()): it polls readable, a get that does not wait takes
- * the message at once, and once it has, the empty queue no longer polls
- * readable. Without the module a queue has no such fd.
+ * module's ->poll()): see wait_sees_past_a_death().
  */
-static void fd_sees_past_a_death(struct __test_metadata *_metadata, int peek,
-				 int linger_ms)
-{
-	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
-	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
-	int *flag = shared_alloc(sizeof(*flag));
-	struct pollfd pfd = { .events = POLLIN };
-	char buf[8];
-	size_t len = sizeof(buf);
-	pid_t pid;
-
-	ASSERT_NE(NULL, flag);
-	*flag = 0;
-	ASSERT_EQ(0, mpq_queue_new(&it.queue, &attr));
-	pfd.fd = mpq_wait_fd(&it);
-	if (mpq_queue_backend(it.queue) != MPQ_BACKEND_KMOD) {
-		EXPECT_EQ(-EOPNOTSUPP, pfd.fd);
-		goto out;
-	}
-	ASSERT_LE(0, pfd.fd);
-	if (peek)
-		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
-	pid = dies_in_a_window(it.queue, flag, peek, linger_ms);
-	ASSERT_EQ(1, wait_for_flag(flag, 5000));
-	if (!peek)
-		ASSERT_EQ(0, mpq_queue_put(it.queue, "behind", 6, 0));
-	if (!linger_ms)
-		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
-	/* Long enough that a wedge shows as 0, not as a slow 1. */
-	ASSERT_EQ(1, poll(&pfd, 1, 5000));
-	ASSERT_TRUE(pfd.revents & POLLIN);
-	ASSERT_EQ(0, mpq_queue_get_nowait(it.queue, buf, &len));
-	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
-	if (linger_ms)
-		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
-	EXPECT_EQ(0, poll(&pfd, 1, 0));
-out:
-	mpq_queue_free(it.queue);
-	munmap(flag, sizeof(*flag));
-}
-
 TEST(queue_fd_polls_readable_with_a_message_behind_a_dead_producer)
 {
-	fd_sees_past_a_death(_metadata, 0, 0);
+	wait_sees_past_a_death(_metadata, 0, 0, 1);
 }
 
 TEST(queue_fd_wakes_its_poller_when_a_producer_dies_ahead_of_a_message)
 {
-	fd_sees_past_a_death(_metadata, 0, 300);
+	wait_sees_past_a_death(_metadata, 0, 300, 1);
 }
 
 TEST(queue_fd_polls_readable_with_a_dead_consumers_message)
 {
-	fd_sees_past_a_death(_metadata, 1, 0);
+	wait_sees_past_a_death(_metadata, 1, 0, 1);
 }
 
 TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_with_a_message)
 {
-	fd_sees_past_a_death(_metadata, 1, 300);
+	wait_sees_past_a_death(_metadata, 1, 300, 1);
 }
 
 /* A plain fd and a process sentinel (a pidfd) in the same wait. */
