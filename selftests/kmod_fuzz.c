@@ -741,6 +741,22 @@ static void op_scribble(void)
 		return;
 	}
 	in_scribble = 1;
+	/*
+	 * A queue's operation record forged dead (FUTEX_OWNER_DIED, no
+	 * TID), with a random intent: what ->poll() looks at after a
+	 * participant's exit (struct mpq_queue_rec).
+	 */
+	off = 4096 + 128 * (size_t)below(64);
+	if (chance(20) && off + 24 <= m.len) {
+		static const uint32_t ops[] = { 1, 2, 5, 6, 17, 21, 0 };
+
+		p = m.addr + off;
+		*(volatile uint32_t *)(p + 4) = chance(80) ?
+			ops[below(sizeof(ops) / sizeof(ops[0]))] : rnd();
+		*(volatile uint64_t *)(p + 8) = chance(50) ? below(64) : rnd();
+		*(volatile uint32_t *)(p + 16) = edgy(UINT32_MAX);
+		*(volatile uint32_t *)p = 0x40000000;
+	}
 	while (n--) {
 		off = chance(60) ? hot[below(sizeof(hot) / sizeof(hot[0]))] : below(m.len);
 		if (off + 8 > m.len)

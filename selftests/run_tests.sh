@@ -119,12 +119,14 @@ tee_pid=$!
 echo "TAP version 13"
 
 run_tap() {
-	local name=$1 out rc
+	local name=$1 out rc t0=$SECONDS
 	shift
 	echo "# === $name"
 	out=$("$@" 2>&1)
 	rc=$?
 	merge "$name" "$rc" <<<"$out"
+	# Where the run's time goes: it must stay under CI's limit.
+	echo "# $name took $((SECONDS - t0)) s"
 }
 
 # One pass/fail check that is not a TAP binary.

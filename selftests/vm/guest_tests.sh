@@ -55,7 +55,9 @@ else
 fi
 for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
+	t0=$(date +%s)
 	"$t"
+	echo "# $(basename "$t") (VM) took $(($(date +%s) - t0)) s"
 done
 for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
@@ -64,7 +66,9 @@ for t in "$B"/selftests/*_test; do
 	# the VM has: they run natively (run_tests.sh).
 	case $name in kmod_*|tools_test|net_*) continue ;; esac
 	echo "# === $name (VM, MPQ_BACKEND=kmod)"
+	t0=$(date +%s)
 	MPQ_BACKEND=kmod "$t"
+	echo "# $name (VM, kmod) took $(($(date +%s) - t0)) s"
 done
 echo "# === tools_test (VM): the eBPF tools and mpqstat against known workloads"
 if [ $no_btf = 1 ]; then
