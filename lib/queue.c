@@ -1372,7 +1372,7 @@ static int mpq_queue_held_up(struct mpq_queue *q, int is_get)
  * unfinished since this handle last looked (so that a program's own poll
  * loop, which the module tells of such a message, gets it at its next
  * get), and at one empty call in MPQ_DEAD_LOOK_EVERY otherwise (a look at
- * every record; the rest cost one read of a line nobody writes).
+ * every record; the rest cost one more read, of the deaths word).
  */
 #define MPQ_DEAD_LOOK_EVERY	64
 
