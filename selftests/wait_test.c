@@ -21,6 +21,22 @@ static void conn_item(struct mpq_wait_item *it, struct mpq_conn *c)
 	it->conn = c;
 }
 
+/*
+ * mpq_wait() for WOKEN_NS at most, as a wake-up's test: at its deadline
+ * mpq_wait() looks once more, and an event (a message, a death) it was
+ * never woken for would then pass as a slow 1. So a return at the
+ * deadline counts as 0.
+ */
+#define WOKEN_NS	(10 * NSEC_PER_SEC)
+
+static int wait_woken(struct mpq_wait_item *it, unsigned int n)
+{
+	int64_t end = now_ns() + WOKEN_NS;
+	int ret = mpq_wait(it, n, WOKEN_NS);
+
+	return now_ns() < end ? ret : 0;
+}
+
 TEST(wait_marks_exactly_the_ready_connections)
 {
 	struct mpq_conn *r[3], *w[3];
@@ -94,7 +110,7 @@ TEST(wait_sleeps_until_another_process_sends)
 	conn_item(&it, r);
 	pid = spawn(act_later, &l);
 	mpq_conn_close(l.w);
-	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, wait_woken(&it, 1));
 	ASSERT_EQ(1, it.ready);
 	ASSERT_EQ(0, wait_child(pid, 5000));
 	mpq_conn_free(r);
@@ -114,7 +130,7 @@ TEST(wait_counts_the_end_of_file_as_ready)
 	conn_item(&it, r);
 	pid = spawn(act_later, &l);
 	mpq_conn_close(l.w);
-	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, wait_woken(&it, 1));
 	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(r, buf, &len, 0));
 	ASSERT_EQ(0, wait_child(pid, 5000));
 	mpq_conn_free(r);
@@ -132,25 +148,10 @@ TEST(wait_on_a_queue_wakes_on_a_put_from_another_process)
 	it.queue = l.q;
 	ASSERT_EQ(0, mpq_wait(&it, 1, 0));
 	pid = spawn(act_later, &l);
-	ASSERT_EQ(1, mpq_wait(&it, 1, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, wait_woken(&it, 1));
 	ASSERT_EQ(1, it.ready);
 	ASSERT_EQ(0, wait_child(pid, 5000));
 	mpq_queue_free(l.q);
-}
-
-/*
- * mpq_wait() for WOKEN_NS at most, as a wake-up's test: at its deadline
- * mpq_wait() looks once more, and a death it was never woken for would
- * then pass as a slow 1. So a return at the deadline counts as 0.
- */
-#define WOKEN_NS	(10 * NSEC_PER_SEC)
-
-static int wait_woken(struct mpq_wait_item *it, unsigned int n)
-{
-	int64_t end = now_ns() + WOKEN_NS;
-	int ret = mpq_wait(it, n, WOKEN_NS);
-
-	return now_ns() < end ? ret : 0;
 }
 
 /*
@@ -361,7 +362,7 @@ TEST(wait_takes_plain_fds_and_process_sentinels)
 	it[0].fd = fds[0];
 	it[1].fd = syscall(SYS_pidfd_open, pid, 0);
 	ASSERT_LE(0, it[1].fd);
-	ASSERT_EQ(1, mpq_wait(it, 2, 10 * NSEC_PER_SEC));
+	ASSERT_EQ(1, wait_woken(it, 2));
 	ASSERT_EQ(0, it[0].ready);
 	ASSERT_EQ(1, it[1].ready);	/* the child ended */
 	ASSERT_EQ(1, write(fds[1], "x", 1));
@@ -418,7 +419,7 @@ TEST(wait_over_100_connections_with_random_readiness_misses_nothing)
 	}
 	pid = spawn(send_randomly, &m);
 	while (received < m.total) {
-		int n = mpq_wait(it, NPIPES, 10 * NSEC_PER_SEC);
+		int n = wait_woken(it, NPIPES);
 
 		ASSERT_LT(0, n);
 		for (i = 0; i < NPIPES; i++) {
