@@ -1080,6 +1080,119 @@ static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 	return mpq_queue_try_get_n(q, bufs, n);
 }
 
+/*
+ * The one-message put and get, written for latency: in a round trip the
+ * whole of a get after the message lands and of the put that answers it
+ * is on the critical path, so these do only what the protocol needs (the
+ * same record, claim, copy and publish as above, in the same order, so a
+ * death anywhere leaves what it leaves there) with the slot's address
+ * taken once and no batch bookkeeping. Anything else (a full or contended
+ * ring, a slot that is not a plain message, no cached record, a bound
+ * below the ring's size, a JoinableQueue's count) returns 0: the general
+ * path above takes it from the start.
+ */
+static inline int mpq_queue_lean(const struct mpq_queue *q)
+{
+	return !(q->closed | q->limit | (q->flags & MPQ_QUEUE_JOINABLE));
+}
+
+/* The record cached for this thread and handle, taken; NULL: none. */
+static inline __attribute__((always_inline))
+struct mpq_queue_rec *mpq_lean_rec(struct mpq_queue *q, struct mpq_rec_own *o)
+{
+	if (unlikely(o->id != q->hid || !o->rec || o->busy))
+		return NULL;
+	o->busy = 1;
+	mpq_robust_bell(&q->shm->deathbell);
+	return o->rec;
+}
+
+static inline __attribute__((always_inline))
+void mpq_lean_rec_end(struct mpq_queue_rec *r, struct mpq_rec_own *o)
+{
+	__atomic_store_n(&r->n, 0, __ATOMIC_RELEASE);
+	o->busy = 0;
+	mpq_robust_clear_pending();
+}
+
+/* Put msg (len <= msg_max): 1, or 0 for the general path. */
+static inline __attribute__((always_inline))
+int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
+{
+	uint64_t pos = load_relaxed(&q->shm->tail);
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+	struct mpq_queue_rec *r;
+
+	if (load_acquire(&s->seq) != (uint32_t)pos)
+		return 0;
+	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
+		return 0;
+	r = mpq_lean_rec(q, o);
+	if (unlikely(!r))
+		return 0;
+	mpq_rec_intent(r, MPQ_REC_PUT, pos, 1);
+	if (q->one_producer) {
+		store_release(&q->shm->tail, pos + 1);
+	} else if (unlikely(!__atomic_compare_exchange_n(&q->shm->tail, &pos,
+							 pos + 1, 0,
+							 __ATOMIC_RELEASE,
+							 __ATOMIC_RELAXED))) {
+		mpq_lean_rec_end(r, o);
+		return 0;
+	}
+	__atomic_store_n(&r->op, MPQ_REC_PUT | MPQ_REC_WON, __ATOMIC_RELAXED);
+	s->len = len;
+	mpq_copy(s + 1, msg, len);
+	store_release(&s->seq, (uint32_t)(pos + 1));
+	mpq_probe_queue_put(q->id, pos, len);
+	mpq_lean_rec_end(r, o);
+	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
+	return 1;
+}
+
+/*
+ * Take one message into buf (*lenp bytes of room; out: its length): 1,
+ * -EAGAIN (a bounded ring empty), or 0 for the general path.
+ */
+static inline __attribute__((always_inline))
+int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
+{
+	uint64_t pos = load_relaxed(&q->shm->head);
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+	struct mpq_rec_own *o = mpq_rec_slot(q);
+	uint32_t seq = load_acquire(&s->seq), len;
+	struct mpq_queue_rec *r;
+
+	if (seq != (uint32_t)(pos + 1))
+		return seq == (uint32_t)pos && q->maxsize ? -EAGAIN : 0;
+	/* Above msg_max: dropped, out of line or corrupt, all general. */
+	len = load_relaxed(&s->len);
+	if (unlikely(len > q->msg_max || len > *lenp))
+		return 0;
+	r = mpq_lean_rec(q, o);
+	if (unlikely(!r))
+		return 0;
+	mpq_rec_intent(r, MPQ_REC_GET, pos, 1);
+	if (q->one_consumer) {
+		store_release(&q->shm->head, pos + 1);
+	} else if (unlikely(!__atomic_compare_exchange_n(&q->shm->head, &pos,
+							 pos + 1, 0,
+							 __ATOMIC_RELEASE,
+							 __ATOMIC_RELAXED))) {
+		mpq_lean_rec_end(r, o);
+		return 0;
+	}
+	__atomic_store_n(&r->op, MPQ_REC_GET | MPQ_REC_WON, __ATOMIC_RELAXED);
+	mpq_copy(buf, s + 1, len);
+	store_release(&s->seq, (uint32_t)(pos + q->capacity));
+	mpq_probe_queue_get(q->id, pos, len);
+	mpq_lean_rec_end(r, o);
+	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	*lenp = len;
+	return 1;
+}
+
 /* A put or a get of a batch, or a zero-copy one, retried while waiting. */
 struct mpq_op {
 	struct mpq_queue *q;
@@ -1099,8 +1212,17 @@ static int mpq_op_try(struct mpq_op *op)
 	if (op->zc)
 		return op->is_get ? mpq_zc_peek(op->q, op->zc) :
 				    mpq_zc_reserve(op->q, op->zc, op->blob);
-	if (op->is_get)
+	if (op->is_get) {
+		/* A spin's looks: the message that lands goes the lean way. */
+		if (op->n == 1 && mpq_queue_lean(op->q)) {
+			int ret = mpq_queue_get1(op->q, op->iov[0].iov_base,
+						 &op->iov[0].iov_len);
+
+			if (ret)
+				return ret;
+		}
 		return mpq_queue_try_get(op->q, op->iov, op->n);
+	}
 	return mpq_queue_try_put(op->q, op->iov, op->n);
 }
 
@@ -1516,8 +1638,13 @@ static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
 	return ret;
 }
 
-MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
-			     int64_t timeout_ns)
+/*
+ * Everything but the lean put, out of line: the exported call then saves
+ * and restores none of the registers that this needs.
+ */
+static __attribute__((noinline)) int
+mpq_queue_put_slow(struct mpq_queue *q, const void *msg, size_t len,
+		   int64_t timeout_ns)
 {
 	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
 	int ret;
@@ -1531,6 +1658,15 @@ MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 	else
 		ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
 	return ret < 0 ? ret : 0;
+}
+
+MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
+			     int64_t timeout_ns)
+{
+	if (likely(q && msg && len <= q->msg_max && !q->ext &&
+		   mpq_queue_lean(q) && mpq_queue_put1(q, msg, (uint32_t)len)))
+		return 0;
+	return mpq_queue_put_slow(q, msg, len, timeout_ns);
 }
 
 MPQ_EXPORT int mpq_queue_put_nowait(struct mpq_queue *q, const void *msg,
@@ -1567,8 +1703,10 @@ MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
 	return mpq_queue_put_op(q, (struct iovec *)msgs, n, timeout_ns);
 }
 
-MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
-			     int64_t timeout_ns)
+/* Everything but the lean get (lean: what it returned), out of line. */
+static __attribute__((noinline)) int
+mpq_queue_get_slow(struct mpq_queue *q, void *buf, size_t *len,
+		   int64_t timeout_ns, int lean)
 {
 	struct iovec iov;
 	int ret;
@@ -1577,13 +1715,30 @@ MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 		return -EINVAL;
 	iov.iov_base = buf;
 	iov.iov_len = *len;
-	if (unlikely(q->ext))
+	if (lean == -EAGAIN) {
+		/* Empty: straight to the wait, whose looks are lean too. */
+		ret = mpq_queue_op_blocked(q, &iov, 1, 1, timeout_ns);
+	} else if (unlikely(q->ext)) {
 		ret = mpq_xq_get_many(q, &iov, 1, timeout_ns);
-	else
+	} else {
 		ret = mpq_queue_get_op(q, &iov, 1, timeout_ns);
+	}
 	if (ret > 0 || ret == -EMSGSIZE)
 		*len = iov.iov_len;
 	return ret < 0 ? ret : 0;
+}
+
+MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
+			     int64_t timeout_ns)
+{
+	int lean = 0;
+
+	if (likely(q && buf && len && !q->ext && mpq_queue_lean(q))) {
+		lean = mpq_queue_get1(q, buf, len);
+		if (likely(lean > 0))
+			return 0;
+	}
+	return mpq_queue_get_slow(q, buf, len, timeout_ns, lean);
 }
 
 MPQ_EXPORT int mpq_queue_get_nowait(struct mpq_queue *q, void *buf,

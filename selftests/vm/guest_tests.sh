@@ -53,11 +53,17 @@ if [ "$dev" = "character special file a:f7 666 root" ]; then
 else
 	echo "not ok 1 /dev/mpq is char 10:247, mode 0666, owner root: $dev"
 fi
+# Run "$@", then say how long it took (the log's per-binary timings).
+timed() {
+	label=$1
+	shift
+	t0=$(date +%s)
+	"$@"
+	echo "# $label took $(($(date +%s) - t0)) s"
+}
 for t in "$B"/selftests/kmod_test "$B"/selftests/kmod_*_test; do
 	echo "# === $(basename "$t") (VM, $(uname -r))"
-	t0=$(date +%s)
-	"$t"
-	echo "# $(basename "$t") (VM) took $(($(date +%s) - t0)) s"
+	timed "$(basename "$t") (VM)" "$t"
 done
 for t in "$B"/selftests/*_test; do
 	name=$(basename "$t")
@@ -66,9 +72,7 @@ for t in "$B"/selftests/*_test; do
 	# the VM has: they run natively (run_tests.sh).
 	case $name in kmod_*|tools_test|net_*) continue ;; esac
 	echo "# === $name (VM, MPQ_BACKEND=kmod)"
-	t0=$(date +%s)
-	MPQ_BACKEND=kmod "$t"
-	echo "# $name (VM, kmod) took $(($(date +%s) - t0)) s"
+	timed "$name (VM, kmod)" env MPQ_BACKEND=kmod "$t"
 done
 echo "# === tools_test (VM): the eBPF tools and mpqstat against known workloads"
 if [ $no_btf = 1 ]; then
