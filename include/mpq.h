@@ -1136,10 +1136,33 @@ int mpq_task_args(const void *arg, size_t len, struct iovec *argv,
 		  unsigned int max);
 
 /*
+ * A task's loop over a run of fixed-size arguments: for k in [0, n), the
+ * value of the argument at in + k * in_stride goes to out + k * out_size,
+ * and *done is raised by one (a release store) once it is there. A worker
+ * that dies inside the loop leaves *done saying which item it was in.
+ * MPQ_TASK_VALUE() writes and registers one for its task; a worker of
+ * mpq_pool_map_values() then runs whole segments through it instead of
+ * calling the task once per item.
+ */
+typedef void (*mpq_task_loop_fn)(const void *in, size_t in_stride, void *out,
+				 size_t n, uint32_t *done);
+
+/*
+ * Register loop as task fn's loop over in_size-byte arguments giving
+ * out_size-byte values (each at most 4 KiB). A task has at most one;
+ * registering the same again is harmless. Returns 0, -EINVAL, -EEXIST
+ * (fn has another), -ENOMEM.
+ */
+int mpq_register_task_loop(mpq_task_fn fn, mpq_task_loop_fn loop,
+			   size_t in_size, size_t out_size);
+
+/*
  * Fixed-size C values: MPQ_TASK_VALUE(square, int64_t, int64_t) wraps
  *	static int64_t square(int64_t x);
  * into a task named square_task (registered under that name) that takes
- * one in_type and returns one out_type, for mpq_pool_map_values(). An
+ * one in_type and returns one out_type, for mpq_pool_map_values(), and a
+ * loop over many (mpq_register_task_loop()), in which square is inlined:
+ * a map of a cheap function costs its calls, not a task per item. An
  * argument of another size fails with -EINVAL.
  */
 #define MPQ_TASK_VALUE(fn, in_type, out_type)				\
@@ -1156,6 +1179,32 @@ int mpq_task_args(const void *arg, size_t len, struct iovec *argv,
 		__builtin_memcpy(&in_, arg, sizeof(in_));		\
 		out_ = fn(in_);						\
 		return mpq_task_return(t, &out_, sizeof(out_));	\
+	}								\
+	static void fn##_task_loop(const void *in, size_t in_stride,	\
+				   void *out, size_t n, uint32_t *done)	\
+	{								\
+		const unsigned char *i_ = (const unsigned char *)in;	\
+		unsigned char *o_ = (unsigned char *)out;		\
+		size_t k_;						\
+									\
+		for (k_ = 0; k_ < n; k_++) {				\
+			in_type in_;					\
+			out_type out_;					\
+									\
+			__builtin_memcpy(&in_, i_ + k_ * in_stride,	\
+					 sizeof(in_));			\
+			out_ = fn(in_);					\
+			__builtin_memcpy(o_ + k_ * sizeof(out_), &out_,	\
+					 sizeof(out_));			\
+			__atomic_store_n(done, *done + 1,		\
+					 __ATOMIC_RELEASE);		\
+		}							\
+	}								\
+	static void __attribute__((constructor(102)))			\
+	__mpq_register_task_loop_##fn(void)				\
+	{								\
+		mpq_register_task_loop(fn##_task, fn##_task_loop,	\
+				       sizeof(in_type), sizeof(out_type)); \
 	}								\
 	MPQ_TASK(fn##_task)
 

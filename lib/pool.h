@@ -165,11 +165,23 @@ struct pool_staging {
 	uint32_t running;	/* position of the item started last */
 	uint32_t init;		/* POOL_INIT_*: how far the initializer got */
 	uint64_t used;		/* bytes of complete records after msg */
-	uint64_t __pad2[5];
+	/*
+	 * running == POOL_RUNNING_LOOP: a task's loop (mpq_task_loop_fn)
+	 * runs items from loop_first, writing their values into the run at
+	 * loop_run_off, whose count the loop raises after each: the count
+	 * says which item it is in, and used is to be worked out from it.
+	 */
+	uint32_t loop_first;
+	uint32_t loop_count0;	/* the run's count when the loop began */
+	uint64_t loop_run_off;
+	uint32_t loop_n;	/* the items the loop was given */
+	uint32_t __pad1;
+	uint64_t __pad2[2];
 	struct pool_results_hdr msg;	/* then the records */
 };
 
 #define POOL_RUNNING_NONE	UINT32_MAX
+#define POOL_RUNNING_LOOP	(UINT32_MAX - 1)
 /* staging->init: not begun (the page is zeroed), running, returned. */
 #define POOL_INIT_NOT_YET	0
 #define POOL_INIT_RUNNING	1
@@ -602,6 +614,10 @@ static inline void pool_run_commit(struct pool_wctx *w)
 
 /* pool_task.c */
 mpq_task_fn pool_task_by_name(const char *name, size_t len);
+mpq_task_loop_fn pool_task_loop(mpq_task_fn fn, size_t in_size,
+				size_t *out_size);
+unsigned char *pool_run_room(struct pool_wctx *w, uint32_t size, uint32_t n,
+			     uint32_t *room);
 int pool_task_code(int code);
 int pool_worker_flush(struct pool_wctx *w);
 int pool_task_finish(struct pool_wctx *w, struct mpq_task *t, int ret);

@@ -516,6 +516,36 @@ static void death_reason(struct pool_worker *w, int code, char *buf,
 }
 
 /*
+ * A worker that died in a task's loop: the run's count says how far it
+ * got. used becomes the end of the values it finished; returns the item
+ * it was in, or the last one if it had finished them all. Fields that do
+ * not add up leave used as it was and blame the loop's first item.
+ */
+static uint32_t staging_loop(struct pool_staging *st, uint64_t *used)
+{
+	uint64_t off = load_relaxed(&st->loop_run_off);
+	uint32_t first = load_relaxed(&st->loop_first);
+	uint32_t count0 = load_relaxed(&st->loop_count0);
+	uint32_t n = load_relaxed(&st->loop_n), count, done;
+	const struct pool_run_hdr *h;
+	uint64_t end;
+
+	if (off > POOL_RECS_MAX - sizeof(*h) || off % 8)
+		return first;
+	h = (const struct pool_run_hdr *)((const unsigned char *)(&st->msg + 1) +
+					  off);
+	count = load_acquire(&h->count);
+	done = count - count0;
+	if (count < count0 || done > n || !n)
+		return first;
+	end = off + sizeof(*h) + (uint64_t)count * h->size;
+	if (end > POOL_RECS_MAX)
+		return first;
+	*used = end;
+	return done == n ? first + n - 1 : first + done;
+}
+
+/*
  * What the staging page says about the oldest message in flight: its
  * records not read yet are applied; returns 1 if an item was running
  * (it is the next one, at m's cursor).
@@ -533,6 +563,8 @@ static int staging_recover(struct mpq_pool *p, struct pool_worker *w,
 	used = load_acquire(&st->used);
 	first = load_acquire(&st->msg.first);
 	running = load_acquire(&st->running);
+	if (running == POOL_RUNNING_LOOP)
+		running = staging_loop(st, &used);
 	if (used <= POOL_RECS_MAX) {
 		c = (struct pool_rctx){
 			.base = (const unsigned char *)(&st->msg + 1),

@@ -87,6 +87,74 @@ out:
 	return ret;
 }
 
+/*
+ * Tasks' loops (mpq_register_task_loop()): few, looked up once per
+ * segment. Append-only under the same lock; entries are published with
+ * the count, so a lookup reads them without it.
+ */
+#define POOL_LOOPS_MAX		256
+#define POOL_LOOP_VALUE_MAX	4096
+
+struct pool_loop_entry {
+	mpq_task_fn fn;
+	mpq_task_loop_fn loop;
+	size_t in_size, out_size;
+};
+
+static struct pool_loop_entry pool_loops[POOL_LOOPS_MAX];
+static size_t pool_nloops;
+
+MPQ_EXPORT int mpq_register_task_loop(mpq_task_fn fn, mpq_task_loop_fn loop,
+				      size_t in_size, size_t out_size)
+{
+	struct pool_loop_entry *e;
+	size_t i;
+	int ret = 0;
+
+	if (!fn || !loop || !in_size || !out_size ||
+	    in_size > POOL_LOOP_VALUE_MAX ||
+	    out_size > POOL_LOOP_VALUE_MAX)
+		return -EINVAL;
+	mpq_proc_lock();
+	for (i = 0; i < pool_nloops; i++) {
+		e = &pool_loops[i];
+		if (e->fn != fn)
+			continue;
+		ret = e->loop == loop && e->in_size == in_size &&
+		      e->out_size == out_size ? 0 : -EEXIST;
+		goto out;
+	}
+	if (pool_nloops == POOL_LOOPS_MAX) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pool_loops[pool_nloops] = (struct pool_loop_entry){
+		.fn = fn, .loop = loop, .in_size = in_size,
+		.out_size = out_size,
+	};
+	store_release(&pool_nloops, pool_nloops + 1);
+out:
+	mpq_proc_unlock();
+	return ret;
+}
+
+/* fn's loop over in_size-byte arguments (*out_size: its values'), or NULL. */
+mpq_task_loop_fn pool_task_loop(mpq_task_fn fn, size_t in_size,
+				size_t *out_size)
+{
+	size_t i, n = load_acquire(&pool_nloops);
+
+	for (i = 0; i < n; i++) {
+		if (pool_loops[i].fn == fn) {
+			if (pool_loops[i].in_size != in_size)
+				return NULL;
+			*out_size = pool_loops[i].out_size;
+			return pool_loops[i].loop;
+		}
+	}
+	return NULL;
+}
+
 /* The index of fn in the table and its name (stable: never freed). */
 int pool_task_index(mpq_task_fn fn, const char **name)
 {
@@ -303,6 +371,25 @@ static void *run_reserve(struct pool_wctx *w, uint32_t len)
 	w->run_size = len;
 	w->run_count = 0;
 	return h + 1;
+}
+
+/*
+ * Room for up to n values of size bytes (at most POOL_RUN_MAX) after the
+ * open run, or in a new one (the page sent first if full): where the
+ * first goes, with *room (>= 1) how many fit; NULL if the pool is gone.
+ * For a task's loop, which writes them and raises the run's count.
+ */
+unsigned char *pool_run_room(struct pool_wctx *w, uint32_t size, uint32_t n,
+			     uint32_t *room)
+{
+	unsigned char *at = run_reserve(w, size);
+	uint64_t fit;
+
+	if (!at)
+		return NULL;
+	fit = (POOL_RECS_MAX - (uint64_t)(at - w->recs)) / size;
+	*room = fit < n ? (uint32_t)fit : n;
+	return at;
 }
 
 static int task_map_large(struct mpq_task *t, size_t len)

@@ -65,16 +65,65 @@ static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
  * nothing in it that a trivial task would notice, since map's cost per
  * item is this loop's.
  */
+/*
+ * A segment through the task's loop (mpq_register_task_loop()): as many
+ * values at a time as the staging page holds, written by the loop into
+ * the open run, whose count it raises after each. Not while a tracer
+ * counts tasks: the loop fires no probe per item.
+ */
+static int worker_run_loop(struct pool_wctx *w, mpq_task_loop_fn loop,
+			   size_t out_size, const unsigned char *args,
+			   const struct pool_seg_hdr *s, uint32_t *pos)
+{
+	struct pool_staging *st = w->st;
+	size_t size = s->arg_size;
+	uint32_t i = 0, p = *pos, room;
+
+	while (i < s->count) {
+		unsigned char *at = pool_run_room(w, (uint32_t)out_size,
+						  s->count - i, &room);
+		struct pool_run_hdr *h;
+
+		if (!at)
+			return -EPIPE;
+		h = (struct pool_run_hdr *)(w->recs + w->run_off);
+		st->loop_first = p;
+		st->loop_count0 = w->run_count;
+		st->loop_run_off = w->run_off;
+		st->loop_n = room;
+		/* After them: a death from here on is read from the count. */
+		store_release(&st->running, POOL_RUNNING_LOOP);
+		loop(args, size, at, room, &h->count);
+		w->run_count += room;
+		w->nitems += room;
+		store_release(&st->used, w->run_off + sizeof(*h) +
+			      (uint64_t)w->run_count * w->run_size);
+		store_release(&st->running, p + room - 1);
+		i += room;
+		p += room;
+		args += (size_t)room * size;
+	}
+	*pos = p;
+	return 0;
+}
+
 static int worker_run_fixed(struct pool_wctx *w, mpq_task_fn fn,
 			    const unsigned char *args,
 			    const struct pool_seg_hdr *s, uint32_t *pos)
 {
 	struct mpq_task *t = &w->task;
 	uint32_t *running = &w->st->running;
-	size_t size = s->arg_size;
+	size_t size = s->arg_size, out_size;
 	uint32_t i, p = *pos;
+	mpq_task_loop_fn loop;
 	int ret;
 
+	if (s->count > 1 && !MPQ_PROBE_ON(pool_task_start) &&
+	    !MPQ_PROBE_ON(pool_task_end)) {
+		loop = pool_task_loop(fn, size, &out_size);
+		if (loop && out_size <= POOL_RUN_MAX)
+			return worker_run_loop(w, loop, out_size, args, s, pos);
+	}
 	for (i = 0; i < s->count; i++, args += size, p++) {
 		t->has_value = 0;
 		t->in_run = 0;
