@@ -1115,6 +1115,34 @@ void mpq_lean_rec_end(struct mpq_queue_rec *r, struct mpq_rec_own *o)
 	mpq_robust_clear_pending();
 }
 
+/*
+ * Under the cached record, with op's intent for pos: move tail or head
+ * (word) from pos to pos + 1, by a CAS or, for the only producer or
+ * consumer (alone), a store. Returns the record, its intent WON, or NULL
+ * (no record, or someone else moved word first).
+ */
+static inline __attribute__((always_inline))
+struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q,
+				     struct mpq_rec_own *o, uint32_t op,
+				     __u64 *word, __u64 pos, int alone)
+{
+	struct mpq_queue_rec *r = mpq_lean_rec(q, o);
+
+	if (unlikely(!r))
+		return NULL;
+	mpq_rec_intent(r, op, pos, 1);
+	if (alone) {
+		store_release(word, pos + 1);
+	} else if (unlikely(!__atomic_compare_exchange_n(word, &pos, pos + 1,
+							 0, __ATOMIC_RELEASE,
+							 __ATOMIC_RELAXED))) {
+		mpq_lean_rec_end(r, o);
+		return NULL;
+	}
+	__atomic_store_n(&r->op, op | MPQ_REC_WON, __ATOMIC_RELAXED);
+	return r;
+}
+
 /* Put msg (len <= msg_max): 1, or 0 for the general path. */
 static inline __attribute__((always_inline))
 int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
@@ -1128,20 +1156,10 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 		return 0;
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
 		return 0;
-	r = mpq_lean_rec(q, o);
+	r = mpq_lean_begin(q, o, MPQ_REC_PUT, &q->shm->tail, pos,
+			   q->one_producer);
 	if (unlikely(!r))
 		return 0;
-	mpq_rec_intent(r, MPQ_REC_PUT, pos, 1);
-	if (q->one_producer) {
-		store_release(&q->shm->tail, pos + 1);
-	} else if (unlikely(!__atomic_compare_exchange_n(&q->shm->tail, &pos,
-							 pos + 1, 0,
-							 __ATOMIC_RELEASE,
-							 __ATOMIC_RELAXED))) {
-		mpq_lean_rec_end(r, o);
-		return 0;
-	}
-	__atomic_store_n(&r->op, MPQ_REC_PUT | MPQ_REC_WON, __ATOMIC_RELAXED);
 	s->len = len;
 	mpq_copy(s + 1, msg, len);
 	store_release(&s->seq, (uint32_t)(pos + 1));
@@ -1170,20 +1188,10 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 	len = load_relaxed(&s->len);
 	if (unlikely(len > q->msg_max || len > *lenp))
 		return 0;
-	r = mpq_lean_rec(q, o);
+	r = mpq_lean_begin(q, o, MPQ_REC_GET, &q->shm->head, pos,
+			   q->one_consumer);
 	if (unlikely(!r))
 		return 0;
-	mpq_rec_intent(r, MPQ_REC_GET, pos, 1);
-	if (q->one_consumer) {
-		store_release(&q->shm->head, pos + 1);
-	} else if (unlikely(!__atomic_compare_exchange_n(&q->shm->head, &pos,
-							 pos + 1, 0,
-							 __ATOMIC_RELEASE,
-							 __ATOMIC_RELAXED))) {
-		mpq_lean_rec_end(r, o);
-		return 0;
-	}
-	__atomic_store_n(&r->op, MPQ_REC_GET | MPQ_REC_WON, __ATOMIC_RELAXED);
 	mpq_copy(buf, s + 1, len);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
