@@ -1148,10 +1148,10 @@ typedef void (*mpq_task_loop_fn)(const void *in, size_t in_stride, void *out,
 				 size_t n, uint32_t *done);
 
 /*
- * Register loop as task fn's loop over in_size-byte arguments giving
- * out_size-byte values (each at most 4 KiB). A task has at most one;
- * registering the same again is harmless. Returns 0, -EINVAL, -EEXIST
- * (fn has another), -ENOMEM.
+ * Register loop as task fn's loop over in_size-byte arguments (at most 4
+ * KiB) giving out_size-byte values (at most 256: values that travel
+ * packed). A task has at most one; registering the same again is
+ * harmless. Returns 0, -EINVAL, -EEXIST (fn has another), -ENOMEM.
  */
 int mpq_register_task_loop(mpq_task_fn fn, mpq_task_loop_fn loop,
 			   size_t in_size, size_t out_size);

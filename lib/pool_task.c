@@ -93,7 +93,7 @@ out:
  * the count, so a lookup reads them without it.
  */
 #define POOL_LOOPS_MAX		256
-#define POOL_LOOP_VALUE_MAX	4096
+#define POOL_LOOP_ARG_MAX	4096
 
 struct pool_loop_entry {
 	mpq_task_fn fn;
@@ -112,8 +112,7 @@ MPQ_EXPORT int mpq_register_task_loop(mpq_task_fn fn, mpq_task_loop_fn loop,
 	int ret = 0;
 
 	if (!fn || !loop || !in_size || !out_size ||
-	    in_size > POOL_LOOP_VALUE_MAX ||
-	    out_size > POOL_LOOP_VALUE_MAX)
+	    in_size > POOL_LOOP_ARG_MAX || out_size > POOL_RUN_MAX)
 		return -EINVAL;
 	mpq_proc_lock();
 	for (i = 0; i < pool_nloops; i++) {

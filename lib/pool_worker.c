@@ -121,7 +121,7 @@ static int worker_run_fixed(struct pool_wctx *w, mpq_task_fn fn,
 	if (s->count > 1 && !MPQ_PROBE_ON(pool_task_start) &&
 	    !MPQ_PROBE_ON(pool_task_end)) {
 		loop = pool_task_loop(fn, size, &out_size);
-		if (loop && out_size <= POOL_RUN_MAX)
+		if (loop)
 			return worker_run_loop(w, loop, out_size, args, s, pos);
 	}
 	for (i = 0; i < s->count; i++, args += size, p++) {

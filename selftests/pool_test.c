@@ -195,6 +195,17 @@ static int64_t killed_at_victim(int64_t x)
 }
 MPQ_TASK_VALUE(killed_at_victim, int64_t, int64_t);
 
+/* Slow enough (a fraction of a microsecond) that kills land in loops. */
+static int64_t slow_plus_one(int64_t x)
+{
+	volatile int k;
+
+	for (k = 0; k < 200; k++)
+		;
+	return x + 1;
+}
+MPQ_TASK_VALUE(slow_plus_one, int64_t, int64_t);
+
 /* Never registered: a spawned worker cannot find them. */
 static int unregistered(const void *arg, size_t len, struct mpq_task *t)
 {
@@ -1282,6 +1293,91 @@ static void map_in_a_storm(struct __test_metadata *_metadata, int method,
 TEST_F_TIMEOUT(method, workers_killed_at_random_instants_of_their_start_are_replaced, 600)
 {
 	map_in_a_storm(_metadata, variant->start_method, 4000, 40);
+}
+
+/*
+ * The storm again, over value tasks, whose workers run segments through
+ * the task's loop: killed anywhere in it, or between two of its runs, a
+ * worker loses no value and makes up none. Each value is right or, for
+ * at most one item per kill, left as it was (-EOWNERDEAD).
+ */
+TEST_F_TIMEOUT(method, workers_killed_inside_value_loops_lose_no_value, 600)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 2,
+		.start_method = variant->start_method,
+	};
+	uint64_t seed = (uint64_t)now_ns() | 1;
+	size_t i, n = 400000, dead = 0, wrong = 0;
+	struct mpq_event *over;
+	struct mpq_pool *p;
+	int64_t *in, *out;
+	struct killer k;
+	int kills, ret;
+
+	TH_LOG("killer seed %llu", (unsigned long long)seed);
+	in = calloc(n, sizeof(*in));
+	out = calloc(n, sizeof(*out));
+	ASSERT_NE(NULL, in);
+	ASSERT_NE(NULL, out);
+	for (i = 0; i < n; i++) {
+		in[i] = (int64_t)i;
+		out[i] = -1;
+	}
+	ASSERT_EQ(0, mpq_event_new(&over, NULL));
+	ASSERT_EQ(0, killer_start(&k, over, seed, 40));
+	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
+	ret = mpq_pool_map_values(p, slow_plus_one_task, in, sizeof(*in), out,
+				  sizeof(*out), n, 0);
+	kills = killer_stop(&k);
+	ASSERT_LE(0, kills);
+	for (i = 0; i < n; i++) {
+		if (out[i] == -1)
+			dead++;
+		else if (out[i] != (int64_t)i + 1 && wrong++ < 3)
+			TH_LOG("item %zu: %lld", i, (long long)out[i]);
+	}
+	TH_LOG("%d kills, %zu items died with their worker", kills, dead);
+	EXPECT_EQ(0, wrong);
+	EXPECT_LE(dead, (size_t)kills);
+	EXPECT_EQ(dead ? -EOWNERDEAD : 0, ret);
+	/* The storm is over: the pool is whole. */
+	for (i = 0; i < n; i++)
+		out[i] = -1;
+	ASSERT_EQ(0, mpq_pool_map_values(p, slow_plus_one_task, in,
+					 sizeof(*in), out, sizeof(*out), n, 0));
+	for (i = 0, wrong = 0; i < n; i++)
+		wrong += out[i] != (int64_t)i + 1;
+	EXPECT_EQ(0, wrong);
+	mpq_pool_free(p);
+	mpq_event_free(over);
+	free(in);
+	free(out);
+}
+
+static void other_loop(const void *in, size_t in_stride, void *out, size_t n,
+		       uint32_t *done)
+{
+}
+
+TEST(a_task_loop_is_registered_once_and_bad_ones_are_refused)
+{
+	/* MPQ_TASK_VALUE() registered plus_one's: the same again is fine. */
+	EXPECT_EQ(0, mpq_register_task_loop(plus_one_task, plus_one_task_loop,
+					    sizeof(int64_t), sizeof(int64_t)));
+	EXPECT_EQ(-EEXIST, mpq_register_task_loop(plus_one_task, other_loop,
+						  sizeof(int64_t),
+						  sizeof(int64_t)));
+	EXPECT_EQ(-EEXIST, mpq_register_task_loop(plus_one_task,
+						  plus_one_task_loop, 4,
+						  sizeof(int64_t)));
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(NULL, other_loop, 8, 8));
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(work, NULL, 8, 8));
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(work, other_loop, 0, 8));
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(work, other_loop, 8, 0));
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(work, other_loop, 4097, 8));
+	/* Values that would not travel packed get no loop. */
+	EXPECT_EQ(-EINVAL, mpq_register_task_loop(work, other_loop, 8, 257));
 }
 
 TEST_F(method, a_task_that_segfaults_fails_and_every_other_task_completes)
