@@ -195,6 +195,22 @@ static int64_t killed_at_victim(int64_t x)
 }
 MPQ_TASK_VALUE(killed_at_victim, int64_t, int64_t);
 
+/* A map_values's arrays: in[i] = i, out[i] = -1 (untouched). 0 or -1. */
+static int values_make(size_t n, int64_t **in, int64_t **out)
+{
+	size_t i;
+
+	*in = calloc(n, sizeof(**in));
+	*out = calloc(n, sizeof(**out));
+	if (!*in || !*out)
+		return -1;
+	for (i = 0; i < n; i++) {
+		(*in)[i] = (int64_t)i;
+		(*out)[i] = -1;
+	}
+	return 0;
+}
+
 /* Slow enough (a fraction of a microsecond) that kills land in loops. */
 static int64_t slow_plus_one(int64_t x)
 {
@@ -1316,14 +1332,7 @@ TEST_F_TIMEOUT(method, workers_killed_inside_value_loops_lose_no_value, 600)
 	int kills, ret;
 
 	TH_LOG("killer seed %llu", (unsigned long long)seed);
-	in = calloc(n, sizeof(*in));
-	out = calloc(n, sizeof(*out));
-	ASSERT_NE(NULL, in);
-	ASSERT_NE(NULL, out);
-	for (i = 0; i < n; i++) {
-		in[i] = (int64_t)i;
-		out[i] = -1;
-	}
+	ASSERT_EQ(0, values_make(n, &in, &out));
 	ASSERT_EQ(0, mpq_event_new(&over, NULL));
 	ASSERT_EQ(0, killer_start(&k, over, seed, 40));
 	ASSERT_EQ(0, mpq_pool_new(&p, &attr));
@@ -1412,14 +1421,7 @@ static void map_values_dying_at_victim(struct __test_metadata *_metadata,
 	size_t i, wrong = 0, n = 10000;
 	int64_t *in, *out;
 
-	in = calloc(n, sizeof(*in));
-	out = calloc(n, sizeof(*out));
-	ASSERT_NE(NULL, in);
-	ASSERT_NE(NULL, out);
-	for (i = 0; i < n; i++) {
-		in[i] = (int64_t)i;
-		out[i] = -1;
-	}
+	ASSERT_EQ(0, values_make(n, &in, &out));
 	EXPECT_EQ(-EOWNERDEAD, mpq_pool_map_values(p, fn, in, sizeof(*in),
 						   out, sizeof(*out), n, 0));
 	for (i = 0; i < n; i++)
