@@ -1096,25 +1096,6 @@ static inline int mpq_queue_lean(const struct mpq_queue *q)
 	return !(q->closed | q->limit | (q->flags & MPQ_QUEUE_JOINABLE));
 }
 
-/* The record cached for this thread and handle, taken; NULL: none. */
-static inline __attribute__((always_inline))
-struct mpq_queue_rec *mpq_lean_rec(struct mpq_queue *q, struct mpq_rec_own *o)
-{
-	if (unlikely(o->id != q->hid || !o->rec || o->busy))
-		return NULL;
-	o->busy = 1;
-	mpq_robust_bell(&q->shm->deathbell);
-	return o->rec;
-}
-
-static inline __attribute__((always_inline))
-void mpq_lean_rec_end(struct mpq_queue_rec *r, struct mpq_rec_own *o)
-{
-	__atomic_store_n(&r->n, 0, __ATOMIC_RELEASE);
-	o->busy = 0;
-	mpq_robust_clear_pending();
-}
-
 /*
  * Under the cached record, with op's intent for pos: move tail or head
  * (word) from pos to pos + 1, by a CAS or, for the only producer or
@@ -1122,11 +1103,10 @@ void mpq_lean_rec_end(struct mpq_queue_rec *r, struct mpq_rec_own *o)
  * (no record, or someone else moved word first).
  */
 static inline __attribute__((always_inline))
-struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q,
-				     struct mpq_rec_own *o, uint32_t op,
+struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q, uint32_t op,
 				     __u64 *word, __u64 pos, int alone)
 {
-	struct mpq_queue_rec *r = mpq_lean_rec(q, o);
+	struct mpq_queue_rec *r = mpq_rec_cached(q);
 
 	if (unlikely(!r))
 		return NULL;
@@ -1136,7 +1116,7 @@ struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q,
 	} else if (unlikely(!__atomic_compare_exchange_n(word, &pos, pos + 1,
 							 0, __ATOMIC_RELEASE,
 							 __ATOMIC_RELAXED))) {
-		mpq_lean_rec_end(r, o);
+		mpq_rec_end(q, r);
 		return NULL;
 	}
 	__atomic_store_n(&r->op, op | MPQ_REC_WON, __ATOMIC_RELAXED);
@@ -1149,14 +1129,13 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 {
 	uint64_t pos = load_relaxed(&q->shm->tail);
 	struct mpq_slot *s = mpq_slot_at(q, pos);
-	struct mpq_rec_own *o = mpq_rec_slot(q);
 	struct mpq_queue_rec *r;
 
 	if (load_acquire(&s->seq) != (uint32_t)pos)
 		return 0;
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
 		return 0;
-	r = mpq_lean_begin(q, o, MPQ_REC_PUT, &q->shm->tail, pos,
+	r = mpq_lean_begin(q, MPQ_REC_PUT, &q->shm->tail, pos,
 			   q->one_producer);
 	if (unlikely(!r))
 		return 0;
@@ -1164,7 +1143,7 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 	mpq_copy(s + 1, msg, len);
 	store_release(&s->seq, (uint32_t)(pos + 1));
 	mpq_probe_queue_put(q->id, pos, len);
-	mpq_lean_rec_end(r, o);
+	mpq_rec_end(q, r);
 	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
 	return 1;
 }
@@ -1178,7 +1157,6 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
 	struct mpq_slot *s = mpq_slot_at(q, pos);
-	struct mpq_rec_own *o = mpq_rec_slot(q);
 	uint32_t seq = load_acquire(&s->seq), len;
 	struct mpq_queue_rec *r;
 
@@ -1188,14 +1166,14 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 	len = load_relaxed(&s->len);
 	if (unlikely(len > q->msg_max || len > *lenp))
 		return 0;
-	r = mpq_lean_begin(q, o, MPQ_REC_GET, &q->shm->head, pos,
+	r = mpq_lean_begin(q, MPQ_REC_GET, &q->shm->head, pos,
 			   q->one_consumer);
 	if (unlikely(!r))
 		return 0;
 	mpq_copy(buf, s + 1, len);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
-	mpq_lean_rec_end(r, o);
+	mpq_rec_end(q, r);
 	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	*lenp = len;
 	return 1;

@@ -32,7 +32,8 @@ static inline struct mpq_rec_own *mpq_rec_slot(struct mpq_queue *q)
  * this operation alone; NULL when none is free (more than MPQ_QUEUE_NREC
  * threads at once: the operation goes on unprotected).
  */
-static inline struct mpq_queue_rec *mpq_rec_begin(struct mpq_queue *q)
+/* The record this thread keeps for q, taken; NULL if it has none free. */
+static inline struct mpq_queue_rec *mpq_rec_cached(struct mpq_queue *q)
 {
 	struct mpq_rec_own *o = mpq_rec_slot(q);
 
@@ -41,7 +42,14 @@ static inline struct mpq_queue_rec *mpq_rec_begin(struct mpq_queue *q)
 		mpq_robust_bell(&q->shm->deathbell);
 		return o->rec;
 	}
-	return mpq_rec_begin_slow(q);
+	return NULL;
+}
+
+static inline struct mpq_queue_rec *mpq_rec_begin(struct mpq_queue *q)
+{
+	struct mpq_queue_rec *r = mpq_rec_cached(q);
+
+	return likely(r) ? r : mpq_rec_begin_slow(q);
 }
 
 /*
