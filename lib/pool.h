@@ -601,15 +601,24 @@ struct pool_wctx {
 	struct mpq_task task;
 };
 
-/* The run's next value is complete: the count first, then used (release). */
-static inline void pool_run_commit(struct pool_wctx *w)
+/*
+ * The run's next n values are complete: the count first, then used
+ * (release). A task's loop raised the count already, to the same value.
+ */
+static inline void pool_run_commit_n(struct pool_wctx *w, uint32_t n)
 {
 	struct pool_run_hdr *h = (struct pool_run_hdr *)(w->recs + w->run_off);
 
-	h->count = ++w->run_count;
-	w->nitems++;
+	w->run_count += n;
+	h->count = w->run_count;
+	w->nitems += n;
 	store_release(&w->st->used, w->run_off + sizeof(*h) +
 		      (uint64_t)w->run_count * w->run_size);
+}
+
+static inline void pool_run_commit(struct pool_wctx *w)
+{
+	pool_run_commit_n(w, 1);
 }
 
 /* pool_task.c */

@@ -536,7 +536,7 @@ static uint32_t staging_loop(struct pool_staging *st, uint64_t *used)
 					  off);
 	count = load_acquire(&h->count);
 	done = count - count0;
-	if (count < count0 || done > n || !n)
+	if (done > n || !n)		/* done wraps if count < count0 */
 		return first;
 	end = off + sizeof(*h) + (uint64_t)count * h->size;
 	if (end > POOL_RECS_MAX)

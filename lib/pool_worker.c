@@ -61,11 +61,6 @@ static int worker_run_item(struct pool_wctx *w, mpq_task_fn fn,
 }
 
 /*
- * A segment of fixed-size arguments: the loop of worker_run_item() with
- * nothing in it that a trivial task would notice, since map's cost per
- * item is this loop's.
- */
-/*
  * A segment through the task's loop (mpq_register_task_loop()): as many
  * values at a time as the staging page holds, written by the loop into
  * the open run, whose count it raises after each. Not while a tracer
@@ -94,10 +89,7 @@ static int worker_run_loop(struct pool_wctx *w, mpq_task_loop_fn loop,
 		/* After them: a death from here on is read from the count. */
 		store_release(&st->running, POOL_RUNNING_LOOP);
 		loop(args, size, at, room, &h->count);
-		w->run_count += room;
-		w->nitems += room;
-		store_release(&st->used, w->run_off + sizeof(*h) +
-			      (uint64_t)w->run_count * w->run_size);
+		pool_run_commit_n(w, room);
 		store_release(&st->running, p + room - 1);
 		i += room;
 		p += room;
@@ -107,6 +99,11 @@ static int worker_run_loop(struct pool_wctx *w, mpq_task_loop_fn loop,
 	return 0;
 }
 
+/*
+ * A segment of fixed-size arguments: the loop of worker_run_item() with
+ * nothing in it that a trivial task would notice, since map's cost per
+ * item is this loop's.
+ */
 static int worker_run_fixed(struct pool_wctx *w, mpq_task_fn fn,
 			    const unsigned char *args,
 			    const struct pool_seg_hdr *s, uint32_t *pos)
