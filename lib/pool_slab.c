@@ -7,12 +7,22 @@
  * Why not malloc: a caller that submits many applies before it collects
  * them holds them all at once, and from malloc each page of the growing
  * heap is a page fault of its own. At 100,000 live jobs those faults were
- * about a third of the caller's time (perf), and the same run with glibc
- * told to back its heap with huge pages did 1.5x the applies a second.
- * Here jobs come from chunks that double from 64 KiB up to 2 MiB, the 2
- * MiB ones aligned and advised for transparent huge pages (one fault for
- * 2 MiB where the kernel lets it), and freed jobs are reused last in,
- * first out, while their lines are still in the cache.
+ * about a third of the caller's time (perf). Here jobs come from chunks
+ * that double from 64 KiB up to 2 MiB, each faulted in by one call as it
+ * is made, and freed jobs are reused last in, first out, while their
+ * lines are still in the cache.
+ *
+ * Small pages, on purpose. Chunks used to be huge-page aligned and
+ * advised (MADV_HUGEPAGE): one fault per 2 MiB. On a virtual machine
+ * whose host backs guest memory as it is first touched, a huge page is
+ * a lottery: the kernel takes it from whatever order-9 block is free, and
+ * a block the guest never used costs the host's faults for all of it. A
+ * 48 MiB populate took 2 ms warm and 120 ms cold with huge pages, 15 ms
+ * with small ones, which come from memory freed a moment ago; 100,000
+ * applies ran at 0.8-9.5 M/s with huge pages (a third of the runs under
+ * 1 M/s) and 2.7-4.5 M/s without (bench/README.md). So chunks say
+ * MADV_NOHUGEPAGE, which also keeps a system whose THP is "always" from
+ * choosing for us.
  *
  * Any thread allocates (apply_async) under the slab's mutex. A free only
  * pushes the object onto an atomic list, because the handler thread frees
@@ -48,7 +58,7 @@
 #endif
 
 #define POOL_SLAB_FIRST		(64UL << 10)
-#define POOL_SLAB_HUGE		(2UL << 20)
+#define POOL_SLAB_LAST		(2UL << 20)
 
 /* At the start of each chunk; objects begin POOL_SLAB_HDR after it. */
 struct pool_slab_chunk {
@@ -86,34 +96,21 @@ struct pool_slab *pool_slab_new(size_t obj)
 	return s;
 }
 
-/*
- * A chunk of size bytes, huge-page aligned and advised when it is that
- * big: map twice the size and keep the aligned half.
- */
+/* A chunk of size bytes, in small pages (see above), faulted in. */
 static struct pool_slab_chunk *slab_map(size_t size)
 {
-	size_t len = size >= POOL_SLAB_HUGE ? 2 * size : size;
-	unsigned char *p, *a;
+	unsigned char *a;
 
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	a = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	if (a == MAP_FAILED)
 		return NULL;
-	a = p;
-	if (len != size) {
-		a = (unsigned char *)(((uintptr_t)p + POOL_SLAB_HUGE - 1) &
-				      ~(uintptr_t)(POOL_SLAB_HUGE - 1));
-		if (a > p)
-			munmap(p, (size_t)(a - p));
-		munmap(a + size, (size_t)(p + len - (a + size)));
-		/* Advice only: without THP it is 512 pages. */
-		madvise(a, size, MADV_HUGEPAGE);
-	}
+	/* Advice only: a kernel without THP has nothing to turn off. */
+	madvise(a, size, MADV_NOHUGEPAGE);
 	/*
-	 * Faulted in now, in one call (huge pages if THP allows, else a
-	 * batch of pages): a chunk is made when the last one is full, so
-	 * it is about to be used. Best effort: MADV_POPULATE_WRITE came in
-	 * Linux 5.14.
+	 * Faulted in now, in one call rather than a fault a page: a chunk
+	 * is made when the last one is full, so it is about to be used.
+	 * Best effort: MADV_POPULATE_WRITE came in Linux 5.14.
 	 */
 	madvise(a, size, MADV_POPULATE_WRITE);
 	((struct pool_slab_chunk *)a)->size = size;
@@ -131,7 +128,7 @@ static int slab_grow(struct pool_slab *s)
 	s->chunks = c;
 	s->bump = (unsigned char *)c + POOL_SLAB_HDR;
 	s->end = (unsigned char *)c + c->size;
-	if (s->next_size < POOL_SLAB_HUGE)
+	if (s->next_size < POOL_SLAB_LAST)
 		s->next_size *= 2;
 	return 0;
 }
