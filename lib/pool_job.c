@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -567,6 +568,33 @@ static int job_mark_range(struct mpq_async_result *j, size_t i, size_t n)
 }
 
 /*
+ * The caller's array is often fresh memory (8 MiB for a million values),
+ * whose first touch is a fault a page, all of them taken by this one
+ * thread while the workers wait for it. Faulting a stretch in with one
+ * call before copying into it costs less than its pages' faults one by
+ * one (an 8 MiB copy in 256 KiB steps: 3.0 ms -> 2.3 ms here), and on
+ * pages already there it is a walk of the page table. Only stretches of
+ * several pages: for a few it does not pay. Best effort: errors (an
+ * older kernel, a mapping that refuses) leave it to the copy.
+ */
+#define POOL_POPULATE_MIN	(64U << 10)
+
+static void pool_out_populate(unsigned char *at, size_t len)
+{
+	static uintptr_t page;
+	uintptr_t a, e;
+
+	if (len < POOL_POPULATE_MIN)
+		return;
+	if (!page)
+		page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	a = ((uintptr_t)at + page - 1) & ~(page - 1);
+	e = ((uintptr_t)at + len) & ~(page - 1);
+	if (e > a)
+		madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+}
+
+/*
  * n values of size bytes for items [i, i + n), back to back at data: for
  * map_values one copy into the caller's array; for the others (data then
  * lives as long as the job) one pass that points the items at them.
@@ -583,8 +611,10 @@ void pool_job_values(struct mpq_async_result *j, size_t i,
 		return;
 	}
 	if (j->kind == POOL_JOB_VALUES) {
-		if (size)
+		if (size) {
+			pool_out_populate(j->out + i * size, n * size);
 			memcpy(j->out + i * size, data, n * size);
+		}
 	} else {
 		for (k = 0; k < n; k++) {
 			j->items[i + k].data = data + k * size;
