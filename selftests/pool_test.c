@@ -1364,6 +1364,152 @@ TEST_F_TIMEOUT(method, workers_killed_inside_value_loops_lose_no_value, 600)
 	free(out);
 }
 
+/*
+ * The pool's process killed in the middle of a map: its workers, whatever
+ * they were doing (running a segment, sending results, waiting for the
+ * pool to hand back a staging buffer it will never read), see that the
+ * pool is gone and exit. Half the rounds kill it at a random instant; the
+ * others stop it first, so that its workers run on into whatever waits
+ * for it (a value of 64 bytes per argument of 8 fills several staging
+ * buffers per task message), then kill it. Each round's pool and workers
+ * are our descendants (we are their subreaper), so once the pool's
+ * process is reaped, nothing of ours may be left after the bound.
+ */
+#define ORPHAN_ROUNDS	4
+
+struct wide {
+	int64_t v[8];
+};
+
+static struct wide widen(int64_t x)
+{
+	struct wide w;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		w.v[i] = x + i;
+	return w;
+}
+MPQ_TASK_VALUE(widen, int64_t, struct wide);
+
+/*
+ * A worker's parent-death signal is SIGTERM (daemon processes): a worker
+ * whose program ignores it, as many do, has only the pool's pipe and
+ * staging to tell it that the pool is gone.
+ */
+static int ignore_sigterm(const void *arg, size_t len)
+{
+	signal(SIGTERM, SIG_IGN);
+	return 0;
+}
+MPQ_TARGET(ignore_sigterm);
+
+/* SIGKILL every process whose parent we are, and reap them. */
+static void kill_children(void)
+{
+	struct dirent *e;
+	DIR *d = opendir("/proc");
+	char path[300], buf[512], *rp;
+	int ppid;
+	FILE *f;
+
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		/* pid (comm) state ppid: comm may hold spaces and ')'. */
+		if (fgets(buf, sizeof(buf), f) && (rp = strrchr(buf, ')')) &&
+		    sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == getpid())
+			kill(atoi(e->d_name), SIGKILL);
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+}
+
+static void map_then_die(int ready_fd, int start_method)
+{
+	struct mpq_pool_attr attr = {
+		.processes = 2,
+		.start_method = start_method,
+		.initializer = ignore_sigterm,
+	};
+	size_t n = 400000;
+	struct mpq_pool *p;
+	struct wide *out;
+	int64_t *in, *unused;
+	char c = 1;
+
+	out = calloc(n, sizeof(*out));
+	if (!out || values_make(n, &in, &unused) || mpq_pool_new(&p, &attr))
+		_exit(2);
+	if (write(ready_fd, &c, 1) != 1)
+		_exit(3);
+	mpq_pool_map_values(p, widen_task, in, sizeof(*in), out, sizeof(*out),
+			    n, 0);
+	/* Finished before the kill: the next round waits less. */
+	_exit(0);
+}
+
+TEST_F_TIMEOUT(method, workers_exit_when_their_pools_process_is_killed_mid_map,
+	       240)
+{
+	uint64_t seed = (uint64_t)now_ns() | 1;
+	int round, status, left;
+	int64_t end;
+	pid_t pid;
+
+	TH_LOG("seed %llu", (unsigned long long)seed);
+	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
+	for (round = 0; round < ORPHAN_ROUNDS; round++) {
+		int fds[2];
+		char c;
+
+		ASSERT_EQ(0, pipe(fds));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			close(fds[0]);
+			map_then_die(fds[1], variant->start_method);
+		}
+		close(fds[1]);
+		ASSERT_EQ(1, read(fds[0], &c, 1));
+		close(fds[0]);
+		/* Somewhere in the map, which takes some 10-50 ms here. */
+		usleep(rnd(&seed) % 10000);
+		if (round % 2) {
+			kill(pid, SIGSTOP);
+			sleep_ms(100);
+		}
+		kill(pid, SIGKILL);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		/* Its workers (and a fork server) are ours now: all must go. */
+		end = now_ns() + 20 * NSEC_PER_SEC;
+		left = 1;
+		while (now_ns() < end) {
+			pid_t w = waitpid(-1, &status, WNOHANG);
+
+			if (w < 0 && errno == ECHILD) {
+				left = 0;
+				break;
+			}
+			if (w == 0)
+				sleep_ms(5);
+		}
+		EXPECT_EQ(0, left) {
+			TH_LOG("round %d: processes of the killed pool are "
+			       "still running", round);
+			kill_children();
+		}
+	}
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
 static void other_loop(const void *in, size_t in_stride, void *out, size_t n,
 		       uint32_t *done)
 {
