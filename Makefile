@@ -435,7 +435,8 @@ demo: deps
 	$(B)/examples/producer_consumer
 	$(B)/bench/queue_vs_pipe
 
-BENCH_ARGS = $(if $(QUICK),--quick) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ONLY),--only '$(ONLY)')
+BENCH_ARGS = $(if $(QUICK),--quick) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ONLY),--only '$(ONLY)') \
+	     $(if $(BASELINE),--baseline '$(BASELINE)')
 
 bench: deps
 	$(MAKE) lib bench-bin

@@ -25,7 +25,16 @@ hits all of them alike, and then writes:
   OUT/*.png         latency vs size, throughput vs batch, mpq beside its
                     peers (gnuplot; bars are the min-max over rounds)
 
+With --baseline DIR (the build directory of another checkout, e.g. the
+commit an issue was filed against, built with make bench-bin), every mpq
+cell of mpqbench and pool_bench that DIR's programs also list is run with
+them too, in the same rounds, next to the current one: results.json gets
+"baseline": {"dir", "results": [rows]}, and the report judges the "no
+regressions" goal row by row (each row against the same row of the
+baseline, beyond both rows' spread or not).
+
 Usage: run.py [--quick] [--rounds N] [--out DIR] [--only REGEX]
+              [--baseline BUILD_DIR] [--report-only]
 """
 import argparse
 import json
@@ -124,6 +133,10 @@ def order_key(cell):
             cell.get("wait") or "")
 
 
+class BaseCmd(list):
+    """A baseline checkout's program (--baseline): its rows are kept apart."""
+
+
 def run_cells(cells, rounds, quick, log):
     samples = {}
     failures = []
@@ -139,10 +152,13 @@ def run_cells(cells, rounds, quick, log):
             except subprocess.TimeoutExpired:
                 ok, p, err = False, None, ["timed out after 600 s"]
             dt = time.time() - t0
-            log("round %d/%d  %-48s %6.2fs %s" % (r + 1, rounds, cell_name(cell),
-                                                 dt, "ok" if ok else "FAILED"))
+            base = isinstance(cmd, BaseCmd)
+            log("round %d/%d  %-48s %6.2fs %s" % (
+                r + 1, rounds, cell_name(cell) + (" (baseline)" if base else ""),
+                dt, "ok" if ok else "FAILED"))
             if not ok:
-                failures.append((cell_name(cell), " | ".join(err)))
+                failures.append((cell_name(cell) + (" (baseline)" if base
+                                                    else ""), " | ".join(err)))
                 continue
             for line in p.stdout.splitlines():
                 if not line.strip():
@@ -150,13 +166,15 @@ def run_cells(cells, rounds, quick, log):
                 row = json.loads(line)
                 if cmd is NOPROBES:
                     row["impl"] = NOPROBES_IMPL
-                k = tuple(row.get(x) for x in KEY)
+                k = tuple(row.get(x) for x in KEY) + (base,)
                 samples.setdefault(k, []).append(row["value"])
     rows = []
     for k, vals in sorted(samples.items(), key=lambda kv: str(kv[0])):
-        row = dict(zip(KEY, k))
+        row = dict(zip(KEY, k[:-1]))
         row.update(value=statistics.median(vals), min=min(vals),
                    max=max(vals), rounds=len(vals))
+        if k[-1]:
+            row["baseline"] = True
         rows.append(row)
     return rows, failures
 
@@ -471,7 +489,7 @@ def peer_section(rows, backend):
     return L
 
 
-def goals16(rows, res, backend, tcg, busy=False):
+def goals16(rows, res, backend, tcg, busy=False, base=None):
     """Issue 16's goals, and the two peer goals of bench/README.md:
     (goal, measured, verdict). A ratio that misses by less than the two rows' spread says
     so: one noisy run does not settle it."""
@@ -575,11 +593,88 @@ def goals16(rows, res, backend, tcg, busy=False):
               "met" if thr and not missing else
               "not met: no CPU row for %s" % ", ".join(
                   label(r) + " " + r["bench"] for r in missing[:4])))
-    g.append(("No regressions: every row within its spread or better, both "
-              "backends", "–", "not judged by one run: compare this "
-              "results.json with a baseline run's (and make bench-vm for "
-              "kmod)"))
+    g.append(no_regressions(rows, base, backend))
     return g
+
+
+# Metrics a regression is judged on: rates, CPU per message or task, and
+# the round trip's p50 and p99 (its p99.9 and max are one bad moment each).
+REGRESSION_METRICS = {"msgs_per_s": True, "tasks_per_s": True,
+                      "cpu_ns_per_msg": False, "cpu_ns_per_task": False,
+                      "rtt_p50_ns": False, "rtt_p99_ns": False}
+
+
+def compare_base(rows, base):
+    """Each baseline row beside the same row now: (base, now, verdict),
+    where verdict is worse or better only beyond both rows' spread."""
+    now = {tuple(r.get(k) for k in KEY): r for r in rows}
+    out = []
+    for b in base:
+        higher = REGRESSION_METRICS.get(b["metric"])
+        r = now.get(tuple(b.get(k) for k in KEY))
+        if higher is None or not r:
+            continue
+        if higher:
+            worse, better = r["max"] < b["min"], r["min"] > b["max"]
+        else:
+            worse, better = r["min"] > b["max"], r["max"] < b["min"]
+        out.append((b, r, "worse" if worse else "better" if better else
+                    "within the spreads"))
+    return out
+
+
+def row_name(r):
+    s = "%s %s %s" % (r["bench"], label(r), size_name(r["size"]))
+    if r.get("batch") not in (None, 1):
+        s += " batch %s" % ("default" if r["batch"] == 0 else r["batch"])
+    return s + " " + r["metric"]
+
+
+def no_regressions(rows, base, backend):
+    goal = ("No regressions: every row within its spread or better, both "
+            "backends")
+    if not base:
+        return (goal, "–", "not judged: no baseline in this run (run.py "
+                "--baseline BUILD_DIR of the older checkout; make bench-vm "
+                "for kmod)")
+    cmp = compare_base(rows, base)
+    worse = [c for c in cmp if c[2] == "worse"]
+    better = [c for c in cmp if c[2] == "better"]
+    val = "%d rows against the baseline: %d better, %d worse, the rest " \
+          "within the spreads (%s backend)" % (len(cmp), len(better),
+                                              len(worse), backend)
+    if not cmp:
+        return (goal, "–", "not judged: no row in both runs")
+    if worse:
+        return (goal, val, "not met: " + "; ".join(
+            "%s %s -> %s" % (row_name(b), fmt_value(b), fmt_value(r))
+            for b, r, _ in worse[:6]) + ("; ..." if len(worse) > 6 else ""))
+    return (goal, val, "met on this backend; the other is judged by its "
+            "own run (make bench-vm for kmod)")
+
+
+def fmt_value(r):
+    return fmt_ns(r["value"]) if r["metric"].endswith("_ns") else (
+        "%.1f ns" % r["value"] if r["metric"].startswith("cpu_") else
+        fmt_rate(r["value"]) + "/s")
+
+
+def base_section(rows, base, info):
+    cmp = compare_base(rows, base)
+    if not cmp:
+        return []
+    L = ["## Against the baseline\n",
+         "The same cells with %s's programs and libmpq, interleaved in this "
+         "run (each row's median, ± half its spread). Worse or better only "
+         "where the two rows' spreads do not meet.\n" % info.get("dir", "?"),
+         "| row | baseline | now | now / baseline | verdict |",
+         "| --- | --- | --- | --- | --- |"]
+    for b, r, v in sorted(cmp, key=lambda c: (c[2] != "worse", row_name(c[0]))):
+        L.append("| %s | %s%s | %s%s | %.2fx | %s |" % (
+            row_name(b), fmt_value(b), spread(b), fmt_value(r), spread(r),
+            r["value"] / b["value"] if b["value"] else 0, v))
+    L.append("")
+    return L
 
 
 # ---- report -----------------------------------------------------------
@@ -611,7 +706,8 @@ def probe_cost(res):
     L.append("")
     return L
 
-def report(m, rows, failures, quick, rounds):
+def report(m, rows, failures, quick, rounds, baseline=None):
+    base = (baseline or {}).get("results") or []
     res = Results(rows)
     backend = "kmod" if m["dev_mpq"] else "memfd"
     L = []
@@ -645,11 +741,12 @@ def report(m, rows, failures, quick, rounds):
     L.append("| goal | measured | verdict |")
     L.append("| --- | --- | --- |")
     for goal, val, verdict in goals16(rows, res, backend, tcg,
-                                      m["load"] > m["vcpus"]):
+                                      m["load"] > m["vcpus"], base):
         L.append("| %s | %s | %s |" % (goal, val, verdict))
     L.append("")
 
     L += peer_section(rows, backend)
+    L += base_section(rows, base, baseline or {})
 
     L.append("## Earlier goals (the first suite's)\n")
     L.append("| goal | measured | verdict |")
@@ -1067,6 +1164,23 @@ def plot(rows, outdir, log, m=None, quick=False, rounds=1):
     peers_plot(rows, m, outdir, log, backend, quick, rounds)
 
 
+def baseline_cells(bdir, cells, quick, log):
+    """mpq's cells of mpqbench and pool_bench, with bdir's programs, where
+    those list the cell too (an older checkout may not have it)."""
+    out = []
+    for prog in (MPQBENCH, POOLBENCH):
+        exe = os.path.join(bdir, "bench", os.path.basename(prog))
+        if not os.access(exe, os.X_OK):
+            log("baseline: no %s" % exe)
+            continue
+        cmd = BaseCmd([exe])
+        have = {cell_name(c) for _, c in list_cells(cmd, quick)}
+        out += [(cmd, c) for p, c in cells
+                if p == [prog] and c["impl"].startswith("mpq") and
+                cell_name(c) in have]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -1075,6 +1189,10 @@ def main():
     ap.add_argument("--only", help="regex over cell names")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite report and plots from OUT/results.json")
+    ap.add_argument("--baseline", metavar="BUILD_DIR",
+                    help="also run mpq's cells with another checkout's "
+                    "build (its bench/mpqbench, bench/pool_bench), "
+                    "interleaved, and judge regressions against them")
     a = ap.parse_args()
     # Quick: one round, a first look in under a minute; full: three.
     rounds = a.rounds or (1 if a.quick else 3)
@@ -1087,7 +1205,8 @@ def main():
         with open(os.path.join(a.out, "results.json")) as f:
             data = json.load(f)
         text = report(data["machine"], data["results"], [], a.quick,
-                      max([r["rounds"] for r in data["results"]] or [1]))
+                      max([r["rounds"] for r in data["results"]] or [1]),
+                      data.get("baseline"))
         with open(os.path.join(a.out, "report.md"), "w") as f:
             f.write(text)
         plot(data["results"], a.out, log, data["machine"], a.quick,
@@ -1117,21 +1236,31 @@ def main():
     if os.path.exists(NOPROBES_LIB):
         cells += [(NOPROBES, c) for _, c in list_cells([MPQBENCH], a.quick)
                   if re.search(PROBE_CELLS, cell_name(c))]
+    if a.baseline:
+        cells += baseline_cells(a.baseline, cells, a.quick, log)
     if a.only:
         cells = [c for c in cells if re.search(a.only, cell_name(c[1]))]
-    cells.sort(key=lambda c: order_key(c[1]))
+    cells.sort(key=lambda c: order_key(c[1]) + (isinstance(c[0], BaseCmd),))
     log("%d cells x %d rounds on %s, %d vCPUs, kernel %s" % (
         len(cells), rounds, m["cpu"], m["vcpus"], m["kernel"]))
     t0 = time.time()
     rows, failures = run_cells(cells, rounds, a.quick, log)
+    baseline = None
+    if a.baseline:
+        baseline = {"dir": os.path.abspath(a.baseline),
+                    "results": [r for r in rows if r.get("baseline")]}
+        rows = [r for r in rows if not r.get("baseline")]
     if not a.only or re.search(a.only, "start fork/spawn/forkserver"):
         srows, sfail = run_start(a.quick, log)
         rows += srows
         failures += sfail
     m["seconds"] = round(time.time() - t0, 1)
+    out = {"machine": m, "results": rows}
+    if baseline:
+        out["baseline"] = baseline
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"machine": m, "results": rows}, f, indent=1)
-    text = report(m, rows, failures, a.quick, rounds)
+        json.dump(out, f, indent=1)
+    text = report(m, rows, failures, a.quick, rounds, baseline)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
     plot(rows, a.out, log, m, a.quick, rounds)

@@ -327,6 +327,47 @@ for cell in "pool-map mpq-pool --batch 0 --count 200000" \
 done
 check "bench: cpython_bench.py rtt cpython-pipe runs" \
 	/usr/bin/python3 "$top/bench/cpython_bench.py" rtt cpython-pipe --count 2000
+# run.py's "no regressions" verdict, from rows made up for it: a rate and
+# a round trip worse beyond both spreads are named, a row within them is
+# not, and without a baseline the goal is not judged.
+regress_case() { # WANT(met, not met, not judged) NOW_RATE NOW_RTT [BASE]
+	local want=$1 d ok=0
+	d=$(mktemp -d)
+	python3 - "$d/results.json" "$2" "$3" "${4:-}" <<'PY'
+import json, sys
+out, rate, rtt, base = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def row(metric, v, bench, spread):
+    return {"bench": bench, "impl": "mpq-queue", "backend": "memfd",
+            "wait": "adaptive", "size": 8, "batch": 1, "workers": None,
+            "metric": metric, "value": v, "min": v * (1 - spread),
+            "max": v * (1 + spread), "rounds": 3}
+m = {"cpu": "test", "vcpus": 2, "vm": False, "kernel": "x", "load": 0.0,
+     "date": "today", "dev_mpq": False, "in_test_vm": False}
+d = {"machine": m, "results": [row("msgs_per_s", rate, "stream", 0.05),
+                               row("rtt_p50_ns", rtt, "rtt", 0.05)]}
+if base:
+    d["baseline"] = {"dir": "old", "results": [
+        row("msgs_per_s", 100e6, "stream", 0.05),
+        row("rtt_p50_ns", 200, "rtt", 0.05)]}
+json.dump(d, open(out, "w"))
+PY
+	python3 "$top/bench/run.py" --report-only --out "$d" > /dev/null 2>&1 || true
+	line=$(grep '^| No regressions' "$d/report.md")
+	echo "$line"
+	case $want in
+	met) grep -q '| met on this backend' <<<"$line" || ok=1 ;;
+	"not met") grep -q '| not met: .*stream .*msgs_per_s .*rtt .*rtt_p50_ns' <<<"$line" || ok=1 ;;
+	"not judged") grep -q '| not judged: no baseline' <<<"$line" || ok=1 ;;
+	esac
+	rm -rf "$d"
+	return $ok
+}
+regress_tests() {
+	regress_case met 104e6 195 base &&
+	regress_case "not met" 80e6 260 base &&
+	regress_case "not judged" 80e6 260
+}
+check "bench: run.py judges a regression only beyond both rows' spreads" regress_tests
 # The peer libraries' programs check every message too (bench/peers/);
 # iceoryx is left out: its RouDi daemon is one per machine.
 for cell in "ck stream ck-ring-spsc --size 1024 --count 20000" \
