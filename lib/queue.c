@@ -1280,6 +1280,25 @@ static void mpq_queue_slip(struct mpq_op *op)
  * and dropped: once one side of a ping-pong slept, the other's spins
  * failed too, and both settled into sleeping every time.)
  */
+/*
+ * A getter spinning on the slot at head also loads the slot's last word
+ * when that is in the next cache line (a slot of 24 bytes straddles two
+ * lines one time in three): the producer writes both, and the second
+ * line's miss is then taken while spinning, beside the first, not after
+ * the seq says the message is there. Loads only, as conn.c's spin does.
+ * Only slots of a line or less: in a larger one the data is most of the
+ * lines, and loading them while the producer writes them made the 64 B
+ * round trip slower (811 -> 962 ns p50 here), not faster.
+ */
+static inline void mpq_queue_touch_slot(const struct mpq_queue *q)
+{
+	uintptr_t s = (uintptr_t)mpq_slot_at(q, load_relaxed(&q->shm->head));
+	uintptr_t end = s + q->slot_size - sizeof(uint64_t);
+
+	if (q->slot_size <= 64 && (s ^ end) & ~(uintptr_t)63)
+		(void)load_relaxed((const uint64_t *)end);
+}
+
 static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 {
 	int64_t start, limit = op->q->spin_ns, spun;
@@ -1294,6 +1313,8 @@ static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 	do {
 		for (i = 0; i < 64; i++) {
 			cpu_relax();
+			if (op->is_get)
+				mpq_queue_touch_slot(op->q);
 			ret = mpq_op_try(op);
 			if (ret != -EAGAIN)
 				return ret;
