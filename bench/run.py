@@ -1247,9 +1247,11 @@ def main():
     rows, failures = run_cells(cells, rounds, a.quick, log)
     baseline = None
     if a.baseline:
-        baseline = {"dir": os.path.abspath(a.baseline),
-                    "results": [r for r in rows if r.get("baseline")]}
-        rows = [r for r in rows if not r.get("baseline")]
+        base, now = [], []
+        for r in rows:
+            (base if r.pop("baseline", False) else now).append(r)
+        baseline = {"dir": os.path.abspath(a.baseline), "results": base}
+        rows = now
     if not a.only or re.search(a.only, "start fork/spawn/forkserver"):
         srows, sfail = run_start(a.quick, log)
         rows += srows

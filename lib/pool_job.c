@@ -581,13 +581,10 @@ static int job_mark_range(struct mpq_async_result *j, size_t i, size_t n)
 
 static void pool_out_populate(unsigned char *at, size_t len)
 {
-	static uintptr_t page;
-	uintptr_t a, e;
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a, e;
 
 	if (len < POOL_POPULATE_MIN)
 		return;
-	if (!page)
-		page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	a = ((uintptr_t)at + page - 1) & ~(page - 1);
 	e = ((uintptr_t)at + len) & ~(page - 1);
 	if (e > a)

@@ -1269,18 +1269,6 @@ static void mpq_queue_slip(struct mpq_op *op)
 }
 
 /*
- * Retry op for up to spin_ns before sleeping. A wake-up through the kernel
- * costs about 5 us when both processes share a CPU and 40-60 us across
- * CPUs in the VMs measured (PERF.md), so while the other side answers
- * sooner than that, spinning is what makes a round trip take 200 ns
- * instead of 50 us. After MPQ_SPIN_YIELD_NS the loop also yields the CPU
- * at each pass: if the other side is waiting for our CPU (pinned to it,
- * or an overloaded machine) it runs now rather than at the end of our
- * time slice. (An average of past spins that shortened the spin was tried
- * and dropped: once one side of a ping-pong slept, the other's spins
- * failed too, and both settled into sleeping every time.)
- */
-/*
  * A getter spinning on the slot at head also loads the slot's last word
  * when that is in the next cache line (a slot of 24 bytes straddles two
  * lines one time in three): the producer writes both, and the second
@@ -1299,6 +1287,18 @@ static inline void mpq_queue_touch_slot(const struct mpq_queue *q)
 		(void)load_relaxed((const uint64_t *)end);
 }
 
+/*
+ * Retry op for up to spin_ns before sleeping. A wake-up through the kernel
+ * costs about 5 us when both processes share a CPU and 40-60 us across
+ * CPUs in the VMs measured (PERF.md), so while the other side answers
+ * sooner than that, spinning is what makes a round trip take 200 ns
+ * instead of 50 us. After MPQ_SPIN_YIELD_NS the loop also yields the CPU
+ * at each pass: if the other side is waiting for our CPU (pinned to it,
+ * or an overloaded machine) it runs now rather than at the end of our
+ * time slice. (An average of past spins that shortened the spin was tried
+ * and dropped: once one side of a ping-pong slept, the other's spins
+ * failed too, and both settled into sleeping every time.)
+ */
 static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 {
 	int64_t start, limit = op->q->spin_ns, spun;

@@ -1366,12 +1366,13 @@ TEST_F_TIMEOUT(method, workers_killed_inside_value_loops_lose_no_value, 600)
 
 /*
  * The pool's process killed in the middle of a map: its workers, whatever
- * they were doing (running a segment, sending results, waiting for the
- * pool to hand back a staging buffer it will never read), see that the
- * pool is gone and exit. Half the rounds kill it at a random instant; the
- * others stop it first, so that its workers run on into whatever waits
- * for it (a value of 64 bytes per argument of 8 fills several staging
- * buffers per task message), then kill it. Each round's pool and workers
+ * they were doing (running a segment, sending results, waiting for room
+ * in their pipe or for the next task message), see that the pool is gone
+ * and exit. Half the rounds kill it at a random instant; the others stop
+ * it first, so that its workers run on into whatever waits for it (a
+ * value of 64 bytes per argument of 8 makes several results messages per
+ * task message, enough to fill the pipe of a pool that reads none), then
+ * kill it. Each round's pool and workers
  * are our descendants (we are their subreaper), so once the pool's
  * process is reaped, nothing of ours may be left after the bound.
  */
