@@ -90,7 +90,9 @@ struct mpq_queue_attr {
  * a time (ONE_PRODUCER), or gets at a time (ONE_CONSUMER), through the
  * handles made by this mpq_queue_new() and inherited by fork: their puts
  * or gets then claim positions with a plain store instead of a locked
- * compare-and-swap. Deaths are recovered as before. A broken promise can
+ * compare-and-swap, and a one-message put or get takes no operation
+ * record (publish, then move tail; free, then move head: see
+ * mpq_queue(3)). Deaths are recovered as before. A broken promise can
  * lose or duplicate messages or make calls fail with -EUCLEAN; it never
  * makes libmpq read or write outside the queue. ONE_PRODUCER takes effect
  * only on a bounded queue (maxsize > 0): an unbounded one's consumers

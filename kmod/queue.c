@@ -110,12 +110,34 @@ static bool mpq_queue_room(struct mpq_queue *q, u64 pos)
 	return (s64)(pos - READ_ONCE(q->shm->head)) < (s64)q->maxsize;
 }
 
-/* Is the message at head published: would read(2) find one? */
+/*
+ * A cursor left behind (see the ring rules in the uapi header): the only
+ * producer or consumer was killed after publishing or freeing its slot
+ * at pos and before moving tail or head past it. The slot's seq is then
+ * ahead of pos by one of two amounts that no claim-first operation
+ * leaves with the cursor still at pos.
+ */
+static bool mpq_queue_tail_behind(struct mpq_queue *q, u64 pos, u32 seq)
+{
+	return seq == (u32)(pos + 1) || seq == (u32)(pos + q->capacity);
+}
+
+static bool mpq_queue_head_behind(struct mpq_queue *q, u64 pos, u32 seq)
+{
+	return seq == (u32)(pos + q->capacity) ||
+	       seq == (u32)(pos + q->capacity + 1);
+}
+
+/*
+ * Is the message at head published, or is head left behind: would
+ * read(2) find one, or move head on and look again?
+ */
 static bool mpq_queue_ring_readable(struct mpq_queue *q)
 {
 	u64 pos = READ_ONCE(q->shm->head);
+	u32 seq = READ_ONCE(mpq_queue_slot(q, pos)->seq);
 
-	return READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1);
+	return seq == (u32)(pos + 1) || mpq_queue_head_behind(q, pos, seq);
 }
 
 /* A dead get's positions looked at, at most: a bound on ->poll()'s work. */
@@ -210,9 +232,14 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 {
 	__poll_t mask = 0;
 	u64 pos;
+	u32 seq;
 
+	/*
+	 * A cursor left behind reads as ready: the next read(2), write(2)
+	 * or libmpq call moves it on.
+	 */
 	pos = READ_ONCE(q->shm->head);
-	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)(pos + 1))
+	if (mpq_queue_ring_readable(q))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	/* An unbounded queue's overflow: libmpq's get moves it in. */
 	else if (q->flags & MPQ_QUEUE_UNBOUNDED && READ_ONCE(q->shm->ovf_count))
@@ -220,8 +247,9 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 	else if (mpq_queue_dead_ready(q, pos))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	pos = READ_ONCE(q->shm->tail);
-	if (READ_ONCE(mpq_queue_slot(q, pos)->seq) == (u32)pos &&
-	    mpq_queue_room(q, pos))
+	seq = READ_ONCE(mpq_queue_slot(q, pos)->seq);
+	if ((seq == (u32)pos && mpq_queue_room(q, pos)) ||
+	    mpq_queue_tail_behind(q, pos, seq))
 		mask |= EPOLLOUT | EPOLLWRNORM;
 	return mask;
 }
@@ -295,10 +323,17 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 	int tries;
 
 	for (tries = 0; tries < MPQ_QUEUE_TRIES; tries++) {
+		u32 seq;
+
 		pos = READ_ONCE(q->shm->head);
 		s = mpq_queue_slot(q, pos);
 		/* Acquire: pairs with the producer's release of seq. */
-		if (smp_load_acquire(&s->seq) != (u32)(pos + 1)) {
+		seq = smp_load_acquire(&s->seq);
+		if (seq != (u32)(pos + 1)) {
+			if (mpq_queue_head_behind(q, pos, seq)) {
+				cmpxchg(&q->shm->head, pos, pos + 1);
+				continue;
+			}
 			if (READ_ONCE(q->shm->head) == pos)
 				return -EAGAIN;
 			continue;
@@ -357,6 +392,8 @@ static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
 		}
 		if ((s32)(seq - (u32)pos) < 0 && READ_ONCE(q->shm->tail) == pos)
 			return -EAGAIN;			/* full */
+		if (mpq_queue_tail_behind(q, pos, seq))
+			cmpxchg(&q->shm->tail, pos, pos + 1);
 	}
 	if (tries == MPQ_QUEUE_TRIES)
 		return -EAGAIN;

@@ -257,7 +257,8 @@ struct mpq_queue {
 	uint32_t maxsize;	/* 0: unbounded */
 	/*
 	 * MPQ_QUEUE_F_ONE_PRODUCER / _CONSUMER in effect: claims move tail
-	 * or head with a plain store, nobody else moving it (mpq.h).
+	 * or head with a plain store, nobody else moving it (mpq.h), and a
+	 * one-message put or get takes no record (mpq_queue_put1_alone()).
 	 */
 	uint8_t one_producer, one_consumer;
 	/*

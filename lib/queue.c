@@ -565,13 +565,27 @@ void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
 }
 
 /*
- * Claim up to n free positions after tail, with one CAS, under an
- * operation record whose intent names them (reclaim.c: what a dead
- * producer leaves behind is published as dropped). Returns the count k
- * (>= 1) with the first position in *posp and the record, its intent
- * marked WON, in *rp; or -EAGAIN (full, or every record in use),
- * -EUCLEAN.
+ * Is the cursor (tail or head, at pos) left one behind by the only
+ * producer or consumer killed between publishing or freeing its slot and
+ * moving the cursor (the one-message path below takes no record)? Then
+ * the slot at pos reads ahead of pos by a or b: tail over a slot
+ * published (pos + 1) or already taken (pos + capacity); head over a slot
+ * freed (pos + capacity) or already refilled (pos + capacity + 1). A
+ * claim moves its cursor before it touches the slot, so no live
+ * operation leaves that: move it on, with a CAS in case another
+ * participant does too. 1 if so, 0 if the ring is corrupt.
  */
+static __attribute__((noinline)) int
+mpq_cursor_behind(struct mpq_queue *q, __u64 *cursor, uint64_t pos,
+		  int64_t ahead, int64_t a, int64_t b)
+{
+	if (ahead != a && ahead != b)
+		return 0;
+	__atomic_compare_exchange_n(cursor, &pos, pos + 1, 0,
+				    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+	return 1;
+}
+
 /*
  * How many of k positions from pos a bounded queue's maxsize leaves room
  * for, when it is below the ring's capacity (q->limit). The head we saw
@@ -598,6 +612,14 @@ static inline unsigned int mpq_queue_room(struct mpq_queue *q, uint64_t pos,
 	return used + k <= q->limit ? k : q->limit - (unsigned int)used;
 }
 
+/*
+ * Claim up to n free positions after tail, with one CAS, under an
+ * operation record whose intent names them (reclaim.c: what a dead
+ * producer leaves behind is published as dropped). Returns the count k
+ * (>= 1) with the first position in *posp and the record, its intent
+ * marked WON, in *rp; or -EAGAIN (full, or every record in use),
+ * -EUCLEAN.
+ */
 static inline __attribute__((always_inline))
 int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 			 struct mpq_queue_rec **rp)
@@ -660,8 +682,13 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 		/* Ahead: another producer took pos; tail must have moved. */
 		now = load_relaxed(&q->shm->tail);
 		if (now == pos) {
-			ret = -EUCLEAN;
-			goto fail;
+			/* Unless it was left behind (mpq_cursor_behind()). */
+			if (!mpq_cursor_behind(q, &q->shm->tail, pos, dif, 1,
+					       q->capacity)) {
+				ret = -EUCLEAN;
+				goto fail;
+			}
+			now = load_relaxed(&q->shm->tail);
 		}
 		pos = now;
 	}
@@ -932,8 +959,13 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 		}
 		now = load_relaxed(&q->shm->head);
 		if (now == pos) {
-			ret = -EUCLEAN;
-			goto fail;
+			if (!mpq_cursor_behind(q, &q->shm->head, pos, dif + 1,
+					       q->capacity,
+					       (int64_t)q->capacity + 1)) {
+				ret = -EUCLEAN;
+				goto fail;
+			}
+			now = load_relaxed(&q->shm->head);
 		}
 		pos = now;
 	}
@@ -1098,29 +1130,61 @@ static inline int mpq_queue_lean(const struct mpq_queue *q)
 
 /*
  * Under the cached record, with op's intent for pos: move tail or head
- * (word) from pos to pos + 1, by a CAS or, for the only producer or
- * consumer (alone), a store. Returns the record, its intent WON, or NULL
- * (no record, or someone else moved word first).
+ * (word) from pos to pos + 1 by a CAS. Returns the record, its intent
+ * WON, or NULL (no record, or someone else moved word first).
  */
 static inline __attribute__((always_inline))
 struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q, uint32_t op,
-				     __u64 *word, __u64 pos, int alone)
+				     __u64 *word, __u64 pos)
 {
 	struct mpq_queue_rec *r = mpq_rec_cached(q);
 
 	if (unlikely(!r))
 		return NULL;
 	mpq_rec_intent(r, op, pos, 1);
-	if (alone) {
-		store_release(word, pos + 1);
-	} else if (unlikely(!__atomic_compare_exchange_n(word, &pos, pos + 1,
-							 0, __ATOMIC_RELEASE,
-							 __ATOMIC_RELAXED))) {
+	if (unlikely(!__atomic_compare_exchange_n(word, &pos, pos + 1, 0,
+						  __ATOMIC_RELEASE,
+						  __ATOMIC_RELAXED))) {
 		mpq_rec_end(q, r);
 		return NULL;
 	}
 	__atomic_store_n(&r->op, op | MPQ_REC_WON, __ATOMIC_RELAXED);
 	return r;
+}
+
+/*
+ * The only producer and the only consumer take no record here: the put
+ * publishes its slot before it moves tail, the get frees its slot after
+ * the copy and moves head last. Killed before the publish, a put left
+ * nothing (seq still says free); before the free, a get leaves its
+ * message at head, to be delivered again (as a dead consumer's is). Killed
+ * between, either leaves its cursor one behind a slot that is already
+ * past it, which whoever comes next moves on (mpq_cursor_behind(), and
+ * the module's read(2), write(2) and poll()). A record costs a third of
+ * a one-message put or get: TLS, the robust list's pending slot and four
+ * stores (bench/README.md).
+ */
+static inline __attribute__((always_inline))
+void mpq_queue_put1_alone(struct mpq_queue *q, struct mpq_slot *s,
+			  uint64_t pos, const void *msg, uint32_t len)
+{
+	s->len = len;
+	mpq_copy(s + 1, msg, len);
+	store_release(&s->seq, (uint32_t)(pos + 1));
+	mpq_probe_queue_put(q->id, pos, len);
+	store_release(&q->shm->tail, pos + 1);
+	mpq_queue_notify_fast(q, &q->shm->nonempty, MPQ_POLL_IN);
+}
+
+static inline __attribute__((always_inline))
+void mpq_queue_get1_alone(struct mpq_queue *q, struct mpq_slot *s,
+			  uint64_t pos, void *buf, uint32_t len)
+{
+	mpq_copy(buf, s + 1, len);
+	store_release(&s->seq, (uint32_t)(pos + q->capacity));
+	mpq_probe_queue_get(q->id, pos, len);
+	store_release(&q->shm->head, pos + 1);
+	mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
 }
 
 /* Put msg (len <= msg_max): 1, or 0 for the general path. */
@@ -1133,10 +1197,13 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 
 	if (load_acquire(&s->seq) != (uint32_t)pos)
 		return 0;
+	if (q->one_producer) {		/* bounded: no overflow */
+		mpq_queue_put1_alone(q, s, pos, msg, len);
+		return 1;
+	}
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
 		return 0;
-	r = mpq_lean_begin(q, MPQ_REC_PUT, &q->shm->tail, pos,
-			   q->one_producer);
+	r = mpq_lean_begin(q, MPQ_REC_PUT, &q->shm->tail, pos);
 	if (unlikely(!r))
 		return 0;
 	s->len = len;
@@ -1166,8 +1233,12 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 	len = load_relaxed(&s->len);
 	if (unlikely(len > q->msg_max || len > *lenp))
 		return 0;
-	r = mpq_lean_begin(q, MPQ_REC_GET, &q->shm->head, pos,
-			   q->one_consumer);
+	if (q->one_consumer) {
+		mpq_queue_get1_alone(q, s, pos, buf, len);
+		*lenp = len;
+		return 1;
+	}
+	r = mpq_lean_begin(q, MPQ_REC_GET, &q->shm->head, pos);
 	if (unlikely(!r))
 		return 0;
 	mpq_copy(buf, s + 1, len);
@@ -1968,8 +2039,11 @@ static int mpq_zc_check(struct mpq_queue *q, struct mpq_msg *m, uint32_t kind)
 static int mpq_queue_full_ring(struct mpq_queue *q)
 {
 	uint64_t tail = load_acquire(&q->shm->tail);
+	uint32_t ahead = load_acquire(&mpq_slot_at(q, tail)->seq) -
+			 (uint32_t)tail;
 
-	if (load_acquire(&mpq_slot_at(q, tail)->seq) != (uint32_t)tail)
+	/* A tail left behind (mpq_cursor_behind()): the next put moves it. */
+	if (ahead && ahead != 1 && ahead != q->capacity)
 		return 1;
 	return q->limit && (int64_t)(tail - load_acquire(&q->shm->head)) >=
 			   (int64_t)q->limit;
@@ -2322,10 +2396,13 @@ MPQ_EXPORT int mpq_queue_cancel_join_thread(struct mpq_queue *q)
 static int mpq_queue_readable(struct mpq_queue *q)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
+	uint32_t ahead;
 
 	if (!q->maxsize && mpq_ovf_active(q))
 		return 1;
-	return load_acquire(&mpq_slot_at(q, pos)->seq) == (uint32_t)(pos + 1);
+	ahead = load_acquire(&mpq_slot_at(q, pos)->seq) - (uint32_t)pos;
+	/* Or a head left behind (mpq_cursor_behind()), that a get moves on. */
+	return ahead == 1 || ahead == q->capacity || ahead == q->capacity + 1;
 }
 
 /*
@@ -2424,9 +2501,20 @@ MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 		if (load_acquire(&q->shm->head) == head)
 			break;
 	}
+	/*
+	 * The only consumer moves head after it frees its slot, and the only
+	 * producer moves tail after it publishes (whose message may be taken
+	 * first): a death between leaves either one behind.
+	 */
+	p = load_acquire(&mpq_slot_at(q, head)->seq) - (uint32_t)head;
+	if (p == q->capacity || p == q->capacity + 1ULL)
+		head++;
+	if (head - tail == 1)
+		tail = head;
 	if (tail - head > q->capacity)
 		return tries == 16 ? (int)q->capacity : -EUCLEAN;
-	for (p = head; p != tail; p++) {
+	/* p == tail: a tail left behind over its published message. */
+	for (p = head; p != tail + 1; p++) {
 		struct mpq_slot *s = mpq_slot_at(q, p);
 
 		if (load_acquire(&s->seq) == (uint32_t)(p + 1) &&

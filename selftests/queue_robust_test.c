@@ -6,6 +6,8 @@
  * storms with exact accounting of every message, JoinableQueue, close()
  * and an exact qsize. On the backend the environment selects.
  */
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 
 #include "kselftest_harness.h"
@@ -777,6 +779,110 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 		mpq_queue_free(q);
 		munmap(sh, sizeof(*sh));
 	}
+}
+
+/*
+ * The only producer publishes its slot before it moves tail, and the only
+ * consumer frees its slot before it moves head, with no record between
+ * (the one-message path): killed there, either leaves its cursor one
+ * behind. queue_deaths_test kills them at every instruction and drains
+ * through the same handle; here that state is set by hand in a second
+ * mapping, as a death leaves it, and every other reader meets it: qsize,
+ * full, mpq_wait(), and with the module read(2), write(2) and poll().
+ */
+static int cursor_ready(struct mpq_queue *q, short ev)
+{
+	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE, .queue = q };
+	struct pollfd p = { .fd = mpq_queue_fileno(q), .events = ev };
+
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		return poll(&p, 1, 0) == 1 && (p.revents & ev);
+	/* memfd: mpq_wait() for a message; for room, full() says. */
+	return ev == POLLIN ? mpq_wait(&it, 1, 0) == 1 : !mpq_queue_full(q);
+}
+
+static int cursor_get(struct mpq_queue *q, char *c)
+{
+	size_t len = 1;
+
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		return read(mpq_queue_fileno(q), c, 1) == 1 ? 0 : -errno;
+	return mpq_queue_get(q, c, &len, 0);
+}
+
+static int cursor_put(struct mpq_queue *q, char c)
+{
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		return write(mpq_queue_fileno(q), &c, 1) == 1 ? 0 : -errno;
+	return mpq_queue_put(q, &c, 1, 0);
+}
+
+TEST(a_cursor_the_only_producer_or_consumer_left_behind_is_moved_on)
+{
+	struct mpq_queue *q = queue(4, 8, ONE_BY_ONE);
+	struct mpq_queue_shm *shm;
+	size_t size, len;
+	char c, buf[8];
+	int i;
+
+	ASSERT_NE(NULL, q);
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	/* read(2) of an empty queue: -EAGAIN, not a wait. */
+	if (mpq_queue_backend(q) == MPQ_BACKEND_KMOD)
+		ASSERT_EQ(0, fcntl(mpq_queue_fileno(q), F_SETFL, O_NONBLOCK));
+
+	/* Tail left behind over its published message "a". */
+	ASSERT_EQ(0, mpq_queue_put(q, "a", 1, 0));
+	shm->tail--;
+	EXPECT_EQ(1, mpq_queue_qsize(q));
+	EXPECT_EQ(0, mpq_queue_full(q));
+	EXPECT_TRUE(cursor_ready(q, POLLOUT));
+	EXPECT_TRUE(cursor_ready(q, POLLIN));
+	ASSERT_EQ(0, cursor_put(q, 'b'));
+	EXPECT_EQ(2, shm->tail);
+	EXPECT_EQ(2, mpq_queue_qsize(q));
+	/* ... and over a message already taken: "c" after "a" and "b". */
+	ASSERT_EQ(0, cursor_get(q, &c));
+	EXPECT_EQ('a', c);
+	ASSERT_EQ(0, cursor_get(q, &c));
+	EXPECT_EQ('b', c);
+	ASSERT_EQ(0, mpq_queue_put(q, "c", 1, 0));
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_queue_get(q, buf, &len, 0));
+	shm->tail--;
+	EXPECT_EQ(0, mpq_queue_qsize(q));
+	EXPECT_TRUE(cursor_ready(q, POLLOUT));
+	ASSERT_EQ(0, cursor_put(q, 'd'));
+	EXPECT_EQ(4, shm->tail);
+	ASSERT_EQ(0, cursor_get(q, &c));
+	EXPECT_EQ('d', c);
+
+	/* Head left behind over the slot it freed. */
+	EXPECT_EQ(4, shm->head);
+	shm->head--;
+	EXPECT_EQ(0, mpq_queue_qsize(q));
+	EXPECT_EQ(1, mpq_queue_empty(q));
+	EXPECT_EQ(-EAGAIN, cursor_get(q, &c));
+	ASSERT_EQ(0, mpq_queue_put(q, "e", 1, 0));
+	EXPECT_TRUE(cursor_ready(q, POLLIN));
+	ASSERT_EQ(0, cursor_get(q, &c));
+	EXPECT_EQ('e', c);
+	EXPECT_EQ(5, shm->head);
+	/* ... and over the slot refilled a lap later: the ring is full. */
+	shm->head--;
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, cursor_put(q, (char)('f' + i)));
+	EXPECT_EQ(1, mpq_queue_full(q));
+	EXPECT_EQ(4, mpq_queue_qsize(q));
+	EXPECT_TRUE(cursor_ready(q, POLLIN));
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, cursor_get(q, &c));
+		EXPECT_EQ('f' + i, c);
+	}
+	EXPECT_EQ(-EAGAIN, cursor_get(q, &c));
+	munmap(shm, size);
+	mpq_queue_free(q);
 }
 
 /*

@@ -150,7 +150,14 @@ struct mpq_queue_blob {
  * a libmpq of layout 3 would miscount or sleep through a wake-up on a
  * queue of layout 4, so each refuses the other's queues.
  */
-#define MPQ_QUEUE_VERSION	4U
+/*
+ * 5: the only producer or consumer (MPQ_QUEUE_F_ONE_PRODUCER/_CONSUMER)
+ * of a one-message put or get publishes or frees its slot before it moves
+ * tail or head, so a death between leaves that cursor one behind (see
+ * the ring rules below); a reader of layout 4 would call such a queue
+ * corrupt, or wait at its head for ever.
+ */
+#define MPQ_QUEUE_VERSION	5U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -167,6 +174,15 @@ struct mpq_queue_blob {
  * slot (seq p + 1) would look free to the producer of position p + 1.
  * A bounded queue's producer also keeps tail - head within maxsize, which
  * may be less than the capacity (maxsize 3: a ring of 4 that holds 3).
+ *
+ * A cursor left behind. The only producer (consumer) of a queue may
+ * publish (free) its slot first and move tail (head) after, taking no
+ * operation record: killed between the two, it leaves the cursor at p
+ * with slot p already past it. So tail at p over a slot whose seq is
+ * p + 1 or p + capacity, or head at p over a slot whose seq is
+ * p + capacity or p + capacity + 1, is behind: whoever finds it moves it
+ * to p + 1 with a compare-and-swap and looks again. No claim-first
+ * operation leaves either state, so the rule is safe for every queue.
  */
 struct mpq_queue_shm {
 	/* Informational copy of the geometry, written once at creation. */
