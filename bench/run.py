@@ -150,7 +150,8 @@ def fresh_copies(cells, tmp):
     the slow file turned fast once the page cache dropped it: the
     physical pages a program and libmpq sit in weigh on its speed. A copy
     each round draws them again, so that one unlucky placement widens a
-    row's spread instead of biasing all its rounds (bench/README.md)."""
+    row's spread instead of biasing all its rounds (bench/README.md).
+    Keyed by id(cmd): a program's cells share its cmd list."""
     out, made = {}, {}
     for cmd, _ in cells:
         key = id(cmd)
@@ -176,47 +177,24 @@ def fresh_copies(cells, tmp):
     return out
 
 
+def row_key(r):
+    """A row's identity: KEY's values, and whether it is the baseline's."""
+    return tuple(r.get(k) for k in KEY) + (bool(r.get("baseline")),)
+
+
 def run_cells(cells, rounds, quick, log):
     samples = {}
     failures = []
     tmp = tempfile.mkdtemp(prefix="mpq-bench-")
     try:
-        return run_rounds(cells, rounds, quick, log, tmp, samples, failures)
+        for r in range(rounds):
+            fresh = fresh_copies(cells, tmp)
+            for cmd, cell in cells:
+                run_cell(fresh.get(id(cmd), cmd), cmd, cell, quick,
+                         "round %d/%d" % (r + 1, rounds), log, samples,
+                         failures)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def run_rounds(cells, rounds, quick, log, tmp, samples, failures):
-    for r in range(rounds):
-        fresh = fresh_copies(cells, tmp)
-        for cmd, cell in cells:
-            args = fresh.get(id(cmd), cmd) + cell_args(cell) + (
-                ["--quick"] if quick else [])
-            t0 = time.time()
-            try:
-                p = subprocess.run(args, capture_output=True, text=True,
-                                   timeout=600)
-                ok = p.returncode == 0
-                err = p.stderr.strip().splitlines()[-3:] if not ok else []
-            except subprocess.TimeoutExpired:
-                ok, p, err = False, None, ["timed out after 600 s"]
-            dt = time.time() - t0
-            base = isinstance(cmd, BaseCmd)
-            log("round %d/%d  %-48s %6.2fs %s" % (
-                r + 1, rounds, cell_name(cell) + (" (baseline)" if base else ""),
-                dt, "ok" if ok else "FAILED"))
-            if not ok:
-                failures.append((cell_name(cell) + (" (baseline)" if base
-                                                    else ""), " | ".join(err)))
-                continue
-            for line in p.stdout.splitlines():
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                if cmd is NOPROBES:
-                    row["impl"] = NOPROBES_IMPL
-                k = tuple(row.get(x) for x in KEY) + (base,)
-                samples.setdefault(k, []).append(row["value"])
     rows = []
     for k, vals in sorted(samples.items(), key=lambda kv: str(kv[0])):
         row = dict(zip(KEY, k[:-1]))
@@ -226,6 +204,36 @@ def run_rounds(cells, rounds, quick, log, tmp, samples, failures):
             row["baseline"] = True
         rows.append(row)
     return rows, failures
+
+
+def run_cell(args, cmd, cell, quick, when, log, samples, failures):
+    """One run of cell by args (cmd, or its fresh copy); its rows' values
+    go into samples under row_key()."""
+    base = isinstance(cmd, BaseCmd)
+    name = cell_name(cell) + (" (baseline)" if base else "")
+    t0 = time.time()
+    try:
+        p = subprocess.run(args + cell_args(cell) + (["--quick"] if quick
+                                                     else []),
+                           capture_output=True, text=True, timeout=600)
+        ok = p.returncode == 0
+        err = p.stderr.strip().splitlines()[-3:] if not ok else []
+    except subprocess.TimeoutExpired:
+        ok, p, err = False, None, ["timed out after 600 s"]
+    log("%s  %-48s %6.2fs %s" % (when, name, time.time() - t0,
+                                 "ok" if ok else "FAILED"))
+    if not ok:
+        failures.append((name, " | ".join(err)))
+        return
+    for line in p.stdout.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if cmd is NOPROBES:
+            row["impl"] = NOPROBES_IMPL
+        if base:
+            row["baseline"] = True
+        samples.setdefault(row_key(row), []).append(row["value"])
 
 
 # ---- looking rows up --------------------------------------------------
@@ -656,11 +664,11 @@ REGRESSION_METRICS = {"msgs_per_s": True, "tasks_per_s": True,
 def compare_base(rows, base):
     """Each baseline row beside the same row now: (base, now, verdict),
     where verdict is worse or better only beyond both rows' spread."""
-    now = {tuple(r.get(k) for k in KEY): r for r in rows}
+    now = {row_key(r)[:-1]: r for r in rows}
     out = []
     for b in base:
         higher = REGRESSION_METRICS.get(b["metric"])
-        r = now.get(tuple(b.get(k) for k in KEY))
+        r = now.get(row_key(b)[:-1])
         if higher is None or not r:
             continue
         if higher:
@@ -691,18 +699,16 @@ def recheck(cells, rows, rounds, quick, log):
     now = [r for r in rows if not r.get("baseline")]
     base = [r for r in rows if r.get("baseline")]
     worse = {cell_of(b) for b, _, v in compare_base(now, base) if v == "worse"}
-    again = [(cmd, c) for cmd, c in cells
-             if tuple(c.get(k) for k in KEY if k != "metric") in worse]
+    again = [(cmd, c) for cmd, c in cells if cell_of(c) in worse]
     if not again:
         return rows, []
     n = max(rounds, RECHECK_ROUNDS)
     log("%d cells looked worse than the baseline: again, %d rounds" % (
         len(worse), n))
     fresh, failures = run_cells(again, n, quick, log)
-    old = {tuple(r.get(k) for k in KEY) + (bool(r.get("baseline")),): r
-           for r in rows}
+    old = {row_key(r): r for r in rows}
     for r in fresh:
-        k = tuple(r.get(x) for x in KEY) + (bool(r.get("baseline")),)
+        k = row_key(r)
         if k in old:
             o = old[k]
             r["first"] = {x: o[x] for x in ("value", "min", "max", "rounds")}

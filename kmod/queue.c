@@ -129,15 +129,19 @@ static bool mpq_queue_head_behind(struct mpq_queue *q, u64 pos, u32 seq)
 }
 
 /*
- * Is the message at head published, or is head left behind: would
+ * Is the message at head pos published, or is head left behind: would
  * read(2) find one, or move head on and look again?
  */
-static bool mpq_queue_ring_readable(struct mpq_queue *q)
+static bool mpq_queue_readable_at(struct mpq_queue *q, u64 pos)
 {
-	u64 pos = READ_ONCE(q->shm->head);
 	u32 seq = READ_ONCE(mpq_queue_slot(q, pos)->seq);
 
 	return seq == (u32)(pos + 1) || mpq_queue_head_behind(q, pos, seq);
+}
+
+static bool mpq_queue_ring_readable(struct mpq_queue *q)
+{
+	return mpq_queue_readable_at(q, READ_ONCE(q->shm->head));
 }
 
 /* A dead get's positions looked at, at most: a bound on ->poll()'s work. */
@@ -239,7 +243,7 @@ static __poll_t mpq_queue_ready(struct mpq_queue *q)
 	 * or libmpq call moves it on.
 	 */
 	pos = READ_ONCE(q->shm->head);
-	if (mpq_queue_ring_readable(q))
+	if (mpq_queue_readable_at(q, pos))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	/* An unbounded queue's overflow: libmpq's get moves it in. */
 	else if (q->flags & MPQ_QUEUE_UNBOUNDED && READ_ONCE(q->shm->ovf_count))

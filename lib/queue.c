@@ -565,25 +565,34 @@ void mpq_queue_notify(struct mpq_queue *q, uint32_t *word, uint32_t poll_bit)
 }
 
 /*
- * Is the cursor (tail or head, at pos) left one behind by the only
- * producer or consumer killed between publishing or freeing its slot and
- * moving the cursor (the one-message path below takes no record)? Then
- * the slot at pos reads ahead of pos by a or b: tail over a slot
- * published (pos + 1) or already taken (pos + capacity); head over a slot
- * freed (pos + capacity) or already refilled (pos + capacity + 1). A
- * claim moves its cursor before it touches the slot, so no live
- * operation leaves that: move it on, with a CAS in case another
- * participant does too. 1 if so, 0 if the ring is corrupt.
+ * A cursor left behind by the only producer or consumer, killed between
+ * publishing or freeing its slot and moving the cursor (the one-message
+ * path below takes no record): tail at pos over a slot already published
+ * (seq pos + 1) or already taken (pos + capacity); head at pos over a
+ * slot already freed (pos + capacity) or already refilled (pos + capacity
+ * + 1). A claim moves its cursor before it touches the slot, so no live
+ * operation leaves either: whoever finds one moves it on, with a CAS in
+ * case another participant does too (the module's read(2), write(2) and
+ * poll() follow the same rule).
  */
-static __attribute__((noinline)) int
-mpq_cursor_behind(struct mpq_queue *q, __u64 *cursor, uint64_t pos,
-		  int64_t ahead, int64_t a, int64_t b)
+static inline int mpq_tail_behind(const struct mpq_queue *q, uint64_t pos,
+				  uint32_t seq)
 {
-	if (ahead != a && ahead != b)
-		return 0;
+	return seq == (uint32_t)(pos + 1) || seq == (uint32_t)(pos + q->capacity);
+}
+
+static inline int mpq_head_behind(const struct mpq_queue *q, uint64_t pos,
+				  uint32_t seq)
+{
+	return seq == (uint32_t)(pos + q->capacity) ||
+	       seq == (uint32_t)(pos + q->capacity + 1);
+}
+
+static __attribute__((noinline)) void mpq_cursor_move_on(__u64 *cursor,
+							 uint64_t pos)
+{
 	__atomic_compare_exchange_n(cursor, &pos, pos + 1, 0,
 				    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
-	return 1;
 }
 
 /*
@@ -682,12 +691,12 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 		/* Ahead: another producer took pos; tail must have moved. */
 		now = load_relaxed(&q->shm->tail);
 		if (now == pos) {
-			/* Unless it was left behind (mpq_cursor_behind()). */
-			if (!mpq_cursor_behind(q, &q->shm->tail, pos, dif, 1,
-					       q->capacity)) {
+			/* Unless it was left behind (mpq_tail_behind()). */
+			if (!mpq_tail_behind(q, pos, (uint32_t)(pos + dif))) {
 				ret = -EUCLEAN;
 				goto fail;
 			}
+			mpq_cursor_move_on(&q->shm->tail, pos);
 			now = load_relaxed(&q->shm->tail);
 		}
 		pos = now;
@@ -959,12 +968,11 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 		}
 		now = load_relaxed(&q->shm->head);
 		if (now == pos) {
-			if (!mpq_cursor_behind(q, &q->shm->head, pos, dif + 1,
-					       q->capacity,
-					       (int64_t)q->capacity + 1)) {
+			if (!mpq_head_behind(q, pos, (uint32_t)(pos + 1 + dif))) {
 				ret = -EUCLEAN;
 				goto fail;
 			}
+			mpq_cursor_move_on(&q->shm->head, pos);
 			now = load_relaxed(&q->shm->head);
 		}
 		pos = now;
@@ -1159,10 +1167,9 @@ struct mpq_queue_rec *mpq_lean_begin(struct mpq_queue *q, uint32_t op,
  * nothing (seq still says free); before the free, a get leaves its
  * message at head, to be delivered again (as a dead consumer's is). Killed
  * between, either leaves its cursor one behind a slot that is already
- * past it, which whoever comes next moves on (mpq_cursor_behind(), and
- * the module's read(2), write(2) and poll()). A record costs a third of
- * a one-message put or get: TLS, the robust list's pending slot and four
- * stores (bench/README.md).
+ * past it, which whoever comes next moves on (mpq_tail_behind()). A
+ * record costs a third of a one-message put or get: TLS, the robust
+ * list's pending slot and four stores (bench/README.md).
  */
 static inline __attribute__((always_inline))
 void mpq_queue_put1_alone(struct mpq_queue *q, struct mpq_slot *s,
@@ -2039,11 +2046,10 @@ static int mpq_zc_check(struct mpq_queue *q, struct mpq_msg *m, uint32_t kind)
 static int mpq_queue_full_ring(struct mpq_queue *q)
 {
 	uint64_t tail = load_acquire(&q->shm->tail);
-	uint32_t ahead = load_acquire(&mpq_slot_at(q, tail)->seq) -
-			 (uint32_t)tail;
+	uint32_t seq = load_acquire(&mpq_slot_at(q, tail)->seq);
 
-	/* A tail left behind (mpq_cursor_behind()): the next put moves it. */
-	if (ahead && ahead != 1 && ahead != q->capacity)
+	/* A tail left behind is not full: the next put moves it on. */
+	if (seq != (uint32_t)tail && !mpq_tail_behind(q, tail, seq))
 		return 1;
 	return q->limit && (int64_t)(tail - load_acquire(&q->shm->head)) >=
 			   (int64_t)q->limit;
@@ -2396,13 +2402,13 @@ MPQ_EXPORT int mpq_queue_cancel_join_thread(struct mpq_queue *q)
 static int mpq_queue_readable(struct mpq_queue *q)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
-	uint32_t ahead;
+	uint32_t seq;
 
 	if (!q->maxsize && mpq_ovf_active(q))
 		return 1;
-	ahead = load_acquire(&mpq_slot_at(q, pos)->seq) - (uint32_t)pos;
-	/* Or a head left behind (mpq_cursor_behind()), that a get moves on. */
-	return ahead == 1 || ahead == q->capacity || ahead == q->capacity + 1;
+	seq = load_acquire(&mpq_slot_at(q, pos)->seq);
+	/* Or a head left behind, that a get moves on. */
+	return seq == (uint32_t)(pos + 1) || mpq_head_behind(q, pos, seq);
 }
 
 /*
@@ -2506,8 +2512,7 @@ MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 	 * producer moves tail after it publishes (whose message may be taken
 	 * first): a death between leaves either one behind.
 	 */
-	p = load_acquire(&mpq_slot_at(q, head)->seq) - (uint32_t)head;
-	if (p == q->capacity || p == q->capacity + 1ULL)
+	if (mpq_head_behind(q, head, load_acquire(&mpq_slot_at(q, head)->seq)))
 		head++;
 	if (head - tail == 1)
 		tail = head;
