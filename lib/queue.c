@@ -1057,7 +1057,7 @@ void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
 	for (i = 0, j = 0; i < k; i++) {
 		if (len[i] == MPQ_SLOT_DROPPED)
 			continue;
-		mpq_copy(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
+		mpq_copy_out(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
 			 len[i]);
 		bufs[j++].iov_len = len[i];
 	}
@@ -1187,7 +1187,7 @@ static inline __attribute__((always_inline))
 void mpq_queue_get1_alone(struct mpq_queue *q, struct mpq_slot *s,
 			  uint64_t pos, void *buf, uint32_t len)
 {
-	mpq_copy(buf, s + 1, len);
+	mpq_copy_out(buf, s + 1, len);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
 	store_release(&q->shm->head, pos + 1);
@@ -1248,7 +1248,7 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 	r = mpq_lean_begin(q, MPQ_REC_GET, &q->shm->head, pos);
 	if (unlikely(!r))
 		return 0;
-	mpq_copy(buf, s + 1, len);
+	mpq_copy_out(buf, s + 1, len);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
 	mpq_rec_end(q, r);
