@@ -133,7 +133,7 @@ static void ring_read(struct mpq_conn *c, uint64_t pos, void *dst, size_t n)
 	uint64_t off = pos & (c->size - 1), first = c->size - off;
 
 	if (n <= first) {
-		mpq_copy_out(dst, c->rx_data + off, n);
+		mpq_copy(dst, c->rx_data + off, n);
 	} else {
 		memcpy(dst, c->rx_data + off, first);
 		memcpy((unsigned char *)dst + first, c->rx_data, n - first);

@@ -1044,21 +1044,40 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
 }
 
 /*
+ * A message out of its slot into the caller's buffer. A get that found it
+ * there (a backlog: the consumer keeps up with a stream) copies with
+ * mpq_copy_out(), which pays for a stream from 512 bytes on; a get that
+ * waited for it (a round trip, where the copy is on the critical path)
+ * with memcpy, which starts faster: rep movsb put 1 KiB round trips 4-9%
+ * behind, and a get that waited lost nothing of the stream's gain by
+ * leaving it (bench/README.md).
+ */
+static inline __attribute__((always_inline))
+void mpq_queue_copy_msg(void *buf, const struct mpq_slot *s, uint32_t len,
+			int waited)
+{
+	if (waited)
+		mpq_copy(buf, s + 1, len);
+	else
+		mpq_copy_out(buf, s + 1, len);
+}
+
+/*
  * Our claim of k slots from pos, of lengths len[]: copy the messages into
  * bufs, free the slots, let the record go, notify once.
  */
 static inline __attribute__((always_inline))
 void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
 		    uint64_t pos, struct iovec *bufs, const uint32_t *len,
-		    unsigned int k)
+		    unsigned int k, int waited)
 {
 	unsigned int i, j;
 
 	for (i = 0, j = 0; i < k; i++) {
 		if (len[i] == MPQ_SLOT_DROPPED)
 			continue;
-		mpq_copy_out(bufs[j].iov_base, mpq_slot_at(q, pos + i) + 1,
-			 len[i]);
+		mpq_queue_copy_msg(bufs[j].iov_base, mpq_slot_at(q, pos + i),
+				   len[i], waited);
 		bufs[j++].iov_len = len[i];
 	}
 	mpq_queue_free_slots(q, pos, k);
@@ -1078,7 +1097,7 @@ void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
  */
 static inline __attribute__((always_inline))
 int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
-			unsigned int n)
+			unsigned int n, int waited)
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
@@ -1106,18 +1125,19 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 			return mpq_queue_take_ext(q, r, pos, bufs);
 		/* One slot, the common claim: the loops fold away. */
 		if (likely(k == 1))
-			mpq_queue_take(q, r, pos, bufs, len, 1);
+			mpq_queue_take(q, r, pos, bufs, len, 1, waited);
 		else
-			mpq_queue_take(q, r, pos, bufs, len, (unsigned int)k);
+			mpq_queue_take(q, r, pos, bufs, len, (unsigned int)k,
+				       waited);
 		/* Only dropped slots: look again. */
 	} while (!m);
 	return (int)m;
 }
 
 static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
-			     unsigned int n)
+			     unsigned int n, int waited)
 {
-	return mpq_queue_try_get_n(q, bufs, n);
+	return mpq_queue_try_get_n(q, bufs, n, waited);
 }
 
 /*
@@ -1185,9 +1205,9 @@ void mpq_queue_put1_alone(struct mpq_queue *q, struct mpq_slot *s,
 
 static inline __attribute__((always_inline))
 void mpq_queue_get1_alone(struct mpq_queue *q, struct mpq_slot *s,
-			  uint64_t pos, void *buf, uint32_t len)
+			  uint64_t pos, void *buf, uint32_t len, int waited)
 {
-	mpq_copy_out(buf, s + 1, len);
+	mpq_queue_copy_msg(buf, s, len, waited);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
 	store_release(&q->shm->head, pos + 1);
@@ -1227,7 +1247,7 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
  * -EAGAIN (a bounded ring empty), or 0 for the general path.
  */
 static inline __attribute__((always_inline))
-int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
+int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp, int waited)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
 	struct mpq_slot *s = mpq_slot_at(q, pos);
@@ -1241,14 +1261,14 @@ int mpq_queue_get1(struct mpq_queue *q, void *buf, size_t *lenp)
 	if (unlikely(len > q->msg_max || len > *lenp))
 		return 0;
 	if (q->one_consumer) {
-		mpq_queue_get1_alone(q, s, pos, buf, len);
+		mpq_queue_get1_alone(q, s, pos, buf, len, waited);
 		*lenp = len;
 		return 1;
 	}
 	r = mpq_lean_begin(q, MPQ_REC_GET, &q->shm->head, pos);
 	if (unlikely(!r))
 		return 0;
-	mpq_copy_out(buf, s + 1, len);
+	mpq_queue_copy_msg(buf, s, len, waited);
 	store_release(&s->seq, (uint32_t)(pos + q->capacity));
 	mpq_probe_queue_get(q->id, pos, len);
 	mpq_rec_end(q, r);
@@ -1265,6 +1285,7 @@ struct mpq_op {
 	int is_get;
 	struct mpq_msg *zc;	/* reserve or peek */
 	struct mpq_qblob *blob;	/* reserve: out of line, in this blob */
+	int waited;		/* past the first look (mpq_queue_copy_msg) */
 };
 
 static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m,
@@ -1280,12 +1301,13 @@ static int mpq_op_try(struct mpq_op *op)
 		/* A spin's looks: the message that lands goes the lean way. */
 		if (op->n == 1 && mpq_queue_lean(op->q)) {
 			int ret = mpq_queue_get1(op->q, op->iov[0].iov_base,
-						 &op->iov[0].iov_len);
+						 &op->iov[0].iov_len,
+						 op->waited);
 
 			if (ret)
 				return ret;
 		}
-		return mpq_queue_try_get(op->q, op->iov, op->n);
+		return mpq_queue_try_get(op->q, op->iov, op->n, op->waited);
 	}
 	return mpq_queue_try_put(op->q, op->iov, op->n);
 }
@@ -1623,6 +1645,7 @@ static int mpq_queue_wait(struct mpq_op *op, uint32_t *word,
 	int ret;
 
 	mpq_probe_queue_wait_begin(op->q->id, dir);
+	op->waited = 1;
 	ret = mpq_queue_wait_for(op, word, timeout_ns);
 	mpq_probe_queue_wait_end(op->q->id, dir, ret);
 	return ret;
@@ -1679,8 +1702,8 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 
 	if (unlikely(q->closed))
 		return -EBADF;
-	ret = likely(n == 1) ? mpq_queue_try_get_n(q, bufs, 1) :
-			       mpq_queue_try_get(q, bufs, n);
+	ret = likely(n == 1) ? mpq_queue_try_get_n(q, bufs, 1, 0) :
+			       mpq_queue_try_get(q, bufs, n, 0);
 	if (likely(ret != -EAGAIN))
 		return ret;
 	return mpq_queue_op_blocked(q, bufs, n, 1, timeout_ns);
@@ -1819,7 +1842,7 @@ MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 	int lean = 0;
 
 	if (likely(q && buf && len && !q->ext && mpq_queue_lean(q))) {
-		lean = mpq_queue_get1(q, buf, len);
+		lean = mpq_queue_get1(q, buf, len, 0);
 		if (likely(lean > 0))
 			return 0;
 	}

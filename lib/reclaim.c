@@ -454,7 +454,7 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		} else if (len <= q->msg_max) {
 			if (got == nbufs || len > bufs[got].iov_len)
 				break;
-			mpq_copy_out(bufs[got].iov_base, s + 1, len);
+			mpq_copy(bufs[got].iov_base, s + 1, len);
 			bufs[got++].iov_len = len;
 		}
 		/*
