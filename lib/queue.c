@@ -1049,8 +1049,8 @@ static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
  * mpq_copy_out(), which pays for a stream from 512 bytes on; a get that
  * waited for it (a round trip, where the copy is on the critical path)
  * with memcpy, which starts faster: rep movsb put 1 KiB round trips 4-9%
- * behind, and a get that waited lost nothing of the stream's gain by
- * leaving it (bench/README.md).
+ * behind, and keeping it from the gets that waited cost the stream
+ * nothing (bench/README.md).
  */
 static inline __attribute__((always_inline))
 void mpq_queue_copy_msg(void *buf, const struct mpq_slot *s, uint32_t len,
