@@ -464,9 +464,10 @@ TEST_F(sync, a_barrier_party_killed_while_others_wait_breaks_it)
 		if (!before)
 			for (i = 0; i < 2; i++)
 				w[i] = spawn(party, &others);
-		for (i = 0; i < 2; i++)
+		for (i = 0; i < 2; i++) {
 			EXPECT_EQ(100 + ECANCELED, wait_child(w[i], 10000))
-				TH_LOG("round %d", round);
+				TH_LOG("round %d, party %d", round, i);
+		}
 		ASSERT_EQ(0, mpq_manager_barrier_reset(b));
 	}
 	mpq_manager_barrier_free(b);

@@ -111,10 +111,13 @@ TEST_F_TIMEOUT(slow, sigkill_of_producers_putting_into_the_overflow_keeps_the_co
 		/* Nothing committed lost (the last put of each may be in). */
 		ASSERT_LE(committed, taken);
 		ASSERT_GE(committed + PRODUCERS, taken);
-		for (p = 0; p < PRODUCERS; p++)
-			for (i = 0; i < c->sent[p]; i++)
+		/* Braced: the harness's log and bail follow the assert. */
+		for (p = 0; p < PRODUCERS; p++) {
+			for (i = 0; i < c->sent[p]; i++) {
 				ASSERT_EQ(1, c->seen[p][i])
 					TH_LOG("%d:%u lost", p, i);
+			}
+		}
 		left = mpq_queue_unfinished(q);
 		if (left)
 			bad++;
