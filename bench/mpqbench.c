@@ -42,6 +42,10 @@
  *
  * Impls (each a "channel": one direction of messages, open before fork,
  * then each side keeps its end)
+ *   spin-floor-2 The spin floor's round trip with a line each way (rtt,
+ *                8 B only): the initiator writes its counter in one line
+ *                and spins on the other, the echo the reverse, as any
+ *                two channels (two queues, a pipe's two rings) must.
  *   spin-floor   The floor nothing beats. rtt (8 B only): both processes
  *                spin with pause on one counter in one cache line of
  *                MAP_SHARED|MAP_ANONYMOUS memory. stream: an SPSC ring in
@@ -898,6 +902,7 @@ static const char *const bench_name[NBENCH] = { "rtt", "stream", "mpmc", "memcpy
 
 static const struct impl impls[] = {
 	{ "spin-floor", B(RTT) | B(STREAM), RING_SPIN, RING_OPS },
+	{ "spin-floor-2", B(RTT), RING_SPIN, RING_OPS },
 	{ "pipe", B(RTT) | B(STREAM) | B(MPMC), 0, fds_open_pipe, FD_OPS },
 	{ "unix-socket", B(RTT) | B(STREAM), 0, fds_open_socket, FD_OPS },
 	{ "eventfd", B(RTT) | B(STREAM), RING_EVENTFD, RING_OPS },
@@ -1027,6 +1032,8 @@ static const char *cell_unsupported(const struct cell *cl)
 		return "mpmc: 8-byte messages only";
 	if (!strcmp(im, "spin-floor") && cl->bench == BENCH_RTT && cl->size != 8)
 		return "spin-floor rtt: 8 bytes only (one counter)";
+	if (!strcmp(im, "spin-floor-2") && cl->size != 8)
+		return "spin-floor-2: 8 bytes only (a counter each way)";
 	if (!strcmp(im, "posix-mq") && cl->size > mq_size_max())
 		return "posix-mq: larger than fs.mqueue.msgsize_max (or no mqueue)";
 	if (!is_mpq(cl->impl))
@@ -1111,10 +1118,13 @@ static void list_cells(void)
 
 /* ---- rtt ---------------------------------------------------------------- */
 
-/* Both directions of a ping-pong: two channels, or spin-floor's one line. */
+/*
+ * Both directions of a ping-pong: two channels, or spin-floor's one line
+ * (back NULL), or spin-floor-2's two (back: the answers' line).
+ */
 struct link {
 	struct chan ping, pong;
-	uint64_t *line;
+	uint64_t *line, *back;
 	unsigned char *buf;
 	size_t size;
 };
@@ -1124,6 +1134,15 @@ static int rtt_exchange(struct link *l, uint64_t i)
 {
 	uint64_t want = 2 * i + 2, v;
 
+	if (l->back) {
+		store_release(l->line, i + 1);
+		while ((v = load_acquire(l->back)) != i + 1) {
+			if (v != i)
+				return fail_msg("spin-floor-2: the counter jumped");
+			cpu_relax();
+		}
+		return 0;
+	}
 	if (l->line) {
 		store_release(l->line, 2 * i + 1);
 		while ((v = load_acquire(l->line)) != want) {
@@ -1147,6 +1166,15 @@ static int rtt_answer(struct link *l, uint64_t i)
 {
 	uint64_t want = 2 * i + 1, v;
 
+	if (l->back) {
+		while ((v = load_acquire(l->line)) != i + 1) {
+			if (v != i)
+				return fail_msg("spin-floor-2: the counter jumped");
+			cpu_relax();
+		}
+		store_release(l->back, i + 1);
+		return 0;
+	}
 	if (l->line) {
 		while ((v = load_acquire(l->line)) != want) {
 			if (v != want - 1)
@@ -1208,10 +1236,14 @@ static int run_rtt(struct cell *cl, char *what)
 	l.buf = aligned_alloc(64, (cl->size + 63) & ~(size_t)63);
 	if (!samples || !l.buf)
 		return fail("malloc", ENOMEM);
-	if (is_impl(cl->impl, "spin-floor")) {
+	if (is_impl(cl->impl, "spin-floor") ||
+	    is_impl(cl->impl, "spin-floor-2")) {
 		l.line = map_shared(4096);
 		if (!l.line)
 			return -1;
+		/* 128 bytes on: past the adjacent-line prefetcher's pair. */
+		if (is_impl(cl->impl, "spin-floor-2"))
+			l.back = l.line + 128 / sizeof(*l.line);
 	} else {
 		if (chan_open(&l.ping, cl->impl, cl->size, 1, false, cl->backend,
 			      cl->wmode))
@@ -1610,8 +1642,8 @@ static void usage(FILE *f)
 		"       mpqbench BENCH IMPL [--size BYTES] [--batch N] [--backend kmod|memfd]\n"
 		"                [--wait spin|adaptive|block|epoll] [--quick] [--count N] [-v]\n"
 		"  BENCH  rtt, stream, mpmc, memcpy\n"
-		"  IMPL   spin-floor, pipe, unix-socket, eventfd, futex, posix-mq, mpq-queue,\n"
-		"         mpq-conn, memcpy, memcpy-dram\n"
+		"  IMPL   spin-floor, spin-floor-2, pipe, unix-socket, eventfd, futex,\n"
+		"         posix-mq, mpq-queue, mpq-conn, memcpy, memcpy-dram\n"
 		"  --count  round trips (rtt), messages (stream, mpmc), passes (memcpy)\n"
 		"  -v       how often each side slept, on stderr\n"
 		"One JSON row per metric on stdout. BENCH_TIMEOUT (s) bounds the run.\n");

@@ -600,6 +600,17 @@ def goals16(rows, res, backend, tcg, busy=False, base=None):
                find_row(rows, "rtt_p50_ns", bench="rtt", size=8,
                         impl="mpq-conn", backend=backend, wait="adaptive"),
                floor, 1.5, False, "mpq-conn or spin-floor rtt")
+    # Not a goal: the floor of a round trip over two channels, a line each
+    # way, beside the one-line floor the goals are set against.
+    two = find_row(rows, "rtt_p50_ns", bench="rtt", size=8,
+                   impl="spin-floor-2")
+    if two and floor and floor["value"]:
+        g.append(("For reference: the floor with a line each way "
+                  "(spin-floor-2), as two channels need",
+                  "%.2fx the spin floor (%s vs %s)" % (
+                      two["value"] / floor["value"], fmt_ns(two["value"]),
+                      fmt_ns(floor["value"])),
+                  "no goal"))
     ratio_goal("Batched stream (8 B, batch 256): ≥ 0.8x the floor's batched "
                "ring",
                find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
