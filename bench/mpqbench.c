@@ -1119,38 +1119,39 @@ static void list_cells(void)
 /* ---- rtt ---------------------------------------------------------------- */
 
 /*
- * Both directions of a ping-pong: two channels, or spin-floor's one line
- * (back NULL), or spin-floor-2's two (back: the answers' line).
+ * Both directions of a ping-pong: two channels, or a spin floor's counter
+ * lines: pings go to line, answers to back (the same line for spin-floor,
+ * which counts by step 2, one count for each; the next one for
+ * spin-floor-2, step 1).
  */
 struct link {
 	struct chan ping, pong;
-	uint64_t *line, *back;
+	uint64_t *line, *back, step;
 	unsigned char *buf;
 	size_t size;
 };
 
+/* Spin until *w holds want; the only other value it may hold is want - 1. */
+static int spin_until(uint64_t *w, uint64_t want)
+{
+	uint64_t v;
+
+	while ((v = load_acquire(w)) != want) {
+		if (v != want - 1)
+			return fail_msg("spin-floor: the counter jumped");
+		cpu_relax();
+	}
+	return 0;
+}
+
 /* The initiator's exchange number i: send, wait for the answer, check. */
 static int rtt_exchange(struct link *l, uint64_t i)
 {
-	uint64_t want = 2 * i + 2, v;
+	uint64_t ping = l->step * i + 1;
 
-	if (l->back) {
-		store_release(l->line, i + 1);
-		while ((v = load_acquire(l->back)) != i + 1) {
-			if (v != i)
-				return fail_msg("spin-floor-2: the counter jumped");
-			cpu_relax();
-		}
-		return 0;
-	}
 	if (l->line) {
-		store_release(l->line, 2 * i + 1);
-		while ((v = load_acquire(l->line)) != want) {
-			if (v != want - 1)
-				return fail_msg("spin-floor: the counter jumped");
-			cpu_relax();
-		}
-		return 0;
+		store_release(l->line, ping);
+		return spin_until(l->back, ping + l->step - 1);
 	}
 	put_seq(l->buf, i);
 	if (l->ping.impl->send(&l->ping, l->buf, 1) ||
@@ -1164,24 +1165,12 @@ static int rtt_exchange(struct link *l, uint64_t i)
 /* The echo's side of exchange i. */
 static int rtt_answer(struct link *l, uint64_t i)
 {
-	uint64_t want = 2 * i + 1, v;
+	uint64_t ping = l->step * i + 1;
 
-	if (l->back) {
-		while ((v = load_acquire(l->line)) != i + 1) {
-			if (v != i)
-				return fail_msg("spin-floor-2: the counter jumped");
-			cpu_relax();
-		}
-		store_release(l->back, i + 1);
-		return 0;
-	}
 	if (l->line) {
-		while ((v = load_acquire(l->line)) != want) {
-			if (v != want - 1)
-				return fail_msg("spin-floor: the counter jumped");
-			cpu_relax();
-		}
-		store_release(l->line, want + 1);
+		if (spin_until(l->line, ping))
+			return -1;
+		store_release(l->back, ping + l->step - 1);
 		return 0;
 	}
 	if (l->ping.impl->recv(&l->ping, l->buf, 1) != 1)
@@ -1241,9 +1230,13 @@ static int run_rtt(struct cell *cl, char *what)
 		l.line = map_shared(4096);
 		if (!l.line)
 			return -1;
+		l.back = l.line;
+		l.step = 2;
 		/* 128 bytes on: past the adjacent-line prefetcher's pair. */
-		if (is_impl(cl->impl, "spin-floor-2"))
+		if (is_impl(cl->impl, "spin-floor-2")) {
 			l.back = l.line + 128 / sizeof(*l.line);
+			l.step = 1;
+		}
 	} else {
 		if (chan_open(&l.ping, cl->impl, cl->size, 1, false, cl->backend,
 			      cl->wmode))
