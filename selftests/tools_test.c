@@ -885,17 +885,70 @@ TEST(mpqwait_json_escapes_a_process_name)
 	  "--", __VA_ARGS__, NULL }
 
 /*
+ * A copy of build/lib/libmpq.so.0 that nobody can read, in a fresh
+ * directory under /tmp (path[] gets the file's name): the tree may sit
+ * in a directory only root may enter (a clone under mktemp -d's 0700),
+ * where nobody's mpqlat cannot open the library it is to trace.
+ */
+static int nobody_lib_copy(char *path, size_t len)
+{
+	char dir[] = "/tmp/mpq-tools.XXXXXX", buf[65536];
+	const char *src = tool_path("../lib/libmpq.so.0");
+	int in, out, ret = 0;
+	ssize_t n;
+
+	if (!mkdtemp(dir) || chmod(dir, 0755))
+		return -errno;
+	snprintf(path, len, "%s/libmpq.so.0", dir);
+	in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0) {
+		ret = -errno;
+		close(in);
+		return ret;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0) {
+		if (write(out, buf, n) != n) {
+			ret = -EIO;
+			break;
+		}
+	}
+	if (n < 0)
+		ret = -errno;
+	close(in);
+	close(out);
+	return ret;
+}
+
+static void nobody_lib_remove(const char *path)
+{
+	char dir[4096];
+
+	unlink(path);
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = 0;
+	rmdir(dir);
+}
+
+/*
  * Capabilities, not the euid: as nobody without capabilities a tool says
  * what it needs in one line and exits 1; with CAP_BPF, CAP_PERFMON and
  * CAP_SYS_ADMIN (which Linux 6.1 asks for uprobes) mpqlat traces.
  */
 TEST(bpf_tools_check_capabilities_not_the_euid)
 {
-	char *none[] = AS_NOBODY("-all", (char *)tool_path("mpqlat"), "-j", "1", "1");
+	char lib[4096];
+
+	ASSERT_EQ(0, nobody_lib_copy(lib, sizeof(lib)));
+	char *none[] = AS_NOBODY("-all", (char *)tool_path("mpqlat"), "-l", lib,
+				 "-j", "1", "1");
 	char *all[] = AS_NOBODY("+bpf,+perfmon,+sys_admin",
-				(char *)tool_path("mpqlat"), "-j", "1", "1");
-	char *two[] = AS_NOBODY("+bpf,+perfmon", (char *)tool_path("mpqlat"),
+				(char *)tool_path("mpqlat"), "-l", lib,
 				"-j", "1", "1");
+	char *two[] = AS_NOBODY("+bpf,+perfmon", (char *)tool_path("mpqlat"),
+				"-l", lib, "-j", "1", "1");
 	int status;
 	char *out;
 
@@ -923,6 +976,7 @@ TEST(bpf_tools_check_capabilities_not_the_euid)
 			TH_LOG("not one line: %s", out);
 	}
 	free(out);
+	nobody_lib_remove(lib);
 }
 
 /*
