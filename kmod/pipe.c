@@ -168,10 +168,27 @@ static void mpq_ring_poke(struct mpq_pipe *p, unsigned int r, u64 pos,
 }
 
 /*
+ * A walk of a ring's frames: a scribbler can fill the ring with empty
+ * frames, up to ring_size / 8 of them (32M). Let others run, and end on a
+ * signal: io_uring retries a read that poll calls ready 128 times in task
+ * work, where SIGKILL is not acted on until the last retry returns.
+ * Every 64 frames: a message a writer following the rules left is
+ * walked without a look.
+ */
+static int mpq_ring_walk_step(unsigned int *frames)
+{
+	cond_resched();
+	if (!(++*frames & 63) && signal_pending(current))
+		return -ERESTARTSYS;
+	return 0;
+}
+
+/*
  * Is a whole message waiting in ring r at head? 0 with its total length,
- * where it starts and the position after it, -EAGAIN if not all of it is there, -EMSGSIZE
- * if it is too large to ever lie whole in the ring, -EIO if the ring is
- * not one that a writer following the rules could have left.
+ * where it starts and the position after it, -EAGAIN if not all of it is
+ * there, -EMSGSIZE if it is too large to ever lie whole in the ring, -EIO
+ * if the ring is not one that a writer following the rules could have
+ * left, -ERESTARTSYS if a signal came during a long walk.
  */
 static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 			 u64 *start, u64 *end)
@@ -180,17 +197,15 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 	u64 head = READ_ONCE(ring->head);
 	u64 tail = smp_load_acquire(&ring->tail);	/* pairs: writer's release */
 	u64 pos = head, sum = 0, hdr, need;
+	unsigned int frames = 0;
 	struct mpq_frame f;
 	bool first = true;
 
 	if (tail - head > p->ring_size)
 		return -EIO;
 	while (pos != tail) {
-		/*
-		 * A scribbler can fill the ring with empty frames: a walk
-		 * of up to ring_size / 8 of them. Let others run.
-		 */
-		cond_resched();
+		if (mpq_ring_walk_step(&frames))
+			return -ERESTARTSYS;
 		if (tail - pos < sizeof(f))
 			return -EIO;
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
@@ -262,6 +277,7 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	struct mpq_pipe *p = e->pipe;
 	unsigned int r = !e->idx;
 	u64 total = 0, start = 0, end = 0, pos, len;
+	unsigned int frames = 0;
 	struct mpq_frame f;
 	bool first;
 	int ret;
@@ -324,7 +340,8 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	for (pos = start, len = 0; (s64)(end - pos) > 0; first = false) {
 		u64 hdr = sizeof(f) + (first ? sizeof(total) : 0);
 
-		cond_resched();		/* up to ring_size / 8 frames, as above */
+		if (mpq_ring_walk_step(&frames))
+			return -ERESTARTSYS;	/* nothing is taken yet */
 		mpq_ring_peek(p, r, pos, &f, sizeof(f));
 		if (f.len > MPQ_FRAME_MAX(p->ring_size) || len + f.len > total)
 			return -EIO;

@@ -9,8 +9,11 @@
  * again and retrying from task work, in the task itself, where nothing
  * but a retry limit (APOLL_MAX_RETRY, which Debian's 6.1 and 6.12 have)
  * ends the loop: not SIGKILL, since the task never leaves the kernel.
- * Each case must end: complete, or go to io-wq and die on SIGKILL. Run
- * in the VM, as root, with mpq.ko loaded.
+ * Each case must end: complete, or go to io-wq and die on SIGKILL. And
+ * each try must be short or end on a signal: a read that walks a ring of
+ * millions of empty frames 128 times kept a task past its SIGKILL for
+ * minutes (found by kmod_fuzz). Run in the VM, as root, with mpq.ko
+ * loaded.
  */
 #include <liburing.h>
 #include <sys/mman.h>
@@ -112,6 +115,41 @@ TEST(uring_write_larger_than_a_pipes_room_ends)
 	ASSERT_EQ(-EAGAIN, n);
 	/* Room for a small message (poll says writable), not for 4 KiB. */
 	EXPECT_EQ(0, uring_op_ends_or_dies(fds[1], true, 4096));
+	close(fds[0]);
+	close(fds[1]);
+	close(dev);
+}
+
+/*
+ * A pipe whose reading ring a participant filled with a first frame and
+ * then frames of nothing (the zeros of a fresh ring, with tail moved to
+ * the end): poll says readable, and each read walks ring_size / 8 frames
+ * to find no message's end. io_uring's 128 retries in task work then
+ * took minutes on a large ring, with SIGKILL unseen; the walk must end
+ * on a signal.
+ */
+TEST(uring_read_of_a_pipe_full_of_empty_frames_dies_on_sigkill)
+{
+	struct mpq_frame first = { .len = 0, .flags = MPQ_FRAME_FIRST };
+	uint64_t total = 8, ring = 64 << 20;
+	struct mpq_pipe_shm *shm;
+	struct mpq_pipe_info i;
+	int dev = dev_open(), fds[2];
+	char *data;
+
+	ASSERT_LE(0, dev);
+	ASSERT_EQ(0, pipe_create(dev, MPQ_CREATE_CLOEXEC, ring, fds));
+	ASSERT_EQ(0, pipe_info(fds[0], &i));
+	shm = mmap(NULL, i.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   fds[0], 0);
+	ASSERT_NE(MAP_FAILED, shm);
+	/* End 0 reads ring 1. */
+	data = (char *)shm + i.data_off[1];
+	memcpy(data, &first, sizeof(first));
+	memcpy(data + sizeof(first), &total, sizeof(total));
+	__atomic_store_n(&shm->ring[1].tail, ring, __ATOMIC_RELEASE);
+	EXPECT_EQ(0, uring_op_ends_or_dies(fds[0], false, 64));
+	munmap(shm, i.map_size);
 	close(fds[0]);
 	close(fds[1]);
 	close(dev);
