@@ -1460,7 +1460,7 @@ int main(int argc, char **argv)
 		seed = time(NULL) ^ getpid();
 	page = sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("TAP version 13\n1..3\n");
+	printf("TAP version 13\n1..4\n");
 	printf("# kmod_fuzz: seed %llu (replay: --seed %llu), %ld s, %ld ops, "
 	       "%ld procs x %ld threads, hang guard %ld s\n", (unsigned long long)seed,
 	       (unsigned long long)seed, seconds, ops, procs, threads, hang);
