@@ -172,8 +172,8 @@ static void mpq_ring_poke(struct mpq_pipe *p, unsigned int r, u64 pos,
  * frames, up to ring_size / 8 of them (32M). Let others run, and end on a
  * signal: io_uring retries a read that poll calls ready 128 times in task
  * work, where SIGKILL is not acted on until the last retry returns.
- * Every 64 frames: a message a writer following the rules left is
- * walked without a look.
+ * The signal is looked at every 64 frames, so that a message written by
+ * the rules (a few frames) is never cut short by one.
  */
 static int mpq_ring_walk_step(unsigned int *frames)
 {

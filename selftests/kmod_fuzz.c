@@ -210,6 +210,12 @@ static void add_map_locked(void *addr, size_t len, enum kind kind)
 		munmap(addr, len);
 }
 
+/* Is some of [addr, addr + len) not mapped? (madvise() says ENOMEM.) */
+static bool has_hole(char *addr, size_t len)
+{
+	return madvise(addr, len, MADV_NORMAL) && errno == ENOMEM;
+}
+
 /* With tab_lock held: the range at addr is no longer ours. */
 static void forget_locked(char *addr)
 {
@@ -318,16 +324,15 @@ static void say_mapping(const char *what, unsigned long addr)
 			end = line + strlen(line);
 		if (addr >= lo && addr < hi) {
 			n = snprintf(msg, sizeof(msg), "#   %s in: ", what);
-			if (write(1, msg, n) < 0 || write(1, line, end - line + 1) < 0)
-				return;
+			if (write(1, msg, n) == n)
+				n = write(1, line, end - line + 1);
 			return;
 		}
 		if (!*end)
 			break;
 	}
 	n = snprintf(msg, sizeof(msg), "#   %s: not mapped\n", what);
-	if (write(1, msg, n) < 0)
-		return;
+	n = write(1, msg, n);
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
@@ -757,8 +762,7 @@ static void op_madvise_mprotect(void)
 		 */
 		if (syscall(SYS_remap_file_pages, m.addr + off, len, 0,
 			    chance(70) ? below(m.len / page + 2) : rnd(), 0) &&
-		    madvise(m.addr + off, len, MADV_NORMAL) && errno == ENOMEM &&
-		    !take_back(m.addr + off, len))
+		    has_hole(m.addr + off, len) && !take_back(m.addr + off, len))
 			forget_locked(m.addr);
 		break;
 	case 2:
@@ -977,17 +981,13 @@ static void run_ops(int n, bool may_fork);
 /*
  * In a fork's child: a range some of which the parent marked
  * MADV_DONTFORK is not (all) here, and the child's own mmaps (its io_uring
- * rings) could land in it; it is no longer ours. madvise() says ENOMEM
- * for a range with a hole.
+ * rings) could land in it; it is no longer ours.
  */
 static void drop_unforked(void)
 {
-	for (int i = 0; i < nmaps; i++) {
-		if (madvise(maps[i].addr, maps[i].len, MADV_NORMAL) == 0 ||
-		    errno != ENOMEM)
-			continue;
-		maps[i--] = maps[--nmaps];
-	}
+	for (int i = 0; i < nmaps; i++)
+		if (has_hole(maps[i].addr, maps[i].len))
+			maps[i--] = maps[--nmaps];
 }
 
 /* A child that runs a few calls, maybe in a new IPC namespace, and is

@@ -16,6 +16,7 @@
 #include <linux/types.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 
 #include "kselftest_harness.h"
@@ -885,40 +886,30 @@ TEST(mpqwait_json_escapes_a_process_name)
 	  "--", __VA_ARGS__, NULL }
 
 /*
- * A copy of build/lib/libmpq.so.0 that nobody can read, in a fresh
- * directory under /tmp (path[] gets the file's name): the tree may sit
- * in a directory only root may enter (a clone under mktemp -d's 0700),
- * where nobody's mpqlat cannot open the library it is to trace.
+ * A copy of build/lib/libmpq.so.0 that the user nobody can read, in a
+ * fresh directory under /tmp (path[] gets the file's name): the tree may
+ * sit in a directory only root may enter (a clone under mktemp -d's
+ * 0700), where nobody's mpqlat cannot open the library it is to trace.
  */
 static int nobody_lib_copy(char *path, size_t len)
 {
-	char dir[] = "/tmp/mpq-tools.XXXXXX", buf[65536];
-	const char *src = tool_path("../lib/libmpq.so.0");
+	char dir[] = "/tmp/mpq-tools.XXXXXX";
 	int in, out, ret = 0;
-	ssize_t n;
+	ssize_t n = 0;
 
 	if (!mkdtemp(dir) || chmod(dir, 0755))
 		return -errno;
 	snprintf(path, len, "%s/libmpq.so.0", dir);
-	in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return -errno;
+	in = open(tool_path("../lib/libmpq.so.0"), O_RDONLY | O_CLOEXEC);
 	out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (out < 0) {
+	while (in >= 0 && out >= 0 && (n = sendfile(out, in, NULL, 1 << 20)) > 0)
+		;
+	if (in < 0 || out < 0 || n < 0)
 		ret = -errno;
+	if (in >= 0)
 		close(in);
-		return ret;
-	}
-	while ((n = read(in, buf, sizeof(buf))) > 0) {
-		if (write(out, buf, n) != n) {
-			ret = -EIO;
-			break;
-		}
-	}
-	if (n < 0)
-		ret = -errno;
-	close(in);
-	close(out);
+	if (out >= 0)
+		close(out);
 	return ret;
 }
 
