@@ -20,6 +20,8 @@
  * As for queues, nothing in the shared memory is trusted: positions are
  * read once and checked against the kernel's own geometry, frames are
  * parsed with every length checked, and an impossible ring is -EIO.
+ * A frame is there when its header word is (see struct mpq_frame): the
+ * kernel, as the library, never waits on tail.
  */
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
@@ -78,6 +80,25 @@ static void mpq_pipe_wake_up(struct mpq_pipe *p, unsigned int i, __poll_t key)
 	wake_up_interruptible_poll(&p->wq[i], key);
 }
 
+static void *mpq_ring_data(struct mpq_pipe *p, unsigned int r)
+{
+	return p->region.kaddr + p->data_off[r];
+}
+
+/* The 8-byte aligned word at pos of ring r: a frame's header, or 0. */
+static u64 *mpq_ring_word(struct mpq_pipe *p, unsigned int r, u64 pos)
+{
+	return mpq_ring_data(p, r) + (pos & (p->ring_size - 1) & ~7ULL);
+}
+
+/* Is a frame published at ring r's head? */
+static bool mpq_ring_ready(struct mpq_pipe *p, unsigned int r)
+{
+	u64 head = READ_ONCE(p->shm->ring[r].head);
+
+	return READ_ONCE(*mpq_ring_word(p, r, head)) != 0;
+}
+
 static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 {
 	struct mpq_end *e = file->private_data;
@@ -99,7 +120,7 @@ static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 	 */
 	smp_mb__after_atomic();
 
-	if (READ_ONCE(rx->tail) != READ_ONCE(rx->head))
+	if (mpq_ring_ready(p, !e->idx))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	if (READ_ONCE(p->closed[!e->idx])) {
 		mask |= EPOLLHUP;
@@ -111,11 +132,6 @@ static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
 	return mask;
-}
-
-static void *mpq_ring_data(struct mpq_pipe *p, unsigned int r)
-{
-	return p->region.kaddr + p->data_off[r];
 }
 
 /* Copy n bytes at position pos of ring r into dst, across the wrap. */
@@ -185,41 +201,44 @@ static int mpq_ring_walk_step(unsigned int *frames)
 
 /*
  * Is a whole message waiting in ring r at head? 0 with its total length,
- * where it starts and the position after it, -EAGAIN if not all of it is
- * there, -EMSGSIZE if it is too large to ever lie whole in the ring, -EIO
- * if the ring is not one that a writer following the rules could have
- * left, -ERESTARTSYS if a signal came during a long walk.
+ * where it starts and the position after it; -EAGAIN if not all of it is
+ * there, with *end where the frame still to come starts; -EMSGSIZE if it
+ * is too large to ever lie whole in the ring; -EIO if the ring is not one
+ * that a writer following the rules could have left; -ERESTARTSYS if a
+ * signal came during a long walk. The walk follows published frames
+ * (struct mpq_frame) and ends at a word that is 0, as a reader of the
+ * library's does; tail is not looked at.
  */
 static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 			 u64 *start, u64 *end)
 {
-	struct mpq_ring *ring = &p->shm->ring[r];
-	u64 head = READ_ONCE(ring->head);
-	u64 tail = smp_load_acquire(&ring->tail);	/* pairs: writer's release */
-	u64 pos = head, sum = 0, hdr, need;
+	u64 head = READ_ONCE(p->shm->ring[r].head) & ~7ULL;
+	u64 pos = head, sum = 0, hdr, need, w;
 	unsigned int frames = 0;
 	struct mpq_frame f;
 	bool first = true;
 
-	if (tail - head > p->ring_size)
-		return -EIO;
-	while (pos != tail) {
+	for (;;) {
 		if (mpq_ring_walk_step(&frames))
 			return -ERESTARTSYS;
-		if (tail - pos < sizeof(f))
-			return -EIO;
-		mpq_ring_peek(p, r, pos, &f, sizeof(f));
+		/* Pairs with the writer's release of the header. */
+		w = smp_load_acquire(mpq_ring_word(p, r, pos));
+		if (!w) {
+			*end = pos;
+			return -EAGAIN;
+		}
+		memcpy(&f, &w, sizeof(f));
 		if (!!(f.flags & MPQ_FRAME_FIRST) != first ||
 		    f.flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
 		    f.len > MPQ_FRAME_MAX(p->ring_size))
 			return -EIO;
 		hdr = sizeof(f) + (first ? sizeof(*total) : 0);
 		need = hdr + ALIGN((u64)f.len, 8);
-		if (tail - pos < need)
+		/* A message and the word after it never fill the ring. */
+		if (pos + need - head > p->ring_size - sizeof(u64))
 			return -EIO;
 		if (first) {
-			mpq_ring_peek(p, r, pos + sizeof(f), total,
-				      sizeof(*total));
+			*total = READ_ONCE(*mpq_ring_word(p, r, pos + sizeof(f)));
 			if (*total > p->ring_size / 2)
 				return -EMSGSIZE;
 		}
@@ -236,15 +255,14 @@ static int mpq_ring_scan(struct mpq_pipe *p, unsigned int r, u64 *total,
 		}
 		first = false;
 	}
-	return -EAGAIN;
 }
 
-/* Has ring r moved since its positions read head and tail? */
+/* Has ring r moved since the scan: head, or a frame published at stop? */
 static bool mpq_ring_moved_from(struct mpq_pipe *p, unsigned int r, u64 head,
-				u64 tail)
+				u64 stop)
 {
 	return READ_ONCE(p->shm->ring[r].head) != head ||
-	       READ_ONCE(p->shm->ring[r].tail) != tail;
+	       READ_ONCE(*mpq_ring_word(p, r, stop)) != 0;
 }
 
 static bool mpq_end_can_read(struct mpq_end *e)
@@ -286,7 +304,6 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		return -EBADF;
 	for (;;) {
 		u64 head = READ_ONCE(p->shm->ring[r].head);
-		u64 tail = READ_ONCE(p->shm->ring[r].tail);
 
 		ret = mpq_ring_scan(p, r, &total, &start, &end);
 		if (ret != -EAGAIN)
@@ -314,14 +331,16 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		smp_mb__after_atomic();	/* pairs with the writer's fence */
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, true, 0);
 		/*
-		 * Sleep until the ring moves from what the scan saw: the
-		 * (long) scan itself is not run as the wait's condition. A
-		 * writer moves tail before it looks at wanted, so a move
-		 * since the positions were read is seen here or wakes us.
+		 * Sleep until a frame is published where the scan stopped
+		 * (or another reader moved head): the (long) scan itself is
+		 * not run as the wait's condition. A writer publishes the
+		 * frame before it looks at wanted, so it is seen here or
+		 * wakes us; one killed before looking is found when the
+		 * death wakes us (mpq_pipe_participant_exit()).
 		 */
 		ret = wait_event_interruptible(p->wq[e->idx],
 					       mpq_ring_moved_from(p, r, head,
-								   tail) ||
+								   end) ||
 					       READ_ONCE(p->closed[!e->idx]));
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
@@ -356,7 +375,10 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	return len;
 }
 
-/* Bytes of ring that a message of len bytes takes, in frames. */
+/*
+ * Bytes of ring that a message of len bytes takes, in frames, and the
+ * word after them, which must stay 0 until a frame is published there.
+ */
 static u64 mpq_frames_size(struct mpq_pipe *p, u64 len)
 {
 	u64 max = MPQ_FRAME_MAX(p->ring_size), n = 0, left = len;
@@ -367,7 +389,7 @@ static u64 mpq_frames_size(struct mpq_pipe *p, u64 len)
 		n += sizeof(struct mpq_frame) + ALIGN(chunk, 8);
 		left -= chunk;
 	} while (left);
-	return n + sizeof(u64);		/* the total, on the first frame */
+	return n + 2 * sizeof(u64);	/* the total; the word after */
 }
 
 static bool mpq_ring_has_room(struct mpq_pipe *p, unsigned int r, u64 need)
@@ -380,13 +402,47 @@ static bool mpq_ring_has_room(struct mpq_pipe *p, unsigned int r, u64 need)
 	return used > p->ring_size || p->ring_size - used >= need;
 }
 
+/*
+ * Frames published at ring r's tail without tail moved past them: their
+ * writer died between the two stores (see struct mpq_frame). They were
+ * sent; move tail past them, as the library's next writer would. -EIO if
+ * what lies at tail is no frame.
+ */
+static int mpq_ring_heal(struct mpq_pipe *p, unsigned int r)
+{
+	struct mpq_ring *ring = &p->shm->ring[r];
+	u64 tail = READ_ONCE(ring->tail), pos = tail, w;
+	unsigned int frames = 0;
+	struct mpq_frame f;
+	int ret;
+
+	if (tail & 7)
+		return -EIO;
+	while ((w = READ_ONCE(*mpq_ring_word(p, r, pos)))) {
+		ret = mpq_ring_walk_step(&frames);
+		if (ret)
+			return ret;
+		memcpy(&f, &w, sizeof(f));
+		if (f.flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
+		    f.len > MPQ_FRAME_MAX(p->ring_size))
+			return -EIO;
+		pos += sizeof(f) + (f.flags & MPQ_FRAME_FIRST ? sizeof(u64) : 0) +
+		       ALIGN((u64)f.len, 8);
+		if (pos - tail > p->ring_size)
+			return -EIO;
+	}
+	if (pos != tail)
+		smp_store_release(&ring->tail, pos);	/* pairs: reader */
+	return 0;
+}
+
 static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 {
 	struct mpq_end *e = iocb->ki_filp->private_data;
 	struct mpq_pipe *p = e->pipe;
 	unsigned int r = e->idx;
 	struct mpq_ring *ring = &p->shm->ring[r];
-	u64 total = iov_iter_count(from), need, tail, pos, off = 0;
+	u64 total = iov_iter_count(from), need, tail, pos, off = 0, w = 0;
 	u64 max = MPQ_FRAME_MAX(p->ring_size);
 	bool first = true;
 	int ret;
@@ -399,6 +455,9 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 	for (;;) {
 		if (READ_ONCE(p->closed[!e->idx]))
 			return -EPIPE;
+		ret = mpq_ring_heal(p, r);
+		if (ret)
+			return ret;
 		if (mpq_ring_has_room(p, r, need))
 			break;
 		if (mpq_nowait(iocb))
@@ -419,10 +478,15 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 	}
 	tail = READ_ONCE(ring->tail);
 	/* Acquire: pairs with the reader's release of head. */
-	if (tail - smp_load_acquire(&ring->head) > p->ring_size)
+	if (tail & 7 || tail - smp_load_acquire(&ring->head) > p->ring_size)
 		return -EIO;
 
-	/* Nothing is visible to the reader until tail moves, at the end. */
+	/*
+	 * Nothing is visible to a reader until the first frame's header is
+	 * stored, last: a fault part-way leaves nothing sent. The headers of
+	 * the frames after it go before it, plain: a reader gets to them
+	 * only through the first one's release.
+	 */
 	for (pos = tail; first || off < total; first = false) {
 		struct mpq_frame f;
 		u64 chunk = min(total - off, max);
@@ -431,7 +495,10 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		f.len = chunk;
 		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
 			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
-		mpq_ring_poke(p, r, pos, &f, sizeof(f));
+		if (first)
+			memcpy(&w, &f, sizeof(w));
+		else
+			mpq_ring_poke(p, r, pos, &f, sizeof(f));
 		if (first)
 			mpq_ring_poke(p, r, pos + sizeof(f), &total,
 				      sizeof(total));
@@ -440,7 +507,9 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		off += chunk;
 		pos += hdr + ALIGN(chunk, 8);
 	}
-	smp_store_release(&ring->tail, pos);	/* pairs: reader's acquire */
+	WRITE_ONCE(*mpq_ring_word(p, r, pos), 0);
+	smp_store_release(mpq_ring_word(p, r, tail), w);  /* pairs: reader */
+	smp_store_release(&ring->tail, pos);
 	mpq_count(&p->obj, MPQ_CNT_WRITES);
 	mpq_ring_moved(p, r, MPQ_POLL_IN, !e->idx);
 	return total;
@@ -550,10 +619,11 @@ static struct mpq_pipe *mpq_pipe_of(struct mpq_object *obj)
 /* Bytes waiting in one ring, clamped: both positions are anyone's. */
 static u64 mpq_ring_used(struct mpq_pipe *p, unsigned int r)
 {
-	u64 used = READ_ONCE(p->shm->ring[r].tail) -
+	s64 used = READ_ONCE(p->shm->ring[r].tail) -
 		   READ_ONCE(p->shm->ring[r].head);
 
-	return min_t(u64, used, p->ring_size);
+	/* Negative for a moment: a frame is taken before tail moves. */
+	return clamp_t(s64, used, 0, p->ring_size);
 }
 
 /* Bytes waiting in both directions (a one-way pipe uses ring 1 only). */

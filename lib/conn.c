@@ -10,7 +10,9 @@
  * FIRST/LAST flags), on the first frame the message's total length, then
  * the data padded to 8 bytes. A message larger than a frame may be is
  * streamed through the ring while the reader copies it out, so any size
- * that fits in memory goes through, copied once on each side.
+ * that fits in memory goes through, copied once on each side. A frame is
+ * published by its header, stored last (see struct mpq_frame): the reader
+ * waits on the line where the next frame begins, not on tail.
  *
  * Hang-up is what the kernel knows and we cannot: that every holder of the
  * other end is gone, by close or by death.
@@ -115,6 +117,52 @@ static void *ring_at(unsigned char *data, uint64_t size, uint64_t pos)
 	return data + (pos & (size - 1));
 }
 
+static uint64_t *ring_word(unsigned char *data, uint64_t size, uint64_t pos)
+{
+	return ring_at(data, size, pos);
+}
+
+/* A frame's header as the one word that publishes it; never 0. */
+static uint64_t frame_word(uint32_t len, uint32_t flags)
+{
+	struct mpq_frame f = { .len = len, .flags = flags };
+	uint64_t w;
+
+	memcpy(&w, &f, sizeof(w));
+	return w;
+}
+
+static struct mpq_frame word_frame(uint64_t w)
+{
+	struct mpq_frame f;
+
+	memcpy(&f, &w, sizeof(f));
+	return f;
+}
+
+/* Ring bytes of a frame: header, the total on a first one, padded data. */
+static uint64_t frame_bytes(struct mpq_frame f)
+{
+	return sizeof(f) + (f.flags & MPQ_FRAME_FIRST ? sizeof(uint64_t) : 0) +
+	       align8(f.len);
+}
+
+/*
+ * Publish the frame whose body is written at pos: zero the word after it
+ * (where the reader looks next), then the header, then tail. A writer
+ * killed before the header sent nothing; between header and tail, the
+ * next writer moves tail on (conn_tx_heal()).
+ */
+static void conn_publish(struct mpq_conn *c, uint64_t pos, uint64_t bytes,
+			 uint64_t w)
+{
+	__atomic_store_n(ring_word(c->tx_data, c->size, pos + bytes), 0,
+			 __ATOMIC_RELAXED);
+	/* Pairs with the acquire of the header in conn_ready(). */
+	store_release(ring_word(c->tx_data, c->size, pos), w);
+	store_release(&c->tx->tail, pos + bytes);
+}
+
 static void ring_write(struct mpq_conn *c, uint64_t pos, const void *src,
 		       size_t n)
 {
@@ -197,12 +245,23 @@ static int conn_peer_gone(struct mpq_conn *c)
 	return poll(&p, 1, 0) == 1;
 }
 
+/* The word at rx's head: a frame's header once one is published there. */
+static const uint64_t *conn_rx_next(struct mpq_conn *c)
+{
+	return ring_word(c->rx_data, c->size, load_relaxed(&c->rx->head));
+}
+
+/*
+ * in: is a frame published at head? !in: are need bytes free in tx, and
+ * the word after them (see conn_publish())?
+ */
 static int conn_ready(struct mpq_conn *c, int in, uint64_t need)
 {
 	uint64_t tail;
 
 	if (in)
-		return load_acquire(&c->rx->tail) != load_relaxed(&c->rx->head);
+		return load_acquire(conn_rx_next(c)) != 0;
+	need += sizeof(uint64_t);
 	/*
 	 * Room by the head we saw last? Head only grows, so a stale copy
 	 * errs on the side of "full"; only then is the reader's line read.
@@ -236,41 +295,6 @@ static int conn_final(struct mpq_conn *c, int in, uint64_t need)
 }
 
 /*
- * Where a reader waiting for rx reads first once a frame is there: the
- * frame's header at head, and its first data bytes after the header and
- * the total (a third of the frames of an 8-byte message cross a line
- * between the two). Loaded on every look while spinning, beside tail, so
- * that the misses of an arrival (tail, then the frame) are taken together
- * instead of one after the other. Loads only: the writer's lines are
- * never taken for writing. Nothing for a writer.
- */
-struct conn_spin_lines {
-	const uint64_t *hdr, *data;
-};
-
-static void conn_spin_lines(struct mpq_conn *c, int in,
-			    struct conn_spin_lines *l)
-{
-	uint64_t head;
-
-	l->hdr = l->data = NULL;
-	if (!in)
-		return;
-	head = load_relaxed(&c->rx->head);
-	l->hdr = ring_at(c->rx_data, c->size, head);
-	l->data = ring_at(c->rx_data, c->size,
-			  head + sizeof(struct mpq_frame) + sizeof(uint64_t));
-}
-
-static void conn_touch(const struct conn_spin_lines *l)
-{
-	if (l->hdr) {
-		(void)load_relaxed(l->hdr);
-		(void)load_relaxed(l->data);
-	}
-}
-
-/*
  * Wait until rx holds a frame (in) or tx has need bytes free (!in).
  * Returns 0, -EPIPE (the other end is gone; for in, once rx is empty),
  * -ESHUTDOWN (in: rx is empty and its writer shut it), -EAGAIN (the
@@ -282,7 +306,6 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 {
 	struct mpq_ring *r = in ? c->rx : c->tx;
 	uint32_t bit = in ? MPQ_POLL_IN : MPQ_POLL_OUT;
-	struct conn_spin_lines next;
 	int64_t start;
 	unsigned int i;
 	int ret;
@@ -304,13 +327,14 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 		return -EAGAIN;
 	}
 
-	/* Spin while the other side is likely to answer soon: see queue.c. */
+	/*
+	 * Spin while the other side is likely to answer soon: see queue.c.
+	 * A reader loads one line, the one the next frame's header lands in.
+	 */
 	if (c->spin_ns > 0) {
-		conn_spin_lines(c, in, &next);
 		while (mpq_now_ns() - start < c->spin_ns) {
 			for (i = 0; i < 64; i++) {
 				cpu_relax();
-				conn_touch(&next);
 				if (conn_ready(c, in, need))
 					return 0;
 			}
@@ -395,15 +419,14 @@ static uint64_t conn_frames_size(struct mpq_conn *c, uint64_t len)
  */
 static void conn_tx_abort_frame(struct mpq_conn *c)
 {
-	struct mpq_frame f = { .len = 0, .flags = MPQ_FRAME_ABORT };
 	uint64_t pos;
 
 	if (load_relaxed(&c->shm->shut[c->end]) != CONN_SHUT_PENDING ||
-	    !conn_ready(c, 0, sizeof(f)))
+	    !conn_ready(c, 0, sizeof(struct mpq_frame)))
 		return;
 	pos = c->tx->tail;
-	*(struct mpq_frame *)ring_at(c->tx_data, c->size, pos) = f;
-	store_release(&c->tx->tail, pos + sizeof(f));
+	conn_publish(c, pos, sizeof(struct mpq_frame),
+		     frame_word(0, MPQ_FRAME_ABORT));
 	store_release(&c->shm->shut[c->end], CONN_SHUT_DONE);
 	conn_notify(c, c->tx, MPQ_POLL_IN, pos);
 }
@@ -423,6 +446,33 @@ static void conn_tx_shut(struct mpq_conn *c)
 	store_release(&c->shm->shut[c->end], CONN_SHUT_PENDING);
 	full_fence();
 	conn_tx_abort_frame(c);
+}
+
+/*
+ * Frames published at tail without tail moved past them: their writer,
+ * another holder of this end, died between the two stores of
+ * conn_publish(). They were sent (the reader may have taken them): move
+ * tail past them before writing. The word at tail is one we or the last
+ * writer zeroed, so this is a load of a line in our cache. -EUCLEAN if
+ * what lies there is no frame a writer could have left.
+ */
+static int conn_tx_heal(struct mpq_conn *c)
+{
+	uint64_t tail = c->tx->tail, pos = tail, w;
+	struct mpq_frame f;
+
+	while ((w = load_relaxed(ring_word(c->tx_data, c->size, pos)))) {
+		f = word_frame(w);
+		if (f.flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
+		    f.len > c->max_frame)
+			return -EUCLEAN;
+		pos += frame_bytes(f);
+		if (pos - tail > c->size)
+			return -EUCLEAN;
+	}
+	if (pos != tail)
+		store_release(&c->tx->tail, pos);
+	return 0;
 }
 
 MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
@@ -448,6 +498,9 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 		conn_tx_abort_frame(c);	/* if there was no room for it then */
 		return -EPIPE;
 	}
+	ret = conn_tx_heal(c);
+	if (ret)
+		return ret;
 
 	/*
 	 * With a timeout, a message that fits in the ring goes whole or not
@@ -457,7 +510,7 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	 */
 	if (deadline >= 0) {
 		all = conn_frames_size(c, total);
-		if (all <= c->size) {
+		if (all <= c->size - sizeof(uint64_t)) {
 			ret = conn_wait(c, 0, all, deadline, &drained);
 			if (ret)
 				return ret;
@@ -468,11 +521,11 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 
 	do {
 		uint64_t chunk = total - off, hdr, need, pos;
-		struct mpq_frame f;
+		uint32_t flags;
 
 		if (chunk > c->max_frame)
 			chunk = c->max_frame;
-		hdr = sizeof(f) + (first ? sizeof(total) : 0);
+		hdr = sizeof(struct mpq_frame) + (first ? sizeof(total) : 0);
 		need = hdr + align8(chunk);
 		/* The deadline bounds the whole message, not its first frame. */
 		ret = conn_wait(c, 0, need, deadline, &drained);
@@ -483,17 +536,14 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 			return ret == -EAGAIN ? -ETIMEDOUT : ret;
 		}
 		pos = c->tx->tail;
-		f.len = (uint32_t)chunk;
-		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
-			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
-		*(struct mpq_frame *)ring_at(c->tx_data, c->size, pos) = f;
+		flags = (first ? MPQ_FRAME_FIRST : 0) |
+			(off + chunk == total ? MPQ_FRAME_LAST : 0);
 		if (first)
-			*(uint64_t *)ring_at(c->tx_data, c->size,
-					     pos + sizeof(f)) = total;
+			*ring_word(c->tx_data, c->size,
+				   pos + sizeof(struct mpq_frame)) = total;
 		if (chunk)
 			ring_write(c, pos + hdr, p + off, chunk);
-		/* Pairs with the acquire of tail in conn_ready(). */
-		store_release(&c->tx->tail, pos + need);
+		conn_publish(c, pos, need, frame_word((uint32_t)chunk, flags));
 		conn_notify(c, c->tx, MPQ_POLL_IN, pos);
 		off += chunk;
 		first = 0;
@@ -502,29 +552,28 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 }
 
 /*
- * Read the frame header at head; 0, -ESHUTDOWN (an ABORT frame: the
- * message is cut, the ring shut), or -EUCLEAN if it cannot be right.
+ * Read the frame published at head (conn_ready() said there is one); 0,
+ * -ESHUTDOWN (an ABORT frame: the message is cut, the ring shut), or
+ * -EUCLEAN if it cannot be right. A frame holds at most a quarter of the
+ * ring, so whatever its writer put there, it is read from inside the ring.
  */
 static int conn_frame(struct mpq_conn *c, uint64_t head, struct mpq_frame *f,
 		      uint64_t *total, int first)
 {
-	uint64_t avail = load_acquire(&c->rx->tail) - head, hdr;
+	/* Pairs with the release of the header in conn_publish(). */
+	uint64_t w = load_acquire(ring_word(c->rx_data, c->size, head));
 
-	if (avail < sizeof(*f) || avail > c->size)
+	if (!w)
 		return -EUCLEAN;
-	*f = *(struct mpq_frame *)ring_at(c->rx_data, c->size, head);
+	*f = word_frame(w);
 	if (f->flags == MPQ_FRAME_ABORT && !f->len)
 		return -ESHUTDOWN;
 	if (!!(f->flags & MPQ_FRAME_FIRST) != first ||
 	    f->flags & ~(MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
 	    f->len > c->max_frame)
 		return -EUCLEAN;
-	hdr = sizeof(*f) + (first ? sizeof(*total) : 0);
-	if (avail < hdr + align8(f->len))
-		return -EUCLEAN;
 	if (first)
-		*total = *(uint64_t *)ring_at(c->rx_data, c->size,
-					      head + sizeof(*f));
+		*total = *ring_word(c->rx_data, c->size, head + sizeof(*f));
 	return 0;
 }
 
@@ -881,6 +930,15 @@ static int conn_map(struct mpq_conn *c, int fd, const struct mpq_pipe_geom *g,
 	map = mmap(NULL, g->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
 		return -errno;
+	/*
+	 * The module writes the format it was built with; a pipe of another
+	 * format is refused, as memfd.c refuses one (see MPQ_PIPE_VERSION).
+	 */
+	if (load_relaxed(&((struct mpq_pipe_shm *)map)->version) !=
+	    MPQ_PIPE_VERSION) {
+		munmap(map, g->map_size);
+		return -EUCLEAN;
+	}
 	c->shm = (struct mpq_pipe_shm *)map;
 	c->map_size = g->map_size;
 	c->size = g->ring_size;

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 
 #include "kselftest_harness.h"
@@ -486,14 +487,15 @@ TEST(send_timeout_bounds_a_message_the_receiver_stops_reading)
 }
 
 /*
- * The same with the ring full to the last byte when the send gives up
- * (16 + 16336 bytes, then frames of 16400 and 2 x 16392 fill 64 KiB):
- * no room for the ABORT frame, so the receiver learns of the cut from
- * the flag, and the sender's next call writes the frame.
+ * The same with the ring full when the send gives up (16 + 16328 bytes,
+ * then frames of 16400 and 2 x 16392, and the 8-byte word that must
+ * follow the last frame, fill 64 KiB): no room for the ABORT frame, so
+ * the receiver learns of the cut from the flag, and the sender's next
+ * call writes the frame.
  */
 TEST(a_cut_message_in_a_full_ring_is_reported_all_the_same)
 {
-	cut_by_a_send_timeout(_metadata, 16336);
+	cut_by_a_send_timeout(_metadata, 16328);
 }
 
 static int send_fitting_with_a_timeout(void *arg)
@@ -728,6 +730,133 @@ TEST_F(pipe, poll_says_whether_a_message_waits)
 	ASSERT_EQ(1, mpq_conn_poll(self->b, 0));
 	ASSERT_EQ(0, mpq_conn_recv_bytes_into(self->b, buf, &len, 0));
 	ASSERT_EQ(0, mpq_conn_poll(self->b, 0));
+}
+
+/*
+ * The pipe's region as the end's first fd (from its export handle) maps
+ * it: memfd or the module's end alike. Returns the mapping, or NULL.
+ */
+static struct mpq_pipe_shm *map_pipe(struct mpq_conn *c)
+{
+	struct mpq_pipe_info info = { .size = sizeof(info) };
+	struct mpq_pipe_shm *shm;
+	char handle[128];
+	struct stat st;
+	int fd, end;
+
+	if (mpq_conn_export(c, handle, sizeof(handle)) < 0)
+		return NULL;
+	if (sscanf(handle, "mpq-conn:kmod:%d", &fd) == 1) {
+		if (ioctl(fd, MPQ_IOC_PIPE_INFO, &info))
+			return NULL;
+	} else if (sscanf(handle, "mpq-conn:memfd:%d:%d", &end, &fd) == 2) {
+		if (fstat(fd, &st))
+			return NULL;
+		info.map_size = st.st_size;
+	} else {
+		return NULL;
+	}
+	shm = mmap(NULL, info.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   fd, 0);
+	return shm == MAP_FAILED ? NULL : shm;
+}
+
+static uint64_t *pipe_word(struct mpq_pipe_shm *shm, int r, uint64_t pos)
+{
+	return (uint64_t *)((char *)shm + shm->data_off[r] +
+			    (pos & (shm->ring_size - 1)));
+}
+
+/*
+ * Leave in ring r what a writer killed between its two stores leaves: the
+ * message published (total, data, the zero word after it, the header
+ * last) and tail not moved past it. Returns the bytes the frame takes.
+ */
+static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
+				     const char *msg)
+{
+	struct mpq_frame f = {
+		.len = strlen(msg),
+		.flags = MPQ_FRAME_FIRST | MPQ_FRAME_LAST,
+	};
+	uint64_t tail = shm->ring[r].tail, word, n = 16 + ((f.len + 7) & ~7U);
+
+	*pipe_word(shm, r, tail + 8) = f.len;
+	memcpy(pipe_word(shm, r, tail + 16), msg, f.len);
+	*pipe_word(shm, r, tail + n) = 0;
+	memcpy(&word, &f, sizeof(word));
+	__atomic_store_n(pipe_word(shm, r, tail), word, __ATOMIC_RELEASE);
+	return n;
+}
+
+/*
+ * A writer killed after it published a frame and before it moved tail
+ * past it (see struct mpq_frame) has sent the message: the reader gets
+ * it, once, and poll() says so; the end's next writer moves tail past it
+ * and its own message follows. Made by hand in the mapping, for each
+ * next writer: the library, and with the module its write(2); read by
+ * the library, and with the module by read(2).
+ */
+TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
+{
+	int way;
+
+	for (way = 0; way < 2; way++) {
+		struct mpq_pipe_shm *shm;
+		struct mpq_conn *a, *b;
+		char buf[16];
+		uint64_t tail, n;
+		size_t len;
+
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
+			mpq_conn_free(a);
+			mpq_conn_free(b);
+			break;
+		}
+		ASSERT_EQ(0, mpq_conn_send_bytes(a, "one", 3, 0));
+		shm = map_pipe(a);
+		ASSERT_NE(NULL, shm);
+		tail = shm->ring[0].tail;
+		n = publish_without_tail(shm, 0, "two");
+		ASSERT_EQ(1, mpq_conn_poll(b, 0));
+		if (way == 0) {
+			/* The library on both sides. */
+			len = sizeof(buf);
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+			ASSERT_EQ(3, len);
+			ASSERT_EQ(0, memcmp(buf, "one", 3));
+			len = sizeof(buf);
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+			ASSERT_EQ(3, len);
+			ASSERT_EQ(0, memcmp(buf, "two", 3));
+			ASSERT_EQ(0, mpq_conn_poll(b, 0));
+			ASSERT_EQ(tail, shm->ring[0].tail);
+			ASSERT_EQ(0, mpq_conn_send_bytes(a, "three", 5, 0));
+		} else {
+			/* The module: read(2) and write(2) on the ends. */
+			struct pollfd pfd = { .fd = mpq_conn_fileno(b),
+					      .events = POLLIN };
+
+			ASSERT_EQ(3, read(pfd.fd, buf, sizeof(buf)));
+			ASSERT_EQ(0, memcmp(buf, "one", 3));
+			ASSERT_EQ(1, poll(&pfd, 1, 0));
+			ASSERT_EQ(3, read(pfd.fd, buf, sizeof(buf)));
+			ASSERT_EQ(0, memcmp(buf, "two", 3));
+			ASSERT_EQ(0, poll(&pfd, 1, 0));
+			ASSERT_EQ(5, write(mpq_conn_fileno(a), "three", 5));
+		}
+		ASSERT_EQ(tail + n + 16 + 8, shm->ring[0].tail);
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+		ASSERT_EQ(5, len);
+		ASSERT_EQ(0, memcmp(buf, "three", 5));
+		len = sizeof(buf);
+		ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+		munmap(shm, shm->map_size);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+	}
 }
 
 static int send_later_then_exit(void *arg)

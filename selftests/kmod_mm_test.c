@@ -516,9 +516,11 @@ TEST_F_TIMEOUT(dev, a_reader_dies_of_sigkill_while_a_forger_keeps_the_queue_busy
 }
 
 /*
- * Keep moving the tail of ring 1 between two ends of frames that never
- * make a whole message: a reader in the kernel sees the ring move each
- * time it would sleep, and never a message to take.
+ * Keep publishing and taking back frames of ring 1 that never make a
+ * whole message: a first frame of 0 bytes (total 8), then a middle frame
+ * at 16 or, in turn, a word at 32 past it. A reader in the kernel waits
+ * for a frame where its scan stopped (16 or 32), and one comes each time
+ * it would sleep; never a message to take.
  */
 static int pipe_forger(void *arg)
 {
@@ -534,14 +536,18 @@ static int pipe_forger(void *arg)
 		return 1;
 	ring = &shm->ring[1];
 	data = (uint64_t *)(p + f->pi.data_off[1]);
-	/* A first frame of 0 bytes (total 8), then a middle one. */
 	data[0] = (uint64_t)MPQ_FRAME_FIRST << 32;
 	data[1] = 8;
 	data[2] = 0;
+	data[4] = 0;
 	__atomic_store_n(&ring->head, 0, __ATOMIC_RELEASE);
 	set_flag(f->armed, 1);
 	for (;;) {
-		__atomic_store_n(&ring->tail, (n++ & 1) ? 24 : 16,
+		n++;
+		/* A middle frame of 8 bytes at 16; garbage at 32 in turn. */
+		__atomic_store_n(&data[2], (n & 1) ? 8 : 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&data[4], (n & 1) ? 0 : 8, __ATOMIC_RELEASE);
+		__atomic_store_n(&ring->tail, (n & 1) ? 24 : 16,
 				 __ATOMIC_RELEASE);
 		if (!(n & 1023))
 			ioctl(f->wake_fd, MPQ_IOC_PIPE_WAKE, MPQ_POLL_IN);

@@ -122,16 +122,17 @@ TEST(uring_write_larger_than_a_pipes_room_ends)
 
 /*
  * A pipe whose reading ring a participant filled with a first frame and
- * then frames of nothing (the zeros of a fresh ring, with tail moved to
- * the end): poll says readable, and each read walks ring_size / 8 frames
- * to find no message's end. io_uring's 128 retries in task work then
- * took minutes on a large ring, with SIGKILL unseen; the walk must end
- * on a signal.
+ * then frames of one byte that never end the message, up to a zero word
+ * just short of a lap: poll says readable, and each read walks
+ * ring_size / 16 frames to find no message's end. io_uring's 128 retries
+ * in task work then took minutes on a large ring, with SIGKILL unseen;
+ * the walk must end on a signal.
  */
-TEST(uring_read_of_a_pipe_full_of_empty_frames_dies_on_sigkill)
+TEST(uring_read_of_a_pipe_full_of_endless_frames_dies_on_sigkill)
 {
 	struct mpq_frame first = { .len = 0, .flags = MPQ_FRAME_FIRST };
-	uint64_t total = 8, ring = 64 << 20;
+	struct mpq_frame middle = { .len = 1, .flags = 0 };
+	uint64_t ring = 64 << 20, total = ring / 2, pos;
 	struct mpq_pipe_shm *shm;
 	struct mpq_pipe_info i;
 	int dev = dev_open(), fds[2];
@@ -145,9 +146,11 @@ TEST(uring_read_of_a_pipe_full_of_empty_frames_dies_on_sigkill)
 	ASSERT_NE(MAP_FAILED, shm);
 	/* End 0 reads ring 1. */
 	data = (char *)shm + i.data_off[1];
-	memcpy(data, &first, sizeof(first));
+	for (pos = 16; pos + 16 <= ring - 16; pos += 16)
+		memcpy(data + pos, &middle, sizeof(middle));
 	memcpy(data + sizeof(first), &total, sizeof(total));
-	__atomic_store_n(&shm->ring[1].tail, ring, __ATOMIC_RELEASE);
+	memcpy(data, &first, sizeof(first));
+	__atomic_store_n(&shm->ring[1].tail, ring - 16, __ATOMIC_RELEASE);
 	EXPECT_EQ(0, uring_op_ends_or_dies(fds[0], false, 64));
 	munmap(shm, i.map_size);
 	close(fds[0]);

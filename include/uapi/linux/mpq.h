@@ -438,7 +438,12 @@ struct mpq_pipe_info {
 #define MPQ_IOC_PIPE_WAKE	_IO(MPQ_IOC_MAGIC, 0x12)
 
 #define MPQ_PIPE_MAGIC		0x6d707150U	/* "Ppqm" */
-#define MPQ_PIPE_VERSION	1U
+/*
+ * 2: a frame is published by its header word, not by tail (see struct
+ * mpq_frame); a reader of version 1 would wait on tail, which may trail,
+ * and a writer of version 1 would leave no zero word after its frames.
+ */
+#define MPQ_PIPE_VERSION	2U
 /* A writer is offered EPOLLOUT while this much of its ring is free. */
 #define MPQ_PIPE_MIN_SPACE	64
 
@@ -447,7 +452,10 @@ struct mpq_pipe_info {
  * data_off[i] + (p & (ring_size - 1)). The writer moves tail, the reader
  * head; wanted holds MPQ_POLL_IN (the reader may sleep) and MPQ_POLL_OUT
  * (the writer may sleep), set by the kernel's ->poll() or, without the
- * module, by the sleeper itself.
+ * module, by the sleeper itself. A reader learns that a frame is there
+ * from the frame itself (see struct mpq_frame), never from tail: tail is
+ * where the writer goes on, and trails the frames it published by at
+ * most one (a writer that died between the two stores).
  */
 struct mpq_ring {
 	__u64 tail;
@@ -474,6 +482,19 @@ struct mpq_ring {
  * struct mpq_frame, on the first frame the message's total length as a
  * __u64, then len bytes of data padded to 8. The module reads and writes
  * frames itself for read(2)/write(2) and io_uring on an end.
+ *
+ * The header, read as one __u64, is never 0, and a frame is published by
+ * storing it, last, with release: the reader spins on the one line where
+ * the next frame starts, as it would on a flag, instead of on tail and
+ * then the frame (two lines that cross between CPUs one after the
+ * other). For that, the __u64 after a frame must read 0 until a frame is
+ * published there: a writer stores 0 there before it publishes the frame
+ * (so a ring never fills its last 8 bytes), and a ring starts zeroed.
+ * The frames of one message may be published one by one (libmpq streams
+ * a message larger than the ring) or the first last (the module does).
+ * Then tail moves past the frame, with release. A header found at tail
+ * by the next writer is a frame whose writer died between the two
+ * stores: it was sent, and tail moves past it first.
  */
 struct mpq_frame {
 	__u32 len;
