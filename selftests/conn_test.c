@@ -781,6 +781,7 @@ static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
 	};
 	uint64_t tail = shm->ring[r].tail, word, n = 16 + ((f.len + 7) & ~7U);
 
+	shm->ring[r].tail_next = tail + n;	/* as libmpq's writer does */
 	*pipe_word(shm, r, tail + 8) = f.len;
 	memcpy(pipe_word(shm, r, tail + 16), msg, f.len);
 	*pipe_word(shm, r, tail + n) = 0;

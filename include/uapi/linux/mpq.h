@@ -459,7 +459,8 @@ struct mpq_pipe_info {
  */
 struct mpq_ring {
 	__u64 tail;
-	__u8 __pad0[128 - 8];
+	__u64 tail_next;	/* see struct mpq_frame */
+	__u8 __pad0[128 - 16];
 	__u64 head;
 	__u8 __pad1[128 - 8];
 	__u32 wanted;
@@ -494,7 +495,11 @@ struct mpq_ring {
  * a message larger than the ring) or the first last (the module does).
  * Then tail moves past the frame, with release. A header found at tail
  * by the next writer is a frame whose writer died between the two
- * stores: it was sent, and tail moves past it first.
+ * stores: it was sent, and tail moves past it first. So that the next
+ * writer need not read that word (the line the reader spins on) every
+ * time, libmpq stores where the frame ends in tail_next before it
+ * publishes; tail_next equal to tail says no frame waits there. The
+ * module, which cannot die between the stores, looks at the word.
  */
 struct mpq_frame {
 	__u32 len;
