@@ -860,6 +860,47 @@ TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 	}
 }
 
+/*
+ * Positions are anyone's: a participant that sets the reader's head to
+ * the last byte of the ring that ends the mapping gets an error from the
+ * receive, never a read past the mapping. To make such a read fault for
+ * sure, the reading end is opened again (mpq_conn_import()) into a hole
+ * of the region's size just below a page the test keeps inaccessible:
+ * mmap puts a new mapping at the top of the highest hole it fits.
+ */
+TEST(an_odd_head_at_the_end_of_the_mapping_is_an_error_not_a_fault)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct mpq_conn *a, *b, *a2;
+	struct mpq_pipe_shm *shm;
+	char handle[128], buf[16], *res;
+	size_t len = sizeof(buf), size;
+
+	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, "x", 1, 0));
+	shm = map_pipe(a);
+	ASSERT_NE(NULL, shm);
+	/* b writes ring 1, the last in the region; a reads it. */
+	size = shm->map_size;
+	ASSERT_EQ(size, shm->data_off[1] + shm->ring_size);
+	__atomic_store_n(&shm->ring[1].head, 2 * (uint64_t)shm->ring_size - 1,
+			 __ATOMIC_RELEASE);
+	ASSERT_LT(0, mpq_conn_export(a, handle, sizeof(handle)));
+	res = mmap(NULL, size + page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+		   -1, 0);
+	ASSERT_NE(MAP_FAILED, res);
+	ASSERT_EQ(0, munmap(res, size));
+	ASSERT_EQ(0, mpq_conn_import(&a2, handle));
+	/* a2's mapping is the one that ends at the guard page. */
+	ASSERT_EQ(0, memcmp(res, shm, sizeof(*shm)));
+	EXPECT_NE(0, mpq_conn_recv_bytes_into(a2, buf, &len, 0));
+	mpq_conn_free(a2);
+	munmap(res + size, page);
+	munmap(shm, size);
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
 static int send_later_then_exit(void *arg)
 {
 	struct mpq_conn **ends = arg;
