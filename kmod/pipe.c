@@ -495,13 +495,13 @@ static ssize_t mpq_pipe_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		f.len = chunk;
 		f.flags = (first ? MPQ_FRAME_FIRST : 0) |
 			  (off + chunk == total ? MPQ_FRAME_LAST : 0);
-		if (first)
+		if (first) {
 			memcpy(&w, &f, sizeof(w));
-		else
-			mpq_ring_poke(p, r, pos, &f, sizeof(f));
-		if (first)
 			mpq_ring_poke(p, r, pos + sizeof(f), &total,
 				      sizeof(total));
+		} else {
+			mpq_ring_poke(p, r, pos, &f, sizeof(f));
+		}
 		if (mpq_ring_from_iter(p, r, pos + hdr, chunk, from) != chunk)
 			return -EFAULT;
 		off += chunk;
