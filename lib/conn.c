@@ -487,6 +487,34 @@ static int conn_tx_heal(struct mpq_conn *c)
 	return 0;
 }
 
+/*
+ * The common send, inline and without the loop: a message that fits one
+ * frame, room for it now, nothing to heal, neither end gone or shut.
+ * 1 when sent; 0: the general path decides (it waits, heals, fails).
+ */
+static inline __attribute__((always_inline))
+int conn_send1(struct mpq_conn *c, const void *buf, size_t len)
+{
+	uint64_t tail, need;
+
+	if (unlikely(len > c->max_frame))
+		return 0;
+	tail = load_relaxed(&c->tx->tail);
+	need = sizeof(struct mpq_frame) + sizeof(uint64_t) + align8(len);
+	if (unlikely(load_relaxed(&c->tx->tail_next) != tail ||
+		     load_relaxed(&c->shm->closed[!c->end]) ||
+		     load_relaxed(&c->shm->shut[c->end]) ||
+		     !conn_ready(c, 0, need)))
+		return 0;
+	*ring_word(c->tx_data, c->size, tail + sizeof(struct mpq_frame)) = len;
+	ring_write(c, tail + sizeof(struct mpq_frame) + sizeof(uint64_t), buf,
+		   len);
+	conn_publish(c, tail, need,
+		     frame_word((uint32_t)len, MPQ_FRAME_FIRST | MPQ_FRAME_LAST));
+	conn_notify(c, c->tx, MPQ_POLL_IN, tail);
+	return 1;
+}
+
 MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 				   size_t len, int64_t timeout_ns)
 {
@@ -495,6 +523,11 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	uint64_t total = len, off = 0, all;
 	int first = 1, drained = 0, ret;
 
+	if (likely(c && !c->closed && !c->stream && c->tx && buf) &&
+	    conn_send1(c, buf, len)) {
+		mpq_sent();
+		return 0;
+	}
 	ret = conn_check(c);
 	if (ret)
 		return ret;
@@ -560,6 +593,7 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 		off += chunk;
 		first = 0;
 	} while (off < total);
+	mpq_sent();
 	return 0;
 }
 
@@ -624,6 +658,49 @@ static int conn_rx_keep(struct mpq_conn *c, unsigned char *dst,
 	return 0;
 }
 
+/*
+ * The common receive, inline: a whole message in one frame at head that
+ * fits buf. 1 when taken; 0: the general path decides (it waits, checks
+ * and reports).
+ */
+static inline __attribute__((always_inline))
+int conn_recv1(struct mpq_conn *c, void *buf, size_t *len)
+{
+	uint64_t head = load_relaxed(&c->rx->head), w, total;
+	struct mpq_frame f;
+
+	/* Pairs with the release of the header in conn_publish(). */
+	w = load_acquire(ring_word(c->rx_data, c->size, head));
+	f = word_frame(w);
+	if (f.flags != (MPQ_FRAME_FIRST | MPQ_FRAME_LAST) ||
+	    f.len > c->max_frame || f.len > *len)
+		return 0;
+	total = *ring_word(c->rx_data, c->size, head + sizeof(f));
+	if (total != f.len)
+		return 0;
+	ring_read(c, head + sizeof(f) + sizeof(total), buf, f.len);
+	/* Pairs with the acquire of head in conn_ready(). */
+	store_release(&c->rx->head,
+		      head + sizeof(f) + sizeof(total) + align8(f.len));
+	conn_notify(c, c->rx, MPQ_POLL_OUT, 0);
+	*len = f.len;
+	return 1;
+}
+
+/* See mpq_first_looks(): the word where the next frame's header lands. */
+static inline __attribute__((always_inline))
+void conn_first_looks(struct mpq_conn *c, int64_t timeout_ns)
+{
+	const uint64_t *w;
+	unsigned int i;
+
+	if (!mpq_first_looks(c->spin_ns, timeout_ns))
+		return;
+	w = conn_rx_next(c);
+	for (i = 1; !load_acquire(w) && i < MPQ_FIRST_LOOKS; i++)
+		cpu_relax();
+}
+
 static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
 		     int64_t timeout_ns, int alloc)
 {
@@ -670,6 +747,8 @@ again:
 		ret = conn_wait(c, 1, 0, deadline, &drained);
 		if (ret)
 			goto out;
+		if (!alloc && conn_recv1(c, buf, len))
+			goto out;	/* ret 0 */
 		head = c->rx->head;
 		ret = conn_frame(c, head, &f, &total, 1);
 		if (ret)
@@ -754,6 +833,12 @@ out:
 MPQ_EXPORT int mpq_conn_recv_bytes_into(struct mpq_conn *c, void *buf,
 					size_t *len, int64_t timeout_ns)
 {
+	if (likely(c && !c->closed && !c->stream && c->rx && !c->rx_mid &&
+		   buf && len)) {
+		conn_first_looks(c, timeout_ns);
+		if (conn_recv1(c, buf, len))
+			return 0;
+	}
 	return conn_recv(c, buf, len, timeout_ns, 0);
 }
 
@@ -766,6 +851,8 @@ MPQ_EXPORT ssize_t mpq_conn_recv_bytes(struct mpq_conn *c, void **out,
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	if (c && !c->closed && !c->stream && c->rx && !c->rx_mid)
+		conn_first_looks(c, timeout_ns);
 	ret = conn_recv(c, out, &len, timeout_ns, 1);
 	return ret ? ret : (ssize_t)len;
 }

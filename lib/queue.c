@@ -1765,15 +1765,20 @@ mpq_queue_put_slow(struct mpq_queue *q, const void *msg, size_t len,
 		ret = mpq_queue_put_ext(q, msg, len, timeout_ns);
 	else
 		ret = mpq_queue_put_op(q, &iov, 1, timeout_ns);
-	return ret < 0 ? ret : 0;
+	if (ret < 0)
+		return ret;
+	mpq_sent();
+	return 0;
 }
 
 MPQ_EXPORT int mpq_queue_put(struct mpq_queue *q, const void *msg, size_t len,
 			     int64_t timeout_ns)
 {
 	if (likely(q && msg && len <= q->msg_max && !q->ext &&
-		   mpq_queue_lean(q) && mpq_queue_put1(q, msg, (uint32_t)len)))
+		   mpq_queue_lean(q) && mpq_queue_put1(q, msg, (uint32_t)len))) {
+		mpq_sent();
 		return 0;
+	}
 	return mpq_queue_put_slow(q, msg, len, timeout_ns);
 }
 
@@ -1788,6 +1793,7 @@ MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
 				  int64_t timeout_ns)
 {
 	unsigned int i;
+	int ret;
 
 	if (!q || !msgs || !n)
 		return -EINVAL;
@@ -1808,7 +1814,10 @@ MPQ_EXPORT int mpq_queue_put_many(struct mpq_queue *q,
 			break;
 		}
 	}
-	return mpq_queue_put_op(q, (struct iovec *)msgs, n, timeout_ns);
+	ret = mpq_queue_put_op(q, (struct iovec *)msgs, n, timeout_ns);
+	if (ret > 0)
+		mpq_sent();
+	return ret;
 }
 
 /* Everything but the lean get (lean: what it returned), out of line. */
@@ -1836,13 +1845,38 @@ mpq_queue_get_slow(struct mpq_queue *q, void *buf, size_t *len,
 	return ret < 0 ? ret : 0;
 }
 
+__thread int mpq_answer_due __attribute__((tls_model("initial-exec")));
+
+/*
+ * See mpq_first_looks(): the seq of the slot at head, while it says
+ * empty. A bounded ring only: an unbounded queue's message may be in
+ * the overflow instead. Returns whether it waited (mpq_queue_copy_msg()).
+ */
+static inline __attribute__((always_inline))
+int mpq_queue_first_looks(struct mpq_queue *q, int64_t timeout_ns)
+{
+	uint64_t pos;
+	const uint32_t *seq;
+	unsigned int i;
+
+	if (!q->maxsize || !mpq_first_looks(q->spin_ns, timeout_ns))
+		return 0;
+	pos = load_relaxed(&q->shm->head);
+	seq = &mpq_slot_at(q, pos)->seq;
+	for (i = 1; load_acquire(seq) == (uint32_t)pos && i < MPQ_FIRST_LOOKS;
+	     i++)
+		cpu_relax();
+	return i > 1;
+}
+
 MPQ_EXPORT int mpq_queue_get(struct mpq_queue *q, void *buf, size_t *len,
 			     int64_t timeout_ns)
 {
 	int lean = 0;
 
 	if (likely(q && buf && len && !q->ext && mpq_queue_lean(q))) {
-		lean = mpq_queue_get1(q, buf, len, 0);
+		lean = mpq_queue_get1(q, buf, len,
+				      mpq_queue_first_looks(q, timeout_ns));
 		if (likely(lean > 0))
 			return 0;
 	}
