@@ -488,9 +488,10 @@ static int conn_tx_heal(struct mpq_conn *c)
 }
 
 /*
- * The common send, inline and without the loop: a message that fits one
- * frame, room for it now, nothing to heal, neither end gone or shut.
- * 1 when sent; 0: the general path decides (it waits, heals, fails).
+ * A send that answers (see mpq_first_looks()), inline and without the
+ * loop: a message that fits one frame, room for it now, nothing to heal,
+ * neither end gone or shut. 1 when sent; 0: the general path decides (it
+ * waits, heals, fails).
  */
 static inline __attribute__((always_inline))
 int conn_send1(struct mpq_conn *c, const void *buf, size_t len)
@@ -523,8 +524,15 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 	uint64_t total = len, off = 0, all;
 	int first = 1, drained = 0, ret;
 
+	/*
+	 * Only an answer (this thread received last) takes the lean way: a
+	 * writer that only sends keeps the general path, because one that
+	 * filled the ring sooner waited at the reader's heels and the 8 B
+	 * streams lost a third (bench/README.md, "Round trip: the first
+	 * looks").
+	 */
 	if (likely(c && !c->closed && !c->stream && c->tx && buf) &&
-	    conn_send1(c, buf, len)) {
+	    mpq_answering() && conn_send1(c, buf, len)) {
 		mpq_sent();
 		return 0;
 	}
@@ -687,18 +695,22 @@ int conn_recv1(struct mpq_conn *c, void *buf, size_t *len)
 	return 1;
 }
 
-/* See mpq_first_looks(): the word where the next frame's header lands. */
+/*
+ * See mpq_first_looks(): the word where the next frame's header lands.
+ * Returns whether it looked.
+ */
 static inline __attribute__((always_inline))
-void conn_first_looks(struct mpq_conn *c, int64_t timeout_ns)
+int conn_first_looks(struct mpq_conn *c, int64_t timeout_ns)
 {
 	const uint64_t *w;
 	unsigned int i;
 
 	if (!mpq_first_looks(c->spin_ns, timeout_ns))
-		return;
+		return 0;
 	w = conn_rx_next(c);
 	for (i = 1; !load_acquire(w) && i < MPQ_FIRST_LOOKS; i++)
 		cpu_relax();
+	return 1;
 }
 
 static int conn_recv(struct mpq_conn *c, void *buf, size_t *len,
@@ -747,8 +759,6 @@ again:
 		ret = conn_wait(c, 1, 0, deadline, &drained);
 		if (ret)
 			goto out;
-		if (!alloc && conn_recv1(c, buf, len))
-			goto out;	/* ret 0 */
 		head = c->rx->head;
 		ret = conn_frame(c, head, &f, &total, 1);
 		if (ret)
@@ -833,12 +843,16 @@ out:
 MPQ_EXPORT int mpq_conn_recv_bytes_into(struct mpq_conn *c, void *buf,
 					size_t *len, int64_t timeout_ns)
 {
+	/*
+	 * Only the second half of a round trip takes the lean way: a reader
+	 * that only receives keeps the general path, because one that kept up
+	 * with its writer sooner contended for the lines the writer was
+	 * filling (bench/README.md, "Round trip: the first looks").
+	 */
 	if (likely(c && !c->closed && !c->stream && c->rx && !c->rx_mid &&
-		   buf && len)) {
-		conn_first_looks(c, timeout_ns);
-		if (conn_recv1(c, buf, len))
-			return 0;
-	}
+		   buf && len) && conn_first_looks(c, timeout_ns) &&
+	    conn_recv1(c, buf, len))
+		return 0;
 	return conn_recv(c, buf, len, timeout_ns, 0);
 }
 

@@ -151,20 +151,29 @@ static inline int64_t mpq_now_ns(void)
 #define MPQ_FIRST_LOOKS		16
 #define MPQ_FIRST_LOOKS_NS	10000
 
-/* 1 after this thread's put or send, until its next get or receive. */
-extern __thread int mpq_answer_due __attribute__((tls_model("initial-exec")));
+/* Which of a put/send and a get/receive this thread made last. */
+#define MPQ_TURN_SENT		1
+#define MPQ_TURN_RECEIVED	2
+extern __thread int mpq_turn __attribute__((tls_model("initial-exec")));
 
 static inline void mpq_sent(void)
 {
-	mpq_answer_due = 1;
+	mpq_turn = MPQ_TURN_SENT;
 }
 
+/* Is a send an answer: did this thread receive last? */
+static inline int mpq_answering(void)
+{
+	return mpq_turn == MPQ_TURN_RECEIVED;
+}
+
+/* For a get or receive: should it look first? It is one from now on. */
 static inline int mpq_first_looks(int64_t spin_ns, int64_t timeout_ns)
 {
-	if (!mpq_answer_due)
-		return 0;
-	mpq_answer_due = 0;
-	return spin_ns >= MPQ_FIRST_LOOKS_NS &&
+	int due = mpq_turn == MPQ_TURN_SENT;
+
+	mpq_turn = MPQ_TURN_RECEIVED;
+	return due && spin_ns >= MPQ_FIRST_LOOKS_NS &&
 	       (timeout_ns < 0 || timeout_ns >= MPQ_FIRST_LOOKS_NS);
 }
 

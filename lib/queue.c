@@ -1845,7 +1845,7 @@ mpq_queue_get_slow(struct mpq_queue *q, void *buf, size_t *len,
 	return ret < 0 ? ret : 0;
 }
 
-__thread int mpq_answer_due __attribute__((tls_model("initial-exec")));
+__thread int mpq_turn __attribute__((tls_model("initial-exec")));
 
 /*
  * See mpq_first_looks(): the seq of the slot at head, while it says
@@ -1859,7 +1859,7 @@ int mpq_queue_first_looks(struct mpq_queue *q, int64_t timeout_ns)
 	const uint32_t *seq;
 	unsigned int i;
 
-	if (!q->maxsize || !mpq_first_looks(q->spin_ns, timeout_ns))
+	if (!mpq_first_looks(q->spin_ns, timeout_ns) || !q->maxsize)
 		return 0;
 	pos = load_relaxed(&q->shm->head);
 	seq = &mpq_slot_at(q, pos)->seq;
