@@ -496,7 +496,7 @@ static int conn_tx_heal(struct mpq_conn *c)
 static inline __attribute__((always_inline))
 int conn_send1(struct mpq_conn *c, const void *buf, size_t len)
 {
-	uint64_t tail, need;
+	uint64_t tail, need, data, line_end, in_line;
 
 	if (unlikely(len > c->max_frame))
 		return 0;
@@ -507,9 +507,22 @@ int conn_send1(struct mpq_conn *c, const void *buf, size_t len)
 		     load_relaxed(&c->shm->shut[c->end]) ||
 		     !conn_ready(c, 0, need)))
 		return 0;
+	/*
+	 * The header's cache line last: the one waiting for this answer
+	 * looks at that line, and takes it back each time it looks, so what
+	 * goes there is written in one go, just before the header. The rest
+	 * of a larger message first (1 KiB round trip p50 221-231 ns before
+	 * the first looks, 231-250 with them, 210-220 with this order).
+	 */
+	data = tail + sizeof(struct mpq_frame) + sizeof(uint64_t);
+	line_end = (tail | 63) + 1;
+	in_line = data < line_end && len > line_end - data ?
+		  line_end - data : 0;
+	if (in_line)
+		ring_write(c, data + in_line,
+			   (const unsigned char *)buf + in_line, len - in_line);
+	ring_write(c, data, buf, in_line ? in_line : len);
 	*ring_word(c->tx_data, c->size, tail + sizeof(struct mpq_frame)) = len;
-	ring_write(c, tail + sizeof(struct mpq_frame) + sizeof(uint64_t), buf,
-		   len);
 	conn_publish(c, tail, need,
 		     frame_word((uint32_t)len, MPQ_FRAME_FIRST | MPQ_FRAME_LAST));
 	conn_notify(c, c->tx, MPQ_POLL_IN, tail);
