@@ -121,8 +121,17 @@ TEST(one_way_pipe_sends_from_the_second_end_only)
 	mpq_conn_free(w);
 }
 
-/* A small ring, so that long messages cross it in many frames. */
-TEST(every_length_crosses_a_small_ring_intact)
+/*
+ * Messages of every length through a small ring, checked byte for byte.
+ * One way (!answer): the child only sends and long messages cross the
+ * ring in many frames. Answers: the child sends each message back, so
+ * its sends follow its receives and the parent's receives its sends:
+ * both take the lean one-frame paths, whose send writes the header's
+ * cache line last, here at every offset in the line and across the
+ * ring's end.
+ */
+static void every_length(struct __test_metadata *_metadata, size_t max,
+			 int answer)
 {
 	struct mpq_pipe_attr attr = { .bufsize = 4096 };
 	static unsigned char in[20000], out[20000];
@@ -130,23 +139,33 @@ TEST(every_length_crosses_a_small_ring_intact)
 	size_t n, len;
 	pid_t pid;
 
+	ASSERT_LE(max, sizeof(in));
 	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
 	pid = fork();
 	if (pid == 0) {
 		mpq_conn_close(b);
-		for (n = 0; n < sizeof(in); n += 1 + n / 3) {
-			fill(in, n, n);
-			if (mpq_conn_send_bytes(a, in, n, MPQ_FOREVER))
+		for (n = 0; n < max; n += answer ? 1 : 1 + n / 3) {
+			len = sizeof(out);
+			if (!answer)
+				fill(out, n, n);
+			else if (mpq_conn_recv_bytes_into(a, out, &len,
+							  10 * NSEC_PER_SEC) ||
+				 len != n)
+				_exit(1);
+			if (mpq_conn_send_bytes(a, out, n, 10 * NSEC_PER_SEC))
 				_exit(1);
 		}
 		_exit(0);
 	}
 	mpq_conn_close(a);
-	for (n = 0; n < sizeof(in); n += 1 + n / 3) {
+	for (n = 0; n < max; n += answer ? 1 : 1 + n / 3) {
+		fill(in, n, n);
+		if (answer)
+			ASSERT_EQ(0, mpq_conn_send_bytes(b, in, n, 10 * NSEC_PER_SEC));
 		len = sizeof(out);
+		memset(out, 0xa5, n);
 		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, out, &len, 10 * NSEC_PER_SEC));
 		ASSERT_EQ(n, len);
-		fill(in, n, n);
 		ASSERT_EQ(0, memcmp(in, out, n)) TH_LOG("length %zu differs", n);
 	}
 	ASSERT_EQ(0, wait_child(pid, 10000));
@@ -154,47 +173,14 @@ TEST(every_length_crosses_a_small_ring_intact)
 	mpq_conn_free(b);
 }
 
-/*
- * Answers of every length up to a few frames' worth, in a small ring:
- * the echo's sends follow its receives and the initiator's receives its
- * sends, so both take the lean one-frame paths, whose send writes the
- * header's cache line last, at every offset in the line and across the
- * ring's end.
- */
+TEST(every_length_crosses_a_small_ring_intact)
+{
+	every_length(_metadata, 20000, 0);
+}
+
 TEST(every_length_answers_intact)
 {
-	struct mpq_pipe_attr attr = { .bufsize = 4096 };
-	static unsigned char in[1200], out[1200];
-	struct mpq_conn *a, *b;
-	size_t n, len;
-	pid_t pid;
-
-	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, &attr));
-	pid = fork();
-	if (pid == 0) {
-		mpq_conn_close(a);
-		for (n = 0; n < sizeof(in); n++) {
-			len = sizeof(out);
-			if (mpq_conn_recv_bytes_into(b, out, &len, 10 * NSEC_PER_SEC) ||
-			    len != n ||
-			    mpq_conn_send_bytes(b, out, len, 10 * NSEC_PER_SEC))
-				_exit(1);
-		}
-		_exit(0);
-	}
-	mpq_conn_close(b);
-	for (n = 0; n < sizeof(in); n++) {
-		fill(in, n, n);
-		ASSERT_EQ(0, mpq_conn_send_bytes(a, in, n, 10 * NSEC_PER_SEC));
-		len = sizeof(out);
-		memset(out, 0xa5, sizeof(out));
-		ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, out, &len, 10 * NSEC_PER_SEC));
-		ASSERT_EQ(n, len);
-		ASSERT_EQ(0, memcmp(in, out, n)) TH_LOG("length %zu differs", n);
-	}
-	ASSERT_EQ(0, wait_child(pid, 10000));
-	mpq_conn_free(a);
-	mpq_conn_free(b);
+	every_length(_metadata, 1200, 1);
 }
 
 TEST_F(pipe, short_buffer_is_emsgsize_with_the_size_and_keeps_the_message)
