@@ -14,13 +14,17 @@
  * Any answer the kernel gives is fine, errors included. What fails the
  * run: a process that does not finish within the hang guard (stuck, or
  * not dying on SIGKILL), module counters (objects, pages) that do not
- * return to 0 once every fuzz process is gone, and a worker that dies of
- * a signal but the supervisor's SIGKILL (its memory broken: the fuzzer
- * keeps its own out of the kernel's way, so that is worth a look). Kernel
- * splats are caught by the VM runner's log check.
+ * return to 0 once every fuzz process is gone, and a fuzz process (a
+ * worker or a child it forked) that dies of a signal but SIGKILL (its
+ * memory broken: the fuzzer keeps its own out of the kernel's way, so
+ * that is worth a look). Kernel splats are caught by the VM runner's log
+ * check.
  *
  *   kmod_fuzz [--seed N] [--seconds N] [--ops N] [--procs N] [--threads N]
- *             [--hang N]
+ *             [--hang N] [--crash-children 1]
+ *
+ * --crash-children 1 makes every forked child fault at once: the run must
+ * then fail its test 4 (a check that the checker sees a child's death).
  *
  * The seed is printed at start and on failure; --seed N replays each
  * worker's sequence of calls (the interleaving of processes is the
@@ -979,6 +983,27 @@ static void op_proc(void)
 static void run_ops(int n, bool may_fork);
 
 /*
+ * A worker's forked children die of unexpected signals where the
+ * supervisor cannot see it: their worker reaps them and may be SIGKILLed
+ * a moment later. So whoever reaps a fuzz process counts such a death
+ * here, in a page shared with the supervisor (outside the range table:
+ * no fuzz call touches it).
+ */
+static unsigned int *crashes;
+/* --crash-children: every forked child faults at once, which test 4 must
+ * catch (a check of the checker; guest_tests.sh runs it). */
+static bool crash_children;
+
+/* A fuzz process reaped with status st: count a signal but SIGKILL. */
+static void reaped(pid_t pid, int st)
+{
+	if (pid <= 0 || !WIFSIGNALED(st) || WTERMSIG(st) == SIGKILL)
+		return;
+	printf("# fuzz process %d died of signal %d\n", pid, WTERMSIG(st));
+	__atomic_fetch_add(crashes, 1, __ATOMIC_RELAXED);
+}
+
+/*
  * In a fork's child: a range some of which the parent marked
  * MADV_DONTFORK is not (all) here, and the child's own mmaps (its io_uring
  * rings) could land in it; it is no longer ours.
@@ -1012,6 +1037,8 @@ static void op_fork(void)
 		have_ring = false;
 		have_tmr = false;
 		rs = seed;
+		if (crash_children)
+			*(volatile char *)(guard + page) = 1;
 		if (chance(10) && unshare(CLONE_NEWIPC) == 0)
 			op_create();
 		run_ops(1 + below(30), false);
@@ -1021,12 +1048,18 @@ static void op_fork(void)
 		usleep(below(3000));
 		kill(pid, SIGKILL);
 	}
-	if (chance(70))
-		waitpid(pid, NULL, 0);
+	if (chance(70)) {
+		int st = 0;
+
+		reaped(waitpid(pid, &st, 0), st);
+	}
 }
 
 static void run_ops(int n, bool may_fork)
 {
+	pid_t pid;
+	int st;
+
 	while (n--) {
 		switch (below(may_fork ? 100 : 97)) {
 		case 0 ... 11:
@@ -1071,8 +1104,8 @@ static void run_ops(int n, bool may_fork)
 		default:
 			op_fork();
 		}
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			;
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+			reaped(pid, st);
 	}
 }
 
@@ -1415,7 +1448,7 @@ static void show_group_left(const pid_t *groups, int ngroups)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kmod_fuzz [--seed N] [--seconds N] [--ops N] "
-		"[--procs N] [--threads N] [--hang N]\n");
+		"[--procs N] [--threads N] [--hang N] [--crash-children 1]\n");
 	exit(2);
 }
 
@@ -1426,7 +1459,7 @@ int main(int argc, char **argv)
 	long seconds = 0, ops = 0, procs = 4, threads = 2, hang = 60;
 	pid_t pids[MAX_PROCS] = { 0 };
 	static pid_t groups[MAX_GROUPS];
-	int ngroups = 0, gen = 0, fails = 0, tests = 0, stuck = 0, broken = 0, crashed = 0;
+	int ngroups = 0, gen = 0, fails = 0, tests = 0, stuck = 0, broken = 0;
 	double end, t0 = now_s();
 	long objs, pgs, objs0 = counter("objects");
 	char row[200] = "";
@@ -1448,6 +1481,8 @@ int main(int argc, char **argv)
 			threads = atol(v);
 		else if (!strcmp(argv[i], "--hang"))
 			hang = atol(v);
+		else if (!strcmp(argv[i], "--crash-children"))
+			crash_children = atoi(v);
 		else
 			usage();
 		i++;
@@ -1470,6 +1505,9 @@ int main(int argc, char **argv)
 	if (guard == MAP_FAILED)
 		return 2;
 	mprotect(guard + page, page, PROT_NONE);
+	crashes = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (crashes == MAP_FAILED)
+		return 2;
 	rs = seed;
 	make_names();
 	/* Orphans of killed workers come to us: we reap and count them all. */
@@ -1517,18 +1555,14 @@ int main(int argc, char **argv)
 				kill(pids[i], SIGKILL);
 		}
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			/* Not our SIGKILL: the fuzzer crashed, or the kernel
+			 * broke its memory (orphans of killed workers too). */
+			reaped(pid, st);
 			for (int i = 0; i < procs; i++)
 				if (pids[i] == pid) {
 					pids[i] = 0;
 					if (WIFEXITED(st) && WEXITSTATUS(st) == 2)
 						broken++;
-					/* Not our SIGKILL: the fuzzer crashed, or
-					 * the kernel broke its memory. */
-					if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL) {
-						printf("# worker %d died of signal %d\n",
-						       pid, WTERMSIG(st));
-						crashed++;
-					}
 				}
 		}
 		if (ops && now_s() > t0 + 3600)	/* --ops alone: an hour at most */
@@ -1545,7 +1579,8 @@ int main(int argc, char **argv)
 	if (stuck || broken) {
 		printf("not ok 1 every worker finished within %lds of the end "
 		       "(%d stuck, %d could not start, %d crashed; seed %llu%s)\n", hang,
-		       stuck, broken, crashed, (unsigned long long)seed, stuck_note);
+		       stuck, broken, __atomic_load_n(crashes, __ATOMIC_RELAXED),
+		       (unsigned long long)seed, stuck_note);
 		fails++;
 	} else {
 		printf("ok 1 every worker finished within %lds of the end (%d workers)\n",
@@ -1560,7 +1595,10 @@ int main(int argc, char **argv)
 		bool left = false;
 
 		for (;;) {
-			pid_t pid = waitpid(-1, NULL, WNOHANG);
+			int st = 0;
+			pid_t pid = waitpid(-1, &st, WNOHANG);
+
+			reaped(pid, st);
 
 			if (pid < 0 && errno == ECHILD)
 				break;
@@ -1631,18 +1669,19 @@ int main(int argc, char **argv)
 		printf("ok 3 module counters back to 0\n");
 	}
 	/*
-	 * 4: no worker died of a signal but ours. The fuzzer keeps its own
-	 * memory out of the kernel's way (the range table), so a SIGSEGV or
-	 * SIGBUS is the kernel breaking a mapping, or a fuzzer bug to fix;
-	 * on_fault() printed whose memory it was.
+	 * 4: no fuzz process (a worker, or a child one forked) died of a
+	 * signal but ours. The fuzzer keeps its own memory out of the
+	 * kernel's way (the range table), so a SIGSEGV or SIGBUS is the
+	 * kernel breaking a mapping, or a fuzzer bug to fix; on_fault()
+	 * printed whose memory it was.
 	 */
 	tests++;
-	if (crashed) {
-		printf("not ok 4 no worker died of an unexpected signal (%d did, "
-		       "see above; seed %llu)\n", crashed, (unsigned long long)seed);
+	if (*crashes) {
+		printf("not ok 4 no fuzz process died of an unexpected signal (%u did, "
+		       "see above; seed %llu)\n", *crashes, (unsigned long long)seed);
 		fails++;
 	} else {
-		printf("ok 4 no worker died of an unexpected signal\n");
+		printf("ok 4 no fuzz process died of an unexpected signal\n");
 	}
 	printf("# kmod_fuzz: seed %llu, %d workers, %.1f s%s\n", (unsigned long long)seed,
 	       gen, now_s() - t0, fails ? ": FAILED (replay with --seed)" : "");

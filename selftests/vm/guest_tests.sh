@@ -103,6 +103,18 @@ done
 if [ "$fuzz_s" != 0 ]; then
 	echo "# === kmod_fuzz (VM): the module's ABI fuzzed for ${fuzz_s}s"
 	"$B/selftests/kmod_fuzz" --seconds "$fuzz_s"
+	# The checker checked: a worker's forked child that dies of SIGSEGV
+	# must fail the fuzz run (its test 4), though the worker reaped it.
+	echo "# === kmod_fuzz --crash-children (VM): a forked child's crash fails the run"
+	out=$("$B/selftests/kmod_fuzz" --seconds 3 --crash-children 1 2>&1)
+	rc=$?
+	if [ $rc = 1 ] && printf '%s\n' "$out" | grep -q '^not ok 4 ' &&
+		! printf '%s\n' "$out" | grep -q '^not ok [123] '; then
+		echo "ok 1 kmod_fuzz --crash-children failed its test 4, and only it"
+	else
+		printf '%s\n' "$out" | tail -n 20 | sed 's/^/# /'
+		echo "not ok 1 kmod_fuzz --crash-children: exit $rc, not only test 4 failed"
+	fi
 fi
 echo "# === the module after the tests"
 echo "# module counters after the tests: objects=$(cat /sys/module/mpq/parameters/objects) pages=$(cat /sys/module/mpq/parameters/pages)"
