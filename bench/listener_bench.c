@@ -10,7 +10,8 @@
  *   listener_bench net-rtt mpq-listener-unix|mpq-listener-tcp --size N
  *                  [--quick] [--count N]
  *
- * Prints one JSON row per metric (rtt_p50_ns, rtt_p99_ns, msgs_per_s).
+ * Prints one JSON row per metric (rtt_p50_ns, rtt_p99_ns, msgs_per_s, and
+ * cpu_ns_per_msg: both processes' CPU time per exchange, warm-up included).
  * Build: make bench-bin (links libmpq-net).
  */
 #include <inttypes.h>
@@ -92,7 +93,7 @@ static int run(const char *impl, size_t size, uint64_t count)
 	struct mpq_listener *l;
 	struct mpq_conn *c;
 	char addr[128];
-	uint64_t t0, t1, start;
+	uint64_t t0, t1, start, cpu;
 	size_t len;
 	pid_t pid;
 	int ret, st;
@@ -106,6 +107,8 @@ static int run(const char *impl, size_t size, uint64_t count)
 	ret = mpq_listener_address(l, addr, sizeof(addr));
 	if (ret < 0)
 		return fail("address", ret);
+	/* Both processes' CPU, over every exchange (warm-up included). */
+	cpu = bench_cpu_ns();
 	pid = fork();
 	if (pid == 0)
 		_exit(echo(addr, size));
@@ -131,6 +134,7 @@ static int run(const char *impl, size_t size, uint64_t count)
 	t1 = bench_now_ns();
 	mpq_conn_free(c);
 	waitpid(pid, &st, 0);
+	cpu = bench_cpu_ns() - cpu;
 	mpq_listener_free(l);
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		return fail("child", -ECHILD);
@@ -138,6 +142,7 @@ static int run(const char *impl, size_t size, uint64_t count)
 	row(impl, size, "rtt_p50_ns", (double)bench_percentile(lat, count, 50), count);
 	row(impl, size, "rtt_p99_ns", (double)bench_percentile(lat, count, 99), count);
 	row(impl, size, "msgs_per_s", count * 1e9 / (double)(t1 - start), count);
+	row(impl, size, "cpu_ns_per_msg", (double)cpu / (double)(warm + count), count);
 	free(lat);
 	free(buf);
 	return 0;

@@ -9,11 +9,13 @@ SIZE bytes goes there and back COUNT times.
   listener_bench.py net-rtt cpython-listener-unix|cpython-listener-tcp
                     --size N [--quick] [--count N]
 
-Prints one JSON row per metric (rtt_p50_ns, rtt_p99_ns, msgs_per_s).
+Prints one JSON row per metric (rtt_p50_ns, rtt_p99_ns, msgs_per_s, and
+cpu_ns_per_msg: both processes' CPU time per exchange, warm-up included).
 """
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from multiprocessing.connection import Client, Listener
@@ -33,6 +35,13 @@ def echo(address):
             c.send_bytes(msg)
 
 
+def cpu_ns():
+    """This process's CPU time and its reaped children's, in ns."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime) * 1e9)
+
+
 def run(impl, size, count):
     # The unix kind: an abstract name, as mpq's is (there the kernel's pick).
     where = ("127.0.0.1", 0) if impl.endswith("tcp") else \
@@ -43,6 +52,7 @@ def run(impl, size, count):
     lat = []
     with Listener(where, family=family, authkey=KEY) as listener:
         address = listener.address
+        cpu = cpu_ns()
         pid = os.fork()
         if pid == 0:
             try:
@@ -64,13 +74,15 @@ def run(impl, size, count):
         end = now()
         conn.close()
         os.waitpid(pid, 0)
+        cpu = cpu_ns() - cpu
     lat.sort()
 
     def pct(p):
         return lat[min(len(lat) - 1, max(0, int(p / 100 * len(lat) + 0.999999) - 1))]
 
     rows = (("rtt_p50_ns", pct(50)), ("rtt_p99_ns", pct(99)),
-            ("msgs_per_s", count * 1e9 / (end - start)))
+            ("msgs_per_s", count * 1e9 / (end - start)),
+            ("cpu_ns_per_msg", cpu / (warm + count)))
     for metric, value in rows:
         print(json.dumps({"bench": "net-rtt", "impl": impl, "backend": None,
                           "wait": None, "size": size, "batch": 1,
