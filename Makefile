@@ -175,7 +175,7 @@ $(HARNESS):
 		linux-source-6.1/tools/testing/selftests/kselftest.h
 	touch $@
 
-$(B)/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(HARNESS) $(B)/lib/libmpq.a
+$(B)/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h selftests/kill_points.h $(HARNESS) $(B)/lib/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) -o $@ $< $(B)/lib/libmpq.a $(LIBS) -lpthread
 
@@ -236,7 +236,7 @@ $(B)/asan/selftests/net_%_test: selftests/net_%_test.c selftests/helpers.h selft
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq-net.a $(B)/asan/libmpq.a $(NET_LIBS) $(LIBS) -lpthread
 
-$(B)/asan/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h $(HARNESS) $(B)/asan/libmpq.a
+$(B)/asan/selftests/%: selftests/%.c selftests/helpers.h selftests/kmod_helpers.h selftests/kill_points.h $(HARNESS) $(B)/asan/libmpq.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(TEST_CFLAGS) $(SAN) -o $@ $< $(B)/asan/libmpq.a $(LIBS) -lpthread
 
