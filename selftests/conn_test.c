@@ -761,35 +761,6 @@ TEST_F(pipe, poll_says_whether_a_message_waits)
 	ASSERT_EQ(0, mpq_conn_poll(self->b, 0));
 }
 
-/*
- * The pipe's region as the end's first fd (from its export handle) maps
- * it: memfd or the module's end alike. Returns the mapping, or NULL.
- */
-static struct mpq_pipe_shm *map_pipe(struct mpq_conn *c)
-{
-	struct mpq_pipe_info info = { .size = sizeof(info) };
-	struct mpq_pipe_shm *shm;
-	char handle[128];
-	struct stat st;
-	int fd, end;
-
-	if (mpq_conn_export(c, handle, sizeof(handle)) < 0)
-		return NULL;
-	if (sscanf(handle, "mpq-conn:kmod:%d", &fd) == 1) {
-		if (ioctl(fd, MPQ_IOC_PIPE_INFO, &info))
-			return NULL;
-	} else if (sscanf(handle, "mpq-conn:memfd:%d:%d", &end, &fd) == 2) {
-		if (fstat(fd, &st))
-			return NULL;
-		info.map_size = st.st_size;
-	} else {
-		return NULL;
-	}
-	shm = mmap(NULL, info.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		   fd, 0);
-	return shm == MAP_FAILED ? NULL : shm;
-}
-
 static uint64_t *pipe_word(struct mpq_pipe_shm *shm, int r, uint64_t pos)
 {
 	return (uint64_t *)((char *)shm + shm->data_off[r] +

@@ -186,6 +186,35 @@ static inline void *queue_map(struct mpq_queue *q, size_t *size)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/*
+ * The pipe's region as the end's first fd (from its export handle) maps
+ * it: memfd or the module's end alike. Returns the mapping, or NULL.
+ */
+static inline struct mpq_pipe_shm *map_pipe(struct mpq_conn *c)
+{
+	struct mpq_pipe_info info = { .size = sizeof(info) };
+	struct mpq_pipe_shm *shm;
+	char handle[128];
+	struct stat st;
+	int fd, end;
+
+	if (mpq_conn_export(c, handle, sizeof(handle)) < 0)
+		return NULL;
+	if (sscanf(handle, "mpq-conn:kmod:%d", &fd) == 1) {
+		if (ioctl(fd, MPQ_IOC_PIPE_INFO, &info))
+			return NULL;
+	} else if (sscanf(handle, "mpq-conn:memfd:%d:%d", &end, &fd) == 2) {
+		if (fstat(fd, &st))
+			return NULL;
+		info.map_size = st.st_size;
+	} else {
+		return NULL;
+	}
+	shm = mmap(NULL, info.map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   fd, 0);
+	return shm == MAP_FAILED ? NULL : shm;
+}
+
 /* Anonymous shared memory for results that children report back. */
 static inline void *shared_alloc(size_t size)
 {
