@@ -1285,6 +1285,167 @@ TEST_F_TIMEOUT(slow, reader_killed_at_random_instants_never_wedges_the_sender, 6
 	}
 }
 
+/*
+ * The round trip's own paths under SIGKILL: a thread that alternates
+ * sends and receives takes the lean ones (an answer's one-frame send, a
+ * receive that looks first), which the storms above, one-way, never do.
+ * Requests are mostly one frame (the lean send), now and then larger
+ * than one (the general path); each is k's bytes.
+ */
+static size_t rt_len(uint64_t k)
+{
+	uint64_t s = k * 0x9e3779b97f4a7c15ULL + 7;
+
+	return rnd(&s) % 16 == 0 ? 5000 + rnd(&s) % 3000 : rnd(&s) % 1200;
+}
+
+/* Answer each request with its own bytes, for ever. */
+static int rt_echo(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static unsigned char buf[8192];
+
+	mpq_conn_close(ends[0]);
+	for (;;) {
+		size_t len = sizeof(buf);
+
+		if (mpq_conn_recv_bytes_into(ends[1], buf, &len, MPQ_FOREVER) ||
+		    mpq_conn_send_bytes(ends[1], buf, len, MPQ_FOREVER))
+			return 1;
+	}
+}
+
+/* Ask, and check each answer, for ever. */
+static int rt_ask(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	static unsigned char buf[8192], got[8192];
+	uint64_t k;
+
+	mpq_conn_close(ends[1]);
+	for (k = 0;; k++) {
+		size_t n = rt_len(k), len = sizeof(got);
+
+		fill(buf, n, k);
+		if (mpq_conn_send_bytes(ends[0], buf, n, MPQ_FOREVER) ||
+		    mpq_conn_recv_bytes_into(ends[0], got, &len, MPQ_FOREVER))
+			return 1;
+		if (len != n || memcmp(buf, got, n))
+			return 2;
+	}
+}
+
+/* A process that SIGKILLs pid after a random while (0-3 ms). */
+static pid_t kill_later(pid_t pid, uint64_t *seed)
+{
+	int64_t us = (int64_t)(rnd(seed) % 3000);
+	pid_t k = fork();
+
+	if (k == 0) {
+		if (us)
+			usleep((useconds_t)us);
+		kill(pid, SIGKILL);
+		_exit(0);
+	}
+	return k;
+}
+
+/*
+ * The answering end killed at a random instant, many times, while we
+ * ask: every answer that comes is whole and ours, then -EPIPE (on the
+ * send or the receive), never a hang.
+ */
+TEST_F_TIMEOUT(slow, an_echo_killed_at_random_instants_answers_whole_or_not_at_all, 600)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16384 };
+	static unsigned char buf[8192], got[8192];
+	uint64_t seed = 777, answered = 0;
+	int round;
+
+	for (round = 0; round < 100; round++) {
+		struct mpq_conn *ends[2];
+		pid_t pid, killer;
+		uint64_t k;
+		int ret = 0;
+
+		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+		pid = spawn(rt_echo, ends);
+		mpq_conn_close(ends[1]);
+		killer = kill_later(pid, &seed);
+		for (k = 0; !ret; k++) {
+			size_t n = rt_len(k), len = sizeof(got);
+
+			fill(buf, n, k);
+			ret = mpq_conn_send_bytes(ends[0], buf, n, 10 * NSEC_PER_SEC);
+			if (!ret)
+				ret = mpq_conn_recv_bytes_into(ends[0], got, &len,
+							       10 * NSEC_PER_SEC);
+			if (ret)
+				break;
+			ASSERT_EQ(n, len) TH_LOG("round %d answer %lu", round, k);
+			ASSERT_EQ(0, memcmp(buf, got, n)) TH_LOG("round %d answer %lu",
+								round, k);
+			answered++;
+		}
+		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d after %lu answers", round, k);
+		ASSERT_EQ(0, wait_child(killer, 10000));
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+		mpq_conn_free(ends[0]);
+		mpq_conn_free(ends[1]);
+	}
+	TH_LOG("%lu answers in 100 rounds", answered);
+	ASSERT_LT(100, answered);
+}
+
+/*
+ * The asking end killed at a random instant, many times, while we answer:
+ * every request that comes is whole and in order, then -EPIPE, never a
+ * hang; the asker, alive, never saw a wrong answer.
+ */
+TEST_F_TIMEOUT(slow, an_asker_killed_at_random_instants_never_wedges_its_echo, 600)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16384 };
+	static unsigned char want[8192], got[8192];
+	uint64_t seed = 778, asked = 0;
+	int round;
+
+	for (round = 0; round < 100; round++) {
+		struct mpq_conn *ends[2];
+		pid_t pid, killer;
+		uint64_t k;
+		int ret = 0;
+
+		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+		pid = spawn(rt_ask, ends);
+		mpq_conn_close(ends[0]);
+		killer = kill_later(pid, &seed);
+		for (k = 0;; k++) {
+			size_t len = sizeof(got);
+
+			ret = mpq_conn_recv_bytes_into(ends[1], got, &len,
+						       10 * NSEC_PER_SEC);
+			if (!ret)
+				ret = mpq_conn_send_bytes(ends[1], got, len,
+							  10 * NSEC_PER_SEC);
+			if (ret)
+				break;
+			fill(want, rt_len(k), k);
+			ASSERT_EQ(rt_len(k), len) TH_LOG("round %d request %lu", round, k);
+			ASSERT_EQ(0, memcmp(want, got, len)) TH_LOG("round %d request %lu",
+								 round, k);
+			asked++;
+		}
+		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d after %lu requests", round, k);
+		ASSERT_EQ(0, wait_child(killer, 10000));
+		/* Killed, not exited: an exit would be a wrong answer (2). */
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+		mpq_conn_free(ends[0]);
+		mpq_conn_free(ends[1]);
+	}
+	TH_LOG("%lu requests in 100 rounds", asked);
+	ASSERT_LT(100, asked);
+}
+
 /* Spawn: a fresh program, reached by an end and a queue through handles. */
 TEST(a_spawned_child_gets_an_end_and_a_queue_through_handles)
 {
