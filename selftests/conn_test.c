@@ -1351,50 +1351,89 @@ static pid_t kill_later(pid_t pid, uint64_t *seed)
 }
 
 /*
+ * 100 rounds: a duplex pipe whose other end, child() in a process of its
+ * own, is SIGKILLed after 0-3 ms, while exchange() makes exchange k on
+ * end ours until it fails, which must be -EPIPE (never a hang: 10 s
+ * timeouts). Returns the exchanges made.
+ */
+typedef int (*rt_exchange_fn)(struct __test_metadata *_metadata,
+			      struct mpq_conn *c, uint64_t k, int round);
+
+static uint64_t rt_storm(struct __test_metadata *_metadata,
+			 int (*child)(void *), int ours, uint64_t seed,
+			 rt_exchange_fn exchange)
+{
+	struct mpq_pipe_attr attr = { .bufsize = 16384 };
+	uint64_t made = 0, k;
+	int round, ret;
+
+	for (round = 0; round < 100; round++) {
+		struct mpq_conn *ends[2];
+		pid_t pid, killer;
+
+		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+		pid = spawn(child, ends);
+		mpq_conn_close(ends[!ours]);
+		killer = kill_later(pid, &seed);
+		for (k = 0; !(ret = exchange(_metadata, ends[ours], k, round)); k++)
+			made++;
+		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d after %lu exchanges", round, k);
+		ASSERT_EQ(0, wait_child(killer, 10000));
+		/* Killed, not exited: a child exits when it saw something wrong. */
+		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
+		mpq_conn_free(ends[0]);
+		mpq_conn_free(ends[1]);
+	}
+	TH_LOG("%lu exchanges in 100 rounds", made);
+	return made;
+}
+
+/* Ask request k; its answer must be whole and ours. */
+static int rt_ask_one(struct __test_metadata *_metadata, struct mpq_conn *c,
+		      uint64_t k, int round)
+{
+	static unsigned char buf[8192], got[8192];
+	size_t n = rt_len(k), len = sizeof(got);
+	int ret;
+
+	fill(buf, n, k);
+	ret = mpq_conn_send_bytes(c, buf, n, 10 * NSEC_PER_SEC);
+	if (!ret)
+		ret = mpq_conn_recv_bytes_into(c, got, &len, 10 * NSEC_PER_SEC);
+	if (ret)
+		return ret;
+	ASSERT_EQ(n, len) TH_LOG("round %d answer %lu", round, k);
+	ASSERT_EQ(0, memcmp(buf, got, n)) TH_LOG("round %d answer %lu", round, k);
+	return 0;
+}
+
+/* Answer request k, which must be whole and in order. */
+static int rt_answer_one(struct __test_metadata *_metadata, struct mpq_conn *c,
+			 uint64_t k, int round)
+{
+	static unsigned char want[8192], got[8192];
+	size_t len = sizeof(got);
+	int ret;
+
+	ret = mpq_conn_recv_bytes_into(c, got, &len, 10 * NSEC_PER_SEC);
+	if (!ret)
+		ret = mpq_conn_send_bytes(c, got, len, 10 * NSEC_PER_SEC);
+	if (ret)
+		return ret;
+	fill(want, rt_len(k), k);
+	ASSERT_EQ(rt_len(k), len) TH_LOG("round %d request %lu", round, k);
+	ASSERT_EQ(0, memcmp(want, got, len)) TH_LOG("round %d request %lu", round, k);
+	return 0;
+}
+
+/*
  * The answering end killed at a random instant, many times, while we
  * ask: every answer that comes is whole and ours, then -EPIPE (on the
  * send or the receive), never a hang.
  */
 TEST_F_TIMEOUT(slow, an_echo_killed_at_random_instants_answers_whole_or_not_at_all, 600)
 {
-	struct mpq_pipe_attr attr = { .bufsize = 16384 };
-	static unsigned char buf[8192], got[8192];
-	uint64_t seed = 777, answered = 0;
-	int round;
-
-	for (round = 0; round < 100; round++) {
-		struct mpq_conn *ends[2];
-		pid_t pid, killer;
-		uint64_t k;
-		int ret = 0;
-
-		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
-		pid = spawn(rt_echo, ends);
-		mpq_conn_close(ends[1]);
-		killer = kill_later(pid, &seed);
-		for (k = 0; !ret; k++) {
-			size_t n = rt_len(k), len = sizeof(got);
-
-			fill(buf, n, k);
-			ret = mpq_conn_send_bytes(ends[0], buf, n, 10 * NSEC_PER_SEC);
-			if (!ret)
-				ret = mpq_conn_recv_bytes_into(ends[0], got, &len,
-							       10 * NSEC_PER_SEC);
-			if (ret)
-				break;
-			ASSERT_EQ(n, len) TH_LOG("round %d answer %lu", round, k);
-			ASSERT_EQ(0, memcmp(buf, got, n)) TH_LOG("round %d answer %lu",
-								round, k);
-			answered++;
-		}
-		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d after %lu answers", round, k);
-		ASSERT_EQ(0, wait_child(killer, 10000));
-		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
-		mpq_conn_free(ends[0]);
-		mpq_conn_free(ends[1]);
-	}
-	TH_LOG("%lu answers in 100 rounds", answered);
-	ASSERT_LT(100, answered);
+	ASSERT_LT(100, rt_storm(_metadata, rt_echo, 0, 777, rt_ask_one));
 }
 
 /*
@@ -1404,46 +1443,7 @@ TEST_F_TIMEOUT(slow, an_echo_killed_at_random_instants_answers_whole_or_not_at_a
  */
 TEST_F_TIMEOUT(slow, an_asker_killed_at_random_instants_never_wedges_its_echo, 600)
 {
-	struct mpq_pipe_attr attr = { .bufsize = 16384 };
-	static unsigned char want[8192], got[8192];
-	uint64_t seed = 778, asked = 0;
-	int round;
-
-	for (round = 0; round < 100; round++) {
-		struct mpq_conn *ends[2];
-		pid_t pid, killer;
-		uint64_t k;
-		int ret = 0;
-
-		ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
-		pid = spawn(rt_ask, ends);
-		mpq_conn_close(ends[0]);
-		killer = kill_later(pid, &seed);
-		for (k = 0;; k++) {
-			size_t len = sizeof(got);
-
-			ret = mpq_conn_recv_bytes_into(ends[1], got, &len,
-						       10 * NSEC_PER_SEC);
-			if (!ret)
-				ret = mpq_conn_send_bytes(ends[1], got, len,
-							  10 * NSEC_PER_SEC);
-			if (ret)
-				break;
-			fill(want, rt_len(k), k);
-			ASSERT_EQ(rt_len(k), len) TH_LOG("round %d request %lu", round, k);
-			ASSERT_EQ(0, memcmp(want, got, len)) TH_LOG("round %d request %lu",
-								 round, k);
-			asked++;
-		}
-		ASSERT_EQ(-EPIPE, ret) TH_LOG("round %d after %lu requests", round, k);
-		ASSERT_EQ(0, wait_child(killer, 10000));
-		/* Killed, not exited: an exit would be a wrong answer (2). */
-		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 10000));
-		mpq_conn_free(ends[0]);
-		mpq_conn_free(ends[1]);
-	}
-	TH_LOG("%lu requests in 100 rounds", asked);
-	ASSERT_LT(100, asked);
+	ASSERT_LT(100, rt_storm(_metadata, rt_ask, 1, 778, rt_answer_one));
 }
 
 /* Spawn: a fresh program, reached by an end and a queue through handles. */
