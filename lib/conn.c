@@ -320,13 +320,15 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 {
 	struct mpq_ring *r = in ? c->rx : c->tx;
 	uint32_t bit = in ? MPQ_POLL_IN : MPQ_POLL_OUT;
-	int64_t start;
+	int64_t start, spun;
 	unsigned int i;
-	int ret;
+	int ret, timed;
 
 	if (likely(conn_ready(c, in, need)))
 		return 0;
-	start = mpq_now_ns();
+	/* After the first looks, the clock starts a pass later (queue.c). */
+	timed = !(in && deadline < 0 && mpq_looked());
+	start = timed ? mpq_now_ns() : 0;
 	if (deadline == 0 || (deadline > 0 && deadline <= start)) {
 		ret = conn_final(c, in, need);
 		if (ret <= 0)
@@ -345,19 +347,23 @@ static int conn_wait(struct mpq_conn *c, int in, uint64_t need,
 	 * Spin while the other side is likely to answer soon: see queue.c.
 	 * A reader loads one line, the one the next frame's header lands in.
 	 */
-	if (c->spin_ns > 0) {
-		while (mpq_now_ns() - start < c->spin_ns) {
-			for (i = 0; i < 64; i++) {
-				cpu_relax();
-				if (conn_ready(c, in, need))
-					return 0;
-			}
-			if (load_relaxed(&c->shm->closed[!c->end]) ||
-			    (in && load_relaxed(&c->shm->shut[!c->end])))
-				break;
-			if (mpq_now_ns() - start > 500)
-				sched_yield();
+	for (spun = 0; c->spin_ns > 0 && spun < c->spin_ns;) {
+		for (i = 0; i < 64; i++) {
+			cpu_relax();
+			if (conn_ready(c, in, need))
+				return 0;
 		}
+		if (load_relaxed(&c->shm->closed[!c->end]) ||
+		    (in && load_relaxed(&c->shm->shut[!c->end])))
+			break;
+		if (!timed) {
+			start = mpq_now_ns();
+			timed = 1;
+			continue;
+		}
+		spun = mpq_now_ns() - start;
+		if (spun > 500)
+			sched_yield();
 	}
 
 	for (;;) {

@@ -151,9 +151,14 @@ static inline int64_t mpq_now_ns(void)
 #define MPQ_FIRST_LOOKS		16
 #define MPQ_FIRST_LOOKS_NS	10000
 
-/* Which of a put/send and a get/receive this thread made last. */
+/*
+ * Which of a put/send and a get/receive this thread made last; LOOKED is
+ * a get or receive that made the first looks, until a wait takes it
+ * (mpq_looked()) or the thread sends.
+ */
 #define MPQ_TURN_SENT		1
 #define MPQ_TURN_RECEIVED	2
+#define MPQ_TURN_LOOKED		3
 extern __thread int mpq_turn __attribute__((tls_model("initial-exec")));
 
 static inline void mpq_sent(void)
@@ -164,17 +169,27 @@ static inline void mpq_sent(void)
 /* Is a send an answer: did this thread receive last? */
 static inline int mpq_answering(void)
 {
-	return mpq_turn == MPQ_TURN_RECEIVED;
+	return mpq_turn >= MPQ_TURN_RECEIVED;
 }
 
 /* For a get or receive: should it look first? It is one from now on. */
 static inline int mpq_first_looks(int64_t spin_ns, int64_t timeout_ns)
 {
-	int due = mpq_turn == MPQ_TURN_SENT;
+	int due = mpq_turn == MPQ_TURN_SENT && spin_ns >= MPQ_FIRST_LOOKS_NS &&
+		  (timeout_ns < 0 || timeout_ns >= MPQ_FIRST_LOOKS_NS);
 
-	mpq_turn = MPQ_TURN_RECEIVED;
-	return due && spin_ns >= MPQ_FIRST_LOOKS_NS &&
-	       (timeout_ns < 0 || timeout_ns >= MPQ_FIRST_LOOKS_NS);
+	mpq_turn = due ? MPQ_TURN_LOOKED : MPQ_TURN_RECEIVED;
+	return due;
+}
+
+/* For a wait: does it go on from the first looks? Asked once. */
+static inline int mpq_looked(void)
+{
+	int looked = mpq_turn == MPQ_TURN_LOOKED;
+
+	if (looked)
+		mpq_turn = MPQ_TURN_RECEIVED;
+	return looked;
 }
 
 /* Absolute CLOCK_MONOTONIC deadline for a timeout; -1 for MPQ_FOREVER. */

@@ -1398,19 +1398,33 @@ static inline void mpq_queue_touch_slot(const struct mpq_queue *q)
  * time slice. (An average of past spins that shortened the spin was tried
  * and dropped: once one side of a ping-pong slept, the other's spins
  * failed too, and both settled into sleeping every time.)
+ *
+ * A get that made the first looks (mpq_first_looks()) and has no
+ * deadline reads the clock after a pass of the spin, not before: a read
+ * is 20 ns on the host but 700 ns in a TCG guest whose clock source is
+ * the HPET (a system call and an emulated device read), and a message
+ * that lands while it runs waits for it. Read on the way in, it fell at
+ * a fixed moment after the looks, where a 1-4 KiB answer arrived: those
+ * round trips took 1.2-1.9 us longer there (bench/README.md, "The clock
+ * after the first looks"). Other waits keep the clock from the start:
+ * a stream's consumer spinning a pass longer before its first yield
+ * took its producer's lines more often (1 KiB streams 0.84x here).
  */
 static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 {
-	int64_t start, limit = op->q->spin_ns, spun;
+	int64_t start = 0, limit = op->q->spin_ns, spun;
+	int timed = !(op->is_get && deadline < 0 && mpq_looked());
 	unsigned int i;
 	int ret;
 
 	/* Not timed: the spin's yield comes after 0.5 us of looking. */
 	mpq_queue_slip(op);
-	start = mpq_now_ns();
-	if (deadline >= 0 && deadline - start < limit)
-		limit = deadline - start;
-	do {
+	if (timed) {
+		start = mpq_now_ns();
+		if (deadline >= 0 && deadline - start < limit)
+			limit = deadline - start;
+	}
+	for (;;) {
 		for (i = 0; i < 64; i++) {
 			cpu_relax();
 			if (op->is_get)
@@ -1419,11 +1433,17 @@ static int mpq_queue_spin(struct mpq_op *op, int64_t deadline)
 			if (ret != -EAGAIN)
 				return ret;
 		}
+		if (!timed) {
+			start = mpq_now_ns();
+			timed = 1;
+			continue;
+		}
 		spun = mpq_now_ns() - start;
 		if (spun > MPQ_SPIN_YIELD_NS)
 			sched_yield();
-	} while (spun < limit);
-	return -EAGAIN;
+		if (spun >= limit)
+			return -EAGAIN;
+	}
 }
 
 /*
@@ -1859,8 +1879,12 @@ int mpq_queue_first_looks(struct mpq_queue *q, int64_t timeout_ns)
 	const uint32_t *seq;
 	unsigned int i;
 
-	if (!mpq_first_looks(q->spin_ns, timeout_ns) || !q->maxsize)
+	if (!mpq_first_looks(q->spin_ns, timeout_ns))
 		return 0;
+	if (!q->maxsize) {
+		mpq_looked();	/* none made: the wait's clock as usual */
+		return 0;
+	}
 	pos = load_relaxed(&q->shm->head);
 	seq = &mpq_slot_at(q, pos)->seq;
 	for (i = 1; load_acquire(seq) == (uint32_t)pos && i < MPQ_FIRST_LOOKS;
