@@ -1056,4 +1056,53 @@ TEST(a_sleeper_costs_one_wake_up_not_one_per_message)
 	mpq_queue_free(q);
 }
 
+struct answerer {
+	struct mpq_queue *ask, *answer;
+};
+
+static int ask_then_wait_for_the_answer(void *arg)
+{
+	struct answerer *a = arg;
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	if (mpq_queue_put(a->ask, "ask", 3, MPQ_FOREVER))
+		return 1;
+	return mpq_queue_get(a->answer, buf, &len, MPQ_FOREVER) ? 2 : 0;
+}
+
+/*
+ * A get right after a put looks first, then spins, and reads the spin's
+ * clock a pass late (queue.c): its spin still ends, and it sleeps until
+ * the answer comes.
+ */
+TEST(a_get_after_a_put_spins_then_sleeps_until_the_answer)
+{
+	struct mpq_queue_attr attr = { .maxsize = 8, .msgsize = 16,
+				       .spin_ns = 2000000 };
+	struct mpq_queue_shm *shm;
+	struct answerer a;
+	pid_t asker;
+	int64_t end;
+	size_t size;
+
+	ASSERT_EQ(0, mpq_queue_new(&a.ask, &attr));
+	ASSERT_EQ(0, mpq_queue_new(&a.answer, &attr));
+	shm = queue_map(a.answer, &size);
+	ASSERT_NE(NULL, shm);
+	asker = spawn(ask_then_wait_for_the_answer, &a);
+	end = now_ns() + 10 * NSEC_PER_SEC;
+	while (!asleep(a.answer, shm) && now_ns() < end)
+		sleep_ms(1);
+	if (!asleep(a.answer, shm))
+		kill(asker, SIGKILL);	/* spinning for good */
+	ASSERT_TRUE(asleep(a.answer, shm));
+	ASSERT_EQ(1, mpq_queue_qsize(a.ask));
+	ASSERT_EQ(0, mpq_queue_put(a.answer, "answer", 6, MPQ_FOREVER));
+	EXPECT_EQ(0, wait_child(asker, 10000));
+	munmap(shm, size);
+	mpq_queue_free(a.ask);
+	mpq_queue_free(a.answer);
+}
+
 TEST_HARNESS_MAIN
