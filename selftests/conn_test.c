@@ -1497,4 +1497,56 @@ TEST(import_refuses_what_is_not_an_end)
 	ASSERT_GT(0, mpq_conn_import(&c, "mpq-conn:kmod:0"));	/* stdin */
 }
 
+static int ask_then_wait_for_the_reply(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	char buf[16];
+	size_t len = sizeof(buf);
+
+	if (mpq_conn_send_bytes(ends[0], "ask", 3, MPQ_FOREVER))
+		return 1;
+	if (mpq_conn_recv_bytes_into(ends[0], buf, &len, MPQ_FOREVER))
+		return 2;
+	return len == 5 && !memcmp(buf, "reply", 5) ? 0 : 3;
+}
+
+/*
+ * A receive right after a send looks first, then spins, and reads the
+ * spin's clock a pass late (conn_wait()): its spin still ends, and it
+ * sleeps (its ring's wanted bit) until the reply comes.
+ */
+TEST(a_receive_after_a_send_spins_then_sleeps_until_the_reply)
+{
+	struct mpq_pipe_attr attr = { .spin_ns = 2000000 };
+	struct mpq_pipe_shm *shm;
+	struct mpq_conn *ends[2];
+	char buf[16];
+	size_t len = sizeof(buf);
+	int64_t end;
+	pid_t pid;
+	int sleeping;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, &attr));
+	shm = map_pipe(ends[1]);
+	ASSERT_NE(NULL, shm);
+	pid = spawn(ask_then_wait_for_the_reply, ends);
+	/* End 0 reads ring 1. */
+	end = now_ns() + 10 * NSEC_PER_SEC;
+	while (!(sleeping = __atomic_load_n(&shm->ring[1].wanted,
+					    __ATOMIC_ACQUIRE) & MPQ_POLL_IN) &&
+	       now_ns() < end)
+		sleep_ms(1);
+	if (!sleeping)
+		kill(pid, SIGKILL);	/* spinning for good */
+	ASSERT_TRUE(sleeping);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[1], buf, &len,
+					      10 * NSEC_PER_SEC));
+	ASSERT_EQ(3, len);
+	ASSERT_EQ(0, mpq_conn_send_bytes(ends[1], "reply", 5, MPQ_FOREVER));
+	EXPECT_EQ(0, wait_child(pid, 10000));
+	munmap(shm, shm->map_size);
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
+}
+
 TEST_HARNESS_MAIN
