@@ -45,17 +45,9 @@ TEST_HARNESS_MAIN
 #define SEC	NSEC_PER_SEC
 
 /* Minutes under TCG: the trace single-steps every instruction. */
-FIXTURE(slow) {
-	int unused;
-};
-
-FIXTURE_SETUP(slow)
-{
-}
-
-FIXTURE_TEARDOWN(slow)
-{
-}
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
 
 struct ctx {
 	struct mpq_queue *q;

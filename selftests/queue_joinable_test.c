@@ -17,17 +17,9 @@
 #define PER_PRODUCER	4096	/* ids a producer may put */
 
 /* Minutes under TCG or ASan. */
-FIXTURE(slow) {
-	int unused;
-};
-
-FIXTURE_SETUP(slow)
-{
-}
-
-FIXTURE_TEARDOWN(slow)
-{
-}
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
 
 struct counts {
 	uint64_t sent[PRODUCERS];	/* ids put and returned, per producer */

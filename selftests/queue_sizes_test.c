@@ -20,17 +20,9 @@
 #define SEC	NSEC_PER_SEC
 
 /* Tests that may take minutes under TCG or ASan. */
-FIXTURE(slow) {
-	int unused;
-};
-
-FIXTURE_SETUP(slow)
-{
-}
-
-FIXTURE_TEARDOWN(slow)
-{
-}
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
 
 static struct mpq_queue *queue(uint32_t maxsize, uint32_t msgsize)
 {
