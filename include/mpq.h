@@ -165,6 +165,33 @@ int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 		       unsigned int n, int64_t timeout_ns);
 
 /*
+ * Arrays of messages of one size: count (max) messages of size bytes
+ * each, one after the other at base (buf), as a C array of records.
+ *
+ * put_array puts them in order, as many as fit, waiting (up to
+ * timeout_ns) only while not even one does; get_array takes up to max,
+ * oldest first, waiting only while the queue is empty, and only messages
+ * of exactly size bytes: one of another length ends the array before it
+ * and stays queued (take it with mpq_queue_get). Both return the count
+ * (1..count, 1..max), or what put and get return for the first message
+ * (-EMSGSIZE from get_array: the oldest message is not size bytes long).
+ * -EOPNOTSUPP for an extension's queue.
+ *
+ * On a bounded queue made with MPQ_QUEUE_F_ONE_PRODUCER and
+ * MPQ_QUEUE_F_ONE_CONSUMER (one thread at each end at a time), put_array
+ * packs a batch of small messages into consecutive slots as one run,
+ * copied in and out with one memcpy: a tenth of the cost of a slot per
+ * message for 8-byte ones (mpq_queue(3)). maxsize still counts messages,
+ * exactly but for those taken from a run not yet taken whole, which
+ * count until it is. Any other queue gets a slot per message, as from
+ * put_many; get_array takes both kinds from any queue.
+ */
+int mpq_queue_put_array(struct mpq_queue *q, const void *base, size_t size,
+			unsigned int count, int64_t timeout_ns);
+int mpq_queue_get_array(struct mpq_queue *q, void *buf, size_t size,
+			unsigned int max, int64_t timeout_ns);
+
+/*
  * The messages in the queue: put and not yet taken (puts still in
  * progress and what dead producers left are not counted), exact when
  * nothing moves. empty: 1 if qsize is 0. full: 1 if a put would have to

@@ -17,7 +17,11 @@
  *
  * A bounded queue holds exactly maxsize messages: the ring is maxsize
  * rounded up to a power of two and producers also keep tail - head within
- * maxsize (the kernel's write(2) as libmpq's put). An unbounded queue
+ * maxsize (the kernel's write(2) as libmpq's put). A run (struct
+ * mpq_slot_run: a batch packed over slots, which libmpq writes to a
+ * queue with one producer and one consumer) holds more messages than
+ * positions; read(2) takes them one per call, and the bound counts them
+ * through runs_put and runs_freed. An unbounded queue
  * (MPQ_QUEUE_UNBOUNDED, Python's maxsize 0) has a ring and, past it, an
  * overflow that libmpq keeps in blobs and moves into the ring as it
  * drains: the kernel reads only ovf_count, for poll(). read(2) and
@@ -97,17 +101,72 @@ static struct mpq_slot *mpq_queue_slot(struct mpq_queue *q, u64 pos)
 }
 
 /*
+ * A run's header at pos (struct mpq_slot_run), read once and checked
+ * against the ring: false if it is corrupt. Copies from the run stay in
+ * its own slots whatever a participant wrote.
+ */
+static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
+			  struct mpq_slot_run *run, u32 *k)
+{
+	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
+	u64 slots;
+
+	run->count = READ_ONCE(h->count);
+	run->size = READ_ONCE(h->size);
+	run->taken = READ_ONCE(h->taken);
+	if (!run->count || !run->size || run->size > q->msg_max ||
+	    run->taken > run->count)
+		return false;
+	slots = DIV_ROUND_UP(sizeof(*s) + sizeof(*h) +
+			     (u64)run->count * run->size, q->slot_size);
+	if (slots > q->capacity - (pos & (q->capacity - 1)))
+		return false;
+	*k = slots;
+	return true;
+}
+
+/* What consumers took from the run at head, if one is there. */
+static u32 mpq_queue_taken_at(struct mpq_queue *q, u64 head)
+{
+	struct mpq_slot *s = mpq_queue_slot(q, head);
+	struct mpq_slot_run run;
+	u32 k;
+
+	/* Acquire: pairs with the producer's release; the header is there. */
+	if (smp_load_acquire(&s->seq) != (u32)(head + 1) ||
+	    READ_ONCE(s->len) != MPQ_SLOT_RUN ||
+	    !mpq_queue_run(q, head, s, &run, &k))
+		return 0;
+	return run.taken;
+}
+
+/*
  * Is there room for a put at tail pos beyond the ring's own rule? Bounded
- * below the capacity: tail - head within maxsize. Unbounded: not while
- * the overflow has messages (a put in the ring would pass them).
+ * below the capacity: tail - head within maxsize. With runs in the ring
+ * (runs_put != runs_freed), a bounded queue holds more messages than
+ * positions: tail - head + runs_put - runs_freed, less what was taken
+ * from the run at head, within maxsize (see struct mpq_queue_shm).
+ * Unbounded: not while the overflow has messages (a put in the ring
+ * would pass them).
  */
 static bool mpq_queue_room(struct mpq_queue *q, u64 pos)
 {
+	u64 head, put, freed;
+	s64 used;
+
 	if (q->flags & MPQ_QUEUE_UNBOUNDED)
 		return !READ_ONCE(q->shm->ovf_count);
-	if (q->maxsize >= q->capacity)
+	put = READ_ONCE(q->shm->runs_put);
+	/* Acquire: runs_freed is added to before head moves past a run. */
+	head = smp_load_acquire(&q->shm->head);
+	/* Acquire: what that consumer took is seen with it. */
+	freed = smp_load_acquire(&q->shm->runs_freed);
+	used = pos - head;
+	if (put != freed && head != pos)
+		used += (s64)(put - freed) - mpq_queue_taken_at(q, head);
+	if (q->maxsize >= q->capacity && put == freed)
 		return true;
-	return (s64)(pos - READ_ONCE(q->shm->head)) < (s64)q->maxsize;
+	return used < (s64)q->maxsize;
 }
 
 /*
@@ -309,6 +368,78 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 #define MPQ_QUEUE_TRIES		64
 
 /*
+ * A run at head pos is spent: free its slots (the covered ones first),
+ * add what it held beyond its positions to runs_freed, move head past it
+ * (see struct mpq_slot_run). Head is moved with a CAS: a consumer that
+ * broke the one-at-a-time promise and moved it first keeps its move.
+ */
+static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
+			       const struct mpq_slot_run *run, u32 k)
+{
+	u32 i;
+
+	for (i = 1; i < k; i++) {
+		/* Release: done with the slot; pairs with the producer. */
+		smp_store_release(&mpq_queue_slot(q, pos + i)->seq,
+				  (u32)(pos + i + q->capacity));
+	}
+	/* Release: the first after the rest (a producer checks it first). */
+	smp_store_release(&mpq_queue_slot(q, pos)->seq,
+			  (u32)(pos + q->capacity));
+	WRITE_ONCE(q->shm->runs_freed,
+		   READ_ONCE(q->shm->runs_freed) + run->count - k);
+	/* Release: runs_freed before head (mpq_queue_room()). */
+	cmpxchg_release(&q->shm->head, pos, pos + k);
+	mpq_queue_moved(q, MPQ_POLL_OUT);
+}
+
+/*
+ * Take the next message of the run at head pos, as libmpq does: copy it
+ * out, then move taken on (freeing the run after its last). A corrupt
+ * run's first slot is dropped (-EIO), as libmpq drops it. Returns the
+ * length, 0 if the run was spent (freed now: look again), -EMSGSIZE if
+ * the message does not fit (it stays), -EFAULT if the copy failed (it
+ * stays too).
+ */
+static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
+				  struct mpq_slot *s, struct iov_iter *to)
+{
+	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
+	struct mpq_slot_run run;
+	size_t copied;
+	u32 k;
+
+	if (!mpq_queue_run(q, pos, s, &run, &k)) {
+		if (cmpxchg(&q->shm->head, pos, pos + 1) == pos) {
+			/* Release: dropped; pairs with the producer. */
+			smp_store_release(&s->seq, (u32)(pos + q->capacity));
+			mpq_queue_moved(q, MPQ_POLL_OUT);
+		}
+		return -EIO;
+	}
+	if (run.taken == run.count) {
+		mpq_queue_run_free(q, pos, &run, k);
+		return 0;
+	}
+	if (run.size > iov_iter_count(to))
+		return -EMSGSIZE;
+	copied = copy_to_iter((unsigned char *)(h + 1) +
+			      (size_t)run.taken * run.size, run.size, to);
+	if (copied != run.size)
+		return -EFAULT;
+	if (run.taken + 1 < run.count) {
+		/* Release: the copy is done before taken says so. */
+		smp_store_release(&h->taken, run.taken + 1);
+		mpq_queue_moved(q, MPQ_POLL_OUT);
+	} else {
+		/* Release: all taken before the slots are freed. */
+		smp_store_release(&h->taken, run.count);
+		mpq_queue_run_free(q, pos, &run, k);
+	}
+	return run.size;
+}
+
+/*
  * Take the oldest message into to, as libmpq's get does (see the ring
  * rules in the uapi header): -EAGAIN if there is none, -EMSGSIZE if it
  * does not fit or is out of line (it stays), -EIO for a corrupt length
@@ -316,7 +447,8 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
  * drops it), -EFAULT if the copy failed (the message is lost). Slots a
  * dead producer left (MPQ_SLOT_DROPPED) are freed and passed over. The
  * kernel writes no operation record (struct mpq_queue_rec): it cannot die
- * between claiming a slot and finishing with it.
+ * between claiming a slot and finishing with it. A run's messages are
+ * taken one per call, in place (mpq_queue_take_run()).
  */
 static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 {
@@ -343,6 +475,13 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 			continue;
 		}
 		len = READ_ONCE(s->len);
+		if (len == MPQ_SLOT_RUN) {
+			ssize_t ret = mpq_queue_take_run(q, pos, s, to);
+
+			if (ret)
+				return ret;
+			continue;	/* spent and freed */
+		}
 		if ((len <= q->msg_max && len > iov_iter_count(to)) ||
 		    len == MPQ_SLOT_EXT)
 			return -EMSGSIZE;

@@ -351,6 +351,11 @@ struct mpq_queue {
 	 */
 	uint8_t one_producer, one_consumer;
 	/*
+	 * Both, on a bounded queue: put_array writes runs (run.c), and the
+	 * bound counts messages while runs_put says one may be in the ring.
+	 */
+	uint8_t runs;
+	/*
 	 * A dead consumer's message waits for a get (mpq_wait() saw it, the
 	 * module's count of deaths moved past deaths_seen, or one empty
 	 * non-blocking get in MPQ_DEAD_LOOK_EVERY looks): see
@@ -360,6 +365,7 @@ struct mpq_queue {
 	uint32_t empty_looks;
 	uint32_t deaths_seen;
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
+	uint64_t runs_freed_seen;	/* the same, of runs_freed */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;
 	struct mpq_qblob_maps *bmaps;	/* qblob.c; NULL until needed */
@@ -382,6 +388,42 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
 	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
 }
 
+/* run.c: runs, batches of one size packed over slots (struct mpq_slot_run). */
+#define MPQ_RUN_SLOTS_MAX	256
+struct mpq_run {
+	uint32_t count, size, taken, k;
+	struct mpq_slot_run *hdr;
+	unsigned char *data;		/* the first message */
+};
+int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run);
+uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
+			 uint64_t tail);
+int mpq_runs_out_slow(struct mpq_queue *q);
+unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
+			  int producer);
+int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
+		uint32_t count);
+int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,
+		unsigned int n, void *arr, uint32_t *size, int waited);
+int mpq_run_peek(struct mpq_queue *q, uint64_t pos, void **data,
+		 uint32_t *len);
+void mpq_run_release(struct mpq_queue *q, uint64_t pos);
+void mpq_run_drop(struct mpq_queue *q, uint64_t pos, uint32_t k);
+
+/* May a run be in the ring (the producer's look: run.c)? */
+static inline int mpq_runs_out(struct mpq_queue *q)
+{
+	if (likely(load_relaxed(&q->shm->runs_put) ==
+		   __atomic_load_n(&q->runs_freed_seen, __ATOMIC_RELAXED)))
+		return 0;
+	return mpq_runs_out_slow(q);
+}
+
+/* queue.c: a JoinableQueue's count of n tasks under r, and its settling. */
+void mpq_queue_tasks_count(struct mpq_queue *q, struct mpq_queue_rec *r,
+			   unsigned int n);
+void mpq_queue_tasks_settled(struct mpq_queue *q, struct mpq_queue_rec *r);
+
 /* reclaim.c: operation records, and cleaning up after dead participants. */
 struct mpq_queue_rec *mpq_rec_take(struct mpq_queue *q);
 struct mpq_queue_rec *mpq_rec_begin_slow(struct mpq_queue *q);
@@ -389,7 +431,7 @@ void mpq_rec_end_slow(struct mpq_queue_rec *r);
 int mpq_rec_forget(struct mpq_queue *q);
 void mpq_rec_drop(struct mpq_queue_rec *r);
 int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs,
-		      unsigned int n);
+		      unsigned int n, uint32_t exact);
 int mpq_queue_busy(struct mpq_queue *q);
 int mpq_queue_dead_message(struct mpq_queue *q);
 int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m);

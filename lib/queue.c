@@ -301,6 +301,7 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 	(*out)->one_producer = attr->maxsize &&
 			       (attr->flags & MPQ_QUEUE_F_ONE_PRODUCER);
 	(*out)->one_consumer = !!(attr->flags & MPQ_QUEUE_F_ONE_CONSUMER);
+	(*out)->runs = (*out)->one_producer && (*out)->one_consumer;
 	/*
 	 * Without the module, mpq_wait() sleeps on an eventfd that whoever
 	 * puts rings when a waiter asked for it; it reaches the processes
@@ -649,7 +650,14 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 			if (dif)
 				break;
 		}
-		if (k && q->limit) {
+		if (k && unlikely(q->runs) && mpq_runs_out(q)) {
+			/* Runs in the ring: the bound counts messages. */
+			k = mpq_run_room(q, pos, k, 1);
+			if (!k) {
+				ret = -EAGAIN;
+				goto fail;
+			}
+		} else if (k && q->limit) {
 			k = mpq_queue_room(q, pos, k);
 			if (!k) {
 				ret = -EAGAIN;	/* maxsize messages in it */
@@ -742,6 +750,17 @@ static inline void mpq_queue_task_settled(struct mpq_queue *q,
 	if (r && q->flags & MPQ_QUEUE_JOINABLE)
 		__atomic_store_n(&r->tasks, load_relaxed(&r->tasks) & ~1ULL,
 				 __ATOMIC_RELAXED);
+}
+
+void mpq_queue_tasks_count(struct mpq_queue *q, struct mpq_queue_rec *r,
+			   unsigned int n)
+{
+	mpq_queue_task_count(q, r, n);
+}
+
+void mpq_queue_tasks_settled(struct mpq_queue *q, struct mpq_queue_rec *r)
+{
+	mpq_queue_task_settled(q, r);
 }
 
 /* Fill the claimed slots, publish them, let the record go, notify once. */
@@ -878,12 +897,18 @@ void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
  */
 /* *msgs when the claim is one corrupt slot, to be freed and not read. */
 #define MPQ_CLAIMED_CORRUPT	(~0U)
+/*
+ * Returned when head is at a run (struct mpq_slot_run), nothing claimed:
+ * *posp is its position, for mpq_run_get(). Not an errno: never returned
+ * to a caller.
+ */
+#define MPQ_CLAIM_RUN		(-4096)
 
 static inline __attribute__((always_inline))
 int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			 unsigned int n, uint64_t *posp,
 			 struct mpq_queue_rec **rp, uint32_t *len,
-			 unsigned int *msgs)
+			 unsigned int *msgs, uint32_t exact)
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
 	struct mpq_queue_rec *r = NULL;
@@ -906,6 +931,14 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			len[k] = load_relaxed(&s->len);
 			if (len[k] == MPQ_SLOT_DROPPED)
 				continue;
+			if (unlikely(len[k] == MPQ_SLOT_RUN)) {
+				/* Taken in place, never claimed: alone. */
+				if (k)
+					break;
+				*posp = pos;
+				ret = MPQ_CLAIM_RUN;
+				goto fail;
+			}
 			if (unlikely(len[k] == MPQ_SLOT_EXT)) {
 				/* Out of line: claimed alone, first. */
 				uint64_t xl;
@@ -914,7 +947,8 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 					break;
 				xl = load_relaxed(&((struct mpq_slot_ext *)
 						    (s + 1))->len);
-				if (bufs && xl > bufs[0].iov_len) {
+				if (bufs && (xl > bufs[0].iov_len ||
+					     (exact && xl != exact))) {
 					bufs[0].iov_len = xl > SIZE_MAX ?
 							  SIZE_MAX : xl;
 					ret = -EMSGSIZE;
@@ -932,7 +966,8 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 				}
 				break;
 			}
-			if (bufs && len[k] > bufs[m].iov_len) {
+			if (bufs && (len[k] > bufs[m].iov_len ||
+				     (exact && len[k] != exact))) {
 				if (k == 0) {
 					bufs[0].iov_len = len[0];
 					ret = -EMSGSIZE;
@@ -1097,7 +1132,7 @@ void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
  */
 static inline __attribute__((always_inline))
 int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
-			unsigned int n, int waited)
+			unsigned int n, int waited, uint32_t exact)
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
@@ -1107,7 +1142,20 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 
 	do {
 		m = 0;
-		k = mpq_claim_get(q, bufs, n, &pos, &r, len, &m);
+		k = mpq_claim_get(q, bufs, n, &pos, &r, len, &m, exact);
+		if (unlikely(k == MPQ_CLAIM_RUN)) {
+			/* exact: bufs are consecutive cells of one array. */
+			k = exact ? mpq_run_get(q, pos, NULL, n,
+						bufs[0].iov_base, &exact,
+						waited) :
+				    mpq_run_get(q, pos, bufs, n, NULL, NULL,
+						waited);
+			if (k == -EMSGSIZE && exact)
+				bufs[0].iov_len = exact;
+			if (k)
+				return k;
+			continue;	/* spent: look again */
+		}
 		if (k == -EUCLEAN && m == MPQ_CLAIMED_CORRUPT) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
@@ -1137,7 +1185,7 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			     unsigned int n, int waited)
 {
-	return mpq_queue_try_get_n(q, bufs, n, waited);
+	return mpq_queue_try_get_n(q, bufs, n, waited, 0);
 }
 
 /*
@@ -1225,6 +1273,9 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 	if (load_acquire(&s->seq) != (uint32_t)pos)
 		return 0;
 	if (q->one_producer) {		/* bounded: no overflow */
+		/* Runs in the ring: the bound counts messages. */
+		if (unlikely(q->runs) && mpq_runs_out(q))
+			return 0;
 		mpq_queue_put1_alone(q, s, pos, msg, len);
 		return 1;
 	}
@@ -1286,7 +1337,14 @@ struct mpq_op {
 	struct mpq_msg *zc;	/* reserve or peek */
 	struct mpq_qblob *blob;	/* reserve: out of line, in this blob */
 	int waited;		/* past the first look (mpq_queue_copy_msg) */
+	void *arr;		/* put_array, get_array: n of asize bytes */
+	uint32_t asize;
 };
+
+static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
+				   uint32_t size, unsigned int count);
+static int mpq_queue_try_get_array(struct mpq_queue *q, void *buf,
+				   uint32_t size, unsigned int max, int waited);
 
 static int mpq_zc_reserve(struct mpq_queue *q, struct mpq_msg *m,
 			  struct mpq_qblob *blob);
@@ -1297,6 +1355,12 @@ static int mpq_op_try(struct mpq_op *op)
 	if (op->zc)
 		return op->is_get ? mpq_zc_peek(op->q, op->zc) :
 				    mpq_zc_reserve(op->q, op->zc, op->blob);
+	if (op->arr)
+		return op->is_get ?
+		       mpq_queue_try_get_array(op->q, op->arr, op->asize,
+					       op->n, op->waited) :
+		       mpq_queue_try_put_array(op->q, op->arr, op->asize,
+					       op->n);
 	if (op->is_get) {
 		/* A spin's looks: the message that lands goes the lean way. */
 		if (op->n == 1 && mpq_queue_lean(op->q)) {
@@ -1319,11 +1383,19 @@ static int mpq_op_try(struct mpq_op *op)
  */
 static int mpq_op_reclaim(struct mpq_op *op)
 {
+	struct iovec cell;
+
 	if (!op->is_get)
-		return mpq_queue_reclaim(op->q, NULL, 0);
+		return mpq_queue_reclaim(op->q, NULL, 0, 0);
 	if (op->zc)
 		return mpq_queue_reclaim_peek(op->q, op->zc);
-	return mpq_queue_reclaim(op->q, op->iov, op->n);
+	if (op->arr) {
+		/* One of exact size, into the array's first cell. */
+		cell.iov_base = op->arr;
+		cell.iov_len = op->asize;
+		return mpq_queue_reclaim(op->q, &cell, 1, op->asize);
+	}
+	return mpq_queue_reclaim(op->q, op->iov, op->n, 0);
 }
 
 /*
@@ -1579,7 +1651,7 @@ static int mpq_queue_wait_for(struct mpq_op *op, uint32_t *word,
 		int64_t until = mpq_queue_sleep_until(op->q, deadline);
 
 		ret = mpq_op_reclaim(op);
-		if (ret > 0)
+		if (ret)	/* delivered, or -EMSGSIZE (get_array) */
 			return ret;
 		ret = mpq_op_try(op);
 		if (ret != -EAGAIN)
@@ -1654,7 +1726,7 @@ static int mpq_queue_nowait(struct mpq_op *op, int ret)
 	    !(op->is_get && mpq_queue_dead_look(op->q)))
 		return ret;
 	got = mpq_op_reclaim(op);
-	return got > 0 ? got : mpq_op_try(op);
+	return got ? got : mpq_op_try(op);
 }
 
 /* A wait, as tracers see it (queue_wait_begin/end in probes.h). */
@@ -1722,7 +1794,7 @@ static int mpq_queue_get_op(struct mpq_queue *q, struct iovec *bufs,
 
 	if (unlikely(q->closed))
 		return -EBADF;
-	ret = likely(n == 1) ? mpq_queue_try_get_n(q, bufs, 1, 0) :
+	ret = likely(n == 1) ? mpq_queue_try_get_n(q, bufs, 1, 0, 0) :
 			       mpq_queue_try_get(q, bufs, n, 0);
 	if (likely(ret != -EAGAIN))
 		return ret;
@@ -1931,6 +2003,128 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
 }
 
 /*
+ * Arrays: count messages of size bytes each, one after the other in the
+ * caller's memory. A queue that takes runs (run.c) moves a batch of them
+ * with one copy each way; any other puts a slot per message, as put_many
+ * does.
+ */
+static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
+				   uint32_t size, unsigned int count)
+{
+	struct iovec iov[MPQ_BATCH_MAX];
+	unsigned int i, n;
+	int ret;
+
+	n = count < MPQ_BATCH_MAX ? count : MPQ_BATCH_MAX;
+	if (q->runs && size && count > 1) {
+		ret = mpq_run_put(q, base, size, count);
+		if (ret)
+			return ret;
+		/* No run here (the ring's last slot, say): one message. */
+		n = 1;
+	}
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = (unsigned char *)base + (size_t)i * size;
+		iov[i].iov_len = size;
+	}
+	return mpq_queue_try_put_n(q, iov, n);
+}
+
+static int mpq_queue_try_get_array(struct mpq_queue *q, void *buf,
+				   uint32_t size, unsigned int max, int waited)
+{
+	uint64_t pos = load_relaxed(&q->shm->head);
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+	struct iovec iov[MPQ_BATCH_MAX];
+	unsigned int i, n;
+	int ret;
+
+	/* A run at head: straight to it, with no cells laid out. */
+	if (load_acquire(&s->seq) == (uint32_t)(pos + 1) &&
+	    load_relaxed(&s->len) == MPQ_SLOT_RUN) {
+		uint32_t sz = size;
+
+		ret = mpq_run_get(q, pos, NULL, max, buf, &sz, waited);
+		if (ret)
+			return ret;
+	}
+	n = max < MPQ_BATCH_MAX ? max : MPQ_BATCH_MAX;
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = (unsigned char *)buf + (size_t)i * size;
+		iov[i].iov_len = size;
+	}
+	return mpq_queue_try_get_n(q, iov, n, waited, size);
+}
+
+/*
+ * The first step may wait (op); the rest only take what is there now, so
+ * that a call moves as much as it can without waiting twice.
+ */
+static int mpq_queue_array_op(struct mpq_op *op, int64_t timeout_ns)
+{
+	unsigned char *p = op->arr;
+	unsigned int total = op->n;
+	int ret, done = 0;
+
+	ret = mpq_queue_op(op, timeout_ns);
+	while (ret > 0) {
+		done += ret;
+		if ((unsigned int)done == total)
+			break;
+		ret = op->is_get ?
+		      mpq_queue_try_get_array(op->q, p + (size_t)done *
+					      op->asize, op->asize,
+					      total - (unsigned int)done, 0) :
+		      mpq_queue_try_put_array(op->q, p + (size_t)done *
+					      op->asize, op->asize,
+					      total - (unsigned int)done);
+	}
+	return done ? done : ret;
+}
+
+MPQ_EXPORT int mpq_queue_put_array(struct mpq_queue *q, const void *base,
+				   size_t size, unsigned int count,
+				   int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .arr = (void *)base, .n = count };
+	int ret;
+
+	if (!q || !count || (!base && size))
+		return -EINVAL;
+	if (unlikely(q->ext))
+		return -EOPNOTSUPP;
+	if (count > INT32_MAX)
+		op.n = count = INT32_MAX;
+	if (size > q->msg_max) {
+		/* Out of line: a blob each, one per call. */
+		ret = mpq_queue_put_ext(q, base, size, timeout_ns);
+	} else {
+		op.asize = (uint32_t)size;
+		ret = mpq_queue_array_op(&op, timeout_ns);
+	}
+	if (ret > 0)
+		mpq_sent();
+	return ret;
+}
+
+MPQ_EXPORT int mpq_queue_get_array(struct mpq_queue *q, void *buf,
+				   size_t size, unsigned int max,
+				   int64_t timeout_ns)
+{
+	struct mpq_op op = { .q = q, .arr = buf, .n = max, .is_get = 1 };
+
+	if (!q || !buf || !max)
+		return -EINVAL;
+	if (unlikely(q->ext))
+		return -EOPNOTSUPP;
+	if (max > INT32_MAX)
+		op.n = INT32_MAX;
+	/* Larger than any message: none is that long. */
+	op.asize = size > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)size;
+	return mpq_queue_array_op(&op, timeout_ns);
+}
+
+/*
  * Zero-copy: a window on one slot. reserve claims a slot and hands out
  * its data area to write in place; commit publishes it (cancel publishes
  * it dropped). peek claims the oldest message and hands out its bytes in
@@ -1947,7 +2141,14 @@ MPQ_EXPORT int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
  * has messages, reserves a blob alone (DETACHED: no slot yet, the blob's
  * id in __pos): commit puts its descriptor as any put would.
  */
-enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED, MPQ_ZC_DETACHED };
+/*
+ * A peek of a run's message (PEEKRUN) holds no record and claims nothing:
+ * the message stays first in its run until release moves the run's taken
+ * on (run.c), so a process killed inside the window leaves it to be
+ * delivered again, as a slot's peek does.
+ */
+enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED, MPQ_ZC_DETACHED,
+       MPQ_ZC_PEEKRUN };
 
 /* Is p in the ring (an in-line window), not in a blob? */
 static int mpq_in_ring(const struct mpq_queue *q, const void *p)
@@ -2084,7 +2285,25 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 
 	for (;;) {
 		msgs = 0;
-		k = mpq_claim_get(q, NULL, 1, &pos, &r, len, &msgs);
+		k = mpq_claim_get(q, NULL, 1, &pos, &r, len, &msgs, 0);
+		if (k == MPQ_CLAIM_RUN) {
+			void *data;
+			uint32_t rlen;
+
+			k = mpq_run_peek(q, pos, &data, &rlen);
+			if (!k)
+				continue;	/* spent: look again */
+			if (k < 0)
+				return k;
+			m->data = data;
+			m->len = rlen;
+			m->__pos = pos;
+			m->__rec = q;
+			m->__q = q;
+			m->__kind = MPQ_ZC_PEEKRUN;
+			mpq_robust_window(&q->shm->deathbell, 1);
+			return 1;
+		}
 		if (k == -EUCLEAN && msgs == MPQ_CLAIMED_CORRUPT) {
 			mpq_queue_free_slots(q, pos, 1);
 			mpq_rec_end(q, r);
@@ -2118,7 +2337,8 @@ static int mpq_zc_check(struct mpq_queue *q, struct mpq_msg *m, uint32_t kind)
 	if (m->__q != q || !m->__rec)
 		return -EINVAL;
 	if (m->__kind != kind &&
-	    !(kind == MPQ_ZC_RESERVED && m->__kind == MPQ_ZC_DETACHED))
+	    !(kind == MPQ_ZC_RESERVED && m->__kind == MPQ_ZC_DETACHED) &&
+	    !(kind == MPQ_ZC_PEEKED && m->__kind == MPQ_ZC_PEEKRUN))
 		return -EINVAL;
 	return 0;
 }
@@ -2132,6 +2352,9 @@ static int mpq_queue_full_ring(struct mpq_queue *q)
 	/* A tail left behind is not full: the next put moves it on. */
 	if (seq != (uint32_t)tail && !mpq_tail_behind(q, tail, seq))
 		return 1;
+	/* Runs in the ring: maxsize messages (run.c). */
+	if (q->runs && mpq_runs_out(q))
+		return !mpq_run_room(q, tail, 1, 0);
 	return q->limit && (int64_t)(tail - load_acquire(&q->shm->head)) >=
 			   (int64_t)q->limit;
 }
@@ -2298,6 +2521,11 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 
 	if (ret)
 		return ret;
+	if (m->__kind == MPQ_ZC_PEEKRUN) {
+		mpq_run_release(q, m->__pos);
+		mpq_zc_close(m);
+		return 0;
+	}
 	r = m->__rec;
 	ext = !mpq_in_ring(q, m->data);
 	if (ext) {
@@ -2501,7 +2729,7 @@ static int mpq_queue_readable(struct mpq_queue *q)
  */
 static int mpq_queue_wait_repair(struct mpq_queue *q)
 {
-	mpq_queue_reclaim(q, NULL, 0);
+	mpq_queue_reclaim(q, NULL, 0, 0);
 	if (mpq_queue_readable(q))
 		return 1;
 	if (!mpq_queue_dead_message(q))
@@ -2564,15 +2792,16 @@ int mpq_queue_wait_prepare(struct mpq_queue *q, struct pollfd *p)
 
 /*
  * The messages in the queue: published and not yet taken, counted slot by
- * slot between head and tail, so that slots claimed but not yet published
- * (a put in progress) and slots a dead producer left dropped are not
- * counted. Exact when nothing moves; under churn, what the slots held as
+ * slot between head and tail (a run by what is left in it), so that slots
+ * claimed but not yet published (a put in progress) and slots a dead
+ * producer left dropped are not counted. Exact when nothing moves; under churn, what the slots held as
  * they were looked at.
  */
 MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 {
-	uint64_t head, tail, p;
-	int n = 0, tries;
+	uint64_t head, tail;
+	int n, tries;
+	uint32_t c;
 
 	if (!q)
 		return -EINVAL;
@@ -2599,14 +2828,9 @@ MPQ_EXPORT int mpq_queue_qsize(struct mpq_queue *q)
 		tail = head;
 	if (tail - head > q->capacity)
 		return tries == 16 ? (int)q->capacity : -EUCLEAN;
-	/* p == tail: a tail left behind over its published message. */
-	for (p = head; p != tail + 1; p++) {
-		struct mpq_slot *s = mpq_slot_at(q, p);
-
-		if (load_acquire(&s->seq) == (uint32_t)(p + 1) &&
-		    load_relaxed(&s->len) != MPQ_SLOT_DROPPED)
-			n++;
-	}
+	/* To tail too: a tail left behind over its published message. */
+	c = mpq_queue_count(q, head, tail);
+	n = c > INT32_MAX ? INT32_MAX : (int)c;
 	/* An unbounded queue's overflow, behind the ring. */
 	if (!q->maxsize) {
 		uint32_t o = load_acquire(&q->shm->ovf_count);

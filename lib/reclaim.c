@@ -375,6 +375,44 @@ static int mpq_rec_token(struct mpq_queue *q, uint64_t p, uint32_t kind,
 }
 
 /*
+ * A dead producer's run (struct mpq_slot_run): its first slot stuck, the
+ * k slots go out dropped together (the others' headers may be payload
+ * now), and what it counted goes back: the run's count, written before
+ * the tally's bit 0 was set. Published, its tasks stand.
+ */
+static void mpq_reclaim_run(struct mpq_queue *q, int i, uint64_t pos,
+			    uint32_t k, uint64_t t)
+{
+	struct mpq_queue_rec *r = &q->recs[i];
+	struct mpq_slot_run *h = (struct mpq_slot_run *)
+				 (mpq_slot_at(q, pos) + 1);
+	int stuck = mpq_slot_stuck(q, pos, MPQ_REC_PUT) &&
+		    mpq_rec_token(q, pos, MPQ_REC_PUT, i) == i;
+	uint64_t dropped = 0;
+
+	if (k > q->capacity - (pos & q->mask))
+		k = 0;		/* scribbled: not a run's */
+	if (t & 1) {
+		if (stuck) {
+			dropped = load_relaxed(&h->count);
+			if ((t >> 1) < dropped)	/* scribbled */
+				dropped = t >> 1;
+		}
+		__atomic_store_n(&r->tasks, (t & ~1ULL) - 2ULL * dropped,
+				 __ATOMIC_SEQ_CST);
+		if (dropped)
+			mpq_queue_task_wake(q);
+	}
+	if (stuck && k) {
+		mpq_run_drop(q, pos, k);
+		mpq_probe_queue_reclaim(q->id, pos, 1);
+	}
+	mpq_rec_drop(r);
+	if (stuck && k)
+		mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+}
+
+/*
  * A dead producer's claim: publish each stuck slot it acts for as
  * MPQ_SLOT_DROPPED. What it counted for them (a JoinableQueue's tasks,
  * the tally's bit 0 says it did) goes first, in one store that also
@@ -388,6 +426,10 @@ static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
 	uint64_t t = load_acquire(&r->tasks);
 	uint32_t dropped = 0, k;
 
+	if (op & MPQ_REC_RUN) {
+		mpq_reclaim_run(q, i, pos, n, t);
+		return;
+	}
 	if (t & 1) {
 		for (k = 0; k < n; k++)
 			if (mpq_slot_stuck(q, pos + k, MPQ_REC_PUT) &&
@@ -419,14 +461,18 @@ static void mpq_reclaim_put(struct mpq_queue *q, int i, uint32_t op,
 
 /*
  * A dead consumer's claim: deliver its stuck messages into bufs, as many
- * as fit, oldest first, and free their slots. What does not fit stays
- * with the record, given back as dead for the next consumer.
+ * as fit (and, with exact, only those of exact bytes: get_array), oldest
+ * first, and free their slots. What does not fit stays with the record,
+ * given back as dead for the next consumer. Returns the count, or
+ * -EMSGSIZE when the first did not fit exact.
  */
 static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
-			   uint32_t n, struct iovec *bufs, unsigned int nbufs)
+			   uint32_t n, struct iovec *bufs, unsigned int nbufs,
+			   uint32_t exact)
 {
 	struct mpq_queue_rec *r = &q->recs[i];
 	unsigned int got = 0;
+	int other = 0;
 	uint32_t k;
 
 	for (k = 0; k < n; k++) {
@@ -442,8 +488,11 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		if (len == MPQ_SLOT_EXT) {
 			/* Out of line: from its blob, which then goes. */
 			memcpy(&e, s + 1, sizeof(e));
-			if (got == nbufs || e.len > bufs[got].iov_len)
+			if (got == nbufs || e.len > bufs[got].iov_len ||
+			    (exact && e.len != exact)) {
+				other = got < nbufs;
 				break;
+			}
 			ext = mpq_qblob_take(q, &e, bufs[got].iov_base);
 			if (ext && ext != -EUCLEAN)
 				break;	/* not now: it stays */
@@ -452,8 +501,11 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 				ext = 1;
 			}
 		} else if (len <= q->msg_max) {
-			if (got == nbufs || len > bufs[got].iov_len)
+			if (got == nbufs || len > bufs[got].iov_len ||
+			    (exact && len != exact)) {
+				other = got < nbufs;
 				break;
+			}
 			mpq_copy(bufs[got].iov_base, s + 1, len);
 			bufs[got++].iov_len = len;
 		}
@@ -477,18 +529,22 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		mpq_rec_drop(r);
 	if (got)
 		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	if (!got && other && exact)
+		return -EMSGSIZE;
 	return (int)got;
 }
 
 /*
  * Clean up after dead participants. A producer calls it with no buffers
  * (it only publishes dead producers' slots as dropped); a consumer gives
- * buffers for the dead consumers' messages. Returns how many messages it
- * delivered into bufs.
+ * buffers for the dead consumers' messages (exact: of exact bytes only).
+ * Returns how many messages it delivered into bufs, or -EMSGSIZE if none
+ * and the first it found was not of exact bytes.
  */
-int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
+int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n,
+		      uint32_t exact)
 {
-	int got = 0, i;
+	int got = 0, i, ret;
 
 	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
 		struct mpq_queue_rec *r = &q->recs[i];
@@ -516,9 +572,13 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n)
 			mpq_rec_drop(r);
 		else if (op & MPQ_REC_PUT)
 			mpq_reclaim_put(q, i, op, pos, cnt);
-		else
-			got += mpq_reclaim_get(q, i, pos, cnt, bufs + got,
-					       n - (unsigned int)got);
+		else {
+			ret = mpq_reclaim_get(q, i, pos, cnt, bufs + got,
+					      n - (unsigned int)got, exact);
+			if (ret < 0 && !got)
+				return ret;
+			got += ret > 0 ? ret : 0;
+		}
 	}
 	return got;
 }
@@ -557,7 +617,7 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 	 * as a get's look does. Consumers that only peeked once waited for
 	 * good behind one.
 	 */
-	mpq_queue_reclaim(q, NULL, 0);
+	mpq_queue_reclaim(q, NULL, 0, 0);
 	for (i = 0; i < (int)MPQ_QUEUE_NREC; i++) {
 		struct mpq_queue_rec *d = &q->recs[i], *mine;
 		uint32_t v = load_acquire(&d->word), op, n, k;

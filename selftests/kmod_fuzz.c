@@ -797,7 +797,7 @@ out:
 static void op_scribble(void)
 {
 	static const size_t hot[] = { 0, 4, 8, 12, 16, 20, 24, 32, 36, 40, 44,
-		128, 256, 384, 388, 392, 396, 400, 404, 512, 640, 768, 896,
+		128, 256, 384, 388, 392, 396, 400, 404, 512, 520, 640, 768, 896,
 		4096, 4100, 4104, 4112, 4116 };
 	struct map m;
 	volatile char *p;
@@ -832,6 +832,30 @@ static void op_scribble(void)
 		*(volatile uint64_t *)(p + 8) = chance(50) ? below(64) : rnd();
 		*(volatile uint32_t *)(p + 16) = edgy(UINT32_MAX);
 		*(volatile uint32_t *)p = 0x40000000;
+	}
+	/*
+	 * A run forged at a slot near head (struct mpq_slot_run): published,
+	 * with counts, sizes and taken at their edges, for read(2) and the
+	 * bound's count of messages (runs_put and runs_freed).
+	 */
+	if (m.kind == K_QUEUE && chance(20) && m.len >= 4096) {
+		volatile struct mpq_queue_shm *h = (void *)m.addr;
+		uint32_t cap = h->capacity, ss = h->slot_size;
+		uint64_t pos = h->head + (chance(50) ? 0 : below(4));
+		volatile struct mpq_slot *s;
+
+		off = h->data_off + (size_t)(pos & (cap - 1)) * ss;
+		if (cap && !(cap & (cap - 1)) && ss >= 24 &&
+		    off + 24 <= m.len) {
+			s = (volatile void *)(m.addr + off);
+			((volatile uint32_t *)(s + 1))[0] = edgy(UINT32_MAX);
+			((volatile uint32_t *)(s + 1))[1] = edgy(UINT32_MAX);
+			((volatile uint32_t *)(s + 1))[2] = edgy(UINT32_MAX);
+			s->len = chance(80) ? MPQ_SLOT_RUN : edgy(UINT32_MAX);
+			s->seq = (uint32_t)(pos + 1);
+			if (chance(30))
+				h->runs_put = h->runs_freed + edgy(UINT32_MAX);
+		}
 	}
 	while (n--) {
 		off = chance(60) ? hot[below(sizeof(hot) / sizeof(hot[0]))] : below(m.len);

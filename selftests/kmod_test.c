@@ -904,6 +904,57 @@ TEST(read_and_write_on_a_queue_fd_get_and_put_messages)
 	mpq_queue_free(q);
 }
 
+/*
+ * A run (put_array on a queue with one producer and one consumer) comes
+ * out of read(2) a message per call, in order; its last frees it (the
+ * next read finds what follows it); poll and write(2) count its messages
+ * against maxsize, including those read(2) took from it.
+ */
+TEST(read_takes_a_run_a_message_at_a_time_and_poll_counts_its_messages)
+{
+	struct mpq_queue_attr attr = { .maxsize = 16, .msgsize = 64,
+				       .backend = MPQ_BACKEND_KMOD,
+				       .flags = MPQ_QUEUE_F_ONE_PRODUCER |
+						MPQ_QUEUE_F_ONE_CONSUMER };
+	uint64_t in[16], v;
+	struct mpq_queue *q;
+	char buf[128];
+	int fd, i;
+
+	for (i = 0; i < 16; i++)
+		in[i] = 100 + i;
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	fd = mpq_queue_fileno(q);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	/* maxsize messages, in far fewer than 16 slots: full all the same. */
+	ASSERT_EQ(POLLIN, poll_now(fd));
+	ASSERT_EQ(-1, write(fd, "x", 1));
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(-1, read(fd, buf, 4));		/* too short: it stays */
+	ASSERT_EQ(EMSGSIZE, errno);
+	for (i = 0; i < 15; i++) {
+		ASSERT_EQ(8, read(fd, &v, 8));
+		ASSERT_EQ(in[i], v);
+		/* Each message read leaves room for one. */
+		ASSERT_EQ(POLLIN | POLLOUT, poll_now(fd));
+	}
+	ASSERT_EQ(0, mpq_queue_put(q, "tail", 4, 0));
+	ASSERT_EQ(8, read(fd, &v, 8));
+	ASSERT_EQ(in[15], v);
+	ASSERT_EQ(4, read(fd, buf, sizeof(buf)));	/* after the run */
+	ASSERT_EQ(0, memcmp(buf, "tail", 4));
+	ASSERT_EQ(-1, read(fd, buf, sizeof(buf)));
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(0, mpq_queue_qsize(q));
+	/* Freed: a run goes in again, and the library takes it. */
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	ASSERT_EQ(8, read(fd, &v, 8));
+	ASSERT_EQ(15, mpq_queue_get_array(q, in, 8, 16, 0));
+	ASSERT_EQ(POLLOUT, poll_now(fd));
+	mpq_queue_free(q);
+}
+
 static int queue_put_late(void *arg)
 {
 	sleep_ms(100);

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -328,6 +329,120 @@ TEST_F_TIMEOUT(slow, a_put_or_get_of_a_message_in_its_slot_killed_anywhere_leave
 	EXPECT_EQ(0, kill_everywhere(_metadata, "get, one consumer",
 				     plain_setup_spsc, plain_prep, plain_get,
 				     plain_get_check));
+}
+
+/* --- Runs: a batch packed over slots (lib/run.c) ----------------------- */
+
+/*
+ * On a queue with one producer and one consumer a put_array of small
+ * messages is one run, taken apart in place. Killed at any instruction,
+ * its put leaves the run whole or not at all (whole if it returned), a
+ * take of part of it, of all of it, of one message, or a peek and its
+ * release leaves what it took taken or there for the next consumer
+ * (taken if it returned), and the queue goes on.
+ */
+static int run_setup(struct ctx *c)
+{
+	c->q = queue(16, 16, MPQ_QUEUE_F_ONE_PRODUCER |
+			     MPQ_QUEUE_F_ONE_CONSUMER);
+	return c->q ? 0 : -1;
+}
+
+/* Warm, then "abcdef" as one run (checked: else the test tests slots). */
+static void run_prep(struct ctx *c)
+{
+	struct mpq_queue_shm *shm;
+	struct mpq_slot *s;
+	char buf[16];
+	size_t len = sizeof(buf), size;
+
+	if (mpq_queue_put(c->q, "w", 1, 0) ||
+	    mpq_queue_get(c->q, buf, &len, 0) ||
+	    mpq_queue_put_array(c->q, "abcdef", 1, 6, 0) != 6)
+		_exit(3);
+	shm = queue_map(c->q, &size);
+	if (!shm)
+		_exit(3);
+	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
+				(shm->head & (shm->capacity - 1)) *
+				shm->slot_size);
+	if (s->len != MPQ_SLOT_RUN)
+		_exit(4);
+	munmap(shm, size);
+}
+
+static void run_put(struct ctx *c)
+{
+	mpq_queue_put_array(c->q, "xyz", 1, 3, 0);
+}
+
+static void run_get_all(struct ctx *c)
+{
+	char buf[16];
+
+	mpq_queue_get_array(c->q, buf, 1, 6, 0);
+}
+
+static void run_get_part(struct ctx *c)
+{
+	char buf[16];
+
+	mpq_queue_get_array(c->q, buf, 1, 2, 0);
+}
+
+static void run_peek(struct ctx *c)
+{
+	struct mpq_msg m = { 0 };
+
+	if (!mpq_queue_peek(c->q, &m, 0))
+		mpq_queue_release(c->q, &m);
+}
+
+static const char *run_put_check(struct ctx *c)
+{
+	static const char *const killed[] = { "abcdef", NULL };
+
+	return plain_verdict(c, "put_array", "abcdefxyz", killed);
+}
+
+static const char *run_all_check(struct ctx *c)
+{
+	static const char *const killed[] = { "abcdef", NULL };
+
+	return plain_verdict(c, "get_array of the whole run", "", killed);
+}
+
+static const char *run_part_check(struct ctx *c)
+{
+	static const char *const killed[] = { "abcdef", NULL };
+
+	return plain_verdict(c, "get_array of two", "cdef", killed);
+}
+
+static const char *run_one_check(struct ctx *c)
+{
+	static const char *const killed[] = { "abcdef", NULL };
+
+	return plain_verdict(c, "get or peek of one", "bcdef", killed);
+}
+
+TEST_F_TIMEOUT(slow, a_run_put_or_taken_killed_anywhere_leaves_the_queue_whole, 300)
+{
+	EXPECT_EQ(0, kill_everywhere(_metadata, "put_array (a run)",
+				     run_setup, run_prep, run_put,
+				     run_put_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "get_array of a run",
+				     run_setup, run_prep, run_get_all,
+				     run_all_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "get_array of part of a run",
+				     run_setup, run_prep, run_get_part,
+				     run_part_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "get of one of a run",
+				     run_setup, run_prep, plain_get,
+				     run_one_check));
+	EXPECT_EQ(0, kill_everywhere(_metadata, "peek and release in a run",
+				     run_setup, run_prep, run_peek,
+				     run_one_check));
 }
 
 /* --- Blobs -------------------------------------------------------------- */

@@ -157,7 +157,13 @@ struct mpq_queue_blob {
  * the ring rules below); a reader of layout 4 would call such a queue
  * corrupt, or wait at its head for ever.
  */
-#define MPQ_QUEUE_VERSION	5U
+/*
+ * 6: runs (MPQ_SLOT_RUN): a batch of messages of one size packed over
+ * consecutive slots, the headers of all but the first included; a reader
+ * of layout 5 would take the first for a corrupt message and the others'
+ * payload for seqs.
+ */
+#define MPQ_QUEUE_VERSION	6U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -203,13 +209,29 @@ struct mpq_queue_shm {
 	__u64 blob_free[8];
 	__u8 __pad0[128 - 104];
 
-	/* Next position a producer claims. */
+	/*
+	 * Next position a producer claims. runs_put sums, over the runs
+	 * (struct mpq_slot_run) the only producer claimed, the messages each
+	 * holds beyond its positions (count - k > 0), added before the run is
+	 * published; runs_freed sums the same over the runs consumers freed,
+	 * added after a run's first slot is freed and before head moves past
+	 * it. While they differ a run may be in the ring, and a bounded
+	 * queue's messages are tail - head + runs_put - runs_freed, less
+	 * what consumers took from the run at head (the only one that can
+	 * be partly taken), which is what the bound is kept with; equal,
+	 * tail - head counts them. A death between the free and the sum leaves
+	 * the bound counting more than there is (never less), until the
+	 * producer finds the ring empty (head == tail: no run in it) and
+	 * makes runs_put equal runs_freed.
+	 */
 	__u64 tail;
-	__u8 __pad1[128 - 8];
+	__u64 runs_put;
+	__u8 __pad1[128 - 16];
 
 	/* Next position a consumer claims. */
 	__u64 head;
-	__u8 __pad2[128 - 8];
+	__u64 runs_freed;
+	__u8 __pad2[128 - 16];
 
 	/*
 	 * Sleeping. nonempty and nonfull are futex words: bit 0
@@ -297,6 +319,8 @@ struct mpq_queue_shm {
 #define MPQ_REC_COUNTED		(1U << 3)	/* unfinished was raised */
 /* libmpq's: a promote's slots hold their messages: publish, never drop. */
 #define MPQ_REC_FILLED		(1U << 4)
+/* libmpq's: a put of a run (struct mpq_slot_run): its slots go together. */
+#define MPQ_REC_RUN		(1U << 5)
 
 struct mpq_queue_rec {
 	__u32 word;
@@ -338,6 +362,8 @@ struct mpq_queue_rec {
 #define MPQ_SLOT_DROPPED	0xffffffffU
 /* A slot's len when the message is out of line: struct mpq_slot_ext. */
 #define MPQ_SLOT_EXT		0xfffffffeU
+/* A slot's len when it starts a run: struct mpq_slot_run. */
+#define MPQ_SLOT_RUN		0xfffffffdU
 
 /*
  * Header of each slot; msg_max bytes of data follow, and slots are packed
@@ -358,6 +384,40 @@ struct mpq_slot {
 struct mpq_slot_ext {
 	__u64 id;
 	__u64 len;
+};
+
+/*
+ * The data of an MPQ_SLOT_RUN slot: count messages of size bytes each
+ * (1 <= size <= msg_max), packed one after the other from the end of this
+ * struct on. A run takes k = DIV_ROUND_UP(sizeof(struct mpq_slot) +
+ * sizeof(struct mpq_slot_run) + count * size, slot_size) consecutive
+ * positions, p to p + k - 1, and never wraps past the ring's last slot;
+ * the slots after its first hold its payload, headers included, from
+ * the claim until the run is freed, and only the first's seq says what
+ * the run is. A producer claims the k positions at once (moving tail by
+ * k), writes the payload, then the first slot, and publishes its seq.
+ *
+ * Consumers take a run's messages in order, any number at a time,
+ * without moving head: taken says how many are gone. The one that takes
+ * the last stores taken = count, frees the covered slots (seq p + i +
+ * capacity), then the first, and only then moves head by k; killed
+ * before taken moves, the messages it was copying are delivered again;
+ * after, the next consumer finds taken == count and frees what is left;
+ * after the first slot is freed, head is a cursor left behind (the ring
+ * rules below) and is moved on slot by slot. Whoever frees a run's first
+ * slot adds count - k to runs_freed (struct mpq_queue_shm) before it
+ * moves head.
+ * libmpq writes runs only to a bounded queue made with one producer and
+ * one consumer at a time (MPQ_QUEUE_F_ONE_PRODUCER and _CONSUMER): two
+ * consumers taking from one run at once could deliver a message twice.
+ * A dead producer's run (its record's op has MPQ_REC_RUN) is published
+ * as k dropped slots.
+ */
+struct mpq_slot_run {
+	__u32 count;
+	__u32 size;
+	__u32 taken;
+	__u32 __pad;
 };
 
 #define MPQ_SLOT_MIN_DATA	16
