@@ -89,7 +89,10 @@
  *                overflow when the producer runs ahead.
  *   mpq-queue-spsc       the same as mpq-queue, made with
  *                MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER: the
- *                claims without a CAS (8 B and 1 KiB, adaptive wait).
+ *                claims without a CAS (8 B and 1 KiB, adaptive wait);
+ *                batches go through mpq_queue_put_array/get_array, which
+ *                on this queue pack a batch of small messages into one
+ *                run (lib/run.c) instead of a slot each.
  *   mpq-queue-ool        msgsize 64 whatever --size is: every message
  *                larger than that goes out of line (a blob each), beside
  *                mpq-queue (msgsize = size, in the slot) and mpq-conn.
@@ -252,6 +255,7 @@ struct chan {
 				   eventfd: data, space */
 	mqd_t mq;
 	struct mpq_queue *q;
+	bool array;		/* mpq: put_array/get_array */
 	struct mpq_conn *cr, *cw;	/* mpq-conn: receiving, sending end */
 	int epfd;
 	struct iovec *iov;
@@ -618,6 +622,8 @@ static int mpq_open(struct chan *c)
 		attr.msgsize = 64;
 	else if (!strcmp(c->impl->name, "mpq-queue-spsc"))
 		attr.flags = MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER;
+	/* Batches of one size: the array calls, runs on this queue. */
+	c->array = c->batch > 1 && !strcmp(c->impl->name, "mpq-queue-spsc");
 	attr.backend = c->backend;
 	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
 		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
@@ -673,6 +679,19 @@ static int mpq_send(struct chan *c, const unsigned char *buf, unsigned int n)
 		}
 		return 0;
 	}
+	if (c->array) {
+		while (done < n) {
+			ret = mpq_queue_put_array(c->q, buf + (size_t)done *
+						  c->size, c->size, n - done,
+						  MPQ_FOREVER);
+			if (ret < 0)
+				return fail("mpq_queue_put_array", -ret);
+			if (ret == 0 || (unsigned int)ret > n - done)
+				return fail_msg("mpq_queue_put_array: a count out of range");
+			done += (unsigned int)ret;
+		}
+		return 0;
+	}
 	mpq_fill_iov(c, buf, n);
 	while (done < n) {
 		ret = mpq_queue_put_many(c->q, c->iov + done, n - done,
@@ -702,6 +721,12 @@ static int mpq_recv(struct chan *c, unsigned char *buf, unsigned int n)
 				ret = 1;
 				c->iov[0].iov_len = len;
 			}
+		} else if (c->array) {
+			/* Each exactly size bytes, or -EMSGSIZE. */
+			ret = mpq_queue_get_array(c->q, buf, c->size, n,
+						  timeout);
+			if (ret > 0 && (unsigned int)ret <= n)
+				return ret;
 		} else {
 			mpq_fill_iov(c, buf, n);
 			ret = mpq_queue_get_many(c->q, c->iov, n, timeout);

@@ -617,6 +617,14 @@ def goals16(rows, res, backend, tcg, busy=False, base=None):
                         **q),
                find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
                         impl="spin-floor"), 0.8, True, "batch-256 stream")
+    # The array calls on a queue with one producer and one consumer: runs.
+    ratio_goal("... put_array/get_array on the queue with "
+               "MPQ_QUEUE_F_ONE_PRODUCER + _ONE_CONSUMER (runs)",
+               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
+                        **dict(q, impl="mpq-queue-spsc")),
+               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
+                        impl="spin-floor"), 0.8, True,
+               "mpq-queue-spsc batch-256 stream")
     ratio_goal("2 producers 2 consumers, 8 B: ≥ 1.0x ck_ring MPMC",
                find_row(rows, "msgs_per_s", bench="mpmc", **q),
                find_row(rows, "msgs_per_s", bench="mpmc", impl="ck-ring-mpmc"),
