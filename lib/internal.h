@@ -396,6 +396,7 @@ struct mpq_run {
 	unsigned char *data;		/* the first message */
 };
 int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run);
+int mpq_run_covers(const struct mpq_queue *q, uint64_t p);
 uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 			 uint64_t tail);
 int mpq_runs_out_slow(struct mpq_queue *q);

@@ -62,9 +62,14 @@ static int mpq_slot_stuck(struct mpq_queue *q, uint64_t p, uint32_t kind)
 {
 	uint32_t seq = load_acquire(&mpq_slot_at(q, p)->seq);
 
-	if (kind == MPQ_REC_PUT)	/* claimed, never published */
+	/*
+	 * Claimed, never published; not a slot inside a run, whose header
+	 * is payload (a stale intent of a dead producer can name one).
+	 */
+	if (kind == MPQ_REC_PUT)
 		return seq == (uint32_t)p &&
-		       (int64_t)(load_acquire(&q->shm->tail) - p) > 0;
+		       (int64_t)(load_acquire(&q->shm->tail) - p) > 0 &&
+		       !mpq_run_covers(q, p);
 	/* taken, never freed */
 	return seq == (uint32_t)(p + 1) &&
 	       (int64_t)(load_acquire(&q->shm->head) - p) > 0;

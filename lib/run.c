@@ -57,6 +57,57 @@ int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run)
 }
 
 /*
+ * A run claimed at pos and not yet published: its slots, from the record
+ * whose op says RUN (set before the payload covers the slots' headers),
+ * or 0.
+ */
+static uint32_t mpq_run_claimed(const struct mpq_queue *q, uint64_t pos)
+{
+	unsigned int i;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t n = load_acquire(&r->n);
+
+		if (n && load_relaxed(&r->op) & MPQ_REC_RUN &&
+		    load_relaxed(&r->pos) == pos &&
+		    n <= q->capacity - (pos & q->mask))
+			return n;
+	}
+	return 0;
+}
+
+/*
+ * Is position p inside a run, past its first slot, so that the slot's
+ * header is payload (the run published, or being put)? Found by walking
+ * from head, a run at a time: head is always at a slot's start. For the
+ * repairers (reclaim.c), before they read such a slot's seq.
+ */
+int mpq_run_covers(const struct mpq_queue *q, uint64_t p)
+{
+	uint64_t head = load_acquire(&q->shm->head), at = head;
+	struct mpq_run run;
+
+	if ((int64_t)(p - head) <= 0 || p - head > q->capacity)
+		return 0;
+	while ((int64_t)(p - at) > 0) {
+		struct mpq_slot *s = mpq_slot_at(q, at);
+		uint32_t seq = load_acquire(&s->seq), k = 0;
+
+		if (seq == (uint32_t)(at + 1) &&
+		    load_relaxed(&s->len) == MPQ_SLOT_RUN &&
+		    !mpq_run_read(q, at, &run))
+			k = run.k;
+		else if (seq == (uint32_t)at)
+			k = mpq_run_claimed(q, at);
+		if (k > 1 && (int64_t)(at + k - p) > 0)
+			return 1;
+		at += k ? k : 1;
+	}
+	return 0;
+}
+
+/*
  * Messages published between head and tail (and at tail, a tail left
  * behind over its message): a slot's message counts one, a run what is
  * left of it; slots claimed and not yet published, and dropped ones,
@@ -74,7 +125,10 @@ uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 		uint32_t len;
 
 		if (load_acquire(&s->seq) != (uint32_t)(p + 1)) {
-			p++;
+			/* A run being put: its other slots are payload. */
+			uint32_t k = mpq_run_claimed(q, p);
+
+			p += k ? k : 1;
 			continue;
 		}
 		len = load_relaxed(&s->len);

@@ -263,6 +263,55 @@ TEST(bad_array_arguments_are_einval)
 }
 
 /*
+ * A dead producer's stale intent (a record that named positions, died,
+ * and never claimed them) can name slots that a run later covers, whose
+ * headers are then payload. A repairer must not take payload that
+ * happens to read like a free slot's seq for a slot left stuck, and
+ * publish it dropped over the run's messages: here each covered slot's
+ * "seq" is its own position, a record dead with such an intent waits in
+ * the queue, and a put that waits (the queue full) cleans up after the
+ * dead. The run comes out intact.
+ */
+TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
+{
+	struct mpq_queue *q = queue(16, 8, SPSC);
+	uint64_t in[16], out[16], v = 1;
+	struct mpq_queue_shm *shm;
+	struct mpq_queue_rec *r;
+	uint32_t k;
+	size_t size;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	/* 24-byte slots: covered slot i's header is message 3 (i - 1). */
+	for (i = 0; i < 16; i++)
+		in[i] = 0xabcd000000000000ULL | (uint64_t)(i * 977);
+	for (i = 0; i < 16; i += 3)
+		in[i] = 0xabcd000000000000ULL | (uint32_t)(i / 3 + 1);
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	ASSERT_EQ(24, shm->slot_size);
+	ASSERT_EQ(0, shm->head);
+	k = (uint32_t)shm->tail;
+	ASSERT_EQ(7, k);
+	/* The last record: dead, its intent the run's covered slots. */
+	r = (struct mpq_queue_rec *)((unsigned char *)shm + MPQ_QUEUE_REC_OFF +
+				     128 * (MPQ_QUEUE_NREC - 1));
+	r->op = MPQ_REC_PUT;
+	r->pos = 1;
+	r->n = k - 1;
+	__atomic_store_n(&r->word, 0x40000000U, __ATOMIC_RELEASE);
+	/* Full (16 messages): the put waits, and repairs first. */
+	ASSERT_EQ(-ETIMEDOUT, mpq_queue_put(q, &v, 8, NSEC_PER_MSEC));
+	ASSERT_EQ(16, mpq_queue_get_array(q, out, 8, 16, 0));
+	for (i = 0; i < 16; i++)
+		ASSERT_EQ(in[i], out[i]);
+	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+/*
  * A producer of runs SIGKILLed at random points, many times, each time
  * followed by a new producer (the one before is dead: one at a time):
  * every message the consumer gets is whole and comes once, in order;
