@@ -929,20 +929,32 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			if (dif)
 				break;
 			len[k] = load_relaxed(&s->len);
-			if (len[k] == MPQ_SLOT_DROPPED)
-				continue;
-			if (unlikely(len[k] == MPQ_SLOT_RUN)) {
-				/* Taken in place, never claimed: alone. */
-				if (k)
-					break;
-				*posp = pos;
-				ret = MPQ_CLAIM_RUN;
-				goto fail;
-			}
-			if (unlikely(len[k] == MPQ_SLOT_EXT)) {
-				/* Out of line: claimed alone, first. */
+			/* Above msg_max: not a message in its slot. One test
+			 * for the common case, the kinds sorted out after. */
+			if (unlikely(len[k] > q->msg_max)) {
 				uint64_t xl;
 
+				if (len[k] == MPQ_SLOT_DROPPED)
+					continue;
+				if (len[k] == MPQ_SLOT_RUN) {
+					/* Taken in place, never claimed:
+					 * alone. */
+					if (k)
+						break;
+					*posp = pos;
+					ret = MPQ_CLAIM_RUN;
+					goto fail;
+				}
+				if (len[k] != MPQ_SLOT_EXT) {
+					/* Corrupt: dropped alone, at the
+					 * front. */
+					if (k == 0) {
+						corrupt = 1;
+						k = 1;
+					}
+					break;
+				}
+				/* Out of line: claimed alone, first. */
 				if (k)
 					break;
 				xl = load_relaxed(&((struct mpq_slot_ext *)
@@ -956,14 +968,6 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 				}
 				m = 1;
 				k = 1;
-				break;
-			}
-			if (len[k] > q->msg_max) {
-				/* Corrupt: dropped alone, at the front. */
-				if (k == 0) {
-					corrupt = 1;
-					k = 1;
-				}
 				break;
 			}
 			if (bufs && (len[k] > bufs[m].iov_len ||
