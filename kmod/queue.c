@@ -159,13 +159,14 @@ static bool mpq_queue_room(struct mpq_queue *q, u64 pos)
 	put = READ_ONCE(q->shm->runs_put);
 	/* Acquire: runs_freed is added to before head moves past a run. */
 	head = smp_load_acquire(&q->shm->head);
-	/* Acquire: what that consumer took is seen with it. */
+	/* Acquire: a sum added, its run's first slot is freed. */
 	freed = smp_load_acquire(&q->shm->runs_freed);
-	used = pos - head;
-	if (put != freed && head != pos)
-		used += (s64)(put - freed) - mpq_queue_taken_at(q, head);
-	if (q->maxsize >= q->capacity && put == freed)
-		return true;
+	if (put == freed || head == pos) {
+		if (q->maxsize >= q->capacity)
+			return true;
+		return (s64)(pos - head) < (s64)q->maxsize;
+	}
+	used = pos - head + (put - freed) - mpq_queue_taken_at(q, head);
 	return used < (s64)q->maxsize;
 }
 
@@ -388,7 +389,7 @@ static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
 			  (u32)(pos + q->capacity));
 	WRITE_ONCE(q->shm->runs_freed,
 		   READ_ONCE(q->shm->runs_freed) + run->count - k);
-	/* Release: runs_freed before head (mpq_queue_room()). */
+	/* Release: the sum before head (mpq_queue_room()). */
 	cmpxchg_release(&q->shm->head, pos, pos + k);
 	mpq_queue_moved(q, MPQ_POLL_OUT);
 }

@@ -352,7 +352,7 @@ struct mpq_queue {
 	uint8_t one_producer, one_consumer;
 	/*
 	 * Both, on a bounded queue: put_array writes runs (run.c), and the
-	 * bound counts messages while runs_put says one may be in the ring.
+	 * bound counts messages while runs_out says a run may be in the ring.
 	 */
 	uint8_t runs;
 	/*
@@ -365,7 +365,6 @@ struct mpq_queue {
 	uint32_t empty_looks;
 	uint32_t deaths_seen;
 	uint64_t head_seen;	/* a head we read: never ahead of the real one */
-	uint64_t runs_freed_seen;	/* the same, of runs_freed */
 	/* Unbounded: the overflow's chunks mapped here (overflow.c). */
 	struct mpq_qblob ovf_w, ovf_r;
 	struct mpq_qblob_maps *bmaps;	/* qblob.c; NULL until needed */
@@ -399,7 +398,6 @@ int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run);
 int mpq_run_covers(const struct mpq_queue *q, uint64_t p);
 uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 			 uint64_t tail);
-int mpq_runs_out_slow(struct mpq_queue *q);
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer);
 int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
@@ -411,13 +409,10 @@ int mpq_run_peek(struct mpq_queue *q, uint64_t pos, void **data,
 void mpq_run_release(struct mpq_queue *q, uint64_t pos);
 void mpq_run_drop(struct mpq_queue *q, uint64_t pos, uint32_t k);
 
-/* May a run be in the ring (the producer's look: run.c)? */
-static inline int mpq_runs_out(struct mpq_queue *q)
+/* May a run be in the ring (<linux/mpq.h>: runs_out)? */
+static inline int mpq_runs_out(const struct mpq_queue *q)
 {
-	if (likely(load_relaxed(&q->shm->runs_put) ==
-		   __atomic_load_n(&q->runs_freed_seen, __ATOMIC_RELAXED)))
-		return 0;
-	return mpq_runs_out_slow(q);
+	return load_relaxed(&q->shm->runs_out) != 0;
 }
 
 /* queue.c: a JoinableQueue's count of n tasks under r, and its settling. */

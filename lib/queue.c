@@ -1278,7 +1278,7 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 		return 0;
 	if (q->one_producer) {		/* bounded: no overflow */
 		/* Runs in the ring: the bound counts messages. */
-		if (unlikely(q->runs) && mpq_runs_out(q))
+		if (unlikely(mpq_runs_out(q)))
 			return 0;
 		mpq_queue_put1_alone(q, s, pos, msg, len);
 		return 1;

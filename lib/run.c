@@ -11,8 +11,8 @@
  * (mpq_queue_put_array() on any other puts a slot per message): consumers
  * take from a run without moving head, so two at once could both take a
  * message; and a run holds more messages than positions, so the bound is
- * kept by counting messages, which only the one producer can do without
- * racing another (mpq_run_room()).
+ * kept with sums of what runs hold beyond their positions, the one the
+ * producer adds to its own (mpq_run_room()).
  */
 #include <string.h>
 
@@ -145,21 +145,6 @@ uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 }
 
 /*
- * May a run be in the ring? Only while runs_put and runs_freed differ
- * (<linux/mpq.h>); the consumers' sum is read again only when the copy
- * we have of it says so (mpq_runs_out()). The handle's copy may be older
- * than the real one (threads race to store it), never newer: it grows.
- */
-int mpq_runs_out_slow(struct mpq_queue *q)
-{
-	uint64_t put = load_relaxed(&q->shm->runs_put);
-	uint64_t freed = load_acquire(&q->shm->runs_freed);
-
-	__atomic_store_n(&q->runs_freed_seen, freed, __ATOMIC_RELAXED);
-	return put != freed;
-}
-
-/*
  * What consumers took from the run at head, if there is one: the only
  * run that can be partly taken (head stays at a run until it is spent).
  */
@@ -175,32 +160,34 @@ static uint32_t mpq_run_taken_at(const struct mpq_queue *q, uint64_t head)
 }
 
 /*
- * How many of n more messages the bound leaves room for, for the only
- * producer at tail pos, with runs in the ring: maxsize less tail - head +
- * runs_put - runs_freed - what was taken from the run at head (see
- * <linux/mpq.h>). First with the head and the sum we saw last, which are
- * never ahead of the real ones (so it never counts less than there is),
- * the consumers' line read again only when that says full. A ring the
- * producer finds empty holds no run: runs_put is made equal to
- * runs_freed again, whatever a death left between them.
+ * How many of n more messages the bound leaves room for at tail pos, with
+ * runs in the ring: maxsize less tail - head + runs_put - runs_freed -
+ * what was taken from the run at head (<linux/mpq.h>). First with the
+ * head we saw last, never ahead of the real one (so it never counts less
+ * than there is), head read again only when that says full. For the only
+ * producer (producer set), also the keeper of runs_out: cleared when the
+ * sums are equal; and a ring it finds empty holds no run, so runs_put is
+ * made equal to runs_freed, whatever a death left between them.
  */
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer)
 {
-	uint64_t put = load_relaxed(&q->shm->runs_put), freed, head;
-	int64_t used;
+	uint64_t put = load_relaxed(&q->shm->runs_put);
+	uint64_t freed = load_acquire(&q->shm->runs_freed);
+	uint64_t head = load_relaxed(&q->head_seen);
+	int64_t used = (int64_t)(pos - head + (put - freed));
 
-	head = load_relaxed(&q->head_seen);
-	freed = __atomic_load_n(&q->runs_freed_seen, __ATOMIC_RELAXED);
-	used = (int64_t)(pos - head + (put - freed));
+	if (producer && put == freed && load_relaxed(&q->shm->runs_out))
+		__atomic_store_n(&q->shm->runs_out, 0, __ATOMIC_RELAXED);
 	if ((int64_t)(pos - head) < 0 || used >= (int64_t)q->maxsize) {
-		/* Head first: runs_freed is added to before head moves. */
 		head = load_acquire(&q->shm->head);
-		freed = load_acquire(&q->shm->runs_freed);
 		__atomic_store_n(&q->head_seen, head, __ATOMIC_RELAXED);
-		__atomic_store_n(&q->runs_freed_seen, freed, __ATOMIC_RELAXED);
+		/* After head: a run's sum goes before head moves past it. */
+		freed = load_acquire(&q->shm->runs_freed);
 		if (producer && head == pos && put != freed) {
 			__atomic_store_n(&q->shm->runs_put, freed,
+					 __ATOMIC_RELAXED);
+			__atomic_store_n(&q->shm->runs_out, 0,
 					 __ATOMIC_RELAXED);
 			put = freed;
 		}
@@ -308,6 +295,8 @@ int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
 	__atomic_store_n(&q->shm->runs_put,
 			 load_relaxed(&q->shm->runs_put) + (c - k),
 			 __ATOMIC_RELAXED);
+	if (!load_relaxed(&q->shm->runs_out))
+		__atomic_store_n(&q->shm->runs_out, 1, __ATOMIC_RELAXED);
 	mpq_queue_tasks_count(q, r, c);
 	memcpy(h + 1, base, (size_t)c * size);
 	s->len = MPQ_SLOT_RUN;
@@ -334,10 +323,14 @@ static void mpq_run_free(struct mpq_queue *q, uint64_t pos,
 		store_release(&mpq_slot_at(q, pos + i)->seq,
 			      (uint32_t)(pos + i + q->capacity));
 	store_release(&mpq_slot_at(q, pos)->seq, (uint32_t)(pos + q->capacity));
+	/*
+	 * After the first slot is freed (a producer that sees the sum gone
+	 * sees no run at head to take what it took from), before head
+	 * moves (one that sees head past the run sees the sum gone).
+	 */
 	__atomic_store_n(&q->shm->runs_freed,
 			 load_relaxed(&q->shm->runs_freed) +
-			 (run->count - run->k), __ATOMIC_RELAXED);
-	/* Release: runs_freed before head (mpq_runs_out()). */
+			 (run->count - run->k), __ATOMIC_RELEASE);
 	if (q->one_consumer) {
 		store_release(&q->shm->head, pos + run->k);
 	} else {

@@ -836,7 +836,7 @@ static void op_scribble(void)
 	/*
 	 * A run forged at a slot near head (struct mpq_slot_run): published,
 	 * with counts, sizes and taken at their edges, for read(2) and the
-	 * bound's count of messages (runs_put and runs_freed).
+	 * bound's count of messages (runs_put, runs_freed, runs_out).
 	 */
 	if (m.kind == K_QUEUE && chance(20) && m.len >= 4096) {
 		volatile struct mpq_queue_shm *h = (void *)m.addr;
@@ -854,7 +854,8 @@ static void op_scribble(void)
 			s->len = chance(80) ? MPQ_SLOT_RUN : edgy(UINT32_MAX);
 			s->seq = (uint32_t)(pos + 1);
 			if (chance(30))
-				h->runs_put = h->runs_freed + edgy(UINT32_MAX);
+				h->runs_put = h->runs_freed +
+					      edgy(UINT32_MAX);
 		}
 	}
 	while (n--) {

@@ -215,18 +215,21 @@ struct mpq_queue_shm {
 	 * holds beyond its positions (count - k > 0), added before the run is
 	 * published; runs_freed sums the same over the runs consumers freed,
 	 * added after a run's first slot is freed and before head moves past
-	 * it. While they differ a run may be in the ring, and a bounded
-	 * queue's messages are tail - head + runs_put - runs_freed, less
-	 * what consumers took from the run at head (the only one that can
-	 * be partly taken), which is what the bound is kept with; equal,
-	 * tail - head counts them. A death between the free and the sum leaves
-	 * the bound counting more than there is (never less), until the
-	 * producer finds the ring empty (head == tail: no run in it) and
-	 * makes runs_put equal runs_freed.
+	 * it. A bounded queue's messages are tail - head + runs_put -
+	 * runs_freed, less what consumers took from the run at head (the only
+	 * one that can be partly taken), and that is what the bound is kept
+	 * with while runs_out says a run may be in the ring: the producer
+	 * sets it before its first run and clears it when it finds the two
+	 * sums equal (a one-message put looks at this word and nothing more,
+	 * so it stays on its producer's line). A death between a run's free
+	 * and its sum leaves the bound counting more than there is (never
+	 * less) until the producer finds the ring empty (head == tail: no
+	 * run in it) and makes runs_put equal runs_freed.
 	 */
 	__u64 tail;
 	__u64 runs_put;
-	__u8 __pad1[128 - 16];
+	__u32 runs_out;
+	__u8 __pad1[128 - 20];
 
 	/* Next position a consumer claims. */
 	__u64 head;
