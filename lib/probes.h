@@ -18,7 +18,11 @@
  *	CLOCK_MONOTONIC time in ns, read only while a tracer is attached
  *   queue_get(u64 id, u64 pos, u32 len, s64 ts)
  *	the message at pos was taken and its slot freed; (id, pos) matches
- *	it to its put, so get.ts - put.ts is its time in the queue
+ *	it to its put, so get.ts - put.ts is its time in the queue. A run
+ *	(lib/run.c: a batch packed over slots) is one queue_put at its
+ *	first position, len all its bytes, and a queue_get there for each
+ *	take from it, len the bytes taken: a tracer that matches by
+ *	position times a run to its first take, and counts it one put
  *   queue_wait_begin(u64 id, u32 dir)
  *   queue_wait_end(u64 id, u32 dir, s32 ret)
  *	a put (dir MPQ_POLL_OUT) or get (MPQ_POLL_IN) found the queue full
