@@ -162,40 +162,33 @@ static uint32_t mpq_run_taken_at(const struct mpq_queue *q, uint64_t head)
 /*
  * How many of n more messages the bound leaves room for at tail pos, with
  * runs in the ring: maxsize less tail - head + runs_put - runs_freed -
- * what was taken from the run at head (<linux/mpq.h>). First with the
- * head we saw last, never ahead of the real one (so it never counts less
- * than there is), head read again only when that says full. For the only
- * producer (producer set), also the keeper of runs_out: cleared when the
- * sums are equal; and a ring it finds empty holds no run, so runs_put is
- * made equal to runs_freed, whatever a death left between them.
+ * what was taken from the run at head (<linux/mpq.h>). head and
+ * runs_freed share the consumers' line: one read of it. For the only
+ * producer (producer set), also the keeper of the sums: a ring it finds
+ * empty holds no run, so runs_put is made equal to runs_freed, whatever
+ * a death left between them, and runs_out is cleared once they are
+ * equal.
  */
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer)
 {
-	uint64_t put = load_relaxed(&q->shm->runs_put);
-	uint64_t freed = load_acquire(&q->shm->runs_freed);
-	uint64_t head = load_relaxed(&q->head_seen);
-	int64_t used = (int64_t)(pos - head + (put - freed));
+	uint64_t put = load_relaxed(&q->shm->runs_put), head, freed;
+	int64_t used;
 
+	head = load_acquire(&q->shm->head);
+	/* After head: a run's sum goes before head moves past it. */
+	freed = load_acquire(&q->shm->runs_freed);
+	if (producer && head == pos && put != freed) {
+		__atomic_store_n(&q->shm->runs_put, freed, __ATOMIC_RELAXED);
+		put = freed;
+	}
 	if (producer && put == freed && load_relaxed(&q->shm->runs_out))
 		__atomic_store_n(&q->shm->runs_out, 0, __ATOMIC_RELAXED);
-	if ((int64_t)(pos - head) < 0 || used >= (int64_t)q->maxsize) {
-		head = load_acquire(&q->shm->head);
-		__atomic_store_n(&q->head_seen, head, __ATOMIC_RELAXED);
-		/* After head: a run's sum goes before head moves past it. */
-		freed = load_acquire(&q->shm->runs_freed);
-		if (producer && head == pos && put != freed) {
-			__atomic_store_n(&q->shm->runs_put, freed,
-					 __ATOMIC_RELAXED);
-			__atomic_store_n(&q->shm->runs_out, 0,
-					 __ATOMIC_RELAXED);
-			put = freed;
-		}
-		if ((int64_t)(pos - head) < 0)
-			return n;	/* pos is stale: the claim fails */
-		used = (int64_t)(pos - head + (put - freed)) -
-		       mpq_run_taken_at(q, head);
-	}
+	if ((int64_t)(pos - head) < 0)
+		return n;	/* pos is stale: the claim fails and looks again */
+	used = (int64_t)(pos - head + (put - freed));
+	if (used >= (int64_t)q->maxsize)
+		used -= mpq_run_taken_at(q, head);
 	if (used < 0)
 		used = 0;	/* scribbled sums */
 	if (used >= (int64_t)q->maxsize)
