@@ -312,6 +312,42 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
 }
 
 /*
+ * A consumer killed between a run's free and its sum leaves runs_put
+ * ahead of runs_freed: the bound then counts more than there is, and the
+ * one-message put of the one producer takes the general path. The first
+ * put that finds the ring empty makes them equal again: the bound is
+ * exact after it, and runs_out clear.
+ */
+TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
+{
+	struct mpq_queue *q = queue(16, 8, SPSC);
+	uint64_t in[16] = { 0 }, v = 0;
+	struct mpq_queue_shm *shm;
+	size_t size;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	ASSERT_EQ(16, mpq_queue_get_array(q, in, 8, 16, 0));
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	ASSERT_EQ(shm->runs_freed, shm->runs_put);
+	ASSERT_NE(0, shm->runs_put);
+	/* As a consumer killed after the free, before its sum, leaves it. */
+	shm->runs_put += 1;
+	shm->runs_out = 1;
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	EXPECT_EQ(shm->runs_freed, shm->runs_put);
+	EXPECT_EQ(0, shm->runs_out);
+	for (i = 1; i < 16; i++)
+		ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(16, mpq_queue_qsize(q));
+	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+/*
  * A producer of runs SIGKILLed at random points, many times, each time
  * followed by a new producer (the one before is dead: one at a time):
  * every message the consumer gets is whole and comes once, in order;
