@@ -2020,7 +2020,7 @@ static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
 	int ret;
 
 	n = count < MPQ_BATCH_MAX ? count : MPQ_BATCH_MAX;
-	if (q->runs && size && count > 1) {
+	if (q->runs && size && count >= MPQ_RUN_MIN) {
 		ret = mpq_run_put(q, base, size, count);
 		if (ret)
 			return ret;

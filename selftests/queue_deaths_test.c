@@ -250,7 +250,7 @@ static void plain_get(struct ctx *c)
 }
 
 /* What a drain after the kill saw, in order, as one string. */
-static char plain_seen[16];
+static char plain_seen[48];
 
 static int plain_note(struct ctx *c, const void *m, size_t len)
 {
@@ -284,7 +284,7 @@ static const char *plain_drain(struct ctx *c)
 static const char *plain_verdict(struct ctx *c, const char *op,
 				 const char *done, const char *const *killed)
 {
-	static char why[96];
+	static char why[160];
 	const char *what = plain_drain(c);
 
 	if (what)
@@ -343,12 +343,15 @@ TEST_F_TIMEOUT(slow, a_put_or_get_of_a_message_in_its_slot_killed_anywhere_leave
  */
 static int run_setup(struct ctx *c)
 {
-	c->q = queue(16, 16, MPQ_QUEUE_F_ONE_PRODUCER |
+	c->q = queue(40, 16, MPQ_QUEUE_F_ONE_PRODUCER |
 			     MPQ_QUEUE_F_ONE_CONSUMER);
 	return c->q ? 0 : -1;
 }
 
-/* Warm, then "abcdef" as one run (checked: else the test tests slots). */
+/* Warm, then RUN1 as one run (checked: else the test tests slots). */
+#define RUN1	"abcdefghijklmnop"
+#define RUN2	"ABCDEFGHIJKLMNOP"
+
 static void run_prep(struct ctx *c)
 {
 	struct mpq_queue_shm *shm;
@@ -358,7 +361,7 @@ static void run_prep(struct ctx *c)
 
 	if (mpq_queue_put(c->q, "w", 1, 0) ||
 	    mpq_queue_get(c->q, buf, &len, 0) ||
-	    mpq_queue_put_array(c->q, "abcdef", 1, 6, 0) != 6)
+	    mpq_queue_put_array(c->q, RUN1, 1, 16, 0) != 16)
 		_exit(3);
 	shm = queue_map(c->q, &size);
 	if (!shm)
@@ -373,14 +376,14 @@ static void run_prep(struct ctx *c)
 
 static void run_put(struct ctx *c)
 {
-	mpq_queue_put_array(c->q, "xyz", 1, 3, 0);
+	mpq_queue_put_array(c->q, RUN2, 1, 16, 0);
 }
 
 static void run_get_all(struct ctx *c)
 {
 	char buf[16];
 
-	mpq_queue_get_array(c->q, buf, 1, 6, 0);
+	mpq_queue_get_array(c->q, buf, 1, 16, 0);
 }
 
 static void run_get_part(struct ctx *c)
@@ -400,30 +403,30 @@ static void run_peek(struct ctx *c)
 
 static const char *run_put_check(struct ctx *c)
 {
-	static const char *const killed[] = { "abcdef", NULL };
+	static const char *const killed[] = { RUN1, NULL };
 
-	return plain_verdict(c, "put_array", "abcdefxyz", killed);
+	return plain_verdict(c, "put_array", RUN1 RUN2, killed);
 }
 
 static const char *run_all_check(struct ctx *c)
 {
-	static const char *const killed[] = { "abcdef", NULL };
+	static const char *const killed[] = { RUN1, NULL };
 
 	return plain_verdict(c, "get_array of the whole run", "", killed);
 }
 
 static const char *run_part_check(struct ctx *c)
 {
-	static const char *const killed[] = { "abcdef", NULL };
+	static const char *const killed[] = { RUN1, NULL };
 
-	return plain_verdict(c, "get_array of two", "cdef", killed);
+	return plain_verdict(c, "get_array of two", RUN1 + 2, killed);
 }
 
 static const char *run_one_check(struct ctx *c)
 {
-	static const char *const killed[] = { "abcdef", NULL };
+	static const char *const killed[] = { RUN1, NULL };
 
-	return plain_verdict(c, "get or peek of one", "bcdef", killed);
+	return plain_verdict(c, "get or peek of one", RUN1 + 1, killed);
 }
 
 TEST_F_TIMEOUT(slow, a_run_put_or_taken_killed_anywhere_leaves_the_queue_whole, 300)
