@@ -249,13 +249,13 @@ struct chan {
 	size_t size;
 	unsigned int batch;
 	bool flow;		/* the ring may fill: use the space doorbell */
+	bool array;		/* mpq: put_array/get_array (in the padding) */
 	int backend;		/* mpq: enum mpq_backend, resolved on open */
 	enum wait_mode wmode;	/* mpq */
 	int fd[2];		/* pipe, socket: read end, write end;
 				   eventfd: data, space */
 	mqd_t mq;
 	struct mpq_queue *q;
-	bool array;		/* mpq: put_array/get_array */
 	struct mpq_conn *cr, *cw;	/* mpq-conn: receiving, sending end */
 	int epfd;
 	struct iovec *iov;
