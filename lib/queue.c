@@ -2163,6 +2163,20 @@ static int mpq_in_ring(const struct mpq_queue *q, const void *p)
 }
 
 /*
+ * A window's bookkeeping, and the deathbell named in the robust list's
+ * pending slot for its length (closed by mpq_zc_close()).
+ */
+static void mpq_zc_hold(struct mpq_queue *q, struct mpq_msg *m, uint64_t pos,
+			void *rec, uint32_t kind)
+{
+	m->__pos = pos;
+	m->__rec = rec;
+	m->__q = q;
+	m->__kind = kind;
+	mpq_robust_window(&q->shm->deathbell, 1);
+}
+
+/*
  * Open the window. A peeked out-of-line message is mapped here: if that
  * cannot be done now the record is given up, so that the message is
  * delivered again, and the error returned; if its blob is not there the
@@ -2206,11 +2220,7 @@ static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
 		m->data = b.map;
 		m->len = e.len;
 	}
-	m->__pos = pos;
-	m->__rec = r;
-	m->__q = q;
-	m->__kind = kind;
-	mpq_robust_window(&q->shm->deathbell, 1);
+	mpq_zc_hold(q, m, pos, r, kind);
 	return 0;
 }
 
@@ -2301,11 +2311,8 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 				return k;
 			m->data = data;
 			m->len = rlen;
-			m->__pos = pos;
-			m->__rec = q;
-			m->__q = q;
-			m->__kind = MPQ_ZC_PEEKRUN;
-			mpq_robust_window(&q->shm->deathbell, 1);
+			/* No record: the window's holder is q itself. */
+			mpq_zc_hold(q, m, pos, q, MPQ_ZC_PEEKRUN);
 			return 1;
 		}
 		if (k == -EUCLEAN && msgs == MPQ_CLAIMED_CORRUPT) {

@@ -161,6 +161,19 @@ static inline int recv_fd(int sock)
 	return fd;
 }
 
+/* A queue of maxsize messages of msgsize bytes made with flags, or NULL. */
+static inline struct mpq_queue *make_queue(uint32_t maxsize, uint32_t msgsize,
+					   uint32_t flags)
+{
+	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
+				       .flags = flags };
+	struct mpq_queue *q = NULL;
+
+	if (mpq_queue_new(&q, &attr))
+		return NULL;
+	return q;
+}
+
 /* Size of a queue's shared memory, from the module or the memfd's size. */
 static inline size_t queue_map_size(struct mpq_queue *q)
 {

@@ -18,18 +18,6 @@
 
 #define SPSC	(MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER)
 
-static struct mpq_queue *queue(uint32_t maxsize, uint32_t msgsize,
-			       uint32_t flags)
-{
-	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
-				       .flags = flags };
-	struct mpq_queue *q = NULL;
-
-	if (mpq_queue_new(&q, &attr))
-		return NULL;
-	return q;
-}
-
 /* The len of the slot at head: is a run there? */
 static uint32_t head_len(struct mpq_queue *q)
 {
@@ -63,7 +51,7 @@ TEST(arrays_keep_order_across_laps_on_both_kinds_of_queue)
 	for (i = 0; i < 5000; i++)
 		in[i] = i * 0x9e3779b97f4a7c15ULL;
 	for (f = 0; f < 2; f++) {
-		struct mpq_queue *q = queue(64, 8, flags[f]);
+		struct mpq_queue *q = make_queue(64, 8, flags[f]);
 
 		ASSERT_NE(NULL, q);
 		for (put = got = 0; got < 5000;) {
@@ -101,7 +89,7 @@ TEST(arrays_keep_order_across_laps_on_both_kinds_of_queue)
 TEST(a_run_comes_apart_by_every_kind_of_take)
 {
 	uint64_t in[40], out[40], v;
-	struct mpq_queue *q = queue(256, 8, SPSC);
+	struct mpq_queue *q = make_queue(256, 8, SPSC);
 	struct iovec iov[3];
 	struct mpq_msg m = { 0 };
 	unsigned int i, next = 0;
@@ -156,7 +144,7 @@ TEST(a_run_comes_apart_by_every_kind_of_take)
 TEST(maxsize_counts_the_messages_of_runs_exactly)
 {
 	static uint64_t in[300], out[300];
-	struct mpq_queue *q = queue(100, 8, SPSC);
+	struct mpq_queue *q = make_queue(100, 8, SPSC);
 	uint64_t v = 7;
 	size_t len;
 	int n;
@@ -202,7 +190,7 @@ TEST(get_array_stops_at_a_message_of_another_length)
 	size_t len;
 
 	for (f = 0; f < 2; f++) {
-		struct mpq_queue *q = queue(16, 16, flags[f]);
+		struct mpq_queue *q = make_queue(16, 16, flags[f]);
 
 		ASSERT_NE(NULL, q);
 		ASSERT_EQ(3, mpq_queue_put_array(q, in, 8, 3, 0));
@@ -247,7 +235,7 @@ TEST(a_joinable_queue_counts_each_message_of_a_run)
 
 TEST(bad_array_arguments_are_einval)
 {
-	struct mpq_queue *q = queue(8, 8, SPSC);
+	struct mpq_queue *q = make_queue(8, 8, SPSC);
 	uint64_t v[2] = { 0 };
 
 	ASSERT_NE(NULL, q);
@@ -274,7 +262,7 @@ TEST(bad_array_arguments_are_einval)
  */
 TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
 {
-	struct mpq_queue *q = queue(16, 8, SPSC);
+	struct mpq_queue *q = make_queue(16, 8, SPSC);
 	uint64_t in[16], out[16], v = 1;
 	struct mpq_queue_shm *shm;
 	struct mpq_queue_rec *r;
@@ -320,7 +308,7 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
  */
 TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
 {
-	struct mpq_queue *q = queue(16, 8, SPSC);
+	struct mpq_queue *q = make_queue(16, 8, SPSC);
 	uint64_t in[16] = { 0 }, v = 0;
 	struct mpq_queue_shm *shm;
 	size_t size;
@@ -383,7 +371,7 @@ static int producer(struct mpq_queue *q, uint64_t *next)
 
 TEST(killed_producers_of_runs_lose_and_repeat_nothing)
 {
-	struct mpq_queue *q = queue(512, 16, SPSC);
+	struct mpq_queue *q = make_queue(512, 16, SPSC);
 	uint64_t *next = shared_alloc(sizeof(*next)), expect = 0;
 	uint64_t seed = 0x5eed;
 	struct rec out[128];
@@ -485,7 +473,7 @@ static int whole(const struct took *t, uint64_t k)
 
 TEST(killed_consumers_of_runs_lose_nothing)
 {
-	struct mpq_queue *q = queue(512, 16, SPSC);
+	struct mpq_queue *q = make_queue(512, 16, SPSC);
 	struct took *t = shared_alloc(sizeof(*t));
 	uint64_t seed = 0xc0ffee, sent = 0, k, again = 0;
 	struct rec batch[64];

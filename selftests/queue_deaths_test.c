@@ -69,18 +69,6 @@ static void kp_free(struct ctx *c)
 
 #include "kill_points.h"
 
-static struct mpq_queue *queue(uint32_t maxsize, uint32_t msgsize,
-			       uint32_t flags)
-{
-	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
-				       .flags = flags };
-	struct mpq_queue *q = NULL;
-
-	if (mpq_queue_new(&q, &attr))
-		return NULL;
-	return q;
-}
-
 /* Take everything left, each message given to fn. */
 static int drain(struct ctx *c, void *buf, size_t room,
 		 int (*fn)(struct ctx *c, const void *m, size_t len))
@@ -111,7 +99,7 @@ static int drain(struct ctx *c, void *buf, size_t room,
 
 static int joinable_setup(struct ctx *c)
 {
-	c->q = queue(8, 16, MPQ_QUEUE_F_JOINABLE);
+	c->q = make_queue(8, 16, MPQ_QUEUE_F_JOINABLE);
 	return c->q ? 0 : -1;
 }
 
@@ -214,7 +202,7 @@ TEST_F_TIMEOUT(slow, a_joinable_put_killed_at_any_instruction_leaves_the_count_e
  */
 static int plain_setup(struct ctx *c)
 {
-	c->q = queue(8, 16, (uint32_t)c->arg);
+	c->q = make_queue(8, 16, (uint32_t)c->arg);
 	return c->q ? 0 : -1;
 }
 
@@ -343,7 +331,7 @@ TEST_F_TIMEOUT(slow, a_put_or_get_of_a_message_in_its_slot_killed_anywhere_leave
  */
 static int run_setup(struct ctx *c)
 {
-	c->q = queue(40, 16, MPQ_QUEUE_F_ONE_PRODUCER |
+	c->q = make_queue(40, 16, MPQ_QUEUE_F_ONE_PRODUCER |
 			     MPQ_QUEUE_F_ONE_CONSUMER);
 	return c->q ? 0 : -1;
 }
@@ -431,21 +419,23 @@ static const char *run_one_check(struct ctx *c)
 
 TEST_F_TIMEOUT(slow, a_run_put_or_taken_killed_anywhere_leaves_the_queue_whole, 300)
 {
-	EXPECT_EQ(0, kill_everywhere(_metadata, "put_array (a run)",
-				     run_setup, run_prep, run_put,
-				     run_put_check));
-	EXPECT_EQ(0, kill_everywhere(_metadata, "get_array of a run",
-				     run_setup, run_prep, run_get_all,
-				     run_all_check));
-	EXPECT_EQ(0, kill_everywhere(_metadata, "get_array of part of a run",
-				     run_setup, run_prep, run_get_part,
-				     run_part_check));
-	EXPECT_EQ(0, kill_everywhere(_metadata, "get of one of a run",
-				     run_setup, run_prep, plain_get,
-				     run_one_check));
-	EXPECT_EQ(0, kill_everywhere(_metadata, "peek and release in a run",
-				     run_setup, run_prep, run_peek,
-				     run_one_check));
+	static const struct {
+		const char *what;
+		child_fn op;
+		check_fn check;
+	} ops[] = {
+		{ "put_array (a run)", run_put, run_put_check },
+		{ "get_array of a run", run_get_all, run_all_check },
+		{ "get_array of part of a run", run_get_part, run_part_check },
+		{ "get of one of a run", plain_get, run_one_check },
+		{ "peek and release in a run", run_peek, run_one_check },
+	};
+	unsigned int i;
+
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what, run_setup,
+					     run_prep, ops[i].op,
+					     ops[i].check));
 }
 
 /* --- Blobs -------------------------------------------------------------- */
@@ -551,7 +541,7 @@ static int blob_setup(struct ctx *c)
 	size_t len = sizeof(buf);
 
 	blob_base = module_objects();
-	c->q = queue(8, 8, 0);
+	c->q = make_queue(8, 8, 0);
 	if (!c->q)
 		return -1;
 	/* A blob in the pool: the next put takes it. */
@@ -683,7 +673,7 @@ static int promote_setup(struct ctx *c, int ext)
 	c->arg = ext;
 	memset(seen, 0, sizeof(seen));
 	blob_base = module_objects();
-	c->q = queue(0, 8, 0);
+	c->q = make_queue(0, 8, 0);
 	if (!c->q)
 		return -1;
 	for (i = 0; i < RING; i++)
@@ -719,7 +709,7 @@ static void promote_prep(struct ctx *c)
 	size_t len = sizeof(buf);
 
 	/* The child's record, through a queue of its own. */
-	struct mpq_queue *o = queue(2, 8, 0);
+	struct mpq_queue *o = make_queue(2, 8, 0);
 
 	if (!o || mpq_queue_put(o, "w", 1, 0) ||
 	    mpq_queue_get(o, buf, &len, 0))
@@ -819,7 +809,7 @@ static int promote_drain_setup(struct ctx *c)
 	memset(seen, 0, sizeof(seen));
 	drained_again = 0;
 	blob_base = module_objects();
-	c->q = queue(0, 8, 0);
+	c->q = make_queue(0, 8, 0);
 	if (!c->q)
 		return -1;
 	for (i = 0; i < RING + CHUNK_RECS + OVF; i++) {
@@ -970,7 +960,7 @@ TEST_F_TIMEOUT(slow, a_sigkill_storm_of_joinable_producers_leaves_the_count_and_
 
 		ASSERT_NE(NULL, sh);
 		memset(sh, 0, sizeof(*sh));
-		q = queue(16, 8, MPQ_QUEUE_F_JOINABLE);
+		q = make_queue(16, 8, MPQ_QUEUE_F_JOINABLE);
 		ASSERT_NE(NULL, q);
 		for (p = 0; p < 2; p++) {
 			pid[p] = fork();
@@ -1066,7 +1056,7 @@ TEST_F_TIMEOUT(slow, a_sigkill_storm_of_consumers_promoting_the_overflow_deliver
 
 	for (it = 0; it < iters; it++) {
 		struct storm *sh = shared_alloc(sizeof(*sh));
-		struct mpq_queue *q = queue(0, 8, 0);
+		struct mpq_queue *q = make_queue(0, 8, 0);
 		int victim = (int)(rnd(&seed) % 2), c, twice = 0, k;
 		uint32_t id;
 		pid_t pid[2];

@@ -15,22 +15,11 @@
 
 #define SEC	NSEC_PER_SEC
 
-static struct mpq_queue *queue(int maxsize, int msgsize, uint32_t flags)
-{
-	struct mpq_queue_attr attr = { .maxsize = maxsize, .msgsize = msgsize,
-				       .flags = flags };
-	struct mpq_queue *q = NULL;
-
-	if (mpq_queue_new(&q, &attr))
-		return NULL;
-	return q;
-}
-
 /* --- Zero-copy ------------------------------------------------------- */
 
 TEST(reserve_commit_then_peek_release_round_trips_in_place)
 {
-	struct mpq_queue *q = queue(8, 256, 0);
+	struct mpq_queue *q = make_queue(8, 256, 0);
 	struct mpq_msg w = { 0 }, r = { 0 };
 
 	ASSERT_NE(NULL, q);
@@ -51,7 +40,7 @@ TEST(reserve_commit_then_peek_release_round_trips_in_place)
 
 TEST(zero_copy_and_copying_calls_mix)
 {
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0);
 	struct mpq_msg m = { 0 };
 	char buf[64];
 	size_t len = sizeof(buf);
@@ -72,7 +61,7 @@ TEST(zero_copy_and_copying_calls_mix)
 
 TEST(cancelled_reservation_is_passed_over)
 {
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0);
 	struct mpq_msg m = { 0 };
 	char buf[64];
 	size_t len = sizeof(buf);
@@ -89,7 +78,7 @@ TEST(cancelled_reservation_is_passed_over)
 
 TEST(windows_are_checked)
 {
-	struct mpq_queue *q = queue(8, 64, 0), *q2 = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0), *q2 = make_queue(8, 64, 0);
 	struct mpq_msg m = { 0 };
 
 	ASSERT_EQ(-EINVAL, mpq_queue_commit(q, &m, 1));
@@ -114,7 +103,7 @@ TEST(windows_are_checked)
 
 TEST(two_windows_at_once_in_one_thread)
 {
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0);
 	struct mpq_msg a = { 0 }, b = { 0 };
 
 	ASSERT_EQ(0, mpq_queue_reserve(q, 8, &a, 0));
@@ -153,7 +142,7 @@ static int in_queue_memory(const void *p)
 
 TEST(a_1mib_message_goes_through_without_a_copy)
 {
-	struct mpq_queue *q = queue(4, 1 << 20, 0);
+	struct mpq_queue *q = make_queue(4, 1 << 20, 0);
 	struct mpq_msg m = { 0 };
 	uint64_t sum = 0, got = 0;
 	pid_t pid;
@@ -230,7 +219,7 @@ static pid_t window_holder(struct mpq_queue *q, struct shared *sh, int peek)
 
 static void reserve_killed(struct __test_metadata *_metadata, uint32_t flags)
 {
-	struct mpq_queue *q = queue(8, 64, flags);
+	struct mpq_queue *q = make_queue(8, 64, flags);
 	struct shared *sh = shared_new();
 	char buf[64];
 	size_t len;
@@ -266,7 +255,7 @@ TEST(a_producer_killed_between_reserve_and_commit_does_not_wedge)
 
 static void peek_killed(struct __test_metadata *_metadata, uint32_t flags)
 {
-	struct mpq_queue *q = queue(4, 64, flags);
+	struct mpq_queue *q = make_queue(4, 64, flags);
 	struct shared *sh = shared_new();
 	struct mpq_msg m = { 0 };
 	char buf[64];
@@ -302,7 +291,7 @@ TEST(a_consumer_killed_between_peek_and_release_loses_nothing)
 
 TEST(a_blocked_consumer_is_woken_for_a_dead_consumers_message)
 {
-	struct mpq_queue *q = queue(4, 64, 0);
+	struct mpq_queue *q = make_queue(4, 64, 0);
 	struct shared *sh = shared_new();
 	pid_t victim, waiter;
 
@@ -383,7 +372,7 @@ TEST(sigkill_storm_of_producers_loses_nothing_committed)
 	uint64_t seed = 0x7ea1;
 
 	for (it = 0; it < iters; it++) {
-		struct mpq_queue *q = queue(16, 8, 0);
+		struct mpq_queue *q = make_queue(16, 8, 0);
 		struct shared *sh = shared_new();
 		int victim = (int)(rnd(&seed) % 2), p, alive, id;
 		pid_t pids[2];
@@ -478,7 +467,7 @@ TEST(sigkill_storm_of_consumers_delivers_every_message)
 	uint64_t seed = 0xc0115;
 
 	for (it = 0; it < iters; it++) {
-		struct mpq_queue *q = queue(16, 8, 0);
+		struct mpq_queue *q = make_queue(16, 8, 0);
 		struct shared *sh = shared_new();
 		int victim = (int)(rnd(&seed) % 2), c, twice = 0, id;
 		pid_t pids[2];
@@ -532,7 +521,7 @@ TEST(the_only_consumer_killed_inside_a_peek_loses_nothing)
 
 TEST(one_producer_one_consumer_carry_every_message_in_order)
 {
-	struct mpq_queue *q = queue(16, 64, ONE_BY_ONE);
+	struct mpq_queue *q = make_queue(16, 64, ONE_BY_ONE);
 	uint32_t v, i, n = 200000;
 	size_t len;
 	pid_t pid;
@@ -590,7 +579,7 @@ TEST(one_producer_at_a_time_killed_and_replaced_loses_nothing_committed)
 	uint64_t seed = 0x5b5c;
 
 	for (it = 0; it < iters; it++) {
-		struct mpq_queue *q = queue(16, 8, ONE_BY_ONE);
+		struct mpq_queue *q = make_queue(16, 8, ONE_BY_ONE);
 		struct shared *sh = shared_new();
 		int64_t last[3] = { -1, -1, -1 };
 		uint32_t v, id;
@@ -727,7 +716,7 @@ TEST(one_consumer_at_a_time_killed_and_replaced_delivers_every_message)
 	uint64_t seed = 0x5c5c;
 
 	for (it = 0; it < iters; it++) {
-		struct mpq_queue *q = queue(16, 8, ONE_BY_ONE);
+		struct mpq_queue *q = make_queue(16, 8, ONE_BY_ONE);
 		struct shared *sh = shared_new();
 		int twice = 0, c, k;
 		uint32_t v, at[2], gone[2] = { ~0U, ~0U };
@@ -819,7 +808,7 @@ static int cursor_put(struct mpq_queue *q, char c)
 
 TEST(a_cursor_the_only_producer_or_consumer_left_behind_is_moved_on)
 {
-	struct mpq_queue *q = queue(4, 8, ONE_BY_ONE);
+	struct mpq_queue *q = make_queue(4, 8, ONE_BY_ONE);
 	struct mpq_queue_shm *shm;
 	size_t size, len;
 	char c, buf[8];
@@ -894,7 +883,7 @@ static void never_waiting_get_takes(struct __test_metadata *_metadata,
 				    int dead_consumer)
 {
 	const char *msg = dead_consumer ? "held" : "after";
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0);
 	struct shared *sh = shared_new();
 	char buf[64];
 	size_t len;
@@ -940,7 +929,7 @@ TEST(a_consumer_that_never_waits_gets_a_dead_consumers_message)
  */
 TEST(a_consumer_that_only_peeks_gets_past_a_dead_producer)
 {
-	struct mpq_queue *q = queue(8, 64, 0);
+	struct mpq_queue *q = make_queue(8, 64, 0);
 	struct shared *sh = shared_new();
 	struct mpq_msg m = { 0 };
 	pid_t pid;
@@ -962,7 +951,7 @@ TEST(a_consumer_that_only_peeks_gets_past_a_dead_producer)
 
 TEST(full_means_a_put_would_wait_even_behind_a_peek)
 {
-	struct mpq_queue *q = queue(2, 8, 0);
+	struct mpq_queue *q = make_queue(2, 8, 0);
 	struct mpq_msg m = { 0 };
 
 	ASSERT_EQ(0, mpq_queue_put(q, "a", 1, 0));
@@ -1005,7 +994,7 @@ TEST(a_thread_going_back_and_forth_between_queues_keeps_one_record_each)
 
 	/* Handles 1 and 9 share a place in the thread's cache of records. */
 	for (i = 0; i < 10; i++)
-		ASSERT_NE(NULL, qs[i] = queue(8, 8, 0));
+		ASSERT_NE(NULL, qs[i] = make_queue(8, 8, 0));
 	for (k = 0; k < 200; k++) {
 		for (i = 0; i < 10; i++) {
 			ASSERT_EQ(0, mpq_queue_put(qs[i], "x", 1, 0));
@@ -1023,7 +1012,7 @@ TEST(a_thread_going_back_and_forth_between_queues_keeps_one_record_each)
 
 TEST(joinable_counts_tasks_until_done)
 {
-	struct mpq_queue *q = queue(8, 16, MPQ_QUEUE_F_JOINABLE);
+	struct mpq_queue *q = make_queue(8, 16, MPQ_QUEUE_F_JOINABLE);
 	char buf[16];
 	size_t len;
 	pid_t pid;
@@ -1076,7 +1065,7 @@ TEST(joinable_counts_zero_copy_and_batches_too)
 
 TEST(task_done_and_join_need_a_joinable_queue)
 {
-	struct mpq_queue *q = queue(8, 16, 0);
+	struct mpq_queue *q = make_queue(8, 16, 0);
 
 	ASSERT_EQ(-EINVAL, mpq_queue_task_done(q));
 	ASSERT_EQ(-EINVAL, mpq_queue_join(q, 0));
@@ -1087,7 +1076,7 @@ TEST(task_done_and_join_need_a_joinable_queue)
 TEST(close_stops_this_handle_only)
 {
 	char handle[MPQ_HANDLE_MAX], buf[16];
-	struct mpq_queue *q = queue(8, 16, 0), *other;
+	struct mpq_queue *q = make_queue(8, 16, 0), *other;
 	struct mpq_msg m = { 0 };
 	size_t len = sizeof(buf);
 
@@ -1124,7 +1113,7 @@ TEST(simple_queue_is_a_queue)
 
 TEST(qsize_counts_only_committed_messages)
 {
-	struct mpq_queue *q = queue(8, 16, 0);
+	struct mpq_queue *q = make_queue(8, 16, 0);
 	struct mpq_msg m = { 0 }, c = { 0 };
 	int i;
 
