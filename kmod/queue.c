@@ -18,10 +18,10 @@
  * A bounded queue holds exactly maxsize messages: the ring is maxsize
  * rounded up to a power of two and producers also keep tail - head within
  * maxsize (the kernel's write(2) as libmpq's put). A run (struct
- * mpq_slot_run: a batch packed over slots, which libmpq writes to a
- * queue with one producer and one consumer) holds more messages than
- * positions; read(2) takes them one per call, and the bound counts them
- * through runs_put and runs_freed. An unbounded queue
+ * mpq_slot_run: a batch packed over slots, which libmpq writes to
+ * bounded queues) holds more messages than positions; read(2) takes them
+ * one per call, under the run's busy bit as libmpq's consumers do, and
+ * the bound counts them through runs_put and runs_freed. An unbounded queue
  * (MPQ_QUEUE_UNBOUNDED, Python's maxsize 0) has a ring and, past it, an
  * overflow that libmpq keeps in blobs and moves into the ring as it
  * drains: the kernel reads only ovf_count, for poll(). read(2) and
@@ -100,28 +100,63 @@ static struct mpq_slot *mpq_queue_slot(struct mpq_queue *q, u64 pos)
 	return q->region.kaddr + q->data_off + idx * q->slot_size;
 }
 
+/* A run's header as read once (struct mpq_slot_run). */
+struct mpq_run {
+	u32 count, size, taken, k;	/* taken: without the busy bits */
+	bool busy;
+	u64 word;			/* taken and lap, as read */
+};
+
 /*
- * A run's header at pos (struct mpq_slot_run), read once and checked
- * against the ring: false if it is corrupt. Copies from the run stay in
- * its own slots whatever a participant wrote.
+ * taken and lap are one 64-bit word (struct mpq_slot_run), at an 8-byte
+ * aligned offset of the slot: read and written whole.
+ */
+static u64 *mpq_run_wordp(struct mpq_slot *s)
+{
+	return (u64 *)&((struct mpq_slot_run *)(s + 1))->taken;
+}
+
+static u64 mpq_run_word(u32 taken, u64 pos)
+{
+	struct { u32 taken, lap; } w = { taken, (u32)pos };
+	u64 v;
+
+	memcpy(&v, &w, sizeof(v));
+	return v;
+}
+
+/*
+ * A run's header at pos, read once and checked against the ring: false
+ * if it is corrupt. Copies from the run stay in its own slots whatever a
+ * participant wrote.
  */
 static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
-			  struct mpq_slot_run *run, u32 *k)
+			  struct mpq_run *run)
 {
 	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
+	struct { u32 taken, lap; } w;
 	u64 slots;
 
+	BUILD_BUG_ON((sizeof(struct mpq_slot) +
+		      offsetof(struct mpq_slot_run, taken)) % 8 ||
+		     offsetof(struct mpq_slot_run, lap) !=
+		     offsetof(struct mpq_slot_run, taken) + 4 ||
+		     MPQ_SLOT_ALIGN % 8);
 	run->count = READ_ONCE(h->count);
 	run->size = READ_ONCE(h->size);
-	run->taken = READ_ONCE(h->taken);
-	if (!run->count || !run->size || run->size > q->msg_max ||
-	    run->taken > run->count)
+	run->word = READ_ONCE(*mpq_run_wordp(s));
+	memcpy(&w, &run->word, sizeof(w));
+	run->busy = w.taken & MPQ_RUN_BUSY;
+	run->taken = w.taken & ~(MPQ_RUN_BUSY | MPQ_RUN_KERNEL);
+	if (!run->count || run->count >= MPQ_RUN_KERNEL || !run->size ||
+	    run->size > q->msg_max || run->taken > run->count ||
+	    w.lap != (u32)pos)
 		return false;
 	slots = DIV_ROUND_UP(sizeof(*s) + sizeof(*h) +
 			     (u64)run->count * run->size, q->slot_size);
 	if (slots > q->capacity - (pos & (q->capacity - 1)))
 		return false;
-	*k = slots;
+	run->k = slots;
 	return true;
 }
 
@@ -129,13 +164,12 @@ static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
 static u32 mpq_queue_taken_at(struct mpq_queue *q, u64 head)
 {
 	struct mpq_slot *s = mpq_queue_slot(q, head);
-	struct mpq_slot_run run;
-	u32 k;
+	struct mpq_run run;
 
 	/* Acquire: pairs with the producer's release; the header is there. */
 	if (smp_load_acquire(&s->seq) != (u32)(head + 1) ||
 	    READ_ONCE(s->len) != MPQ_SLOT_RUN ||
-	    !mpq_queue_run(q, head, s, &run, &k))
+	    !mpq_queue_run(q, head, s, &run))
 		return 0;
 	return run.taken;
 }
@@ -190,13 +224,22 @@ static bool mpq_queue_head_behind(struct mpq_queue *q, u64 pos, u32 seq)
 
 /*
  * Is the message at head pos published, or is head left behind: would
- * read(2) find one, or move head on and look again?
+ * read(2) find one, or move head on and look again? A run another
+ * consumer holds (its busy bit) is not, until it lets go: it wakes the
+ * waiters then.
  */
 static bool mpq_queue_readable_at(struct mpq_queue *q, u64 pos)
 {
-	u32 seq = READ_ONCE(mpq_queue_slot(q, pos)->seq);
+	struct mpq_slot *s = mpq_queue_slot(q, pos);
+	u32 seq = READ_ONCE(s->seq);
+	struct mpq_run run;
 
-	return seq == (u32)(pos + 1) || mpq_queue_head_behind(q, pos, seq);
+	if (seq != (u32)(pos + 1))
+		return mpq_queue_head_behind(q, pos, seq);
+	/* Acquire: the header after the seq that published it. */
+	smp_rmb();
+	return READ_ONCE(s->len) != MPQ_SLOT_RUN ||
+	       !mpq_queue_run(q, pos, s, &run) || !run.busy;
 }
 
 static bool mpq_queue_ring_readable(struct mpq_queue *q)
@@ -369,17 +412,16 @@ static void mpq_queue_moved(struct mpq_queue *q, u32 bit)
 #define MPQ_QUEUE_TRIES		64
 
 /*
- * A run at head pos is spent: free its slots (the covered ones first),
- * add what it held beyond its positions to runs_freed, move head past it
- * (see struct mpq_slot_run). Head is moved with a CAS: a consumer that
- * broke the one-at-a-time promise and moved it first keeps its move.
+ * A run at head pos is spent, and ours (its busy bit): free its slots
+ * (the covered ones first), add what it held beyond its positions to
+ * runs_freed, move head past it (see struct mpq_slot_run).
  */
 static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
-			       const struct mpq_slot_run *run, u32 k)
+			       const struct mpq_run *run)
 {
 	u32 i;
 
-	for (i = 1; i < k; i++) {
+	for (i = 1; i < run->k; i++) {
 		/* Release: done with the slot; pairs with the producer. */
 		smp_store_release(&mpq_queue_slot(q, pos + i)->seq,
 				  (u32)(pos + i + q->capacity));
@@ -388,29 +430,41 @@ static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
 	smp_store_release(&mpq_queue_slot(q, pos)->seq,
 			  (u32)(pos + q->capacity));
 	WRITE_ONCE(q->shm->runs_freed,
-		   READ_ONCE(q->shm->runs_freed) + run->count - k);
+		   READ_ONCE(q->shm->runs_freed) + run->count - run->k);
 	/* Release: the sum before head (mpq_queue_room()). */
-	cmpxchg_release(&q->shm->head, pos, pos + k);
+	cmpxchg_release(&q->shm->head, pos, pos + run->k);
 	mpq_queue_moved(q, MPQ_POLL_OUT);
 }
 
 /*
- * Take the next message of the run at head pos, as libmpq does: copy it
- * out, then move taken on (freeing the run after its last). A corrupt
- * run's first slot is dropped (-EIO), as libmpq drops it. Returns the
- * length, 0 if the run was spent (freed now: look again), -EMSGSIZE if
- * the message does not fit (it stays), -EFAULT if the copy failed (it
- * stays too).
+ * Take the next message of the run at head pos, as libmpq does: set the
+ * run's busy bit (with MPQ_RUN_KERNEL: no record is ours, and nothing
+ * can kill us before we clear it), copy the message out, then move taken
+ * on and clear the bit, or free the run after its last. A corrupt run's
+ * first slot is dropped (-EIO), as libmpq drops it. Returns the length,
+ * 0 to look again (spent and freed now, head moved on, or the bit taken
+ * first), -EAGAIN if another consumer holds the run, -EMSGSIZE if the
+ * message does not fit (it stays), -EFAULT if the copy failed (it stays
+ * too).
  */
 static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
 				  struct mpq_slot *s, struct iov_iter *to)
 {
-	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
-	struct mpq_slot_run run;
+	unsigned char *data = (unsigned char *)(s + 1) +
+			      sizeof(struct mpq_slot_run);
+	u64 *wp = mpq_run_wordp(s), busy;
+	struct mpq_run run;
+	ssize_t ret;
 	size_t copied;
-	u32 k;
+	bool ok = mpq_queue_run(q, pos, s, &run);
 
-	if (!mpq_queue_run(q, pos, s, &run, &k)) {
+	/*
+	 * Acquire, head still at pos: what we read was this run's header,
+	 * not the payload of a later lap's run over the same slots.
+	 */
+	if (smp_load_acquire(&q->shm->head) != pos)
+		return 0;
+	if (!ok) {
 		if (cmpxchg(&q->shm->head, pos, pos + 1) == pos) {
 			/* Release: dropped; pairs with the producer. */
 			smp_store_release(&s->seq, (u32)(pos + q->capacity));
@@ -418,26 +472,41 @@ static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
 		}
 		return -EIO;
 	}
+	if (run.busy)
+		return -EAGAIN;
+	busy = mpq_run_word(run.taken | MPQ_RUN_BUSY | MPQ_RUN_KERNEL, pos);
+	/* The word has the run's lap: a later run's never matches. */
+	if (cmpxchg(wp, run.word, busy) != run.word)
+		return 0;
 	if (run.taken == run.count) {
-		mpq_queue_run_free(q, pos, &run, k);
+		mpq_queue_run_free(q, pos, &run);
 		return 0;
 	}
-	if (run.size > iov_iter_count(to))
-		return -EMSGSIZE;
-	copied = copy_to_iter((unsigned char *)(h + 1) +
-			      (size_t)run.taken * run.size, run.size, to);
-	if (copied != run.size)
-		return -EFAULT;
-	if (run.taken + 1 < run.count) {
+	ret = run.size;
+	if (run.size > iov_iter_count(to)) {
+		ret = -EMSGSIZE;
+	} else {
+		copied = copy_to_iter(data + (size_t)run.taken * run.size,
+				      run.size, to);
+		if (copied != run.size)
+			ret = -EFAULT;
+	}
+	if (ret < 0 || run.taken + 1 < run.count) {
 		/* Release: the copy is done before taken says so. */
-		smp_store_release(&h->taken, run.taken + 1);
-		mpq_queue_moved(q, MPQ_POLL_OUT);
+		smp_store_release(wp, mpq_run_word(run.taken + (ret > 0),
+						   pos));
+		/* Others may wait for the bit: they can take now. */
+		mpq_queue_moved(q, MPQ_POLL_IN);
+		if (ret > 0)
+			mpq_queue_moved(q, MPQ_POLL_OUT);
 	} else {
 		/* Release: all taken before the slots are freed. */
-		smp_store_release(&h->taken, run.count);
-		mpq_queue_run_free(q, pos, &run, k);
+		smp_store_release(wp, mpq_run_word(run.count | MPQ_RUN_BUSY |
+						   MPQ_RUN_KERNEL, pos));
+		mpq_queue_run_free(q, pos, &run);
+		mpq_queue_moved(q, MPQ_POLL_IN);
 	}
-	return run.size;
+	return ret;
 }
 
 /*
@@ -481,11 +550,15 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 
 			if (ret)
 				return ret;
-			continue;	/* spent and freed */
+			continue;	/* spent and freed, or moved on */
 		}
 		if ((len <= q->msg_max && len > iov_iter_count(to)) ||
-		    len == MPQ_SLOT_EXT)
+		    len == MPQ_SLOT_EXT) {
+			/* Unless head moved on: then len may be payload. */
+			if (READ_ONCE(q->shm->head) != pos)
+				continue;
 			return -EMSGSIZE;
+		}
 		if (cmpxchg(&q->shm->head, pos, pos + 1) != pos)
 			continue;
 		if (len != MPQ_SLOT_DROPPED)

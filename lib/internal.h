@@ -396,23 +396,34 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
  */
 #define MPQ_RUN_MIN		16
 struct mpq_run {
-	uint32_t count, size, taken, k;
+	uint32_t count, size, taken, k;	/* taken: without MPQ_RUN_BUSY */
+	int busy;			/* a consumer is taking from it */
+	int kernel;			/* that consumer is the module's */
+	uint64_t word;			/* taken and lap, as read */
 	struct mpq_slot_run *hdr;
 	unsigned char *data;		/* the first message */
 };
+/*
+ * mpq_run_get() and mpq_run_peek(): another consumer is taking from the
+ * run at head (its busy bit). Not an errno: never returned to a caller.
+ */
+#define MPQ_RUN_HELD		(-4097)
 int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run);
 int mpq_run_covers(const struct mpq_queue *q, uint64_t p);
 uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 			 uint64_t tail);
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer);
-int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
-		uint32_t count);
+int mpq_run_put(struct mpq_queue *q, const void *base,
+		const struct iovec *msgs, uint32_t size, uint32_t count);
 int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,
 		unsigned int n, void *arr, uint32_t *size, int waited);
 int mpq_run_peek(struct mpq_queue *q, uint64_t pos, void **data,
-		 uint32_t *len);
-void mpq_run_release(struct mpq_queue *q, uint64_t pos);
+		 uint32_t *len, struct mpq_queue_rec **rp);
+void mpq_run_release(struct mpq_queue *q, uint64_t pos,
+		     struct mpq_queue_rec *r);
+void mpq_run_reclaim_take(struct mpq_queue *q, struct mpq_queue_rec *r,
+			  uint64_t pos);
 void mpq_run_drop(struct mpq_queue *q, uint64_t pos, uint32_t k);
 
 /* May a run be in the ring (<linux/mpq.h>: runs_out)? */

@@ -230,6 +230,8 @@ static int mpq_queue_map(struct mpq_queue **out, int fd, int backend,
 	q->flags = g->flags & (MPQ_QUEUE_JOINABLE | MPQ_QUEUE_UNBOUNDED);
 	q->maxsize = g->maxsize;
 	q->limit = g->maxsize < g->capacity ? g->maxsize : 0;
+	/* Runs in any bounded queue: its bound counts their messages. */
+	q->runs = !!g->maxsize;
 	q->capacity = g->capacity;
 	q->mask = g->capacity - 1;
 	q->msg_max = g->msg_max;
@@ -301,7 +303,6 @@ MPQ_EXPORT int mpq_queue_new(struct mpq_queue **out,
 	(*out)->one_producer = attr->maxsize &&
 			       (attr->flags & MPQ_QUEUE_F_ONE_PRODUCER);
 	(*out)->one_consumer = !!(attr->flags & MPQ_QUEUE_F_ONE_CONSUMER);
-	(*out)->runs = (*out)->one_producer && (*out)->one_consumer;
 	/*
 	 * Without the module, mpq_wait() sleeps on an eventfd that whoever
 	 * puts rings when a waiter asked for it; it reaches the processes
@@ -692,6 +693,15 @@ int mpq_claim_put(struct mpq_queue *q, unsigned int n, uint64_t *posp,
 		 * it yet (seq pos - cap). Nothing else is possible.
 		 */
 		if (dif < 0) {
+			/*
+			 * Unless pos is stale (another producer moved tail):
+			 * then what we read may be a run's payload.
+			 */
+			now = load_relaxed(&q->shm->tail);
+			if (!q->one_producer && now != pos) {
+				pos = now;
+				continue;
+			}
 			ret = dif == -(int64_t)q->capacity ||
 			      dif == 1 - (int64_t)q->capacity ? -EAGAIN : -EUCLEAN;
 			goto fail;
@@ -823,10 +833,55 @@ int mpq_queue_try_put_n(struct mpq_queue *q, const struct iovec *msgs,
 	return k;
 }
 
+/*
+ * A batch of put_many whose messages are all of one size goes as a run
+ * (run.c) where one pays: one header and one seq for the lot, the
+ * messages gathered from their iovecs. Returns 0 when it does not.
+ */
+static int mpq_queue_try_put_run(struct mpq_queue *q, const struct iovec *msgs,
+				 unsigned int n)
+{
+	size_t size = msgs[0].iov_len;
+	unsigned int i;
+
+	if (!size || size > q->msg_max)
+		return 0;
+	for (i = 1; i < n; i++)
+		if (msgs[i].iov_len != size)
+			return 0;
+	return mpq_run_put(q, NULL, msgs, (uint32_t)size, n);
+}
+
+/*
+ * A batch: as much of it as goes now. A run ends where the ring does, or
+ * the bound; what is left goes on without waiting, as runs or slots.
+ */
 static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 			     unsigned int n)
 {
-	return mpq_queue_try_put_n(q, msgs, n);
+	unsigned int done = 0;
+	int ret;
+
+	while (q->runs && n - done >= MPQ_RUN_MIN) {
+		ret = mpq_queue_try_put_run(q, msgs + done, n - done);
+		if (ret <= 0) {
+			if (ret < 0 && !done)
+				return ret;
+			if (ret < 0)
+				return (int)done;
+			/* No run here: a message the plain way, then on. */
+			ret = mpq_queue_try_put_n(q, msgs + done, 1);
+			if (ret <= 0)
+				return done ? (int)done : ret;
+		}
+		done += (unsigned int)ret;
+	}
+	if (done == n)
+		return (int)done;
+	ret = mpq_queue_try_put_n(q, msgs + done, n - done);
+	if (ret <= 0)
+		return done ? (int)done : ret;
+	return (int)done + ret;
 }
 
 /*
@@ -904,6 +959,24 @@ void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
  */
 #define MPQ_CLAIM_RUN		(-4096)
 
+/*
+ * A consumer's pos that another moved head past (never the only
+ * consumer's): what it read there may be the payload of a later lap's
+ * run over the same slots, and says nothing. Moves *posp to head.
+ */
+static inline int mpq_head_stale(struct mpq_queue *q, uint64_t *posp)
+{
+	uint64_t now;
+
+	if (q->one_consumer)
+		return 0;
+	now = load_relaxed(&q->shm->head);
+	if (now == *posp)
+		return 0;
+	*posp = now;
+	return 1;
+}
+
 static inline __attribute__((always_inline))
 int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			 unsigned int n, uint64_t *posp,
@@ -920,6 +993,7 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 		int64_t dif = 0;
 		uint64_t now;
 
+look:
 		corrupt = 0;
 		for (k = 0, m = 0; k < MPQ_BATCH_MAX && m < n; k++) {
 			struct mpq_slot *s = mpq_slot_at(q, pos + k);
@@ -961,6 +1035,8 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 						    (s + 1))->len);
 				if (bufs && (xl > bufs[0].iov_len ||
 					     (exact && xl != exact))) {
+					if (mpq_head_stale(q, &pos))
+						goto look;
 					bufs[0].iov_len = xl > SIZE_MAX ?
 							  SIZE_MAX : xl;
 					ret = -EMSGSIZE;
@@ -973,6 +1049,8 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 			if (bufs && (len[k] > bufs[m].iov_len ||
 				     (exact && len[k] != exact))) {
 				if (k == 0) {
+					if (mpq_head_stale(q, &pos))
+						goto look;
 					bufs[0].iov_len = len[0];
 					ret = -EMSGSIZE;
 					goto fail;
@@ -1001,6 +1079,8 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 		}
 		/* Empty (seq pos), or a consumer a lap ago still copying. */
 		if (dif < 0) {
+			if (mpq_head_stale(q, &pos))
+				continue;
 			ret = dif == -1 || dif == -(int64_t)q->capacity ?
 			      -EAGAIN : -EUCLEAN;
 			goto fail;
@@ -1129,6 +1209,23 @@ void mpq_queue_take(struct mpq_queue *q, struct mpq_queue_rec *r,
 }
 
 /*
+ * Another consumer holds the run at head (its busy bit, for the length
+ * of a copy): look again a while, then say empty for now. A call that
+ * waits goes on spinning and sleeping, and the holder's release wakes
+ * sleepers; one that does not may see an empty queue (as a non-blocking
+ * get of Python's Queue does while another process holds its lock).
+ */
+#define MPQ_RUN_HELD_LOOKS	128
+
+static int mpq_run_held_again(unsigned int *looks)
+{
+	if (++*looks > MPQ_RUN_HELD_LOOKS)
+		return 0;
+	cpu_relax();
+	return 1;
+}
+
+/*
  * Take up to n messages without waiting, into bufs (iov_len in: room,
  * out: length). Returns the count (>= 1), -EAGAIN (empty), -EMSGSIZE
  * (the first does not fit: bufs[0].iov_len is its size) or -EUCLEAN (a
@@ -1140,7 +1237,7 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
-	unsigned int m;
+	unsigned int m, looks = 0;
 	uint64_t pos;
 	int k;
 
@@ -1156,6 +1253,11 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 						waited);
 			if (k == -EMSGSIZE && exact)
 				bufs[0].iov_len = exact;
+			if (k == MPQ_RUN_HELD) {
+				if (mpq_run_held_again(&looks))
+					continue;
+				return -EAGAIN;
+			}
 			if (k)
 				return k;
 			continue;	/* spent: look again */
@@ -1186,10 +1288,24 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 	return (int)m;
 }
 
+/*
+ * A batch: what is there now. A claim stops where a run starts, and a
+ * take from a run where it ends: the rest is taken on, without waiting.
+ */
 static int mpq_queue_try_get(struct mpq_queue *q, struct iovec *bufs,
 			     unsigned int n, int waited)
 {
-	return mpq_queue_try_get_n(q, bufs, n, waited, 0);
+	int got = mpq_queue_try_get_n(q, bufs, n, waited, 0), ret;
+
+	while (got > 0 && (unsigned int)got < n && q->runs &&
+	       mpq_runs_out(q)) {
+		ret = mpq_queue_try_get_n(q, bufs + got, n - (unsigned int)got,
+					  0, 0);
+		if (ret <= 0)
+			break;
+		got += ret;
+	}
+	return got;
 }
 
 /*
@@ -1284,6 +1400,9 @@ int mpq_queue_put1(struct mpq_queue *q, const void *msg, uint32_t len)
 		return 1;
 	}
 	if (unlikely(!q->maxsize) && mpq_ovf_active(q))
+		return 0;
+	/* Runs in the ring: the bound counts messages. */
+	if (unlikely(q->runs && mpq_runs_out(q)))
 		return 0;
 	r = mpq_lean_begin(q, MPQ_REC_PUT, &q->shm->tail, pos);
 	if (unlikely(!r))
@@ -2021,7 +2140,7 @@ static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
 
 	n = count < MPQ_BATCH_MAX ? count : MPQ_BATCH_MAX;
 	if (q->runs && size && count >= MPQ_RUN_MIN) {
-		ret = mpq_run_put(q, base, size, count);
+		ret = mpq_run_put(q, base, NULL, size, count);
 		if (ret)
 			return ret;
 		/* No run here (the ring's last slot, say): one message. */
@@ -2049,7 +2168,7 @@ static int mpq_queue_try_get_array(struct mpq_queue *q, void *buf,
 		uint32_t sz = size;
 
 		ret = mpq_run_get(q, pos, NULL, max, buf, &sz, waited);
-		if (ret)
+		if (ret && ret != MPQ_RUN_HELD)
 			return ret;
 	}
 	n = max < MPQ_BATCH_MAX ? max : MPQ_BATCH_MAX;
@@ -2146,10 +2265,12 @@ MPQ_EXPORT int mpq_queue_get_array(struct mpq_queue *q, void *buf,
  * id in __pos): commit puts its descriptor as any put would.
  */
 /*
- * A peek of a run's message (PEEKRUN) holds no record and claims nothing:
- * the message stays first in its run until release moves the run's taken
- * on (run.c), so a process killed inside the window leaves it to be
- * delivered again, as a slot's peek does.
+ * A peek of a run's message (PEEKRUN) claims nothing: the message stays
+ * first in its run until release moves the run's taken on (run.c), so a
+ * process killed inside the window leaves it to be delivered again, as a
+ * slot's peek does. One of many consumers holds the run's busy bit for
+ * the window, under a record (__rec; other consumers wait for the run
+ * meanwhile); the only consumer holds nothing (__rec is the queue).
  */
 enum { MPQ_ZC_NONE, MPQ_ZC_RESERVED, MPQ_ZC_PEEKED, MPQ_ZC_DETACHED,
        MPQ_ZC_PEEKRUN };
@@ -2293,7 +2414,7 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 {
 	uint32_t len[MPQ_BATCH_MAX];
 	struct mpq_queue_rec *r;
-	unsigned int msgs;
+	unsigned int msgs, looks = 0;
 	uint64_t pos;
 	int k;
 
@@ -2304,15 +2425,24 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 			void *data;
 			uint32_t rlen;
 
-			k = mpq_run_peek(q, pos, &data, &rlen);
+			k = mpq_run_peek(q, pos, &data, &rlen, &r);
+			if (k == MPQ_RUN_HELD) {
+				if (mpq_run_held_again(&looks))
+					continue;
+				return -EAGAIN;
+			}
 			if (!k)
 				continue;	/* spent: look again */
 			if (k < 0)
 				return k;
 			m->data = data;
 			m->len = rlen;
-			/* No record: the window's holder is q itself. */
-			mpq_zc_hold(q, m, pos, q, MPQ_ZC_PEEKRUN);
+			/*
+			 * The run held under r for the window; the only
+			 * consumer holds no record: the holder is q itself.
+			 */
+			mpq_zc_hold(q, m, pos, r ? (void *)r : (void *)q,
+				    MPQ_ZC_PEEKRUN);
 			return 1;
 		}
 		if (k == -EUCLEAN && msgs == MPQ_CLAIMED_CORRUPT) {
@@ -2533,7 +2663,8 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 	if (ret)
 		return ret;
 	if (m->__kind == MPQ_ZC_PEEKRUN) {
-		mpq_run_release(q, m->__pos);
+		mpq_run_release(q, m->__pos, m->__rec == (void *)q ? NULL :
+					     m->__rec);
 		mpq_zc_close(m);
 		return 0;
 	}

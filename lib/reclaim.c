@@ -567,6 +567,19 @@ int mpq_queue_reclaim(struct mpq_queue *q, struct iovec *bufs, unsigned int n,
 			mpq_ovf_settle(q);
 			continue;
 		}
+		/*
+		 * A take from a run: the dead one's busy bit goes (or its
+		 * free is finished), by whoever finds it, once no live
+		 * record covers the run.
+		 */
+		if (cnt && (op & (MPQ_REC_GET | MPQ_REC_RUN)) ==
+			   (MPQ_REC_GET | MPQ_REC_RUN)) {
+			if (mpq_rec_token(q, pos, MPQ_REC_GET, i) != i ||
+			    mpq_rec_adopt(r, v))
+				continue;
+			mpq_run_reclaim_take(q, r, pos);
+			continue;
+		}
 		/* A consumer's leftovers wait for a consumer. */
 		if (cnt && op & MPQ_REC_GET && (!bufs || (unsigned int)got == n))
 			continue;
@@ -631,7 +644,8 @@ int mpq_queue_reclaim_peek(struct mpq_queue *q, struct mpq_msg *m)
 		if (!mpq_rec_dead(v))
 			continue;
 		mpq_rec_read(q, d, &op, &pos, &n);
-		if (n && !(op & MPQ_REC_GET))
+		/* A take from a run: mpq_queue_reclaim() above. */
+		if (n && (!(op & MPQ_REC_GET) || op & MPQ_REC_RUN))
 			continue;
 		if (mpq_rec_adopt(d, v))
 			continue;

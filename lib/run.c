@@ -7,12 +7,15 @@
  * batched stream a tenth of what a packed ring does (bench/README.md). A
  * run moves them with one copy each way and one seq for the lot.
  *
- * Only a bounded queue made with one producer and one consumer gets runs
- * (mpq_queue_put_array() on any other puts a slot per message): consumers
- * take from a run without moving head, so two at once could both take a
- * message; and a run holds more messages than positions, so the bound is
- * kept with sums of what runs hold beyond their positions, the one the
- * producer adds to its own (mpq_run_room()).
+ * Every bounded queue takes runs (an unbounded one's overflow keeps a
+ * message per entry). Consumers take from a run without moving head, one
+ * at a time: under the run's busy bit (MPQ_RUN_BUSY), set with a
+ * compare-and-swap under an operation record, so that a consumer killed
+ * while it holds the bit is found out and its messages delivered again
+ * (reclaim.c); the only consumer of a queue made with
+ * MPQ_QUEUE_F_ONE_CONSUMER needs neither. A run holds more messages than
+ * positions, so the bound is kept with sums of what runs hold beyond
+ * their positions (mpq_run_room()).
  */
 #include <string.h>
 
@@ -21,6 +24,51 @@
 
 /* A slot header and a run header before the first message. */
 #define MPQ_RUN_HDR	(sizeof(struct mpq_slot) + sizeof(struct mpq_slot_run))
+
+/*
+ * A claim that lost to another producer tries again at the new tail this
+ * many times before the caller puts a message the plain way.
+ */
+#define MPQ_RUN_CLAIM_TRIES	4
+
+/* taken and lap are one word, read and written whole (<linux/mpq.h>). */
+typedef uint64_t __attribute__((may_alias)) mpq_run_word_t;
+_Static_assert(offsetof(struct mpq_slot_run, lap) ==
+	       offsetof(struct mpq_slot_run, taken) + 4 &&
+	       (sizeof(struct mpq_slot) + offsetof(struct mpq_slot_run, taken)) %
+	       8 == 0 && MPQ_SLOT_ALIGN % 8 == 0,
+	       "a run's taken and lap are one aligned 64-bit word");
+
+static inline mpq_run_word_t *mpq_run_wordp(struct mpq_slot_run *h)
+{
+	return (mpq_run_word_t *)(void *)&h->taken;
+}
+
+/* The word of taken (with MPQ_RUN_BUSY or not) for the run at pos. */
+static inline uint64_t mpq_run_word(uint32_t taken, uint64_t pos)
+{
+	struct { uint32_t taken, lap; } w = { taken, (uint32_t)pos };
+	uint64_t v;
+
+	memcpy(&v, &w, sizeof(v));
+	return v;
+}
+
+static inline uint32_t mpq_run_word_taken(uint64_t v)
+{
+	struct { uint32_t taken, lap; } w;
+
+	memcpy(&w, &v, sizeof(w));
+	return w.taken;
+}
+
+static inline uint32_t mpq_run_word_lap(uint64_t v)
+{
+	struct { uint32_t taken, lap; } w;
+
+	memcpy(&w, &v, sizeof(w));
+	return w.lap;
+}
 
 /* Slots a run of count messages of size bytes takes. */
 static uint64_t mpq_run_slots(const struct mpq_queue *q, uint64_t count,
@@ -41,12 +89,19 @@ int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run)
 	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
 	uint64_t k;
 
+	uint32_t t;
+
 	run->hdr = h;
 	run->count = load_relaxed(&h->count);
 	run->size = load_relaxed(&h->size);
-	run->taken = load_relaxed(&h->taken);
-	if (!run->count || !run->size || run->size > q->msg_max ||
-	    run->taken > run->count)
+	run->word = __atomic_load_n(mpq_run_wordp(h), __ATOMIC_ACQUIRE);
+	t = mpq_run_word_taken(run->word);
+	run->busy = !!(t & MPQ_RUN_BUSY);
+	run->kernel = !!(t & MPQ_RUN_KERNEL);
+	run->taken = t & ~(MPQ_RUN_BUSY | MPQ_RUN_KERNEL);
+	if (!run->count || run->count >= MPQ_RUN_KERNEL || !run->size ||
+	    run->size > q->msg_max || run->taken > run->count ||
+	    mpq_run_word_lap(run->word) != (uint32_t)pos)
 		return -EUCLEAN;
 	k = mpq_run_slots(q, run->count, run->size);
 	if (k > q->capacity - (pos & q->mask))
@@ -69,7 +124,8 @@ static uint32_t mpq_run_claimed(const struct mpq_queue *q, uint64_t pos)
 		struct mpq_queue_rec *r = &q->recs[i];
 		uint32_t n = load_acquire(&r->n);
 
-		if (n && load_relaxed(&r->op) & MPQ_REC_RUN &&
+		if (n && (load_relaxed(&r->op) & (MPQ_REC_PUT | MPQ_REC_RUN)) ==
+			 (MPQ_REC_PUT | MPQ_REC_RUN) &&
 		    load_relaxed(&r->pos) == pos &&
 		    n <= q->capacity - (pos & q->mask))
 			return n;
@@ -160,30 +216,95 @@ static uint32_t mpq_run_taken_at(const struct mpq_queue *q, uint64_t head)
 }
 
 /*
+ * Is a live producer between counting a run in runs_put and claiming its
+ * positions (its record's op MPQ_REC_RUN_COUNTED)? Then a ring found
+ * empty still has that run's count to come, which a heal must not undo.
+ */
+static int mpq_run_counting(const struct mpq_queue *q)
+{
+	unsigned int i;
+
+	for (i = 0; i < MPQ_QUEUE_NREC; i++) {
+		struct mpq_queue_rec *r = &q->recs[i];
+		uint32_t v = load_acquire(&r->word);
+
+		if (v & MPQ_RW_TID && load_relaxed(&r->n) &&
+		    load_relaxed(&r->op) & MPQ_REC_RUN_COUNTED)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * The ring is empty at pos (head == tail == pos) and runs_put (put) is
+ * not runs_freed (freed): no run is in it, so what is between them is a
+ * death's (a run counted and never claimed, or freed and never summed).
+ * Make them equal, unless a live producer's run is counted and not yet
+ * claimed. Returns runs_put as it is now.
+ */
+static uint64_t mpq_run_heal(struct mpq_queue *q, uint64_t pos, uint64_t put,
+			     uint64_t freed)
+{
+	if (q->one_producer) {
+		/* Nobody else counts: a plain store. */
+		__atomic_store_n(&q->shm->runs_put, freed, __ATOMIC_RELAXED);
+		return freed;
+	}
+	/*
+	 * A producer that counts after our look at the records either
+	 * changed runs_put before our CAS (which then fails) or adds to
+	 * what we leave; one that counted before it is in its record, read
+	 * after runs_put (x86: loads in order; and its record is written
+	 * before it counts, with a locked add).
+	 */
+	if (mpq_run_counting(q) || load_acquire(&q->shm->tail) != pos)
+		return put;
+	if (__atomic_compare_exchange_n(&q->shm->runs_put, &put, freed, 0,
+					__ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		return freed;
+	return put;
+}
+
+/*
+ * runs_out: no run may be in the ring now (the sums are equal). The only
+ * producer clears it alone; among many, a producer that counts a run
+ * between our look at the sums and the clear has set it already, so we
+ * look at the sums again after the clear and set it back if they differ.
+ */
+static void mpq_run_out_clear(struct mpq_queue *q)
+{
+	__atomic_store_n(&q->shm->runs_out, 0, __ATOMIC_RELAXED);
+	if (q->one_producer)
+		return;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (load_acquire(&q->shm->runs_put) !=
+	    load_acquire(&q->shm->runs_freed))
+		__atomic_store_n(&q->shm->runs_out, 1, __ATOMIC_RELAXED);
+}
+
+/*
  * How many of n more messages the bound leaves room for at tail pos, with
  * runs in the ring: maxsize less tail - head + runs_put - runs_freed -
  * what was taken from the run at head (<linux/mpq.h>). head and
- * runs_freed share the consumers' line: one read of it. For the only
- * producer (producer set), also the keeper of the sums: a ring it finds
- * empty holds no run, so runs_put is made equal to runs_freed, whatever
- * a death left between them, and runs_out is cleared once they are
- * equal.
+ * runs_freed share the consumers' line: one read of it. A producer
+ * about to claim at pos (producer set) also keeps the sums: a ring it
+ * finds empty holds no run, so runs_put is made equal to runs_freed,
+ * whatever a death left between them (mpq_run_heal()), and runs_out is
+ * cleared once they are equal.
  */
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer)
 {
-	uint64_t put = load_relaxed(&q->shm->runs_put), head, freed;
+	uint64_t put = load_acquire(&q->shm->runs_put), head, freed;
 	int64_t used;
 
 	head = load_acquire(&q->shm->head);
 	/* After head: a run's sum goes before head moves past it. */
 	freed = load_acquire(&q->shm->runs_freed);
-	if (producer && head == pos && put != freed) {
-		__atomic_store_n(&q->shm->runs_put, freed, __ATOMIC_RELAXED);
-		put = freed;
-	}
+	if (producer && head == pos && put != freed)
+		put = mpq_run_heal(q, pos, put, freed);
 	if (producer && put == freed && load_relaxed(&q->shm->runs_out))
-		__atomic_store_n(&q->shm->runs_out, 0, __ATOMIC_RELAXED);
+		mpq_run_out_clear(q);
 	if ((int64_t)(pos - head) < 0)
 		return n;	/* pos is stale: the claim fails and looks again */
 	used = (int64_t)(pos - head + (put - freed));
@@ -215,8 +336,12 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 	if (c > count)
 		c = count;
 	k = mpq_run_slots(q, c, size);
-	/* Free, in order: a slot's seq is read only once the one before it
-	 * was found free, so it is never a run's payload of a lap ago. */
+	/*
+	 * Free, in order: a slot's seq is read only once the one before it
+	 * was found free, so it is never a run's payload of a lap ago. (A
+	 * stale pos, behind tail, may read this lap's payload as a seq:
+	 * its claim then fails.)
+	 */
 	for (i = 0; i < k; i++)
 		if (load_acquire(&mpq_slot_at(q, pos + i)->seq) !=
 		    (uint32_t)(pos + i))
@@ -232,46 +357,99 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 	return (uint32_t)c;
 }
 
+/* Add (or take back) a run's count beyond its positions in runs_put. */
+static void mpq_run_count(struct mpq_queue *q, int64_t d)
+{
+	if (q->one_producer)
+		__atomic_store_n(&q->shm->runs_put,
+				 load_relaxed(&q->shm->runs_put) + (uint64_t)d,
+				 __ATOMIC_RELAXED);
+	else
+		__atomic_add_fetch(&q->shm->runs_put, (uint64_t)d,
+				   __ATOMIC_SEQ_CST);
+}
+
 /*
- * Put up to count messages of size bytes (<= msg_max) from base as one
- * run, for the only producer of a queue that takes runs (q->runs), without
- * waiting. Returns the messages put (>= 2), 0 when a run does not pay or
- * cannot be made now (no record, the slot at tail not free, the bound
- * leaving room for one: a plain put of the first message does), or
- * -EAGAIN (the bound is reached).
- *
- * Under a record whose intent names the k positions and says RUN before
- * the payload covers the slots' headers: a producer killed before the
- * publish leaves them to be published as k dropped slots (reclaim.c).
+ * Claim the k positions of a run of c messages at tail pos, under r:
+ * counted in runs_put first (so that no producer's bound counts less
+ * than there will be), taken back if another producer moved tail first.
+ * Returns 0, or -EAGAIN with *posp the tail to try at next.
  */
-int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
-		uint32_t count)
+static int mpq_run_claim(struct mpq_queue *q, struct mpq_queue_rec *r,
+			 uint64_t *posp, uint32_t c, uint32_t k)
+{
+	uint64_t pos = *posp;
+
+	mpq_rec_intent(r, MPQ_REC_PUT | MPQ_REC_RUN_COUNTED, pos, k);
+	if (!load_relaxed(&q->shm->runs_out))
+		__atomic_store_n(&q->shm->runs_out, 1, __ATOMIC_RELAXED);
+	mpq_run_count(q, c - k);
+	/* Release: the intent is seen before the claim. */
+	if (q->one_producer) {
+		store_release(&q->shm->tail, pos + k);
+		return 0;
+	}
+	if (__atomic_compare_exchange_n(&q->shm->tail, posp, pos + k, 0,
+					__ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		return 0;
+	mpq_run_count(q, -(int64_t)(c - k));
+	return -EAGAIN;
+}
+
+/*
+ * Put up to count messages of size bytes (<= msg_max) as one run: from
+ * base, one after the other, or from msgs, an iovec each (all of size
+ * bytes), without waiting. Returns the messages put (>= 2), 0 when a
+ * run does not pay or cannot be made now (no record, the slot at tail
+ * not free, the bound leaving room for one, other producers' claims
+ * winning MPQ_RUN_CLAIM_TRIES times: a plain put of the first message
+ * does), or -EAGAIN (the bound is reached).
+ *
+ * Under a record whose intent names the k positions before the claim,
+ * and says RUN (after the claim is won) before the payload covers the
+ * slots' headers: a producer killed before the publish leaves them to be
+ * published as k dropped slots (reclaim.c).
+ */
+int mpq_run_put(struct mpq_queue *q, const void *base,
+		const struct iovec *msgs, uint32_t size, uint32_t count)
 {
 	uint64_t pos = load_relaxed(&q->shm->tail);
-	struct mpq_slot *s = mpq_slot_at(q, pos);
-	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
-	struct mpq_queue_rec *r;
-	uint32_t c, k = 0;
-	unsigned int room;
+	struct mpq_queue_rec *r = NULL;
+	struct mpq_slot_run *h;
+	struct mpq_slot *s;
+	unsigned int room, tries;
+	unsigned char *p;
+	uint32_t c, k = 0, i;
 
-	c = mpq_run_fit(q, pos, size, count, &k);
-	if (!c)
-		return 0;
-	room = mpq_run_room(q, pos, c, 1);
-	if (!room)
-		return -EAGAIN;
-	if (room < c) {
-		c = room;
-		k = (uint32_t)mpq_run_slots(q, c, size);
-		if (c <= k)
+	for (tries = 0; tries < MPQ_RUN_CLAIM_TRIES; tries++) {
+		c = mpq_run_fit(q, pos, size, count, &k);
+		if (!c)
+			break;
+		room = mpq_run_room(q, pos, c, 1);
+		if (!room) {
+			if (r)
+				mpq_rec_end(q, r);
+			return -EAGAIN;
+		}
+		if (room < c) {
+			c = room;
+			k = (uint32_t)mpq_run_slots(q, c, size);
+			if (c <= k)
+				break;
+		}
+		if (!r)
+			r = mpq_rec_begin(q);
+		if (!r)
 			return 0;
+		if (!mpq_run_claim(q, r, &pos, c, k))
+			goto claimed;
 	}
-	r = mpq_rec_begin(q);
-	if (!r)
-		return 0;
-	mpq_rec_intent(r, MPQ_REC_PUT, pos, k);
-	/* The only producer: nobody else moves tail. */
-	store_release(&q->shm->tail, pos + k);
+	if (r)
+		mpq_rec_end(q, r);
+	return 0;
+claimed:
+	s = mpq_slot_at(q, pos);
+	h = (struct mpq_slot_run *)(s + 1);
 	/*
 	 * RUN before the payload covers the slots' headers, the count
 	 * before the tasks are counted: a repairer reads both (reclaim.c).
@@ -280,18 +458,18 @@ int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
 			 __ATOMIC_RELAXED);
 	h->count = c;
 	h->size = size;
-	h->taken = 0;
-	h->__pad = 0;
+	__atomic_store_n(mpq_run_wordp(h), mpq_run_word(0, pos),
+			 __ATOMIC_RELAXED);
 	/* Those stores before any below (on x86, the compiler's order). */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
-	/* Counted before it can be seen: the bound never counts less. */
-	__atomic_store_n(&q->shm->runs_put,
-			 load_relaxed(&q->shm->runs_put) + (c - k),
-			 __ATOMIC_RELAXED);
-	if (!load_relaxed(&q->shm->runs_out))
-		__atomic_store_n(&q->shm->runs_out, 1, __ATOMIC_RELAXED);
 	mpq_queue_tasks_count(q, r, c);
-	memcpy(h + 1, base, (size_t)c * size);
+	if (base) {
+		memcpy(h + 1, base, (size_t)c * size);
+	} else {
+		p = (unsigned char *)(h + 1);
+		for (i = 0; i < c; i++, p += size)
+			memcpy(p, msgs[i].iov_base, size);
+	}
 	s->len = MPQ_SLOT_RUN;
 	/* Pairs with the consumer's acquire of seq: all of it is there. */
 	store_release(&s->seq, (uint32_t)(pos + 1));
@@ -303,9 +481,10 @@ int mpq_run_put(struct mpq_queue *q, const void *base, uint32_t size,
 }
 
 /*
- * The run at head pos is spent (taken == count): free its slots, the
- * covered ones first (a producer checks the first before them, so none is
- * refilled before the first is free), count it freed, move head past it.
+ * The run at head pos is spent (taken == count, busy): free its slots,
+ * the covered ones first (a producer checks the first before them, so
+ * none is refilled before the first is free), count it freed, move head
+ * past it.
  */
 static void mpq_run_free(struct mpq_queue *q, uint64_t pos,
 			 const struct mpq_run *run)
@@ -319,7 +498,9 @@ static void mpq_run_free(struct mpq_queue *q, uint64_t pos,
 	/*
 	 * After the first slot is freed (a producer that sees the sum gone
 	 * sees no run at head to take what it took from), before head
-	 * moves (one that sees head past the run sees the sum gone).
+	 * moves (one that sees head past the run sees the sum gone). One
+	 * consumer at a time: the busy bit, and head, which the next run's
+	 * freer reads after this one moved it.
 	 */
 	__atomic_store_n(&q->shm->runs_freed,
 			 load_relaxed(&q->shm->runs_freed) +
@@ -329,53 +510,148 @@ static void mpq_run_free(struct mpq_queue *q, uint64_t pos,
 	} else {
 		uint64_t p = pos;
 
-		/* Another consumer (a broken promise) moved it: theirs. */
+		/* A repairer finishing for a dead holder may have moved it. */
 		__atomic_compare_exchange_n(&q->shm->head, &p, pos + run->k, 0,
 					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 	}
 }
 
 /*
+ * A corrupt run at head pos: its first slot is dropped so the ring goes
+ * on (the payload after it is seen as slots, most of them corrupt too).
+ */
+static int mpq_run_corrupt(struct mpq_queue *q, uint64_t pos)
+{
+	uint64_t p = pos;
+
+	store_release(&mpq_slot_at(q, pos)->seq, (uint32_t)(pos + q->capacity));
+	__atomic_compare_exchange_n(&q->shm->head, &p, pos + 1, 0,
+				    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	return -EUCLEAN;
+}
+
+/*
+ * Read the run at head pos, whose slot was seen published with len
+ * MPQ_SLOT_RUN, and make it ours to take from: for one of many
+ * consumers, its busy bit set under a record (*rp), whose run_word is the
+ * busy word. Returns 1, 0 (head moved on, or another consumer set the
+ * bit first: look again), MPQ_RUN_HELD (another consumer holds it), or
+ * -EUCLEAN (corrupt: dropped).
+ */
+static int mpq_run_hold(struct mpq_queue *q, uint64_t pos, struct mpq_run *run,
+			struct mpq_queue_rec **rp)
+{
+	struct mpq_queue_rec *r;
+	uint64_t busy, old;
+	int ret = mpq_run_read(q, pos, run);
+
+	*rp = NULL;
+	if (q->one_consumer)
+		return ret ? mpq_run_corrupt(q, pos) : 1;
+	/*
+	 * Head still at pos: what we read was the run's header, not the
+	 * payload of a later lap's run over the same slots (a consumer
+	 * late by a lap), and we may act on it.
+	 */
+	if (load_acquire(&q->shm->head) != pos)
+		return 0;
+	if (ret)
+		return mpq_run_corrupt(q, pos);
+	if (run->busy)
+		return MPQ_RUN_HELD;
+	r = mpq_rec_begin(q);
+	if (!r)
+		return MPQ_RUN_HELD;	/* no record now: wait as for the bit */
+	busy = mpq_run_word(run->taken | MPQ_RUN_BUSY, pos);
+	__atomic_store_n(&r->run_word, busy, __ATOMIC_RELAXED);
+	mpq_rec_intent(r, MPQ_REC_GET | MPQ_REC_RUN, pos, 1);
+	old = run->word;
+	/*
+	 * Release: the intent before the bit (a repairer that sees the bit
+	 * finds whose it is). The word has the run's lap: a later run over
+	 * the same slot never has the one we expect.
+	 */
+	if (!__atomic_compare_exchange_n(mpq_run_wordp(run->hdr), &old, busy,
+					 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED)) {
+		mpq_rec_end(q, r);
+		return 0;
+	}
+	run->word = busy;
+	*rp = r;
+	return 1;
+}
+
+/*
+ * Done with the run at pos, which we hold: j more of its messages taken.
+ * The rest stays for the next consumer (the bit cleared, and a consumer
+ * that waited for it woken), or the run is spent and freed.
+ */
+static void mpq_run_done(struct mpq_queue *q, uint64_t pos,
+			 struct mpq_run *run, struct mpq_queue_rec *r,
+			 uint32_t j)
+{
+	uint64_t w;
+
+	if (run->taken + j < run->count) {
+		/* Release: the copy is done before taken says so. */
+		__atomic_store_n(mpq_run_wordp(run->hdr),
+				 mpq_run_word(run->taken + j, pos),
+				 __ATOMIC_RELEASE);
+		if (r)
+			mpq_rec_end(q, r);
+		if (!q->one_consumer)
+			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	} else {
+		/* Spent, and kept busy: a repairer finishes a dead freer's. */
+		w = mpq_run_word(run->count | MPQ_RUN_BUSY, pos);
+		__atomic_store_n(mpq_run_wordp(run->hdr), w, __ATOMIC_RELEASE);
+		mpq_run_free(q, pos, run);
+		if (r)
+			mpq_rec_end(q, r);
+		if (!q->one_consumer)
+			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+	}
+	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+}
+
+/*
  * Take up to n messages from the run at head pos, whose slot was seen
  * published with len MPQ_SLOT_RUN: packed into arr (exact: the run's size
  * must be size), or one into each of bufs (iov_len in: room, out: the
- * length). Returns the count (>= 1), 0 (it was spent: freed now, look
- * again), -EMSGSIZE (the first does not fit, or is not size bytes:
+ * length). Returns the count (>= 1), 0 (look again: it was spent and
+ * freed now, or head moved on), MPQ_RUN_HELD (another consumer is taking
+ * from it), -EMSGSIZE (the first does not fit, or is not size bytes:
  * bufs[0].iov_len or *size says how long it is), or -EUCLEAN (a corrupt
  * run: its first slot is dropped so the ring goes on).
  *
- * No record: head stays at the run until it is spent, and taken moves
- * after the copy, so a consumer killed in the middle leaves the messages
- * it was copying first in the run, for the next consumer (see
- * struct mpq_slot_run).
+ * taken moves after the copy, so a consumer killed in the middle leaves
+ * the messages it was copying first in the run, for the next consumer
+ * (see struct mpq_slot_run).
  */
 int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,
 		unsigned int n, void *arr, uint32_t *size, int waited)
 {
+	struct mpq_queue_rec *r;
 	struct mpq_run run;
 	uint32_t j, left;
+	int ret = mpq_run_hold(q, pos, &run, &r);
 
-	if (mpq_run_read(q, pos, &run)) {
-		uint64_t p = pos;
-
-		store_release(&mpq_slot_at(q, pos)->seq,
-			      (uint32_t)(pos + q->capacity));
-		__atomic_compare_exchange_n(&q->shm->head, &p, pos + 1, 0,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
-		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
-		return -EUCLEAN;
-	}
+	if (ret != 1)
+		return ret;
 	left = run.count - run.taken;
 	if (!left) {
-		mpq_run_free(q, pos, &run);
-		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		/* A freer killed before the first slot was free. */
+		mpq_run_done(q, pos, &run, r, 0);
 		return 0;
 	}
 	j = n < left ? n : left;
 	if (arr) {
 		if (run.size != *size) {
 			*size = run.size;
-			return -EMSGSIZE;
+			ret = -EMSGSIZE;
+			goto unhold;
 		}
 		if (waited)
 			memcpy(arr, run.data + (size_t)run.taken * run.size,
@@ -395,59 +671,105 @@ int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,
 		}
 		if (!i) {
 			bufs[0].iov_len = run.size;
-			return -EMSGSIZE;
+			ret = -EMSGSIZE;
+			goto unhold;
 		}
 		j = i;
 	}
 	mpq_probe_queue_get(q->id, pos, (uint64_t)j * run.size);
-	if (j < left) {
-		/* Release: the copy is done before taken says so. */
-		store_release(&run.hdr->taken, run.taken + j);
-	} else {
-		store_release(&run.hdr->taken, run.count);
-		mpq_run_free(q, pos, &run);
-	}
-	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	mpq_run_done(q, pos, &run, r, j);
 	return (int)j;
+unhold:
+	if (r)
+		mpq_run_done(q, pos, &run, r, 0);
+	return ret;
 }
 
 /*
  * A peek's window on the next message of the run at head pos: 1 with
- * *data and *len set, 0 (spent: freed, look again) or -EUCLEAN (corrupt,
- * dropped). The message stays first in the run until the window is
- * released (mpq_run_release()).
+ * *data and *len set (and, for one of many consumers, the run held under
+ * *rp until mpq_run_release()), 0 (look again), MPQ_RUN_HELD or -EUCLEAN
+ * (corrupt, dropped). The message stays first in the run until the
+ * window is released.
  */
 int mpq_run_peek(struct mpq_queue *q, uint64_t pos, void **data,
-		 uint32_t *len)
+		 uint32_t *len, struct mpq_queue_rec **rp)
 {
-	struct iovec none = { 0 };
 	struct mpq_run run;
-	int ret;
+	int ret = mpq_run_hold(q, pos, &run, rp);
 
-	if (mpq_run_read(q, pos, &run) || run.taken == run.count) {
-		ret = mpq_run_get(q, pos, &none, 1, NULL, NULL, 0);
-		return ret == -EUCLEAN ? ret : 0;
+	if (ret != 1)
+		return ret;
+	if (run.taken == run.count) {
+		mpq_run_done(q, pos, &run, *rp, 0);
+		*rp = NULL;
+		return 0;
 	}
 	*data = run.data + (size_t)run.taken * run.size;
 	*len = run.size;
 	return 1;
 }
 
-/* Release a run window's message at head pos: taken moves on by one. */
-void mpq_run_release(struct mpq_queue *q, uint64_t pos)
+/*
+ * Release a run window's message at head pos: taken moves on by one. r:
+ * the window's record (we hold the run), or NULL for the only consumer.
+ */
+void mpq_run_release(struct mpq_queue *q, uint64_t pos,
+		     struct mpq_queue_rec *r)
 {
 	struct mpq_run run;
 
 	if (load_acquire(&mpq_slot_at(q, pos)->seq) != (uint32_t)(pos + 1) ||
-	    mpq_run_read(q, pos, &run) || run.taken == run.count)
-		return;		/* rewritten under the window: nothing to do */
-	if (run.taken + 1 < run.count) {
-		store_release(&run.hdr->taken, run.taken + 1);
-	} else {
-		store_release(&run.hdr->taken, run.count);
-		mpq_run_free(q, pos, &run);
+	    mpq_run_read(q, pos, &run) || run.taken == run.count) {
+		/* Rewritten under the window: nothing to do but let go. */
+		if (r)
+			mpq_rec_end(q, r);
+		return;
 	}
-	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+	mpq_run_done(q, pos, &run, r, 1);
+}
+
+/*
+ * A dead consumer's take from the run at pos (record r, adopted by us;
+ * its run_word the busy word it set): if the run still has that word,
+ * the bit is cleared and the messages it was copying stay first in the
+ * run; if the run is spent and still busy, its freer died in the free,
+ * which we finish. Any other word is someone else's (a live holder's
+ * record keeps us from acting: mpq_rec_token() in reclaim.c). r is
+ * dropped.
+ */
+void mpq_run_reclaim_take(struct mpq_queue *q, struct mpq_queue_rec *r,
+			  uint64_t pos)
+{
+	uint64_t mine = load_relaxed(&r->run_word);
+	struct mpq_slot *s = mpq_slot_at(q, pos);
+	struct mpq_run run;
+
+	if (load_acquire(&s->seq) == (uint32_t)(pos + 1) &&
+	    load_relaxed(&s->len) == MPQ_SLOT_RUN &&
+	    load_acquire(&q->shm->head) == pos &&
+	    !mpq_run_read(q, pos, &run) && run.busy) {
+		if (run.word == mine && run.taken < run.count) {
+			uint64_t w = run.word;
+
+			if (__atomic_compare_exchange_n(mpq_run_wordp(run.hdr),
+							&w,
+							mpq_run_word(run.taken,
+								     pos),
+							0, __ATOMIC_RELEASE,
+							__ATOMIC_RELAXED)) {
+				mpq_probe_queue_reclaim(q->id, pos, 2);
+				mpq_queue_notify(q, &q->shm->nonempty,
+						 MPQ_POLL_IN);
+			}
+		} else if (run.taken == run.count && !run.kernel) {
+			mpq_run_free(q, pos, &run);
+			mpq_probe_queue_reclaim(q->id, pos, 2);
+			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
+		}
+	}
+	mpq_rec_drop(r);
 }
 
 /* A dead producer's run, never published: its k slots go out dropped. */

@@ -824,7 +824,8 @@ static void op_scribble(void)
 	 */
 	off = 4096 + 128 * (size_t)below(64);
 	if (chance(20) && off + 24 <= m.len) {
-		static const uint32_t ops[] = { 1, 2, 5, 6, 17, 21, 0 };
+		static const uint32_t ops[] = { 1, 2, 5, 6, 17, 21, 34, 37,
+						65, 0 };
 
 		p = m.addr + off;
 		*(volatile uint32_t *)(p + 4) = chance(80) ?
@@ -835,8 +836,9 @@ static void op_scribble(void)
 	}
 	/*
 	 * A run forged at a slot near head (struct mpq_slot_run): published,
-	 * with counts, sizes and taken at their edges, for read(2) and the
-	 * bound's count of messages (runs_put, runs_freed, runs_out).
+	 * with counts, sizes and taken at their edges, the busy bits set or
+	 * not, its lap right or wrong, for read(2), ->poll() and the bound's
+	 * count of messages (runs_put, runs_freed, runs_out).
 	 */
 	if (m.kind == K_QUEUE && chance(20) && m.len >= 4096) {
 		volatile struct mpq_queue_shm *h = (void *)m.addr;
@@ -850,7 +852,11 @@ static void op_scribble(void)
 			s = (volatile void *)(m.addr + off);
 			((volatile uint32_t *)(s + 1))[0] = edgy(UINT32_MAX);
 			((volatile uint32_t *)(s + 1))[1] = edgy(UINT32_MAX);
-			((volatile uint32_t *)(s + 1))[2] = edgy(UINT32_MAX);
+			((volatile uint32_t *)(s + 1))[2] = edgy(UINT32_MAX) |
+				(chance(30) ? MPQ_RUN_BUSY : 0) |
+				(chance(20) ? MPQ_RUN_KERNEL : 0);
+			((volatile uint32_t *)(s + 1))[3] = chance(70) ?
+				(uint32_t)pos : edgy(UINT32_MAX);
 			s->len = chance(80) ? MPQ_SLOT_RUN : edgy(UINT32_MAX);
 			s->seq = (uint32_t)(pos + 1);
 			if (chance(30))

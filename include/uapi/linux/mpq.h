@@ -163,7 +163,12 @@ struct mpq_queue_blob {
  * of layout 5 would take the first for a corrupt message and the others'
  * payload for seqs.
  */
-#define MPQ_QUEUE_VERSION	6U
+/*
+ * 7: runs in every bounded queue: consumers take from one under its busy
+ * bit (MPQ_RUN_BUSY), and a run's header carries its position (lap); a
+ * reader of layout 6 would take from a run beside another consumer.
+ */
+#define MPQ_QUEUE_VERSION	7U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -211,20 +216,23 @@ struct mpq_queue_shm {
 
 	/*
 	 * Next position a producer claims. runs_put sums, over the runs
-	 * (struct mpq_slot_run) the only producer claimed, the messages each
-	 * holds beyond its positions (count - k > 0), added before the run is
-	 * published; runs_freed sums the same over the runs consumers freed,
-	 * added after a run's first slot is freed and before head moves past
-	 * it. A bounded queue's messages are tail - head + runs_put -
-	 * runs_freed, less what consumers took from the run at head (the only
-	 * one that can be partly taken), and that is what the bound is kept
-	 * with while runs_out says a run may be in the ring: the producer
-	 * sets it before its first run and clears it when it finds the two
-	 * sums equal (a one-message put looks at this word and nothing more,
-	 * so it stays on its producer's line). A death between a run's free
-	 * and its sum leaves the bound counting more than there is (never
-	 * less) until the producer finds the ring empty (head == tail: no
-	 * run in it) and makes runs_put equal runs_freed.
+	 * (struct mpq_slot_run) producers claimed, the messages each holds
+	 * beyond its positions (count - k > 0), added before the run's
+	 * positions are claimed (and taken back if the claim fails);
+	 * runs_freed sums the same over the runs consumers freed, added
+	 * after a run's first slot is freed and before head moves past it.
+	 * A bounded queue's messages are tail - head + runs_put -
+	 * runs_freed, less what consumers took from the run at head (the
+	 * only one that can be partly taken), and that is what the bound is
+	 * kept with while runs_out says a run may be in the ring: a producer
+	 * sets it before its run is counted, and one that finds the two sums
+	 * equal clears it (and sets it again if they are not equal after:
+	 * a one-message put looks at this word and nothing more, so it stays
+	 * on the producers' line). A death between a run's count and its
+	 * claim, or between its free and its sum, leaves the bound counting
+	 * more than there is (never less) until a producer finds the ring
+	 * empty (head == tail: no run in it) with no live producer's record
+	 * saying it is putting a run, and makes runs_put equal runs_freed.
 	 */
 	__u64 tail;
 	__u64 runs_put;
@@ -322,8 +330,14 @@ struct mpq_queue_shm {
 #define MPQ_REC_COUNTED		(1U << 3)	/* unfinished was raised */
 /* libmpq's: a promote's slots hold their messages: publish, never drop. */
 #define MPQ_REC_FILLED		(1U << 4)
-/* libmpq's: a put of a run (struct mpq_slot_run): its slots go together. */
+/*
+ * libmpq's: a put of a run (struct mpq_slot_run), once its claim is WON:
+ * its slots go together; with MPQ_REC_GET, a take from a run under its
+ * busy bit (run_word).
+ */
 #define MPQ_REC_RUN		(1U << 5)
+/* libmpq's: a run counted in runs_put, its claim not yet made. */
+#define MPQ_REC_RUN_COUNTED	(1U << 6)
 
 struct mpq_queue_rec {
 	__u32 word;
@@ -331,7 +345,12 @@ struct mpq_queue_rec {
 	__u64 pos;
 	__u32 n;
 	__u32 last;	/* TID of its last user: spreads threads out */
-	__u64 __pad0;
+	/*
+	 * libmpq's: a take from a run (op MPQ_REC_GET | MPQ_REC_RUN, pos
+	 * the run's): the run's taken word (struct mpq_slot_run) as this
+	 * holder makes it, busy, written before it does.
+	 */
+	__u64 run_word;
 	__u64 link;	/* robust list link, 32 bytes after word */
 	/*
 	 * libmpq's: a blob (out-of-line message) its holder owns and no
@@ -401,27 +420,40 @@ struct mpq_slot_ext {
  * k), writes the payload, then the first slot, and publishes its seq.
  *
  * Consumers take a run's messages in order, any number at a time,
- * without moving head: taken says how many are gone. The one that takes
- * the last stores taken = count, frees the covered slots (seq p + i +
- * capacity), then the first, and only then moves head by k; killed
- * before taken moves, the messages it was copying are delivered again;
- * after, the next consumer finds taken == count and frees what is left;
- * after the first slot is freed, head is a cursor left behind (the ring
- * rules below) and is moved on slot by slot. Whoever frees a run's first
- * slot adds count - k to runs_freed (struct mpq_queue_shm) before it
- * moves head.
- * libmpq writes runs only to a bounded queue made with one producer and
- * one consumer at a time (MPQ_QUEUE_F_ONE_PRODUCER and _CONSUMER): two
- * consumers taking from one run at once could deliver a message twice.
- * A dead producer's run (its record's op has MPQ_REC_RUN) is published
- * as k dropped slots.
+ * without moving head: taken says how many are gone. taken and lap (the
+ * low 32 bits of the run's position p) are one 64-bit word, written
+ * whole: a run of another lap at the same slot never has the word a
+ * consumer expects. A consumer first sets MPQ_RUN_BUSY in taken with a
+ * compare-and-swap (the queue's only consumer, MPQ_QUEUE_F_ONE_CONSUMER,
+ * needs none), under a record whose intent is MPQ_REC_GET | MPQ_REC_RUN
+ * at p and whose run_word is the busy word, copies, and stores the new
+ * taken, not busy. The one that takes the last keeps it busy (taken =
+ * count | MPQ_RUN_BUSY), frees the covered slots (seq p + i + capacity),
+ * then the first, and only then moves head by k. Killed while busy, the
+ * messages it was copying are delivered again: whoever finds its record
+ * dead with the word still its run_word clears the bit (or, at count,
+ * finishes the free); after the first slot is freed, head is a cursor
+ * left behind (the ring rules below) and is moved on slot by slot.
+ * Whoever frees a run's first slot adds count - k to runs_freed (struct
+ * mpq_queue_shm) before it moves head.
+ * libmpq writes runs to bounded queues only (an unbounded one's overflow
+ * keeps a message per entry). A dead producer's run (its record's op has
+ * MPQ_REC_RUN) is published as k dropped slots.
  */
 struct mpq_slot_run {
 	__u32 count;
 	__u32 size;
-	__u32 taken;
-	__u32 __pad;
+	__u32 taken;	/* | MPQ_RUN_BUSY while a consumer takes from it */
+	__u32 lap;	/* (__u32)p */
 };
+
+#define MPQ_RUN_BUSY		(1U << 31)
+/*
+ * With MPQ_RUN_BUSY: the module's read(2) holds the bit, which it clears
+ * (or frees the run) before the call returns; no record is its, and no
+ * repairer acts on it. count is below this bit.
+ */
+#define MPQ_RUN_KERNEL		(1U << 30)
 
 #define MPQ_SLOT_MIN_DATA	16
 
