@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * mpq_queue_put_array and mpq_queue_get_array, and the runs they make on
- * a queue with one producer and one consumer (lib/run.c, struct
- * mpq_slot_run): order, every way of taking a run apart, maxsize counted
- * in messages, lengths, JoinableQueue counts, and processes killed at
- * random points while they put and take runs. On the backend the
- * environment selects (memfd natively, kmod in the VM).
+ * mpq_queue_put_array and mpq_queue_get_array, and the runs they (and
+ * put_many of one-size messages) make on a bounded queue (lib/run.c,
+ * struct mpq_slot_run): order, every way of taking a run apart, maxsize
+ * counted in messages, lengths, JoinableQueue counts, two producers and
+ * two consumers, and processes killed at random points while they put
+ * and take runs; each on a queue of many producers and consumers (a
+ * run's takes under its busy bit) and on one made with one producer and
+ * one consumer. On the backend the environment selects (memfd natively,
+ * kmod in the VM).
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -17,6 +20,10 @@
 #include "helpers.h"
 
 #define SPSC	(MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER)
+
+/* Both kinds of queue: many producers and consumers, and one of each. */
+static const uint32_t kinds[] = { 0, SPSC };
+#define NKINDS	(sizeof(kinds) / sizeof(kinds[0]))
 
 /* The len of the slot at head: is a run there? */
 static uint32_t head_len(struct mpq_queue *q)
@@ -38,20 +45,19 @@ static uint32_t head_len(struct mpq_queue *q)
 
 /*
  * Values in order through put_array and get_array in batches of odd
- * sizes, over many laps of the ring (runs end at the ring's end and go
- * on from its start), on a plain queue (a slot per message) and on one
- * with one producer and one consumer (runs).
+ * sizes (a slot per message under 16, runs from 16), over many laps of
+ * the ring (runs end at the ring's end and go on from its start), on both
+ * kinds of queue.
  */
 TEST(arrays_keep_order_across_laps_on_both_kinds_of_queue)
 {
-	static const uint32_t flags[] = { 0, SPSC };
 	static uint64_t in[5000], out[300];
 	unsigned int f, i, put, got;
 
 	for (i = 0; i < 5000; i++)
 		in[i] = i * 0x9e3779b97f4a7c15ULL;
-	for (f = 0; f < 2; f++) {
-		struct mpq_queue *q = make_queue(64, 8, flags[f]);
+	for (f = 0; f < NKINDS; f++) {
+		struct mpq_queue *q = make_queue(64, 8, kinds[f]);
 
 		ASSERT_NE(NULL, q);
 		for (put = got = 0; got < 5000;) {
@@ -81,15 +87,15 @@ TEST(arrays_keep_order_across_laps_on_both_kinds_of_queue)
 }
 
 /*
- * A put_array of small messages on a queue with one producer and one
- * consumer is one run; it comes apart by every kind of take in turn
- * (get, get_many, get_array, peek and release), each message once, in
- * order, and qsize counts what is left of it.
+ * A put_array of small messages is one run; it comes apart by every kind
+ * of take in turn (get, get_many, get_array, peek and release), each
+ * message once, in order, and qsize counts what is left of it.
  */
-TEST(a_run_comes_apart_by_every_kind_of_take)
+static void run_comes_apart(struct __test_metadata *_metadata, uint32_t flags)
 {
+	struct iovec iov_in[40], iov_out[40];
 	uint64_t in[40], out[40], v;
-	struct mpq_queue *q = make_queue(256, 8, SPSC);
+	struct mpq_queue *q = make_queue(256, 8, flags);
 	struct iovec iov[3];
 	struct mpq_msg m = { 0 };
 	unsigned int i, next = 0;
@@ -133,7 +139,27 @@ TEST(a_run_comes_apart_by_every_kind_of_take)
 	ASSERT_EQ(40, mpq_queue_put_array(q, in, 8, 40, 0));
 	ASSERT_EQ(40, mpq_queue_get_array(q, out, 8, 40, 0));
 	ASSERT_EQ(0, memcmp(in, out, sizeof(in)));
+	/* put_many of one size makes a run too; get_many takes past it. */
+	for (i = 0; i < 40; i++) {
+		iov_in[i].iov_base = &in[i];
+		iov_in[i].iov_len = 8;
+		iov_out[i].iov_base = &out[i];
+		iov_out[i].iov_len = 8;
+	}
+	ASSERT_EQ(20, mpq_queue_put_many(q, iov_in, 20, 0));
+	ASSERT_EQ(MPQ_SLOT_RUN, head_len(q));
+	ASSERT_EQ(0, mpq_queue_put(q, &in[20], 8, 0));
+	ASSERT_EQ(21, mpq_queue_get_many(q, iov_out, 40, 0));
+	ASSERT_EQ(0, memcmp(in, out, 21 * 8));
 	mpq_queue_free(q);
+}
+
+TEST(a_run_comes_apart_by_every_kind_of_take)
+{
+	unsigned int f;
+
+	for (f = 0; f < NKINDS; f++)
+		run_comes_apart(_metadata, kinds[f]);
 }
 
 /*
@@ -141,10 +167,10 @@ TEST(a_run_comes_apart_by_every_kind_of_take)
  * the queue to exactly maxsize, a put then waits; one message taken from
  * the run makes room for exactly one more.
  */
-TEST(maxsize_counts_the_messages_of_runs_exactly)
+static void maxsize_exact(struct __test_metadata *_metadata, uint32_t flags)
 {
 	static uint64_t in[300], out[300];
-	struct mpq_queue *q = make_queue(100, 8, SPSC);
+	struct mpq_queue *q = make_queue(100, 8, flags);
 	uint64_t v = 7;
 	size_t len;
 	int n;
@@ -176,6 +202,14 @@ TEST(maxsize_counts_the_messages_of_runs_exactly)
 	mpq_queue_free(q);
 }
 
+TEST(maxsize_counts_the_messages_of_runs_exactly)
+{
+	unsigned int f;
+
+	for (f = 0; f < NKINDS; f++)
+		maxsize_exact(_metadata, kinds[f]);
+}
+
 /*
  * get_array takes only messages of the size it asks for: one of another
  * length ends the array and stays, -EMSGSIZE when it is the first; a
@@ -183,14 +217,13 @@ TEST(maxsize_counts_the_messages_of_runs_exactly)
  */
 TEST(get_array_stops_at_a_message_of_another_length)
 {
-	static const uint32_t flags[] = { 0, SPSC };
 	uint64_t in[3] = { 1, 2, 3 }, out[10];
 	unsigned int f;
 	char buf[16];
 	size_t len;
 
-	for (f = 0; f < 2; f++) {
-		struct mpq_queue *q = make_queue(16, 16, flags[f]);
+	for (f = 0; f < NKINDS; f++) {
+		struct mpq_queue *q = make_queue(16, 16, kinds[f]);
 
 		ASSERT_NE(NULL, q);
 		ASSERT_EQ(3, mpq_queue_put_array(q, in, 8, 3, 0));
@@ -215,22 +248,25 @@ TEST(get_array_stops_at_a_message_of_another_length)
 /* A JoinableQueue counts each message of a run as a task. */
 TEST(a_joinable_queue_counts_each_message_of_a_run)
 {
-	struct mpq_queue_attr attr = { .maxsize = 64, .msgsize = 8,
-				       .flags = SPSC };
+	struct mpq_queue_attr attr = { .maxsize = 64, .msgsize = 8 };
 	uint64_t in[50] = { 0 }, out[50];
 	struct mpq_queue *q;
+	unsigned int f;
 	int i;
 
-	ASSERT_EQ(0, mpq_joinable_queue_new(&q, &attr));
-	ASSERT_EQ(50, mpq_queue_put_array(q, in, 8, 50, 0));
-	ASSERT_EQ(50, mpq_queue_unfinished(q));
-	ASSERT_EQ(50, mpq_queue_get_array(q, out, 8, 50, 0));
-	for (i = 0; i < 49; i++)
+	for (f = 0; f < NKINDS; f++) {
+		attr.flags = kinds[f];
+		ASSERT_EQ(0, mpq_joinable_queue_new(&q, &attr));
+		ASSERT_EQ(50, mpq_queue_put_array(q, in, 8, 50, 0));
+		ASSERT_EQ(50, mpq_queue_unfinished(q));
+		ASSERT_EQ(50, mpq_queue_get_array(q, out, 8, 50, 0));
+		for (i = 0; i < 49; i++)
+			ASSERT_EQ(0, mpq_queue_task_done(q));
+		ASSERT_EQ(-ETIMEDOUT, mpq_queue_join(q, NSEC_PER_MSEC));
 		ASSERT_EQ(0, mpq_queue_task_done(q));
-	ASSERT_EQ(-ETIMEDOUT, mpq_queue_join(q, NSEC_PER_MSEC));
-	ASSERT_EQ(0, mpq_queue_task_done(q));
-	ASSERT_EQ(0, mpq_queue_join(q, 0));
-	mpq_queue_free(q);
+		ASSERT_EQ(0, mpq_queue_join(q, 0));
+		mpq_queue_free(q);
+	}
 }
 
 TEST(bad_array_arguments_are_einval)
@@ -260,9 +296,9 @@ TEST(bad_array_arguments_are_einval)
  * the queue, and a put that waits (the queue full) cleans up after the
  * dead. The run comes out intact.
  */
-TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
+static void stale_intent(struct __test_metadata *_metadata, uint32_t flags)
 {
-	struct mpq_queue *q = make_queue(16, 8, SPSC);
+	struct mpq_queue *q = make_queue(16, 8, flags);
 	uint64_t in[16], out[16], v = 1;
 	struct mpq_queue_shm *shm;
 	struct mpq_queue_rec *r;
@@ -299,6 +335,14 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
 	mpq_queue_free(q);
 }
 
+TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
+{
+	unsigned int f;
+
+	for (f = 0; f < NKINDS; f++)
+		stale_intent(_metadata, kinds[f]);
+}
+
 /*
  * A consumer killed between a run's free and its sum leaves runs_put
  * ahead of runs_freed: the bound then counts more than there is, and the
@@ -306,9 +350,9 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
  * put that finds the ring empty makes them equal again: the bound is
  * exact after it, and runs_out clear.
  */
-TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
+static void sums_heal(struct __test_metadata *_metadata, uint32_t flags)
 {
-	struct mpq_queue *q = make_queue(16, 8, SPSC);
+	struct mpq_queue *q = make_queue(16, 8, flags);
 	uint64_t in[16] = { 0 }, v = 0;
 	struct mpq_queue_shm *shm;
 	size_t size;
@@ -332,6 +376,207 @@ TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
 	ASSERT_EQ(-EAGAIN, mpq_queue_put(q, &v, 8, 0));
 	ASSERT_EQ(16, mpq_queue_qsize(q));
 	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
+{
+	unsigned int f;
+
+	for (f = 0; f < NKINDS; f++)
+		sums_heal(_metadata, kinds[f]);
+}
+
+/*
+ * Among many producers, a run counted and not yet claimed is a live
+ * record's (MPQ_REC_RUN_COUNTED): a producer that finds the ring empty
+ * leaves the sums apart while it lives, and heals them once it is dead.
+ */
+TEST(a_live_producers_counted_run_is_not_healed_away)
+{
+	struct mpq_queue *q = make_queue(16, 8, 0);
+	struct mpq_queue_shm *shm;
+	struct mpq_queue_rec *r;
+	uint64_t v = 0, in[16] = { 0 };
+	size_t size;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	ASSERT_EQ(16, mpq_queue_get_array(q, in, 8, 16, 0));
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	/* A producer (this thread's TID: alive) counted 5 and claims next. */
+	r = (struct mpq_queue_rec *)((unsigned char *)shm + MPQ_QUEUE_REC_OFF +
+				     128 * (MPQ_QUEUE_NREC - 1));
+	r->op = MPQ_REC_PUT | MPQ_REC_RUN_COUNTED;
+	r->pos = shm->tail;
+	r->n = 2;
+	__atomic_store_n(&r->word, (uint32_t)gettid(), __ATOMIC_RELEASE);
+	shm->runs_put += 5;
+	shm->runs_out = 1;
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	EXPECT_EQ(shm->runs_freed + 5, shm->runs_put);
+	/* The bound counts them: 16 - 1 - 5 more fit. */
+	ASSERT_EQ(10, mpq_queue_put_array(q, in, 8, 16, 0));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(11, mpq_queue_get_array(q, in, 8, 16, 0));
+	/* Dead now: the next put that finds the ring empty heals. */
+	__atomic_store_n(&r->word, 0x40000000U, __ATOMIC_RELEASE);
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	EXPECT_EQ(shm->runs_freed, shm->runs_put);
+	EXPECT_EQ(0, shm->runs_out);
+	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+/*
+ * Two producers put runs (put_array and put_many of one size, batches of
+ * 16 to 200) and single messages, two consumers take them with get_array,
+ * get_many and get, all at once, on a queue of many producers and
+ * consumers: every message comes exactly once, and each producer's in
+ * the order it put them, to each consumer.
+ */
+#define MP_N	200000
+
+struct mp_msg {
+	uint32_t producer, pad;
+	uint64_t seq;
+};
+
+static int mp_producer(struct mpq_queue *q, uint32_t id)
+{
+	static struct mp_msg batch[200];
+	struct iovec iov[200];
+	uint64_t s = 0, seed = 77 + id;
+	unsigned int n, i;
+	int r;
+
+	while (s < MP_N) {
+		n = 1 + (unsigned int)(rnd(&seed) % 200);
+		if (n > MP_N - s)
+			n = (unsigned int)(MP_N - s);
+		for (i = 0; i < n; i++) {
+			batch[i].producer = id;
+			batch[i].pad = 0;
+			batch[i].seq = s + i;
+			iov[i].iov_base = &batch[i];
+			iov[i].iov_len = sizeof(batch[i]);
+		}
+		switch (rnd(&seed) % 3) {
+		case 0:
+			r = mpq_queue_put_array(q, batch, sizeof(batch[0]), n,
+						MPQ_FOREVER);
+			break;
+		case 1:
+			r = mpq_queue_put_many(q, iov, n, MPQ_FOREVER);
+			break;
+		default:
+			r = mpq_queue_put(q, batch, sizeof(batch[0]),
+					  MPQ_FOREVER) ? -1 : 1;
+		}
+		if (r <= 0)
+			return 1;
+		s += (unsigned int)r;
+	}
+	return 0;
+}
+
+/* got[] gets each message's producer << 32 | seq, count in *n. */
+static int mp_consumer(struct mpq_queue *q, uint64_t *got, uint64_t *n,
+		       uint32_t id)
+{
+	static struct mp_msg buf[150];
+	struct iovec iov[150];
+	uint64_t seed = 99 + id, last[2] = { 0, 0 }, mine = 0;
+	unsigned int i, want;
+	size_t len;
+	int r;
+
+	for (;;) {
+		want = 1 + (unsigned int)(rnd(&seed) % 150);
+		for (i = 0; i < want; i++) {
+			iov[i].iov_base = &buf[i];
+			iov[i].iov_len = sizeof(buf[i]);
+		}
+		switch (rnd(&seed) % 3) {
+		case 0:
+			r = mpq_queue_get_array(q, buf, sizeof(buf[0]), want,
+						200 * NSEC_PER_MSEC);
+			break;
+		case 1:
+			r = mpq_queue_get_many(q, iov, want,
+					       200 * NSEC_PER_MSEC);
+			break;
+		default:
+			len = sizeof(buf[0]);
+			r = mpq_queue_get(q, buf, &len, 200 * NSEC_PER_MSEC);
+			r = r ? r : 1;
+		}
+		if (r == -ETIMEDOUT)
+			break;
+		if (r <= 0)
+			return 1;
+		for (i = 0; i < (unsigned int)r; i++) {
+			uint32_t p = buf[i].producer;
+
+			if (p > 1 || buf[i].pad || buf[i].seq >= MP_N)
+				return 2;
+			/* In each producer's order (seq + 1: 0 is "none"). */
+			if (buf[i].seq + 1 <= last[p])
+				return 3;
+			last[p] = buf[i].seq + 1;
+			got[mine++] = (uint64_t)p << 32 | buf[i].seq;
+		}
+		__atomic_store_n(n, mine, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+TEST(two_producers_and_two_consumers_pass_runs_exactly_once)
+{
+	struct mpq_queue *q = make_queue(1024, 16, 0);
+	uint64_t *got[2], *n = shared_alloc(2 * sizeof(uint64_t)), k, total;
+	unsigned char *seen;
+	pid_t pid[4];
+	int i, st;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, n);
+	for (i = 0; i < 2; i++) {
+		got[i] = shared_alloc(2 * MP_N * sizeof(uint64_t));
+		ASSERT_NE(NULL, got[i]);
+	}
+	for (i = 0; i < 4; i++) {
+		pid[i] = fork();
+		ASSERT_LE(0, pid[i]);
+		if (pid[i] == 0)
+			_exit(i < 2 ? mp_producer(q, (uint32_t)i) :
+				      mp_consumer(q, got[i - 2], &n[i - 2],
+						  (uint32_t)i));
+	}
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(pid[i], waitpid(pid[i], &st, 0));
+		ASSERT_TRUE(WIFEXITED(st));
+		ASSERT_EQ(0, WEXITSTATUS(st));
+	}
+	seen = calloc(2 * MP_N, 1);
+	ASSERT_NE(NULL, seen);
+	total = 0;
+	for (i = 0; i < 2; i++) {
+		for (k = 0; k < n[i]; k++) {
+			uint64_t m = got[i][k];
+			uint64_t at = (m >> 32) * MP_N + (uint32_t)m;
+
+			ASSERT_EQ(0, seen[at]);
+			seen[at] = 1;
+		}
+		total += n[i];
+	}
+	ASSERT_EQ(2 * MP_N, total);
+	TH_LOG("%llu and %llu messages to the two consumers",
+	       (unsigned long long)n[0], (unsigned long long)n[1]);
+	free(seen);
+	ASSERT_EQ(0, mpq_queue_qsize(q));
 	mpq_queue_free(q);
 }
 
@@ -369,9 +614,10 @@ static int producer(struct mpq_queue *q, uint64_t *next)
 	}
 }
 
-TEST(killed_producers_of_runs_lose_and_repeat_nothing)
+static void killed_producers(struct __test_metadata *_metadata,
+			     uint32_t flags)
 {
-	struct mpq_queue *q = make_queue(512, 16, SPSC);
+	struct mpq_queue *q = make_queue(512, 16, flags);
 	uint64_t *next = shared_alloc(sizeof(*next)), expect = 0;
 	uint64_t seed = 0x5eed;
 	struct rec out[128];
@@ -424,9 +670,18 @@ TEST(killed_producers_of_runs_lose_and_repeat_nothing)
 	out[0].seq = 1;
 	ASSERT_EQ(1, mpq_queue_put_array(q, out, sizeof(out[0]), 1, 0));
 	ASSERT_EQ(1, mpq_queue_get_array(q, out, sizeof(out[0]), 1, 0));
-	TH_LOG("%llu messages through 60 killed producers",
+	TH_LOG("%s: %llu messages through 60 killed producers",
+	       flags ? "one producer, one consumer" : "many of each",
 	       (unsigned long long)expect);
 	mpq_queue_free(q);
+}
+
+TEST(killed_producers_of_runs_lose_and_repeat_nothing)
+{
+	unsigned int f;
+
+	for (f = 0; f < NKINDS; f++)
+		killed_producers(_metadata, kinds[f]);
 }
 
 /*
@@ -471,10 +726,10 @@ static int whole(const struct took *t, uint64_t k)
 	return t->r[k].check == ~t->r[k].seq;
 }
 
-TEST(killed_consumers_of_runs_lose_nothing)
+static void killed_consumers(struct __test_metadata *_metadata,
+			     uint32_t flags, struct took *t)
 {
-	struct mpq_queue *q = make_queue(512, 16, SPSC);
-	struct took *t = shared_alloc(sizeof(*t));
+	struct mpq_queue *q = make_queue(512, 16, flags);
 	uint64_t seed = 0xc0ffee, sent = 0, k, again = 0;
 	struct rec batch[64];
 	unsigned char *seen;
@@ -550,9 +805,22 @@ TEST(killed_consumers_of_runs_lose_nothing)
 		ASSERT_EQ(1, seen[k]);
 	}
 	free(seen);
-	TH_LOG("%llu messages through 60 killed consumers, %llu came again",
+	TH_LOG("%s: %llu messages through 60 killed consumers, %llu came again",
+	       flags ? "one producer, one consumer" : "many of each",
 	       (unsigned long long)sent, (unsigned long long)again);
 	mpq_queue_free(q);
+}
+
+TEST(killed_consumers_of_runs_lose_nothing)
+{
+	struct took *t = shared_alloc(sizeof(*t));
+	unsigned int f;
+
+	ASSERT_NE(NULL, t);
+	for (f = 0; f < NKINDS; f++) {
+		memset(t, 0, sizeof(*t));
+		killed_consumers(_metadata, kinds[f], t);
+	}
 }
 
 TEST_HARNESS_MAIN

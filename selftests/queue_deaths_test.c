@@ -336,6 +336,18 @@ static int run_setup(struct ctx *c)
 	return c->q ? 0 : -1;
 }
 
+/*
+ * The same on a queue of many producers and consumers: the run is
+ * claimed with a CAS, and taken under its busy bit and a record. Killed
+ * holding the bit, the consumer's record is found dead by the next get,
+ * which clears the bit (or finishes the free of a run it was freeing).
+ */
+static int run_setup_many(struct ctx *c)
+{
+	c->q = make_queue(40, 16, 0);
+	return c->q ? 0 : -1;
+}
+
 /* Warm, then RUN1 as one run (checked: else the test tests slots). */
 #define RUN1	"abcdefghijklmnop"
 #define RUN2	"ABCDEFGHIJKLMNOP"
@@ -436,6 +448,10 @@ TEST_F_TIMEOUT(slow, a_run_put_or_taken_killed_anywhere_leaves_the_queue_whole, 
 		EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what, run_setup,
 					     run_prep, ops[i].op,
 					     ops[i].check));
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what,
+					     run_setup_many, run_prep,
+					     ops[i].op, ops[i].check));
 }
 
 /* --- Blobs -------------------------------------------------------------- */
