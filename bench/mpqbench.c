@@ -93,6 +93,13 @@
  *                batches go through mpq_queue_put_array/get_array, which
  *                on this queue pack a batch of small messages into one
  *                run (lib/run.c) instead of a slot each.
+ *   mpq-queue-array      mpq-queue (many producers and consumers),
+ *                its batches through mpq_queue_put_array/get_array, which
+ *                pack a batch of small messages into one run as on
+ *                mpq-queue-spsc, taken under the run's busy bit (stream
+ *                batches, 8 B and 1 KiB, adaptive wait). mpq-queue's own
+ *                batches go through put_many/get_many: runs too, with
+ *                an iovec per message.
  *   mpq-queue-ool        msgsize 64 whatever --size is: every message
  *                larger than that goes out of line (a blob each), beside
  *                mpq-queue (msgsize = size, in the slot) and mpq-conn.
@@ -623,7 +630,9 @@ static int mpq_open(struct chan *c)
 	else if (!strcmp(c->impl->name, "mpq-queue-spsc"))
 		attr.flags = MPQ_QUEUE_F_ONE_PRODUCER | MPQ_QUEUE_F_ONE_CONSUMER;
 	/* Batches of one size: the array calls, runs on this queue. */
-	c->array = c->batch > 1 && !strcmp(c->impl->name, "mpq-queue-spsc");
+	c->array = c->batch > 1 &&
+		   (!strcmp(c->impl->name, "mpq-queue-spsc") ||
+		    !strcmp(c->impl->name, "mpq-queue-array"));
 	attr.backend = c->backend;
 	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
 		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
@@ -946,6 +955,8 @@ static const struct impl impls[] = {
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-queue-spsc", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
+	{ "mpq-queue-array", B(STREAM), 0, mpq_open, mpq_keep,
+	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-conn", B(RTT) | B(STREAM), 0, conn_open, conn_keep, conn_send,
 	  conn_recv, conn_left, conn_close },
 	{ "memcpy", B(MEMCPY), 0, NULL, NULL, NULL, NULL, NULL, NULL },
@@ -1082,6 +1093,10 @@ static const char *cell_unsupported(const struct cell *cl)
 	    ((cl->size != 8 && cl->size != 1024) ||
 	     cl->wmode != WAIT_ADAPTIVE))
 		return "mpq-queue-spsc: 8 B and 1 KiB, adaptive wait";
+	if (!strcmp(im, "mpq-queue-array") &&
+	    ((cl->size != 8 && cl->size != 1024) || cl->batch == 1 ||
+	     cl->wmode != WAIT_ADAPTIVE))
+		return "mpq-queue-array: batches, 8 B and 1 KiB, adaptive wait";
 	if (!strcmp(im, "mpq-queue-ool") &&
 	    (cl->size < 65536 || cl->batch != 1 || cl->wmode != WAIT_ADAPTIVE))
 		return "mpq-queue-ool: 64 KiB and up, batch 1, adaptive wait";

@@ -160,18 +160,20 @@ static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
 	return true;
 }
 
-/* What consumers took from the run at head, if one is there. */
+/*
+ * What consumers took from the run at head, if one is there: head_taken,
+ * while its lap is head's (struct mpq_queue_shm).
+ */
 static u32 mpq_queue_taken_at(struct mpq_queue *q, u64 head)
 {
-	struct mpq_slot *s = mpq_queue_slot(q, head);
-	struct mpq_run run;
+	/* Acquire: after runs_freed, as the freer wrote it before. */
+	u64 v = smp_load_acquire(&q->shm->head_taken);
+	struct { u32 taken, lap; } w;
 
-	/* Acquire: pairs with the producer's release; the header is there. */
-	if (smp_load_acquire(&s->seq) != (u32)(head + 1) ||
-	    READ_ONCE(s->len) != MPQ_SLOT_RUN ||
-	    !mpq_queue_run(q, head, s, &run))
+	memcpy(&w, &v, sizeof(w));
+	if (w.lap != (u32)head)
 		return 0;
-	return run.taken;
+	return w.taken & ~(MPQ_RUN_BUSY | MPQ_RUN_KERNEL);
 }
 
 /*
@@ -429,8 +431,11 @@ static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
 	/* Release: the first after the rest (a producer checks it first). */
 	smp_store_release(&mpq_queue_slot(q, pos)->seq,
 			  (u32)(pos + q->capacity));
-	WRITE_ONCE(q->shm->runs_freed,
-		   READ_ONCE(q->shm->runs_freed) + run->count - run->k);
+	/* None said taken from it (head_taken) once its sum is freed. */
+	WRITE_ONCE(q->shm->head_taken, mpq_run_word(0, pos));
+	/* Release: head_taken's 0 and the first slot before the sum. */
+	smp_store_release(&q->shm->runs_freed,
+			  READ_ONCE(q->shm->runs_freed) + run->count - run->k);
 	/* Release: the sum before head (mpq_queue_room()). */
 	cmpxchg_release(&q->shm->head, pos, pos + run->k);
 	mpq_queue_moved(q, MPQ_POLL_OUT);
@@ -492,6 +497,10 @@ static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
 			ret = -EFAULT;
 	}
 	if (ret < 0 || run.taken + 1 < run.count) {
+		/* Taken said (head_taken) before the bit goes. */
+		if (ret > 0)
+			WRITE_ONCE(q->shm->head_taken,
+				   mpq_run_word(run.taken + 1, pos));
 		/* Release: the copy is done before taken says so. */
 		smp_store_release(wp, mpq_run_word(run.taken + (ret > 0),
 						   pos));

@@ -223,7 +223,7 @@ struct mpq_queue_shm {
 	 * after a run's first slot is freed and before head moves past it.
 	 * A bounded queue's messages are tail - head + runs_put -
 	 * runs_freed, less what consumers took from the run at head (the
-	 * only one that can be partly taken), and that is what the bound is
+	 * only one that can be partly taken: head_taken), and that is what the bound is
 	 * kept with while runs_out says a run may be in the ring: a producer
 	 * sets it before its run is counted, and one that finds the two sums
 	 * equal clears it (and sets it again if they are not equal after:
@@ -239,10 +239,19 @@ struct mpq_queue_shm {
 	__u32 runs_out;
 	__u8 __pad1[128 - 20];
 
-	/* Next position a consumer claims. */
+	/*
+	 * Next position a consumer claims. head_taken: what consumers took
+	 * from the run at head, as the run's taken and lap word (struct
+	 * mpq_slot_run) with the busy bits clear, written by the run's
+	 * holder before it lets the run go, and made 0 taken before the run
+	 * is freed: never more than the run's own taken, so that the bound
+	 * reads this line and not the run's, which its holder is writing.
+	 * It counts only while its lap is head's.
+	 */
 	__u64 head;
 	__u64 runs_freed;
-	__u8 __pad2[128 - 16];
+	__u64 head_taken;
+	__u8 __pad2[128 - 24];
 
 	/*
 	 * Sleeping. nonempty and nonfull are futex words: bit 0
