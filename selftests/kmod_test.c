@@ -955,6 +955,68 @@ TEST(read_takes_a_run_a_message_at_a_time_and_poll_counts_its_messages)
 	mpq_queue_free(q);
 }
 
+/*
+ * On a queue of many consumers read(2) takes a run under its busy bit, as
+ * the library's consumers do: while a peek's window holds the run,
+ * read(2) finds nothing (EAGAIN, and poll no POLLIN), and a read(2) that
+ * blocks meanwhile wakes when the window is released and takes the next
+ * message; poll counts against maxsize what read(2) took from the run.
+ */
+TEST(read_takes_from_a_run_of_a_queue_of_many_consumers_under_its_bit)
+{
+	struct mpq_queue_attr attr = { .maxsize = 32, .msgsize = 64,
+				       .backend = MPQ_BACKEND_KMOD };
+	uint64_t in[32], v = 0;
+	struct mpq_msg m = { 0 };
+	struct mpq_queue *q;
+	int fd, i, st;
+	pid_t pid;
+
+	for (i = 0; i < 32; i++)
+		in[i] = 500 + i;
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	fd = mpq_queue_fileno(q);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ASSERT_EQ(32, mpq_queue_put_array(q, in, 8, 32, 0));
+	ASSERT_EQ(POLLIN, poll_now(fd));
+	ASSERT_EQ(8, read(fd, &v, 8));
+	ASSERT_EQ(in[0], v);
+	/* One taken from the run: room for one, and only one. */
+	ASSERT_EQ(POLLIN | POLLOUT, poll_now(fd));
+	ASSERT_EQ(0, mpq_queue_peek(q, &m, 0));
+	ASSERT_EQ(8, m.len);
+	ASSERT_EQ(0, memcmp(m.data, &in[1], 8));
+	/* The window holds the run: nothing for read(2) now. */
+	ASSERT_EQ(-1, read(fd, &v, 8));
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(POLLOUT, poll_now(fd));
+	/* Blocking (the flag is the open file's: the child's too). */
+	fcntl(fd, F_SETFL, 0);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)	/* blocks until the window lets the run go */
+		_exit(read(fd, &v, 8) == 8 && v == in[2] ? 0 : 1);
+	sleep_ms(100);
+	ASSERT_TRUE(child_running(pid));
+	ASSERT_EQ(0, mpq_queue_release(q, &m));
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(0, WEXITSTATUS(st));
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (i = 3; i < 32; i++) {
+		ASSERT_EQ(8, read(fd, &v, 8));
+		ASSERT_EQ(in[i], v);
+	}
+	ASSERT_EQ(-1, read(fd, &v, 8));
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(0, mpq_queue_qsize(q));
+	/* Freed: the ring takes maxsize messages again, no more. */
+	ASSERT_EQ(32, mpq_queue_put_array(q, in, 8, 32, 0));
+	ASSERT_EQ(-EAGAIN, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(32, mpq_queue_get_array(q, in, 8, 32, 0));
+	mpq_queue_free(q);
+}
+
 static int queue_put_late(void *arg)
 {
 	sleep_ms(100);
