@@ -177,14 +177,14 @@ int mpq_queue_get_many(struct mpq_queue *q, struct iovec *bufs,
  * (-EMSGSIZE from get_array: the oldest message is not size bytes long).
  * -EOPNOTSUPP for an extension's queue.
  *
- * On a bounded queue made with MPQ_QUEUE_F_ONE_PRODUCER and
- * MPQ_QUEUE_F_ONE_CONSUMER (one thread at each end at a time), put_array
- * packs a batch of small messages into consecutive slots as one run,
- * copied in and out with one memcpy: a tenth of the cost of a slot per
- * message for 8-byte ones (mpq_queue(3)). maxsize still counts messages,
- * exactly but for those taken from a run not yet taken whole, which
- * count until it is. Any other queue gets a slot per message, as from
- * put_many; get_array takes both kinds from any queue.
+ * On a bounded queue, put_array packs a batch of 16 or more small
+ * messages into consecutive slots as one run (as put_many does a batch of
+ * messages of one length), copied in and out with one memcpy: a tenth of
+ * the cost of a slot per message for 8-byte ones (mpq_queue(3)). maxsize
+ * still counts messages. Consumers take from a run one at a time (a
+ * non-blocking get may find it held by another and return -EAGAIN);
+ * smaller batches, and an unbounded queue, get a slot per message;
+ * get_array takes both kinds from any queue.
  */
 int mpq_queue_put_array(struct mpq_queue *q, const void *base, size_t size,
 			unsigned int count, int64_t timeout_ns);
