@@ -611,13 +611,20 @@ static void mpq_run_done(struct mpq_queue *q, uint64_t pos,
 	uint64_t w;
 
 	if (run->taken + j < run->count) {
-		/* Before the bit goes: no later holder's count is undone. */
-		if (j)
+		/*
+		 * head_taken before the bit goes, so that no later holder's
+		 * count is undone (killed between, the repairer says what is
+		 * left); the only consumer, whose death nobody repairs,
+		 * says it after taken: never more than there is.
+		 */
+		if (j && !q->one_consumer)
 			mpq_run_taken_say(q, pos, run->taken + j);
 		/* Release: the copy is done before taken says so. */
 		__atomic_store_n(mpq_run_wordp(run->hdr),
 				 mpq_run_word(run->taken + j, pos),
 				 __ATOMIC_RELEASE);
+		if (j && q->one_consumer)
+			mpq_run_taken_say(q, pos, run->taken + j);
 		if (r)
 			mpq_rec_end(q, r);
 		if (!q->one_consumer)
