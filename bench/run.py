@@ -618,20 +618,17 @@ def goals16(rows, res, backend, tcg, busy=False, base=None):
                find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
                         impl="spin-floor"), 0.8, True, "batch-256 stream")
     # The array calls: runs, on the default queue and on the flagged one.
-    ratio_goal("... put_array/get_array on the same queue (runs, taken "
-               "under their busy bit)",
-               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
-                        **dict(q, impl="mpq-queue-array")),
-               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
-                        impl="spin-floor"), 0.8, True,
-               "mpq-queue-array batch-256 stream")
-    ratio_goal("... put_array/get_array on the queue with "
-               "MPQ_QUEUE_F_ONE_PRODUCER + _ONE_CONSUMER (runs)",
-               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
-                        **dict(q, impl="mpq-queue-spsc")),
-               find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
-                        impl="spin-floor"), 0.8, True,
-               "mpq-queue-spsc batch-256 stream")
+    for label, impl in (
+            ("the same queue (runs, taken under their busy bit)",
+             "mpq-queue-array"),
+            ("the queue with MPQ_QUEUE_F_ONE_PRODUCER + _ONE_CONSUMER (runs)",
+             "mpq-queue-spsc")):
+        ratio_goal("... put_array/get_array on " + label,
+                   find_row(rows, "msgs_per_s", bench="stream", size=8,
+                            batch=256, **dict(q, impl=impl)),
+                   find_row(rows, "msgs_per_s", bench="stream", size=8,
+                            batch=256, impl="spin-floor"), 0.8, True,
+                   "%s batch-256 stream" % impl)
     ratio_goal("2 producers 2 consumers, 8 B: ≥ 1.0x ck_ring MPMC",
                find_row(rows, "msgs_per_s", bench="mpmc", **q),
                find_row(rows, "msgs_per_s", bench="mpmc", impl="ck-ring-mpmc"),

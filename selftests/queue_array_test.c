@@ -343,6 +343,20 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
 		stale_intent(_metadata, kinds[f]);
 }
 
+/* A run of 16 put into q (maxsize 16) and taken; *shm maps it. */
+static void run_through(struct __test_metadata *_metadata,
+			struct mpq_queue *q, struct mpq_queue_shm **shm,
+			size_t *size)
+{
+	uint64_t in[16] = { 0 };
+
+	ASSERT_NE(NULL, q);
+	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+	ASSERT_EQ(16, mpq_queue_get_array(q, in, 8, 16, 0));
+	*shm = queue_map(q, size);
+	ASSERT_NE(NULL, *shm);
+}
+
 /*
  * A consumer killed between a run's free and its sum leaves runs_put
  * ahead of runs_freed: the bound then counts more than there is, and the
@@ -353,16 +367,12 @@ TEST(a_stale_intent_over_a_run_leaves_its_messages_alone)
 static void sums_heal(struct __test_metadata *_metadata, uint32_t flags)
 {
 	struct mpq_queue *q = make_queue(16, 8, flags);
-	uint64_t in[16] = { 0 }, v = 0;
-	struct mpq_queue_shm *shm;
+	struct mpq_queue_shm *shm = NULL;
+	uint64_t v = 0;
 	size_t size;
 	int i;
 
-	ASSERT_NE(NULL, q);
-	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
-	ASSERT_EQ(16, mpq_queue_get_array(q, in, 8, 16, 0));
-	shm = queue_map(q, &size);
-	ASSERT_NE(NULL, shm);
+	run_through(_metadata, q, &shm, &size);
 	ASSERT_EQ(shm->runs_freed, shm->runs_put);
 	ASSERT_NE(0, shm->runs_put);
 	/* As a consumer killed after the free, before its sum, leaves it. */
@@ -395,16 +405,12 @@ TEST(run_sums_a_death_left_apart_heal_on_an_empty_ring)
 TEST(a_live_producers_counted_run_is_not_healed_away)
 {
 	struct mpq_queue *q = make_queue(16, 8, 0);
-	struct mpq_queue_shm *shm;
+	struct mpq_queue_shm *shm = NULL;
 	struct mpq_queue_rec *r;
 	uint64_t v = 0, in[16] = { 0 };
 	size_t size;
 
-	ASSERT_NE(NULL, q);
-	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
-	ASSERT_EQ(16, mpq_queue_get_array(q, in, 8, 16, 0));
-	shm = queue_map(q, &size);
-	ASSERT_NE(NULL, shm);
+	run_through(_metadata, q, &shm, &size);
 	/* A producer (this thread's TID: alive) counted 5 and claims next. */
 	r = (struct mpq_queue_rec *)((unsigned char *)shm + MPQ_QUEUE_REC_OFF +
 				     128 * (MPQ_QUEUE_NREC - 1));
