@@ -618,12 +618,12 @@ def goals16(rows, res, backend, tcg, busy=False, base=None):
                find_row(rows, "msgs_per_s", bench="stream", size=8, batch=256,
                         impl="spin-floor"), 0.8, True, "batch-256 stream")
     # The array calls: runs, on the default queue and on the flagged one.
-    for label, impl in (
+    for which, impl in (
             ("the same queue (runs, taken under their busy bit)",
              "mpq-queue-array"),
             ("the queue with MPQ_QUEUE_F_ONE_PRODUCER + _ONE_CONSUMER (runs)",
              "mpq-queue-spsc")):
-        ratio_goal("... put_array/get_array on " + label,
+        ratio_goal("... put_array/get_array on " + which,
                    find_row(rows, "msgs_per_s", bench="stream", size=8,
                             batch=256, **dict(q, impl=impl)),
                    find_row(rows, "msgs_per_s", bench="stream", size=8,
