@@ -625,20 +625,17 @@ static void mpq_run_done(struct mpq_queue *q, uint64_t pos,
 				 __ATOMIC_RELEASE);
 		if (j && q->one_consumer)
 			mpq_run_taken_say(q, pos, run->taken + j);
-		if (r)
-			mpq_rec_end(q, r);
-		if (!q->one_consumer)
-			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	} else {
 		/* Spent, and kept busy: a repairer finishes a dead freer's. */
 		w = mpq_run_word(run->count | MPQ_RUN_BUSY, pos);
 		__atomic_store_n(mpq_run_wordp(run->hdr), w, __ATOMIC_RELEASE);
 		mpq_run_free(q, pos, run);
-		if (r)
-			mpq_rec_end(q, r);
-		if (!q->one_consumer)
-			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	}
+	if (r)
+		mpq_rec_end(q, r);
+	/* Others may have waited for the bit, or for what follows the run. */
+	if (!q->one_consumer)
+		mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
 	mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 }
 
