@@ -356,6 +356,12 @@ struct mpq_queue {
 	 */
 	uint8_t runs;
 	/*
+	 * Messages this producer still puts in short runs (MPQ_RUN_SHORT),
+	 * counted down from maxsize when it saw a consumer asleep: run.c,
+	 * mpq_run_short().
+	 */
+	uint32_t run_short;
+	/*
 	 * A dead consumer's message waits for a get (mpq_wait() saw it, the
 	 * module's count of deaths moved past deaths_seen, or one empty
 	 * non-blocking get in MPQ_DEAD_LOOK_EVERY looks): see
@@ -395,6 +401,8 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
  * batches of 8 0.88x of the slots' rate (bench/README.md).
  */
 #define MPQ_RUN_MIN		16
+/* The longest run while a consumer sleeps: see mpq_run_short(). */
+#define MPQ_RUN_SHORT		32
 struct mpq_run {
 	uint32_t count, size, taken, k;	/* taken: without MPQ_RUN_BUSY */
 	int busy;			/* a consumer is taking from it */

@@ -43,6 +43,92 @@ static uint32_t head_len(struct mpq_queue *q)
 	return len;
 }
 
+/* The count of the run at head, or 0 when the slot there holds no run. */
+static uint32_t head_run_count(struct mpq_queue *q)
+{
+	size_t size;
+	struct mpq_queue_shm *shm = queue_map(q, &size);
+	const struct mpq_slot_run *h;
+	struct mpq_slot *s;
+	uint32_t count = 0;
+
+	if (!shm)
+		return 0;
+	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
+				(shm->head & (shm->capacity - 1)) *
+				shm->slot_size);
+	h = (const struct mpq_slot_run *)(s + 1);
+	if (s->len == MPQ_SLOT_RUN)
+		count = h->count;
+	munmap(shm, size);
+	return count;
+}
+
+/* Say that a consumer sleeps, as one does before its futex wait. */
+static void consumer_sleeps(struct mpq_queue *q)
+{
+	size_t size;
+	struct mpq_queue_shm *shm = queue_map(q, &size);
+
+	if (!shm)
+		return;
+	__atomic_fetch_or(&shm->nonempty, MPQ_FUTEX_SLEEPING, __ATOMIC_SEQ_CST);
+	munmap(shm, size);
+}
+
+/*
+ * Put n values from in[*put] as one array, check the count of the run at
+ * head (head_run_count()), take them back in order.
+ */
+static void array_through(struct __test_metadata *_metadata,
+			  struct mpq_queue *q, const uint64_t *in,
+			  unsigned int *put, unsigned int n, uint32_t head)
+{
+	static uint64_t out[1024];
+	unsigned int got = 0, i;
+	int r;
+
+	ASSERT_EQ((int)n, mpq_queue_put_array(q, in + *put, 8, n, 0));
+	EXPECT_EQ(head, head_run_count(q));
+	while (got < n) {
+		r = mpq_queue_get_array(q, out + got, 8, n - got, 0);
+		ASSERT_GT(r, 0);
+		got += (unsigned int)r;
+	}
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(in[*put + i], out[i]);
+	*put += n;
+}
+
+/*
+ * While a consumer sleeps, a batch goes in short runs, so that it is
+ * woken after a few messages rather than the whole batch, and so does a
+ * bound's worth after (maxsize messages); then runs are long again. Both
+ * kinds of queue; the messages keep their order throughout.
+ */
+TEST(a_sleeping_consumer_gets_short_runs_for_a_bound)
+{
+	static uint64_t in[2048];
+	unsigned int f, i, put;
+
+	for (i = 0; i < 2048; i++)
+		in[i] = i * 0x9e3779b97f4a7c15ULL;
+	for (f = 0; f < NKINDS; f++) {
+		struct mpq_queue *q = make_queue(1024, 8, kinds[f]);
+
+		ASSERT_NE(NULL, q);
+		put = 0;
+		array_through(_metadata, q, in, &put, 256, 256);
+		consumer_sleeps(q);
+		array_through(_metadata, q, in, &put, 256, 32);
+		array_through(_metadata, q, in, &put, 512, 32);
+		array_through(_metadata, q, in, &put, 256, 32);
+		array_through(_metadata, q, in, &put, 256, 256);
+		ASSERT_EQ(0, mpq_queue_qsize(q));
+		mpq_queue_free(q);
+	}
+}
+
 /*
  * Values in order through put_array and get_array in batches of odd
  * sizes (a slot per message under 16, runs from 16), over many laps of
