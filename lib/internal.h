@@ -356,11 +356,10 @@ struct mpq_queue {
 	 */
 	uint8_t runs;
 	/*
-	 * Messages this producer still puts in short runs (MPQ_RUN_SHORT),
-	 * counted down from maxsize when it saw a consumer asleep: run.c,
-	 * mpq_run_short().
+	 * Messages of batches this producer still puts a slot each, counted
+	 * down from maxsize when it saw a consumer asleep: mpq_run_pays().
 	 */
-	uint32_t run_short;
+	uint32_t run_pause;
 	/*
 	 * A dead consumer's message waits for a get (mpq_wait() saw it, the
 	 * module's count of deaths moved past deaths_seen, or one empty
@@ -401,8 +400,6 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
  * batches of 8 0.88x of the slots' rate (bench/README.md).
  */
 #define MPQ_RUN_MIN		16
-/* The longest run while a consumer sleeps: see mpq_run_short(). */
-#define MPQ_RUN_SHORT		32
 struct mpq_run {
 	uint32_t count, size, taken, k;	/* taken: without MPQ_RUN_BUSY */
 	int busy;			/* a consumer is taking from it */
@@ -422,6 +419,8 @@ uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 			 uint64_t tail);
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer);
+int mpq_run_pays(struct mpq_queue *q);
+void mpq_run_paused(struct mpq_queue *q, unsigned int n);
 int mpq_run_put(struct mpq_queue *q, const void *base,
 		const struct iovec *msgs, uint32_t size, uint32_t count);
 int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,

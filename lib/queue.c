@@ -868,7 +868,7 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 	unsigned int done = 0;
 	int ret;
 
-	while (q->runs && n - done >= MPQ_RUN_MIN) {
+	while (q->runs && n - done >= MPQ_RUN_MIN && mpq_run_pays(q)) {
 		ret = mpq_queue_try_put_run(q, msgs + done, n - done);
 		if (ret <= 0) {
 			if (ret < 0 && !done)
@@ -887,6 +887,8 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 	ret = mpq_queue_try_put_n(q, msgs + done, n - done);
 	if (ret <= 0)
 		return done ? (int)done : ret;
+	if (q->runs)
+		mpq_run_paused(q, (unsigned int)ret);
 	return (int)done + ret;
 }
 
@@ -2146,7 +2148,7 @@ static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
 	int ret;
 
 	n = count < MPQ_BATCH_MAX ? count : MPQ_BATCH_MAX;
-	if (q->runs && size && count >= MPQ_RUN_MIN) {
+	if (q->runs && size && count >= MPQ_RUN_MIN && mpq_run_pays(q)) {
 		ret = mpq_run_put(q, base, NULL, size, count);
 		if (ret)
 			return ret;
@@ -2157,7 +2159,10 @@ static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
 		iov[i].iov_base = (unsigned char *)base + (size_t)i * size;
 		iov[i].iov_len = size;
 	}
-	return mpq_queue_try_put_n(q, iov, n);
+	ret = mpq_queue_try_put_n(q, iov, n);
+	if (ret > 0 && q->runs)
+		mpq_run_paused(q, (unsigned int)ret);
+	return ret;
 }
 
 static int mpq_queue_try_get_array(struct mpq_queue *q, void *buf,

@@ -328,40 +328,38 @@ unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 }
 
 /*
- * How many of c messages the next run may take: all of them, or at most
- * MPQ_RUN_SHORT while a consumer sleeps and for a bound's worth (maxsize
- * messages) after. Long runs pay when both sides are awake: a 256-message
- * run costs a record, a claim and a free, where a slot each cost 256. But
- * a sleeping consumer is woken only when the first run is published, and
- * the producer, once it fills the bound, only when the consumer has taken
- * a whole run: with four runs in the bound and a wake-up that takes tens
- * of microseconds (50 in the VMs measured, where a run takes well under
- * one), the two sides fell into taking turns, each asleep while the other
- * worked, 1,000 sleeps a side per 2 M messages and half the rate of a slot
- * per message (bench/README.md, "Short runs for a sleeping consumer").
- * Short runs wake the consumer after 32 messages and free room 32 at a
- * time, and the two sides overlap again. A consumer that spins sets no
- * SLEEPING bit, so a spinning pair keeps the long runs.
+ * Whether a batch goes as runs now: not while a consumer sleeps (the
+ * SLEEPING bit of nonempty, or a poller's MPQ_POLL_IN), nor for a bound's
+ * worth of messages (maxsize) after, which go a slot each, as before
+ * runs. Runs pay when both ends are awake: a run of 256 costs one
+ * record, claim and free where slots cost 256. When the ends sleep at
+ * once, they made the two take turns: a sleeping consumer is woken only
+ * when a whole run is published, and the producer, once it fills the
+ * bound, only when a whole run is taken; with a wake-up of tens of
+ * microseconds (50 in the VMs measured) and a bound filled or drained in
+ * a few, each side woke to a queue the other had filled or emptied and
+ * gone to sleep on, one wake-up a side per bound (bench/README.md, "A
+ * batch a slot per message while a consumer sleeps"). A message a slot
+ * reaches the consumer as soon as it is written, and frees room as soon
+ * as it is taken: the two overlap. A spinning consumer sets no bit.
  */
-static uint32_t mpq_run_short(struct mpq_queue *q, uint32_t c)
+int mpq_run_pays(struct mpq_queue *q)
 {
-	uint32_t left = __atomic_load_n(&q->run_short, __ATOMIC_RELAXED);
-
 	if ((load_relaxed(&q->shm->nonempty) & MPQ_FUTEX_SLEEPING) ||
 	    (load_relaxed(&q->shm->poll_wanted) & MPQ_POLL_IN)) {
-		left = q->maxsize;
-		__atomic_store_n(&q->run_short, left, __ATOMIC_RELAXED);
+		__atomic_store_n(&q->run_pause, q->maxsize, __ATOMIC_RELAXED);
+		return 0;
 	}
-	return left && c > MPQ_RUN_SHORT ? MPQ_RUN_SHORT : c;
+	return !__atomic_load_n(&q->run_pause, __ATOMIC_RELAXED);
 }
 
-/* Count a run put against the short runs left (threads may race: a hint). */
-static void mpq_run_short_spent(struct mpq_queue *q, uint32_t c)
+/* n messages of a batch went a slot each (threads may race: a hint). */
+void mpq_run_paused(struct mpq_queue *q, unsigned int n)
 {
-	uint32_t left = __atomic_load_n(&q->run_short, __ATOMIC_RELAXED);
+	uint32_t left = __atomic_load_n(&q->run_pause, __ATOMIC_RELAXED);
 
 	if (left)
-		__atomic_store_n(&q->run_short, left > c ? left - c : 0,
+		__atomic_store_n(&q->run_pause, left > n ? left - n : 0,
 				 __ATOMIC_RELAXED);
 }
 
@@ -383,7 +381,6 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 	c = (room * q->slot_size - MPQ_RUN_HDR) / size;
 	if (c > count)
 		c = count;
-	c = mpq_run_short(q, (uint32_t)c);
 	k = mpq_run_slots(q, c, size);
 	/*
 	 * Free, in order: a slot's seq is read only once the one before it
@@ -527,7 +524,6 @@ claimed:
 	mpq_queue_tasks_settled(q, r);
 	mpq_rec_end(q, r);
 	mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
-	mpq_run_short_spent(q, c);
 	return (int)c;
 }
 

@@ -101,14 +101,15 @@ static void array_through(struct __test_metadata *_metadata,
 }
 
 /*
- * While a consumer sleeps, a batch goes in short runs, so that it is
- * woken after a few messages rather than the whole batch, and so does a
- * bound's worth after (maxsize messages); then runs are long again. Both
- * kinds of queue; the messages keep their order throughout.
+ * While a consumer sleeps, a batch goes a slot per message, so that the
+ * consumer is woken at the first message rather than a whole run, and so
+ * does a bound's worth after (maxsize messages); then batches are runs
+ * again. Both kinds of queue; the messages keep their order throughout.
  */
-TEST(a_sleeping_consumer_gets_short_runs_for_a_bound)
+TEST(a_sleeping_consumer_gets_a_slot_per_message_for_a_bound)
 {
 	static uint64_t in[2048];
+	struct iovec iov[256];
 	unsigned int f, i, put;
 
 	for (i = 0; i < 2048; i++)
@@ -120,10 +121,25 @@ TEST(a_sleeping_consumer_gets_short_runs_for_a_bound)
 		put = 0;
 		array_through(_metadata, q, in, &put, 256, 256);
 		consumer_sleeps(q);
-		array_through(_metadata, q, in, &put, 256, 32);
-		array_through(_metadata, q, in, &put, 512, 32);
-		array_through(_metadata, q, in, &put, 256, 32);
+		array_through(_metadata, q, in, &put, 256, 0);
+		array_through(_metadata, q, in, &put, 512, 0);
+		array_through(_metadata, q, in, &put, 256, 0);
 		array_through(_metadata, q, in, &put, 256, 256);
+		/* put_many's batches alike. */
+		consumer_sleeps(q);
+		for (i = 0; i < 256; i++) {
+			iov[i].iov_base = &in[put + i];
+			iov[i].iov_len = 8;
+		}
+		ASSERT_EQ(256, mpq_queue_put_many(q, iov, 256, 0));
+		EXPECT_EQ(0, head_run_count(q));
+		for (i = 0; i < 256; i++) {
+			size_t len = 8;
+			uint64_t v;
+
+			ASSERT_EQ(0, mpq_queue_get(q, &v, &len, 0));
+			ASSERT_EQ(in[put + i], v);
+		}
 		ASSERT_EQ(0, mpq_queue_qsize(q));
 		mpq_queue_free(q);
 	}
