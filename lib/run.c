@@ -328,12 +328,9 @@ unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 }
 
 /*
- * Whether a batch goes as runs now: not while a consumer sleeps (the
- * SLEEPING bit of nonempty, or a poller's MPQ_POLL_IN), nor for a bound's
- * worth of messages (maxsize) after, which go a slot each, as before
- * runs. Runs pay when both ends are awake: a run of 256 costs one
- * record, claim and free where slots cost 256. When the ends sleep at
- * once, they made the two take turns: a sleeping consumer is woken only
+ * Whether a batch goes as runs now. Runs pay when both ends keep up
+ * awake: a run of 256 costs one record, claim and free where slots cost
+ * 256. Ends that sleep lost by them: a sleeping consumer is woken only
  * when a whole run is published, and the producer, once it fills the
  * bound, only when a whole run is taken; with a wake-up of tens of
  * microseconds (50 in the VMs measured) and a bound filled or drained in
@@ -341,10 +338,17 @@ unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
  * gone to sleep on, one wake-up a side per bound (bench/README.md, "A
  * batch a slot per message while a consumer sleeps"). A message a slot
  * reaches the consumer as soon as it is written, and frees room as soon
- * as it is taken: the two overlap. A spinning consumer sets no bit.
+ * as it is taken: the two overlap. So batches go a slot each, as before
+ * runs, from a producer that never spins (spin_ns < 0: it sleeps at once,
+ * as its consumers are likely to), and from any producer while a
+ * consumer sleeps (the SLEEPING bit of nonempty, or a poller's
+ * MPQ_POLL_IN) and for a bound's worth of messages (maxsize) after. A
+ * spinning consumer sets no bit.
  */
 int mpq_run_pays(struct mpq_queue *q)
 {
+	if (q->spin_ns < 0)
+		return 0;
 	if ((load_relaxed(&q->shm->nonempty) & MPQ_FUTEX_SLEEPING) ||
 	    (load_relaxed(&q->shm->poll_wanted) & MPQ_POLL_IN)) {
 		__atomic_store_n(&q->run_pause, q->maxsize, __ATOMIC_RELAXED);

@@ -146,6 +146,33 @@ TEST(a_sleeping_consumer_gets_a_slot_per_message_for_a_bound)
 }
 
 /*
+ * A producer that never spins (spin_ns < 0) puts its batches a slot per
+ * message, a consumer awake or not; its consumer's handle takes them
+ * whatever its own spin. Both kinds of queue.
+ */
+TEST(a_producer_that_never_spins_puts_a_slot_per_message)
+{
+	static uint64_t in[1024];
+	unsigned int f, i, put;
+
+	for (i = 0; i < 1024; i++)
+		in[i] = i * 0x9e3779b97f4a7c15ULL;
+	for (f = 0; f < NKINDS; f++) {
+		struct mpq_queue_attr attr = { .maxsize = 1024, .msgsize = 8,
+					       .flags = kinds[f],
+					       .spin_ns = -1 };
+		struct mpq_queue *q = NULL;
+
+		ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+		put = 0;
+		array_through(_metadata, q, in, &put, 256, 0);
+		array_through(_metadata, q, in, &put, 512, 0);
+		ASSERT_EQ(0, mpq_queue_qsize(q));
+		mpq_queue_free(q);
+	}
+}
+
+/*
  * Values in order through put_array and get_array in batches of odd
  * sizes (a slot per message under 16, runs from 16), over many laps of
  * the ring (runs end at the ring's end and go on from its start), on both
