@@ -25,42 +25,43 @@
 static const uint32_t kinds[] = { 0, SPSC };
 #define NKINDS	(sizeof(kinds) / sizeof(kinds[0]))
 
-/* The len of the slot at head: is a run there? */
-static uint32_t head_len(struct mpq_queue *q)
+/*
+ * The slot at head: its len (is a run there?), and the run's count in
+ * *count when it is one (else 0).
+ */
+static uint32_t head_slot(struct mpq_queue *q, uint32_t *count)
 {
 	size_t size;
 	struct mpq_queue_shm *shm = queue_map(q, &size);
 	struct mpq_slot *s;
 	uint32_t len;
 
+	*count = 0;
 	if (!shm)
 		return 0;
 	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
 				(shm->head & (shm->capacity - 1)) *
 				shm->slot_size);
 	len = s->len;
+	if (len == MPQ_SLOT_RUN)
+		*count = ((const struct mpq_slot_run *)(s + 1))->count;
 	munmap(shm, size);
 	return len;
+}
+
+static uint32_t head_len(struct mpq_queue *q)
+{
+	uint32_t count;
+
+	return head_slot(q, &count);
 }
 
 /* The count of the run at head, or 0 when the slot there holds no run. */
 static uint32_t head_run_count(struct mpq_queue *q)
 {
-	size_t size;
-	struct mpq_queue_shm *shm = queue_map(q, &size);
-	const struct mpq_slot_run *h;
-	struct mpq_slot *s;
-	uint32_t count = 0;
+	uint32_t count;
 
-	if (!shm)
-		return 0;
-	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
-				(shm->head & (shm->capacity - 1)) *
-				shm->slot_size);
-	h = (const struct mpq_slot_run *)(s + 1);
-	if (s->len == MPQ_SLOT_RUN)
-		count = h->count;
-	munmap(shm, size);
+	head_slot(q, &count);
 	return count;
 }
 
