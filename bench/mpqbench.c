@@ -97,7 +97,8 @@
  *                its batches through mpq_queue_put_array/get_array, which
  *                pack a batch of small messages into one run as on
  *                mpq-queue-spsc, taken under the run's busy bit (stream
- *                batches, 8 B and 1 KiB, adaptive wait). mpq-queue's own
+ *                batches, 8 B and 1 KiB, adaptive wait; mpmc batches of
+ *                256, adaptive and block). mpq-queue's own
  *                batches go through put_many/get_many: runs too, with
  *                an iovec per message.
  *   mpq-queue-ool        msgsize 64 whatever --size is: every message
@@ -955,7 +956,7 @@ static const struct impl impls[] = {
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-queue-spsc", B(RTT) | B(STREAM), 0, mpq_open, mpq_keep,
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
-	{ "mpq-queue-array", B(STREAM), 0, mpq_open, mpq_keep,
+	{ "mpq-queue-array", B(STREAM) | B(MPMC), 0, mpq_open, mpq_keep,
 	  mpq_send, mpq_recv, mpq_left, mpq_close },
 	{ "mpq-conn", B(RTT) | B(STREAM), 0, conn_open, conn_keep, conn_send,
 	  conn_recv, conn_left, conn_close },
@@ -1062,8 +1063,9 @@ static const char *cell_unsupported(const struct cell *cl)
 		return "--size * --batch: 64 MiB at most";
 	if (cl->batch < 1)
 		return "--batch: 1 at least";
-	if (cl->bench != BENCH_STREAM && cl->batch != 1)
-		return "batches are for the stream bench only";
+	if (cl->bench != BENCH_STREAM && cl->batch != 1 &&
+	    !(cl->bench == BENCH_MPMC && !strcmp(im, "mpq-queue-array")))
+		return "batches are for the stream bench (and mpmc mpq-queue-array) only";
 	if (cl->bench == BENCH_MPMC && cl->size != 8)
 		return "mpmc: 8-byte messages only";
 	if (!strcmp(im, "spin-floor") && cl->bench == BENCH_RTT && cl->size != 8)
@@ -1095,8 +1097,10 @@ static const char *cell_unsupported(const struct cell *cl)
 		return "mpq-queue-spsc: 8 B and 1 KiB, adaptive wait";
 	if (!strcmp(im, "mpq-queue-array") &&
 	    ((cl->size != 8 && cl->size != 1024) || cl->batch == 1 ||
-	     cl->wmode != WAIT_ADAPTIVE))
-		return "mpq-queue-array: batches, 8 B and 1 KiB, adaptive wait";
+	     (cl->wmode != WAIT_ADAPTIVE &&
+	      (cl->bench != BENCH_MPMC || cl->wmode != WAIT_BLOCK))))
+		return "mpq-queue-array: batches, 8 B and 1 KiB, adaptive wait "
+		       "(mpmc: block too)";
 	if (!strcmp(im, "mpq-queue-ool") &&
 	    (cl->size < 65536 || cl->batch != 1 || cl->wmode != WAIT_ADAPTIVE))
 		return "mpq-queue-ool: 64 KiB and up, batch 1, adaptive wait";
@@ -1140,10 +1144,15 @@ static void list_cells(void)
 						  b == BENCH_MPMC ? 8 : MIB;
 					if (b == BENCH_STREAM)
 						cl.batch = stream_cells[k].batch;
+					/* 2P2C in batches: runs under their busy bit. */
+					if (b == BENCH_MPMC &&
+					    is_impl(cl.impl, "mpq-queue-array"))
+						cl.batch = 256;
 					if (mpq) {
 						cl.backend = backends[v / 4];
 						cl.wmode = waits[v % 4];
-						if (b == BENCH_MPMC && cl.wmode != WAIT_ADAPTIVE)
+						if (b == BENCH_MPMC && cl.wmode != WAIT_ADAPTIVE &&
+						    cl.batch == 1)
 							continue;
 					}
 					if (cell_unsupported(&cl))
@@ -1457,17 +1466,20 @@ struct mpmc_shm {
 #define SEQ_MASK	((1ull << SEQ_BITS) - 1)
 
 static int mpmc_produce(struct chan *c, struct mpmc_shm *sh, unsigned int p,
-			uint64_t per)
+			uint64_t per, unsigned char *buf)
 {
 	unsigned char msg[8];
 	uint64_t i;
+	unsigned int j, n;
 
 	__atomic_add_fetch(&sh->ready, 1, __ATOMIC_SEQ_CST);
 	while (!load_acquire(&sh->go))
 		sched_yield();
-	for (i = 0; i < per; i++) {
-		put_seq(msg, (uint64_t)p << SEQ_BITS | i);
-		if (c->impl->send(c, msg, 1))
+	for (i = 0; i < per; i += n) {
+		n = per - i < c->batch ? (unsigned int)(per - i) : c->batch;
+		for (j = 0; j < n; j++)
+			put_seq(buf + (size_t)j * 8, (uint64_t)p << SEQ_BITS | (i + j));
+		if (c->impl->send(c, buf, n))
 			return -1;
 	}
 	/* The last producer out puts the stops behind everyone's messages. */
@@ -1480,47 +1492,70 @@ static int mpmc_produce(struct chan *c, struct mpmc_shm *sh, unsigned int p,
 	return 0;
 }
 
+/* One message of producer p's: in its order, seen once. */
+static int mpmc_check(uint64_t v, uint64_t *seen, int64_t *last, uint64_t per)
+{
+	unsigned int p = (unsigned int)(v >> SEQ_BITS);
+	uint64_t seq = v & SEQ_MASK, bit;
+
+	if (p >= NPROD || seq >= per) {
+		fprintf(stderr, "mpqbench: mpmc: a bogus message %#" PRIx64 "\n", v);
+		return -1;
+	}
+	if ((int64_t)seq <= last[p]) {
+		fprintf(stderr, "mpqbench: mpmc: producer %u's message %" PRIu64
+			" after its %" PRId64 " (out of order or duplicated)\n",
+			p, seq, last[p]);
+		return -1;
+	}
+	last[p] = (int64_t)seq;
+	bit = p * per + seq;
+	if (seen[bit / 64] & (1ull << (bit % 64))) {
+		fprintf(stderr, "mpqbench: mpmc: message (%u, %" PRIu64
+			") received twice\n", p, seq);
+		return -1;
+	}
+	seen[bit / 64] |= 1ull << (bit % 64);
+	return 0;
+}
+
+/*
+ * Take batches of up to c->batch until a stop. The stops come after
+ * every message; a consumer whose batch held more than one puts the
+ * others back for the rest.
+ */
 static int mpmc_consume(struct chan *c, struct mpmc_shm *sh, uint64_t *seen,
-			unsigned int me, uint64_t per)
+			unsigned int me, uint64_t per, unsigned char *buf)
 {
 	int64_t last[NPROD];
-	unsigned char msg[8];
-	uint64_t v, seq, bit, count = 0;
-	unsigned int p;
+	uint64_t v, count = 0;
+	unsigned int p, stops = 0;
+	int k, j;
 
 	for (p = 0; p < NPROD; p++)
 		last[p] = -1;
 	__atomic_add_fetch(&sh->ready, 1, __ATOMIC_SEQ_CST);
-	for (;;) {
-		if (c->impl->recv(c, msg, 1) != 1)
+	while (!stops) {
+		k = c->impl->recv(c, buf, c->batch);
+		if (k < 1 || (unsigned int)k > c->batch)
 			return -1;
-		v = get_seq(msg);
-		if (v == STOP)
-			break;
-		p = (unsigned int)(v >> SEQ_BITS);
-		seq = v & SEQ_MASK;
-		if (p >= NPROD || seq >= per) {
-			fprintf(stderr, "mpqbench: mpmc: a bogus message %#" PRIx64 "\n", v);
-			return -1;
+		for (j = 0; j < k; j++) {
+			v = get_seq(buf + (size_t)j * 8);
+			if (v == STOP) {
+				stops++;
+				continue;
+			}
+			if (mpmc_check(v, seen, last, per))
+				return -1;
+			count++;
 		}
-		if ((int64_t)seq <= last[p]) {
-			fprintf(stderr, "mpqbench: mpmc: producer %u's message %" PRIu64
-				" after its %" PRId64 " (out of order or duplicated)\n",
-				p, seq, last[p]);
-			return -1;
-		}
-		last[p] = (int64_t)seq;
-		bit = p * per + seq;
-		if (seen[bit / 64] & (1ull << (bit % 64))) {
-			fprintf(stderr, "mpqbench: mpmc: message (%u, %" PRIu64
-				") received twice\n", p, seq);
-			return -1;
-		}
-		seen[bit / 64] |= 1ull << (bit % 64);
-		count++;
 	}
 	sh->cons[me].stop_ns = bench_now_ns();
 	sh->cons[me].count = count;
+	put_seq(buf, STOP);
+	while (--stops)
+		if (c->impl->send(c, buf, 1))
+			return -1;
 	return 0;
 }
 
@@ -1530,6 +1565,7 @@ static int run_mpmc(struct cell *cl, char *what)
 	size_t page = (size_t)sysconf(_SC_PAGESIZE), head, len;
 	struct mpmc_shm *sh;
 	uint64_t *seen[NCONS];
+	unsigned char *buf;
 	struct chan c;
 	unsigned int i;
 	pid_t pid;
@@ -1549,9 +1585,13 @@ static int run_mpmc(struct cell *cl, char *what)
 		return -1;
 	for (i = 0; i < NCONS; i++)
 		seen[i] = (uint64_t *)((unsigned char *)sh + head) + i * words;
-	if (chan_open(&c, cl->impl, 8, 1, true, cl->backend, cl->wmode))
+	if (chan_open(&c, cl->impl, 8, cl->batch, true, cl->backend,
+		      cl->wmode))
 		return -1;
 	cl->backend = c.backend;
+	buf = malloc((size_t)cl->batch * 8);
+	if (!buf)
+		return fail("malloc", ENOMEM);
 
 	cpu = bench_cpu_ns();
 	for (i = 0; i < NPROD + NCONS; i++) {
@@ -1565,8 +1605,9 @@ static int run_mpmc(struct cell *cl, char *what)
 
 			if (c.impl->keep(&c, prod ? SENDER : RECEIVER))
 				_exit(1);
-			_exit(prod ? (mpmc_produce(&c, sh, i, per) ? 1 : 0) :
-			       (mpmc_consume(&c, sh, seen[i - NPROD], i - NPROD, per) ? 1 : 0));
+			_exit(prod ? (mpmc_produce(&c, sh, i, per, buf) ? 1 : 0) :
+			       (mpmc_consume(&c, sh, seen[i - NPROD], i - NPROD,
+					     per, buf) ? 1 : 0));
 		}
 	}
 	/* The parent keeps no write end: left() then sees the end of file. */
@@ -1582,6 +1623,7 @@ static int run_mpmc(struct cell *cl, char *what)
 		err = -1;
 	cpu = bench_cpu_ns() - cpu;
 	c.impl->close(&c);
+	free(buf);
 	/* Every message seen exactly once, by one consumer. */
 	for (w = 0; !err && w < words; w++) {
 		uint64_t all = w == words - 1 && m % 64 ? (1ull << (m % 64)) - 1 : ~0ull;

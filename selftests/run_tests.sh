@@ -313,6 +313,8 @@ check "tools: mpqwait without its library says so in one line, exit 1" \
 for cell in "rtt mpq-queue --backend memfd --wait adaptive --count 2000" \
 	    "stream mpq-queue --backend memfd --wait block --batch 32 --count 200000" \
 	    "mpmc mpq-queue --backend memfd --wait adaptive --count 200000" \
+	    "mpmc mpq-queue-array --batch 256 --backend memfd --wait adaptive --count 200001" \
+	    "mpmc mpq-queue-array --batch 7 --backend memfd --wait block --count 20001" \
 	    "stream pipe --batch 8 --count 20000" \
 	    "rtt spin-floor-2 --count 20000"; do
 	check "bench: mpqbench $cell moves every message intact" \
