@@ -356,10 +356,11 @@ struct mpq_queue {
 	 */
 	uint8_t runs;
 	/*
-	 * Messages of batches this producer still puts a slot each, counted
-	 * down from maxsize when it saw a consumer asleep: mpq_run_pays().
+	 * The tail from which this producer's batches go as runs again:
+	 * maxsize on from where it last saw a consumer asleep
+	 * (mpq_run_pays()).
 	 */
-	uint32_t run_pause;
+	uint64_t run_resume;
 	/*
 	 * A dead consumer's message waits for a get (mpq_wait() saw it, the
 	 * module's count of deaths moved past deaths_seen, or one empty
@@ -420,7 +421,6 @@ uint32_t mpq_queue_count(const struct mpq_queue *q, uint64_t head,
 unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
 			  int producer);
 int mpq_run_pays(struct mpq_queue *q);
-void mpq_run_paused(struct mpq_queue *q, unsigned int n);
 int mpq_run_put(struct mpq_queue *q, const void *base,
 		const struct iovec *msgs, uint32_t size, uint32_t count);
 int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,

@@ -887,8 +887,6 @@ static int mpq_queue_try_put(struct mpq_queue *q, const struct iovec *msgs,
 	ret = mpq_queue_try_put_n(q, msgs + done, n - done);
 	if (ret <= 0)
 		return done ? (int)done : ret;
-	if (q->runs)
-		mpq_run_paused(q, (unsigned int)ret);
 	return (int)done + ret;
 }
 
@@ -2159,10 +2157,7 @@ static int mpq_queue_try_put_array(struct mpq_queue *q, const void *base,
 		iov[i].iov_base = (unsigned char *)base + (size_t)i * size;
 		iov[i].iov_len = size;
 	}
-	ret = mpq_queue_try_put_n(q, iov, n);
-	if (ret > 0 && q->runs)
-		mpq_run_paused(q, (unsigned int)ret);
-	return ret;
+	return mpq_queue_try_put_n(q, iov, n);
 }
 
 static int mpq_queue_try_get_array(struct mpq_queue *q, void *buf,

@@ -342,29 +342,26 @@ unsigned int mpq_run_room(struct mpq_queue *q, uint64_t pos, unsigned int n,
  * runs, from a producer that never spins (spin_ns < 0: it sleeps at once,
  * as its consumers are likely to), and from any producer while a
  * consumer sleeps (the SLEEPING bit of nonempty, or a poller's
- * MPQ_POLL_IN) and for a bound's worth of messages (maxsize) after. A
- * spinning consumer sets no bit.
+ * MPQ_POLL_IN) and until tail has moved a bound's worth (maxsize
+ * positions: as many messages, a slot each) on. A spinning consumer sets
+ * no bit. Only a hint: threads may race on run_resume, and a scribbled
+ * tail only picks runs or slots.
  */
 int mpq_run_pays(struct mpq_queue *q)
 {
+	uint64_t tail;
+
 	if (q->spin_ns < 0)
 		return 0;
+	tail = load_relaxed(&q->shm->tail);
 	if ((load_relaxed(&q->shm->nonempty) & MPQ_FUTEX_SLEEPING) ||
 	    (load_relaxed(&q->shm->poll_wanted) & MPQ_POLL_IN)) {
-		__atomic_store_n(&q->run_pause, q->maxsize, __ATOMIC_RELAXED);
+		__atomic_store_n(&q->run_resume, tail + q->maxsize,
+				 __ATOMIC_RELAXED);
 		return 0;
 	}
-	return !__atomic_load_n(&q->run_pause, __ATOMIC_RELAXED);
-}
-
-/* n messages of a batch went a slot each (threads may race: a hint). */
-void mpq_run_paused(struct mpq_queue *q, unsigned int n)
-{
-	uint32_t left = __atomic_load_n(&q->run_pause, __ATOMIC_RELAXED);
-
-	if (left)
-		__atomic_store_n(&q->run_pause, left > n ? left - n : 0,
-				 __ATOMIC_RELAXED);
+	return (int64_t)(tail - __atomic_load_n(&q->run_resume,
+						 __ATOMIC_RELAXED)) >= 0;
 }
 
 /*
