@@ -2,7 +2,9 @@
 /*
  * What the CPU offers for copying message bodies, asked once at load:
  * mpq_copy_out() (internal.h) uses rep movsb where CPUID says it is fast
- * (ERMS, "enhanced rep movsb/stosb"), and glibc's memcpy elsewhere.
+ * (ERMS, "enhanced rep movsb/stosb"), and glibc's memcpy elsewhere;
+ * mpq_prefetch_w() PREFETCHW where CPUID has it (PRFCHW: a CPU that does not list it
+ * does not promise it).
  *
  * Except under QEMU's TCG, which advertises ERMS (-cpu max) but emulates
  * rep movsb a byte at a time: in the test VM the module's 1 KiB stream
@@ -17,6 +19,7 @@
 #include "internal.h"
 
 int mpq_copy_erms;
+int mpq_prefetch_w_ok;
 
 #if defined(__x86_64__)
 /* CPUID leaf 1 ECX bit 31 says a hypervisor; its leaf names it. */
@@ -44,5 +47,8 @@ static void __attribute__((constructor)) mpq_copy_setup(void)
 	/* Leaf 7, subleaf 0: EBX bit 9 is ERMS. */
 	if (__get_cpuid_count(7, 0, &a, &b, &c, &d))
 		mpq_copy_erms = !!(b & (1U << 9)) && !mpq_copy_emulated();
+	/* Leaf 0x80000001: ECX bit 8 is PRFCHW (PREFETCHW). */
+	if (__get_cpuid(0x80000001, &a, &b, &c, &d))
+		mpq_prefetch_w_ok = !!(c & (1U << 8));
 #endif
 }

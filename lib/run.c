@@ -707,6 +707,9 @@ int mpq_run_get(struct mpq_queue *q, uint64_t pos, struct iovec *bufs,
 		return 0;
 	}
 	j = n < left ? n : left;
+	/* The rest: we free its slots after the copy (mpq_prefetch_w()). */
+	if (j == left)
+		mpq_prefetch_w(mpq_slot_at(q, pos), (size_t)run.k * q->slot_size);
 	if (arr) {
 		if (run.size != *size) {
 			*size = run.size;
