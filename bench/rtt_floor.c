@@ -20,6 +20,11 @@
  *               only when the ring looks full. Nothing survives a death.
  *   ring-free   the same, but the consumer frees each slot by its seq (as
  *               mpq's queue and the MPMC rings do), not by a head
+ *   line-duplex a mailbox each way, both in one line: a slot (seq, len,
+ *               data) that the reader marks taken by its seq, so each
+ *               side writes the line it just read, as in floor. What a
+ *               duplex channel could do if a small message waiting alone
+ *               went where the answer will be written.
  *   mpq-queue, mpq-queue-spsc (MPQ_QUEUE_F_ONE_PRODUCER | _ONE_CONSUMER),
  *   mpq-conn    libmpq's put and get with MPQ_FOREVER, or send and receive
  *
@@ -57,6 +62,11 @@ struct floor_shm {
 	uint64_t line[8] __attribute__((aligned(64)));	/* floor */
 	uint64_t ping[8] __attribute__((aligned(64)));	/* floor-2 */
 	uint64_t pong[8] __attribute__((aligned(64)));
+	struct floor_box {
+		uint32_t seq;	/* 2n: free for message n; 2n + 1: holds it */
+		uint32_t len;
+		uint64_t data;
+	} box[2] __attribute__((aligned(64)));	/* line-duplex */
 	struct floor_ring ring[2];
 };
 
@@ -68,10 +78,10 @@ struct floor_end {
 	int free_seq;		/* ring-free */
 };
 
-enum { V_FLOOR, V_FLOOR2, V_RING, V_RING_FREE, V_QUEUE, V_QUEUE_SPSC,
-	V_CONN, V_N };
+enum { V_FLOOR, V_FLOOR2, V_RING, V_RING_FREE, V_LINE_DUPLEX, V_QUEUE,
+	V_QUEUE_SPSC, V_CONN, V_N };
 static const char *const vname[V_N] = {
-	"floor", "floor-2", "ring", "ring-free", "mpq-queue",
+	"floor", "floor-2", "ring", "ring-free", "line-duplex", "mpq-queue",
 	"mpq-queue-spsc", "mpq-conn"
 };
 
@@ -109,6 +119,27 @@ static uint64_t ring_get(struct floor_end *e)
 	else
 		STORE(&e->r->head, e->pos + 1);
 	e->pos++;
+	return v;
+}
+
+/* line-duplex: message n into box b, and out of it. */
+static void box_put(struct floor_box *b, uint64_t n, uint64_t v)
+{
+	while (LOAD(&b->seq) != (uint32_t)(2 * n))
+		__builtin_ia32_pause();
+	b->len = sizeof(v);
+	b->data = v;
+	STORE(&b->seq, (uint32_t)(2 * n + 1));
+}
+
+static uint64_t box_get(struct floor_box *b, uint64_t n)
+{
+	uint64_t v;
+
+	while (LOAD(&b->seq) != (uint32_t)(2 * n + 1))
+		__builtin_ia32_pause();
+	v = b->data;
+	STORE(&b->seq, (uint32_t)(2 * n + 2));
 	return v;
 }
 
@@ -154,6 +185,9 @@ static int answer(struct floor_run *run, uint64_t trips)
 		case V_RING:
 		case V_RING_FREE:
 			ring_put(&out, ring_get(&in) + 1);
+			break;
+		case V_LINE_DUPLEX:
+			box_put(&m->box[1], i, box_get(&m->box[0], i) + 1);
 			break;
 		case V_CONN:
 			len = sizeof(x);
@@ -206,6 +240,10 @@ static double ask(struct floor_run *run, uint64_t trips, uint64_t n)
 		case V_RING_FREE:
 			ring_put(&out, i);
 			x = ring_get(&in);
+			break;
+		case V_LINE_DUPLEX:
+			box_put(&m->box[0], i, i);
+			x = box_get(&m->box[1], i);
 			break;
 		case V_CONN:
 			x = i;
