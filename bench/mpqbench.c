@@ -104,9 +104,11 @@
  *   mpq-queue-ool        msgsize 64 whatever --size is: every message
  *                larger than that goes out of line (a blob each), beside
  *                mpq-queue (msgsize = size, in the slot) and mpq-conn.
- *   mpq-conn     a one-way mpq_pipe per channel, each side closing the end
- *                it does not use; one message per call (no batches); the
- *                same backends and wait modes, epoll on both backends.
+ *   mpq-conn     a one-way mpq_pipe per channel (rtt: one duplex pipe, a
+ *                direction each way, as Python's Pipe() makes), each side
+ *                closing the end it does not use; one message per call
+ *                (no batches); the same backends and wait modes, epoll on
+ *                both backends.
  *   memcpy       The memcpy bench only.
  *
  * Rings (spin-floor stream, eventfd, futex) have as many slots as an mpq
@@ -265,6 +267,7 @@ struct chan {
 	mqd_t mq;
 	struct mpq_queue *q;
 	struct mpq_conn *cr, *cw;	/* mpq-conn: receiving, sending end */
+	bool shares;		/* mpq-conn rtt: the ping chan's pipe */
 	int epfd;
 	struct iovec *iov;
 	struct ring_shm *ring;
@@ -831,23 +834,54 @@ static int zc_recv(struct chan *c, unsigned char *buf, unsigned int n)
 	return 1;
 }
 
-/* -- mpq-conn: a one-way mpq_pipe per channel */
+/* -- mpq-conn: a one-way mpq_pipe per channel; rtt: one duplex pipe */
+
+static void conn_attr(const struct chan *c, struct mpq_pipe_attr *attr)
+{
+	memset(attr, 0, sizeof(*attr));
+	/* Frames hold a quarter ring: a 1 MiB message in one frame. */
+	attr->bufsize = c->size >= 65536 ? RING_BYTES : 256 * 1024;
+	attr->backend = c->backend;
+	attr->spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
+			c->wmode == WAIT_ADAPTIVE ? 0 : -1;
+}
 
 static int conn_open(struct chan *c)
 {
 	struct mpq_pipe_attr attr;
 	int ret;
 
-	memset(&attr, 0, sizeof(attr));
-	/* Frames hold a quarter ring: a 1 MiB message in one frame. */
-	attr.bufsize = c->size >= 65536 ? RING_BYTES : 256 * 1024;
-	attr.backend = c->backend;
-	attr.spin_ns = c->wmode == WAIT_SPIN ? INT64_MAX / 4 :
-		       c->wmode == WAIT_ADAPTIVE ? 0 : -1;
+	conn_attr(c, &attr);
 	ret = mpq_pipe(&c->cr, &c->cw, 0, &attr);
 	if (ret)
 		return fail("mpq_pipe", -ret);
 	c->backend = mpq_conn_backend(c->cr);
+	return 0;
+}
+
+/*
+ * A round trip over one duplex pipe, as Python's Pipe() makes by default
+ * and as a request and its answer travel: ping from end 0 to end 1, pong
+ * back, so that a small message and its answer cross in the pipe's box
+ * line (mpq_pipe(3)). The two one-way pipes chan_open() made go.
+ */
+static int conn_duplex(struct chan *ping, struct chan *pong)
+{
+	struct mpq_pipe_attr attr;
+	struct mpq_conn *e0, *e1;
+	int ret;
+
+	conn_attr(ping, &attr);
+	ret = mpq_pipe(&e0, &e1, 1, &attr);
+	if (ret)
+		return fail("mpq_pipe", -ret);
+	mpq_conn_free(ping->cr);
+	mpq_conn_free(ping->cw);
+	mpq_conn_free(pong->cr);
+	mpq_conn_free(pong->cw);
+	ping->cw = pong->cr = e0;
+	ping->cr = pong->cw = e1;
+	pong->shares = true;
 	return 0;
 }
 
@@ -857,7 +891,8 @@ static int conn_keep(struct chan *c, enum side side)
 	int fd;
 
 	/* Each side closes the end it does not use, as with Python's Pipe. */
-	mpq_conn_close(side == RECEIVER ? c->cw : c->cr);
+	if (!c->shares)
+		mpq_conn_close(side == RECEIVER ? c->cw : c->cr);
 	if (side != RECEIVER || c->wmode != WAIT_EPOLL)
 		return 0;
 	fd = mpq_conn_fileno(c->cr);
@@ -921,8 +956,10 @@ static void conn_close(struct chan *c)
 	if (c->epfd >= 0)
 		close(c->epfd);
 	c->epfd = -1;
-	mpq_conn_free(c->cr);
-	mpq_conn_free(c->cw);
+	if (!c->shares) {
+		mpq_conn_free(c->cr);
+		mpq_conn_free(c->cw);
+	}
 	c->cr = c->cw = NULL;
 }
 
@@ -1292,6 +1329,9 @@ static int run_rtt(struct cell *cl, char *what)
 			return -1;
 		if (chan_open(&l.pong, cl->impl, cl->size, 1, false, cl->backend,
 			      cl->wmode))
+			return -1;
+		if (is_impl(cl->impl, "mpq-conn") &&
+		    conn_duplex(&l.ping, &l.pong))
 			return -1;
 		cl->backend = l.ping.backend;
 	}

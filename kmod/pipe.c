@@ -21,7 +21,9 @@
  * read once and checked against the kernel's own geometry, frames are
  * parsed with every length checked, and an impossible ring is -EIO.
  * A frame is there when its header word is (see struct mpq_frame): the
- * kernel, as the library, never waits on tail.
+ * kernel, as the library, never waits on tail. A small message may wait
+ * in the ring's box instead (struct mpq_pipe_box), and then comes first;
+ * the kernel takes it from there but never writes one.
  */
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
@@ -99,6 +101,14 @@ static bool mpq_ring_ready(struct mpq_pipe *p, unsigned int r)
 	return READ_ONCE(*mpq_ring_word(p, r, head)) != 0;
 }
 
+/* Does a message wait in ring r's box (struct mpq_pipe_box)? */
+static bool mpq_box_full(struct mpq_pipe *p, unsigned int r)
+{
+	/* Pairs with the writer's release of seq: len and data are there. */
+	return smp_load_acquire(&p->shm->box[r].seq) !=
+	       READ_ONCE(p->shm->ring[r].box_taken);
+}
+
 static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 {
 	struct mpq_end *e = file->private_data;
@@ -120,7 +130,7 @@ static __poll_t mpq_pipe_poll(struct file *file, poll_table *pt)
 	 */
 	smp_mb__after_atomic();
 
-	if (mpq_ring_ready(p, !e->idx))
+	if (mpq_ring_ready(p, !e->idx) || mpq_box_full(p, !e->idx))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	if (READ_ONCE(p->closed[!e->idx])) {
 		mask |= EPOLLHUP;
@@ -289,6 +299,38 @@ static void mpq_ring_moved(struct mpq_pipe *p, unsigned int r, u32 bit,
 			 EPOLLOUT | EPOLLWRNORM);
 }
 
+/*
+ * Take the message waiting in ring r's box: a copy of it first, so that
+ * what reaches the caller is what was checked; then say it is taken, on
+ * the ring (box_taken) and to the writer (ack in the other box: we never
+ * send, as the library's reader would). -EMSGSIZE leaves it for a larger
+ * buffer; -EIO if its length is one no writer could have stored.
+ */
+static ssize_t mpq_box_read(struct mpq_pipe *p, unsigned int r,
+			    struct iov_iter *to)
+{
+	struct mpq_pipe_box *b = &p->shm->box[r];
+	u8 data[MPQ_PIPE_BOX_MAX];
+	u32 seq, len;
+
+	/* Pairs with the writer's release of seq: len and data are there. */
+	seq = smp_load_acquire(&b->seq);
+	len = READ_ONCE(b->len);
+	if (len > MPQ_PIPE_BOX_MAX)
+		return -EIO;
+	if (len > iov_iter_count(to))
+		return -EMSGSIZE;
+	memcpy(data, b->data, len);
+	if (copy_to_iter(data, len, to) != len)
+		return -EFAULT;
+	/* The copy is done, for a reader of the library's after us. */
+	smp_store_release(&p->shm->ring[r].box_taken, seq);
+	/* The copy is done: pairs with the writer's acquire of ack. */
+	smp_store_release(&p->shm->box[!r].ack, seq);
+	mpq_count(&p->obj, MPQ_CNT_READS);
+	return len;
+}
+
 static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct mpq_end *e = iocb->ki_filp->private_data;
@@ -306,12 +348,20 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		u64 head = READ_ONCE(p->shm->ring[r].head);
 
 		ret = mpq_ring_scan(p, r, &total, &start, &end);
+		/*
+		 * The box after the ring's word: a message waiting there came
+		 * before every frame (struct mpq_pipe_box).
+		 */
+		if (ret != -ERESTARTSYS && mpq_box_full(p, r))
+			return mpq_box_read(p, r, to);
 		if (ret != -EAGAIN)
 			break;
 		if (READ_ONCE(p->closed[!e->idx])) {
 			/* What was sent before the close is still read. */
 			smp_rmb();
 			ret = mpq_ring_scan(p, r, &total, &start, &end);
+			if (ret != -ERESTARTSYS && mpq_box_full(p, r))
+				return mpq_box_read(p, r, to);
 			if (ret == -EAGAIN)
 				return 0;	/* end of file */
 			break;
@@ -341,6 +391,7 @@ static ssize_t mpq_pipe_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		ret = wait_event_interruptible(p->wq[e->idx],
 					       mpq_ring_moved_from(p, r, head,
 								   end) ||
+					       mpq_box_full(p, r) ||
 					       READ_ONCE(p->closed[!e->idx]));
 		mpq_object_wait(&p->obj, MPQ_POLL_IN, false, ret);
 		if (ret)
@@ -692,6 +743,9 @@ static int mpq_pipe_geometry(struct mpq_pipe *p,
 	 * every process's cover the whole layout.
 	 */
 	BUILD_BUG_ON(sizeof(struct mpq_pipe_shm) > PAGE_SIZE);
+	/* Both boxes in one line of their own (struct mpq_pipe_box). */
+	BUILD_BUG_ON(offsetof(struct mpq_pipe_shm, box) % 64 ||
+		     sizeof(((struct mpq_pipe_shm *)0)->box) != 64);
 	BUILD_BUG_ON(PAGE_ALIGN(PAGE_SIZE + 2 * (u64)MPQ_PIPE_RING_MAX) > SZ_1G);
 	p->flags = args->flags;
 	p->ring_size = args->ring_size;

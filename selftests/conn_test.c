@@ -798,6 +798,11 @@ static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
  * next writer: the library, and with the module its write(2); read by
  * the library, and with the module by read(2).
  */
+/* Longer than a box holds (MPQ_PIPE_BOX_MAX): these go in frames. */
+#define ONE	"one: more than the pipe's box holds"
+#define TWO	"two: more than the pipe's box holds"
+#define THREE	"three: more than the pipe's box holds"
+
 TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 {
 	int way;
@@ -805,7 +810,7 @@ TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 	for (way = 0; way < 2; way++) {
 		struct mpq_pipe_shm *shm;
 		struct mpq_conn *a, *b;
-		char buf[16];
+		char buf[64];
 		uint64_t tail, n;
 		size_t len;
 
@@ -815,43 +820,45 @@ TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 			mpq_conn_free(b);
 			break;
 		}
-		ASSERT_EQ(0, mpq_conn_send_bytes(a, "one", 3, 0));
+		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
 		shm = map_pipe(a);
 		ASSERT_NE(NULL, shm);
 		tail = shm->ring[0].tail;
-		n = publish_without_tail(shm, 0, "two");
+		n = publish_without_tail(shm, 0, TWO);
 		ASSERT_EQ(1, mpq_conn_poll(b, 0));
 		if (way == 0) {
 			/* The library on both sides. */
 			len = sizeof(buf);
 			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-			ASSERT_EQ(3, len);
-			ASSERT_EQ(0, memcmp(buf, "one", 3));
+			ASSERT_EQ(strlen(ONE), len);
+			ASSERT_EQ(0, memcmp(buf, ONE, len));
 			len = sizeof(buf);
 			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-			ASSERT_EQ(3, len);
-			ASSERT_EQ(0, memcmp(buf, "two", 3));
+			ASSERT_EQ(strlen(TWO), len);
+			ASSERT_EQ(0, memcmp(buf, TWO, len));
 			ASSERT_EQ(0, mpq_conn_poll(b, 0));
 			ASSERT_EQ(tail, shm->ring[0].tail);
-			ASSERT_EQ(0, mpq_conn_send_bytes(a, "three", 5, 0));
+			ASSERT_EQ(0, mpq_conn_send_bytes(a, THREE, strlen(THREE), 0));
 		} else {
 			/* The module: read(2) and write(2) on the ends. */
 			struct pollfd pfd = { .fd = mpq_conn_fileno(b),
 					      .events = POLLIN };
 
-			ASSERT_EQ(3, read(pfd.fd, buf, sizeof(buf)));
-			ASSERT_EQ(0, memcmp(buf, "one", 3));
+			ASSERT_EQ(strlen(ONE), read(pfd.fd, buf, sizeof(buf)));
+			ASSERT_EQ(0, memcmp(buf, ONE, strlen(ONE)));
 			ASSERT_EQ(1, poll(&pfd, 1, 0));
-			ASSERT_EQ(3, read(pfd.fd, buf, sizeof(buf)));
-			ASSERT_EQ(0, memcmp(buf, "two", 3));
+			ASSERT_EQ(strlen(TWO), read(pfd.fd, buf, sizeof(buf)));
+			ASSERT_EQ(0, memcmp(buf, TWO, strlen(TWO)));
 			ASSERT_EQ(0, poll(&pfd, 1, 0));
-			ASSERT_EQ(5, write(mpq_conn_fileno(a), "three", 5));
+			ASSERT_EQ(strlen(THREE),
+				  write(mpq_conn_fileno(a), THREE, strlen(THREE)));
 		}
-		ASSERT_EQ(tail + n + 16 + 8, shm->ring[0].tail);
+		ASSERT_EQ(tail + n + 16 + ((strlen(THREE) + 7) & ~7UL),
+			  shm->ring[0].tail);
 		len = sizeof(buf);
 		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-		ASSERT_EQ(5, len);
-		ASSERT_EQ(0, memcmp(buf, "three", 5));
+		ASSERT_EQ(strlen(THREE), len);
+		ASSERT_EQ(0, memcmp(buf, THREE, len));
 		len = sizeof(buf);
 		ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(b, buf, &len, 0));
 		munmap(shm, shm->map_size);
@@ -873,11 +880,12 @@ TEST(an_odd_head_at_the_end_of_the_mapping_is_an_error_not_a_fault)
 	long page = sysconf(_SC_PAGESIZE);
 	struct mpq_conn *a, *b, *a2;
 	struct mpq_pipe_shm *shm;
-	char handle[128], buf[16], *res;
+	char handle[128], buf[64], *res;
 	size_t len = sizeof(buf), size;
 
 	ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
-	ASSERT_EQ(0, mpq_conn_send_bytes(b, "x", 1, 0));
+	/* In a frame, not the box: more than a box holds. */
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, ONE, strlen(ONE), 0));
 	shm = map_pipe(a);
 	ASSERT_NE(NULL, shm);
 	/* b writes ring 1, the last in the region; a reads it. */
@@ -899,6 +907,179 @@ TEST(an_odd_head_at_the_end_of_the_mapping_is_an_error_not_a_fault)
 	munmap(shm, size);
 	mpq_conn_free(a);
 	mpq_conn_free(b);
+}
+
+/*
+ * A small answer to a waiting asker goes through the pipe's box line
+ * (struct mpq_pipe_box), not the ring: there it is seen by poll(), by a
+ * receive, and with the module by poll(2) and read(2) on the end, which
+ * say it is taken on the reader's line; the ring stays untouched. Then a
+ * closed peer: what it answered still arrives, then the end of file.
+ */
+TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
+{
+	int way;
+
+	for (way = 0; way < 2; way++) {
+		struct mpq_pipe_shm *shm;
+		struct mpq_conn *a, *b;
+		char buf[64];
+		size_t len = sizeof(buf);
+
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
+			mpq_conn_free(a);
+			mpq_conn_free(b);
+			break;
+		}
+		shm = map_pipe(a);
+		ASSERT_NE(NULL, shm);
+		/* b answers: it received last. */
+		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+		ASSERT_EQ(0, mpq_conn_send_bytes(b, "answer", 6, 0));
+		ASSERT_EQ(1, __atomic_load_n(&shm->box[1].seq,
+					     __ATOMIC_ACQUIRE));
+		ASSERT_EQ(0, shm->ring[1].box_taken);
+		ASSERT_EQ(0, shm->ring[1].tail);
+		ASSERT_EQ(1, mpq_conn_poll(a, 0));
+		ASSERT_EQ(0, mpq_conn_close(b));
+		len = sizeof(buf);
+		if (way == 0) {
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+			ASSERT_EQ(6, len);
+		} else {
+			struct pollfd pfd = { .fd = mpq_conn_fileno(a),
+					      .events = POLLIN };
+
+			ASSERT_EQ(1, poll(&pfd, 1, 0));
+			ASSERT_EQ(6, read(pfd.fd, buf, sizeof(buf)));
+		}
+		ASSERT_EQ(0, memcmp(buf, "answer", 6));
+		ASSERT_EQ(1, __atomic_load_n(&shm->ring[1].box_taken,
+					     __ATOMIC_ACQUIRE));
+		len = sizeof(buf);
+		ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+		munmap(shm, shm->map_size);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+	}
+}
+
+/*
+ * A box whose length no writer stores (a scribbler's): the receive says
+ * so and the pipe goes on; with the module, read(2) says -EIO and the
+ * kernel reads nothing beyond the box.
+ */
+TEST(a_box_with_a_length_no_writer_stores_is_an_error_not_a_fault)
+{
+	int way;
+
+	for (way = 0; way < 2; way++) {
+		struct mpq_pipe_shm *shm;
+		struct mpq_conn *a, *b;
+		char buf[64];
+		size_t len = sizeof(buf);
+
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
+			mpq_conn_free(a);
+			mpq_conn_free(b);
+			break;
+		}
+		shm = map_pipe(a);
+		ASSERT_NE(NULL, shm);
+		shm->box[1].len = 0x7fffffff;
+		__atomic_store_n(&shm->box[1].seq, 1, __ATOMIC_RELEASE);
+		if (way == 0) {
+			EXPECT_EQ(-EUCLEAN,
+				  mpq_conn_recv_bytes_into(a, buf, &len, 0));
+			/* Dropped: the next message comes through. */
+			ASSERT_EQ(0, mpq_conn_send_bytes(b, "next", 4, 0));
+			len = sizeof(buf);
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+			ASSERT_EQ(4, len);
+		} else {
+			EXPECT_EQ(-1, read(mpq_conn_fileno(a), buf, sizeof(buf)));
+			EXPECT_EQ(EIO, errno);
+		}
+		munmap(shm, shm->map_size);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+	}
+}
+
+/*
+ * A writer that answers puts its first small message in the box and the
+ * rest, while the box's last message is not known taken or the ring is
+ * not empty, in the ring; the reader takes them all in order, whatever it
+ * sees first (struct mpq_pipe_box). Bursts of mixed sizes, around the box's limit, each
+ * after a go from the reader, which takes them at its own pace.
+ */
+#define BURSTS		3000
+#define BURST		7
+
+static const size_t burst_size[BURST] = { 8, 20, 21, 8, 100, 16, 8 };
+
+static int answer_in_bursts(void *arg)
+{
+	struct mpq_conn **ends = arg;
+	unsigned char msg[128];
+	uint64_t seq = 0;
+	size_t len;
+	int i, j;
+
+	mpq_conn_close(ends[0]);
+	for (i = 0; i < BURSTS; i++) {
+		len = sizeof(msg);
+		if (mpq_conn_recv_bytes_into(ends[1], msg, &len, MPQ_FOREVER))
+			return 1;
+		for (j = 0; j < BURST; j++, seq++) {
+			memset(msg, (int)(seq & 0xff), sizeof(msg));
+			memcpy(msg, &seq, sizeof(seq));
+			if (mpq_conn_send_bytes(ends[1], msg, burst_size[j],
+						MPQ_FOREVER))
+				return 2;
+		}
+	}
+	return 0;
+}
+
+TEST(answers_through_the_box_and_the_ring_arrive_in_order)
+{
+	struct mpq_conn *ends[2];
+	unsigned char msg[128];
+	uint64_t seq = 0, got;
+	size_t len, k;
+	pid_t pid;
+	int i, j;
+
+	ASSERT_EQ(0, mpq_pipe(&ends[0], &ends[1], 1, NULL));
+	pid = spawn(answer_in_bursts, ends);
+	ASSERT_LT(0, pid);
+	mpq_conn_close(ends[1]);
+	for (i = 0; i < BURSTS; i++) {
+		ASSERT_EQ(0, mpq_conn_send_bytes(ends[0], "go", 2,
+						 MPQ_FOREVER));
+		for (j = 0; j < BURST; j++, seq++) {
+			/* Now and then late, so the burst piles up. */
+			if ((i + j) % 5 == 0)
+				for (k = 0; k < (size_t)(i % 7) * 3000; k++)
+					__asm__ volatile("" ::: "memory");
+			len = sizeof(msg);
+			ASSERT_EQ(0, mpq_conn_recv_bytes_into(ends[0], msg,
+							      &len,
+							      10 * NSEC_PER_SEC));
+			ASSERT_EQ(burst_size[j], len);
+			memcpy(&got, msg, sizeof(got));
+			ASSERT_EQ(seq, got);
+			for (k = sizeof(got); k < len; k++)
+				ASSERT_EQ(seq & 0xff, msg[k]);
+		}
+	}
+	EXPECT_EQ(0, wait_child(pid, 10000));
+	mpq_conn_free(ends[0]);
+	mpq_conn_free(ends[1]);
 }
 
 static int send_later_then_exit(void *arg)

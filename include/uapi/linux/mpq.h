@@ -546,8 +546,10 @@ struct mpq_pipe_info {
  * 2: a frame is published by its header word, not by tail (see struct
  * mpq_frame); a reader of version 1 would wait on tail, which may trail,
  * and a writer of version 1 would leave no zero word after its frames.
+ * 3: a box beside each ring (struct mpq_pipe_box); a reader of version 2
+ * would never look in it.
  */
-#define MPQ_PIPE_VERSION	2U
+#define MPQ_PIPE_VERSION	3U
 /* A writer is offered EPOLLOUT while this much of its ring is free. */
 #define MPQ_PIPE_MIN_SPACE	64
 
@@ -566,7 +568,8 @@ struct mpq_ring {
 	__u64 tail_next;	/* see struct mpq_frame */
 	__u8 __pad0[128 - 16];
 	__u64 head;
-	__u8 __pad1[128 - 8];
+	__u32 box_taken;	/* see struct mpq_pipe_box */
+	__u8 __pad1[128 - 12];
 	__u32 wanted;
 	__u8 __pad2[128 - 4];
 };
@@ -617,6 +620,43 @@ struct mpq_frame {
 /* The most data one frame holds: a quarter of the ring. */
 #define MPQ_FRAME_MAX(ring_size)	((ring_size) / 4)
 
+/*
+ * The box of ring i holds one small message beside the ring, written
+ * through end i of a duplex pipe: both boxes share one cache line, so that
+ * a message and its answer cross in the line each side has just read, as
+ * one counter would, not in a line each way (two rings' lines cost 2.2x
+ * one line in a round trip on a VM measured: bench/rtt_floor.c).
+ *
+ * seq counts the messages end i put in box i: the writer stores len and
+ * data, then seq + 1 with release. A message waits while seq differs from
+ * ring i's box_taken, which its reader stores (the seq it took, with
+ * release) once it has the data: on the reader's own line. ack is the
+ * box_taken of the other ring as end i last told it: each end stores it
+ * in its own box whenever it sends, so box i is free when box !i's ack
+ * equals box i's seq. The line then crosses once per message and once
+ * per answer, not also for each take (a take's store there made a round
+ * trip with work between message and answer cost two lines' worth); the
+ * module's read(2), which never sends, stores ack as it takes.
+ *
+ * A writer may put a message in the box only while the box is free and
+ * ring i is empty (head == tail: everything before the message is
+ * taken); it may always use the ring instead (the module's write(2)
+ * does). So a waiting box message comes before every frame in the ring. A
+ * reader looks at the word at head first, then (acquire) at seq, and
+ * takes the box first when a message waits there: a frame seen at head
+ * was published after the box message it follows, so that message is
+ * seen then too. A reader in the middle of a message's frames never finds
+ * one in the box.
+ */
+#define MPQ_PIPE_BOX_MAX	20
+
+struct mpq_pipe_box {
+	__u32 seq;
+	__u32 ack;
+	__u32 len;
+	__u8 data[MPQ_PIPE_BOX_MAX];
+};
+
 struct mpq_pipe_shm {
 	__u32 magic;
 	__u32 version;
@@ -628,6 +668,7 @@ struct mpq_pipe_shm {
 	__u32 shut[2];
 	__u8 __pad0[128 - 56];
 	struct mpq_ring ring[2];
+	struct mpq_pipe_box box[2];	/* at 896: one line of its own */
 };
 
 /*
