@@ -798,6 +798,34 @@ static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
  * next writer: the library, and with the module its write(2); read by
  * the library, and with the module by read(2).
  */
+/*
+ * A test that runs on the library (way 0) and, with the module, on read(2)
+ * and write(2) of its ends (way 1): a duplex pipe and its mapping for
+ * each. 1 to go on, 0 when way 1 has no module to run on, -1 if either
+ * fails.
+ */
+static int pipe_for_way(int way, struct mpq_conn **a, struct mpq_conn **b,
+			struct mpq_pipe_shm **shm)
+{
+	if (mpq_pipe(a, b, 1, NULL))
+		return -1;
+	if (way == 1 && mpq_conn_backend(*a) != MPQ_BACKEND_KMOD) {
+		mpq_conn_free(*a);
+		mpq_conn_free(*b);
+		return 0;
+	}
+	*shm = map_pipe(*a);
+	return *shm ? 1 : -1;
+}
+
+static void pipe_way_done(struct mpq_conn *a, struct mpq_conn *b,
+			  struct mpq_pipe_shm *shm)
+{
+	munmap(shm, shm->map_size);
+	mpq_conn_free(a);
+	mpq_conn_free(b);
+}
+
 /* Longer than a box holds (MPQ_PIPE_BOX_MAX): these go in frames. */
 #define ONE	"one: more than the pipe's box holds"
 #define TWO	"two: more than the pipe's box holds"
@@ -805,7 +833,7 @@ static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
 
 TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 {
-	int way;
+	int way, ret;
 
 	for (way = 0; way < 2; way++) {
 		struct mpq_pipe_shm *shm;
@@ -814,15 +842,11 @@ TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 		uint64_t tail, n;
 		size_t len;
 
-		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
-		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
-			mpq_conn_free(a);
-			mpq_conn_free(b);
+		ret = pipe_for_way(way, &a, &b, &shm);
+		ASSERT_LE(0, ret);
+		if (!ret)
 			break;
-		}
 		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
-		shm = map_pipe(a);
-		ASSERT_NE(NULL, shm);
 		tail = shm->ring[0].tail;
 		n = publish_without_tail(shm, 0, TWO);
 		ASSERT_EQ(1, mpq_conn_poll(b, 0));
@@ -861,9 +885,7 @@ TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
 		ASSERT_EQ(0, memcmp(buf, THREE, len));
 		len = sizeof(buf);
 		ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-		munmap(shm, shm->map_size);
-		mpq_conn_free(a);
-		mpq_conn_free(b);
+		pipe_way_done(a, b, shm);
 	}
 }
 
@@ -918,7 +940,7 @@ TEST(an_odd_head_at_the_end_of_the_mapping_is_an_error_not_a_fault)
  */
 TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
 {
-	int way;
+	int way, ret;
 
 	for (way = 0; way < 2; way++) {
 		struct mpq_pipe_shm *shm;
@@ -926,14 +948,10 @@ TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
 		char buf[64];
 		size_t len = sizeof(buf);
 
-		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
-		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
-			mpq_conn_free(a);
-			mpq_conn_free(b);
+		ret = pipe_for_way(way, &a, &b, &shm);
+		ASSERT_LE(0, ret);
+		if (!ret)
 			break;
-		}
-		shm = map_pipe(a);
-		ASSERT_NE(NULL, shm);
 		/* b answers: it received last. */
 		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
 		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
@@ -960,9 +978,7 @@ TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
 					     __ATOMIC_ACQUIRE));
 		len = sizeof(buf);
 		ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(a, buf, &len, 0));
-		munmap(shm, shm->map_size);
-		mpq_conn_free(a);
-		mpq_conn_free(b);
+		pipe_way_done(a, b, shm);
 	}
 }
 
@@ -973,7 +989,7 @@ TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
  */
 TEST(a_box_with_a_length_no_writer_stores_is_an_error_not_a_fault)
 {
-	int way;
+	int way, ret;
 
 	for (way = 0; way < 2; way++) {
 		struct mpq_pipe_shm *shm;
@@ -981,14 +997,10 @@ TEST(a_box_with_a_length_no_writer_stores_is_an_error_not_a_fault)
 		char buf[64];
 		size_t len = sizeof(buf);
 
-		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
-		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
-			mpq_conn_free(a);
-			mpq_conn_free(b);
+		ret = pipe_for_way(way, &a, &b, &shm);
+		ASSERT_LE(0, ret);
+		if (!ret)
 			break;
-		}
-		shm = map_pipe(a);
-		ASSERT_NE(NULL, shm);
 		shm->box[1].len = 0x7fffffff;
 		__atomic_store_n(&shm->box[1].seq, 1, __ATOMIC_RELEASE);
 		if (way == 0) {
@@ -1003,9 +1015,7 @@ TEST(a_box_with_a_length_no_writer_stores_is_an_error_not_a_fault)
 			EXPECT_EQ(-1, read(mpq_conn_fileno(a), buf, sizeof(buf)));
 			EXPECT_EQ(EIO, errno);
 		}
-		munmap(shm, shm->map_size);
-		mpq_conn_free(a);
-		mpq_conn_free(b);
+		pipe_way_done(a, b, shm);
 	}
 }
 
