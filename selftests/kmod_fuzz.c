@@ -796,9 +796,10 @@ out:
 /* Random bytes where the kernel looks: headers, records, ring positions. */
 static void op_scribble(void)
 {
+	/* A pipe's: ring heads and box_taken 256, 264, 640, 648; boxes 896. */
 	static const size_t hot[] = { 0, 4, 8, 12, 16, 20, 24, 32, 36, 40, 44,
-		128, 256, 384, 388, 392, 396, 400, 404, 512, 520, 640, 768, 896,
-		4096, 4100, 4104, 4112, 4116 };
+		128, 256, 264, 384, 388, 392, 396, 400, 404, 512, 520, 640, 648,
+		768, 896, 900, 904, 928, 932, 936, 4096, 4100, 4104, 4112, 4116 };
 	struct map m;
 	volatile char *p;
 	size_t off;
