@@ -67,13 +67,13 @@
 #include "internal.h"
 
 #define MPQ_PIPE_DEFAULT_RING	(256 * 1024)
+#define MPQ_CONN_SPIN_NS	50000
+/* memfd only: the reading end's fd is polled by the user (see fileno). */
+#define MPQ_POLL_EXTERN		(1U << 8)
 
 /* Both boxes in one line of their own (struct mpq_pipe_box). */
 _Static_assert(offsetof(struct mpq_pipe_shm, box) % 64 == 0 &&
 	       sizeof(((struct mpq_pipe_shm *)0)->box) == 64, "box line");
-#define MPQ_CONN_SPIN_NS	50000
-/* memfd only: the reading end's fd is polled by the user (see fileno). */
-#define MPQ_POLL_EXTERN		(1U << 8)
 
 struct mpq_conn {
 	struct mpq_pipe_shm *shm;
@@ -526,14 +526,19 @@ static int conn_tx_heal(struct mpq_conn *c)
 }
 
 /*
- * Tell the other end which of its box messages we took (ack, struct
- * mpq_pipe_box): stored with each send, ring or box, as it changes.
+ * A send goes in the ring: tell the other end which of its box messages
+ * we took (ack, struct mpq_pipe_box), if that changed; a box send says it
+ * with the message.
  */
 static inline __attribute__((always_inline))
-void conn_box_ack(struct mpq_conn *c)
+void conn_to_ring(struct mpq_conn *c)
 {
-	uint32_t taken = load_relaxed(&c->rx->box_taken);
+	uint32_t taken;
 
+	c->tx_boxed = 0;
+	if (!c->tx_box)
+		return;
+	taken = load_relaxed(&c->rx->box_taken);
 	if (load_relaxed(&c->tx_box->ack) != taken)
 		__atomic_store_n(&c->tx_box->ack, taken, __ATOMIC_RELAXED);
 }
@@ -604,9 +609,7 @@ int conn_send1(struct mpq_conn *c, const void *buf, size_t len)
 		return 1;
 	if (unlikely(!conn_ready(c, 0, need)))
 		return 0;
-	if (c->tx_box)
-		conn_box_ack(c);
-	c->tx_boxed = 0;
+	conn_to_ring(c);
 	/*
 	 * The header's cache line last: the one waiting for this answer
 	 * looks at that line, and takes it back each time it looks, so what
@@ -671,9 +674,7 @@ MPQ_EXPORT int mpq_conn_send_bytes(struct mpq_conn *c, const void *buf,
 		mpq_sent();
 		return 0;
 	}
-	if (c->tx_box)
-		conn_box_ack(c);
-	c->tx_boxed = 0;
+	conn_to_ring(c);
 
 	/*
 	 * With a timeout, a message that fits in the ring goes whole or not
@@ -815,7 +816,7 @@ static int conn_box_take(struct mpq_conn *c, void *buf, size_t *len,
 		*(void **)buf = dst;
 	}
 	mpq_copy(dst, b->data, n);
-	/* The copy is done: our next ack may say so (conn_box_ack()). */
+	/* The copy is done: our next send may say so (ack). */
 	store_release(&c->rx->box_taken, seq);
 	*len = n;
 	return 0;

@@ -3,8 +3,8 @@
  * What the CPU offers for copying message bodies, asked once at load:
  * mpq_copy_out() (internal.h) uses rep movsb where CPUID says it is fast
  * (ERMS, "enhanced rep movsb/stosb"), and glibc's memcpy elsewhere;
- * mpq_prefetch_w() PREFETCHW where CPUID has it (PRFCHW: a CPU that does not list it
- * does not promise it).
+ * mpq_prefetch_w() PREFETCHW where CPUID has it (PRFCHW: a CPU that does
+ * not list it does not promise it).
  *
  * Except under QEMU's TCG, which advertises ERMS (-cpu max) but emulates
  * rep movsb a byte at a time: in the test VM the module's 1 KiB stream
