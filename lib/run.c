@@ -529,44 +529,72 @@ claimed:
 }
 
 /*
- * The run at head pos is spent (taken == count, busy): free its slots,
- * the covered ones first (a producer checks the first before them, so
- * none is refilled before the first is free), count it freed, move head
- * past it.
+ * The run at head pos is spent (taken == count, busy), and ours (under
+ * r, the record we hold it with or adopted a dead holder's with; NULL
+ * for the only consumer): free its slots, count it freed, move head past
+ * it. The covered slots go first, the first slot after them: a producer
+ * checks a run's first slot before the slots after it, so none is
+ * refilled before the first is free. None said taken from it before its
+ * sum goes (a producer that sees the sum gone must not take them off
+ * again): said here, beside the sum and head on the consumers' line,
+ * which the producer may be reading; said before the slots' frees it
+ * cost the one-producer queue's batches a tenth. The sum goes before
+ * head moves past the run (one that sees head past it sees the sum gone,
+ * and a producer that finds the ring empty heals the sums: runs_put
+ * must then equal runs_freed).
+ *
+ * The only consumer frees the first slot, then moves head: killed
+ * between, head is a cursor left behind, moved on by the next get.
+ *
+ * Among many consumers, head moves before the first slot is freed, with
+ * a store. While the first slot still holds the run, busy, no other
+ * consumer moves head (it waits for the bit), and no producer reaches
+ * the run's slots; freed first, a consumer could find head left behind
+ * over it and move head on under us, so the move had to be a
+ * compare-and-swap, a locked instruction after the run's 86 stores (a
+ * batch of 256 8 B messages), which stalled until every one of them had
+ * its line: the default queue's batches of 256 8 B messages went 1.40x
+ * faster with a store (bench/README.md). Killed after head moved, the first slot is left
+ * published behind head, a spent run still busy: whoever finds our
+ * record dead frees it (mpq_run_reclaim_take()). The sum needs no
+ * repair then, but one killed before head moved may have stored it or
+ * not: so the sum is said in our record first (run_word, and
+ * MPQ_REC_RUN_SUMMED in op), and a repairer stores that same value. No
+ * other run is freed while this one is at head, so it is still right.
  */
 static void mpq_run_free(struct mpq_queue *q, uint64_t pos,
-			 const struct mpq_run *run)
+			 const struct mpq_run *run, struct mpq_queue_rec *r)
 {
+	struct mpq_slot *first = mpq_slot_at(q, pos);
+	uint64_t freed;
 	uint32_t i;
 
 	for (i = 1; i < run->k; i++)
 		store_release(&mpq_slot_at(q, pos + i)->seq,
 			      (uint32_t)(pos + i + q->capacity));
-	store_release(&mpq_slot_at(q, pos)->seq, (uint32_t)(pos + q->capacity));
-	/*
-	 * After the first slot is freed (a producer that sees the sum gone
-	 * sees no run at head to take what it took from), before head
-	 * moves (one that sees head past the run sees the sum gone). One
-	 * consumer at a time: the busy bit, and head, which the next run's
-	 * freer reads after this one moved it. None said taken from it
-	 * before (a producer that sees the sum must not take them off
-	 * again): here, beside the sum and head on the consumers' line,
-	 * which the producer may be reading; said before the slots' frees
-	 * it cost the one-producer queue's batches a tenth.
-	 */
-	mpq_run_taken_say(q, pos, 0);
-	__atomic_store_n(&q->shm->runs_freed,
-			 load_relaxed(&q->shm->runs_freed) +
-			 (run->count - run->k), __ATOMIC_RELEASE);
-	if (q->one_consumer) {
+	if (!r) {
+		store_release(&first->seq, (uint32_t)(pos + q->capacity));
+		mpq_run_taken_say(q, pos, 0);
+		__atomic_store_n(&q->shm->runs_freed,
+				 load_relaxed(&q->shm->runs_freed) +
+				 (run->count - run->k), __ATOMIC_RELEASE);
 		store_release(&q->shm->head, pos + run->k);
-	} else {
-		uint64_t p = pos;
-
-		/* A repairer finishing for a dead holder may have moved it. */
-		__atomic_compare_exchange_n(&q->shm->head, &p, pos + run->k, 0,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+		return;
 	}
+	mpq_run_taken_say(q, pos, 0);
+	if (load_relaxed(&r->op) & MPQ_REC_RUN_SUMMED) {
+		freed = load_relaxed(&r->run_word);
+	} else {
+		freed = load_relaxed(&q->shm->runs_freed) +
+			(run->count - run->k);
+		__atomic_store_n(&r->run_word, freed, __ATOMIC_RELAXED);
+		/* Release: the value before the flag that says it is there. */
+		__atomic_store_n(&r->op, MPQ_REC_GET | MPQ_REC_RUN |
+				 MPQ_REC_RUN_SUMMED, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&q->shm->runs_freed, freed, __ATOMIC_RELEASE);
+	store_release(&q->shm->head, pos + run->k);
+	store_release(&first->seq, (uint32_t)(pos + q->capacity));
 }
 
 /*
@@ -666,7 +694,7 @@ static void mpq_run_done(struct mpq_queue *q, uint64_t pos,
 		/* Spent, and kept busy: a repairer finishes a dead freer's. */
 		w = mpq_run_word(run->count | MPQ_RUN_BUSY, pos);
 		__atomic_store_n(mpq_run_wordp(run->hdr), w, __ATOMIC_RELEASE);
-		mpq_run_free(q, pos, run);
+		mpq_run_free(q, pos, run, r);
 	}
 	if (r)
 		mpq_rec_end(q, r);
@@ -797,43 +825,53 @@ void mpq_run_release(struct mpq_queue *q, uint64_t pos,
  * its run_word the busy word it set): if the run still has that word,
  * the bit is cleared and the messages it was copying stay first in the
  * run; if the run is spent and still busy, its freer died in the free,
- * which we finish. Any other word is someone else's (a live holder's
- * record keeps us from acting: mpq_rec_token() in reclaim.c). r is
- * dropped.
+ * which we finish: all of it if head is still at the run, the first
+ * slot if head moved past it (mpq_run_free()). Any other word is someone
+ * else's (a live holder's record keeps us from acting: mpq_rec_token()
+ * in reclaim.c). r is dropped.
  */
 void mpq_run_reclaim_take(struct mpq_queue *q, struct mpq_queue_rec *r,
 			  uint64_t pos)
 {
-	uint64_t mine = load_relaxed(&r->run_word);
+	uint64_t mine = load_relaxed(&r->run_word), head;
 	struct mpq_slot *s = mpq_slot_at(q, pos);
 	struct mpq_run run;
+	uint32_t seq = (uint32_t)(pos + 1);
 
-	if (load_acquire(&s->seq) == (uint32_t)(pos + 1) &&
-	    load_relaxed(&s->len) == MPQ_SLOT_RUN &&
-	    load_acquire(&q->shm->head) == pos &&
-	    !mpq_run_read(q, pos, &run) && run.busy) {
-		if (run.word == mine && run.taken < run.count) {
-			uint64_t w = run.word;
+	if (load_acquire(&s->seq) != seq ||
+	    load_relaxed(&s->len) != MPQ_SLOT_RUN ||
+	    mpq_run_read(q, pos, &run) || !run.busy)
+		goto out;
+	head = load_acquire(&q->shm->head);
+	if (head == pos && run.word == mine && run.taken < run.count) {
+		uint64_t w = run.word;
 
-			/* It may have said more before it died. */
-			mpq_run_taken_say(q, pos, run.taken);
-			if (__atomic_compare_exchange_n(mpq_run_wordp(run.hdr),
-							&w,
-							mpq_run_word(run.taken,
-								     pos),
-							0, __ATOMIC_RELEASE,
-							__ATOMIC_RELAXED)) {
-				mpq_probe_queue_reclaim(q->id, pos, 2);
-				mpq_queue_notify(q, &q->shm->nonempty,
-						 MPQ_POLL_IN);
-			}
-		} else if (run.taken == run.count && !run.kernel) {
-			mpq_run_free(q, pos, &run);
+		/* It may have said more before it died. */
+		mpq_run_taken_say(q, pos, run.taken);
+		if (__atomic_compare_exchange_n(mpq_run_wordp(run.hdr), &w,
+						mpq_run_word(run.taken, pos),
+						0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED)) {
 			mpq_probe_queue_reclaim(q->id, pos, 2);
 			mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
-			mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 		}
+	} else if (run.taken == run.count && !run.kernel &&
+		   (head == pos ||
+		    ((int64_t)(head - pos) >= run.k &&
+		     (int64_t)(head - pos) <= (int64_t)q->capacity))) {
+		if (head == pos)
+			mpq_run_free(q, pos, &run, r);
+		else if (!__atomic_compare_exchange_n(&s->seq, &seq,
+						     (uint32_t)(pos +
+								q->capacity),
+						     0, __ATOMIC_RELEASE,
+						     __ATOMIC_RELAXED))
+			goto out;
+		mpq_probe_queue_reclaim(q->id, pos, 2);
+		mpq_queue_notify(q, &q->shm->nonempty, MPQ_POLL_IN);
+		mpq_queue_notify(q, &q->shm->nonfull, MPQ_POLL_OUT);
 	}
+out:
 	mpq_rec_drop(r);
 }
 

@@ -220,7 +220,8 @@ struct mpq_queue_shm {
 	 * beyond its positions (count - k > 0), added before the run's
 	 * positions are claimed (and taken back if the claim fails);
 	 * runs_freed sums the same over the runs consumers freed, added
-	 * after a run's first slot is freed and before head moves past it.
+	 * after the run's covered slots are freed and before head moves
+	 * past it (struct mpq_slot_run).
 	 * A bounded queue's messages are tail - head + runs_put -
 	 * runs_freed, less what consumers took from the run at head (the
 	 * only one that can be partly taken: head_taken), and that is what the bound is
@@ -347,6 +348,12 @@ struct mpq_queue_shm {
 #define MPQ_REC_RUN		(1U << 5)
 /* libmpq's: a run counted in runs_put, its claim not yet made. */
 #define MPQ_REC_RUN_COUNTED	(1U << 6)
+/*
+ * libmpq's, with MPQ_REC_GET | MPQ_REC_RUN: the run is spent and being
+ * freed, and run_word is the runs_freed its freer stores (a repairer
+ * stores the same; see struct mpq_slot_run).
+ */
+#define MPQ_REC_RUN_SUMMED	(1U << 7)
 
 struct mpq_queue_rec {
 	__u32 word;
@@ -438,13 +445,17 @@ struct mpq_slot_ext {
  * at p and whose run_word is the busy word, copies, and stores the new
  * taken, not busy. The one that takes the last keeps it busy (taken =
  * count | MPQ_RUN_BUSY), frees the covered slots (seq p + i + capacity),
- * then the first, and only then moves head by k. Killed while busy, the
- * messages it was copying are delivered again: whoever finds its record
- * dead with the word still its run_word clears the bit (or, at count,
- * finishes the free); after the first slot is freed, head is a cursor
- * left behind (the ring rules below) and is moved on slot by slot.
- * Whoever frees a run's first slot adds count - k to runs_freed (struct
- * mpq_queue_shm) before it moves head.
+ * adds count - k to runs_freed (struct mpq_queue_shm) and moves head by
+ * k, and frees the first slot either before all that (the module, and
+ * the queue's only consumer: head is then a cursor left behind if it is
+ * killed before head moves, moved on slot by slot by the ring rules
+ * below) or after (libmpq among many consumers, whose record says the
+ * sum first: MPQ_REC_RUN_SUMMED). While the first slot still holds the
+ * run, busy, no other consumer moves head and no producer reaches the
+ * run's slots. Killed while busy, the messages it was copying are
+ * delivered again: whoever finds its record dead with the word still
+ * its run_word clears the bit; at count, it finishes the free (the first
+ * slot, if head is past it already).
  * libmpq writes runs to bounded queues only (an unbounded one's overflow
  * keeps a message per entry). A dead producer's run (its record's op has
  * MPQ_REC_RUN) is published as k dropped slots.
