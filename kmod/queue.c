@@ -312,6 +312,16 @@ static bool mpq_queue_dead_ready(struct mpq_queue *q, u64 head)
 			    READ_ONCE(mpq_queue_slot(q, p)->seq) != (u32)p ||
 			    (s64)(READ_ONCE(q->shm->tail) - p) <= 0)
 				continue;
+		} else if ((op & (MPQ_REC_GET | MPQ_REC_RUN)) ==
+			   (MPQ_REC_GET | MPQ_REC_RUN) && pos == head &&
+			   READ_ONCE(mpq_queue_slot(q, pos)->seq) ==
+			   (u32)(pos + 1)) {
+			/*
+			 * A take from the run at head: its busy bit stays
+			 * set, so the head looks empty, until a get clears
+			 * it and delivers the messages again.
+			 */
+			p = pos;
 		} else if (op & MPQ_REC_GET) {
 			/* Taken, never freed: the first such. */
 			for (k = 0; k < min_t(u32, n, MPQ_QUEUE_DEAD_LOOK); k++) {

@@ -177,6 +177,28 @@ static pid_t dies_in_a_window(struct mpq_queue *q, int *flag, int peek,
 	return pid;
 }
 
+/* Runs are made of MPQ_RUN_MIN messages at least (lib/run.c). */
+#define RUN_N	16
+
+/* Does the slot at q's head start a run? */
+static int head_is_a_run(struct mpq_queue *q)
+{
+	struct mpq_queue_shm *shm;
+	struct mpq_slot *s;
+	size_t size;
+	int run;
+
+	shm = queue_map(q, &size);
+	if (!shm)
+		return -1;
+	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
+				(shm->head & (shm->capacity - 1)) *
+				shm->slot_size);
+	run = s->len == MPQ_SLOT_RUN;
+	munmap(shm, size);
+	return run;
+}
+
 /*
  * What a get would take is ready, even when a dead participant hides it
  * from a look at the head: a message put behind a dead producer's claim,
@@ -187,14 +209,16 @@ static pid_t dies_in_a_window(struct mpq_queue *q, int *flag, int peek,
  * at once, and then the empty queue no longer polls readable. Without the
  * module a queue has no such fd.
  */
-static void wait_sees_past_a_death(struct __test_metadata *_metadata,
-				   int peek, int linger_ms, int use_fd)
+static void wait_sees_past_a_death_in(struct __test_metadata *_metadata,
+				      int peek, int linger_ms, int use_fd,
+				      int run)
 {
-	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 8 };
+	struct mpq_queue_attr attr = { .maxsize = run ? 2 * RUN_N : 4,
+				       .msgsize = 8 };
 	struct mpq_wait_item it = { .kind = MPQ_WAIT_QUEUE };
 	int *flag = shared_alloc(sizeof(*flag));
 	struct pollfd pfd = { .fd = -1, .events = POLLIN };
-	char buf[8];
+	char buf[8], arr[RUN_N * 8] = "taken";
 	size_t len = sizeof(buf);
 	pid_t pid;
 
@@ -209,8 +233,12 @@ static void wait_sees_past_a_death(struct __test_metadata *_metadata,
 		}
 		ASSERT_LE(0, pfd.fd);
 	}
-	if (peek)
+	if (peek && run) {
+		ASSERT_EQ(RUN_N, mpq_queue_put_array(it.queue, arr, 8, RUN_N, 0));
+		ASSERT_EQ(1, head_is_a_run(it.queue));
+	} else if (peek) {
 		ASSERT_EQ(0, mpq_queue_put(it.queue, "taken", 5, 0));
+	}
 	pid = dies_in_a_window(it.queue, flag, peek, linger_ms);
 	ASSERT_EQ(1, wait_for_flag(flag, 5000));
 	if (!peek)
@@ -229,11 +257,22 @@ static void wait_sees_past_a_death(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, memcmp(buf, peek ? "taken" : "behind", peek ? 5 : 6));
 	if (linger_ms)
 		ASSERT_EQ(128 + SIGKILL, wait_child(pid, 5000));
+	/* The rest of the run, then nothing. */
+	for (; run > 1; run--) {
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_queue_get(it.queue, buf, &len, 0));
+	}
 	if (use_fd)
 		EXPECT_EQ(0, poll(&pfd, 1, 0));
 out:
 	mpq_queue_free(it.queue);
 	munmap(flag, sizeof(*flag));
+}
+
+static void wait_sees_past_a_death(struct __test_metadata *_metadata,
+				   int peek, int linger_ms, int use_fd)
+{
+	wait_sees_past_a_death_in(_metadata, peek, linger_ms, use_fd, 0);
 }
 
 TEST(wait_on_a_queue_sees_a_message_behind_a_dead_producer)
@@ -346,6 +385,27 @@ TEST(queue_fd_polls_readable_with_a_dead_consumers_message)
 TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_with_a_message)
 {
 	wait_sees_past_a_death(_metadata, 1, 300, 1);
+}
+
+/*
+ * The same with the dead consumer's peek in a run (RUN_N messages
+ * packed over slots): it held the run's busy bit, so the run stays at head,
+ * busy, and a look at the head finds nothing to take; a get clears the
+ * dead one's bit and takes the message it was looking at.
+ */
+TEST(wait_on_a_queue_sees_a_dead_consumers_message_in_a_run)
+{
+	wait_sees_past_a_death_in(_metadata, 1, 0, 0, RUN_N);
+}
+
+TEST(queue_fd_polls_readable_with_a_dead_consumers_message_in_a_run)
+{
+	wait_sees_past_a_death_in(_metadata, 1, 0, 1, RUN_N);
+}
+
+TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_in_a_run)
+{
+	wait_sees_past_a_death_in(_metadata, 1, 300, 1, RUN_N);
 }
 
 /* A plain fd and a process sentinel (a pidfd) in the same wait. */
