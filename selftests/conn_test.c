@@ -799,31 +799,34 @@ static uint64_t publish_without_tail(struct mpq_pipe_shm *shm, int r,
  * the library, and with the module by read(2).
  */
 /*
- * A test that runs on the library (way 0) and, with the module, on read(2)
- * and write(2) of its ends (way 1): a duplex pipe and its mapping for
- * each. 1 to go on, 0 when way 1 has no module to run on, -1 if either
- * fails.
+ * A body that runs on the library (way 0) and, with the module, on read(2)
+ * and write(2) of the ends (way 1): each way gets a duplex pipe, a to b,
+ * and its mapping; way 1 is left out without the module.
  */
-static int pipe_for_way(int way, struct mpq_conn **a, struct mpq_conn **b,
-			struct mpq_pipe_shm **shm)
-{
-	if (mpq_pipe(a, b, 1, NULL))
-		return -1;
-	if (way == 1 && mpq_conn_backend(*a) != MPQ_BACKEND_KMOD) {
-		mpq_conn_free(*a);
-		mpq_conn_free(*b);
-		return 0;
-	}
-	*shm = map_pipe(*a);
-	return *shm ? 1 : -1;
-}
+typedef void (*way_body)(struct __test_metadata *_metadata, int way,
+			 struct mpq_conn *a, struct mpq_conn *b,
+			 struct mpq_pipe_shm *shm);
 
-static void pipe_way_done(struct mpq_conn *a, struct mpq_conn *b,
-			  struct mpq_pipe_shm *shm)
+static void each_way(struct __test_metadata *_metadata, way_body body)
 {
-	munmap(shm, shm->map_size);
-	mpq_conn_free(a);
-	mpq_conn_free(b);
+	struct mpq_pipe_shm *shm;
+	struct mpq_conn *a, *b;
+	int way;
+
+	for (way = 0; way < 2; way++) {
+		ASSERT_EQ(0, mpq_pipe(&a, &b, 1, NULL));
+		if (way == 1 && mpq_conn_backend(a) != MPQ_BACKEND_KMOD) {
+			mpq_conn_free(a);
+			mpq_conn_free(b);
+			return;
+		}
+		shm = map_pipe(a);
+		ASSERT_NE(NULL, shm);
+		body(_metadata, way, a, b, shm);
+		munmap(shm, shm->map_size);
+		mpq_conn_free(a);
+		mpq_conn_free(b);
+	}
 }
 
 /* Longer than a box holds (MPQ_PIPE_BOX_MAX): these go in frames. */
@@ -831,62 +834,58 @@ static void pipe_way_done(struct mpq_conn *a, struct mpq_conn *b,
 #define TWO	"two: more than the pipe's box holds"
 #define THREE	"three: more than the pipe's box holds"
 
-TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
+static void frame_without_tail(struct __test_metadata *_metadata, int way,
+			       struct mpq_conn *a, struct mpq_conn *b,
+			       struct mpq_pipe_shm *shm)
 {
-	int way, ret;
+	char buf[64];
+	uint64_t tail, n;
+	size_t len;
 
-	for (way = 0; way < 2; way++) {
-		struct mpq_pipe_shm *shm;
-		struct mpq_conn *a, *b;
-		char buf[64];
-		uint64_t tail, n;
-		size_t len;
-
-		ret = pipe_for_way(way, &a, &b, &shm);
-		ASSERT_LE(0, ret);
-		if (!ret)
-			break;
-		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
-		tail = shm->ring[0].tail;
-		n = publish_without_tail(shm, 0, TWO);
-		ASSERT_EQ(1, mpq_conn_poll(b, 0));
-		if (way == 0) {
-			/* The library on both sides. */
-			len = sizeof(buf);
-			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-			ASSERT_EQ(strlen(ONE), len);
-			ASSERT_EQ(0, memcmp(buf, ONE, len));
-			len = sizeof(buf);
-			ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-			ASSERT_EQ(strlen(TWO), len);
-			ASSERT_EQ(0, memcmp(buf, TWO, len));
-			ASSERT_EQ(0, mpq_conn_poll(b, 0));
-			ASSERT_EQ(tail, shm->ring[0].tail);
-			ASSERT_EQ(0, mpq_conn_send_bytes(a, THREE, strlen(THREE), 0));
-		} else {
-			/* The module: read(2) and write(2) on the ends. */
-			struct pollfd pfd = { .fd = mpq_conn_fileno(b),
-					      .events = POLLIN };
-
-			ASSERT_EQ(strlen(ONE), read(pfd.fd, buf, sizeof(buf)));
-			ASSERT_EQ(0, memcmp(buf, ONE, strlen(ONE)));
-			ASSERT_EQ(1, poll(&pfd, 1, 0));
-			ASSERT_EQ(strlen(TWO), read(pfd.fd, buf, sizeof(buf)));
-			ASSERT_EQ(0, memcmp(buf, TWO, strlen(TWO)));
-			ASSERT_EQ(0, poll(&pfd, 1, 0));
-			ASSERT_EQ(strlen(THREE),
-				  write(mpq_conn_fileno(a), THREE, strlen(THREE)));
-		}
-		ASSERT_EQ(tail + n + 16 + ((strlen(THREE) + 7) & ~7UL),
-			  shm->ring[0].tail);
+	ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
+	tail = shm->ring[0].tail;
+	n = publish_without_tail(shm, 0, TWO);
+	ASSERT_EQ(1, mpq_conn_poll(b, 0));
+	if (way == 0) {
+		/* The library on both sides. */
 		len = sizeof(buf);
 		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-		ASSERT_EQ(strlen(THREE), len);
-		ASSERT_EQ(0, memcmp(buf, THREE, len));
+		ASSERT_EQ(strlen(ONE), len);
+		ASSERT_EQ(0, memcmp(buf, ONE, len));
 		len = sizeof(buf);
-		ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-		pipe_way_done(a, b, shm);
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+		ASSERT_EQ(strlen(TWO), len);
+		ASSERT_EQ(0, memcmp(buf, TWO, len));
+		ASSERT_EQ(0, mpq_conn_poll(b, 0));
+		ASSERT_EQ(tail, shm->ring[0].tail);
+		ASSERT_EQ(0, mpq_conn_send_bytes(a, THREE, strlen(THREE), 0));
+	} else {
+		/* The module: read(2) and write(2) on the ends. */
+		struct pollfd pfd = { .fd = mpq_conn_fileno(b),
+				      .events = POLLIN };
+
+		ASSERT_EQ(strlen(ONE), read(pfd.fd, buf, sizeof(buf)));
+		ASSERT_EQ(0, memcmp(buf, ONE, strlen(ONE)));
+		ASSERT_EQ(1, poll(&pfd, 1, 0));
+		ASSERT_EQ(strlen(TWO), read(pfd.fd, buf, sizeof(buf)));
+		ASSERT_EQ(0, memcmp(buf, TWO, strlen(TWO)));
+		ASSERT_EQ(0, poll(&pfd, 1, 0));
+		ASSERT_EQ(strlen(THREE),
+			  write(mpq_conn_fileno(a), THREE, strlen(THREE)));
 	}
+	ASSERT_EQ(tail + n + 16 + ((strlen(THREE) + 7) & ~7UL),
+		  shm->ring[0].tail);
+	len = sizeof(buf);
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(strlen(THREE), len);
+	ASSERT_EQ(0, memcmp(buf, THREE, len));
+	len = sizeof(buf);
+	ASSERT_EQ(-EAGAIN, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+}
+
+TEST(a_frame_whose_writer_died_before_moving_tail_arrives_once)
+{
+	each_way(_metadata, frame_without_tail);
 }
 
 /*
@@ -938,48 +937,44 @@ TEST(an_odd_head_at_the_end_of_the_mapping_is_an_error_not_a_fault)
  * say it is taken on the reader's line; the ring stays untouched. Then a
  * closed peer: what it answered still arrives, then the end of file.
  */
+static void answer_in_the_box(struct __test_metadata *_metadata, int way,
+			      struct mpq_conn *a, struct mpq_conn *b,
+			      struct mpq_pipe_shm *shm)
+{
+	char buf[64];
+	size_t len = sizeof(buf);
+
+	/* b answers: it received last. */
+	ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
+	ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
+	ASSERT_EQ(0, mpq_conn_send_bytes(b, "answer", 6, 0));
+	ASSERT_EQ(1, __atomic_load_n(&shm->box[1].seq,
+				     __ATOMIC_ACQUIRE));
+	ASSERT_EQ(0, shm->ring[1].box_taken);
+	ASSERT_EQ(0, shm->ring[1].tail);
+	ASSERT_EQ(1, mpq_conn_poll(a, 0));
+	ASSERT_EQ(0, mpq_conn_close(b));
+	len = sizeof(buf);
+	if (way == 0) {
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+		ASSERT_EQ(6, len);
+	} else {
+		struct pollfd pfd = { .fd = mpq_conn_fileno(a),
+				      .events = POLLIN };
+
+		ASSERT_EQ(1, poll(&pfd, 1, 0));
+		ASSERT_EQ(6, read(pfd.fd, buf, sizeof(buf)));
+	}
+	ASSERT_EQ(0, memcmp(buf, "answer", 6));
+	ASSERT_EQ(1, __atomic_load_n(&shm->ring[1].box_taken,
+				     __ATOMIC_ACQUIRE));
+	len = sizeof(buf);
+	ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+}
+
 TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
 {
-	int way, ret;
-
-	for (way = 0; way < 2; way++) {
-		struct mpq_pipe_shm *shm;
-		struct mpq_conn *a, *b;
-		char buf[64];
-		size_t len = sizeof(buf);
-
-		ret = pipe_for_way(way, &a, &b, &shm);
-		ASSERT_LE(0, ret);
-		if (!ret)
-			break;
-		/* b answers: it received last. */
-		ASSERT_EQ(0, mpq_conn_send_bytes(a, ONE, strlen(ONE), 0));
-		ASSERT_EQ(0, mpq_conn_recv_bytes_into(b, buf, &len, 0));
-		ASSERT_EQ(0, mpq_conn_send_bytes(b, "answer", 6, 0));
-		ASSERT_EQ(1, __atomic_load_n(&shm->box[1].seq,
-					     __ATOMIC_ACQUIRE));
-		ASSERT_EQ(0, shm->ring[1].box_taken);
-		ASSERT_EQ(0, shm->ring[1].tail);
-		ASSERT_EQ(1, mpq_conn_poll(a, 0));
-		ASSERT_EQ(0, mpq_conn_close(b));
-		len = sizeof(buf);
-		if (way == 0) {
-			ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
-			ASSERT_EQ(6, len);
-		} else {
-			struct pollfd pfd = { .fd = mpq_conn_fileno(a),
-					      .events = POLLIN };
-
-			ASSERT_EQ(1, poll(&pfd, 1, 0));
-			ASSERT_EQ(6, read(pfd.fd, buf, sizeof(buf)));
-		}
-		ASSERT_EQ(0, memcmp(buf, "answer", 6));
-		ASSERT_EQ(1, __atomic_load_n(&shm->ring[1].box_taken,
-					     __ATOMIC_ACQUIRE));
-		len = sizeof(buf);
-		ASSERT_EQ(-EPIPE, mpq_conn_recv_bytes_into(a, buf, &len, 0));
-		pipe_way_done(a, b, shm);
-	}
+	each_way(_metadata, answer_in_the_box);
 }
 
 /*
@@ -987,36 +982,32 @@ TEST(a_small_answer_waits_in_the_box_line_and_is_read_from_there)
  * so and the pipe goes on; with the module, read(2) says -EIO and the
  * kernel reads nothing beyond the box.
  */
+static void box_length_scribbled(struct __test_metadata *_metadata, int way,
+				 struct mpq_conn *a, struct mpq_conn *b,
+				 struct mpq_pipe_shm *shm)
+{
+	char buf[64];
+	size_t len = sizeof(buf);
+
+	shm->box[1].len = 0x7fffffff;
+	__atomic_store_n(&shm->box[1].seq, 1, __ATOMIC_RELEASE);
+	if (way == 0) {
+		EXPECT_EQ(-EUCLEAN,
+			  mpq_conn_recv_bytes_into(a, buf, &len, 0));
+		/* Dropped: the next message comes through. */
+		ASSERT_EQ(0, mpq_conn_send_bytes(b, "next", 4, 0));
+		len = sizeof(buf);
+		ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
+		ASSERT_EQ(4, len);
+	} else {
+		EXPECT_EQ(-1, read(mpq_conn_fileno(a), buf, sizeof(buf)));
+		EXPECT_EQ(EIO, errno);
+	}
+}
+
 TEST(a_box_with_a_length_no_writer_stores_is_an_error_not_a_fault)
 {
-	int way, ret;
-
-	for (way = 0; way < 2; way++) {
-		struct mpq_pipe_shm *shm;
-		struct mpq_conn *a, *b;
-		char buf[64];
-		size_t len = sizeof(buf);
-
-		ret = pipe_for_way(way, &a, &b, &shm);
-		ASSERT_LE(0, ret);
-		if (!ret)
-			break;
-		shm->box[1].len = 0x7fffffff;
-		__atomic_store_n(&shm->box[1].seq, 1, __ATOMIC_RELEASE);
-		if (way == 0) {
-			EXPECT_EQ(-EUCLEAN,
-				  mpq_conn_recv_bytes_into(a, buf, &len, 0));
-			/* Dropped: the next message comes through. */
-			ASSERT_EQ(0, mpq_conn_send_bytes(b, "next", 4, 0));
-			len = sizeof(buf);
-			ASSERT_EQ(0, mpq_conn_recv_bytes_into(a, buf, &len, 0));
-			ASSERT_EQ(4, len);
-		} else {
-			EXPECT_EQ(-1, read(mpq_conn_fileno(a), buf, sizeof(buf)));
-			EXPECT_EQ(EIO, errno);
-		}
-		pipe_way_done(a, b, shm);
-	}
+	each_way(_metadata, box_length_scribbled);
 }
 
 /*
