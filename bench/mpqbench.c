@@ -863,25 +863,21 @@ static int conn_open(struct chan *c)
  * A round trip over one duplex pipe, as Python's Pipe() makes by default
  * and as a request and its answer travel: ping from end 0 to end 1, pong
  * back, so that a small message and its answer cross in the pipe's box
- * line (mpq_pipe(3)). The two one-way pipes chan_open() made go.
+ * line (mpq_pipe(3)). ping owns the ends, pong shares them.
  */
-static int conn_duplex(struct chan *ping, struct chan *pong)
+static int conn_duplex_open(struct chan *ping, struct chan *pong)
 {
 	struct mpq_pipe_attr attr;
-	struct mpq_conn *e0, *e1;
 	int ret;
 
 	conn_attr(ping, &attr);
-	ret = mpq_pipe(&e0, &e1, 1, &attr);
+	ret = mpq_pipe(&ping->cw, &ping->cr, 1, &attr);
 	if (ret)
 		return fail("mpq_pipe", -ret);
-	mpq_conn_free(ping->cr);
-	mpq_conn_free(ping->cw);
-	mpq_conn_free(pong->cr);
-	mpq_conn_free(pong->cw);
-	ping->cw = pong->cr = e0;
-	ping->cr = pong->cw = e1;
+	pong->cr = ping->cw;
+	pong->cw = ping->cr;
 	pong->shares = true;
+	ping->backend = pong->backend = mpq_conn_backend(ping->cr);
 	return 0;
 }
 
@@ -1014,9 +1010,10 @@ static bool is_mpq(const struct impl *im)
 	return !strncmp(im->name, "mpq-", 4);
 }
 
-static int chan_open(struct chan *c, const struct impl *im, size_t size,
-		     unsigned int batch, bool flow, int backend,
-		     enum wait_mode wmode)
+/* A channel's fields, nothing opened yet. */
+static void chan_init(struct chan *c, const struct impl *im, size_t size,
+		      unsigned int batch, bool flow, int backend,
+		      enum wait_mode wmode)
 {
 	memset(c, 0, sizeof(*c));
 	c->impl = im;
@@ -1027,6 +1024,13 @@ static int chan_open(struct chan *c, const struct impl *im, size_t size,
 	c->wmode = wmode;
 	c->fd[0] = c->fd[1] = c->epfd = -1;
 	c->mq = (mqd_t)-1;
+}
+
+static int chan_open(struct chan *c, const struct impl *im, size_t size,
+		     unsigned int batch, bool flow, int backend,
+		     enum wait_mode wmode)
+{
+	chan_init(c, im, size, batch, flow, backend, wmode);
 	if (im->open(c)) {
 		im->close(c);
 		return -1;
@@ -1323,15 +1327,20 @@ static int run_rtt(struct cell *cl, char *what)
 			l.back = l.line + 128 / sizeof(*l.line);
 			l.step = 1;
 		}
+	} else if (is_impl(cl->impl, "mpq-conn")) {
+		chan_init(&l.ping, cl->impl, cl->size, 1, false, cl->backend,
+			  cl->wmode);
+		chan_init(&l.pong, cl->impl, cl->size, 1, false, cl->backend,
+			  cl->wmode);
+		if (conn_duplex_open(&l.ping, &l.pong))
+			return -1;
+		cl->backend = l.ping.backend;
 	} else {
 		if (chan_open(&l.ping, cl->impl, cl->size, 1, false, cl->backend,
 			      cl->wmode))
 			return -1;
 		if (chan_open(&l.pong, cl->impl, cl->size, 1, false, cl->backend,
 			      cl->wmode))
-			return -1;
-		if (is_impl(cl->impl, "mpq-conn") &&
-		    conn_duplex(&l.ping, &l.pong))
 			return -1;
 		cl->backend = l.ping.backend;
 	}
