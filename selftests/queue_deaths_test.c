@@ -345,17 +345,11 @@ static const char *verdict(struct ctx *c, const char *op, const char *done,
 	return why;
 }
 
-static const char *plain_verdict(struct ctx *c, const char *op,
-				 const char *done, const char *const *killed)
-{
-	return verdict(c, op, done, killed, 0);
-}
-
 static const char *plain_put_check(struct ctx *c)
 {
 	static const char *const killed[] = { "ab", NULL };
 
-	return plain_verdict(c, "put", "abx", killed);
+	return verdict(c, "put", "abx", killed, 0);
 }
 
 /*
@@ -366,7 +360,7 @@ static const char *plain_get_check(struct ctx *c)
 {
 	static const char *const killed[] = { "ab", "ba", NULL };
 
-	return plain_verdict(c, "get", "b", killed);
+	return verdict(c, "get", "b", killed, 0);
 }
 
 TEST_F_TIMEOUT(slow, a_put_or_get_of_a_message_in_its_slot_killed_anywhere_leaves_the_queue_whole, 300)
@@ -470,7 +464,7 @@ static const char *run_put_check(struct ctx *c)
 {
 	static const char *const killed[] = { RUN1, NULL };
 
-	return plain_verdict(c, "put_array", RUN1 RUN2, killed);
+	return verdict(c, "put_array", RUN1 RUN2, killed, 0);
 }
 
 static const char *run_all_check(struct ctx *c)

@@ -207,11 +207,11 @@ static int head_is_a_run(struct mpq_queue *q)
  * wait is the program's own poll() on the queue's fd (the module's
  * ->poll()): it polls readable, a get that does not wait takes the message
  * at once, and then the empty queue no longer polls readable. Without the
- * module a queue has no such fd.
+ * module a queue has no such fd. With run (a peek only), the consumer's
+ * message is the first of a run of that many, put with put_array.
  */
-static void wait_sees_past_a_death_in(struct __test_metadata *_metadata,
-				      int peek, int linger_ms, int use_fd,
-				      int run)
+static void wait_sees_past_a_death(struct __test_metadata *_metadata,
+				   int peek, int linger_ms, int use_fd, int run)
 {
 	struct mpq_queue_attr attr = { .maxsize = run ? 2 * RUN_N : 4,
 				       .msgsize = 8 };
@@ -269,30 +269,24 @@ out:
 	munmap(flag, sizeof(*flag));
 }
 
-static void wait_sees_past_a_death(struct __test_metadata *_metadata,
-				   int peek, int linger_ms, int use_fd)
-{
-	wait_sees_past_a_death_in(_metadata, peek, linger_ms, use_fd, 0);
-}
-
 TEST(wait_on_a_queue_sees_a_message_behind_a_dead_producer)
 {
-	wait_sees_past_a_death(_metadata, 0, 0, 0);
+	wait_sees_past_a_death(_metadata, 0, 0, 0, 0);
 }
 
 TEST(wait_on_a_queue_wakes_when_a_producer_dies_ahead_of_a_message)
 {
-	wait_sees_past_a_death(_metadata, 0, 300, 0);
+	wait_sees_past_a_death(_metadata, 0, 300, 0, 0);
 }
 
 TEST(wait_on_a_queue_sees_a_dead_consumers_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 0, 0);
+	wait_sees_past_a_death(_metadata, 1, 0, 0, 0);
 }
 
 TEST(wait_on_a_queue_wakes_when_a_consumer_dies_with_a_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 300, 0);
+	wait_sees_past_a_death(_metadata, 1, 300, 0, 0);
 }
 
 /* A thread that opens a window on q and ends in it after linger_ms. */
@@ -369,22 +363,22 @@ TEST(wait_on_a_queue_sees_a_consumer_thread_end_in_its_window)
  */
 TEST(queue_fd_polls_readable_with_a_message_behind_a_dead_producer)
 {
-	wait_sees_past_a_death(_metadata, 0, 0, 1);
+	wait_sees_past_a_death(_metadata, 0, 0, 1, 0);
 }
 
 TEST(queue_fd_wakes_its_poller_when_a_producer_dies_ahead_of_a_message)
 {
-	wait_sees_past_a_death(_metadata, 0, 300, 1);
+	wait_sees_past_a_death(_metadata, 0, 300, 1, 0);
 }
 
 TEST(queue_fd_polls_readable_with_a_dead_consumers_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 0, 1);
+	wait_sees_past_a_death(_metadata, 1, 0, 1, 0);
 }
 
 TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_with_a_message)
 {
-	wait_sees_past_a_death(_metadata, 1, 300, 1);
+	wait_sees_past_a_death(_metadata, 1, 300, 1, 0);
 }
 
 /*
@@ -395,17 +389,17 @@ TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_with_a_message)
  */
 TEST(wait_on_a_queue_sees_a_dead_consumers_message_in_a_run)
 {
-	wait_sees_past_a_death_in(_metadata, 1, 0, 0, RUN_N);
+	wait_sees_past_a_death(_metadata, 1, 0, 0, RUN_N);
 }
 
 TEST(queue_fd_polls_readable_with_a_dead_consumers_message_in_a_run)
 {
-	wait_sees_past_a_death_in(_metadata, 1, 0, 1, RUN_N);
+	wait_sees_past_a_death(_metadata, 1, 0, 1, RUN_N);
 }
 
 TEST(queue_fd_wakes_its_poller_when_a_consumer_dies_in_a_run)
 {
-	wait_sees_past_a_death_in(_metadata, 1, 300, 1, RUN_N);
+	wait_sees_past_a_death(_metadata, 1, 300, 1, RUN_N);
 }
 
 /* A plain fd and a process sentinel (a pidfd) in the same wait. */
