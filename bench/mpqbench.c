@@ -846,38 +846,39 @@ static void conn_attr(const struct chan *c, struct mpq_pipe_attr *attr)
 			c->wmode == WAIT_ADAPTIVE ? 0 : -1;
 }
 
-static int conn_open(struct chan *c)
+/* c's pipe: one-way (end 0 receives, as Python's), or duplex. */
+static int conn_pipe_open(struct chan *c, int duplex)
 {
 	struct mpq_pipe_attr attr;
 	int ret;
 
 	conn_attr(c, &attr);
-	ret = mpq_pipe(&c->cr, &c->cw, 0, &attr);
+	ret = mpq_pipe(&c->cr, &c->cw, duplex, &attr);
 	if (ret)
 		return fail("mpq_pipe", -ret);
 	c->backend = mpq_conn_backend(c->cr);
 	return 0;
 }
 
+static int conn_open(struct chan *c)
+{
+	return conn_pipe_open(c, 0);
+}
+
 /*
  * A round trip over one duplex pipe, as Python's Pipe() makes by default
- * and as a request and its answer travel: ping from end 0 to end 1, pong
+ * and as a request and its answer travel: ping from end 1 to end 0, pong
  * back, so that a small message and its answer cross in the pipe's box
  * line (mpq_pipe(3)). ping owns the ends, pong shares them.
  */
 static int conn_duplex_open(struct chan *ping, struct chan *pong)
 {
-	struct mpq_pipe_attr attr;
-	int ret;
-
-	conn_attr(ping, &attr);
-	ret = mpq_pipe(&ping->cw, &ping->cr, 1, &attr);
-	if (ret)
-		return fail("mpq_pipe", -ret);
+	if (conn_pipe_open(ping, 1))
+		return -1;
 	pong->cr = ping->cw;
 	pong->cw = ping->cr;
 	pong->shares = true;
-	ping->backend = pong->backend = mpq_conn_backend(ping->cr);
+	pong->backend = ping->backend;
 	return 0;
 }
 
