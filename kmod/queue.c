@@ -133,7 +133,7 @@ static u64 mpq_run_word(u32 taken, u64 pos)
 static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
 			  struct mpq_run *run)
 {
-	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
+	struct mpq_slot_run_size *z;
 	struct { u32 taken, lap; } w;
 	u64 slots;
 
@@ -142,8 +142,17 @@ static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
 		     offsetof(struct mpq_slot_run, lap) !=
 		     offsetof(struct mpq_slot_run, taken) + 4 ||
 		     MPQ_SLOT_ALIGN % 8);
-	run->count = READ_ONCE(h->count);
-	run->size = READ_ONCE(h->size);
+	/*
+	 * count and size may be in the next slot (16-byte slots): only
+	 * where the ring goes on that far, since a run never wraps.
+	 */
+	if ((u64)(q->capacity - (pos & (q->capacity - 1))) * q->slot_size <
+	    MPQ_RUN_DATA_OFF(q->slot_size))
+		return false;
+	z = (struct mpq_slot_run_size *)((u8 *)s +
+					 MPQ_RUN_SIZE_OFF(q->slot_size));
+	run->count = READ_ONCE(z->count);
+	run->size = READ_ONCE(z->size);
 	run->word = READ_ONCE(*mpq_run_wordp(s));
 	memcpy(&w, &run->word, sizeof(w));
 	run->busy = w.taken & MPQ_RUN_BUSY;
@@ -152,7 +161,7 @@ static bool mpq_queue_run(struct mpq_queue *q, u64 pos, struct mpq_slot *s,
 	    run->size > q->msg_max || run->taken > run->count ||
 	    w.lap != (u32)pos)
 		return false;
-	slots = DIV_ROUND_UP(sizeof(*s) + sizeof(*h) +
+	slots = DIV_ROUND_UP(MPQ_RUN_DATA_OFF(q->slot_size) +
 			     (u64)run->count * run->size, q->slot_size);
 	if (slots > q->capacity - (pos & (q->capacity - 1)))
 		return false;
@@ -465,8 +474,8 @@ static void mpq_queue_run_free(struct mpq_queue *q, u64 pos,
 static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
 				  struct mpq_slot *s, struct iov_iter *to)
 {
-	unsigned char *data = (unsigned char *)(s + 1) +
-			      sizeof(struct mpq_slot_run);
+	unsigned char *data = (unsigned char *)s +
+			      MPQ_RUN_DATA_OFF(q->slot_size);
 	u64 *wp = mpq_run_wordp(s), busy;
 	struct mpq_run run;
 	ssize_t ret;
@@ -531,9 +540,10 @@ static ssize_t mpq_queue_take_run(struct mpq_queue *q, u64 pos,
 /*
  * Take the oldest message into to, as libmpq's get does (see the ring
  * rules in the uapi header): -EAGAIN if there is none, -EMSGSIZE if it
- * does not fit or is out of line (it stays), -EIO for a corrupt length
- * (dropped, as libmpq
- * drops it), -EFAULT if the copy failed (the message is lost). Slots a
+ * does not fit or is out of line (it stays: any len above msg_max but
+ * the markers is an out-of-line message's), -EIO for a corrupt run
+ * (dropped, as libmpq drops it), -EFAULT if the copy failed (the
+ * message is lost). Slots a
  * dead producer left (MPQ_SLOT_DROPPED) are freed and passed over. The
  * kernel writes no operation record (struct mpq_queue_rec): it cannot die
  * between claiming a slot and finishing with it. A run's messages are
@@ -571,8 +581,9 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 				return ret;
 			continue;	/* spent and freed, or moved on */
 		}
+		/* Above msg_max, but dropped: out of line (uapi). */
 		if ((len <= q->msg_max && len > iov_iter_count(to)) ||
-		    len == MPQ_SLOT_EXT) {
+		    (len > q->msg_max && len != MPQ_SLOT_DROPPED)) {
 			/* Unless head moved on: then len may be payload. */
 			if (READ_ONCE(q->shm->head) != pos)
 				continue;
@@ -588,20 +599,18 @@ static ssize_t mpq_queue_take(struct mpq_queue *q, struct iov_iter *to)
 	}
 	if (tries == MPQ_QUEUE_TRIES)
 		return -EAGAIN;
-	if (len <= q->msg_max)
-		copied = copy_to_iter(s + 1, len, to);
+	copied = copy_to_iter(s + 1, len, to);
 	/* Release: we are done with the slot; pairs with the producer. */
 	smp_store_release(&s->seq, (u32)(pos + q->capacity));
 	mpq_queue_moved(q, MPQ_POLL_OUT);
-	if (len > q->msg_max)
-		return -EIO;
 	return copied == len ? len : -EFAULT;
 }
 
 /*
  * Put one message, as libmpq's put does: -EAGAIN if full. A copy that
  * fails after the slot is claimed cannot take the slot back: it is
- * published with a length no reader accepts, and dropped by them.
+ * published as a dead producer's claim is (MPQ_SLOT_DROPPED), which
+ * readers pass over, and counts no task.
  */
 static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
 {
@@ -634,9 +643,9 @@ static ssize_t mpq_queue_give(struct mpq_queue *q, struct iov_iter *from)
 	if (tries == MPQ_QUEUE_TRIES)
 		return -EAGAIN;
 	copied = copy_from_iter(s + 1, len, from);
-	WRITE_ONCE(s->len, copied == len ? (u32)len : q->msg_max + 1);
+	WRITE_ONCE(s->len, copied == len ? (u32)len : MPQ_SLOT_DROPPED);
 	/* A JoinableQueue counts the task before anyone can take it. */
-	if (q->flags & MPQ_QUEUE_JOINABLE)
+	if ((q->flags & MPQ_QUEUE_JOINABLE) && copied == len)
 		atomic_inc((atomic_t *)&q->shm->unfinished);
 	/* Release: the message is there; pairs with the consumer. */
 	smp_store_release(&s->seq, (u32)(pos + 1));
@@ -989,7 +998,7 @@ static int mpq_queue_geometry(struct mpq_queue *q,
 	if (args->capacity > MPQ_QUEUE_MAX_CAPACITY)
 		return -E2BIG;
 
-	/* Room for an out-of-line descriptor whatever msg_max is. */
+	/* Room for an out-of-line blob id whatever msg_max is. */
 	slot_size = ALIGN((u64)sizeof(struct mpq_slot) +
 			  max_t(u32, args->msg_max, MPQ_SLOT_MIN_DATA),
 			  MPQ_SLOT_ALIGN);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -427,6 +428,70 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
 	return (struct mpq_slot *)(q->slots + (pos & q->mask) * q->slot_size);
 }
 
+/*
+ * A slot's len that says its message is out of line (struct mpq_slot_ext
+ * in <linux/mpq.h>): above msg_max and not a run's or a dropped slot's.
+ */
+static inline int mpq_len_ext(const struct mpq_queue *q, uint32_t len)
+{
+	return len > q->msg_max && len != MPQ_SLOT_DROPPED &&
+	       len != MPQ_SLOT_RUN;
+}
+
+/*
+ * Does q's slot have room for a whole struct mpq_slot_ext? Where it does
+ * not, len MPQ_SLOT_EXT is a scribble, whose descriptor would be read
+ * from the next slot, or past the ring's end.
+ */
+static inline int mpq_slot_ext_room(const struct mpq_queue *q)
+{
+	return q->slot_size >= sizeof(struct mpq_slot) +
+			       sizeof(struct mpq_slot_ext);
+}
+
+/*
+ * The descriptor of an out-of-line slot s of q whose len was read as len
+ * (id 0, which names no blob, for a scribbled one).
+ */
+static inline void mpq_slot_ext_read(const struct mpq_queue *q,
+				     const struct mpq_slot *s, uint32_t len,
+				     struct mpq_slot_ext *e)
+{
+	if (len == MPQ_SLOT_EXT) {
+		if (mpq_slot_ext_room(q)) {
+			memcpy(e, s + 1, sizeof(*e));
+		} else {
+			e->id = 0;
+			e->len = 0;
+		}
+	} else {
+		memcpy(&e->id, s + 1, sizeof(e->id));
+		e->len = len;
+	}
+}
+
+/*
+ * Write e (e->len above msg_max: mpq_slot_ext_fits()) into slot s, its
+ * len included: the id alone with the length in len, or all of it.
+ */
+static inline void mpq_slot_ext_write(struct mpq_slot *s,
+				      const struct mpq_slot_ext *e)
+{
+	if (e->len < MPQ_SLOT_RUN) {
+		memcpy(s + 1, &e->id, sizeof(e->id));
+		s->len = (uint32_t)e->len;
+	} else {
+		memcpy(s + 1, e, sizeof(*e));
+		s->len = MPQ_SLOT_EXT;
+	}
+}
+
+/* Can q's slots say an out-of-line message of len bytes? */
+static inline int mpq_slot_ext_fits(const struct mpq_queue *q, uint64_t len)
+{
+	return len < MPQ_SLOT_RUN || mpq_slot_ext_room(q);
+}
+
 /* run.c: runs, batches of one size packed over slots (struct mpq_slot_run). */
 #define MPQ_RUN_SLOTS_MAX	256
 /*
@@ -435,6 +500,27 @@ static inline struct mpq_slot *mpq_slot_at(const struct mpq_queue *q,
  * batches of 8 0.88x of the slots' rate (bench/README.md).
  */
 #define MPQ_RUN_MIN		16
+/* Where a run's payload starts, from its first slot's start. */
+#define MPQ_RUN_HDR(q)		MPQ_RUN_DATA_OFF((q)->slot_size)
+
+/*
+ * The count and size of the run at slot s (<linux/mpq.h>): in its first
+ * slot, or its second's data with 16-byte slots. Only for a slot with
+ * MPQ_RUN_HDR(q) bytes of ring from its start (mpq_run_head_fits()).
+ */
+static inline struct mpq_slot_run_size *
+mpq_run_size_at(const struct mpq_queue *q, struct mpq_slot *s)
+{
+	return (struct mpq_slot_run_size *)(void *)((unsigned char *)s +
+		MPQ_RUN_SIZE_OFF(q->slot_size));
+}
+
+/* Does a run's header at pos stay in the ring (a run never wraps)? */
+static inline int mpq_run_head_fits(const struct mpq_queue *q, uint64_t pos)
+{
+	return (uint64_t)(q->capacity - (pos & q->mask)) * q->slot_size >=
+	       MPQ_RUN_HDR(q);
+}
 struct mpq_run {
 	uint32_t count, size, taken, k;	/* taken: without MPQ_RUN_BUSY */
 	int busy;			/* a consumer is taking from it */

@@ -2,7 +2,7 @@
 /*
  * Blobs: a queue's messages out of line (see lib/queue.c for why and
  * when). A blob is memory that the queue owns, by an id that fits in a
- * slot (struct mpq_slot_ext), from the put that makes it until the get
+ * slot's 8 bytes (struct mpq_slot_ext), from the put that makes it until the get
  * that takes its message, and that any process mapping the queue can map:
  *
  *  - kmod: an anonymous SharedMemory block the module holds in the

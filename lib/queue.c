@@ -65,8 +65,9 @@
  *    populated anyway).
  *
  * 3. A message larger than a slot goes out of line: into a blob of its
- *    own, whose descriptor (struct mpq_slot_ext: id, length) the slot
- *    holds with len MPQ_SLOT_EXT. A blob is memory the queue owns by id
+ *    own, whose id the slot holds with the length in its len (above
+ *    msg_max: struct mpq_slot_ext), so that an 8-byte slot can say it
+ *    and a queue of 8 B messages keeps 16-byte slots. A blob is memory the queue owns by id
  *    (qblob.c): with the module an anonymous SharedMemory block it holds
  *    in a table, charged to the per-user budget like any block; with
  *    memfd pages of the queue's own file past the ring, allocated with
@@ -795,9 +796,7 @@ void mpq_queue_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 
 		if (unlikely(len == MPQ_IOV_EXT)) {
 			/* Out of line: the descriptor goes in the slot. */
-			memcpy(s + 1, msgs[i].iov_base,
-			       sizeof(struct mpq_slot_ext));
-			s->len = MPQ_SLOT_EXT;
+			mpq_slot_ext_write(s, msgs[i].iov_base);
 			len = ((const struct mpq_slot_ext *)
 			       msgs[i].iov_base)->len;
 		} else {
@@ -913,9 +912,7 @@ int mpq_queue_ring_fill(struct mpq_queue *q, const struct iovec *msgs,
 		size_t len = msgs[i].iov_len;
 
 		if (len == MPQ_IOV_EXT) {
-			memcpy(s + 1, msgs[i].iov_base,
-			       sizeof(struct mpq_slot_ext));
-			s->len = MPQ_SLOT_EXT;
+			mpq_slot_ext_write(s, msgs[i].iov_base);
 		} else {
 			s->len = (uint32_t)len;
 			mpq_copy(s + 1, msgs[i].iov_base, len);
@@ -933,8 +930,10 @@ void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
 
 	for (i = 0; i < k; i++) {
 		struct mpq_slot *s = mpq_slot_at(q, pos + i);
-		uint64_t len = s->len == MPQ_SLOT_EXT ?
-			       ((struct mpq_slot_ext *)(s + 1))->len : s->len;
+		uint64_t len = s->len;
+
+		if (len == MPQ_SLOT_EXT)
+			len = ((struct mpq_slot_ext *)(s + 1))->len;
 
 		/* Read before: once published, a consumer may take it. */
 		store_release(&s->seq, (uint32_t)(pos + i + 1));
@@ -953,11 +952,11 @@ void mpq_queue_ring_publish(struct mpq_queue *q, struct mpq_queue_rec *r,
  * these slots can change, so the lengths read before the CAS (into len[])
  * are those of what we claim. Returns the count of slots (>= 1; *msgs of
  * them messages), -EAGAIN (empty, or no free record), -EMSGSIZE (the
- * first message does not fit: bufs[0].iov_len set to its size), -EUCLEAN
- * (*msgs is 0 and the first slot is corrupt: claimed, to be dropped).
+ * first message does not fit: bufs[0].iov_len set to its size) or
+ * -EUCLEAN (the ring is corrupt). Every len above msg_max but the
+ * markers is an out-of-line message's: a scribbled one names a blob that
+ * is not there, dropped when taken (mpq_queue_take_ext()).
  */
-/* *msgs when the claim is one corrupt slot, to be freed and not read. */
-#define MPQ_CLAIMED_CORRUPT	(~0U)
 /*
  * Returned when head is at a run (struct mpq_slot_run), nothing claimed:
  * *posp is its position, for mpq_run_get(). Not an errno: never returned
@@ -991,7 +990,7 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 {
 	uint64_t pos = load_relaxed(&q->shm->head);
 	struct mpq_queue_rec *r = NULL;
-	int ret, corrupt, begun = 0;
+	int ret, begun = 0;
 	unsigned int k, m;
 
 	*rp = NULL;
@@ -1000,7 +999,6 @@ int mpq_claim_get(struct mpq_queue *q, struct iovec *bufs,
 		uint64_t now;
 
 look:
-		corrupt = 0;
 		for (k = 0, m = 0; k < MPQ_BATCH_MAX && m < n; k++) {
 			struct mpq_slot *s = mpq_slot_at(q, pos + k);
 
@@ -1025,20 +1023,14 @@ look:
 					ret = MPQ_CLAIM_RUN;
 					goto fail;
 				}
-				if (len[k] != MPQ_SLOT_EXT) {
-					/* Corrupt: dropped alone, at the
-					 * front. */
-					if (k == 0) {
-						corrupt = 1;
-						k = 1;
-					}
-					break;
-				}
 				/* Out of line: claimed alone, first. */
 				if (k)
 					break;
-				xl = load_relaxed(&((struct mpq_slot_ext *)
-						    (s + 1))->len);
+				xl = len[k];
+				if (xl == MPQ_SLOT_EXT)
+					xl = mpq_slot_ext_room(q) ?
+					     load_relaxed(&((struct mpq_slot_ext *)
+							    (s + 1))->len) : 0;
 				if (bufs && (xl > bufs[0].iov_len ||
 					     (exact && xl != exact))) {
 					if (mpq_head_stale(q, &pos))
@@ -1108,8 +1100,8 @@ look:
 				 __ATOMIC_RELAXED);
 	*posp = pos;
 	*rp = r;
-	*msgs = corrupt ? MPQ_CLAIMED_CORRUPT : m;
-	return corrupt ? -EUCLEAN : (int)k;
+	*msgs = m;
+	return (int)k;
 fail:
 	if (begun)
 		mpq_rec_end(q, r);
@@ -1139,13 +1131,12 @@ static inline void mpq_queue_free_slots(struct mpq_queue *q, uint64_t pos,
  * corrupt: dropped, -EUCLEAN.
  */
 static int mpq_queue_take_ext(struct mpq_queue *q, struct mpq_queue_rec *r,
-			      uint64_t pos, struct iovec *bufs)
+			      uint64_t pos, struct iovec *bufs, uint32_t len)
 {
-	struct mpq_slot *s = mpq_slot_at(q, pos);
 	struct mpq_slot_ext e;
 	int ret = -EUCLEAN;
 
-	memcpy(&e, s + 1, sizeof(e));
+	mpq_slot_ext_read(q, mpq_slot_at(q, pos), len, &e);
 	if (e.len <= bufs[0].iov_len)
 		ret = mpq_qblob_take(q, &e, bufs[0].iov_base);
 	if (ret && ret != -EUCLEAN && r) {
@@ -1269,12 +1260,6 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 				return k;
 			continue;	/* spent: look again */
 		}
-		if (k == -EUCLEAN && m == MPQ_CLAIMED_CORRUPT) {
-			mpq_queue_free_slots(q, pos, 1);
-			mpq_rec_end(q, r);
-			mpq_queue_notify_fast(q, &q->shm->nonfull, MPQ_POLL_OUT);
-			return -EUCLEAN;
-		}
 		if (k < 0) {
 			/* Unbounded: an empty ring may have an overflow. */
 			if (k == -EAGAIN && !q->maxsize && mpq_ovf_active(q) &&
@@ -1282,8 +1267,8 @@ int mpq_queue_try_get_n(struct mpq_queue *q, struct iovec *bufs,
 				continue;
 			return k;
 		}
-		if (unlikely(len[0] == MPQ_SLOT_EXT))
-			return mpq_queue_take_ext(q, r, pos, bufs);
+		if (unlikely(mpq_len_ext(q, len[0])))
+			return mpq_queue_take_ext(q, r, pos, bufs, len[0]);
 		/* One slot, the common claim: the loops fold away. */
 		if (likely(k == 1))
 			mpq_queue_take(q, r, pos, bufs, len, 1, waited);
@@ -1947,6 +1932,8 @@ static int mpq_queue_put_ext(struct mpq_queue *q, const void *msg, size_t len,
 
 	if (q->closed)
 		return -EBADF;
+	if (!mpq_slot_ext_fits(q, len))
+		return -EMSGSIZE;
 	/*
 	 * The blob is our record's until the put publishes it (reclaim.c
 	 * tells which from the record's op, so no stale one is left).
@@ -2319,18 +2306,16 @@ static int mpq_zc_open(struct mpq_queue *q, struct mpq_msg *m,
 	m->data = s + 1;
 	m->len = kind == MPQ_ZC_RESERVED ? q->msg_max : s->len;
 	if (blob) {
-		struct mpq_slot_ext e = { .id = blob->id, .len = blob->map_len };
-
 		/* Ours till commit: the blob's id, for cancel. */
-		memcpy(s + 1, &e, sizeof(e));
+		memcpy(s + 1, &blob->id, sizeof(blob->id));
 		m->data = blob->map;
 		m->len = blob->map_len;
-	} else if (kind == MPQ_ZC_PEEKED && m->len == MPQ_SLOT_EXT) {
+	} else if (kind == MPQ_ZC_PEEKED && mpq_len_ext(q, m->len)) {
 		struct mpq_slot_ext e;
 		struct mpq_qblob b;
 		int ret;
 
-		memcpy(&e, s + 1, sizeof(e));
+		mpq_slot_ext_read(q, s, (uint32_t)m->len, &e);
 		ret = mpq_qblob_open(q, e.id, e.len, &b);
 		if (ret && ret != -EUCLEAN && r) {
 			mpq_rec_giveup(q, r);
@@ -2452,11 +2437,6 @@ static int mpq_zc_peek(struct mpq_queue *q, struct mpq_msg *m)
 				    MPQ_ZC_PEEKRUN);
 			return 1;
 		}
-		if (k == -EUCLEAN && msgs == MPQ_CLAIMED_CORRUPT) {
-			mpq_queue_free_slots(q, pos, 1);
-			mpq_rec_end(q, r);
-			return -EUCLEAN;
-		}
 		if (k == -EAGAIN && !q->maxsize && mpq_ovf_active(q) &&
 		    mpq_ovf_promote(q) > 0)
 			continue;
@@ -2532,6 +2512,8 @@ MPQ_EXPORT int mpq_queue_reserve(struct mpq_queue *q, size_t size,
 		 * Held by our record, which the claim then takes (as in
 		 * put_ext) and the window keeps till commit (zc_publish).
 		 */
+		if (!mpq_slot_ext_fits(q, size))
+			return -EMSGSIZE;
 		r = mpq_rec_own_idle(q);
 		if (r)
 			__atomic_store_n(&r->op, 0, __ATOMIC_RELAXED);
@@ -2572,18 +2554,25 @@ static int mpq_zc_publish(struct mpq_queue *q, struct mpq_msg *m, uint32_t len,
 	if (len != MPQ_SLOT_DROPPED)
 		mpq_queue_task_count(q, r, 1);
 	if (ext) {
-		struct mpq_slot_ext e;
+		struct mpq_slot_ext e = { .len = xlen };
 
-		memcpy(&e, s + 1, sizeof(e));
+		memcpy(&e.id, s + 1, sizeof(e.id));
+		/*
+		 * What fits the slot goes in it: a len of msg_max or less
+		 * says the message is there (<linux/mpq.h>).
+		 */
+		if (len != MPQ_SLOT_DROPPED && xlen <= q->msg_max) {
+			memcpy(s + 1, m->data, xlen);
+			len = (uint32_t)xlen;
+		}
 		mpq_zc_unmap(q, m);
-		if (len == MPQ_SLOT_DROPPED) {
+		if (len != MPQ_SLOT_DROPPED && xlen > q->msg_max) {
+			mpq_slot_ext_write(s, &e);
+			len = s->len;
+		} else {
 			if (r)	/* ours alone again: not twice */
 				__atomic_store_n(&r->blob, 0, __ATOMIC_RELEASE);
 			mpq_qblob_drop(q, e.id, m->len);
-		} else {
-			e.len = xlen;
-			memcpy(s + 1, &e, sizeof(e));
-			len = MPQ_SLOT_EXT;
 		}
 	}
 	s->len = len;
@@ -2608,15 +2597,24 @@ static int mpq_zc_detached(struct mpq_queue *q, struct mpq_msg *m,
 	struct mpq_slot_ext e = { .id = m->__pos, .len = len };
 	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
 	size_t room = m->len;
-	int ret = 0;
+	int ret = 0, copy = !cancel && len <= q->msg_max;
 
+	/*
+	 * What fits a slot is put as a copy, before the blob is unmapped:
+	 * a len of msg_max or less says the message is in its slot.
+	 */
+	if (copy) {
+		iov.iov_base = m->data;
+		iov.iov_len = len;
+		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
+	}
 	mpq_zc_unmap(q, m);
 	m->__kind = MPQ_ZC_NONE;
 	m->__rec = NULL;
 	m->data = NULL;
-	if (!cancel)
+	if (!cancel && !copy)
 		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
-	if (cancel || ret < 0)
+	if (cancel || ret < 0 || copy)
 		mpq_qblob_drop(q, e.id, room);
 	return ret < 0 ? ret : 0;
 }
@@ -2678,7 +2676,9 @@ MPQ_EXPORT int mpq_queue_release(struct mpq_queue *q, struct mpq_msg *m)
 	r = m->__rec;
 	ext = !mpq_in_ring(q, m->data);
 	if (ext) {
-		memcpy(&e, mpq_slot_at(q, m->__pos) + 1, sizeof(e));
+		struct mpq_slot *s = mpq_slot_at(q, m->__pos);
+
+		mpq_slot_ext_read(q, s, s->len, &e);
 		mpq_zc_unmap(q, m);
 		if (r)
 			__atomic_store_n(&r->blob, e.id, __ATOMIC_RELEASE);

@@ -119,13 +119,14 @@ static void mpq_rec_blob_reap(struct mpq_queue *q, struct mpq_queue_rec *r)
 	if (op & MPQ_REC_GET) {
 		for (k = 0; k < n; k++) {
 			struct mpq_slot *s = mpq_slot_at(q, pos + k);
-			struct mpq_slot_ext e;
+			uint64_t sid;
 
 			if (!mpq_slot_stuck(q, pos + k, MPQ_REC_GET) ||
-			    load_relaxed(&s->len) != MPQ_SLOT_EXT)
+			    !mpq_len_ext(q, load_relaxed(&s->len)))
 				continue;
-			memcpy(&e, s + 1, sizeof(e));
-			if (e.id == id)
+			/* The id is first in the slot's data, either way. */
+			memcpy(&sid, s + 1, sizeof(sid));
+			if (sid == id)
 				return;
 		}
 	}
@@ -389,8 +390,7 @@ static void mpq_reclaim_run(struct mpq_queue *q, int i, uint64_t pos,
 			    uint32_t k, uint64_t t)
 {
 	struct mpq_queue_rec *r = &q->recs[i];
-	struct mpq_slot_run *h = (struct mpq_slot_run *)
-				 (mpq_slot_at(q, pos) + 1);
+	struct mpq_slot_run_size *z = mpq_run_size_at(q, mpq_slot_at(q, pos));
 	int stuck = mpq_slot_stuck(q, pos, MPQ_REC_PUT) &&
 		    mpq_rec_token(q, pos, MPQ_REC_PUT, i) == i;
 	uint64_t dropped = 0;
@@ -398,8 +398,9 @@ static void mpq_reclaim_run(struct mpq_queue *q, int i, uint64_t pos,
 	if (k > q->capacity - (pos & q->mask))
 		k = 0;		/* scribbled: not a run's */
 	if (t & 1) {
-		if (stuck) {
-			dropped = load_relaxed(&h->count);
+		/* A run's header is in the ring, unless scribbled. */
+		if (stuck && mpq_run_head_fits(q, pos)) {
+			dropped = load_relaxed(&z->count);
 			if ((t >> 1) < dropped)	/* scribbled */
 				dropped = t >> 1;
 		}
@@ -490,9 +491,9 @@ static int mpq_reclaim_get(struct mpq_queue *q, int i, uint64_t pos,
 		    mpq_rec_token(q, pos + k, MPQ_REC_GET, i) != i)
 			continue;
 		len = load_relaxed(&s->len);
-		if (len == MPQ_SLOT_EXT) {
+		if (mpq_len_ext(q, len)) {
 			/* Out of line: from its blob, which then goes. */
-			memcpy(&e, s + 1, sizeof(e));
+			mpq_slot_ext_read(q, s, len, &e);
 			if (got == nbufs || e.len > bufs[got].iov_len ||
 			    (exact && e.len != exact)) {
 				other = got < nbufs;

@@ -3,9 +3,10 @@
  * Runs: a batch of messages of one size packed over consecutive slots of
  * a queue's ring (struct mpq_slot_run in <linux/mpq.h> has the layout and
  * the rules). A slot per message costs each message a header, a seq
- * published and a seq freed: eight bytes of messages moved in 24, and a
- * batched stream a tenth of what a packed ring does (bench/README.md). A
- * run moves them with one copy each way and one seq for the lot.
+ * published and a seq freed: eight bytes of messages moved in 16 (24
+ * before slots of 8 data bytes), and a batched stream a tenth of what a
+ * packed ring does (bench/README.md). A run moves them with one copy
+ * each way and one seq for the lot.
  *
  * Every bounded queue takes runs (an unbounded one's overflow keeps a
  * message per entry). Consumers take from a run without moving head, one
@@ -21,9 +22,6 @@
 
 #include "probes.h"
 #include "record.h"
-
-/* A slot header and a run header before the first message. */
-#define MPQ_RUN_HDR	(sizeof(struct mpq_slot) + sizeof(struct mpq_slot_run))
 
 /*
  * A claim that lost to another producer tries again at the new tail this
@@ -74,7 +72,8 @@ static inline uint32_t mpq_run_word_lap(uint64_t v)
 static uint64_t mpq_run_slots(const struct mpq_queue *q, uint64_t count,
 			      uint32_t size)
 {
-	return (MPQ_RUN_HDR + count * size + q->slot_size - 1) / q->slot_size;
+	return (MPQ_RUN_HDR(q) + count * size + q->slot_size - 1) /
+	       q->slot_size;
 }
 
 /*
@@ -87,13 +86,15 @@ int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run)
 {
 	struct mpq_slot *s = mpq_slot_at(q, pos);
 	struct mpq_slot_run *h = (struct mpq_slot_run *)(s + 1);
+	struct mpq_slot_run_size *z = mpq_run_size_at(q, s);
 	uint64_t k;
-
 	uint32_t t;
 
+	if (!mpq_run_head_fits(q, pos))
+		return -EUCLEAN;
 	run->hdr = h;
-	run->count = load_relaxed(&h->count);
-	run->size = load_relaxed(&h->size);
+	run->count = load_relaxed(&z->count);
+	run->size = load_relaxed(&z->size);
 	run->word = __atomic_load_n(mpq_run_wordp(h), __ATOMIC_ACQUIRE);
 	t = mpq_run_word_taken(run->word);
 	run->busy = !!(t & MPQ_RUN_BUSY);
@@ -107,7 +108,7 @@ int mpq_run_read(const struct mpq_queue *q, uint64_t pos, struct mpq_run *run)
 	if (k > q->capacity - (pos & q->mask))
 		return -EUCLEAN;
 	run->k = (uint32_t)k;
-	run->data = (unsigned char *)(h + 1);
+	run->data = (unsigned char *)s + MPQ_RUN_HDR(q);
 	return 0;
 }
 
@@ -377,9 +378,9 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 
 	if (room > MPQ_RUN_SLOTS_MAX)
 		room = MPQ_RUN_SLOTS_MAX;
-	if (room * q->slot_size <= MPQ_RUN_HDR)
+	if (room * q->slot_size <= MPQ_RUN_HDR(q))
 		return 0;
-	c = (room * q->slot_size - MPQ_RUN_HDR) / size;
+	c = (room * q->slot_size - MPQ_RUN_HDR(q)) / size;
 	if (c > count)
 		c = count;
 	k = mpq_run_slots(q, c, size);
@@ -395,8 +396,8 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 			break;
 	if (i < k) {
 		k = i;
-		c = k * q->slot_size > MPQ_RUN_HDR ?
-		    (k * q->slot_size - MPQ_RUN_HDR) / size : 0;
+		c = k * q->slot_size > MPQ_RUN_HDR(q) ?
+		    (k * q->slot_size - MPQ_RUN_HDR(q)) / size : 0;
 	}
 	if (c <= k)
 		return 0;
@@ -462,6 +463,7 @@ int mpq_run_put(struct mpq_queue *q, const void *base,
 {
 	uint64_t pos = load_relaxed(&q->shm->tail);
 	struct mpq_queue_rec *r = NULL;
+	struct mpq_slot_run_size *z;
 	struct mpq_slot_run *h;
 	struct mpq_slot *s;
 	unsigned int room, tries;
@@ -497,23 +499,24 @@ int mpq_run_put(struct mpq_queue *q, const void *base,
 claimed:
 	s = mpq_slot_at(q, pos);
 	h = (struct mpq_slot_run *)(s + 1);
+	z = mpq_run_size_at(q, s);
 	/*
 	 * RUN before the payload covers the slots' headers, the count
 	 * before the tasks are counted: a repairer reads both (reclaim.c).
 	 */
 	__atomic_store_n(&r->op, MPQ_REC_PUT | MPQ_REC_WON | MPQ_REC_RUN,
 			 __ATOMIC_RELAXED);
-	h->count = c;
-	h->size = size;
+	z->count = c;
+	z->size = size;
 	__atomic_store_n(mpq_run_wordp(h), mpq_run_word(0, pos),
 			 __ATOMIC_RELAXED);
 	/* Those stores before any below (on x86, the compiler's order). */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	mpq_queue_tasks_count(q, r, c);
+	p = (unsigned char *)s + MPQ_RUN_HDR(q);
 	if (base) {
-		memcpy(h + 1, base, (size_t)c * size);
+		memcpy(p, base, (size_t)c * size);
 	} else {
-		p = (unsigned char *)(h + 1);
 		/* Small ones inline: a memcpy call each cost a third. */
 		for (i = 0; i < c; i++, p += size)
 			mpq_copy(p, msgs[i].iov_base, size);

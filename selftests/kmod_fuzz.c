@@ -848,15 +848,18 @@ static void op_scribble(void)
 		volatile struct mpq_slot *s;
 
 		off = h->data_off + (size_t)(pos & (cap - 1)) * ss;
-		if (cap && !(cap & (cap - 1)) && ss >= 24 &&
-		    off + 24 <= m.len) {
+		if (cap && !(cap & (cap - 1)) && ss >= 16 &&
+		    off + MPQ_RUN_DATA_OFF(ss) <= m.len) {
+			volatile uint32_t *z = (volatile void *)(m.addr + off +
+						MPQ_RUN_SIZE_OFF(ss));
+
 			s = (volatile void *)(m.addr + off);
-			((volatile uint32_t *)(s + 1))[0] = edgy(UINT32_MAX);
-			((volatile uint32_t *)(s + 1))[1] = edgy(UINT32_MAX);
-			((volatile uint32_t *)(s + 1))[2] = edgy(UINT32_MAX) |
+			z[0] = edgy(UINT32_MAX);	/* count */
+			z[1] = edgy(UINT32_MAX);	/* size */
+			((volatile uint32_t *)(s + 1))[0] = edgy(UINT32_MAX) |
 				(chance(30) ? MPQ_RUN_BUSY : 0) |
 				(chance(20) ? MPQ_RUN_KERNEL : 0);
-			((volatile uint32_t *)(s + 1))[3] = chance(70) ?
+			((volatile uint32_t *)(s + 1))[1] = chance(70) ?
 				(uint32_t)pos : edgy(UINT32_MAX);
 			s->len = chance(80) ? MPQ_SLOT_RUN : edgy(UINT32_MAX);
 			s->seq = (uint32_t)(pos + 1);

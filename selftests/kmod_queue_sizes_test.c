@@ -29,9 +29,12 @@ TEST(info_reports_maxsize_and_the_ring_rounded_up)
 	ASSERT_EQ(0, queue_info(fd, &i));
 	ASSERT_EQ(3, i.maxsize);
 	ASSERT_EQ(4, i.capacity);
-	/* Room for an out-of-line descriptor whatever msg_max is. */
-	ASSERT_LE(sizeof(struct mpq_slot) + sizeof(struct mpq_slot_ext),
-		  i.slot_size);
+	/*
+	 * 8-byte messages in 16-byte slots: four to a cache line, the
+	 * data room enough for an out-of-line message's blob id.
+	 */
+	ASSERT_EQ(sizeof(struct mpq_slot) + MPQ_SLOT_MIN_DATA, i.slot_size);
+	ASSERT_EQ(16, i.slot_size);
 	close(fd);
 	c.flags = MPQ_QUEUE_UNBOUNDED;
 	c.capacity = 100;

@@ -956,6 +956,52 @@ TEST(read_takes_a_run_a_message_at_a_time_and_poll_counts_its_messages)
 }
 
 /*
+ * A queue of 8-byte messages has 16-byte slots, where a run keeps its
+ * count and size in its second slot's data: read(2) takes such a run a
+ * message per call, and the run is freed after its last (a second run
+ * goes in). An out-of-line message, its length in the slot's len, is
+ * EMSGSIZE to read(2) and stays for the library's get.
+ */
+TEST(read_takes_runs_of_16_byte_slots_and_leaves_out_of_line_messages)
+{
+	struct mpq_queue_attr attr = { .maxsize = 32, .msgsize = 8,
+				       .backend = MPQ_BACKEND_KMOD };
+	struct mpq_queue_info i = { .size = sizeof(i) };
+	uint64_t in[32], v = 0;
+	char big[100], out[200];
+	size_t len = sizeof(out);
+	struct mpq_queue *q;
+	int fd, k, round;
+
+	for (k = 0; k < 32; k++)
+		in[k] = 0x5151000000000000ULL + k;
+	memset(big, 'b', sizeof(big));
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	fd = mpq_queue_fileno(q);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ASSERT_EQ(0, ioctl(fd, MPQ_IOC_QUEUE_INFO, &i));
+	ASSERT_EQ(16, i.slot_size);
+	for (round = 0; round < 2; round++) {
+		ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
+		for (k = 0; k < 16; k++) {
+			ASSERT_EQ(8, read(fd, &v, 8));
+			ASSERT_EQ(in[k], v);
+		}
+		ASSERT_EQ(-1, read(fd, &v, 8));
+		ASSERT_EQ(EAGAIN, errno);
+		ASSERT_EQ(0, mpq_queue_qsize(q));
+	}
+	ASSERT_EQ(0, mpq_queue_put(q, big, sizeof(big), 0));
+	ASSERT_EQ(-1, read(fd, out, sizeof(out)));
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(1, mpq_queue_qsize(q));
+	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+	ASSERT_EQ(sizeof(big), len);
+	ASSERT_EQ(0, memcmp(big, out, len));
+	mpq_queue_free(q);
+}
+
+/*
  * On a queue of many consumers read(2) takes a run under its busy bit, as
  * the library's consumers do: while a peek's window holds the run,
  * read(2) finds nothing (EAGAIN, and poll no POLLIN), and a read(2) that

@@ -44,7 +44,9 @@ static uint32_t head_slot(struct mpq_queue *q, uint32_t *count)
 				shm->slot_size);
 	len = s->len;
 	if (len == MPQ_SLOT_RUN)
-		*count = ((const struct mpq_slot_run *)(s + 1))->count;
+		*count = ((const struct mpq_slot_run_size *)
+			  ((unsigned char *)s +
+			   MPQ_RUN_SIZE_OFF(shm->slot_size)))->count;
 	munmap(shm, size);
 	return len;
 }
@@ -437,18 +439,23 @@ static void stale_intent(struct __test_metadata *_metadata, uint32_t flags)
 	int i;
 
 	ASSERT_NE(NULL, q);
-	/* 24-byte slots: covered slot i's header is message 3 (i - 1). */
+	/*
+	 * 16-byte slots: the run's header takes the first slot's data and
+	 * the second's (whose own header keeps its seq, its position: a
+	 * free slot's), and covered slot i >= 2's header is message
+	 * 2 (i - 2).
+	 */
 	for (i = 0; i < 16; i++)
 		in[i] = 0xabcd000000000000ULL | (uint64_t)(i * 977);
-	for (i = 0; i < 16; i += 3)
-		in[i] = 0xabcd000000000000ULL | (uint32_t)(i / 3 + 1);
+	for (i = 0; i < 16; i += 2)
+		in[i] = 0xabcd000000000000ULL | (uint32_t)(i / 2 + 2);
 	ASSERT_EQ(16, mpq_queue_put_array(q, in, 8, 16, 0));
 	shm = queue_map(q, &size);
 	ASSERT_NE(NULL, shm);
-	ASSERT_EQ(24, shm->slot_size);
+	ASSERT_EQ(16, shm->slot_size);
 	ASSERT_EQ(0, shm->head);
 	k = (uint32_t)shm->tail;
-	ASSERT_EQ(7, k);
+	ASSERT_EQ(10, k);
 	/* The last record: dead, its intent the run's covered slots. */
 	r = (struct mpq_queue_rec *)((unsigned char *)shm + MPQ_QUEUE_REC_OFF +
 				     128 * (MPQ_QUEUE_NREC - 1));

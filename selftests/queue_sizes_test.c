@@ -540,4 +540,163 @@ TEST_F_TIMEOUT(slow, sigkill_at_random_points_leaves_no_blob_behind, 900)
 	free(buf);
 }
 
+/* The slot at head of q, in the mapping shm of it. */
+static struct mpq_slot *head_slot(struct mpq_queue_shm *shm)
+{
+	return (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
+				   (shm->head & (shm->capacity - 1)) *
+				   shm->slot_size);
+}
+
+/*
+ * A queue of 8-byte messages packs them in 16-byte slots, four to a
+ * cache line, and still takes a message of any length below 4 GiB: out
+ * of line, its length in the slot's len and its blob's id in the slot's
+ * 8 bytes; a reservation committed short enough for the slot goes in it
+ * (the len then says where it is), and leaves no blob. 4 GiB or more is
+ * EMSGSIZE there, with nothing put.
+ */
+TEST(a_queue_of_8_byte_messages_has_16_byte_slots_and_takes_any_length)
+{
+	static const size_t lens[] = { 0, 1, 8, 9, 16, 100, 4096, 70000 };
+	long base = module_objects();	/* before the queue: it counts */
+	struct mpq_queue *q = queue(4, 8);
+	struct mpq_queue_shm *shm;
+	char *buf = malloc(70000), *out = malloc(70000);
+	struct mpq_msg m = { 0 };
+	size_t size, len;
+	unsigned int i;
+
+	ASSERT_NE(NULL, q);
+	ASSERT_NE(NULL, buf);
+	ASSERT_NE(NULL, out);
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	ASSERT_EQ(16, shm->slot_size);
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		fill(buf, lens[i], i);
+		ASSERT_EQ(0, mpq_queue_put(q, buf, lens[i], 0));
+		/* The slot says the length, whichever way it is kept. */
+		ASSERT_EQ(lens[i], head_slot(shm)->len);
+		len = 70000;
+		ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+		ASSERT_EQ(lens[i], len);
+		ASSERT_TRUE(check(out, len, i)) TH_LOG("length %zu", lens[i]);
+	}
+	/* Reserved out of line, committed short: in the slot after all. */
+	ASSERT_EQ(0, mpq_queue_reserve(q, 100, &m, 0));
+	ASSERT_LE(100, m.len);
+	fill(m.data, 5, 7);
+	ASSERT_EQ(0, mpq_queue_commit(q, &m, 5));
+	ASSERT_EQ(5, head_slot(shm)->len);
+	/* Committed longer than a slot: out of line, peeked in place. */
+	ASSERT_EQ(0, mpq_queue_reserve(q, 100, &m, 0));
+	fill(m.data, 50, 8);
+	ASSERT_EQ(0, mpq_queue_commit(q, &m, 50));
+	len = 8;
+	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+	ASSERT_EQ(5, len);
+	ASSERT_TRUE(check(out, 5, 7));
+	ASSERT_EQ(50, head_slot(shm)->len);
+	ASSERT_EQ(0, mpq_queue_peek(q, &m, 0));
+	ASSERT_EQ(50, m.len);
+	ASSERT_TRUE(check(m.data, 50, 8));
+	ASSERT_EQ(0, mpq_queue_release(q, &m));
+	/* 4 GiB does not fit the slot's len, nor its 8 bytes both. */
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_put(q, buf, 1ULL << 32, 0));
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_put(q, buf, (1ULL << 32) - 3, 0));
+	ASSERT_EQ(-EMSGSIZE, mpq_queue_reserve(q, 1ULL << 32, &m, 0));
+	ASSERT_EQ(0, mpq_queue_qsize(q));
+	ASSERT_EQ(0, blobs_unaccounted(q, base));
+	munmap(shm, size);
+	mpq_queue_free(q);
+	free(buf);
+	free(out);
+}
+
+/*
+ * Where a slot has 16 bytes or more, a message of 4 GiB or more keeps its
+ * whole descriptor there (len MPQ_SLOT_EXT): an out-of-line message
+ * rewritten to that form comes out the same.
+ */
+TEST(an_out_of_line_message_in_the_long_form_comes_out_the_same)
+{
+	struct mpq_queue *q = queue(4, 16);
+	struct mpq_slot_ext e = { .len = 100 };
+	struct mpq_queue_shm *shm;
+	char buf[100], out[200];
+	struct mpq_slot *s;
+	size_t size, len = sizeof(out);
+
+	ASSERT_NE(NULL, q);
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	ASSERT_EQ(24, shm->slot_size);
+	fill(buf, sizeof(buf), 3);
+	ASSERT_EQ(0, mpq_queue_put(q, buf, sizeof(buf), 0));
+	s = head_slot(shm);
+	ASSERT_EQ(100, s->len);
+	memcpy(&e.id, s + 1, sizeof(e.id));
+	memcpy(s + 1, &e, sizeof(e));
+	s->len = MPQ_SLOT_EXT;
+	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+	ASSERT_EQ(100, len);
+	ASSERT_TRUE(check(out, len, 3));
+	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+/*
+ * In slots of 8 data bytes there is no room for the long form: a len of
+ * MPQ_SLOT_EXT there is a scribble, and its descriptor would be read
+ * from the next slot, or, in the ring's last slot, past the mapping. It
+ * is dropped as corrupt (-EUCLEAN), nothing read beyond the slot, and
+ * the queue goes on.
+ */
+TEST(a_long_form_descriptor_where_it_has_no_room_is_corrupt_not_a_crash)
+{
+	struct mpq_queue *q = queue(256, 8);
+	struct mpq_queue_shm *shm;
+	uint64_t v = 7, out;
+	size_t size, len;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	shm = queue_map(q, &size);
+	ASSERT_NE(NULL, shm);
+	ASSERT_EQ(16, shm->slot_size);
+	/* The ring ends where the mapping does: its last slot is last. */
+	ASSERT_EQ(shm->map_size, shm->data_off + 256 * 16);
+	/*
+	 * In the middle of the ring the next slot's header would be read
+	 * as the length: a published one's seq and len make it far more
+	 * than the buffer, which would be EMSGSIZE, the slot kept.
+	 */
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	head_slot(shm)->len = MPQ_SLOT_EXT;
+	len = 8;
+	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
+	len = 8;
+	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
+	ASSERT_EQ(7, out);
+	for (i = 2; i < 255; i++) {
+		ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+		len = 8;
+		ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
+	}
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(255, shm->head & 255);
+	head_slot(shm)->len = MPQ_SLOT_EXT;
+	len = 8;
+	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
+	len = 8;
+	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
+	ASSERT_EQ(7, out);
+	ASSERT_EQ(0, mpq_queue_qsize(q));
+	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
 TEST_HARNESS_MAIN

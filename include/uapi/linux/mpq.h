@@ -168,7 +168,14 @@ struct mpq_queue_blob {
  * bit (MPQ_RUN_BUSY), and a run's header carries its position (lap); a
  * reader of layout 6 would take from a run beside another consumer.
  */
-#define MPQ_QUEUE_VERSION	7U
+/*
+ * 8: slots of 8 data bytes (MPQ_SLOT_MIN_DATA 8): an out-of-line
+ * message's length in the slot's len, its blob's id in the data; a
+ * run's count and size after taken and lap, in the second slot's data
+ * when the first has no room (MPQ_RUN_SIZE_OFF). A reader of layout 7
+ * would call such a slot corrupt, or read a run's header from payload.
+ */
+#define MPQ_QUEUE_VERSION	8U
 
 /*
  * Layout of a queue's shared memory. The producers' and the consumers'
@@ -398,7 +405,10 @@ struct mpq_queue_rec {
 
 /* A slot's len when a dead producer's claim was published empty. */
 #define MPQ_SLOT_DROPPED	0xffffffffU
-/* A slot's len when the message is out of line: struct mpq_slot_ext. */
+/*
+ * A slot's len when the message is out of line and 4 GiB or longer:
+ * struct mpq_slot_ext.
+ */
 #define MPQ_SLOT_EXT		0xfffffffeU
 /* A slot's len when it starts a run: struct mpq_slot_run. */
 #define MPQ_SLOT_RUN		0xfffffffdU
@@ -407,7 +417,10 @@ struct mpq_queue_rec {
  * Header of each slot; msg_max bytes of data follow, and slots are packed
  * (8-byte aligned): a batch of small messages fills whole cache lines. seq
  * holds the low 32 bits of a position; positions are compared modulo 2^32,
- * which is unambiguous because the capacity is below 2^31.
+ * which is unambiguous because the capacity is below 2^31. len is the
+ * message's length, in the slot if it is msg_max or less; above msg_max
+ * and below MPQ_SLOT_RUN the message is out of line, in the blob whose
+ * id (__u64) is the slot's data.
  */
 struct mpq_slot {
 	__u32 seq;
@@ -415,9 +428,12 @@ struct mpq_slot {
 };
 
 /*
- * The data of an MPQ_SLOT_EXT slot: the message is the first len bytes of
- * blob id, which the queue owns until a consumer has taken it. A slot has
- * room for it whatever msg_max is (MPQ_SLOT_MIN_DATA).
+ * Out of line: the message is the first len bytes of blob id, which the
+ * queue owns until a consumer has taken it. The slot's data is the id
+ * alone (8 bytes, which every slot has: MPQ_SLOT_MIN_DATA) while the
+ * length fits in the slot's len, the whole of this struct (len
+ * MPQ_SLOT_EXT) for a message of 4 GiB or more, which a queue of 8 data
+ * bytes a slot cannot take (EMSGSIZE).
  */
 struct mpq_slot_ext {
 	__u64 id;
@@ -425,10 +441,15 @@ struct mpq_slot_ext {
 };
 
 /*
- * The data of an MPQ_SLOT_RUN slot: count messages of size bytes each
- * (1 <= size <= msg_max), packed one after the other from the end of this
- * struct on. A run takes k = DIV_ROUND_UP(sizeof(struct mpq_slot) +
- * sizeof(struct mpq_slot_run) + count * size, slot_size) consecutive
+ * The data of an MPQ_SLOT_RUN slot: taken and lap, then count messages of
+ * size bytes each (1 <= size <= msg_max) described by a struct
+ * mpq_slot_run_size at MPQ_RUN_SIZE_OFF(slot_size) from the first slot's
+ * start, packed one after the other from the end of that struct on
+ * (MPQ_RUN_DATA_OFF). In slots of 16 bytes the second slot's header
+ * sits where count and size would, and its seq is rewritten when the run
+ * is freed, while a repairer may still need them: they go in its data.
+ * A run takes k = DIV_ROUND_UP(MPQ_RUN_DATA_OFF(slot_size) + count * size,
+ * slot_size) consecutive
  * positions, p to p + k - 1, and never wraps past the ring's last slot;
  * the slots after its first hold its payload, headers included, from
  * the claim until the run is freed, and only the first's seq says what
@@ -461,11 +482,18 @@ struct mpq_slot_ext {
  * MPQ_REC_RUN) is published as k dropped slots.
  */
 struct mpq_slot_run {
-	__u32 count;
-	__u32 size;
 	__u32 taken;	/* | MPQ_RUN_BUSY while a consumer takes from it */
 	__u32 lap;	/* (__u32)p */
 };
+
+struct mpq_slot_run_size {
+	__u32 count;
+	__u32 size;
+};
+
+#define MPQ_RUN_SIZE_OFF(slot_size)	((slot_size) > 16 ? 16U : 24U)
+#define MPQ_RUN_DATA_OFF(slot_size)	(MPQ_RUN_SIZE_OFF(slot_size) + \
+					 sizeof(struct mpq_slot_run_size))
 
 #define MPQ_RUN_BUSY		(1U << 31)
 /*
@@ -475,7 +503,7 @@ struct mpq_slot_run {
  */
 #define MPQ_RUN_KERNEL		(1U << 30)
 
-#define MPQ_SLOT_MIN_DATA	16
+#define MPQ_SLOT_MIN_DATA	8
 
 #define MPQ_SLOT_ALIGN		8
 #define MPQ_FUTEX_SLEEPING	1U
