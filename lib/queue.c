@@ -1526,18 +1526,30 @@ static int mpq_op_reclaim(struct mpq_op *op)
  * spin, it made the spin yield the CPU at 0.5 us, which with a busy CPU
  * shared gave it away for a whole time slice (a stream beside a CPU hog
  * fell from 11 to 0.3-2 M/s in one run in three, the consumer asleep 4
- * ms at a time).
+ * ms at a time). A queue whose maxsize is below its ring's size slips by
+ * its bound the same way: it once did not, and with 8-byte messages in
+ * 16-byte slots, four to a line, its producer refilled the slot just
+ * behind the consumer's, mostly in the consumer's line: 5 M/s, against
+ * 42 with the slip (bench/README.md).
  */
 #define MPQ_QUEUE_SLIP		64
 #define MPQ_QUEUE_SLIP_LOOKS	64
 
 static int mpq_queue_slipped(struct mpq_queue *q)
 {
-	uint64_t pos = load_relaxed(&q->shm->tail) + MPQ_QUEUE_SLIP - 1;
+	uint64_t bound = q->limit ? q->limit : q->capacity;
+	uint64_t pos = load_relaxed(&q->shm->tail) + MPQ_QUEUE_SLIP - 1 -
+		       bound;
 
-	/* Free for its lap (seq pos), or already another producer's. */
+	/*
+	 * Taken and freed (seq pos + capacity, or a later lap's): the put
+	 * at tail + MPQ_QUEUE_SLIP - 1 is within the bound. Its slot, not
+	 * head, which the consumer writes on every get: read in this loop,
+	 * head's line went back and forth, and the stream ran at half the
+	 * rate (10.7 M/s).
+	 */
 	return (int32_t)(load_acquire(&mpq_slot_at(q, pos)->seq) -
-			 (uint32_t)pos) >= 0;
+			 (uint32_t)(pos + q->capacity)) >= 0;
 }
 
 static void mpq_queue_slip(struct mpq_op *op)
@@ -1545,8 +1557,8 @@ static void mpq_queue_slip(struct mpq_op *op)
 	struct mpq_queue *q = op->q;
 	unsigned int i;
 
-	if (op->is_get || op->zc || !q->maxsize || q->limit ||
-	    q->capacity < 4 * MPQ_QUEUE_SLIP)
+	if (op->is_get || op->zc || !q->maxsize ||
+	    q->maxsize < 4 * MPQ_QUEUE_SLIP)
 		return;
 	for (i = 0; i < MPQ_QUEUE_SLIP_LOOKS; i++) {
 		if (mpq_queue_slipped(q))
