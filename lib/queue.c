@@ -66,13 +66,14 @@
  *
  * 3. A message larger than a slot goes out of line: into a blob of its
  *    own, whose id the slot holds with the length in its len (above
- *    msg_max: struct mpq_slot_ext), so that an 8-byte slot can say it
- *    and a queue of 8 B messages keeps 16-byte slots. A blob is memory the queue owns by id
- *    (qblob.c): with the module an anonymous SharedMemory block it holds
- *    in a table, charged to the per-user budget like any block; with
- *    memfd pages of the queue's own file past the ring, allocated with
- *    fallocate and punched out when taken. reserve() past the slot size
- *    hands out the blob to write in place and peek() maps it in place:
+ *    msg_max: struct mpq_slot_ext), so that 8 bytes of data say it and
+ *    a queue of 8 B messages keeps 16-byte slots. A blob is memory the
+ *    queue owns by id (qblob.c): with the module an anonymous
+ *    SharedMemory block it holds in a table, charged to the per-user
+ *    budget like any block; with memfd pages of the queue's own file
+ *    past the ring, allocated with fallocate and punched out when
+ *    taken. reserve() past the slot size hands out the blob to write in
+ *    place and peek() maps it in place:
  *    zero-copy both ways; put() and get() copy once each. An out-of-line
  *    message is claimed alone (it ends a batch). Deaths are the ring's:
  *    a dead producer's claim is published dropped (its blob leaks until
