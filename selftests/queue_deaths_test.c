@@ -407,6 +407,25 @@ static int run_setup_many(struct ctx *c)
 	return c->q ? 0 : -1;
 }
 
+/*
+ * The same two with 8-byte messages: 16-byte slots, where a run's count
+ * and size are in its second slot's data (struct mpq_slot_run_size), and
+ * the free rewrites that slot's seq before the first slot's.
+ */
+static int run_setup_small(struct ctx *c)
+{
+	c->q = make_queue(40, 8, MPQ_QUEUE_F_ONE_PRODUCER |
+			    MPQ_QUEUE_F_ONE_CONSUMER);
+	return c->q ? 0 : -1;
+}
+
+static int run_setup_many_small(struct ctx *c)
+{
+	c->arg = 1;
+	c->q = make_queue(40, 8, 0);
+	return c->q ? 0 : -1;
+}
+
 /* Warm, then RUN1 as one run (checked: else the test tests slots). */
 #define RUN1	"abcdefghijklmnop"
 #define RUN2	"ABCDEFGHIJKLMNOP"
@@ -501,16 +520,17 @@ TEST_F_TIMEOUT(slow, a_run_put_or_taken_killed_anywhere_leaves_the_queue_whole, 
 		{ "get of one of a run", plain_get, run_one_check },
 		{ "peek and release in a run", run_peek, run_one_check },
 	};
-	unsigned int i;
+	static const setup_fn setups[] = {
+		run_setup, run_setup_many, run_setup_small,
+		run_setup_many_small,
+	};
+	unsigned int i, k;
 
-	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-		EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what, run_setup,
-					     run_prep, ops[i].op,
-					     ops[i].check));
-	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-		EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what,
-					     run_setup_many, run_prep,
-					     ops[i].op, ops[i].check));
+	for (k = 0; k < sizeof(setups) / sizeof(setups[0]); k++)
+		for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+			EXPECT_EQ(0, kill_everywhere(_metadata, ops[i].what,
+						     setups[k], run_prep,
+						     ops[i].op, ops[i].check));
 }
 
 /* --- Blobs -------------------------------------------------------------- */
