@@ -647,6 +647,25 @@ TEST(an_out_of_line_message_in_the_long_form_comes_out_the_same)
 }
 
 /*
+ * Two messages put, the first's len scribbled to MPQ_SLOT_EXT: its get
+ * is -EUCLEAN, and the second comes out intact after it.
+ */
+static void scribble_long_form(struct __test_metadata *_metadata,
+			       struct mpq_queue *q, struct mpq_queue_shm *shm)
+{
+	uint64_t v = 7, out = 0;
+	size_t len = 8;
+
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	head_slot(shm)->len = MPQ_SLOT_EXT;
+	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
+	len = 8;
+	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
+	ASSERT_EQ(7, out);
+}
+
+/*
  * In slots of 8 data bytes there is no room for the long form: a len of
  * MPQ_SLOT_EXT there is a scribble, and its descriptor would be read
  * from the next slot, or, in the ring's last slot, past the mapping. It
@@ -672,28 +691,14 @@ TEST(a_long_form_descriptor_where_it_has_no_room_is_corrupt_not_a_crash)
 	 * as the length: a published one's seq and len make it far more
 	 * than the buffer, which would be EMSGSIZE, the slot kept.
 	 */
-	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
-	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
-	head_slot(shm)->len = MPQ_SLOT_EXT;
-	len = 8;
-	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
-	len = 8;
-	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
-	ASSERT_EQ(7, out);
+	scribble_long_form(_metadata, q, shm);
 	for (i = 2; i < 255; i++) {
 		ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
 		len = 8;
 		ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
 	}
-	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
-	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
 	ASSERT_EQ(255, shm->head & 255);
-	head_slot(shm)->len = MPQ_SLOT_EXT;
-	len = 8;
-	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
-	len = 8;
-	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
-	ASSERT_EQ(7, out);
+	scribble_long_form(_metadata, q, shm);
 	ASSERT_EQ(0, mpq_queue_qsize(q));
 	munmap(shm, size);
 	mpq_queue_free(q);
