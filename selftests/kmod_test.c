@@ -905,6 +905,39 @@ TEST(read_and_write_on_a_queue_fd_get_and_put_messages)
 }
 
 /*
+ * A write(2) whose copy faults has claimed its slot already: it is
+ * published dropped, as a dead producer's claim, and counts no task. A
+ * get then finds nothing (the length above msgsize written before,
+ * which the library now reads as an out-of-line message's, made every
+ * get into a msgsize buffer -EMSGSIZE, the slot never passed) and join
+ * does not wait for a task that never was.
+ */
+TEST(a_write_whose_copy_faults_leaves_nothing_and_no_task)
+{
+	struct mpq_queue_attr attr = { .maxsize = 4, .msgsize = 64,
+				       .backend = MPQ_BACKEND_KMOD,
+				       .flags = MPQ_QUEUE_F_JOINABLE };
+	void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	struct mpq_queue *q;
+	char buf[64];
+	size_t len = sizeof(buf);
+
+	ASSERT_NE(MAP_FAILED, hole);
+	ASSERT_EQ(0, mpq_queue_new(&q, &attr));
+	ASSERT_EQ(-1, write(mpq_queue_fileno(q), hole, 8));
+	ASSERT_EQ(EFAULT, errno);
+	ASSERT_EQ(-EAGAIN, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(0, mpq_queue_join(q, 0));
+	ASSERT_EQ(0, mpq_queue_put_nowait(q, "after", 5));
+	ASSERT_EQ(0, mpq_queue_get_nowait(q, buf, &len));
+	ASSERT_EQ(5, len);
+	ASSERT_EQ(0, memcmp(buf, "after", 5));
+	mpq_queue_free(q);
+	munmap(hole, 4096);
+}
+
+/*
  * A run (put_array on a queue with one producer and one consumer) comes
  * out of read(2) a message per call, in order; its last frees it (the
  * next read finds what follows it); poll and write(2) count its messages
