@@ -540,14 +540,6 @@ TEST_F_TIMEOUT(slow, sigkill_at_random_points_leaves_no_blob_behind, 900)
 	free(buf);
 }
 
-/* The slot at head of q, in the mapping shm of it. */
-static struct mpq_slot *head_slot(struct mpq_queue_shm *shm)
-{
-	return (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
-				   (shm->head & (shm->capacity - 1)) *
-				   shm->slot_size);
-}
-
 /*
  * A queue of 8-byte messages packs them in 16-byte slots, four to a
  * cache line, and still takes a message of any length below 4 GiB: out
@@ -577,7 +569,7 @@ TEST(a_queue_of_8_byte_messages_has_16_byte_slots_and_takes_any_length)
 		fill(buf, lens[i], i);
 		ASSERT_EQ(0, mpq_queue_put(q, buf, lens[i], 0));
 		/* The slot says the length, whichever way it is kept. */
-		ASSERT_EQ(lens[i], head_slot(shm)->len);
+		ASSERT_EQ(lens[i], shm_head_slot(shm)->len);
 		len = 70000;
 		ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
 		ASSERT_EQ(lens[i], len);
@@ -588,7 +580,7 @@ TEST(a_queue_of_8_byte_messages_has_16_byte_slots_and_takes_any_length)
 	ASSERT_LE(100, m.len);
 	fill(m.data, 5, 7);
 	ASSERT_EQ(0, mpq_queue_commit(q, &m, 5));
-	ASSERT_EQ(5, head_slot(shm)->len);
+	ASSERT_EQ(5, shm_head_slot(shm)->len);
 	/* Committed longer than a slot: out of line, peeked in place. */
 	ASSERT_EQ(0, mpq_queue_reserve(q, 100, &m, 0));
 	fill(m.data, 50, 8);
@@ -597,7 +589,7 @@ TEST(a_queue_of_8_byte_messages_has_16_byte_slots_and_takes_any_length)
 	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
 	ASSERT_EQ(5, len);
 	ASSERT_TRUE(check(out, 5, 7));
-	ASSERT_EQ(50, head_slot(shm)->len);
+	ASSERT_EQ(50, shm_head_slot(shm)->len);
 	ASSERT_EQ(0, mpq_queue_peek(q, &m, 0));
 	ASSERT_EQ(50, m.len);
 	ASSERT_TRUE(check(m.data, 50, 8));
@@ -634,7 +626,7 @@ TEST(an_out_of_line_message_in_the_long_form_comes_out_the_same)
 	ASSERT_EQ(24, shm->slot_size);
 	fill(buf, sizeof(buf), 3);
 	ASSERT_EQ(0, mpq_queue_put(q, buf, sizeof(buf), 0));
-	s = head_slot(shm);
+	s = shm_head_slot(shm);
 	ASSERT_EQ(100, s->len);
 	memcpy(&e.id, s + 1, sizeof(e.id));
 	memcpy(s + 1, &e, sizeof(e));
@@ -658,7 +650,7 @@ static void scribble_long_form(struct __test_metadata *_metadata,
 
 	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
 	ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
-	head_slot(shm)->len = MPQ_SLOT_EXT;
+	shm_head_slot(shm)->len = MPQ_SLOT_EXT;
 	ASSERT_EQ(-EUCLEAN, mpq_queue_get(q, &out, &len, 0));
 	len = 8;
 	ASSERT_EQ(0, mpq_queue_get(q, &out, &len, 0));
@@ -701,6 +693,60 @@ TEST(a_long_form_descriptor_where_it_has_no_room_is_corrupt_not_a_crash)
 	scribble_long_form(_metadata, q, shm);
 	ASSERT_EQ(0, mpq_queue_qsize(q));
 	munmap(shm, size);
+	mpq_queue_free(q);
+}
+
+/*
+ * An unbounded queue whose ring is full hands out a reservation with no
+ * slot (it goes to the overflow at commit): committed short enough for a
+ * slot it is put as a copy, longer it stays out of line; both come out
+ * intact after the ring's messages, and no blob is left beyond the
+ * overflow's one chunk, which a drained overflow keeps for its next.
+ */
+TEST(a_reservation_without_a_slot_committed_short_goes_as_a_copy)
+{
+	long base = module_objects(), kept;	/* before the queue */
+	struct mpq_queue *q = queue(0, 8);
+	struct mpq_msg m = { 0 };
+	char out[100];
+	uint64_t v = 0;
+	size_t len;
+	int i;
+
+	ASSERT_NE(NULL, q);
+	/* The overflow's chunk made once, drained, and counted. */
+	for (i = 0; i < 1025; i++)
+		ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	for (i = 0; i < 1025; i++) {
+		len = 8;
+		ASSERT_EQ(0, mpq_queue_get(q, &v, &len, 0));
+	}
+	kept = blobs_unaccounted(q, base);
+	ASSERT_LE(0, kept);
+	for (i = 0; i < 1024; i++) {
+		v = i;
+		ASSERT_EQ(0, mpq_queue_put(q, &v, 8, 0));
+	}
+	ASSERT_EQ(0, mpq_queue_reserve(q, 100, &m, 0));
+	fill(m.data, 5, 11);
+	ASSERT_EQ(0, mpq_queue_commit(q, &m, 5));
+	ASSERT_EQ(0, mpq_queue_reserve(q, 100, &m, 0));
+	fill(m.data, 50, 12);
+	ASSERT_EQ(0, mpq_queue_commit(q, &m, 50));
+	for (i = 0; i < 1024; i++) {
+		len = 8;
+		ASSERT_EQ(0, mpq_queue_get(q, &v, &len, 0));
+		ASSERT_EQ((uint64_t)i, v);
+	}
+	len = sizeof(out);
+	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+	ASSERT_EQ(5, len);
+	ASSERT_TRUE(check(out, 5, 11));
+	len = sizeof(out);
+	ASSERT_EQ(0, mpq_queue_get(q, out, &len, 0));
+	ASSERT_EQ(50, len);
+	ASSERT_TRUE(check(out, 50, 12));
+	ASSERT_EQ(kept, blobs_unaccounted(q, base));
 	mpq_queue_free(q);
 }
 
