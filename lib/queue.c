@@ -2610,23 +2610,22 @@ static int mpq_zc_detached(struct mpq_queue *q, struct mpq_msg *m,
 	struct mpq_slot_ext e = { .id = m->__pos, .len = len };
 	struct iovec iov = { .iov_base = &e, .iov_len = MPQ_IOV_EXT };
 	size_t room = m->len;
-	int ret = 0, copy = !cancel && len <= q->msg_max;
+	int ret = 0, copy = len <= q->msg_max;
 
 	/*
-	 * What fits a slot is put as a copy, before the blob is unmapped:
-	 * a len of msg_max or less says the message is in its slot.
+	 * What fits a slot is put as a copy, from the blob before it is
+	 * unmapped: a len of msg_max or less says the message is in its slot.
 	 */
 	if (copy) {
 		iov.iov_base = m->data;
 		iov.iov_len = len;
-		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
 	}
+	if (!cancel)
+		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
 	mpq_zc_unmap(q, m);
 	m->__kind = MPQ_ZC_NONE;
 	m->__rec = NULL;
 	m->data = NULL;
-	if (!cancel && !copy)
-		ret = mpq_queue_put_op(q, &iov, 1, MPQ_FOREVER);
 	if (cancel || ret < 0 || copy)
 		mpq_qblob_drop(q, e.id, room);
 	return ret < 0 ? ret : 0;

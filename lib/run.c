@@ -375,6 +375,7 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 			    uint32_t count, uint32_t *kp)
 {
 	uint64_t room = q->capacity - (pos & q->mask), c, k, i;
+	const unsigned char *b = (const unsigned char *)mpq_slot_at(q, pos);
 
 	if (room > MPQ_RUN_SLOTS_MAX)
 		room = MPQ_RUN_SLOTS_MAX;
@@ -388,19 +389,13 @@ static uint32_t mpq_run_fit(struct mpq_queue *q, uint64_t pos, uint32_t size,
 	 * Free, in order: a slot's seq is read only once the one before it
 	 * was found free, so it is never a run's payload of a lap ago. (A
 	 * stale pos, behind tail, may read this lap's payload as a seq:
-	 * its claim then fails.)
+	 * its claim then fails.) A pointer that strides, not a mask and a
+	 * multiply per slot: put_many x256 1.06x with 16-byte slots.
 	 */
-	{
-		/* A pointer that strides: put_many x256 1.06x (16 B slots). */
-		const unsigned char *b = (const unsigned char *)
-					 mpq_slot_at(q, pos);
-		uint32_t want = (uint32_t)pos;
-
-		for (i = 0; i < k; i++, b += q->slot_size, want++)
-			if (load_acquire(&((const struct mpq_slot *)
-					   (const void *)b)->seq) != want)
-				break;
-	}
+	for (i = 0; i < k; i++, b += q->slot_size)
+		if (load_acquire(&((const struct mpq_slot *)(const void *)b)->seq)
+		    != (uint32_t)(pos + i))
+			break;
 	if (i < k) {
 		k = i;
 		c = k * q->slot_size > MPQ_RUN_HDR(q) ?

@@ -188,6 +188,14 @@ static inline size_t queue_map_size(struct mpq_queue *q)
 	return 0;
 }
 
+/* The slot at head in a mapping of a queue's memory (queue_map()). */
+static inline struct mpq_slot *shm_head_slot(struct mpq_queue_shm *shm)
+{
+	return (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
+				   (shm->head & (shm->capacity - 1)) *
+				   shm->slot_size);
+}
+
 /* A second mapping of the queue's memory, as another participant has it. */
 static inline void *queue_map(struct mpq_queue *q, size_t *size)
 {

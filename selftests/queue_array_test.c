@@ -39,9 +39,7 @@ static uint32_t head_slot(struct mpq_queue *q, uint32_t *count)
 	*count = 0;
 	if (!shm)
 		return 0;
-	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
-				(shm->head & (shm->capacity - 1)) *
-				shm->slot_size);
+	s = shm_head_slot(shm);
 	len = s->len;
 	if (len == MPQ_SLOT_RUN)
 		*count = ((const struct mpq_slot_run_size *)

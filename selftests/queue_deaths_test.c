@@ -444,9 +444,7 @@ static void run_prep(struct ctx *c)
 	shm = queue_map(c->q, &size);
 	if (!shm)
 		_exit(3);
-	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
-				(shm->head & (shm->capacity - 1)) *
-				shm->slot_size);
+	s = shm_head_slot(shm);
 	if (s->len != MPQ_SLOT_RUN)
 		_exit(4);
 	munmap(shm, size);

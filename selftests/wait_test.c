@@ -191,9 +191,7 @@ static int head_is_a_run(struct mpq_queue *q)
 	shm = queue_map(q, &size);
 	if (!shm)
 		return -1;
-	s = (struct mpq_slot *)((unsigned char *)shm + shm->data_off +
-				(shm->head & (shm->capacity - 1)) *
-				shm->slot_size);
+	s = shm_head_slot(shm);
 	run = s->len == MPQ_SLOT_RUN;
 	munmap(shm, size);
 	return run;
